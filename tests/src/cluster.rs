@@ -1,0 +1,282 @@
+//! A three-node JetStream cluster on loopback, owned by a [`NatsCluster`] handle.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
+
+/// Three JetStream nodes named `n0`, `n1`, `n2`, routed to each other on 127.0.0.1.
+///
+/// Every node has its own free client, route and monitoring port and its own temporary store.
+/// Dropping the cluster kills all nodes and removes their files.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cluster = kv_tests::NatsCluster::start().await;
+/// assert!(cluster.meta_leader().await.is_some());
+/// // async-nats takes the node list as a Vec, not as one comma-joined string.
+/// let client = async_nats::connect(cluster.client_urls()).await.unwrap();
+/// let js = async_nats::jetstream::new(client);
+/// js.create_key_value(async_nats::jetstream::kv::Config {
+///     bucket: "r3".into(),
+///     num_replicas: 3,
+///     ..Default::default()
+/// })
+/// .await
+/// .unwrap();
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+    name: String,
+}
+
+/// Number of nodes in a [`NatsCluster`].
+pub const CLUSTER_SIZE: usize = 3;
+
+impl NatsCluster {
+    /// Starts three nodes and waits until they elected a JetStream meta leader and each node
+    /// answers `$JS.API.INFO`.
+    ///
+    /// # Panics
+    ///
+    /// When a node cannot start or no meta leader appears in time; the message carries the logs.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the started nodes, which kills them and removes their files.
+    pub async fn start() -> NatsCluster {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "kv-tests-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // Route ports must be known before any node starts, since every node lists all routes.
+        // All three listeners are held at once so the ports differ; the kernel does not hand a
+        // just-released ephemeral port out again right away.
+        let route_ports = free_ports(CLUSTER_SIZE);
+        let mut nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, &listen_port)| {
+                let mut builder = NatsServer::builder().server_name(format!("n{i}"));
+                builder.cluster = Some(ClusterSpec {
+                    name: name.clone(),
+                    listen_port,
+                    route_ports: route_ports.clone(),
+                });
+                builder.spawn_only()
+            })
+            .collect();
+        let deadline = Instant::now() + nodes[0].ready_timeout();
+        for node in &mut nodes {
+            node.wait_listening(deadline).await;
+        }
+        // A node answers `$JS.API.INFO` only once it knows a meta leader.
+        for node in &mut nodes {
+            node.wait_ready().await;
+        }
+        let cluster = NatsCluster { nodes, name };
+        if cluster.wait_meta_leader(deadline).await.is_none() {
+            cluster.fail("elected no JetStream meta leader");
+        }
+        cluster
+    }
+
+    /// Node `i` (0, 1 or 2).
+    ///
+    /// # Panics
+    ///
+    /// When `i` is out of range.
+    pub fn node(&self, i: usize) -> &NatsServer {
+        &self.nodes[i]
+    }
+
+    /// The cluster name of the `cluster {}` block.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client URLs of all nodes, in node order.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::client_url).collect()
+    }
+
+    /// All client URLs joined with commas (`nats://127.0.0.1:A,nats://127.0.0.1:B,...`).
+    ///
+    /// This is the form of the `nats` CLI's `--server` and of a `NATS_URL` variable. async-nats
+    /// 0.51 does **not** split it: pass [`NatsCluster::client_urls`] (a `Vec`) to
+    /// `async_nats::connect` or `ConnectOptions::connect`, or use [`NatsCluster::connect`].
+    pub fn client_url(&self) -> String {
+        self.client_urls().join(",")
+    }
+
+    /// Connects a client that knows every node, with async-nats' default options.
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails; the message carries the logs.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is left behind.
+    pub async fn connect(&self) -> async_nats::Client {
+        match async_nats::connect(self.client_urls()).await {
+            Ok(client) => client,
+            Err(err) => self.fail(&format!("refused a client: {err}")),
+        }
+    }
+
+    /// Kills node `i` with SIGKILL and waits for it to exit.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node `i` on the same ports with the same store and waits until it rejoined:
+    /// it sees a meta leader and answers `$JS.API.INFO`.
+    ///
+    /// # Panics
+    ///
+    /// When the node is not back in time; the message carries the logs.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancelling may leave the node stopped or not yet rejoined.
+    pub async fn restart_node(&mut self, i: usize) {
+        self.nodes[i].restart().await;
+        let deadline = Instant::now() + self.nodes[i].ready_timeout();
+        loop {
+            if node_meta_leader(&self.nodes[i]).await.is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("node n{i} did not rejoin"));
+            }
+            tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
+    /// The index of the node that leads `stream` now, from `$JS.API.STREAM.INFO` (`None` when
+    /// the stream does not exist, has no leader, or no node answers).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.has_process()) {
+            let Ok(client) = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(1))
+                .request_timeout(Some(Duration::from_secs(1)))
+                .connect(node.client_url())
+                .await
+            else {
+                continue;
+            };
+            let reply = client
+                .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
+                .await;
+            let _ = client.drain().await;
+            let Ok(reply) = reply else { continue };
+            let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+                continue;
+            };
+            if info.get("error").is_some() {
+                continue;
+            }
+            let leader = info.pointer("/cluster/leader").and_then(|v| v.as_str());
+            return leader.and_then(|name| self.index_of(name));
+        }
+        None
+    }
+
+    /// Polls [`NatsCluster::stream_leader`] until it names a running node or `timeout` passes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_stream_leader(&self, stream: &str, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.stream_leader(stream).await {
+                if self.nodes[i].has_process() {
+                    return Some(i);
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
+    /// The index of the JetStream meta leader, as a running node's `/jsz` reports it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn meta_leader(&self) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.has_process()) {
+            if let Some(name) = node_meta_leader(node).await {
+                if let Some(i) = self.index_of(&name) {
+                    if self.nodes[i].has_process() {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn wait_meta_leader(&self, deadline: Instant) -> Option<usize> {
+        loop {
+            if let Some(i) = self.meta_leader().await {
+                return Some(i);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
+    fn index_of(&self, server_name: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.server_name() == server_name)
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let logs: Vec<String> = self.nodes.iter().map(NatsServer::log_section).collect();
+        panic!(
+            "kv-tests: cluster {} {what}\n{}",
+            self.name,
+            logs.join("\n")
+        )
+    }
+}
+
+/// The meta leader's server name as one node sees it.
+async fn node_meta_leader(node: &NatsServer) -> Option<String> {
+    let jsz = node.monitor_json("/jsz").await?;
+    let leader = jsz.pointer("/meta_cluster/leader")?.as_str()?;
+    (!leader.is_empty()).then(|| leader.to_string())
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("kv-tests: cannot bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("kv-tests: bound listener has an address")
+                .port()
+        })
+        .collect()
+}

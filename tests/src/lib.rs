@@ -1,0 +1,50 @@
+//! Real-server test kit for the NATS JetStream KV coordination toolkit.
+//!
+//! Like Curator's `TestingServer` for ZooKeeper, it runs real servers as child processes that
+//! die with their handles:
+//!
+//! - [`NatsServer`]: one JetStream server on 127.0.0.1, a free port and a temporary store, with
+//!   [`restart`](NatsServer::restart) (same port, same data), [`kill`](NatsServer::kill)
+//!   (SIGKILL) and [`stop`](NatsServer::stop) (graceful).
+//! - [`NatsCluster`]: three routed JetStream nodes, ready once a meta leader exists, with node
+//!   kills and restarts and stream-leader lookup.
+//! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
+//! - `docker` (feature `docker`): the official `nats` image through testcontainers.
+//!
+//! The `nats-server` binary comes from [`nats_server_bin`]: `NATS_SERVER_BIN`, `PATH`, or the
+//! project-local copy that `scripts/ensure-nats-server.sh` installs (version ≥ 2.12).
+//!
+//! Dropping a handle kills its processes and removes their files, also while a test panics.
+//! Start-up polls for readiness (no fixed sleeps) and panics with the server log on timeout.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use kv_tests::NatsServer;
+//!
+//! let server = NatsServer::start().await;
+//! let js = async_nats::jetstream::new(server.connect().await);
+//! let kv = js
+//!     .create_key_value(async_nats::jetstream::kv::Config {
+//!         bucket: "example".into(),
+//!         ..Default::default()
+//!     })
+//!     .await
+//!     .unwrap();
+//! kv.put("greeting", "hello".into()).await.unwrap();
+//! # }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+mod binary;
+mod cluster;
+#[cfg(feature = "docker")]
+pub mod docker;
+mod monitor;
+mod proxy;
+mod server;
+
+pub use binary::{nats_server_bin, LOCAL_SERVER_PATH, MIN_SERVER_VERSION, PINNED_SERVER_VERSION};
+pub use cluster::{NatsCluster, CLUSTER_SIZE};
+pub use proxy::FaultProxy;
+pub use server::{NatsServer, NatsServerBuilder, READY_TIMEOUT};
