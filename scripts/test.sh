@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run). Needs only Rust and Python/pip:
+# it provisions nats-server itself, then runs formatting, lints, every test, the docker-feature
+# check and the example build, and finally checks that no nats-server it started survives.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { echo; echo "==> $*"; }
+run_started=$SECONDS
+
+# Every process of this run inherits this marker, which tells our servers from anyone else's.
+export KV_TESTS_RUN_ID="kv-tests-$$-$RANDOM$RANDOM"
+
+step "provisioning nats-server"
+NATS_SERVER_BIN="$(scripts/ensure-nats-server.sh)"
+export NATS_SERVER_BIN
+"$NATS_SERVER_BIN" --version
+
+# nats-server processes that carry this run's marker in their environment.
+our_servers() {
+    local p
+    for p in /proc/[0-9]*; do
+        [[ "$(cat "$p/comm" 2>/dev/null)" == nats-server ]] || continue
+        if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qx "KV_TESTS_RUN_ID=$KV_TESTS_RUN_ID"; then
+            echo "${p#/proc/}"
+        fi
+    done
+}
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run --workspace"
+    cargo nextest run --workspace
+else
+    step "cargo test --workspace (cargo-nextest not installed)"
+    cargo test --workspace --all-targets
+fi
+
+step "cargo test --workspace --doc"
+cargo test --workspace --doc
+
+step "cargo check -p kv-tests --features docker (compile only: no Docker engine here)"
+cargo check -p kv-tests --features docker
+
+step "cargo build -p kv-examples --examples --bins"
+cargo build -p kv-examples --examples --bins
+
+step "checking for stray nats-server processes"
+# Servers die with their handles; give any SIGKILLed child a moment to be reaped.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    [[ -z "$(our_servers)" ]] && break
+    sleep 0.2
+done
+stray="$(our_servers)"
+if [[ -n "$stray" ]]; then
+    echo "stray nats-server processes left by this run:" >&2
+    for pid in $stray; do
+        echo "  $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+    done
+    # These are ours (they carry this run's marker): end them by pid, then fail.
+    kill -9 $stray 2>/dev/null || true
+    exit 1
+fi
+echo "none"
+
+echo
+echo "all checks passed in $((SECONDS - run_started)) s"
