@@ -1,0 +1,285 @@
+//! The entry point: a [`Kv`] handle over one NATS connection.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use crate::bucket::{Bucket, Inner, ReadOnlyBucket};
+use crate::config::{validate_bucket_name, BucketConfig};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::js::Js;
+
+/// A server version, learned on connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerVersion {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// Per-key TTLs and expiry markers (ADR-43).
+    pub const PER_KEY_TTL: ServerVersion = ServerVersion::new(2, 11, 2);
+    /// Atomic batch publish (ADR-50).
+    pub const ATOMIC_BATCH: ServerVersion = ServerVersion::new(2, 12, 0);
+
+    /// A version.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> ServerVersion {
+        ServerVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `"2.15.1"`, `"v2.15.1"` or `"2.12.0-beta.1"`.
+    pub fn parse(s: &str) -> Option<ServerVersion> {
+        let s = s.trim().trim_start_matches('v');
+        let core = s.split(['-', '+']).next()?;
+        let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+        Some(ServerVersion::new(
+            it.next()??,
+            it.next()??,
+            it.next().flatten().unwrap_or(0),
+        ))
+    }
+
+    pub(crate) fn require(self, needed: ServerVersion, feature: &str) -> Result<(), Error> {
+        if self >= needed {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::ServerTooOld,
+                format!("{feature} needs nats-server {needed} or newer, the server is {self}"),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// A handle on the KV buckets of one NATS connection. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use kv_core::{BucketConfig, Kv};
+/// let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+/// let bucket = kv.create_or_open(BucketConfig::new("app")).await?;
+/// bucket.put("greeting", "hello").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Kv {
+    js: Js,
+    version: ServerVersion,
+}
+
+impl Kv {
+    /// Wraps an existing connection. The server version is taken from the connection's
+    /// `INFO` (the server the client is connected to).
+    pub fn new(client: async_nats::Client) -> Kv {
+        let version = ServerVersion::parse(&client.server_info().version)
+            .unwrap_or(ServerVersion::new(0, 0, 0));
+        let timeout = client.timeout().unwrap_or(Duration::from_secs(5));
+        Kv {
+            js: Js {
+                client,
+                api: "$JS.API".to_string(),
+                timeout,
+            },
+            version,
+        }
+    }
+
+    /// Connects to `url` (comma-separated for a cluster) and wraps the connection.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the half-made connection.
+    pub async fn connect(url: &str) -> Result<Kv, Error> {
+        let client = async_nats::connect(url).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                format!("cannot connect to {url}: {e}"),
+            )
+            .with_source(e)
+        })?;
+        Ok(Kv::new(client))
+    }
+
+    /// Uses another JetStream API prefix (for a JetStream domain or an imported account).
+    pub fn with_api_prefix(mut self, prefix: impl Into<String>) -> Kv {
+        self.js.api = prefix.into();
+        self
+    }
+
+    /// Sets the timeout of every request (default: the client's request timeout, or 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Kv {
+        self.js.timeout = timeout;
+        self
+    }
+
+    /// The server version seen on connect.
+    pub fn server_version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// The underlying connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.js.client
+    }
+
+    fn check_features(&self, cfg: &BucketConfig) -> Result<(), Error> {
+        if cfg.marker_ttl.is_some() {
+            self.version
+                .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
+        }
+        if cfg.atomic {
+            self.version
+                .require(ServerVersion::ATOMIC_BATCH, "atomic batches")?;
+        }
+        Ok(())
+    }
+
+    /// Creates a bucket. Creating a bucket that exists with the same configuration succeeds;
+    /// with another configuration it fails with [`ErrorKind::BucketExists`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the bucket may be created even if the future is dropped.
+    pub async fn create_bucket(&self, cfg: BucketConfig) -> Result<Bucket, Error> {
+        let span = tracing::debug_span!("kv.create_bucket", bucket = %cfg.name);
+        async {
+            cfg.validate().map_err(|e| e.with_op(Operation::Bucket))?;
+            self.check_features(&cfg)
+                .map_err(|e| e.with_op(Operation::Bucket))?;
+            let body = serde_json::to_vec(&cfg.to_stream_config())
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?;
+            let info: stream::Info = self
+                .js
+                .api(&format!("STREAM.CREATE.KV_{}", cfg.name), Bytes::from(body))
+                .await
+                .map_err(|e| e.with_op(Operation::Bucket))?;
+            Ok(Bucket::from_inner(self.inner(&cfg.name, &info)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Opens the bucket if it exists (without changing it), else creates it.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the bucket may be created even if the future is dropped.
+    pub async fn create_or_open(&self, cfg: BucketConfig) -> Result<Bucket, Error> {
+        match self.open(&cfg.name).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == ErrorKind::BucketNotFound => {
+                match self.create_bucket(cfg.clone()).await {
+                    // Lost a race with another creator: open theirs.
+                    Err(e) if e.kind() == ErrorKind::BucketExists => self.open(&cfg.name).await,
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an existing bucket for reading and writing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn open(&self, name: &str) -> Result<Bucket, Error> {
+        Ok(Bucket::from_inner(self.open_inner(name).await?))
+    }
+
+    /// Opens an existing bucket read-only: the handle has no write methods.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn open_read_only(&self, name: &str) -> Result<ReadOnlyBucket, Error> {
+        Ok(ReadOnlyBucket::from_inner(self.open_inner(name).await?))
+    }
+
+    async fn open_inner(&self, name: &str) -> Result<Arc<Inner>, Error> {
+        validate_bucket_name(name).map_err(|e| e.with_op(Operation::Bucket))?;
+        let info: stream::Info = self
+            .js
+            .api(&format!("STREAM.INFO.KV_{name}"), Bytes::new())
+            .await
+            .map_err(|e| e.with_op(Operation::Bucket))?;
+        Ok(self.inner(name, &info))
+    }
+
+    fn inner(&self, name: &str, info: &stream::Info) -> Arc<Inner> {
+        // A mirror takes no writes of its own: writes go to the mirrored bucket's subjects.
+        let write_bucket = info
+            .config
+            .mirror
+            .as_ref()
+            .map(|m| m.name.trim_start_matches("KV_").to_string())
+            .unwrap_or_else(|| name.to_string());
+        Arc::new(Inner {
+            js: self.js.clone(),
+            name: name.to_string(),
+            stream: format!("KV_{name}"),
+            read_prefix: format!("$KV.{name}."),
+            write_prefix: format!("$KV.{write_bucket}."),
+            direct: info.config.allow_direct,
+            atomic: info.config.allow_atomic_publish,
+            version: self.version,
+        })
+    }
+
+    /// Deletes a bucket and all its data. Returns whether it existed.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the bucket may be deleted even if the future is dropped.
+    pub async fn delete_bucket(&self, name: &str) -> Result<bool, Error> {
+        validate_bucket_name(name).map_err(|e| e.with_op(Operation::Bucket))?;
+        #[derive(serde::Deserialize)]
+        struct Deleted {
+            success: bool,
+        }
+        match self
+            .js
+            .api::<Deleted>(&format!("STREAM.DELETE.KV_{name}"), Bytes::new())
+            .await
+        {
+            Ok(d) => Ok(d.success),
+            Err(e) if e.kind() == ErrorKind::BucketNotFound => Ok(false),
+            Err(e) => Err(e.with_op(Operation::Bucket)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let v = ServerVersion::parse("v2.15.1").unwrap();
+        assert_eq!(v, ServerVersion::new(2, 15, 1));
+        assert!(v >= ServerVersion::ATOMIC_BATCH);
+        assert_eq!(
+            ServerVersion::parse("2.12.0-beta.1"),
+            Some(ServerVersion::new(2, 12, 0))
+        );
+        assert_eq!(ServerVersion::parse("junk"), None);
+        let old = ServerVersion::new(2, 9, 10);
+        let e = old
+            .require(ServerVersion::PER_KEY_TTL, "per-key TTL")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ServerTooOld);
+        assert!(e.to_string().contains("2.11.2"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Entries: one revision of one key, as read or watched.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::key::Key;
+use crate::revision::Revision;
+
+pub(crate) const KV_OPERATION: &str = "KV-Operation";
+pub(crate) const MARKER_REASON: &str = "Nats-Marker-Reason";
+pub(crate) const NATS_TTL: &str = "Nats-TTL";
+
+/// What a revision did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A value was written.
+    Put,
+    /// The key was deleted (a tombstone; history is kept).
+    Delete,
+    /// The key was purged, explicitly or by the server (TTL expiry, limits).
+    Purge,
+}
+
+/// Why a key is gone, for `Delete` and `Purge` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Removal {
+    /// An explicit `delete`.
+    Deleted,
+    /// An explicit `purge`.
+    Purged,
+    /// The key's per-key TTL (or the bucket's max age) ran out: a server expiry marker.
+    Expired,
+    /// The server removed it for another reason (stream limits, message removal).
+    Removed,
+}
+
+/// One revision of one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub(crate) bucket: String,
+    pub(crate) key: Key,
+    pub(crate) value: Bytes,
+    pub(crate) revision: Revision,
+    pub(crate) created: OffsetDateTime,
+    pub(crate) delta: u64,
+    pub(crate) op: Op,
+    pub(crate) removal: Option<Removal>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl Entry {
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+    /// The raw value (empty for deletes and purges, and for metadata-only watches).
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+    /// The revision.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+    /// When the server stored this revision, by the server's clock. Informational only: never
+    /// compare it with a local clock to judge expiry.
+    pub fn created(&self) -> OffsetDateTime {
+        self.created
+    }
+    /// For watched entries: how many more messages the watch had pending after this one when
+    /// it was delivered. 0 for reads.
+    pub fn delta(&self) -> u64 {
+        self.delta
+    }
+    /// What this revision did.
+    pub fn operation(&self) -> Op {
+        self.op
+    }
+    /// Why the key is gone, for `Delete` and `Purge` entries.
+    pub fn removal(&self) -> Option<Removal> {
+        self.removal
+    }
+    /// Whether this revision is a live value (not a tombstone or marker).
+    pub fn is_value(&self) -> bool {
+        self.op == Op::Put
+    }
+    /// The per-key TTL this revision was written with, if any.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+    /// Decodes the value with `codec`.
+    pub fn decode<T, C: Codec<T>>(&self, codec: &C) -> Result<T, Error> {
+        codec
+            .decode(&self.value)
+            .map_err(|e| e.with_key(self.key.as_str()))
+    }
+}
+
+/// Reads operation, removal reason and TTL from a KV message's headers.
+pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Option<Duration>) {
+    let Some(h) = headers else {
+        return (Op::Put, None, None);
+    };
+    let ttl = h.get(NATS_TTL).and_then(|v| parse_ttl(v.as_str()));
+    if let Some(reason) = h.get(MARKER_REASON) {
+        let removal = match reason.as_str() {
+            "MaxAge" => Removal::Expired,
+            "Purge" => Removal::Purged,
+            _ => Removal::Removed,
+        };
+        return (Op::Purge, Some(removal), ttl);
+    }
+    match h.get(KV_OPERATION).map(|v| v.as_str()) {
+        Some("DEL") => (Op::Delete, Some(Removal::Deleted), ttl),
+        Some("PURGE") => (Op::Purge, Some(Removal::Purged), ttl),
+        _ => (Op::Put, None, ttl),
+    }
+}
+
+/// Parses a `Nats-TTL` value: `"5s"`, `"1m"`, `"2h"` or plain seconds; `"never"` is none.
+fn parse_ttl(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_headers() {
+        assert_eq!(classify(None).0, Op::Put);
+        let mut h = HeaderMap::new();
+        h.insert(KV_OPERATION, "DEL");
+        assert_eq!(classify(Some(&h)).1, Some(Removal::Deleted));
+        let mut h = HeaderMap::new();
+        h.insert(MARKER_REASON, "MaxAge");
+        h.insert(NATS_TTL, "3s");
+        let (op, rm, ttl) = classify(Some(&h));
+        assert_eq!(
+            (op, rm, ttl),
+            (
+                Op::Purge,
+                Some(Removal::Expired),
+                Some(Duration::from_secs(3))
+            )
+        );
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_ttl("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_ttl("never"), None);
+        assert_eq!(parse_ttl(""), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! One error type for every kv-core operation, with a matchable [`ErrorKind`].
+//!
+//! The error records which [`Operation`] failed, on which key, and the server's `err_code`
+//! when there was one. Display text is for people and is not a contract: match on
+//! [`Error::kind`].
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::key::KeyRule;
+use crate::revision::Revision;
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A compare-and-set expectation failed: the key is not at the expected revision
+    /// (server `err_code` 10071, or 10164 on replicated streams).
+    Conflict,
+    /// `create` found a live value under the key.
+    AlreadyExists,
+    /// The key (or the revision asked for) does not exist.
+    NotFound,
+    /// The key or key filter breaks a key rule.
+    InvalidKey,
+    /// A TTL that is not a whole number of seconds ≥ 1, or a per-key TTL on a bucket that
+    /// was not created with per-key TTLs enabled.
+    InvalidTtl,
+    /// A bucket option or call argument is invalid.
+    InvalidArgument,
+    /// The value is larger than the bucket's or the server's limit.
+    ValueTooLarge,
+    /// The bucket does not exist.
+    BucketNotFound,
+    /// `create_bucket` found a bucket of that name with another configuration.
+    BucketExists,
+    /// The server is too old for the feature (the message names the version needed).
+    ServerTooOld,
+    /// The bucket lacks a switch the operation needs (atomic batches, per-key TTL).
+    FeatureDisabled,
+    /// The server did not answer in time. The operation may or may not have taken effect.
+    Timeout,
+    /// The connection is down or the request could not be sent.
+    Connection,
+    /// A value or key could not be encoded or decoded.
+    Codec,
+    /// A watch could not resume: the server no longer holds the history it needs.
+    HistoryGone,
+    /// A read-modify-write loop gave up after its attempt limit.
+    TooManyAttempts,
+    /// The server returned an error this library does not classify.
+    Server,
+}
+
+/// The operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Creating, opening or changing a bucket.
+    Bucket,
+    /// Reading a key or revision.
+    Get,
+    /// `put`.
+    Put,
+    /// `create`.
+    Create,
+    /// `update`.
+    Update,
+    /// `delete`.
+    Delete,
+    /// `purge`.
+    Purge,
+    /// Reading a key's history or the key list.
+    History,
+    /// A transaction commit.
+    Transaction,
+    /// A watch.
+    Watch,
+    /// Bucket status.
+    Status,
+    /// A read-modify-write loop.
+    ReadModifyWrite,
+    /// Local validation or encoding, before any request.
+    Local,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Operation::Bucket => "bucket",
+            Operation::Get => "get",
+            Operation::Put => "put",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Purge => "purge",
+            Operation::History => "history",
+            Operation::Transaction => "transaction",
+            Operation::Watch => "watch",
+            Operation::Status => "status",
+            Operation::ReadModifyWrite => "read-modify-write",
+            Operation::Local => "validate",
+        };
+        f.write_str(s)
+    }
+}
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error of every kv-core operation.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    op: Operation,
+    key: Option<String>,
+    message: String,
+    server_code: Option<u64>,
+    current: Option<Revision>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            op: Operation::Local,
+            key: None,
+            message: message.into(),
+            server_code: None,
+            current: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_op(mut self, op: Operation) -> Error {
+        self.op = op;
+        self
+    }
+
+    pub(crate) fn with_key(mut self, key: impl Into<String>) -> Error {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn with_code(mut self, code: u64) -> Error {
+        self.server_code = Some(code);
+        self
+    }
+
+    pub(crate) fn with_current(mut self, rev: Option<Revision>) -> Error {
+        self.current = rev;
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn invalid_key(key: &str, rule: KeyRule) -> Error {
+        // Keys may be long or hold control characters: show a bounded, escaped prefix.
+        let shown: String = key.chars().take(64).collect();
+        Error::new(
+            ErrorKind::InvalidKey,
+            format!("invalid key {shown:?}: {rule}"),
+        )
+    }
+
+    pub(crate) fn codec(message: String) -> Error {
+        Error::new(ErrorKind::Codec, message)
+    }
+
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Which operation failed.
+    pub fn operation(&self) -> Operation {
+        self.op
+    }
+
+    /// The key the operation was about, when there was one. For a failed transaction this is
+    /// the key whose expectation failed, when it could be determined.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The server's `err_code`, when the server answered with an error.
+    pub fn server_code(&self) -> Option<u64> {
+        self.server_code
+    }
+
+    /// For [`ErrorKind::Conflict`] and [`ErrorKind::AlreadyExists`]: the key's revision at
+    /// the time, when the server or a follow-up read told us.
+    pub fn current_revision(&self) -> Option<Revision> {
+        self.current
+    }
+
+    /// Whether this is a compare-and-set conflict.
+    pub fn is_conflict(&self) -> bool {
+        self.kind == ErrorKind::Conflict
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.op)?;
+        if let Some(k) = &self.key {
+            write!(f, " {k:?}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(c) = self.server_code {
+            write!(f, " (err_code {c})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn StdError + 'static))
+    }
+}
+
+/// Server `err_code`s we classify.
+pub(crate) mod codes {
+    pub const STREAM_NOT_FOUND: u64 = 10059;
+    pub const STREAM_NAME_EXISTS: u64 = 10058;
+    pub const MESSAGE_TOO_LARGE: u64 = 10054;
+    pub const WRONG_LAST_SEQUENCE: u64 = 10071;
+    pub const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
+    pub const TTL_INVALID: u64 = 10165;
+    pub const TTL_DISABLED: u64 = 10166;
+    pub const ATOMIC_DISABLED: u64 = 10174;
+    pub const NO_MESSAGE_FOUND: u64 = 10037;
+}
+
+/// Classifies a JetStream API error answer.
+pub(crate) fn from_api(code: u64, description: &str) -> Error {
+    use codes::*;
+    let kind = match code {
+        WRONG_LAST_SEQUENCE | WRONG_LAST_SEQUENCE_CONSTANT => ErrorKind::Conflict,
+        STREAM_NOT_FOUND => ErrorKind::BucketNotFound,
+        STREAM_NAME_EXISTS => ErrorKind::BucketExists,
+        MESSAGE_TOO_LARGE => ErrorKind::ValueTooLarge,
+        TTL_INVALID => ErrorKind::InvalidTtl,
+        TTL_DISABLED | ATOMIC_DISABLED => ErrorKind::FeatureDisabled,
+        NO_MESSAGE_FOUND => ErrorKind::NotFound,
+        _ => ErrorKind::Server,
+    };
+    let mut e = Error::new(kind, description.to_string()).with_code(code);
+    if kind == ErrorKind::Conflict {
+        // "wrong last sequence: 42" names the key's revision; 10164 does not.
+        e.current = description
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .and_then(Revision::new);
+    }
+    e
+}
+
+/// Classifies a failed core NATS request.
+pub(crate) fn from_request(err: async_nats::RequestError) -> Error {
+    use async_nats::RequestErrorKind as K;
+    let kind = match err.kind() {
+        K::TimedOut => ErrorKind::Timeout,
+        K::NoResponders => ErrorKind::BucketNotFound,
+        K::MaxPayloadExceeded => ErrorKind::ValueTooLarge,
+        K::InvalidSubject => ErrorKind::InvalidKey,
+        _ => ErrorKind::Connection,
+    };
+    Error::new(kind, err.to_string()).with_source(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_conflicts_and_parses_revision() {
+        let e = from_api(10071, "wrong last sequence: 42");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.current_revision().map(Revision::get), Some(42));
+        let e = from_api(10164, "wrong last sequence");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.current_revision(), None);
+        assert_eq!(from_api(1, "x").kind(), ErrorKind::Server);
+    }
+
+    #[test]
+    fn display_is_one_layer() {
+        let e = from_api(10071, "wrong last sequence: 3")
+            .with_op(Operation::Update)
+            .with_key("k");
+        assert_eq!(
+            e.to_string(),
+            "update \"k\": wrong last sequence: 3 (err_code 10071)"
+        );
+    }
+}

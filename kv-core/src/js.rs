@@ -1,0 +1,279 @@
+//! The few JetStream requests kv-core needs, sent as plain core NATS requests.
+//!
+//! Going below async-nats' JetStream publish path gives us the server's `err_code` for every
+//! failure (async-nats folds 10164 into `Other`), headers it does not expose (marker reason,
+//! TTL), and exactly one round trip per operation.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message, StatusCode};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::error::{self, Error, ErrorKind};
+
+pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+pub(crate) const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
+pub(crate) const ROLLUP: &str = "Nats-Rollup";
+pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
+pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
+pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+
+/// The JetStream API, reached over one client.
+#[derive(Debug, Clone)]
+pub(crate) struct Js {
+    pub(crate) client: Client,
+    pub(crate) api: String,
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApiError {
+    #[serde(default)]
+    pub(crate) err_code: u64,
+    #[serde(default)]
+    pub(crate) description: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: Option<ApiError>,
+}
+
+/// A publish acknowledgement.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PubAck {
+    pub(crate) seq: u64,
+    #[serde(default)]
+    pub(crate) count: Option<u64>,
+}
+
+/// A stored message, as read back.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredMsg {
+    pub(crate) subject: String,
+    pub(crate) seq: u64,
+    pub(crate) time: OffsetDateTime,
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) payload: Bytes,
+}
+
+/// Parses a JetStream API answer: either `{"error": {...}}` or the expected body.
+pub(crate) fn parse_api<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+    if let Ok(ErrorEnvelope { error: Some(e) }) = serde_json::from_slice(payload) {
+        return Err(error::from_api(e.err_code, &e.description));
+    }
+    serde_json::from_slice(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Server,
+            format!("unexpected answer from the server: {e}"),
+        )
+        .with_source(e)
+    })
+}
+
+impl Js {
+    pub(crate) async fn request(
+        &self,
+        subject: String,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<Message, Error> {
+        let mut req = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(self.timeout));
+        if let Some(h) = headers {
+            req = req.headers(h);
+        }
+        self.client
+            .send_request(subject, req)
+            .await
+            .map_err(error::from_request)
+    }
+
+    /// Publishes into a stream and waits for the ack.
+    pub(crate) async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<PubAck, Error> {
+        let msg = self.request(subject, Some(headers), payload).await?;
+        parse_api(&msg.payload)
+    }
+
+    /// Calls `$JS.API.<what>` with a JSON body.
+    pub(crate) async fn api<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        body: Bytes,
+    ) -> Result<T, Error> {
+        let msg = self
+            .request(format!("{}.{}", self.api, what), None, body)
+            .await?;
+        parse_api(&msg.payload)
+    }
+
+    /// Direct get of the last message on `subject` (any replica may answer).
+    pub(crate) async fn direct_last(
+        &self,
+        stream: &str,
+        subject: &str,
+    ) -> Result<Option<StoredMsg>, Error> {
+        let msg = self
+            .request(
+                format!("{}.DIRECT.GET.{stream}.{subject}", self.api),
+                None,
+                Bytes::new(),
+            )
+            .await?;
+        direct_answer(msg)
+    }
+
+    /// Direct get of the message at `seq`.
+    pub(crate) async fn direct_seq(
+        &self,
+        stream: &str,
+        seq: u64,
+    ) -> Result<Option<StoredMsg>, Error> {
+        let body = Bytes::from(format!("{{\"seq\":{seq}}}"));
+        let msg = self
+            .request(format!("{}.DIRECT.GET.{stream}", self.api), None, body)
+            .await?;
+        direct_answer(msg)
+    }
+
+    /// Leader get (`STREAM.MSG.GET`): answered by the stream leader, so never stale.
+    pub(crate) async fn leader_get(
+        &self,
+        stream: &str,
+        query: serde_json::Value,
+    ) -> Result<Option<StoredMsg>, Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            subject: String,
+            seq: u64,
+            #[serde(default)]
+            hdrs: Option<String>,
+            #[serde(default)]
+            data: Option<String>,
+            #[serde(with = "time::serde::rfc3339")]
+            time: OffsetDateTime,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            message: Raw,
+        }
+        let body = Bytes::from(query.to_string());
+        let res: Result<Answer, Error> = self.api(&format!("STREAM.MSG.GET.{stream}"), body).await;
+        let raw = match res {
+            Ok(a) => a.message,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decode = |s: Option<String>| -> Result<Bytes, Error> {
+            match s {
+                None => Ok(Bytes::new()),
+                Some(s) => b64.decode(s).map(Bytes::from).map_err(|e| {
+                    Error::new(ErrorKind::Server, format!("bad base64 from server: {e}"))
+                }),
+            }
+        };
+        let hdr_bytes = decode(raw.hdrs)?;
+        Ok(Some(StoredMsg {
+            subject: raw.subject,
+            seq: raw.seq,
+            time: raw.time,
+            headers: parse_header_block(&hdr_bytes),
+            payload: decode(raw.data)?,
+        }))
+    }
+}
+
+fn direct_answer(msg: Message) -> Result<Option<StoredMsg>, Error> {
+    match msg.status {
+        Some(StatusCode::NOT_FOUND) => return Ok(None),
+        Some(s) if s != StatusCode::OK => {
+            return Err(Error::new(
+                ErrorKind::Server,
+                format!(
+                    "direct get failed: {} {}",
+                    s,
+                    msg.description.as_deref().unwrap_or("")
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let h = msg
+        .headers
+        .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without headers"))?;
+    let seq = h
+        .get("Nats-Sequence")
+        .and_then(|v| v.as_str().parse::<u64>().ok())
+        .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without sequence"))?;
+    let time = h
+        .get("Nats-Time-Stamp")
+        .and_then(|v| {
+            OffsetDateTime::parse(v.as_str(), &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let subject = h
+        .get("Nats-Subject")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    Ok(Some(StoredMsg {
+        subject,
+        seq,
+        time,
+        headers: Some(h),
+        payload: msg.payload,
+    }))
+}
+
+/// Parses a `NATS/1.0` header block as stored by the server.
+fn parse_header_block(b: &[u8]) -> Option<HeaderMap> {
+    let text = std::str::from_utf8(b).ok()?;
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    if !first.starts_with("NATS/1.0") {
+        return None;
+    }
+    let mut h = HeaderMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            h.append(k.trim(), v.trim());
+        }
+    }
+    Some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_block() {
+        let h =
+            parse_header_block(b"NATS/1.0\r\nKV-Operation: DEL\r\nNats-TTL: 5s\r\n\r\n").unwrap();
+        assert_eq!(h.get("KV-Operation").unwrap().as_str(), "DEL");
+        assert!(parse_header_block(b"garbage").is_none());
+    }
+
+    #[test]
+    fn api_error_parsing() {
+        let e = parse_api::<PubAck>(
+            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.is_conflict());
+        let ack: PubAck = parse_api(br#"{"stream":"KV_x","seq":9}"#).unwrap();
+        assert_eq!(ack.seq, 9);
+        assert!(parse_api::<PubAck>(b"nonsense").is_err());
+    }
+}

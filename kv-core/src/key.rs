@@ -1,0 +1,337 @@
+//! Validated keys, key filters and key codecs.
+//!
+//! A KV key becomes the last part of a NATS subject (`$KV.<bucket>.<key>`), so it must obey
+//! subject rules. [`Key`] checks them once, up front, and names the rule a bad key breaks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+
+use crate::error::Error;
+
+/// Keys starting with this prefix are reserved for the KV implementation (ADR-8).
+const RESERVED_PREFIX: &str = "_kv";
+
+/// The longest key we accept, in bytes. NATS subjects have no hard limit, but a key this long
+/// is a bug, not data.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Why a key or filter was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRule {
+    /// The key is empty.
+    Empty,
+    /// The key is longer than [`MAX_KEY_LEN`] bytes.
+    TooLong(usize),
+    /// The key holds a character that is not allowed (`A-Z a-z 0-9 - _ = / .`; filters also
+    /// allow the wildcards `*` and `>` as whole tokens).
+    BadChar {
+        /// The offending character.
+        ch: char,
+        /// Its byte offset in the key.
+        at: usize,
+    },
+    /// The key starts or ends with `.`, or holds `..` (an empty token).
+    EmptyToken,
+    /// The key starts with the reserved `_kv` prefix.
+    Reserved,
+    /// A wildcard that is not a whole token, or `>` that is not the last token.
+    BadWildcard,
+}
+
+impl fmt::Display for KeyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRule::Empty => write!(f, "key is empty"),
+            KeyRule::TooLong(n) => write!(f, "key is {n} bytes long, the limit is {MAX_KEY_LEN}"),
+            KeyRule::BadChar { ch, at } => {
+                write!(f, "character {ch:?} at byte {at} is not allowed in a key")
+            }
+            KeyRule::EmptyToken => {
+                write!(
+                    f,
+                    "key has an empty token (leading, trailing or double '.')"
+                )
+            }
+            KeyRule::Reserved => write!(f, "keys starting with '{RESERVED_PREFIX}' are reserved"),
+            KeyRule::BadWildcard => write!(
+                f,
+                "wildcards must be whole tokens and '>' must be the last token"
+            ),
+        }
+    }
+}
+
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '/' | '.')
+}
+
+fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
+    if s.is_empty() {
+        return Err(KeyRule::Empty);
+    }
+    if s.len() > MAX_KEY_LEN {
+        return Err(KeyRule::TooLong(s.len()));
+    }
+    for (at, ch) in s.char_indices() {
+        let wild = wildcards && (ch == '*' || ch == '>');
+        if !is_key_char(ch) && !wild {
+            return Err(KeyRule::BadChar { ch, at });
+        }
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    if tokens.iter().any(|t| t.is_empty()) {
+        return Err(KeyRule::EmptyToken);
+    }
+    if s.starts_with(RESERVED_PREFIX) {
+        return Err(KeyRule::Reserved);
+    }
+    if wildcards {
+        let last = tokens.len() - 1;
+        for (i, t) in tokens.iter().enumerate() {
+            let has_wild = t.contains('*') || t.contains('>');
+            let ok = !has_wild || *t == "*" || (*t == ">" && i == last);
+            if !ok {
+                return Err(KeyRule::BadWildcard);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A validated KV key: `A-Z a-z 0-9 - _ = / .`, dot-separated non-empty tokens, not starting
+/// with `_kv`, at most [`MAX_KEY_LEN`] bytes.
+///
+/// ```
+/// use kv_core::Key;
+/// let key: Key = "jobs.reindex".parse().unwrap();
+/// assert_eq!(key.as_str(), "jobs.reindex");
+/// let err = Key::new("bad key").unwrap_err();
+/// assert_eq!(err.kind(), kv_core::ErrorKind::InvalidKey);
+/// assert!(err.to_string().contains("' '"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    /// Validates `key`.
+    pub fn new(key: impl Into<String>) -> Result<Key, Error> {
+        let key = key.into();
+        match check(&key, false) {
+            Ok(()) => Ok(Key(key)),
+            Err(rule) => Err(Error::invalid_key(&key, rule)),
+        }
+    }
+
+    /// A key as stored by the server; other writers may not have followed our rules, so it
+    /// is taken as it is.
+    pub(crate) fn from_server(key: String) -> Key {
+        Key(key)
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Consumes the key, giving back the string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Key {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Key::new(s)
+    }
+}
+
+impl TryFrom<&str> for Key {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Key::new(s)
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Key::new(s)
+    }
+}
+
+/// A validated key filter: a key whose tokens may also be `*` (one token) or a final `>`
+/// (one or more tokens).
+///
+/// ```
+/// use kv_core::KeyFilter;
+/// assert!(KeyFilter::new("config.>").is_ok());
+/// assert!(KeyFilter::new("users.*.name").is_ok());
+/// assert!(KeyFilter::new("a.>.b").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyFilter(String);
+
+impl KeyFilter {
+    /// Validates `filter`.
+    pub fn new(filter: impl Into<String>) -> Result<KeyFilter, Error> {
+        let filter = filter.into();
+        match check(&filter, true) {
+            Ok(()) => Ok(KeyFilter(filter)),
+            Err(rule) => Err(Error::invalid_key(&filter, rule)),
+        }
+    }
+
+    /// The filter matching every key.
+    pub fn all() -> KeyFilter {
+        KeyFilter(">".to_string())
+    }
+
+    /// The filter as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `key` matches this filter.
+    pub fn matches(&self, key: &str) -> bool {
+        let mut pat = self.0.split('.');
+        let mut toks = key.split('.');
+        loop {
+            match (pat.next(), toks.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl From<Key> for KeyFilter {
+    fn from(k: Key) -> Self {
+        KeyFilter(k.0)
+    }
+}
+
+impl fmt::Display for KeyFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for KeyFilter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyFilter::new(s)
+    }
+}
+
+/// Turns arbitrary user strings into valid keys and back (the seed's `Base64KeyCodec`).
+pub trait KeyCodec: Send + Sync {
+    /// Encodes a user string into a valid key.
+    fn encode_key(&self, user_key: &str) -> Result<Key, Error>;
+    /// Decodes a key back into the user string.
+    fn decode_key(&self, key: &Key) -> Result<String, Error>;
+}
+
+/// Encodes any string (spaces, unicode, `*`, `>`...) as one URL-safe base64 token.
+///
+/// ```
+/// use kv_core::{Base64KeyCodec, KeyCodec};
+/// let codec = Base64KeyCodec;
+/// let key = codec.encode_key("user: Zoë > admins").unwrap();
+/// assert_eq!(codec.decode_key(&key).unwrap(), "user: Zoë > admins");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Base64KeyCodec;
+
+impl KeyCodec for Base64KeyCodec {
+    fn encode_key(&self, user_key: &str) -> Result<Key, Error> {
+        if user_key.is_empty() {
+            return Err(Error::invalid_key(user_key, KeyRule::Empty));
+        }
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user_key.as_bytes());
+        // URL-safe base64 may start with "_kv"; a fixed one-letter prefix keeps it valid.
+        Key::new(format!("b{enc}"))
+    }
+
+    fn decode_key(&self, key: &Key) -> Result<String, Error> {
+        let body = key
+            .as_str()
+            .strip_prefix('b')
+            .ok_or_else(|| Error::codec("key was not made by Base64KeyCodec".to_string()))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|e| Error::codec(format!("key is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|e| Error::codec(format!("key is not UTF-8: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        assert!(Key::new("a.b-c_d=e/f").is_ok());
+        assert_eq!(check("", false), Err(KeyRule::Empty));
+        assert_eq!(check("a..b", false), Err(KeyRule::EmptyToken));
+        assert_eq!(check(".a", false), Err(KeyRule::EmptyToken));
+        assert_eq!(check("a.", false), Err(KeyRule::EmptyToken));
+        assert_eq!(check("_kv.x", false), Err(KeyRule::Reserved));
+        assert_eq!(
+            check("a b", false),
+            Err(KeyRule::BadChar { ch: ' ', at: 1 })
+        );
+        assert_eq!(
+            check("a.*", false),
+            Err(KeyRule::BadChar { ch: '*', at: 2 })
+        );
+        assert_eq!(check("é", false), Err(KeyRule::BadChar { ch: 'é', at: 0 }));
+        assert!(check(&"a".repeat(MAX_KEY_LEN + 1), false).is_err());
+        assert_eq!(check("a.>.b", true), Err(KeyRule::BadWildcard));
+        assert_eq!(check("a*", true), Err(KeyRule::BadWildcard));
+        assert!(check("a.*.>", true).is_ok());
+    }
+
+    #[test]
+    fn filter_matching() {
+        let f = KeyFilter::new("a.*.c").unwrap();
+        assert!(f.matches("a.b.c"));
+        assert!(!f.matches("a.b.d"));
+        assert!(!f.matches("a.b"));
+        let g = KeyFilter::new("a.>").unwrap();
+        assert!(g.matches("a.b"));
+        assert!(g.matches("a.b.c"));
+        assert!(!g.matches("a"));
+        assert!(KeyFilter::all().matches("x"));
+    }
+
+    #[test]
+    fn base64_roundtrip_any_string() {
+        for s in ["x", "_kv", "a b", "…>*", "\u{0}", "🙂.🙂"] {
+            let k = Base64KeyCodec.encode_key(s).unwrap();
+            assert_eq!(Base64KeyCodec.decode_key(&k).unwrap(), s);
+        }
+        assert!(Base64KeyCodec.encode_key("").is_err());
+        assert!(Base64KeyCodec
+            .decode_key(&Key::new("zzz").unwrap())
+            .is_err());
+    }
+}

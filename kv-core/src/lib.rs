@@ -1,0 +1,82 @@
+//! # kv-core
+//!
+//! A typed, validated layer over a NATS JetStream Key-Value bucket: the NATS KV API in
+//! idiomatic async Rust, plus compare-and-set primitives, per-key TTLs, multi-key
+//! transactions and a watch that never loses an update.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use kv_core::{BucketConfig, ErrorKind, Kv, WatchEvent};
+//!
+//! # async fn demo() -> Result<(), kv_core::Error> {
+//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+//! let bucket = kv
+//!     .create_or_open(BucketConfig::new("app").per_key_ttl(Duration::from_secs(5)))
+//!     .await?;
+//!
+//! // put / get
+//! let rev = bucket.put("greeting", "hello").await?;
+//! let entry = bucket.get("greeting").await?.expect("just written");
+//! assert_eq!(entry.revision(), rev);
+//!
+//! // compare-and-set: a stale revision is a Conflict, never a silent overwrite
+//! bucket.update("greeting", "hi", rev).await?;
+//! let err = bucket.update("greeting", "hey", rev).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Conflict);
+//!
+//! // a key that expires on the server's clock
+//! bucket.create("session.42", "alive").ttl(Duration::from_secs(10)).await?;
+//!
+//! // watch: last value per key, an explicit marker, then live updates
+//! let mut watch = bucket.watch(["session.>"]).await?;
+//! while let Some(ev) = watch.next().await {
+//!     if let WatchEvent::InitialDone = ev? { break }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The tour (`scripts/tour.sh`) runs the same against a throwaway server.
+//!
+//! ## Errors
+//! Every operation returns [`Error`]; match on [`Error::kind`]. A compare-and-set mismatch
+//! is always [`ErrorKind::Conflict`] (server `err_code` 10071, or 10164 on replicated
+//! streams).
+//!
+//! ## Consistency
+//! Writes go through the stream leader and are linearizable per bucket. Plain reads use
+//! direct get, which any replica may answer: on replicated buckets a read can lag a write
+//! made by another client. Decide ownership from conditional-write results (or
+//! [`ReadOnlyBucket::get_from_leader`]), never from a plain read.
+#![doc(test(attr(deny(warnings))))]
+
+mod bucket;
+mod client;
+mod codec;
+mod config;
+mod entry;
+mod error;
+mod js;
+mod key;
+mod revision;
+mod rmw;
+mod txn;
+pub mod watch;
+
+pub use bucket::{Bucket, KeyFilterArg, ReadOnlyBucket, Status, Write};
+pub use client::{Kv, ServerVersion};
+pub use codec::{Codec, Json, Raw, Utf8};
+pub use config::{BucketConfig, Storage, MAX_HISTORY};
+pub use entry::{Entry, Op, Removal};
+pub use error::{Error, ErrorKind, Operation};
+pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyRule, MAX_KEY_LEN};
+pub use revision::{Expect, Revision, Ttl};
+pub use rmw::{Counter, Outcome, Rmw, DEFAULT_ATTEMPTS};
+pub use txn::{Committed, Txn, MAX_TXN_OPS};
+pub use watch::{Include, Watch, WatchBuilder, WatchEvent};
+
+/// Re-exports of async-nats types used in bucket options.
+pub mod nats {
+    pub use async_nats::jetstream::stream::{External, Placement, Republish, Source};
+    pub use async_nats::Client;
+}

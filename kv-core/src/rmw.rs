@@ -1,0 +1,232 @@
+//! Read-modify-write with compare-and-set retries, and an atomic counter on top.
+//!
+//! These replace the seed's `incrementCounter` and `conditionalUpdate`: the write is
+//! conditional on the revision that was read, conflicts are retried after a jittered
+//! exponential backoff, and the number of attempts is bounded.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use crate::bucket::Bucket;
+use crate::codec::{Codec, Utf8};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::key::Key;
+use crate::revision::{Expect, Revision};
+
+/// Default bound on attempts of a read-modify-write.
+pub const DEFAULT_ATTEMPTS: usize = 16;
+
+/// A read-modify-write of one key. Build it with [`Bucket::rmw`].
+#[must_use = "a read-modify-write does nothing until applied"]
+#[derive(Debug)]
+pub struct Rmw<'a, C> {
+    bucket: &'a Bucket,
+    key: Result<Key, Error>,
+    codec: C,
+    attempts: usize,
+    ttl: Option<Duration>,
+    min_delay: Duration,
+    max_delay: Duration,
+}
+
+/// What a read-modify-write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<T> {
+    /// The closure's value was written at this revision.
+    Written(T, Revision),
+    /// The closure returned `None`: nothing was written.
+    Unchanged,
+}
+
+impl Bucket {
+    /// Starts a read-modify-write of `key`, decoding and encoding values with `codec`.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+    /// use kv_core::{Json, Outcome};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Stock { items: u32 }
+    /// let out = bucket.rmw("stock.apples", Json).apply(|cur: Option<Stock>| {
+    ///     let mut s = cur.unwrap_or(Stock { items: 10 });
+    ///     if s.items == 0 { return None } // sold out: stop without writing
+    ///     s.items -= 1;
+    ///     Some(s)
+    /// }).await?;
+    /// if let Outcome::Written(s, rev) = out { println!("{} left at {rev}", s.items) }
+    /// # Ok(()) }
+    /// ```
+    pub fn rmw<C>(&self, key: impl AsRef<str>, codec: C) -> Rmw<'_, C> {
+        Rmw {
+            bucket: self,
+            key: Key::new(key.as_ref()),
+            codec,
+            attempts: DEFAULT_ATTEMPTS,
+            ttl: None,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// An atomic counter stored as a decimal string under `key`.
+    pub fn counter(&self, key: impl AsRef<str>) -> Counter {
+        Counter {
+            bucket: self.clone(),
+            key: key.as_ref().to_string(),
+        }
+    }
+}
+
+impl<'a, C> Rmw<'a, C> {
+    /// Gives up after `n` attempts (≥ 1) with [`ErrorKind::TooManyAttempts`].
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.attempts = n;
+        self
+    }
+    /// Writes with a per-key TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// Backoff bounds between attempts (jittered, exponential). Default 1 ms to 100 ms.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_delay = min;
+        self.max_delay = max;
+        self
+    }
+
+    /// Reads the key, calls `f` with its current value (`None` when absent) and writes what
+    /// `f` returns, only if the key has not changed since the read; retries on conflict.
+    /// `f` may run several times.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a write may take effect even if the future is dropped.
+    pub async fn apply<T, F>(self, mut f: F) -> Result<Outcome<T>, Error>
+    where
+        C: Codec<T>,
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        let key = self
+            .key
+            .map_err(|e| e.with_op(Operation::ReadModifyWrite))?;
+        if self.attempts == 0 {
+            return Err(Error::invalid_argument("max_attempts must be at least 1")
+                .with_op(Operation::ReadModifyWrite));
+        }
+        let span = tracing::debug_span!("kv.rmw", bucket = %self.bucket.name(), key = %key);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let bucket = self.bucket;
+        let codec = &self.codec;
+        let ttl = self.ttl;
+        let attempts = self.attempts;
+        async move {
+            for attempt in 1..=attempts {
+                let entry = bucket.entry(&key).await?;
+                let (current, expect) = match &entry {
+                    Some(e) if e.is_value() => {
+                        (Some(e.decode(codec)?), Expect::Revision(e.revision()))
+                    }
+                    Some(e) => (None, Expect::Revision(e.revision())),
+                    None => (None, Expect::NoMessage),
+                };
+                let Some(next) = f(current) else {
+                    return Ok(Outcome::Unchanged);
+                };
+                let bytes: Bytes = codec.encode(&next).map_err(|e| e.with_key(key.as_str()))?;
+                let mut w = bucket.put(&key, bytes).expect(expect);
+                if let Some(t) = ttl {
+                    w = w.ttl(t);
+                }
+                match w.await {
+                    Ok(rev) => return Ok(Outcome::Written(next, rev)),
+                    Err(e) if e.is_conflict() => {
+                        tracing::debug!(attempt, "conflict, retrying");
+                        if let Some(d) = delays.next() {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::new(
+                ErrorKind::TooManyAttempts,
+                format!("gave up after {attempts} conflicting attempts"),
+            )
+            .with_key(key.as_str()))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e| e.with_op(Operation::ReadModifyWrite))
+    }
+}
+
+/// An atomic counter: a decimal `i64` under one key, changed by read-modify-write.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    bucket: Bucket,
+    key: String,
+}
+
+impl Counter {
+    /// Adds `delta` and returns the new value. A missing key counts as 0.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the increment may take effect even if the future is dropped.
+    pub async fn add(&self, delta: i64) -> Result<i64, Error> {
+        let mut overflow = false;
+        let out = self
+            .bucket
+            .rmw(&self.key, Utf8)
+            .apply(|cur: Option<String>| {
+                let n = cur.as_deref().map(str::trim).map(str::parse::<i64>);
+                let n = match n {
+                    None => 0,
+                    Some(Ok(n)) => n,
+                    // Not a number: leave it alone and report below.
+                    Some(Err(_)) => return None,
+                };
+                match n.checked_add(delta) {
+                    Some(v) => Some(v.to_string()),
+                    None => {
+                        overflow = true;
+                        None
+                    }
+                }
+            })
+            .await?;
+        match out {
+            Outcome::Written(v, _) => v.parse().map_err(|_| Error::codec("counter value".into())),
+            Outcome::Unchanged if overflow => {
+                Err(Error::invalid_argument("counter would overflow").with_key(self.key.as_str()))
+            }
+            Outcome::Unchanged => Err(Error::codec(format!(
+                "value under {:?} is not an integer",
+                self.key
+            ))
+            .with_key(self.key.as_str())),
+        }
+    }
+
+    /// The current value (0 when absent).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn get(&self) -> Result<i64, Error> {
+        match self.bucket.get(&self.key).await? {
+            None => Ok(0),
+            Some(e) => {
+                let s: String = e.decode(&Utf8)?;
+                s.trim().parse().map_err(|_| {
+                    Error::codec(format!("value under {:?} is not an integer", self.key))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Multi-key transactions: compare revisions of several keys and write several keys,
+//! all or nothing, in one round trip (JetStream atomic batch, nats-server ≥ 2.12).
+//!
+//! ```no_run
+//! # async fn demo(bucket: kv_core::Bucket, rev_a: kv_core::Revision) -> Result<(), kv_core::Error> {
+//! let committed = bucket
+//!     .txn()
+//!     .update("account.a", "90", rev_a)   // only if account.a is still at rev_a
+//!     .create("audit.1", "moved 10")      // only if audit.1 has no message yet
+//!     .put("account.b", "110")
+//!     .commit()
+//!     .await?;
+//! println!("committed at {:?}", committed.revision("account.b"));
+//! # Ok(()) }
+//! ```
+//!
+//! Every write may carry its own expectation. A compare-only [`check`](Txn::check) rides on
+//! a write to another key (`Nats-Expected-Last-Subject-Sequence-Subject`), so a transaction
+//! needs at least as many unconditional writes as it has compare-only checks.
+//!
+//! On a conflict the error has kind [`ErrorKind::Conflict`]; its [`Error::key`] names the
+//! key whose expectation failed (found by re-reading the expected keys from the stream
+//! leader, as the server's answer does not say which message failed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use crate::bucket::Inner;
+use crate::client::ServerVersion;
+use crate::entry::Op;
+use crate::error::{Error, ErrorKind, Operation};
+use crate::js::{
+    parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ, EXPECTED_LAST_SUBJECT_SEQ,
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+};
+use crate::key::Key;
+use crate::revision::{Expect, Revision, Ttl};
+
+/// The most messages one atomic batch may hold (server limit).
+pub const MAX_TXN_OPS: usize = 1000;
+
+#[derive(Debug, Clone)]
+struct TxnOp {
+    key: Key,
+    op: Op,
+    value: Bytes,
+    expect: Option<Expect>,
+    ttl: Option<Duration>,
+}
+
+/// A transaction being built. Nothing is sent until [`commit`](Txn::commit).
+#[must_use = "a transaction does nothing until committed"]
+#[derive(Debug)]
+pub struct Txn {
+    inner: Arc<Inner>,
+    ops: Vec<TxnOp>,
+    checks: Vec<(Key, Expect)>,
+    error: Option<Error>,
+}
+
+/// A committed transaction: the revision each write got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    revisions: Vec<(Key, Revision)>,
+}
+
+impl Committed {
+    /// The revision written for `key`.
+    pub fn revision(&self, key: &str) -> Option<Revision> {
+        self.revisions
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, r)| *r)
+    }
+    /// Every write's key and revision, in order (revisions are contiguous).
+    pub fn revisions(&self) -> &[(Key, Revision)] {
+        &self.revisions
+    }
+    /// The last revision of the transaction.
+    pub fn last_revision(&self) -> Option<Revision> {
+        self.revisions.last().map(|(_, r)| *r)
+    }
+}
+
+impl Txn {
+    pub(crate) fn new(inner: Arc<Inner>) -> Txn {
+        Txn {
+            inner,
+            ops: Vec::new(),
+            checks: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn add(mut self, key: &str, op: Op, value: Bytes, expect: Option<Expect>) -> Self {
+        match Key::new(key) {
+            Ok(key) => self.ops.push(TxnOp {
+                key,
+                op,
+                value,
+                expect,
+                ttl: None,
+            }),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Writes `value` under `key`.
+    pub fn put(self, key: &str, value: impl Into<Bytes>) -> Self {
+        self.add(key, Op::Put, value.into(), None)
+    }
+    /// Writes `value` only if `key` has no message at all ([`Expect::NoMessage`]). Unlike
+    /// [`crate::Bucket::create`], a tombstone counts as a message here: to re-create a deleted
+    /// key inside a transaction, use [`update`](Txn::update) with the tombstone's revision.
+    pub fn create(self, key: &str, value: impl Into<Bytes>) -> Self {
+        self.add(key, Op::Put, value.into(), Some(Expect::NoMessage))
+    }
+    /// Writes `value` only if `key` is at `revision`.
+    pub fn update(self, key: &str, value: impl Into<Bytes>, revision: Revision) -> Self {
+        self.add(key, Op::Put, value.into(), Some(Expect::Revision(revision)))
+    }
+    /// Deletes `key`.
+    pub fn delete(self, key: &str) -> Self {
+        self.add(key, Op::Delete, Bytes::new(), None)
+    }
+    /// Deletes `key` only if it is at `revision`.
+    pub fn delete_if(self, key: &str, revision: Revision) -> Self {
+        self.add(
+            key,
+            Op::Delete,
+            Bytes::new(),
+            Some(Expect::Revision(revision)),
+        )
+    }
+    /// Purges `key`.
+    pub fn purge(self, key: &str) -> Self {
+        self.add(key, Op::Purge, Bytes::new(), None)
+    }
+    /// Gives the write added last a per-key TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        match self.ops.last_mut() {
+            Some(op) => op.ttl = Some(ttl),
+            None => {
+                self.error
+                    .get_or_insert(Error::invalid_argument("ttl() needs a write before it"));
+            }
+        }
+        self
+    }
+    /// Commits only if `key` meets `expect`, without writing `key`.
+    pub fn check(mut self, key: &str, expect: impl Into<Expect>) -> Self {
+        match Key::new(key) {
+            Ok(k) => self.checks.push((k, expect.into())),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Plans the messages: (key, op, value, headers) in order.
+    fn plan(&self) -> Result<Vec<(Key, HeaderMap, Bytes)>, Error> {
+        if let Some(e) = &self.error {
+            return Err(Error::new(e.kind(), e.to_string()));
+        }
+        if self.ops.is_empty() {
+            return Err(Error::invalid_argument(
+                "a transaction needs at least one write",
+            ));
+        }
+        if self.ops.len() > MAX_TXN_OPS {
+            return Err(Error::invalid_argument(format!(
+                "a transaction holds at most {MAX_TXN_OPS} writes, got {}",
+                self.ops.len()
+            )));
+        }
+        let mut ops = self.ops.clone();
+        for (i, a) in ops.iter().enumerate() {
+            if ops[..i].iter().any(|b| b.key == a.key) {
+                return Err(Error::invalid_argument(format!(
+                    "key {:?} is written twice in one transaction",
+                    a.key.as_str()
+                )));
+            }
+        }
+        // Checks on written keys become the write's own expectation.
+        let mut riders: Vec<(Key, Expect)> = Vec::new();
+        for (k, e) in &self.checks {
+            match ops.iter_mut().find(|o| &o.key == k) {
+                Some(o) => match o.expect {
+                    None => o.expect = Some(*e),
+                    Some(x) if x == *e => {}
+                    Some(_) => {
+                        return Err(Error::invalid_argument(format!(
+                            "key {:?} has two different expectations",
+                            k.as_str()
+                        )))
+                    }
+                },
+                None => riders.push((k.clone(), *e)),
+            }
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut riders = riders.into_iter();
+        for o in &ops {
+            let ttl = o.ttl.map(Ttl::new).transpose()?;
+            let mut h = self.inner.write_headers(o.op, o.expect, ttl)?;
+            if o.expect.is_none() {
+                if let Some((k, e)) = riders.next() {
+                    h.insert(
+                        EXPECTED_LAST_SUBJECT_SEQ,
+                        e.header_value().to_string().as_str(),
+                    );
+                    h.insert(
+                        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+                        format!("{}{}", self.inner.write_prefix, k).as_str(),
+                    );
+                }
+            }
+            out.push((o.key.clone(), h, o.value.clone()));
+        }
+        if riders.next().is_some() {
+            return Err(Error::invalid_argument(
+                "more compare-only checks than unconditional writes to carry them",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Sends the transaction as one atomic batch.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if dropped after the commit message is sent, the transaction may
+    /// have committed. If dropped before, the server abandons the incomplete batch after 10 s.
+    pub async fn commit(self) -> Result<Committed, Error> {
+        let span = tracing::debug_span!("kv.txn", bucket = %self.inner.name, writes = self.ops.len(), checks = self.checks.len());
+        let res = self.commit_inner().instrument(span).await;
+        res.map_err(|e| e.with_op(Operation::Transaction))
+    }
+
+    async fn commit_inner(&self) -> Result<Committed, Error> {
+        self.inner
+            .version
+            .require(ServerVersion::ATOMIC_BATCH, "transactions (atomic batch)")?;
+        if !self.inner.atomic {
+            return Err(Error::new(
+                ErrorKind::FeatureDisabled,
+                "the bucket was not created with atomic batches enabled",
+            ));
+        }
+        let plan = self.plan()?;
+        let n = plan.len();
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let client = &self.inner.js.client;
+        let mut last = None;
+        for (i, (key, mut h, value)) in plan.into_iter().enumerate() {
+            h.insert(BATCH_ID, batch_id.as_str());
+            h.insert(BATCH_SEQ, (i + 1).to_string().as_str());
+            let subject = format!("{}{}", self.inner.write_prefix, key);
+            if i + 1 == n {
+                h.insert(BATCH_COMMIT, "1");
+                last = Some((subject, h, value));
+            } else {
+                // No reply wanted: the whole batch is answered by the commit.
+                client
+                    .publish_with_headers(subject, h, value)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+            }
+        }
+        let Some((subject, h, value)) = last else {
+            return Err(Error::invalid_argument(
+                "a transaction needs at least one write",
+            ));
+        };
+        let msg = self.inner.js.request(subject, Some(h), value).await?;
+        let ack: PubAck = match parse_api(&msg.payload) {
+            Ok(a) => a,
+            Err(e) if e.is_conflict() => return Err(self.name_conflict(e).await),
+            Err(e) => return Err(e),
+        };
+        if ack.count.is_some_and(|c| c != n as u64) {
+            return Err(Error::new(
+                ErrorKind::Server,
+                format!("batch committed {:?} messages, sent {n}", ack.count),
+            ));
+        }
+        let first = ack.seq + 1 - n as u64;
+        let revisions = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| Revision::new(first + i as u64).map(|r| (o.key.clone(), r)))
+            .collect();
+        Ok(Committed { revisions })
+    }
+
+    /// Finds which expectation failed by reading the expected keys from the leader.
+    async fn name_conflict(&self, err: Error) -> Error {
+        let expected = self
+            .ops
+            .iter()
+            .filter_map(|o| o.expect.map(|e| (o.key.clone(), e)))
+            .chain(self.checks.iter().cloned());
+        for (key, expect) in expected {
+            let current = match self.inner.leader_entry(&key).await {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let ok = match (expect, current) {
+                (Expect::NoMessage, None) => true,
+                (Expect::Revision(r), Some(c)) => r == c,
+                _ => false,
+            };
+            if !ok {
+                return Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "expected {key} at {}, it is at {}",
+                        match expect {
+                            Expect::NoMessage => "no message".to_string(),
+                            Expect::Revision(r) => format!("revision {r}"),
+                        },
+                        current.map_or("no message".to_string(), |r| format!("revision {r}"))
+                    ),
+                )
+                .with_key(key.as_str())
+                .with_current(current)
+                .with_source(err);
+            }
+        }
+        err
+    }
+}
+
+impl Inner {
+    /// The latest revision of `key` as the stream leader sees it.
+    pub(crate) async fn leader_entry(&self, key: &Key) -> Result<Option<Revision>, Error> {
+        let subject = format!("{}{}", self.read_prefix, key);
+        let m = self
+            .js
+            .leader_get(&self.stream, serde_json::json!({ "last_by_subj": subject }))
+            .await?;
+        Ok(m.and_then(|m| Revision::new(m.seq)))
+    }
+}

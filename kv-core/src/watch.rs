@@ -1,0 +1,475 @@
+//! Watches: a stream of entries that never loses an update.
+//!
+//! ```no_run
+//! # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+//! use futures::StreamExt;
+//! use kv_core::{Include, WatchEvent};
+//! let mut watch = bucket.watch(["config.>"]).include(Include::LastPerKey).await?;
+//! while let Some(event) = watch.next().await {
+//!     match event? {
+//!         WatchEvent::Entry(e) => println!("{} @ {}: {:?}", e.key(), e.revision(), e.value()),
+//!         WatchEvent::InitialDone => println!("initial values delivered"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Recovery
+//!
+//! A watch remembers the revision (stream sequence) of the last message it processed. When
+//! its consumer fails — a reconnect, a server restart, a missed heartbeat, a deleted
+//! consumer — the watch makes a new consumer and resumes after that revision:
+//!
+//! - **No duplicates**: anything at or below the last processed revision is dropped, so each
+//!   revision is delivered at most once per watch.
+//! - **No gaps** in [`Include::LastPerKey`] and [`Include::UpdatesOnly`] modes: the watch
+//!   resumes with a last-value-per-key snapshot and then follows new writes, delivering every
+//!   key whose latest revision is newer than what it had processed. Intermediate revisions of a
+//!   key that the server has already replaced (history limits) are compacted away, as they
+//!   would be for any new reader; the latest value of every changed key arrives.
+//! - A key that vanished entirely while the watch was away — its TTL expired *and* its expiry
+//!   marker expired too — leaves no trace on the server. The watch notices it (it tracks the
+//!   keys it has seen alive) and yields an error of kind [`ErrorKind::HistoryGone`] naming the
+//!   key, then goes on. Treat it as "re-read this key".
+//! - In [`Include::AllHistory`] mode, or when started with
+//!   [`from_revision`](WatchBuilder::from_revision), a resume that finds the server no longer
+//!   holds the revisions it needs (the stream's first sequence is past the resume point)
+//!   yields [`ErrorKind::HistoryGone`] and ends the watch, instead of skipping silently.
+//! - Errors while re-creating the consumer (the server is still down) are retried with
+//!   backoff without ending the stream; a failed attempt is logged at `warn` level.
+//!
+//! Failure detection rests on the consumer's idle heartbeat (5 s): a watch idle across a
+//! server restart notices within about two heartbeats once polled.
+
+use std::collections::HashSet;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
+
+use crate::bucket::Inner;
+use crate::entry::{classify, Entry, Op};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::key::{Key, KeyFilter};
+use crate::revision::Revision;
+
+/// Which entries a watch starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Include {
+    /// The latest revision of each matching key, then every update (the default).
+    #[default]
+    LastPerKey,
+    /// Every revision the bucket holds, then every update.
+    AllHistory,
+    /// Only updates made after the watch started.
+    UpdatesOnly,
+}
+
+/// An item of a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    /// A revision of a key.
+    Entry(Entry),
+    /// Every entry that existed when the watch started has been delivered (sent once, also
+    /// when nothing matched, and at once for [`Include::UpdatesOnly`]).
+    InitialDone,
+}
+
+/// Options of a watch; await it (or call [`start`](WatchBuilder::start)) to start.
+#[must_use = "a watch does nothing until awaited"]
+#[derive(Debug)]
+pub struct WatchBuilder {
+    inner: Arc<Inner>,
+    filters: Result<Vec<KeyFilter>, Error>,
+    include: Include,
+    from_revision: Option<Revision>,
+    ignore_deletes: bool,
+    meta_only: bool,
+}
+
+impl WatchBuilder {
+    pub(crate) fn new(inner: Arc<Inner>, filters: Result<Vec<KeyFilter>, Error>) -> Self {
+        WatchBuilder {
+            inner,
+            filters,
+            include: Include::LastPerKey,
+            from_revision: None,
+            ignore_deletes: false,
+            meta_only: false,
+        }
+    }
+
+    /// Which entries to start with (default [`Include::LastPerKey`]).
+    pub fn include(mut self, include: Include) -> Self {
+        self.include = include;
+        self
+    }
+
+    /// Starts at `revision` (inclusive): every matching revision from there on. Overrides
+    /// `include`. Use the last revision you processed plus one to resume.
+    pub fn from_revision(mut self, revision: Revision) -> Self {
+        self.from_revision = Some(revision);
+        self
+    }
+
+    /// Skips deletes, purges and expiry markers (they still advance the resume point).
+    pub fn ignore_deletes(mut self) -> Self {
+        self.ignore_deletes = true;
+        self
+    }
+
+    /// Delivers entries without values (metadata only: key, revision, operation).
+    pub fn meta_only(mut self) -> Self {
+        self.meta_only = true;
+        self
+    }
+
+    /// Starts the watch.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves at most an idle ephemeral consumer that the
+    /// server removes after 30 s.
+    pub async fn start(self) -> Result<Watch, Error> {
+        let filters = self.filters.map_err(|e| e.with_op(Operation::Watch))?;
+        let subjects: Vec<String> = if filters.is_empty() {
+            vec![format!("{}>", self.inner.read_prefix)]
+        } else {
+            filters
+                .iter()
+                .map(|f| format!("{}{}", self.inner.read_prefix, f))
+                .collect()
+        };
+        let mut state = State {
+            inner: self.inner,
+            subjects,
+            strict: self.from_revision.is_some() || self.include == Include::AllHistory,
+            ignore_deletes: self.ignore_deletes,
+            meta_only: self.meta_only,
+            last_seq: 0,
+            first_policy: DeliverPolicy::All,
+            messages: None,
+            initial_done: false,
+            marker_due: false,
+            live: HashSet::new(),
+            relist_seen: None,
+            failures: 0,
+            ended: false,
+            deferred: None,
+        };
+        state.first_policy = match (self.from_revision, self.include) {
+            (Some(r), _) => {
+                state.last_seq = r.get() - 1;
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: r.get(),
+                }
+            }
+            (None, Include::LastPerKey) => DeliverPolicy::LastPerSubject,
+            (None, Include::AllHistory) => DeliverPolicy::All,
+            (None, Include::UpdatesOnly) => {
+                // Start right after the stream's last message: unlike DeliverPolicy::New,
+                // this start point can be resumed from without a gap.
+                let info = stream_info(&state.inner).await?;
+                state.last_seq = info.state.last_sequence;
+                state.marker_due = true;
+                state.initial_done = true;
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: info.state.last_sequence + 1,
+                }
+            }
+        };
+        state.connect(true).await?;
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            let item = s.next_event().await?;
+            Some((item, s))
+        });
+        Ok(Watch {
+            inner: stream.boxed(),
+        })
+    }
+
+    /// Collects entries until the initial values are delivered (used by history and keys).
+    pub(crate) async fn snapshot(self) -> Result<Vec<Entry>, Error> {
+        let mut watch = self.start().await?;
+        let mut out = Vec::new();
+        while let Some(ev) = watch.next().await {
+            match ev? {
+                WatchEvent::Entry(e) => out.push(e),
+                WatchEvent::InitialDone => return Ok(out),
+            }
+        }
+        Err(Error::new(ErrorKind::Connection, "watch ended early").with_op(Operation::Watch))
+    }
+}
+
+impl IntoFuture for WatchBuilder {
+    type Output = Result<Watch, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.start())
+    }
+}
+
+/// A running watch: a `Stream` of [`WatchEvent`]s. See the [module docs](self) for recovery.
+///
+/// Polling it is cancel safe: an event is never lost when a `next()` future is dropped.
+/// Dropping the watch stops it; the server removes its consumer.
+pub struct Watch {
+    inner: BoxStream<'static, Result<WatchEvent, Error>>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<WatchEvent, Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+struct State {
+    inner: Arc<Inner>,
+    subjects: Vec<String>,
+    /// Resume must not compact: every revision is wanted.
+    strict: bool,
+    ignore_deletes: bool,
+    meta_only: bool,
+    /// Stream sequence of the last message processed (delivered or skipped).
+    last_seq: u64,
+    first_policy: DeliverPolicy,
+    messages: Option<Ordered>,
+    initial_done: bool,
+    marker_due: bool,
+    /// Keys whose last processed revision was a live value.
+    live: HashSet<Key>,
+    /// During a resume snapshot: live keys seen again so far.
+    relist_seen: Option<HashSet<Key>>,
+    failures: u32,
+    ended: bool,
+    /// An error to report on the next poll.
+    deferred: Option<Error>,
+}
+
+async fn stream_info(inner: &Inner) -> Result<stream::Info, Error> {
+    inner
+        .js
+        .api(&format!("STREAM.INFO.{}", inner.stream), Bytes::new())
+        .await
+        .map_err(|e| e.with_op(Operation::Watch))
+}
+
+impl State {
+    /// Makes a consumer: the first one with the starting policy, later ones resuming after
+    /// `last_seq`.
+    async fn connect(&mut self, first: bool) -> Result<(), Error> {
+        let policy = if first || (self.last_seq == 0 && !self.strict) {
+            // Nothing processed yet: starting over with the first policy cannot duplicate.
+            self.first_policy
+        } else if self.strict {
+            let info = stream_info(&self.inner).await?;
+            let want = self.last_seq + 1;
+            if info.state.first_sequence > want && info.state.messages > 0 {
+                return Err(Error::new(
+                    ErrorKind::HistoryGone,
+                    format!(
+                        "cannot resume at revision {want}: the bucket's oldest revision is {}",
+                        info.state.first_sequence
+                    ),
+                )
+                .with_op(Operation::Watch));
+            }
+            DeliverPolicy::ByStartSequence {
+                start_sequence: want,
+            }
+        } else {
+            // Resume with a fresh last-value-per-key snapshot, keeping only what is newer
+            // than what we processed: no gap, no duplicate.
+            self.relist_seen = Some(HashSet::new());
+            DeliverPolicy::LastPerSubject
+        };
+        let inner = self.inner.clone();
+        let js = async_nats::jetstream::new(inner.js.client.clone());
+        let stream = js.get_stream_no_info(&inner.stream).await.map_err(|e| {
+            Error::new(ErrorKind::Connection, e.to_string())
+                .with_source(e)
+                .with_op(Operation::Watch)
+        })?;
+        let (filter_subject, filter_subjects) = if self.subjects.len() == 1 {
+            (self.subjects[0].clone(), Vec::new())
+        } else {
+            (String::new(), self.subjects.clone())
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: inner.js.client.new_inbox(),
+                filter_subject,
+                filter_subjects,
+                deliver_policy: policy,
+                headers_only: self.meta_only,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Connection, e.to_string())
+                    .with_source(e)
+                    .with_op(Operation::Watch)
+            })?;
+        let pending = consumer.cached_info().num_pending;
+        if pending == 0 {
+            self.finish_snapshot();
+        }
+        let messages = consumer.messages().await.map_err(|e| {
+            Error::new(ErrorKind::Connection, e.to_string())
+                .with_source(e)
+                .with_op(Operation::Watch)
+        })?;
+        self.messages = Some(messages);
+        tracing::debug!(bucket = %self.inner.name, ?policy, pending, "watch consumer ready");
+        Ok(())
+    }
+
+    /// The (initial or resume) snapshot has been delivered.
+    fn finish_snapshot(&mut self) {
+        if !self.initial_done {
+            self.initial_done = true;
+            self.marker_due = true;
+        }
+    }
+
+    /// Keys alive before a resume that the resume snapshot did not show: they vanished
+    /// without a trace (value and marker both expired).
+    fn vanished_keys(&mut self) -> Option<Error> {
+        let seen = self.relist_seen.take()?;
+        let gone: Vec<Key> = self.live.difference(&seen).cloned().collect();
+        if gone.is_empty() {
+            return None;
+        }
+        for k in &gone {
+            self.live.remove(k);
+        }
+        let names: Vec<&str> = gone.iter().map(Key::as_str).take(10).collect();
+        Some(
+            Error::new(
+                ErrorKind::HistoryGone,
+                format!(
+                    "{} key(s) vanished while the watch was away, with no marker left: {}",
+                    gone.len(),
+                    names.join(", ")
+                ),
+            )
+            .with_key(gone[0].as_str())
+            .with_op(Operation::Watch),
+        )
+    }
+
+    async fn next_event(&mut self) -> Option<Result<WatchEvent, Error>> {
+        loop {
+            if let Some(e) = self.deferred.take() {
+                return Some(Err(e));
+            }
+            if self.ended {
+                return None;
+            }
+            if self.marker_due {
+                self.marker_due = false;
+                return Some(Ok(WatchEvent::InitialDone));
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                // Re-create the consumer, with backoff while the server is away.
+                if self.failures > 0 {
+                    let ms = 50u64.saturating_mul(1 << self.failures.min(5)).min(1000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                match self.connect(false).await {
+                    Ok(()) => self.failures = 0,
+                    Err(e) if e.kind() == ErrorKind::HistoryGone => {
+                        self.ended = true;
+                        return Some(Err(e));
+                    }
+                    Err(e) => {
+                        self.failures += 1;
+                        tracing::warn!(bucket = %self.inner.name, error = %e, "watch resume failed, retrying");
+                    }
+                }
+                continue;
+            };
+            let msg = match messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::info!(bucket = %self.inner.name, error = %e, last = self.last_seq, "watch consumer failed, resuming");
+                    self.messages = None;
+                    continue;
+                }
+                None => {
+                    self.messages = None;
+                    continue;
+                }
+            };
+            let Ok(info) = msg.info() else {
+                continue;
+            };
+            let (seq, pending, published) = (info.stream_sequence, info.pending, info.published);
+            let m = msg.message;
+            let key = crate::bucket::key_of_subject(m.subject.as_str()).map(Key::from_server);
+            let snapshot_over = pending == 0;
+            if let (Some(seen), Some(k)) = (self.relist_seen.as_mut(), key.as_ref()) {
+                seen.insert(k.clone());
+            }
+            let mut out = None;
+            if seq > self.last_seq {
+                self.last_seq = seq;
+                if let (Some(key), Some(revision)) = (key, Revision::new(seq)) {
+                    let (op, removal, ttl) = classify(m.headers.as_ref());
+                    if op == Op::Put {
+                        self.live.insert(key.clone());
+                    } else {
+                        self.live.remove(&key);
+                    }
+                    if !(self.ignore_deletes && op != Op::Put) {
+                        out = Some(Entry {
+                            bucket: self.inner.name.clone(),
+                            key,
+                            value: if self.meta_only {
+                                Bytes::new()
+                            } else {
+                                m.payload
+                            },
+                            revision,
+                            created: published,
+                            delta: pending,
+                            op,
+                            removal,
+                            ttl,
+                        });
+                    }
+                }
+            }
+            let mut vanished = None;
+            if snapshot_over {
+                self.finish_snapshot();
+                vanished = self.vanished_keys();
+            }
+            if let Some(e) = vanished {
+                if let Some(entry) = out {
+                    // Deliver the entry first; the error follows on the next poll.
+                    self.deferred = Some(e);
+                    return Some(Ok(WatchEvent::Entry(entry)));
+                }
+                return Some(Err(e));
+            }
+            if let Some(entry) = out {
+                return Some(Ok(WatchEvent::Entry(entry)));
+            }
+        }
+    }
+}
