@@ -107,9 +107,12 @@ impl fmt::Display for Operation {
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// The error of every kv-core operation.
+/// The error of every kv-core operation. One pointer wide, so `Result`s stay small.
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Repr>);
+
+#[derive(Debug)]
+struct Repr {
     kind: ErrorKind,
     op: Operation,
     key: Option<String>,
@@ -121,7 +124,7 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
+        Error(Box::new(Repr {
             kind,
             op: Operation::Local,
             key: None,
@@ -129,31 +132,31 @@ impl Error {
             server_code: None,
             current: None,
             source: None,
-        }
+        }))
     }
 
     pub(crate) fn with_op(mut self, op: Operation) -> Error {
-        self.op = op;
+        self.0.op = op;
         self
     }
 
     pub(crate) fn with_key(mut self, key: impl Into<String>) -> Error {
-        self.key = Some(key.into());
+        self.0.key = Some(key.into());
         self
     }
 
     pub(crate) fn with_code(mut self, code: u64) -> Error {
-        self.server_code = Some(code);
+        self.0.server_code = Some(code);
         self
     }
 
     pub(crate) fn with_current(mut self, rev: Option<Revision>) -> Error {
-        self.current = rev;
+        self.0.current = rev;
         self
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
@@ -176,45 +179,45 @@ impl Error {
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Which operation failed.
     pub fn operation(&self) -> Operation {
-        self.op
+        self.0.op
     }
 
     /// The key the operation was about, when there was one. For a failed transaction this is
     /// the key whose expectation failed, when it could be determined.
     pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+        self.0.key.as_deref()
     }
 
     /// The server's `err_code`, when the server answered with an error.
     pub fn server_code(&self) -> Option<u64> {
-        self.server_code
+        self.0.server_code
     }
 
     /// For [`ErrorKind::Conflict`] and [`ErrorKind::AlreadyExists`]: the key's revision at
     /// the time, when the server or a follow-up read told us.
     pub fn current_revision(&self) -> Option<Revision> {
-        self.current
+        self.0.current
     }
 
     /// Whether this is a compare-and-set conflict.
     pub fn is_conflict(&self) -> bool {
-        self.kind == ErrorKind::Conflict
+        self.0.kind == ErrorKind::Conflict
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.op)?;
-        if let Some(k) = &self.key {
+        write!(f, "{}", self.0.op)?;
+        if let Some(k) = &self.0.key {
             write!(f, " {k:?}")?;
         }
-        write!(f, ": {}", self.message)?;
-        if let Some(c) = self.server_code {
+        write!(f, ": {}", self.0.message)?;
+        if let Some(c) = self.0.server_code {
             write!(f, " (err_code {c})")?;
         }
         Ok(())
@@ -223,7 +226,8 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_ref()
             .map(|s| s.as_ref() as &(dyn StdError + 'static))
     }
@@ -258,7 +262,7 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
     let mut e = Error::new(kind, description.to_string()).with_code(code);
     if kind == ErrorKind::Conflict {
         // "wrong last sequence: 42" names the key's revision; 10164 does not.
-        e.current = description
+        e.0.current = description
             .rsplit(':')
             .next()
             .and_then(|n| n.trim().parse::<u64>().ok())

@@ -1,0 +1,88 @@
+//! Errors of kv-locks: one type with a matchable [`ErrorKind`].
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A name, TTL, interval, permit count or other argument is invalid.
+    InvalidArgument,
+    /// A TTL that is not a whole number of seconds ≥ 1.
+    InvalidTtl,
+    /// The wait for the lock ended by timeout.
+    Timeout,
+    /// The wait was cancelled through its token.
+    Cancelled,
+    /// Ownership was lost (or could no longer be guaranteed).
+    Lost,
+    /// Clients disagree on a semaphore's permit count.
+    PermitMismatch,
+    /// The lock was already released or lost: nothing was done.
+    NotHeld,
+    /// A stale fencing token was rejected.
+    StaleToken,
+    /// The waiter's own queue entry vanished while it waited (it stalled or was cut off).
+    QueueEntryLost,
+    /// An error from the KV layer (see [`Error::core_kind`]).
+    Kv,
+}
+
+/// The error of every kv-locks operation.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<kv_core::Error>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message (lowercase, no trailing period).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// For [`ErrorKind::Kv`] (and kinds derived from a KV error): the KV error's kind.
+    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
+        self.source.as_deref().map(kv_core::Error::kind)
+    }
+}
+
+impl From<kv_core::Error> for Error {
+    fn from(e: kv_core::Error) -> Error {
+        let kind = match e.kind() {
+            kv_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            kv_core::ErrorKind::InvalidKey | kv_core::ErrorKind::InvalidArgument => {
+                ErrorKind::InvalidArgument
+            }
+            _ => ErrorKind::Kv,
+        };
+        Error {
+            kind,
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
