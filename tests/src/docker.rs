@@ -7,7 +7,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let nats = kv_tests::docker::DockerNats::start().await;
-//! let client = async_nats::connect(nats.client_url()).await.unwrap();
+//! let _client = async_nats::connect(nats.client_url()).await.unwrap();
 //! # }
 //! ```
 
