@@ -15,7 +15,9 @@ use tracing::Instrument as _;
 use crate::client::ServerVersion;
 use crate::entry::{classify, Entry, Op, KV_OPERATION, NATS_TTL};
 use crate::error::{Error, ErrorKind, Operation};
-use crate::js::{Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, ROLLUP};
+use crate::js::{
+    Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
+};
 use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::watch::{Include, WatchBuilder};
@@ -78,7 +80,26 @@ impl Inner {
         expect: Option<Expect>,
         ttl: Option<Ttl>,
     ) -> Result<Revision, Error> {
-        let headers = self.write_headers(op, expect, ttl)?;
+        self.write_on(op, key, value, expect, None, ttl).await
+    }
+
+    /// Sends one write whose expectation may apply to another key or a filter.
+    pub(crate) async fn write_on(
+        &self,
+        op: Op,
+        key: &Key,
+        value: Bytes,
+        expect: Option<Expect>,
+        expect_on: Option<&KeyFilter>,
+        ttl: Option<Ttl>,
+    ) -> Result<Revision, Error> {
+        let mut headers = self.write_headers(op, expect, ttl)?;
+        if let Some(f) = expect_on {
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+                format!("{}{}", self.write_prefix, f).as_str(),
+            );
+        }
         let ack = self
             .js
             .publish(format!("{}{}", self.write_prefix, key), headers, value)
@@ -320,6 +341,36 @@ impl ReadOnlyBucket {
             .collect())
     }
 
+    /// The latest revision of every key matching `filter` — values, tombstones and markers —
+    /// in one request (direct get batch, nats-server ≥ 2.11), and the revision the snapshot
+    /// is consistent at.
+    ///
+    /// Like [`get`](Self::get) it may be answered by a lagging replica on replicated buckets:
+    /// the snapshot is consistent, but possibly older than the latest write.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn snapshot(&self, filter: impl AsRef<str>) -> Result<Snapshot, Error> {
+        let filter = KeyFilter::new(filter.as_ref()).map_err(|e| e.with_op(Operation::Get))?;
+        let span = tracing::debug_span!("kv.snapshot", bucket = %self.inner.name, filter = %filter);
+        async {
+            let subject = format!("{}{}", self.inner.read_prefix, filter);
+            let (msgs, as_of) = self
+                .inner
+                .js
+                .direct_multi_last(&self.inner.stream, &subject)
+                .await
+                .map_err(|e| e.with_op(Operation::Get))?;
+            let entries = msgs
+                .into_iter()
+                .filter_map(|m| self.inner.entry_from(m, 0))
+                .collect();
+            Ok(Snapshot { entries, as_of })
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Starts building a watch of the keys matching any of `filters` (an empty list means all
     /// keys). See [`WatchBuilder`] for the options and [`crate::watch`] for recovery.
     pub fn watch<I, F>(&self, filters: I) -> WatchBuilder
@@ -371,6 +422,24 @@ impl ReadOnlyBucket {
             backing_stream: c.name.clone(),
             stream_info: info.clone(),
         })
+    }
+}
+
+/// The latest revision of each key under a filter, as of one point in the bucket's history.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The latest entry of each matching key (values, tombstones and markers), by revision.
+    pub entries: Vec<Entry>,
+    /// The bucket's last revision when the snapshot was taken: nothing written up to it is
+    /// missing. `None` for an empty bucket.
+    pub as_of: Option<Revision>,
+}
+
+impl Snapshot {
+    /// The highest revision among the entries: the last revision under the filter.
+    pub fn last_revision(&self) -> Option<Revision> {
+        self.entries.iter().map(Entry::revision).max()
     }
 }
 
@@ -456,6 +525,7 @@ impl Bucket {
             key: to_key(key),
             value,
             expect: None,
+            expect_on: None,
             ttl: None,
         }
     }
@@ -526,6 +596,7 @@ pub struct Write<'a> {
     key: Result<Key, Error>,
     value: Bytes,
     expect: Option<Expect>,
+    expect_on: Option<Result<KeyFilter, Error>>,
     ttl: Option<Duration>,
 }
 
@@ -539,6 +610,20 @@ impl Write<'_> {
 
     /// Makes the write conditional on the key's latest revision.
     pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Makes the expectation of [`expect`](Self::expect) apply to *another* key, or to the
+    /// last revision among all keys matching a filter, instead of the written key
+    /// (`Nats-Expected-Last-Subject-Sequence-Subject`, nats-server ≥ 2.11).
+    ///
+    /// With a key this is an ownership-guarded write: write `data.x` only while `lock.a` is
+    /// still at our revision. With a filter such as `lock.>` the write succeeds only if no key
+    /// under `lock.` changed since the expected revision ([`Expect::NoMessage`]: none was
+    /// ever written).
+    pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
+        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
         self.expect = Some(expect.into());
         self
     }
@@ -557,6 +642,17 @@ impl Write<'_> {
             (WriteKind::Purge, _) => Operation::Purge,
         };
         let key = self.key.map_err(|e| e.with_op(op))?;
+        let expect_on = self
+            .expect_on
+            .transpose()
+            .map_err(|e| e.with_op(op).with_key(key.as_str()))?;
+        if expect_on.is_some() && self.kind == WriteKind::Create {
+            return Err(Error::invalid_argument(
+                "create cannot be combined with expect_on; use put().expect_on()",
+            )
+            .with_op(op)
+            .with_key(key.as_str()));
+        }
         let ttl = self
             .ttl
             .map(Ttl::new)
@@ -575,11 +671,20 @@ impl Write<'_> {
         let value = self.value;
         let expect = self.expect;
         let res = async {
+            let on = expect_on.as_ref();
             let res = match self.kind {
                 WriteKind::Create => inner.create(&key, value, ttl).await,
-                WriteKind::Put => inner.write(Op::Put, &key, value, expect, ttl).await,
-                WriteKind::Delete => inner.write(Op::Delete, &key, value, expect, ttl).await,
-                WriteKind::Purge => inner.write(Op::Purge, &key, value, expect, ttl).await,
+                WriteKind::Put => inner.write_on(Op::Put, &key, value, expect, on, ttl).await,
+                WriteKind::Delete => {
+                    inner
+                        .write_on(Op::Delete, &key, value, expect, on, ttl)
+                        .await
+                }
+                WriteKind::Purge => {
+                    inner
+                        .write_on(Op::Purge, &key, value, expect, on, ttl)
+                        .await
+                }
             };
             match &res {
                 Ok(r) => {

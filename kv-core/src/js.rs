@@ -147,6 +147,63 @@ impl Js {
         direct_answer(msg)
     }
 
+    /// Direct get batch: the last message of every subject matching `filter`, and the stream
+    /// sequence the answer is consistent at.
+    pub(crate) async fn direct_multi_last(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<(Vec<StoredMsg>, Option<crate::revision::Revision>), Error> {
+        use futures::StreamExt as _;
+        let inbox = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+        let body = serde_json::json!({ "multi_last": [filter] }).to_string();
+        self.client
+            .publish_with_reply(
+                format!("{}.DIRECT.GET.{stream}", self.api),
+                inbox,
+                body.into(),
+            )
+            .await
+            .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
+                Err(_) => return Err(Error::new(ErrorKind::Timeout, "snapshot timed out")),
+                Ok(None) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
+                Ok(Some(m)) => m,
+            };
+            match msg.status {
+                Some(StatusCode::NOT_FOUND) => return Ok((out, None)),
+                Some(s) if s.as_u16() == 204 => {
+                    let h = msg.headers.as_ref();
+                    let num = |name: &str| {
+                        h.and_then(|h| h.get(name))
+                            .and_then(|v| v.as_str().parse::<u64>().ok())
+                    };
+                    if num("Nats-Num-Pending").unwrap_or(0) > 0 {
+                        return Err(Error::new(
+                            ErrorKind::Server,
+                            "too many keys for one snapshot request",
+                        ));
+                    }
+                    let as_of = num("Nats-UpTo-Sequence").and_then(crate::revision::Revision::new);
+                    return Ok((out, as_of));
+                }
+                _ => {
+                    if let Some(m) = direct_answer(msg)? {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+    }
+
     /// Leader get (`STREAM.MSG.GET`): answered by the stream leader, so never stale.
     pub(crate) async fn leader_get(
         &self,

@@ -466,3 +466,58 @@ async fn read_modify_write_and_counter() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
+
+#[tokio::test]
+async fn guarded_writes_and_snapshots() {
+    let server = NatsServer::start().await;
+    let (_kv, b) = setup(&server, ttl_bucket("guard")).await;
+    // ownership-guarded write: data.x only while lock.a is at our revision
+    let lock = b.create("lock.a", "me").await.unwrap();
+    b.put("data.x", "1")
+        .expect_on("lock.a", lock)
+        .await
+        .unwrap();
+    let other = b.update("lock.a", "you", lock).await.unwrap();
+    let err = b
+        .put("data.x", "2")
+        .expect_on("lock.a", lock)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    assert_eq!(err.current_revision(), Some(other));
+    assert_eq!(
+        b.get("data.x").await.unwrap().unwrap().value().as_ref(),
+        b"1"
+    );
+
+    // filter expectation: nothing under q. changed since the last revision we saw
+    let err = b
+        .put("q.h", "x")
+        .expect_on("q.>", Expect::NoMessage)
+        .await
+        .unwrap();
+    let r = b.put("q.w.1", "w").await.unwrap();
+    assert!(r > err);
+    let e = b
+        .put("q.h", "y")
+        .expect_on("q.>", Expect::Revision(err))
+        .await
+        .unwrap_err();
+    assert!(e.is_conflict());
+    assert_eq!(e.current_revision(), Some(r));
+    b.put("q.h", "y").expect_on("q.>", r).await.unwrap();
+
+    // snapshot: latest per key including tombstones, consistent as of a revision
+    b.delete("q.w.1").await.unwrap();
+    let snap = b.snapshot("q.>").await.unwrap();
+    let keys: Vec<(&str, Op)> = snap
+        .entries
+        .iter()
+        .map(|e| (e.key().as_str(), e.operation()))
+        .collect();
+    assert_eq!(keys, vec![("q.h", Op::Put), ("q.w.1", Op::Delete)]);
+    assert!(snap.as_of.unwrap() >= snap.last_revision().unwrap());
+    let empty = b.snapshot("none.>").await.unwrap();
+    assert!(empty.entries.is_empty());
+    assert!(b.snapshot("bad filter").await.is_err());
+}
