@@ -1,0 +1,101 @@
+//! Document formats: JSON always, TOML and YAML behind the `toml` and `yaml` features.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// How a whole-document value (and a local file) is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// JSON (the default).
+    #[default]
+    Json,
+    /// TOML (feature `toml`).
+    #[cfg(feature = "toml")]
+    Toml,
+    /// YAML (feature `yaml`).
+    #[cfg(feature = "yaml")]
+    Yaml,
+}
+
+impl Format {
+    /// The format of a file by its extension: `.json`, `.toml` (feature `toml`), `.yaml` /
+    /// `.yml` (feature `yaml`). `None` for anything else.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "json" => Some(Format::Json),
+            #[cfg(feature = "toml")]
+            "toml" => Some(Format::Toml),
+            #[cfg(feature = "yaml")]
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
+    }
+
+    /// Parses a document into a JSON tree.
+    pub(crate) fn parse(self, bytes: &[u8]) -> Result<Value, String> {
+        match self {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| format!("invalid json: {e}")),
+            #[cfg(feature = "toml")]
+            Format::Toml => {
+                let s = std::str::from_utf8(bytes).map_err(|e| format!("invalid toml: {e}"))?;
+                toml::from_str(s).map_err(|e| format!("invalid toml: {e}"))
+            }
+            #[cfg(feature = "yaml")]
+            Format::Yaml => serde_yaml::from_slice(bytes).map_err(|e| format!("invalid yaml: {e}")),
+        }
+    }
+
+    /// Encodes a JSON tree as a document.
+    pub(crate) fn encode(self, v: &Value) -> Result<Vec<u8>, String> {
+        match self {
+            Format::Json => serde_json::to_vec_pretty(v).map_err(|e| e.to_string()),
+            #[cfg(feature = "toml")]
+            Format::Toml => toml::to_string(v)
+                .map(String::into_bytes)
+                .map_err(|e| format!("cannot encode as toml: {e}")),
+            #[cfg(feature = "yaml")]
+            Format::Yaml => serde_yaml::to_string(v)
+                .map(String::into_bytes)
+                .map_err(|e| format!("cannot encode as yaml: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_roundtrip_and_errors() {
+        let v = json!({"a": {"b": [1, 2]}});
+        let bytes = Format::Json.encode(&v).unwrap();
+        assert_eq!(Format::Json.parse(&bytes).unwrap(), v);
+        assert!(Format::Json.parse(b"{").is_err());
+        assert_eq!(
+            Format::from_path(Path::new("x/app.json")),
+            Some(Format::Json)
+        );
+        assert_eq!(Format::from_path(Path::new("app.ini")), None);
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn toml_roundtrip() {
+        let v = json!({"name": "x", "db": {"pool_size": 3}});
+        let bytes = Format::Toml.encode(&v).unwrap();
+        assert_eq!(Format::Toml.parse(&bytes).unwrap(), v);
+        assert!(Format::Toml.parse(b"= nope").is_err());
+    }
+
+    #[cfg(feature = "yaml")]
+    #[test]
+    fn yaml_roundtrip() {
+        let v = json!({"name": "x", "db": {"pool_size": 3}});
+        let bytes = Format::Yaml.encode(&v).unwrap();
+        assert_eq!(Format::Yaml.parse(&bytes).unwrap(), v);
+        assert!(Format::Yaml.parse(b"a: [").is_err());
+    }
+}

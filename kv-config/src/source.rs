@@ -1,0 +1,156 @@
+//! Where a configuration lives in the bucket, and how the bucket is reached.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kv_core::{Bucket, BucketConfig, Key, Kv};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::format::Format;
+
+/// Where a configuration lives in the bucket.
+///
+/// - [`Source::document`]: one key holds the whole document (JSON by default, or another
+///   [`Format`]).
+/// - [`Source::prefix`]: every key under `prefix.` sets one field path:
+///   `app.db.pool_size = 10` under prefix `app` is `{"db": {"pool_size": 10}}`. Values are
+///   JSON (scalars, arrays or objects); a value that is not JSON is taken as a string. Keys
+///   are applied shallow first, so `app.db.pool_size` overrides the `pool_size` inside an
+///   object stored at `app.db`. Field names must be valid key tokens
+///   (`A-Z a-z 0-9 - _ = /`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// One key holds the whole document.
+    Document {
+        /// The key.
+        key: String,
+        /// The document format.
+        format: Format,
+    },
+    /// Every key under `prefix.` sets one field.
+    Prefix {
+        /// The prefix (without the trailing dot).
+        prefix: String,
+    },
+}
+
+impl Source {
+    /// A JSON document under `key`.
+    pub fn document(key: impl Into<String>) -> Source {
+        Source::Document {
+            key: key.into(),
+            format: Format::Json,
+        }
+    }
+
+    /// A document under `key` in `format`.
+    pub fn document_in(key: impl Into<String>, format: Format) -> Source {
+        Source::Document {
+            key: key.into(),
+            format,
+        }
+    }
+
+    /// One key per field under `prefix.`.
+    pub fn prefix(prefix: impl Into<String>) -> Source {
+        Source::Prefix {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The document key or the prefix.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Document { key, .. } => key,
+            Source::Prefix { prefix } => prefix,
+        }
+    }
+
+    /// The key filter that covers the configuration.
+    pub(crate) fn filter(&self) -> String {
+        match self {
+            Source::Document { key, .. } => key.clone(),
+            Source::Prefix { prefix } => format!("{prefix}.>"),
+        }
+    }
+
+    /// Checks the key or prefix against the key rules.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        Key::new(self.name()).map(|_| ()).map_err(|e| {
+            ConfigError::new(
+                ConfigErrorKind::InvalidArgument,
+                format!("bad config source {:?}: {e}", self.name()),
+            )
+            .with_source(e)
+        })
+    }
+
+    /// The key filter of the applied-revision acknowledgements: `_applied.<name>.*`.
+    pub(crate) fn ack_filter(&self) -> String {
+        format!("{}.*", self.ack_prefix())
+    }
+
+    /// `_applied.<name>`.
+    pub(crate) fn ack_prefix(&self) -> String {
+        format!("_applied.{}", self.name())
+    }
+}
+
+type ConnectFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kv_core::Error>> + Send + Sync>;
+
+/// How a reader reaches its bucket: an open handle, or a function that connects and opens it
+/// (called again, with backoff, until it succeeds — this is what lets a reader start while
+/// the server is away).
+#[derive(Clone)]
+pub enum Connector {
+    /// An open bucket. The connection reconnects by itself.
+    Bucket(Bucket),
+    /// Connects and opens the bucket on demand.
+    Lazy(ConnectFn),
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Connector::Bucket(b) => f.debug_tuple("Bucket").field(&b.name()).finish(),
+            Connector::Lazy(_) => f.write_str("Lazy(..)"),
+        }
+    }
+}
+
+impl Connector {
+    /// Connects to `url` and opens (or creates) the bucket described by `bucket`.
+    pub fn connect(url: impl Into<String>, bucket: BucketConfig) -> Connector {
+        let url = url.into();
+        Connector::Lazy(Arc::new(move || {
+            let url = url.clone();
+            let cfg = bucket.clone();
+            Box::pin(async move {
+                let kv = Kv::connect(&url).await?;
+                kv.create_or_open(cfg).await
+            })
+        }))
+    }
+
+    /// A custom connect function.
+    pub fn from_fn<F>(f: F) -> Connector
+    where
+        F: Fn() -> BoxFuture<'static, Result<Bucket, kv_core::Error>> + Send + Sync + 'static,
+    {
+        Connector::Lazy(Arc::new(f))
+    }
+
+    pub(crate) async fn bucket(&self) -> Result<Bucket, kv_core::Error> {
+        match self {
+            Connector::Bucket(b) => Ok(b.clone()),
+            Connector::Lazy(f) => f().await,
+        }
+    }
+}
+
+impl From<Bucket> for Connector {
+    fn from(b: Bucket) -> Self {
+        Connector::Bucket(b)
+    }
+}

@@ -1,0 +1,556 @@
+//! The writer: validated compare-and-set updates, history and rollback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kv_core::{Bucket, Expect, Include, Key, Revision, WatchEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument as _;
+
+use crate::error::{ConfigError, ConfigErrorKind, RejectKind, Rejection};
+use crate::layer::{assemble_prefix, diff_paths, flatten, merge};
+use crate::pipeline::{Pipeline, Validate};
+use crate::source::Source;
+
+/// Default bound on compare-and-set attempts of one write.
+pub const DEFAULT_ATTEMPTS: usize = 16;
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Written {
+    /// The revision that now holds the value: the new one, or the existing one when nothing
+    /// had to be written. `None` only when the KV holds nothing and the value equals the
+    /// defaults.
+    pub revision: Option<Revision>,
+    /// The field paths written (empty: the value was already there, nothing was written).
+    pub changed: Vec<String>,
+}
+
+/// One revision of the configuration, as [`ConfigWriter::history`] returns it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Version<T> {
+    /// The revision.
+    pub revision: Revision,
+    /// The configuration as of this revision (defaults applied), or why it is not a valid
+    /// one (including [`RejectKind::Deleted`] for a deleted document).
+    pub value: Result<T, Rejection>,
+}
+
+/// Entries of the configuration as read for a write: key → (live value or tombstone, rev).
+struct State {
+    entries: BTreeMap<String, (Option<Bytes>, Revision)>,
+    last: Option<Revision>,
+}
+
+/// Writes a configuration with the same checks a reader applies: a value the validator
+/// refuses is never written. Cheap to clone.
+///
+/// In prefix mode a change of several fields is one kv-core transaction (the bucket needs
+/// `atomic_batches(true)`; a one-field change is a plain conditional write), so readers never
+/// see half of it. Every write is conditional on the revisions it read, and retried on
+/// conflict.
+pub struct ConfigWriter<T> {
+    bucket: Bucket,
+    source: Source,
+    pipeline: Arc<Pipeline<T>>,
+    attempts: usize,
+}
+
+impl<T> Clone for ConfigWriter<T> {
+    fn clone(&self) -> Self {
+        ConfigWriter {
+            bucket: self.bucket.clone(),
+            source: self.source.clone(),
+            pipeline: self.pipeline.clone(),
+            attempts: self.attempts,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ConfigWriter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigWriter")
+            .field("bucket", &self.bucket.name())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kv_err(context: &str) -> impl FnOnce(kv_core::Error) -> ConfigError + '_ {
+    move |e| ConfigError::kv(context, e)
+}
+
+impl<T> ConfigWriter<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// A writer of the configuration at `source` in `bucket`.
+    pub fn new(bucket: Bucket, source: Source) -> Self {
+        ConfigWriter {
+            bucket,
+            source,
+            pipeline: Arc::new(Pipeline::default()),
+            attempts: DEFAULT_ATTEMPTS,
+        }
+    }
+
+    fn pipeline_mut(&mut self) -> &mut Pipeline<T> {
+        Arc::make_mut(&mut self.pipeline)
+    }
+
+    /// Code defaults, merged under the stored value (use the readers' defaults).
+    pub fn defaults(mut self, defaults: T) -> Self {
+        if let Ok(v) = serde_json::to_value(&defaults) {
+            self.pipeline_mut().defaults = v;
+        }
+        self
+    }
+
+    /// The validator: a value it refuses is never written.
+    pub fn validate<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.pipeline_mut().validator = Some(Arc::new(f));
+        self
+    }
+
+    /// Validates with the type's [`Validate`] implementation.
+    pub fn validated(self) -> Self
+    where
+        T: Validate,
+    {
+        self.validate(|t: &T| t.validate())
+    }
+
+    /// Strict mode for reading the stored value (unknown fields are refused).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.pipeline_mut().strict = strict;
+        self
+    }
+
+    /// Gives up after `n` conflicting attempts (default [`DEFAULT_ATTEMPTS`]).
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.attempts = n.max(1);
+        self
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    async fn read_state(&self) -> Result<State, ConfigError> {
+        let mut entries = BTreeMap::new();
+        let mut last = None;
+        match &self.source {
+            Source::Document { key, .. } => {
+                if let Some(e) = self
+                    .bucket
+                    .entry(key)
+                    .await
+                    .map_err(kv_err("cannot read the config"))?
+                {
+                    last = Some(e.revision());
+                    let v = e.is_value().then(|| e.value().clone());
+                    entries.insert(key.clone(), (v, e.revision()));
+                }
+            }
+            Source::Prefix { .. } => {
+                let mut w = self
+                    .bucket
+                    .watch([self.source.filter()])
+                    .include(Include::LastPerKey)
+                    .await
+                    .map_err(kv_err("cannot read the config"))?;
+                while let Some(ev) = w.next().await {
+                    match ev.map_err(kv_err("cannot read the config"))? {
+                        WatchEvent::Entry(e) => {
+                            last = last.max(Some(e.revision()));
+                            let v = e.is_value().then(|| e.value().clone());
+                            entries.insert(e.key().as_str().to_string(), (v, e.revision()));
+                        }
+                        WatchEvent::InitialDone => break,
+                    }
+                }
+            }
+        }
+        Ok(State { entries, last })
+    }
+
+    /// The KV layer of `entries` (live values only).
+    fn kv_layer(
+        &self,
+        entries: &BTreeMap<String, (Option<Bytes>, Revision)>,
+    ) -> Result<Option<Value>, Rejection> {
+        match &self.source {
+            Source::Document { key, format } => match entries.get(key) {
+                Some((Some(b), _)) => format
+                    .parse(b)
+                    .map(Some)
+                    .map_err(|m| Rejection::new(RejectKind::Malformed, m)),
+                _ => Ok(None),
+            },
+            Source::Prefix { prefix } => {
+                let live: Vec<(&str, &[u8])> = entries
+                    .iter()
+                    .filter_map(|(k, (v, _))| v.as_ref().map(|v| (k.as_str(), v.as_ref())))
+                    .collect();
+                if live.is_empty() {
+                    return Ok(None);
+                }
+                assemble_prefix(prefix, live)
+                    .map(Some)
+                    .map_err(|(k, m)| Rejection::new(RejectKind::Malformed, format!("{k}: {m}")))
+            }
+        }
+    }
+
+    /// The current stored value, decoded and validated (defaults applied), and the newest
+    /// revision of its keys.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn get(&self) -> Result<(T, Option<Revision>), ConfigError> {
+        let st = self.read_state().await?;
+        let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last))?;
+        let (t, _) = self
+            .pipeline
+            .candidate(kv.as_ref())
+            .map_err(|r| r.at(st.last))?;
+        Ok((t, st.last))
+    }
+
+    /// Reads the current value, lets `f` change it, validates the result and writes it,
+    /// conditional on what was read; retries on conflict (`f` may run several times).
+    /// Nothing is written when `f` leaves the value as it was.
+    ///
+    /// Fails with [`ConfigErrorKind::Rejected`] when the new value is refused (or the stored
+    /// one cannot be decoded), [`ConfigErrorKind::Conflict`] after too many conflicts.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a write may take effect even if the future is dropped.
+    pub async fn update<F>(&self, mut f: F) -> Result<Written, ConfigError>
+    where
+        F: FnMut(&mut T),
+    {
+        self.write_with(|cur| {
+            let mut t = cur?;
+            f(&mut t);
+            Ok(t)
+        })
+        .await
+    }
+
+    /// Validates `value` and writes it (conditional on the revision it replaces, retried on
+    /// conflict). Works also when the stored value is broken.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a write may take effect even if the future is dropped.
+    pub async fn set(&self, value: &T) -> Result<Written, ConfigError> {
+        let json = serde_json::to_value(value).map_err(|e| {
+            ConfigError::new(
+                ConfigErrorKind::Encode,
+                format!("value does not serialize: {e}"),
+            )
+        })?;
+        self.write_json(json).await
+    }
+
+    async fn write_json(&self, json: Value) -> Result<Written, ConfigError> {
+        self.write_with(move |_| {
+            serde_json::from_value::<T>(json.clone())
+                .map_err(|e| Rejection::new(RejectKind::WrongType, e.to_string()).into())
+        })
+        .await
+    }
+
+    async fn write_with<F>(&self, mut f: F) -> Result<Written, ConfigError>
+    where
+        F: FnMut(Result<T, Rejection>) -> Result<T, ConfigError>,
+    {
+        let span = tracing::info_span!("kv_config.write", config = %self.source.name());
+        async {
+            for attempt in 1..=self.attempts {
+                let st = self.read_state().await?;
+                let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last));
+                let mut old_doc = self.pipeline.defaults.clone();
+                if let Ok(Some(kv)) = &kv {
+                    merge(&mut old_doc, kv.clone());
+                }
+                let current = kv.and_then(|kv| {
+                    self.pipeline
+                        .candidate(kv.as_ref())
+                        .map(|(t, _)| t)
+                        .map_err(|r| r.at(st.last))
+                });
+                let next = f(current)?;
+                let (_, new_json) = self.pipeline.check(next).map_err(|r| {
+                    tracing::warn!(reason = %r.message(), "refusing to write an invalid config");
+                    ConfigError::from(r)
+                })?;
+                match self.write_diff(&st, &old_doc, &new_json).await {
+                    Ok(w) => {
+                        if !w.changed.is_empty() {
+                            tracing::info!(revision = w.revision.map(Revision::get), changed = ?w.changed, "config written");
+                        }
+                        return Ok(w);
+                    }
+                    Err(e) if e.kind() == ConfigErrorKind::Conflict => {
+                        tracing::debug!(attempt, "config write conflict, retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ConfigError::new(
+                ConfigErrorKind::Conflict,
+                format!("gave up after {} conflicting attempts", self.attempts),
+            ))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Writes the difference between what is stored and `new`, conditionally.
+    async fn write_diff(
+        &self,
+        st: &State,
+        old_doc: &Value,
+        new: &Value,
+    ) -> Result<Written, ConfigError> {
+        match &self.source {
+            Source::Document { key, format } => {
+                let live = matches!(st.entries.get(key), Some((Some(_), _)));
+                let changed = diff_paths(old_doc, new);
+                if live && changed.is_empty() {
+                    return Ok(Written {
+                        revision: st.last,
+                        changed,
+                    });
+                }
+                let bytes = format
+                    .encode(new)
+                    .map_err(|m| ConfigError::new(ConfigErrorKind::Encode, m))?;
+                let expect = match st.entries.get(key) {
+                    Some((_, rev)) => Expect::Revision(*rev),
+                    None => Expect::NoMessage,
+                };
+                let rev = self
+                    .bucket
+                    .put(key, bytes)
+                    .expect(expect)
+                    .await
+                    .map_err(kv_err("cannot write the config"))?;
+                Ok(Written {
+                    revision: Some(rev),
+                    changed,
+                })
+            }
+            Source::Prefix { prefix } => self.write_prefix(prefix, st, old_doc, new).await,
+        }
+    }
+
+    async fn write_prefix(
+        &self,
+        prefix: &str,
+        st: &State,
+        old_doc: &Value,
+        new: &Value,
+    ) -> Result<Written, ConfigError> {
+        if !new.is_object() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidArgument,
+                "prefix mode needs a type that serializes to an object",
+            ));
+        }
+        let new_leaves = flatten(new);
+        let old_leaves = flatten(old_doc);
+        let field = |k: &str| {
+            k.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+                .map(str::to_string)
+        };
+        // Live keys that are not a leaf of the new value (removed fields, or objects stored
+        // at a parent key) are deleted, and every new leaf below them is written.
+        let mut deletes: Vec<(String, Revision)> = Vec::new();
+        let mut forced: BTreeSet<String> = BTreeSet::new();
+        for (k, (v, rev)) in &st.entries {
+            let Some(path) = field(k) else { continue };
+            if v.is_some() && !new_leaves.contains_key(&path) {
+                deletes.push((k.clone(), *rev));
+                let below = format!("{path}.");
+                forced.extend(new_leaves.keys().filter(|p| p.starts_with(&below)).cloned());
+            }
+        }
+        let mut puts: Vec<(String, Bytes, Expect)> = Vec::new();
+        let mut changed: Vec<String> = Vec::new();
+        for (path, v) in &new_leaves {
+            let stored = st.entries.get(&format!("{prefix}.{path}"));
+            let differs = old_leaves.get(path) != Some(v);
+            if !(differs || forced.contains(path)) {
+                continue;
+            }
+            let key = format!("{prefix}.{path}");
+            Key::new(key.as_str()).map_err(|e| {
+                ConfigError::new(
+                    ConfigErrorKind::InvalidArgument,
+                    format!("field {path:?} cannot be a key: {e}"),
+                )
+                .with_source(e)
+            })?;
+            let bytes = serde_json::to_vec(v)
+                .map_err(|e| ConfigError::new(ConfigErrorKind::Encode, e.to_string()))?;
+            let expect = match stored {
+                Some((_, rev)) => Expect::Revision(*rev),
+                None => Expect::NoMessage,
+            };
+            if differs {
+                changed.push(path.clone());
+            }
+            puts.push((key, Bytes::from(bytes), expect));
+        }
+        for (k, _) in &deletes {
+            if let Some(p) = field(k) {
+                if !changed.contains(&p) {
+                    changed.push(p);
+                }
+            }
+        }
+        changed.sort();
+        let n = puts.len() + deletes.len();
+        if n == 0 {
+            return Ok(Written {
+                revision: st.last,
+                changed: Vec::new(),
+            });
+        }
+        if n == 1 {
+            let rev = if let Some((key, bytes, expect)) = puts.pop() {
+                self.bucket.put(&key, bytes).expect(expect).await
+            } else {
+                let (key, rev) = deletes.remove(0);
+                self.bucket.delete(&key).revision(rev).await
+            };
+            let rev = rev.map_err(kv_err("cannot write the config"))?;
+            return Ok(Written {
+                revision: Some(rev),
+                changed,
+            });
+        }
+        let mut txn = self.bucket.txn();
+        for (key, bytes, expect) in puts {
+            txn = match expect {
+                Expect::Revision(r) => txn.update(&key, bytes, r),
+                Expect::NoMessage => txn.create(&key, bytes),
+            };
+        }
+        for (key, rev) in deletes {
+            txn = txn.delete_if(&key, rev);
+        }
+        let committed = txn
+            .commit()
+            .await
+            .map_err(kv_err("cannot write the config transaction"))?;
+        Ok(Written {
+            revision: committed.last_revision(),
+            changed,
+        })
+    }
+
+    /// Every revision of the configuration the bucket still holds, oldest first (as many as
+    /// the bucket's history keeps). In prefix mode there is one version per written key, so
+    /// the revisions inside one transaction show partial states; use the last revision of a
+    /// transaction ([`Written::revision`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn history(&self) -> Result<Vec<Version<T>>, ConfigError> {
+        let mut w = self
+            .bucket
+            .watch([self.source.filter()])
+            .include(Include::AllHistory)
+            .await
+            .map_err(kv_err("cannot read the config history"))?;
+        let mut entries: BTreeMap<String, (Option<Bytes>, Revision)> = BTreeMap::new();
+        let mut out = Vec::new();
+        while let Some(ev) = w.next().await {
+            let e = match ev.map_err(kv_err("cannot read the config history"))? {
+                WatchEvent::Entry(e) => e,
+                WatchEvent::InitialDone => break,
+            };
+            let rev = e.revision();
+            let v = e.is_value().then(|| e.value().clone());
+            entries.insert(e.key().as_str().to_string(), (v, rev));
+            let value = match &self.source {
+                Source::Document { .. } if !e.is_value() => Err(Rejection::new(
+                    RejectKind::Deleted,
+                    "the config key was deleted",
+                )),
+                _ => self
+                    .kv_layer(&entries)
+                    .and_then(|kv| self.pipeline.candidate(kv.as_ref()).map(|(t, _)| t)),
+            };
+            out.push(Version {
+                revision: rev,
+                value: value.map_err(|r| r.at(Some(rev))),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes the configuration as it was at revision `to` (validated again, conditional on
+    /// the current revisions). Fails with [`ConfigErrorKind::NotFound`] when the bucket no
+    /// longer holds that revision.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may take effect even if the future is dropped.
+    pub async fn rollback(&self, to: Revision) -> Result<Written, ConfigError> {
+        let history = self.history().await?;
+        let Some(v) = history.into_iter().find(|v| v.revision == to) else {
+            return Err(ConfigError::new(
+                ConfigErrorKind::NotFound,
+                format!(
+                    "revision {to} is not in the history of {:?}",
+                    self.source.name()
+                ),
+            ));
+        };
+        let t = v.value?;
+        let (_, json) = self.pipeline.check(t)?;
+        self.write_json(json).await
+    }
+
+    /// Waits until at least `count` reader instances (see
+    /// [`ConfigBuilder::instance`](crate::ConfigBuilder::instance)) report having applied
+    /// `revision` or a later one; returns their names. Watches the acknowledgement keys, no
+    /// polling; bound it with `tokio::time::timeout`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn wait_applied(
+        &self,
+        revision: Revision,
+        count: usize,
+    ) -> Result<Vec<String>, ConfigError> {
+        crate::fleet::wait_applied(&self.bucket, &self.source, revision, count).await
+    }
+}
+
+/// A short, jittered exponential backoff between conflicting attempts.
+fn backoff(attempt: usize) -> Duration {
+    let base = 2u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_millis(base / 2 + u64::from(nanos) % base.max(1))
+}
