@@ -17,8 +17,9 @@
 //! # Recovery
 //!
 //! A watch remembers the revision (stream sequence) of the last message it processed. When
-//! its consumer fails — a reconnect, a server restart, a missed heartbeat, a deleted
-//! consumer — the watch makes a new consumer and resumes after that revision:
+//! its consumer may have become unreliable — the client reconnected, heartbeats stopped (the
+//! server restarted), the consumer sequence skipped (deliveries lost in transit), the server
+//! deleted the consumer — the watch drops it, makes a new one and resumes after that revision:
 //!
 //! - **No duplicates**: anything at or below the last processed revision is dropped, so each
 //!   revision is delivered at most once per watch.
@@ -44,15 +45,17 @@
 use std::collections::HashSet;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream;
+use async_nats::{StatusCode, Subscriber};
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::Instant;
 
 use crate::bucket::Inner;
 use crate::entry::{classify, Entry, Op};
@@ -154,7 +157,7 @@ impl WatchBuilder {
             meta_only: self.meta_only,
             last_seq: 0,
             first_policy: DeliverPolicy::All,
-            messages: None,
+            consumer: None,
             initial_done: false,
             marker_due: false,
             live: HashSet::new(),
@@ -165,6 +168,17 @@ impl WatchBuilder {
         };
         state.first_policy = match (self.from_revision, self.include) {
             (Some(r), _) => {
+                let info = stream_info(&state.inner).await?;
+                if info.state.messages > 0 && info.state.first_sequence > r.get() {
+                    return Err(Error::new(
+                        ErrorKind::HistoryGone,
+                        format!(
+                            "cannot start at revision {r}: the bucket's oldest revision is {}",
+                            info.state.first_sequence
+                        ),
+                    )
+                    .with_op(Operation::Watch));
+                }
                 state.last_seq = r.get() - 1;
                 DeliverPolicy::ByStartSequence {
                     start_sequence: r.get(),
@@ -247,7 +261,7 @@ struct State {
     /// Stream sequence of the last message processed (delivered or skipped).
     last_seq: u64,
     first_policy: DeliverPolicy,
-    messages: Option<Ordered>,
+    consumer: Option<Consumer>,
     initial_done: bool,
     marker_due: bool,
     /// Keys whose last processed revision was a live value.
@@ -297,43 +311,13 @@ impl State {
             self.relist_seen = Some(HashSet::new());
             DeliverPolicy::LastPerSubject
         };
-        let inner = self.inner.clone();
-        let js = async_nats::jetstream::new(inner.js.client.clone());
-        let stream = js.get_stream_no_info(&inner.stream).await.map_err(|e| {
-            Error::new(ErrorKind::Connection, e.to_string())
-                .with_source(e)
-                .with_op(Operation::Watch)
-        })?;
-        let (filter_subject, filter_subjects) = if self.subjects.len() == 1 {
-            (self.subjects[0].clone(), Vec::new())
-        } else {
-            (String::new(), self.subjects.clone())
-        };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_subject: inner.js.client.new_inbox(),
-                filter_subject,
-                filter_subjects,
-                deliver_policy: policy,
-                headers_only: self.meta_only,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Connection, e.to_string())
-                    .with_source(e)
-                    .with_op(Operation::Watch)
-            })?;
-        let pending = consumer.cached_info().num_pending;
+        let consumer =
+            Consumer::create(&self.inner, &self.subjects, policy, self.meta_only).await?;
+        let pending = consumer.num_pending;
         if pending == 0 {
             self.finish_snapshot();
         }
-        let messages = consumer.messages().await.map_err(|e| {
-            Error::new(ErrorKind::Connection, e.to_string())
-                .with_source(e)
-                .with_op(Operation::Watch)
-        })?;
-        self.messages = Some(messages);
+        self.consumer = Some(consumer);
         tracing::debug!(bucket = %self.inner.name, ?policy, pending, "watch consumer ready");
         Ok(())
     }
@@ -384,7 +368,7 @@ impl State {
                 self.marker_due = false;
                 return Some(Ok(WatchEvent::InitialDone));
             }
-            let Some(messages) = self.messages.as_mut() else {
+            let Some(consumer) = self.consumer.as_mut() else {
                 // Re-create the consumer, with backoff while the server is away.
                 if self.failures > 0 {
                     let ms = 50u64.saturating_mul(1 << self.failures.min(5)).min(1000);
@@ -403,23 +387,16 @@ impl State {
                 }
                 continue;
             };
-            let msg = match messages.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::info!(bucket = %self.inner.name, error = %e, last = self.last_seq, "watch consumer failed, resuming");
-                    self.messages = None;
-                    continue;
-                }
-                None => {
-                    self.messages = None;
+            let d = match consumer.next().await {
+                Ok(d) => d,
+                Err(reason) => {
+                    tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
+                    self.consumer = None;
                     continue;
                 }
             };
-            let Ok(info) = msg.info() else {
-                continue;
-            };
-            let (seq, pending, published) = (info.stream_sequence, info.pending, info.published);
-            let m = msg.message;
+            let (seq, pending, published) = (d.stream_seq, d.pending, d.published);
+            let m = d.message;
             let key = crate::bucket::key_of_subject(m.subject.as_str()).map(Key::from_server);
             let snapshot_over = pending == 0;
             if let (Some(seen), Some(k)) = (self.relist_seen.as_mut(), key.as_ref()) {
@@ -471,5 +448,193 @@ impl State {
                 return Some(Ok(WatchEvent::Entry(entry)));
             }
         }
+    }
+}
+
+/// How long without any message or heartbeat before a consumer is presumed dead.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// One delivered message with its JetStream metadata.
+struct Delivery {
+    message: async_nats::Message,
+    stream_seq: u64,
+    pending: u64,
+    published: time::OffsetDateTime,
+}
+
+/// A push consumer managed by hand, so that every disruption is visible: a skipped consumer
+/// sequence (deliveries lost while disconnected), missing heartbeats (server restarted, consumer
+/// gone) or a closed subscription all end it, and the watch re-creates it from its own resume
+/// point. (async-nats' ordered consumer re-creates itself silently from its own idea of the
+/// resume point, which hides gaps.)
+struct Consumer {
+    client: async_nats::Client,
+    sub: Subscriber,
+    num_pending: u64,
+    last_cseq: u64,
+    deadline: Instant,
+    /// The client's connection count when the consumer was made: a reconnect since means
+    /// the consumer may have skipped what the server removed meanwhile, so we re-check.
+    connects: u64,
+}
+
+impl Consumer {
+    async fn create(
+        inner: &Inner,
+        subjects: &[String],
+        policy: DeliverPolicy,
+        meta_only: bool,
+    ) -> Result<Consumer, Error> {
+        let client = inner.js.client.clone();
+        let connects = client.statistics().connects.load(Ordering::Relaxed);
+        let inbox = client.new_inbox();
+        // Subscribe first: the consumer starts pushing as soon as it exists.
+        let sub = client.subscribe(inbox.clone()).await.map_err(|e| {
+            Error::new(ErrorKind::Connection, e.to_string())
+                .with_source(e)
+                .with_op(Operation::Watch)
+        })?;
+        let mut config = serde_json::json!({
+            "deliver_subject": inbox,
+            "ack_policy": "none",
+            "max_deliver": 1,
+            "flow_control": true,
+            "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
+            "headers_only": meta_only,
+            "mem_storage": true,
+            "num_replicas": 1,
+            "inactive_threshold": Duration::from_secs(30).as_nanos() as u64,
+            "replay_policy": "instant",
+        });
+        let policy_json = serde_json::to_value(policy).unwrap_or_default();
+        if let (Some(c), Some(p)) = (config.as_object_mut(), policy_json.as_object()) {
+            for (k, v) in p {
+                c.insert(k.clone(), v.clone());
+            }
+            if subjects.len() == 1 {
+                c.insert("filter_subject".into(), subjects[0].clone().into());
+            } else {
+                c.insert("filter_subjects".into(), subjects.to_vec().into());
+            }
+        }
+        let body = serde_json::json!({ "stream_name": inner.stream, "config": config });
+        #[derive(serde::Deserialize)]
+        struct Created {
+            #[serde(default)]
+            num_pending: u64,
+        }
+        let created: Created = inner
+            .js
+            .api(
+                &format!("CONSUMER.CREATE.{}", inner.stream),
+                Bytes::from(body.to_string()),
+            )
+            .await
+            .map_err(|e| e.with_op(Operation::Watch))?;
+        Ok(Consumer {
+            client,
+            sub,
+            num_pending: created.num_pending,
+            last_cseq: 0,
+            deadline: Instant::now() + HEARTBEAT * 2,
+            connects,
+        })
+    }
+
+    /// The next data message, answering flow control on the way. An `Err` names why the
+    /// consumer can no longer be trusted.
+    async fn next(&mut self) -> Result<Delivery, &'static str> {
+        loop {
+            let msg = match tokio::time::timeout_at(self.deadline, self.sub.next()).await {
+                Err(_) => return Err("missed heartbeats"),
+                Ok(None) => return Err("subscription closed"),
+                Ok(Some(m)) => m,
+            };
+            self.deadline = Instant::now() + HEARTBEAT * 2;
+            if self.client.statistics().connects.load(Ordering::Relaxed) != self.connects {
+                return Err("client reconnected");
+            }
+            if msg.status == Some(StatusCode::IDLE_HEARTBEAT) {
+                if let Some(reply) = msg.reply.clone() {
+                    // Flow control: the server waits for this before sending more.
+                    if self.client.publish(reply, Bytes::new()).await.is_err() {
+                        return Err("cannot answer flow control");
+                    }
+                }
+                let last = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Last-Consumer"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                if last.is_some_and(|l| l > self.last_cseq) {
+                    return Err("heartbeat shows deliveries we never got");
+                }
+                continue;
+            }
+            if msg.status.is_some() {
+                // 409 consumer deleted and friends.
+                return Err("consumer ended by the server");
+            }
+            let Some(reply) = msg.reply.as_ref() else {
+                continue;
+            };
+            let Some(meta) = parse_ack_subject(reply.as_str()) else {
+                continue;
+            };
+            if meta.cseq != self.last_cseq + 1 {
+                return Err("consumer sequence skipped");
+            }
+            self.last_cseq = meta.cseq;
+            return Ok(Delivery {
+                message: msg,
+                stream_seq: meta.sseq,
+                pending: meta.pending,
+                published: meta.published,
+            });
+        }
+    }
+}
+
+struct AckMeta {
+    sseq: u64,
+    cseq: u64,
+    pending: u64,
+    published: time::OffsetDateTime,
+}
+
+/// Parses `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (v1) or the
+/// v2 form with domain and account hash before the stream (and an optional trailing token).
+fn parse_ack_subject(s: &str) -> Option<AckMeta> {
+    let t: Vec<&str> = s.split('.').collect();
+    if t.len() < 9 || t[0] != "$JS" || t[1] != "ACK" {
+        return None;
+    }
+    // v1 has exactly 9 tokens; v2 has at least 11, numbers start at index 6 (v2: after
+    // domain, hash, stream, consumer).
+    let base = if t.len() == 9 { 4 } else { 6 };
+    let n = |i: usize| t.get(base + i).and_then(|x| x.parse::<u64>().ok());
+    let ts = i128::from(n(3)?);
+    Some(AckMeta {
+        sseq: n(1)?,
+        cseq: n(2)?,
+        pending: n(4)?,
+        published: time::OffsetDateTime::from_unix_timestamp_nanos(ts)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_subjects() {
+        let m = parse_ack_subject("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3").unwrap();
+        assert_eq!((m.sseq, m.cseq, m.pending), (42, 7, 3));
+        let m = parse_ack_subject("$JS.ACK.dom.hash.KV_b.cons.1.42.7.1700000000000000000.3.tok")
+            .unwrap();
+        assert_eq!((m.sseq, m.cseq, m.pending), (42, 7, 3));
+        assert!(parse_ack_subject("$JS.ACK.x").is_none());
+        assert!(parse_ack_subject("foo.bar.a.b.c.d.e.f.g").is_none());
     }
 }

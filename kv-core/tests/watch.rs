@@ -1,0 +1,382 @@
+//! Watches against a real nats-server: include modes, the initial-values marker, and
+//! recovery across server restarts and connection cuts with no gap and no duplicate.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_core::{Bucket, BucketConfig, ErrorKind, Include, Kv, Op, Revision, Watch, WatchEvent};
+use kv_tests::{FaultProxy, NatsServer};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn next(w: &mut Watch) -> WatchEvent {
+    tokio::time::timeout(T, w.next())
+        .await
+        .expect("watch event in time")
+        .expect("watch not ended")
+        .expect("watch item ok")
+}
+
+async fn entries_until_marker(w: &mut Watch) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        match next(w).await {
+            WatchEvent::Entry(e) => out.push((e.key().to_string(), e.value().to_vec())),
+            WatchEvent::InitialDone => return out,
+        }
+    }
+}
+
+async fn bucket(server: &NatsServer, cfg: BucketConfig) -> Bucket {
+    Kv::new(server.connect().await)
+        .create_bucket(cfg)
+        .await
+        .expect("bucket")
+}
+
+#[tokio::test]
+async fn include_modes_and_initial_marker() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("modes").history(5)).await;
+
+    // empty bucket: the marker still arrives
+    let mut w = b.watch_all().await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let mut none = b.watch(["nothing.>"]).await.unwrap();
+    assert_eq!(next(&mut none).await, WatchEvent::InitialDone);
+
+    b.put("a", "1").await.unwrap();
+    b.put("a", "2").await.unwrap();
+    b.put("b", "1").await.unwrap();
+    b.delete("b").await.unwrap();
+    b.put("c.x", "1").await.unwrap();
+    // the first watch now sees the updates live
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!("entry expected")
+    };
+    assert_eq!(e.value().as_ref(), b"1");
+
+    // last per key (default), including the tombstone of b
+    let mut w = b.watch_all().await.unwrap();
+    let got = entries_until_marker(&mut w).await;
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), b"2".to_vec()),
+            ("b".into(), vec![]),
+            ("c.x".into(), b"1".to_vec()),
+        ]
+    );
+    // ignore deletes
+    let mut w = b.watch_all().ignore_deletes().await.unwrap();
+    let got: Vec<String> = entries_until_marker(&mut w)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, vec!["a", "c.x"]);
+    // all history
+    let mut w = b.watch(["a"]).include(Include::AllHistory).await.unwrap();
+    let got = entries_until_marker(&mut w).await;
+    assert_eq!(got.len(), 2);
+    // metadata only: no values
+    let mut w = b.watch(["a", "c.>"]).meta_only().await.unwrap();
+    let got = entries_until_marker(&mut w).await;
+    assert_eq!(got, vec![("a".into(), vec![]), ("c.x".into(), vec![])]);
+    // updates only: the marker comes first, then only new writes
+    let mut w = b.watch_all().include(Include::UpdatesOnly).await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let r = b.put("d", "new").await.unwrap();
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!("entry expected")
+    };
+    assert_eq!((e.key().as_str(), e.revision()), ("d", r));
+    // from a revision
+    let first = b.history("a").await.unwrap()[0].revision();
+    let mut w = b.watch(["a"]).from_revision(first).await.unwrap();
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!("entry expected")
+    };
+    assert_eq!(e.revision(), first);
+    // bad filters are errors
+    assert_eq!(
+        b.watch(["a..b"]).await.unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
+}
+
+/// Writes `n` numbered values from `from`, on a separate client.
+async fn write_numbered(b: &Bucket, from: u32, n: u32) {
+    for i in from..from + n {
+        b.put(format!("n.{}", i % 7), i.to_string()).await.unwrap();
+    }
+}
+
+/// Reads entries until `want` numbered values were seen, asserting strictly increasing
+/// revisions (no duplicates) and returning the values.
+async fn collect_numbers(w: &mut Watch, last: &mut Option<Revision>, want: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    while out.len() < want {
+        if let WatchEvent::Entry(e) = next(w).await {
+            if let Some(l) = *last {
+                assert!(
+                    e.revision() > l,
+                    "duplicate or out of order: {} after {l}",
+                    e.revision()
+                );
+            }
+            *last = Some(e.revision());
+            assert_eq!(e.operation(), Op::Put);
+            out.push(std::str::from_utf8(e.value()).unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn resumes_across_server_restarts_without_gap_or_duplicate() {
+    let mut server = NatsServer::start().await;
+    let writer = bucket(&server, BucketConfig::new("resume").history(64)).await;
+    // The watcher reaches the server through a proxy, so it can be cut off before the
+    // writes it must not miss; the server then restarts while it is away.
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let b = Kv::new(client).open("resume").await.unwrap();
+    let mut w = b.watch(["n.>"]).include(Include::AllHistory).await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let mut last = None;
+    let mut seen = Vec::new();
+    // 1,000 numbered writes; around two of the rounds the watcher is cut off, unpolled,
+    // while the writes happen and the server restarts.
+    for round in 0..4u32 {
+        let away = round == 1 || round == 2;
+        if away {
+            proxy.cut();
+        }
+        write_numbered(&writer, round * 250, 125).await;
+        if away {
+            server.restart().await;
+        }
+        write_numbered(&writer, round * 250 + 125, 125).await;
+        if away {
+            proxy.heal();
+        }
+        seen.extend(collect_numbers(&mut w, &mut last, 250).await);
+    }
+    let expected: Vec<u32> = (0..1000).collect();
+    assert_eq!(seen, expected, "every write exactly once, in order");
+}
+
+#[tokio::test]
+async fn resumes_across_a_proxy_cut_in_last_per_key_mode() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("cut")).await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let watched = Kv::new(client).open("cut").await.unwrap();
+    let mut w = watched.watch(["k.>"]).await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    b.put("k.a", "1").await.unwrap();
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!()
+    };
+    let mut last = e.revision();
+
+    proxy.cut();
+    // while the watcher is cut off: several writes, some superseded (history 1)
+    b.put("k.a", "2").await.unwrap();
+    b.put("k.b", "1").await.unwrap();
+    b.put("k.a", "3").await.unwrap();
+    b.delete("k.b").await.unwrap();
+    proxy.heal();
+
+    // it resumes with the latest of every changed key, nothing older than what it had
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let WatchEvent::Entry(e) = next(&mut w).await {
+            assert!(e.revision() > last, "no duplicate");
+            last = e.revision();
+            got.push((e.key().to_string(), e.value().to_vec(), e.operation()));
+        }
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("k.a".into(), b"3".to_vec(), Op::Put),
+            ("k.b".into(), vec![], Op::Delete)
+        ]
+    );
+    // and keeps following live writes
+    let r = b.put("k.c", "x").await.unwrap();
+    loop {
+        if let WatchEvent::Entry(e) = next(&mut w).await {
+            assert_eq!(e.revision(), r);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn reports_history_gone_instead_of_skipping() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("gone").history(1)).await;
+    let r1 = b.put("x", "1").await.unwrap();
+    let r2 = b.put("x", "2").await.unwrap();
+    // revision r1 was replaced (history 1): a watch that must start there cannot
+    let err = b.watch(["x"]).from_revision(r1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HistoryGone, "{err}");
+
+    // a strict watch cut off while the history it needs is compacted away says so
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let watched = Kv::new(client).open("gone").await.unwrap();
+    let mut w = watched.watch(["x", "y"]).from_revision(r2).await.unwrap();
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!()
+    };
+    assert_eq!(e.revision(), r2);
+    proxy.cut();
+    b.put("y", "1").await.unwrap();
+    b.put("x", "3").await.unwrap();
+    b.put("x", "4").await.unwrap();
+    b.purge("y").await.unwrap();
+    b.put("x", "5").await.unwrap();
+    proxy.heal();
+    let mut saw_error = false;
+    while let Some(item) = tokio::time::timeout(T, w.next()).await.expect("in time") {
+        match item {
+            Ok(WatchEvent::Entry(e)) => panic!("no entry may be delivered past a gap: {e:?}"),
+            Ok(WatchEvent::InitialDone) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::HistoryGone, "{e}");
+                saw_error = true;
+            }
+        }
+    }
+    assert!(
+        saw_error,
+        "a strict watch reports the lost history, then ends"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_vanished_while_away_is_reported() {
+    let server = NatsServer::start().await;
+    let b = bucket(
+        &server,
+        BucketConfig::new("vanish").per_key_ttl(Duration::from_secs(1)),
+    )
+    .await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let watched = Kv::new(client).open("vanish").await.unwrap();
+    let mut w = watched.watch(["s.>"]).await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    b.create("s.1", "alive")
+        .ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let WatchEvent::Entry(e) = next(&mut w).await else {
+        panic!()
+    };
+    assert_eq!(e.key().as_str(), "s.1");
+    proxy.cut();
+    // The server's whole-second TTL clock is what is under test: the key expires after 1 s
+    // and its expiry marker after one more; wait until neither is left.
+    tokio::time::timeout(T, async {
+        loop {
+            if b.entry("s.1").await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("key and marker gone");
+    b.put("s.2", "later").await.unwrap();
+    proxy.heal();
+    let mut vanished = false;
+    let mut later = false;
+    while !(vanished && later) {
+        match tokio::time::timeout(T, w.next())
+            .await
+            .expect("in time")
+            .expect("open")
+        {
+            Ok(WatchEvent::Entry(e)) => {
+                assert_eq!(e.key().as_str(), "s.2");
+                later = true;
+            }
+            Ok(WatchEvent::InitialDone) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::HistoryGone, "{e}");
+                assert_eq!(e.key(), Some("s.1"));
+                vanished = true;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn r3_bucket_survives_killing_its_stream_leader() {
+    let mut cluster = kv_tests::NatsCluster::start().await;
+    let kv = Kv::new(cluster.connect().await).with_timeout(Duration::from_secs(2));
+    let b = kv
+        .create_bucket(BucketConfig::new("r3").replicas(3))
+        .await
+        .unwrap();
+    let mut w = b.watch(["k"]).await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let mut rev = b.create("k", "0").await.unwrap();
+    let leader = cluster
+        .wait_stream_leader("KV_r3", Duration::from_secs(10))
+        .await
+        .expect("stream leader");
+    cluster.kill_node(leader);
+    // CAS updates keep working once a new stream leader is elected; retry through the
+    // election, re-reading on conflicts (an ambiguous ack may have applied).
+    let mut done = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while done < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes did not resume"
+        );
+        match b.update("k", done.to_string(), rev).await {
+            Ok(r) => {
+                rev = r;
+                done += 1;
+            }
+            Err(e) if e.is_conflict() => {
+                rev = b.get_from_leader("k").await.unwrap().unwrap().revision();
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    // the watch follows to the last write
+    loop {
+        if let WatchEvent::Entry(e) = next(&mut w).await {
+            if e.revision() == rev {
+                assert_eq!(e.value().as_ref(), b"19");
+                break;
+            }
+        }
+    }
+}
