@@ -1,5 +1,7 @@
 //! kv-core operations against a real nats-server.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 use std::time::Duration;
 
 use futures::StreamExt;

@@ -1,6 +1,8 @@
 //! Watches against a real nats-server: include modes, the initial-values marker, and
 //! recovery across server restarts and connection cuts with no gap and no duplicate.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 use std::time::Duration;
 
 use futures::StreamExt;
