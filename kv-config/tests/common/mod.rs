@@ -1,0 +1,91 @@
+//! Shared helpers of the kv-config integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_config::{ConfigEvent, ConfigEvents, Source};
+use kv_core::{Bucket, BucketConfig, Kv};
+use kv_tests::NatsServer;
+use serde::{Deserialize, Serialize};
+
+/// Generous bound for anything that should happen "soon".
+pub const T: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    pub pool_size: u32,
+    #[serde(default)]
+    pub db: Db,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Db {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Db {
+            host: "localhost".into(),
+            port: 5432,
+        }
+    }
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            name: "default".into(),
+            pool_size: 4,
+            db: Db::default(),
+        }
+    }
+}
+
+pub fn app(name: &str, pool_size: u32) -> App {
+    App {
+        name: name.into(),
+        pool_size,
+        db: Db::default(),
+    }
+}
+
+pub fn validate(a: &App) -> Result<(), String> {
+    if !(1..=100).contains(&a.pool_size) {
+        return Err(format!("pool_size {} is not in 1..=100", a.pool_size));
+    }
+    Ok(())
+}
+
+pub fn bucket_config(name: &str) -> BucketConfig {
+    BucketConfig::new(name)
+        .history(10)
+        .per_key_ttl(Duration::from_secs(1))
+        .atomic_batches(true)
+}
+
+pub async fn bucket(server: &NatsServer, name: &str) -> Bucket {
+    Kv::new(server.connect().await)
+        .create_or_open(bucket_config(name))
+        .await
+        .expect("bucket")
+}
+
+pub fn doc() -> Source {
+    Source::document("app.config")
+}
+
+pub fn json(a: &App) -> Vec<u8> {
+    serde_json::to_vec(a).unwrap()
+}
+
+/// The next event, under the timeout.
+pub async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T> {
+    tokio::time::timeout(T, events.next())
+        .await
+        .expect("event in time")
+        .expect("events not closed")
+}
