@@ -1,1 +1,201 @@
-fn main() {}
+//! The tour: a runnable walk through the toolkit.
+//!
+//! `scripts/tour.sh` runs it. Without `NATS_URL` it starts a throwaway local nats-server
+//! (through the `kv-tests` kit) and removes it afterwards; with `NATS_URL` it uses that server
+//! and creates its buckets under a unique `tour_*` prefix, deleting them at the end.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kv_core::{BucketConfig, ErrorKind, Include, Kv, Removal, WatchEvent};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn section(title: &str) {
+    println!();
+    println!(
+        "── {title} {}",
+        "─".repeat(70usize.saturating_sub(title.len()))
+    );
+}
+
+#[tokio::main]
+async fn main() -> Res {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+
+    // A throwaway server unless NATS_URL points at one.
+    let (_server, url) = match std::env::var("NATS_URL") {
+        Ok(url) => {
+            println!("using the server at {url}");
+            (None, url)
+        }
+        Err(_) => {
+            let started = Instant::now();
+            let server = kv_tests::NatsServer::start().await;
+            let url = server.client_url();
+            println!(
+                "started a throwaway nats-server at {url} in {:?}",
+                started.elapsed()
+            );
+            (Some(server), url)
+        }
+    };
+    let kv = Kv::connect(&url).await?;
+    println!("server version {}", kv.server_version());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("tour_{}", &run[..8]);
+
+    let result = core_tour(&kv, &prefix).await;
+    // Clean up whatever the tour created, also after a failure.
+    for suffix in ["core"] {
+        let _ = kv.delete_bucket(&format!("{prefix}_{suffix}")).await;
+    }
+    result?;
+    println!();
+    println!("tour complete");
+    Ok(())
+}
+
+/// kv-core: put/get, a CAS conflict, a transaction, a watch and a TTL expiry.
+async fn core_tour(kv: &Kv, prefix: &str) -> Res {
+    section("kv-core: a typed, validated KV bucket");
+    let bucket = kv
+        .create_bucket(
+            BucketConfig::new(format!("{prefix}_core"))
+                .history(1)
+                .per_key_ttl(Duration::from_secs(1))
+                .atomic_batches(true),
+        )
+        .await?;
+    println!(
+        "created bucket {} (per-key TTL, atomic batches)",
+        bucket.name()
+    );
+
+    let rev = bucket.put("greeting", "hello").await?;
+    let entry = bucket.get("greeting").await?.ok_or("greeting missing")?;
+    println!(
+        "put greeting = {:?} at revision {rev}; get reads it back at revision {}",
+        std::str::from_utf8(entry.value())?,
+        entry.revision()
+    );
+
+    let err = bucket.put("bad key!", "x").await.unwrap_err();
+    println!("an invalid key is refused before any request: {err}");
+
+    section("compare-and-set");
+    let rev2 = bucket.update("greeting", "hi", rev).await?;
+    println!("update expecting revision {rev} → new revision {rev2}");
+    match bucket.update("greeting", "hey", rev).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => println!(
+            "update expecting the stale revision {rev} → conflict (key is at {:?}): {e}",
+            e.current_revision().map(|r| r.get())
+        ),
+        other => return Err(format!("expected a conflict, got {other:?}").into()),
+    }
+
+    section("transaction: several keys, all or nothing, one round trip");
+    let a = bucket.put("acct.alice", "100").await?;
+    let b = bucket.put("acct.bob", "0").await?;
+    let done = bucket
+        .txn()
+        .update("acct.alice", "90", a)
+        .update("acct.bob", "10", b)
+        .commit()
+        .await?;
+    println!(
+        "moved 10 from alice to bob: revisions {:?}",
+        done.revisions()
+            .iter()
+            .map(|(k, r)| format!("{k}@{r}"))
+            .collect::<Vec<_>>()
+    );
+    let err = bucket
+        .txn()
+        .update(
+            "acct.alice",
+            "80",
+            done.revision("acct.alice").ok_or("rev")?,
+        )
+        .update("acct.bob", "20", b) // stale
+        .commit()
+        .await
+        .unwrap_err();
+    println!(
+        "a second transfer with a stale revision for bob fails as a whole: key {:?} conflicted; alice is still {:?}",
+        err.key(),
+        std::str::from_utf8(bucket.get("acct.alice").await?.ok_or("alice")?.value())?
+    );
+
+    section("watch: last value per key, a marker, then live updates");
+    let mut watch = bucket
+        .watch(["acct.>"])
+        .include(Include::LastPerKey)
+        .await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), watch.next()).await? {
+            Some(Ok(WatchEvent::Entry(e))) => println!(
+                "  {} = {:?} (revision {})",
+                e.key(),
+                std::str::from_utf8(e.value())?,
+                e.revision()
+            ),
+            Some(Ok(WatchEvent::InitialDone)) => {
+                println!("  -- initial values delivered --");
+                break;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("watch ended".into()),
+        }
+    }
+    bucket.put("acct.carol", "5").await?;
+    if let Some(Ok(WatchEvent::Entry(e))) =
+        tokio::time::timeout(Duration::from_secs(5), watch.next()).await?
+    {
+        println!(
+            "  live: {} = {:?}",
+            e.key(),
+            std::str::from_utf8(e.value())?
+        );
+    }
+
+    section("per-key TTL: the server expires a key on its own clock");
+    let mut expiry = bucket
+        .watch(["session.1"])
+        .include(Include::UpdatesOnly)
+        .await?;
+    let started = Instant::now();
+    bucket
+        .create("session.1", "alive")
+        .ttl(Duration::from_secs(1))
+        .await?;
+    println!("created session.1 with a 1 s TTL");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), expiry.next()).await? {
+            Some(Ok(WatchEvent::Entry(e))) if e.removal() == Some(Removal::Expired) => {
+                println!(
+                    "  the watch saw its expiry marker after {:.2} s; get now reads {:?}",
+                    started.elapsed().as_secs_f64(),
+                    bucket.get("session.1").await?.map(|e| e.revision())
+                );
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("watch ended".into()),
+        }
+    }
+    let counter = bucket.counter("visits");
+    for _ in 0..3 {
+        counter.add(1).await?;
+    }
+    println!(
+        "an atomic counter (CAS with retries) after 3 increments: {}",
+        counter.get().await?
+    );
+    Ok(())
+}
