@@ -117,17 +117,16 @@ async fn core_tour(kv: &Kv, prefix: &str) -> Res {
             .map(|(k, r)| format!("{k}@{r}"))
             .collect::<Vec<_>>()
     );
-    let err = bucket
+    let alice = done.revision("acct.alice").ok_or("alice's revision")?;
+    let stale = bucket
         .txn()
-        .update(
-            "acct.alice",
-            "80",
-            done.revision("acct.alice").ok_or("rev")?,
-        )
+        .update("acct.alice", "80", alice)
         .update("acct.bob", "20", b) // stale
         .commit()
-        .await
-        .unwrap_err();
+        .await;
+    let Err(err) = stale else {
+        return Err("a stale transaction committed".into());
+    };
     println!(
         "a second transfer with a stale revision for bob fails as a whole: key {:?} conflicted; alice is still {:?}",
         err.key(),
