@@ -102,7 +102,9 @@ impl Js {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PubAck, Error> {
-        let msg = self.request(subject, Some(headers), payload).await?;
+        // A plain put carries no headers at all: the same bytes on the wire as a raw publish.
+        let headers = (!headers.is_empty()).then_some(headers);
+        let msg = self.request(subject, headers, payload).await?;
         parse_api(&msg.payload)
     }
 

@@ -4,10 +4,13 @@
 //! conditional on the revision that was read, conflicts are retried after a jittered
 //! exponential backoff, and the number of attempts is bounded.
 
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 
 use crate::bucket::Bucket;
@@ -72,10 +75,7 @@ impl Bucket {
 
     /// An atomic counter stored as a decimal string under `key`.
     pub fn counter(&self, key: impl AsRef<str>) -> Counter {
-        Counter {
-            bucket: self.clone(),
-            key: key.as_ref().to_string(),
-        }
+        Counter::new(self.clone(), key.as_ref().to_string())
     }
 }
 
@@ -168,50 +168,63 @@ impl<'a, C> Rmw<'a, C> {
 }
 
 /// An atomic counter: a decimal `i64` under one key, changed by read-modify-write.
+///
+/// Concurrent [`add`](Counter::add) calls on clones of one `Counter` are **combined**: a single
+/// worker takes every increment queued while its previous write was in flight and applies
+/// their sum with one compare-and-set, so contention inside a process costs one write per
+/// batch instead of a storm of conflicting retries. Across processes it is an ordinary CAS
+/// loop with backoff. The worker is owned by the counter's clones and stops with the last one.
 #[derive(Debug, Clone)]
 pub struct Counter {
+    shared: Arc<CounterShared>,
+}
+
+#[derive(Debug)]
+struct CounterShared {
     bucket: Bucket,
     key: String,
+    worker: OnceLock<Worker>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    tx: mpsc::UnboundedSender<(i64, oneshot::Sender<Result<i64, Error>>)>,
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Counter {
-    /// Adds `delta` and returns the new value. A missing key counts as 0.
+    fn new(bucket: Bucket, key: String) -> Counter {
+        Counter {
+            shared: Arc::new(CounterShared {
+                bucket,
+                key,
+                worker: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Adds `delta` and returns the new value (including increments combined with it). A
+    /// missing key counts as 0.
     ///
     /// # Cancel safety
-    /// Not cancel safe: the increment may take effect even if the future is dropped.
+    /// Not cancel safe: once queued, the increment is applied even if the future is dropped.
     pub async fn add(&self, delta: i64) -> Result<i64, Error> {
-        let mut overflow = false;
-        let out = self
-            .bucket
-            .rmw(&self.key, Utf8)
-            .apply(|cur: Option<String>| {
-                let n = cur.as_deref().map(str::trim).map(str::parse::<i64>);
-                let n = match n {
-                    None => 0,
-                    Some(Ok(n)) => n,
-                    // Not a number: leave it alone and report below.
-                    Some(Err(_)) => return None,
-                };
-                match n.checked_add(delta) {
-                    Some(v) => Some(v.to_string()),
-                    None => {
-                        overflow = true;
-                        None
-                    }
-                }
-            })
-            .await?;
-        match out {
-            Outcome::Written(v, _) => v.parse().map_err(|_| Error::codec("counter value".into())),
-            Outcome::Unchanged if overflow => {
-                Err(Error::invalid_argument("counter would overflow").with_key(self.key.as_str()))
+        let worker = self.shared.worker.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = Arc::downgrade(&self.shared);
+            Worker {
+                tx,
+                _task: AbortOnDropHandle::new(tokio::spawn(combine(shared, rx))),
             }
-            Outcome::Unchanged => Err(Error::codec(format!(
-                "value under {:?} is not an integer",
-                self.key
-            ))
-            .with_key(self.key.as_str())),
-        }
+        });
+        let (done, result) = oneshot::channel();
+        worker
+            .tx
+            .send((delta, done))
+            .map_err(|_| Error::new(ErrorKind::Connection, "counter worker stopped"))?;
+        result
+            .await
+            .map_err(|_| Error::new(ErrorKind::Connection, "counter worker stopped"))?
     }
 
     /// The current value (0 when absent).
@@ -219,14 +232,91 @@ impl Counter {
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn get(&self) -> Result<i64, Error> {
-        match self.bucket.get(&self.key).await? {
+        let key = &self.shared.key;
+        match self.shared.bucket.get(key).await? {
             None => Ok(0),
             Some(e) => {
                 let s: String = e.decode(&Utf8)?;
-                s.trim().parse().map_err(|_| {
-                    Error::codec(format!("value under {:?} is not an integer", self.key))
-                })
+                s.trim()
+                    .parse()
+                    .map_err(|_| Error::codec(format!("value under {key:?} is not an integer")))
             }
+        }
+    }
+}
+
+type Waiter = (i64, oneshot::Sender<Result<i64, Error>>);
+
+/// The combining worker: applies the sum of every queued increment with one CAS.
+async fn combine(shared: Weak<CounterShared>, mut rx: mpsc::UnboundedReceiver<Waiter>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let result = apply_sum(&shared, batch.iter().map(|(d, _)| *d)).await;
+        match result {
+            Ok(new_value) => {
+                // Hand each caller the value right after its own increment.
+                let total: i64 = batch.iter().map(|(d, _)| *d).sum();
+                let mut running = new_value - total;
+                for (d, done) in batch {
+                    running += d;
+                    let _ = done.send(Ok(running));
+                }
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                for (_, done) in batch {
+                    let _ = done.send(Err(Error::new(kind, msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn apply_sum(
+    shared: &CounterShared,
+    deltas: impl Iterator<Item = i64>,
+) -> Result<i64, Error> {
+    let mut sum: i64 = 0;
+    for d in deltas {
+        sum = sum
+            .checked_add(d)
+            .ok_or_else(|| Error::invalid_argument("counter would overflow"))?;
+    }
+    let key = shared.key.as_str();
+    let mut overflow = false;
+    let out = shared
+        .bucket
+        .rmw(key, Utf8)
+        .apply(|cur: Option<String>| {
+            let n = match cur.as_deref().map(str::trim).map(str::parse::<i64>) {
+                None => 0,
+                Some(Ok(n)) => n,
+                // Not a number: leave it alone and report below.
+                Some(Err(_)) => return None,
+            };
+            match n.checked_add(sum) {
+                Some(v) => Some(v.to_string()),
+                None => {
+                    overflow = true;
+                    None
+                }
+            }
+        })
+        .await?;
+    match out {
+        Outcome::Written(v, _) => v.parse().map_err(|_| Error::codec("counter value".into())),
+        Outcome::Unchanged if overflow => {
+            Err(Error::invalid_argument("counter would overflow").with_key(key))
+        }
+        Outcome::Unchanged => {
+            Err(Error::codec(format!("value under {key:?} is not an integer")).with_key(key))
         }
     }
 }

@@ -450,6 +450,31 @@ async fn read_modify_write_and_counter() {
     }
     assert_eq!(c.get().await.unwrap(), 100);
 
+    // concurrent increments on one handle are combined: fewer writes than increments
+    let solo = Kv::new(server.connect().await)
+        .create_bucket(BucketConfig::new("combine"))
+        .await
+        .unwrap();
+    let c = solo.counter("n");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        tasks.spawn(async move {
+            let mut last = 0;
+            for _ in 0..25 {
+                let v = c.add(1).await.unwrap();
+                assert!(v > last, "values a caller sees increase");
+                last = v;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(c.get().await.unwrap(), 200);
+    let writes = solo.get("n").await.unwrap().unwrap().revision().get();
+    assert!(writes < 200, "{writes} writes for 200 increments");
+
     // a value that is not a number is left alone
     b.put("junk", "abc").await.unwrap();
     let err = b.counter("junk").add(1).await.unwrap_err();
