@@ -446,7 +446,10 @@ where
                 changed,
             });
         }
-        let mut txn = self.bucket.txn();
+        // The marker goes first: a reader that sees it knows how many revisions follow, and
+        // waits for all of them before applying (see reader/core.rs).
+        let marker = serde_json::json!({ "count": n }).to_string();
+        let mut txn = self.bucket.txn().put(&self.source.txn_marker(), marker);
         for (key, bytes, expect) in puts {
             txn = match expect {
                 Expect::Revision(r) => txn.update(&key, bytes, r),

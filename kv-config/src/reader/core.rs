@@ -54,6 +54,9 @@ pub(crate) struct Core<T> {
     /// Whether a value from the KV (or a snapshot of one) has been in use: only then is a
     /// deleted document a rejection rather than "use the defaults".
     pub(crate) had_value: bool,
+    /// Prefix mode: the last revision of a transaction whose marker has been seen but whose
+    /// writes have not all arrived yet.
+    pub(crate) txn_until: Option<u64>,
     pub(crate) snapshot_file: Option<PathBuf>,
     pub(crate) persisted: Option<Option<Revision>>,
     pub(crate) ack: Option<Ack>,
@@ -72,7 +75,24 @@ where
 {
     fn record(&mut self, e: &Entry) {
         self.last_rev = self.last_rev.max(Some(e.revision()));
+        if let Some(until) = self.txn_until {
+            if e.revision().get() >= until {
+                self.txn_until = None;
+            }
+        }
         let key = e.key().as_str().to_string();
+        if matches!(self.source, Source::Prefix { .. }) && key == self.source.txn_marker() {
+            if e.is_value() {
+                let count = serde_json::from_slice::<Value>(e.value())
+                    .ok()
+                    .and_then(|v| v.get("count").and_then(Value::as_u64))
+                    .unwrap_or(0);
+                if count > 0 {
+                    self.txn_until = Some(e.revision().get() + count);
+                }
+            }
+            return;
+        }
         if e.is_value() {
             self.entries.insert(key, (e.value().clone(), e.revision()));
             if matches!(self.source, Source::Document { .. }) {
@@ -102,17 +122,20 @@ where
             }
         };
         let mut watch = bucket
-            .watch([self.source.filter()])
+            .watch(self.source.reader_filters())
             .include(Include::LastPerKey)
             .await
             .map_err(|e| ConfigError::kv("cannot watch the config", e))?;
         self.entries.clear();
         self.deleted = None;
         self.last_rev = None;
-        loop {
+        self.txn_until = None;
+        let mut initial_done = false;
+        // Read the initial state, and past its end until no transaction is half-read.
+        while !initial_done || self.txn_open() {
             match watch.next().await {
                 Some(Ok(WatchEvent::Entry(e))) => self.record(&e),
-                Some(Ok(WatchEvent::InitialDone)) => break,
+                Some(Ok(WatchEvent::InitialDone)) => initial_done = true,
                 Some(Err(e)) if e.kind() == ErrorKind::HistoryGone => {}
                 Some(Err(e)) => return Err(ConfigError::kv("config watch failed", e)),
                 None => {
@@ -125,6 +148,11 @@ where
         }
         self.watch = Some(watch);
         Ok(())
+    }
+
+    /// Whether a transaction's marker has been seen but not all of its writes.
+    fn txn_open(&self) -> bool {
+        self.txn_until.is_some()
     }
 
     /// Builds and checks the candidate from the entries, to the side.
@@ -343,9 +371,11 @@ where
                 Wake::Event(Some(Ok(WatchEvent::InitialDone))) => {}
                 Wake::Event(Some(Ok(WatchEvent::Entry(e)))) => {
                     self.record(&e);
-                    // Entries of one transaction arrive together: wait for the quiet point
-                    // so a reader never applies half of a multi-key update.
-                    if e.delta() == 0 {
+                    // Entries of one transaction arrive together: wait for the quiet point,
+                    // and for the rest of a transaction whose marker was seen (the watch's
+                    // pending count alone can read 0 between two messages of one atomic
+                    // batch), so a reader never applies half of a multi-key update.
+                    if e.delta() == 0 && !self.txn_open() {
                         self.apply(&shared).await;
                     }
                 }

@@ -1,0 +1,245 @@
+//! The writer, transactions seen by readers, and fleet acknowledgements.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use kv_config::{ConfigErrorKind, ConfigEvent, ConfigReader, ConfigWriter, RejectKind, Source};
+use kv_tests::NatsServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Split {
+    a: u32,
+    b: u32,
+    label: String,
+}
+
+#[tokio::test]
+async fn writer_refuses_invalid_values_and_rolls_back() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc())
+        .defaults(App::default())
+        .validate(validate);
+
+    let r1 = w.set(&app("one", 10)).await.unwrap().revision.unwrap();
+    let r2 = w
+        .update(|c| c.name = "two".into())
+        .await
+        .unwrap()
+        .revision
+        .unwrap();
+    assert!(r2 > r1);
+
+    // Refused on the writing side: nothing is written.
+    let err = w.update(|c| c.pool_size = 0).await.unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+    assert_eq!(err.rejection().unwrap().kind(), RejectKind::Invalid);
+    let err = w.set(&app("bad", 1000)).await.unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+    assert_eq!(w.get().await.unwrap(), (app("two", 10), Some(r2)));
+
+    // No change, no write.
+    let same = w.update(|_| {}).await.unwrap();
+    assert_eq!((same.revision, same.changed.len()), (Some(r2), 0));
+
+    // History and rollback.
+    let h = w.history().await.unwrap();
+    let revs: Vec<_> = h.iter().map(|v| v.revision).collect();
+    assert_eq!(revs, vec![r1, r2]);
+    assert_eq!(h[0].value.as_ref().unwrap().name, "one");
+    let back = w.rollback(r1).await.unwrap();
+    assert_eq!(back.changed, vec!["name"]);
+    assert_eq!(w.get().await.unwrap().0, app("one", 10));
+    let err = w
+        .rollback(kv_core::Revision::new(9999).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::NotFound);
+
+    // A broken stored value: update refuses to build on it, set still works.
+    b.put("app.config", "{").await.unwrap();
+    let err = w.update(|c| c.pool_size = 5).await.unwrap_err();
+    assert_eq!(err.rejection().unwrap().kind(), RejectKind::Malformed);
+    w.set(&app("repaired", 5)).await.unwrap();
+    assert_eq!(w.get().await.unwrap().0, app("repaired", 5));
+}
+
+#[tokio::test]
+async fn concurrent_updates_are_not_lost() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc()).defaults(App::default());
+    w.set(&app("c", 1)).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    w.update(|c| c.pool_size += 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(w.get().await.unwrap().0.pool_size, 41);
+}
+
+#[tokio::test]
+async fn prefix_mode_multi_key_updates_are_never_torn() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let src = Source::prefix("split");
+    let check = |s: &Split| {
+        if s.a + s.b == 100 {
+            Ok(())
+        } else {
+            Err(format!("a + b = {}", s.a + s.b))
+        }
+    };
+    let w = ConfigWriter::<Split>::new(b.clone(), src.clone()).validate(check);
+    w.set(&Split {
+        a: 50,
+        b: 50,
+        label: "start".into(),
+    })
+    .await
+    .unwrap();
+    // The reader has no validator: it must simply never see a torn state.
+    let mut r = ConfigReader::<Split>::builder(src.clone())
+        .bucket(b.clone())
+        .await
+        .unwrap();
+    let mut events = r.events();
+    assert_eq!(r.current().a + r.current().b, 100);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let torn = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (done, torn, seen) = (done.clone(), torn.clone(), seen.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let s = r.changed().await;
+                seen.fetch_add(1, Ordering::Relaxed);
+                if s.a + s.b != 100 {
+                    torn.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let n = 500u32;
+    let mut last = None;
+    for i in 1..=n {
+        let out = w
+            .update(|s| {
+                s.a = i % 101;
+                s.b = 100 - s.a;
+            })
+            .await
+            .unwrap();
+        if !out.changed.is_empty() {
+            assert_eq!(out.changed, vec!["a", "b"]);
+        }
+        last = out.revision;
+    }
+    // Wait for the final state through the event stream; check every event on the way.
+    let mut changes = 0;
+    loop {
+        match next_event(&mut events).await {
+            ConfigEvent::Changed(c) => {
+                changes += 1;
+                assert_eq!(c.new.a + c.new.b, 100, "torn state at {:?}", c.revision);
+                if c.revision == last {
+                    break;
+                }
+            }
+            ConfigEvent::Lagged(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    // Wake the watcher one last time so it sees `done`.
+    w.update(|s| s.label = "end".into()).await.unwrap();
+    tokio::time::timeout(T, watcher).await.unwrap().unwrap();
+    assert_eq!(torn.load(Ordering::Relaxed), 0);
+    println!(
+        "{n} transactional updates: {changes} change events, {} changed() wake-ups, 0 torn",
+        seen.load(Ordering::Relaxed)
+    );
+
+    // A delete of a field through a wider type change: invalid values are refused.
+    let err = w
+        .update(|s| {
+            s.a = 1;
+            s.b = 1;
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+}
+
+#[tokio::test]
+async fn applied_acknowledgements_from_three_readers() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc()).validate(validate);
+    w.set(&app("fleet", 1)).await.unwrap();
+    let mut readers = Vec::new();
+    for i in 1..=3 {
+        let kv = kv_core::Kv::new(server.connect().await);
+        let bi = kv.open("cfg").await.unwrap();
+        readers.push(
+            ConfigReader::<App>::builder(doc())
+                .bucket(bi)
+                .validate(validate)
+                .instance(format!("r{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let rev = w
+        .update(|c| c.pool_size = 2)
+        .await
+        .unwrap()
+        .revision
+        .unwrap();
+    let names = tokio::time::timeout(T, w.wait_applied(rev, 3))
+        .await
+        .expect("3 acknowledgements in time")
+        .unwrap();
+    assert_eq!(names, vec!["r1", "r2", "r3"]);
+    for r in &readers {
+        assert_eq!(r.current().pool_size, 2);
+    }
+
+    // A revision the readers refuse is never acknowledged as applied; the next good one is.
+    b.put("app.config", json(&app("fleet", 0))).await.unwrap();
+    let rev = w.set(&app("fleet", 3)).await.unwrap().revision.unwrap();
+    let names = tokio::time::timeout(T, w.wait_applied(rev, 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(names.len(), 3);
+
+    // A reader that stops and whose key is deleted no longer counts.
+    let gone = readers.pop().unwrap();
+    gone.shutdown().await;
+    b.delete("_applied.app.config.r3").await.unwrap();
+    let rev = w
+        .update(|c| c.pool_size = 4)
+        .await
+        .unwrap()
+        .revision
+        .unwrap();
+    let names = tokio::time::timeout(T, w.wait_applied(rev, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(names, vec!["r1", "r2"]);
+}
