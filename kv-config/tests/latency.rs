@@ -1,0 +1,65 @@
+//! Update-to-`changed()` latency across 100 readers on 10 connections; prints p50/p99
+//! (run with `--no-capture` to see the numbers).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use kv_config::{ConfigReader, ConfigWriter};
+use kv_tests::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_to_changed_latency_100_readers() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc());
+    w.set(&app("lat", 1)).await.unwrap();
+
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        let kv = kv_core::Kv::new(server.connect().await);
+        let bucket = kv.open("cfg").await.unwrap();
+        for _ in 0..10 {
+            readers.push(
+                ConfigReader::<App>::builder(doc())
+                    .bucket(bucket.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let updates = 30u32;
+    let mut lat: Vec<Duration> = Vec::with_capacity(readers.len() * updates as usize);
+    for i in 0..updates {
+        // The futures are made before the write; `changed` sees any change after its
+        // handle's last look, so no change can slip between.
+        let waits: Vec<_> = readers
+            .iter_mut()
+            .map(|r| async move {
+                r.changed().await;
+                Instant::now()
+            })
+            .collect();
+        let t0 = Instant::now();
+        w.update(|c| c.pool_size = i + 2).await.unwrap();
+        let done = tokio::time::timeout(T, futures::future::join_all(waits))
+            .await
+            .expect("all readers changed in time");
+        lat.extend(done.into_iter().map(|t| t - t0));
+    }
+    for r in &readers {
+        assert_eq!(r.current().pool_size, updates + 1);
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "update-to-changed latency, {} readers on 10 connections, {} updates ({} samples): p50 {:?} p99 {:?} max {:?}",
+        readers.len(),
+        updates,
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+}
