@@ -108,7 +108,7 @@ pub fn env_path(prefix: &str, name: &str) -> Option<Vec<String>> {
 }
 
 /// The environment layer: every variable of `vars` under `prefix`, as one object. Values are
-/// parsed like prefix-mode values ([`parse_value`]): `5` is a number, `true` a boolean,
+/// parsed like prefix-mode values: `5` is a number, `true` a boolean,
 /// `"5"` (with quotes) a string, anything that is not JSON a string. Variables are applied in
 /// name order, so the result does not depend on the environment's order.
 pub fn env_layer(prefix: &str, vars: impl IntoIterator<Item = (String, String)>) -> Value {

@@ -1,4 +1,120 @@
-//! kv-config (work in progress)
+//! # kv-config
+//!
+//! Hot-reloading typed configuration on NATS JetStream KV, with the whole loop: typed
+//! decode, layering, validation to the side, last-known-good, revisions, diffs and change
+//! notification — and a writer that refuses what readers would refuse.
+//!
+//! ```
+//! use std::time::Duration;
+//! use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+//! use kv_core::{BucketConfig, Kv};
+//!
+//! #[derive(Debug, serde::Serialize, serde::Deserialize)]
+//! struct App { name: String, pool_size: u32 }
+//!
+//! fn check(a: &App) -> Result<(), String> {
+//!     if a.pool_size == 0 { return Err("pool_size must be positive".into()) }
+//!     Ok(())
+//! }
+//!
+//! fn defaults() -> App { App { name: "app".into(), pool_size: 4 } }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = kv_tests::NatsServer::start().await;
+//! # let url = server.client_url();
+//! let kv = Kv::connect(&url).await?;
+//! let bucket = kv.create_or_open(BucketConfig::new("config").history(10)).await?;
+//!
+//! // Readers: defaults < local file < KV < environment, validated before every swap.
+//! let mut reader = ConfigReader::<App>::builder(Source::document("app"))
+//!     .bucket(bucket.clone())
+//!     .defaults(defaults())
+//!     .env_prefix("MYAPP") // MYAPP__POOL_SIZE=8 overrides pool_size
+//!     .validate(check)
+//!     .await?;
+//! assert_eq!(reader.current().pool_size, 4);
+//! let mut events = reader.events();
+//!
+//! // A writer with the same validation: updates are compare-and-set, retried on conflict.
+//! let writer = ConfigWriter::<App>::new(bucket.clone(), Source::document("app"))
+//!     .defaults(defaults())
+//!     .validate(check);
+//! let written = writer.update(|c| c.pool_size = 16).await?;
+//! let snap = tokio::time::timeout(Duration::from_secs(10), reader.changed()).await?;
+//! assert_eq!(snap.pool_size, 16);
+//! assert_eq!(snap.revision(), written.revision);
+//!
+//! // A bad value is refused by the writer...
+//! assert!(writer.update(|c| c.pool_size = 0).await.is_err());
+//! // ...and, written behind its back, refused by the reader, which keeps the last good one.
+//! let bad = bucket.put("app", r#"{"name":"x","pool_size":0}"#).await?;
+//! loop {
+//!     match events.next().await {
+//!         Some(ConfigEvent::Rejected(r)) => { assert_eq!(r.revision(), Some(bad)); break }
+//!         Some(_) => continue,
+//!         None => unreachable!(),
+//!     }
+//! }
+//! assert_eq!(reader.current().pool_size, 16);
+//! assert!(!reader.health().is_healthy());
+//! # Ok(()) }
+//! # use futures::StreamExt as _;
+//! ```
+//!
+//! ## Sources
+//! [`Source::document`] keeps the whole document under one key (JSON, or `Format::Toml` /
+//! `Format::Yaml` with the `toml` / `yaml` features). [`Source::prefix`] keeps one field per
+//! key: `app.db.pool_size = 10` under prefix `app` is `{"db":{"pool_size":10}}`; values are
+//! JSON, and a value that is not JSON is taken as a string (`"123"` with quotes for a
+//! numeric-looking string).
+//!
+//! ## Layers and precedence
+//! Lowest first: code defaults ([`ConfigBuilder::defaults`]) < optional local file
+//! ([`ConfigBuilder::local_file`]) < the KV < environment ([`ConfigBuilder::env_prefix`]).
+//! Objects merge field by field; scalars and arrays replace whole. Environment rules
+//! ([`env_path`]): `PREFIX__A__B_C=v` sets `a.b_c` — the prefix matches case-sensitively and is
+//! followed by `__`, segments are split on `__` and lowercased, and names with an empty
+//! segment are ignored; values parse as JSON when they can, else are strings. The file and
+//! the environment are read once, at start.
+//!
+//! ## Candidates, rejections and last-known-good
+//! Every change is decoded and checked to the side: malformed data, wrong types, unknown
+//! fields in [strict](ConfigBuilder::strict) mode, a failing validator and a deleted document
+//! key are each a [`Rejection`] (with the rejected KV revision) sent as
+//! [`ConfigEvent::Rejected`] and kept in [`Health::rejected`]; the running value stays.
+//! A [`ConfigEvent::Changed`] is sent only when the decoded value differs (compared as
+//! re-serialized JSON), with old and new snapshots, the revision and the changed paths.
+//!
+//! In prefix mode a deleted field key just removes that field (lower layers show through);
+//! deleting every key gives the defaults.
+//!
+//! ## Multi-key updates
+//! [`ConfigWriter`] writes a prefix-mode change of several fields as one kv-core transaction
+//! (the bucket needs `atomic_batches(true)`), opened by a marker key `_txn.<prefix>` that
+//! tells readers how many writes follow. Readers apply only at quiet points of their watch
+//! and never inside an announced transaction, so no reader sees half of an update.
+//!
+//! ## Offline start and resync
+//! With a [snapshot file](ConfigBuilder::snapshot_file) every accepted value is persisted
+//! atomically. When the KV cannot be reached within the
+//! [start timeout](ConfigBuilder::start_timeout) the reader starts from that file, flagged
+//! [stale](Snapshot::is_stale) — or fails with [`ConfigErrorKind::Unavailable`] under
+//! [`require_fresh`](ConfigBuilder::require_fresh). Use a [`Connector`] so the reader can
+//! connect later. After a reconnect or restart kv-core's watch resumes without gap; a lost
+//! history ([`kv_core::ErrorKind::HistoryGone`]) triggers a full re-read. Either way at most
+//! one change is emitted for whatever happened while away.
+//!
+//! ## Fleet visibility
+//! A reader with an [`instance`](ConfigBuilder::instance) name publishes [`Applied`] under
+//! `_applied.<config>.<instance>` (per-key TTL, refreshed while it lives);
+//! [`ConfigWriter::wait_applied`] waits until enough instances have applied a revision.
+//!
+//! ## Tasks and tracing
+//! Each reader owns one background task (the watch loop); it stops when the last
+//! [`ConfigReader`] clone is dropped or on [`ConfigReader::shutdown`]. Spans
+//! `kv_config.load`, `kv_config.apply` and `kv_config.write`; accepted and rejected values are
+//! logged at `info` and `warn`.
 #![doc(test(attr(deny(warnings))))]
 
 mod error;

@@ -79,7 +79,7 @@ pub fn doc() -> Source {
 }
 
 pub fn json(a: &App) -> Vec<u8> {
-    serde_json::to_vec(a).unwrap()
+    serde_json::to_vec(a).expect("encodes")
 }
 
 /// The next event, under the timeout.
