@@ -129,6 +129,14 @@ impl Kv {
         self
     }
 
+    /// Acts as if the server were `version`: for testing how features degrade on older
+    /// servers. Not for production use.
+    #[doc(hidden)]
+    pub fn assume_server_version(mut self, version: ServerVersion) -> Kv {
+        self.version = version;
+        self
+    }
+
     /// The server version seen on connect.
     pub fn server_version(&self) -> ServerVersion {
         self.version
@@ -220,7 +228,8 @@ impl Kv {
     }
 
     fn inner(&self, name: &str, info: &stream::Info) -> Arc<Inner> {
-        // A mirror takes no writes of its own: writes go to the mirrored bucket's subjects.
+        // A mirror stores its origin's subjects and takes no writes of its own: reads and
+        // writes both use the origin's key prefix (writes reach the origin).
         let write_bucket = info
             .config
             .mirror
@@ -231,7 +240,8 @@ impl Kv {
             js: self.js.clone(),
             name: name.to_string(),
             stream: format!("KV_{name}"),
-            read_prefix: format!("$KV.{name}."),
+            // A mirror keeps its origin's subjects.
+            read_prefix: format!("$KV.{write_bucket}."),
             write_prefix: format!("$KV.{write_bucket}."),
             direct: info.config.allow_direct,
             atomic: info.config.allow_atomic_publish,

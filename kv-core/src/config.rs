@@ -197,7 +197,23 @@ impl BucketConfig {
             s
         };
         let mirror = self.mirror.clone().map(kv_stream);
-        let sources: Vec<Source> = self.sources.iter().cloned().map(kv_stream).collect();
+        // Sourced entries keep their origin's subjects unless transformed into ours.
+        let sources: Vec<Source> = self
+            .sources
+            .iter()
+            .cloned()
+            .map(kv_stream)
+            .map(|mut s| {
+                let origin = s.name.trim_start_matches("KV_").to_string();
+                if s.subject_transforms.is_empty() && origin != self.name {
+                    s.subject_transforms = vec![stream::SubjectTransform {
+                        source: format!("$KV.{origin}.>"),
+                        destination: format!("$KV.{}.>", self.name),
+                    }];
+                }
+                s
+            })
+            .collect();
         let subjects = if mirror.is_some() {
             Vec::new()
         } else {

@@ -4,13 +4,16 @@
 //! idiomatic async Rust, plus compare-and-set primitives, per-key TTLs, multi-key
 //! transactions and a watch that never loses an update.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use futures::StreamExt;
 //! use kv_core::{BucketConfig, ErrorKind, Kv, WatchEvent};
 //!
-//! # async fn demo() -> Result<(), kv_core::Error> {
-//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), kv_core::Error> {
+//! # let server = kv_tests::NatsServer::start().await;
+//! # let url = server.client_url();
+//! let kv = Kv::connect(&url).await?;
 //! let bucket = kv
 //!     .create_or_open(BucketConfig::new("app").per_key_ttl(Duration::from_secs(5)))
 //!     .await?;
@@ -30,9 +33,9 @@
 //!
 //! // watch: last value per key, an explicit marker, then live updates
 //! let mut watch = bucket.watch(["session.>"]).await?;
-//! while let Some(ev) = watch.next().await {
-//!     if let WatchEvent::InitialDone = ev? { break }
-//! }
+//! let first = watch.next().await.expect("an event")?;
+//! assert!(matches!(first, WatchEvent::Entry(e) if e.key().as_str() == "session.42"));
+//! assert_eq!(watch.next().await.expect("an event")?, WatchEvent::InitialDone);
 //! # Ok(()) }
 //! ```
 //!
@@ -42,6 +45,15 @@
 //! Every operation returns [`Error`]; match on [`Error::kind`]. A compare-and-set mismatch
 //! is always [`ErrorKind::Conflict`] (server `err_code` 10071, or 10164 on replicated
 //! streams).
+//!
+//! A read-only handle has no write methods at all:
+//!
+//! ```compile_fail
+//! # async fn demo(kv: kv_core::Kv) -> Result<(), kv_core::Error> {
+//! let ro = kv.open_read_only("app").await?;
+//! ro.put("greeting", "hello").await?; // no such method on ReadOnlyBucket
+//! # Ok(()) }
+//! ```
 //!
 //! ## Consistency
 //! Writes go through the stream leader and are linearizable per bucket. Plain reads use

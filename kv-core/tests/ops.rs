@@ -9,7 +9,7 @@ use kv_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Json, Kv, Op, Outcome, Removal, Revision,
     Storage, Utf8, WatchEvent,
 };
-use kv_tests::NatsServer;
+use kv_tests::{FaultProxy, NatsServer};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -547,4 +547,116 @@ async fn guarded_writes_and_snapshots() {
     let empty = b.snapshot("none.>").await.unwrap();
     assert!(empty.entries.is_empty());
     assert!(b.snapshot("bad filter").await.is_err());
+}
+
+#[tokio::test]
+async fn old_servers_get_server_too_old() {
+    let server = NatsServer::start().await;
+    let real = Kv::new(server.connect().await);
+    real.create_bucket(ttl_bucket("feat")).await.unwrap();
+    let old = Kv::new(server.connect().await)
+        .assume_server_version(kv_core::ServerVersion::new(2, 11, 1));
+    let err = old.create_bucket(ttl_bucket("feat2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ServerTooOld);
+    assert!(err.to_string().contains("2.11.2"), "{err}");
+    let b = old.open("feat").await.unwrap();
+    let err = b
+        .put("k", "v")
+        .ttl(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ServerTooOld);
+    let err = b.txn().put("k", "v").commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ServerTooOld);
+    assert!(err.to_string().contains("2.12.0"), "{err}");
+    // plain operations still work
+    b.put("k", "v").await.unwrap();
+}
+
+#[tokio::test]
+async fn timeouts_and_connection_errors_have_their_kinds() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client);
+    let b = kv.create_bucket(BucketConfig::new("net")).await.unwrap();
+    b.put("k", "v").await.unwrap();
+    proxy.blackhole();
+    let err = b.get("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let err = b.put("k", "w").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    proxy.heal();
+    // the client reconnects by itself once the link is back
+    tokio::time::timeout(T, async {
+        while b.get("k").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("recovered");
+}
+
+#[tokio::test]
+async fn mirrors_sources_republish_and_compression() {
+    let server = NatsServer::start().await;
+    let client = server.connect().await;
+    let kv = Kv::new(client.clone());
+    let src = kv.create_bucket(BucketConfig::new("src")).await.unwrap();
+    src.put("a", "1").await.unwrap();
+    let mut republished = client.subscribe("repub.>").await.unwrap();
+    let rp = kv
+        .create_bucket(BucketConfig::new("rp").compression(true).republish(
+            kv_core::nats::Republish {
+                source: "$KV.rp.>".into(),
+                destination: "repub.>".into(),
+                headers_only: false,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(rp.status().await.unwrap().compression);
+    rp.put("x", "hello").await.unwrap();
+    let m = tokio::time::timeout(T, republished.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload.as_ref(), b"hello");
+
+    let mirror = kv
+        .create_bucket(BucketConfig::new("mir").mirror(kv_core::nats::Source {
+            name: "src".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let sourced = kv
+        .create_bucket(
+            BucketConfig::new("agg").sources(vec![kv_core::nats::Source {
+                name: "src".into(),
+                ..Default::default()
+            }]),
+        )
+        .await
+        .unwrap();
+    // both catch up with the origin (asynchronously): watch until the value shows
+    for b in [&mirror, &sourced] {
+        let mut w = b.watch(["a"]).await.unwrap();
+        loop {
+            let ev = tokio::time::timeout(T, w.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let WatchEvent::Entry(e) = ev {
+                assert_eq!(e.value().as_ref(), b"1");
+                break;
+            }
+        }
+        assert_eq!(b.get("a").await.unwrap().unwrap().value().as_ref(), b"1");
+    }
 }
