@@ -294,7 +294,7 @@ where
                 });
                 let next = f(current)?;
                 let (_, new_json) = self.pipeline.check(next).map_err(|r| {
-                    tracing::warn!(reason = %r.message(), "refusing to write an invalid config");
+                    tracing::debug!(reason = %r.message(), "refusing to write an invalid config");
                     ConfigError::from(r)
                 })?;
                 match self.write_diff(&st, &old_doc, &new_json).await {
