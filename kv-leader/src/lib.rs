@@ -1,1 +1,108 @@
-//! kv-leader (placeholder)
+//! # kv-leader
+//!
+//! Leader election on a NATS JetStream KV bucket: exactly one active instance, and everyone
+//! knowing who it is.
+//!
+//! - **Campaign** ([`Election::campaign`]): wait until elected, get a [`Leadership`] with a
+//!   strictly increasing [`Term`] (fencing token), a [`lost`](Leadership::lost) signal that
+//!   self-demotes on the monotonic clock before the server can expire the lease,
+//!   [`resign`](Leadership::resign) (the next candidate takes over within milliseconds),
+//!   [`proclaim`](Leadership::proclaim) and [`transfer_to`](Leadership::transfer_to).
+//! - **Observe** ([`Election::observe`]): every leader change, including
+//!   [`Observed::NoLeader`]; [`Election::leader`] reads the present leader from the stream
+//!   leader.
+//! - **Run as leader** ([`Election::elector`]): campaign, run the work while leading, stop it
+//!   before the lease can run out, release, campaign again; events for started/stopped
+//!   leading and new leaders; graceful shutdown from any signal future.
+//! - **Health** ([`Health`]): ready only while the lease is fresh.
+//!
+//! No polling: candidates wait on a watch of the leader key.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use kv_core::Kv;
+//! use kv_leader::Election;
+//!
+//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+//! let bucket = kv.create_or_open(Election::bucket_config("elections")).await?;
+//! let election = Election::new(bucket, "scheduler", Duration::from_secs(5))?;
+//!
+//! let leadership = election.campaign("node-1").value("10.0.0.1:8080").await?;
+//! let fencing = leadership.fencing();
+//! fencing.put("scheduler.state", "started").await?; // rejected once we are deposed
+//! tokio::select! {
+//!     reason = leadership.lost() => println!("lost: {reason:?}"),
+//!     _ = tokio::time::sleep(Duration::from_secs(10)) => leadership.resign().await?,
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Protocol
+//!
+//! One bucket with history 1 and per-key TTLs ([`Election::bucket_config`]) holds, per
+//! election `E`:
+//!
+//! - `E.leader`: JSON `{"id", "value", "term"?, "nonce", "transfer_to"?}`, written with the
+//!   lease TTL.
+//! - `E.cand.<id>`: JSON `{"id", "value"}`, one per campaigning candidate, with the lease TTL,
+//!   rewritten every TTL/3 (candidate list, transfer checks).
+//!
+//! **Election.** Candidates watch `E.leader` (last value, then every change). When it holds no
+//! live value — never written, a resignation's tombstone, an expiry marker — each candidate
+//! sends one conditional write expecting exactly that revision (or no message). The server
+//! accepts exactly one. The **term** is the revision of the winning write; it is not in that
+//! write (it is not known before), and every later write of the leadership carries it. Since
+//! revisions of a bucket only grow, terms strictly increase. The losers get a conflict and
+//! wait for the next change: on failover every waiting candidate sends one write (a herd of
+//! n−1 conflicts, counted in [`Stats`]), which is cheap for the handful of candidates an
+//! election has.
+//!
+//! **Lease.** The leader rewrites the key every TTL/3, expecting its own last revision. The
+//! local deadline is the send time of the last confirmed write + TTL − margin
+//! ([`kv_locks::lease::LeaseClock`]), on the monotonic clock; the server cannot expire the key
+//! before send time + TTL. [`Leadership::lost`] fires at the deadline, and at once when a
+//! renewal conflicts or the watch shows anyone else's write. An unacknowledged write (timeout)
+//! is recognised by its `nonce` when the key later shows it, so a lost acknowledgement never
+//! looks like a lost election.
+//!
+//! **Resign** marks the leadership lost, then deletes the key *expecting our revision* (never
+//! blind): candidates see the tombstone at once. A crashed leader's key expires after the
+//! TTL; the server's expiry marker wakes the candidates.
+//!
+//! **Transfer** checks that the target's registration is live, marks our leadership lost,
+//! then rewrites the key (expecting our revision) with `transfer_to` and the short transfer
+//! TTL. Candidates treat that live value as taken, except the target, which takes it by a
+//! conditional write on that revision. If the target does not, the key expires and the normal
+//! race resumes.
+//!
+//! **Fencing.** [`Fencing::put`] writes with `expect_on(E.leader, our revision)`: the server
+//! rejects it as soon as anyone else has written the leader key. [`Fence`] is the same check
+//! in memory for resources that receive the term.
+//!
+//! ## Timing
+//! With TTL `t`, a crashed leader is replaced after `t` plus the server's expiry tick (up to
+//! about a second) from its last renewal; a resignation hands over in about a millisecond
+//! on a local server.
+// Doc examples define `async fn demo(..)` bodies that are compiled, not called.
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
+
+mod campaign;
+mod election;
+mod elector;
+mod error;
+mod fence;
+mod health;
+mod leadership;
+mod observe;
+mod record;
+
+pub use campaign::Campaign;
+pub use election::{CandidateInfo, Election, ElectionBuilder, Stats, MAX_NAME_LEN};
+pub use elector::{ElectorBuilder, ElectorEvent, LeaderContext, Run, StopReason};
+pub use error::{Error, ErrorKind};
+pub use fence::Fence;
+pub use health::{Health, HealthStatus};
+pub use leadership::{Fencing, Leadership, LostReason, LostSignal};
+pub use observe::Observer;
+pub use record::{LeaderInfo, Observed, Term};

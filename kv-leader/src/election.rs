@@ -1,0 +1,394 @@
+//! The [`Election`] handle: one named election in one bucket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::{Bucket, BucketConfig};
+use kv_locks::lease::LeaseConfig;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::campaign::Campaign;
+use crate::elector::ElectorBuilder;
+use crate::error::{Error, ErrorKind};
+use crate::observe::Observer;
+use crate::record::{CandidateRecord, LeaderInfo, Observed};
+
+/// The longest election name or candidate identity, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks an election name or candidate identity: one key token of
+/// `A-Z a-z 0-9 - _ =`, 1..=[`MAX_NAME_LEN`] bytes.
+pub(crate) fn validate_name(what: &str, s: &str) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::invalid(format!("{what} is empty")));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes long, the limit is {MAX_NAME_LEN}",
+            s.len()
+        )));
+    }
+    if let Some((at, ch)) = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=')))
+    {
+        return Err(Error::invalid(format!(
+            "{what} {s:?} has character {ch:?} at byte {at}; allowed are A-Z a-z 0-9 - _ ="
+        )));
+    }
+    if s.starts_with("_kv") {
+        return Err(Error::invalid(format!(
+            "{what} {s:?} starts with the reserved prefix '_kv'"
+        )));
+    }
+    Ok(())
+}
+
+/// Counters of one [`Election`] handle (all its candidates), for measuring herd effects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Conditional writes sent to take the leader key.
+    pub cas_attempts: u64,
+    /// Of those, the ones another candidate won.
+    pub cas_conflicts: u64,
+    /// Elections won (terms started).
+    pub terms_won: u64,
+    /// Leader-key watches started (one per campaign and per observer).
+    pub watches: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) cas_attempts: AtomicU64,
+    pub(crate) cas_conflicts: AtomicU64,
+    pub(crate) terms_won: AtomicU64,
+    pub(crate) watches: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) bucket: Bucket,
+    pub(crate) name: String,
+    pub(crate) leader_key: String,
+    pub(crate) lease: LeaseConfig,
+    pub(crate) transfer_ttl: Duration,
+    pub(crate) counters: Counters,
+    /// Leadership tasks that outlive their handle while they resign.
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled by [`Election::shutdown`]: every leadership task resigns and ends.
+    pub(crate) closing: CancellationToken,
+    bucket_checked: OnceCell<()>,
+}
+
+impl Shared {
+    pub(crate) fn candidate_key(&self, id: &str) -> String {
+        format!("{}.cand.{id}", self.name)
+    }
+
+    /// Checks once per handle that the bucket keeps one revision per key and has per-key
+    /// TTLs (with more history an older leader record could reappear: nats-server #6959).
+    pub(crate) async fn check_bucket(&self) -> Result<(), Error> {
+        self.bucket_checked
+            .get_or_try_init(|| async {
+                let st = self.bucket.status().await?;
+                if st.history != 1 {
+                    return Err(Error::new(
+                        ErrorKind::BadBucket,
+                        format!(
+                            "bucket {:?} keeps {} revisions per key; elections need history 1",
+                            st.bucket, st.history
+                        ),
+                    ));
+                }
+                if st.per_key_ttl.is_none() {
+                    return Err(Error::new(
+                        ErrorKind::BadBucket,
+                        format!(
+                            "bucket {:?} has no per-key TTL; create it with Election::bucket_config",
+                            st.bucket
+                        ),
+                    ));
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// One named election in a bucket. Cheap to clone; every clone shares counters and the
+/// leadership tasks that [`shutdown`](Election::shutdown) waits for.
+///
+/// ```no_run
+/// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_leader::Error> {
+/// use std::time::Duration;
+/// use kv_leader::Election;
+///
+/// let election = Election::new(bucket, "scheduler", Duration::from_secs(5))?;
+/// let leadership = election.campaign("node-1").value("10.0.0.1:8080").await?;
+/// println!("leading in term {}", leadership.term());
+/// tokio::select! {
+///     _ = leadership.lost() => println!("lost it"),
+///     _ = tokio::time::sleep(Duration::from_secs(30)) => leadership.resign().await?,
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Options of an [`Election`]; see [`Election::builder`].
+#[derive(Debug)]
+#[must_use = "call build()"]
+pub struct ElectionBuilder {
+    bucket: Bucket,
+    name: String,
+    ttl: Duration,
+    margin: Option<Duration>,
+    renew_every: Option<Duration>,
+    transfer_ttl: Option<Duration>,
+}
+
+impl ElectionBuilder {
+    /// The leader lease TTL (whole seconds, ≥ 1 s; default 5 s). A crashed leader is
+    /// replaced within about TTL + 1 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The self-demotion margin (default TTL/10, clamped to 100 ms..=2 s): a leader stops
+    /// trusting its lease this long before the server could expire it.
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+
+    /// The renewal interval (default TTL/3).
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = Some(every);
+        self
+    }
+
+    /// How long a pending [`transfer`](crate::Leadership::transfer_to) waits for its target
+    /// before the key expires and the normal race resumes (whole seconds; default
+    /// min(2 s, TTL)).
+    pub fn transfer_ttl(mut self, ttl: Duration) -> Self {
+        self.transfer_ttl = Some(ttl);
+        self
+    }
+
+    /// Validates the options.
+    pub fn build(self) -> Result<Election, Error> {
+        validate_name("election name", &self.name)?;
+        let mut lease = LeaseConfig::new(self.ttl)?;
+        if let Some(m) = self.margin {
+            lease = lease.with_margin(m)?;
+        }
+        if let Some(r) = self.renew_every {
+            lease = lease.with_renew_every(r)?;
+        }
+        let ttl = lease.ttl().as_duration();
+        let transfer_ttl = self
+            .transfer_ttl
+            .unwrap_or_else(|| Duration::from_secs(2).min(ttl));
+        kv_core::Ttl::new(transfer_ttl).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidTtl,
+                format!(
+                    "transfer ttl: {}",
+                    e.to_string().trim_start_matches("validate: ")
+                ),
+            )
+        })?;
+        Ok(Election {
+            shared: Arc::new(Shared {
+                leader_key: format!("{}.leader", self.name),
+                bucket: self.bucket,
+                name: self.name,
+                lease,
+                transfer_ttl,
+                counters: Counters::default(),
+                tracker: TaskTracker::new(),
+                closing: CancellationToken::new(),
+                bucket_checked: OnceCell::new(),
+            }),
+        })
+    }
+}
+
+/// A candidate that is campaigning, as its registration key shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CandidateInfo {
+    /// Its identity.
+    pub id: String,
+    /// The value it will publish when elected.
+    pub value: String,
+}
+
+impl Election {
+    /// An election named `name` (one token of `A-Z a-z 0-9 - _ =`) in `bucket` with a leader
+    /// lease of `ttl` (whole seconds, ≥ 1 s). The bucket needs history 1 and per-key TTLs:
+    /// create it with [`Election::bucket_config`].
+    pub fn new(bucket: Bucket, name: impl Into<String>, ttl: Duration) -> Result<Election, Error> {
+        Election::builder(bucket, name).ttl(ttl).build()
+    }
+
+    /// Options beyond the TTL (margin, renewal interval, transfer TTL).
+    pub fn builder(bucket: Bucket, name: impl Into<String>) -> ElectionBuilder {
+        ElectionBuilder {
+            bucket,
+            name: name.into(),
+            ttl: Duration::from_secs(5),
+            margin: None,
+            renew_every: None,
+            transfer_ttl: None,
+        }
+    }
+
+    /// The configuration a bucket for elections should have: history 1, per-key TTLs with
+    /// expiry markers kept for a minute (so that watchers see them), atomic batches off.
+    pub fn bucket_config(bucket: impl Into<String>) -> BucketConfig {
+        BucketConfig::new(bucket)
+            .history(1)
+            .per_key_ttl(Duration::from_secs(60))
+    }
+
+    /// The election name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The leader key, `<name>.leader`. A write guarded with
+    /// `expect_on(leader_key, leader_revision)` succeeds only while that leadership lasts.
+    pub fn leader_key(&self) -> &str {
+        &self.shared.leader_key
+    }
+
+    /// The lease timing.
+    pub fn lease_config(&self) -> &LeaseConfig {
+        &self.shared.lease
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.shared.bucket
+    }
+
+    /// Starts building a campaign of candidate `id`; await it to wait until elected.
+    pub fn campaign(&self, id: impl Into<String>) -> Campaign {
+        Campaign::new(self.shared.clone(), id.into())
+    }
+
+    /// Starts building an elector: campaign, run work while leading, campaign again.
+    pub fn elector(&self, id: impl Into<String>) -> ElectorBuilder {
+        ElectorBuilder::new(self.clone(), id.into())
+    }
+
+    /// Starts observing leader changes (see [`Observer`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves at most an idle consumer the server removes.
+    pub async fn observe(&self) -> Result<Observer, Error> {
+        Observer::start(self.shared.clone()).await
+    }
+
+    /// The leader now, read from the bucket's stream leader (never stale); `None` when nobody
+    /// leads.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn leader(&self) -> Result<Option<LeaderInfo>, Error> {
+        let e = self
+            .shared
+            .bucket
+            .get_from_leader(&self.shared.leader_key)
+            .await?;
+        Ok(match e.as_ref().map(Observed::from_entry) {
+            Some(Observed::Leader(l)) => Some(l),
+            _ => None,
+        })
+    }
+
+    /// The candidates registered now (campaigning, or leading), sorted by identity. A
+    /// candidate that crashed stays listed until its registration expires (one TTL).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn candidates(&self) -> Result<Vec<CandidateInfo>, Error> {
+        let snap = self
+            .shared
+            .bucket
+            .snapshot(format!("{}.cand.*", self.shared.name))
+            .await?;
+        let mut out: Vec<CandidateInfo> = snap
+            .entries
+            .iter()
+            .filter(|e| e.is_value())
+            .filter_map(|e| serde_json::from_slice::<CandidateRecord>(e.value()).ok())
+            .map(|c| CandidateInfo {
+                id: c.id,
+                value: c.value,
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Counters of every candidate and observer made through this handle and its clones.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            cas_attempts: c.cas_attempts.load(Ordering::Relaxed),
+            cas_conflicts: c.cas_conflicts.load(Ordering::Relaxed),
+            terms_won: c.terms_won.load(Ordering::Relaxed),
+            watches: c.watches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resigns every leadership held through this handle and its clones and waits until
+    /// their tasks have ended (at the latest at each lease's local deadline).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the resignations go on; awaiting again waits for them.
+    pub async fn shutdown(&self) {
+        self.shared.closing.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("id", "node-1_a=").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "_kvx", "ü"] {
+            let e = validate_name("id", bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(validate_name("id", &long)
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
+        assert_eq!(
+            validate_name("candidate id", "").unwrap_err().to_string(),
+            "candidate id is empty"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors of kv-leader: one type with a matchable [`ErrorKind`].
+//!
+//! Display text is for people and is not a contract: match on [`Error::kind`].
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An election name, candidate identity, duration or other argument is invalid.
+    InvalidArgument,
+    /// A TTL that is not a whole number of seconds ≥ 1.
+    InvalidTtl,
+    /// Leadership was lost (or could no longer be guaranteed) before or during the operation.
+    Lost,
+    /// The transfer target is not campaigning (no fresh candidate registration).
+    NotCampaigning,
+    /// The bucket is not fit for elections (history above 1, per-key TTL disabled).
+    BadBucket,
+    /// A write carried a term lower than one already seen (see [`crate::Fence`]).
+    StaleTerm,
+    /// The work run by an elector panicked.
+    WorkPanicked,
+    /// The election handle was shut down ([`crate::Election::shutdown`]).
+    Closed,
+    /// An error from the KV layer (see [`Error::core_kind`]).
+    Kv,
+}
+
+/// The error of every kv-leader operation.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<kv_core::Error>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message (lowercase, no trailing period).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub(crate) fn lost(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Lost, message)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// For errors that come from the KV layer: the KV error's kind.
+    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
+        self.source.as_deref().map(kv_core::Error::kind)
+    }
+}
+
+impl From<kv_core::Error> for Error {
+    fn from(e: kv_core::Error) -> Error {
+        let kind = match e.kind() {
+            kv_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            kv_core::ErrorKind::InvalidKey | kv_core::ErrorKind::InvalidArgument => {
+                ErrorKind::InvalidArgument
+            }
+            kv_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
+            _ => ErrorKind::Kv,
+        };
+        Error {
+            kind,
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl From<kv_locks::Error> for Error {
+    fn from(e: kv_locks::Error) -> Error {
+        let kind = match e.kind() {
+            kv_locks::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            _ => ErrorKind::InvalidArgument,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}

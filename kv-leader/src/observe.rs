@@ -1,0 +1,166 @@
+//! Observing an election: a stream of leader changes, including "no leader".
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::stream::{BoxStream, Stream, StreamExt};
+use kv_core::{Include, Revision, Watch, WatchEvent};
+
+use crate::campaign::backoff;
+use crate::election::{Counters, Shared};
+use crate::error::Error;
+use crate::record::Observed;
+
+/// A stream of leader changes of one election.
+///
+/// The first item is the state when observation started ([`Observed::NoLeader`] if nobody
+/// leads). After that, one item per change: a new term, a new published value, a pending
+/// transfer, or "no leader" after a resignation or expiry. Renewals are not changes.
+///
+/// # Recovery
+/// It rests on a kv-core watch of the leader key: while connected it sees every revision of
+/// the key, so it reports every term in order. After a reconnect or server restart the watch
+/// resumes with the key's latest revision, so the observer resyncs to the present leader
+/// (terms that began *and* ended while it was away are skipped). If the key vanished
+/// without a trace while it was away (an expiry marker that itself expired), it re-reads the
+/// key from the stream leader.
+///
+/// ```no_run
+/// # async fn demo(election: kv_leader::Election) -> Result<(), kv_leader::Error> {
+/// use futures::StreamExt;
+/// use kv_leader::Observed;
+/// let mut observer = election.observe().await?;
+/// while let Some(change) = observer.next().await {
+///     match change {
+///         Observed::Leader(l) => println!("{} leads (term {}) at {}", l.id, l.term, l.value),
+///         Observed::NoLeader => println!("nobody leads"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Observer {
+    inner: BoxStream<'static, Observed>,
+    current: Option<Observed>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    shared: Arc<Shared>,
+    watch: Watch,
+    last_rev: Option<Revision>,
+    last: Option<Observed>,
+}
+
+impl Observer {
+    pub(crate) async fn start(shared: Arc<Shared>) -> Result<Observer, Error> {
+        let watch = shared
+            .bucket
+            .watch([shared.leader_key.as_str()])
+            .include(Include::LastPerKey)
+            .await?;
+        Counters::bump(&shared.counters.watches);
+        let state = State {
+            shared,
+            watch,
+            last_rev: None,
+            last: None,
+        };
+        let inner = futures::stream::unfold(state, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        })
+        .boxed();
+        Ok(Observer {
+            inner,
+            current: None,
+        })
+    }
+
+    /// The state as of the last item this observer yielded (`None` before the first).
+    pub fn current(&self) -> Option<&Observed> {
+        self.current.as_ref()
+    }
+}
+
+impl Stream for Observer {
+    type Item = Observed;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Observed>> {
+        let r = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(o)) = &r {
+            self.current = Some(o.clone());
+        }
+        r
+    }
+}
+
+impl State {
+    fn emit(&mut self, o: Observed) -> Option<Observed> {
+        if self.last.as_ref().is_none_or(|l| l.differs(&o)) {
+            self.last = Some(o.clone());
+            return Some(o);
+        }
+        None
+    }
+
+    async fn next(&mut self) -> Option<Observed> {
+        loop {
+            match self.watch.next().await? {
+                Ok(WatchEvent::Entry(e)) => {
+                    if self.last_rev.is_some_and(|r| e.revision() <= r) {
+                        continue;
+                    }
+                    self.last_rev = Some(e.revision());
+                    if let Some(o) = self.emit(Observed::from_entry(&e)) {
+                        return Some(o);
+                    }
+                }
+                Ok(WatchEvent::InitialDone) => {
+                    if self.last.is_none() {
+                        if let Some(o) = self.emit(Observed::NoLeader) {
+                            return Some(o);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == kv_core::ErrorKind::HistoryGone => {
+                    if let Some(o) = self.reread().await {
+                        return Some(o);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "observer watch error"),
+            }
+        }
+    }
+
+    /// Reads the key from the stream leader after the watch lost track of it.
+    async fn reread(&mut self) -> Option<Observed> {
+        for attempt in 0..10u32 {
+            match self
+                .shared
+                .bucket
+                .get_from_leader(&self.shared.leader_key)
+                .await
+            {
+                Ok(e) => {
+                    let o = e
+                        .as_ref()
+                        .map(Observed::from_entry)
+                        .unwrap_or(Observed::NoLeader);
+                    if let Some(e) = &e {
+                        self.last_rev = Some(e.revision()).max(self.last_rev);
+                    }
+                    return self.emit(o);
+                }
+                Err(_) => tokio::time::sleep(backoff(attempt + 1)).await,
+            }
+        }
+        None
+    }
+}
