@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::client::ServerVersion;
-use crate::entry::{classify, Entry, Op, KV_OPERATION, NATS_TTL};
+use crate::entry::{batch_of, classify, Entry, Op, KV_OPERATION, NATS_TTL};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{
     Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
@@ -35,13 +35,13 @@ pub(crate) struct Inner {
     pub(crate) write_prefix: String,
     pub(crate) direct: bool,
     pub(crate) atomic: bool,
-    pub(crate) version: ServerVersion,
 }
 
 impl Inner {
     pub(crate) fn entry_from(&self, m: StoredMsg, delta: u64) -> Option<Entry> {
         let key = key_of_subject(&m.subject)?;
         let (op, removal, ttl) = classify(m.headers.as_ref());
+        let batch = batch_of(m.headers.as_ref());
         Some(Entry {
             bucket: self.name.clone(),
             key: Key::from_server(key),
@@ -52,6 +52,7 @@ impl Inner {
             op,
             removal,
             ttl,
+            batch,
         })
     }
 
@@ -130,7 +131,8 @@ impl Inner {
             );
         }
         if let Some(t) = ttl {
-            self.version
+            self.js
+                .server_version()
                 .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
             h.insert(NATS_TTL, t.header_value().as_str());
         }
@@ -231,9 +233,9 @@ impl ReadOnlyBucket {
         &self.inner.name
     }
 
-    /// The server version this handle was opened against.
+    /// The version of the server the handle's client is connected to.
     pub fn server_version(&self) -> ServerVersion {
-        self.inner.version
+        self.inner.js.server_version()
     }
 
     /// The latest value of `key`; `None` if it never existed or was deleted, purged or expired.

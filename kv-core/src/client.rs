@@ -13,7 +13,7 @@ use crate::config::{validate_bucket_name, BucketConfig};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::Js;
 
-/// A server version, learned on connect.
+/// A server version, as the server announces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerVersion {
     /// Major.
@@ -82,23 +82,20 @@ impl fmt::Display for ServerVersion {
 #[derive(Debug, Clone)]
 pub struct Kv {
     js: Js,
-    version: ServerVersion,
 }
 
 impl Kv {
-    /// Wraps an existing connection. The server version is taken from the connection's
-    /// `INFO` (the server the client is connected to).
+    /// Wraps an existing connection. The server version is read from the connection's latest
+    /// `INFO` whenever a feature depends on it, so a client still connecting is fine.
     pub fn new(client: async_nats::Client) -> Kv {
-        let version = ServerVersion::parse(&client.server_info().version)
-            .unwrap_or(ServerVersion::new(0, 0, 0));
         let timeout = client.timeout().unwrap_or(Duration::from_secs(5));
         Kv {
             js: Js {
                 client,
                 api: "$JS.API".to_string(),
                 timeout,
+                assumed_version: None,
             },
-            version,
         }
     }
 
@@ -133,13 +130,13 @@ impl Kv {
     /// servers. Not for production use.
     #[doc(hidden)]
     pub fn assume_server_version(mut self, version: ServerVersion) -> Kv {
-        self.version = version;
+        self.js.assumed_version = Some(version);
         self
     }
 
-    /// The server version seen on connect.
+    /// The version of the server the client is connected to (0.0.0 before it connected).
     pub fn server_version(&self) -> ServerVersion {
-        self.version
+        self.js.server_version()
     }
 
     /// The underlying connection.
@@ -149,11 +146,11 @@ impl Kv {
 
     fn check_features(&self, cfg: &BucketConfig) -> Result<(), Error> {
         if cfg.marker_ttl.is_some() {
-            self.version
+            self.server_version()
                 .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
         }
         if cfg.atomic {
-            self.version
+            self.server_version()
                 .require(ServerVersion::ATOMIC_BATCH, "atomic batches")?;
         }
         Ok(())
@@ -245,7 +242,6 @@ impl Kv {
             write_prefix: format!("$KV.{write_bucket}."),
             direct: info.config.allow_direct,
             atomic: info.config.allow_atomic_publish,
-            version: self.version,
         })
     }
 

@@ -52,6 +52,20 @@ pub struct Entry {
     pub(crate) op: Op,
     pub(crate) removal: Option<Removal>,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) batch: Option<Batch>,
+}
+
+/// Where an entry sits in the transaction (atomic batch) that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Batch {
+    /// The transaction's id, the same on all its entries.
+    pub id: String,
+    /// 1-based position in the transaction.
+    pub sequence: u64,
+    /// Whether this is the transaction's last write. Entries of one transaction have
+    /// contiguous revisions, so a reader that has seen the entry with `commit` has seen the
+    /// whole transaction (if its filter covers every key the transaction wrote).
+    pub commit: bool,
 }
 
 impl Entry {
@@ -97,6 +111,11 @@ impl Entry {
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
     }
+    /// The transaction this entry was written by, if any. A watcher that must never observe
+    /// half a transaction applies entries when it sees the one with `commit` set.
+    pub fn batch(&self) -> Option<&Batch> {
+        self.batch.as_ref()
+    }
     /// Decodes the value with `codec`.
     pub fn decode<T, C: Codec<T>>(&self, codec: &C) -> Result<T, Error> {
         codec
@@ -124,6 +143,19 @@ pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Opt
         Some("PURGE") => (Op::Purge, Some(Removal::Purged), ttl),
         _ => (Op::Put, None, ttl),
     }
+}
+
+/// Reads the atomic-batch headers the server keeps on each message of a batch.
+pub(crate) fn batch_of(headers: Option<&HeaderMap>) -> Option<Batch> {
+    let h = headers?;
+    let id = h.get("Nats-Batch-Id")?.as_str().to_string();
+    let sequence = h.get("Nats-Batch-Sequence")?.as_str().parse().ok()?;
+    let commit = h.get("Nats-Batch-Commit").is_some();
+    Some(Batch {
+        id,
+        sequence,
+        commit,
+    })
 }
 
 /// Parses a `Nats-TTL` value: `"5s"`, `"1m"`, `"2h"` or plain seconds; `"never"` is none.

@@ -29,6 +29,8 @@ pub(crate) struct Js {
     pub(crate) client: Client,
     pub(crate) api: String,
     pub(crate) timeout: Duration,
+    /// Overrides the version the server announces (tests of old-server behaviour).
+    pub(crate) assumed_version: Option<crate::client::ServerVersion>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,16 @@ pub(crate) fn parse_api<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error>
 }
 
 impl Js {
+    /// The version of the server the client is connected to now. Read from the latest
+    /// `INFO`, so a client that connected late (retry on initial connect) or reconnected to
+    /// another server reports the right one.
+    pub(crate) fn server_version(&self) -> crate::client::ServerVersion {
+        self.assumed_version.unwrap_or_else(|| {
+            crate::client::ServerVersion::parse(&self.client.server_info().version)
+                .unwrap_or(crate::client::ServerVersion::new(0, 0, 0))
+        })
+    }
+
     pub(crate) async fn request(
         &self,
         subject: String,

@@ -80,7 +80,7 @@ pub use bucket::{Bucket, KeyFilterArg, ReadOnlyBucket, Snapshot, Status, Write};
 pub use client::{Kv, ServerVersion};
 pub use codec::{Codec, Json, Raw, Utf8};
 pub use config::{BucketConfig, Storage, MAX_HISTORY};
-pub use entry::{Entry, Op, Removal};
+pub use entry::{Batch, Entry, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};
 pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyRule, MAX_KEY_LEN};
 pub use revision::{Expect, Revision, Ttl};

@@ -382,3 +382,59 @@ async fn r3_bucket_survives_killing_its_stream_leader() {
         }
     }
 }
+
+#[tokio::test]
+async fn watchers_see_whole_transactions_by_their_commit_entry() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("tx").atomic_batches(true)).await;
+    let mut a_rev = b.put("acct.a", "100").await.unwrap();
+    let mut b_rev = b.put("acct.b", "0").await.unwrap();
+    let watcher = Kv::new(server.connect().await).open("tx").await.unwrap();
+    let mut w = watcher
+        .watch(["acct.>"])
+        .include(Include::UpdatesOnly)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let rounds = 100u32;
+    let writer = async {
+        for i in 1..=rounds {
+            let c = b
+                .txn()
+                .update("acct.a", (100 - i).to_string(), a_rev)
+                .update("acct.b", i.to_string(), b_rev)
+                .commit()
+                .await
+                .unwrap();
+            a_rev = c.revision("acct.a").unwrap();
+            b_rev = c.revision("acct.b").unwrap();
+        }
+    };
+    let reader = async {
+        let (mut a, mut bv) = (100u32, 0u32);
+        let mut applied = 0;
+        let mut pending: Vec<kv_core::Entry> = Vec::new();
+        while applied < rounds {
+            let WatchEvent::Entry(e) = next(&mut w).await else {
+                continue;
+            };
+            let batch = e.batch().cloned().expect("written by a transaction");
+            pending.push(e);
+            if !batch.commit {
+                continue;
+            }
+            assert_eq!(pending.len() as u64, batch.sequence, "whole transaction");
+            for e in pending.drain(..) {
+                let v: u32 = std::str::from_utf8(e.value()).unwrap().parse().unwrap();
+                if e.key().as_str() == "acct.a" {
+                    a = v;
+                } else {
+                    bv = v;
+                }
+            }
+            assert_eq!(a + bv, 100, "never torn");
+            applied += 1;
+        }
+    };
+    tokio::join!(writer, reader);
+}
