@@ -1,0 +1,221 @@
+//! Metric 6: 8 concurrent incrementers of one counter. A naive CAS loop through kv-core (read,
+//! conditional update, retry at once on conflict), kv-core's own `Counter` (the same CAS loop
+//! with jittered backoff), and a server-side counter (ADR-49: a stream with
+//! `allow_message_counter`, one `Nats-Incr: 1` publish per increment, no read, no conflicts).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kv_core::{BucketConfig, Kv};
+use serde_json::json;
+
+use crate::common::{raw_write, with, BoxError, Env, Sync};
+use crate::stats::{Lat, Report, Row};
+
+const WORKERS: usize = 8;
+
+struct Outcome {
+    lat: Lat,
+    increments: u64,
+    conflicts: u64,
+    secs: f64,
+}
+
+pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+    let sync = Sync::Default;
+    let dur = Duration::from_secs(env.size.pick(3, 15));
+    let url = env.url(sync);
+    let cfg = with(
+        env.nats_config(sync, None),
+        json!({ "incrementers": WORKERS, "seconds": dur.as_secs() }),
+    );
+
+    env.progress("metric 6: counter, naive CAS loop through kv-core");
+    let kv = Kv::connect(&url).await?;
+    kv.create_or_open(BucketConfig::new("bench_ctr").history(1))
+        .await?;
+    let naive = workers(dur, &url, |kv: Kv, stop, lat| async move {
+        let b = kv.open("bench_ctr").await?;
+        let (mut inc, mut conf) = (0u64, 0u64);
+        let mut lat_local = Lat::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            loop {
+                let e = b.entry("n").await?;
+                let (cur, rev) = match &e {
+                    Some(e) if e.is_value() => (
+                        std::str::from_utf8(e.value())?.parse::<i64>()?,
+                        Some(e.revision()),
+                    ),
+                    _ => (0, e.as_ref().map(|e| e.revision())),
+                };
+                let next = Bytes::from((cur + 1).to_string());
+                let w = match rev {
+                    Some(r) => b.update("n", next, r).await,
+                    None => b.create("n", next).await,
+                };
+                match w {
+                    Ok(_) => break,
+                    Err(e) if e.is_conflict() || e.kind() == kv_core::ErrorKind::AlreadyExists => {
+                        conf += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            lat_local.record(t0.elapsed());
+            inc += 1;
+        }
+        lat.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&lat_local);
+        Ok((inc, conf))
+    })
+    .await?;
+    let b = kv.open("bench_ctr").await?;
+    let stored: i64 = b
+        .get("n")
+        .await?
+        .map(|e| String::from_utf8_lossy(e.value()).parse().unwrap_or(-1))
+        .unwrap_or(0);
+    push(
+        report,
+        "naive CAS loop (kv-core get+update)",
+        &naive,
+        &cfg,
+        stored,
+    );
+
+    env.progress("metric 6: counter, kv-core Counter::add (CAS with backoff)");
+    let toolkit = workers(dur, &url, |kv: Kv, stop, lat| async move {
+        let b = kv.open("bench_ctr").await?;
+        let c = b.counter("m");
+        let mut inc = 0u64;
+        let mut lat_local = Lat::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            c.add(1).await?;
+            lat_local.record(t0.elapsed());
+            inc += 1;
+        }
+        lat.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&lat_local);
+        Ok((inc, 0))
+    })
+    .await?;
+    let stored = b.counter("m").get().await?;
+    push(
+        report,
+        "toolkit Counter::add (kv-core rmw)",
+        &toolkit,
+        &cfg,
+        stored,
+    );
+
+    env.progress("metric 6: counter, server-side (ADR-49 Nats-Incr)");
+    let js = async_nats::jetstream::new(kv.client().clone());
+    let _ = js.delete_stream("BENCH_CTR").await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_CTR".into(),
+        subjects: vec!["bench.ctr.>".into()],
+        allow_message_counter: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    let server = workers(dur, &url, |kv: Kv, stop, lat| async move {
+        let client = kv.client().clone();
+        let mut inc = 0u64;
+        let mut lat_local = Lat::new();
+        while !stop.load(Ordering::Relaxed) {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Incr", "1");
+            let t0 = Instant::now();
+            raw_write(&client, "bench.ctr.n".into(), h, Bytes::new()).await?;
+            lat_local.record(t0.elapsed());
+            inc += 1;
+        }
+        lat.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&lat_local);
+        Ok((inc, 0))
+    })
+    .await?;
+    let stream = js.get_stream("BENCH_CTR").await?;
+    let last = stream.direct_get_last_for_subject("bench.ctr.n").await?;
+    #[derive(serde::Deserialize)]
+    struct Val {
+        val: String,
+    }
+    let stored: i64 = serde_json::from_slice::<Val>(&last.payload)?.val.parse()?;
+    push(
+        report,
+        "server-side counter (ADR-49 stream)",
+        &server,
+        &cfg,
+        stored,
+    );
+    js.delete_stream("BENCH_CTR").await?;
+    kv.delete_bucket("bench_ctr").await?;
+
+    let rate = |o: &Outcome| o.increments as f64 / o.secs;
+    report.ratio(
+        "counter_speedup_8",
+        (rate(&naive) > 0.0).then(|| rate(&server) / rate(&naive)),
+        ">=",
+        10.0,
+        "increments/s of a server-side counter (ADR-49 stream, Nats-Incr) / increments/s of a naive CAS loop through kv-core, 8 incrementers on 8 connections, same server (nats default sync)",
+    );
+    Ok(())
+}
+
+fn push(report: &mut Report, system: &str, o: &Outcome, cfg: &serde_json::Value, stored: i64) {
+    report.push(
+        Row::new("counter_increment_8", system, &o.lat, cfg.clone()).extra(json!({
+            "increments_per_s": o.increments as f64 / o.secs,
+            "conflicts_per_increment": o.conflicts as f64 / (o.increments.max(1)) as f64,
+            "increments": o.increments,
+            "final_value": stored,
+            "lost_increments": o.increments as i64 - stored,
+        })),
+    );
+}
+
+type SharedLat = Arc<std::sync::Mutex<Lat>>;
+
+async fn workers<F, Fut>(dur: Duration, url: &str, f: F) -> Result<Outcome, BoxError>
+where
+    F: Fn(Kv, Arc<AtomicBool>, SharedLat) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, u64), BoxError>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let lat: SharedLat = Arc::new(std::sync::Mutex::new(Lat::new()));
+    let mut kvs = Vec::new();
+    for _ in 0..WORKERS {
+        kvs.push(Kv::connect(url).await?);
+    }
+    // Warm-up: one increment's worth of connection set-up happens before the clock starts.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for kv in kvs {
+        tasks.push(tokio::spawn(f(kv, stop.clone(), lat.clone())));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut inc, mut conf) = (0, 0);
+    for t in tasks {
+        let (i, c) = t.await.map_err(|e| e.to_string())??;
+        inc += i;
+        conf += c;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let lat = lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Outcome {
+        lat,
+        increments: inc,
+        conflicts: conf,
+        secs,
+    })
+}
