@@ -91,9 +91,10 @@
 //!
 //! ## Multi-key updates
 //! [`ConfigWriter`] writes a prefix-mode change of several fields as one kv-core transaction
-//! (the bucket needs `atomic_batches(true)`), opened by a marker key `_txn.<prefix>` that
-//! tells readers how many writes follow. Readers apply only at quiet points of their watch
-//! and never inside an announced transaction, so no reader sees half of an update.
+//! (the bucket needs `atomic_batches(true)`). Every entry of it carries the transaction's id and
+//! position ([`kv_core::Entry::batch`]) and the last one its commit flag; readers apply only at
+//! quiet points of their watch and never between a transaction's first entry and its commit,
+//! so no reader sees half of an update.
 //!
 //! ## Offline start and resync
 //! With a [snapshot file](ConfigBuilder::snapshot_file) every accepted value is persisted

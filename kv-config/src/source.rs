@@ -67,20 +67,9 @@ impl Source {
         }
     }
 
-    /// The key filters a reader watches: the configuration, plus the transaction marker in
-    /// prefix mode.
+    /// The key filters a reader watches.
     pub(crate) fn reader_filters(&self) -> Vec<String> {
-        match self {
-            Source::Document { key, .. } => vec![key.clone()],
-            Source::Prefix { prefix } => vec![format!("{prefix}.>"), self.txn_marker()],
-        }
-    }
-
-    /// Prefix mode: the key of the marker that opens every multi-key transaction of the
-    /// writer, `_txn.<prefix>`. Its value is `{"count": n}`: the `n` revisions after the
-    /// marker's belong to the same transaction.
-    pub(crate) fn txn_marker(&self) -> String {
-        format!("_txn.{}", self.name())
+        vec![self.filter()]
     }
 
     /// The key filter that covers the configuration.

@@ -446,10 +446,8 @@ where
                 changed,
             });
         }
-        // The marker goes first: a reader that sees it knows how many revisions follow, and
-        // waits for all of them before applying (see reader/core.rs).
-        let marker = serde_json::json!({ "count": n }).to_string();
-        let mut txn = self.bucket.txn().put(&self.source.txn_marker(), marker);
+        // One atomic batch: readers apply on its commit entry (see reader/core.rs).
+        let mut txn = self.bucket.txn();
         for (key, bytes, expect) in puts {
             txn = match expect {
                 Expect::Revision(r) => txn.update(&key, bytes, r),

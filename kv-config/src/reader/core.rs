@@ -54,9 +54,8 @@ pub(crate) struct Core<T> {
     /// Whether a value from the KV (or a snapshot of one) has been in use: only then is a
     /// deleted document a rejection rather than "use the defaults".
     pub(crate) had_value: bool,
-    /// Prefix mode: the last revision of a transaction whose marker has been seen but whose
-    /// writes have not all arrived yet.
-    pub(crate) txn_until: Option<u64>,
+    /// Prefix mode: a transaction's first writes have arrived but not its commit entry.
+    pub(crate) in_txn: bool,
     pub(crate) snapshot_file: Option<PathBuf>,
     pub(crate) persisted: Option<Option<Revision>>,
     pub(crate) ack: Option<Ack>,
@@ -75,24 +74,9 @@ where
 {
     fn record(&mut self, e: &Entry) {
         self.last_rev = self.last_rev.max(Some(e.revision()));
-        if let Some(until) = self.txn_until {
-            if e.revision().get() >= until {
-                self.txn_until = None;
-            }
-        }
+        // A transaction's entries arrive with contiguous revisions; the last carries `commit`.
+        self.in_txn = e.batch().is_some_and(|b| !b.commit);
         let key = e.key().as_str().to_string();
-        if matches!(self.source, Source::Prefix { .. }) && key == self.source.txn_marker() {
-            if e.is_value() {
-                let count = serde_json::from_slice::<Value>(e.value())
-                    .ok()
-                    .and_then(|v| v.get("count").and_then(Value::as_u64))
-                    .unwrap_or(0);
-                if count > 0 {
-                    self.txn_until = Some(e.revision().get() + count);
-                }
-            }
-            return;
-        }
         if e.is_value() {
             self.entries.insert(key, (e.value().clone(), e.revision()));
             if matches!(self.source, Source::Document { .. }) {
@@ -129,7 +113,7 @@ where
         self.entries.clear();
         self.deleted = None;
         self.last_rev = None;
-        self.txn_until = None;
+        self.in_txn = false;
         let mut initial_done = false;
         // Read the initial state, and past its end until no transaction is half-read.
         while !initial_done || self.txn_open() {
@@ -150,9 +134,9 @@ where
         Ok(())
     }
 
-    /// Whether a transaction's marker has been seen but not all of its writes.
+    /// Whether a transaction's first writes have been seen but not its commit.
     fn txn_open(&self) -> bool {
-        self.txn_until.is_some()
+        self.in_txn
     }
 
     /// Builds and checks the candidate from the entries, to the side.
@@ -371,10 +355,10 @@ where
                 Wake::Event(Some(Ok(WatchEvent::InitialDone))) => {}
                 Wake::Event(Some(Ok(WatchEvent::Entry(e)))) => {
                     self.record(&e);
-                    // Entries of one transaction arrive together: wait for the quiet point,
-                    // and for the rest of a transaction whose marker was seen (the watch's
-                    // pending count alone can read 0 between two messages of one atomic
-                    // batch), so a reader never applies half of a multi-key update.
+                    // Entries of one transaction arrive together: wait for the quiet point and
+                    // for the transaction's commit entry (the watch's pending count alone can
+                    // read 0 between two messages of one atomic batch), so a reader never
+                    // applies half of a multi-key update.
                     if e.delta() == 0 && !self.txn_open() {
                         self.apply(&shared).await;
                     }

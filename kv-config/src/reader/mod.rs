@@ -466,7 +466,7 @@ where
             deleted: None,
             last_rev: None,
             had_value: false,
-            txn_until: None,
+            in_txn: false,
             snapshot_file: self.snapshot_file.clone(),
             persisted: None,
             ack,
