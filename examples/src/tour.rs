@@ -23,7 +23,8 @@ fn section(title: &str) {
 async fn main() -> Res {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
         )
         .init();
 
@@ -49,9 +50,12 @@ async fn main() -> Res {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("tour_{}", &run[..8]);
 
-    let result = core_tour(&kv, &prefix).await;
+    let mut result = core_tour(&kv, &prefix).await;
+    if result.is_ok() {
+        result = config_tour(&kv, &prefix).await;
+    }
     // Clean up whatever the tour created, also after a failure.
-    for suffix in ["core"] {
+    for suffix in ["core", "config"] {
         let _ = kv.delete_bucket(&format!("{prefix}_{suffix}")).await;
     }
     result?;
@@ -198,6 +202,81 @@ async fn core_tour(kv: &Kv, prefix: &str) -> Res {
     println!(
         "an atomic counter (CAS with retries) after 3 increments: {}",
         counter.get().await?
+    );
+    Ok(())
+}
+
+/// kv-config: a typed configuration reloaded live, and a bad update rejected without harm.
+async fn config_tour(kv: &Kv, prefix: &str) -> Res {
+    use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct App {
+        name: String,
+        pool_size: u32,
+    }
+    fn check(a: &App) -> Result<(), String> {
+        if (1..=100).contains(&a.pool_size) {
+            Ok(())
+        } else {
+            Err(format!("pool_size {} is not in 1..=100", a.pool_size))
+        }
+    }
+
+    section("kv-config: typed configuration, hot reload, last-known-good");
+    let bucket = kv
+        .create_bucket(BucketConfig::new(format!("{prefix}_config")).history(10))
+        .await?;
+    let source = Source::document("app");
+    let writer = ConfigWriter::<App>::new(bucket.clone(), source.clone()).validate(check);
+    writer
+        .set(&App {
+            name: "tour".into(),
+            pool_size: 4,
+        })
+        .await?;
+    let mut reader = ConfigReader::<App>::builder(source)
+        .bucket(bucket.clone())
+        .validate(check)
+        .await?;
+    let mut events = reader.events();
+    println!(
+        "reader started: pool_size = {} at revision {:?}",
+        reader.current().pool_size,
+        reader.revision().map(|r| r.get())
+    );
+
+    let started = Instant::now();
+    writer.update(|c| c.pool_size = 32).await?;
+    let snap = tokio::time::timeout(Duration::from_secs(10), reader.changed()).await?;
+    println!(
+        "writer set pool_size = 32 → the reader reloaded it in {:?}: pool_size = {}",
+        started.elapsed(),
+        snap.pool_size
+    );
+
+    match writer.update(|c| c.pool_size = 0).await {
+        Err(e) => println!("the writer refuses an invalid value before writing it: {e}"),
+        Ok(_) => return Err("an invalid value was written".into()),
+    }
+    // Someone bypasses the writer and stores an invalid document.
+    let bad = bucket
+        .put("app", r#"{"name":"tour","pool_size":0}"#)
+        .await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await? {
+            Some(ConfigEvent::Rejected(r)) => {
+                println!("the reader rejected revision {bad}: {r}");
+                break;
+            }
+            Some(_) => {}
+            None => return Err("config events ended".into()),
+        }
+    }
+    println!(
+        "and keeps running on the last good value: pool_size = {} (revision {:?})",
+        reader.current().pool_size,
+        reader.revision().map(|r| r.get())
     );
     Ok(())
 }
