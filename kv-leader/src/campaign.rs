@@ -50,21 +50,38 @@ pub(crate) enum Decision {
     Wait,
 }
 
-/// The pure election rule. `view` is the leader key's latest entry (`None`: no message).
-pub(crate) fn decide(view: Option<&Entry>, id: &str, nonce: &str) -> Decision {
-    let Some(e) = view else {
-        return Decision::Take(Expect::NoMessage);
-    };
-    if !e.is_value() {
-        // A tombstone (resignation), purge or expiry marker: free.
-        return Decision::Take(Expect::Revision(e.revision()));
-    }
-    match Record::from_entry(e) {
-        Some(r) if r.nonce == nonce => Decision::Adopt,
-        Some(r) if r.transfer_to.as_deref() == Some(id) => {
-            Decision::Take(Expect::Revision(e.revision()))
+/// What the leader key holds, as far as the election rule cares.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum KeyView {
+    /// No message at all (never written, or a marker that expired).
+    Absent,
+    /// A tombstone, purge or expiry marker at this revision.
+    Removed(kv_core::Revision),
+    /// A live value at this revision (`None`: undecodable).
+    Live(kv_core::Revision, Option<Record>),
+}
+
+impl KeyView {
+    pub(crate) fn of(e: Option<&Entry>) -> KeyView {
+        match e {
+            None => KeyView::Absent,
+            Some(e) if !e.is_value() => KeyView::Removed(e.revision()),
+            Some(e) => KeyView::Live(e.revision(), Record::from_entry(e)),
         }
-        _ => Decision::Wait,
+    }
+}
+
+/// The pure election rule: free keys are raced for; a live value is only taken when it is a
+/// hand-over to us, and recognised when it is our own unacknowledged write.
+pub(crate) fn decide(view: &KeyView, id: &str, nonce: &str) -> Decision {
+    match view {
+        KeyView::Absent => Decision::Take(Expect::NoMessage),
+        KeyView::Removed(rev) => Decision::Take(Expect::Revision(*rev)),
+        KeyView::Live(_, Some(r)) if r.nonce == nonce => Decision::Adopt,
+        KeyView::Live(rev, Some(r)) if r.transfer_to.as_deref() == Some(id) => {
+            Decision::Take(Expect::Revision(*rev))
+        }
+        KeyView::Live(..) => Decision::Wait,
     }
 }
 
@@ -191,7 +208,7 @@ impl Candidate {
                 self.tried = None;
             }
             if self.known {
-                match decide(self.view.as_ref(), &self.id, &self.nonce) {
+                match decide(&KeyView::of(self.view.as_ref()), &self.id, &self.nonce) {
                     Decision::Take(expect) if self.tried != Some(expect) => {
                         if let Some(l) = self.attempt(expect).await? {
                             return Ok(l);
@@ -441,4 +458,64 @@ pub(crate) async fn next_watch_event(
     w: &mut Option<Watch>,
 ) -> Option<Result<WatchEvent, kv_core::Error>> {
     next_event(w).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_core::Revision;
+
+    fn rev(n: u64) -> Revision {
+        Revision::new(n).unwrap()
+    }
+
+    fn rec(id: &str, nonce: &str, transfer_to: Option<&str>) -> Option<Record> {
+        Some(Record {
+            id: id.into(),
+            value: String::new(),
+            term: Some(3),
+            nonce: nonce.into(),
+            transfer_to: transfer_to.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn free_keys_are_raced_for_with_the_exact_expectation() {
+        assert_eq!(
+            decide(&KeyView::Absent, "a", "n"),
+            Decision::Take(Expect::NoMessage)
+        );
+        assert_eq!(
+            decide(&KeyView::Removed(rev(9)), "a", "n"),
+            Decision::Take(Expect::Revision(rev(9)))
+        );
+    }
+
+    #[test]
+    fn live_keys_wait_unless_handed_to_us_or_ours() {
+        let other = KeyView::Live(rev(5), rec("b", "m", None));
+        assert_eq!(decide(&other, "a", "n"), Decision::Wait);
+        let to_c = KeyView::Live(rev(5), rec("b", "m", Some("c")));
+        assert_eq!(decide(&to_c, "a", "n"), Decision::Wait);
+        let to_us = KeyView::Live(rev(5), rec("b", "m", Some("a")));
+        assert_eq!(
+            decide(&to_us, "a", "n"),
+            Decision::Take(Expect::Revision(rev(5)))
+        );
+        let ours = KeyView::Live(rev(5), rec("a", "n", None));
+        assert_eq!(decide(&ours, "a", "n"), Decision::Adopt);
+        // Same identity, other campaign (an earlier incarnation): not ours.
+        let twin = KeyView::Live(rev(5), rec("a", "old", None));
+        assert_eq!(decide(&twin, "a", "n"), Decision::Wait);
+        assert_eq!(
+            decide(&KeyView::Live(rev(5), None), "a", "n"),
+            Decision::Wait
+        );
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(40), Duration::from_secs(1));
+    }
 }

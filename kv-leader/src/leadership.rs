@@ -320,12 +320,13 @@ impl Leadership {
     /// resumes. Our leadership ends (as [`LostReason::Transferred`]) before the hand-over is
     /// written. Stop the work done while leading *before* transferring.
     ///
-    /// Fails with [`ErrorKind::NotCampaigning`] (still leading) when `id` has no fresh
-    /// registration, and with [`ErrorKind::Lost`] when leadership was already lost.
+    /// Fails with [`ErrorKind::NotCampaigning`] (and we keep leading) when `id` has no fresh
+    /// registration, and with [`ErrorKind::Lost`] when leadership was already lost. After a
+    /// successful transfer this handle reports [`LostReason::Transferred`].
     ///
     /// # Cancel safety
     /// Cancel safe: the hand-over goes on in the background.
-    pub async fn transfer_to(self, id: impl Into<String>) -> Result<(), Error> {
+    pub async fn transfer_to(&self, id: impl Into<String>) -> Result<(), Error> {
         let id = id.into();
         validate_name("transfer target", &id)?;
         if id == self.id {
@@ -695,5 +696,64 @@ impl Lead {
                 .ttl(Duration::from_secs(1)),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(deadline: Instant) -> LeaseState {
+        LeaseState {
+            term: Term::new(Revision::new(1).unwrap()),
+            revision: Revision::new(1).unwrap(),
+            deadline,
+            value: String::new(),
+            ended: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_fires_at_the_deadline_even_without_the_renewal_task() {
+        let t0 = Instant::now();
+        let (tx, rx) = watch::channel(state(t0 + Duration::from_millis(2700)));
+        let sig = LostSignal { rx };
+        assert!(!sig.is_lost());
+        // Early warning `lead` before the deadline.
+        assert_eq!(sig.until(Duration::from_millis(200)).await, None);
+        assert_eq!(Instant::now(), t0 + Duration::from_millis(2500));
+        assert_eq!(sig.lost().await, LostReason::Expired);
+        assert_eq!(Instant::now(), t0 + Duration::from_millis(2700));
+        assert!(sig.is_lost());
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_move_the_deadline_and_conflicts_end_at_once() {
+        let t0 = Instant::now();
+        let (tx, rx) = watch::channel(state(t0 + Duration::from_secs(1)));
+        let sig = LostSignal { rx };
+        let waiter = tokio::spawn({
+            let sig = sig.clone();
+            async move { (sig.lost().await, Instant::now()) }
+        });
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        tx.send_modify(|s| s.deadline = t0 + Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!sig.is_lost());
+        tx.send_modify(|s| s.ended = Some(LostReason::Overwritten));
+        let (reason, at) = waiter.await.unwrap();
+        assert_eq!(reason, LostReason::Overwritten);
+        assert_eq!(at, t0 + Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vanished_task_counts_as_lost() {
+        let t0 = Instant::now();
+        let (tx, rx) = watch::channel(state(t0 + Duration::from_secs(5)));
+        let sig = LostSignal { rx };
+        drop(tx);
+        assert_eq!(sig.lost().await, LostReason::Expired);
+        assert_eq!(Instant::now(), t0, "no wait for the deadline");
     }
 }

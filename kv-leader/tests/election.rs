@@ -1,0 +1,337 @@
+//! Campaign, resign, transfer, proclaim, crash failover, fencing and bad input against a real
+//! nats-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kv_core::{BucketConfig, Kv};
+use kv_leader::{Election, ErrorKind, HealthStatus, LostReason, Observed};
+use kv_tests::{FaultProxy, NatsServer};
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn graceful_resign_hands_over_in_milliseconds() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let a = election(&url, "el", "jobs", TTL).await;
+    let b = election(&url, "el", "jobs", TTL).await;
+    let mut observer = a.observe().await.unwrap();
+    assert_eq!(next(&mut observer).await, Observed::NoLeader);
+
+    let mut leader = within("first election", a.campaign("a").value("addr-a"))
+        .await
+        .unwrap();
+    let mut waiting = ("b", b.clone());
+    let mut idle = ("a", a.clone());
+    let mut last_term = leader.term();
+    let mut samples = Vec::new();
+    for _ in 0..40 {
+        let (wid, welection) = waiting.clone();
+        let waiter = tokio::spawn(async move { welection.campaign(wid).await });
+        // Let the waiter register and start its watch (it is listed once registered).
+        within("waiter registered", async {
+            loop {
+                if a.candidates().await.unwrap().iter().any(|c| c.id == wid) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let t0 = Instant::now();
+        leader.resign().await.unwrap();
+        let next_leader = within("hand-over", waiter).await.unwrap().unwrap();
+        samples.push(t0.elapsed());
+        assert!(next_leader.term() > last_term, "terms strictly increase");
+        assert_eq!(next_leader.id(), wid);
+        last_term = next_leader.term();
+        leader = next_leader;
+        std::mem::swap(&mut waiting, &mut idle);
+    }
+    samples.sort();
+    let (p50, p99) = (pct(&samples, 0.5), pct(&samples, 0.99));
+    println!(
+        "graceful hand-over over {} rounds: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        samples.len(),
+        samples[samples.len() - 1]
+    );
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+
+    // The observer saw every term in order, with "no leader" between resignations.
+    let mut terms = Vec::new();
+    while terms.len() < 41 {
+        if let Observed::Leader(l) = next(&mut observer).await {
+            terms.push(l.term);
+        }
+    }
+    assert!(terms.windows(2).all(|w| w[0] < w[1]), "{terms:?}");
+    assert_eq!(terms.last(), Some(&leader.term()));
+    leader.resign().await.unwrap();
+    assert_eq!(
+        until(&mut observer, |o| *o == Observed::NoLeader).await,
+        Observed::NoLeader
+    );
+    let s = a.stats();
+    println!("stats a: {s:?}, b: {:?}", b.stats());
+}
+
+#[tokio::test]
+async fn crash_failover_within_ttl_plus_a_second_and_fencing_rejects_the_old_leader() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let mut samples = Vec::new();
+    for round in 0..3 {
+        let pa = FaultProxy::start(&url).await;
+        let a = election(&pa.url(), "el", "crash", TTL).await;
+        let b = election(&url, "el", "crash", TTL).await;
+        let la = within("a elected", a.campaign(format!("a{round}")))
+            .await
+            .unwrap();
+        let fenced = la.fencing();
+        fenced.put("crash.data", "from a").await.unwrap();
+        let a_rev = la.revision();
+        let health = la.health();
+        assert!(matches!(health.status(), HealthStatus::Leading { .. }));
+        let bid = format!("b{round}");
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.campaign(bid).await }
+        });
+        // Give the waiter a moment to be waiting; renewals keep `a` alive meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // The leader "crashes": nothing of it reaches the server any more.
+        pa.blackhole();
+        let t0 = Instant::now();
+        let reason = within("a lost", la.lost()).await;
+        let lost_at = Instant::now();
+        assert_eq!(reason, LostReason::Expired);
+        assert!(!health.is_ready(), "not ready once the deadline passed");
+        let lb = within("b elected", waiter).await.unwrap().unwrap();
+        let elected_at = Instant::now();
+        let failover = elected_at - t0;
+        samples.push(failover);
+        println!(
+            "crash failover round {round}: a self-demoted after {:?}, b elected after {failover:?}",
+            lost_at - t0
+        );
+        assert!(lost_at < elected_at, "a gave up before b was elected");
+        assert!(
+            failover <= TTL + Duration::from_millis(1500),
+            "{failover:?}"
+        );
+        assert!(lb.term() > la.term());
+
+        // The deposed leader's guarded writes are refused, locally and by the server.
+        pa.heal();
+        let e = fenced.put("crash.data", "stale").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Lost);
+        let e = b
+            .bucket()
+            .put("crash.data", "stale")
+            .expect_on(b.leader_key(), a_rev)
+            .await
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        lb.fencing().put("crash.data", "from b").await.unwrap();
+        lb.resign().await.unwrap();
+        drop(la);
+    }
+    samples.sort();
+    println!("crash failover (TTL {TTL:?}): {samples:?}");
+}
+
+#[tokio::test]
+async fn observers_see_no_leader_after_expiry_and_resync_after_reconnect() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let po = FaultProxy::start(&url).await;
+    let pa = FaultProxy::start(&url).await;
+    let obs_election = election(&po.url(), "el", "obs", TTL).await;
+    let a = election(&pa.url(), "el", "obs", TTL).await;
+    let b = election(&url, "el", "obs", TTL).await;
+    let mut o = obs_election.observe().await.unwrap();
+    assert_eq!(next(&mut o).await, Observed::NoLeader);
+    assert_eq!(o.current(), Some(&Observed::NoLeader));
+
+    // A leader appears with its value.
+    let la = a.campaign("a").value("10.0.0.1:1").await.unwrap();
+    let Observed::Leader(l) = next(&mut o).await else {
+        panic!("expected a leader")
+    };
+    assert_eq!(
+        (l.id.as_str(), l.value.as_str(), l.term),
+        ("a", "10.0.0.1:1", la.term())
+    );
+
+    // It expires with no candidate left: "no leader" within TTL + 1.5 s.
+    pa.blackhole();
+    let t0 = Instant::now();
+    assert_eq!(next(&mut o).await, Observed::NoLeader);
+    let seen = t0.elapsed();
+    println!("no-leader after expiry seen after {seen:?}");
+    assert!(seen <= TTL + Duration::from_millis(1500));
+    assert_eq!(b.leader().await.unwrap(), None);
+    drop(la);
+
+    // The observer is cut off while b is elected; after healing it resyncs to b.
+    po.cut();
+    let lb = b.campaign("b").value("10.0.0.2:2").await.unwrap();
+    assert_eq!(b.leader().await.unwrap().map(|l| l.term), Some(lb.term()));
+    po.heal();
+    let ev = until(&mut o, |ev| matches!(ev, Observed::Leader(_))).await;
+    let Observed::Leader(l) = ev else {
+        unreachable!()
+    };
+    assert_eq!((l.id.as_str(), l.term), ("b", lb.term()));
+
+    // A value change is a change; renewals are not.
+    lb.proclaim("10.0.0.2:3").await.unwrap();
+    let Observed::Leader(l) = next(&mut o).await else {
+        panic!("expected the new value")
+    };
+    assert_eq!((l.value.as_str(), l.term), ("10.0.0.2:3", lb.term()));
+    let before = lb.revision();
+    // Renewals (every TTL/3) move the revision, not the term.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = b.leader().await.unwrap().unwrap();
+    assert!(now.revision > before);
+    assert_eq!(now.term, lb.term());
+    assert!(lb.is_leader());
+    lb.resign().await.unwrap();
+    assert_eq!(next(&mut o).await, Observed::NoLeader);
+}
+
+#[tokio::test]
+async fn transfer_goes_to_the_named_candidate_only() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let a = election(&url, "el", "xfer", TTL).await;
+    let b = election(&url, "el", "xfer", TTL).await;
+    let c = election(&url, "el", "xfer", TTL).await;
+    let la = a.campaign("a").await.unwrap();
+    let wb = tokio::spawn({
+        let b = b.clone();
+        async move { b.campaign("b").await }
+    });
+    let wc = tokio::spawn({
+        let c = c.clone();
+        async move { c.campaign("c").value("c-addr").await }
+    });
+    within("candidates registered", async {
+        loop {
+            let ids: Vec<String> = a
+                .candidates()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            if ids == ["a", "b", "c"] {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    // Unknown targets are refused and we keep leading.
+    let e = la.transfer_to("zz").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotCampaigning, "{e}");
+    assert!(la.is_leader());
+
+    let term_a = la.term();
+    let t0 = Instant::now();
+    la.transfer_to("c").await.unwrap();
+    let lc = within("c takes over", wc).await.unwrap().unwrap();
+    println!("transfer a -> c took {:?}", t0.elapsed());
+    assert_eq!(lc.id(), "c");
+    assert!(lc.term() > term_a);
+    assert!(!wb.is_finished(), "b did not slip in");
+    assert_eq!(la.lost().await, LostReason::Transferred);
+
+    // Without a taker the hand-over expires and the normal race resumes.
+    let ghost = Election::new(c.bucket().clone(), "xfer", TTL).unwrap();
+    let registered =
+        tokio::time::timeout(Duration::from_millis(300), ghost.campaign("ghost")).await;
+    assert!(registered.is_err(), "ghost keeps waiting");
+    // ghost's campaign was dropped, its registration lives on for one TTL.
+    let t1 = Instant::now();
+    lc.transfer_to("ghost").await.unwrap();
+    let lb = within("b after a failed hand-over", wb)
+        .await
+        .unwrap()
+        .unwrap();
+    println!("unanswered transfer: b elected after {:?}", t1.elapsed());
+    assert!(t1.elapsed() <= Duration::from_secs(2) + Duration::from_millis(1500));
+    lb.resign().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_clear_errors() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    let ok = kv
+        .create_or_open(Election::bucket_config("el"))
+        .await
+        .unwrap();
+    for name in ["", "a.b", "a b", "jobs>", "_kv1"] {
+        let e = Election::new(ok.clone(), name, TTL).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{name:?}: {e}");
+    }
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(500),
+        Duration::from_millis(1500),
+    ] {
+        let e = Election::new(ok.clone(), "x", ttl).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidTtl, "{ttl:?}: {e}");
+    }
+    let e = Election::builder(ok.clone(), "x")
+        .ttl(TTL)
+        .transfer_ttl(Duration::from_millis(300))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidTtl, "{e}");
+    let el = Election::new(ok.clone(), "x", TTL).unwrap();
+    for id in ["", "a.b", "a*", "x y"] {
+        let e = el.campaign(id).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{id:?}: {e}");
+        println!("{e}");
+    }
+    let l = el.campaign("me").await.unwrap();
+    for id in ["me", "", "a.b"] {
+        let e = l.transfer_to(id).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{id:?}: {e}");
+    }
+    assert!(l.is_leader());
+    l.resign().await.unwrap();
+    assert_eq!(el.leader().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn buckets_unfit_for_elections_are_refused() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    let hist = kv
+        .create_or_open(BucketConfig::new("hist").history(5).per_key_ttl(TTL))
+        .await
+        .unwrap();
+    let e = Election::new(hist, "x", TTL)
+        .unwrap()
+        .campaign("a")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadBucket, "{e}");
+    let plain = kv.create_or_open(BucketConfig::new("plain")).await.unwrap();
+    let e = Election::new(plain, "x", TTL)
+        .unwrap()
+        .campaign("a")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadBucket, "{e}");
+}
