@@ -1,0 +1,147 @@
+//! A 3-node cluster with an R3 election bucket: killing the node that leads the bucket's
+//! stream never yields two leaders.
+
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use kv_core::Kv;
+use kv_leader::{Election, Term};
+use kv_tests::NatsCluster;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+struct Tenure {
+    who: usize,
+    term: Term,
+    start: Instant,
+    end: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_never_yields_two_leaders() {
+    let mut cluster = NatsCluster::start().await;
+    let urls = cluster.client_urls();
+    let setup = Kv::new(client(urls.clone()).await);
+    setup
+        .create_or_open(Election::bucket_config("el").replicas(3))
+        .await
+        .unwrap();
+
+    let tenures = Arc::new(Mutex::new(Vec::<Tenure>::new()));
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut elections = Vec::new();
+    for i in 0..3 {
+        let b = bucket(client(urls.clone()).await, "el").await;
+        let el = Election::new(b, "svc", TTL).unwrap();
+        elections.push(el.clone());
+        let (tenures, stop) = (tenures.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                let l = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    l = el.campaign(format!("c{i}")) => l.unwrap(),
+                };
+                let start = Instant::now();
+                let fencing = l.fencing();
+                // Act as leader: guarded writes until lost or stopped.
+                let stopped = loop {
+                    tokio::select! {
+                        _ = l.lost() => break false,
+                        _ = stop.cancelled() => break true,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            let _ = fencing.put("svc.work", format!("{i}")).await;
+                        }
+                    }
+                };
+                let end = Instant::now().min(l.deadline());
+                tenures.lock().unwrap().push(Tenure {
+                    who: i,
+                    term: l.term(),
+                    start,
+                    end,
+                });
+                if stopped {
+                    let _ = l.resign().await;
+                    return;
+                }
+            }
+        });
+    }
+
+    let observer_el = elections[0].clone();
+    let wait_leader = |what: &'static str| {
+        let el = observer_el.clone();
+        async move {
+            within(what, async {
+                loop {
+                    if let Ok(Some(l)) = el.leader().await {
+                        return l;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+        }
+    };
+    let first = wait_leader("a first leader").await;
+    println!("first leader {} term {}", first.id, first.term);
+
+    for round in 0..2 {
+        let node = cluster
+            .wait_stream_leader("KV_el", Duration::from_secs(20))
+            .await
+            .expect("a stream leader");
+        let before = observer_el.leader().await.ok().flatten();
+        let t0 = Instant::now();
+        cluster.kill_node(node);
+        // Wait for a leader with a newer term than the one before the kill, or the same
+        // leader still renewing after the stream recovered.
+        let after = within("a leader after the kill", async {
+            loop {
+                if let Ok(Some(l)) = observer_el.leader().await {
+                    if before
+                        .as_ref()
+                        .is_none_or(|b| l.term > b.term || l.revision > b.revision)
+                    {
+                        return l;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        println!(
+            "round {round}: killed stream leader n{node}; leader {} term {} (was {:?}) after {:?}",
+            after.id,
+            after.term,
+            before.map(|b| (b.id, b.term)),
+            t0.elapsed()
+        );
+        cluster.restart_node(node).await;
+    }
+
+    stop.cancel();
+    while let Some(r) = within("candidates stop", tasks.join_next()).await {
+        r.unwrap();
+    }
+    let mut ts = tenures.lock().unwrap().clone();
+    ts.sort_by_key(|t| t.start);
+    println!(
+        "tenures: {:?}",
+        ts.iter().map(|t| (t.who, t.term.get())).collect::<Vec<_>>()
+    );
+    for w in ts.windows(2) {
+        assert!(w[0].end <= w[1].start, "overlap: {:?} / {:?}", w[0], w[1]);
+        assert!(w[0].term < w[1].term, "terms must increase: {w:?}");
+    }
+}
