@@ -356,7 +356,11 @@ pub(crate) struct Lead {
 
 enum Outcome {
     Written,
+    /// Someone else holds the key.
     Lost,
+    /// The deadline passed before the write was confirmed (a late acknowledgement never
+    /// revives a lease that observers may already have seen expire).
+    Expired,
     Failed,
 }
 
@@ -461,8 +465,10 @@ impl Lead {
                 _ = tokio::time::sleep_until(renew_at) => {
                     let rec = self.record(None);
                     let ttl = self.shared.lease.ttl().as_duration();
-                    if let Outcome::Lost = self.write(rec, ttl).await {
-                        self.end(LostReason::Overwritten);
+                    match self.write(rec, ttl).await {
+                        Outcome::Lost => self.end(LostReason::Overwritten),
+                        Outcome::Expired => self.end(LostReason::Expired),
+                        Outcome::Written | Outcome::Failed => {}
                     }
                 }
                 _ = tokio::time::sleep_until(self.cand_next) => self.register().await,
@@ -521,6 +527,10 @@ impl Lead {
         let key = self.shared.leader_key.clone();
         for _ in 0..4 {
             let sent_at = Instant::now();
+            if sent_at >= deadline {
+                // Never renew late (a stalled runtime wakes up here past its deadline).
+                return Outcome::Expired;
+            }
             let w = self
                 .shared
                 .bucket
@@ -528,6 +538,10 @@ impl Lead {
                 .ttl(ttl);
             match tokio::time::timeout_at(deadline, w).await {
                 Ok(Ok(rev)) => {
+                    if Instant::now() >= deadline {
+                        self.set_revision(rev);
+                        return Outcome::Expired;
+                    }
                     self.clock.renewed(sent_at);
                     self.revision = rev.max(self.revision);
                     let (rev, dl) = (self.revision, self.clock.deadline());
@@ -579,6 +593,10 @@ impl Lead {
                 Outcome::Lost => {
                     self.end(LostReason::Overwritten);
                     return Err(Error::lost("someone else took the leader key"));
+                }
+                Outcome::Expired => {
+                    self.end(LostReason::Expired);
+                    return Err(Error::lost("lease expired before the write was confirmed"));
                 }
                 Outcome::Failed => match self.clock.next(Instant::now()) {
                     Next::Lost => {

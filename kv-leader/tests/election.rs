@@ -1,5 +1,7 @@
 //! Campaign, resign, transfer, proclaim, crash failover, fencing and bad input against a real
 //! nats-server.
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -334,4 +336,32 @@ async fn buckets_unfit_for_elections_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadBucket, "{e}");
+}
+
+/// PITFALLS 1 and 16: a stalled runtime wakes up past its deadline. The leadership reports
+/// loss at once and never renews late.
+#[tokio::test(flavor = "current_thread")]
+#[allow(clippy::disallowed_methods)] // blocking the runtime is the point of this test
+async fn a_stalled_leader_reports_loss_and_never_renews_late() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let a = election(&url, "el", "stall", TTL).await;
+    let l = a.campaign("a").await.unwrap();
+    let health = l.health();
+    let rev = l.revision();
+    // Block the whole runtime past TTL − margin: no renewal can run meanwhile.
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    assert!(!l.is_leader(), "loss is known before any task runs");
+    assert!(!health.is_ready());
+    assert_eq!(l.lost().await, LostReason::Expired);
+    // Whatever the server holds now, it is not a renewal sent after the stall.
+    tokio::task::yield_now().await;
+    match a.leader().await.unwrap() {
+        None => {}
+        Some(info) => assert_eq!(info.revision, rev, "renewed late"),
+    }
+    let e = l.fencing().put("stall.x", "late").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Lost);
+    // Resigning a lost leadership is a no-op that succeeds.
+    l.resign().await.unwrap();
 }

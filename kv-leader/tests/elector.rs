@@ -1,5 +1,7 @@
 //! Run as leader: the work stops before anyone else can lead, events pair up, graceful
 //! shutdown releases only after the work has stopped.
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The single-leader invariant under random resignations, drops, cuts and blackholes:
 //! 5 candidates, each on its own faulty link, 200 terms (override with `KV_LEADER_TERMS`).
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
