@@ -9,8 +9,17 @@
 #![allow(dead_code, reason = "helpers shared with feature-gated metrics")]
 
 mod common;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod handoff;
 mod m1_core;
+mod m2_lock;
+mod m3_handoff;
+mod m4_failover;
+mod m5_config;
 mod m6_counter;
+#[cfg(feature = "redis")]
+mod redis;
 mod report;
 mod stats;
 
@@ -70,6 +79,16 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let argv: Vec<String> = std::env::args().collect();
+    // Child processes of the crash tests: leaders that get SIGKILLed.
+    match argv.get(1).map(String::as_str) {
+        #[cfg(feature = "etcd")]
+        Some("child-etcd-leader") if argv.len() == 5 => {
+            let ttl: u64 = argv[4].parse()?;
+            return rt.block_on(etcd::child_leader(&argv[2], &argv[3], ttl));
+        }
+        _ => {}
+    }
     rt.block_on(run())
 }
 
@@ -126,7 +145,25 @@ async fn run() -> Result<(), BoxError> {
         };
     }
     metric!("1", m1_core::run(&env, &mut report));
+    metric!("2", m2_lock::run(&env, &mut report));
+    metric!("3", m3_handoff::run(&env, &mut report));
+    metric!("4", m4_failover::run(&env, &mut report));
+    metric!("5", m5_config::run(&env, &mut report));
     metric!("6", m6_counter::run(&env, &mut report));
+
+    env.progress("ratios");
+    if want("2") {
+        m2_lock::ratios(&mut report);
+    }
+    if want("3") {
+        m3_handoff::ratios(&mut report);
+    }
+    if want("4") {
+        m4_failover::ratios(&mut report);
+    }
+    if want("5") {
+        m5_config::ratios(&mut report);
+    }
 
     let secs = started.elapsed().as_secs_f64();
     report

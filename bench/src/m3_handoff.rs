@@ -1,0 +1,210 @@
+//! Metric 3: contended hand-off (release acknowledged → next holder acquired) with 2, 8, 32
+//! and 64 clients looping acquire → release on one lock.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kv_core::{BucketConfig, Kv};
+use serde_json::json;
+
+use crate::common::{raw_headers, raw_write, with, BoxError, Env, Sync};
+use crate::handoff::{finish, Outcome, Shared};
+use crate::stats::{Report, Row};
+
+pub const METRIC: &str = "lock_handoff";
+pub const WAITERS: [usize; 4] = [2, 8, 32, 64];
+pub const TTL_S: u64 = 10;
+pub const FLOOR: &str = "raw JetStream floor (watch + CAS herd)";
+pub const TOOLKIT: &str = "toolkit (kv-locks)";
+pub const ETCD: &str = "etcd Lock service";
+pub const REDIS: &str = "redis Redlock (rslock retry loop)";
+
+/// (target hand-offs, time limit) of one run.
+pub fn budget(env: &Env, slow: bool) -> (u64, Duration) {
+    if slow {
+        (
+            env.size.pick(60, 400),
+            Duration::from_secs(env.size.pick(3, 20)),
+        )
+    } else {
+        (
+            env.size.pick(400, 3000),
+            Duration::from_secs(env.size.pick(3, 20)),
+        )
+    }
+}
+
+pub fn push(
+    report: &mut Report,
+    system: &str,
+    cfg: serde_json::Value,
+    waiters: usize,
+    o: &Outcome,
+) {
+    let cfg = with(cfg, json!({ "waiters": waiters }));
+    report.push(Row::new(METRIC, system, &o.lat, cfg).extra(o.extra()));
+}
+
+pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+    let sync = Sync::Default;
+    for w in waiters_override().unwrap_or(WAITERS.to_vec()) {
+        env.progress(&format!("metric 3: raw JetStream floor, {w} waiters"));
+        let o = raw_floor(env, sync, w).await?;
+        push(report, FLOOR, env.nats_config(sync, Some(TTL_S)), w, &o);
+    }
+    #[cfg(feature = "etcd")]
+    if env.etcd.is_some() {
+        for w in waiters_override().unwrap_or(WAITERS.to_vec()) {
+            env.progress(&format!("metric 3: etcd Lock service, {w} waiters"));
+            let (target, limit) = budget(env, true);
+            let o = crate::etcd::handoff(env, w, target, limit, TTL_S).await?;
+            push(report, ETCD, env.etcd_config(Some(TTL_S)), w, &o);
+        }
+    }
+    #[cfg(feature = "redis")]
+    if env.redis.is_some() {
+        for w in [2, 8] {
+            env.progress(&format!("metric 3: redis Redlock, {w} waiters"));
+            let (target, limit) = budget(env, true);
+            let o = crate::redis::handoff(env, w, target, limit, TTL_S).await?;
+            push(report, REDIS, env.redis_config(Some(TTL_S)), w, &o);
+        }
+    }
+    Ok(())
+}
+
+/// The fewest requests a watching waiter can get by with: every waiter watches the lock key;
+/// on a tombstone it tries one conditional write expecting the tombstone's revision (with the
+/// TTL); the winner releases with a conditional delete. Every waiter races every release.
+async fn raw_floor(env: &Env, sync: Sync, waiters: usize) -> Result<Outcome, BoxError> {
+    let url = env.url(sync);
+    let kv = Kv::connect(&url).await?;
+    let name = format!("bench_handoff_floor_{waiters}");
+    let bucket = kv
+        .create_or_open(
+            BucketConfig::new(&name)
+                .history(1)
+                .per_key_ttl(Duration::from_secs(1)),
+        )
+        .await?;
+    // A tombstone to start from, so every watcher sees "free" at once.
+    let r = bucket.put("lock", "init").await?;
+    bucket.delete("lock").revision(r).await?;
+
+    let shared = Shared::new(waiters);
+    let mut tasks = Vec::new();
+    let mut ready = Vec::new();
+    for id in 0..waiters {
+        let client = async_nats::connect(&url).await?;
+        let store = async_nats::jetstream::new(client.clone())
+            .get_key_value(&name)
+            .await?;
+        let subject = format!("$KV.{name}.lock");
+        let shared = shared.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        ready.push(rx);
+        let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+        tasks.push((
+            go_tx,
+            tokio::spawn(async move {
+                let Ok(mut w) = store.watch_with_history("lock").await else {
+                    return;
+                };
+                let _ = tx.send(());
+                let mut go = go_rx;
+                let _ = go.wait_for(|g| *g).await;
+                while let Some(Ok(e)) = w.next().await {
+                    if e.operation == async_nats::jetstream::kv::Operation::Put {
+                        continue;
+                    }
+                    shared.cas.fetch_add(1, Ordering::Relaxed);
+                    let got = raw_write(
+                        &client,
+                        subject.clone(),
+                        raw_headers(e.revision, Some(TTL_S), false),
+                        Bytes::from_static(b"holder"),
+                    )
+                    .await;
+                    let Ok(rev) = got else { continue };
+                    shared.acquired(id);
+                    shared.tracker.releasing();
+                    if raw_write(
+                        &client,
+                        subject.clone(),
+                        raw_headers(rev, None, true),
+                        Bytes::new(),
+                    )
+                    .await
+                    .is_err()
+                    {
+                        return;
+                    }
+                    shared.tracker.released(Instant::now());
+                }
+            }),
+        ));
+    }
+    for r in ready {
+        let _ = r.await;
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (go, t) in tasks {
+        let _ = go.send(true);
+        handles.push((go, t));
+    }
+    let (target, limit) = budget(env, false);
+    let (gos, handles): (Vec<_>, Vec<_>) = handles.into_iter().unzip();
+    let o = finish(&shared, handles, started, target, limit, true).await;
+    drop(gos);
+    kv.delete_bucket(&name).await?;
+    Ok(o)
+}
+
+pub fn ratios(report: &mut Report) {
+    let row = |sys: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.metric == METRIC && r.system == sys && r.config["waiters"] == 64)
+            .cloned()
+    };
+    let ours = row(TOOLKIT);
+    let etcd = row(ETCD);
+    report.ratio(
+        "handoff_p50_us_64",
+        ours.as_ref().map(|r| r.p50_us),
+        "<=",
+        1000.0,
+        "kv-locks, 64 clients on one mutex: p50 of release acked → next holder acquired, nats default sync (µs)",
+    );
+    report.ratio(
+        "handoff_p99_us_64",
+        ours.as_ref().map(|r| r.p99_us),
+        "<=",
+        5000.0,
+        "kv-locks, 64 clients: p99 of the hand-off (µs)",
+    );
+    report.ratio(
+        "cas_per_handoff_64",
+        ours.as_ref().and_then(|r| r.extra["cas_per_handoff"].as_f64()),
+        "<=",
+        2.0,
+        "kv-locks, 64 clients: conditional writes that try to take the lock (counted by a subscriber on the bucket's subjects; releases and renewals excluded) per hand-off",
+    );
+    report.ratio(
+        "etcd_handoff_vs_ours_p50",
+        (|| Some(etcd.as_ref()?.p50_us / ours.as_ref()?.p50_us))(),
+        ">=",
+        50.0,
+        "p50 hand-off with 64 clients: etcd Lock service (fsync every write) / kv-locks (nats default sync)",
+    );
+}
+
+/// `KV_BENCH_WAITERS=64` runs only those client counts (for investigating one case).
+fn waiters_override() -> Option<Vec<usize>> {
+    let v = std::env::var("KV_BENCH_WAITERS").ok()?;
+    Some(v.split(',').filter_map(|x| x.parse().ok()).collect())
+}

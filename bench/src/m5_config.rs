@@ -1,0 +1,197 @@
+//! Metric 5: config propagation, put → the new value visible in every one of 1, 10, 100
+//! readers. Each sample is the time from the put's send to the last reader seeing it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kv_core::{BucketConfig, Kv};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::common::{with, BoxError, Env, Sync};
+use crate::stats::{Lat, Report, Row};
+
+pub const METRIC: &str = "config_propagation";
+pub const READERS: [usize; 3] = [1, 10, 100];
+pub const TOOLKIT: &str = "toolkit (kv-config reader)";
+pub const RAW: &str = "raw async-nats watch (1 per reader)";
+pub const ETCD: &str = "etcd watch (1 per reader)";
+/// Readers share this many connections (as processes would share a host's connection pool).
+pub const CONNECTIONS: usize = 10;
+
+pub fn puts(env: &Env) -> usize {
+    env.size.pick(150, 1000)
+}
+
+pub fn push(report: &mut Report, system: &str, cfg: serde_json::Value, readers: usize, lat: &Lat) {
+    let cfg = with(
+        cfg,
+        json!({ "readers": readers, "connections": readers.min(CONNECTIONS) }),
+    );
+    report.push(Row::new(METRIC, system, lat, cfg));
+}
+
+pub fn payload(i: usize) -> Bytes {
+    Bytes::from(format!(
+        "{{\"version\":{i},\"pool_size\":{},\"timeout_ms\":250,\"feature_flags\":[\"a\",\"b\"],\"endpoint\":\"https://svc.internal/v1\"}}",
+        10 + i % 7
+    ))
+}
+
+/// Collects "reader saw version i" reports until all `readers` saw `i`; returns the last time.
+pub async fn all_seen(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    i: usize,
+    readers: usize,
+) -> Option<Instant> {
+    let mut seen = 0;
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen < readers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (v, t) = tokio::time::timeout(left, rx.recv()).await.ok()??;
+        if v == i {
+            seen += 1;
+            last = Some(t);
+        }
+    }
+    last
+}
+
+pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+    let sync = Sync::Default;
+    for r in READERS {
+        env.progress(&format!("metric 5: raw async-nats watch, {r} readers"));
+        let lat = raw_watch(env, sync, r).await?;
+        push(report, RAW, env.nats_config(sync, None), r, &lat);
+    }
+    #[cfg(feature = "etcd")]
+    if env.etcd.is_some() {
+        for r in READERS {
+            env.progress(&format!("metric 5: etcd watch, {r} readers"));
+            let lat = crate::etcd::watch_propagation(env, r, puts(env)).await?;
+            push(report, ETCD, env.etcd_config(None), r, &lat);
+        }
+    }
+    Ok(())
+}
+
+/// One async-nats KV watch per reader (updates only), readers spread over 10 connections;
+/// a reader reports the version number inside the value it saw.
+async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxError> {
+    let url = env.url(sync);
+    let kv = Kv::connect(&url).await?;
+    let name = format!("bench_cfg_raw_{readers}");
+    let bucket = kv
+        .create_or_open(BucketConfig::new(&name).history(1))
+        .await?;
+    bucket.put("app.config", payload(0)).await?;
+    let mut stores = Vec::new();
+    for _ in 0..readers.min(CONNECTIONS) {
+        let c = async_nats::connect(&url).await?;
+        stores.push(async_nats::jetstream::new(c).get_key_value(&name).await?);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..readers {
+        let store = stores[i % stores.len()].clone();
+        let mut w = store.watch("app.config").await?;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(e)) = w.next().await {
+                let t = Instant::now();
+                if let Some(v) = version_of(&e.value) {
+                    let _ = tx.send((v, t));
+                }
+            }
+        }));
+    }
+    let lat = drive(env, &mut rx, readers, |i| {
+        let b = bucket.clone();
+        async move {
+            b.put("app.config", payload(i))
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+    })
+    .await?;
+    for t in tasks {
+        t.abort();
+    }
+    kv.delete_bucket(&name).await?;
+    Ok(lat)
+}
+
+/// Writes versions 1..=n (after a warm-up of 10) one at a time and times each until all
+/// readers have it.
+pub async fn drive<F, Fut>(
+    env: &Env,
+    rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    readers: usize,
+    mut put: F,
+) -> Result<Lat, BoxError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let warm = 10;
+    let mut lat = Lat::new();
+    // Let the watches settle before the first put.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while rx.try_recv().is_ok() {}
+    for i in 1..=warm + puts(env) {
+        let t0 = Instant::now();
+        put(i).await?;
+        let Some(last) = all_seen(rx, i, readers).await else {
+            return Err(format!("version {i} did not reach all {readers} readers in 10 s").into());
+        };
+        if i > warm {
+            lat.record(last.saturating_duration_since(t0));
+        }
+        // Puts do not overlap: each sample measures one change alone.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(lat)
+}
+
+/// The `version` field of a payload.
+pub fn version_of(b: &[u8]) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    v.get("version")?.as_u64().map(|v| v as usize)
+}
+
+pub fn ratios(report: &mut Report) {
+    let p99 = |sys: &str, readers: u64| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.metric == METRIC && r.system == sys && r.config["readers"] == readers)
+            .map(|r| r.p99_us)
+    };
+    let ours = p99(TOOLKIT, 100);
+    let raw = p99(RAW, 100);
+    let etcd = p99(ETCD, 100);
+    report.ratio(
+        "config_p99_us_100",
+        ours,
+        "<=",
+        5000.0,
+        "kv-config: p99 of put → validated snapshot visible in all 100 readers (10 connections), nats default sync (µs)",
+    );
+    report.ratio(
+        "config_vs_raw_watch_p99",
+        (|| Some(ours? / raw?))(),
+        "<=",
+        1.2,
+        "p99(kv-config, 100 readers) / p99(raw async-nats watch, 100 watchers on 10 connections), nats default sync",
+    );
+    report.ratio(
+        "etcd_watch_vs_config_p99_100",
+        (|| Some(etcd? / ours?))(),
+        ">=",
+        1.5,
+        "p99(etcd watch, 100 watchers on 10 clients, fsync every write) / p99(kv-config, 100 readers, nats default sync)",
+    );
+}
