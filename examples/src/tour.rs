@@ -52,10 +52,13 @@ async fn main() -> Res {
 
     let mut result = core_tour(&kv, &prefix).await;
     if result.is_ok() {
+        result = leader_tour(&kv, &prefix).await;
+    }
+    if result.is_ok() {
         result = config_tour(&kv, &prefix).await;
     }
     // Clean up whatever the tour created, also after a failure.
-    for suffix in ["core", "config"] {
+    for suffix in ["core", "leader", "config"] {
         let _ = kv.delete_bucket(&format!("{prefix}_{suffix}")).await;
     }
     result?;
@@ -277,6 +280,84 @@ async fn config_tour(kv: &Kv, prefix: &str) -> Res {
         "and keeps running on the last good value: pool_size = {} (revision {:?})",
         reader.current().pool_size,
         reader.revision().map(|r| r.get())
+    );
+    Ok(())
+}
+
+/// Waits until `id` is registered as a candidate of `election` (bounded).
+async fn until_candidate(election: &kv_leader::Election, id: &str) -> Res {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if election.candidates().await?.iter().any(|c| c.id == id) {
+                return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?
+}
+
+/// kv-leader: campaign, fencing, observe, graceful hand-over, transfer.
+async fn leader_tour(kv: &Kv, prefix: &str) -> Res {
+    use kv_leader::{Election, Observed};
+
+    section("kv-leader: one leader, fenced terms, hand-over in milliseconds");
+    let bucket = kv
+        .create_or_open(Election::bucket_config(format!("{prefix}_leader")))
+        .await?;
+    let election = Election::new(bucket, "scheduler", Duration::from_secs(3))?;
+    let mut observer = election.observe().await?;
+    if let Some(first) = observer.next().await {
+        println!("observer starts with: {first:?}");
+    }
+
+    let alpha = election.campaign("alpha").value("10.0.0.1:8080").await?;
+    println!("alpha leads, term {} (a fencing token)", alpha.term());
+    alpha
+        .fencing()
+        .put("scheduler.state", "alpha was here")
+        .await?;
+
+    // beta waits on the leader key's watch (no polling); alpha resigns, beta takes over.
+    let beta_election = election.clone();
+    let beta = tokio::spawn(async move { beta_election.campaign("beta").await });
+    until_candidate(&election, "beta").await?;
+    let old = alpha.fencing();
+    let t0 = Instant::now();
+    alpha.resign().await?;
+    let beta = beta.await??;
+    println!(
+        "alpha resigned; beta leads (term {}) after {:?}",
+        beta.term(),
+        t0.elapsed()
+    );
+    match old.put("scheduler.state", "stale").await {
+        Err(e) => println!("alpha's late write with its old term is refused: {e}"),
+        Ok(_) => return Err("a stale write was accepted".into()),
+    }
+    for _ in 0..3 {
+        match tokio::time::timeout(Duration::from_secs(5), observer.next()).await? {
+            Some(Observed::Leader(l)) => println!("  observed: leader {} term {}", l.id, l.term),
+            Some(other) => println!("  observed: {other:?}"),
+            None => break,
+        }
+    }
+
+    // Transfer to a named campaigning candidate.
+    let gamma_election = election.clone();
+    let gamma = tokio::spawn(async move { gamma_election.campaign("gamma").await });
+    until_candidate(&election, "gamma").await?;
+    beta.transfer_to("gamma").await?;
+    let gamma = gamma.await??;
+    println!(
+        "beta transferred leadership to {} (term {})",
+        gamma.id(),
+        gamma.term()
+    );
+    gamma.resign().await?;
+    println!(
+        "gamma resigned with nobody campaigning: leader = {:?}",
+        election.leader().await?.map(|l| l.id)
     );
     Ok(())
 }
