@@ -42,6 +42,9 @@ pub enum ErrorKind {
     Timeout,
     /// The connection is down or the request could not be sent.
     Connection,
+    /// Nobody answered for the bucket: it does not exist, or (in a cluster) its stream has no
+    /// leader at the moment. Transient during failovers; retry with backoff.
+    Unavailable,
     /// A value or key could not be encoded or decoded.
     Codec,
     /// A watch could not resume: the server no longer holds the history it needs.
@@ -276,7 +279,7 @@ pub(crate) fn from_request(err: async_nats::RequestError) -> Error {
     use async_nats::RequestErrorKind as K;
     let kind = match err.kind() {
         K::TimedOut => ErrorKind::Timeout,
-        K::NoResponders => ErrorKind::BucketNotFound,
+        K::NoResponders => ErrorKind::Unavailable,
         K::MaxPayloadExceeded => ErrorKind::ValueTooLarge,
         K::InvalidSubject => ErrorKind::InvalidKey,
         _ => ErrorKind::Connection,

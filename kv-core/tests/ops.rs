@@ -189,6 +189,12 @@ async fn buckets_open_read_only_status_destroy() {
 
     assert!(kv.delete_bucket("meta").await.unwrap());
     assert!(!kv.delete_bucket("meta").await.unwrap());
+    // writes and reads on a deleted bucket: nobody answers
+    assert_eq!(
+        b.put("k", "v").await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(b.get("k").await.unwrap_err().kind(), ErrorKind::Unavailable);
     assert_eq!(
         kv.open("meta").await.unwrap_err().kind(),
         ErrorKind::BucketNotFound
