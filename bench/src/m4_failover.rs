@@ -37,6 +37,22 @@ pub fn push_crash(
 }
 
 pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+    let sync = crate::common::Sync::Default;
+    // Toolkit and etcd crash samples could share the wall clock; they run one after the
+    // other so neither steals the other's CPU at the moment that is measured.
+    for ttl in TTLS {
+        env.progress(&format!("metric 4: kv-leader crash failover, TTL {ttl} s"));
+        let f = crate::leader::failover_crash(env, ttl, samples(env)).await?;
+        push_crash(report, TOOLKIT, env.nats_config(sync, Some(ttl)), ttl, &f);
+    }
+    env.progress("metric 4: kv-leader resign hand-off");
+    let lat = crate::leader::resign_handoff(env, env.size.pick(40, 200), 10).await?;
+    report.push(Row::new(
+        RESIGN,
+        TOOLKIT,
+        &lat,
+        env.nats_config(sync, Some(10)),
+    ));
     #[cfg(feature = "etcd")]
     if env.etcd.is_some() {
         for ttl in TTLS {

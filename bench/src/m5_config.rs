@@ -62,6 +62,9 @@ pub async fn all_seen(
 pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     for r in READERS {
+        env.progress(&format!("metric 5: kv-config readers, {r} readers"));
+        let lat = toolkit(env, sync, r).await?;
+        push(report, TOOLKIT, env.nats_config(sync, None), r, &lat);
         env.progress(&format!("metric 5: raw async-nats watch, {r} readers"));
         let lat = raw_watch(env, sync, r).await?;
         push(report, RAW, env.nats_config(sync, None), r, &lat);
@@ -194,4 +197,80 @@ pub fn ratios(report: &mut Report) {
         1.5,
         "p99(etcd watch, 100 watchers on 10 clients, fsync every write) / p99(kv-config, 100 readers, nats default sync)",
     );
+}
+
+/// The typed configuration the kv-config readers decode and validate.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AppConfig {
+    version: usize,
+    pool_size: u32,
+    timeout_ms: u32,
+    feature_flags: Vec<String>,
+    endpoint: String,
+}
+
+fn check(c: &AppConfig) -> Result<(), String> {
+    if c.pool_size == 0 {
+        return Err("pool_size must be positive".into());
+    }
+    if !c.endpoint.starts_with("https://") {
+        return Err("endpoint must be https".into());
+    }
+    Ok(())
+}
+
+/// kv-config readers (typed decode + validation + snapshot swap), spread over 10 connections;
+/// each waits on `changed()` and reports the version of the validated snapshot.
+pub async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxError> {
+    use kv_config::{ConfigReader, Source};
+    let url = env.url(sync);
+    let kv = Kv::connect(&url).await?;
+    let name = format!("bench_cfg_kit_{readers}");
+    let bucket = kv
+        .create_or_open(BucketConfig::new(&name).history(1))
+        .await?;
+    bucket.put("app.config", payload(0)).await?;
+    let mut buckets = Vec::new();
+    for _ in 0..readers.min(CONNECTIONS) {
+        buckets.push(Kv::connect(&url).await?.open(&name).await?);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..readers {
+        let mut reader = ConfigReader::<AppConfig>::builder(Source::document("app.config"))
+            .bucket(buckets[i % buckets.len()].clone())
+            .validate(check)
+            .start()
+            .await?;
+        handles.push(reader.clone());
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let snap = reader.changed().await;
+                let t = Instant::now();
+                if tx.send((snap.version, t)).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let lat = drive(env, &mut rx, readers, |i| {
+        let b = bucket.clone();
+        async move {
+            b.put("app.config", payload(i))
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        }
+    })
+    .await?;
+    for t in tasks {
+        t.abort();
+    }
+    for h in handles {
+        h.shutdown().await;
+    }
+    kv.delete_bucket(&name).await?;
+    Ok(lat)
 }

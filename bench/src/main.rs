@@ -12,6 +12,7 @@ mod common;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod handoff;
+mod leader;
 mod m1_core;
 mod m2_lock;
 mod m3_handoff;
@@ -86,6 +87,10 @@ fn main() -> Result<(), BoxError> {
         Some("child-etcd-leader") if argv.len() == 5 => {
             let ttl: u64 = argv[4].parse()?;
             return rt.block_on(etcd::child_leader(&argv[2], &argv[3], ttl));
+        }
+        Some("child-nats-leader") if argv.len() == 5 => {
+            let ttl: u64 = argv[4].parse()?;
+            return rt.block_on(leader::child_leader(&argv[2], &argv[3], ttl));
         }
         _ => {}
     }
