@@ -40,6 +40,8 @@ pub struct Outcome {
     pub secs: f64,
     pub counts: Vec<u64>,
     pub cas: Option<u64>,
+    /// Conditional writes seen on the wire (renewals included), where counted.
+    pub wire_cas: Option<u64>,
 }
 
 impl Outcome {
@@ -53,6 +55,9 @@ impl Outcome {
         });
         if let Some(c) = self.cas {
             e["cas_per_handoff"] = json!(c as f64 / self.handoffs.max(1) as f64);
+        }
+        if let Some(c) = self.wire_cas {
+            e["wire_cas_per_handoff"] = json!(c as f64 / self.handoffs.max(1) as f64);
         }
         e
     }
@@ -115,5 +120,6 @@ pub async fn finish_with(
         secs,
         counts,
         cas: count_cas.then_some(cas),
+        wire_cas: None,
     }
 }

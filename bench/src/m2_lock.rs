@@ -30,6 +30,17 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
             &lat,
             env.nats_config(sync, Some(TTL_S)),
         ));
+        #[cfg(feature = "locks")]
+        {
+            env.progress(&format!("metric 2: kv-locks ({})", sync.short()));
+            let lat = crate::locks::uncontended(env, sync, n, warm).await?;
+            report.push(Row::new(
+                METRIC,
+                TOOLKIT,
+                &lat,
+                env.nats_config(sync, Some(TTL_S)),
+            ));
+        }
     }
     #[cfg(feature = "etcd")]
     if env.etcd.is_some() {

@@ -53,6 +53,12 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
         env.progress(&format!("metric 3: raw JetStream floor, {w} waiters"));
         let o = raw_floor(env, sync, w).await?;
         push(report, FLOOR, env.nats_config(sync, Some(TTL_S)), w, &o);
+        #[cfg(feature = "locks")]
+        {
+            env.progress(&format!("metric 3: kv-locks, {w} waiters"));
+            let o = crate::locks::handoff(env, sync, w).await?;
+            push(report, TOOLKIT, env.nats_config(sync, Some(TTL_S)), w, &o);
+        }
     }
     #[cfg(feature = "etcd")]
     if env.etcd.is_some() {

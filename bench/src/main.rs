@@ -13,6 +13,8 @@ mod common;
 mod etcd;
 mod handoff;
 mod leader;
+#[cfg(feature = "locks")]
+mod locks;
 mod m1_core;
 mod m2_lock;
 mod m3_handoff;
@@ -88,6 +90,11 @@ fn main() -> Result<(), BoxError> {
             let ttl: u64 = argv[4].parse()?;
             return rt.block_on(etcd::child_leader(&argv[2], &argv[3], ttl));
         }
+        #[cfg(feature = "locks")]
+        Some("child-scale") if argv.len() == 5 => {
+            let (n, secs): (usize, u64) = (argv[3].parse()?, argv[4].parse()?);
+            return rt.block_on(locks::child_scale(&argv[2], n, secs));
+        }
         Some("child-nats-leader") if argv.len() == 5 => {
             let ttl: u64 = argv[4].parse()?;
             return rt.block_on(leader::child_leader(&argv[2], &argv[3], ttl));
@@ -155,6 +162,14 @@ async fn run() -> Result<(), BoxError> {
     metric!("4", m4_failover::run(&env, &mut report));
     metric!("5", m5_config::run(&env, &mut report));
     metric!("6", m6_counter::run(&env, &mut report));
+    #[cfg(feature = "locks")]
+    metric!("7", locks::scale(&env, &mut report));
+    #[cfg(not(feature = "locks"))]
+    if want("7") {
+        report.missing(
+            "metric 7 and the kv-locks rows of metrics 2 and 3: built without the `locks` feature",
+        );
+    }
 
     env.progress("ratios");
     if want("2") {
