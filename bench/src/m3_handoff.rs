@@ -198,7 +198,7 @@ pub fn ratios(report: &mut Report) {
         ours.as_ref().and_then(|r| r.extra["cas_per_handoff"].as_f64()),
         "<=",
         2.0,
-        "kv-locks, 64 clients: conditional writes that try to take the lock (counted by a subscriber on the bucket's subjects; releases and renewals excluded) per hand-off",
+        "kv-locks, 64 clients: conditional writes that try to take the lock (kv-locks' acquire-write counter; a subscriber on the bucket's subjects counts the same writes on the wire, wire_cas_per_handoff) per hand-off, releases and renewals excluded",
     );
     report.ratio(
         "etcd_handoff_vs_ours_p50",
