@@ -1,0 +1,324 @@
+//! The entry point: [`Locks`] on a bucket, and the [`Mutex`] and [`Semaphore`] handles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::{Bucket, BucketConfig, Kv};
+use tokio_util::task::TaskTracker;
+
+use crate::acquire::Acquire;
+use crate::error::{Error, ErrorKind};
+use crate::guard::Guard;
+use crate::lease::LeaseConfig;
+use crate::names::LockName;
+use crate::shared::{Shared, Slot};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::value::Holder;
+
+/// The default lease TTL: a holder that dies is replaced within about this long.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// The marker TTL of buckets created by [`Locks::open`], and the default TTL of the
+/// tombstones a release leaves (after which they disappear).
+pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(900);
+
+/// Locks and semaphores on one bucket.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use kv_core::Kv;
+/// use kv_locks::Locks;
+/// let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+/// let locks = Locks::open(&kv, "locks").await?;
+/// let mutex = locks.mutex("jobs.reindex")?;
+/// let guard = mutex.lock().await?;
+/// // ... work, passing guard.token() to the resource ...
+/// guard.release().await?;
+/// locks.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Locks {
+    bucket: Bucket,
+    marker_ttl: Duration,
+    tombstone_ttl: Duration,
+    lease: LeaseConfig,
+    holder: Holder,
+    tracker: TaskTracker,
+    stats: Arc<Stats>,
+}
+
+impl Locks {
+    /// Opens (or creates) the bucket `bucket` for locks: history 1, per-key TTLs with a
+    /// [`DEFAULT_MARKER_TTL`] marker TTL, atomic batches.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the bucket may be created even if the future is dropped.
+    pub async fn open(kv: &Kv, bucket: &str) -> Result<Locks, Error> {
+        let b = kv
+            .create_or_open(
+                BucketConfig::new(bucket)
+                    .history(1)
+                    .per_key_ttl(DEFAULT_MARKER_TTL)
+                    .atomic_batches(true),
+            )
+            .await?;
+        Locks::new(b).await
+    }
+
+    /// Uses an existing bucket. It must keep history 1 (older revisions could reappear when
+    /// a TTL'd key expires) and have per-key TTLs enabled.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn new(bucket: Bucket) -> Result<Locks, Error> {
+        let status = bucket.status().await?;
+        if status.history != 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "bucket {} keeps history {}; locks need history 1",
+                    status.bucket, status.history
+                ),
+            ));
+        }
+        let Some(marker_ttl) = status.per_key_ttl.filter(|d| !d.is_zero()) else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "bucket {} has no per-key TTLs (or no marker TTL); locks need them",
+                    status.bucket
+                ),
+            ));
+        };
+        Ok(Locks {
+            bucket,
+            marker_ttl,
+            tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
+            lease: LeaseConfig::new(DEFAULT_TTL.min(marker_ttl))?,
+            holder: Holder::this_process(),
+            tracker: TaskTracker::new(),
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// The identity written into queue entries (default: [`Holder::this_process`]).
+    pub fn holder(mut self, holder: Holder) -> Locks {
+        self.holder = holder;
+        self
+    }
+
+    /// The default lease of new handles (TTL, renewal interval, margin); each acquisition
+    /// may override it.
+    pub fn lease(mut self, lease: LeaseConfig) -> Result<Locks, Error> {
+        check_marker(lease.ttl().as_duration(), self.marker_ttl)?;
+        self.lease = lease;
+        Ok(self)
+    }
+
+    /// How long a release's tombstone stays (whole seconds ≥ 1; default: the bucket's
+    /// marker TTL). Tombstones then expire (leaving an expiry marker for the marker TTL), so
+    /// handles of exited processes do not pile up. A handle whose tombstone is gone pays a
+    /// snapshot on its next acquisition instead of the one-write fast path.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Result<Locks, Error> {
+        kv_core::Ttl::new(ttl).map_err(Error::from)?;
+        self.tombstone_ttl = ttl;
+        Ok(self)
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    fn handle(&self, name: &str, permits: u32) -> Result<Arc<Shared>, Error> {
+        let name = LockName::new(name)?;
+        if permits == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("semaphore {name} needs at least one permit"),
+            ));
+        }
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Arc::new(Shared {
+            bucket: self.bucket.clone(),
+            own_key: name.queue_key(&nonce),
+            name,
+            permits,
+            holder: self.holder.clone(),
+            lease: self.lease,
+            tombstone_ttl: self.tombstone_ttl,
+            marker_ttl: self.marker_ttl,
+            tracker: self.tracker.clone(),
+            stats: self.stats.clone(),
+            slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
+        }))
+    }
+
+    /// A handle on the mutex `name` (see [`LockName`] for the rules).
+    ///
+    /// A handle has one queue entry, so it holds the lock at most once at a time: a second
+    /// `lock()` on the same handle waits until the first guard is released. Use one handle
+    /// per concurrent user (handles are cheap) or share one to queue locally.
+    pub fn mutex(&self, name: &str) -> Result<Mutex, Error> {
+        Ok(Mutex {
+            shared: self.handle(name, 1)?,
+        })
+    }
+
+    /// A handle on the semaphore `name` with `permits` permits (≥ 1). Every client must
+    /// agree on the count: the first acquisition stores it, and a handle with another count
+    /// fails with [`ErrorKind::PermitMismatch`].
+    pub fn semaphore(&self, name: &str, permits: u32) -> Result<Semaphore, Error> {
+        Ok(Semaphore {
+            shared: self.handle(name, permits)?,
+        })
+    }
+
+    /// Waits for background work (releases of dropped guards, cleanups of dropped
+    /// acquisitions) to finish. Guards still held keep renewing; release them first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn shutdown(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+
+    /// Request counters (tests and benchmarks).
+    #[doc(hidden)]
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The counters themselves, to wait on.
+    #[doc(hidden)]
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+}
+
+fn check_marker(ttl: Duration, marker: Duration) -> Result<(), Error> {
+    if ttl > marker {
+        return Err(Error::new(
+            ErrorKind::InvalidTtl,
+            format!("lock ttl {ttl:?} exceeds the bucket's marker ttl {marker:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A distributed mutex handle. Cheap to clone (clones share the handle's queue entry).
+#[derive(Debug, Clone)]
+pub struct Mutex {
+    shared: Arc<Shared>,
+}
+
+impl Mutex {
+    /// Starts an acquisition; `.await` it. See [`Acquire`] for options and cancel safety.
+    pub fn lock(&self) -> Acquire {
+        Acquire::new(self.shared.clone())
+    }
+
+    /// Takes the lock if it is free, else returns `None` at once.
+    ///
+    /// # Cancel safety
+    /// A dropped future's queue entry (if it wrote one) is removed in the background.
+    pub async fn try_lock(&self) -> Result<Option<Guard>, Error> {
+        self.lock().try_acquire().await
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.shared.name.as_str()
+    }
+
+    /// Test hook: writes this handle's queue entry with attempt nonce `attempt` and forgets
+    /// the acknowledgement, as if it had been lost. Returns the entry's revision.
+    #[doc(hidden)]
+    pub async fn write_entry_losing_ack(&self, attempt: &str) -> Result<kv_core::Revision, Error> {
+        lose_ack(&self.shared, attempt).await
+    }
+}
+
+/// A distributed counting semaphore handle. Cheap to clone (clones share the handle's
+/// queue entry).
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    shared: Arc<Shared>,
+}
+
+impl Semaphore {
+    /// Starts an acquisition of one permit; `.await` it. See [`Acquire`].
+    pub fn acquire(&self) -> Acquire {
+        Acquire::new(self.shared.clone())
+    }
+
+    /// Takes a permit if one is free, else returns `None` (after removing the queue entry
+    /// it wrote).
+    ///
+    /// # Cancel safety
+    /// A dropped future's queue entry is removed in the background.
+    pub async fn try_acquire(&self) -> Result<Option<Guard>, Error> {
+        self.acquire().try_acquire().await
+    }
+
+    /// The permit count.
+    pub fn permits(&self) -> u32 {
+        self.shared.permits
+    }
+
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        self.shared.name.as_str()
+    }
+}
+
+async fn lose_ack(s: &Shared, attempt: &str) -> Result<kv_core::Revision, Error> {
+    let slot = s.slot.lock().await;
+    let value = crate::value::QueueValue {
+        holder: s.holder.clone(),
+        attempt: attempt.to_string(),
+        ticket: None,
+    }
+    .encode();
+    let expect = slot
+        .own_last
+        .map_or(kv_core::Expect::NoMessage, kv_core::Expect::Revision);
+    // `slot.own_last` is deliberately left stale.
+    Ok(s.bucket
+        .put(&s.own_key, value)
+        .ttl(s.lease.ttl().as_duration())
+        .expect(expect)
+        .await?)
+}
+
+/// Stores the permit count (first user) or checks it against the stored one.
+pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
+    let key = s.name.permits_key();
+    match s.bucket.create(&key, s.permits.to_string()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == kv_core::ErrorKind::AlreadyExists => {
+            let stored = s.bucket.get_from_leader(&key).await?;
+            let n = stored
+                .as_ref()
+                .and_then(|e| std::str::from_utf8(e.value()).ok())
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            if n == Some(s.permits) {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::PermitMismatch,
+                    format!(
+                        "semaphore {} has {} permits in the bucket, this handle expects {}",
+                        s.name,
+                        n.map_or_else(|| "an unreadable number of".to_string(), |n| n.to_string()),
+                        s.permits
+                    ),
+                ))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,105 @@
+//! Counters of the requests the lock protocol sends (for tests and benchmarks).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Request counters of one [`Locks`](crate::Locks) and every handle made from it.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Stats {
+    acquire_writes: AtomicU64,
+    renewals: AtomicU64,
+    release_writes: AtomicU64,
+    snapshots: AtomicU64,
+    leader_reads: AtomicU64,
+    watches: AtomicU64,
+    enqueued: AtomicU64,
+    acquired: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+/// A copy of the counters.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Conditional writes that try to enter or take the lock (fast path, queue entry).
+    pub acquire_writes: u64,
+    /// Renewal writes (holders and waiters).
+    pub renewals: u64,
+    /// Deletes of our own entry (release, cancel, give-up).
+    pub release_writes: u64,
+    /// Snapshots of a lock's keys.
+    pub snapshots: u64,
+    /// Reads from the stream leader.
+    pub leader_reads: u64,
+    /// Watches started.
+    pub watches: u64,
+    /// Entries that went into the queue (slow path).
+    pub enqueued: u64,
+    /// Acquisitions that succeeded.
+    pub acquired: u64,
+}
+
+impl StatsSnapshot {
+    /// Every write sent by the protocol except renewals.
+    pub fn cas_writes(&self) -> u64 {
+        self.acquire_writes + self.release_writes
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stat {
+    AcquireWrite,
+    Renewal,
+    ReleaseWrite,
+    Snapshot,
+    LeaderRead,
+    Watch,
+    Enqueued,
+    Acquired,
+}
+
+impl Stats {
+    pub(crate) fn bump(&self, s: Stat) {
+        let c = match s {
+            Stat::AcquireWrite => &self.acquire_writes,
+            Stat::Renewal => &self.renewals,
+            Stat::ReleaseWrite => &self.release_writes,
+            Stat::Snapshot => &self.snapshots,
+            Stat::LeaderRead => &self.leader_reads,
+            Stat::Watch => &self.watches,
+            Stat::Enqueued => &self.enqueued,
+            Stat::Acquired => &self.acquired,
+        };
+        c.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        StatsSnapshot {
+            acquire_writes: g(&self.acquire_writes),
+            renewals: g(&self.renewals),
+            release_writes: g(&self.release_writes),
+            snapshots: g(&self.snapshots),
+            leader_reads: g(&self.leader_reads),
+            watches: g(&self.watches),
+            enqueued: g(&self.enqueued),
+            acquired: g(&self.acquired),
+        }
+    }
+
+    /// Waits until `cond` holds for the counters (no timeout: wrap it in one).
+    pub async fn wait_for(&self, mut cond: impl FnMut(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let s = self.snapshot();
+            if cond(&s) {
+                return s;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! kv-locks against a real nats-server: the protocol, contention, hand-off, semaphores.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::{BucketConfig, Kv};
+use kv_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
+use kv_tests::NatsServer;
+use tokio::time::{timeout, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
+    let kv = Kv::new(client).with_timeout(Duration::from_secs(2));
+    Locks::open(&kv, bucket).await.expect("open locks")
+}
+
+#[tokio::test]
+async fn uncontended_is_one_write_each_way_and_tokens_increase() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l1").await;
+    let m = locks.mutex("jobs.reindex").unwrap();
+
+    let g = m.lock().await.unwrap();
+    assert!(g.is_held());
+    let t1 = g.token();
+    assert_eq!(g.release().await.unwrap(), Released::Released);
+
+    // From now on the handle knows the lock's last revision: 1 write + 1 write, no reads.
+    let before = locks.stats();
+    let mut last = t1;
+    let n = 500;
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let g = m.lock().await.unwrap();
+        assert!(g.token() > last, "tokens strictly increase");
+        last = g.token();
+        assert_eq!(g.release().await.unwrap(), Released::Released);
+        lat.push(t0.elapsed());
+    }
+    let after = locks.stats();
+    assert_eq!(after.acquire_writes - before.acquire_writes, n as u64);
+    assert_eq!(after.release_writes - before.release_writes, n as u64);
+    assert_eq!(after.snapshots, before.snapshots);
+    lat.sort();
+    println!(
+        "uncontended acquire+release over {n}: p50 {:?}, p99 {:?}",
+        lat[n / 2],
+        lat[n * 99 / 100]
+    );
+}
+
+#[tokio::test]
+async fn mutual_exclusion_under_contention_with_fencing() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l2").await;
+    let fence = Arc::new(Fence::new());
+    let inside = Arc::new(AtomicU64::new(0));
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let (tasks, rounds) = (16, 25);
+    let mut joins = Vec::new();
+    for _ in 0..tasks {
+        let m = locks.mutex("shared").unwrap();
+        let (fence, inside, overlaps, accepted) = (
+            fence.clone(),
+            inside.clone(),
+            overlaps.clone(),
+            accepted.clone(),
+        );
+        joins.push(tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            for _ in 0..rounds {
+                let g = m.lock().timeout(T).await.unwrap();
+                if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                fence
+                    .with(g.token(), || accepted.fetch_add(1, Ordering::SeqCst))
+                    .expect("a holder's token is never stale");
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                tokens.push(g.token());
+                assert_eq!(g.release().await.unwrap(), Released::Released);
+            }
+            tokens
+        }));
+    }
+    let mut all: Vec<Token> = Vec::new();
+    for j in joins {
+        all.extend(timeout(Duration::from_secs(120), j).await.unwrap().unwrap());
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), (tasks * rounds) as u64);
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "every term has its own token");
+    println!("{} acquisitions, stats {:?}", n, locks.stats());
+}
+
+#[tokio::test]
+async fn fifo_herd_free_handoff() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l3").await;
+    let stats = locks.stats_handle();
+    let holder = locks.mutex("q").unwrap();
+    let first = holder.lock().await.unwrap();
+
+    let waiters = 32;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut joins = Vec::new();
+    for i in 0..waiters {
+        let m = locks.mutex("q").unwrap();
+        let tx = tx.clone();
+        let base = locks.stats();
+        joins.push(tokio::spawn(async move {
+            let g = m.lock().timeout(T).await.unwrap();
+            let _ = tx.send((i, Instant::now(), g));
+        }));
+        // enqueue one after the other, so that FIFO order is well defined
+        timeout(T, stats.wait_for(|s| s.watches > base.watches))
+            .await
+            .unwrap();
+    }
+    let queued = locks.stats();
+
+    let mut order = Vec::new();
+    let mut handoffs = Vec::new();
+    let mut per_handoff = Vec::new();
+    let mut current = first;
+    for _ in 0..waiters {
+        let before = locks.stats();
+        let t0 = Instant::now();
+        assert_eq!(current.release().await.unwrap(), Released::Released);
+        let released = Instant::now();
+        let (i, at, g) = timeout(T, rx.recv()).await.unwrap().unwrap();
+        let after = locks.stats();
+        handoffs.push(at.saturating_duration_since(released));
+        let _ = t0;
+        per_handoff.push((
+            after.cas_writes() - before.cas_writes(),
+            after.snapshots - before.snapshots,
+            after.watches - before.watches,
+        ));
+        order.push(i);
+        current = g;
+    }
+    current.release().await.unwrap();
+    for j in joins {
+        j.await.unwrap();
+    }
+    assert_eq!(order, (0..waiters).collect::<Vec<_>>(), "FIFO");
+    for (w, s, wa) in &per_handoff {
+        assert!(*w <= 2, "writes per hand-off: {per_handoff:?}");
+        assert!(
+            *s <= 1 && *wa <= 1,
+            "reads/watches per hand-off: {per_handoff:?}"
+        );
+    }
+    assert_eq!(queued.enqueued, waiters as u64);
+    handoffs.sort();
+    println!(
+        "hand-off (release acked -> next holder) over {waiters}: p50 {:?}, max {:?}; per hand-off (writes, snapshots, watches) {:?}",
+        handoffs[handoffs.len() / 2],
+        handoffs.last().unwrap(),
+        per_handoff[0]
+    );
+}
+
+#[tokio::test]
+async fn try_lock_and_timeout_and_cancel_leave_no_entry() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l4").await;
+    let a = locks.mutex("t").unwrap();
+    let b = locks.mutex("t").unwrap();
+    let g = a.try_lock().await.unwrap().expect("free");
+    assert!(b.try_lock().await.unwrap().is_none());
+    let e = b
+        .lock()
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let fut = tokio::spawn(b.lock().cancel_on(cancel.clone()).into_future_boxed());
+    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 2))
+        .await
+        .unwrap();
+    cancel.cancel();
+    let e = fut.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    // dropping a waiting acquisition removes its entry in the background
+    let dropped = tokio::spawn(b.lock().into_future_boxed());
+    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 3))
+        .await
+        .unwrap();
+    dropped.abort();
+    let _ = dropped.await;
+    locks.shutdown().await;
+    let snap = locks.bucket().snapshot("t.*.*").await.unwrap();
+    let live: Vec<_> = snap.entries.iter().filter(|e| e.is_value()).collect();
+    assert_eq!(live.len(), 1, "only the holder's entry is left: {live:?}");
+    g.release().await.unwrap();
+    // b can now take it
+    let g = b.try_lock().await.unwrap().expect("free again");
+    g.release().await.unwrap();
+}
+
+trait Boxed {
+    fn into_future_boxed(
+        self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<kv_locks::Guard, kv_locks::Error>> + Send>,
+    >;
+}
+impl Boxed for kv_locks::Acquire {
+    fn into_future_boxed(
+        self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<kv_locks::Guard, kv_locks::Error>> + Send>,
+    > {
+        std::future::IntoFuture::into_future(self)
+    }
+}
+
+#[tokio::test]
+async fn semaphore_never_exceeds_permits_and_checks_the_count() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l5").await;
+    let inside = Arc::new(AtomicU64::new(0));
+    let max = Arc::new(AtomicU64::new(0));
+    let mut joins = Vec::new();
+    for _ in 0..10 {
+        let s = locks.semaphore("pool", 3).unwrap();
+        let (inside, max) = (inside.clone(), max.clone());
+        joins.push(tokio::spawn(async move {
+            for _ in 0..8 {
+                let g = s.acquire().timeout(Duration::from_secs(5)).await.unwrap();
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                g.release().await.unwrap();
+            }
+        }));
+    }
+    for j in joins {
+        timeout(Duration::from_secs(120), j).await.unwrap().unwrap();
+    }
+    assert!(max.load(Ordering::SeqCst) <= 3);
+    assert_eq!(
+        max.load(Ordering::SeqCst),
+        3,
+        "permits were used in parallel"
+    );
+    let wrong = locks.semaphore("pool", 4).unwrap();
+    let e = wrong.acquire().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermitMismatch);
+    let m = locks.mutex("pool").unwrap();
+    let e = m.lock().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermitMismatch);
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_clearly() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l6").await;
+    for bad in ["", "a..b", "a.*", "a.>", "_x", "a b"] {
+        assert_eq!(
+            locks.mutex(bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        locks.semaphore("s", 0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let m = locks.mutex("ok").unwrap();
+    let e = m.lock().ttl(Duration::from_millis(1500)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidTtl);
+    let e = m.lock().ttl(Duration::from_millis(500)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidTtl);
+    let e = m
+        .lock()
+        .ttl(Duration::from_secs(3))
+        .renew_every(Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    let e = m.lock().ttl(Duration::from_secs(3600)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidTtl, "above the marker ttl");
+    // A bucket without per-key TTLs is refused.
+    let kv = Kv::new(server.connect().await);
+    let plain = kv.create_or_open(BucketConfig::new("plain")).await.unwrap();
+    assert_eq!(
+        Locks::new(plain).await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert!(locks
+        .clone()
+        .lease(LeaseConfig::new(Duration::from_secs(2)).unwrap())
+        .is_ok());
+}
+
+#[tokio::test]
+async fn lost_ack_recognises_its_own_entry() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l7").await;
+    let holder = locks.mutex("ack").unwrap();
+    let g = holder.lock().await.unwrap();
+    let m = locks.mutex("ack").unwrap();
+    // Our entry gets written but the ack "is lost"; then the acquisition runs with the same
+    // attempt nonce.
+    let rev = m.write_entry_losing_ack("attempt-1").await.unwrap();
+    let later = locks.mutex("ack").unwrap();
+    let later_task = tokio::spawn(async move { later.lock().timeout(T).await });
+    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 1))
+        .await
+        .unwrap();
+    let mine = tokio::spawn(
+        m.lock()
+            .attempt_nonce("attempt-1")
+            .timeout(T)
+            .into_future_boxed(),
+    );
+    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 2))
+        .await
+        .unwrap();
+    g.release().await.unwrap();
+    // It kept its place (ticket = the first write), before the later waiter.
+    let g2 = timeout(T, mine).await.unwrap().unwrap().unwrap();
+    assert_eq!(g2.token().get(), rev.get());
+    assert!(!later_task.is_finished());
+    g2.release().await.unwrap();
+    let g3 = timeout(T, later_task).await.unwrap().unwrap().unwrap();
+    assert!(g3.token().get() > rev.get());
+    g3.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn stale_guard_cannot_release_the_new_holders_entry() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l8").await;
+    let a = locks.mutex("own").unwrap();
+    let b = locks.mutex("own").unwrap();
+    let ga = a
+        .lock()
+        .ttl(Duration::from_secs(1))
+        .renew_every(Duration::from_millis(300))
+        .margin(Duration::from_millis(100))
+        .await
+        .unwrap();
+    // Someone removes a's entry behind its back (an operator, a bug): a learns it at its
+    // next renewal, and b takes over.
+    let key = {
+        let snap = locks.bucket().snapshot("own.*.*").await.unwrap();
+        snap.entries[0].key().as_str().to_string()
+    };
+    let rev = locks
+        .bucket()
+        .entry(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .revision();
+    locks
+        .bucket()
+        .delete(&key)
+        .revision(rev)
+        .await
+        .unwrap_or_else(|_| {
+            // a renewed meanwhile: delete the newer revision
+            rev
+        });
+    let gb = b.lock().timeout(T).await.unwrap();
+    timeout(T, ga.lost()).await.unwrap();
+    assert!(!ga.is_held());
+    assert!(gb.token() > ga.token());
+    let e = ga.put_guarded("data", "stale").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Lost);
+    assert_eq!(ga.release().await.unwrap(), Released::AlreadyLost);
+    // b's entry is untouched and b still holds
+    assert!(gb.is_held());
+    gb.put_guarded("data", "fresh").await.unwrap();
+    let snap = locks.bucket().snapshot("own.*.*").await.unwrap();
+    assert_eq!(snap.entries.iter().filter(|e| e.is_value()).count(), 1);
+    assert_eq!(gb.release().await.unwrap(), Released::Released);
+}
