@@ -165,6 +165,7 @@ impl WatchBuilder {
             failures: 0,
             ended: false,
             deferred: None,
+            stale: Vec::new(),
         };
         state.first_policy = match (self.from_revision, self.include) {
             (Some(r), _) => {
@@ -272,6 +273,8 @@ struct State {
     ended: bool,
     /// An error to report on the next poll.
     deferred: Option<Error>,
+    /// Names of replaced consumers still to delete on the server.
+    stale: Vec<String>,
 }
 
 async fn stream_info(inner: &Inner) -> Result<stream::Info, Error> {
@@ -375,7 +378,19 @@ impl State {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
                 match self.connect(false).await {
-                    Ok(()) => self.failures = 0,
+                    Ok(()) => {
+                        self.failures = 0;
+                        // The replaced consumers would linger until their 30 s inactivity
+                        // timeout: remove them now, so reconnect storms leave nothing behind.
+                        for name in std::mem::take(&mut self.stale) {
+                            let subject = format!("CONSUMER.DELETE.{}.{}", self.inner.stream, name);
+                            let _ = self
+                                .inner
+                                .js
+                                .api::<serde_json::Value>(&subject, Bytes::new())
+                                .await;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::HistoryGone => {
                         self.ended = true;
                         return Some(Err(e));
@@ -391,7 +406,9 @@ impl State {
                 Ok(d) => d,
                 Err(reason) => {
                     tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
-                    self.consumer = None;
+                    if let Some(old) = self.consumer.take() {
+                        self.stale.push(old.name);
+                    }
                     continue;
                 }
             };
@@ -471,6 +488,8 @@ struct Delivery {
 struct Consumer {
     client: async_nats::Client,
     sub: Subscriber,
+    /// The server's name for it, to delete it when we replace it.
+    name: String,
     num_pending: u64,
     last_cseq: u64,
     deadline: Instant,
@@ -522,6 +541,8 @@ impl Consumer {
         #[derive(serde::Deserialize)]
         struct Created {
             #[serde(default)]
+            name: String,
+            #[serde(default)]
             num_pending: u64,
         }
         let created: Created = inner
@@ -535,6 +556,7 @@ impl Consumer {
         Ok(Consumer {
             client,
             sub,
+            name: created.name,
             num_pending: created.num_pending,
             last_cseq: 0,
             deadline: Instant::now() + HEARTBEAT * 2,

@@ -438,3 +438,40 @@ async fn watchers_see_whole_transactions_by_their_commit_entry() {
     };
     tokio::join!(writer, reader);
 }
+
+#[tokio::test]
+async fn a_reconnect_storm_leaves_one_consumer_and_no_gap() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("storm").history(64)).await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let watched = Kv::new(client.clone()).open("storm").await.unwrap();
+    let mut w = watched
+        .watch(["n.>"])
+        .include(Include::AllHistory)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    let mut last = None;
+    let mut seen = Vec::new();
+    // Flap the watcher's connection 50 times, with a write while it is cut off each time,
+    // and let it resume after every flap.
+    for i in 0..50u32 {
+        proxy.cut();
+        write_numbered(&b, i, 1).await;
+        proxy.heal();
+        seen.extend(collect_numbers(&mut w, &mut last, 1).await);
+    }
+    assert_eq!(seen, (0..50).collect::<Vec<u32>>(), "no gap, no duplicate");
+    // The replaced consumers were deleted: only the live one remains.
+    let info = b.status().await.unwrap().stream_info;
+    assert!(
+        info.state.consumer_count <= 1,
+        "{} consumers left after the storm",
+        info.state.consumer_count
+    );
+}
