@@ -51,6 +51,9 @@ cargo check -p kv-tests --features docker
 step "cargo build -p kv-examples --examples --bins"
 cargo build -p kv-examples --examples --bins
 
+step "cargo build -p kv-bench (the benchmark builds; scripts/bench.sh runs it)"
+cargo build -p kv-bench
+
 step "checking for stray nats-server processes"
 # Servers die with their handles; give any SIGKILLed child a moment to be reaped.
 for _ in 1 2 3 4 5 6 7 8 9 10; do
