@@ -260,6 +260,42 @@ enum Wake {
     Rescan,
 }
 
+type Held = Option<(Option<Revision>, &'static str)>;
+
+enum Step {
+    Done(Held),
+    Again,
+}
+
+/// Errors that a wait should ride out: the server or the network is briefly away.
+fn is_transient(e: &Error) -> bool {
+    use kv_core::ErrorKind as K;
+    e.kind() == ErrorKind::Kv
+        && matches!(
+            e.core_kind(),
+            Some(K::Timeout | K::Connection | K::BucketNotFound | K::Server)
+        )
+}
+
+/// Retries `f` while it fails transiently (the caller's timeout bounds the whole wait).
+async fn retry_transient<T, F, Fut>(mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match f().await {
+            Err(e) if is_transient(&e) => {
+                tracing::debug!(error = %e, "transient failure, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn missing_slot() -> Error {
     Error::new(ErrorKind::Kv, "internal: acquisition without its slot")
 }
@@ -283,10 +319,7 @@ impl Attempt {
 
     /// Runs the protocol: `Some((alone, path))` once held, `None` for a try that found the
     /// lock busy.
-    async fn protocol(
-        &mut self,
-        try_only: bool,
-    ) -> Result<Option<(Option<Revision>, &'static str)>, Error> {
+    async fn protocol(&mut self, try_only: bool) -> Result<Held, Error> {
         let s = self.shared.clone();
         if s.permits > 1 {
             let slot = self.slot.as_mut().ok_or_else(missing_slot)?;
@@ -303,7 +336,7 @@ impl Attempt {
         let mut busy = false;
         loop {
             if expect.is_none() {
-                let v = view(&s, None).await?;
+                let v = retry_transient(|| view(&s, None)).await?;
                 check_permits(&s, &v)?;
                 if v.live.is_empty() {
                     expect = Some(v.expect_empty());
@@ -362,30 +395,60 @@ impl Attempt {
         // Slow path.
         self.enqueue().await?;
         s.bump(Stat::Enqueued);
+        let mut backoff = Duration::from_millis(50);
         loop {
-            let entry = self.entry.as_mut().ok_or_else(missing_slot)?;
-            let v = view(&s, Some(entry.rev)).await?;
-            check_permits(&s, &v)?;
-            let Some(pos) = v.live.iter().position(|l| l.key == s.own_key) else {
-                return Err(entry_lost(
-                    "it is no longer in the queue (expired or removed)",
-                ));
-            };
-            if !entry.clock.is_valid(Instant::now()) {
-                return Err(entry_lost("its lease ran out"));
+            match self.queue_step(try_only).await {
+                Ok(Step::Done(r)) => return Ok(r),
+                Ok(Step::Again) => backoff = Duration::from_millis(50),
+                Err(e) if is_transient(&e) => {
+                    // A failover or a network blip: keep our entry alive and look again.
+                    tracing::debug!(lock = %s.name, error = %e, "transient failure while queued, retrying");
+                    let entry = self.entry.as_mut().ok_or_else(missing_slot)?;
+                    let at = match entry.clock.next(Instant::now()) {
+                        Next::Lost => {
+                            return Err(entry_lost("its lease ran out before a renewal succeeded"))
+                        }
+                        Next::RenewAt(at) => at,
+                    };
+                    if at <= Instant::now() {
+                        if let Renewal::Gone(why) = entry.renew().await {
+                            return Err(entry_lost(why));
+                        }
+                    } else {
+                        tokio::time::sleep_until(at.min(Instant::now() + backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            let lower: Vec<Live> = v.live[..pos].to_vec();
-            if lower.len() < s.permits as usize {
-                let alone = if v.live.len() == 1 { v.last } else { None };
-                return Ok(Some((alone, "queue")));
-            }
-            if try_only {
-                return Ok(None);
-            }
-            match self.wait(&lower, &v).await? {
-                Wake::Holder => return Ok(Some((None, "queue"))),
-                Wake::Rescan => continue,
-            }
+        }
+    }
+
+    /// One look at the queue from the slow path, and the wait that follows.
+    async fn queue_step(&mut self, try_only: bool) -> Result<Step, Error> {
+        let s = self.shared.clone();
+        let entry = self.entry.as_mut().ok_or_else(missing_slot)?;
+        let v = view(&s, Some(entry.rev)).await?;
+        check_permits(&s, &v)?;
+        let Some(pos) = v.live.iter().position(|l| l.key == s.own_key) else {
+            return Err(entry_lost(
+                "it is no longer in the queue (expired or removed)",
+            ));
+        };
+        if !entry.clock.is_valid(Instant::now()) {
+            return Err(entry_lost("its lease ran out"));
+        }
+        let lower: Vec<Live> = v.live[..pos].to_vec();
+        if lower.len() < s.permits as usize {
+            let alone = if v.live.len() == 1 { v.last } else { None };
+            return Ok(Step::Done(Some((alone, "queue"))));
+        }
+        if try_only {
+            return Ok(Step::Done(None));
+        }
+        match self.wait(&lower, &v).await? {
+            Wake::Holder => Ok(Step::Done(Some((None, "queue")))),
+            Wake::Rescan => Ok(Step::Again),
         }
     }
 
@@ -577,7 +640,7 @@ impl Attempt {
                 },
                 _ = tokio::time::sleep_until(at) => {
                     if !entry.clock.is_valid(Instant::now()) {
-                        return Err(entry_lost("its lease ran out (stalled)"));
+                        return Err(entry_lost("its lease ran out before a renewal succeeded"));
                     }
                     match entry.renew().await {
                         Renewal::Renewed | Renewal::Retry(_) => {}

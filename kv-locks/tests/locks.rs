@@ -364,22 +364,22 @@ async fn stale_guard_cannot_release_the_new_holders_entry() {
         let snap = locks.bucket().snapshot("own.*.*").await.unwrap();
         snap.entries[0].key().as_str().to_string()
     };
-    let rev = locks
-        .bucket()
-        .entry(&key)
-        .await
-        .unwrap()
-        .unwrap()
-        .revision();
-    locks
-        .bucket()
-        .delete(&key)
-        .revision(rev)
-        .await
-        .unwrap_or_else(|_| {
-            // a renewed meanwhile: delete the newer revision
-            rev
-        });
+    // (retried if a renewal of a's moves the revision in between)
+    let mut deleted = false;
+    for _ in 0..10 {
+        let e = locks.bucket().get_from_leader(&key).await.unwrap().unwrap();
+        if locks
+            .bucket()
+            .delete(&key)
+            .revision(e.revision())
+            .await
+            .is_ok()
+        {
+            deleted = true;
+            break;
+        }
+    }
+    assert!(deleted);
     let gb = b.lock().timeout(T).await.unwrap();
     timeout(T, ga.lost()).await.unwrap();
     assert!(!ga.is_held());

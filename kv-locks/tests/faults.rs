@@ -1,0 +1,264 @@
+//! kv-locks under faults: dead holders, blackholed and cut-off clients, stalled runtimes,
+//! stream-leader failover on a 3-node cluster.
+
+use std::time::Duration;
+
+use kv_core::{BucketConfig, Kv};
+use kv_locks::{ErrorKind, Fence, Locks, Released};
+use kv_tests::{FaultProxy, NatsCluster, NatsServer};
+use tokio::time::{timeout, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A Locks whose requests time out quickly, so that faults show within a lease.
+async fn locks_via(url: &str, bucket: &str) -> Locks {
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .expect("connect");
+    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    Locks::open(&kv, bucket).await.expect("open locks")
+}
+
+#[tokio::test]
+async fn a_dead_holder_is_replaced_within_ttl() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let dying = locks_via(&proxy.url(), "f1").await;
+    let healthy = locks_via(&server.client_url(), "f1").await;
+    let ttl = Duration::from_secs(2);
+    let g = dying.mutex("job").unwrap().lock().ttl(ttl).await.unwrap();
+    let waiter = healthy.mutex("job").unwrap();
+    let w = tokio::spawn(async move { waiter.lock().ttl(ttl).timeout(T).await });
+    timeout(T, healthy.stats_handle().wait_for(|s| s.watches >= 1))
+        .await
+        .unwrap();
+    // The holder's process "dies": its connection goes and never comes back, so it can
+    // neither renew nor release.
+    let died = Instant::now();
+    proxy.cut();
+    let g2 = timeout(T, w).await.unwrap().unwrap().unwrap();
+    let took = died.elapsed();
+    println!("dead holder replaced after {took:?} (ttl {ttl:?})");
+    assert!(took <= ttl + Duration::from_millis(1500), "{took:?}");
+    assert!(g2.token() > g.token());
+    timeout(T, g.lost()).await.unwrap();
+    g2.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_blackholed_holder_demotes_itself_before_the_server_expires_it() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let cut_off = locks_via(&proxy.url(), "f2").await;
+    let healthy = locks_via(&server.client_url(), "f2").await;
+    let ttl = Duration::from_secs(3);
+    let fence = Fence::new();
+
+    let old = cut_off.mutex("res").unwrap().lock().ttl(ttl).await.unwrap();
+    fence.admit(old.token()).unwrap();
+    let waiter = healthy.mutex("res").unwrap();
+    let w = tokio::spawn(async move {
+        let g = waiter.lock().ttl(ttl).timeout(T).await;
+        (g, Instant::now())
+    });
+    timeout(T, healthy.stats_handle().wait_for(|s| s.watches >= 1))
+        .await
+        .unwrap();
+    let deadline_before = old.deadline();
+    proxy.blackhole();
+    timeout(T, old.lost()).await.unwrap();
+    let lost_at = Instant::now();
+    assert!(!old.is_held());
+    // It gave up at its deadline (last acknowledged send + TTL − margin), not later.
+    assert!(lost_at >= deadline_before.min(old.deadline()));
+    assert!(lost_at <= old.deadline() + Duration::from_millis(200));
+    println!("blackholed holder lost: {:?}", old.loss_reason());
+
+    let (new, acquired_at) = timeout(T, w).await.unwrap().unwrap();
+    let new = new.unwrap();
+    assert!(
+        lost_at < acquired_at,
+        "the old holder demoted itself before the new one took over"
+    );
+    // The new holder writes; the old holder's late write is rejected by the fence.
+    fence.admit(new.token()).unwrap();
+    let e = fence.admit(old.token()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StaleToken);
+    // And a server-checked write from the old holder is refused as well.
+    proxy.heal();
+    let e = old.put_guarded("data", "late").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Lost);
+    new.put_guarded("data", "fresh").await.unwrap();
+    new.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let holder = locks_via(&proxy.url(), "f3").await;
+    let other = locks_via(&server.client_url(), "f3").await;
+    let m = holder.mutex("long").unwrap();
+    let contender = other.mutex("long").unwrap();
+
+    // Work 5× longer than the TTL: renewals keep it.
+    let g = m.lock().ttl(Duration::from_secs(1)).await.unwrap();
+    let work = g.run_while_held(tokio::time::sleep(Duration::from_secs(5)));
+    work.await.expect("held throughout");
+    assert!(g.is_held());
+    assert!(contender.try_lock().await.unwrap().is_none());
+    assert!(holder.stats().renewals >= 10);
+    g.release().await.unwrap();
+
+    // TTL 4 s, margin 400 ms: an outage of 1.5 s (< TTL − margin) does not lose it.
+    let g = m
+        .lock()
+        .ttl(Duration::from_secs(4))
+        .renew_every(Duration::from_millis(800))
+        .margin(Duration::from_millis(400))
+        .await
+        .unwrap();
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.heal();
+    let renewed = holder.stats().renewals;
+    timeout(
+        T,
+        holder
+            .stats_handle()
+            .wait_for(|s| s.renewals >= renewed + 3),
+    )
+    .await
+    .unwrap();
+    assert!(g.is_held(), "{:?}", g.loss_reason());
+    assert!(contender.try_lock().await.unwrap().is_none());
+
+    // A longer outage loses it, visibly, and the contender gets it.
+    proxy.cut();
+    let t0 = Instant::now();
+    timeout(T, g.lost()).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    let g2 = contender.lock().timeout(T).await.unwrap();
+    proxy.heal();
+    assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
+    assert!(g2.is_held());
+    g2.release().await.unwrap();
+}
+
+#[test]
+fn a_stalled_runtime_reports_loss_and_never_renews_late() {
+    let server = std::thread::spawn(|| {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { NatsServer::start().await })
+    })
+    .join()
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let locks = locks_via(&server.client_url(), "f4").await;
+        let g = locks
+            .mutex("stall")
+            .unwrap()
+            .lock()
+            .ttl(Duration::from_secs(2))
+            .await
+            .unwrap();
+        let renewals = locks.stats().renewals;
+        // Block the only runtime thread past the deadline (GC pause, SIGSTOP, blocking call).
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!g.is_held(), "the deadline is checked by is_held itself");
+        timeout(T, g.lost()).await.unwrap();
+        assert_eq!(locks.stats().renewals, renewals, "no late renewal");
+        assert!(g.loss_reason().unwrap().contains("deadline"));
+        assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
+    });
+    drop(server);
+}
+
+#[tokio::test]
+async fn stream_leader_failover_never_yields_two_holders() {
+    let mut cluster = NatsCluster::start().await;
+    let connect = |urls: Vec<String>| async move {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_millis(1000)))
+            .connect(urls)
+            .await
+            .unwrap();
+        Kv::new(client).with_timeout(Duration::from_millis(1000))
+    };
+    let kv_a = connect(cluster.client_urls()).await;
+    let kv_b = connect(cluster.client_urls()).await;
+    let cfg = BucketConfig::new("fc")
+        .history(1)
+        .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true)
+        .replicas(3);
+    let a = Locks::new(kv_a.create_or_open(cfg.clone()).await.unwrap())
+        .await
+        .unwrap();
+    let b = Locks::new(kv_b.create_or_open(cfg).await.unwrap())
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(5);
+    let ga = a.mutex("ha").unwrap().lock().ttl(ttl).await.unwrap();
+    let mb = b.mutex("ha").unwrap();
+    let w = tokio::spawn(async move {
+        // A waiter's own entry may be lost during the failover too: it then learns it
+        // (never "acquired") and queues again.
+        let mut lost_entries = 0;
+        loop {
+            match mb.lock().ttl(ttl).timeout(Duration::from_secs(60)).await {
+                Err(e) if e.kind() == ErrorKind::QueueEntryLost && lost_entries < 5 => {
+                    lost_entries += 1;
+                }
+                g => return (g, Instant::now()),
+            }
+        }
+    });
+    timeout(T, b.stats_handle().wait_for(|s| s.watches >= 1))
+        .await
+        .unwrap();
+    let leader = cluster
+        .stream_leader("KV_fc")
+        .await
+        .expect("a stream leader");
+    cluster.kill_node(leader);
+    // Either A rides out the failover (renewals retried until its deadline) or it demotes
+    // itself; B may only take over after A's term ended.
+    let lost = tokio::select! {
+        _ = ga.lost() => Some(Instant::now()),
+        _ = tokio::time::sleep(Duration::from_secs(15)) => None,
+    };
+    match lost {
+        Some(lost_at) => {
+            let (gb, at) = timeout(Duration::from_secs(60), w).await.unwrap().unwrap();
+            let gb = gb.unwrap();
+            assert!(lost_at < at, "two holders at once");
+            assert!(gb.token() > ga.token());
+            println!(
+                "failover: holder lost ({:?}), next acquired after",
+                ga.loss_reason()
+            );
+            gb.release().await.unwrap();
+        }
+        None => {
+            assert!(ga.is_held());
+            assert!(!w.is_finished(), "two holders at once");
+            let released = Instant::now();
+            ga.release().await.unwrap();
+            let (gb, at) = timeout(Duration::from_secs(60), w).await.unwrap().unwrap();
+            assert!(at >= released);
+            println!("failover: holder kept the lock across it");
+            gb.unwrap().release().await.unwrap();
+        }
+    }
+    cluster.restart_node(leader).await;
+}
