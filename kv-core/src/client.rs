@@ -139,6 +139,10 @@ impl Kv {
         self.js.server_version()
     }
 
+    pub(crate) fn js(&self) -> &Js {
+        &self.js
+    }
+
     /// The underlying connection.
     pub fn client(&self) -> &async_nats::Client {
         &self.js.client

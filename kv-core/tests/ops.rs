@@ -666,3 +666,33 @@ async fn mirrors_sources_republish_and_compression() {
         assert_eq!(b.get("a").await.unwrap().unwrap().value().as_ref(), b"1");
     }
 }
+
+#[tokio::test]
+async fn server_side_counters_never_conflict() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    let counters = kv.counters("hits").await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let c = counters.clone();
+        tasks.spawn(async move {
+            for _ in 0..50 {
+                c.add("page.home", 1).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(counters.get("page.home").await.unwrap(), 400);
+    assert_eq!(counters.add("page.home", -400).await.unwrap(), 0);
+    assert_eq!(counters.get("nothing").await.unwrap(), 0);
+    assert_eq!(
+        counters.add("bad key", 1).await.unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
+    // opening again reuses the stream
+    let again = kv.counters("hits").await.unwrap();
+    assert_eq!(again.add("page.home", 5).await.unwrap(), 5);
+    assert!(again.destroy().await.unwrap());
+}

@@ -1,0 +1,182 @@
+//! Server-side counters (ADR-49, nats-server ≥ 2.12): the server adds each increment to the
+//! subject's last value, so increments never conflict and cost one request each.
+//!
+//! Counters cannot live in a KV bucket (a counter stream accepts only increments), so they get
+//! their own stream, `KVC_<name>`, with subjects `$KVC.<name>.<key>`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), kv_core::Error> {
+//! # let server = kv_tests::NatsServer::start().await;
+//! let kv = kv_core::Kv::connect(&server.client_url()).await?;
+//! let counters = kv.counters("stats").await?;
+//! assert_eq!(counters.add("hits", 1).await?, 1);
+//! assert_eq!(counters.add("hits", 41).await?, 42);
+//! assert_eq!(counters.get("hits").await?, 42);
+//! assert_eq!(counters.get("never").await?, 0);
+//! # Ok(()) }
+//! ```
+
+use async_nats::jetstream::stream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::client::{Kv, ServerVersion};
+use crate::config::validate_bucket_name;
+use crate::error::{Error, ErrorKind, Operation};
+use crate::js::{parse_api, Js};
+use crate::key::Key;
+
+/// A set of server-side counters. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    js: Js,
+    name: String,
+    stream: String,
+}
+
+#[derive(Deserialize)]
+struct CounterAck {
+    #[serde(default)]
+    val: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CounterValue {
+    val: String,
+}
+
+fn parse_value(s: &str) -> Result<i64, Error> {
+    s.parse::<i64>().map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("counter value {s:?} does not fit in an i64"),
+        )
+    })
+}
+
+impl Kv {
+    /// Opens (creating if needed) the counter set `name`: a stream with server-side counters.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: creating the stream is idempotent.
+    pub async fn counters(&self, name: &str) -> Result<Counters, Error> {
+        validate_bucket_name(name).map_err(|e| e.with_op(Operation::Bucket))?;
+        let js = self.js().clone();
+        js.server_version()
+            .require(ServerVersion::ATOMIC_BATCH, "server-side counters")
+            .map_err(|e| e.with_op(Operation::Bucket))?;
+        let stream = format!("KVC_{name}");
+        let cfg = stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("$KVC.{name}.>")],
+            allow_message_counter: true,
+            allow_direct: true,
+            max_messages_per_subject: 1,
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(&cfg)
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?;
+        let created: Result<stream::Info, Error> = js
+            .api(&format!("STREAM.CREATE.{stream}"), Bytes::from(body))
+            .await;
+        match created {
+            Ok(_) => {}
+            // Created by someone else with another configuration: use it if it counts.
+            Err(e) if e.kind() == ErrorKind::BucketExists => {
+                let info: stream::Info = js
+                    .api(&format!("STREAM.INFO.{stream}"), Bytes::new())
+                    .await
+                    .map_err(|e| e.with_op(Operation::Bucket))?;
+                if !info.config.allow_message_counter {
+                    return Err(Error::new(
+                        ErrorKind::FeatureDisabled,
+                        format!("stream {stream} exists without server-side counters"),
+                    )
+                    .with_op(Operation::Bucket));
+                }
+            }
+            Err(e) => return Err(e.with_op(Operation::Bucket)),
+        }
+        Ok(Counters {
+            js,
+            name: name.to_string(),
+            stream,
+        })
+    }
+}
+
+impl Counters {
+    /// The counter set's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds `delta` (may be negative) to counter `key` and returns the new value.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the increment may be applied even if the future is dropped.
+    pub async fn add(&self, key: impl AsRef<str>, delta: i64) -> Result<i64, Error> {
+        let key = Key::new(key.as_ref()).map_err(|e| e.with_op(Operation::Put))?;
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Incr", format!("{delta:+}").as_str());
+        let msg = self
+            .js
+            .request(format!("$KVC.{}.{}", self.name, key), Some(h), Bytes::new())
+            .await
+            .map_err(|e| e.with_op(Operation::Put).with_key(key.as_str()))?;
+        let ack: CounterAck = parse_api(&msg.payload)
+            .map_err(|e| e.with_op(Operation::Put).with_key(key.as_str()))?;
+        let val = ack.val.ok_or_else(|| {
+            Error::new(ErrorKind::Server, "counter ack without a value")
+                .with_op(Operation::Put)
+                .with_key(key.as_str())
+        })?;
+        parse_value(&val)
+    }
+
+    /// The current value of counter `key` (0 if it was never incremented).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn get(&self, key: impl AsRef<str>) -> Result<i64, Error> {
+        let key = Key::new(key.as_ref()).map_err(|e| e.with_op(Operation::Get))?;
+        let subject = format!("$KVC.{}.{}", self.name, key);
+        let m = self
+            .js
+            .direct_last(&self.stream, &subject)
+            .await
+            .map_err(|e| e.with_op(Operation::Get).with_key(key.as_str()))?;
+        match m {
+            None => Ok(0),
+            Some(m) => {
+                let v: CounterValue = serde_json::from_slice(&m.payload).map_err(|e| {
+                    Error::new(ErrorKind::Codec, format!("bad counter value: {e}"))
+                        .with_key(key.as_str())
+                })?;
+                parse_value(&v.val)
+            }
+        }
+    }
+
+    /// Deletes the counter set and all its counters. Returns whether it existed.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the stream may be deleted even if the future is dropped.
+    pub async fn destroy(self) -> Result<bool, Error> {
+        #[derive(Deserialize)]
+        struct Deleted {
+            success: bool,
+        }
+        match self
+            .js
+            .api::<Deleted>(&format!("STREAM.DELETE.{}", self.stream), Bytes::new())
+            .await
+        {
+            Ok(d) => Ok(d.success),
+            Err(e) if e.kind() == ErrorKind::BucketNotFound => Ok(false),
+            Err(e) => Err(e.with_op(Operation::Bucket)),
+        }
+    }
+}
