@@ -191,7 +191,7 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
         (rate(&naive) > 0.0).then(|| best / rate(&naive)),
         ">=",
         10.0,
-        &format!("increments/s of the faster toolkit counter ({which}) / increments/s of a naive CAS loop through kv-core (8 incrementers on 8 connections), same server, nats default sync"),
+        format!("increments/s of the faster toolkit counter ({which}) / increments/s of a naive CAS loop through kv-core (8 incrementers on 8 connections), same server, nats default sync"),
     );
     Ok(())
 }
