@@ -48,6 +48,32 @@
 //!
 //! See the `acquire` and `guard` sources for the details and the reasons.
 //!
+//! ## Design notes (where this differs from the first sketch, and why)
+//!
+//! - **Key layout by depth.** Keys are `<name>._q.<handle>` and `<name>._s.permits`, and the
+//!   lock's filter is `<name>.*.*`. A filter `<name>.>` would also match the keys of a lock
+//!   named `<name>.x` (spurious conflicts), and `<name>.q.>` would match the queue of a lock
+//!   named `<name>.q`. Name tokens starting with `_` are refused.
+//! - **"Alone" revision for the clean release.** A release conditional on the lock filter
+//!   being at *our last write* does not prove the queue empty: a waiter may have entered
+//!   before our last renewal. The clean release instead expects the revision at which we
+//!   *knew* we were alone (our fast-path write, or a snapshot showing only us), and is not
+//!   tried after our first renewal. It falls back to a delete conditional on our own
+//!   revision.
+//! - **A rewritten key is a removed entry.** With history 1, a release followed at once by a
+//!   new acquisition from the same handle replaces the tombstone before a watcher reads it;
+//!   the watcher then only sees a `Put` with a new, higher ticket. Waiters treat that as the
+//!   old entry's removal (renewals keep the ticket and are ignored).
+//! - **Tombstones expire.** A release's tombstone carries a TTL (default: the bucket's marker
+//!   TTL), so the keys of handles of exited processes disappear instead of growing every
+//!   snapshot.
+//! - **A recognised lost-ack entry is renewed first.** Its send time is unknown, so its lease
+//!   clock starts from a renewal we time ourselves.
+//! - **Semaphore waiters watch the queue** (one consumer each) and count lower entries going
+//!   away: a release wakes every waiter of that semaphore, but costs no extra writes or
+//!   reads; only the waiter whose count drops below the permits becomes holder. Mutex
+//!   waiters watch only their predecessor.
+//!
 //! ## Guarantees and limits
 //!
 //! - **Which clock decides.** Expiry is decided by the *server's* clock alone. The client
