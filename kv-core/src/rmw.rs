@@ -20,7 +20,11 @@ use crate::key::Key;
 use crate::revision::{Expect, Revision};
 
 /// Default bound on attempts of a read-modify-write.
-pub const DEFAULT_ATTEMPTS: usize = 16;
+pub const DEFAULT_ATTEMPTS: usize = 64;
+
+/// Attempts a counter makes before giving up: counters are contended by design, and the
+/// jittered backoff (capped at 100 ms) keeps the retries cheap.
+const COUNTER_ATTEMPTS: usize = 10_000;
 
 /// A read-modify-write of one key. Build it with [`Bucket::rmw`].
 #[must_use = "a read-modify-write does nothing until applied"]
@@ -294,6 +298,7 @@ async fn apply_sum(
     let out = shared
         .bucket
         .rmw(key, Utf8)
+        .max_attempts(COUNTER_ATTEMPTS)
         .apply(|cur: Option<String>| {
             let n = match cur.as_deref().map(str::trim).map(str::parse::<i64>) {
                 None => 0,
