@@ -8,7 +8,7 @@ use kv_locks::Locks;
 use serde_json::json;
 
 use crate::common::{with, BoxError, Env, Sync, WriteCounter};
-use crate::handoff::{finish, Outcome, Shared};
+use crate::handoff::{finish_with, Outcome, Shared};
 use crate::stats::{Lat, Report, Row};
 
 /// Metric 2: lock + release of one mutex, uncontended, TTL 10 s.
@@ -65,13 +65,19 @@ pub async fn handoff(env: &Env, sync: Sync, waiters: usize) -> Result<Outcome, B
         }));
     }
     let (target, limit) = crate::m3_handoff::budget(env, false);
+    // Count writes up to the moment the hand-offs are counted: the clients keep looping
+    // while the run winds down, and those writes belong to no counted hand-off.
+    let at_end = std::sync::Mutex::new((0u64, 0u64));
     let after = {
-        let o = finish(&shared, tasks, started, target, limit, false).await;
-        let acq: u64 = all.iter().map(|l| l.stats().acquire_writes).sum();
-        let w = wire.snapshot();
-        let mut o = o;
+        let mut o = finish_with(&shared, tasks, started, target, limit, false, async {
+            let acq: u64 = all.iter().map(|l| l.stats().acquire_writes).sum();
+            let w = wire.snapshot();
+            *at_end.lock().unwrap_or_else(|e| e.into_inner()) = (acq, w.0);
+        })
+        .await;
+        let (acq, w) = *at_end.lock().unwrap_or_else(|e| e.into_inner());
         o.cas = Some(acq - before);
-        (o, w.0 - wire_before.0)
+        (o, w - wire_before.0)
     };
     for l in &all {
         l.shutdown().await;
