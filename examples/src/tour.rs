@@ -52,13 +52,16 @@ async fn main() -> Res {
 
     let mut result = core_tour(&kv, &prefix).await;
     if result.is_ok() {
+        result = locks_tour(&kv, &prefix).await;
+    }
+    if result.is_ok() {
         result = leader_tour(&kv, &prefix).await;
     }
     if result.is_ok() {
         result = config_tour(&kv, &prefix).await;
     }
     // Clean up whatever the tour created, also after a failure.
-    for suffix in ["core", "leader", "config"] {
+    for suffix in ["core", "locks", "leader", "config"] {
         let _ = kv.delete_bucket(&format!("{prefix}_{suffix}")).await;
     }
     result?;
@@ -360,4 +363,125 @@ async fn leader_tour(kv: &Kv, prefix: &str) -> Res {
         election.leader().await?.map(|l| l.id)
     );
     Ok(())
+}
+
+/// kv-locks: contention, fair hand-off, a dead holder replaced, a stale token rejected.
+async fn locks_tour(kv: &Kv, prefix: &str) -> Res {
+    use kv_locks::{ErrorKind, Fence, Holder, Locks, Released};
+
+    section("kv-locks: leases, fencing tokens, hand-off without polling");
+    let bucket = format!("{prefix}_locks");
+    // Two clients, each with its own connection, as two processes would have.
+    let a = Locks::open(&Kv::connect(kv_url(kv)?.as_str()).await?, &bucket)
+        .await?
+        .holder(Holder::named("client-a"));
+    // b reaches the server through a fault proxy, so the tour can cut it off like a crashed
+    // or partitioned process.
+    let proxy = kv_tests::FaultProxy::start(&kv_url(kv)?).await;
+    let b_client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(proxy.url())
+        .await?;
+    let b = Locks::open(
+        &Kv::new(b_client).with_timeout(Duration::from_millis(500)),
+        &bucket,
+    )
+    .await?
+    .holder(Holder::named("client-b"));
+    let fence = Fence::new(); // lives with the protected resource
+
+    let ma = a.mutex("jobs.reindex")?;
+    let mb = b.mutex("jobs.reindex")?;
+    let ga = ma.lock().ttl(Duration::from_secs(2)).await?;
+    fence.admit(ga.token())?;
+    println!(
+        "a holds jobs.reindex: token {}, lease valid for {:?} on a's own monotonic clock",
+        ga.token(),
+        ga.deadline()
+            .saturating_duration_since(tokio::time::Instant::now())
+    );
+    println!(
+        "b.try_lock() while a holds it: {}",
+        if mb.try_lock().await?.is_none() {
+            "busy"
+        } else {
+            "acquired?!"
+        }
+    );
+
+    // b queues; a's release wakes exactly b (its watch on the predecessor), no polling.
+    let waiting = tokio::spawn(async move { mb.lock().ttl(Duration::from_secs(2)).await });
+    let t0 = Instant::now();
+    let old = ga.token();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        // Give b a moment to queue behind a, so the release is a real hand-off.
+        while b.stats().enqueued == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await?;
+    let released = ga.release().await?;
+    let gb = waiting.await??;
+    println!(
+        "a released ({released:?}); b acquired {:?} after the release was sent, token {}",
+        t0.elapsed(),
+        gb.token()
+    );
+    fence.admit(gb.token())?;
+    match fence.admit(old) {
+        Err(e) if e.kind() == ErrorKind::StaleToken => {
+            println!("a late write carrying a's old token {old} is rejected: {e}")
+        }
+        other => return Err(format!("expected a stale token error, got {other:?}").into()),
+    }
+
+    // b is cut off while holding the lock: it can neither renew nor release. It gives the
+    // lock up by itself at its local deadline, and a gets it once the server expires b's
+    // entry on the server's clock (TTL 2 s).
+    proxy.blackhole();
+    let t1 = Instant::now();
+    let a_waits = tokio::spawn(async move { ma.lock().ttl(Duration::from_secs(2)).await });
+    gb.lost().await;
+    println!(
+        "b, cut off, reported the lock lost after {:.2} s ({:?}), before the server's TTL",
+        t1.elapsed().as_secs_f64(),
+        gb.loss_reason()
+    );
+    let ga2 = a_waits.await??;
+    println!(
+        "a acquired again {:.2} s after the cut (TTL 2 s), token {}",
+        t1.elapsed().as_secs_f64(),
+        ga2.token()
+    );
+    drop(gb);
+    fence.admit(ga2.token())?;
+    if ga2.release().await? != Released::Released {
+        return Err("release failed".into());
+    }
+
+    // A semaphore: at most 2 holders.
+    let s1 = a.semaphore("pool.db", 2)?;
+    let s2 = a.semaphore("pool.db", 2)?;
+    let s3 = a.semaphore("pool.db", 2)?;
+    let (p1, p2) = (s1.acquire().await?, s2.acquire().await?);
+    println!(
+        "semaphore pool.db (2 permits): held with tokens {} and {}; a third try: {}",
+        p1.token(),
+        p2.token(),
+        if s3.try_acquire().await?.is_none() {
+            "busy"
+        } else {
+            "acquired?!"
+        }
+    );
+    p1.release().await?;
+    p2.release().await?;
+    a.shutdown().await;
+    Ok(())
+}
+
+/// The URL the tour's own client uses, for making more clients.
+fn kv_url(kv: &Kv) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let info = kv.client().server_info();
+    Ok(format!("nats://{}:{}", info.host, info.port))
 }
