@@ -369,8 +369,9 @@ async fn keep_alive(
         }
         let deadline = entry.clock.deadline();
         let outcome = {
-            let renew = entry.renew();
-            tokio::pin!(renew);
+            // Boxed: the renewal future is large and lives only while a renewal is in flight,
+            // so a held lock's idle task stays small (memory per held lock).
+            let mut renew = Box::pin(entry.renew());
             tokio::select! {
                 biased;
                 o = &mut renew => Some(o),
