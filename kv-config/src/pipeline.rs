@@ -88,12 +88,23 @@ impl<T: Serialize + DeserializeOwned> Pipeline<T> {
     /// value and its normalized JSON form (the type re-serialized), which is what
     /// deduplication and diffs compare.
     pub(crate) fn candidate(&self, kv: Option<&Value>) -> Result<(T, Value), Rejection> {
-        let mut doc = self.defaults.clone();
-        merge(&mut doc, self.file.clone());
-        if let Some(kv) = kv {
-            merge(&mut doc, kv.clone());
+        // Every reader runs this for every update: skip the layers that are empty instead of
+        // cloning and merging them.
+        let empty = |v: &Value| v.as_object().is_some_and(Map::is_empty);
+        let mut doc = Value::Object(Map::new());
+        for layer in [Some(&self.defaults), Some(&self.file), kv, Some(&self.env)]
+            .into_iter()
+            .flatten()
+        {
+            if empty(layer) {
+                continue;
+            }
+            if empty(&doc) {
+                doc = layer.clone();
+            } else {
+                merge(&mut doc, layer.clone());
+            }
         }
-        merge(&mut doc, self.env.clone());
         self.decode(doc)
     }
 

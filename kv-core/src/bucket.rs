@@ -30,6 +30,8 @@ const CREATE_ATTEMPTS: usize = 5;
 pub(crate) struct Inner {
     pub(crate) js: Js,
     pub(crate) name: String,
+    /// The name again, shared by every entry read from this bucket (no copy per entry).
+    pub(crate) shared_name: std::sync::Arc<str>,
     pub(crate) stream: String,
     pub(crate) read_prefix: String,
     pub(crate) write_prefix: String,
@@ -43,7 +45,7 @@ impl Inner {
         let (op, removal, ttl) = classify(m.headers.as_ref());
         let batch = batch_of(m.headers.as_ref());
         Some(Entry {
-            bucket: self.name.clone(),
+            bucket: self.shared_name.clone(),
             key: Key::from_server(key),
             value: m.payload,
             revision: Revision::new(m.seq)?,

@@ -240,6 +240,7 @@ impl Kv {
         Arc::new(Inner {
             js: self.js.clone(),
             name: name.to_string(),
+            shared_name: name.into(),
             stream: format!("KV_{name}"),
             // A mirror keeps its origin's subjects.
             read_prefix: format!("$KV.{write_bucket}."),

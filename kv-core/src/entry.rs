@@ -43,7 +43,7 @@ pub enum Removal {
 /// One revision of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub(crate) bucket: String,
+    pub(crate) bucket: std::sync::Arc<str>,
     pub(crate) key: Key,
     pub(crate) value: Bytes,
     pub(crate) revision: Revision,

@@ -425,13 +425,15 @@ impl State {
                 if let (Some(key), Some(revision)) = (key, Revision::new(seq)) {
                     let (op, removal, ttl) = classify(m.headers.as_ref());
                     if op == Op::Put {
-                        self.live.insert(key.clone());
+                        if !self.live.contains(&key) {
+                            self.live.insert(key.clone());
+                        }
                     } else {
                         self.live.remove(&key);
                     }
                     if !(self.ignore_deletes && op != Op::Put) {
                         out = Some(Entry {
-                            bucket: self.inner.name.clone(),
+                            bucket: self.inner.shared_name.clone(),
                             key,
                             value: if self.meta_only {
                                 Bytes::new()
@@ -628,14 +630,27 @@ struct AckMeta {
 /// Parses `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (v1) or the
 /// v2 form with domain and account hash before the stream (and an optional trailing token).
 fn parse_ack_subject(s: &str) -> Option<AckMeta> {
-    let t: Vec<&str> = s.split('.').collect();
-    if t.len() < 9 || t[0] != "$JS" || t[1] != "ACK" {
+    // Called for every delivered message: tokens on the stack, no allocation.
+    let mut t: [&str; 12] = [""; 12];
+    let mut len = 0;
+    for tok in s.split('.') {
+        if len == t.len() {
+            return None;
+        }
+        t[len] = tok;
+        len += 1;
+    }
+    if len < 9 || t[0] != "$JS" || t[1] != "ACK" {
         return None;
     }
     // v1 has exactly 9 tokens; v2 has at least 11, numbers start at index 6 (v2: after
     // domain, hash, stream, consumer).
-    let base = if t.len() == 9 { 4 } else { 6 };
-    let n = |i: usize| t.get(base + i).and_then(|x| x.parse::<u64>().ok());
+    let base = if len == 9 { 4 } else { 6 };
+    let n = |i: usize| {
+        t.get(base + i)
+            .filter(|_| base + i < len)
+            .and_then(|x| x.parse::<u64>().ok())
+    };
     let ts = i128::from(n(3)?);
     Some(AckMeta {
         sseq: n(1)?,
