@@ -1,5 +1,6 @@
 //! The single-leader invariant under random resignations, drops, cuts and blackholes:
-//! 5 candidates, each on its own faulty link, 200 terms (override with `KV_LEADER_TERMS`).
+//! 5 candidates, each on its own faulty link, 200 terms (override with `KV_LEADER_TERMS`);
+//! and 50 candidates for 40 terms.
 // Tests may unwrap: a panic is a test failure with a message.
 #![allow(clippy::unwrap_used)]
 
@@ -42,6 +43,16 @@ async fn never_two_leaders_with_unexpired_terms() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    invariant(CANDIDATES, terms).await;
+}
+
+/// PITFALLS 19: many campaigners, each on its own faulty link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_campaigners_never_two_leaders() {
+    invariant(50, 40).await;
+}
+
+async fn invariant(candidates: usize, terms: usize) {
     let server = NatsServer::start().await;
     let url = server.client_url();
     let observer_election = election(&url, "inv", "svc", TTL).await;
@@ -59,7 +70,7 @@ async fn never_two_leaders_with_unexpired_terms() {
     let mut tasks = tokio::task::JoinSet::new();
     let mut elections = Vec::new();
     let mut proxies = Vec::new();
-    for i in 0..CANDIDATES {
+    for i in 0..candidates {
         let proxy = Arc::new(FaultProxy::start(&url).await);
         let el = election(&proxy.url(), "inv", "svc", TTL).await;
         elections.push(el.clone());
@@ -214,7 +225,7 @@ async fn never_two_leaders_with_unexpired_terms() {
         accepted.len(),
         attempts as f64 / ts.len() as f64,
         conflicts as f64 / ts.len() as f64,
-        (0..CANDIDATES)
+        (0..candidates)
             .map(|i| ts.iter().filter(|t| t.who == i).count())
             .collect::<Vec<_>>(),
     );
