@@ -95,6 +95,7 @@ impl Kv {
                 api: "$JS.API".to_string(),
                 timeout,
                 assumed_version: None,
+                janitor: Default::default(),
             },
         }
     }

@@ -4,6 +4,7 @@
 //! failure (async-nats folds 10164 into `Other`), headers it does not expose (marker reason,
 //! TTL), and exactly one round trip per operation.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Message, StatusCode};
@@ -12,6 +13,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{self, Error, ErrorKind};
 
@@ -31,6 +34,49 @@ pub(crate) struct Js {
     pub(crate) timeout: Duration,
     /// Overrides the version the server announces (tests of old-server behaviour).
     pub(crate) assumed_version: Option<crate::client::ServerVersion>,
+    /// Deletes the consumers of dropped watches (shared by every clone of this handle).
+    pub(crate) janitor: Arc<OnceLock<Janitor>>,
+}
+
+/// A task that deletes server-side consumers of watches that were dropped: `Drop` cannot
+/// await, so it hands the consumer's name over. Owned by the `Js` clones that share it: the
+/// task stops when the last one is dropped (a consumer it did not get to is removed by the
+/// server after its inactivity threshold).
+#[derive(Debug)]
+pub(crate) struct Janitor {
+    tx: mpsc::UnboundedSender<String>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Js {
+    /// Starts the janitor if needed. Call from async code (it spawns a task).
+    pub(crate) fn ensure_janitor(&self) {
+        self.janitor.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let client = self.client.clone();
+            let timeout = self.timeout;
+            let task = tokio::spawn(async move {
+                while let Some(subject) = rx.recv().await {
+                    let req = async_nats::Request::new().timeout(Some(timeout));
+                    if let Err(e) = client.send_request(subject, req).await {
+                        tracing::debug!(error = %e, "could not delete a dropped watch's consumer");
+                    }
+                }
+            });
+            Janitor {
+                tx,
+                _task: AbortOnDropHandle::new(task),
+            }
+        });
+    }
+
+    /// Deletes a consumer in the background (never blocks; safe in `Drop`).
+    pub(crate) fn delete_consumer_later(&self, stream: &str, consumer: &str) {
+        if let Some(j) = self.janitor.get() {
+            let _ =
+                j.tx.send(format!("{}.CONSUMER.DELETE.{stream}.{consumer}", self.api));
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -380,8 +380,8 @@ impl State {
                 match self.connect(false).await {
                     Ok(()) => {
                         self.failures = 0;
-                        // The replaced consumers would linger until their 30 s inactivity
-                        // timeout: remove them now, so reconnect storms leave nothing behind.
+                        // The replaced consumers would linger until their inactivity
+                        // threshold: remove them now, so reconnect storms leave nothing behind.
                         for name in std::mem::take(&mut self.stale) {
                             let subject = format!("CONSUMER.DELETE.{}.{}", self.inner.stream, name);
                             let _ = self
@@ -406,8 +406,9 @@ impl State {
                 Ok(d) => d,
                 Err(reason) => {
                     tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
-                    if let Some(old) = self.consumer.take() {
-                        self.stale.push(old.name);
+                    // Deleted right after the resume succeeds (the connection may be down now).
+                    if let Some(mut old) = self.consumer.take() {
+                        self.stale.push(std::mem::take(&mut old.name));
                     }
                     continue;
                 }
@@ -490,8 +491,10 @@ struct Delivery {
 struct Consumer {
     client: async_nats::Client,
     sub: Subscriber,
-    /// The server's name for it, to delete it when we replace it.
+    /// The server's name for it, to delete it when we replace or drop it.
     name: String,
+    js: crate::js::Js,
+    stream: String,
     num_pending: u64,
     last_cseq: u64,
     deadline: Instant,
@@ -508,6 +511,7 @@ impl Consumer {
         meta_only: bool,
     ) -> Result<Consumer, Error> {
         let client = inner.js.client.clone();
+        inner.js.ensure_janitor();
         let connects = client.statistics().connects.load(Ordering::Relaxed);
         let inbox = client.new_inbox();
         // Subscribe first: the consumer starts pushing as soon as it exists.
@@ -525,7 +529,8 @@ impl Consumer {
             "headers_only": meta_only,
             "mem_storage": true,
             "num_replicas": 1,
-            "inactive_threshold": Duration::from_secs(30).as_nanos() as u64,
+            // Only counts while nobody listens: a live watch always does.
+            "inactive_threshold": Duration::from_secs(10).as_nanos() as u64,
             "replay_policy": "instant",
         });
         let policy_json = serde_json::to_value(policy).unwrap_or_default();
@@ -558,6 +563,8 @@ impl Consumer {
         Ok(Consumer {
             client,
             sub,
+            js: inner.js.clone(),
+            stream: inner.stream.clone(),
             name: created.name,
             num_pending: created.num_pending,
             last_cseq: 0,
@@ -616,6 +623,16 @@ impl Consumer {
                 pending: meta.pending,
                 published: meta.published,
             });
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Without this, every dropped watch would leave its consumer on the server until the
+        // inactivity threshold: thousands of them for a busy lock, up to the server's limit.
+        if !self.name.is_empty() {
+            self.js.delete_consumer_later(&self.stream, &self.name);
         }
     }
 }

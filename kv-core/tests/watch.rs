@@ -475,3 +475,26 @@ async fn a_reconnect_storm_leaves_one_consumer_and_no_gap() {
         info.state.consumer_count
     );
 }
+
+#[tokio::test]
+async fn dropped_watches_leave_no_consumers_behind() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("churn")).await;
+    b.put("k", "v").await.unwrap();
+    // A busy lock creates and drops a watch per hand-off: thousands a minute.
+    for _ in 0..300 {
+        let mut w = b.watch(["k"]).await.unwrap();
+        let _ = next(&mut w).await;
+    }
+    tokio::time::timeout(T, async {
+        loop {
+            let n = b.status().await.unwrap().stream_info.state.consumer_count;
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dropped watches' consumers are deleted");
+}
