@@ -95,6 +95,7 @@ pub struct WatchBuilder {
     from_revision: Option<Revision>,
     ignore_deletes: bool,
     meta_only: bool,
+    skip_compacted: bool,
 }
 
 impl WatchBuilder {
@@ -106,6 +107,7 @@ impl WatchBuilder {
             from_revision: None,
             ignore_deletes: false,
             meta_only: false,
+            skip_compacted: false,
         }
     }
 
@@ -125,6 +127,17 @@ impl WatchBuilder {
     /// Skips deletes, purges and expiry markers (they still advance the resume point).
     pub fn ignore_deletes(mut self) -> Self {
         self.ignore_deletes = true;
+        self
+    }
+
+    /// Accepts that revisions the server already replaced (history limits) are skipped, at
+    /// the start of a [`from_revision`](Self::from_revision) or [`Include::AllHistory`] watch
+    /// and on resume, instead of reporting [`ErrorKind::HistoryGone`]. For watchers that
+    /// follow the latest state of keys from a point on (lock waiters): it also saves the
+    /// stream-info request a strict start makes. The latest revision of every changed key is
+    /// still delivered.
+    pub fn skip_compacted(mut self) -> Self {
+        self.skip_compacted = true;
         self
     }
 
@@ -152,7 +165,8 @@ impl WatchBuilder {
         let mut state = State {
             inner: self.inner,
             subjects,
-            strict: self.from_revision.is_some() || self.include == Include::AllHistory,
+            strict: !self.skip_compacted
+                && (self.from_revision.is_some() || self.include == Include::AllHistory),
             ignore_deletes: self.ignore_deletes,
             meta_only: self.meta_only,
             last_seq: 0,
@@ -169,16 +183,18 @@ impl WatchBuilder {
         };
         state.first_policy = match (self.from_revision, self.include) {
             (Some(r), _) => {
-                let info = stream_info(&state.inner).await?;
-                if info.state.messages > 0 && info.state.first_sequence > r.get() {
-                    return Err(Error::new(
-                        ErrorKind::HistoryGone,
-                        format!(
-                            "cannot start at revision {r}: the bucket's oldest revision is {}",
-                            info.state.first_sequence
-                        ),
-                    )
-                    .with_op(Operation::Watch));
+                if state.strict {
+                    let info = stream_info(&state.inner).await?;
+                    if info.state.messages > 0 && info.state.first_sequence > r.get() {
+                        return Err(Error::new(
+                            ErrorKind::HistoryGone,
+                            format!(
+                                "cannot start at revision {r}: the bucket's oldest revision is {}",
+                                info.state.first_sequence
+                            ),
+                        )
+                        .with_op(Operation::Watch));
+                    }
                 }
                 state.last_seq = r.get() - 1;
                 DeliverPolicy::ByStartSequence {

@@ -595,6 +595,8 @@ impl Attempt {
             .bucket
             .watch([filter.as_str()])
             .from_revision(from)
+            // Only removals matter here; a compacted revision is never one we wait for.
+            .skip_compacted()
             .await?;
         tracing::debug!(lock = %s.name, watching = %filter, ahead = lower.len(), ticket = entry.ticket.get(), "waiting");
         loop {
