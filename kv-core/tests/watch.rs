@@ -237,7 +237,12 @@ async fn reports_history_gone_instead_of_skipping() {
     let err = b.watch(["x"]).from_revision(r1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HistoryGone, "{err}");
     // unless the watcher accepts compaction: then it starts at the latest revision
-    let mut lenient = b.watch(["x"]).from_revision(r1).skip_compacted().await.unwrap();
+    let mut lenient = b
+        .watch(["x"])
+        .from_revision(r1)
+        .skip_compacted()
+        .await
+        .unwrap();
     let WatchEvent::Entry(e) = next(&mut lenient).await else {
         panic!()
     };
