@@ -181,9 +181,26 @@ pub async fn failover_crash(env: &Env, ttl_s: u64, samples: usize) -> Result<Vec
         let phase = Duration::from_millis(ttl_s * 1000 / 3 * i as u64 / samples as u64);
         tasks.push(tokio::spawn(crash_once(ep.clone(), ttl_s, i, phase)));
     }
+    // A sample whose standby never wins in time (seen once after the heavy Lock runs) is
+    // dropped and counted, rather than failing the whole metric.
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     for t in tasks {
-        out.push(t.await.map_err(|e| e.to_string())??);
+        match t.await.map_err(|e| e.to_string()) {
+            Ok(Ok(ms)) => out.push(ms),
+            Ok(Err(e)) => failed.push(e.to_string()),
+            Err(e) => failed.push(e),
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "etcd crash failover (TTL {ttl_s} s): {} of {samples} samples failed: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+    if out.is_empty() {
+        return Err(format!("every etcd crash sample failed: {}", failed.join("; ")).into());
     }
     Ok(out)
 }
