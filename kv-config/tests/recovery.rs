@@ -147,3 +147,51 @@ async fn resync_after_server_restart() {
     }
     assert!(r.health().is_healthy());
 }
+
+#[tokio::test]
+async fn a_document_that_vanished_while_away_is_noticed() {
+    let server = NatsServer::start().await;
+    // History 1: with per-key TTLs a longer history can bring back an older revision.
+    let b = kv_core::Kv::new(server.connect().await)
+        .create_bucket(
+            kv_core::BucketConfig::new("vanish")
+                .history(1)
+                .per_key_ttl(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    b.put("app.config", json(&app("v1", 1)))
+        .ttl(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::connect(proxy.url()).await.unwrap();
+    let watched = kv_core::Kv::new(client).open("vanish").await.unwrap();
+    let r = ConfigReader::<App>::builder(doc())
+        .bucket(watched)
+        .await
+        .unwrap();
+    let mut events = r.events();
+    assert_eq!(r.current().name, "v1");
+    proxy.cut();
+    // The server's whole-second TTL clock is what is under test: the document expires and so
+    // does its expiry marker, leaving no trace for the reader's watch.
+    tokio::time::timeout(T, async {
+        while b.entry("app.config").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("document and marker gone");
+    proxy.heal();
+    loop {
+        match next_event(&mut events).await {
+            ConfigEvent::Rejected(rej) => {
+                assert_eq!(rej.kind(), kv_config::RejectKind::Deleted, "{rej}");
+                break;
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    assert_eq!(r.current().name, "v1", "the last good value stays");
+}

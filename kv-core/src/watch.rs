@@ -335,6 +335,10 @@ impl State {
         let pending = consumer.num_pending;
         if pending == 0 {
             self.finish_snapshot();
+            // An empty resume snapshot: every key we knew alive has vanished.
+            if let Some(e) = self.vanished_keys() {
+                self.deferred = Some(e);
+            }
         }
         self.consumer = Some(consumer);
         tracing::debug!(bucket = %self.inner.name, ?policy, pending, "watch consumer ready");

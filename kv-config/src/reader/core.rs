@@ -110,6 +110,7 @@ where
             .include(Include::LastPerKey)
             .await
             .map_err(|e| ConfigError::kv("cannot watch the config", e))?;
+        let known_rev = self.last_rev;
         self.entries.clear();
         self.deleted = None;
         self.last_rev = None;
@@ -128,6 +129,13 @@ where
                         "config watch ended during the initial read",
                     ))
                 }
+            }
+        }
+        // A document we had that is now gone without a trace (its TTL and its expiry marker
+        // both ran out while we were away) counts as deleted, not as "never configured".
+        if let Source::Document { key, .. } = &self.source {
+            if self.had_value && !self.entries.contains_key(key) && self.deleted.is_none() {
+                self.deleted = known_rev;
             }
         }
         self.watch = Some(watch);
