@@ -62,6 +62,11 @@ impl HeldView {
 
 type TaskOut = (OwnEntry, OwnedMutexGuard<Slot>);
 
+/// The held entry and the handle's slot. The renewal task locks the cell only while it
+/// renews; a release takes the state out at once when the task is idle (the common case)
+/// instead of waiting for the task to be scheduled and return it.
+type Cell = Arc<tokio::sync::Mutex<Option<TaskOut>>>;
+
 /// A held lock (or semaphore permit). Dropping it releases in the background; prefer
 /// [`release`](Guard::release), which reports how it went.
 ///
@@ -79,7 +84,8 @@ pub struct Guard {
     alone: Option<Revision>,
     view: Arc<HeldView>,
     stop: CancellationToken,
-    task: Option<JoinHandle<TaskOut>>,
+    task: Option<JoinHandle<()>>,
+    cell: Cell,
     acquired_at: Instant,
 }
 
@@ -102,7 +108,8 @@ impl Guard {
         let token = Token::new(entry.ticket);
         // Owned by the guard (its handle is awaited by the release), not by the tracker:
         // `Locks::shutdown` waits for background releases, not for locks still held.
-        let task = tokio::spawn(keep_alive(entry, slot, stop.clone(), view.clone()));
+        let cell: Cell = Arc::new(tokio::sync::Mutex::new(Some((entry, slot))));
+        let task = tokio::spawn(keep_alive(cell.clone(), stop.clone(), view.clone()));
         Guard {
             shared,
             token,
@@ -110,6 +117,7 @@ impl Guard {
             view,
             stop,
             task: Some(task),
+            cell,
             acquired_at: Instant::now(),
         }
     }
@@ -256,6 +264,7 @@ impl Guard {
         release(
             self.shared.clone(),
             task,
+            self.cell.clone(),
             self.stop.clone(),
             self.view.clone(),
             self.alone,
@@ -266,9 +275,11 @@ impl Guard {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn release(
     shared: Arc<Shared>,
-    task: JoinHandle<TaskOut>,
+    task: JoinHandle<()>,
+    cell: Cell,
     stop: CancellationToken,
     view: Arc<HeldView>,
     alone: Option<Revision>,
@@ -276,9 +287,13 @@ async fn release(
     acquired_at: Instant,
 ) -> Result<Released, Error> {
     stop.cancel();
-    let (mut entry, mut slot) = task
-        .await
-        .map_err(|e| Error::new(ErrorKind::Kv, format!("renewal task failed: {e}")))?;
+    // Waits only while a renewal is in flight (the task holds the cell then): the release
+    // must know the revision that renewal produced.
+    let state = cell.lock().await.take();
+    // Idle or finished: nothing of its work remains, it need not run again.
+    task.abort();
+    let (mut entry, mut slot) =
+        state.ok_or_else(|| Error::new(ErrorKind::Kv, "renewal state already taken"))?;
     let was_lost = view.lost.is_cancelled() || !entry.clock.is_valid(Instant::now());
     // Wake anything tied to the guard's cancellation token.
     view.lost.cancel();
@@ -319,6 +334,7 @@ impl Drop for Guard {
         let fut = release(
             self.shared.clone(),
             task,
+            self.cell.clone(),
             self.stop.clone(),
             self.view.clone(),
             self.alone,
@@ -335,13 +351,13 @@ impl Drop for Guard {
 }
 
 /// The renewal task: renews at the lease clock's times until stopped or lost.
-async fn keep_alive(
-    mut entry: OwnEntry,
-    slot: OwnedMutexGuard<Slot>,
-    stop: CancellationToken,
-    view: Arc<HeldView>,
-) -> TaskOut {
+async fn keep_alive(cell: Cell, stop: CancellationToken, view: Arc<HeldView>) {
     loop {
+        // The state lives in the cell; a release may take it whenever we do not hold it.
+        let mut guard = cell.lock().await;
+        let Some((entry, _)) = guard.as_mut() else {
+            return;
+        };
         let at = match entry.clock.next(Instant::now()) {
             Next::Lost => {
                 view.lose("the lease deadline passed before a renewal succeeded".into());
@@ -349,12 +365,20 @@ async fn keep_alive(
             }
             Next::RenewAt(at) => at,
         };
+        drop(guard);
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = view.lost.cancelled() => break,
             _ = tokio::time::sleep_until(at) => {}
         }
+        if stop.is_cancelled() {
+            break;
+        }
+        let mut guard = cell.lock().await;
+        let Some((entry, _)) = guard.as_mut() else {
+            return;
+        };
         // Checked after waking: a runtime stalled past the deadline reports loss and never
         // renews late.
         let now = Instant::now();
@@ -401,5 +425,4 @@ async fn keep_alive(
             }
         }
     }
-    (entry, slot)
 }
