@@ -106,7 +106,7 @@ impl Guard {
         });
         let stop = CancellationToken::new();
         let token = Token::new(entry.ticket);
-        // Owned by the guard (its handle is awaited by the release), not by the tracker:
+        // Owned by the guard (the release stops and aborts it), not by the tracker:
         // `Locks::shutdown` waits for background releases, not for locks still held.
         let cell: Cell = Arc::new(tokio::sync::Mutex::new(Some((entry, slot))));
         let task = tokio::spawn(keep_alive(cell.clone(), stop.clone(), view.clone()));
