@@ -338,9 +338,15 @@ async fn leader_tour(kv: &Kv, prefix: &str) -> Res {
         Err(e) => println!("alpha's late write with its old term is refused: {e}"),
         Ok(_) => return Err("a stale write was accepted".into()),
     }
-    for _ in 0..3 {
+    // The observer reports every term in order (and "no leader" when it sees the gap).
+    loop {
         match tokio::time::timeout(Duration::from_secs(5), observer.next()).await? {
-            Some(Observed::Leader(l)) => println!("  observed: leader {} term {}", l.id, l.term),
+            Some(Observed::Leader(l)) => {
+                println!("  observed: leader {} term {}", l.id, l.term);
+                if l.id == "beta" {
+                    break;
+                }
+            }
             Some(other) => println!("  observed: {other:?}"),
             None => break,
         }
