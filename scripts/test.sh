@@ -45,6 +45,9 @@ fi
 step "cargo test --workspace --doc"
 cargo test --workspace --doc
 
+step "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 step "cargo check -p kv-tests --features docker (compile only: no Docker engine here)"
 cargo check -p kv-tests --features docker
 
