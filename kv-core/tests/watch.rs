@@ -107,6 +107,19 @@ async fn include_modes_and_initial_marker() {
     );
 }
 
+/// Opens bucket `name` on a client that reaches `server` through a fault proxy, so the
+/// test can cut the watcher off while others keep writing.
+async fn through_proxy(server: &NatsServer, name: &str) -> (FaultProxy, Bucket) {
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let b = Kv::new(client).open(name).await.unwrap();
+    (proxy, b)
+}
+
 /// Writes `n` numbered values from `from`, on a separate client.
 async fn write_numbered(b: &Bucket, from: u32, n: u32) {
     for i in from..from + n {
@@ -141,13 +154,7 @@ async fn resumes_across_server_restarts_without_gap_or_duplicate() {
     let writer = bucket(&server, BucketConfig::new("resume").history(64)).await;
     // The watcher reaches the server through a proxy, so it can be cut off before the
     // writes it must not miss; the server then restarts while it is away.
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let b = Kv::new(client).open("resume").await.unwrap();
+    let (proxy, b) = through_proxy(&server, "resume").await;
     let mut w = b.watch(["n.>"]).include(Include::AllHistory).await.unwrap();
     assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
     let mut last = None;
@@ -177,13 +184,7 @@ async fn resumes_across_server_restarts_without_gap_or_duplicate() {
 async fn resumes_across_a_proxy_cut_in_last_per_key_mode() {
     let server = NatsServer::start().await;
     let b = bucket(&server, BucketConfig::new("cut")).await;
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let watched = Kv::new(client).open("cut").await.unwrap();
+    let (proxy, watched) = through_proxy(&server, "cut").await;
     let mut w = watched.watch(["k.>"]).await.unwrap();
     assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
     b.put("k.a", "1").await.unwrap();
@@ -249,13 +250,7 @@ async fn reports_history_gone_instead_of_skipping() {
     assert_eq!(e.revision(), r2);
 
     // a strict watch cut off while the history it needs is compacted away says so
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let watched = Kv::new(client).open("gone").await.unwrap();
+    let (proxy, watched) = through_proxy(&server, "gone").await;
     let mut w = watched.watch(["x", "y"]).from_revision(r2).await.unwrap();
     let WatchEvent::Entry(e) = next(&mut w).await else {
         panic!()
@@ -293,13 +288,7 @@ async fn a_key_that_vanished_while_away_is_reported() {
         BucketConfig::new("vanish").per_key_ttl(Duration::from_secs(1)),
     )
     .await;
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let watched = Kv::new(client).open("vanish").await.unwrap();
+    let (proxy, watched) = through_proxy(&server, "vanish").await;
     let mut w = watched.watch(["s.>"]).await.unwrap();
     assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
     b.create("s.1", "alive")
@@ -454,13 +443,7 @@ async fn watchers_see_whole_transactions_by_their_commit_entry() {
 async fn a_reconnect_storm_leaves_one_consumer_and_no_gap() {
     let server = NatsServer::start().await;
     let b = bucket(&server, BucketConfig::new("storm").history(64)).await;
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let watched = Kv::new(client.clone()).open("storm").await.unwrap();
+    let (proxy, watched) = through_proxy(&server, "storm").await;
     let mut w = watched
         .watch(["n.>"])
         .include(Include::AllHistory)
