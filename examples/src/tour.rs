@@ -287,17 +287,32 @@ async fn config_tour(kv: &Kv, prefix: &str) -> Res {
     Ok(())
 }
 
-/// Waits until `id` is registered as a candidate of `election` (bounded).
-async fn until_candidate(election: &kv_leader::Election, id: &str) -> Res {
+/// Waits until `live` keys under `filter` hold a value, watching them (no polling).
+async fn until_live(bucket: &kv_core::Bucket, filter: &str, live: usize) -> Res {
+    let mut watch = bucket.watch([filter]).await?;
+    let mut keys = std::collections::HashSet::new();
     tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if election.candidates().await?.iter().any(|c| c.id == id) {
-                return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+        while keys.len() < live {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Entry(e))) if e.is_value() => {
+                    keys.insert(e.key().clone());
+                }
+                Some(Ok(WatchEvent::Entry(e))) => {
+                    keys.remove(e.key());
+                }
+                Some(Ok(WatchEvent::InitialDone)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err("watch ended".into()),
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     })
     .await?
+}
+
+/// Waits until `id` is registered as a candidate of the `scheduler` election.
+async fn until_candidate(election: &kv_leader::Election, id: &str) -> Res {
+    until_live(election.bucket(), &format!("scheduler.cand.{id}"), 1).await
 }
 
 /// kv-leader: campaign, fencing, observe, graceful hand-over, transfer.
@@ -419,13 +434,9 @@ async fn locks_tour(kv: &Kv, prefix: &str) -> Res {
     let waiting = tokio::spawn(async move { mb.lock().ttl(Duration::from_secs(2)).await });
     let t0 = Instant::now();
     let old = ga.token();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        // Give b a moment to queue behind a, so the release is a real hand-off.
-        while b.stats().enqueued == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await?;
+    // Wait until b's entry is queued behind a's (`<lock>._q.<handle>` keys), so the release
+    // is a real hand-off.
+    until_live(a.bucket(), "jobs.reindex._q.*", 2).await?;
     let released = ga.release().await?;
     let gb = waiting.await??;
     println!(
