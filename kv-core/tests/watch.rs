@@ -340,10 +340,14 @@ async fn a_key_that_vanished_while_away_is_reported() {
 async fn r3_bucket_survives_killing_its_stream_leader() {
     let mut cluster = kv_tests::NatsCluster::start().await;
     let kv = Kv::new(cluster.connect().await).with_timeout(Duration::from_secs(2));
-    let b = kv
+    // Creating an R3 stream on a freshly started cluster can take longer than the short
+    // timeout the failover is tested with.
+    kv.clone()
+        .with_timeout(Duration::from_secs(15))
         .create_bucket(BucketConfig::new("r3").replicas(3))
         .await
         .unwrap();
+    let b = kv.open("r3").await.unwrap();
     let mut w = b.watch(["k"]).await.unwrap();
     assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
     let mut rev = b.create("k", "0").await.unwrap();

@@ -30,7 +30,9 @@ struct Tenure {
 async fn killing_the_stream_leader_never_yields_two_leaders() {
     let mut cluster = NatsCluster::start().await;
     let urls = cluster.client_urls();
-    let setup = Kv::new(client(urls.clone()).await);
+    // Creating an R3 stream on a freshly started cluster can take longer than the tests'
+    // short request timeout: the set-up waits longer.
+    let setup = Kv::new(client(urls.clone()).await).with_timeout(Duration::from_secs(15));
     setup
         .create_or_open(Election::bucket_config("el").replicas(3))
         .await

@@ -201,6 +201,15 @@ async fn stream_leader_failover_never_yields_two_holders() {
         .per_key_ttl(Duration::from_secs(60))
         .atomic_batches(true)
         .replicas(3);
+    // Creating an R3 stream on a freshly started cluster can take longer than the short
+    // request timeout the fault handling is tested with: the set-up waits longer.
+    let bucket = kv_a
+        .clone()
+        .with_timeout(Duration::from_secs(15))
+        .create_or_open(cfg.clone())
+        .await
+        .unwrap();
+    drop(bucket);
     let a = Locks::new(kv_a.create_or_open(cfg.clone()).await.unwrap())
         .await
         .unwrap();
