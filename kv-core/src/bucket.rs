@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::client::ServerVersion;
-use crate::entry::{batch_of, classify, Entry, Op, KV_OPERATION, NATS_TTL};
+use crate::entry::{batch_of, classify, lease_of, Entry, Op, KV_LEASE, KV_OPERATION, NATS_TTL};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{
     Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
@@ -44,11 +44,13 @@ impl Inner {
         let key = key_of_subject(&m.subject)?;
         let (op, removal, ttl) = classify(m.headers.as_ref());
         let batch = batch_of(m.headers.as_ref());
+        let revision = Revision::new(m.seq)?;
         Some(Entry {
             bucket: self.shared_name.clone(),
             key: Key::from_server(key),
             value: m.payload,
-            revision: Revision::new(m.seq)?,
+            lease: lease_of(m.headers.as_ref(), revision),
+            revision,
             created: m.time,
             delta,
             op,
@@ -83,10 +85,14 @@ impl Inner {
         expect: Option<Expect>,
         ttl: Option<Ttl>,
     ) -> Result<Revision, Error> {
-        self.write_on(op, key, value, expect, None, ttl).await
+        self.write_on(op, key, value, expect, None, ttl, None).await
     }
 
     /// Sends one write whose expectation may apply to another key or a filter.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private call site per write kind"
+    )]
     pub(crate) async fn write_on(
         &self,
         op: Op,
@@ -95,8 +101,12 @@ impl Inner {
         expect: Option<Expect>,
         expect_on: Option<&KeyFilter>,
         ttl: Option<Ttl>,
+        lease: Option<&str>,
     ) -> Result<Revision, Error> {
         let mut headers = self.write_headers(op, expect, ttl)?;
+        if let Some(tag) = lease {
+            headers.insert(KV_LEASE, tag);
+        }
         if let Some(f) = expect_on {
             headers.insert(
                 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
@@ -531,6 +541,7 @@ impl Bucket {
             expect: None,
             expect_on: None,
             ttl: None,
+            lease: None,
         }
     }
 
@@ -602,6 +613,8 @@ pub struct Write<'a> {
     expect: Option<Expect>,
     expect_on: Option<Result<KeyFilter, Error>>,
     ttl: Option<Duration>,
+    /// The `Kv-Lease` mark of a lease's own write (crate-internal).
+    lease: Option<String>,
 }
 
 impl Write<'_> {
@@ -635,6 +648,12 @@ impl Write<'_> {
     /// Shorthand for `.expect(Expect::Revision(revision))`, for deletes and purges.
     pub fn revision(self, revision: Revision) -> Self {
         self.expect(Expect::Revision(revision))
+    }
+
+    /// Marks the write as a lease's own (see [`crate::lease`]).
+    pub(crate) fn lease_tag(mut self, tag: String) -> Self {
+        self.lease = Some(tag);
+        self
     }
 
     async fn run(self) -> Result<Revision, Error> {
@@ -674,19 +693,25 @@ impl Write<'_> {
         let inner = self.inner;
         let value = self.value;
         let expect = self.expect;
+        let tag = self.lease;
         let res = async {
             let on = expect_on.as_ref();
+            let tag = tag.as_deref();
             let res = match self.kind {
                 WriteKind::Create => inner.create(&key, value, ttl).await,
-                WriteKind::Put => inner.write_on(Op::Put, &key, value, expect, on, ttl).await,
+                WriteKind::Put => {
+                    inner
+                        .write_on(Op::Put, &key, value, expect, on, ttl, tag)
+                        .await
+                }
                 WriteKind::Delete => {
                     inner
-                        .write_on(Op::Delete, &key, value, expect, on, ttl)
+                        .write_on(Op::Delete, &key, value, expect, on, ttl, tag)
                         .await
                 }
                 WriteKind::Purge => {
                     inner
-                        .write_on(Op::Purge, &key, value, expect, on, ttl)
+                        .write_on(Op::Purge, &key, value, expect, on, ttl, tag)
                         .await
                 }
             };

@@ -14,6 +14,9 @@ use crate::revision::Revision;
 pub(crate) const KV_OPERATION: &str = "KV-Operation";
 pub(crate) const MARKER_REASON: &str = "Nats-Marker-Reason";
 pub(crate) const NATS_TTL: &str = "Nats-TTL";
+/// Written by a [`Lease`](crate::lease::Lease) on every write of its key:
+/// `<nonce as 32 hex digits>` on the creating write, `<nonce>:<origin revision>` after it.
+pub(crate) const KV_LEASE: &str = "Kv-Lease";
 
 /// What a revision did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +56,50 @@ pub struct Entry {
     pub(crate) removal: Option<Removal>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) batch: Option<Batch>,
+    /// Boxed: most entries carry none, and `Entry` travels inside every watch event.
+    pub(crate) lease: Option<Box<LeaseTag>>,
+}
+
+/// The mark a [`Lease`](crate::lease::Lease) leaves on each write of its key: which lease
+/// wrote it, and the revision of the write that created that lease (its fencing token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseTag {
+    pub(crate) nonce: u128,
+    pub(crate) origin: Revision,
+}
+
+impl LeaseTag {
+    /// The revision of the write that created the lease: lock tickets and leader terms.
+    /// Never above the revision of the entry carrying the tag (a forged larger value is
+    /// clamped to it), so one bad writer cannot pin a fence to an unreachable token.
+    pub fn origin(&self) -> Revision {
+        self.origin
+    }
+
+    /// The lease's random identity.
+    pub fn nonce(&self) -> u128 {
+        self.nonce
+    }
+
+    pub(crate) fn header_value(nonce: u128, origin: Option<Revision>) -> String {
+        match origin {
+            Some(o) => format!("{nonce:032x}:{o}"),
+            None => format!("{nonce:032x}"),
+        }
+    }
+}
+
+/// Reads the lease mark of a message at `revision`.
+pub(crate) fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
+    let v = headers?.get(KV_LEASE)?.as_str();
+    let (nonce, origin) = match v.split_once(':') {
+        Some((n, o)) => (n, o.parse::<u64>().ok().and_then(Revision::new)?),
+        None => (v, revision),
+    };
+    Some(Box::new(LeaseTag {
+        nonce: u128::from_str_radix(nonce, 16).ok()?,
+        origin: origin.min(revision),
+    }))
 }
 
 /// Where an entry sits in the transaction (atomic batch) that wrote it.
@@ -115,6 +162,10 @@ impl Entry {
     /// half a transaction applies entries when it sees the one with `commit` set.
     pub fn batch(&self) -> Option<&Batch> {
         self.batch.as_ref()
+    }
+    /// The mark of the [`Lease`](crate::lease::Lease) that wrote this revision, if one did.
+    pub fn lease(&self) -> Option<LeaseTag> {
+        self.lease.as_deref().copied()
     }
     /// Decodes the value with `codec`.
     pub fn decode<T, C: Codec<T>>(&self, codec: &C) -> Result<T, Error> {

@@ -53,6 +53,11 @@ pub enum ErrorKind {
     TooManyAttempts,
     /// The server returned an error this library does not classify.
     Server,
+    /// A write guarded by a [`Lease`](crate::lease::Lease) was refused because the lease
+    /// is no longer held (expired, taken over, released, or past its local deadline).
+    LeaseLost,
+    /// An invariant of this library broke: a bug. Please report it.
+    Internal,
 }
 
 /// The operation that failed.
@@ -85,6 +90,8 @@ pub enum Operation {
     ReadModifyWrite,
     /// Local validation or encoding, before any request.
     Local,
+    /// Creating, renewing or releasing a lease.
+    Lease,
 }
 
 impl fmt::Display for Operation {
@@ -103,6 +110,7 @@ impl fmt::Display for Operation {
             Operation::Status => "status",
             Operation::ReadModifyWrite => "read-modify-write",
             Operation::Local => "validate",
+            Operation::Lease => "lease",
         };
         f.write_str(s)
     }

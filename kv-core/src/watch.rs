@@ -58,7 +58,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::bucket::Inner;
-use crate::entry::{batch_of, classify, Entry, Op};
+use crate::entry::{batch_of, classify, lease_of, Entry, Op};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyFilter};
 use crate::revision::Revision;
@@ -468,6 +468,7 @@ impl State {
                             removal,
                             ttl,
                             batch: batch_of(m.headers.as_ref()),
+                            lease: lease_of(m.headers.as_ref(), revision),
                         });
                     }
                 }

@@ -1,0 +1,796 @@
+//! A [`Lease`]: creation, the renewal step the keeper drives, guarded writes and release.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::{LeaseClock, LeaseConfig, Next};
+use super::keeper::Keeper;
+use crate::bucket::Bucket;
+use crate::entry::{Entry, LeaseTag, Removal};
+use crate::error::{Error, ErrorKind, Operation};
+use crate::key::{Key, KeyFilter};
+use crate::retry::Backoff;
+use crate::revision::{Expect, Revision};
+
+/// How often a write whose outcome stays unknown is retried before giving up.
+const ATTEMPTS: usize = 8;
+
+/// Why a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// No renewal was acknowledged before the local deadline: cut off from the server, the
+    /// stream had no leader for too long, or the runtime stalled past the deadline.
+    Deadline,
+    /// The server expired the key (an expiry marker stands where the lease was).
+    Expired,
+    /// Someone else deleted, purged or rewrote the key: a forced release, an operator, or a
+    /// writer that ignores the protocol.
+    Taken,
+    /// The lease was released by its holder.
+    Released,
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostReason::Deadline => "no renewal was acknowledged before the lease deadline",
+            LostReason::Expired => "the lease key expired on the server",
+            LostReason::Taken => "the lease key was removed or rewritten by someone else",
+            LostReason::Released => "the lease was released",
+        })
+    }
+}
+
+/// What the holder's side of one lease knows. Only one write of the lease is in flight at a
+/// time (`busy`): the keeper's renewal, a value change or the release.
+#[derive(Debug)]
+struct Live {
+    rev: Revision,
+    value: Bytes,
+    clock: LeaseClock,
+    /// Send time of the first write whose outcome is unknown (it may have been applied).
+    ambiguous_since: Option<Instant>,
+    busy: bool,
+    timer: bool,
+    stopped: bool,
+    reason: Option<LostReason>,
+}
+
+/// One lease, shared by its handle and the keeper task.
+#[derive(Debug)]
+pub(crate) struct State {
+    key: Key,
+    nonce: u128,
+    origin: Revision,
+    ttl: Duration,
+    tombstone_ttl: Option<Duration>,
+    live: StdMutex<Live>,
+    lost: CancellationToken,
+    settled: Notify,
+}
+
+impl State {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is plain.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tag(&self) -> String {
+        LeaseTag::header_value(self.nonce, Some(self.origin))
+    }
+
+    fn is_ours(&self, e: &Entry) -> bool {
+        e.lease().is_some_and(|t| t.nonce() == self.nonce)
+    }
+
+    /// The keeper's question: when to renew next (`None`: the lease is finished).
+    pub(super) fn next(&self, now: Instant) -> Option<Next> {
+        let mut l = self.live();
+        if l.stopped || l.reason.is_some() || l.timer {
+            return None;
+        }
+        let next = l.clock.next(now);
+        l.timer = matches!(next, Next::RenewAt(_));
+        Some(next)
+    }
+
+    /// The keeper's timer fired: claims the lease's one write slot for a renewal.
+    pub(super) fn begin_renewal(self: &Arc<Self>) -> bool {
+        let mut l = self.live();
+        l.timer = false;
+        if l.stopped || l.reason.is_some() || l.busy {
+            // A value change or release is writing; it hands the lease back when done.
+            return false;
+        }
+        if !l.clock.is_valid(Instant::now()) {
+            drop(l);
+            self.lose(LostReason::Deadline);
+            return false;
+        }
+        l.busy = true;
+        true
+    }
+
+    pub(super) fn lose(&self, reason: LostReason) {
+        {
+            let mut l = self.live();
+            if l.reason.is_some() {
+                return;
+            }
+            l.reason = Some(reason);
+        }
+        if reason != LostReason::Released {
+            tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
+        }
+        self.lost.cancel();
+    }
+
+    fn finish_write(&self) {
+        self.live().busy = false;
+        self.settled.notify_waiters();
+    }
+
+    /// Waits until no write of the lease is in flight, then claims the slot.
+    async fn claim(&self) {
+        loop {
+            let settled = self.settled.notified();
+            {
+                let mut l = self.live();
+                if !l.busy {
+                    l.busy = true;
+                    return;
+                }
+            }
+            settled.await;
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.live().clock.deadline()
+    }
+
+    fn is_valid(&self) -> bool {
+        let l = self.live();
+        l.reason.is_none() && l.clock.is_valid(Instant::now())
+    }
+}
+
+/// The outcome of one write of the lease's key.
+enum Step {
+    Written,
+    Retry,
+    Gone(LostReason),
+}
+
+/// One renewal, driven by the keeper: a CAS on our revision, bounded by the deadline.
+/// Returns the state for rescheduling.
+pub(super) async fn renew(bucket: Bucket, st: Arc<State>) -> Arc<State> {
+    let deadline = st.deadline();
+    let step = tokio::time::timeout_at(deadline, write_own(&bucket, &st, None)).await;
+    st.finish_write();
+    match step {
+        Ok(Step::Written | Step::Retry) => {}
+        Ok(Step::Gone(why)) => st.lose(why),
+        // The write may still land; a release recognises it by our nonce.
+        Err(_) => st.lose(LostReason::Deadline),
+    }
+    st
+}
+
+/// Rewrites our key (with `value`, or the current value) conditional on our revision,
+/// recognising an earlier write of ours whose acknowledgement was lost. The caller holds
+/// the write slot.
+async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
+    let (rev, value) = {
+        let mut l = st.live();
+        if let Some(v) = value {
+            l.value = v;
+        }
+        (l.rev, l.value.clone())
+    };
+    let sent = Instant::now();
+    let res = bucket
+        .update(&st.key, value, rev)
+        .ttl(st.ttl)
+        .lease_tag(st.tag())
+        .await;
+    let recheck = {
+        let mut l = st.live();
+        match res {
+            Ok(r) => {
+                l.rev = r;
+                // A CAS on our last known revision succeeded, so none of the earlier
+                // unacknowledged writes was applied: this send time is the one that counts.
+                l.ambiguous_since = None;
+                l.clock.renewed(sent);
+                tracing::trace!(key = %st.key, revision = r.get(), "lease renewed");
+                return Step::Written;
+            }
+            Err(e) if e.is_conflict() => match l.ambiguous_since {
+                Some(since) => since,
+                None => return Step::Gone(LostReason::Taken),
+            },
+            Err(e) => {
+                if e.outcome_unknown() {
+                    l.ambiguous_since.get_or_insert(sent);
+                }
+                l.clock.renewal_failed();
+                tracing::debug!(key = %st.key, error = %e, "lease renewal failed, will retry");
+                return Step::Retry;
+            }
+        }
+    };
+    recognise(bucket, st, recheck).await
+}
+
+/// After a conflict that may be our own unacknowledged write: asks the stream leader.
+async fn recognise(bucket: &Bucket, st: &State, since: Instant) -> Step {
+    match bucket.get_from_leader(&st.key).await {
+        Ok(Some(e)) if e.is_value() && st.is_ours(&e) => {
+            let mut l = st.live();
+            l.rev = e.revision();
+            l.ambiguous_since = None;
+            l.clock.renewed(since);
+            tracing::debug!(key = %st.key, revision = e.revision().get(), "an unacknowledged lease write had been applied");
+            Step::Written
+        }
+        Ok(e) => Step::Gone(reason_of(e.as_ref())),
+        Err(e) => {
+            tracing::debug!(key = %st.key, error = %e, "could not read the lease key back");
+            st.live().clock.renewal_failed();
+            Step::Retry
+        }
+    }
+}
+
+fn reason_of(e: Option<&Entry>) -> LostReason {
+    match e.and_then(Entry::removal) {
+        Some(Removal::Expired) => LostReason::Expired,
+        _ => LostReason::Taken,
+    }
+}
+
+/// A pending lease creation; `.await` it.
+///
+/// The creating write is `put(key, value).ttl(ttl)` with the expectation given (none by
+/// default). When its outcome is unknown (timeout, connection lost), the stream leader is
+/// asked whether our write was applied — it carries our nonce — before retrying, so a lost
+/// acknowledgement never leaves an orphaned lease behind nor creates a second one.
+///
+/// # Cancel safety
+/// Not cancel safe: the creating write may be applied although the future was dropped. The
+/// key then expires after its TTL, as nobody renews it.
+#[must_use = "a lease is not created until awaited"]
+#[derive(Debug)]
+pub struct CreateLease {
+    keeper: Keeper,
+    key: Result<Key, Error>,
+    value: Bytes,
+    config: Option<LeaseConfig>,
+    expect: Option<Expect>,
+    expect_on: Option<Result<KeyFilter, Error>>,
+    tombstone_ttl: Option<Duration>,
+    nonce: Option<u128>,
+}
+
+impl CreateLease {
+    pub(super) fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
+        CreateLease {
+            keeper,
+            key: Key::new(key),
+            value,
+            config: None,
+            expect: None,
+            expect_on: None,
+            tombstone_ttl: None,
+            nonce: None,
+        }
+    }
+
+    /// The lease's timing (default: the keeper's).
+    pub fn config(mut self, config: LeaseConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Makes the creating write conditional on the key's latest revision.
+    pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Makes the creating write conditional on another key or a filter (see
+    /// [`Write::expect_on`](crate::Write::expect_on)).
+    pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
+        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Gives the release's tombstone a TTL, so released keys disappear from the bucket.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = Some(ttl);
+        self
+    }
+
+    /// Uses a given nonce instead of a random one (tests that simulate lost writes).
+    #[doc(hidden)]
+    pub fn nonce(mut self, nonce: u128) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    async fn run(mut self) -> Result<Lease, Error> {
+        let key = std::mem::replace(&mut self.key, Err(Error::new(ErrorKind::Internal, "taken")))
+            .map_err(|e| e.with_op(Operation::Lease))?;
+        let expect_on = self
+            .expect_on
+            .take()
+            .transpose()
+            .map_err(|e| e.with_op(Operation::Lease).with_key(key.as_str()))?;
+        let cfg = self.config.unwrap_or(self.keeper.inner.config);
+        if let Some(t) = self.tombstone_ttl {
+            crate::revision::Ttl::new(t).map_err(|e| e.with_key(key.as_str()))?;
+        }
+        let nonce = self.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
+        let bucket = self.keeper.bucket().clone();
+        let mut ambiguous_since = None;
+        let mut delays = Backoff::DEFAULT.delays();
+        for _ in 0..ATTEMPTS {
+            let sent = Instant::now();
+            let mut w = bucket
+                .put(&key, self.value.clone())
+                .ttl(cfg.ttl().as_duration())
+                .lease_tag(LeaseTag::header_value(nonce, None));
+            w = match (&expect_on, self.expect) {
+                (Some(f), Some(e)) => w.expect_on(f.as_str(), e),
+                (None, Some(e)) => w.expect(e),
+                _ => w,
+            };
+            match w.await {
+                Ok(rev) => {
+                    let since = ambiguous_since.unwrap_or(sent);
+                    return Ok(self.finish(key, nonce, rev, rev, since, cfg));
+                }
+                Err(e) if e.outcome_unknown() => {
+                    let since = *ambiguous_since.get_or_insert(sent);
+                    tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+                    if let Ok(Some(found)) = bucket.get_from_leader(&key).await {
+                        if found.is_value() && found.lease().is_some_and(|t| t.nonce() == nonce) {
+                            let origin = found.lease().map_or(found.revision(), |t| t.origin());
+                            return Ok(self.finish(
+                                key,
+                                nonce,
+                                origin,
+                                found.revision(),
+                                since,
+                                cfg,
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.with_op(Operation::Lease)),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            "could not create the lease: the outcome of its write stayed unknown",
+        )
+        .with_op(Operation::Lease)
+        .with_key(key.as_str()))
+    }
+
+    fn finish(
+        self,
+        key: Key,
+        nonce: u128,
+        origin: Revision,
+        rev: Revision,
+        sent: Instant,
+        cfg: LeaseConfig,
+    ) -> Lease {
+        let st = Arc::new(State {
+            key,
+            nonce,
+            origin,
+            ttl: cfg.ttl().as_duration(),
+            tombstone_ttl: self.tombstone_ttl,
+            live: StdMutex::new(Live {
+                rev,
+                value: self.value,
+                clock: LeaseClock::new(cfg, sent),
+                ambiguous_since: None,
+                busy: false,
+                timer: false,
+                stopped: false,
+                reason: None,
+            }),
+            lost: CancellationToken::new(),
+            settled: Notify::new(),
+        });
+        self.keeper.track(st.clone());
+        Lease {
+            st,
+            keeper: self.keeper,
+            released: false,
+        }
+    }
+}
+
+impl IntoFuture for CreateLease {
+    type Output = Result<Lease, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// A key this process keeps alive (see the [module docs](crate::lease)). Dropping it
+/// releases it in the background (a task owned by the [`Keeper`]); prefer
+/// [`release`](Lease::release), which reports how it went.
+#[must_use = "dropping a lease releases it"]
+#[derive(Debug)]
+pub struct Lease {
+    st: Arc<State>,
+    keeper: Keeper,
+    released: bool,
+}
+
+impl Lease {
+    /// The lease's key.
+    pub fn key(&self) -> &Key {
+        &self.st.key
+    }
+
+    /// The revision of the write that created the lease: a fencing token that strictly
+    /// increases between leases on the bucket.
+    pub fn origin(&self) -> Revision {
+        self.st.origin
+    }
+
+    /// The key's latest revision as far as we know (changes with every renewal).
+    pub fn revision(&self) -> Revision {
+        self.st.live().rev
+    }
+
+    /// The lease's random identity, carried on each of its writes.
+    pub fn nonce(&self) -> u128 {
+        self.st.nonce
+    }
+
+    /// The local deadline (monotonic clock): after it the lease must be considered lost.
+    pub fn deadline(&self) -> Instant {
+        self.st.deadline()
+    }
+
+    /// Whether the lease is still held: no loss was signalled and the deadline has not
+    /// passed (checked here, so it is right even while the keeper is starved).
+    pub fn is_held(&self) -> bool {
+        self.st.is_valid()
+    }
+
+    /// Why the lease ended, once it did.
+    pub fn loss_reason(&self) -> Option<LostReason> {
+        self.st.live().reason
+    }
+
+    /// Completes when the lease is lost or released — at the latest at its deadline, also
+    /// while the keeper is starved.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        let st = self.st.clone();
+        async move {
+            loop {
+                let deadline = st.deadline();
+                tokio::select! {
+                    _ = st.lost.cancelled() => break,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if !st.live().clock.is_valid(Instant::now()) {
+                            st.lose(LostReason::Deadline);
+                            break;
+                        }
+                    }
+                }
+            }
+            st.live().reason.unwrap_or(LostReason::Deadline)
+        }
+    }
+
+    /// A token cancelled when the lease is lost or released: hand it to work that must
+    /// stop then.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.st.lost.child_token()
+    }
+
+    /// Rewrites the lease's value now (conditional on our revision, like a renewal, which it
+    /// also is); later renewals carry the new value.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may be applied although the future was dropped; the next
+    /// renewal then recognises it.
+    pub async fn set_value(&self, value: impl Into<Bytes>) -> Result<Revision, Error> {
+        self.st.claim().await;
+        let step = if self.st.is_valid() {
+            write_own(self.keeper.bucket(), &self.st, Some(value.into())).await
+        } else {
+            Step::Gone(self.st.live().reason.unwrap_or(LostReason::Deadline))
+        };
+        self.st.finish_write();
+        // The keeper skipped a timer that fired while we wrote: hand the lease back.
+        self.keeper.track(self.st.clone());
+        match step {
+            Step::Written => Ok(self.revision()),
+            Step::Gone(why) => {
+                self.st.lose(why);
+                Err(self.lost_error())
+            }
+            Step::Retry => Err(Error::new(
+                ErrorKind::Timeout,
+                "the lease value change was not acknowledged; a renewal will carry it",
+            )
+            .with_op(Operation::Lease)
+            .with_key(self.st.key.as_str())),
+        }
+    }
+
+    fn lost_error(&self) -> Error {
+        let why = self.loss_reason().unwrap_or(LostReason::Deadline);
+        Error::new(ErrorKind::LeaseLost, format!("lease lost: {why}"))
+            .with_op(Operation::Lease)
+            .with_key(self.st.key.as_str())
+    }
+
+    /// Writes `key` only while the lease is held: the write is conditional on the lease
+    /// key's revision, so once the lease was removed or expired — even before we noticed —
+    /// it fails with [`ErrorKind::LeaseLost`]. A renewal landing in between is waited for and
+    /// the write retried.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may be applied even if the future is dropped.
+    pub async fn put_guarded(
+        &self,
+        key: impl AsRef<str>,
+        value: impl Into<Bytes>,
+    ) -> Result<Revision, Error> {
+        let value = value.into();
+        let key = key.as_ref();
+        for _ in 0..3 {
+            if !self.is_held() {
+                return Err(self.lost_error());
+            }
+            let rev = self.revision();
+            let res = self
+                .keeper
+                .bucket()
+                .put(key, value.clone())
+                .expect_on(self.st.key.as_str(), Expect::Revision(rev))
+                .await;
+            match res {
+                Err(e) if e.is_conflict() => {
+                    if !self.wait_for_renewal(rev).await {
+                        return Err(self.lost_error());
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(self.lost_error())
+    }
+
+    /// After a guarded write conflicted at `rev`: whether our own renewal moved the key
+    /// (waiting for one in flight, up to the deadline).
+    async fn wait_for_renewal(&self, rev: Revision) -> bool {
+        let give_up = self.deadline().min(Instant::now() + Duration::from_secs(2));
+        loop {
+            let settled = self.st.settled.notified();
+            {
+                let l = self.st.live();
+                if l.rev != rev {
+                    return true;
+                }
+                if !l.busy {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(give_up, settled).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Starts releasing the lease; `.await` it. See [`Release`].
+    pub fn release(mut self) -> Release {
+        self.released = true;
+        Release {
+            st: self.st.clone(),
+            bucket: self.keeper.bucket().clone(),
+            first: None,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let release = Release {
+            st: self.st.clone(),
+            bucket: self.keeper.bucket().clone(),
+            first: None,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                self.keeper.inner.tracker.spawn_on(
+                    async move {
+                        let _ = release.await;
+                    },
+                    &rt,
+                );
+            }
+            // No runtime: nothing renews it any more; the key expires by its TTL.
+            Err(_) => self.st.lose(LostReason::Released),
+        }
+    }
+}
+
+impl crate::txn::Txn {
+    /// Commits only while `lease` is still held: the transaction is conditional on the
+    /// lease key being at our revision (etcd's `IsOwner`). A renewal landing between this
+    /// call and the commit makes the commit conflict; build the transaction again then.
+    pub fn if_held(self, lease: &Lease) -> Self {
+        self.check(lease.key().as_str(), Expect::Revision(lease.revision()))
+    }
+}
+
+/// How a release went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// The lease was held until the release (no loss had been signalled) and our key was
+    /// removed by it.
+    pub was_held: bool,
+    /// The tombstone our release left, when it left one.
+    pub tombstone: Option<Revision>,
+    /// The release's first expectation ([`Release::first_expect_on`]) was met.
+    pub first_expectation_met: bool,
+}
+
+/// A pending release; `.await` it.
+///
+/// Stops the renewals (waiting for one in flight), then deletes the key conditional on our
+/// revision — never a blind delete: another holder's key cannot be touched. When the
+/// acknowledgement of that delete is lost, the stream leader shows our own tombstone
+/// (marked with our nonce) and the release reports success.
+///
+/// # Cancel safety
+/// Not cancel safe: the delete may be applied although the future was dropped; if not, the
+/// key expires with its TTL.
+#[must_use = "a release does nothing until awaited"]
+#[derive(Debug)]
+pub struct Release {
+    st: Arc<State>,
+    bucket: Bucket,
+    first: Option<(String, Expect)>,
+}
+
+impl Release {
+    /// Tries first a delete conditional on `filter`'s last revision instead of our key's
+    /// (e.g. proving a lock's queue empty); falls back to the plain fenced delete when that
+    /// conflicts.
+    pub fn first_expect_on(mut self, filter: impl Into<String>, expect: Expect) -> Self {
+        self.first = Some((filter.into(), expect));
+        self
+    }
+
+    async fn run(self) -> Result<Released, Error> {
+        let st = self.st;
+        st.claim().await;
+        let was_held = st.is_valid();
+        {
+            let mut l = st.live();
+            l.stopped = true;
+        }
+        st.lose(LostReason::Released);
+        let res = remove(&self.bucket, &st, self.first).await;
+        st.finish_write();
+        match &res {
+            Ok(r) => {
+                tracing::debug!(key = %st.key, origin = st.origin.get(), was_held, tombstone = r.tombstone.map(Revision::get), "lease released")
+            }
+            Err(e) => {
+                tracing::warn!(key = %st.key, error = %e, "lease release failed; the key expires with its ttl")
+            }
+        }
+        res.map(|r| Released {
+            was_held: was_held && r.tombstone.is_some(),
+            ..r
+        })
+    }
+}
+
+impl IntoFuture for Release {
+    type Output = Result<Released, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Deletes our key: first with the caller's expectation, then conditional on our revision,
+/// asking the leader after a conflict or an unknown outcome.
+async fn remove(
+    bucket: &Bucket,
+    st: &State,
+    first: Option<(String, Expect)>,
+) -> Result<Released, Error> {
+    let mut rev = Some(st.live().rev);
+    let tag = st.tag();
+    let delete = |expect_on: Option<(&str, Expect)>, r: Revision| {
+        let mut w = bucket.delete(&st.key).lease_tag(tag.clone());
+        if let Some(t) = st.tombstone_ttl {
+            w = w.ttl(t);
+        }
+        match expect_on {
+            Some((f, e)) => w.expect_on(f, e),
+            None => w.revision(r),
+        }
+    };
+    if let (Some((f, e)), Some(r)) = (&first, rev) {
+        match delete(Some((f.as_str(), *e)), r).await {
+            Ok(t) => return Ok(done(Some(t), true)),
+            Err(e) if e.is_conflict() => {}
+            Err(e) if e.outcome_unknown() => rev = None,
+            Err(e) => return Err(e.with_op(Operation::Lease)),
+        }
+    }
+    let mut last_err = None;
+    let mut delays = Backoff::DEFAULT.delays();
+    for _ in 0..ATTEMPTS {
+        let r = match rev {
+            Some(r) => r,
+            None => match bucket.get_from_leader(&st.key).await {
+                Ok(Some(e)) if st.is_ours(&e) && e.is_value() => e.revision(),
+                // Our own tombstone: a delete of ours was applied, its ack lost.
+                Ok(Some(e)) if st.is_ours(&e) => return Ok(done(Some(e.revision()), false)),
+                // Expired, taken, or gone: nothing of ours to remove.
+                Ok(_) => return Ok(done(None, false)),
+                Err(e) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+                    continue;
+                }
+            },
+        };
+        match delete(None, r).await {
+            Ok(t) => return Ok(done(Some(t), false)),
+            Err(e) if e.is_conflict() => rev = None,
+            Err(e) if e.is_transient() => {
+                last_err = Some(e);
+                rev = None;
+                tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+            }
+            Err(e) => return Err(e.with_op(Operation::Lease)),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| Error::new(ErrorKind::Internal, "lease release made no attempt"))
+        .with_op(Operation::Lease))
+}
+
+fn done(tombstone: Option<Revision>, first: bool) -> Released {
+    Released {
+        was_held: true,
+        tombstone,
+        first_expectation_met: first,
+    }
+}

@@ -1,0 +1,133 @@
+//! The [`Keeper`]: one task that renews every lease created through it, from a timer queue.
+
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tokio_util::time::DelayQueue;
+
+use super::clock::{LeaseConfig, Next};
+use super::handle::{renew, CreateLease, LostReason, State};
+use crate::bucket::Bucket;
+use crate::error::{Error, ErrorKind};
+
+/// Renews leases. Cheap to clone; the clones and the leases created through them share one
+/// task, which stops when the last of them is dropped.
+///
+/// ```no_run
+/// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+/// use std::time::Duration;
+/// use kv_core::lease::{Keeper, LeaseConfig};
+/// let keeper = Keeper::new(&bucket, LeaseConfig::new(Duration::from_secs(10))?)?;
+/// let lease = keeper.lease("workers.w1", "alive").await?;
+/// // ... the keeper renews it; lease.lost() completes if it cannot ...
+/// lease.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    pub(super) inner: Arc<KeeperInner>,
+}
+
+#[derive(Debug)]
+pub(super) struct KeeperInner {
+    pub(super) bucket: Bucket,
+    pub(super) config: LeaseConfig,
+    tx: mpsc::UnboundedSender<Arc<State>>,
+    /// Background releases of dropped leases.
+    pub(super) tracker: TaskTracker,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Keeper {
+    /// A keeper for leases on `bucket`, with `config` as their default timing. Its task runs
+    /// on the current Tokio runtime ([`ErrorKind::InvalidArgument`] outside one).
+    pub fn new(bucket: &Bucket, config: LeaseConfig) -> Result<Keeper, Error> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "a lease keeper needs a running tokio runtime",
+            )
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = rt.spawn(run(bucket.clone(), rx));
+        Ok(Keeper {
+            inner: Arc::new(KeeperInner {
+                bucket: bucket.clone(),
+                config,
+                tx,
+                tracker: TaskTracker::new(),
+                _task: AbortOnDropHandle::new(task),
+            }),
+        })
+    }
+
+    /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
+    pub fn lease(&self, key: impl AsRef<str>, value: impl Into<bytes::Bytes>) -> CreateLease {
+        CreateLease::new(self.clone(), key.as_ref(), value.into())
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.inner.bucket
+    }
+
+    /// The default timing of new leases.
+    pub fn config(&self) -> LeaseConfig {
+        self.inner.config
+    }
+
+    /// Waits for the background releases of dropped leases to finish. Leases still held
+    /// keep being renewed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn shutdown(&self) {
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        self.inner.tracker.reopen();
+    }
+
+    pub(super) fn track(&self, st: Arc<State>) {
+        // The task lives as long as any keeper clone: sending cannot fail while we exist.
+        if self.inner.tx.send(st).is_err() {
+            tracing::error!("lease keeper task is gone");
+        }
+    }
+}
+
+/// The keeper task: a timer per lease at its next renewal, renewals in flight concurrently.
+async fn run(bucket: Bucket, mut rx: mpsc::UnboundedReceiver<Arc<State>>) {
+    let mut timers: DelayQueue<Arc<State>> = DelayQueue::new();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            st = rx.recv() => match st {
+                Some(st) => schedule(&mut timers, st),
+                None => return,
+            },
+            Some(due) = timers.next(), if !timers.is_empty() => {
+                let st = due.into_inner();
+                if st.begin_renewal() {
+                    inflight.push(renew(bucket.clone(), st));
+                }
+            }
+            Some(st) = inflight.next(), if !inflight.is_empty() => schedule(&mut timers, st),
+        }
+    }
+}
+
+/// Puts a lease on the timer queue at its next renewal, or ends it.
+fn schedule(timers: &mut DelayQueue<Arc<State>>, st: Arc<State>) {
+    let now = Instant::now();
+    match st.next(now) {
+        None => {}
+        Some(Next::Lost) => st.lose(LostReason::Deadline),
+        Some(Next::RenewAt(at)) => {
+            timers.insert_at(st, at);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Leases: keys this process keeps alive, the layer under every recipe.
+//!
+//! A [`Lease`] is a key written with a per-key TTL and rewritten (renewed) by a [`Keeper`]
+//! before it expires. It is the one place where the toolkit's lease rules live; lock queue
+//! entries, leaderships, candidate registrations, membership and configuration
+//! acknowledgements are all leases:
+//!
+//! - **Renewal is compare-and-set on the lease's own revision**, so a lease that someone
+//!   else removed or rewrote is never resurrected: the renewal conflicts and the lease is
+//!   lost at once ([`LostReason::Taken`] or [`LostReason::Expired`]).
+//! - **Every write of a lease is marked** with the lease's random nonce (the `Kv-Lease`
+//!   header, see [`Entry::lease`](crate::Entry::lease)), so a write whose acknowledgement was
+//!   lost is recognised as our own on the next look — for renewals, creations and releases
+//!   alike. A release whose acknowledgement was lost finds its own tombstone and reports
+//!   success, not loss.
+//! - **Self-demotion uses the monotonic clock** ([`LeaseClock`]): the lease is trusted until
+//!   `send time of the last acknowledged write + TTL − margin`, which is before the server
+//!   can expire it; `lost()` fires then at the latest, also while the keeper is starved.
+//! - **The lease's origin** (the revision of the write that created it) is carried on every
+//!   later write, so watchers learn a lease's fencing token from any of its revisions.
+//! - **Guarded writes** ([`Lease::put_guarded`], [`Txn::if_held`](crate::Txn::if_held)) are
+//!   conditional on the lease key still being at our revision: they fail once the lease is
+//!   gone, even before we noticed.
+//!
+//! One [`Keeper`] renews all leases created through it from one task and a timer queue, so
+//! a held lease costs a few hundred bytes and no task of its own.
+
+mod clock;
+mod handle;
+mod keeper;
+
+pub use clock::{LeaseClock, LeaseConfig, Next};
+pub use handle::{CreateLease, Lease, LostReason, Release, Released};
+pub use keeper::Keeper;

@@ -1,0 +1,242 @@
+//! One retry policy for every loop of the toolkit: which errors are worth retrying
+//! ([`Error::is_transient`], [`Error::outcome_unknown`]) and how long to wait between attempts
+//! ([`Backoff`]).
+//!
+//! Every loop that rides out failures — watch resume, lock acquisition, lease renewal,
+//! campaigns, configuration readers and writers — asks the error whether to retry and the
+//! backoff how long to wait. The delays are jittered so that a fleet that lost its server at
+//! the same moment does not come back in lockstep.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use crate::error::{Error, ErrorKind};
+
+/// An exponential backoff with jitter: the n-th retry waits about `min · 2ⁿ`, at most
+/// `max`, with up to half of it drawn at random.
+///
+/// ```
+/// use std::time::Duration;
+/// use kv_core::Backoff;
+/// let b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1)).unwrap();
+/// for n in 0..10 {
+///     let d = b.delay(n);
+///     assert!(d >= Duration::from_millis(25) && d <= Duration::from_secs(1));
+/// }
+/// assert!(Backoff::new(Duration::ZERO, Duration::from_secs(1)).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::DEFAULT
+    }
+}
+
+impl Backoff {
+    /// 50 ms doubling up to 1 s, jittered: the toolkit's default for every loop.
+    pub const DEFAULT: Backoff = Backoff {
+        min: Duration::from_millis(50),
+        max: Duration::from_secs(1),
+        jitter: true,
+    };
+
+    /// A jittered backoff from `min` doubling up to `max` (`0 < min ≤ max`).
+    pub fn new(min: Duration, max: Duration) -> Result<Backoff, Error> {
+        if min.is_zero() || max < min {
+            return Err(Error::invalid_argument(format!(
+                "backoff needs 0 < min ≤ max, got min {min:?} and max {max:?}"
+            )));
+        }
+        Ok(Backoff {
+            min,
+            max,
+            jitter: true,
+        })
+    }
+
+    /// The same delays without jitter (deterministic, for tests and for single clients).
+    pub fn without_jitter(mut self) -> Backoff {
+        self.jitter = false;
+        self
+    }
+
+    /// The shortest delay.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// The longest delay.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// The delays of successive retries, without end.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + 'static {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times();
+        let jitter = self.jitter;
+        // backon adds jitter on top of the exponential delay (up to doubling it); we want
+        // "up to half of it less" so that `max` stays a bound: halve, then jitter.
+        builder.build().map(move |d| {
+            if jitter {
+                let half = d / 2;
+                half + half.mul_f64(fastrand_fraction())
+            } else {
+                d
+            }
+        })
+    }
+
+    /// The delay before retry number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.delays()
+            .nth(attempt.min(64) as usize)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+
+    /// Runs `op` until it succeeds or fails with an error that is not
+    /// [transient](Error::is_transient), sleeping between attempts. Callers bound the whole
+    /// loop with their own timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe if `op`'s futures are.
+    pub async fn retry<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Transient,
+    {
+        let mut delays = self.delays();
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() => {
+                    let d = delays.next().unwrap_or(self.max).min(self.max);
+                    tracing::debug!(
+                        delay_ms = d.as_millis() as u64,
+                        "transient failure, retrying"
+                    );
+                    tokio::time::sleep(d).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A uniform fraction in `[0, 1)` from a thread-local generator (no seeding needed: jitter
+/// only has to differ between processes).
+fn fastrand_fraction() -> f64 {
+    use rand::Rng as _;
+    rand::rng().random::<f64>()
+}
+
+/// Errors that can say whether retrying is worthwhile. Implemented by every crate's error
+/// so that [`Backoff::retry`] serves them all.
+pub trait Transient {
+    /// Whether the failure is expected to pass by itself (no connection, timeout, no stream
+    /// leader during a failover).
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
+    }
+}
+
+impl Error {
+    /// Whether the failure is expected to pass by itself: the server did not answer in time,
+    /// the connection is down, or nobody answered for the bucket (a replicated stream
+    /// between leaders). Retry these with a [`Backoff`]; everything else is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::Unavailable
+        )
+    }
+
+    /// Whether a write that failed this way may nevertheless have been applied: the request
+    /// was (or may have been) sent and no answer came back. A retry of such a write must be
+    /// conditional, or recognise its own earlier write.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Timeout | ErrorKind::Connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_stay_within_bounds() {
+        let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(200)).unwrap();
+        let plain = b.without_jitter();
+        let d: Vec<_> = plain.delays().take(8).collect();
+        assert_eq!(d[0], Duration::from_millis(10));
+        assert_eq!(d[1], Duration::from_millis(20));
+        assert_eq!(d[7], Duration::from_millis(200));
+        for n in 0..100 {
+            let j = b.delay(n);
+            let p = plain.delay(n);
+            assert!(j <= p && j >= p / 2, "attempt {n}: {j:?} vs {p:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_a_fleet() {
+        let b = Backoff::default();
+        let first: std::collections::HashSet<_> = (0..50).map(|_| b.delay(3)).collect();
+        assert!(first.len() > 10, "jittered delays should differ: {first:?}");
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Backoff::new(Duration::ZERO, Duration::from_secs(1)).is_err());
+        assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+        assert!(Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn transient_and_unknown_kinds() {
+        let e = |k| Error::new(k, "x");
+        assert!(e(ErrorKind::Timeout).is_transient() && e(ErrorKind::Timeout).outcome_unknown());
+        assert!(e(ErrorKind::Unavailable).is_transient());
+        assert!(!e(ErrorKind::Unavailable).outcome_unknown());
+        assert!(
+            !e(ErrorKind::Conflict).is_transient() && !e(ErrorKind::Conflict).outcome_unknown()
+        );
+        assert!(!e(ErrorKind::InvalidKey).is_transient());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_the_first_final_answer() {
+        let b = Backoff::default();
+        let mut calls = 0;
+        let r: Result<u32, Error> = b
+            .retry(|| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 | 2 => Err(Error::new(ErrorKind::Timeout, "t")),
+                        _ => Err(Error::new(ErrorKind::Conflict, "c")),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Conflict);
+        assert_eq!(calls, 3);
+    }
+}

@@ -1,0 +1,140 @@
+//! Leases against a real nats-server: renewal keeps a key alive past its TTL, loss when
+//! someone else takes the key, guarded writes, transactions conditional on a lease, and a
+//! release whose acknowledgement was lost recognising its own tombstone.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::time::Duration;
+
+use kv_core::lease::{Keeper, LeaseConfig, LostReason};
+use kv_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
+use kv_tests::{FaultProxy, NatsServer};
+
+const T: Duration = Duration::from_secs(20);
+
+fn cfg() -> BucketConfig {
+    BucketConfig::new("leases")
+        .history(1)
+        .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true)
+}
+
+async fn bucket(kv: &Kv) -> Bucket {
+    kv.create_or_open(cfg()).await.unwrap()
+}
+
+fn lease_cfg(ttl: u64) -> LeaseConfig {
+    LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
+}
+
+#[tokio::test]
+async fn renewals_keep_the_key_past_its_ttl_and_carry_the_origin() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
+    let lease = keeper.lease("workers.w1", "alive").await.unwrap();
+    let origin = lease.origin();
+    assert_eq!(lease.revision(), origin);
+    // The server's whole-second TTL clock is what is under test: 1 s TTL, 2.5 s of wall time.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(lease.is_held());
+    let e = b.get_from_leader("workers.w1").await.unwrap().unwrap();
+    assert!(e.is_value());
+    assert!(e.revision() > origin, "renewed at least once");
+    let tag = e.lease().expect("lease tag on the renewal");
+    assert_eq!(tag.origin(), origin);
+    assert_eq!(tag.nonce(), lease.nonce());
+    let r = lease.release().await.unwrap();
+    assert!(r.was_held);
+    let tomb = b.get_from_leader("workers.w1").await.unwrap().unwrap();
+    assert!(!tomb.is_value());
+    assert_eq!(Some(tomb.revision()), r.tombstone);
+}
+
+#[tokio::test]
+async fn a_taken_key_ends_the_lease_and_fences_guarded_writes() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(3)).unwrap();
+    let lease = keeper.lease("lock.a", "me").await.unwrap();
+    lease.put_guarded("data.x", "1").await.unwrap();
+    let txn_ok = b.txn().put("data.y", "1").if_held(&lease).commit().await;
+    assert!(txn_ok.is_ok(), "{txn_ok:?}");
+
+    // An operator's forced removal, conditional on the lease's revision.
+    b.delete("lock.a").revision(lease.revision()).await.unwrap();
+    let err = lease.put_guarded("data.x", "2").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    let txn = b.txn().put("data.y", "2").if_held(&lease).commit().await;
+    assert_eq!(txn.unwrap_err().kind(), ErrorKind::Conflict);
+    // The next renewal conflicts: loss is reported well before the deadline.
+    let why = tokio::time::timeout(T, lease.lost()).await.unwrap();
+    assert_eq!(why, LostReason::Taken);
+    let r = lease.release().await.unwrap();
+    assert!(!r.was_held);
+    assert_eq!(
+        b.get("data.x").await.unwrap().unwrap().value().as_ref(),
+        b"1"
+    );
+}
+
+#[tokio::test]
+async fn create_respects_its_expectation() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(3)).unwrap();
+    let first = keeper
+        .lease("leader", "a")
+        .expect(Expect::NoMessage)
+        .await
+        .unwrap();
+    let second = keeper.lease("leader", "b").expect(Expect::NoMessage).await;
+    assert_eq!(second.unwrap_err().kind(), ErrorKind::Conflict);
+    assert!(first.is_held());
+    first.set_value("a2").await.unwrap();
+    assert_eq!(
+        b.get_from_leader("leader")
+            .await
+            .unwrap()
+            .unwrap()
+            .value()
+            .as_ref(),
+        b"a2"
+    );
+}
+
+#[tokio::test]
+async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    let b = bucket(&kv).await;
+    let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
+    let lease = keeper.lease("lock.b", "me").await.unwrap();
+
+    // Cut the link: the delete is buffered by the client and sent once the link heals,
+    // after its request timed out.
+    proxy.cut();
+    let release = tokio::spawn(async move { lease.release().await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.heal();
+    let r = tokio::time::timeout(T, release)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r.was_held, "the applied delete is ours: {r:?}");
+    let direct = Kv::new(server.connect().await);
+    let tomb = bucket(&direct)
+        .await
+        .get_from_leader("lock.b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!tomb.is_value());
+}
