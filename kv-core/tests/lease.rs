@@ -138,3 +138,38 @@ async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
         .unwrap();
     assert!(!tomb.is_value());
 }
+
+#[tokio::test]
+async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    let b = bucket(&kv).await;
+    let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+
+    // The creating write is buffered while the link is cut and applied after it heals,
+    // after its request timed out: the creation must adopt it, not write a second entry.
+    proxy.cut();
+    let create = tokio::spawn(async move {
+        let lease = keeper
+            .lease("queue.me", "v")
+            .expect(Expect::NoMessage)
+            .await;
+        (keeper, lease)
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.heal();
+    let (_keeper, lease) = tokio::time::timeout(T, create).await.unwrap().unwrap();
+    let lease = lease.unwrap();
+    let e = observer.get_from_leader("queue.me").await.unwrap().unwrap();
+    assert_eq!(e.lease().unwrap().nonce(), lease.nonce());
+    assert_eq!(lease.origin(), e.lease().unwrap().origin());
+    assert!(lease.is_held());
+    lease.release().await.unwrap();
+}

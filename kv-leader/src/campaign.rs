@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kv_core::lease::LeaseClock;
 use kv_core::{Entry, Expect, Include, Watch, WatchEvent};
-use kv_locks::lease::LeaseClock;
 use tokio::time::Instant;
 
 use crate::election::{validate_name, Counters, Shared};

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kv_core::lease::LeaseConfig;
 use kv_core::{Bucket, BucketConfig};
-use kv_locks::lease::LeaseConfig;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kv_core::lease::{LeaseClock, Next};
 use kv_core::{Entry, Revision, Watch, WatchEvent};
-use kv_locks::lease::{LeaseClock, Next};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 

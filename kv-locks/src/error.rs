@@ -19,14 +19,14 @@ pub enum ErrorKind {
     Lost,
     /// Clients disagree on a semaphore's permit count.
     PermitMismatch,
-    /// The lock was already released or lost: nothing was done.
-    NotHeld,
     /// A stale fencing token was rejected.
     StaleToken,
     /// The waiter's own queue entry vanished while it waited (it stalled or was cut off).
     QueueEntryLost,
     /// An error from the KV layer (see [`Error::core_kind`]).
     Kv,
+    /// An invariant of this library broke: a bug. Please report it.
+    Internal,
 }
 
 /// The error of every kv-locks operation.
@@ -39,7 +39,7 @@ pub struct Error {
 
 impl Error {
     /// An error of `kind` with a message (lowercase, no trailing period).
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             kind,
             message: message.into(),
@@ -50,6 +50,14 @@ impl Error {
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Whether the failure is expected to pass by itself (see
+    /// [`kv_core::Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.source
+            .as_deref()
+            .is_some_and(kv_core::Error::is_transient)
     }
 
     /// For [`ErrorKind::Kv`] (and kinds derived from a KV error): the KV error's kind.
@@ -65,11 +73,19 @@ impl From<kv_core::Error> for Error {
             kv_core::ErrorKind::InvalidKey | kv_core::ErrorKind::InvalidArgument => {
                 ErrorKind::InvalidArgument
             }
+            kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kv_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
+        };
+        // One layer in Display: the KV error's own text is reached through `source()`.
+        let message = match kind {
+            ErrorKind::InvalidTtl | ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::Lost => "the lock is no longer held",
+            _ => "key-value operation failed",
         };
         Error {
             kind,
-            message: e.to_string(),
+            message: message.to_string(),
             source: Some(Box::new(e)),
         }
     }
@@ -84,5 +100,11 @@ impl fmt::Display for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl kv_core::Transient for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
     }
 }

@@ -107,13 +107,14 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod acquire;
-mod entry;
 pub mod error;
 mod fence;
 mod guard;
-pub mod lease;
+mod inspect;
 mod locks;
 mod names;
+mod queue;
+mod rule;
 mod shared;
 #[doc(hidden)]
 pub mod stats;
@@ -124,8 +125,9 @@ pub use acquire::Acquire;
 pub use error::{Error, ErrorKind};
 pub use fence::{Fence, KvFence};
 pub use guard::{Guard, Released};
-pub use lease::LeaseConfig;
-pub use locks::{Locks, Mutex, Semaphore, DEFAULT_MARKER_TTL, DEFAULT_TTL};
+pub use inspect::{EntryKind, LockInfo, QueueEntry};
+pub use kv_core::lease::{LeaseConfig, LostReason};
+pub use locks::{Locks, Mutex, RwLock, Semaphore, DEFAULT_MARKER_TTL, DEFAULT_TTL};
 pub use names::{LockName, MAX_NAME_LEN};
 pub use token::Token;
 pub use value::Holder;

@@ -3,14 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kv_core::lease::{Keeper, LeaseConfig};
 use kv_core::{Bucket, BucketConfig, Kv};
-use tokio_util::task::TaskTracker;
 
 use crate::acquire::Acquire;
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
-use crate::lease::LeaseConfig;
 use crate::names::LockName;
+use crate::queue::View;
+use crate::rule::Kind;
 use crate::shared::{Shared, Slot};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::value::Holder;
@@ -43,8 +44,8 @@ pub struct Locks {
     marker_ttl: Duration,
     tombstone_ttl: Duration,
     lease: LeaseConfig,
-    holder: Holder,
-    tracker: TaskTracker,
+    holder: Arc<Holder>,
+    keeper: Keeper,
     stats: Arc<Stats>,
 }
 
@@ -91,20 +92,21 @@ impl Locks {
                 ),
             ));
         };
+        let lease = LeaseConfig::new(DEFAULT_TTL.min(marker_ttl))?;
         Ok(Locks {
+            keeper: Keeper::new(&bucket, lease)?,
             bucket,
             marker_ttl,
             tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
-            lease: LeaseConfig::new(DEFAULT_TTL.min(marker_ttl))?,
-            holder: Holder::this_process(),
-            tracker: TaskTracker::new(),
+            lease,
+            holder: Arc::new(Holder::this_process()),
             stats: Arc::new(Stats::default()),
         })
     }
 
     /// The identity written into queue entries (default: [`Holder::this_process`]).
     pub fn holder(mut self, holder: Holder) -> Locks {
-        self.holder = holder;
+        self.holder = Arc::new(holder);
         self
     }
 
@@ -131,28 +133,21 @@ impl Locks {
         &self.bucket
     }
 
-    fn handle(&self, name: &str, permits: u32) -> Result<Arc<Shared>, Error> {
-        let name = LockName::new(name)?;
-        if permits == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("semaphore {name} needs at least one permit"),
-            ));
-        }
+    fn handle(&self, name: &LockName, kind: Kind) -> Arc<Shared> {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        Ok(Arc::new(Shared {
+        Arc::new(Shared {
             bucket: self.bucket.clone(),
+            keeper: self.keeper.clone(),
             own_key: name.queue_key(&nonce),
-            name,
-            permits,
+            name: name.clone(),
+            kind,
             holder: self.holder.clone(),
             lease: self.lease,
             tombstone_ttl: self.tombstone_ttl,
             marker_ttl: self.marker_ttl,
-            tracker: self.tracker.clone(),
             stats: self.stats.clone(),
             slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
-        }))
+        })
     }
 
     /// A handle on the mutex `name` (see [`LockName`] for the rules).
@@ -161,8 +156,9 @@ impl Locks {
     /// `lock()` on the same handle waits until the first guard is released. Use one handle
     /// per concurrent user (handles are cheap) or share one to queue locally.
     pub fn mutex(&self, name: &str) -> Result<Mutex, Error> {
+        let name = LockName::new(name)?;
         Ok(Mutex {
-            shared: self.handle(name, 1)?,
+            shared: self.handle(&name, Kind::Exclusive),
         })
     }
 
@@ -170,8 +166,36 @@ impl Locks {
     /// agree on the count: the first acquisition stores it, and a handle with another count
     /// fails with [`ErrorKind::PermitMismatch`].
     pub fn semaphore(&self, name: &str, permits: u32) -> Result<Semaphore, Error> {
+        let name = LockName::new(name)?;
+        let kind = match permits {
+            0 => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("semaphore {name} needs at least one permit"),
+                ))
+            }
+            // One permit is a mutex, and interoperates with mutex handles of the same name.
+            1 => Kind::Exclusive,
+            n => Kind::Permit(n),
+        };
         Ok(Semaphore {
-            shared: self.handle(name, permits)?,
+            shared: self.handle(&name, kind),
+            permits,
+        })
+    }
+
+    /// A handle on the read-write lock `name`: many readers or one writer, FIFO, with
+    /// writers never starved by a stream of readers (a reader that arrives after a waiting
+    /// writer queues behind it). Writers and mutex holders of the same name exclude each
+    /// other. Tokens of both kinds come from one sequence, so one fence serves both.
+    ///
+    /// A handle holds at most one read and one write lock at a time; use a handle per
+    /// concurrent user.
+    pub fn rwlock(&self, name: &str) -> Result<RwLock, Error> {
+        let name = LockName::new(name)?;
+        Ok(RwLock {
+            read: self.handle(&name, Kind::Shared),
+            write: self.handle(&name, Kind::Exclusive),
         })
     }
 
@@ -181,15 +205,16 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn shutdown(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.tracker.reopen();
+        self.keeper.shutdown().await;
     }
 
     /// Request counters (tests and benchmarks).
     #[doc(hidden)]
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        StatsSnapshot {
+            renewals: self.keeper.renewals(),
+            ..self.stats.snapshot()
+        }
     }
 
     /// The counters themselves, to wait on.
@@ -199,7 +224,7 @@ impl Locks {
     }
 }
 
-fn check_marker(ttl: Duration, marker: Duration) -> Result<(), Error> {
+pub(crate) fn check_marker(ttl: Duration, marker: Duration) -> Result<(), Error> {
     if ttl > marker {
         return Err(Error::new(
             ErrorKind::InvalidTtl,
@@ -234,11 +259,8 @@ impl Mutex {
         self.shared.name.as_str()
     }
 
-    /// Test hook: writes this handle's queue entry with attempt nonce `attempt` and forgets
-    /// the acknowledgement, as if it had been lost. Returns the entry's revision.
-    #[doc(hidden)]
-    pub async fn write_entry_losing_ack(&self, attempt: &str) -> Result<kv_core::Revision, Error> {
-        lose_ack(&self.shared, attempt).await
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 }
 
@@ -247,6 +269,7 @@ impl Mutex {
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     shared: Arc<Shared>,
+    permits: u32,
 }
 
 impl Semaphore {
@@ -266,7 +289,7 @@ impl Semaphore {
 
     /// The permit count.
     pub fn permits(&self) -> u32 {
-        self.shared.permits
+        self.permits
     }
 
     /// The semaphore's name.
@@ -275,50 +298,85 @@ impl Semaphore {
     }
 }
 
-async fn lose_ack(s: &Shared, attempt: &str) -> Result<kv_core::Revision, Error> {
-    let slot = s.slot.lock().await;
-    let value = crate::value::QueueValue {
-        holder: s.holder.clone(),
-        attempt: attempt.to_string(),
-        ticket: None,
+/// A read-write lock handle. Cheap to clone (clones share the handle's two queue
+/// entries).
+///
+/// ```no_run
+/// # async fn demo(locks: kv_locks::Locks) -> Result<(), kv_locks::Error> {
+/// let rw = locks.rwlock("catalog")?;
+/// let reading = rw.read().await?; // shared with other readers
+/// reading.release().await?;
+/// let writing = rw.write().await?; // alone
+/// writing.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RwLock {
+    read: Arc<Shared>,
+    write: Arc<Shared>,
+}
+
+impl RwLock {
+    /// Starts acquiring a read (shared) lock; `.await` it. See [`Acquire`].
+    pub fn read(&self) -> Acquire {
+        Acquire::new(self.read.clone())
     }
-    .encode();
-    let expect = slot
-        .own_last
-        .map_or(kv_core::Expect::NoMessage, kv_core::Expect::Revision);
-    // `slot.own_last` is deliberately left stale.
-    Ok(s.bucket
-        .put(&s.own_key, value)
-        .ttl(s.lease.ttl().as_duration())
-        .expect(expect)
-        .await?)
+
+    /// Starts acquiring the write (exclusive) lock; `.await` it. See [`Acquire`].
+    pub fn write(&self) -> Acquire {
+        Acquire::new(self.write.clone())
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.read.name.as_str()
+    }
 }
 
 /// Stores the permit count (first user) or checks it against the stored one.
 pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
+    let Some(permits) = s.permits() else {
+        return Ok(());
+    };
     let key = s.name.permits_key();
-    match s.bucket.create(&key, s.permits.to_string()).await {
+    match s.bucket.create(&key, permits.to_string()).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == kv_core::ErrorKind::AlreadyExists => {
             let stored = s.bucket.get_from_leader(&key).await?;
-            let n = stored
-                .as_ref()
-                .and_then(|e| std::str::from_utf8(e.value()).ok())
-                .and_then(|t| t.trim().parse::<u32>().ok());
-            if n == Some(s.permits) {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    ErrorKind::PermitMismatch,
-                    format!(
-                        "semaphore {} has {} permits in the bucket, this handle expects {}",
-                        s.name,
-                        n.map_or_else(|| "an unreadable number of".to_string(), |n| n.to_string()),
-                        s.permits
-                    ),
-                ))
-            }
+            mismatch(s, stored.as_ref().and_then(stored_permits))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn stored_permits(e: &kv_core::Entry) -> Option<u32> {
+    std::str::from_utf8(e.value())
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+}
+
+/// A semaphore's permit count must agree with the bucket's, and a mutex or read-write lock
+/// must not share a name with a semaphore.
+fn mismatch(s: &Shared, stored: Option<u32>) -> Result<(), Error> {
+    let mine = s.permits().unwrap_or(1);
+    if stored.unwrap_or(1) == mine {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::PermitMismatch,
+        format!(
+            "lock {} has {} permits in the bucket, this handle expects {}",
+            s.name,
+            stored.map_or_else(|| "an unreadable number of".to_string(), |n| n.to_string()),
+            mine
+        ),
+    ))
+}
+
+/// Checks the stored permit count of a view against the handle's kind.
+pub(crate) fn check_kind(s: &Shared, v: &View) -> Result<(), Error> {
+    match &v.permits {
+        Some(e) if e.is_value() => mismatch(s, stored_permits(e)),
+        _ => Ok(()),
     }
 }

@@ -1,29 +1,31 @@
-//! State shared by a lock handle, its acquisitions, guards and background tasks.
+//! State shared by a lock handle, its acquisitions and guards.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kv_core::{Bucket, Expect, Revision};
-use tokio_util::task::TaskTracker;
+use kv_core::lease::{Keeper, LeaseConfig};
+use kv_core::{Bucket, Expect};
 
-use crate::lease::LeaseConfig;
 use crate::names::LockName;
+use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
-use crate::value::Holder;
+use crate::value::{Holder, QueueValue};
 
-/// One lock handle: a mutex (1 permit) or a semaphore, with its own queue key.
+/// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
+/// queue key.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) bucket: Bucket,
+    /// Renews the handle's queue entries (one keeper per [`Locks`](crate::Locks)).
+    pub(crate) keeper: Keeper,
     pub(crate) name: LockName,
-    pub(crate) permits: u32,
+    pub(crate) kind: Kind,
     /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
     pub(crate) own_key: String,
-    pub(crate) holder: Holder,
+    pub(crate) holder: Arc<Holder>,
     pub(crate) lease: LeaseConfig,
     pub(crate) tombstone_ttl: Duration,
     pub(crate) marker_ttl: Duration,
-    pub(crate) tracker: TaskTracker,
     pub(crate) stats: Arc<Stats>,
     /// One acquisition or guard at a time per handle: they all share `own_key`.
     pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
@@ -32,9 +34,6 @@ pub(crate) struct Shared {
 /// What a handle remembers between acquisitions. Only the owner of the slot lock touches it.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    /// Best guess of our own key's latest revision (a tombstone, usually). Wrong guesses
-    /// cost one leader read and a retry, never correctness: every write on it is conditional.
-    pub(crate) own_last: Option<Revision>,
     /// The fast path's expectation: the lock's last revision at a moment its queue was known
     /// to be empty (taken from our own clean release). Stale values only cause a conflict.
     pub(crate) fast: Option<Expect>,
@@ -45,5 +44,26 @@ pub(crate) struct Slot {
 impl Shared {
     pub(crate) fn bump(&self, s: Stat) {
         self.stats.bump(s);
+    }
+
+    /// The permit count of a semaphore handle.
+    pub(crate) fn permits(&self) -> Option<u32> {
+        match self.kind {
+            Kind::Permit(n) => Some(n),
+            Kind::Exclusive | Kind::Shared => None,
+        }
+    }
+
+    /// The value of a new queue entry.
+    pub(crate) fn entry_value(&self) -> bytes::Bytes {
+        let since_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        QueueValue {
+            holder: (*self.holder).clone(),
+            kind: self.kind.tag().to_string(),
+            since_ms,
+        }
+        .encode()
     }
 }

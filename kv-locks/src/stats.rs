@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Stats {
     acquire_writes: AtomicU64,
-    renewals: AtomicU64,
     release_writes: AtomicU64,
     snapshots: AtomicU64,
-    leader_reads: AtomicU64,
     watches: AtomicU64,
     enqueued: AtomicU64,
     acquired: AtomicU64,
@@ -23,14 +21,12 @@ pub struct Stats {
 pub struct StatsSnapshot {
     /// Conditional writes that try to enter or take the lock (fast path, queue entry).
     pub acquire_writes: u64,
-    /// Renewal writes (holders and waiters).
-    pub renewals: u64,
     /// Deletes of our own entry (release, cancel, give-up).
     pub release_writes: u64,
+    /// Renewal writes of the lease keeper (holders and waiters).
+    pub renewals: u64,
     /// Snapshots of a lock's keys.
     pub snapshots: u64,
-    /// Reads from the stream leader.
-    pub leader_reads: u64,
     /// Watches started.
     pub watches: u64,
     /// Entries that went into the queue (slow path).
@@ -49,10 +45,8 @@ impl StatsSnapshot {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stat {
     AcquireWrite,
-    Renewal,
     ReleaseWrite,
     Snapshot,
-    LeaderRead,
     Watch,
     Enqueued,
     Acquired,
@@ -62,10 +56,8 @@ impl Stats {
     pub(crate) fn bump(&self, s: Stat) {
         let c = match s {
             Stat::AcquireWrite => &self.acquire_writes,
-            Stat::Renewal => &self.renewals,
             Stat::ReleaseWrite => &self.release_writes,
             Stat::Snapshot => &self.snapshots,
-            Stat::LeaderRead => &self.leader_reads,
             Stat::Watch => &self.watches,
             Stat::Enqueued => &self.enqueued,
             Stat::Acquired => &self.acquired,
@@ -79,10 +71,9 @@ impl Stats {
         let g = |c: &AtomicU64| c.load(Ordering::SeqCst);
         StatsSnapshot {
             acquire_writes: g(&self.acquire_writes),
-            renewals: g(&self.renewals),
             release_writes: g(&self.release_writes),
+            renewals: 0,
             snapshots: g(&self.snapshots),
-            leader_reads: g(&self.leader_reads),
             watches: g(&self.watches),
             enqueued: g(&self.enqueued),
             acquired: g(&self.acquired),

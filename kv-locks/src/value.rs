@@ -42,15 +42,18 @@ impl Holder {
 }
 
 /// The JSON value of a queue entry.
+/// What a queue entry holds: who queued, as which kind, and when (the holder's wall clock,
+/// for people reading an inspection; nothing is decided by it). The ticket is the entry's
+/// lease origin, carried on every write of the entry (`Entry::lease`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct QueueValue {
     pub(crate) holder: Holder,
-    /// A nonce per acquisition: recognises our own write after a lost acknowledgement.
-    pub(crate) attempt: String,
-    /// The revision of the write that entered the queue, once the entry has been renewed
-    /// (renewals change the revision; the ticket must not change).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ticket: Option<u64>,
+    /// `x` exclusive, `s` shared (reader), `p` a semaphore permit.
+    #[serde(default)]
+    pub(crate) kind: String,
+    /// Milliseconds since the Unix epoch when the entry was written.
+    #[serde(default)]
+    pub(crate) since_ms: u64,
 }
 
 impl QueueValue {
@@ -61,5 +64,9 @@ impl QueueValue {
 
     pub(crate) fn decode(b: &[u8]) -> Option<QueueValue> {
         serde_json::from_slice(b).ok()
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        self.kind == "s"
     }
 }

@@ -311,41 +311,6 @@ async fn bad_input_is_rejected_clearly() {
 }
 
 #[tokio::test]
-async fn lost_ack_recognises_its_own_entry() {
-    let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "l7").await;
-    let holder = locks.mutex("ack").unwrap();
-    let g = holder.lock().await.unwrap();
-    let m = locks.mutex("ack").unwrap();
-    // Our entry gets written but the ack "is lost"; then the acquisition runs with the same
-    // attempt nonce.
-    let rev = m.write_entry_losing_ack("attempt-1").await.unwrap();
-    let later = locks.mutex("ack").unwrap();
-    let later_task = tokio::spawn(async move { later.lock().timeout(T).await });
-    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 1))
-        .await
-        .unwrap();
-    let mine = tokio::spawn(
-        m.lock()
-            .attempt_nonce("attempt-1")
-            .timeout(T)
-            .into_future_boxed(),
-    );
-    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 2))
-        .await
-        .unwrap();
-    g.release().await.unwrap();
-    // It kept its place (ticket = the first write), before the later waiter.
-    let g2 = timeout(T, mine).await.unwrap().unwrap().unwrap();
-    assert_eq!(g2.token().get(), rev.get());
-    assert!(!later_task.is_finished());
-    g2.release().await.unwrap();
-    let g3 = timeout(T, later_task).await.unwrap().unwrap().unwrap();
-    assert!(g3.token().get() > rev.get());
-    g3.release().await.unwrap();
-}
-
-#[tokio::test]
 async fn stale_guard_cannot_release_the_new_holders_entry() {
     let server = NatsServer::start().await;
     let locks = locks_on(server.connect().await, "l8").await;

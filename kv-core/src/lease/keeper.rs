@@ -1,5 +1,6 @@
 //! The [`Keeper`]: one task that renews every lease created through it, from a timer queue.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
@@ -37,6 +38,8 @@ pub(super) struct KeeperInner {
     pub(super) bucket: Bucket,
     pub(super) config: LeaseConfig,
     tx: mpsc::UnboundedSender<Arc<State>>,
+    /// Renewal writes sent by the task.
+    renewals: Arc<AtomicU64>,
     /// Background releases of dropped leases.
     pub(super) tracker: TaskTracker,
     _task: AbortOnDropHandle<()>,
@@ -53,12 +56,14 @@ impl Keeper {
             )
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = rt.spawn(run(bucket.clone(), rx));
+        let renewals = Arc::new(AtomicU64::new(0));
+        let task = rt.spawn(run(bucket.clone(), rx, renewals.clone()));
         Ok(Keeper {
             inner: Arc::new(KeeperInner {
                 bucket: bucket.clone(),
                 config,
                 tx,
+                renewals,
                 tracker: TaskTracker::new(),
                 _task: AbortOnDropHandle::new(task),
             }),
@@ -73,6 +78,11 @@ impl Keeper {
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
         &self.inner.bucket
+    }
+
+    /// How many renewal writes the keeper has sent.
+    pub fn renewals(&self) -> u64 {
+        self.inner.renewals.load(Ordering::Relaxed)
     }
 
     /// The default timing of new leases.
@@ -100,7 +110,11 @@ impl Keeper {
 }
 
 /// The keeper task: a timer per lease at its next renewal, renewals in flight concurrently.
-async fn run(bucket: Bucket, mut rx: mpsc::UnboundedReceiver<Arc<State>>) {
+async fn run(
+    bucket: Bucket,
+    mut rx: mpsc::UnboundedReceiver<Arc<State>>,
+    renewals: Arc<AtomicU64>,
+) {
     let mut timers: DelayQueue<Arc<State>> = DelayQueue::new();
     let mut inflight = FuturesUnordered::new();
     loop {
@@ -112,6 +126,7 @@ async fn run(bucket: Bucket, mut rx: mpsc::UnboundedReceiver<Arc<State>>) {
             Some(due) = timers.next(), if !timers.is_empty() => {
                 let st = due.into_inner();
                 if st.begin_renewal() {
+                    renewals.fetch_add(1, Ordering::Relaxed);
                     inflight.push(renew(bucket.clone(), st));
                 }
             }

@@ -1,0 +1,109 @@
+//! The view of one lock's keys at one revision: its queue, its last revision, its permits.
+
+use kv_core::{Backoff, Entry, Expect, Revision};
+
+use crate::error::Error;
+use crate::names::LockName;
+use crate::rule::Queued;
+use crate::shared::Shared;
+use crate::stats::Stat;
+use crate::value::QueueValue;
+
+/// The ticket of a live queue entry: its lease origin (never above the entry's revision),
+/// or its revision for an entry no lease wrote.
+pub(crate) fn ticket_of(e: &Entry) -> Revision {
+    e.lease().map_or(e.revision(), |t| t.origin())
+}
+
+/// A lock's keys at one revision.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Live queue entries, lowest ticket first.
+    pub(crate) queue: Vec<Queued>,
+    /// The decoded values of `queue`, in the same order (for inspection).
+    pub(crate) values: Vec<(Option<QueueValue>, Revision)>,
+    /// The lock's last revision (over all its keys): the fast path's expectation.
+    pub(crate) last: Option<Revision>,
+    pub(crate) as_of: Option<Revision>,
+    /// The permit count stored for the lock, if any.
+    pub(crate) permits: Option<Entry>,
+}
+
+impl View {
+    pub(crate) fn expect_empty(&self) -> Expect {
+        self.last.map_or(Expect::NoMessage, Expect::Revision)
+    }
+
+    pub(crate) fn position(&self, key: &str, ticket: Revision) -> Option<usize> {
+        self.queue
+            .iter()
+            .position(|q| q.key == key && q.ticket == ticket)
+    }
+
+    fn of(name: &LockName, snap: kv_core::Snapshot) -> View {
+        let last = snap.last_revision();
+        let prefix = name.queue_prefix();
+        let permits_key = name.permits_key();
+        let mut permits = None;
+        let mut live: Vec<(Queued, Option<QueueValue>, Revision)> = Vec::new();
+        for e in snap.entries {
+            let key = e.key().as_str();
+            if key == permits_key {
+                permits = Some(e);
+                continue;
+            }
+            if !key.starts_with(&prefix) || !e.is_value() {
+                continue;
+            }
+            let value = QueueValue::decode(e.value());
+            let queued = Queued {
+                key: key.to_string(),
+                ticket: ticket_of(&e),
+                shared: value.as_ref().is_some_and(QueueValue::is_shared),
+            };
+            live.push((queued, value, e.revision()));
+        }
+        live.sort_by_key(|(q, _, _)| q.ticket);
+        let (queue, values) = live.into_iter().map(|(q, v, r)| (q, (v, r))).unzip();
+        View {
+            queue,
+            values,
+            last,
+            as_of: snap.as_of,
+            permits,
+        }
+    }
+}
+
+/// How often a snapshot older than wanted is taken again before it is used anyway (a key
+/// that vanished makes every snapshot look old: it must not make a waiter spin).
+const STALE_RETRIES: usize = 8;
+
+/// Takes a snapshot of the lock's keys, consistent at a revision ≥ `at_least` (a lagging
+/// replica's older snapshot is retried), riding out transient failures.
+pub(crate) async fn view(s: &Shared, at_least: Option<Revision>) -> Result<View, Error> {
+    let mut delays = Backoff::DEFAULT.delays();
+    let mut stale = 0;
+    loop {
+        s.bump(Stat::Snapshot);
+        let snap = match s.bucket.snapshot(s.name.all_filter()).await {
+            Ok(snap) => snap,
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let fresh = match (at_least, snap.as_of) {
+            (None, _) => true,
+            (Some(w), Some(a)) => a >= w,
+            (Some(_), None) => false,
+        };
+        if fresh || stale == STALE_RETRIES {
+            return Ok(View::of(&s.name, snap));
+        }
+        stale += 1;
+        tracing::debug!(lock = %s.name, "snapshot from a lagging replica, retrying");
+        tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+    }
+}
