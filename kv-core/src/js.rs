@@ -208,14 +208,19 @@ impl Js {
         direct_answer(msg)
     }
 
-    /// Direct get batch: the last message of every subject matching `filter`, and the stream
-    /// sequence the answer is consistent at.
+    /// Direct get batch: the last message of every subject matching `filter` (at or below
+    /// `up_to`, when given), and the stream sequence the answer is consistent at (`None`
+    /// when nothing matched).
     pub(crate) async fn direct_multi_last(
         &self,
         stream: &str,
         filter: &str,
+        up_to: Option<crate::revision::Revision>,
     ) -> Result<(Vec<StoredMsg>, Option<crate::revision::Revision>), Error> {
-        let body = serde_json::json!({ "multi_last": [filter] });
+        let mut body = serde_json::json!({ "multi_last": [filter] });
+        if let (Some(r), Some(b)) = (up_to, body.as_object_mut()) {
+            b.insert("up_to_seq".into(), r.get().into());
+        }
         let Some((out, eob)) = self.direct_batch(stream, body).await? else {
             return Ok((Vec::new(), None));
         };
@@ -249,7 +254,10 @@ impl Js {
             return Ok(None);
         };
         let pending = header_u64(m.headers.as_ref(), NUM_PENDING).ok_or_else(|| {
-            Error::new(ErrorKind::Server, "direct get batch answer without Nats-Num-Pending")
+            Error::new(
+                ErrorKind::Server,
+                "direct get batch answer without Nats-Num-Pending",
+            )
         })?;
         Ok(Some((m.seq, pending)))
     }

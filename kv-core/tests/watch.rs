@@ -545,7 +545,10 @@ async fn a_strict_watch_reports_a_revision_removed_from_the_middle_of_the_stream
     proxy.cut();
     let lost = b.put("k", "3").await.unwrap();
     let newest = b.put("k", "4").await.unwrap();
-    assert!(b.entry_at("k", lost).await.unwrap().is_none(), "{lost} removed");
+    assert!(
+        b.entry_at("k", lost).await.unwrap().is_none(),
+        "{lost} removed"
+    );
     assert_eq!(b.get("k").await.unwrap().unwrap().revision(), newest);
     proxy.heal();
     expect_history_gone(&mut w, "k").await;
