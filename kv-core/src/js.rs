@@ -427,6 +427,37 @@ mod tests {
         assert!(parse_header_block(b"garbage").is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn server_replies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_header_block(&bytes);
+            if let Err(e) = parse_api::<PubAck>(&bytes) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn header_blocks_round_trip(pairs in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,20}"), 0..6)) {
+            let mut block = String::from("NATS/1.0\r\n");
+            for (k, v) in &pairs {
+                block.push_str(&format!("{k}: {v}\r\n"));
+            }
+            block.push_str("\r\n");
+            let h = parse_header_block(block.as_bytes()).unwrap();
+            for (k, v) in &pairs {
+                let got: Vec<&str> = h.get_all(k.as_str()).map(|x| x.as_str()).collect();
+                proptest::prop_assert!(got.contains(&v.trim()), "{k}: {got:?}");
+            }
+        }
+
+        #[test]
+        fn api_errors_keep_their_code(code in 10000u64..20000, desc in "[ -~]{0,40}") {
+            let body = serde_json::json!({"error": {"code": 400, "err_code": code, "description": desc}});
+            let e = parse_api::<PubAck>(body.to_string().as_bytes()).unwrap_err();
+            proptest::prop_assert_eq!(e.server_code(), Some(code));
+        }
+    }
+
     #[test]
     fn api_error_parsing() {
         let e = parse_api::<PubAck>(

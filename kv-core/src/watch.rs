@@ -736,6 +736,21 @@ fn parse_ack_subject(s: &str) -> Option<AckMeta> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn ack_subjects_never_panic(s in "[$A-Za-z0-9.]{0,80}") {
+            let _ = parse_ack_subject(&s);
+        }
+
+        #[test]
+        fn ack_subjects_round_trip(sseq: u64, cseq: u64, pending: u64, ts in 0i64..4_000_000_000_000_000_000, v2: bool) {
+            let head = if v2 { "$JS.ACK.dom.hash.KV_b.cons" } else { "$JS.ACK.KV_b.cons" };
+            let m = parse_ack_subject(&format!("{head}.1.{sseq}.{cseq}.{ts}.{pending}")).unwrap();
+            proptest::prop_assert_eq!((m.sseq, m.cseq, m.pending), (sseq, cseq, pending));
+            proptest::prop_assert_eq!(m.published.unix_timestamp_nanos(), i128::from(ts));
+        }
+    }
+
     #[test]
     fn ack_subjects() {
         let m = parse_ack_subject("$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.3").unwrap();
