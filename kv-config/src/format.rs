@@ -68,6 +68,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    proptest::proptest! {
+        #[test]
+        fn documents_decode_or_name_their_format(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let formats = [
+                Format::Json,
+                #[cfg(feature = "toml")]
+                Format::Toml,
+                #[cfg(feature = "yaml")]
+                Format::Yaml,
+            ];
+            for f in formats {
+                if let Err(e) = f.parse(&bytes) {
+                    proptest::prop_assert!(e.starts_with("invalid "), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn json_documents_round_trip(m in proptest::collection::btree_map("[a-z]{1,6}", (proptest::prelude::any::<i64>(), "\\PC{0,8}", proptest::prelude::any::<bool>()), 0..5)) {
+            let v = serde_json::json!(m);
+            let bytes = Format::Json.encode(&v).unwrap();
+            proptest::prop_assert_eq!(Format::Json.parse(&bytes).unwrap(), v);
+        }
+    }
+
     #[test]
     fn json_roundtrip_and_errors() {
         let v = json!({"a": {"b": [1, 2]}});

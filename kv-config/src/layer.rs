@@ -167,6 +167,73 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// JSON trees without floats (serde_json's float parsing may differ by one ulp).
+    fn tree() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z_]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merge_keeps_every_leaf_of_the_override_and_is_idempotent(base in tree(), over in tree()) {
+            let mut merged = base.clone();
+            merge(&mut merged, over.clone());
+            let leaves = flatten(&merged);
+            for (path, v) in flatten(&over) {
+                if v.as_object().is_some_and(|o| o.is_empty()) {
+                    continue;
+                }
+                proptest::prop_assert_eq!(leaves.get(&path), Some(&v), "{}", path);
+            }
+            let mut again = merged.clone();
+            merge(&mut again, over);
+            proptest::prop_assert_eq!(&again, &merged);
+            proptest::prop_assert!(diff_paths(&merged, &merged).is_empty());
+        }
+
+        #[test]
+        fn prefix_and_env_parsing_never_panic(
+            entries in proptest::collection::vec(("\\PC{0,12}", proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)), 0..6),
+            vars in proptest::collection::vec(("\\PC{0,16}", "\\PC{0,8}"), 0..6),
+        ) {
+            let refs: Vec<(&str, &[u8])> = entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            if let Err((key, why)) = assemble_prefix("app", refs) {
+                proptest::prop_assert!(entries.iter().any(|(k, _)| *k == key));
+                proptest::prop_assert!(why.contains("neither json nor utf-8"), "{}", why);
+            }
+            let layer = env_layer("APP", vars.clone());
+            proptest::prop_assert!(layer.is_object());
+            for (name, _) in vars {
+                if let Some(path) = env_path("APP", &name) {
+                    proptest::prop_assert!(!path.is_empty() && path.iter().all(|s| !s.is_empty()));
+                }
+            }
+        }
+
+        #[test]
+        fn values_parse_as_json_or_text(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32)) {
+            match parse_value(&bytes) {
+                Ok(Value::String(s)) if serde_json::from_slice::<Value>(&bytes).is_err() => {
+                    proptest::prop_assert_eq!(s.as_bytes(), bytes.as_slice());
+                }
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(std::str::from_utf8(&bytes).is_err(), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn merge_is_deep_and_replaces_non_objects() {
         let mut base = json!({"db": {"host": "a", "pool": 5}, "tags": [1, 2], "x": 1});

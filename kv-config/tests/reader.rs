@@ -261,3 +261,36 @@ async fn prefix_mode_reads_fields_and_raw_strings() {
         }
     );
 }
+
+/// Health and revision show a change before anyone is told of it: a listener woken by
+/// `changed()` or reading health inside the `Changed` event never sees the rejection the
+/// change cleared. Two worker threads, so the listener runs while the reader's task goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_announced_after_health_and_revision_show_it() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    b.put("app.config", json(&app("v", 1))).await.unwrap();
+    let mut r = ConfigReader::<App>::builder(doc())
+        .bucket(b.clone())
+        .validate(validate)
+        .await
+        .unwrap();
+    let mut events = r.events();
+    for i in 2..=41u32 {
+        let bad = b.put("app.config", json(&app("v", 0))).await.unwrap();
+        match next_event(&mut events).await {
+            ConfigEvent::Rejected(rej) => assert_eq!(rej.revision(), Some(bad)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let good = b.put("app.config", json(&app("v", i))).await.unwrap();
+        let snap = tokio::time::timeout(T, r.changed()).await.expect("in time");
+        let (health, revision) = (r.health(), r.revision());
+        assert_eq!(snap.revision(), Some(good));
+        assert!(health.is_healthy(), "round {i}: woken with {health:?}");
+        assert_eq!(revision, Some(good), "round {i}");
+        match next_event(&mut events).await {
+            ConfigEvent::Changed(c) => assert_eq!(c.revision, Some(good)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -370,9 +370,7 @@ impl ReadOnlyBucket {
         async {
             let subject = format!("{}{}", self.inner.read_prefix, filter);
             let (msgs, as_of) = self
-                .inner
-                .js
-                .direct_multi_last(&self.inner.stream, &subject)
+                .snapshot_msgs(&subject)
                 .await
                 .map_err(|e| e.with_op(Operation::Get))?;
             let entries = msgs
@@ -383,6 +381,33 @@ impl ReadOnlyBucket {
         }
         .instrument(span)
         .await
+    }
+
+    /// The last message of every subject matching `subject`, and the revision that is
+    /// consistent at. When nothing matches, the answer carries no revision: then the stream's
+    /// last sequence is read and the question asked again up to it, so the resume point
+    /// covers writes that landed in between.
+    async fn snapshot_msgs(
+        &self,
+        subject: &str,
+    ) -> Result<(Vec<StoredMsg>, Option<Revision>), Error> {
+        let js = &self.inner.js;
+        let first = js
+            .direct_multi_last(&self.inner.stream, subject, None)
+            .await?;
+        if first.1.is_some() {
+            return Ok(first);
+        }
+        let info: stream::Info = js
+            .api(&format!("STREAM.INFO.{}", self.inner.stream), Bytes::new())
+            .await?;
+        let Some(last) = Revision::new(info.state.last_sequence) else {
+            return Ok((Vec::new(), None));
+        };
+        let (msgs, as_of) = js
+            .direct_multi_last(&self.inner.stream, subject, Some(last))
+            .await?;
+        Ok((msgs, as_of.or(Some(last))))
     }
 
     /// Starts building a watch of the keys matching any of `filters` (an empty list means all
@@ -446,7 +471,8 @@ pub struct Snapshot {
     /// The latest entry of each matching key (values, tombstones and markers), by revision.
     pub entries: Vec<Entry>,
     /// The bucket's last revision when the snapshot was taken: nothing written up to it is
-    /// missing. `None` for an empty bucket.
+    /// missing. Set also when no key matches; `None` only for a bucket that was never
+    /// written to.
     pub as_of: Option<Revision>,
 }
 
@@ -553,7 +579,8 @@ impl Bucket {
 
     /// Writes `value` only if `key` holds no live value — never written, or deleted, purged or
     /// expired. A `.ttl(d)` is kept in every case, also over a tombstone. Fails with
-    /// [`ErrorKind::AlreadyExists`] otherwise.
+    /// [`ErrorKind::AlreadyExists`] otherwise, and with [`ErrorKind::InvalidArgument`] (nothing
+    /// sent) when given an `.expect(..)` or `.expect_on(..)`.
     pub fn create(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Write<'_> {
         self.write(WriteKind::Create, key, value.into())
     }
@@ -619,13 +646,17 @@ pub struct Write<'a> {
 
 impl Write<'_> {
     /// A per-key TTL: whole seconds, at least one; anything else fails with
-    /// [`ErrorKind::InvalidTtl`] when awaited. The bucket needs per-key TTLs enabled.
+    /// [`ErrorKind::InvalidTtl`] when awaited. The bucket needs per-key TTLs enabled
+    /// ([`BucketConfig::per_key_ttl`](crate::BucketConfig::per_key_ttl)); on a bucket without
+    /// them the write fails with [`ErrorKind::FeatureDisabled`].
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
-    /// Makes the write conditional on the key's latest revision.
+    /// Makes the write conditional on the key's latest revision. Not for
+    /// [`create`](Bucket::create), which already expects the key to hold no live value: a
+    /// create with an expectation fails with [`ErrorKind::InvalidArgument`].
     pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
         self.expect = Some(expect.into());
         self
@@ -669,9 +700,10 @@ impl Write<'_> {
             .expect_on
             .transpose()
             .map_err(|e| e.with_op(op).with_key(key.as_str()))?;
-        if expect_on.is_some() && self.kind == WriteKind::Create {
+        if self.expect.is_some() && self.kind == WriteKind::Create {
             return Err(Error::invalid_argument(
-                "create cannot be combined with expect_on; use put().expect_on()",
+                "create takes no expectation (it expects no live value); \
+                 use put().expect() or put().expect_on()",
             )
             .with_op(op)
             .with_key(key.as_str()));

@@ -250,6 +250,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ttls_never_panic_and_round_trip(s in "\\PC{0,12}", n in 0u64..1_000_000) {
+            let _ = parse_ttl(&s);
+            proptest::prop_assert_eq!(parse_ttl(&format!("{n}s")), Some(Duration::from_secs(n)));
+            proptest::prop_assert_eq!(parse_ttl(&format!("{n}m")), Some(Duration::from_secs(n * 60)));
+            proptest::prop_assert_eq!(parse_ttl(&n.to_string()), Some(Duration::from_secs(n)));
+        }
+
+        #[test]
+        fn any_headers_classify(op in "\\PC{0,8}", reason in proptest::option::of("\\PC{0,8}")) {
+            let mut h = HeaderMap::new();
+            h.insert(KV_OPERATION, op.as_str());
+            if let Some(r) = &reason {
+                h.insert(MARKER_REASON, r.as_str());
+            }
+            let (got, removal, _) = classify(Some(&h));
+            proptest::prop_assert_eq!(got == Op::Put, removal.is_none());
+        }
+    }
+
     #[test]
     fn ttl_parsing() {
         assert_eq!(parse_ttl("7"), Some(Duration::from_secs(7)));

@@ -23,8 +23,8 @@ pub enum ErrorKind {
     NotFound,
     /// The key or key filter breaks a key rule.
     InvalidKey,
-    /// A TTL that is not a whole number of seconds ≥ 1, or a per-key TTL on a bucket that
-    /// was not created with per-key TTLs enabled.
+    /// A TTL that is not a whole number of seconds ≥ 1 (a valid TTL on a bucket without
+    /// per-key TTLs is [`FeatureDisabled`](Self::FeatureDisabled)).
     InvalidTtl,
     /// A bucket option or call argument is invalid.
     InvalidArgument,

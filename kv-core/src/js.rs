@@ -25,6 +25,7 @@ pub(crate) const ROLLUP: &str = "Nats-Rollup";
 pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
 pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
 pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+const NUM_PENDING: &str = "Nats-Num-Pending";
 
 /// The JetStream API, reached over one client.
 #[derive(Debug, Clone)]
@@ -207,13 +208,67 @@ impl Js {
         direct_answer(msg)
     }
 
-    /// Direct get batch: the last message of every subject matching `filter`, and the stream
-    /// sequence the answer is consistent at.
+    /// Direct get batch: the last message of every subject matching `filter` (at or below
+    /// `up_to`, when given), and the stream sequence the answer is consistent at (`None`
+    /// when nothing matched).
     pub(crate) async fn direct_multi_last(
         &self,
         stream: &str,
         filter: &str,
+        up_to: Option<crate::revision::Revision>,
     ) -> Result<(Vec<StoredMsg>, Option<crate::revision::Revision>), Error> {
+        let mut body = serde_json::json!({ "multi_last": [filter] });
+        if let (Some(r), Some(b)) = (up_to, body.as_object_mut()) {
+            b.insert("up_to_seq".into(), r.get().into());
+        }
+        let Some((out, eob)) = self.direct_batch(stream, body).await? else {
+            return Ok((Vec::new(), None));
+        };
+        if header_u64(Some(&eob), NUM_PENDING).unwrap_or(0) > 0 {
+            return Err(Error::new(
+                ErrorKind::Server,
+                "too many keys for one snapshot request",
+            ));
+        }
+        let as_of =
+            header_u64(Some(&eob), "Nats-UpTo-Sequence").and_then(crate::revision::Revision::new);
+        Ok((out, as_of))
+    }
+
+    /// The first message at or after `seq` (on `subject`, or on any subject), and how many
+    /// messages the stream stores after it (on that subject, or on any), read in one request.
+    pub(crate) async fn direct_first(
+        &self,
+        stream: &str,
+        seq: u64,
+        subject: Option<&str>,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        let mut body = serde_json::json!({ "seq": seq, "batch": 1 });
+        if let (Some(s), Some(b)) = (subject, body.as_object_mut()) {
+            b.insert("next_by_subj".into(), s.into());
+        }
+        let Some((msgs, _)) = self.direct_batch(stream, body).await? else {
+            return Ok(None);
+        };
+        let Some(m) = msgs.first() else {
+            return Ok(None);
+        };
+        let pending = header_u64(m.headers.as_ref(), NUM_PENDING).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Server,
+                "direct get batch answer without Nats-Num-Pending",
+            )
+        })?;
+        Ok(Some((m.seq, pending)))
+    }
+
+    /// Sends a direct get batch request and collects its messages up to the end-of-batch
+    /// marker, whose headers it returns; `None` when nothing matched.
+    async fn direct_batch(
+        &self,
+        stream: &str,
+        body: serde_json::Value,
+    ) -> Result<Option<(Vec<StoredMsg>, HeaderMap)>, Error> {
         use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
         let mut sub = self
@@ -221,12 +276,11 @@ impl Js {
             .subscribe(inbox.clone())
             .await
             .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
-        let body = serde_json::json!({ "multi_last": [filter] }).to_string();
         self.client
             .publish_with_reply(
                 format!("{}.DIRECT.GET.{stream}", self.api),
                 inbox,
-                body.into(),
+                body.to_string().into(),
             )
             .await
             .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
@@ -234,26 +288,14 @@ impl Js {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-                Err(_) => return Err(Error::new(ErrorKind::Timeout, "snapshot timed out")),
+                Err(_) => return Err(Error::new(ErrorKind::Timeout, "direct get timed out")),
                 Ok(None) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
                 Ok(Some(m)) => m,
             };
             match msg.status {
-                Some(StatusCode::NOT_FOUND) => return Ok((out, None)),
+                Some(StatusCode::NOT_FOUND) => return Ok(None),
                 Some(s) if s.as_u16() == 204 => {
-                    let h = msg.headers.as_ref();
-                    let num = |name: &str| {
-                        h.and_then(|h| h.get(name))
-                            .and_then(|v| v.as_str().parse::<u64>().ok())
-                    };
-                    if num("Nats-Num-Pending").unwrap_or(0) > 0 {
-                        return Err(Error::new(
-                            ErrorKind::Server,
-                            "too many keys for one snapshot request",
-                        ));
-                    }
-                    let as_of = num("Nats-UpTo-Sequence").and_then(crate::revision::Revision::new);
-                    return Ok((out, as_of));
+                    return Ok(Some((out, msg.headers.unwrap_or_default())));
                 }
                 _ => {
                     if let Some(m) = direct_answer(msg)? {
@@ -312,6 +354,11 @@ impl Js {
     }
 }
 
+/// A numeric header, if present and well formed.
+fn header_u64(h: Option<&HeaderMap>, name: &str) -> Option<u64> {
+    h?.get(name)?.as_str().parse().ok()
+}
+
 fn direct_answer(msg: Message) -> Result<Option<StoredMsg>, Error> {
     match msg.status {
         Some(StatusCode::NOT_FOUND) => return Ok(None),
@@ -330,9 +377,7 @@ fn direct_answer(msg: Message) -> Result<Option<StoredMsg>, Error> {
     let h = msg
         .headers
         .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without headers"))?;
-    let seq = h
-        .get("Nats-Sequence")
-        .and_then(|v| v.as_str().parse::<u64>().ok())
+    let seq = header_u64(Some(&h), "Nats-Sequence")
         .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without sequence"))?;
     let time = h
         .get("Nats-Time-Stamp")
@@ -380,6 +425,37 @@ mod tests {
             parse_header_block(b"NATS/1.0\r\nKV-Operation: DEL\r\nNats-TTL: 5s\r\n\r\n").unwrap();
         assert_eq!(h.get("KV-Operation").unwrap().as_str(), "DEL");
         assert!(parse_header_block(b"garbage").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn server_replies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_header_block(&bytes);
+            if let Err(e) = parse_api::<PubAck>(&bytes) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn header_blocks_round_trip(pairs in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,20}"), 0..6)) {
+            let mut block = String::from("NATS/1.0\r\n");
+            for (k, v) in &pairs {
+                block.push_str(&format!("{k}: {v}\r\n"));
+            }
+            block.push_str("\r\n");
+            let h = parse_header_block(block.as_bytes()).unwrap();
+            for (k, v) in &pairs {
+                let got: Vec<&str> = h.get_all(k.as_str()).map(|x| x.as_str()).collect();
+                proptest::prop_assert!(got.contains(&v.trim()), "{k}: {got:?}");
+            }
+        }
+
+        #[test]
+        fn api_errors_keep_their_code(code in 10000u64..20000, desc in "[ -~]{0,40}") {
+            let body = serde_json::json!({"error": {"code": 400, "err_code": code, "description": desc}});
+            let e = parse_api::<PubAck>(body.to_string().as_bytes()).unwrap_err();
+            proptest::prop_assert_eq!(e.server_code(), Some(code));
+        }
     }
 
     #[test]

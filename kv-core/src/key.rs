@@ -17,6 +17,10 @@ const RESERVED_PREFIX: &str = "_kv";
 /// is a bug, not data.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// The longest user key [`Base64KeyCodec`] encodes, in bytes: `b` plus the base64 of 767
+/// bytes is 1,024 bytes long.
+const MAX_ENCODED_USER_KEY_LEN: usize = (MAX_KEY_LEN - 1) * 3 / 4;
+
 /// Why a key or filter was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -39,6 +43,8 @@ pub enum KeyRule {
     Reserved,
     /// A wildcard that is not a whole token, or `>` that is not the last token.
     BadWildcard,
+    /// A user key too long for [`Base64KeyCodec`] (more than 767 bytes).
+    UserKeyTooLong(usize),
 }
 
 impl fmt::Display for KeyRule {
@@ -59,6 +65,11 @@ impl fmt::Display for KeyRule {
             KeyRule::BadWildcard => write!(
                 f,
                 "wildcards must be whole tokens and '>' must be the last token"
+            ),
+            KeyRule::UserKeyTooLong(n) => write!(
+                f,
+                "user key is {n} bytes long, Base64KeyCodec encodes at most \
+                 {MAX_ENCODED_USER_KEY_LEN}"
             ),
         }
     }
@@ -250,7 +261,10 @@ pub trait KeyCodec: Send + Sync {
     fn decode_key(&self, key: &Key) -> Result<String, Error>;
 }
 
-/// Encodes any string (spaces, unicode, `*`, `>`...) as one URL-safe base64 token.
+/// Encodes any string (spaces, unicode, `*`, `>`...) of 1 to 767 bytes as one URL-safe
+/// base64 token. Longer or empty user keys fail with
+/// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey): base64 makes a key a third
+/// longer, and the encoded key must stay within [`MAX_KEY_LEN`].
 ///
 /// ```
 /// use kv_core::{Base64KeyCodec, KeyCodec};
@@ -265,6 +279,12 @@ impl KeyCodec for Base64KeyCodec {
     fn encode_key(&self, user_key: &str) -> Result<Key, Error> {
         if user_key.is_empty() {
             return Err(Error::invalid_key(user_key, KeyRule::Empty));
+        }
+        if user_key.len() > MAX_ENCODED_USER_KEY_LEN {
+            return Err(Error::invalid_key(
+                user_key,
+                KeyRule::UserKeyTooLong(user_key.len()),
+            ));
         }
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user_key.as_bytes());
         // URL-safe base64 may start with "_kv"; a fixed one-letter prefix keeps it valid.
@@ -308,6 +328,19 @@ mod tests {
         assert_eq!(check("a.>.b", true), Err(KeyRule::BadWildcard));
         assert_eq!(check("a*", true), Err(KeyRule::BadWildcard));
         assert!(check("a.*.>", true).is_ok());
+    }
+
+    #[test]
+    fn base64_codec_takes_user_keys_up_to_767_bytes() {
+        let codec = Base64KeyCodec;
+        let longest = "é".repeat(383) + "x";
+        assert_eq!(longest.len(), 767);
+        let key = codec.encode_key(&longest).unwrap();
+        assert_eq!(key.as_str().len(), MAX_KEY_LEN);
+        assert_eq!(codec.decode_key(&key).unwrap(), longest);
+        let err = codec.encode_key(&"x".repeat(768)).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidKey);
+        assert!(err.to_string().contains("768 bytes"), "{err}");
     }
 
     #[test]

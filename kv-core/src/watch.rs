@@ -33,14 +33,23 @@
 //!   keys it has seen alive) and yields an error of kind [`ErrorKind::HistoryGone`] naming the
 //!   key, then goes on. Treat it as "re-read this key".
 //! - In [`Include::AllHistory`] mode, or when started with
-//!   [`from_revision`](WatchBuilder::from_revision), a resume that finds the server no longer
-//!   holds the revisions it needs (the stream's first sequence is past the resume point)
-//!   yields [`ErrorKind::HistoryGone`] and ends the watch, instead of skipping silently.
+//!   [`from_revision`](WatchBuilder::from_revision) (the *strict* modes), every revision from
+//!   the start or resume point on is wanted. When the server no longer holds one of them —
+//!   the stream's front moved past it, or the key's history limit, a purge or an expiry
+//!   removed it from the middle of the stream — the watch yields [`ErrorKind::HistoryGone`]
+//!   naming the key and ends, instead of skipping silently. It proves each key's first
+//!   revision after the start or resume point with one to three direct gets; where the
+//!   server cannot tell which key a removed revision belonged to (another key's revision
+//!   removed in between), it reports `HistoryGone` too, so a strict watch on a bucket with
+//!   history 1 whose keys are rewritten while it is away will end. Use
+//!   [`skip_compacted`](WatchBuilder::skip_compacted) to follow the latest state instead.
 //! - Errors while re-creating the consumer (the server is still down) are retried with
 //!   backoff without ending the stream; a failed attempt is logged at `warn` level.
 //!
-//! Failure detection rests on the consumer's idle heartbeat (5 s): a watch idle across a
-//! server restart notices within about two heartbeats once polled.
+//! Failure detection rests on the consumer's idle heartbeat (2 s): a watch idle across a
+//! server restart notices within about two heartbeats (4 s) once polled. A consumer nobody
+//! listens to any more (a dropped watch whose delete did not reach the server) is removed by
+//! the server after 10 s.
 
 use std::collections::HashSet;
 use std::future::{Future, IntoFuture};
@@ -62,6 +71,9 @@ use crate::entry::{batch_of, classify, lease_of, Entry, Op};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyFilter};
 use crate::revision::Revision;
+
+mod gap;
+use gap::GapCheck;
 
 /// Which entries a watch starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,7 +163,7 @@ impl WatchBuilder {
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves at most an idle ephemeral consumer that the
-    /// server removes after 30 s.
+    /// server removes after 10 s.
     pub async fn start(self) -> Result<Watch, Error> {
         let filters = self.filters.map_err(|e| e.with_op(Operation::Watch))?;
         let subjects: Vec<String> = if filters.is_empty() {
@@ -180,21 +192,12 @@ impl WatchBuilder {
             ended: false,
             deferred: None,
             stale: Vec::new(),
+            gap: None,
         };
         state.first_policy = match (self.from_revision, self.include) {
             (Some(r), _) => {
                 if state.strict {
-                    let info = stream_info(&state.inner).await?;
-                    if info.state.messages > 0 && info.state.first_sequence > r.get() {
-                        return Err(Error::new(
-                            ErrorKind::HistoryGone,
-                            format!(
-                                "cannot start at revision {r}: the bucket's oldest revision is {}",
-                                info.state.first_sequence
-                            ),
-                        )
-                        .with_op(Operation::Watch));
-                    }
+                    state.gap = Some(strict_check(&state.inner, r.get(), "start").await?);
                 }
                 state.last_seq = r.get() - 1;
                 DeliverPolicy::ByStartSequence {
@@ -291,6 +294,25 @@ struct State {
     deferred: Option<Error>,
     /// Names of replaced consumers still to delete on the server.
     stale: Vec<String>,
+    /// Strict modes: the keys proven gap-free since the last start or resume point.
+    gap: Option<GapCheck>,
+}
+
+/// The check a strict watch makes before it starts or resumes at revision `want`: the
+/// stream's front must not have passed it. Returns the per-key check for what follows.
+async fn strict_check(inner: &Inner, want: u64, what: &str) -> Result<GapCheck, Error> {
+    let info = stream_info(inner).await?;
+    if info.state.messages > 0 && info.state.first_sequence > want {
+        return Err(Error::new(
+            ErrorKind::HistoryGone,
+            format!(
+                "cannot {what} at revision {want}: the bucket's oldest revision is {}",
+                info.state.first_sequence
+            ),
+        )
+        .with_op(Operation::Watch));
+    }
+    Ok(GapCheck::new(want, info.config.max_messages_per_subject))
 }
 
 async fn stream_info(inner: &Inner) -> Result<stream::Info, Error> {
@@ -309,18 +331,8 @@ impl State {
             // Nothing processed yet: starting over with the first policy cannot duplicate.
             self.first_policy
         } else if self.strict {
-            let info = stream_info(&self.inner).await?;
             let want = self.last_seq + 1;
-            if info.state.first_sequence > want && info.state.messages > 0 {
-                return Err(Error::new(
-                    ErrorKind::HistoryGone,
-                    format!(
-                        "cannot resume at revision {want}: the bucket's oldest revision is {}",
-                        info.state.first_sequence
-                    ),
-                )
-                .with_op(Operation::Watch));
-            }
+            self.gap = Some(strict_check(&self.inner, want, "resume").await?);
             DeliverPolicy::ByStartSequence {
                 start_sequence: want,
             }
@@ -379,6 +391,24 @@ impl State {
         )
     }
 
+    /// Replaces the consumer on the next poll, resuming after the last processed revision.
+    fn drop_consumer(&mut self, reason: &str) {
+        tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
+        // Deleted right after the resume succeeds (the connection may be down now).
+        if let Some(mut old) = self.consumer.take() {
+            self.stale.push(std::mem::take(&mut old.name));
+        }
+    }
+
+    /// Strict modes: proves no revision of `key` before `seq` was removed since the last
+    /// start or resume point (see `gap`).
+    async fn verify_gap(&mut self, key: Option<&Key>, seq: u64, op: Op) -> Result<(), Error> {
+        match (self.gap.as_mut(), key) {
+            (Some(gap), Some(key)) => gap.verify(&self.inner, key, seq, op == Op::Purge).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn next_event(&mut self) -> Option<Result<WatchEvent, Error>> {
         loop {
             if let Some(e) = self.deferred.take() {
@@ -425,11 +455,7 @@ impl State {
             let d = match consumer.next().await {
                 Ok(d) => d,
                 Err(reason) => {
-                    tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
-                    // Deleted right after the resume succeeds (the connection may be down now).
-                    if let Some(mut old) = self.consumer.take() {
-                        self.stale.push(std::mem::take(&mut old.name));
-                    }
+                    self.drop_consumer(reason);
                     continue;
                 }
             };
@@ -442,9 +468,17 @@ impl State {
             }
             let mut out = None;
             if seq > self.last_seq {
+                let (op, removal, ttl) = classify(m.headers.as_ref());
+                if let Err(e) = self.verify_gap(key.as_ref(), seq, op).await {
+                    if e.kind() == ErrorKind::HistoryGone {
+                        self.ended = true;
+                        return Some(Err(e));
+                    }
+                    self.drop_consumer("cannot check for gaps");
+                    continue;
+                }
                 self.last_seq = seq;
                 if let (Some(key), Some(revision)) = (key, Revision::new(seq)) {
-                    let (op, removal, ttl) = classify(m.headers.as_ref());
                     if op == Op::Put {
                         if !self.live.contains(&key) {
                             self.live.insert(key.clone());
@@ -702,6 +736,21 @@ fn parse_ack_subject(s: &str) -> Option<AckMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn ack_subjects_never_panic(s in "[$A-Za-z0-9.]{0,80}") {
+            let _ = parse_ack_subject(&s);
+        }
+
+        #[test]
+        fn ack_subjects_round_trip(sseq: u64, cseq: u64, pending: u64, ts in 0i64..4_000_000_000_000_000_000, v2: bool) {
+            let head = if v2 { "$JS.ACK.dom.hash.KV_b.cons" } else { "$JS.ACK.KV_b.cons" };
+            let m = parse_ack_subject(&format!("{head}.1.{sseq}.{cseq}.{ts}.{pending}")).unwrap();
+            proptest::prop_assert_eq!((m.sseq, m.cseq, m.pending), (sseq, cseq, pending));
+            proptest::prop_assert_eq!(m.published.unix_timestamp_nanos(), i128::from(ts));
+        }
+    }
 
     #[test]
     fn ack_subjects() {

@@ -229,6 +229,39 @@ async fn bad_input_gives_error_kinds() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FeatureDisabled, "{err}");
+    let err = plain
+        .create("k", "v")
+        .ttl(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FeatureDisabled, "{err}");
+    // an invalid TTL is refused before the bucket is asked
+    let err = plain
+        .put("k", "v")
+        .ttl(Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTtl, "{err}");
+    assert!(
+        plain.get("k").await.unwrap().is_none(),
+        "nothing was written"
+    );
+
+    // create takes no expectation: refused, not ignored
+    let rev = b.put("exists", "v").await.unwrap();
+    let err = b.create("fresh", "v").expect(rev).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let err = b
+        .create("fresh", "v")
+        .expect_on("exists", rev)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(
+        b.get("fresh").await.unwrap().is_none(),
+        "nothing was written"
+    );
+
     let err = plain.txn().put("k", "v").commit().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FeatureDisabled);
 
@@ -541,7 +574,7 @@ async fn guarded_writes_and_snapshots() {
     b.put("q.h", "y").expect_on("q.>", r).await.unwrap();
 
     // snapshot: latest per key including tombstones, consistent as of a revision
-    b.delete("q.w.1").await.unwrap();
+    let last = b.delete("q.w.1").await.unwrap();
     let snap = b.snapshot("q.>").await.unwrap();
     let keys: Vec<(&str, Op)> = snap
         .entries
@@ -550,8 +583,14 @@ async fn guarded_writes_and_snapshots() {
         .collect();
     assert_eq!(keys, vec![("q.h", Op::Put), ("q.w.1", Op::Delete)]);
     assert!(snap.as_of.unwrap() >= snap.last_revision().unwrap());
+    // no key matches: still a resume point, the bucket's last revision
     let empty = b.snapshot("none.>").await.unwrap();
     assert!(empty.entries.is_empty());
+    assert_eq!(empty.as_of, Some(last));
+    let kv = Kv::new(server.connect().await);
+    let fresh = kv.create_bucket(BucketConfig::new("fresh")).await.unwrap();
+    let never = fresh.snapshot(">").await.unwrap();
+    assert_eq!((never.entries.len(), never.as_of), (0, None));
     assert!(b.snapshot("bad filter").await.is_err());
 }
 

@@ -496,3 +496,96 @@ async fn dropped_watches_leave_no_consumers_behind() {
     .await
     .expect("the dropped watches' consumers are deleted");
 }
+
+/// Waits for the watch's next item and asserts it is a `HistoryGone` error naming `key`, with
+/// no entry before it, and that the watch then ends.
+async fn expect_history_gone(w: &mut Watch, key: &str) {
+    let err = loop {
+        match tokio::time::timeout(T, w.next()).await.expect("in time") {
+            Some(Ok(WatchEvent::Entry(e))) => panic!("no entry may be delivered past a gap: {e:?}"),
+            Some(Ok(WatchEvent::InitialDone)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("the watch ended without reporting the gap"),
+        }
+    };
+    assert_eq!(err.kind(), ErrorKind::HistoryGone, "{err}");
+    assert_eq!(err.key(), Some(key), "{err}");
+    let after = tokio::time::timeout(T, w.next()).await.expect("in time");
+    assert!(after.is_none(), "a strict watch ends after HistoryGone");
+}
+
+/// Waits for the next entry, skipping the initial-values marker.
+async fn next_entry(w: &mut Watch) -> kv_core::Entry {
+    loop {
+        if let WatchEvent::Entry(e) = next(w).await {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_strict_watch_reports_a_revision_removed_from_the_middle_of_the_stream() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("middle").history(1)).await;
+    // `other` keeps the stream's first sequence at 1 while k's old revisions go.
+    let first = b.put("other", "o").await.unwrap();
+    let k1 = b.put("k", "1").await.unwrap();
+    let (proxy, watched) = through_proxy(&server, "middle").await;
+    let mut w = watched.watch(["k"]).from_revision(first).await.unwrap();
+    assert_eq!(next_entry(&mut w).await.revision(), k1);
+
+    // Away while another key is written and k once: nothing of k is lost, no alarm.
+    proxy.cut();
+    b.put("fresh", "f").await.unwrap();
+    let k2 = b.put("k", "2").await.unwrap();
+    proxy.heal();
+    assert_eq!(next_entry(&mut w).await.revision(), k2);
+
+    // Away while k is written twice: with history 1 the middle revision is gone.
+    proxy.cut();
+    let lost = b.put("k", "3").await.unwrap();
+    let newest = b.put("k", "4").await.unwrap();
+    assert!(
+        b.entry_at("k", lost).await.unwrap().is_none(),
+        "{lost} removed"
+    );
+    assert_eq!(b.get("k").await.unwrap().unwrap().revision(), newest);
+    proxy.heal();
+    expect_history_gone(&mut w, "k").await;
+}
+
+#[tokio::test]
+async fn a_strict_watch_from_a_compacted_revision_reports_it() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("compacted").history(1)).await;
+    let first = b.put("other", "o").await.unwrap();
+    b.put("k", "1").await.unwrap();
+    b.put("k", "2").await.unwrap();
+    let newest = b.put("k", "3").await.unwrap();
+    let status = b.status().await.unwrap().stream_info.state;
+    assert_eq!(
+        status.first_sequence,
+        first.get(),
+        "the stream's front still holds the start revision"
+    );
+    for start in [Include::AllHistory, Include::LastPerKey] {
+        let mut w = b
+            .watch(["k"])
+            .include(start)
+            .from_revision(first)
+            .await
+            .unwrap();
+        expect_history_gone(&mut w, "k").await;
+    }
+    // A watcher that accepts compaction gets the newest revision.
+    let mut lenient = b
+        .watch(["k"])
+        .from_revision(first)
+        .skip_compacted()
+        .await
+        .unwrap();
+    assert_eq!(next_entry(&mut lenient).await.revision(), newest);
+    // Keys whose revisions are all still there pass the check.
+    let mut other = b.watch(["other"]).from_revision(first).await.unwrap();
+    assert_eq!(next_entry(&mut other).await.revision(), first);
+}

@@ -202,6 +202,8 @@ where
                     if kv.is_some() {
                         self.had_value = true;
                     }
+                    // Health and revision first: whoever the change wakes reads them.
+                    shared.synced(rev);
                     let cur = shared.current.load_full();
                     let changed = cur.json != json;
                     if changed || cur.stale || cur.origin != Origin::Kv {
@@ -230,7 +232,6 @@ where
                     } else {
                         tracing::debug!("config unchanged");
                     }
-                    shared.synced(rev);
                     self.persist(rev, kv).await;
                 }
             }
