@@ -9,6 +9,8 @@
 //! - [`NatsCluster`]: three routed JetStream nodes, ready once a meta leader exists, with node
 //!   kills and restarts and stream-leader lookup.
 //! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
+//! - [`history`] and [`check`]: record what every client did and believed, then check
+//!   mutual exclusion, fencing, leader terms, watches and configurations.
 //! - `docker` (feature `docker`): the official `nats` image through testcontainers.
 //!
 //! The `nats-server` binary comes from [`nats_server_bin`]: `NATS_SERVER_BIN`, `PATH`, or the
@@ -37,9 +39,11 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod binary;
+pub mod check;
 mod cluster;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod history;
 mod monitor;
 mod proxy;
 mod server;
