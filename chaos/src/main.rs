@@ -90,6 +90,21 @@ async fn connect(urls: &[String]) -> Res<Kv> {
     Ok(Kv::new(client))
 }
 
+/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet.
+async fn create(admin: &Kv, cfg: BucketConfig) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.create_or_open(cfg.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!("bucket not created yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -127,7 +142,7 @@ async fn run() -> Res<usize> {
             .per_key_ttl(kv_locks::DEFAULT_MARKER_TTL)
             .atomic_batches(true)
             .replicas(3);
-        admin.create_or_open(cfg).await?;
+        create(&admin, cfg).await?;
         let mut handles = Vec::new();
         for kv in connections(&urls, 3).await? {
             handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
@@ -137,9 +152,7 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-locks".to_string());
     }
     if wants("leader") {
-        admin
-            .create_or_open(Election::bucket_config("chaos-leader").replicas(3))
-            .await?;
+        create(&admin, Election::bucket_config("chaos-leader").replicas(3)).await?;
         let mut elections = Vec::new();
         for kv in connections(&urls, 4).await? {
             let bucket = kv.open("chaos-leader").await?;
@@ -155,9 +168,11 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-leader".to_string());
     }
     if wants("watch") {
-        admin
-            .create_or_open(BucketConfig::new("chaos-watch").history(64).replicas(3))
-            .await?;
+        create(
+            &admin,
+            BucketConfig::new("chaos-watch").history(64).replicas(3),
+        )
+        .await?;
         let mut buckets = Vec::new();
         for kv in connections(&urls, 3).await? {
             buckets.push(kv.open("chaos-watch").await?);
@@ -175,14 +190,14 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-watch".to_string());
     }
     if wants("config") {
-        admin
-            .create_or_open(
-                BucketConfig::new("chaos-config")
-                    .history(1)
-                    .atomic_batches(true)
-                    .replicas(3),
-            )
-            .await?;
+        create(
+            &admin,
+            BucketConfig::new("chaos-config")
+                .history(1)
+                .atomic_batches(true)
+                .replicas(3),
+        )
+        .await?;
         let mut buckets = Vec::new();
         for kv in connections(&urls, 3).await? {
             buckets.push(kv.open("chaos-config").await?);
