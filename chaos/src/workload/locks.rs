@@ -1,7 +1,7 @@
 //! Locks: workers on two mutexes and a semaphore, fenced writes under the mutexes.
 //!
-//! A read-write lock joins the same loop once `Locks::rwlock(name)` exists: give its read and
-//! write handles to [`worker`] with [`Mode::Read`] and [`Mode::Write`].
+//! A read-write lock joins the same loop once `Locks::rwlock(name)` exists: add a `Target`
+//! variant for it whose workers acquire with `Mode::Read` or `Mode::Write`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
