@@ -57,6 +57,13 @@ cargo build -p kv-examples --examples --bins
 step "cargo build -p kv-bench (the benchmark builds; scripts/bench.sh runs it)"
 cargo build -p kv-bench
 
+step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
+scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {
+    tail -80 target/chaos.log >&2
+    exit 1
+}
+sed -n '/^| workload/,/^$/p' target/chaos/report.md
+
 step "checking for stray nats-server processes"
 # Servers die with their handles; give any SIGKILLed child a moment to be reaped.
 for _ in 1 2 3 4 5 6 7 8 9 10; do

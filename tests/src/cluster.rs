@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::proxy::FaultProxy;
 use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
 
 /// Three JetStream nodes named `n0`, `n1`, `n2`, routed to each other on 127.0.0.1.
@@ -32,6 +33,11 @@ use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     name: String,
+    /// Route links `(from, to)` through proxies, for partitions (empty unless partitionable).
+    links: Vec<((usize, usize), FaultProxy)>,
+    /// The advertised route address of a partitionable cluster: a proxy that refuses every
+    /// connection, so gossip never leads a node around the link proxies.
+    _sink: Option<FaultProxy>,
 }
 
 /// Number of nodes in a [`NatsCluster`].
@@ -49,6 +55,25 @@ impl NatsCluster {
     ///
     /// Cancelling drops the started nodes, which kills them and removes their files.
     pub async fn start() -> NatsCluster {
+        Self::start_with(false).await
+    }
+
+    /// Like [`NatsCluster::start`], but every route connection from node `i` to node `j` runs
+    /// through its own [`FaultProxy`], so [`NatsCluster::partition`] can cut `i` from `j` while
+    /// both keep serving clients and talking to the third node.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsCluster::start`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the started nodes and proxies, which kills them and removes their files.
+    pub async fn start_partitionable() -> NatsCluster {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(partitionable: bool) -> NatsCluster {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "kv-tests-{}-{}",
@@ -59,6 +84,11 @@ impl NatsCluster {
         // All three listeners are held at once so the ports differ; the kernel does not hand a
         // just-released ephemeral port out again right away.
         let route_ports = free_ports(CLUSTER_SIZE);
+        let (links, sink) = if partitionable {
+            route_links(&route_ports).await
+        } else {
+            (Vec::new(), None)
+        };
         let mut nodes: Vec<NatsServer> = route_ports
             .iter()
             .enumerate()
@@ -67,7 +97,8 @@ impl NatsCluster {
                 builder.cluster = Some(ClusterSpec {
                     name: name.clone(),
                     listen_port,
-                    route_ports: route_ports.clone(),
+                    routes: routes_of(i, &route_ports, &links),
+                    advertise: sink.as_ref().map(|p| p.local_addr().to_string()),
                 });
                 builder.spawn_only()
             })
@@ -80,7 +111,12 @@ impl NatsCluster {
         for node in &mut nodes {
             node.wait_ready().await;
         }
-        let cluster = NatsCluster { nodes, name };
+        let cluster = NatsCluster {
+            nodes,
+            name,
+            links,
+            _sink: sink,
+        };
         if cluster.wait_meta_leader(deadline).await.is_none() {
             cluster.fail("elected no JetStream meta leader");
         }
@@ -129,6 +165,40 @@ impl NatsCluster {
             Ok(client) => client,
             Err(err) => self.fail(&format!("refused a client: {err}")),
         }
+    }
+
+    /// Cuts the route links between nodes `a` and `b` both ways (both keep their clients and
+    /// their links to the third node). Does nothing unless the cluster was started with
+    /// [`NatsCluster::start_partitionable`].
+    pub fn partition(&self, a: usize, b: usize) {
+        self.links_between(a, b).for_each(FaultProxy::cut);
+    }
+
+    /// Restores the route links between nodes `a` and `b`.
+    pub fn heal_partition(&self, a: usize, b: usize) {
+        self.links_between(a, b).for_each(FaultProxy::heal);
+    }
+
+    /// Whether [`NatsCluster::partition`] works on this cluster.
+    pub fn is_partitionable(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    fn links_between(&self, a: usize, b: usize) -> impl Iterator<Item = &FaultProxy> {
+        self.links
+            .iter()
+            .filter(move |((i, j), _)| (*i, *j) == (a, b) || (*i, *j) == (b, a))
+            .map(|(_, proxy)| proxy)
+    }
+
+    /// Freezes node `i` with SIGSTOP; see [`NatsServer::pause`].
+    pub fn pause_node(&self, i: usize) {
+        self.nodes[i].pause();
+    }
+
+    /// Continues node `i` after [`NatsCluster::pause_node`] (SIGCONT).
+    pub fn resume_node(&self, i: usize) {
+        self.nodes[i].resume();
     }
 
     /// Kills node `i` with SIGKILL and waits for it to exit.
@@ -264,6 +334,40 @@ async fn node_meta_leader(node: &NatsServer) -> Option<String> {
     let jsz = node.monitor_json("/jsz").await?;
     let leader = jsz.pointer("/meta_cluster/leader")?.as_str()?;
     (!leader.is_empty()).then(|| leader.to_string())
+}
+
+/// One proxy per ordered node pair toward the route port of the second node, and the sink that
+/// every node advertises instead of its real route address.
+async fn route_links(
+    route_ports: &[u16],
+) -> (Vec<((usize, usize), FaultProxy)>, Option<FaultProxy>) {
+    let mut links = Vec::new();
+    for (i, j) in pairs(route_ports.len()) {
+        let proxy = FaultProxy::start(&format!("127.0.0.1:{}", route_ports[j])).await;
+        links.push(((i, j), proxy));
+    }
+    let sink = FaultProxy::start(&format!("127.0.0.1:{}", route_ports[0])).await;
+    sink.cut();
+    (links, Some(sink))
+}
+
+fn pairs(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).flat_map(move |i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+}
+
+/// The route URLs of node `i`: through its link proxies when there are any, else direct.
+fn routes_of(i: usize, route_ports: &[u16], links: &[((usize, usize), FaultProxy)]) -> Vec<String> {
+    if links.is_empty() {
+        return route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+    }
+    links
+        .iter()
+        .filter(|((from, _), _)| *from == i)
+        .map(|(_, proxy)| format!("nats-route://{}", proxy.local_addr()))
+        .collect()
 }
 
 /// `n` distinct free TCP ports on 127.0.0.1.

@@ -9,6 +9,10 @@
 //! - [`NatsCluster`]: three routed JetStream nodes, ready once a meta leader exists, with node
 //!   kills and restarts and stream-leader lookup.
 //! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
+//! - [`history`] and [`check`]: record what every client did and believed, then check
+//!   mutual exclusion, fencing, leader terms, watches and configurations.
+//! - [`nemesis`]: a seeded fault schedule (link cuts, SIGKILL, SIGSTOP, partitions between
+//!   nodes, stream-leader kills) run against a cluster.
 //! - `docker` (feature `docker`): the official `nats` image through testcontainers.
 //!
 //! The `nats-server` binary comes from [`nats_server_bin`]: `NATS_SERVER_BIN`, `PATH`, or the
@@ -37,10 +41,13 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod binary;
+pub mod check;
 mod cluster;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod history;
 mod monitor;
+pub mod nemesis;
 mod proxy;
 mod server;
 

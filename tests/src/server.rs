@@ -27,7 +27,10 @@ pub(crate) const POLL_CLUSTER: Duration = Duration::from_millis(20);
 pub(crate) struct ClusterSpec {
     pub(crate) name: String,
     pub(crate) listen_port: u16,
-    pub(crate) route_ports: Vec<u16>,
+    /// Route URLs (`nats-route://127.0.0.1:PORT`), possibly through proxies.
+    pub(crate) routes: Vec<String>,
+    /// `cluster { advertise }`: the route address gossiped to other nodes.
+    pub(crate) advertise: Option<String>,
 }
 
 /// Options for a [`NatsServer`]; get one from [`NatsServer::builder`].
@@ -296,6 +299,28 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the process with SIGSTOP (a paused server: connections stay open, nothing is
+    /// answered). [`NatsServer::resume`] continues it; [`NatsServer::kill`] works on a paused
+    /// process, [`NatsServer::stop`] and [`NatsServer::restart`] need it resumed first.
+    ///
+    /// Does nothing when no process runs.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Continues a process paused by [`NatsServer::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: Signal) {
+        let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        // Fails only when the process already exited, which `is_running` reports.
+        let _ = signal::kill(Pid::from_raw(pid), sig);
+    }
+
     /// Stops the process gracefully with SIGTERM and waits for it to exit.
     ///
     /// Falls back to SIGKILL when it has not exited after the ready timeout.
@@ -402,13 +427,16 @@ impl NatsServer {
         );
         if let Some(cl) = &self.spec.cluster {
             let routes: Vec<String> = cl
-                .route_ports
+                .routes
                 .iter()
-                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .map(|r| serde_json::Value::from(r.as_str()).to_string())
                 .collect();
+            let advertise = cl.advertise.as_ref().map_or(String::new(), |a| {
+                format!("\n  advertise: {}", serde_json::Value::from(a.as_str()))
+            });
             let _ = writeln!(
                 c,
-                "cluster {{\n  name: {}\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}",
+                "cluster {{\n  name: {}\n  listen: \"127.0.0.1:{}\"{advertise}\n  routes: [{}]\n}}",
                 serde_json::Value::from(cl.name.as_str()),
                 cl.listen_port,
                 routes.join(", ")

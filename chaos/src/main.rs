@@ -1,0 +1,264 @@
+//! `kv-chaos`: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a seeded
+//! nemesis, checks the recorded history and writes a report. Exits 1 on any violation.
+//!
+//! ```text
+//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|all] [--out DIR]
+//! ```
+
+mod report;
+mod workload;
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kv_core::{BucketConfig, Kv};
+use kv_leader::Election;
+use kv_locks::Locks;
+use kv_tests::history::{History, Op};
+use kv_tests::nemesis::{FaultKind, Nemesis, Schedule};
+use kv_tests::{check, FaultProxy, NatsCluster};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long workloads get to finish (watchers to catch up) after the nemesis stopped.
+const WIND_DOWN: Duration = Duration::from_secs(45);
+
+#[derive(Debug)]
+struct Args {
+    minutes: f64,
+    seed: u64,
+    workload: String,
+    out: String,
+}
+
+fn args() -> Res<Args> {
+    let mut a = Args {
+        minutes: 2.0,
+        seed: 1,
+        workload: "all".into(),
+        out: "target/chaos".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--minutes" => a.minutes = value.parse()?,
+            "--seed" => a.seed = value.parse()?,
+            "--workload" => a.workload = value,
+            "--out" => a.out = value,
+            _ => return Err(format!("unknown option {flag}").into()),
+        }
+    }
+    if !["locks", "leader", "watch", "config", "all"].contains(&a.workload.as_str()) {
+        return Err(format!("unknown workload {}", a.workload).into());
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run().await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("kv-chaos: {n} violations");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kv-chaos: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A client of the cluster through the client proxies only (discovered node addresses would
+/// bypass them).
+async fn connect(urls: &[String]) -> Res<Kv> {
+    let client = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(urls.to_vec())
+        .await?;
+    Ok(Kv::new(client))
+}
+
+/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet.
+async fn create(admin: &Kv, cfg: BucketConfig) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.create_or_open(cfg.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!("bucket not created yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(connect(urls).await?);
+    }
+    Ok(out)
+}
+
+async fn run() -> Res<usize> {
+    let args = args()?;
+    let wants = |w: &str| args.workload == "all" || args.workload == w;
+    let started = Instant::now();
+    let mut cluster = NatsCluster::start_partitionable().await;
+    let mut proxies = Vec::new();
+    for i in 0..kv_tests::CLUSTER_SIZE {
+        proxies.push(FaultProxy::start(&cluster.node(i).client_url()).await);
+    }
+    let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
+    let admin = connect(&cluster.client_urls())
+        .await?
+        .with_timeout(Duration::from_secs(20));
+    let history = History::new();
+    let stop = CancellationToken::new();
+    let writing = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut streams = Vec::new();
+    let lock_counts = Arc::new(workload::locks::Counts::default());
+    let watch_progress = Arc::new(workload::watch::Progress::default());
+    let mut shutdown_locks = Vec::new();
+    let mut shutdown_elections = Vec::new();
+
+    if wants("locks") {
+        let cfg = BucketConfig::new("chaos-locks")
+            .history(1)
+            .per_key_ttl(kv_locks::DEFAULT_MARKER_TTL)
+            .atomic_batches(true)
+            .replicas(3);
+        create(&admin, cfg).await?;
+        let mut handles = Vec::new();
+        for kv in connections(&urls, 3).await? {
+            handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
+        }
+        shutdown_locks.extend(handles.iter().cloned());
+        workload::locks::start(&mut tasks, handles, 3, &history, &stop, &lock_counts);
+        streams.push("KV_chaos-locks".to_string());
+    }
+    if wants("leader") {
+        create(&admin, Election::bucket_config("chaos-leader").replicas(3)).await?;
+        let mut elections = Vec::new();
+        for kv in connections(&urls, 4).await? {
+            let bucket = kv.open("chaos-leader").await?;
+            elections.push(
+                Election::builder(bucket, "e0")
+                    .ttl(workload::leader::TTL)
+                    .build()?,
+            );
+        }
+        shutdown_elections.extend(elections.iter().cloned());
+        let observer = elections.split_off(3);
+        workload::leader::start(&mut tasks, elections, observer, &history, &stop);
+        streams.push("KV_chaos-leader".to_string());
+    }
+    if wants("watch") {
+        create(
+            &admin,
+            BucketConfig::new("chaos-watch").history(64).replicas(3),
+        )
+        .await?;
+        let mut buckets = Vec::new();
+        for kv in connections(&urls, 3).await? {
+            buckets.push(kv.open("chaos-watch").await?);
+        }
+        let writer = buckets.remove(0);
+        workload::watch::start(
+            &mut tasks,
+            writer,
+            buckets,
+            &history,
+            &writing,
+            &stop,
+            &watch_progress,
+        );
+        streams.push("KV_chaos-watch".to_string());
+    }
+    if wants("config") {
+        create(
+            &admin,
+            BucketConfig::new("chaos-config")
+                .history(1)
+                .atomic_batches(true)
+                .replicas(3),
+        )
+        .await?;
+        let mut buckets = Vec::new();
+        for kv in connections(&urls, 3).await? {
+            buckets.push(kv.open("chaos-config").await?);
+        }
+        let writer = buckets.remove(0);
+        workload::config::start(&mut tasks, writer, buckets, &history, &stop).await;
+        streams.push("KV_chaos-config".to_string());
+    }
+
+    let run_for = Duration::from_secs_f64(args.minutes * 60.0);
+    let schedule = Schedule::generate(args.seed, run_for, &FaultKind::ALL, streams.len());
+    println!("{schedule}");
+    let faults = Nemesis::new(&mut cluster, &proxies, streams, history.clone())
+        .run(&schedule, run_for)
+        .await;
+
+    writing.cancel();
+    stop.cancel();
+    let watchers_caught_up = tokio::time::timeout(WIND_DOWN, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    tasks.shutdown().await;
+    for l in &shutdown_locks {
+        l.shutdown().await;
+    }
+    for e in &shutdown_elections {
+        e.shutdown().await;
+    }
+
+    let records = history.records();
+    let violations = check::all(&records);
+    let extra = report::Extra {
+        replay: format!(
+            "scripts/chaos.sh --minutes {} --seed {} --workload {}",
+            args.minutes, args.seed, args.workload
+        ),
+        schedule: schedule.to_string(),
+        faults,
+        already_lost: lock_counts.already_lost.load(Ordering::Relaxed),
+        released: lock_counts.released.load(Ordering::Relaxed),
+        watch_restarts: watch_progress.restarts.load(Ordering::Relaxed),
+        history_gone: watch_progress.history_gone.load(Ordering::Relaxed),
+        watchers_caught_up,
+        elapsed: started.elapsed(),
+    };
+    let md = report::markdown(&records, &violations, &extra);
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(format!("{}/report.md", args.out), &md)?;
+    std::fs::write(
+        format!("{}/timeline.svg", args.out),
+        report::timeline(&records),
+    )?;
+    println!("{md}");
+    let faults_failed = records
+        .iter()
+        .filter(|r| matches!(r.op, Op::Fault { .. }) && !r.is_ok())
+        .count();
+    if faults_failed > 0 {
+        println!("note: {faults_failed} faults did not apply or recover cleanly (see Faults)");
+    }
+    Ok(violations.len())
+}

@@ -1,0 +1,170 @@
+//! Locks: workers on two mutexes and a semaphore, fenced writes under the mutexes.
+//!
+//! A read-write lock joins the same loop once `Locks::rwlock(name)` exists: add a `Target`
+//! variant for it whose workers acquire with `Mode::Read` or `Mode::Write`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_locks::{Acquire, Guard, KvFence, Locks, Released};
+use kv_tests::history::{History, Mode, Op};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{bounded, settle};
+
+/// Lease TTL: longer than a stream-leader election (4–9 s), so failovers need not cost holds.
+pub const TTL: Duration = Duration::from_secs(12);
+
+/// Release outcomes, for the report.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Releases answered `Released`.
+    pub released: AtomicU64,
+    /// Releases answered `AlreadyLost` although the client saw no loss before releasing.
+    pub already_lost: AtomicU64,
+}
+
+/// A lock the workers contend for.
+#[derive(Debug, Clone)]
+enum Target {
+    Mutex(String),
+    Semaphore(String, u32),
+}
+
+/// Starts `per_lock` workers on each lock, one `Locks` handle (connection) per worker.
+pub fn start(
+    tasks: &mut JoinSet<()>,
+    handles: Vec<Locks>,
+    per_lock: usize,
+    history: &History,
+    stop: &CancellationToken,
+    counts: &Arc<Counts>,
+) {
+    let targets = [
+        Target::Mutex("m0".into()),
+        Target::Mutex("m1".into()),
+        Target::Semaphore("s0".into(), 2),
+    ];
+    let mut n = 0;
+    for target in targets {
+        for _ in 0..per_lock {
+            let Some(locks) = handles.get(n % handles.len().max(1)).cloned() else {
+                return;
+            };
+            let client = format!("lock-{n}");
+            n += 1;
+            let w = Worker {
+                locks,
+                target: target.clone(),
+                client,
+                history: history.clone(),
+                stop: stop.clone(),
+                counts: Arc::clone(counts),
+            };
+            tasks.spawn(w.run());
+        }
+    }
+}
+
+struct Worker {
+    locks: Locks,
+    target: Target,
+    client: String,
+    history: History,
+    stop: CancellationToken,
+    counts: Arc<Counts>,
+}
+
+impl Worker {
+    async fn run(self) {
+        while !self.stop.is_cancelled() {
+            let (lock, mode, acquire) = match self.acquire() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!("lock handle: {e}");
+                    return;
+                }
+            };
+            let op = self.history.invoke(
+                &self.client,
+                Op::Acquire {
+                    lock: lock.clone(),
+                    mode,
+                },
+            );
+            let out = bounded(&self.stop, acquire.ttl(TTL)).await;
+            match settle(op, out, |g: &Guard| Some(g.token().get())) {
+                Some(guard) => self.hold(&lock, mode, guard).await,
+                // A failing cluster answers at once: do not spin.
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn acquire(&self) -> Result<(String, Mode, Acquire), kv_locks::Error> {
+        Ok(match &self.target {
+            Target::Mutex(name) => (name.clone(), Mode::Mutex, self.locks.mutex(name)?.lock()),
+            Target::Semaphore(name, n) => (
+                name.clone(),
+                Mode::Semaphore(*n),
+                self.locks.semaphore(name, *n)?.acquire(),
+            ),
+        })
+    }
+
+    async fn hold(&self, lock: &str, mode: Mode, guard: Guard) {
+        let token = guard.token().get();
+        if mode == Mode::Mutex {
+            self.fenced_write(lock, &guard).await;
+        }
+        let work = Duration::from_millis(rand::rng().random_range(0..30));
+        let lost = tokio::select! {
+            () = guard.lost() => true,
+            () = tokio::time::sleep(work) => !guard.is_held(),
+        };
+        if lost {
+            let what = Op::Lost {
+                lock: lock.to_string(),
+                token,
+            };
+            self.history.instant(&self.client, what, None);
+        }
+        let what = Op::Release {
+            lock: lock.to_string(),
+            token,
+        };
+        let op = self.history.invoke(&self.client, what);
+        match bounded(&self.stop, guard.release()).await {
+            Some(Ok(Released::AlreadyLost)) if !lost => {
+                self.counts.already_lost.fetch_add(1, Ordering::Relaxed);
+                op.ok(None);
+            }
+            Some(Ok(_)) => {
+                self.counts.released.fetch_add(1, Ordering::Relaxed);
+                op.ok(None);
+            }
+            Some(Err(e)) => op.unknown(e),
+            None => op.unknown("timed out or stopped"),
+        }
+    }
+
+    async fn fenced_write(&self, lock: &str, guard: &Guard) {
+        let fence = KvFence::new(self.locks.bucket().clone(), format!("fence.{lock}"));
+        let token = guard.token();
+        let what = Op::FencedWrite {
+            resource: lock.to_string(),
+            token: token.get(),
+        };
+        let op = self.history.invoke(&self.client, what);
+        let value = format!("{} {}", self.client, token.get());
+        let out = bounded(
+            &self.stop,
+            fence.write(token, &format!("data.{lock}"), value),
+        )
+        .await;
+        settle(op, out, |_| None);
+    }
+}

@@ -1,0 +1,48 @@
+//! The workloads: each drives one recipe through its public API and records a history.
+
+pub mod config;
+pub mod leader;
+pub mod locks;
+pub mod watch;
+
+use std::time::Duration;
+
+use kv_tests::history::Pending;
+use tokio_util::sync::CancellationToken;
+
+/// Bound on any single client call; past it the outcome is unknown.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `fut` under [`CALL_TIMEOUT`] and the stop signal; `None` when either cut it short.
+pub async fn bounded<F: std::future::IntoFuture>(
+    stop: &CancellationToken,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = tokio::time::timeout(CALL_TIMEOUT, fut.into_future()) => out.ok(),
+        () = stop.cancelled() => None,
+    }
+}
+
+/// Completes `op` as ok with `result` or, for errors and timeouts, as unknown: the recipes do
+/// not promise that a failed call did nothing, so the checkers must not assume it.
+pub fn settle<T, E: std::fmt::Display>(
+    op: Pending,
+    out: Option<Result<T, E>>,
+    result: impl FnOnce(&T) -> Option<u64>,
+) -> Option<T> {
+    match out {
+        Some(Ok(v)) => {
+            op.ok(result(&v));
+            Some(v)
+        }
+        Some(Err(e)) => {
+            op.unknown(e);
+            None
+        }
+        None => {
+            op.unknown("timed out or stopped");
+            None
+        }
+    }
+}

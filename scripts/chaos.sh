@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# History-checked chaos: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a
+# seeded nemesis and writes target/chaos/report.md and timeline.svg. Exits non-zero on any
+# violation. A failing run replays from its seed.
+#
+#   scripts/chaos.sh [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+minutes=2
+seed=1
+workload=all
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --minutes) minutes="$2"; shift 2 ;;
+        --seed) seed="$2"; shift 2 ;;
+        --workload) workload="$2"; shift 2 ;;
+        *) echo "usage: $0 [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]" >&2; exit 2 ;;
+    esac
+done
+
+NATS_SERVER_BIN="$(scripts/ensure-nats-server.sh)"
+export NATS_SERVER_BIN
+export KV_TESTS_RUN_ID="${KV_TESTS_RUN_ID:-kv-chaos-$$-$RANDOM}"
+
+cargo build -p kv-chaos
+exec target/debug/kv-chaos --minutes "$minutes" --seed "$seed" --workload "$workload" --out target/chaos

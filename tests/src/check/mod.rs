@@ -1,0 +1,92 @@
+//! Checkers: read a [`History`](crate::history::History) and report every violation of a
+//! safety property, naming the operations involved.
+//!
+//! Unknown outcomes are treated as the property requires: a lock acquisition whose outcome is
+//! unknown may or may not hold, so only *believers* (clients told they hold) can overlap; a write
+//! with an unknown outcome may or may not appear in a watch or a configuration.
+//!
+//! ```
+//! use kv_tests::check;
+//! use kv_tests::history::{History, Mode, Op};
+//!
+//! let h = History::new();
+//! let acquire = || Op::Acquire { lock: "l".into(), mode: Mode::Mutex };
+//! h.invoke("a", acquire()).ok(Some(1));
+//! h.invoke("b", acquire()).ok(Some(2)); // while `a` still believes it holds
+//! let violations = check::all(&h.records());
+//! assert_eq!(violations.len(), 1);
+//! assert_eq!(violations[0].property, check::Property::MutualExclusion);
+//! ```
+
+mod config;
+mod holds;
+mod leader;
+mod watch;
+
+use std::fmt;
+
+use crate::history::Record;
+
+pub use config::configs;
+pub use holds::{fencing, holds, mutual_exclusion, token_order, Hold};
+pub use leader::{observers, FAULT_AFTERMATH};
+pub use watch::watches;
+
+/// The safety property a [`Violation`] breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Property {
+    /// More believers than a lock (or election) admits at one time.
+    MutualExclusion,
+    /// Tokens (or terms) not unique, or not increasing in real-time order.
+    TokenOrder,
+    /// A fenced write with a stale token accepted after a newer one.
+    Fencing,
+    /// An observer missed a term or saw terms go backwards.
+    Observer,
+    /// A watch lost, duplicated, reordered or altered a revision.
+    Watch,
+    /// A configuration reader applied an invalid or torn configuration.
+    Config,
+}
+
+/// One violation: which property, what happened, and the operations involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The property broken.
+    pub property: Property,
+    /// A one-line description.
+    pub summary: String,
+    /// The operations involved, in the order the summary names them.
+    pub ops: Vec<Record>,
+}
+
+impl Violation {
+    fn new(property: Property, summary: impl Into<String>, ops: Vec<Record>) -> Violation {
+        Violation {
+            property,
+            summary: summary.into(),
+            ops,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.property, self.summary)?;
+        for op in &self.ops {
+            write!(f, "\n    {op}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every checker over `records`.
+pub fn all(records: &[Record]) -> Vec<Violation> {
+    let mut out = mutual_exclusion(records);
+    out.extend(token_order(records));
+    out.extend(fencing(records));
+    out.extend(observers(records));
+    out.extend(watches(records));
+    out.extend(configs(records));
+    out
+}

@@ -1,0 +1,449 @@
+//! The checkers against hand-made histories: each bad history is reported, each good one passes.
+
+use std::time::Duration;
+
+use kv_tests::check::{self, Property};
+use kv_tests::history::{History, Mode, Op, Outcome, Record};
+
+/// Builds histories with explicit times (milliseconds) and outcomes.
+struct H(History);
+
+impl H {
+    fn new() -> H {
+        H(History::new())
+    }
+
+    fn op(
+        &self,
+        client: &str,
+        op: Op,
+        at: (u64, u64),
+        outcome: Outcome,
+        result: Option<u64>,
+    ) -> &Self {
+        self.0.push(Record {
+            id: 0,
+            client: client.into(),
+            op,
+            invoked: Duration::from_millis(at.0),
+            completed: Some(Duration::from_millis(at.1)),
+            outcome,
+            result,
+            note: String::new(),
+        });
+        self
+    }
+
+    fn ok(&self, client: &str, op: Op, at: (u64, u64), result: Option<u64>) -> &Self {
+        self.op(client, op, at, Outcome::Ok, result)
+    }
+
+    fn acquire(&self, client: &str, lock: &str, mode: Mode, at: (u64, u64), token: u64) -> &Self {
+        self.ok(
+            client,
+            Op::Acquire {
+                lock: lock.into(),
+                mode,
+            },
+            at,
+            Some(token),
+        )
+    }
+
+    fn release(&self, client: &str, lock: &str, at: u64, token: u64) -> &Self {
+        self.ok(
+            client,
+            Op::Release {
+                lock: lock.into(),
+                token,
+            },
+            (at, at + 1),
+            None,
+        )
+    }
+
+    fn properties(&self) -> Vec<Property> {
+        check::all(&self.0.records())
+            .iter()
+            .map(|v| v.property)
+            .collect()
+    }
+}
+
+#[test]
+fn mutex_overlap_of_believers_is_reported_and_names_both() {
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 1)
+        .acquire("b", "m", Mode::Mutex, (20, 30), 2)
+        .release("a", "m", 40, 1)
+        .release("b", "m", 50, 2);
+    let v = check::mutual_exclusion(&h.0.records());
+    assert_eq!(v.len(), 1, "{v:?}");
+    let text = v[0].to_string();
+    for part in [
+        "a (token 1)",
+        "b (token 2)",
+        "acquire m (Mutex)",
+        "invoked 0.020s",
+        "completed 0.030s",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+}
+
+#[test]
+fn sequential_mutex_holds_pass() {
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 1)
+        .release("a", "m", 20, 1)
+        .acquire("b", "m", Mode::Mutex, (15, 25), 5)
+        .release("b", "m", 30, 5);
+    assert_eq!(h.properties(), vec![]);
+}
+
+#[test]
+fn unknown_and_failed_acquisitions_are_not_believers() {
+    let h = H::new();
+    let acquire = || Op::Acquire {
+        lock: "m".into(),
+        mode: Mode::Mutex,
+    };
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 1)
+        .op("b", acquire(), (5, 50), Outcome::Unknown, None)
+        .op("c", acquire(), (5, 50), Outcome::Fail, None);
+    assert_eq!(h.properties(), vec![]);
+}
+
+#[test]
+fn a_loss_ends_the_belief() {
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 1)
+        .ok(
+            "a",
+            Op::Lost {
+                lock: "m".into(),
+                token: 1,
+            },
+            (20, 20),
+            None,
+        )
+        .acquire("b", "m", Mode::Mutex, (15, 25), 2);
+    assert_eq!(h.properties(), vec![]);
+}
+
+#[test]
+fn semaphore_admits_n_believers_not_more() {
+    let h = H::new();
+    h.acquire("a", "s", Mode::Semaphore(2), (0, 10), 1).acquire(
+        "b",
+        "s",
+        Mode::Semaphore(2),
+        (0, 11),
+        2,
+    );
+    assert_eq!(h.properties(), vec![]);
+    h.acquire("c", "s", Mode::Semaphore(2), (0, 12), 3);
+    assert_eq!(h.properties(), vec![Property::MutualExclusion]);
+}
+
+#[test]
+fn readers_share_and_a_writer_excludes_all() {
+    let h = H::new();
+    h.acquire("r1", "rw", Mode::Read, (0, 10), 1)
+        .acquire("r2", "rw", Mode::Read, (0, 11), 2);
+    assert_eq!(h.properties(), vec![]);
+    h.acquire("w", "rw", Mode::Write, (0, 12), 3);
+    let v = check::mutual_exclusion(&h.0.records());
+    assert_eq!(v.len(), 1);
+    assert!(
+        v[0].summary
+            .contains("3 believers while 1 of them hold exclusively"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn tokens_must_be_unique_and_increase_in_real_time() {
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 7)
+        .release("a", "m", 20, 7)
+        .acquire("b", "m", Mode::Mutex, (30, 40), 5);
+    assert_eq!(h.properties(), vec![Property::TokenOrder]);
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 7)
+        .release("a", "m", 20, 7)
+        .acquire("b", "m", Mode::Mutex, (30, 40), 7);
+    assert_eq!(h.properties(), vec![Property::TokenOrder]);
+}
+
+#[test]
+fn a_stale_fenced_write_accepted_after_a_newer_one_is_reported() {
+    let write = |t| Op::FencedWrite {
+        resource: "res".into(),
+        token: t,
+    };
+    let h = H::new();
+    h.ok("b", write(9), (0, 10), None)
+        .ok("a", write(3), (5, 8), None) // concurrent with the newer write: no order known
+        .op("a", write(3), (20, 30), Outcome::Fail, None); // rejected: fine
+    assert_eq!(h.properties(), vec![]);
+    h.ok("a", write(3), (40, 50), None);
+    let v = check::fencing(&h.0.records());
+    assert_eq!(v.len(), 1);
+    assert!(
+        v[0].summary.contains("token 3 accepted after token 9"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn two_leaders_at_once_break_uniqueness() {
+    let h = H::new();
+    h.acquire("a", "e", Mode::Leader, (0, 10), 4)
+        .acquire("b", "e", Mode::Leader, (20, 30), 6);
+    assert_eq!(h.properties(), vec![Property::MutualExclusion]);
+}
+
+fn observe(h: &H, client: &str, at: u64, term: u64) {
+    h.ok(
+        client,
+        Op::Observe {
+            election: "e".into(),
+        },
+        (at, at),
+        Some(term),
+    );
+}
+
+#[test]
+fn observers_must_see_every_term_in_order() {
+    let start = Op::ObserveStart {
+        election: "e".into(),
+    };
+    let h = H::new();
+    h.ok("o", start.clone(), (0, 1), None)
+        .acquire("a", "e", Mode::Leader, (10, 20), 4)
+        .release("a", "e", 30, 4)
+        .acquire("b", "e", Mode::Leader, (40, 50), 9)
+        .release("b", "e", 60, 9)
+        .acquire("c", "e", Mode::Leader, (70, 80), 12);
+    observe(&h, "o", 21, 4);
+    observe(&h, "o", 51, 9);
+    observe(&h, "o", 81, 12);
+    assert_eq!(h.properties(), vec![]);
+
+    let missed = H::new();
+    missed
+        .ok("o", start.clone(), (0, 1), None)
+        .acquire("a", "e", Mode::Leader, (10, 20), 4)
+        .release("a", "e", 30, 4)
+        .acquire("b", "e", Mode::Leader, (40, 50), 9);
+    observe(&missed, "o", 51, 9);
+    let v = check::observers(&missed.0.records());
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].summary.contains("o missed term 4"), "{}", v[0]);
+
+    let backwards = H::new();
+    backwards.ok("o", start, (0, 1), None);
+    observe(&backwards, "o", 10, 9);
+    observe(&backwards, "o", 20, 4);
+    assert_eq!(backwards.properties(), vec![Property::Observer]);
+}
+
+#[test]
+fn a_term_during_a_fault_need_not_be_observed() {
+    let h = H::new();
+    h.ok(
+        "o",
+        Op::ObserveStart {
+            election: "e".into(),
+        },
+        (0, 1),
+        None,
+    )
+    .ok(
+        "nemesis",
+        Op::Fault {
+            what: "kill n1".into(),
+        },
+        (5, 15),
+        None,
+    )
+    .acquire("a", "e", Mode::Leader, (10, 20), 4)
+    .release("a", "e", 30, 4);
+    observe(&h, "o", 40_000, 9);
+    assert_eq!(h.properties(), vec![]);
+}
+
+fn write(h: &H, key: &str, value: &str, at: u64, outcome: Outcome, rev: Option<u64>) {
+    let op = Op::Write {
+        key: key.into(),
+        value: value.into(),
+    };
+    h.op("w", op, (at, at + 1), outcome, rev);
+}
+
+fn deliver(h: &H, key: &str, value: &str, rev: u64) {
+    h.ok(
+        "watcher",
+        Op::Deliver {
+            key: key.into(),
+            value: value.into(),
+        },
+        (100, 100),
+        Some(rev),
+    );
+}
+
+fn watch_history() -> H {
+    let h = H::new();
+    h.ok(
+        "watcher",
+        Op::WatchStart {
+            key: "k.>".into(),
+            after: 0,
+        },
+        (0, 1),
+        None,
+    );
+    write(&h, "k.a", "v1", 2, Outcome::Ok, Some(1));
+    write(&h, "k.b", "v2", 3, Outcome::Unknown, None);
+    write(&h, "k.a", "v3", 4, Outcome::Ok, Some(3));
+    write(&h, "other", "v4", 5, Outcome::Ok, Some(4));
+    h
+}
+
+#[test]
+fn a_watch_delivering_everything_once_passes() {
+    let h = watch_history();
+    deliver(&h, "k.a", "v1", 1);
+    deliver(&h, "k.b", "v2", 2); // the unknown write happened: fine
+    deliver(&h, "k.a", "v3", 3);
+    assert_eq!(h.properties(), vec![]);
+}
+
+#[test]
+fn a_skipped_revision_is_reported() {
+    let h = watch_history();
+    deliver(&h, "k.a", "v3", 3);
+    let v = check::watches(&h.0.records());
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].summary.contains("skipped revision 1 of k.a"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn duplicates_reordering_and_wrong_values_are_reported() {
+    let dup = watch_history();
+    deliver(&dup, "k.a", "v1", 1);
+    deliver(&dup, "k.a", "v1", 1);
+    assert_eq!(dup.properties(), vec![Property::Watch]);
+
+    let wrong = watch_history();
+    deliver(&wrong, "k.a", "v1", 3);
+    let v = check::watches(&wrong.0.records());
+    assert!(
+        v.iter()
+            .any(|v| v.summary.contains("written at revision 1")),
+        "{v:?}"
+    );
+
+    let phantom = watch_history();
+    deliver(&phantom, "k.a", "never", 1);
+    let v = check::watches(&phantom.0.records());
+    assert!(
+        v.iter().any(|v| v.summary.contains("which nobody wrote")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_restart_after_history_gone_starts_a_new_segment() {
+    let h = watch_history();
+    deliver(&h, "k.a", "v1", 1);
+    h.ok(
+        "watcher",
+        Op::HistoryGone { key: "k.>".into() },
+        (50, 50),
+        Some(1),
+    )
+    .ok(
+        "watcher",
+        Op::WatchStart {
+            key: "k.>".into(),
+            after: 2,
+        },
+        (60, 61),
+        None,
+    );
+    deliver(&h, "k.a", "v3", 3);
+    assert_eq!(h.properties(), vec![]);
+}
+
+fn config_write(h: &H, value: &str, valid: bool, at: u64, rev: u64) {
+    let op = Op::ConfigWrite {
+        value: value.into(),
+        valid,
+    };
+    h.ok("writer", op, (at, at + 1), Some(rev));
+}
+
+fn apply(h: &H, value: &str, rev: u64) {
+    h.ok(
+        "reader",
+        Op::ConfigApply {
+            value: value.into(),
+        },
+        (90, 90),
+        Some(rev),
+    );
+}
+
+#[test]
+fn config_readers_apply_only_whole_valid_writes() {
+    let h = H::new();
+    config_write(&h, "a=1,b=1", true, 0, 2);
+    config_write(&h, "a=-1,b=-1", false, 10, 4);
+    config_write(&h, "a=2,b=2", true, 20, 6);
+    apply(&h, "a=1,b=1", 2);
+    apply(&h, "a=2,b=2", 6);
+    assert_eq!(h.properties(), vec![]);
+
+    apply(&h, "a=-1,b=-1", 7);
+    apply(&h, "a=3,b=2", 8);
+    apply(&h, "a=1,b=1", 2);
+    let v = check::configs(&h.0.records());
+    let summaries: Vec<&str> = v.iter().map(|v| v.summary.as_str()).collect();
+    assert_eq!(v.len(), 3, "{summaries:?}");
+    assert!(summaries[0].contains("applied the invalid configuration a=-1,b=-1"));
+    assert!(summaries[1].contains("which no write produced (torn?)"));
+    assert!(summaries[2].contains("applied revision 2 after revision Some(8)"));
+}
+
+#[test]
+fn the_recorder_is_shared_by_clones_and_marks_abandoned_ops_unknown() {
+    let history = History::new();
+    let clone = history.clone();
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let h = clone.clone();
+            std::thread::spawn(move || {
+                h.invoke(format!("c{i}"), Op::Fault { what: "x".into() })
+                    .ok(None);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.join().expect("thread");
+    }
+    drop(history.invoke("c9", Op::Fault { what: "y".into() }));
+    let records = history.records();
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[4].outcome, Outcome::Unknown);
+    assert!(records.iter().all(|r| r.completed >= Some(r.invoked)));
+}

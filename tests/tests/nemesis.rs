@@ -1,0 +1,188 @@
+//! The nemesis and the cluster faults it uses, against real 3-node clusters.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use kv_tests::history::{History, Op, Outcome};
+use kv_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
+use kv_tests::{FaultProxy, NatsCluster};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(300)))
+        .ignore_discovered_servers()
+        .connect(url)
+        .await
+        .expect("connect")
+}
+
+/// Polls a request from `from` to a responder on node 0 until it answers as `want` (true:
+/// answered), under `WAIT`.
+async fn until_routed(from: &async_nats::Client, want: bool) {
+    tokio::time::timeout(WAIT, async {
+        while from.request("echo", "ping".into()).await.is_ok() != want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("requests never became answered={want}"));
+}
+
+#[tokio::test]
+async fn a_partition_cuts_two_nodes_apart_and_heals() {
+    let cluster = NatsCluster::start_partitionable().await;
+    assert!(cluster.is_partitionable());
+    let responder = client(cluster.node(0).client_url()).await;
+    let mut requests = responder.subscribe("echo").await.expect("subscribe");
+    let echo = tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, "pong".into()).await;
+            }
+        }
+    });
+    let far = client(cluster.node(1).client_url()).await;
+    let third = client(cluster.node(2).client_url()).await;
+    until_routed(&far, true).await;
+
+    cluster.partition(0, 1);
+    // NATS does not forward between routes: n1 cannot reach n0 while n2 still can.
+    until_routed(&far, false).await;
+    assert!(third.request("echo", "ping".into()).await.is_ok());
+    assert!(cluster.meta_leader().await.is_some());
+
+    cluster.heal_partition(0, 1);
+    until_routed(&far, true).await;
+    echo.abort();
+}
+
+#[tokio::test]
+async fn a_paused_node_answers_nothing_until_resumed() {
+    let cluster = NatsCluster::start().await;
+    let c = client(cluster.node(2).client_url()).await;
+    assert!(c.request("$JS.API.INFO", "".into()).await.is_ok());
+    cluster.pause_node(2);
+    assert!(c.request("$JS.API.INFO", "".into()).await.is_err());
+    cluster.resume_node(2);
+    tokio::time::timeout(WAIT, async {
+        while c.request("$JS.API.INFO", "".into()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the resumed node answers again");
+}
+
+#[test]
+fn a_schedule_replays_from_its_seed_and_prints_it() {
+    let kinds = FaultKind::ALL;
+    let a = Schedule::generate(42, Duration::from_secs(600), &kinds, 2);
+    assert_eq!(
+        a,
+        Schedule::generate(42, Duration::from_secs(600), &kinds, 2)
+    );
+    assert_ne!(
+        a,
+        Schedule::generate(43, Duration::from_secs(600), &kinds, 2)
+    );
+    // Ten minutes of steps draw every kind of fault.
+    let drawn = |k: FaultKind| {
+        a.steps.iter().any(|s| {
+            matches!(
+                (k, s.fault),
+                (FaultKind::ClientCut, Fault::ClientCut(_))
+                    | (FaultKind::ClientBlackhole, Fault::ClientBlackhole(_))
+                    | (FaultKind::ClientLatency, Fault::ClientLatency(..))
+                    | (FaultKind::Kill, Fault::Kill(_))
+                    | (FaultKind::Pause, Fault::Pause(_))
+                    | (FaultKind::Partition, Fault::Partition(..))
+                    | (FaultKind::KillStreamLeader, Fault::KillStreamLeader(_))
+                    | (FaultKind::Restart, Fault::Restart(_))
+            )
+        })
+    };
+    assert!(kinds.iter().all(|&k| drawn(k)));
+    assert!(a.steps.iter().all(|s| match s.fault {
+        Fault::Partition(x, y) => x != y && x < 3 && y < 3,
+        Fault::KillStreamLeader(s) => s < 2,
+        _ => true,
+    }));
+    let text = a.to_string();
+    assert!(text.starts_with("nemesis schedule, seed 42:"), "{text}");
+    assert_eq!(text.lines().count(), a.steps.len() + 1);
+}
+
+#[tokio::test]
+async fn the_nemesis_injects_heals_and_records_each_fault() {
+    let mut cluster = NatsCluster::start_partitionable().await;
+    let proxies = [
+        FaultProxy::start(&cluster.node(0).client_url()).await,
+        FaultProxy::start(&cluster.node(1).client_url()).await,
+        FaultProxy::start(&cluster.node(2).client_url()).await,
+    ];
+    let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
+    let js = jetstream::new(client(urls).await);
+    let store = tokio::time::timeout(
+        WAIT,
+        js.create_key_value(kv::Config {
+            bucket: "nem".into(),
+            num_replicas: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("bucket");
+    let step = |fault| Step {
+        gap: Duration::from_millis(100),
+        fault,
+        hold: Duration::from_millis(700),
+    };
+    let schedule = Schedule {
+        seed: 0,
+        steps: vec![
+            step(Fault::KillStreamLeader(0)),
+            step(Fault::Partition(0, 2)),
+            step(Fault::Pause(1)),
+            step(Fault::ClientCut(0)),
+        ],
+    };
+    let history = History::new();
+    let streams = vec!["KV_nem".to_string()];
+    let injected = Nemesis::new(&mut cluster, &proxies, streams, history.clone())
+        .run(&schedule, Duration::from_secs(120))
+        .await;
+    assert_eq!(injected, 4);
+    let faults: Vec<_> = history.records();
+    let what: Vec<String> = faults
+        .iter()
+        .map(|r| match &r.op {
+            Op::Fault { what } => what.clone(),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(
+        what,
+        [
+            "SIGKILL leader of stream #0",
+            "partition n0 | n2",
+            "SIGSTOP n1",
+            "cut clients of n0"
+        ]
+    );
+    assert!(faults
+        .iter()
+        .all(|r| r.outcome == Outcome::Ok
+            && r.completed >= Some(r.invoked + Duration::from_millis(700))));
+    // Healed: the bucket takes writes again through the proxies.
+    tokio::time::timeout(WAIT, async {
+        while store.put("k", "v".into()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the bucket takes writes after the schedule");
+}
