@@ -193,7 +193,9 @@ impl Member {
         let metadata = metadata.into_metadata()?;
         self.lease
             .set_value(metadata)
-            .instrument(tracing::debug_span!("membership.update", group = %self.group.name, id = %self.id))
+            .instrument(
+                tracing::debug_span!("membership.update", group = %self.group.name, id = %self.id),
+            )
             .await
             .map_err(|e| Error::kv("could not update the member metadata", e))
     }
@@ -206,7 +208,8 @@ impl Member {
     /// Not cancel safe: the delete may be applied although the future was dropped; if not,
     /// the key expires with its TTL.
     pub async fn leave(self) -> Result<Released, Error> {
-        let span = tracing::debug_span!("membership.leave", group = %self.group.name, id = %self.id);
+        let span =
+            tracing::debug_span!("membership.leave", group = %self.group.name, id = %self.id);
         self.lease
             .release()
             .into_future()

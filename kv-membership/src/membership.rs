@@ -10,9 +10,9 @@ use tracing::Instrument as _;
 use crate::error::{Error, ErrorKind};
 use crate::member::Join;
 use crate::metadata::IntoMetadata;
+use crate::names;
 use crate::roster::{MemberInfo, Observed, Roster};
 use crate::watch::MembershipWatch;
-use crate::names;
 
 /// The TTL of a member that does not choose one.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);

@@ -46,9 +46,18 @@ mod tests {
         assert_eq!(group("a b").unwrap_err().kind(), ErrorKind::InvalidName);
         assert_eq!(group("a.*").unwrap_err().kind(), ErrorKind::InvalidName);
         assert_eq!(member_key("svc", "i-1").unwrap().as_str(), "svc.i-1");
-        assert_eq!(member_key("svc", "a.b").unwrap_err().kind(), ErrorKind::InvalidName);
-        assert_eq!(member_key("svc", "").unwrap_err().kind(), ErrorKind::InvalidName);
-        assert_eq!(member_key("svc", "x:1").unwrap_err().kind(), ErrorKind::InvalidName);
+        assert_eq!(
+            member_key("svc", "a.b").unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+        assert_eq!(
+            member_key("svc", "").unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+        assert_eq!(
+            member_key("svc", "x:1").unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
         assert_eq!(instance_of("svc", "svc.i-1"), Some("i-1"));
         assert_eq!(instance_of("svc", "svc.a.b"), None);
         assert_eq!(instance_of("svc", "svcx.a"), None);

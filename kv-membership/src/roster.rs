@@ -104,7 +104,9 @@ pub(crate) enum Observed {
         nonce: Option<u128>,
     },
     /// The watch reported the key gone without a trace (kv-core's `HistoryGone`).
-    Vanished { id: String },
+    Vanished {
+        id: String,
+    },
 }
 
 impl Observed {
@@ -203,9 +205,7 @@ impl Roster {
         };
         let reason = match removal {
             Some(Removal::Expired) => LeaveReason::Expired,
-            Some(Removal::Deleted) if nonce.is_some() && nonce == member.nonce => {
-                LeaveReason::Left
-            }
+            Some(Removal::Deleted) if nonce.is_some() && nonce == member.nonce => LeaveReason::Left,
             _ => LeaveReason::Removed,
         };
         vec![MembershipEvent::Left {
@@ -273,11 +273,20 @@ mod tests {
             (value("a", "m2", 1, 3, 7), vec!["updated a"]),
             (value("a", "m2", 1, 3, 7), vec![]), // a duplicate
             (value("b", "x", 4, 4, 8), vec!["joined b@4"]),
-            (removed("a", 5, Removal::Deleted, Some(7)), vec!["left a Left"]),
+            (
+                removed("a", 5, Removal::Deleted, Some(7)),
+                vec!["left a Left"],
+            ),
             (removed("a", 6, Removal::Deleted, Some(7)), vec![]), // already gone
-            (removed("b", 7, Removal::Expired, None), vec!["left b Expired"]),
+            (
+                removed("b", 7, Removal::Expired, None),
+                vec!["left b Expired"],
+            ),
             (value("b", "x", 8, 8, 9), vec!["joined b@8"]),
-            (removed("b", 9, Removal::Deleted, Some(1)), vec!["left b Removed"]),
+            (
+                removed("b", 9, Removal::Deleted, Some(1)),
+                vec!["left b Removed"],
+            ),
             (value("c", "x", 10, 10, 2), vec!["joined c@10"]),
             (
                 value("c", "x", 12, 12, 3),

@@ -84,7 +84,9 @@ impl State {
                     // A key that vanished while we were away: its member is gone.
                     match e.key().and_then(|k| names::instance_of(&self.group, k)) {
                         Some(id) => self.observe(Observed::Vanished { id: id.to_string() }),
-                        None => return Some(Err(Error::kv("the membership watch lost history", e))),
+                        None => {
+                            return Some(Err(Error::kv("the membership watch lost history", e)))
+                        }
                     }
                 }
                 Err(e) => return Some(Err(Error::kv("the membership watch failed", e))),

@@ -25,7 +25,12 @@ async fn main() -> Result<(), BoxError> {
     let kv = Kv::connect(url).await?;
     let group = Membership::open(&kv, bucket).await?.group(group.as_str())?;
     let member = group.join(id.as_str(), metadata).ttl(ttl).await?;
-    println!("joined {}.{} {}", group.name(), member.id(), member.joined_at());
+    println!(
+        "joined {}.{} {}",
+        group.name(),
+        member.id(),
+        member.joined_at()
+    );
     tokio::select! {
         why = member.lost() => return Err(format!("registration lost: {why}").into()),
         r = tokio::signal::ctrl_c() => r?,
