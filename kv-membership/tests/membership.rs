@@ -307,3 +307,36 @@ async fn a_cut_off_member_reports_loss_before_the_server_drops_it_then_rejoins()
     let (gone, reason) = left(&mut w).await;
     assert_eq!((gone.joined_at(), reason), (again_at, LeaveReason::Left));
 }
+
+#[tokio::test]
+async fn a_watch_cut_off_from_the_server_resumes_without_gaps() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let g = group(&connect(server.client_url()).await, "cut").await;
+    let stays = g.join("stays", "1").await.unwrap();
+    let goes = g.join("goes", "1").await.unwrap();
+    let mut w = group(&connect(proxy.url()).await, "cut")
+        .await
+        .watch()
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&mut w).await.len(), 2);
+
+    proxy.cut();
+    goes.leave().await.unwrap();
+    stays.update("2").await.unwrap();
+    let comes = g.join("comes", "1").await.unwrap();
+    proxy.heal();
+
+    // What happened while away arrives in revision order, once each.
+    let (gone, why) = left(&mut w).await;
+    assert_eq!((gone.id(), why), ("goes", LeaveReason::Left));
+    match next(&mut w).await {
+        MembershipEvent::Updated(m) => assert_eq!(m.metadata().as_ref(), b"2"),
+        other => panic!("expected Updated, got {other:?}"),
+    }
+    assert_eq!(joined(&mut w).await.joined_at(), comes.joined_at());
+    let listed = g.members().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(MemberInfo::id).collect();
+    assert_eq!(ids, ["stays", "comes"]);
+}
