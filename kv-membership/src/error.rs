@@ -1,0 +1,147 @@
+//! Errors of kv-membership: one type with a matchable [`ErrorKind`].
+//!
+//! Display prints this layer's message only; the cause (a kv-core or serde_json error) is
+//! reached through [`source`](std::error::Error::source). Display text is for people and is
+//! not a contract: match on [`Error::kind`].
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use kv_core::Revision;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A group name or instance id breaks the naming rules (see [`crate::Group`]).
+    InvalidName,
+    /// A TTL that is not a whole number of seconds ≥ 1.
+    InvalidTtl,
+    /// Another argument is invalid.
+    InvalidArgument,
+    /// The instance id is already registered in the group by a member that is still alive
+    /// ([`Error::joined_at`] tells since when).
+    AlreadyJoined,
+    /// The bucket is not fit for membership (per-key TTL disabled).
+    BadBucket,
+    /// The member is no longer registered (its lease was lost or it left).
+    Lost,
+    /// Metadata could not be encoded or decoded.
+    Metadata,
+    /// An error from the KV layer (see [`Error::core_kind`]).
+    Kv,
+}
+
+/// The error of every kv-membership operation.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    joined_at: Option<Revision>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            joined_at: None,
+            source: None,
+        }
+    }
+
+    /// A kv-core error met while doing `what` (lowercase, e.g. "could not join").
+    pub(crate) fn kv(what: impl Into<String>, e: kv_core::Error) -> Error {
+        let kind = match e.kind() {
+            kv_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            kv_core::ErrorKind::InvalidKey => ErrorKind::InvalidName,
+            kv_core::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            kv_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
+            kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            _ => ErrorKind::Kv,
+        };
+        Error::new(kind, what).with_source(e)
+    }
+
+    pub(crate) fn metadata(what: impl Into<String>, e: serde_json::Error) -> Error {
+        Error::new(ErrorKind::Metadata, what).with_source(e)
+    }
+
+    pub(crate) fn already_joined(key: &str, joined_at: Revision) -> Error {
+        let mut e = Error::new(
+            ErrorKind::AlreadyJoined,
+            format!("{key} is registered by a live member since revision {joined_at}"),
+        );
+        e.joined_at = Some(joined_at);
+        e
+    }
+
+    fn with_source(mut self, source: impl Into<BoxError>) -> Error {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// For errors that come from the KV layer: the KV error's kind.
+    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
+        self.core().map(kv_core::Error::kind)
+    }
+
+    /// Whether retrying may succeed (the KV layer's [`kv_core::Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.core().is_some_and(kv_core::Error::is_transient)
+    }
+
+    /// For [`ErrorKind::AlreadyJoined`]: the revision at which the live member joined.
+    pub fn joined_at(&self) -> Option<Revision> {
+        self.joined_at
+    }
+
+    fn core(&self) -> Option<&kv_core::Error> {
+        self.source.as_deref()?.downcast_ref::<kv_core::Error>()
+    }
+}
+
+impl kv_core::Transient for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_prints_one_layer_and_keeps_the_cause() {
+        let core = kv_core::Key::new("a b").unwrap_err();
+        let core_text = core.to_string();
+        let e = Error::kv("bad instance id", core);
+        assert_eq!(e.kind(), ErrorKind::InvalidName);
+        assert_eq!(e.to_string(), "bad instance id");
+        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        let source = e.source().map(ToString::to_string);
+        assert_eq!(source, Some(core_text));
+    }
+}

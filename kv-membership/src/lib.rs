@@ -1,0 +1,93 @@
+//! # kv-membership
+//!
+//! Live group membership on a NATS JetStream KV bucket (Curator's `GroupMember` and
+//! `ServiceDiscovery`, etcd's lease keep-alive): a process registers an instance with
+//! metadata in a group and keeps it alive; anyone lists the members or watches typed
+//! `Joined`/`Updated`/`Left` events; a member whose process dies leaves after its TTL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use kv_core::Kv;
+//! use kv_membership::{Json, Membership, MembershipEvent};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Endpoint {
+//!     addr: String,
+//! }
+//!
+//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
+//! kv.create_or_open(Membership::bucket_config("members")).await?;
+//! let membership = Membership::open(&kv, "members").await?;
+//! let api = membership.group("api")?;
+//!
+//! // Register this instance; the membership's keeper renews it every TTL/3.
+//! let me = api
+//!     .join("i-1", Json(Endpoint { addr: "10.0.0.1:8080".into() }))
+//!     .ttl(Duration::from_secs(5))
+//!     .await?;
+//!
+//! // Everyone can list and watch the group.
+//! for m in api.members().await? {
+//!     let e: Endpoint = m.decode()?;
+//!     println!("{} at {} since revision {}", m.id(), e.addr, m.joined_at());
+//! }
+//! let mut events = api.watch().await?;
+//! while let Some(ev) = events.next().await {
+//!     match ev? {
+//!         MembershipEvent::InitialDone => break,
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//!
+//! // Stop serving when the registration is lost (cut off past its TTL).
+//! tokio::select! {
+//!     why = me.lost() => println!("lost: {why}"),
+//!     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+//! }
+//! me.leave().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## How it works
+//!
+//! A member is a [`kv_core::lease::Lease`] on the key `<group>.<instance id>`; the value is
+//! its metadata. All members of a [`Membership`] handle are renewed by one keeper task
+//! (compare-and-set on their own revision). The [`Member`] reports [`lost`](Member::lost)
+//! on its monotonic clock at `last acknowledged renewal + TTL − margin`, before the server
+//! can expire the key; the server expires a dead member's key at its TTL and writes an
+//! expiry marker, which watchers see as `Left { reason: Expired }`.
+//!
+//! - **Joining is conditional**: the key must hold no live value, so one instance id has at
+//!   most one live registration ([`ErrorKind::AlreadyJoined`] otherwise, see [`Group`]).
+//! - **Incarnations**: [`MemberInfo::joined_at`] is the revision of the registering write
+//!   (the lease origin, carried on every renewal). A member that lost its registration and
+//!   joins again is a new `Joined` with a higher `joined_at`.
+//! - **Leaving is fenced**: a delete conditional on the member's own revision, marked with
+//!   its lease nonce, so watchers tell a leave (`Left`) from an operator's delete
+//!   (`Removed`); its tombstone expires like an expiry marker.
+//! - **Watches** ride on kv-core's gap-free watch; see [`MembershipWatch`] for recovery.
+//!   [`Group::members`] and the watch's initial snapshot apply the same rule to the same
+//!   keys, so they agree.
+//!
+//! The bucket needs per-key TTLs ([`Membership::bucket_config`]); it may be shared with
+//! other recipes as long as the group names do not overlap their keys.
+// Doc examples define `async fn demo(..)` bodies that are compiled, not called.
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
+
+mod error;
+mod member;
+mod membership;
+mod metadata;
+mod names;
+mod roster;
+mod watch;
+
+pub use error::{Error, ErrorKind};
+pub use kv_core::lease::{LostReason, Released};
+pub use member::{Join, Member};
+pub use membership::{Group, Membership, DEFAULT_TTL};
+pub use metadata::{IntoMetadata, Json};
+pub use roster::{LeaveReason, MemberInfo, MembershipEvent};
+pub use watch::MembershipWatch;

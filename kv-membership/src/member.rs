@@ -1,0 +1,220 @@
+//! Joining a group ([`Join`]) and the registration it yields ([`Member`]).
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_core::lease::{Lease, LeaseConfig, LostReason, Released};
+use kv_core::{Expect, Key, Revision};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::error::Error;
+use crate::membership::Group;
+use crate::metadata::IntoMetadata;
+use crate::names;
+
+/// How often a join re-reads the key after its conditional write conflicted. Each conflict
+/// means the key changed under us (a leave, an expiry, a racing join), so a few suffice.
+const JOIN_ATTEMPTS: usize = 4;
+
+/// A pending join; `.await` it.
+///
+/// The member's key is written conditional on holding no live value (never blind), so
+/// exactly one of several racing joins with the same id wins; the others fail with
+/// [`ErrorKind::AlreadyJoined`](crate::ErrorKind::AlreadyJoined). The write is marked with
+/// the lease's nonce, so a join whose acknowledgement was lost recognises itself.
+///
+/// # Cancel safety
+/// Not cancel safe: the registration may be written although the future was dropped; it
+/// then expires with its TTL.
+#[must_use = "a join does nothing until awaited"]
+#[derive(Debug)]
+pub struct Join {
+    group: Group,
+    id: String,
+    metadata: Result<Bytes, Error>,
+    ttl: Option<Duration>,
+}
+
+impl Join {
+    pub(crate) fn new(group: Group, id: String, metadata: Result<Bytes, Error>) -> Join {
+        Join {
+            group,
+            id,
+            metadata,
+            ttl: None,
+        }
+    }
+
+    /// The member's TTL (whole seconds ≥ 1; default [`DEFAULT_TTL`](crate::DEFAULT_TTL)):
+    /// a dead member disappears at most this long after its last renewal. It is renewed
+    /// every TTL/3 and reports [`lost`](Member::lost) at TTL − TTL/10 after its last
+    /// acknowledged renewal.
+    pub fn ttl(mut self, ttl: Duration) -> Join {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    async fn run(self) -> Result<Member, Error> {
+        let key = names::member_key(&self.group.name, &self.id)?;
+        let metadata = self.metadata?;
+        let keeper = &self.group.membership.inner.keeper;
+        let config = match self.ttl {
+            Some(t) => LeaseConfig::new(t).map_err(|e| Error::kv("invalid member ttl", e))?,
+            None => keeper.config(),
+        };
+        let mut expect = Expect::NoMessage;
+        let mut last = None;
+        for _ in 0..JOIN_ATTEMPTS {
+            let mut create = keeper
+                .lease(key.as_str(), metadata.clone())
+                .config(config)
+                .expect(expect);
+            if let Some(t) = self.group.membership.inner.tombstone_ttl {
+                create = create.tombstone_ttl(t);
+            }
+            match create.await {
+                Ok(lease) => {
+                    tracing::info!(joined_at = lease.origin().get(), "joined");
+                    return Ok(Member {
+                        lease,
+                        group: self.group,
+                        id: self.id,
+                    });
+                }
+                Err(e) if e.is_conflict() => {
+                    expect = free_slot(&self.group, &key).await?;
+                    last = Some(e);
+                }
+                Err(e) => return Err(Error::kv("could not join", e)),
+            }
+        }
+        Err(match last {
+            Some(e) => Error::kv("could not join: the member key kept changing", e),
+            None => Error::new(crate::ErrorKind::Kv, "could not join"),
+        })
+    }
+}
+
+/// After a conflicting join: the expectation under which the key is free to take, or
+/// `AlreadyJoined` when a live member holds it. Asks the stream leader (a replica may lag).
+async fn free_slot(group: &Group, key: &Key) -> Result<Expect, Error> {
+    let found = group
+        .membership
+        .bucket()
+        .get_from_leader(key)
+        .await
+        .map_err(|e| Error::kv("could not join: reading the member key failed", e))?;
+    match found {
+        Some(e) if e.is_value() => Err(Error::already_joined(
+            key.as_str(),
+            e.lease().map_or(e.revision(), |t| t.origin()),
+        )),
+        // A tombstone or expiry marker: take its place.
+        Some(e) => Ok(Expect::Revision(e.revision())),
+        None => Ok(Expect::NoMessage),
+    }
+}
+
+impl IntoFuture for Join {
+    type Output = Result<Member, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        let span = tracing::info_span!("membership.join", group = %self.group.name, id = %self.id);
+        Box::pin(self.run().instrument(span))
+    }
+}
+
+/// A registration this process keeps alive: a lease on `<group>.<id>` renewed by the
+/// membership's keeper. Dropping it leaves the group in the background (a task owned by the
+/// keeper, see [`Membership::shutdown`](crate::Membership::shutdown)); prefer
+/// [`leave`](Member::leave), which reports how it went.
+#[must_use = "dropping a member leaves the group"]
+#[derive(Debug)]
+pub struct Member {
+    lease: Lease,
+    group: Group,
+    id: String,
+}
+
+impl Member {
+    /// The instance id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group.name
+    }
+
+    /// The revision of the registering write: this incarnation's identity, as watchers see
+    /// it in [`MemberInfo::joined_at`](crate::MemberInfo::joined_at).
+    pub fn joined_at(&self) -> Revision {
+        self.lease.origin()
+    }
+
+    /// Whether the registration is still held (checked against the local deadline too).
+    pub fn is_alive(&self) -> bool {
+        self.lease.is_held()
+    }
+
+    /// Completes when the registration is lost — at the latest at the local deadline
+    /// (`send time of the last acknowledged renewal + TTL − margin`), before the server
+    /// can expire the key — or when the member leaves.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        self.lease.lost()
+    }
+
+    /// A token cancelled when the registration ends: hand it to work that must stop then.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.lease.cancellation_token()
+    }
+
+    /// The underlying lease, for writes conditional on still being a member
+    /// ([`Lease::put_guarded`], [`kv_core::Txn::if_held`]).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Replaces the member's metadata (a write conditional on the registration's revision;
+    /// watchers see [`Updated`](crate::MembershipEvent::Updated)). Fails with
+    /// [`ErrorKind::Lost`](crate::ErrorKind::Lost) once the registration is gone.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may be applied although the future was dropped; the next
+    /// renewal recognises it.
+    pub async fn update(&self, metadata: impl IntoMetadata) -> Result<Revision, Error> {
+        let metadata = metadata.into_metadata()?;
+        self.lease
+            .set_value(metadata)
+            .instrument(
+                tracing::debug_span!("membership.update", group = %self.group.name, id = %self.id),
+            )
+            .await
+            .map_err(|e| Error::kv("could not update the member metadata", e))
+    }
+
+    /// Leaves the group: stops the renewals and deletes the key conditional on our own
+    /// revision (never someone else's registration). `was_held` in the result is false when
+    /// the registration had already been lost.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the delete may be applied although the future was dropped; if not,
+    /// the key expires with its TTL.
+    pub async fn leave(self) -> Result<Released, Error> {
+        let span =
+            tracing::debug_span!("membership.leave", group = %self.group.name, id = %self.id);
+        self.lease
+            .release()
+            .into_future()
+            .instrument(span)
+            .await
+            .map_err(|e| Error::kv("could not leave", e))
+    }
+}

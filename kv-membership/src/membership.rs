@@ -1,0 +1,182 @@
+//! [`Membership`] (a bucket and one lease keeper) and its [`Group`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::lease::{Keeper, LeaseConfig};
+use kv_core::{Bucket, BucketConfig, Kv, Ttl};
+use tracing::Instrument as _;
+
+use crate::error::{Error, ErrorKind};
+use crate::member::Join;
+use crate::metadata::IntoMetadata;
+use crate::names;
+use crate::roster::{MemberInfo, Observed, Roster};
+use crate::watch::MembershipWatch;
+
+/// The TTL of a member that does not choose one.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Group membership in one bucket. Cheap to clone; the clones and the members joined
+/// through them share one [`Keeper`], whose task renews every member and stops with the
+/// last of them.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) keeper: Keeper,
+    /// How long a leave's tombstone stays: the bucket's expiry-marker TTL, so a departure
+    /// is visible as long as an expiry would be.
+    pub(crate) tombstone_ttl: Option<Duration>,
+}
+
+impl Membership {
+    /// Opens membership in the existing bucket `bucket` (see [`Membership::new`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn open(kv: &Kv, bucket: &str) -> Result<Membership, Error> {
+        let b = kv
+            .open(bucket)
+            .await
+            .map_err(|e| Error::kv(format!("could not open bucket {bucket:?}"), e))?;
+        Membership::new(&b).await
+    }
+
+    /// Membership in `bucket`, which needs per-key TTLs (members are leases that the server
+    /// expires); [`Membership::bucket_config`] makes a fitting one. Fails with
+    /// [`ErrorKind::BadBucket`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn new(bucket: &Bucket) -> Result<Membership, Error> {
+        let st = bucket
+            .status()
+            .await
+            .map_err(|e| Error::kv("could not read the bucket status", e))?;
+        let Some(marker_ttl) = st.per_key_ttl else {
+            return Err(Error::new(
+                ErrorKind::BadBucket,
+                format!(
+                    "bucket {:?} has no per-key TTL; create it with Membership::bucket_config",
+                    st.bucket
+                ),
+            ));
+        };
+        let config = LeaseConfig::new(DEFAULT_TTL)
+            .map_err(|e| Error::kv("invalid default lease config", e))?;
+        let keeper = Keeper::new(bucket, config)
+            .map_err(|e| Error::kv("could not start the lease keeper", e))?;
+        let tombstone_ttl = Ttl::new(marker_ttl).ok().map(Ttl::as_duration);
+        Ok(Membership {
+            inner: Arc::new(Inner {
+                keeper,
+                tombstone_ttl,
+            }),
+        })
+    }
+
+    /// A bucket configuration fit for membership: one revision per key and per-key TTLs
+    /// whose expiry markers (and leave tombstones) stay for a minute.
+    pub fn bucket_config(name: impl Into<String>) -> BucketConfig {
+        BucketConfig::new(name)
+            .history(1)
+            .per_key_ttl(Duration::from_secs(60))
+    }
+
+    /// The group `name`: any valid KV key (dots allowed, no wildcards). Its members live at
+    /// `<name>.<instance id>`.
+    pub fn group(&self, name: impl Into<String>) -> Result<Group, Error> {
+        let name = name.into();
+        names::group(&name)?;
+        Ok(Group {
+            membership: self.clone(),
+            name: name.into(),
+        })
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        self.inner.keeper.bucket()
+    }
+
+    /// Waits for the background leaves of dropped members to finish. Members still held
+    /// stay registered.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn shutdown(&self) {
+        self.inner.keeper.shutdown().await;
+    }
+}
+
+/// A named group of members.
+///
+/// **One registration per instance id.** Joining with an id that a live member already
+/// holds — in this process or another — fails with [`ErrorKind::AlreadyJoined`]: two
+/// processes believing they are the same instance is the bug that membership exists to
+/// expose. An id becomes free when its member leaves or its key expires; a member that lost
+/// its registration (cut off past its TTL) joins again after the server expired the old
+/// one, as a new incarnation with a higher [`joined_at`](MemberInfo::joined_at).
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub(crate) membership: Membership,
+    pub(crate) name: Arc<str>,
+}
+
+impl Group {
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts registering instance `id` (one key token: `A-Z a-z 0-9 - _ = /`, no `.`) with
+    /// `metadata`; `.await` it. See [`Join`].
+    pub fn join(&self, id: impl Into<String>, metadata: impl IntoMetadata) -> Join {
+        Join::new(self.clone(), id.into(), metadata.into_metadata())
+    }
+
+    /// The members registered now, by [`joined_at`](MemberInfo::joined_at). A member whose
+    /// process died is listed until the server expires its key (at most its TTL after its
+    /// last renewal). On replicated buckets any replica may answer, so the list may lag.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, Error> {
+        let span = tracing::debug_span!("membership.members", group = %self.name);
+        async {
+            let snap = self
+                .membership
+                .bucket()
+                .snapshot(names::group_filter(&self.name))
+                .await
+                .map_err(|e| Error::kv("could not list the members", e))?;
+            let mut roster = Roster::default();
+            let mut entries = snap.entries;
+            entries.sort_by_key(kv_core::Entry::revision);
+            for obs in entries
+                .iter()
+                .filter_map(|e| Observed::from_entry(&self.name, e))
+            {
+                roster.apply(obs);
+            }
+            Ok(roster.current())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Watches the group: the current members ([`Present`](crate::MembershipEvent::Present)
+    /// each, then [`InitialDone`](crate::MembershipEvent::InitialDone)), then
+    /// `Joined`/`Updated`/`Left` events in revision order. See [`MembershipWatch`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves at most an idle consumer that the server
+    /// removes.
+    pub async fn watch(&self) -> Result<MembershipWatch, Error> {
+        MembershipWatch::start(self).await
+    }
+}
