@@ -103,6 +103,7 @@ pub use elector::{ElectorBuilder, ElectorEvent, LeaderContext, Run, StopReason};
 pub use error::{Error, ErrorKind};
 pub use fence::Fence;
 pub use health::{Health, HealthStatus};
+pub use kv_core::lease::LeaseConfig;
 pub use leadership::{Fencing, Leadership, LostReason, LostSignal};
 pub use observe::Observer;
 pub use record::{LeaderInfo, Observed, Term};
