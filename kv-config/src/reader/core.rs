@@ -265,8 +265,8 @@ where
 
     /// The background loop: follow the watch, apply at quiet points, resync when needed.
     pub(crate) async fn run(mut self, shared: Arc<Shared<T>>, cancel: CancellationToken) {
-        let retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
-            .unwrap_or_default();
+        let retry =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(2)).unwrap_or_default();
         let mut delays = retry.delays();
         let mut heartbeat = self.ack.as_ref().map(|a| {
             let period = (a.ttl() / 2).max(Duration::from_millis(500));
