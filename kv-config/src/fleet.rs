@@ -1,11 +1,14 @@
 //! Fleet visibility: each reader may publish the revision it applied under
-//! `_applied.<config name>.<instance>` (a per-key-TTL'd key, refreshed while the reader
-//! lives), and a writer can wait until enough instances have applied a revision.
+//! `_applied.<config name>.<instance>` (a [lease](kv_core::lease) kept alive while the
+//! reader lives), and a writer can wait until enough instances have applied a revision.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Include, ReadOnlyBucket, Revision, WatchEvent};
+use kv_core::lease::{Keeper, Lease, LeaseConfig};
+use kv_core::{Bucket, ErrorKind, Include, ReadOnlyBucket, Revision, WatchEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -21,6 +24,94 @@ pub struct Applied {
     pub rejected: Option<u64>,
     /// Whether it runs on an unconfirmed (offline) value.
     pub stale: bool,
+}
+
+/// This instance's acknowledgement key: a lease renewed by its own keeper (whose task dies
+/// with the reader's loop, which owns this), or on buckets without per-key TTLs a plain key.
+pub(crate) struct Ack {
+    key: String,
+    ttl: Duration,
+    keeper: Option<Keeper>,
+    lease: Option<Lease>,
+    /// The bucket has no per-key TTLs: plain writes.
+    no_ttl: bool,
+    last: Option<Applied>,
+}
+
+impl Ack {
+    pub(crate) fn new(key: String, ttl: Duration) -> Ack {
+        Ack {
+            key,
+            ttl,
+            keeper: None,
+            lease: None,
+            no_ttl: false,
+            last: None,
+        }
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Publishes `rec` if it changed, or if the key is gone (its lease lost); with `force`,
+    /// a plain key is rewritten too. Failures are logged: the next change or heartbeat
+    /// tries again.
+    pub(crate) async fn publish(&mut self, bucket: &Bucket, rec: Applied, force: bool) {
+        let held = self.lease.as_ref().is_some_and(Lease::is_held);
+        let changed = self.last.as_ref() != Some(&rec);
+        if !changed && (held || (self.no_ttl && !force)) {
+            return;
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
+        let res = match (&self.lease, held) {
+            (Some(lease), true) => lease.set_value(bytes).await.map(drop),
+            _ if self.no_ttl => bucket.put(&self.key, bytes).await.map(drop),
+            _ => self.create(bucket, bytes).await,
+        };
+        match res {
+            Ok(()) => self.last = Some(rec),
+            // The lease is gone: the next heartbeat creates it again.
+            Err(e) if e.kind() == ErrorKind::LeaseLost => self.lease = None,
+            Err(e) => tracing::debug!(error = %e, "cannot publish the applied revision"),
+        }
+    }
+
+    /// Creates the acknowledgement lease; falls back to plain keys on buckets without
+    /// per-key TTLs.
+    async fn create(&mut self, bucket: &Bucket, bytes: Bytes) -> Result<(), kv_core::Error> {
+        // A lost lease's key is gone or someone else's: nothing of it to remove.
+        if let Some(lost) = self.lease.take() {
+            lost.orphan();
+        }
+        let keeper = match &self.keeper {
+            Some(k) => k,
+            None => self
+                .keeper
+                .insert(Keeper::new(bucket, LeaseConfig::new(self.ttl)?)?),
+        };
+        let created = keeper
+            .lease(&self.key, bytes.clone())
+            .tombstone_ttl(self.ttl)
+            .await;
+        match created {
+            Ok(lease) => {
+                self.lease = Some(lease);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InvalidTtl | ErrorKind::FeatureDisabled | ErrorKind::ServerTooOld
+                ) =>
+            {
+                tracing::warn!(error = %e, "bucket has no per-key TTL; acknowledgements are written without one");
+                self.no_ttl = true;
+                bucket.put(&self.key, bytes).await.map(drop)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Checks an instance name: one key token (`A-Z a-z 0-9 - _ = /`, no dots).

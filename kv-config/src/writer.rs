@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Bucket, Expect, Include, Key, Revision, WatchEvent};
+use kv_core::{Backoff, Bucket, Expect, Include, Key, Revision, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -279,6 +279,7 @@ where
     {
         let span = tracing::info_span!("kv_config.write", config = %self.source.name());
         async {
+            let mut delays = conflict_backoff().delays();
             for attempt in 1..=self.attempts {
                 let st = self.read_state().await?;
                 let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last));
@@ -306,7 +307,8 @@ where
                     }
                     Err(e) if e.kind() == ConfigErrorKind::Conflict => {
                         tracing::debug!(attempt, "config write conflict, retrying");
-                        tokio::time::sleep(backoff(attempt)).await;
+                        let pause = delays.next().unwrap_or(Duration::from_millis(128));
+                        tokio::time::sleep(pause).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -546,12 +548,8 @@ where
     }
 }
 
-/// A short, jittered exponential backoff between conflicting attempts.
-fn backoff(attempt: usize) -> Duration {
-    let base = 2u64 << attempt.min(6);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    Duration::from_millis(base / 2 + u64::from(nanos) % base.max(1))
+/// A short, jittered exponential backoff between conflicting attempts: a conflict means
+/// another writer just succeeded, so the next attempt can come soon.
+fn conflict_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(2), Duration::from_millis(128)).unwrap_or_default()
 }

@@ -243,3 +243,54 @@ async fn applied_acknowledgements_from_three_readers() {
         .unwrap();
     assert_eq!(names, vec!["r1", "r2"]);
 }
+
+#[tokio::test]
+async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc()).validate(validate);
+    let rev = w.set(&app("lease", 1)).await.unwrap().revision.unwrap();
+    let reader = ConfigReader::<App>::builder(doc())
+        .bucket(b.clone())
+        .validate(validate)
+        .instance("r1")
+        .ack_ttl(std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let names = tokio::time::timeout(T, w.wait_applied(rev, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(names, vec!["r1"]);
+    let key = "_applied.app.config.r1";
+    let first = b.get_from_leader(key).await.unwrap().unwrap();
+    let tag = first.lease().expect("the acknowledgement is a lease");
+    // The server's whole-second TTL clock is what is under test: 1 s TTL, 2.5 s of wall time.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let later = b.get_from_leader(key).await.unwrap().unwrap();
+    assert!(later.is_value(), "renewed past its ttl: {later:?}");
+    assert!(later.revision() > first.revision());
+    assert_eq!(later.lease().map(|t| t.nonce()), Some(tag.nonce()));
+    let applied: kv_config::Applied = serde_json::from_slice(later.value()).unwrap();
+    assert_eq!(applied.applied, Some(rev.get()));
+
+    // Stopping the reader releases the lease: the key is removed, not left to expire.
+    reader.shutdown().await;
+    let mut watch = b
+        .watch([key])
+        .include(kv_core::Include::LastPerKey)
+        .await
+        .unwrap();
+    let removed = tokio::time::timeout(T, async {
+        loop {
+            match futures::StreamExt::next(&mut watch).await {
+                Some(Ok(kv_core::WatchEvent::Entry(e))) if !e.is_value() => return e,
+                Some(_) => {}
+                None => panic!("watch ended"),
+            }
+        }
+    })
+    .await
+    .expect("the acknowledgement is removed");
+    assert_eq!(removed.lease().map(|t| t.nonce()), Some(tag.nonce()));
+}

@@ -173,3 +173,48 @@ async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
     assert!(lease.is_held());
     lease.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hand_over_replaces_the_key_and_an_orphan_expires() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
+
+    // A shared release with a hand-over: the key holds the hand-over value, conditional on
+    // our revision, with its own TTL; renewals have stopped.
+    let lease = keeper.lease("leader", "me").await.unwrap();
+    let r = lease
+        .release_shared()
+        .hand_over("to-b", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(r.was_held && !lease.is_held());
+    let e = b.get_from_leader("leader").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value().as_ref(), Some(e.revision())),
+        (&b"to-b"[..], r.tombstone)
+    );
+    assert_eq!(e.lease().map(|t| t.origin()), Some(lease.origin()));
+    let err = lease.put_guarded("data", "x").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+
+    // An orphaned lease is no longer renewed: the server expires its key.
+    let orphan = keeper.lease("worker", "w").await.unwrap();
+    orphan.orphan();
+    let mut watch = b.watch(["leader", "worker"]).await.unwrap();
+    let mut expired = std::collections::BTreeSet::new();
+    tokio::time::timeout(T, async {
+        while expired.len() < 2 {
+            if let Some(Ok(kv_core::WatchEvent::Entry(e))) =
+                futures::StreamExt::next(&mut watch).await
+            {
+                if e.removal() == Some(kv_core::Removal::Expired) {
+                    expired.insert(e.key().as_str().to_string());
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop(lease);
+}

@@ -1,5 +1,5 @@
 //! Campaigning: wait on the leader key's watch until it is free, then race one conditional
-//! write for it.
+//! write for it — the creation of the leader lease.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -7,45 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::lease::LeaseClock;
-use kv_core::{Entry, Expect, Include, Watch, WatchEvent};
+use kv_core::lease::Lease;
+use kv_core::{Backoff, Entry, Expect, Include, Watch, WatchEvent};
 use tokio::time::Instant;
 
 use crate::election::{validate_name, Counters, Shared};
 use crate::error::{Error, ErrorKind};
-use crate::leadership::{Lead, Leadership};
+use crate::leadership::Leadership;
 use crate::record::{CandidateRecord, Record};
-
-/// Whether a KV error may go away by retrying (the connection, a timeout, a leader change),
-/// as opposed to a bad argument or bucket.
-pub(crate) fn is_transient(e: &kv_core::Error) -> bool {
-    use kv_core::ErrorKind as K;
-    !matches!(
-        e.kind(),
-        K::InvalidKey
-            | K::InvalidArgument
-            | K::InvalidTtl
-            | K::FeatureDisabled
-            | K::ValueTooLarge
-            | K::Codec
-            | K::ServerTooOld
-    )
-}
-
-/// Backoff after `failures` consecutive failures: 50 ms doubling, at most 1 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(50)
-        .saturating_mul(1u32 << failures.min(5))
-        .min(Duration::from_secs(1))
-}
 
 /// What a candidate does about the leader key it sees.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
     /// Race for it with this expectation.
     Take(Expect),
-    /// The live value is our own write whose acknowledgement we lost.
-    Adopt,
     /// Someone leads (or a transfer to someone else is pending): wait for a change.
     Wait,
 }
@@ -72,12 +47,12 @@ impl KeyView {
 }
 
 /// The pure election rule: free keys are raced for; a live value is only taken when it is a
-/// hand-over to us, and recognised when it is our own unacknowledged write.
-pub(crate) fn decide(view: &KeyView, id: &str, nonce: &str) -> Decision {
+/// hand-over to us. (Our own write whose acknowledgement was lost is recognised by the lease
+/// creation itself, from its nonce.)
+pub(crate) fn decide(view: &KeyView, id: &str) -> Decision {
     match view {
         KeyView::Absent => Decision::Take(Expect::NoMessage),
         KeyView::Removed(rev) => Decision::Take(Expect::Revision(*rev)),
-        KeyView::Live(_, Some(r)) if r.nonce == nonce => Decision::Adopt,
         KeyView::Live(rev, Some(r)) if r.transfer_to.as_deref() == Some(id) => {
             Decision::Take(Expect::Revision(*rev))
         }
@@ -95,10 +70,10 @@ pub(crate) fn decide(view: &KeyView, id: &str, nonce: &str) -> Decision {
 /// ```
 ///
 /// # Cancel safety
-/// Dropping a waiting campaign stops it; its registration expires within one TTL. If the
-/// campaign is dropped while its winning write is in flight, that write may take the leader
-/// key with nobody to renew it: nobody acts as leader, and the key expires within one TTL
-/// as after a crash.
+/// Dropping a waiting campaign stops it; its registration is no longer renewed and expires
+/// within one TTL. If the campaign is dropped while its winning write is in flight, that
+/// write may take the leader key with nobody to renew it: nobody acts as leader, and the key
+/// expires within one TTL as after a crash.
 #[must_use = "a campaign does nothing until awaited"]
 #[derive(Debug)]
 pub struct Campaign {
@@ -130,11 +105,13 @@ impl Campaign {
         }
         shared.check_bucket().await?;
         let mut c = Candidate {
-            nonce: uuid::Uuid::new_v4().simple().to_string(),
             cand_key: shared.candidate_key(&self.id),
             shared,
             id: self.id,
             value: self.value,
+            registration: None,
+            reg_failures: 0,
+            reg_retry: Instant::now(),
             view: None,
             known: false,
             watch: None,
@@ -144,8 +121,6 @@ impl Campaign {
             need_read: false,
             read_failures: 0,
             retry_at: None,
-            ambiguous_since: None,
-            cand_next: Instant::now(),
         };
         c.run().await
     }
@@ -163,8 +138,12 @@ struct Candidate {
     shared: Arc<Shared>,
     id: String,
     value: String,
-    nonce: String,
     cand_key: String,
+    /// The candidate registration, a lease kept alive by the election's keeper.
+    registration: Option<Lease>,
+    reg_failures: u32,
+    /// When to retry a registration that failed.
+    reg_retry: Instant,
     /// The leader key's latest entry as far as we know (`None`: no message).
     view: Option<Entry>,
     /// Whether `view` is complete: the watch delivered its initial state, or we read the
@@ -181,10 +160,16 @@ struct Candidate {
     /// Retry the expectation in `tried` at this instant (after a spurious conflict or an
     /// ambiguous failure).
     retry_at: Option<Instant>,
-    /// Send time of the first write whose outcome we do not know.
-    ambiguous_since: Option<Instant>,
-    /// When to (re-)register as a candidate.
-    cand_next: Instant,
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        // A campaign that ends without winning leaves its registration to expire, as
+        // documented; a winning one handed it to the leadership.
+        if let Some(reg) = self.registration.take() {
+            reg.orphan();
+        }
+    }
 }
 
 impl Candidate {
@@ -194,7 +179,7 @@ impl Candidate {
                 return Err(Error::new(ErrorKind::Closed, "the election was shut down"));
             }
             let now = Instant::now();
-            if now >= self.cand_next {
+            if !self.registered() && now >= self.reg_retry {
                 self.register().await?;
             }
             if self.watch.is_none() && now >= self.watch_retry {
@@ -208,29 +193,29 @@ impl Candidate {
                 self.tried = None;
             }
             if self.known {
-                match decide(&KeyView::of(self.view.as_ref()), &self.id, &self.nonce) {
-                    Decision::Take(expect) if self.tried != Some(expect) => {
+                if let Decision::Take(expect) = decide(&KeyView::of(self.view.as_ref()), &self.id) {
+                    if self.tried != Some(expect) {
                         if let Some(l) = self.attempt(expect).await? {
                             return Ok(l);
                         }
                         continue;
                     }
-                    Decision::Adopt => {
-                        if let Some(l) = self.adopt().await {
-                            return Ok(l);
-                        }
-                        continue;
-                    }
-                    _ => {}
                 }
             }
             self.wait().await;
         }
     }
 
-    /// Waits for the next watch event or timer.
+    fn registered(&self) -> bool {
+        self.registration.as_ref().is_some_and(Lease::is_held)
+    }
+
+    /// Waits for the next watch event, timer, or the loss of our registration.
     async fn wait(&mut self) {
-        let mut wake = self.cand_next;
+        let mut wake = Instant::now() + self.shared.lease.ttl().as_duration();
+        if !self.registered() {
+            wake = wake.min(self.reg_retry);
+        }
         if self.watch.is_none() {
             wake = wake.min(self.watch_retry);
         }
@@ -238,10 +223,20 @@ impl Candidate {
             wake = wake.min(t);
         }
         let closing = self.shared.closing.clone();
+        let reg_lost = self.registration.as_ref().map(Lease::lost);
+        let reg_lost = async {
+            match reg_lost {
+                Some(lost) => {
+                    lost.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let ev = tokio::select! {
             ev = next_event(&mut self.watch) => ev,
             _ = tokio::time::sleep_until(wake) => return,
             _ = closing.cancelled() => return,
+            _ = reg_lost => return,
         };
         match ev {
             Some(Ok(WatchEvent::Entry(e))) => self.see(e),
@@ -265,23 +260,31 @@ impl Candidate {
         }
     }
 
+    /// Registers as a candidate: a lease on `E.cand.<id>`, renewed by the election's keeper.
     async fn register(&mut self) -> Result<(), Error> {
+        if let Some(old) = self.registration.take() {
+            old.orphan();
+        }
         let rec = CandidateRecord {
             id: self.id.clone(),
             value: self.value.clone(),
         };
-        let ttl = self.shared.lease.ttl().as_duration();
-        match self
+        let created = self
             .shared
-            .bucket
-            .put(&self.cand_key, rec.to_bytes())
-            .ttl(ttl)
-            .await
-        {
-            Ok(_) => self.cand_next = Instant::now() + self.shared.lease.renew_every(),
-            Err(e) if is_transient(&e) => {
+            .keeper()
+            .await?
+            .lease(&self.cand_key, rec.to_bytes())
+            .tombstone_ttl(Duration::from_secs(1))
+            .await;
+        match created {
+            Ok(l) => {
+                self.registration = Some(l);
+                self.reg_failures = 0;
+            }
+            Err(e) if e.is_transient() => {
                 tracing::debug!(error = %e, "candidate registration failed, retrying");
-                self.cand_next = Instant::now() + Duration::from_millis(250);
+                self.reg_retry = Instant::now() + Backoff::DEFAULT.delay(self.reg_failures);
+                self.reg_failures += 1;
             }
             Err(e) => return Err(e.into()),
         }
@@ -301,9 +304,9 @@ impl Candidate {
                 self.watch = Some(w);
                 self.watch_failures = 0;
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
+                self.watch_retry = Instant::now() + Backoff::DEFAULT.delay(self.watch_failures);
                 self.watch_failures += 1;
-                self.watch_retry = Instant::now() + backoff(self.watch_failures);
                 // Without a watch we only learn about the key by reading it.
                 self.need_read = true;
             }
@@ -335,47 +338,43 @@ impl Candidate {
                 if self.tried == Some(now_expect) {
                     // The key is where our write expected it, yet the write failed: a spurious
                     // conflict (nats-server #7281) or a lost request. Retry after a pause.
-                    self.read_failures += 1;
-                    self.retry_at = Some(Instant::now() + backoff(self.read_failures));
+                    self.retry_later();
                 }
             }
-            Err(e) if is_transient(&e) => {
-                self.read_failures += 1;
-                self.retry_at = Some(Instant::now() + backoff(self.read_failures));
-            }
+            Err(e) if e.is_transient() => self.retry_later(),
             Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    fn record(&self) -> Record {
-        Record {
-            id: self.id.clone(),
-            value: self.value.clone(),
-            term: None,
-            nonce: self.nonce.clone(),
-            transfer_to: None,
-        }
+    fn retry_later(&mut self) {
+        self.retry_at = Some(Instant::now() + Backoff::DEFAULT.delay(self.read_failures));
+        self.read_failures += 1;
     }
 
-    /// One conditional write for the leader key. `Some` when it won.
+    /// One conditional write for the leader key: the creation of the leader lease. `Some`
+    /// when it won.
     async fn attempt(&mut self, expect: Expect) -> Result<Option<Leadership>, Error> {
         let shared = self.shared.clone();
-        let ttl = shared.lease.ttl().as_duration();
-        let body = self.record().to_bytes();
+        let body = Record {
+            id: self.id.clone(),
+            value: self.value.clone(),
+            transfer_to: None,
+        }
+        .to_bytes();
+        let keeper = shared.keeper().await?;
         Counters::bump(&shared.counters.cas_attempts);
-        let sent_at = Instant::now();
-        let res = shared
-            .bucket
-            .put(&shared.leader_key, body)
-            .expect(expect)
-            .ttl(ttl)
-            .await;
-        match res {
-            Ok(rev) => {
-                tracing::debug!(id = %self.id, term = rev.get(), "elected");
-                let clock = LeaseClock::new(shared.lease, sent_at);
-                Ok(Some(self.lead(rev, rev, clock)))
+        match keeper.lease(&shared.leader_key, body).expect(expect).await {
+            Ok(lease) => {
+                tracing::debug!(id = %self.id, term = lease.origin().get(), "elected");
+                Counters::bump(&shared.counters.terms_won);
+                Ok(Some(Leadership::new(
+                    shared,
+                    self.id.clone(),
+                    self.value.clone(),
+                    lease,
+                    self.registration.take(),
+                )))
             }
             Err(e) if e.is_conflict() => {
                 Counters::bump(&shared.counters.cas_conflicts);
@@ -392,58 +391,14 @@ impl Candidate {
                 }
                 Ok(None)
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
                 tracing::debug!(error = %e, "campaign write failed, outcome unknown");
-                self.ambiguous_since.get_or_insert(sent_at);
                 self.tried = Some(expect);
                 self.need_read = true;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Our own write took the key although we saw no acknowledgement.
-    async fn adopt(&mut self) -> Option<Leadership> {
-        let e = self.view.clone()?;
-        let rec = Record::from_entry(&e)?;
-        if let Some(since) = self.ambiguous_since {
-            // Counting the lease from the first unacknowledged send is conservative.
-            let clock = LeaseClock::new(self.shared.lease, since);
-            if clock.is_valid(Instant::now()) {
-                let term = rec.term_of(&e).revision();
-                return Some(self.lead(term, e.revision(), clock));
-            }
-        }
-        // Too late to trust it: hand it back at once (revision-fenced), then race again.
-        let _ = self
-            .shared
-            .bucket
-            .delete(&self.shared.leader_key)
-            .revision(e.revision())
-            .await;
-        self.ambiguous_since = None;
-        self.need_read = true;
-        None
-    }
-
-    fn lead(
-        &mut self,
-        term: kv_core::Revision,
-        revision: kv_core::Revision,
-        clock: LeaseClock,
-    ) -> Leadership {
-        Counters::bump(&self.shared.counters.terms_won);
-        Lead::spawn(
-            self.shared.clone(),
-            self.id.clone(),
-            self.value.clone(),
-            self.nonce.clone(),
-            crate::record::Term::new(term),
-            revision,
-            clock,
-            self.watch.take(),
-        )
     }
 }
 
@@ -452,12 +407,6 @@ async fn next_event(w: &mut Option<Watch>) -> Option<Result<WatchEvent, kv_core:
         Some(w) => w.next().await,
         None => std::future::pending().await,
     }
-}
-
-pub(crate) async fn next_watch_event(
-    w: &mut Option<Watch>,
-) -> Option<Result<WatchEvent, kv_core::Error>> {
-    next_event(w).await
 }
 
 #[cfg(test)]
@@ -469,12 +418,10 @@ mod tests {
         Revision::new(n).unwrap()
     }
 
-    fn rec(id: &str, nonce: &str, transfer_to: Option<&str>) -> Option<Record> {
+    fn rec(id: &str, transfer_to: Option<&str>) -> Option<Record> {
         Some(Record {
             id: id.into(),
             value: String::new(),
-            term: Some(3),
-            nonce: nonce.into(),
             transfer_to: transfer_to.map(Into::into),
         })
     }
@@ -482,40 +429,30 @@ mod tests {
     #[test]
     fn free_keys_are_raced_for_with_the_exact_expectation() {
         assert_eq!(
-            decide(&KeyView::Absent, "a", "n"),
+            decide(&KeyView::Absent, "a"),
             Decision::Take(Expect::NoMessage)
         );
         assert_eq!(
-            decide(&KeyView::Removed(rev(9)), "a", "n"),
+            decide(&KeyView::Removed(rev(9)), "a"),
             Decision::Take(Expect::Revision(rev(9)))
         );
     }
 
     #[test]
-    fn live_keys_wait_unless_handed_to_us_or_ours() {
-        let other = KeyView::Live(rev(5), rec("b", "m", None));
-        assert_eq!(decide(&other, "a", "n"), Decision::Wait);
-        let to_c = KeyView::Live(rev(5), rec("b", "m", Some("c")));
-        assert_eq!(decide(&to_c, "a", "n"), Decision::Wait);
-        let to_us = KeyView::Live(rev(5), rec("b", "m", Some("a")));
+    fn live_keys_wait_unless_handed_to_us() {
+        let other = KeyView::Live(rev(5), rec("b", None));
+        assert_eq!(decide(&other, "a"), Decision::Wait);
+        let to_c = KeyView::Live(rev(5), rec("b", Some("c")));
+        assert_eq!(decide(&to_c, "a"), Decision::Wait);
+        let to_us = KeyView::Live(rev(5), rec("b", Some("a")));
         assert_eq!(
-            decide(&to_us, "a", "n"),
+            decide(&to_us, "a"),
             Decision::Take(Expect::Revision(rev(5)))
         );
-        let ours = KeyView::Live(rev(5), rec("a", "n", None));
-        assert_eq!(decide(&ours, "a", "n"), Decision::Adopt);
-        // Same identity, other campaign (an earlier incarnation): not ours.
-        let twin = KeyView::Live(rev(5), rec("a", "old", None));
-        assert_eq!(decide(&twin, "a", "n"), Decision::Wait);
-        assert_eq!(
-            decide(&KeyView::Live(rev(5), None), "a", "n"),
-            Decision::Wait
-        );
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(40), Duration::from_secs(1));
+        // Our own identity on a live key (an earlier incarnation, or our own write whose
+        // acknowledgement was lost) is not taken over: the lease recognises its own write.
+        let ours = KeyView::Live(rev(5), rec("a", None));
+        assert_eq!(decide(&ours, "a"), Decision::Wait);
+        assert_eq!(decide(&KeyView::Live(rev(5), None), "a"), Decision::Wait);
     }
 }

@@ -1,10 +1,10 @@
 //! The [`Election`] handle: one named election in one bucket.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use kv_core::lease::LeaseConfig;
+use kv_core::lease::{Keeper, LeaseConfig};
 use kv_core::{Bucket, BucketConfig};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::campaign::Campaign;
 use crate::elector::ElectorBuilder;
 use crate::error::{Error, ErrorKind};
+use crate::leadership::{Held, LostReason};
 use crate::observe::Observer;
 use crate::record::{CandidateRecord, LeaderInfo, Observed};
 
@@ -83,14 +84,37 @@ pub(crate) struct Shared {
     pub(crate) lease: LeaseConfig,
     pub(crate) transfer_ttl: Duration,
     pub(crate) counters: Counters,
-    /// Leadership tasks that outlive their handle while they resign.
+    /// Resignations of dropped leaderships, running in the background.
     pub(crate) tracker: TaskTracker,
-    /// Cancelled by [`Election::shutdown`]: every leadership task resigns and ends.
+    /// Cancelled by [`Election::shutdown`]: campaigns end.
     pub(crate) closing: CancellationToken,
     bucket_checked: OnceCell<()>,
+    /// Renews every leadership and candidate registration of this election handle and its
+    /// clones; created by the first campaign, its task ends with the last of them.
+    keeper: OnceCell<Keeper>,
+    /// The leaderships won through this handle, for [`Election::shutdown`].
+    leaderships: Mutex<Vec<Weak<Held>>>,
 }
 
 impl Shared {
+    pub(crate) async fn keeper(&self) -> Result<&Keeper, Error> {
+        self.keeper
+            .get_or_try_init(|| async { Keeper::new(&self.bucket, self.lease) })
+            .await
+            .map_err(Error::from)
+    }
+
+    pub(crate) fn register_leadership(&self, held: &Arc<Held>) {
+        let mut all = self.leaderships.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(held));
+    }
+
+    fn live_leaderships(&self) -> Vec<Arc<Held>> {
+        let all = self.leaderships.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter_map(Weak::upgrade).collect()
+    }
+
     pub(crate) fn candidate_key(&self, id: &str) -> String {
         format!("{}.cand.{id}", self.name)
     }
@@ -206,11 +230,9 @@ impl ElectionBuilder {
         kv_core::Ttl::new(transfer_ttl).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidTtl,
-                format!(
-                    "transfer ttl: {}",
-                    e.to_string().trim_start_matches("validate: ")
-                ),
+                format!("transfer ttl {transfer_ttl:?} is not whole seconds ≥ 1 s"),
             )
+            .with_source(e)
         })?;
         Ok(Election {
             shared: Arc::new(Shared {
@@ -223,6 +245,8 @@ impl ElectionBuilder {
                 tracker: TaskTracker::new(),
                 closing: CancellationToken::new(),
                 bucket_checked: OnceCell::new(),
+                keeper: OnceCell::new(),
+                leaderships: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -358,15 +382,24 @@ impl Election {
         }
     }
 
-    /// Resigns every leadership held through this handle and its clones and waits until
-    /// their tasks have ended (at the latest at each lease's local deadline).
+    /// Ends every campaign, resigns every leadership held through this handle and its
+    /// clones, and waits until the resignations are done (at the latest at each lease's
+    /// local deadline).
     ///
     /// # Cancel safety
     /// Cancel safe: the resignations go on; awaiting again waits for them.
     pub async fn shutdown(&self) {
         self.shared.closing.cancel();
+        for held in self.shared.live_leaderships() {
+            self.shared
+                .tracker
+                .spawn(async move { held.resign(LostReason::Shutdown).await });
+        }
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+        if let Some(keeper) = self.shared.keeper.get() {
+            keeper.shutdown().await;
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kv_core::Backoff;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -273,7 +274,7 @@ where
             // Lead.
             let term = leadership.term();
             let signal = leadership.lost_signal();
-            health.set(Some(leadership.state()));
+            health.set(Some(leadership.held()));
             emit(ElectorEvent::StartedLeading { term });
             let token = CancellationToken::new();
             let ctx = LeaderContext {
@@ -389,8 +390,8 @@ impl ObserverSlot {
                         self.failures = 0;
                     }
                     Err(_) => {
+                        tokio::time::sleep(Backoff::DEFAULT.delay(self.failures)).await;
                         self.failures += 1;
-                        tokio::time::sleep(crate::campaign::backoff(self.failures)).await;
                         continue;
                     }
                 }

@@ -55,6 +55,11 @@ impl Error {
         Error::new(ErrorKind::Lost, message)
     }
 
+    pub(crate) fn with_source(mut self, e: kv_core::Error) -> Error {
+        self.source = Some(Box::new(e));
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -81,16 +86,6 @@ impl From<kv_core::Error> for Error {
             message: e.to_string(),
             source: Some(Box::new(e)),
         }
-    }
-}
-
-impl From<kv_locks::Error> for Error {
-    fn from(e: kv_locks::Error) -> Error {
-        let kind = match e.kind() {
-            kv_locks::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
-            _ => ErrorKind::InvalidArgument,
-        };
-        Error::new(kind, e.to_string())
     }
 }
 

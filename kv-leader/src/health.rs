@@ -3,10 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::leadership::LeaseState;
+use crate::leadership::Held;
 use crate::record::Term;
 
 /// What a [`Health`] handle reports.
@@ -26,7 +25,7 @@ pub enum HealthStatus {
 
 /// A cheap, cloneable readiness signal for health probes: ready only while this instance
 /// leads with a fresh lease (before its local deadline, computed on the monotonic clock,
-/// so a starved renewal task shows up here as soon as the deadline passes).
+/// so a starved lease keeper shows up here as soon as the deadline passes).
 ///
 /// ```no_run
 /// # fn demo(leadership: &kv_leader::Leadership) {
@@ -38,19 +37,19 @@ pub enum HealthStatus {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Health {
-    src: Arc<Mutex<Option<watch::Receiver<LeaseState>>>>,
+    src: Arc<Mutex<Option<Arc<Held>>>>,
 }
 
 impl Health {
-    pub(crate) fn of(rx: watch::Receiver<LeaseState>) -> Health {
+    pub(crate) fn of(held: Arc<Held>) -> Health {
         Health {
-            src: Arc::new(Mutex::new(Some(rx))),
+            src: Arc::new(Mutex::new(Some(held))),
         }
     }
 
-    pub(crate) fn set(&self, rx: Option<watch::Receiver<LeaseState>>) {
+    pub(crate) fn set(&self, held: Option<Arc<Held>>) {
         if let Ok(mut g) = self.src.lock() {
-            *g = rx;
+            *g = held;
         }
     }
 
@@ -61,17 +60,11 @@ impl Health {
             return HealthStatus::NotLeading;
         };
         match g.as_ref() {
-            Some(rx) => {
-                let s = rx.borrow();
-                if s.is_valid(now) {
-                    HealthStatus::Leading {
-                        term: s.term,
-                        slack: s.deadline.saturating_duration_since(now),
-                    }
-                } else {
-                    HealthStatus::NotLeading
-                }
-            }
+            Some(held) if held.is_valid() => HealthStatus::Leading {
+                term: held.term(),
+                slack: held.deadline().saturating_duration_since(now),
+            },
+            Some(_) => HealthStatus::NotLeading,
             None => HealthStatus::NotLeading,
         }
     }

@@ -43,42 +43,48 @@
 //! One bucket with history 1 and per-key TTLs ([`Election::bucket_config`]) holds, per
 //! election `E`:
 //!
-//! - `E.leader`: JSON `{"id", "value", "term"?, "nonce", "transfer_to"?}`, written with the
-//!   lease TTL.
-//! - `E.cand.<id>`: JSON `{"id", "value"}`, one per campaigning candidate, with the lease TTL,
-//!   rewritten every TTL/3 (candidate list, transfer checks).
+//! - `E.leader`: JSON `{"id", "value", "transfer_to"?}`, the leader's
+//!   [lease](kv_core::lease) (written with the lease TTL, marked with the lease's nonce and
+//!   origin).
+//! - `E.cand.<id>`: JSON `{"id", "value"}`, one lease per campaigning candidate (candidate
+//!   list, transfer checks).
+//!
+//! Both are [`kv_core::lease::Lease`]s renewed by one [`kv_core::lease::Keeper`] per
+//! [`Election`] handle (shared by its clones, created by the first campaign): kv-leader has
+//! no renewal loop of its own.
 //!
 //! **Election.** Candidates watch `E.leader` (last value, then every change). When it holds no
 //! live value — never written, a resignation's tombstone, an expiry marker — each candidate
-//! sends one conditional write expecting exactly that revision (or no message). The server
-//! accepts exactly one. The **term** is the revision of the winning write; it is not in that
-//! write (it is not known before), and every later write of the leadership carries it. Since
-//! revisions of a bucket only grow, terms strictly increase. The losers get a conflict and
-//! wait for the next change: on failover every waiting candidate sends one write (a herd of
-//! n−1 conflicts, counted in [`Stats`]), which is cheap for the handful of candidates an
-//! election has.
+//! creates the leader lease with one write expecting exactly that revision (or no message).
+//! The server accepts one. The **term** is the lease's origin, the revision of the winning
+//! write; every later write of the leadership carries it in its lease mark, and observers
+//! read it from there ([`kv_core::Entry::lease`], never above the entry's own revision).
+//! Since revisions of a bucket only grow, terms strictly increase. The losers get a conflict
+//! and wait for the next change: on failover every waiting candidate sends one write (a herd
+//! of n−1 conflicts, counted in [`Stats`]), which is cheap for the handful of candidates an
+//! election has. A creating write whose acknowledgement was lost is recognised by the lease's
+//! nonce, so a lost acknowledgement never looks like a lost election.
 //!
-//! **Lease.** The leader rewrites the key every TTL/3, expecting its own last revision. The
+//! **Lease.** The keeper rewrites the key every TTL/3, expecting its own last revision. The
 //! local deadline is the send time of the last confirmed write + TTL − margin
-//! ([`kv_locks::lease::LeaseClock`]), on the monotonic clock; the server cannot expire the key
-//! before send time + TTL. [`Leadership::lost`] fires at the deadline, and at once when a
-//! renewal conflicts or the watch shows anyone else's write. An unacknowledged write (timeout)
-//! is recognised by its `nonce` when the key later shows it, so a lost acknowledgement never
-//! looks like a lost election.
+//! ([`kv_core::lease::LeaseClock`]), on the monotonic clock; the server cannot expire the key
+//! before send time + TTL. [`Leadership::lost`] fires at the deadline, and as soon as a
+//! renewal conflicts because someone else wrote or removed the key.
 //!
-//! **Resign** marks the leadership lost, then deletes the key *expecting our revision* (never
-//! blind): candidates see the tombstone at once. A crashed leader's key expires after the
-//! TTL; the server's expiry marker wakes the candidates.
+//! **Resign** marks the leadership lost, then releases the lease: a delete *expecting our
+//! revision* (never blind): candidates see the tombstone at once. A crashed leader's key
+//! expires after the TTL; the server's expiry marker wakes the candidates.
 //!
 //! **Transfer** checks that the target's registration is live, marks our leadership lost,
-//! then rewrites the key (expecting our revision) with `transfer_to` and the short transfer
-//! TTL. Candidates treat that live value as taken, except the target, which takes it by a
-//! conditional write on that revision. If the target does not, the key expires and the normal
-//! race resumes.
+//! then releases the lease with a hand-over instead of a tombstone: the record with
+//! `transfer_to`, expecting our revision, with the short transfer TTL. Candidates treat that
+//! live value as taken, except the target, which takes it by a conditional write on that
+//! revision. If the target does not, the key expires and the normal race resumes.
 //!
-//! **Fencing.** [`Fencing::put`] writes with `expect_on(E.leader, our revision)`: the server
-//! rejects it as soon as anyone else has written the leader key. [`Fence`] is the same check
-//! in memory for resources that receive the term.
+//! **Fencing.** [`Fencing::put`] is the lease's guarded write
+//! ([`Lease::put_guarded`](kv_core::lease::Lease::put_guarded)): the server rejects it as soon
+//! as anyone else has written the leader key. [`Fence`] is the same check in memory for
+//! resources that receive the term.
 //!
 //! ## Timing
 //! With TTL `t`, a crashed leader is replaced after `t` plus the server's expiry tick (up to
@@ -103,6 +109,7 @@ pub use elector::{ElectorBuilder, ElectorEvent, LeaderContext, Run, StopReason};
 pub use error::{Error, ErrorKind};
 pub use fence::Fence;
 pub use health::{Health, HealthStatus};
+pub use kv_core::lease::LeaseConfig;
 pub use leadership::{Fencing, Leadership, LostReason, LostSignal};
 pub use observe::Observer;
 pub use record::{LeaderInfo, Observed, Term};

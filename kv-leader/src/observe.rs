@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{Include, Revision, Watch, WatchEvent};
+use kv_core::{Backoff, Include, Revision, Watch, WatchEvent};
 
-use crate::campaign::backoff;
 use crate::election::{Counters, Shared};
 use crate::error::Error;
 use crate::record::Observed;
@@ -158,7 +157,7 @@ impl State {
                     }
                     return self.emit(o);
                 }
-                Err(_) => tokio::time::sleep(backoff(attempt + 1)).await,
+                Err(_) => tokio::time::sleep(Backoff::DEFAULT.delay(attempt)).await,
             }
         }
         None

@@ -37,26 +37,21 @@ impl fmt::Display for Term {
 
 /// The JSON value of `<election>.leader`.
 ///
-/// `term` is absent in the winning write (its revision *is* the term; it is not known
-/// before the write) and present in every later write of the same leadership. `nonce`
-/// is unique per campaign and lets a candidate recognise its own write when an
-/// acknowledgement was lost.
+/// The term is not stored in the value: it is the origin of the leader's lease, which every
+/// write of the leadership carries in its lease mark ([`Entry::lease`]), bounded by the
+/// entry's own revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Record {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) term: Option<u64>,
-    #[serde(default)]
-    pub(crate) nonce: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) transfer_to: Option<String>,
 }
 
 impl Record {
     pub(crate) fn to_bytes(&self) -> bytes::Bytes {
-        // A struct of strings and integers always serializes.
+        // A struct of strings always serializes.
         bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
@@ -67,15 +62,12 @@ impl Record {
         }
         serde_json::from_slice(e.value()).ok()
     }
+}
 
-    /// The term of a live entry: the stored one, or the entry's own revision for the
-    /// winning write.
-    pub(crate) fn term_of(&self, e: &Entry) -> Term {
-        self.term
-            .and_then(Revision::new)
-            .map(Term)
-            .unwrap_or(Term(e.revision()))
-    }
+/// The term of a leader-key entry: its lease's origin (never above the entry's revision), or
+/// the entry's own revision for a write without a lease mark.
+pub(crate) fn term_of(e: &Entry) -> Term {
+    Term(e.lease().map_or(e.revision(), |t| t.origin()))
 }
 
 /// The JSON value of `<election>.cand.<id>`: a campaigning candidate.
@@ -134,7 +126,7 @@ impl Observed {
         }
         match Record::from_entry(e) {
             Some(r) => Observed::Leader(LeaderInfo {
-                term: r.term_of(e),
+                term: term_of(e),
                 id: r.id,
                 value: r.value,
                 revision: e.revision(),
@@ -145,7 +137,7 @@ impl Observed {
             None => Observed::Leader(LeaderInfo {
                 id: String::new(),
                 value: String::from_utf8_lossy(e.value()).into_owned(),
-                term: Term(e.revision()),
+                term: term_of(e),
                 revision: e.revision(),
                 transfer_to: None,
             }),
@@ -176,15 +168,15 @@ mod tests {
         let r = Record {
             id: "a".into(),
             value: "10.0.0.1:80".into(),
-            term: None,
-            nonce: "n".into(),
             transfer_to: None,
         };
         let s = String::from_utf8(r.to_bytes().to_vec()).unwrap();
-        assert_eq!(s, r#"{"id":"a","value":"10.0.0.1:80","nonce":"n"}"#);
+        assert_eq!(s, r#"{"id":"a","value":"10.0.0.1:80"}"#);
         let back: Record = serde_json::from_str(&s).unwrap();
         assert_eq!(back, r);
-        let old: Record = serde_json::from_str(r#"{"id":"b","term":7}"#).unwrap();
-        assert_eq!((old.term, old.value.as_str()), (Some(7), ""));
+        // Records of earlier versions (stored term and nonce) still decode; the stored term
+        // is ignored.
+        let old: Record = serde_json::from_str(r#"{"id":"b","term":7,"nonce":"n"}"#).unwrap();
+        assert_eq!((old.id.as_str(), old.value.as_str()), ("b", ""));
     }
 }

@@ -122,7 +122,7 @@ impl Worker {
         }
         let work = Duration::from_millis(rand::rng().random_range(0..30));
         let lost = tokio::select! {
-            () = guard.lost() => true,
+            _ = guard.lost() => true,
             () = tokio::time::sleep(work) => !guard.is_held(),
         };
         if lost {

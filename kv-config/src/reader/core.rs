@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Bucket, Entry, ErrorKind, Include, Revision, Watch, WatchEvent};
+use kv_core::{Backoff, Bucket, Entry, ErrorKind, Include, Revision, Watch, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -20,21 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::error::{ConfigError, ConfigErrorKind, RejectKind, Rejection};
-use crate::fleet::Applied;
+use crate::fleet::{Ack, Applied};
 use crate::layer::{assemble_prefix, diff_paths};
 use crate::persist::{self, Persisted};
 use crate::pipeline::Pipeline;
 use crate::reader::Shared;
 use crate::snapshot::{Change, ConfigEvent, Origin, Snapshot};
 use crate::source::{Connector, Source};
-
-/// Acknowledgement publishing state.
-pub(crate) struct Ack {
-    pub(crate) key: String,
-    pub(crate) ttl: Duration,
-    pub(crate) no_ttl: bool,
-    pub(crate) last: Option<Applied>,
-}
 
 /// An accepted candidate: value, normalized JSON, and the KV layer it came from.
 pub(crate) type Accepted<T> = (T, Value, Option<Value>);
@@ -257,7 +249,8 @@ where
         }
     }
 
-    /// Publishes this instance's acknowledgement if it changed (or always, on `force`).
+    /// Publishes this instance's acknowledgement if it changed (`force`: also make sure it
+    /// is still there).
     pub(crate) async fn publish_ack(&mut self, shared: &Shared<T>, force: bool) {
         let (Some(ack), Some(bucket)) = (self.ack.as_mut(), self.bucket.as_ref()) else {
             return;
@@ -268,38 +261,16 @@ where
             rejected: h.rejected.and_then(|r| r.revision).map(Revision::get),
             stale: h.stale,
         };
-        if !force && ack.last.as_ref() == Some(&rec) {
-            return;
-        }
-        let bytes = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
-        let mut res = if ack.no_ttl {
-            bucket.put(&ack.key, bytes.clone()).await
-        } else {
-            bucket.put(&ack.key, bytes.clone()).ttl(ack.ttl).await
-        };
-        if let Err(e) = &res {
-            if !ack.no_ttl
-                && matches!(
-                    e.kind(),
-                    ErrorKind::InvalidTtl | ErrorKind::FeatureDisabled | ErrorKind::ServerTooOld
-                )
-            {
-                tracing::warn!(error = %e, "bucket has no per-key TTL; acknowledgements are written without one");
-                ack.no_ttl = true;
-                res = bucket.put(&ack.key, bytes).await;
-            }
-        }
-        match res {
-            Ok(_) => ack.last = Some(rec),
-            Err(e) => tracing::debug!(error = %e, "cannot publish the applied revision"),
-        }
+        ack.publish(bucket, rec, force).await;
     }
 
     /// The background loop: follow the watch, apply at quiet points, resync when needed.
     pub(crate) async fn run(mut self, shared: Arc<Shared<T>>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let retry =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(2)).unwrap_or_default();
+        let mut delays = retry.delays();
         let mut heartbeat = self.ack.as_ref().map(|a| {
-            let period = (a.ttl / 2).max(Duration::from_millis(500));
+            let period = (a.ttl() / 2).max(Duration::from_millis(500));
             let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i
@@ -313,16 +284,16 @@ where
                 };
                 match res {
                     Ok(()) => {
-                        backoff = Duration::from_millis(100);
+                        delays = retry.delays();
                         self.apply(&shared).await;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot read the config from the kv");
+                        let pause = delays.next().unwrap_or(retry.max());
+                        tracing::warn!(error = %e, retry_in = ?pause, "cannot read the config from the kv");
                         tokio::select! {
                             _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
                 continue;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::error::{ConfigError, ConfigErrorKind, Rejection};
-use crate::fleet::check_instance;
+use crate::fleet::{check_instance, Ack};
 use crate::format::Format;
 use crate::layer::env_layer;
 use crate::persist;
@@ -30,7 +30,7 @@ use crate::pipeline::{Pipeline, Validate};
 use crate::snapshot::{ConfigEvent, Health, Origin, Snapshot};
 use crate::source::{Connector, Source};
 
-use self::core::{Ack, Core};
+use self::core::Core;
 
 /// How many events a slow subscriber may fall behind before it gets [`ConfigEvent::Lagged`].
 const EVENT_CAPACITY: usize = 256;
@@ -376,9 +376,9 @@ where
         self
     }
 
-    /// The per-key TTL of the acknowledgement key (default 30 s; whole seconds); it is
-    /// refreshed every half TTL while the reader lives. Buckets without per-key TTLs get
-    /// keys without one.
+    /// The per-key TTL of the acknowledgement key (default 30 s; whole seconds). The key is
+    /// a [lease](kv_core::lease) kept alive while the reader lives and removed when it
+    /// stops. Buckets without per-key TTLs get keys without one.
     pub fn ack_ttl(mut self, ttl: Duration) -> Self {
         self.ack_ttl = ttl;
         self
@@ -436,12 +436,10 @@ where
             )
         })?;
         let ack = match &self.instance {
-            Some(i) => Some(Ack {
-                key: check_instance(&self.source, i)?,
-                ttl: Duration::from_secs(self.ack_ttl.as_secs().max(1)),
-                no_ttl: false,
-                last: None,
-            }),
+            Some(i) => Some(Ack::new(
+                check_instance(&self.source, i)?,
+                Duration::from_secs(self.ack_ttl.as_secs().max(1)),
+            )),
             None => None,
         };
         self.load_local_file()?;

@@ -611,24 +611,37 @@ impl Lease {
     /// Starts releasing the lease; `.await` it. See [`Release`].
     pub fn release(mut self) -> Release {
         self.released = true;
+        self.release_shared()
+    }
+
+    /// Starts releasing a lease that is shared (behind an `Arc`); `.await` it. Renewals stop
+    /// at once, even if the release is never awaited. Afterwards the lease is not held, its
+    /// guarded writes fail, and dropping it does nothing more.
+    pub fn release_shared(&self) -> Release {
+        self.st.live().stopped = true;
         Release {
             st: self.st.clone(),
             bucket: self.keeper.bucket().clone(),
             first: None,
+            hand_over: None,
         }
+    }
+
+    /// Stops renewing the lease without removing its key, which the server then expires
+    /// after its TTL (etcd's `Orphan`).
+    pub fn orphan(mut self) {
+        self.released = true;
+        self.st.live().stopped = true;
+        self.st.lose(LostReason::Released);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.released {
+        if self.released || self.st.live().stopped {
             return;
         }
-        let release = Release {
-            st: self.st.clone(),
-            bucket: self.keeper.bucket().clone(),
-            first: None,
-        };
+        let release = self.release_shared();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 self.keeper.inner.tracker.spawn_on(
@@ -681,6 +694,7 @@ pub struct Release {
     st: Arc<State>,
     bucket: Bucket,
     first: Option<(String, Expect)>,
+    hand_over: Option<(Bytes, Duration)>,
 }
 
 impl Release {
@@ -689,6 +703,15 @@ impl Release {
     /// conflicts.
     pub fn first_expect_on(mut self, filter: impl Into<String>, expect: Expect) -> Self {
         self.first = Some((filter.into(), expect));
+        self
+    }
+
+    /// Leaves `value` with a TTL of `ttl` in place of the tombstone: a hand-over that a
+    /// successor takes by a write conditional on its revision, and that expires by itself
+    /// otherwise. `value` must differ from the lease's value (it is how a hand-over whose
+    /// acknowledgement was lost is recognised).
+    pub fn hand_over(mut self, value: impl Into<Bytes>, ttl: Duration) -> Self {
+        self.hand_over = Some((value.into(), ttl));
         self
     }
 
@@ -701,7 +724,7 @@ impl Release {
             l.stopped = true;
         }
         st.lose(LostReason::Released);
-        let res = remove(&self.bucket, &st, self.first).await;
+        let res = remove(&self.bucket, &st, self.first, self.hand_over).await;
         st.finish_write();
         match &res {
             Ok(r) => {
@@ -726,18 +749,28 @@ impl IntoFuture for Release {
     }
 }
 
-/// Deletes our key: first with the caller's expectation, then conditional on our revision,
-/// asking the leader after a conflict or an unknown outcome.
+/// Deletes our key (or leaves the hand-over value): first with the caller's expectation,
+/// then conditional on our revision, asking the leader after a conflict or an unknown
+/// outcome.
 async fn remove(
     bucket: &Bucket,
     st: &State,
     first: Option<(String, Expect)>,
+    hand_over: Option<(Bytes, Duration)>,
 ) -> Result<Released, Error> {
     let mut rev = Some(st.live().rev);
     let tag = st.tag();
+    let is_final = |e: &Entry| match &hand_over {
+        None => !e.is_value(),
+        Some((v, _)) => e.is_value() && e.value() == v,
+    };
     let delete = |expect_on: Option<(&str, Expect)>, r: Revision| {
-        let mut w = bucket.delete(&st.key).lease_tag(tag.clone());
-        if let Some(t) = st.tombstone_ttl {
+        let mut w = match &hand_over {
+            Some((v, ttl)) => bucket.put(&st.key, v.clone()).ttl(*ttl),
+            None => bucket.delete(&st.key),
+        }
+        .lease_tag(tag.clone());
+        if let (Some(t), None) = (st.tombstone_ttl, &hand_over) {
             w = w.ttl(t);
         }
         match expect_on {
@@ -759,9 +792,11 @@ async fn remove(
         let r = match rev {
             Some(r) => r,
             None => match bucket.get_from_leader(&st.key).await {
+                // Our own tombstone (or hand-over): applied, its ack lost.
+                Ok(Some(e)) if st.is_ours(&e) && is_final(&e) => {
+                    return Ok(done(Some(e.revision()), false))
+                }
                 Ok(Some(e)) if st.is_ours(&e) && e.is_value() => e.revision(),
-                // Our own tombstone: a delete of ours was applied, its ack lost.
-                Ok(Some(e)) if st.is_ours(&e) => return Ok(done(Some(e.revision()), false)),
                 // Expired, taken, or gone: nothing of ours to remove.
                 Ok(_) => return Ok(done(None, false)),
                 Err(e) => {
