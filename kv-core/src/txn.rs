@@ -46,7 +46,7 @@ use crate::js::{
     parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ, EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
 };
-use crate::key::Key;
+use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 
 /// The most messages one atomic batch may hold (server limit).
@@ -59,6 +59,10 @@ struct TxnOp {
     value: Bytes,
     expect: Option<Expect>,
     ttl: Option<Duration>,
+    /// The expectation applies to this key or filter instead of the written key.
+    expect_on: Option<KeyFilter>,
+    /// The `Kv-Lease` mark of a lease's creating write.
+    lease: Option<String>,
 }
 
 /// A transaction being built. Nothing is sent until [`commit`](Txn::commit).
@@ -113,6 +117,8 @@ impl Txn {
                 value,
                 expect,
                 ttl: None,
+                expect_on: None,
+                lease: None,
             }),
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -152,6 +158,32 @@ impl Txn {
     pub fn purge(self, key: &str) -> Self {
         self.add(key, Op::Purge, Bytes::new(), None)
     }
+    /// A lease's creating write: `put` with a TTL, an expectation (on the key itself or on
+    /// `expect_on`) and the lease's mark.
+    pub(crate) fn lease_write(
+        mut self,
+        key: Key,
+        value: Bytes,
+        ttl: Duration,
+        expect: Option<(Option<KeyFilter>, Expect)>,
+        tag: String,
+    ) -> Self {
+        let (expect_on, expect) = match expect {
+            Some((on, e)) => (on, Some(e)),
+            None => (None, None),
+        };
+        self.ops.push(TxnOp {
+            key,
+            op: Op::Put,
+            value,
+            expect,
+            ttl: Some(ttl),
+            expect_on,
+            lease: Some(tag),
+        });
+        self
+    }
+
     /// Gives the write added last a per-key TTL.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         match self.ops.last_mut() {
@@ -221,6 +253,15 @@ impl Txn {
         for o in &ops {
             let ttl = o.ttl.map(Ttl::new).transpose()?;
             let mut h = self.inner.write_headers(o.op, o.expect, ttl)?;
+            if let Some(f) = &o.expect_on {
+                h.insert(
+                    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+                    format!("{}{}", self.inner.write_prefix, f).as_str(),
+                );
+            }
+            if let Some(tag) = &o.lease {
+                h.insert(crate::entry::KV_LEASE, tag.as_str());
+            }
             if o.expect.is_none() {
                 if let Some((k, e)) = riders.next() {
                     h.insert(

@@ -159,7 +159,7 @@ impl Acquire {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => futures::future::pending().await,
@@ -277,7 +277,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
     }
 }
 
-fn new_entry(s: &Shared, cfg: LeaseConfig) -> kv_core::lease::CreateLease {
+pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kv_core::lease::CreateLease {
     s.keeper
         .lease(&s.own_key, s.entry_value())
         .config(cfg)

@@ -199,6 +199,20 @@ impl Locks {
         })
     }
 
+    /// A handle on several mutexes taken all together or not at all (see [`MultiLock`]):
+    /// clients asking for overlapping sets never deadlock. Duplicate names count once.
+    pub fn multi<I, S>(&self, names: I) -> Result<crate::MultiLock, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let handles = names
+            .into_iter()
+            .map(|n| Ok(self.handle(&LockName::new(n.as_ref())?, Kind::Exclusive)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        crate::MultiLock::new(handles)
+    }
+
     /// Waits for background work (releases of dropped guards, cleanups of dropped
     /// acquisitions) to finish. Guards still held keep renewing; release them first.
     ///

@@ -425,6 +425,75 @@ impl CreateLease {
     }
 }
 
+/// Creates every lease of `leases` in one transaction (an atomic batch): all of them, or —
+/// when any expectation fails — none ([`ErrorKind::Conflict`], naming the key). All must
+/// come from the same keeper. When the commit's outcome is unknown, the stream leader is
+/// asked whether our writes (marked with our nonces) were applied.
+///
+/// # Cancel safety
+/// Not cancel safe: the transaction may commit although the future was dropped; the keys
+/// then expire after their TTL, as nobody renews them.
+pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
+    let Some(keeper) = leases.first().map(|l| l.keeper.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mut parts = Vec::with_capacity(leases.len());
+    for mut l in leases {
+        let key = std::mem::replace(&mut l.key, Err(Error::new(ErrorKind::Internal, "taken")))
+            .map_err(|e| e.with_op(Operation::Lease))?;
+        let on = l.expect_on.take().transpose()?;
+        let cfg = l.config.unwrap_or(keeper.inner.config);
+        let nonce = l.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
+        parts.push((l, key, on, cfg, nonce));
+    }
+    let bucket = keeper.bucket().clone();
+    let mut txn = bucket.txn();
+    for (l, key, on, cfg, nonce) in &parts {
+        let expect = l.expect.map(|e| (on.clone(), e));
+        let tag = LeaseTag::header_value(*nonce, None);
+        txn = txn.lease_write(
+            key.clone(),
+            l.value.clone(),
+            cfg.ttl().as_duration(),
+            expect,
+            tag,
+        );
+    }
+    let sent = Instant::now();
+    let revisions: Vec<Revision> = match txn.commit().await {
+        Ok(c) => c.revisions().iter().map(|(_, r)| *r).collect(),
+        Err(e) if e.outcome_unknown() => adopt_all(&bucket, &parts).await.map_err(|_| e)?,
+        Err(e) => return Err(e.with_op(Operation::Lease)),
+    };
+    Ok(parts
+        .into_iter()
+        .zip(revisions)
+        .map(|((l, key, _, cfg, nonce), rev)| l.finish(key, nonce, rev, rev, sent, cfg))
+        .collect())
+}
+
+type Part = (CreateLease, Key, Option<KeyFilter>, LeaseConfig, u128);
+
+/// After a transaction with an unknown outcome: the revisions of our writes if it was
+/// applied (every key carries our nonce), else an error.
+async fn adopt_all(bucket: &Bucket, parts: &[Part]) -> Result<Vec<Revision>, Error> {
+    let mut out = Vec::with_capacity(parts.len());
+    for (_, key, _, _, nonce) in parts {
+        match bucket.get_from_leader(key).await? {
+            Some(e) if e.is_value() && e.lease().is_some_and(|t| t.nonce() == *nonce) => {
+                out.push(e.revision())
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "the transaction was not applied",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl IntoFuture for CreateLease {
     type Output = Result<Lease, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;

@@ -30,5 +30,5 @@ mod handle;
 mod keeper;
 
 pub use clock::{LeaseClock, LeaseConfig, Next};
-pub use handle::{CreateLease, Lease, LostReason, Release, Released};
+pub use handle::{create_all, CreateLease, Lease, LostReason, Release, Released};
 pub use keeper::Keeper;
