@@ -1,7 +1,5 @@
-//! Locks: workers on two mutexes and a semaphore, fenced writes under the mutexes.
-//!
-//! A read-write lock joins the same loop once `Locks::rwlock(name)` exists: add a `Target`
-//! variant for it whose workers acquire with `Mode::Read` or `Mode::Write`.
+//! Locks: workers on two mutexes, a semaphore and a read-write lock; fenced writes under the
+//! mutexes and the write lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +30,8 @@ pub struct Counts {
 enum Target {
     Mutex(String),
     Semaphore(String, u32),
+    /// Workers read (three times in four) or write.
+    RwLock(String),
 }
 
 /// Starts `per_lock` workers on each lock, one `Locks` handle (connection) per worker.
@@ -47,6 +47,7 @@ pub fn start(
         Target::Mutex("m0".into()),
         Target::Mutex("m1".into()),
         Target::Semaphore("s0".into(), 2),
+        Target::RwLock("rw0".into()),
     ];
     let mut n = 0;
     for target in targets {
@@ -112,12 +113,20 @@ impl Worker {
                 Mode::Semaphore(*n),
                 self.locks.semaphore(name, *n)?.acquire(),
             ),
+            Target::RwLock(name) => {
+                let rw = self.locks.rwlock(name)?;
+                if rand::rng().random_range(0..4) == 0 {
+                    (name.clone(), Mode::Write, rw.write())
+                } else {
+                    (name.clone(), Mode::Read, rw.read())
+                }
+            }
         })
     }
 
     async fn hold(&self, lock: &str, mode: Mode, guard: Guard) {
         let token = guard.token().get();
-        if mode == Mode::Mutex {
+        if matches!(mode, Mode::Mutex | Mode::Write) {
             self.fenced_write(lock, &guard).await;
         }
         let work = Duration::from_millis(rand::rng().random_range(0..30));

@@ -857,7 +857,12 @@ async fn remove(
     }
     let mut last_err = None;
     let mut delays = Backoff::DEFAULT.delays();
-    for _ in 0..ATTEMPTS {
+    // Keep trying while the key may still be ours (a stream-leader election takes seconds),
+    // and at least a few times.
+    let until = st.deadline();
+    let mut attempt = 0;
+    while attempt < ATTEMPTS || Instant::now() < until {
+        attempt += 1;
         let r = match rev {
             Some(r) => r,
             None => match bucket.get_from_leader(&st.key).await {
