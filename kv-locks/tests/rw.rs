@@ -40,7 +40,7 @@ impl Log {
             from,
             to: Instant::now(),
         });
-        assert_eq!(guard.release().await.unwrap(), Released::Released);
+        assert_eq!(guard.release().await.expect("release"), Released::Released);
     }
 
     fn holds(&self) -> Vec<Hold> {
@@ -320,7 +320,7 @@ async fn a_semaphore_and_a_rwlock_of_one_name_are_refused() {
 
 async fn no_entries_left(locks: &Locks, name: &str) {
     locks.shutdown().await;
-    let info = locks.inspect(name).await.unwrap();
+    let info = locks.inspect(name).await.expect("inspect");
     assert!(
         info.holders.is_empty() && info.waiters.is_empty(),
         "{info:?}"
