@@ -338,17 +338,21 @@ async fn wait(s: &Shared, lease: &Lease, w: &Wait, v: &View) -> Result<Step, Err
         .as_of
         .and_then(|r| Revision::new(r.get() + 1))
         .ok_or_else(|| Error::new(ErrorKind::Internal, "a queue snapshot without its revision"))?;
-    s.bump(Stat::Watch);
-    let mut watch = s
-        .bucket
-        .watch([filter.as_str()])
-        .from_revision(from)
-        // Only removals matter here; a compacted revision is never one we wait for.
-        .skip_compacted()
-        .await?;
-    tracing::debug!(lock = %s.name, watching = %filter, blockers = blockers.len(), ticket = lease.origin().get(), "waiting");
     let lost = lease.lost();
     tokio::pin!(lost);
+    s.bump(Stat::Watch);
+    // Only removals matter here; a compacted revision is never one we wait for. Creating
+    // the watch can time out during a stream-leader failover: retried while our entry lives.
+    let start = || {
+        let w = s.bucket.watch([filter.as_str()]).from_revision(from);
+        w.skip_compacted().into_future()
+    };
+    let mut watch = tokio::select! {
+        biased;
+        why = &mut lost => return Err(entry_lost(why)),
+        w = kv_core::Backoff::DEFAULT.retry(start) => w?,
+    };
+    tracing::debug!(lock = %s.name, watching = %filter, blockers = blockers.len(), ticket = lease.origin().get(), "waiting");
     let mut gone = 0;
     loop {
         let ev = tokio::select! {

@@ -352,6 +352,8 @@ pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
     let Some(permits) = s.permits() else {
         return Ok(());
     };
+    // Refuse before storing a count, so a mistaken handle leaves the name usable.
+    check_kind(s, &crate::queue::view(s, None).await?)?;
     let key = s.name.permits_key();
     match s.bucket.create(&key, permits.to_string()).await {
         Ok(_) => Ok(()),
@@ -387,8 +389,22 @@ fn mismatch(s: &Shared, stored: Option<u32>) -> Result<(), Error> {
     ))
 }
 
-/// Checks the stored permit count of a view against the handle's kind.
+/// Checks the queued entries and the stored permit count of a view against the handle's kind.
 pub(crate) fn check_kind(s: &Shared, v: &View) -> Result<(), Error> {
+    if v.mixes_with(s.kind) {
+        return Err(Error::new(
+            ErrorKind::PermitMismatch,
+            format!(
+                "lock {} is in use as a {}, this handle is not",
+                s.name,
+                if s.permits().is_some() {
+                    "mutex or read-write lock"
+                } else {
+                    "semaphore"
+                }
+            ),
+        ));
+    }
     match &v.permits {
         Some(e) if e.is_value() => mismatch(s, stored_permits(e)),
         _ => Ok(()),

@@ -4,7 +4,7 @@ use kv_core::{Backoff, Entry, Expect, Revision};
 
 use crate::error::Error;
 use crate::names::LockName;
-use crate::rule::Queued;
+use crate::rule::{Kind, Queued};
 use crate::shared::Shared;
 use crate::stats::Stat;
 use crate::value::QueueValue;
@@ -32,6 +32,16 @@ pub(crate) struct View {
 impl View {
     pub(crate) fn expect_empty(&self) -> Expect {
         self.last.map_or(Expect::NoMessage, Expect::Revision)
+    }
+
+    /// Whether a live entry is of the other family than `kind`: semaphore permits never
+    /// share a queue with mutex, reader or writer entries (the rule would let both hold).
+    pub(crate) fn mixes_with(&self, kind: Kind) -> bool {
+        let permit = matches!(kind, Kind::Permit(_));
+        self.values.iter().any(|(v, _)| {
+            v.as_ref()
+                .is_some_and(|v| !v.kind.is_empty() && (v.kind == Kind::Permit(0).tag()) != permit)
+        })
     }
 
     pub(crate) fn position(&self, key: &str, ticket: Revision) -> Option<usize> {

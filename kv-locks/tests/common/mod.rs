@@ -1,0 +1,44 @@
+//! Shared helpers of the kv-locks read-write and inspection tests.
+#![allow(dead_code)]
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use kv_core::Kv;
+use kv_locks::Locks;
+
+/// Upper bound for any wait on an event.
+pub const T: Duration = Duration::from_secs(30);
+
+/// A short lease for tests that need a renewal (and so a loss) to happen soon.
+pub const SHORT_TTL: Duration = Duration::from_secs(2);
+
+/// Locks on `bucket` over `client`, with 2 s request timeouts.
+pub async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
+    let kv = Kv::new(client).with_timeout(Duration::from_secs(2));
+    Locks::open(&kv, bucket).await.expect("open locks")
+}
+
+/// Awaits `f` for at most [`T`].
+pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(T, f.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until `locks` has started `n` more watches than `base` (one per waiter that
+/// settled in the queue), so that waiters enter the queue in a known order.
+pub async fn waiting(locks: &Locks, base: u64, n: u64) {
+    within(
+        "waiters to watch",
+        locks.stats_handle().wait_for(|s| s.watches >= base + n),
+    )
+    .await;
+}
+
+/// Spawns the acquisition `acq` as a task owned by the returned handle (aborted on drop).
+pub fn spawn_acquire(
+    acq: kv_locks::Acquire,
+) -> tokio_util::task::AbortOnDropHandle<Result<kv_locks::Guard, kv_locks::Error>> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(acq.into_future()))
+}
