@@ -226,7 +226,7 @@ async fn protocol(
     if try_only && busy && s.kind == Kind::Exclusive {
         return Ok(None);
     }
-    let lease = enqueue(s, cfg).await?;
+    let lease = enqueue(s, cfg, slot.own_last).await?;
     s.bump(Stat::Enqueued);
     loop {
         match queue_step(s, &lease, try_only).await? {
@@ -284,11 +284,12 @@ pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kv_core::lease::CreateL
         .tombstone_ttl(s.tombstone_ttl)
 }
 
-/// Enters the queue: our own key, whatever it held before (a tombstone of ours, or nothing).
-async fn enqueue(s: &Shared, cfg: LeaseConfig) -> Result<Lease, Error> {
+/// Enters the queue: our own key, replacing whatever it held (a tombstone of ours, or
+/// nothing), conditional on that state (`previous`, re-learned on a conflict).
+async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
     kv_core::Backoff::DEFAULT
-        .retry(|| new_entry(s, cfg).into_future())
+        .retry(|| new_entry(s, cfg).previous(previous).into_future())
         .await
         .map_err(Error::from)
 }

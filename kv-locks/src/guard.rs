@@ -189,6 +189,7 @@ impl Guard {
             tracing::warn!(lock = %shared.name, token, error = %e, "release failed; the entry expires with its ttl");
             Error::from(e)
         })?;
+        slot.own_last = r.tombstone;
         slot.fast = r
             .first_expectation_met
             .then_some(r.tombstone)

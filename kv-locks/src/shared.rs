@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, Expect};
+use kv_core::{Bucket, Expect, Revision};
 
 use crate::names::LockName;
 use crate::rule::Kind;
@@ -34,6 +34,9 @@ pub(crate) struct Shared {
 /// What a handle remembers between acquisitions. Only the owner of the slot lock touches it.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
+    /// Our own key's revision as far as we know (the tombstone of our last release). Wrong
+    /// guesses cost a leader read, never correctness: every write on it is conditional.
+    pub(crate) own_last: Option<Revision>,
     /// The fast path's expectation: the lock's last revision at a moment its queue was known
     /// to be empty (taken from our own clean release). Stale values only cause a conflict.
     pub(crate) fast: Option<Expect>,

@@ -260,10 +260,12 @@ fn reason_of(e: Option<&Entry>) -> LostReason {
 
 /// A pending lease creation; `.await` it.
 ///
-/// The creating write is `put(key, value).ttl(ttl)` with the expectation given (none by
-/// default). When its outcome is unknown (timeout, connection lost), the stream leader is
-/// asked whether our write was applied — it carries our nonce — before retrying, so a lost
-/// acknowledgement never leaves an orphaned lease behind nor creates a second one.
+/// The creating write is `put(key, value).ttl(ttl)`, conditional on the expectation given,
+/// or else on the key's own state (see [`previous`](Self::previous)): every write of a
+/// creation is conditional, so a delayed duplicate can never land after another. When an
+/// outcome is unknown (timeout, connection lost), the stream leader is asked whether our
+/// write was applied — it carries our nonce — before retrying, so a lost acknowledgement
+/// never leaves an orphaned lease behind nor creates a second one.
 ///
 /// # Cancel safety
 /// Not cancel safe: the creating write may be applied although the future was dropped. The
@@ -278,6 +280,7 @@ pub struct CreateLease {
     expect: Option<Expect>,
     expect_on: Option<Result<KeyFilter, Error>>,
     tombstone_ttl: Option<Duration>,
+    previous: Option<Revision>,
     nonce: Option<u128>,
 }
 
@@ -291,8 +294,17 @@ impl CreateLease {
             expect: None,
             expect_on: None,
             tombstone_ttl: None,
+            previous: None,
             nonce: None,
         }
+    }
+
+    /// Without [`expect`](Self::expect): the key's revision as far as the caller knows
+    /// (e.g. the tombstone of its previous lease on the key), which saves a read. The
+    /// creation then replaces whatever the key holds, always conditionally.
+    pub fn previous(mut self, revision: Option<Revision>) -> Self {
+        self.previous = revision;
+        self
     }
 
     /// The lease's timing (default: the keeper's).
@@ -342,47 +354,65 @@ impl CreateLease {
         }
         let nonce = self.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
         let bucket = self.keeper.bucket().clone();
+        // Every write of a creation is conditional, so that a write delayed in the network
+        // (buffered across a reconnect, or held by a stalled server) can never be applied
+        // after a later one of ours: such a late duplicate would carry another revision, and
+        // with it another origin — another queue position. Without an expectation of the
+        // caller's, the key's own state is the expectation: `previous`, else "no message",
+        // re-learned from the stream leader after a conflict or an unknown outcome.
+        let replace = self.expect.is_none();
+        let mut expect = self
+            .expect
+            .unwrap_or(self.previous.map_or(Expect::NoMessage, Expect::Revision));
         let mut ambiguous_since = None;
         let mut delays = Backoff::DEFAULT.delays();
         for _ in 0..ATTEMPTS {
             let sent = Instant::now();
-            let mut w = bucket
+            let w = bucket
                 .put(&key, self.value.clone())
                 .ttl(cfg.ttl().as_duration())
                 .lease_tag(LeaseTag::header_value(nonce, None));
-            w = match (&expect_on, self.expect) {
-                (Some(f), Some(e)) => w.expect_on(f.as_str(), e),
-                (None, Some(e)) => w.expect(e),
-                _ => w,
+            let w = match &expect_on {
+                Some(f) => w.expect_on(f.as_str(), expect),
+                None => w.expect(expect),
             };
-            match w.await {
+            let e = match w.await {
                 Ok(rev) => {
                     let since = ambiguous_since.unwrap_or(sent);
                     return Ok(self.finish(key, nonce, rev, rev, since, cfg));
                 }
-                Err(e) if e.outcome_unknown() => {
-                    let since = *ambiguous_since.get_or_insert(sent);
-                    tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
-                    if let Ok(Some(found)) = bucket.get_from_leader(&key).await {
-                        if found.is_value() && found.lease().is_some_and(|t| t.nonce() == nonce) {
-                            let origin = found.lease().map_or(found.revision(), |t| t.origin());
-                            return Ok(self.finish(
-                                key,
-                                nonce,
-                                origin,
-                                found.revision(),
-                                since,
-                                cfg,
-                            ));
-                        }
-                    }
-                }
+                Err(e) if e.is_conflict() || e.outcome_unknown() => e,
                 Err(e) => return Err(e.with_op(Operation::Lease)),
+            };
+            if e.outcome_unknown() {
+                ambiguous_since.get_or_insert(sent);
+                tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+            } else if !replace && ambiguous_since.is_none() {
+                // The caller's expectation failed, and no earlier write of ours is pending.
+                return Err(e.with_op(Operation::Lease));
+            }
+            let found = match bucket.get_from_leader(&key).await {
+                Ok(found) => found,
+                Err(_) if e.outcome_unknown() => continue,
+                Err(read) => return Err(read.with_op(Operation::Lease)),
+            };
+            match found {
+                Some(f) if f.is_value() && f.lease().is_some_and(|t| t.nonce() == nonce) => {
+                    let origin = f.lease().map_or(f.revision(), |t| t.origin());
+                    let since = ambiguous_since.unwrap_or(sent);
+                    return Ok(self.finish(key, nonce, origin, f.revision(), since, cfg));
+                }
+                found if replace => {
+                    expect = found.map_or(Expect::NoMessage, |f| Expect::Revision(f.revision()))
+                }
+                _ if e.is_conflict() => return Err(e.with_op(Operation::Lease)),
+                // Unknown and not applied (yet): the same conditional write again.
+                _ => {}
             }
         }
         Err(Error::new(
             ErrorKind::Timeout,
-            "could not create the lease: the outcome of its write stayed unknown",
+            "could not create the lease: its key kept changing or its writes went unanswered",
         )
         .with_op(Operation::Lease)
         .with_key(key.as_str()))
