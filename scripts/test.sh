@@ -54,8 +54,10 @@ cargo check -p kv-tests --features docker
 step "cargo build -p kv-examples --examples --bins"
 cargo build -p kv-examples --examples --bins
 
-step "cargo build -p kv-bench (the benchmark builds; scripts/bench.sh runs it)"
-cargo build -p kv-bench
+step "cargo build -p kv-bench --all-features (the benchmark with etcd and Redis; scripts/bench.sh runs it)"
+# etcd-client compiles etcd's .proto files at build time: protoc and Debian's libprotobuf-dev.
+scripts/ensure-bench-packages.sh build
+cargo build -p kv-bench --all-features
 
 step "checking for stray nats-server processes"
 # Servers die with their handles; give any SIGKILLed child a moment to be reaped.
