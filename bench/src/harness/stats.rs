@@ -175,6 +175,8 @@ impl Report {
 #[derive(Debug, Default)]
 pub struct Handoff {
     st: Mutex<HandoffState>,
+    /// Notified after every counted hand-off.
+    counted: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +199,7 @@ impl Handoff {
         if let Some(t1) = s.release_acked.take() {
             s.lat.record(at.saturating_duration_since(t1));
             s.handoffs += 1;
+            self.counted.notify_waiters();
         } else if s.release_in_flight {
             s.acquired_early = Some(at);
         }
@@ -215,6 +218,7 @@ impl Handoff {
         if s.acquired_early.take().is_some() {
             s.lat.record_us(1);
             s.handoffs += 1;
+            self.counted.notify_waiters();
         } else {
             s.release_acked = Some(at);
         }
@@ -222,6 +226,24 @@ impl Handoff {
 
     pub fn handoffs(&self) -> u64 {
         self.lock().handoffs
+    }
+
+    /// Waits until at least `target` hand-offs were counted, or `deadline`, or `stop()` is
+    /// true at a hand-off.
+    pub async fn wait_for(&self, target: u64, deadline: Instant, stop: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            let counted = self.counted.notified();
+            tokio::pin!(counted);
+            // Registered before the check, so a hand-off right after it still wakes us.
+            counted.as_mut().enable();
+            if self.handoffs() >= target || stop() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, counted).await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn lat(&self) -> Lat {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use kv_core::{BucketConfig, Kv};
 use serde_json::json;
 
-use crate::common::{with, BoxError, Env, Sync};
-use crate::stats::{Lat, Report, Row};
+use crate::harness::stats::{Lat, Report, Row};
+use crate::harness::{with, BoxError, Env, Sync};
 
 const WORKERS: usize = 8;
 
