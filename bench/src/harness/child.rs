@@ -29,6 +29,10 @@ fn command(role: &str, args: &[String]) -> Result<Command, BoxError> {
 }
 
 /// Runs a child to its end, for at most `limit`, and parses the last line it printed as JSON.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the child is killed when the call is dropped.
 pub async fn run_json(
     role: &str,
     args: &[String],
@@ -52,6 +56,10 @@ pub async fn run_json(
 }
 
 /// In a child: tells the parent it is ready, then waits to be killed.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only waits.
 pub async fn ready_until_killed() -> Result<(), BoxError> {
     println!("{READY}");
     std::future::pending().await
@@ -66,6 +74,10 @@ pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// phase spread over one renewal period (TTL/3). A sample is the ms from the kill to the
 /// standby's election. A sample whose standby is not elected in time is dropped and reported
 /// instead of failing the metric.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the call aborts every sample and kills its child.
 pub async fn crash_failovers<F, Fut>(
     role: &'static str,
     target: &str,

@@ -89,9 +89,11 @@ pub async fn finish_with(
 ) -> Outcome {
     shared
         .tracker
-        .wait_for(target, started + limit, || {
-            tasks.iter().all(|t| t.is_finished())
-        })
+        .wait_for(
+            target,
+            tokio::time::Instant::from_std(started) + limit,
+            || tasks.iter().all(|t| t.is_finished()),
+        )
         .await;
     let secs = started.elapsed().as_secs_f64();
     let handoffs = shared.tracker.handoffs();

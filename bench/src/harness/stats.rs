@@ -230,8 +230,16 @@ impl Handoff {
 
     /// Waits until at least `target` hand-offs were counted, or `deadline`, or `stop()` is
     /// true at a hand-off.
-    pub async fn wait_for(&self, target: u64, deadline: Instant, stop: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::from_std(deadline);
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn wait_for(
+        &self,
+        target: u64,
+        deadline: tokio::time::Instant,
+        stop: impl Fn() -> bool,
+    ) {
         loop {
             let counted = self.counted.notified();
             tokio::pin!(counted);
@@ -278,4 +286,66 @@ pub fn median(xs: &mut [f64]) -> Option<f64> {
     } else {
         (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Handoff;
+
+    fn handoff(h: &Handoff, gap: Duration) {
+        h.releasing();
+        let acked = Instant::now();
+        h.released(acked);
+        h.acquired(acked + gap);
+    }
+
+    #[test]
+    fn a_hand_off_is_release_acked_to_next_acquired() {
+        let h = Handoff::default();
+        handoff(&h, Duration::from_micros(250));
+        assert_eq!(h.handoffs(), 1);
+        assert_eq!(h.lat().q(0.5), 250.0);
+    }
+
+    #[test]
+    fn an_acquisition_before_the_release_ack_counts_as_zero() {
+        let h = Handoff::default();
+        h.releasing();
+        h.acquired(Instant::now());
+        assert_eq!(
+            h.handoffs(),
+            0,
+            "counted only once the release is acknowledged"
+        );
+        h.released(Instant::now());
+        assert_eq!(h.handoffs(), 1);
+        assert_eq!(h.lat().q(0.5), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_gives_up_at_the_deadline() {
+        let h = Handoff::default();
+        let t0 = tokio::time::Instant::now();
+        h.wait_for(1, t0 + Duration::from_secs(3), || false).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_returns_at_the_target_hand_off() {
+        let h = Arc::new(Handoff::default());
+        let t0 = tokio::time::Instant::now();
+        let h2 = h.clone();
+        let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                handoff(&h2, Duration::ZERO);
+            }
+        }));
+        h.wait_for(2, t0 + Duration::from_secs(60), || false).await;
+        assert_eq!(h.handoffs(), 2);
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+    }
 }

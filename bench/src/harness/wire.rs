@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Add, Sub};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -59,16 +60,42 @@ impl Writes {
     }
 }
 
-type ByKey = Arc<Mutex<HashMap<String, Writes>>>;
+/// Writes per key.
+#[derive(Debug, Clone, Default)]
+pub struct Counts(HashMap<String, Writes>);
+
+impl Counts {
+    /// Every write to the bucket.
+    pub fn total(&self) -> Writes {
+        self.0.values().fold(Writes::default(), |a, &b| a + b)
+    }
+
+    /// The writes to one key.
+    pub fn key(&self, key: &str) -> Writes {
+        self.0.get(key).copied().unwrap_or_default()
+    }
+}
+
+/// The key of the markers [`WriteCounter::mark`] publishes (not a valid kv-core key, so no
+/// library under test ever writes it).
+const MARK_KEY: &str = "_bench_mark";
 
 /// Counts the writes to one bucket, per key, until dropped.
 pub struct WriteCounter {
-    by_key: ByKey,
+    client: async_nats::Client,
+    subject: String,
+    counts: Arc<Mutex<Counts>>,
+    marks: tokio::sync::watch::Receiver<(u64, Counts)>,
+    next_mark: AtomicU64,
     _task: AbortOnDropHandle<()>,
 }
 
 impl WriteCounter {
     /// Subscribes (and flushes, so that no write after this returns is missed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled start leaves no task behind.
     pub async fn start(
         client: &async_nats::Client,
         bucket: &str,
@@ -76,36 +103,63 @@ impl WriteCounter {
         let prefix = format!("$KV.{bucket}.");
         let mut sub = client.subscribe(format!("{prefix}>")).await?;
         client.flush().await?;
-        let by_key = ByKey::default();
-        let counts = by_key.clone();
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let (marked, marks) = tokio::sync::watch::channel((0, Counts::default()));
+        let c = counts.clone();
         let task = tokio::spawn(async move {
             while let Some(m) = sub.next().await {
                 let key = m.subject.strip_prefix(prefix.as_str()).unwrap_or_default();
-                let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-                c.entry(key.to_string())
+                let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+                if key == MARK_KEY {
+                    let n = std::str::from_utf8(&m.payload)
+                        .ok()
+                        .and_then(|n| n.parse().ok());
+                    let _ = marked.send((n.unwrap_or(0), c.clone()));
+                    continue;
+                }
+                c.0.entry(key.to_string())
                     .or_default()
                     .count(m.headers.as_ref());
             }
         });
         Ok(WriteCounter {
-            by_key,
+            client: client.clone(),
+            subject: format!("$KV.{bucket}.{MARK_KEY}"),
+            counts,
+            marks,
+            next_mark: AtomicU64::new(1),
             _task: AbortOnDropHandle::new(task),
         })
     }
 
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Writes>> {
-        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    /// The counts so far, as far as the subscriber got (it may lag behind the writes).
+    pub fn now(&self) -> Counts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Every write to the bucket so far.
-    pub fn total(&self) -> Writes {
-        self.counts()
-            .values()
-            .fold(Writes::default(), |a, &b| a + b)
-    }
-
-    /// The writes to one key so far.
-    pub fn key(&self, key: &str) -> Writes {
-        self.counts().get(key).copied().unwrap_or_default()
+    /// The counts of every write the server received before this call: publishes a marker on
+    /// the bucket's subjects (stored in the bucket under a key no client uses) and waits for
+    /// the subscriber to reach it, since the server delivers to one subscription in order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled mark leaves only its marker message behind.
+    pub async fn mark(&self) -> Result<Counts, BoxError> {
+        let n = self.next_mark.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .publish(self.subject.clone(), n.to_string().into())
+            .await?;
+        self.client.flush().await?;
+        let mut marks = self.marks.clone();
+        let seen = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            marks.wait_for(|(m, _)| *m >= n),
+        )
+        .await
+        .map_err(|_| "write counter: marker not seen within 10 s")??;
+        Ok(seen.1.clone())
     }
 }

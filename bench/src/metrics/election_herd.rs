@@ -57,15 +57,16 @@ async fn candidates(
     Ok((set, elections))
 }
 
-/// Writes to the whole bucket and to the leader key at this moment.
-fn snapshot(wire: &WriteCounter, leader_key: &str) -> (Writes, Writes) {
-    (wire.total(), wire.key(leader_key))
+/// Writes to the whole bucket and to the leader key so far.
+async fn snapshot(wire: &WriteCounter, leader_key: &str) -> Result<(Writes, Writes), BoxError> {
+    let c = wire.mark().await?;
+    Ok((c.total(), c.key(leader_key)))
 }
 
 pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     let url = env.url(sync);
-    let terms = env.size.pick(30, 150);
+    let terms = env.size.pick(300, 1500);
     env.progress(&format!(
         "metric 8: {CANDIDATES} kv-leader candidates, {terms} resign failovers"
     ));
@@ -87,10 +88,10 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
             .map_err(|_| format!("no leader elected within 30 s (term {term})"))?
             .ok_or("every candidate stopped")?;
         if term == WARM_TERMS {
-            start = Some((snapshot(&wire, &leader_key), Instant::now()));
+            start = Some((snapshot(&wire, &leader_key).await?, Instant::now()));
         }
     }
-    let end = snapshot(&wire, &leader_key);
+    let end = snapshot(&wire, &leader_key).await?;
     let lat = tracker.lat();
     drop(set);
     for e in &elections {

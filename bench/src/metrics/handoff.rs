@@ -183,7 +183,7 @@ async fn toolkit(env: &Env, sync: Sync, waiters: usize) -> Result<Outcome, BoxEr
         all.push(Locks::open(&kv, &bucket).await?);
     }
     let before: u64 = all.iter().map(|l| l.stats().acquire_writes).sum();
-    let wire_before = wire.total().cas;
+    let wire_before = wire.mark().await?.total().cas;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (id, locks) in all.iter().enumerate() {
@@ -206,23 +206,22 @@ async fn toolkit(env: &Env, sync: Sync, waiters: usize) -> Result<Outcome, BoxEr
     let (target, limit) = budget(env, false);
     // Count writes up to the moment the hand-offs are counted: the clients keep looping
     // while the run winds down, and those writes belong to no counted hand-off.
-    let at_end = std::sync::Mutex::new((0u64, 0u64));
-    let after = {
-        let mut o = finish_with(&shared, tasks, started, target, limit, false, async {
-            let acq: u64 = all.iter().map(|l| l.stats().acquire_writes).sum();
-            let w = wire.total().cas;
-            *at_end.lock().unwrap_or_else(|e| e.into_inner()) = (acq, w);
-        })
-        .await;
-        let (acq, w) = *at_end.lock().unwrap_or_else(|e| e.into_inner());
-        o.cas = Some(acq.saturating_sub(before));
-        (o, w.saturating_sub(wire_before))
-    };
+    let at_end = std::sync::Mutex::new(None);
+    let mut o = finish_with(&shared, tasks, started, target, limit, false, async {
+        let acq: u64 = all.iter().map(|l| l.stats().acquire_writes).sum();
+        let w = wire.mark().await.ok().map(|c| c.total().cas);
+        *at_end.lock().unwrap_or_else(|e| e.into_inner()) = Some((acq, w));
+    })
+    .await;
+    let (acq, w) = at_end
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .ok_or("hand-off run ended without counting")?;
+    o.cas = Some(acq.saturating_sub(before));
+    o.wire_cas = w.map(|w| w.saturating_sub(wire_before));
     for l in &all {
         l.shutdown().await;
     }
-    let (mut o, wire_cas) = after;
-    o.wire_cas = Some(wire_cas);
     monitor.delete_bucket(&bucket).await?;
     Ok(o)
 }
