@@ -3,12 +3,13 @@
 #
 #   scripts/bench.sh [--quick] [--only 1,2,...]
 #
-# Installs what is missing with apt-get (etcd-server, redis-server, protobuf-compiler for the
-# etcd-client crate) and the pinned nats-server through scripts/ensure-nats-server.sh. Starts
+# Installs what is missing: Debian packages through scripts/ensure-bench-packages.sh (etcd-server,
+# redis-server, and protoc with the well-known .proto files for the etcd-client crate), the pinned
+# nats-server through scripts/ensure-nats-server.sh. Starts
 # etcd (own temp data dir) and Redis (--save '', no AOF) on free 127.0.0.1 ports; the bench
 # binary starts its two nats-servers (default sync and sync_interval: always) through the
 # kv-tests kit. Everything started here is stopped on exit. Writes target/bench/report.json,
-# report.md and latency.svg. --quick takes about 2-3 minutes on 2 cores, a full run under 20.
+# report.md and latency.svg. --quick takes about 4 minutes on 2 cores, a full run about 9.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,28 +28,12 @@ while [[ $# -gt 0 ]]; do
 done
 
 # --- install what is missing -------------------------------------------------------------
-missing=()
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
-if [[ ${#missing[@]} -gt 0 ]]; then
-    sudo=()
-    [[ $EUID -eq 0 ]] || sudo=(sudo)
-    say "installing ${missing[*]} with apt-get"
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >&2
-fi
+scripts/ensure-bench-packages.sh run
 NATS_SERVER_BIN="$(scripts/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
 
-say "building kv-bench (release, features etcd,redis,locks)"
-if ! cargo build -q -p kv-bench --release --features etcd,redis,locks; then
-    # The `locks` feature needs kv-locks' mutex API; without it the kv-locks rows are skipped
-    # (and listed under "not measured" in the report).
-    say "build with the locks feature failed; building without the kv-locks rows"
-    cargo build -q -p kv-bench --release --features etcd,redis
-fi
+say "building kv-bench (release, all features)"
+cargo build -q -p kv-bench --release --all-features
 
 # --- start etcd and redis ------------------------------------------------------------------
 # Marker in the environment of every process of this run (the kit's nats-servers included),
@@ -124,5 +109,5 @@ export KV_BENCH_ETCD="http://127.0.0.1:$etcd_port|$etcd_version"
 export KV_BENCH_REDIS="redis://127.0.0.1:$redis_port/|$redis_version"
 
 started=$SECONDS
-target/release/kv-bench "${bench_args[@]}" --out "$repo_root/target/bench"
+"${CARGO_TARGET_DIR:-target}/release/kv-bench" "${bench_args[@]}" --out "$repo_root/target/bench"
 say "done in $((SECONDS - started)) s: target/bench/report.md, report.json, latency.svg"

@@ -54,8 +54,10 @@ cargo check -p kv-tests --features docker
 step "cargo build -p kv-examples --examples --bins"
 cargo build -p kv-examples --examples --bins
 
-step "cargo build -p kv-bench (the benchmark builds; scripts/bench.sh runs it)"
-cargo build -p kv-bench
+step "cargo build -p kv-bench --all-features (the benchmark with etcd and Redis; scripts/bench.sh runs it)"
+# etcd-client compiles etcd's .proto files at build time: protoc and Debian's libprotobuf-dev.
+scripts/ensure-bench-packages.sh build
+cargo build -p kv-bench --all-features
 
 step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
 scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {

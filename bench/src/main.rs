@@ -5,35 +5,22 @@
 //! kit. Writes `report.json`, `report.md` and `latency.svg` to `--out` (default
 //! `target/bench`).
 #![allow(missing_docs, reason = "a benchmark binary, not a library")]
-// Some helpers serve only the etcd and redis features, or metrics not yet wired up.
-#![allow(dead_code, reason = "helpers shared with feature-gated metrics")]
+// Some helpers serve only the etcd and redis features.
+#![allow(dead_code, reason = "helpers shared with feature-gated systems")]
 
-mod common;
-#[cfg(feature = "etcd")]
-mod etcd;
-mod handoff;
-mod leader;
-#[cfg(feature = "locks")]
-mod locks;
-mod m1_core;
-mod m2_lock;
-mod m3_handoff;
-mod m4_failover;
-mod m5_config;
-mod m6_counter;
-#[cfg(feature = "redis")]
-mod redis;
-mod report;
-mod stats;
+mod harness;
+mod metrics;
+mod systems;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
 
-use common::{BoxError, Env, Size};
+use harness::stats::Report;
+use harness::{child, BoxError, Env, Size};
 use kv_tests::NatsServer;
-use stats::Report;
+use metrics::{config, core_ops, counter, election_herd, failover, handoff, held_locks, lock};
 
 struct Args {
     quick: bool,
@@ -62,7 +49,7 @@ fn args() -> Result<Args, BoxError> {
                 )
             }
             "-h" | "--help" => {
-                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7]");
+                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -83,25 +70,26 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let argv: Vec<String> = std::env::args().collect();
-    // Child processes of the crash tests: leaders that get SIGKILLed.
-    match argv.get(1).map(String::as_str) {
-        #[cfg(feature = "etcd")]
-        Some("child-etcd-leader") if argv.len() == 5 => {
-            let ttl: u64 = argv[4].parse()?;
-            return rt.block_on(etcd::child_leader(&argv[2], &argv[3], ttl));
-        }
-        #[cfg(feature = "locks")]
-        Some("child-scale") if argv.len() == 5 => {
-            let (n, secs): (usize, u64) = (argv[3].parse()?, argv[4].parse()?);
-            return rt.block_on(locks::child_scale(&argv[2], n, secs));
-        }
-        Some("child-nats-leader") if argv.len() == 5 => {
-            let ttl: u64 = argv[4].parse()?;
-            return rt.block_on(leader::child_leader(&argv[2], &argv[3], ttl));
-        }
-        _ => {}
+    if argv.get(1).map(String::as_str) == Some(child::ARG) {
+        return rt.block_on(run_child(&argv[2..]));
     }
     rt.block_on(run())
+}
+
+/// `kv-bench child <role> <args>...`: see [`harness::child`].
+async fn run_child(argv: &[String]) -> Result<(), BoxError> {
+    let arg = |i: usize| {
+        argv.get(i)
+            .map(String::as_str)
+            .ok_or("child: missing argument")
+    };
+    match arg(0)? {
+        failover::CHILD => failover::lead(arg(1)?, arg(2)?, arg(3)?.parse()?).await,
+        #[cfg(feature = "etcd")]
+        systems::etcd::CHILD => systems::etcd::lead(arg(1)?, arg(2)?, arg(3)?.parse()?).await,
+        held_locks::CHILD => held_locks::hold(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        other => Err(format!("unknown child role {other:?}").into()),
+    }
 }
 
 async fn run() -> Result<(), BoxError> {
@@ -156,40 +144,34 @@ async fn run() -> Result<(), BoxError> {
             }
         };
     }
-    metric!("1", m1_core::run(&env, &mut report));
-    metric!("2", m2_lock::run(&env, &mut report));
-    metric!("3", m3_handoff::run(&env, &mut report));
-    metric!("4", m4_failover::run(&env, &mut report));
-    metric!("5", m5_config::run(&env, &mut report));
-    metric!("6", m6_counter::run(&env, &mut report));
-    #[cfg(feature = "locks")]
-    metric!("7", locks::scale(&env, &mut report));
-    #[cfg(not(feature = "locks"))]
-    if want("7") {
-        report.missing(
-            "metric 7 and the kv-locks rows of metrics 2 and 3: built without the `locks` feature",
-        );
-    }
+    metric!("1", core_ops::run(&env, &mut report));
+    metric!("2", lock::run(&env, &mut report));
+    metric!("3", handoff::run(&env, &mut report));
+    metric!("4", failover::run(&env, &mut report));
+    metric!("5", config::run(&env, &mut report));
+    metric!("6", counter::run(&env, &mut report));
+    metric!("7", held_locks::run(&env, &mut report));
+    metric!("8", election_herd::run(&env, &mut report));
 
     env.progress("ratios");
-    if want("2") {
-        m2_lock::ratios(&mut report);
-    }
-    if want("3") {
-        m3_handoff::ratios(&mut report);
-    }
-    if want("4") {
-        m4_failover::ratios(&mut report);
-    }
-    if want("5") {
-        m5_config::ratios(&mut report);
+    type Ratios = fn(&mut Report);
+    let ratios: [(&str, Ratios); 4] = [
+        ("2", lock::ratios),
+        ("3", handoff::ratios),
+        ("4", failover::ratios),
+        ("5", config::ratios),
+    ];
+    for (m, ratios) in ratios {
+        if want(m) {
+            ratios(&mut report);
+        }
     }
 
     let secs = started.elapsed().as_secs_f64();
     report
         .meta
         .insert("duration_s".into(), json!((secs * 10.0).round() / 10.0));
-    report::write_all(&report, &a.out)?;
+    harness::report::write_all(&report, &a.out)?;
     env.progress(&format!(
         "wrote {}/report.json, report.md, latency.svg",
         a.out.display()

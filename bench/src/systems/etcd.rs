@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, LockOptions, ResignOptions};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::common::{BoxError, Env};
-use crate::handoff::{finish_with, Outcome, Shared};
-use crate::stats::{Handoff, Lat};
+use crate::harness::child::{self, Cleanup};
+use crate::harness::contended::{finish_with, Outcome, Shared};
+use crate::harness::stats::{Handoff, Lat};
+use crate::harness::{BoxError, Env};
 
 fn endpoint(env: &Env) -> Result<String, BoxError> {
     Ok(env.etcd.as_ref().ok_or("etcd not running")?.0.clone())
@@ -22,7 +23,7 @@ async fn connect(ep: &str) -> Result<Client, BoxError> {
 /// A lease with a keep-alive task that renews it every TTL/3 (what etcd's Go `Session` does).
 pub struct Session {
     pub id: i64,
-    keeper: tokio::task::JoinHandle<()>,
+    _keeper: AbortOnDropHandle<()>,
 }
 
 impl Session {
@@ -40,12 +41,16 @@ impl Session {
                 tokio::time::sleep(Duration::from_millis(ttl_s * 1000 / 3)).await;
             }
         });
-        Ok(Session { id, keeper })
+        Ok(Session {
+            id,
+            _keeper: AbortOnDropHandle::new(keeper),
+        })
     }
 
     pub async fn close(self, client: &mut Client) {
-        self.keeper.abort();
-        let _ = client.lease_revoke(self.id).await;
+        let id = self.id;
+        drop(self);
+        let _ = client.lease_revoke(id).await;
     }
 }
 
@@ -127,82 +132,30 @@ pub async fn handoff(
     Ok(o)
 }
 
-/// The child process of a crash test: campaigns, prints `LEADER`, keeps its lease alive until
-/// it is killed.
-pub async fn child_leader(ep: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
+/// The child role of an etcd leader that gets SIGKILLed.
+pub const CHILD: &str = "etcd-leader";
+
+/// The child of a crash sample: campaigns, then keeps its lease alive until killed.
+pub async fn lead(ep: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
     let mut c = connect(ep).await?;
     let s = Session::grant(&mut c, ttl_s).await?;
     c.campaign(name, "child", s.id).await?;
-    println!("LEADER");
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-    Ok(())
+    child::ready_until_killed().await
 }
 
-/// One crash sample: a child process wins, a standby campaigns, the child is SIGKILLed at a
-/// random phase of its keep-alive cycle; returns the ms from the kill to the standby's win.
-async fn crash_once(ep: String, ttl_s: u64, i: usize, phase: Duration) -> Result<f64, BoxError> {
-    let name = format!("bench-elect-{ttl_s}-{i}-{}", std::process::id());
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["child-etcd-leader", &ep, &name, &ttl_s.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let out = child.stdout.take().ok_or("no child stdout")?;
-    let mut lines = tokio::io::BufReader::new(out).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??;
-    if line.as_deref() != Some("LEADER") {
-        return Err(format!("child did not become leader: {line:?}").into());
-    }
-    let mut c = connect(&ep).await?;
-    let s = Session::grant(&mut c, ttl_s).await?;
-    let mut c2 = c.clone();
-    let lease = s.id;
-    let n2 = name.clone();
-    let standby = tokio::spawn(async move {
-        let r = c2.campaign(n2.as_str(), "standby", lease).await;
-        (Instant::now(), r.map(|_| ()))
-    });
-    tokio::time::sleep(Duration::from_millis(300) + phase).await;
-    let killed = Instant::now();
-    child.start_kill()?;
-    let _ = child.wait().await;
-    let (won, r) = tokio::time::timeout(Duration::from_secs(ttl_s * 3 + 10), standby).await??;
-    r?;
-    s.close(&mut c).await;
-    Ok(won.duration_since(killed).as_secs_f64() * 1000.0)
-}
-
-/// Metric 4: `samples` crash failovers, run side by side on separate election names.
+/// Metric 4: `samples` crash failovers (see [`child::crash_failovers`]).
 pub async fn failover_crash(env: &Env, ttl_s: u64, samples: usize) -> Result<Vec<f64>, BoxError> {
     let ep = endpoint(env)?;
-    let mut tasks = Vec::new();
-    for i in 0..samples {
-        // Spread the kill over one keep-alive period (TTL/3).
-        let phase = Duration::from_millis(ttl_s * 1000 / 3 * i as u64 / samples as u64);
-        tasks.push(tokio::spawn(crash_once(ep.clone(), ttl_s, i, phase)));
-    }
-    // A sample whose standby never wins in time (seen once after the heavy Lock runs) is
-    // dropped and counted, rather than failing the whole metric.
-    let mut out = Vec::new();
-    let mut failed = Vec::new();
-    for t in tasks {
-        match t.await.map_err(|e| e.to_string()) {
-            Ok(Ok(ms)) => out.push(ms),
-            Ok(Err(e)) => failed.push(e.to_string()),
-            Err(e) => failed.push(e),
+    child::crash_failovers(CHILD, &ep, ttl_s, samples, |name| {
+        let ep = ep.clone();
+        async move {
+            let mut c = connect(&ep).await?;
+            let s = Session::grant(&mut c, ttl_s).await?;
+            c.campaign(name.as_str(), "standby", s.id).await?;
+            Ok(Box::pin(async move { s.close(&mut c).await }) as Cleanup)
         }
-    }
-    if !failed.is_empty() {
-        eprintln!(
-            "etcd crash failover (TTL {ttl_s} s): {} of {samples} samples failed: {}",
-            failed.len(),
-            failed.join("; ")
-        );
-    }
-    if out.is_empty() {
-        return Err(format!("every etcd crash sample failed: {}", failed.join("; ")).into());
-    }
-    Ok(out)
+    })
+    .await
 }
 
 /// Metric 4: two candidates take turns; each sample is resign acknowledged → the waiting
@@ -257,10 +210,14 @@ pub async fn watch_propagation(env: &Env, readers: usize, _puts: usize) -> Resul
     let key = format!("bench-cfg-{readers}-{}", std::process::id());
     let mut writer = connect(&ep).await?;
     writer
-        .put(key.as_str(), crate::m5_config::payload(0).to_vec(), None)
+        .put(
+            key.as_str(),
+            crate::metrics::config::payload(0).to_vec(),
+            None,
+        )
         .await?;
     let mut clients = Vec::new();
-    for _ in 0..readers.min(crate::m5_config::CONNECTIONS) {
+    for _ in 0..readers.min(crate::metrics::config::CONNECTIONS) {
         clients.push(connect(&ep).await?);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -278,7 +235,7 @@ pub async fn watch_propagation(env: &Env, readers: usize, _puts: usize) -> Resul
                     }
                     if let Some(v) = ev
                         .kv()
-                        .and_then(|kv| crate::m5_config::version_of(kv.value()))
+                        .and_then(|kv| crate::metrics::config::version_of(kv.value()))
                     {
                         let _ = tx.send((v, t));
                     }
@@ -287,14 +244,18 @@ pub async fn watch_propagation(env: &Env, readers: usize, _puts: usize) -> Resul
         }));
     }
     let k2 = key.clone();
-    let lat = crate::m5_config::drive(env, &mut rx, readers, move |i| {
+    let lat = crate::metrics::config::drive(env, &mut rx, readers, move |i| {
         let mut w = writer.clone();
         let k = k2.clone();
         async move {
-            w.put(k.as_str(), crate::m5_config::payload(i).to_vec(), None)
-                .await
-                .map(|_| ())
-                .map_err(Into::into)
+            w.put(
+                k.as_str(),
+                crate::metrics::config::payload(i).to_vec(),
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
         }
     })
     .await?;

@@ -9,8 +9,8 @@ use kv_core::{BucketConfig, Kv};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::common::{with, BoxError, Env, Sync};
-use crate::stats::{Lat, Report, Row};
+use crate::harness::stats::{Lat, Report, Row};
+use crate::harness::{with, BoxError, Env, Sync};
 
 pub const METRIC: &str = "config_propagation";
 pub const READERS: [usize; 3] = [1, 10, 100];
@@ -73,7 +73,7 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     if env.etcd.is_some() {
         for r in READERS {
             env.progress(&format!("metric 5: etcd watch, {r} readers"));
-            let lat = crate::etcd::watch_propagation(env, r, puts(env)).await?;
+            let lat = crate::systems::etcd::watch_propagation(env, r, puts(env)).await?;
             push(report, ETCD, env.etcd_config(None), r, &lat);
         }
     }

@@ -175,6 +175,8 @@ impl Report {
 #[derive(Debug, Default)]
 pub struct Handoff {
     st: Mutex<HandoffState>,
+    /// Notified after every counted hand-off.
+    counted: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +199,7 @@ impl Handoff {
         if let Some(t1) = s.release_acked.take() {
             s.lat.record(at.saturating_duration_since(t1));
             s.handoffs += 1;
+            self.counted.notify_waiters();
         } else if s.release_in_flight {
             s.acquired_early = Some(at);
         }
@@ -215,6 +218,7 @@ impl Handoff {
         if s.acquired_early.take().is_some() {
             s.lat.record_us(1);
             s.handoffs += 1;
+            self.counted.notify_waiters();
         } else {
             s.release_acked = Some(at);
         }
@@ -222,6 +226,32 @@ impl Handoff {
 
     pub fn handoffs(&self) -> u64 {
         self.lock().handoffs
+    }
+
+    /// Waits until at least `target` hand-offs were counted, or `deadline`, or `stop()` is
+    /// true at a hand-off.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn wait_for(
+        &self,
+        target: u64,
+        deadline: tokio::time::Instant,
+        stop: impl Fn() -> bool,
+    ) {
+        loop {
+            let counted = self.counted.notified();
+            tokio::pin!(counted);
+            // Registered before the check, so a hand-off right after it still wakes us.
+            counted.as_mut().enable();
+            if self.handoffs() >= target || stop() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, counted).await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn lat(&self) -> Lat {
@@ -256,4 +286,66 @@ pub fn median(xs: &mut [f64]) -> Option<f64> {
     } else {
         (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Handoff;
+
+    fn handoff(h: &Handoff, gap: Duration) {
+        h.releasing();
+        let acked = Instant::now();
+        h.released(acked);
+        h.acquired(acked + gap);
+    }
+
+    #[test]
+    fn a_hand_off_is_release_acked_to_next_acquired() {
+        let h = Handoff::default();
+        handoff(&h, Duration::from_micros(250));
+        assert_eq!(h.handoffs(), 1);
+        assert_eq!(h.lat().q(0.5), 250.0);
+    }
+
+    #[test]
+    fn an_acquisition_before_the_release_ack_counts_as_zero() {
+        let h = Handoff::default();
+        h.releasing();
+        h.acquired(Instant::now());
+        assert_eq!(
+            h.handoffs(),
+            0,
+            "counted only once the release is acknowledged"
+        );
+        h.released(Instant::now());
+        assert_eq!(h.handoffs(), 1);
+        assert_eq!(h.lat().q(0.5), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_gives_up_at_the_deadline() {
+        let h = Handoff::default();
+        let t0 = tokio::time::Instant::now();
+        h.wait_for(1, t0 + Duration::from_secs(3), || false).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_returns_at_the_target_hand_off() {
+        let h = Arc::new(Handoff::default());
+        let t0 = tokio::time::Instant::now();
+        let h2 = h.clone();
+        let _driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                handoff(&h2, Duration::ZERO);
+            }
+        }));
+        h.wait_for(2, t0 + Duration::from_secs(60), || false).await;
+        assert_eq!(h.handoffs(), 2);
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+    }
 }

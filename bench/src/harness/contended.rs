@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::stats::{fairness, Handoff, Lat};
+use crate::harness::stats::{fairness, Handoff, Lat};
 
 /// What every client shares.
 pub struct Shared {
@@ -87,13 +87,14 @@ pub async fn finish_with(
     count_cas: bool,
     cleanup: impl std::future::Future<Output = ()>,
 ) -> Outcome {
-    let deadline = started + limit;
-    while shared.tracker.handoffs() < target && Instant::now() < deadline {
-        if tasks.iter().all(|t| t.is_finished()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    shared
+        .tracker
+        .wait_for(
+            target,
+            tokio::time::Instant::from_std(started) + limit,
+            || tasks.iter().all(|t| t.is_finished()),
+        )
+        .await;
     let secs = started.elapsed().as_secs_f64();
     let handoffs = shared.tracker.handoffs();
     let cas = shared.cas.load(Ordering::Relaxed);
@@ -104,15 +105,15 @@ pub async fn finish_with(
         .map(|c| c.load(Ordering::Relaxed))
         .collect();
     cleanup.await;
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until && !tasks.iter().all(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for t in &tasks {
-        t.abort();
-    }
-    for t in tasks {
-        let _ = t.await;
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let ended = futures::future::join_all(tasks);
+    tokio::pin!(ended);
+    if tokio::time::timeout(Duration::from_secs(2), &mut ended)
+        .await
+        .is_err()
+    {
+        aborts.iter().for_each(|a| a.abort());
+        ended.await;
     }
     Outcome {
         lat,

@@ -1,12 +1,14 @@
 //! Metric 2: uncontended lock acquire + release.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kv_core::{BucketConfig, Kv};
+use kv_locks::Locks;
 
-use crate::common::{raw_headers, raw_write, BoxError, Env, Sync};
-use crate::stats::{Lat, Report, Row};
+use crate::harness::stats::{Lat, Report, Row};
+use crate::harness::{BoxError, Env, Sync};
+use crate::systems::jetstream::{raw_headers, raw_write};
 
 pub const METRIC: &str = "lock_acquire_release";
 pub const TTL_S: u64 = 10;
@@ -30,31 +32,47 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
             &lat,
             env.nats_config(sync, Some(TTL_S)),
         ));
-        #[cfg(feature = "locks")]
-        {
-            env.progress(&format!("metric 2: kv-locks ({})", sync.short()));
-            let lat = crate::locks::uncontended(env, sync, n, warm).await?;
-            report.push(Row::new(
-                METRIC,
-                TOOLKIT,
-                &lat,
-                env.nats_config(sync, Some(TTL_S)),
-            ));
-        }
+        env.progress(&format!("metric 2: kv-locks ({})", sync.short()));
+        let lat = toolkit(env, sync, n, warm).await?;
+        report.push(Row::new(
+            METRIC,
+            TOOLKIT,
+            &lat,
+            env.nats_config(sync, Some(TTL_S)),
+        ));
     }
     #[cfg(feature = "etcd")]
     if env.etcd.is_some() {
         env.progress("metric 2: etcd Lock/Unlock");
-        let lat = crate::etcd::lock_uncontended(env, n, warm, TTL_S).await?;
+        let lat = crate::systems::etcd::lock_uncontended(env, n, warm, TTL_S).await?;
         report.push(Row::new(METRIC, ETCD, &lat, env.etcd_config(Some(TTL_S))));
     }
     #[cfg(feature = "redis")]
     if env.redis.is_some() {
         env.progress("metric 2: redis Redlock");
-        let lat = crate::redis::lock_uncontended(env, n, warm, TTL_S).await?;
+        let lat = crate::systems::redis::lock_uncontended(env, n, warm, TTL_S).await?;
         report.push(Row::new(METRIC, REDIS, &lat, env.redis_config(Some(TTL_S))));
     }
     Ok(())
+}
+
+/// Metric 2: lock + release of one mutex, uncontended, TTL 10 s.
+async fn toolkit(env: &Env, sync: Sync, n: usize, warm: usize) -> Result<Lat, BoxError> {
+    let kv = Kv::connect(&env.url(sync)).await?;
+    let locks = Locks::open(&kv, "bench_locks").await?;
+    let m = locks.mutex("uncontended")?;
+    let ttl = Duration::from_secs(TTL_S);
+    let mut lat = Lat::new();
+    for i in 0..warm + n {
+        let t0 = Instant::now();
+        let g = m.lock().ttl(ttl).await?;
+        g.release().await?;
+        if i >= warm {
+            lat.record(t0.elapsed());
+        }
+    }
+    locks.shutdown().await;
+    Ok(lat)
 }
 
 /// Lock + unlock as two conditional writes on one key: acquire expects the tombstone left by
@@ -67,7 +85,7 @@ async fn raw_floor(env: &Env, sync: Sync, n: usize, warm: usize) -> Result<Lat, 
     kv.create_or_open(
         BucketConfig::new(name)
             .history(1)
-            .per_key_ttl(std::time::Duration::from_secs(1)),
+            .per_key_ttl(Duration::from_secs(1)),
     )
     .await?;
     let client = async_nats::connect(&url).await?;

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use rslock::LockManager;
 
-use crate::common::{BoxError, Env};
-use crate::handoff::{finish, Outcome, Shared};
-use crate::stats::Lat;
+use crate::harness::contended::{finish, Outcome, Shared};
+use crate::harness::stats::Lat;
+use crate::harness::{BoxError, Env};
 
 fn url(env: &Env) -> Result<String, BoxError> {
     Ok(env.redis.as_ref().ok_or("redis not running")?.0.clone())

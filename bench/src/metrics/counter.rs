@@ -12,8 +12,8 @@ use bytes::Bytes;
 use kv_core::{BucketConfig, Kv};
 use serde_json::json;
 
-use crate::common::{with, BoxError, Env, Sync};
-use crate::stats::{Lat, Report, Row};
+use crate::harness::stats::{Lat, Report, Row};
+use crate::harness::{with, BoxError, Env, Sync};
 
 const WORKERS: usize = 8;
 
@@ -92,18 +92,8 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let toolkit = workers(dur, &url, |kv: Kv, stop, lat| async move {
         let b = kv.open("bench_ctr").await?;
         let c = b.counter("m");
-        let mut inc = 0u64;
-        let mut lat_local = Lat::new();
-        while !stop.load(Ordering::Relaxed) {
-            let t0 = Instant::now();
-            c.add(1).await?;
-            lat_local.record(t0.elapsed());
-            inc += 1;
-        }
-        lat.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(&lat_local);
-        Ok((inc, 0))
+        let c = &c;
+        increment_until(&stop, &lat, || c.add(1)).await
     })
     .await?;
     let stored = b.counter("m").get().await?;
@@ -120,18 +110,8 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let combining = workers(dur, &url, |_kv: Kv, stop, lat| {
         let c = shared.clone();
         async move {
-            let mut inc = 0u64;
-            let mut lat_local = Lat::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                c.add(1).await?;
-                lat_local.record(t0.elapsed());
-                inc += 1;
-            }
-            lat.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add(&lat_local);
-            Ok((inc, 0))
+            let c = &c;
+            increment_until(&stop, &lat, || c.add(1)).await
         }
     })
     .await?;
@@ -148,18 +128,8 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let _ = kv.counters("bench_ctr").await?.destroy().await;
     let server = workers(dur, &url, |kv: Kv, stop, lat| async move {
         let counters = kv.counters("bench_ctr").await?;
-        let mut inc = 0u64;
-        let mut lat_local = Lat::new();
-        while !stop.load(Ordering::Relaxed) {
-            let t0 = Instant::now();
-            counters.add("n", 1).await?;
-            lat_local.record(t0.elapsed());
-            inc += 1;
-        }
-        lat.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(&lat_local);
-        Ok((inc, 0))
+        let counters = &counters;
+        increment_until(&stop, &lat, || counters.add("n", 1)).await
     })
     .await?;
     let counters = kv.counters("bench_ctr").await?;
@@ -209,6 +179,32 @@ fn push(report: &mut Report, system: &str, o: &Outcome, cfg: &serde_json::Value,
 }
 
 type SharedLat = Arc<std::sync::Mutex<Lat>>;
+
+/// Calls `increment` until `stop`, adding each call's latency to `lat`; returns
+/// (increments, 0 conflicts).
+async fn increment_until<F, Fut, T, E>(
+    stop: &AtomicBool,
+    lat: &SharedLat,
+    mut increment: F,
+) -> Result<(u64, u64), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    let mut inc = 0u64;
+    let mut lat_local = Lat::new();
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        increment().await.map_err(Into::into)?;
+        lat_local.record(t0.elapsed());
+        inc += 1;
+    }
+    lat.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&lat_local);
+    Ok((inc, 0))
+}
 
 async fn workers<F, Fut>(dur: Duration, url: &str, f: F) -> Result<Outcome, BoxError>
 where

@@ -5,8 +5,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use kv_core::{BucketConfig, Kv, Revision};
 
-use crate::common::{BoxError, Env, Sync};
-use crate::stats::{geomean, Lat, Report, Row};
+use crate::harness::stats::{geomean, Lat, Report, Row};
+use crate::harness::{BoxError, Env, Sync};
 
 const OPS: [&str; 5] = ["get", "put", "create", "update", "delete-with-revision"];
 
