@@ -285,14 +285,15 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
 /// Classifies a failed core NATS request.
 pub(crate) fn from_request(err: async_nats::RequestError) -> Error {
     use async_nats::RequestErrorKind as K;
-    let kind = match err.kind() {
-        K::TimedOut => ErrorKind::Timeout,
-        K::NoResponders => ErrorKind::Unavailable,
-        K::MaxPayloadExceeded => ErrorKind::ValueTooLarge,
-        K::InvalidSubject => ErrorKind::InvalidKey,
-        _ => ErrorKind::Connection,
+    let (kind, message) = match err.kind() {
+        K::TimedOut => (ErrorKind::Timeout, "the server did not answer in time"),
+        K::NoResponders => (ErrorKind::Unavailable, "nobody answered the request"),
+        K::MaxPayloadExceeded => (ErrorKind::ValueTooLarge, "request too large"),
+        K::InvalidSubject => (ErrorKind::InvalidKey, "invalid subject"),
+        _ => (ErrorKind::Connection, "request not sent"),
     };
-    Error::new(kind, err.to_string()).with_source(err)
+    // One layer in Display: the client's own text stays in `source()`.
+    Error::new(kind, message).with_source(err)
 }
 
 #[cfg(test)]
@@ -319,5 +320,15 @@ mod tests {
             e.to_string(),
             "update \"k\": wrong last sequence: 3 (err_code 10071)"
         );
+    }
+
+    #[test]
+    fn a_wrapped_cause_is_printed_once() {
+        let cause = async_nats::RequestError::new(async_nats::RequestErrorKind::TimedOut);
+        let cause_text = cause.to_string();
+        let e = from_request(cause).with_op(Operation::Get).with_key("k");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec![e.to_string(), cause_text]);
     }
 }
