@@ -117,8 +117,10 @@ mod names;
 mod queue;
 mod rule;
 mod shared;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod stats;
+#[cfg(not(feature = "testing"))]
+mod stats;
 mod token;
 mod value;
 
