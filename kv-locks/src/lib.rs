@@ -107,7 +107,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod acquire;
-pub mod error;
+mod error;
 mod fence;
 mod guard;
 mod inspect;
