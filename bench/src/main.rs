@@ -7,6 +7,10 @@
 #![allow(missing_docs, reason = "a benchmark binary, not a library")]
 // Some helpers serve only the etcd and redis features, or metrics not yet wired up.
 #![allow(dead_code, reason = "helpers shared with feature-gated metrics")]
+#![allow(
+    unreachable_pub,
+    reason = "a benchmark binary: nothing outside it can reach its items"
+)]
 
 mod common;
 #[cfg(feature = "etcd")]

@@ -246,15 +246,15 @@ impl StdError for Error {
 
 /// Server `err_code`s we classify.
 pub(crate) mod codes {
-    pub const STREAM_NOT_FOUND: u64 = 10059;
-    pub const STREAM_NAME_EXISTS: u64 = 10058;
-    pub const MESSAGE_TOO_LARGE: u64 = 10054;
-    pub const WRONG_LAST_SEQUENCE: u64 = 10071;
-    pub const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
-    pub const TTL_INVALID: u64 = 10165;
-    pub const TTL_DISABLED: u64 = 10166;
-    pub const ATOMIC_DISABLED: u64 = 10174;
-    pub const NO_MESSAGE_FOUND: u64 = 10037;
+    pub(crate) const STREAM_NOT_FOUND: u64 = 10059;
+    pub(crate) const STREAM_NAME_EXISTS: u64 = 10058;
+    pub(crate) const MESSAGE_TOO_LARGE: u64 = 10054;
+    pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
+    pub(crate) const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
+    pub(crate) const TTL_INVALID: u64 = 10165;
+    pub(crate) const TTL_DISABLED: u64 = 10166;
+    pub(crate) const ATOMIC_DISABLED: u64 = 10174;
+    pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
 }
 
 /// Classifies a JetStream API error answer.
