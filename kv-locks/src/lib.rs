@@ -78,7 +78,7 @@
 //!
 //! - **Which clock decides.** Expiry is decided by the *server's* clock alone. The client
 //!   decides when to stop believing it holds the lock on its *monotonic* clock: at
-//!   `send time of the last acknowledged write + TTL − margin` ([`lease`]). The two clocks
+//!   `send time of the last acknowledged write + TTL − margin` ([`kv_core::lease`]). The two clocks
 //!   are never compared; counting from the send time makes the client's deadline come first
 //!   as long as the clocks' rates differ by less than the margin allows.
 //! - **TTL** (whole seconds ≥ 1, default 10 s): how long a silent holder keeps the lock.

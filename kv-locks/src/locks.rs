@@ -199,7 +199,7 @@ impl Locks {
         })
     }
 
-    /// A handle on several mutexes taken all together or not at all (see [`MultiLock`]):
+    /// A handle on several mutexes taken all together or not at all (see [`MultiLock`](crate::MultiLock)):
     /// clients asking for overlapping sets never deadlock. Duplicate names count once.
     pub fn multi<I, S>(&self, names: I) -> Result<crate::MultiLock, Error>
     where
