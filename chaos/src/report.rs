@@ -10,7 +10,7 @@ use kv_tests::history::{Mode, Op, Record};
 
 /// Figures the runner adds to what the history shows.
 #[derive(Debug, Default)]
-pub struct Extra {
+pub(crate) struct Extra {
     /// Command line to replay the run.
     pub replay: String,
     /// The printed schedule.
@@ -36,7 +36,7 @@ fn count(records: &[Record], f: impl Fn(&Record) -> bool) -> usize {
 }
 
 /// The markdown report.
-pub fn markdown(records: &[Record], violations: &[Violation], extra: &Extra) -> String {
+pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Extra) -> String {
     let holds = check::holds(records);
     let held = |m: fn(&Mode) -> bool| holds.iter().filter(|h| m(&h.mode)).count();
     let ok = |f: fn(&Op) -> bool| count(records, |r| r.is_ok() && f(&r.op));
@@ -196,7 +196,7 @@ const WIDTH: f64 = 1600.0;
 
 /// The SVG timeline: one lane per client that held something, a bar per believed hold
 /// (coloured by lock), fault periods shaded grey over all lanes.
-pub fn timeline(records: &[Record]) -> String {
+pub(crate) fn timeline(records: &[Record]) -> String {
     let holds = check::holds(records);
     let end = records
         .iter()

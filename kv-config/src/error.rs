@@ -1,6 +1,6 @@
 //! Errors of the reader and writer, and the [`Rejection`] of a bad candidate.
 //!
-//! Display text is for people and is not a contract: match on [`ConfigError::kind`] and
+//! Display text is for people and is not a contract: match on [`Error::kind`] and
 //! [`Rejection::kind`].
 
 use std::error::Error as StdError;
@@ -103,11 +103,11 @@ impl StdError for Rejection {}
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ConfigErrorKind {
+pub enum ErrorKind {
     /// The KV could not be reached and no usable local snapshot exists, or fresh
     /// configuration was demanded ([`crate::ConfigBuilder::require_fresh`]).
     Unavailable,
-    /// The value was refused: see [`ConfigError::rejection`].
+    /// The value was refused: see [`Error::rejection`].
     Rejected,
     /// A compare-and-set write kept conflicting with other writers.
     Conflict,
@@ -121,22 +121,24 @@ pub enum ConfigErrorKind {
     Encode,
     /// A KV operation failed: see the source ([`kv_core::Error`]).
     Kv,
+    /// An invariant of this library broke: a bug. Please report it.
+    Internal,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// The error of kv-config operations.
 #[derive(Debug)]
-pub struct ConfigError {
-    kind: ConfigErrorKind,
+pub struct Error {
+    kind: ErrorKind,
     message: String,
     rejection: Option<Rejection>,
     source: Option<BoxError>,
 }
 
-impl ConfigError {
-    pub(crate) fn new(kind: ConfigErrorKind, message: impl Into<String>) -> ConfigError {
-        ConfigError {
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
             kind,
             message: message.into(),
             rejection: None,
@@ -144,35 +146,58 @@ impl ConfigError {
         }
     }
 
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> ConfigError {
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.source = Some(source.into());
         self
     }
 
-    pub(crate) fn kv(context: &str, err: kv_core::Error) -> ConfigError {
+    pub(crate) fn kv(context: &str, err: kv_core::Error) -> Error {
         let kind = match err.kind() {
-            kv_core::ErrorKind::Conflict => ConfigErrorKind::Conflict,
-            kv_core::ErrorKind::InvalidKey => ConfigErrorKind::InvalidArgument,
-            _ => ConfigErrorKind::Kv,
+            kv_core::ErrorKind::Conflict => ErrorKind::Conflict,
+            kv_core::ErrorKind::InvalidKey => ErrorKind::InvalidArgument,
+            kv_core::ErrorKind::Internal => ErrorKind::Internal,
+            _ => ErrorKind::Kv,
         };
-        ConfigError::new(kind, format!("{context}: {err}")).with_source(err)
+        // One layer in Display: the KV error's own text is reached through `source()`.
+        Error::new(kind, context).with_source(err)
     }
 
     /// What went wrong.
-    pub fn kind(&self) -> ConfigErrorKind {
+    pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    /// For [`ConfigErrorKind::Rejected`]: why the value was refused.
+    /// For [`ErrorKind::Rejected`]: why the value was refused.
     pub fn rejection(&self) -> Option<&Rejection> {
         self.rejection.as_ref()
     }
+
+    /// For errors that come from the KV layer: the KV error's kind.
+    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
+        self.core().map(kv_core::Error::kind)
+    }
+
+    /// Whether the failure is expected to pass by itself (see
+    /// [`kv_core::Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.core().is_some_and(kv_core::Error::is_transient)
+    }
+
+    fn core(&self) -> Option<&kv_core::Error> {
+        self.source.as_deref()?.downcast_ref::<kv_core::Error>()
+    }
 }
 
-impl From<Rejection> for ConfigError {
+impl kv_core::Transient for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
+    }
+}
+
+impl From<Rejection> for Error {
     fn from(r: Rejection) -> Self {
-        ConfigError {
-            kind: ConfigErrorKind::Rejected,
+        Error {
+            kind: ErrorKind::Rejected,
             message: r.to_string(),
             rejection: Some(r),
             source: None,
@@ -180,16 +205,33 @@ impl From<Rejection> for ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl StdError for ConfigError {
+impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source
             .as_ref()
             .map(|s| s.as_ref() as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_prints_one_layer_and_keeps_the_cause() {
+        let core = kv_core::Key::new("a b").unwrap_err();
+        let core_text = core.to_string();
+        let e = Error::kv("bad document key", core);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        assert!(!e.is_transient());
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec!["bad document key".to_string(), core_text]);
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kv_core::lease::{Keeper, Lease, LeaseConfig};
-use kv_core::{Bucket, ErrorKind, Include, ReadOnlyBucket, Revision, WatchEvent};
+use kv_core::{Bucket, Include, ReadOnlyBucket, Revision, WatchEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ConfigError, ConfigErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::source::Source;
 
 /// What one instance reports under its acknowledgement key (JSON).
@@ -72,7 +72,7 @@ impl Ack {
         match res {
             Ok(()) => self.last = Some(rec),
             // The lease is gone: the next heartbeat creates it again.
-            Err(e) if e.kind() == ErrorKind::LeaseLost => self.lease = None,
+            Err(e) if e.kind() == kv_core::ErrorKind::LeaseLost => self.lease = None,
             Err(e) => tracing::debug!(error = %e, "cannot publish the applied revision"),
         }
     }
@@ -102,7 +102,9 @@ impl Ack {
             Err(e)
                 if matches!(
                     e.kind(),
-                    ErrorKind::InvalidTtl | ErrorKind::FeatureDisabled | ErrorKind::ServerTooOld
+                    kv_core::ErrorKind::InvalidTtl
+                        | kv_core::ErrorKind::FeatureDisabled
+                        | kv_core::ErrorKind::ServerTooOld
                 ) =>
             {
                 tracing::warn!(error = %e, "bucket has no per-key TTL; acknowledgements are written without one");
@@ -115,18 +117,18 @@ impl Ack {
 }
 
 /// Checks an instance name: one key token (`A-Z a-z 0-9 - _ = /`, no dots).
-pub(crate) fn check_instance(source: &Source, instance: &str) -> Result<String, ConfigError> {
+pub(crate) fn check_instance(source: &Source, instance: &str) -> Result<String, Error> {
     let key = format!("{}.{instance}", source.ack_prefix());
     if instance.is_empty() || instance.contains('.') {
-        return Err(ConfigError::new(
-            ConfigErrorKind::InvalidArgument,
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
             format!("instance name {instance:?} must be one non-empty key token (no dots)"),
         ));
     }
     kv_core::Key::new(key.as_str()).map_err(|e| {
-        ConfigError::new(
-            ConfigErrorKind::InvalidArgument,
-            format!("bad instance name {instance:?}: {e}"),
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("bad instance name {instance:?}"),
         )
         .with_source(e)
     })?;
@@ -141,13 +143,13 @@ pub(crate) async fn wait_applied(
     source: &Source,
     revision: Revision,
     count: usize,
-) -> Result<Vec<String>, ConfigError> {
+) -> Result<Vec<String>, Error> {
     let prefix = format!("{}.", source.ack_prefix());
     let mut watch = bucket
         .watch([source.ack_filter()])
         .include(Include::LastPerKey)
         .await
-        .map_err(|e| ConfigError::kv("cannot watch applied acknowledgements", e))?;
+        .map_err(|e| Error::kv("cannot watch applied acknowledgements", e))?;
     let mut instances: BTreeMap<String, u64> = BTreeMap::new();
     let done = |m: &BTreeMap<String, u64>| -> Option<Vec<String>> {
         let ok: Vec<String> = m
@@ -171,7 +173,7 @@ pub(crate) async fn wait_applied(
                 }
                 continue;
             }
-            Err(e) => return Err(ConfigError::kv("applied acknowledgements watch failed", e)),
+            Err(e) => return Err(Error::kv("applied acknowledgements watch failed", e)),
         };
         let Some(name) = e.key().as_str().strip_prefix(&prefix) else {
             continue;
@@ -193,8 +195,8 @@ pub(crate) async fn wait_applied(
             return Ok(ok);
         }
     }
-    Err(ConfigError::new(
-        ConfigErrorKind::Kv,
+    Err(Error::new(
+        ErrorKind::Kv,
         "applied acknowledgements watch ended",
     ))
 }

@@ -28,7 +28,7 @@ pub fn merge(base: &mut Value, over: Value) {
 
 /// Merges `value` in at `path` (segments), creating objects on the way. A non-object met on
 /// the way is replaced by an object: the deeper key wins.
-pub fn set_path(root: &mut Value, path: &[String], value: Value) {
+pub(crate) fn set_path(root: &mut Value, path: &[String], value: Value) {
     let mut at = root;
     for seg in path {
         if !at.is_object() {
@@ -48,7 +48,7 @@ pub fn set_path(root: &mut Value, path: &[String], value: Value) {
 
 /// A prefix-mode or environment value: JSON if it parses as JSON, otherwise the raw text as
 /// a string. Bytes that are neither JSON nor UTF-8 are an error.
-pub fn parse_value(bytes: &[u8]) -> Result<Value, String> {
+pub(crate) fn parse_value(bytes: &[u8]) -> Result<Value, String> {
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         return Ok(v);
     }
@@ -63,7 +63,7 @@ pub fn parse_value(bytes: &[u8]) -> Result<Value, String> {
 /// same field inside an object stored at a parent key. Keys outside the prefix are ignored.
 ///
 /// On a value that cannot be parsed, returns the offending key and the reason.
-pub fn assemble_prefix<'a>(
+pub(crate) fn assemble_prefix<'a>(
     prefix: &str,
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Value, (String, String)> {

@@ -100,7 +100,7 @@
 //! With a [snapshot file](ConfigBuilder::snapshot_file) every accepted value is persisted
 //! atomically. When the KV cannot be reached within the
 //! [start timeout](ConfigBuilder::start_timeout) the reader starts from that file, flagged
-//! [stale](Snapshot::is_stale) — or fails with [`ConfigErrorKind::Unavailable`] under
+//! [stale](Snapshot::is_stale) — or fails with [`ErrorKind::Unavailable`] under
 //! [`require_fresh`](ConfigBuilder::require_fresh). Use a [`Connector`] so the reader can
 //! connect later. After a reconnect or restart kv-core's watch resumes without gap; a lost
 //! history ([`kv_core::ErrorKind::HistoryGone`]) triggers a full re-read. Either way at most
@@ -129,7 +129,7 @@ mod snapshot;
 mod source;
 mod writer;
 
-pub use error::{ConfigError, ConfigErrorKind, RejectKind, Rejection};
+pub use error::{Error, ErrorKind, RejectKind, Rejection};
 pub use fleet::Applied;
 pub use format::Format;
 pub use layer::{diff_paths, env_layer, env_path, flatten, merge, ENV_SEPARATOR};

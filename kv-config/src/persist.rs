@@ -9,7 +9,7 @@ use kv_core::Revision;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{ConfigError, ConfigErrorKind};
+use crate::error::{Error, ErrorKind};
 
 /// What the snapshot file holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,18 +32,14 @@ impl Persisted {
     }
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> ConfigError {
-    ConfigError::new(
-        ConfigErrorKind::Io,
-        format!("{what} {}: {e}", path.display()),
-    )
-    .with_source(e)
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
 }
 
 /// Writes the file atomically (blocking; call from `spawn_blocking`).
-pub(crate) fn write(path: &Path, p: &Persisted) -> Result<(), ConfigError> {
-    let bytes = serde_json::to_vec_pretty(p)
-        .map_err(|e| ConfigError::new(ConfigErrorKind::Encode, e.to_string()))?;
+pub(crate) fn write(path: &Path, p: &Persisted) -> Result<(), Error> {
+    let bytes =
+        serde_json::to_vec_pretty(p).map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -72,15 +68,15 @@ pub(crate) fn write(path: &Path, p: &Persisted) -> Result<(), ConfigError> {
 }
 
 /// Reads the file; `Ok(None)` when it does not exist.
-pub(crate) fn read(path: &Path) -> Result<Option<Persisted>, ConfigError> {
+pub(crate) fn read(path: &Path) -> Result<Option<Persisted>, Error> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("cannot read snapshot", path, e)),
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        ConfigError::new(
-            ConfigErrorKind::Io,
+        Error::new(
+            ErrorKind::Io,
             format!("snapshot {} is corrupt: {e}", path.display()),
         )
     })

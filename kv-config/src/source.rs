@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use kv_core::{Bucket, BucketConfig, Key, Kv};
 
-use crate::error::{ConfigError, ConfigErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::format::Format;
 
 /// Where a configuration lives in the bucket.
@@ -81,11 +81,11 @@ impl Source {
     }
 
     /// Checks the key or prefix against the key rules.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         Key::new(self.name()).map(|_| ()).map_err(|e| {
-            ConfigError::new(
-                ConfigErrorKind::InvalidArgument,
-                format!("bad config source {:?}: {e}", self.name()),
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("bad config source {:?}", self.name()),
             )
             .with_source(e)
         })

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::error::{ConfigError, ConfigErrorKind, RejectKind, Rejection};
+use crate::error::{Error, ErrorKind, RejectKind, Rejection};
 use crate::layer::{assemble_prefix, diff_paths, flatten, merge};
 use crate::pipeline::{Pipeline, Validate};
 use crate::source::Source;
@@ -84,8 +84,8 @@ impl<T> fmt::Debug for ConfigWriter<T> {
     }
 }
 
-fn kv_err(context: &str) -> impl FnOnce(kv_core::Error) -> ConfigError + '_ {
-    move |e| ConfigError::kv(context, e)
+fn kv_err(context: &str) -> impl FnOnce(kv_core::Error) -> Error + '_ {
+    move |e| Error::kv(context, e)
 }
 
 impl<T> ConfigWriter<T>
@@ -148,7 +148,7 @@ where
         &self.bucket
     }
 
-    async fn read_state(&self) -> Result<State, ConfigError> {
+    async fn read_state(&self) -> Result<State, Error> {
         let mut entries = BTreeMap::new();
         let mut last = None;
         match &self.source {
@@ -219,7 +219,7 @@ where
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
-    pub async fn get(&self) -> Result<(T, Option<Revision>), ConfigError> {
+    pub async fn get(&self) -> Result<(T, Option<Revision>), Error> {
         let st = self.read_state().await?;
         let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last))?;
         let (t, _) = self
@@ -233,12 +233,12 @@ where
     /// conditional on what was read; retries on conflict (`f` may run several times).
     /// Nothing is written when `f` leaves the value as it was.
     ///
-    /// Fails with [`ConfigErrorKind::Rejected`] when the new value is refused (or the stored
-    /// one cannot be decoded), [`ConfigErrorKind::Conflict`] after too many conflicts.
+    /// Fails with [`ErrorKind::Rejected`] when the new value is refused (or the stored
+    /// one cannot be decoded), [`ErrorKind::Conflict`] after too many conflicts.
     ///
     /// # Cancel safety
     /// Not cancel safe: a write may take effect even if the future is dropped.
-    pub async fn update<F>(&self, mut f: F) -> Result<Written, ConfigError>
+    pub async fn update<F>(&self, mut f: F) -> Result<Written, Error>
     where
         F: FnMut(&mut T),
     {
@@ -255,17 +255,13 @@ where
     ///
     /// # Cancel safety
     /// Not cancel safe: a write may take effect even if the future is dropped.
-    pub async fn set(&self, value: &T) -> Result<Written, ConfigError> {
-        let json = serde_json::to_value(value).map_err(|e| {
-            ConfigError::new(
-                ConfigErrorKind::Encode,
-                format!("value does not serialize: {e}"),
-            )
-        })?;
+    pub async fn set(&self, value: &T) -> Result<Written, Error> {
+        let json = serde_json::to_value(value)
+            .map_err(|e| Error::new(ErrorKind::Encode, format!("value does not serialize: {e}")))?;
         self.write_json(json).await
     }
 
-    async fn write_json(&self, json: Value) -> Result<Written, ConfigError> {
+    async fn write_json(&self, json: Value) -> Result<Written, Error> {
         self.write_with(move |_| {
             serde_json::from_value::<T>(json.clone())
                 .map_err(|e| Rejection::new(RejectKind::WrongType, e.to_string()).into())
@@ -273,9 +269,9 @@ where
         .await
     }
 
-    async fn write_with<F>(&self, mut f: F) -> Result<Written, ConfigError>
+    async fn write_with<F>(&self, mut f: F) -> Result<Written, Error>
     where
-        F: FnMut(Result<T, Rejection>) -> Result<T, ConfigError>,
+        F: FnMut(Result<T, Rejection>) -> Result<T, Error>,
     {
         let span = tracing::info_span!("kv_config.write", config = %self.source.name());
         async {
@@ -296,7 +292,7 @@ where
                 let next = f(current)?;
                 let (_, new_json) = self.pipeline.check(next).map_err(|r| {
                     tracing::debug!(reason = %r.message(), "refusing to write an invalid config");
-                    ConfigError::from(r)
+                    Error::from(r)
                 })?;
                 match self.write_diff(&st, &old_doc, &new_json).await {
                     Ok(w) => {
@@ -305,7 +301,7 @@ where
                         }
                         return Ok(w);
                     }
-                    Err(e) if e.kind() == ConfigErrorKind::Conflict => {
+                    Err(e) if e.kind() == ErrorKind::Conflict => {
                         tracing::debug!(attempt, "config write conflict, retrying");
                         let pause = delays.next().unwrap_or(Duration::from_millis(128));
                         tokio::time::sleep(pause).await;
@@ -313,8 +309,8 @@ where
                     Err(e) => return Err(e),
                 }
             }
-            Err(ConfigError::new(
-                ConfigErrorKind::Conflict,
+            Err(Error::new(
+                ErrorKind::Conflict,
                 format!("gave up after {} conflicting attempts", self.attempts),
             ))
         }
@@ -323,12 +319,7 @@ where
     }
 
     /// Writes the difference between what is stored and `new`, conditionally.
-    async fn write_diff(
-        &self,
-        st: &State,
-        old_doc: &Value,
-        new: &Value,
-    ) -> Result<Written, ConfigError> {
+    async fn write_diff(&self, st: &State, old_doc: &Value, new: &Value) -> Result<Written, Error> {
         match &self.source {
             Source::Document { key, format } => {
                 let live = matches!(st.entries.get(key), Some((Some(_), _)));
@@ -341,7 +332,7 @@ where
                 }
                 let bytes = format
                     .encode(new)
-                    .map_err(|m| ConfigError::new(ConfigErrorKind::Encode, m))?;
+                    .map_err(|m| Error::new(ErrorKind::Encode, m))?;
                 let expect = match st.entries.get(key) {
                     Some((_, rev)) => Expect::Revision(*rev),
                     None => Expect::NoMessage,
@@ -367,10 +358,10 @@ where
         st: &State,
         old_doc: &Value,
         new: &Value,
-    ) -> Result<Written, ConfigError> {
+    ) -> Result<Written, Error> {
         if !new.is_object() {
-            return Err(ConfigError::new(
-                ConfigErrorKind::InvalidArgument,
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
                 "prefix mode needs a type that serializes to an object",
             ));
         }
@@ -403,14 +394,14 @@ where
             }
             let key = format!("{prefix}.{path}");
             Key::new(key.as_str()).map_err(|e| {
-                ConfigError::new(
-                    ConfigErrorKind::InvalidArgument,
-                    format!("field {path:?} cannot be a key: {e}"),
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("field {path:?} cannot be a key"),
                 )
                 .with_source(e)
             })?;
-            let bytes = serde_json::to_vec(v)
-                .map_err(|e| ConfigError::new(ConfigErrorKind::Encode, e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(v).map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
             let expect = match stored {
                 Some((_, rev)) => Expect::Revision(*rev),
                 None => Expect::NoMessage,
@@ -476,7 +467,7 @@ where
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
-    pub async fn history(&self) -> Result<Vec<Version<T>>, ConfigError> {
+    pub async fn history(&self) -> Result<Vec<Version<T>>, Error> {
         let mut w = self
             .bucket
             .watch([self.source.filter()])
@@ -511,16 +502,16 @@ where
     }
 
     /// Writes the configuration as it was at revision `to` (validated again, conditional on
-    /// the current revisions). Fails with [`ConfigErrorKind::NotFound`] when the bucket no
+    /// the current revisions). Fails with [`ErrorKind::NotFound`] when the bucket no
     /// longer holds that revision.
     ///
     /// # Cancel safety
     /// Not cancel safe: the write may take effect even if the future is dropped.
-    pub async fn rollback(&self, to: Revision) -> Result<Written, ConfigError> {
+    pub async fn rollback(&self, to: Revision) -> Result<Written, Error> {
         let history = self.history().await?;
         let Some(v) = history.into_iter().find(|v| v.revision == to) else {
-            return Err(ConfigError::new(
-                ConfigErrorKind::NotFound,
+            return Err(Error::new(
+                ErrorKind::NotFound,
                 format!(
                     "revision {to} is not in the history of {:?}",
                     self.source.name()
@@ -543,7 +534,7 @@ where
         &self,
         revision: Revision,
         count: usize,
-    ) -> Result<Vec<String>, ConfigError> {
+    ) -> Result<Vec<String>, Error> {
         crate::fleet::wait_applied(&self.bucket, &self.source, revision, count).await
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kv_config::{ConfigErrorKind, ConfigEvent, ConfigReader, ConfigWriter, Connector, Origin};
+use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Connector, ErrorKind, Origin};
 use kv_tests::{FaultProxy, NatsServer};
 
 #[tokio::test]
@@ -41,14 +41,14 @@ async fn offline_start_from_snapshot_then_catch_up() {
         .start_timeout(Duration::from_millis(500))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::Unavailable);
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
     // Without a snapshot file there is nothing to start from.
     let err = ConfigReader::<App>::builder(doc())
         .connector(connector.clone())
         .start_timeout(Duration::from_millis(500))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::Unavailable);
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
 
     // Otherwise it starts from the snapshot, flagged stale.
     let mut r = ConfigReader::<App>::builder(doc())

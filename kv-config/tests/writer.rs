@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use kv_config::{ConfigErrorKind, ConfigEvent, ConfigReader, ConfigWriter, RejectKind, Source};
+use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, RejectKind, Source};
 use kv_tests::NatsServer;
 use serde::{Deserialize, Serialize};
 
@@ -36,10 +36,10 @@ async fn writer_refuses_invalid_values_and_rolls_back() {
 
     // Refused on the writing side: nothing is written.
     let err = w.update(|c| c.pool_size = 0).await.unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+    assert_eq!(err.kind(), ErrorKind::Rejected);
     assert_eq!(err.rejection().unwrap().kind(), RejectKind::Invalid);
     let err = w.set(&app("bad", 1000)).await.unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+    assert_eq!(err.kind(), ErrorKind::Rejected);
     assert_eq!(w.get().await.unwrap(), (app("two", 10), Some(r2)));
 
     // No change, no write.
@@ -58,7 +58,7 @@ async fn writer_refuses_invalid_values_and_rolls_back() {
         .rollback(kv_core::Revision::new(9999).unwrap())
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::NotFound);
+    assert_eq!(err.kind(), ErrorKind::NotFound);
 
     // A broken stored value: update refuses to build on it, set still works.
     b.put("app.config", "{").await.unwrap();
@@ -181,7 +181,7 @@ async fn prefix_mode_multi_key_updates_are_never_torn() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ConfigErrorKind::Rejected);
+    assert_eq!(err.kind(), ErrorKind::Rejected);
 }
 
 #[tokio::test]

@@ -106,11 +106,9 @@ impl Kv {
     /// Cancel safe: dropping the future drops the half-made connection.
     pub async fn connect(url: &str) -> Result<Kv, Error> {
         let client = async_nats::connect(url).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Connection,
-                format!("cannot connect to {url}: {e}"),
-            )
-            .with_source(e)
+            // Credentials in the URL stay out of the message.
+            let host = url.rsplit('@').next().unwrap_or(url);
+            Error::new(ErrorKind::Connection, format!("cannot connect to {host}")).with_source(e)
         })?;
         Ok(Kv::new(client))
     }
@@ -128,8 +126,8 @@ impl Kv {
     }
 
     /// Acts as if the server were `version`: for testing how features degrade on older
-    /// servers. Not for production use.
-    #[doc(hidden)]
+    /// servers. Not for production use; only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn assume_server_version(mut self, version: ServerVersion) -> Kv {
         self.js.assumed_version = Some(version);
         self

@@ -246,15 +246,15 @@ impl StdError for Error {
 
 /// Server `err_code`s we classify.
 pub(crate) mod codes {
-    pub const STREAM_NOT_FOUND: u64 = 10059;
-    pub const STREAM_NAME_EXISTS: u64 = 10058;
-    pub const MESSAGE_TOO_LARGE: u64 = 10054;
-    pub const WRONG_LAST_SEQUENCE: u64 = 10071;
-    pub const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
-    pub const TTL_INVALID: u64 = 10165;
-    pub const TTL_DISABLED: u64 = 10166;
-    pub const ATOMIC_DISABLED: u64 = 10174;
-    pub const NO_MESSAGE_FOUND: u64 = 10037;
+    pub(crate) const STREAM_NOT_FOUND: u64 = 10059;
+    pub(crate) const STREAM_NAME_EXISTS: u64 = 10058;
+    pub(crate) const MESSAGE_TOO_LARGE: u64 = 10054;
+    pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
+    pub(crate) const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
+    pub(crate) const TTL_INVALID: u64 = 10165;
+    pub(crate) const TTL_DISABLED: u64 = 10166;
+    pub(crate) const ATOMIC_DISABLED: u64 = 10174;
+    pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
 }
 
 /// Classifies a JetStream API error answer.
@@ -285,14 +285,15 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
 /// Classifies a failed core NATS request.
 pub(crate) fn from_request(err: async_nats::RequestError) -> Error {
     use async_nats::RequestErrorKind as K;
-    let kind = match err.kind() {
-        K::TimedOut => ErrorKind::Timeout,
-        K::NoResponders => ErrorKind::Unavailable,
-        K::MaxPayloadExceeded => ErrorKind::ValueTooLarge,
-        K::InvalidSubject => ErrorKind::InvalidKey,
-        _ => ErrorKind::Connection,
+    let (kind, message) = match err.kind() {
+        K::TimedOut => (ErrorKind::Timeout, "the server did not answer in time"),
+        K::NoResponders => (ErrorKind::Unavailable, "nobody answered the request"),
+        K::MaxPayloadExceeded => (ErrorKind::ValueTooLarge, "request too large"),
+        K::InvalidSubject => (ErrorKind::InvalidKey, "invalid subject"),
+        _ => (ErrorKind::Connection, "request not sent"),
     };
-    Error::new(kind, err.to_string()).with_source(err)
+    // One layer in Display: the client's own text stays in `source()`.
+    Error::new(kind, message).with_source(err)
 }
 
 #[cfg(test)]
@@ -319,5 +320,15 @@ mod tests {
             e.to_string(),
             "update \"k\": wrong last sequence: 3 (err_code 10071)"
         );
+    }
+
+    #[test]
+    fn a_wrapped_cause_is_printed_once() {
+        let cause = async_nats::RequestError::new(async_nats::RequestErrorKind::TimedOut);
+        let cause_text = cause.to_string();
+        let e = from_request(cause).with_op(Operation::Get).with_key("k");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec![e.to_string(), cause_text]);
     }
 }

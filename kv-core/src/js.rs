@@ -117,11 +117,7 @@ pub(crate) fn parse_api<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error>
         return Err(error::from_api(e.err_code, &e.description));
     }
     serde_json::from_slice(payload).map_err(|e| {
-        Error::new(
-            ErrorKind::Server,
-            format!("unexpected answer from the server: {e}"),
-        )
-        .with_source(e)
+        Error::new(ErrorKind::Server, "unexpected answer from the server").with_source(e)
     })
 }
 
@@ -271,11 +267,10 @@ impl Js {
     ) -> Result<Option<(Vec<StoredMsg>, HeaderMap)>, Error> {
         use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+        let mut sub =
+            self.client.subscribe(inbox.clone()).await.map_err(|e| {
+                Error::new(ErrorKind::Connection, "cannot subscribe").with_source(e)
+            })?;
         self.client
             .publish_with_reply(
                 format!("{}.DIRECT.GET.{stream}", self.api),
@@ -283,7 +278,7 @@ impl Js {
                 body.to_string().into(),
             )
             .await
-            .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+            .map_err(|e| Error::new(ErrorKind::Connection, "cannot publish").with_source(e))?;
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {

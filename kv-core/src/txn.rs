@@ -323,7 +323,9 @@ impl Txn {
                 client
                     .publish_with_headers(subject, h, value)
                     .await
-                    .map_err(|e| Error::new(ErrorKind::Connection, e.to_string()).with_source(e))?;
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Connection, "cannot publish").with_source(e)
+                    })?;
             }
         }
         let Some((subject, h, value)) = last else {

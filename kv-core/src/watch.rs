@@ -571,7 +571,7 @@ impl Consumer {
         let inbox = client.new_inbox();
         // Subscribe first: the consumer starts pushing as soon as it exists.
         let sub = client.subscribe(inbox.clone()).await.map_err(|e| {
-            Error::new(ErrorKind::Connection, e.to_string())
+            Error::new(ErrorKind::Connection, "cannot subscribe")
                 .with_source(e)
                 .with_op(Operation::Watch)
         })?;

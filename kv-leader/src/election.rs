@@ -415,13 +415,7 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
         }
         let long = "x".repeat(MAX_NAME_LEN + 1);
-        assert!(validate_name("id", &long)
-            .unwrap_err()
-            .to_string()
-            .contains("limit"));
-        assert_eq!(
-            validate_name("candidate id", "").unwrap_err().to_string(),
-            "candidate id is empty"
-        );
+        let e = validate_name("id", &long).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
 }

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Closed,
     /// An error from the KV layer (see [`Error::core_kind`]).
     Kv,
+    /// An invariant of this library broke: a bug. Please report it.
+    Internal,
 }
 
 /// The error of every kv-leader operation.
@@ -39,7 +41,7 @@ pub struct Error {
 
 impl Error {
     /// An error of `kind` with a message (lowercase, no trailing period).
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             kind,
             message: message.into(),
@@ -69,6 +71,14 @@ impl Error {
     pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
         self.source.as_deref().map(kv_core::Error::kind)
     }
+
+    /// Whether the failure is expected to pass by itself (see
+    /// [`kv_core::Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.source
+            .as_deref()
+            .is_some_and(kv_core::Error::is_transient)
+    }
 }
 
 impl From<kv_core::Error> for Error {
@@ -79,13 +89,18 @@ impl From<kv_core::Error> for Error {
                 ErrorKind::InvalidArgument
             }
             kv_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
+            kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kv_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
-        Error {
-            kind,
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        }
+        // One layer in Display: the KV error's own text is reached through `source()`.
+        let message = match kind {
+            ErrorKind::InvalidTtl | ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::BadBucket => "the bucket is not fit for elections",
+            ErrorKind::Lost => "leadership is no longer held",
+            _ => "key-value operation failed",
+        };
+        Error::new(kind, message).with_source(e)
     }
 }
 
@@ -98,5 +113,28 @@ impl fmt::Display for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl kv_core::Transient for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_prints_one_layer_and_keeps_the_cause() {
+        let core = kv_core::Key::new("a b").unwrap_err();
+        let core_text = core.to_string();
+        let e = Error::from(core);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        assert!(!e.is_transient());
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec![e.to_string(), core_text]);
     }
 }

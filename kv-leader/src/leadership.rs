@@ -182,8 +182,9 @@ impl Held {
                 "hand-over to {to:?} refused: the leader key was no longer ours"
             ))),
             Ok(Err(e)) => Err(Error::lost(format!(
-                "hand-over to {to:?} not confirmed, leadership given up: {e}"
-            ))),
+                "hand-over to {to:?} not confirmed, leadership given up"
+            ))
+            .with_source(e)),
             Err(_) => Err(Error::lost(format!(
                 "hand-over to {to:?} not confirmed before the deadline, leadership given up"
             ))),

@@ -108,3 +108,20 @@ impl kv_core::Transient for Error {
         Error::is_transient(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_prints_one_layer_and_keeps_the_cause() {
+        let core = kv_core::Key::new("a b").unwrap_err();
+        let core_text = core.to_string();
+        let e = Error::from(core);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        assert!(!e.is_transient());
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec![e.to_string(), core_text]);
+    }
+}

@@ -78,7 +78,7 @@
 //!
 //! - **Which clock decides.** Expiry is decided by the *server's* clock alone. The client
 //!   decides when to stop believing it holds the lock on its *monotonic* clock: at
-//!   `send time of the last acknowledged write + TTL − margin` ([`lease`]). The two clocks
+//!   `send time of the last acknowledged write + TTL − margin` ([`kv_core::lease`]). The two clocks
 //!   are never compared; counting from the send time makes the client's deadline come first
 //!   as long as the clocks' rates differ by less than the margin allows.
 //! - **TTL** (whole seconds ≥ 1, default 10 s): how long a silent holder keeps the lock.
@@ -107,7 +107,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod acquire;
-pub mod error;
+mod error;
 mod fence;
 mod guard;
 mod inspect;
@@ -117,8 +117,10 @@ mod names;
 mod queue;
 mod rule;
 mod shared;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod stats;
+#[cfg(not(feature = "testing"))]
+mod stats;
 mod token;
 mod value;
 

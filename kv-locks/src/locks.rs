@@ -13,7 +13,7 @@ use crate::names::LockName;
 use crate::queue::View;
 use crate::rule::Kind;
 use crate::shared::{Shared, Slot};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::Stats;
 use crate::value::Holder;
 
 /// The default lease TTL: a holder that dies is replaced within about this long.
@@ -199,7 +199,7 @@ impl Locks {
         })
     }
 
-    /// A handle on several mutexes taken all together or not at all (see [`MultiLock`]):
+    /// A handle on several mutexes taken all together or not at all (see [`MultiLock`](crate::MultiLock)):
     /// clients asking for overlapping sets never deadlock. Duplicate names count once.
     pub fn multi<I, S>(&self, names: I) -> Result<crate::MultiLock, Error>
     where
@@ -222,17 +222,17 @@ impl Locks {
         self.keeper.shutdown().await;
     }
 
-    /// Request counters (tests and benchmarks).
-    #[doc(hidden)]
-    pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot {
+    /// Request counters (tests and benchmarks). Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn stats(&self) -> crate::stats::StatsSnapshot {
+        crate::stats::StatsSnapshot {
             renewals: self.keeper.renewals(),
             ..self.stats.snapshot()
         }
     }
 
-    /// The counters themselves, to wait on.
-    #[doc(hidden)]
+    /// The counters themselves, to wait on. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn stats_handle(&self) -> Arc<Stats> {
         self.stats.clone()
     }

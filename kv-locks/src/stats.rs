@@ -1,9 +1,10 @@
-//! Counters of the requests the lock protocol sends (for tests and benchmarks).
+//! Counters of the requests the lock protocol sends (for tests and benchmarks). Public only
+//! with the `testing` feature; without it the counters are kept but nothing reads them.
+#![cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Request counters of one [`Locks`](crate::Locks) and every handle made from it.
-#[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct Stats {
     acquire_writes: AtomicU64,
@@ -16,7 +17,6 @@ pub struct Stats {
 }
 
 /// A copy of the counters.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Conditional writes that try to enter or take the lock (fast path, queue entry).

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Metadata,
     /// An error from the KV layer (see [`Error::core_kind`]).
     Kv,
+    /// An invariant of this library broke: a bug. Please report it.
+    Internal,
 }
 
 /// The error of every kv-membership operation.
@@ -61,6 +63,7 @@ impl Error {
             kv_core::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
             kv_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
             kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kv_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
         Error::new(kind, what).with_source(e)
@@ -141,7 +144,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidName);
         assert_eq!(e.to_string(), "bad instance id");
         assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
-        let source = e.source().map(ToString::to_string);
-        assert_eq!(source, Some(core_text));
+        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(layers, vec!["bad instance id".to_string(), core_text]);
     }
 }

@@ -45,6 +45,7 @@ pub mod check;
 mod cluster;
 #[cfg(feature = "docker")]
 pub mod docker;
+mod errors;
 pub mod history;
 mod monitor;
 pub mod nemesis;
@@ -53,5 +54,6 @@ mod server;
 
 pub use binary::{nats_server_bin, LOCAL_SERVER_PATH, MIN_SERVER_VERSION, PINNED_SERVER_VERSION};
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
+pub use errors::{assert_one_layer_each, error_layers};
 pub use proxy::FaultProxy;
 pub use server::{NatsServer, NatsServerBuilder, READY_TIMEOUT};

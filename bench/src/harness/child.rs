@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 use crate::harness::BoxError;
 
 /// The first argument that makes this binary a child.
-pub const ARG: &str = "child";
+pub(crate) const ARG: &str = "child";
 /// What a child prints once it is ready (a leader: once elected).
-pub const READY: &str = "READY";
+pub(crate) const READY: &str = "READY";
 
 fn command(role: &str, args: &[String]) -> Result<Command, BoxError> {
     let mut c = Command::new(std::env::current_exe()?);
@@ -33,7 +33,7 @@ fn command(role: &str, args: &[String]) -> Result<Command, BoxError> {
 /// # Cancel safety
 ///
 /// Cancel safe: the child is killed when the call is dropped.
-pub async fn run_json(
+pub(crate) async fn run_json(
     role: &str,
     args: &[String],
     limit: Duration,
@@ -60,13 +60,13 @@ pub async fn run_json(
 /// # Cancel safety
 ///
 /// Cancel safe: it only waits.
-pub async fn ready_until_killed() -> Result<(), BoxError> {
+pub(crate) async fn ready_until_killed() -> Result<(), BoxError> {
     println!("{READY}");
     std::future::pending().await
 }
 
 /// What a standby does after it was elected: resign, close its session.
-pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Crash failovers of one system, `samples` side by side on their own election names. In each,
 /// a child (`role`, arguments `target name ttl`) wins and prints [`READY`], a standby
@@ -78,7 +78,7 @@ pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// # Cancel safety
 ///
 /// Cancel safe: dropping the call aborts every sample and kills its child.
-pub async fn crash_failovers<F, Fut>(
+pub(crate) async fn crash_failovers<F, Fut>(
     role: &'static str,
     target: &str,
     ttl_s: u64,

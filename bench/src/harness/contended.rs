@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::harness::stats::{fairness, Handoff, Lat};
 
 /// What every client shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub tracker: Handoff,
     /// Acquisitions per client.
     pub counts: Vec<AtomicU64>,
@@ -19,7 +19,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(clients: usize) -> Arc<Shared> {
+    pub(crate) fn new(clients: usize) -> Arc<Shared> {
         Arc::new(Shared {
             tracker: Handoff::default(),
             counts: (0..clients).map(|_| AtomicU64::new(0)).collect(),
@@ -27,14 +27,14 @@ impl Shared {
         })
     }
 
-    pub fn acquired(&self, client: usize) {
+    pub(crate) fn acquired(&self, client: usize) {
         self.tracker.acquired(Instant::now());
         self.counts[client].fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// The outcome of one run.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub lat: Lat,
     pub handoffs: u64,
     pub secs: f64,
@@ -45,7 +45,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn extra(&self) -> serde_json::Value {
+    pub(crate) fn extra(&self) -> serde_json::Value {
         let (max, min, ratio) = fairness(&self.counts);
         let mut e = json!({
             "handoffs_per_s": self.handoffs as f64 / self.secs,
@@ -64,7 +64,7 @@ impl Outcome {
 }
 
 /// Waits until `target` hand-offs happened or `limit` passed, then aborts the clients.
-pub async fn finish(
+pub(crate) async fn finish(
     shared: &Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
@@ -78,7 +78,7 @@ pub async fn finish(
 /// Like [`finish`], running `cleanup` after the measurement and before the clients are
 /// aborted, then giving them up to 2 s to end by themselves (a waiter aborted in the middle
 /// of a blocking server call can leave work behind on the server).
-pub async fn finish_with(
+pub(crate) async fn finish_with(
     shared: &Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,

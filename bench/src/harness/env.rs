@@ -7,13 +7,13 @@ use serde_json::{json, Value};
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
-pub struct Size {
+pub(crate) struct Size {
     pub quick: bool,
 }
 
 impl Size {
     /// `quick` in quick runs, `full` otherwise.
-    pub fn pick<T>(self, quick: T, full: T) -> T {
+    pub(crate) fn pick<T>(self, quick: T, full: T) -> T {
         if self.quick {
             quick
         } else {
@@ -24,7 +24,7 @@ impl Size {
 
 /// JetStream durability of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+pub(crate) enum Sync {
     /// Default `sync_interval` (file storage flushed every 2 minutes).
     Default,
     /// `sync_interval: always`: fsync before every ack, like etcd.
@@ -32,13 +32,13 @@ pub enum Sync {
 }
 
 impl Sync {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Sync::Default => "periodic fsync (nats default sync_interval 2m)",
             Sync::Always => "fsync every write (sync_interval: always)",
         }
     }
-    pub fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             Sync::Default => "default",
             Sync::Always => "sync-always",
@@ -48,7 +48,7 @@ impl Sync {
 
 /// The NATS servers of the run (started through the kv-tests kit) and the other systems'
 /// endpoints (started by scripts/bench.sh).
-pub struct Env {
+pub(crate) struct Env {
     pub size: Size,
     pub nats_default: NatsServer,
     pub nats_always: NatsServer,
@@ -59,19 +59,19 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn nats(&self, sync: Sync) -> &NatsServer {
+    pub(crate) fn nats(&self, sync: Sync) -> &NatsServer {
         match sync {
             Sync::Default => &self.nats_default,
             Sync::Always => &self.nats_always,
         }
     }
 
-    pub fn url(&self, sync: Sync) -> String {
+    pub(crate) fn url(&self, sync: Sync) -> String {
         self.nats(sync).client_url()
     }
 
     /// The `config` of a NATS row.
-    pub fn nats_config(&self, sync: Sync, ttl_s: Option<u64>) -> Value {
+    pub(crate) fn nats_config(&self, sync: Sync, ttl_s: Option<u64>) -> Value {
         json!({
             "server": format!("nats-server {}", self.nats_version),
             "client": "async-nats 0.51",
@@ -83,7 +83,7 @@ impl Env {
         })
     }
 
-    pub fn etcd_config(&self, ttl_s: Option<u64>) -> Value {
+    pub(crate) fn etcd_config(&self, ttl_s: Option<u64>) -> Value {
         json!({
             "server": format!("etcd {}", self.etcd.as_ref().map_or("?", |e| e.1.as_str())),
             "client": "etcd-client 0.21",
@@ -95,7 +95,7 @@ impl Env {
         })
     }
 
-    pub fn redis_config(&self, ttl_s: Option<u64>) -> Value {
+    pub(crate) fn redis_config(&self, ttl_s: Option<u64>) -> Value {
         json!({
             "server": format!("redis {}", self.redis.as_ref().map_or("?", |e| e.1.as_str())),
             "client": "rslock 0.10 (Redlock, one instance)",
@@ -107,13 +107,13 @@ impl Env {
         })
     }
 
-    pub fn progress(&self, what: &str) {
+    pub(crate) fn progress(&self, what: &str) {
         eprintln!("[{:>6.1}s] {what}", self.started.elapsed().as_secs_f64());
     }
 }
 
 /// Adds `more` to a JSON object.
-pub fn with(mut v: Value, more: Value) -> Value {
+pub(crate) fn with(mut v: Value, more: Value) -> Value {
     if let (Some(a), Some(b)) = (v.as_object_mut(), more.as_object()) {
         for (k, x) in b {
             a.insert(k.clone(), x.clone());
@@ -122,4 +122,4 @@ pub fn with(mut v: Value, more: Value) -> Value {
     v
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + std::marker::Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + std::marker::Sync>;

@@ -1,11 +1,11 @@
 //! The harness: the run's servers and size, child processes, contended runs, statistics, wire
 //! counts and the report.
 
-pub mod child;
-pub mod contended;
-pub mod env;
-pub mod report;
-pub mod stats;
-pub mod wire;
+pub(crate) mod child;
+pub(crate) mod contended;
+pub(crate) mod env;
+pub(crate) mod report;
+pub(crate) mod stats;
+pub(crate) mod wire;
 
-pub use env::{with, BoxError, Env, Size, Sync};
+pub(crate) use env::{with, BoxError, Env, Size, Sync};

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::stats::{Report, Row};
 
-pub fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
+pub(crate) fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let ratios: serde_json::Map<String, Value> = report
         .ratios
@@ -33,7 +33,7 @@ fn round(v: f64) -> f64 {
 }
 
 /// A short label of a row's configuration: durability and the metric's parameters.
-pub fn config_label(c: &Value) -> String {
+pub(crate) fn config_label(c: &Value) -> String {
     let mut parts = Vec::new();
     if let Some(f) = c.get("fsync").and_then(Value::as_str) {
         parts.push(f.to_string());
@@ -77,7 +77,7 @@ fn fmt_extra(e: &Value) -> String {
         .join(", ")
 }
 
-pub fn markdown(report: &Report) -> String {
+pub(crate) fn markdown(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# kv-toolkit benchmark report\n");
     for (k, v) in &report.meta {
@@ -151,7 +151,7 @@ fn esc(s: &str) -> String {
 }
 
 /// A log-scale chart: per row a line from min to max, a box from p50 to p99 and a tick at p90.
-pub fn svg(rows: &[Row]) -> String {
+pub(crate) fn svg(rows: &[Row]) -> String {
     let rows: Vec<&Row> = rows
         .iter()
         .filter(|r| r.hist.is_some() && r.n > 0)

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// A latency histogram in microseconds (1 µs to 10 min, 3 significant figures).
 #[derive(Debug, Clone)]
-pub struct Lat(Histogram<u64>);
+pub(crate) struct Lat(Histogram<u64>);
 
 impl Default for Lat {
     fn default() -> Self {
@@ -19,45 +19,45 @@ impl Default for Lat {
 }
 
 impl Lat {
-    pub fn new() -> Lat {
+    pub(crate) fn new() -> Lat {
         // Bounds are constants that hdrhistogram accepts; failure would be a programming error.
         #[allow(clippy::unwrap_used)]
         Lat(Histogram::new_with_bounds(1, 600_000_000, 3).unwrap())
     }
 
-    pub fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         self.record_us(d.as_micros() as u64);
     }
 
-    pub fn record_us(&mut self, us: u64) {
+    pub(crate) fn record_us(&mut self, us: u64) {
         self.0.saturating_record(us.max(1));
     }
 
-    pub fn add(&mut self, other: &Lat) {
+    pub(crate) fn add(&mut self, other: &Lat) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.0.add(&other.0);
     }
 
-    pub fn n(&self) -> u64 {
+    pub(crate) fn n(&self) -> u64 {
         self.0.len()
     }
 
-    pub fn q(&self, q: f64) -> f64 {
+    pub(crate) fn q(&self, q: f64) -> f64 {
         self.0.value_at_quantile(q) as f64
     }
 
-    pub fn max(&self) -> f64 {
+    pub(crate) fn max(&self) -> f64 {
         self.0.max() as f64
     }
 
-    pub fn min(&self) -> f64 {
+    pub(crate) fn min(&self) -> f64 {
         self.0.min() as f64
     }
 }
 
 /// One row of `report.json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub metric: String,
     pub system: String,
     pub p50_us: f64,
@@ -74,7 +74,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(metric: &str, system: &str, lat: &Lat, config: Value) -> Row {
+    pub(crate) fn new(metric: &str, system: &str, lat: &Lat, config: Value) -> Row {
         Row {
             metric: metric.to_string(),
             system: system.to_string(),
@@ -88,7 +88,7 @@ impl Row {
         }
     }
 
-    pub fn extra(mut self, extra: Value) -> Row {
+    pub(crate) fn extra(mut self, extra: Value) -> Row {
         self.extra = extra;
         self
     }
@@ -96,7 +96,7 @@ impl Row {
 
 /// A headline comparison: the number goes in `ratios`, the rest in `ratio_details`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Ratio {
+pub(crate) struct Ratio {
     pub value: Option<f64>,
     /// `"<="` or `">="`.
     pub direction: &'static str,
@@ -108,7 +108,7 @@ pub struct Ratio {
 
 /// Everything the run measured.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub rows: Vec<Row>,
     pub ratios: BTreeMap<String, Ratio>,
     /// Metrics or systems that were not measured, with the reason.
@@ -117,7 +117,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn push(&mut self, row: Row) {
+    pub(crate) fn push(&mut self, row: Row) {
         eprintln!(
             "    {:<28} {:<34} n={:<6} p50={:>9.0}µs p99={:>9.0}µs max={:>9.0}µs",
             row.metric, row.system, row.n, row.p50_us, row.p99_us, row.max_us
@@ -125,13 +125,13 @@ impl Report {
         self.rows.push(row);
     }
 
-    pub fn find(&self, metric: &str, system: &str) -> Option<&Row> {
+    pub(crate) fn find(&self, metric: &str, system: &str) -> Option<&Row> {
         self.rows
             .iter()
             .find(|r| r.metric == metric && r.system == system)
     }
 
-    pub fn ratio(
+    pub(crate) fn ratio(
         &mut self,
         name: &str,
         value: Option<f64>,
@@ -162,7 +162,7 @@ impl Report {
         self.ratios.insert(name.to_string(), r);
     }
 
-    pub fn missing(&mut self, what: impl Into<String>) {
+    pub(crate) fn missing(&mut self, what: impl Into<String>) {
         let what = what.into();
         eprintln!("    not measured: {what}");
         self.not_measured.push(what);
@@ -173,7 +173,7 @@ impl Report {
 /// acquisition returning. The next holder may learn of the release *before* the releaser sees
 /// its acknowledgement; such a hand-off counts as 0 (recorded as 1 µs).
 #[derive(Debug, Default)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     st: Mutex<HandoffState>,
     /// Notified after every counted hand-off.
     counted: tokio::sync::Notify,
@@ -194,7 +194,7 @@ impl Handoff {
     }
 
     /// The caller now holds the lock. Returns the number of hand-offs so far.
-    pub fn acquired(&self, at: Instant) -> u64 {
+    pub(crate) fn acquired(&self, at: Instant) -> u64 {
         let mut s = self.lock();
         if let Some(t1) = s.release_acked.take() {
             s.lat.record(at.saturating_duration_since(t1));
@@ -207,12 +207,12 @@ impl Handoff {
     }
 
     /// The holder is about to send its release.
-    pub fn releasing(&self) {
+    pub(crate) fn releasing(&self) {
         self.lock().release_in_flight = true;
     }
 
     /// The holder's release was acknowledged at `at`.
-    pub fn released(&self, at: Instant) {
+    pub(crate) fn released(&self, at: Instant) {
         let mut s = self.lock();
         s.release_in_flight = false;
         if s.acquired_early.take().is_some() {
@@ -224,7 +224,7 @@ impl Handoff {
         }
     }
 
-    pub fn handoffs(&self) -> u64 {
+    pub(crate) fn handoffs(&self) -> u64 {
         self.lock().handoffs
     }
 
@@ -234,7 +234,7 @@ impl Handoff {
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
-    pub async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         target: u64,
         deadline: tokio::time::Instant,
@@ -254,13 +254,13 @@ impl Handoff {
         }
     }
 
-    pub fn lat(&self) -> Lat {
+    pub(crate) fn lat(&self) -> Lat {
         self.lock().lat.clone()
     }
 }
 
 /// max/min acquisitions per client; `None` when some client never acquired.
-pub fn fairness(counts: &[u64]) -> (u64, u64, Option<f64>) {
+pub(crate) fn fairness(counts: &[u64]) -> (u64, u64, Option<f64>) {
     let max = counts.iter().copied().max().unwrap_or(0);
     let min = counts.iter().copied().min().unwrap_or(0);
     let ratio = (min > 0).then(|| max as f64 / min as f64);
@@ -268,14 +268,14 @@ pub fn fairness(counts: &[u64]) -> (u64, u64, Option<f64>) {
 }
 
 /// Geometric mean of positive numbers.
-pub fn geomean(xs: &[f64]) -> Option<f64> {
+pub(crate) fn geomean(xs: &[f64]) -> Option<f64> {
     if xs.is_empty() || xs.iter().any(|x| *x <= 0.0) {
         return None;
     }
     Some((xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp())
 }
 
-pub fn median(xs: &mut [f64]) -> Option<f64> {
+pub(crate) fn median(xs: &mut [f64]) -> Option<f64> {
     if xs.is_empty() {
         return None;
     }

@@ -15,7 +15,7 @@ use crate::systems::jetstream::EXPECTED_LAST_SUBJECT_SEQ;
 
 /// Writes seen, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Writes {
+pub(crate) struct Writes {
     pub all: u64,
     /// Conditional writes that are not removals: creates, updates, renewals, CAS attempts.
     pub cas: u64,
@@ -62,16 +62,16 @@ impl Writes {
 
 /// Writes per key.
 #[derive(Debug, Clone, Default)]
-pub struct Counts(HashMap<String, Writes>);
+pub(crate) struct Counts(HashMap<String, Writes>);
 
 impl Counts {
     /// Every write to the bucket.
-    pub fn total(&self) -> Writes {
+    pub(crate) fn total(&self) -> Writes {
         self.0.values().fold(Writes::default(), |a, &b| a + b)
     }
 
     /// The writes to one key.
-    pub fn key(&self, key: &str) -> Writes {
+    pub(crate) fn key(&self, key: &str) -> Writes {
         self.0.get(key).copied().unwrap_or_default()
     }
 }
@@ -81,7 +81,7 @@ impl Counts {
 const MARK_KEY: &str = "_bench_mark";
 
 /// Counts the writes to one bucket, per key, until dropped.
-pub struct WriteCounter {
+pub(crate) struct WriteCounter {
     client: async_nats::Client,
     subject: String,
     counts: Arc<Mutex<Counts>>,
@@ -96,7 +96,7 @@ impl WriteCounter {
     /// # Cancel safety
     ///
     /// Cancel safe: a cancelled start leaves no task behind.
-    pub async fn start(
+    pub(crate) async fn start(
         client: &async_nats::Client,
         bucket: &str,
     ) -> Result<WriteCounter, BoxError> {
@@ -133,7 +133,7 @@ impl WriteCounter {
     }
 
     /// The counts so far, as far as the subscriber got (it may lag behind the writes).
-    pub fn now(&self) -> Counts {
+    pub(crate) fn now(&self) -> Counts {
         self.counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -147,7 +147,7 @@ impl WriteCounter {
     /// # Cancel safety
     ///
     /// Cancel safe: a cancelled mark leaves only its marker message behind.
-    pub async fn mark(&self) -> Result<Counts, BoxError> {
+    pub(crate) async fn mark(&self) -> Result<Counts, BoxError> {
         let n = self.next_mark.fetch_add(1, Ordering::Relaxed);
         self.client
             .publish(self.subject.clone(), n.to_string().into())

@@ -12,19 +12,25 @@ use tokio::sync::mpsc;
 use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{with, BoxError, Env, Sync};
 
-pub const METRIC: &str = "config_propagation";
-pub const READERS: [usize; 3] = [1, 10, 100];
-pub const TOOLKIT: &str = "toolkit (kv-config reader)";
-pub const RAW: &str = "raw async-nats watch (1 per reader)";
-pub const ETCD: &str = "etcd watch (1 per reader)";
+pub(crate) const METRIC: &str = "config_propagation";
+pub(crate) const READERS: [usize; 3] = [1, 10, 100];
+pub(crate) const TOOLKIT: &str = "toolkit (kv-config reader)";
+pub(crate) const RAW: &str = "raw async-nats watch (1 per reader)";
+pub(crate) const ETCD: &str = "etcd watch (1 per reader)";
 /// Readers share this many connections (as processes would share a host's connection pool).
-pub const CONNECTIONS: usize = 10;
+pub(crate) const CONNECTIONS: usize = 10;
 
-pub fn puts(env: &Env) -> usize {
+pub(crate) fn puts(env: &Env) -> usize {
     env.size.pick(150, 1000)
 }
 
-pub fn push(report: &mut Report, system: &str, cfg: serde_json::Value, readers: usize, lat: &Lat) {
+pub(crate) fn push(
+    report: &mut Report,
+    system: &str,
+    cfg: serde_json::Value,
+    readers: usize,
+    lat: &Lat,
+) {
     let cfg = with(
         cfg,
         json!({ "readers": readers, "connections": readers.min(CONNECTIONS) }),
@@ -32,7 +38,7 @@ pub fn push(report: &mut Report, system: &str, cfg: serde_json::Value, readers: 
     report.push(Row::new(METRIC, system, lat, cfg));
 }
 
-pub fn payload(i: usize) -> Bytes {
+pub(crate) fn payload(i: usize) -> Bytes {
     Bytes::from(format!(
         "{{\"version\":{i},\"pool_size\":{},\"timeout_ms\":250,\"feature_flags\":[\"a\",\"b\"],\"endpoint\":\"https://svc.internal/v1\"}}",
         10 + i % 7
@@ -40,7 +46,7 @@ pub fn payload(i: usize) -> Bytes {
 }
 
 /// Collects "reader saw version i" reports until all `readers` saw `i`; returns the last time.
-pub async fn all_seen(
+pub(crate) async fn all_seen(
     rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
     i: usize,
     readers: usize,
@@ -59,7 +65,7 @@ pub async fn all_seen(
     last
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     for r in READERS {
         env.progress(&format!("metric 5: kv-config readers, {r} readers"));
@@ -129,7 +135,7 @@ async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxErro
 
 /// Writes versions 1..=n (after a warm-up of 10) one at a time and times each until all
 /// readers have it.
-pub async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     env: &Env,
     rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
     readers: usize,
@@ -160,12 +166,12 @@ where
 }
 
 /// The `version` field of a payload.
-pub fn version_of(b: &[u8]) -> Option<usize> {
+pub(crate) fn version_of(b: &[u8]) -> Option<usize> {
     let v: serde_json::Value = serde_json::from_slice(b).ok()?;
     v.get("version")?.as_u64().map(|v| v as usize)
 }
 
-pub fn ratios(report: &mut Report) {
+pub(crate) fn ratios(report: &mut Report) {
     let p99 = |sys: &str, readers: u64| {
         report
             .rows
@@ -221,7 +227,7 @@ fn check(c: &AppConfig) -> Result<(), String> {
 
 /// kv-config readers (typed decode + validation + snapshot swap), spread over 10 connections;
 /// each waits on `changed()` and reports the version of the validated snapshot.
-pub async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxError> {
+pub(crate) async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxError> {
     use kv_config::{ConfigReader, Source};
     let url = env.url(sync);
     let kv = Kv::connect(&url).await?;

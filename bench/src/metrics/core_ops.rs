@@ -10,7 +10,7 @@ use crate::harness::{BoxError, Env, Sync};
 
 const OPS: [&str; 5] = ["get", "put", "create", "update", "delete-with-revision"];
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     for sync in [Sync::Default, Sync::Always] {
         run_on(env, report, sync).await?;
     }

@@ -24,7 +24,7 @@ struct Outcome {
     secs: f64,
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     let dur = Duration::from_secs(env.size.pick(3, 15));
     let url = env.url(sync);

@@ -18,9 +18,9 @@ use crate::harness::stats::{Handoff, Report, Row};
 use crate::harness::wire::{WriteCounter, Writes};
 use crate::harness::{with, BoxError, Env, Sync};
 
-pub const METRIC: &str = "election_writes_per_term";
-pub const TOOLKIT: &str = "toolkit (kv-leader)";
-pub const CANDIDATES: usize = 50;
+pub(crate) const METRIC: &str = "election_writes_per_term";
+pub(crate) const TOOLKIT: &str = "toolkit (kv-leader)";
+pub(crate) const CANDIDATES: usize = 50;
 const TTL_S: u64 = 10;
 const BUCKET: &str = "bench_elect_herd";
 /// Terms before counting starts: all candidates registered and watching.
@@ -63,7 +63,7 @@ async fn snapshot(wire: &WriteCounter, leader_key: &str) -> Result<(Writes, Writ
     Ok((c.total(), c.key(leader_key)))
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     let url = env.url(sync);
     let terms = env.size.pick(300, 1500);

@@ -12,13 +12,13 @@ use crate::harness::child::{self, Cleanup};
 use crate::harness::stats::{median, Handoff, Lat, Report, Row};
 use crate::harness::{BoxError, Env, Sync};
 
-pub const CRASH: &str = "leader_failover_crash";
-pub const RESIGN: &str = "leader_resign_handoff";
-pub const TOOLKIT: &str = "toolkit (kv-leader)";
-pub const ETCD: &str = "etcd election (Campaign/Resign)";
-pub const TTLS: [u64; 2] = [2, 5];
+pub(crate) const CRASH: &str = "leader_failover_crash";
+pub(crate) const RESIGN: &str = "leader_resign_handoff";
+pub(crate) const TOOLKIT: &str = "toolkit (kv-leader)";
+pub(crate) const ETCD: &str = "etcd election (Campaign/Resign)";
+pub(crate) const TTLS: [u64; 2] = [2, 5];
 /// The child role of a kv-leader leader that gets SIGKILLed.
-pub const CHILD: &str = "nats-leader";
+pub(crate) const CHILD: &str = "nats-leader";
 const BUCKET: &str = "bench_elect";
 
 async fn election(url: &str, name: &str, ttl_s: u64) -> Result<Election, BoxError> {
@@ -28,7 +28,7 @@ async fn election(url: &str, name: &str, ttl_s: u64) -> Result<Election, BoxErro
 }
 
 /// The child of a crash sample: wins, then leads (renewing in the background) until killed.
-pub async fn lead(url: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
+pub(crate) async fn lead(url: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
     let e = election(url, name, ttl_s).await?;
     let _leadership = e.campaign("child").await?;
     child::ready_until_killed().await
@@ -51,12 +51,12 @@ async fn failover_crash(env: &Env, ttl_s: u64) -> Result<Vec<f64>, BoxError> {
     .await
 }
 
-pub fn samples(env: &Env) -> usize {
+pub(crate) fn samples(env: &Env) -> usize {
     env.size.pick(3, 8)
 }
 
 /// Failover times in ms → a row (µs histogram) plus the median excess over the TTL.
-pub fn push_crash(
+pub(crate) fn push_crash(
     report: &mut Report,
     system: &str,
     cfg: serde_json::Value,
@@ -76,7 +76,7 @@ pub fn push_crash(
     })));
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     // Toolkit and etcd crash samples could share the wall clock; they run one after the
     // other so neither steals the other's CPU at the moment that is measured.
@@ -115,7 +115,7 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
 
 /// Two candidates on separate connections take turns: resign acknowledged → the waiting
 /// candidate's campaign returns.
-pub async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxError> {
+pub(crate) async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxError> {
     let url = env.url(Sync::Default);
     let es = [
         election(&url, "resign", ttl_s).await?,
@@ -145,7 +145,7 @@ pub async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxE
     Ok(tracker.lat())
 }
 
-pub fn ratios(report: &mut Report) {
+pub(crate) fn ratios(report: &mut Report) {
     let mut excess = Vec::new();
     for r in report
         .rows

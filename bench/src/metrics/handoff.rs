@@ -16,16 +16,16 @@ use crate::harness::wire::WriteCounter;
 use crate::harness::{with, BoxError, Env, Sync};
 use crate::systems::jetstream::{raw_headers, raw_write};
 
-pub const METRIC: &str = "lock_handoff";
-pub const WAITERS: [usize; 4] = [2, 8, 32, 64];
-pub const TTL_S: u64 = 10;
-pub const FLOOR: &str = "raw JetStream floor (watch + CAS herd)";
-pub const TOOLKIT: &str = "toolkit (kv-locks)";
-pub const ETCD: &str = "etcd Lock service";
-pub const REDIS: &str = "redis Redlock (rslock retry loop)";
+pub(crate) const METRIC: &str = "lock_handoff";
+pub(crate) const WAITERS: [usize; 4] = [2, 8, 32, 64];
+pub(crate) const TTL_S: u64 = 10;
+pub(crate) const FLOOR: &str = "raw JetStream floor (watch + CAS herd)";
+pub(crate) const TOOLKIT: &str = "toolkit (kv-locks)";
+pub(crate) const ETCD: &str = "etcd Lock service";
+pub(crate) const REDIS: &str = "redis Redlock (rslock retry loop)";
 
 /// (target hand-offs, time limit) of one run.
-pub fn budget(env: &Env, slow: bool) -> (u64, Duration) {
+pub(crate) fn budget(env: &Env, slow: bool) -> (u64, Duration) {
     if slow {
         (
             env.size.pick(60, 400),
@@ -39,7 +39,7 @@ pub fn budget(env: &Env, slow: bool) -> (u64, Duration) {
     }
 }
 
-pub fn push(
+pub(crate) fn push(
     report: &mut Report,
     system: &str,
     cfg: serde_json::Value,
@@ -50,7 +50,7 @@ pub fn push(
     report.push(Row::new(METRIC, system, &o.lat, cfg).extra(o.extra()));
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     for w in waiters_override().unwrap_or(WAITERS.to_vec()) {
         env.progress(&format!("metric 3: raw JetStream floor, {w} waiters"));
@@ -234,7 +234,7 @@ fn row<'a>(report: &'a Report, system: &str, waiters: u64) -> Option<&'a Row> {
         .find(|r| r.metric == METRIC && r.system == system && r.config["waiters"] == waiters)
 }
 
-pub fn ratios(report: &mut Report) {
+pub(crate) fn ratios(report: &mut Report) {
     let p50 = |sys: &str, waiters: u64| row(report, sys, waiters).map(|r| r.p50_us);
     let p99 = |sys: &str, waiters: u64| row(report, sys, waiters).map(|r| r.p99_us);
     let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);

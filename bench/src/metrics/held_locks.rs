@@ -14,7 +14,7 @@ use crate::harness::{with, BoxError, Env, Sync};
 
 /// Metric 7, in a child process of its own so that its memory is the locks' alone: holds
 /// `n` locks at TTL 10 s for `secs`, prints one JSON line.
-pub async fn hold(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
+pub(crate) async fn hold(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
     let kv = Kv::connect(url).await?;
     let locks = Locks::open(&kv, "bench_scale").await?;
     let m0 = locks.mutex("warm")?;
@@ -110,7 +110,7 @@ fn cpu_secs() -> f64 {
 }
 
 /// The child role that holds the locks.
-pub const CHILD: &str = "held-locks";
+pub(crate) const CHILD: &str = "held-locks";
 
 /// (locks, seconds held) of the child runs: 10,000 locks (memory per held lock, as before),
 /// then 100,000.
@@ -120,7 +120,7 @@ fn runs(env: &Env) -> [(usize, u64); 2] {
 }
 
 /// Metric 7: runs the children one after the other and records what they printed.
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     for (n, secs) in runs(env) {
         env.progress(&format!(

@@ -10,18 +10,18 @@ use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{BoxError, Env, Sync};
 use crate::systems::jetstream::{raw_headers, raw_write};
 
-pub const METRIC: &str = "lock_acquire_release";
-pub const TTL_S: u64 = 10;
-pub const FLOOR: &str = "raw JetStream floor (2 writes)";
-pub const TOOLKIT: &str = "toolkit (kv-locks)";
-pub const ETCD: &str = "etcd Lock/Unlock";
-pub const REDIS: &str = "redis Redlock (rslock)";
+pub(crate) const METRIC: &str = "lock_acquire_release";
+pub(crate) const TTL_S: u64 = 10;
+pub(crate) const FLOOR: &str = "raw JetStream floor (2 writes)";
+pub(crate) const TOOLKIT: &str = "toolkit (kv-locks)";
+pub(crate) const ETCD: &str = "etcd Lock/Unlock";
+pub(crate) const REDIS: &str = "redis Redlock (rslock)";
 
-pub fn sizes(env: &Env) -> (usize, usize) {
+pub(crate) fn sizes(env: &Env) -> (usize, usize) {
     (env.size.pick(500, 5000), env.size.pick(50, 300))
 }
 
-pub async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
+pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let (n, warm) = sizes(env);
     for sync in [Sync::Default, Sync::Always] {
         env.progress(&format!("metric 2: raw JetStream floor ({})", sync.short()));
@@ -117,7 +117,7 @@ async fn raw_floor(env: &Env, sync: Sync, n: usize, warm: usize) -> Result<Lat, 
 }
 
 /// The ratios of metric 2, once every side has run.
-pub fn ratios(report: &mut Report) {
+pub(crate) fn ratios(report: &mut Report) {
     let p50 = |sys: &str, fsync: &str| {
         report
             .rows

@@ -1,10 +1,10 @@
 //! One file per metric: what it runs on every system and the ratios it reports.
 
-pub mod config;
-pub mod core_ops;
-pub mod counter;
-pub mod election_herd;
-pub mod failover;
-pub mod handoff;
-pub mod held_locks;
-pub mod lock;
+pub(crate) mod config;
+pub(crate) mod core_ops;
+pub(crate) mod counter;
+pub(crate) mod election_herd;
+pub(crate) mod failover;
+pub(crate) mod handoff;
+pub(crate) mod held_locks;
+pub(crate) mod lock;

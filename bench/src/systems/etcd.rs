@@ -21,13 +21,13 @@ async fn connect(ep: &str) -> Result<Client, BoxError> {
 }
 
 /// A lease with a keep-alive task that renews it every TTL/3 (what etcd's Go `Session` does).
-pub struct Session {
+pub(crate) struct Session {
     pub id: i64,
     _keeper: AbortOnDropHandle<()>,
 }
 
 impl Session {
-    pub async fn grant(client: &mut Client, ttl_s: u64) -> Result<Session, BoxError> {
+    pub(crate) async fn grant(client: &mut Client, ttl_s: u64) -> Result<Session, BoxError> {
         let id = client.lease_grant(ttl_s as i64, None).await?.id();
         let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
         let keeper = tokio::spawn(async move {
@@ -47,7 +47,7 @@ impl Session {
         })
     }
 
-    pub async fn close(self, client: &mut Client) {
+    pub(crate) async fn close(self, client: &mut Client) {
         let id = self.id;
         drop(self);
         let _ = client.lease_revoke(id).await;
@@ -55,7 +55,7 @@ impl Session {
 }
 
 /// Metric 2: Lock + Unlock with one session's lease, uncontended.
-pub async fn lock_uncontended(
+pub(crate) async fn lock_uncontended(
     env: &Env,
     n: usize,
     warm: usize,
@@ -79,7 +79,7 @@ pub async fn lock_uncontended(
 }
 
 /// Metric 3: `waiters` clients, each with its own connection and session, loop Lock → Unlock.
-pub async fn handoff(
+pub(crate) async fn handoff(
     env: &Env,
     waiters: usize,
     target: u64,
@@ -133,10 +133,10 @@ pub async fn handoff(
 }
 
 /// The child role of an etcd leader that gets SIGKILLed.
-pub const CHILD: &str = "etcd-leader";
+pub(crate) const CHILD: &str = "etcd-leader";
 
 /// The child of a crash sample: campaigns, then keeps its lease alive until killed.
-pub async fn lead(ep: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
+pub(crate) async fn lead(ep: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
     let mut c = connect(ep).await?;
     let s = Session::grant(&mut c, ttl_s).await?;
     c.campaign(name, "child", s.id).await?;
@@ -144,7 +144,11 @@ pub async fn lead(ep: &str, name: &str, ttl_s: u64) -> Result<(), BoxError> {
 }
 
 /// Metric 4: `samples` crash failovers (see [`child::crash_failovers`]).
-pub async fn failover_crash(env: &Env, ttl_s: u64, samples: usize) -> Result<Vec<f64>, BoxError> {
+pub(crate) async fn failover_crash(
+    env: &Env,
+    ttl_s: u64,
+    samples: usize,
+) -> Result<Vec<f64>, BoxError> {
     let ep = endpoint(env)?;
     child::crash_failovers(CHILD, &ep, ttl_s, samples, |name| {
         let ep = ep.clone();
@@ -160,7 +164,7 @@ pub async fn failover_crash(env: &Env, ttl_s: u64, samples: usize) -> Result<Vec
 
 /// Metric 4: two candidates take turns; each sample is resign acknowledged → the waiting
 /// candidate's Campaign returns.
-pub async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxError> {
+pub(crate) async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxError> {
     let ep = endpoint(env)?;
     let name = format!("bench-resign-{}", std::process::id());
     let mut cs = Vec::new();
@@ -205,7 +209,11 @@ pub async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<Lat, BoxE
 }
 
 /// Metric 5: `readers` watchers over 10 clients, one put at a time from another client.
-pub async fn watch_propagation(env: &Env, readers: usize, _puts: usize) -> Result<Lat, BoxError> {
+pub(crate) async fn watch_propagation(
+    env: &Env,
+    readers: usize,
+    _puts: usize,
+) -> Result<Lat, BoxError> {
     let ep = endpoint(env)?;
     let key = format!("bench-cfg-{readers}-{}", std::process::id());
     let mut writer = connect(&ep).await?;

@@ -5,14 +5,14 @@ use bytes::Bytes;
 
 /// A raw JetStream write failed.
 #[derive(Debug)]
-pub enum RawError {
+pub(crate) enum RawError {
     /// The server refused it with this `err_code` (10071: wrong last sequence).
     Api(u64, String),
     Other(String),
 }
 
 impl RawError {
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         matches!(self, RawError::Api(10071 | 10164, _))
     }
 }
@@ -40,7 +40,7 @@ struct ApiErr {
 
 /// One JetStream write as one request, nothing else: the floor every KV write stands on.
 /// Returns the stream sequence (the key's new revision).
-pub async fn raw_write(
+pub(crate) async fn raw_write(
     client: &async_nats::Client,
     subject: String,
     headers: HeaderMap,
@@ -62,11 +62,11 @@ pub async fn raw_write(
     }
 }
 
-pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 
 /// Headers of a conditional raw write: expected last revision of the key, optional TTL, and
 /// `KV-Operation: DEL` for a delete.
-pub fn raw_headers(expect: u64, ttl_s: Option<u64>, delete: bool) -> HeaderMap {
+pub(crate) fn raw_headers(expect: u64, ttl_s: Option<u64>, delete: bool) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(EXPECTED_LAST_SUBJECT_SEQ, expect.to_string().as_str());
     if let Some(t) = ttl_s {

@@ -1,7 +1,7 @@
 //! The systems the toolkit is compared with: raw JetStream through async-nats, etcd, Redis.
 
 #[cfg(feature = "etcd")]
-pub mod etcd;
-pub mod jetstream;
+pub(crate) mod etcd;
+pub(crate) mod jetstream;
 #[cfg(feature = "redis")]
-pub mod redis;
+pub(crate) mod redis;

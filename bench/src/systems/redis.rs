@@ -13,7 +13,7 @@ fn url(env: &Env) -> Result<String, BoxError> {
 }
 
 /// Metric 2: `lock` + `unlock`, uncontended.
-pub async fn lock_uncontended(
+pub(crate) async fn lock_uncontended(
     env: &Env,
     n: usize,
     warm: usize,
@@ -38,7 +38,7 @@ pub async fn lock_uncontended(
 
 /// Metric 3: Redlock has no way to wait for a release; `acquire` retries `lock` after random
 /// delays (rslock's defaults: up to 200 ms). Measured as shipped.
-pub async fn handoff(
+pub(crate) async fn handoff(
     env: &Env,
     waiters: usize,
     target: u64,

@@ -19,7 +19,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(20);
 
 /// The configuration: valid when both fields are equal and not negative.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cfg {
+pub(crate) struct Cfg {
     a: i64,
     b: i64,
 }
@@ -43,7 +43,7 @@ fn validate(c: &Cfg) -> Result<(), String> {
 /// # Cancel safety
 ///
 /// Cancelling may leave started readers without their tasks; they stop when dropped.
-pub async fn start(
+pub(crate) async fn start(
     tasks: &mut JoinSet<()>,
     writer: Bucket,
     readers: Vec<Bucket>,

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::{bounded, settle};
 
 /// Lease TTL: longer than a stream-leader election (4–9 s), so failovers need not cost holds.
-pub const TTL: Duration = Duration::from_secs(12);
+pub(crate) const TTL: Duration = Duration::from_secs(12);
 
 /// Release outcomes, for the report.
 #[derive(Debug, Default)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Releases answered `Released`.
     pub released: AtomicU64,
     /// Releases answered `AlreadyLost` although the client saw no loss before releasing.
@@ -35,7 +35,7 @@ enum Target {
 }
 
 /// Starts `per_lock` workers on each lock, one `Locks` handle (connection) per worker.
-pub fn start(
+pub(crate) fn start(
     tasks: &mut JoinSet<()>,
     handles: Vec<Locks>,
     per_lock: usize,

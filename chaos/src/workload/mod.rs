@@ -1,9 +1,9 @@
 //! The workloads: each drives one recipe through its public API and records a history.
 
-pub mod config;
-pub mod leader;
-pub mod locks;
-pub mod watch;
+pub(crate) mod config;
+pub(crate) mod leader;
+pub(crate) mod locks;
+pub(crate) mod watch;
 
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use kv_tests::history::Pending;
 use tokio_util::sync::CancellationToken;
 
 /// Bound on any single client call; past it the outcome is unknown.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `fut` under [`CALL_TIMEOUT`] and the stop signal; `None` when either cut it short.
-pub async fn bounded<F: std::future::IntoFuture>(
+pub(crate) async fn bounded<F: std::future::IntoFuture>(
     stop: &CancellationToken,
     fut: F,
 ) -> Option<F::Output> {
@@ -26,7 +26,7 @@ pub async fn bounded<F: std::future::IntoFuture>(
 
 /// Completes `op` as ok with `result` or, for errors and timeouts, as unknown: the recipes do
 /// not promise that a failed call did nothing, so the checkers must not assume it.
-pub fn settle<T, E: std::fmt::Display>(
+pub(crate) fn settle<T, E: std::fmt::Display>(
     op: Pending,
     out: Option<Result<T, E>>,
     result: impl FnOnce(&T) -> Option<u64>,

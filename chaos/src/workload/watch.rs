@@ -21,7 +21,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// What the writer acknowledged last, and what the watchers saw.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Highest acknowledged write revision.
     pub last_written: AtomicU64,
     /// Watches re-created after their stream ended or reported history gone.
@@ -33,7 +33,7 @@ pub struct Progress {
 /// Starts the writer (on `writer`) and one watcher per bucket handle in `watchers`.
 /// `writing` stops the writer; after `stop` the watchers end once they delivered the last
 /// acknowledged write (the runner bounds how long that may take).
-pub fn start(
+pub(crate) fn start(
     tasks: &mut JoinSet<()>,
     writer: Bucket,
     watchers: Vec<Bucket>,

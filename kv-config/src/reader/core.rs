@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Backoff, Bucket, Entry, ErrorKind, Include, Revision, Watch, WatchEvent};
+use kv_core::{Backoff, Bucket, Entry, Include, Revision, Watch, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::error::{ConfigError, ConfigErrorKind, RejectKind, Rejection};
+use crate::error::{Error, ErrorKind, RejectKind, Rejection};
 use crate::fleet::{Ack, Applied};
 use crate::layer::{assemble_prefix, diff_paths};
 use crate::persist::{self, Persisted};
@@ -83,7 +83,7 @@ where
     }
 
     /// (Re)opens the watch and reads the current state of every key: a full re-read.
-    pub(crate) async fn sync(&mut self) -> Result<(), ConfigError> {
+    pub(crate) async fn sync(&mut self) -> Result<(), Error> {
         self.watch = None;
         let bucket = match &self.bucket {
             Some(b) => b.clone(),
@@ -92,7 +92,7 @@ where
                     .connector
                     .bucket()
                     .await
-                    .map_err(|e| ConfigError::kv("cannot open the config bucket", e))?;
+                    .map_err(|e| Error::kv("cannot open the config bucket", e))?;
                 self.bucket = Some(b.clone());
                 b
             }
@@ -101,7 +101,7 @@ where
             .watch(self.source.reader_filters())
             .include(Include::LastPerKey)
             .await
-            .map_err(|e| ConfigError::kv("cannot watch the config", e))?;
+            .map_err(|e| Error::kv("cannot watch the config", e))?;
         let known_rev = self.last_rev;
         self.entries.clear();
         self.deleted = None;
@@ -113,11 +113,11 @@ where
             match watch.next().await {
                 Some(Ok(WatchEvent::Entry(e))) => self.record(&e),
                 Some(Ok(WatchEvent::InitialDone)) => initial_done = true,
-                Some(Err(e)) if e.kind() == ErrorKind::HistoryGone => {}
-                Some(Err(e)) => return Err(ConfigError::kv("config watch failed", e)),
+                Some(Err(e)) if e.kind() == kv_core::ErrorKind::HistoryGone => {}
+                Some(Err(e)) => return Err(Error::kv("config watch failed", e)),
                 None => {
-                    return Err(ConfigError::new(
-                        ConfigErrorKind::Kv,
+                    return Err(Error::new(
+                        ErrorKind::Kv,
                         "config watch ended during the initial read",
                     ))
                 }
@@ -323,7 +323,7 @@ where
                     tracing::info!("config watch ended; re-reading");
                     self.watch = None;
                 }
-                Wake::Event(Some(Err(e))) if e.kind() == ErrorKind::HistoryGone => {
+                Wake::Event(Some(Err(e))) if e.kind() == kv_core::ErrorKind::HistoryGone => {
                     // Keys vanished while we were away: the watch cannot say what they held,
                     // so re-read everything and apply at most one change.
                     tracing::info!(error = %e, "config watch lost history; re-reading");

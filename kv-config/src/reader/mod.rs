@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::error::{ConfigError, ConfigErrorKind, Rejection};
+use crate::error::{Error, ErrorKind, Rejection};
 use crate::fleet::{check_instance, Ack};
 use crate::format::Format;
 use crate::layer::env_layer;
@@ -355,7 +355,7 @@ where
     }
 
     /// Refuses to start on a snapshot file: the start fails with
-    /// [`ConfigErrorKind::Unavailable`] when the KV cannot be reached.
+    /// [`ErrorKind::Unavailable`] when the KV cannot be reached.
     pub fn require_fresh(mut self, on: bool) -> Self {
         self.require_fresh = on;
         self
@@ -384,13 +384,13 @@ where
         self
     }
 
-    fn load_local_file(&mut self) -> Result<(), ConfigError> {
+    fn load_local_file(&mut self) -> Result<(), Error> {
         let Some(path) = &self.local_file else {
             return Ok(());
         };
         let format = Format::from_path(path).ok_or_else(|| {
-            ConfigError::new(
-                ConfigErrorKind::InvalidArgument,
+            Error::new(
+                ErrorKind::InvalidArgument,
                 format!("unknown config file format: {}", path.display()),
             )
         })?;
@@ -398,40 +398,39 @@ where
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(ConfigError::new(
-                    ConfigErrorKind::Io,
-                    format!("cannot read {}: {e}", path.display()),
+                return Err(
+                    Error::new(ErrorKind::Io, format!("cannot read {}", path.display()))
+                        .with_source(e),
                 )
-                .with_source(e))
             }
         };
-        self.pipeline.file = format.parse(&bytes).map_err(|m| {
-            ConfigError::new(ConfigErrorKind::Io, format!("{}: {m}", path.display()))
-        })?;
+        self.pipeline.file = format
+            .parse(&bytes)
+            .map_err(|m| Error::new(ErrorKind::Io, format!("{}: {m}", path.display())))?;
         Ok(())
     }
 
     /// Loads the configuration (from the KV, or offline from the snapshot file) and starts
     /// the background watch.
     ///
-    /// Fails with [`ConfigErrorKind::Rejected`] when the KV value is refused and no snapshot
-    /// file holds a good one, and with [`ConfigErrorKind::Unavailable`] when the KV cannot
+    /// Fails with [`ErrorKind::Rejected`] when the KV value is refused and no snapshot
+    /// file holds a good one, and with [`ErrorKind::Unavailable`] when the KV cannot
     /// be reached in [`start_timeout`](Self::start_timeout) and there is no usable snapshot
     /// file (or [`require_fresh`](Self::require_fresh) is set).
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is started until the future completes.
-    pub async fn start(mut self) -> Result<ConfigReader<T>, ConfigError> {
+    pub async fn start(mut self) -> Result<ConfigReader<T>, Error> {
         self.source.validate()?;
         if let Some(e) = self.defaults_error.take() {
-            return Err(ConfigError::new(
-                ConfigErrorKind::InvalidArgument,
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
                 format!("defaults do not serialize: {e}"),
             ));
         }
         let connector = self.connector.take().ok_or_else(|| {
-            ConfigError::new(
-                ConfigErrorKind::InvalidArgument,
+            Error::new(
+                ErrorKind::InvalidArgument,
                 "a reader needs a bucket or a connector",
             )
         })?;
@@ -473,8 +472,8 @@ where
         let loaded = tokio::time::timeout(self.start_timeout, core.sync().instrument(span)).await;
         let loaded = match loaded {
             Ok(r) => r,
-            Err(_) => Err(ConfigError::new(
-                ConfigErrorKind::Unavailable,
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
                 format!("no answer from the kv in {:?}", self.start_timeout),
             )),
         };
@@ -505,9 +504,9 @@ where
             Err(e) => {
                 core.watch = None;
                 if self.require_fresh {
-                    return Err(ConfigError::new(
-                        ConfigErrorKind::Unavailable,
-                        format!("fresh config required but the kv is unreachable: {e}"),
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "fresh config required but the kv is unreachable",
                     )
                     .with_source(e));
                 }
@@ -515,8 +514,8 @@ where
                 match self.load_snapshot_file(&mut core)? {
                     Some(snap) => (snap, None, false),
                     None => {
-                        return Err(ConfigError::new(
-                            ConfigErrorKind::Unavailable,
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
                             format!("the kv is unreachable and there is no snapshot file: {e}"),
                         )
                         .with_source(e))
@@ -563,7 +562,7 @@ where
     }
 
     /// The snapshot file's value, checked like any candidate; `None` when there is none.
-    fn load_snapshot_file(&self, core: &mut Core<T>) -> Result<Option<Snapshot<T>>, ConfigError> {
+    fn load_snapshot_file(&self, core: &mut Core<T>) -> Result<Option<Snapshot<T>>, Error> {
         let Some(path) = &self.snapshot_file else {
             return Ok(None);
         };
@@ -603,7 +602,7 @@ impl<T> IntoFuture for ConfigBuilder<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    type Output = Result<ConfigReader<T>, ConfigError>;
+    type Output = Result<ConfigReader<T>, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.start())

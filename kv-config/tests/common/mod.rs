@@ -10,10 +10,10 @@ use kv_tests::NatsServer;
 use serde::{Deserialize, Serialize};
 
 /// Generous bound for anything that should happen "soon".
-pub const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct App {
+pub(crate) struct App {
     pub name: String,
     pub pool_size: u32,
     #[serde(default)]
@@ -21,7 +21,7 @@ pub struct App {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Db {
+pub(crate) struct Db {
     pub host: String,
     pub port: u16,
 }
@@ -45,7 +45,7 @@ impl Default for App {
     }
 }
 
-pub fn app(name: &str, pool_size: u32) -> App {
+pub(crate) fn app(name: &str, pool_size: u32) -> App {
     App {
         name: name.into(),
         pool_size,
@@ -53,37 +53,37 @@ pub fn app(name: &str, pool_size: u32) -> App {
     }
 }
 
-pub fn validate(a: &App) -> Result<(), String> {
+pub(crate) fn validate(a: &App) -> Result<(), String> {
     if !(1..=100).contains(&a.pool_size) {
         return Err(format!("pool_size {} is not in 1..=100", a.pool_size));
     }
     Ok(())
 }
 
-pub fn bucket_config(name: &str) -> BucketConfig {
+pub(crate) fn bucket_config(name: &str) -> BucketConfig {
     BucketConfig::new(name)
         .history(10)
         .per_key_ttl(Duration::from_secs(1))
         .atomic_batches(true)
 }
 
-pub async fn bucket(server: &NatsServer, name: &str) -> Bucket {
+pub(crate) async fn bucket(server: &NatsServer, name: &str) -> Bucket {
     Kv::new(server.connect().await)
         .create_or_open(bucket_config(name))
         .await
         .expect("bucket")
 }
 
-pub fn doc() -> Source {
+pub(crate) fn doc() -> Source {
     Source::document("app.config")
 }
 
-pub fn json(a: &App) -> Vec<u8> {
+pub(crate) fn json(a: &App) -> Vec<u8> {
     serde_json::to_vec(a).expect("encodes")
 }
 
 /// The next event, under the timeout.
-pub async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T> {
+pub(crate) async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T> {
     tokio::time::timeout(T, events.next())
         .await
         .expect("event in time")

@@ -333,8 +333,9 @@ impl CreateLease {
         self
     }
 
-    /// Uses a given nonce instead of a random one (tests that simulate lost writes).
-    #[doc(hidden)]
+    /// Uses a given nonce instead of a random one (tests that simulate lost writes). Only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn nonce(mut self, nonce: u128) -> Self {
         self.nonce = Some(nonce);
         self

@@ -9,10 +9,10 @@ use kv_core::{Bucket, Kv};
 use kv_leader::{Election, Observed, Observer};
 
 /// Upper bound for any wait on an event.
-pub const T: Duration = Duration::from_secs(20);
+pub(crate) const T: Duration = Duration::from_secs(20);
 
 /// A client with short request timeouts (fault tests must not wait 5 s per request).
-pub async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
+pub(crate) async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         .request_timeout(Some(Duration::from_millis(750)))
         .connection_timeout(Duration::from_secs(1))
@@ -23,7 +23,7 @@ pub async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
 }
 
 /// A bucket fit for elections, over `client`.
-pub async fn bucket(client: async_nats::Client, name: &str) -> Bucket {
+pub(crate) async fn bucket(client: async_nats::Client, name: &str) -> Bucket {
     Kv::new(client)
         .with_timeout(Duration::from_millis(750))
         .create_or_open(Election::bucket_config(name))
@@ -32,27 +32,27 @@ pub async fn bucket(client: async_nats::Client, name: &str) -> Bucket {
 }
 
 /// An election `name` with `ttl` in bucket `bucket` reached through `url`.
-pub async fn election(url: &str, bucket_name: &str, name: &str, ttl: Duration) -> Election {
+pub(crate) async fn election(url: &str, bucket_name: &str, name: &str, ttl: Duration) -> Election {
     let b = bucket(client(url).await, bucket_name).await;
     Election::new(b, name, ttl).expect("election")
 }
 
 /// Awaits `f` for at most [`T`].
-pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
+pub(crate) async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(T, f.into_future())
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// The next observed change.
-pub async fn next(o: &mut Observer) -> Observed {
+pub(crate) async fn next(o: &mut Observer) -> Observed {
     within("an observed change", o.next())
         .await
         .expect("observer ended")
 }
 
 /// Skips changes until `pred` holds.
-pub async fn until(o: &mut Observer, mut pred: impl FnMut(&Observed) -> bool) -> Observed {
+pub(crate) async fn until(o: &mut Observer, mut pred: impl FnMut(&Observed) -> bool) -> Observed {
     loop {
         let ev = next(o).await;
         if pred(&ev) {
@@ -62,7 +62,7 @@ pub async fn until(o: &mut Observer, mut pred: impl FnMut(&Observed) -> bool) ->
 }
 
 /// Percentile of sorted durations.
-pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }

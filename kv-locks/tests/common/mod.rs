@@ -8,19 +8,19 @@ use kv_core::Kv;
 use kv_locks::Locks;
 
 /// Upper bound for any wait on an event.
-pub const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
 /// A short lease for tests that need a renewal (and so a loss) to happen soon.
-pub const SHORT_TTL: Duration = Duration::from_secs(2);
+pub(crate) const SHORT_TTL: Duration = Duration::from_secs(2);
 
 /// Locks on `bucket` over `client`, with 2 s request timeouts.
-pub async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
+pub(crate) async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
     let kv = Kv::new(client).with_timeout(Duration::from_secs(2));
     Locks::open(&kv, bucket).await.expect("open locks")
 }
 
 /// Awaits `f` for at most [`T`].
-pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
+pub(crate) async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(T, f.into_future())
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
@@ -28,7 +28,7 @@ pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
 
 /// Waits until `locks` has started `n` more watches than `base` (one per waiter that
 /// settled in the queue), so that waiters enter the queue in a known order.
-pub async fn waiting(locks: &Locks, base: u64, n: u64) {
+pub(crate) async fn waiting(locks: &Locks, base: u64, n: u64) {
     within(
         "waiters to watch",
         locks.stats_handle().wait_for(|s| s.watches >= base + n),
@@ -37,7 +37,7 @@ pub async fn waiting(locks: &Locks, base: u64, n: u64) {
 }
 
 /// Spawns the acquisition `acq` as a task owned by the returned handle (aborted on drop).
-pub fn spawn_acquire(
+pub(crate) fn spawn_acquire(
     acq: kv_locks::Acquire,
 ) -> tokio_util::task::AbortOnDropHandle<Result<kv_locks::Guard, kv_locks::Error>> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(acq.into_future()))
