@@ -374,7 +374,10 @@ impl Candidate {
         let started = self
             .shared
             .bucket
-            .watch([self.shared.leader_key.clone(), format!("{}*", self.cand_prefix)])
+            .watch([
+                self.shared.leader_key.clone(),
+                format!("{}*", self.cand_prefix),
+            ])
             .include(Include::LastPerKey)
             .await;
         Counters::bump(&self.shared.counters.watches);
