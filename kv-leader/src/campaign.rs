@@ -1,5 +1,9 @@
-//! Campaigning: wait on the leader key's watch until it is free, then race one conditional
-//! write for it — the creation of the leader lease.
+//! Campaigning: wait on the leader key's watch until it is free and it is our turn, then race
+//! one conditional write for it — the creation of the leader lease.
+//!
+//! The same watch follows the candidate registrations `E.cand.*`, whose lease origins form
+//! the line ([`Line`]): the first in line races at once, each further place one grace period
+//! later, so a failover costs one write instead of one per candidate.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -14,6 +18,7 @@ use tokio::time::Instant;
 use crate::election::{validate_name, Counters, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::leadership::Leadership;
+use crate::line::{Line, Outgoing, Pace};
 use crate::record::{CandidateRecord, Record};
 
 /// What a candidate does about the leader key it sees.
@@ -23,6 +28,18 @@ pub(crate) enum Decision {
     Take(Expect),
     /// Someone leads (or a transfer to someone else is pending): wait for a change.
     Wait,
+    /// The key is free but candidates before us go first: decide again after this long (or
+    /// at the next change).
+    Later(Duration),
+}
+
+/// Where a candidate stands while the key is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Turn {
+    /// How many live candidates are before us in line.
+    pub(crate) rank: usize,
+    /// How long we have seen the key free.
+    pub(crate) waited: Duration,
 }
 
 /// What the leader key holds, as far as the election rule cares.
@@ -46,17 +63,22 @@ impl KeyView {
     }
 }
 
-/// The pure election rule: free keys are raced for; a live value is only taken when it is a
-/// hand-over to us. (Our own write whose acknowledgement was lost is recognised by the lease
-/// creation itself, from its nonce.)
-pub(crate) fn decide(view: &KeyView, id: &str) -> Decision {
-    match view {
-        KeyView::Absent => Decision::Take(Expect::NoMessage),
-        KeyView::Removed(rev) => Decision::Take(Expect::Revision(*rev)),
+/// The pure election rule: a free key is raced for once our turn is due (at once for the
+/// first in line, one grace later per place behind it); a live value is only taken when it
+/// is a hand-over to us, at once. (Our own write whose acknowledgement was lost is recognised
+/// by the lease creation itself, from its nonce.)
+pub(crate) fn decide(view: &KeyView, id: &str, turn: Turn, pace: Pace) -> Decision {
+    let free = match view {
+        KeyView::Absent => Expect::NoMessage,
+        KeyView::Removed(rev) => Expect::Revision(*rev),
         KeyView::Live(rev, Some(r)) if r.transfer_to.as_deref() == Some(id) => {
-            Decision::Take(Expect::Revision(*rev))
+            return Decision::Take(Expect::Revision(*rev))
         }
-        KeyView::Live(..) => Decision::Wait,
+        KeyView::Live(..) => return Decision::Wait,
+    };
+    match pace.due(turn.rank).checked_sub(turn.waited) {
+        Some(left) if !left.is_zero() => Decision::Later(left),
+        _ => Decision::Take(free),
     }
 }
 
@@ -106,6 +128,7 @@ impl Campaign {
         shared.check_bucket().await?;
         let mut c = Candidate {
             cand_key: shared.candidate_key(&self.id),
+            cand_prefix: shared.candidate_key(""),
             shared,
             id: self.id,
             value: self.value,
@@ -114,6 +137,10 @@ impl Campaign {
             reg_retry: Instant::now(),
             view: None,
             known: false,
+            line: Line::default(),
+            outgoing: None,
+            free_since: None,
+            turn_at: None,
             watch: None,
             watch_failures: 0,
             watch_retry: Instant::now(),
@@ -139,6 +166,8 @@ struct Candidate {
     id: String,
     value: String,
     cand_key: String,
+    /// `E.cand.`: the registrations' keys start with it.
+    cand_prefix: String,
     /// The candidate registration, a lease kept alive by the election's keeper.
     registration: Option<Lease>,
     reg_failures: u32,
@@ -149,6 +178,14 @@ struct Candidate {
     /// Whether `view` is complete: the watch delivered its initial state, or we read the
     /// key from the stream leader.
     known: bool,
+    /// The live candidate registrations, from the same watch.
+    line: Line,
+    /// The last leader we saw on the key.
+    outgoing: Option<Outgoing>,
+    /// When we first saw the key free (since it last held a live value).
+    free_since: Option<Instant>,
+    /// When our turn comes if the key stays free.
+    turn_at: Option<Instant>,
     watch: Option<Watch>,
     watch_failures: u32,
     watch_retry: Instant,
@@ -192,14 +229,17 @@ impl Candidate {
                 self.retry_at = None;
                 self.tried = None;
             }
+            self.turn_at = None;
             if self.known {
-                if let Decision::Take(expect) = decide(&KeyView::of(self.view.as_ref()), &self.id) {
-                    if self.tried != Some(expect) {
+                match self.decision() {
+                    Decision::Take(expect) if self.tried != Some(expect) => {
                         if let Some(l) = self.attempt(expect).await? {
                             return Ok(l);
                         }
                         continue;
                     }
+                    Decision::Later(left) => self.turn_at = Some(Instant::now() + left),
+                    Decision::Take(_) | Decision::Wait => {}
                 }
             }
             self.wait().await;
@@ -208,6 +248,29 @@ impl Candidate {
 
     fn registered(&self) -> bool {
         self.registration.as_ref().is_some_and(Lease::is_held)
+    }
+
+    /// Applies the rule to what we know now.
+    fn decision(&mut self) -> Decision {
+        let view = KeyView::of(self.view.as_ref());
+        let now = Instant::now();
+        let since = match view {
+            KeyView::Absent | KeyView::Removed(_) => *self.free_since.get_or_insert(now),
+            KeyView::Live(..) => {
+                self.free_since = None;
+                now
+            }
+        };
+        let origin = self
+            .registration
+            .as_ref()
+            .filter(|l| l.is_held())
+            .map(Lease::origin);
+        let turn = Turn {
+            rank: self.line.rank(&self.id, origin, self.outgoing.as_ref()),
+            waited: now - since,
+        };
+        decide(&view, &self.id, turn, self.shared.pace)
     }
 
     /// Waits for the next watch event, timer, or the loss of our registration.
@@ -219,7 +282,7 @@ impl Candidate {
         if self.watch.is_none() {
             wake = wake.min(self.watch_retry);
         }
-        if let Some(t) = self.retry_at {
+        for t in [self.retry_at, self.turn_at].into_iter().flatten() {
             wake = wake.min(t);
         }
         let closing = self.shared.closing.clone();
@@ -251,13 +314,29 @@ impl Candidate {
     }
 
     fn see(&mut self, e: Entry) {
-        if self
+        if let Some(id) = e.key().as_str().strip_prefix(&self.cand_prefix) {
+            let origin = e
+                .is_value()
+                .then(|| e.lease().map_or(e.revision(), |t| t.origin()));
+            self.line.apply(id, e.revision(), origin);
+        } else if self
             .view
             .as_ref()
             .is_none_or(|v| e.revision() > v.revision())
         {
-            self.view = Some(e);
+            self.set_view(Some(e));
         }
+    }
+
+    /// Takes `e` as the leader key's latest entry, remembering who led.
+    fn set_view(&mut self, e: Option<Entry>) {
+        if let Some(r) = e.as_ref().and_then(Record::from_entry) {
+            self.outgoing = e.as_ref().map(|e| Outgoing {
+                id: r.id,
+                revision: e.revision(),
+            });
+        }
+        self.view = e;
     }
 
     /// Registers as a candidate: a lease on `E.cand.<id>`, renewed by the election's keeper.
@@ -295,7 +374,10 @@ impl Candidate {
         let started = self
             .shared
             .bucket
-            .watch([self.shared.leader_key.as_str()])
+            .watch([
+                self.shared.leader_key.clone(),
+                format!("{}*", self.cand_prefix),
+            ])
             .include(Include::LastPerKey)
             .await;
         Counters::bump(&self.shared.counters.watches);
@@ -328,7 +410,7 @@ impl Candidate {
                 let read_rev = read.as_ref().map(Entry::revision);
                 let view_rev = self.view.as_ref().map(Entry::revision);
                 if read_rev.is_none() || read_rev >= view_rev {
-                    self.view = read;
+                    self.set_view(read);
                 }
                 self.known = true;
                 let now_expect = match &self.view {
@@ -426,33 +508,68 @@ mod tests {
         })
     }
 
+    const PACE: Pace = Pace {
+        grace: Duration::from_millis(200),
+        last_resort: Duration::from_secs(2),
+    };
+
+    fn turn(rank: usize, waited_ms: u64) -> Turn {
+        Turn {
+            rank,
+            waited: Duration::from_millis(waited_ms),
+        }
+    }
+
+    fn take(view: &KeyView, t: Turn) -> Decision {
+        decide(view, "a", t, PACE)
+    }
+
     #[test]
-    fn free_keys_are_raced_for_with_the_exact_expectation() {
+    fn the_first_in_line_races_for_a_free_key_at_once_with_the_exact_expectation() {
         assert_eq!(
-            decide(&KeyView::Absent, "a"),
+            take(&KeyView::Absent, turn(0, 0)),
             Decision::Take(Expect::NoMessage)
         );
         assert_eq!(
-            decide(&KeyView::Removed(rev(9)), "a"),
+            take(&KeyView::Removed(rev(9)), turn(0, 0)),
             Decision::Take(Expect::Revision(rev(9)))
         );
     }
 
     #[test]
+    fn later_places_wait_their_turn_then_race() {
+        let free = KeyView::Removed(rev(9));
+        let ms = Duration::from_millis;
+        let cases = [
+            (turn(1, 0), Decision::Later(ms(200))),
+            (turn(1, 150), Decision::Later(ms(50))),
+            (turn(1, 200), Decision::Take(Expect::Revision(rev(9)))),
+            (turn(3, 450), Decision::Later(ms(150))),
+            (turn(3, 600), Decision::Take(Expect::Revision(rev(9)))),
+            // The last resort: everyone races once a TTL has passed.
+            (turn(40, 1999), Decision::Later(ms(1))),
+            (turn(40, 2000), Decision::Take(Expect::Revision(rev(9)))),
+        ];
+        for (t, want) in cases {
+            assert_eq!(take(&free, t), want, "{t:?}");
+        }
+    }
+
+    #[test]
     fn live_keys_wait_unless_handed_to_us() {
-        let other = KeyView::Live(rev(5), rec("b", None));
-        assert_eq!(decide(&other, "a"), Decision::Wait);
-        let to_c = KeyView::Live(rev(5), rec("b", Some("c")));
-        assert_eq!(decide(&to_c, "a"), Decision::Wait);
-        let to_us = KeyView::Live(rev(5), rec("b", Some("a")));
-        assert_eq!(
-            decide(&to_us, "a"),
-            Decision::Take(Expect::Revision(rev(5)))
-        );
-        // Our own identity on a live key (an earlier incarnation, or our own write whose
-        // acknowledgement was lost) is not taken over: the lease recognises its own write.
-        let ours = KeyView::Live(rev(5), rec("a", None));
-        assert_eq!(decide(&ours, "a"), Decision::Wait);
-        assert_eq!(decide(&KeyView::Live(rev(5), None), "a"), Decision::Wait);
+        for t in [turn(0, 0), turn(5, 5000)] {
+            let other = KeyView::Live(rev(5), rec("b", None));
+            assert_eq!(take(&other, t), Decision::Wait);
+            let to_c = KeyView::Live(rev(5), rec("b", Some("c")));
+            assert_eq!(take(&to_c, t), Decision::Wait);
+            // A hand-over to us is taken at once, whatever our place in line.
+            let to_us = KeyView::Live(rev(5), rec("b", Some("a")));
+            assert_eq!(take(&to_us, t), Decision::Take(Expect::Revision(rev(5))));
+            // Our own identity on a live key (an earlier incarnation, or our own write whose
+            // acknowledgement was lost) is not taken over: the lease recognises its own write.
+            let ours = KeyView::Live(rev(5), rec("a", None));
+            assert_eq!(take(&ours, t), Decision::Wait);
+            assert_eq!(take(&KeyView::Live(rev(5), None), t), Decision::Wait);
+        }
     }
 }

@@ -14,6 +14,7 @@ use crate::campaign::Campaign;
 use crate::elector::ElectorBuilder;
 use crate::error::{Error, ErrorKind};
 use crate::leadership::{Held, LostReason};
+use crate::line::Pace;
 use crate::observe::Observer;
 use crate::record::{CandidateRecord, LeaderInfo, Observed};
 
@@ -52,7 +53,8 @@ pub(crate) fn validate_name(what: &str, s: &str) -> Result<(), Error> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Conditional writes sent to take the leader key.
+    /// Conditional writes sent to take the leader key (about one per term: only the first
+    /// candidate in line races).
     pub cas_attempts: u64,
     /// Of those, the ones another candidate won.
     pub cas_conflicts: u64,
@@ -83,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) leader_key: String,
     pub(crate) lease: LeaseConfig,
     pub(crate) transfer_ttl: Duration,
+    /// How long candidates wait for the ones before them in line.
+    pub(crate) pace: Pace,
     pub(crate) counters: Counters,
     /// Resignations of dropped leaderships, running in the background.
     pub(crate) tracker: TaskTracker,
@@ -182,6 +186,7 @@ pub struct ElectionBuilder {
     margin: Option<Duration>,
     renew_every: Option<Duration>,
     transfer_ttl: Option<Duration>,
+    succession_grace: Option<Duration>,
 }
 
 impl ElectionBuilder {
@@ -213,6 +218,16 @@ impl ElectionBuilder {
         self
     }
 
+    /// How long each candidate waits for the one before it in line when the leader key is
+    /// free (default: the margin, at most 250 ms). Only the first live candidate (the oldest
+    /// registration) races at once, so a failover costs one write; if it does not take the
+    /// key — it crashed or is cut off — the next one races after one grace, and so on; after
+    /// one TTL everyone does. Zero makes every candidate race at once.
+    pub fn succession_grace(mut self, grace: Duration) -> Self {
+        self.succession_grace = Some(grace);
+        self
+    }
+
     /// Validates the options.
     pub fn build(self) -> Result<Election, Error> {
         validate_name("election name", &self.name)?;
@@ -234,8 +249,15 @@ impl ElectionBuilder {
             )
             .with_source(e)
         })?;
+        let pace = Pace {
+            grace: self
+                .succession_grace
+                .unwrap_or_else(|| lease.margin().min(Duration::from_millis(250))),
+            last_resort: ttl,
+        };
         Ok(Election {
             shared: Arc::new(Shared {
+                pace,
                 leader_key: format!("{}.leader", self.name),
                 bucket: self.bucket,
                 name: self.name,
@@ -270,7 +292,7 @@ impl Election {
         Election::builder(bucket, name).ttl(ttl).build()
     }
 
-    /// Options beyond the TTL (margin, renewal interval, transfer TTL).
+    /// Options beyond the TTL (margin, renewal interval, transfer TTL, succession grace).
     pub fn builder(bucket: Bucket, name: impl Into<String>) -> ElectionBuilder {
         ElectionBuilder {
             bucket,
@@ -279,6 +301,7 @@ impl Election {
             margin: None,
             renew_every: None,
             transfer_ttl: None,
+            succession_grace: None,
         }
     }
 

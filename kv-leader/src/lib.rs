@@ -100,6 +100,7 @@ mod error;
 mod fence;
 mod health;
 mod leadership;
+mod line;
 mod observe;
 mod record;
 

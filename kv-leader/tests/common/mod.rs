@@ -66,3 +66,26 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
+
+/// Waits until the registered candidates' ids satisfy `pred`; returns them.
+pub async fn candidates_until(
+    el: &Election,
+    mut pred: impl FnMut(&[String]) -> bool,
+) -> Vec<String> {
+    within("candidate registrations", async {
+        loop {
+            let ids: Vec<String> = el
+                .candidates()
+                .await
+                .expect("candidates")
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            if pred(&ids) {
+                return ids;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}

@@ -1,0 +1,169 @@
+//! The line of candidates: who races for a free leader key first.
+//!
+//! Registrations `E.cand.<id>` are leases; their origins (the revisions that created them)
+//! order the candidates. When the leader key is free, only the first in line races for it;
+//! each further place waits one more grace period, so a dead or cut-off successor delays the
+//! election by about one grace, not until its registration expires. Pure code: the campaign
+//! loop feeds it watch events and asks it for our place.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kv_core::Revision;
+
+/// The live candidate registrations, as a watch of `E.cand.*` shows them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Line {
+    /// Candidate id → (registration origin, `None` once removed; latest revision seen).
+    regs: HashMap<String, (Option<Revision>, Revision)>,
+}
+
+/// The leader that just left: its registration (created before it won, so older than its
+/// last leader-key revision) does not stand in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub(crate) id: String,
+    /// The last live revision of the leader key we saw it write.
+    pub(crate) revision: Revision,
+}
+
+impl Line {
+    /// Applies one revision of `id`'s registration: `origin` of a live value, `None` for a
+    /// removal. Revisions older than what we have are ignored.
+    pub(crate) fn apply(&mut self, id: &str, revision: Revision, origin: Option<Revision>) {
+        if self.regs.get(id).is_some_and(|(_, seen)| *seen >= revision) {
+            return;
+        }
+        self.regs.insert(id.to_string(), (origin, revision));
+    }
+
+    /// How many live candidates stand before us (`origin`: our registration's; `None` when
+    /// we are not registered, which puts us last).
+    pub(crate) fn rank(&self, me: &str, origin: Option<Revision>, out: Option<&Outgoing>) -> usize {
+        self.regs
+            .iter()
+            .filter_map(|(id, (o, _))| Some((id, o.as_ref()?)))
+            .filter(|(id, _)| id.as_str() != me)
+            .filter(|(id, o)| !out.is_some_and(|x| x.id == **id && **o < x.revision))
+            .filter(|(id, o)| origin.is_none_or(|mine| (**o, id.as_str()) < (mine, me)))
+            .count()
+    }
+}
+
+/// How long a free leader key waits for earlier candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pace {
+    /// Per place in line.
+    pub(crate) grace: Duration,
+    /// After this everyone races: every registration that was dead when the key became free
+    /// has expired by then (one lease TTL).
+    pub(crate) last_resort: Duration,
+}
+
+impl Pace {
+    /// How long after the key became free the candidate `rank` places back may race.
+    pub(crate) fn due(&self, rank: usize) -> Duration {
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        self.grace
+            .checked_mul(rank)
+            .map_or(self.last_resort, |d| d.min(self.last_resort))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(n: u64) -> Revision {
+        Revision::new(n).unwrap()
+    }
+
+    fn line(regs: &[(&str, u64)]) -> Line {
+        let mut l = Line::default();
+        for (id, o) in regs {
+            l.apply(id, rev(*o), Some(rev(*o)));
+        }
+        l
+    }
+
+    fn out(id: &str, r: u64) -> Outgoing {
+        Outgoing {
+            id: id.into(),
+            revision: rev(r),
+        }
+    }
+
+    #[test]
+    fn rank_is_the_number_of_older_live_registrations() {
+        let l = line(&[("a", 3), ("b", 5), ("c", 8)]);
+        let cases: &[(&str, Option<u64>, Option<Outgoing>, usize)] = &[
+            ("a", Some(3), None, 0),
+            ("b", Some(5), None, 1),
+            ("c", Some(8), None, 2),
+            // Not registered (yet, or lost): last.
+            ("d", None, None, 3),
+            // Our own registration not yet seen by the watch: placed by our lease's origin.
+            ("d", Some(9), None, 3),
+            // The outgoing leader's registration (older than its last revision) steps aside.
+            ("b", Some(5), Some(out("a", 20)), 0),
+            ("c", Some(8), Some(out("a", 20)), 1),
+            // ...but a registration it made after leaving (origin above that revision) stands.
+            ("c", Some(8), Some(out("a", 2)), 2),
+            // The outgoing leader itself, re-registered later, queues behind the others.
+            ("a", Some(30), Some(out("a", 20)), 2),
+        ];
+        for (me, origin, o, want) in cases {
+            assert_eq!(
+                l.rank(me, origin.map(rev), o.as_ref()),
+                *want,
+                "{me} {origin:?} {o:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn removals_and_renewals_move_the_line() {
+        let mut l = line(&[("a", 3), ("b", 5), ("c", 8)]);
+        // A renewal keeps the origin.
+        l.apply("a", rev(10), Some(rev(3)));
+        assert_eq!(l.rank("c", Some(rev(8)), None), 2);
+        // The successor's registration expires (watched): the next is first.
+        l.apply("a", rev(11), None);
+        assert_eq!(l.rank("b", Some(rev(5)), None), 0);
+        // A late, older revision does not bring it back.
+        l.apply("a", rev(10), Some(rev(3)));
+        assert_eq!(l.rank("b", Some(rev(5)), None), 0);
+        // Re-registering puts it at the back.
+        l.apply("a", rev(12), Some(rev(12)));
+        assert_eq!(l.rank("a", Some(rev(12)), None), 2);
+    }
+
+    #[test]
+    fn ties_are_broken_by_id() {
+        let mut l = Line::default();
+        l.apply("x", rev(4), Some(rev(4)));
+        l.apply("y", rev(4), Some(rev(4)));
+        assert_eq!(l.rank("x", Some(rev(4)), None), 0);
+        assert_eq!(l.rank("y", Some(rev(4)), None), 1);
+    }
+
+    #[test]
+    fn each_place_waits_one_more_grace_until_the_last_resort() {
+        let pace = Pace {
+            grace: Duration::from_millis(200),
+            last_resort: Duration::from_secs(2),
+        };
+        let ms = Duration::from_millis;
+        for (rank, want) in [
+            (0, ms(0)),
+            (1, ms(200)),
+            (2, ms(400)),
+            (9, ms(1800)),
+            (10, ms(2000)),
+            (49, ms(2000)),
+            (usize::MAX, ms(2000)),
+        ] {
+            assert_eq!(pace.due(rank), want, "rank {rank}");
+        }
+    }
+}
