@@ -67,11 +67,6 @@ impl Source {
         }
     }
 
-    /// The key filters a reader watches.
-    pub(crate) fn reader_filters(&self) -> Vec<String> {
-        vec![self.filter()]
-    }
-
     /// The key filter that covers the configuration.
     pub(crate) fn filter(&self) -> String {
         match self {

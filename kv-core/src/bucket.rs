@@ -245,6 +245,13 @@ impl ReadOnlyBucket {
         &self.inner.name
     }
 
+    /// Whether `other` is a clone of this handle (the same opened bucket on the same
+    /// connection), as opposed to another `open` of it. Lets a caller share per-handle work,
+    /// such as one watch for many readers.
+    pub fn same_handle(&self, other: &ReadOnlyBucket) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The version of the server the handle's client is connected to.
     pub fn server_version(&self) -> ServerVersion {
         self.inner.js.server_version()

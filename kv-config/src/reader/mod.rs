@@ -1,8 +1,8 @@
 //! The hot-reloading reader: [`ConfigBuilder`] and [`ConfigReader`].
 
 mod core;
+mod feed;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
@@ -449,34 +449,20 @@ where
                 .unwrap_or_else(|| std::env::vars().collect());
             self.pipeline.env = env_layer(prefix, vars);
         }
-        let bucket = match &connector {
-            Connector::Bucket(b) => Some(b.clone()),
-            Connector::Lazy(_) => None,
-        };
+        let feed = feed::subscribe(&connector, &self.source);
         let mut core = Core {
             source: self.source.clone(),
             pipeline: Arc::new(std::mem::take(&mut self.pipeline)),
-            connector,
-            bucket,
-            watch: None,
-            entries: BTreeMap::new(),
-            deleted: None,
-            last_rev: None,
+            states: feed.states(),
+            feed,
+            raw: None,
             had_value: false,
-            in_txn: false,
             snapshot_file: self.snapshot_file.clone(),
             persisted: None,
             ack,
         };
         let span = tracing::info_span!("kv_config.load", config = %self.source.name());
-        let loaded = tokio::time::timeout(self.start_timeout, core.sync().instrument(span)).await;
-        let loaded = match loaded {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("no answer from the kv in {:?}", self.start_timeout),
-            )),
-        };
+        let loaded = self.first_state(&mut core).instrument(span).await;
         // The initial value: accepted from the KV, or the snapshot file.
         let (snapshot, rejection, synced) = match loaded {
             Ok(()) => match core.evaluate() {
@@ -485,7 +471,7 @@ where
                     let snap = Snapshot {
                         value,
                         json,
-                        revision: core.last_rev,
+                        revision: core.last_rev(),
                         origin: Origin::Kv,
                         stale: false,
                         loaded_at: SystemTime::now(),
@@ -493,7 +479,7 @@ where
                     (snap, None, true)
                 }
                 Err(rej) => {
-                    let rej = rej.at(core.last_rev);
+                    let rej = rej.at(core.last_rev());
                     tracing::warn!(error = %rej, "config in the kv rejected at start");
                     match self.load_snapshot_file(&mut core)? {
                         Some(snap) => (snap, Some(rej), true),
@@ -502,7 +488,6 @@ where
                 }
             },
             Err(e) => {
-                core.watch = None;
                 if self.require_fresh {
                     return Err(Error::new(
                         ErrorKind::Unavailable,
@@ -534,7 +519,7 @@ where
             health: Mutex::new(Health {
                 stale,
                 applied: if synced && rejection.is_none() {
-                    core.last_rev
+                    core.last_rev()
                 } else {
                     None
                 },
@@ -559,6 +544,22 @@ where
             }),
             generation: generation_rx,
         })
+    }
+
+    /// Waits up to the start timeout for the feed's first state, and takes it.
+    async fn first_state(&self, core: &mut Core<T>) -> Result<(), Error> {
+        core.raw = core
+            .states
+            .first(self.start_timeout, &self.source.filter())
+            .await;
+        if core.raw.is_some() {
+            return Ok(());
+        }
+        let why = core.feed.last_error().unwrap_or_else(|| "no answer".into());
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("the kv did not answer in {:?}: {why}", self.start_timeout),
+        ))
     }
 
     /// The snapshot file's value, checked like any candidate; `None` when there is none.

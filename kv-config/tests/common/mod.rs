@@ -89,3 +89,25 @@ pub(crate) async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T
         .expect("event in time")
         .expect("events not closed")
 }
+
+/// The number of consumers on the bucket's stream, fresh from the server
+/// (`$JS.API.STREAM.INFO`'s `state.consumer_count`).
+pub(crate) async fn consumers(b: &Bucket) -> usize {
+    b.status()
+        .await
+        .expect("stream info")
+        .stream_info
+        .state
+        .consumer_count
+}
+
+/// Polls the consumer count until it is `n`, under the timeout.
+pub(crate) async fn wait_consumers(b: &Bucket, n: usize) {
+    tokio::time::timeout(T, async {
+        while consumers(b).await != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("consumer count did not reach {n} in time"));
+}

@@ -68,7 +68,7 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Waits until the registered candidates' ids satisfy `pred`; returns them.
-pub async fn candidates_until(
+pub(crate) async fn candidates_until(
     el: &Election,
     mut pred: impl FnMut(&[String]) -> bool,
 ) -> Vec<String> {
