@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_core::lease::{Lease, LeaseConfig};
-use kv_core::{Revision, WatchEvent};
+use kv_core::{Entry, Include, Revision, WatchEvent};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +29,8 @@ use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
-use crate::queue::{ticket_of, view, View};
-use crate::rule::{decide, Decision, Kind, Wait};
+use crate::queue::{view, View};
+use crate::rule::{decide, Decision, Kind};
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
 
@@ -229,11 +229,11 @@ async fn protocol(
     let lease = enqueue(s, cfg, slot.own_last).await?;
     s.bump(Stat::Enqueued);
     loop {
-        match queue_step(s, &lease, try_only).await? {
-            Step::Held(alone) => return Ok(Some((lease, alone, "queue"))),
+        match wait_turn(s, &lease, try_only).await? {
+            Turn::Held(alone) => return Ok(Some((lease, alone, "queue"))),
             // Dropping the lease releases our entry.
-            Step::NotNow => return Ok(None),
-            Step::Again => {}
+            Turn::NotNow => return Ok(None),
+            Turn::Again => {}
         }
     }
 }
@@ -294,12 +294,6 @@ async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Re
         .map_err(Error::from)
 }
 
-enum Step {
-    Held(Option<Revision>),
-    NotNow,
-    Again,
-}
-
 fn entry_lost(why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::QueueEntryLost,
@@ -307,91 +301,85 @@ fn entry_lost(why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// One look at the queue: hold, or wait for what the rule names, or look again.
-async fn queue_step(s: &Shared, lease: &Lease, try_only: bool) -> Result<Step, Error> {
-    let v = view(s, Some(lease.revision())).await?;
-    crate::locks::check_kind(s, &v)?;
-    let Some(me) = v.position(&s.own_key, lease.origin()) else {
-        return Err(entry_lost(
-            "it is no longer in the queue (expired or removed)",
-        ));
-    };
-    if !lease.is_held() {
-        return Err(entry_lost("its lease ran out"));
-    }
-    match decide(&v.queue, me, s.kind) {
-        Decision::Hold => {
-            let alone = if v.queue.len() == 1 { v.last } else { None };
-            Ok(Step::Held(alone))
-        }
-        Decision::Wait(_) if try_only => Ok(Step::NotNow),
-        Decision::Wait(w) => wait(s, lease, &w, &v).await,
-    }
+/// What one watch of the queue ended with.
+enum Turn {
+    /// We hold; with the lock's last revision when we were alone in it.
+    Held(Option<Revision>),
+    /// A try found the lock busy.
+    NotNow,
+    /// The watch broke: open another.
+    Again,
 }
 
-/// Waits until what the rule named is gone (or one more look is needed), or our entry is
-/// lost. The keeper renews our entry meanwhile.
-async fn wait(s: &Shared, lease: &Lease, w: &Wait, v: &View) -> Result<Step, Error> {
-    let mut blockers: HashMap<&str, Revision> =
-        w.blockers.iter().map(|(k, t)| (k.as_str(), *t)).collect();
-    let filter = w.watch.clone().unwrap_or_else(|| s.name.queue_filter());
-    let from = v
-        .as_of
-        .and_then(|r| Revision::new(r.get() + 1))
-        .ok_or_else(|| Error::new(ErrorKind::Internal, "a queue snapshot without its revision"))?;
+/// Follows the lock's keys on one watch until the rule says we hold.
+///
+/// The watch is a consumer on the stream leader: its initial last-per-key delivery and every
+/// write after it arrive in order, so the rule decides on a view that no lagging replica can
+/// falsify (a direct-get snapshot, served by any replica, can — chaos runs on R3 buckets
+/// found overlapping holders that way). After the initial state, every event is decided on
+/// again, locally; the lease keeper renews our entry meanwhile.
+async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Error> {
+    let mut watch = open_watch(s, lease).await?;
     let lost = lease.lost();
     tokio::pin!(lost);
-    s.bump(Stat::Watch);
-    // Only removals matter here; a compacted revision is never one we wait for. Creating
-    // the watch can time out during a stream-leader failover: retried while our entry lives.
-    let start = || {
-        let w = s.bucket.watch([filter.as_str()]).from_revision(from);
-        w.skip_compacted().into_future()
-    };
-    let mut watch = tokio::select! {
-        biased;
-        why = &mut lost => return Err(entry_lost(why)),
-        w = kv_core::Backoff::DEFAULT.retry(start) => w?,
-    };
-    tracing::debug!(lock = %s.name, watching = %filter, blockers = blockers.len(), ticket = lease.origin().get(), "waiting");
-    let mut gone = 0;
+    let mut keys: HashMap<String, Entry> = HashMap::new();
+    let mut ready = false;
     loop {
         let ev = tokio::select! {
             biased;
             why = &mut lost => return Err(entry_lost(why)),
             ev = watch.next() => ev,
         };
-        let e = match ev {
-            Some(Ok(WatchEvent::Entry(e))) => e,
-            Some(Ok(WatchEvent::InitialDone)) => continue,
-            Some(Err(e)) => {
-                tracing::debug!(lock = %s.name, error = %e, "watch error, looking again");
-                return Ok(Step::Again);
+        match ev {
+            Some(Ok(WatchEvent::Entry(e))) => {
+                keys.insert(e.key().as_str().to_string(), e);
             }
-            None => return Ok(Step::Again),
-        };
-        // A blocker is gone when its key is removed — or rewritten with another ticket: with
-        // history 1 a release followed at once by a new acquisition of the same handle
-        // replaces the tombstone before a watcher can read it. Renewals keep the ticket.
-        let key = e.key().as_str();
-        let left = match blockers.get(key) {
-            None => false,
-            Some(_) if !e.is_value() => true,
-            Some(t) => ticket_of(&e) != *t,
-        };
-        if !left {
+            Some(Ok(WatchEvent::InitialDone)) => ready = true,
+            Some(Err(e)) => {
+                tracing::debug!(lock = %s.name, error = %e, "queue watch broke, watching again");
+                return Ok(Turn::Again);
+            }
+            None => return Ok(Turn::Again),
+        }
+        if !ready {
             continue;
         }
-        blockers.remove(key);
-        gone += 1;
-        if w.hold_after.is_some_and(|n| gone >= n) {
-            if !lease.is_held() {
-                return Err(entry_lost("its lease ran out"));
+        let v = View::of(&s.name, keys.values(), None);
+        crate::locks::check_kind(s, &v)?;
+        let Some(me) = v.position(&s.own_key, lease.origin()) else {
+            return Err(entry_lost(
+                "it is no longer in the queue (expired or removed)",
+            ));
+        };
+        if !lease.is_held() {
+            return Err(entry_lost("its lease ran out"));
+        }
+        match decide(&v.queue, me, s.kind) {
+            Decision::Hold => {
+                let alone = if v.queue.len() == 1 { v.last } else { None };
+                return Ok(Turn::Held(alone));
             }
-            return Ok(Step::Held(None));
+            Decision::Wait(_) if try_only => return Ok(Turn::NotNow),
+            Decision::Wait(w) => {
+                tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
+            }
         }
-        if w.watch.is_some() {
-            return Ok(Step::Again);
-        }
+    }
+}
+
+/// Opens the queue watch (last value per key, then every write), riding out a stream-leader
+/// failover while our entry lives.
+async fn open_watch(s: &Shared, lease: &Lease) -> Result<kv_core::Watch, Error> {
+    s.bump(Stat::Watch);
+    let filter = s.name.all_filter();
+    let start = || {
+        s.bucket
+            .watch([filter.as_str()])
+            .include(Include::LastPerKey)
+            .into_future()
+    };
+    tokio::select! {
+        why = lease.lost() => Err(entry_lost(why)),
+        w = kv_core::Backoff::DEFAULT.retry(start) => Ok(w?),
     }
 }

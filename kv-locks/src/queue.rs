@@ -50,16 +50,22 @@ impl View {
             .position(|q| q.key == key && q.ticket == ticket)
     }
 
-    fn of(name: &LockName, snap: kv_core::Snapshot) -> View {
-        let last = snap.last_revision();
+    /// The view of a lock's keys, from the latest entry of each (tombstones included).
+    pub(crate) fn of<'a>(
+        name: &LockName,
+        entries: impl IntoIterator<Item = &'a Entry>,
+        as_of: Option<Revision>,
+    ) -> View {
         let prefix = name.queue_prefix();
         let permits_key = name.permits_key();
         let mut permits = None;
+        let mut last = None;
         let mut live: Vec<(Queued, Option<QueueValue>, Revision)> = Vec::new();
-        for e in snap.entries {
+        for e in entries {
+            last = last.max(Some(e.revision()));
             let key = e.key().as_str();
             if key == permits_key {
-                permits = Some(e);
+                permits = Some(e.clone());
                 continue;
             }
             if !key.starts_with(&prefix) || !e.is_value() {
@@ -68,7 +74,7 @@ impl View {
             let value = QueueValue::decode(e.value());
             let queued = Queued {
                 key: key.to_string(),
-                ticket: ticket_of(&e),
+                ticket: ticket_of(e),
                 shared: value.as_ref().is_some_and(QueueValue::is_shared),
             };
             live.push((queued, value, e.revision()));
@@ -79,7 +85,7 @@ impl View {
             queue,
             values,
             last,
-            as_of: snap.as_of,
+            as_of,
             permits,
         }
     }
@@ -110,7 +116,7 @@ pub(crate) async fn view(s: &Shared, at_least: Option<Revision>) -> Result<View,
             (Some(_), None) => false,
         };
         if fresh || stale == STALE_RETRIES {
-            return Ok(View::of(&s.name, snap));
+            return Ok(View::of(&s.name, &snap.entries, snap.as_of));
         }
         stale += 1;
         tracing::debug!(lock = %s.name, "snapshot from a lagging replica, retrying");

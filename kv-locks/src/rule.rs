@@ -1,15 +1,15 @@
 //! Who holds a lock, decided from a view of its queue: a pure rule, one per lock kind.
 //!
 //! Every lock is a queue of entries ordered by ticket. The rule says, for one entry, whether
-//! it holds now, and otherwise which entries it waits for — and whether their departure is
-//! enough to hold or only a reason to look again. The acquisition loop (`acquire.rs`) only
-//! asks; it never knows what kind of lock it runs. This is Curator's `getsTheLock` idea:
+//! it holds now, and otherwise which entries it waits for. The acquisition loop
+//! (`acquire.rs`) asks again on every change of the queue; it never knows what kind of lock
+//! it runs. This is Curator's `getsTheLock` idea:
 //! the read-write lock is just another rule.
 //!
 //! | kind | holds when | waits for |
 //! | --- | --- | --- |
 //! | exclusive (mutex, writer) | first in the queue | its predecessor |
-//! | semaphore(n) | fewer than n entries ahead | any n-th-last entry ahead to leave (watches the queue) |
+//! | semaphore(n) | fewer than n entries ahead | enough of the entries ahead to leave |
 //! | shared (reader) | no exclusive entry ahead | the nearest exclusive entry ahead |
 //!
 //! Writers are not starved: a reader that arrives after a waiting writer has that writer
@@ -57,16 +57,11 @@ pub(crate) enum Decision {
     Wait(Wait),
 }
 
-/// What a waiting entry waits for.
+/// What a waiting entry waits for: the entries whose departure matters, with their tickets
+/// (for tracing; the loop decides again on every change of the queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Wait {
-    /// The one key to watch, or `None` for the whole queue.
-    pub(crate) watch: Option<String>,
-    /// The entries whose departure matters, with their tickets.
     pub(crate) blockers: Vec<(String, Revision)>,
-    /// How many blockers must leave for the entry to hold without looking again; `None`
-    /// when a departure only means "look again".
-    pub(crate) hold_after: Option<usize>,
 }
 
 /// Decides for the entry at `me` (an index into `queue`, which is sorted by ticket).
@@ -76,9 +71,7 @@ pub(crate) fn decide(queue: &[Queued], me: usize, kind: Kind) -> Decision {
         Kind::Exclusive => match ahead.last() {
             None => Decision::Hold,
             Some(pred) => Decision::Wait(Wait {
-                watch: Some(pred.key.clone()),
                 blockers: vec![(pred.key.clone(), pred.ticket)],
-                hold_after: (ahead.len() == 1).then_some(1),
             }),
         },
         Kind::Shared => {
@@ -86,9 +79,7 @@ pub(crate) fn decide(queue: &[Queued], me: usize, kind: Kind) -> Decision {
             match writers.last() {
                 None => Decision::Hold,
                 Some(w) => Decision::Wait(Wait {
-                    watch: Some(w.key.clone()),
                     blockers: vec![(w.key.clone(), w.ticket)],
-                    hold_after: (writers.len() == 1).then_some(1),
                 }),
             }
         }
@@ -98,9 +89,7 @@ pub(crate) fn decide(queue: &[Queued], me: usize, kind: Kind) -> Decision {
                 return Decision::Hold;
             }
             Decision::Wait(Wait {
-                watch: None,
                 blockers: ahead.iter().map(|q| (q.key.clone(), q.ticket)).collect(),
-                hold_after: Some(ahead.len() + 1 - n),
             })
         }
     }
@@ -136,14 +125,12 @@ mod tests {
             .collect()
     }
 
-    fn wait(watch: Option<&str>, blockers: &[u64], hold_after: Option<usize>) -> Decision {
+    fn wait(blockers: &[u64]) -> Decision {
         Decision::Wait(Wait {
-            watch: watch.map(str::to_string),
             blockers: blockers
                 .iter()
                 .map(|&t| (format!("k{t}"), Revision::new(t).unwrap()))
                 .collect(),
-            hold_after,
         })
     }
 
@@ -151,19 +138,10 @@ mod tests {
     fn exclusive_entries_hold_first_and_wait_for_their_predecessor() {
         let queue = q("w w w");
         assert_eq!(decide(&queue, 0, Kind::Exclusive), Decision::Hold);
-        assert_eq!(
-            decide(&queue, 1, Kind::Exclusive),
-            wait(Some("k1"), &[1], Some(1))
-        );
-        assert_eq!(
-            decide(&queue, 2, Kind::Exclusive),
-            wait(Some("k2"), &[2], None)
-        );
+        assert_eq!(decide(&queue, 1, Kind::Exclusive), wait(&[1]));
+        assert_eq!(decide(&queue, 2, Kind::Exclusive), wait(&[2]));
         // a writer waits for readers ahead too
-        assert_eq!(
-            decide(&q("r r w"), 2, Kind::Exclusive),
-            wait(Some("k2"), &[2], None)
-        );
+        assert_eq!(decide(&q("r r w"), 2, Kind::Exclusive), wait(&[2]));
     }
 
     #[test]
@@ -177,15 +155,9 @@ mod tests {
             );
         }
         // the reader behind the first writer waits for it and holds when it goes
-        assert_eq!(
-            decide(&queue, 4, Kind::Shared),
-            wait(Some("k4"), &[4], Some(1))
-        );
+        assert_eq!(decide(&queue, 4, Kind::Shared), wait(&[4]));
         // behind two writers: wait for the nearest, then look again
-        assert_eq!(
-            decide(&queue, 6, Kind::Shared),
-            wait(Some("k6"), &[6], None)
-        );
+        assert_eq!(decide(&queue, 6, Kind::Shared), wait(&[6]));
         assert_eq!(holders(&queue, None), 3);
         assert_eq!(holders(&q("w r r"), None), 1);
         assert_eq!(holders(&[], None), 0);
@@ -197,14 +169,8 @@ mod tests {
         for me in 0..3 {
             assert_eq!(decide(&queue, me, Kind::Permit(3)), Decision::Hold);
         }
-        assert_eq!(
-            decide(&queue, 3, Kind::Permit(3)),
-            wait(None, &[1, 2, 3], Some(1))
-        );
-        assert_eq!(
-            decide(&queue, 4, Kind::Permit(3)),
-            wait(None, &[1, 2, 3, 4], Some(2))
-        );
+        assert_eq!(decide(&queue, 3, Kind::Permit(3)), wait(&[1, 2, 3]));
+        assert_eq!(decide(&queue, 4, Kind::Permit(3)), wait(&[1, 2, 3, 4]));
         assert_eq!(holders(&queue, Some(3)), 3);
         // a zero permit count is treated as one, never as "nobody may hold"
         assert_eq!(decide(&queue, 0, Kind::Permit(0)), Decision::Hold);
@@ -212,9 +178,6 @@ mod tests {
 
     #[test]
     fn an_index_past_the_queue_is_treated_as_last() {
-        assert_eq!(
-            decide(&q("w"), 5, Kind::Exclusive),
-            wait(Some("k1"), &[1], Some(1))
-        );
+        assert_eq!(decide(&q("w"), 5, Kind::Exclusive), wait(&[1]));
     }
 }
