@@ -59,10 +59,14 @@
 //! The server accepts one. The **term** is the lease's origin, the revision of the winning
 //! write; every later write of the leadership carries it in its lease mark, and observers
 //! read it from there ([`kv_core::Entry::lease`], never above the entry's own revision).
-//! Since revisions of a bucket only grow, terms strictly increase. The losers get a conflict
-//! and wait for the next change: on failover every waiting candidate sends one write (a herd
-//! of n−1 conflicts, counted in [`Stats`]), which is cheap for the handful of candidates an
-//! election has. A creating write whose acknowledgement was lost is recognised by the lease's
+//! Since revisions of a bucket only grow, terms strictly increase. Only one candidate races:
+//! registrations `E.cand.<id>` are leases whose origins order the candidates, and every
+//! campaign's watch follows them with the leader key. When the key is free, the first live
+//! registration other than the outgoing leader's races at once; each later place waits one
+//! succession grace longer (`ElectionBuilder::succession_grace`, default the margin capped
+//! at 250 ms), and after one TTL everyone races. A failover costs one write (counted in
+//! [`Stats`]); a dead or cut-off successor delays it by about one grace, and its watched
+//! expiry moves the line at once. A creating write whose acknowledgement was lost is recognised by the lease's
 //! nonce, so a lost acknowledgement never looks like a lost election.
 //!
 //! **Lease.** The keeper rewrites the key every TTL/3, expecting its own last revision. The
