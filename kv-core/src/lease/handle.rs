@@ -228,12 +228,21 @@ async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
             }
         }
     };
-    recognise(bucket, st, recheck).await
+    recognise(bucket, st, recheck, rev).await
 }
 
 /// After a conflict that may be our own unacknowledged write: asks the stream leader.
-async fn recognise(bucket: &Bucket, st: &State, since: Instant) -> Step {
+///
+/// Only a write of ours *newer than the revision we expected* is one of our unacknowledged
+/// writes: an older one means the read was stale (an outdated leader may answer during an
+/// election), and taking it for a renewal would extend the deadline past the server's expiry.
+async fn recognise(bucket: &Bucket, st: &State, since: Instant, expected: Revision) -> Step {
     match bucket.get_from_leader(&st.key).await {
+        Ok(Some(e)) if st.is_ours(&e) && e.revision() <= expected => {
+            tracing::debug!(key = %st.key, revision = e.revision().get(), "stale read of the lease key, retrying");
+            st.live().clock.renewal_failed();
+            Step::Retry
+        }
         Ok(Some(e)) if e.is_value() && st.is_ours(&e) => {
             let mut l = st.live();
             l.rev = e.revision();
