@@ -677,6 +677,12 @@ impl Write<'_> {
     /// still at our revision. With a filter such as `lock.>` the write succeeds only if no key
     /// under `lock.` changed since the expected revision ([`Expect::NoMessage`]: none was
     /// ever written).
+    ///
+    /// **Replicated buckets:** the server checks a wildcard filter's expectation against the
+    /// messages it has stored, not against a matching write still in flight (nats-server
+    /// 2.15.1 tracks in-flight writes by exact subject): two writes can both pass. On R3, use
+    /// a wildcard expectation only as an optimisation that something else confirms; an exact
+    /// key's expectation is atomic.
     pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
         self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
         self.expect = Some(expect.into());

@@ -42,6 +42,7 @@ pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(900);
 pub struct Locks {
     bucket: Bucket,
     marker_ttl: Duration,
+    replicated: bool,
     tombstone_ttl: Duration,
     lease: LeaseConfig,
     holder: Arc<Holder>,
@@ -97,6 +98,7 @@ impl Locks {
             keeper: Keeper::new(&bucket, lease)?,
             bucket,
             marker_ttl,
+            replicated: status.replicas > 1,
             tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
             lease,
             holder: Arc::new(Holder::this_process()),
@@ -145,6 +147,7 @@ impl Locks {
             lease: self.lease,
             tombstone_ttl: self.tombstone_ttl,
             marker_ttl: self.marker_ttl,
+            replicated: self.replicated,
             stats: self.stats.clone(),
             slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
         })

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::lease::{create_all, LeaseConfig, LostReason};
+use kv_core::lease::{create_all, Lease, LeaseConfig, LostReason};
 use kv_core::{Revision, WatchEvent};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::acquire::{new_entry, sleep_until_opt};
+use crate::acquire::{holds_now, new_entry, sleep_until_opt};
 use crate::error::{Error, ErrorKind};
 use crate::guard::{Guard, Released};
 use crate::locks::check_kind;
@@ -162,7 +162,11 @@ async fn take(
         }
         if views.iter().all(|v| v.queue.is_empty()) {
             match commit(handles, &views, cfg).await {
-                Ok(leases) => return Ok(Some(MultiGuard::new(handles, leases, slots))),
+                Ok(leases) if confirmed(handles, &leases).await? => {
+                    return Ok(Some(MultiGuard::new(handles, leases, slots)))
+                }
+                // Another entry got in ahead of ours (see `confirmed`): give all back.
+                Ok(leases) => release_all(leases).await,
                 Err(e)
                     if e.kind() == ErrorKind::Kv
                         && e.core_kind() == Some(kv_core::ErrorKind::Conflict) =>
@@ -194,6 +198,28 @@ async fn commit(
         })
         .collect();
     Ok(create_all(creates).await?)
+}
+
+/// Whether every entry of ours holds its lock by the rule. On a replicated bucket a
+/// transaction's wildcard expectations are checked against stored messages only, so a single
+/// lock's queue entry still in flight may have got in ahead of ours.
+async fn confirmed(handles: &[Arc<Shared>], leases: &[Lease]) -> Result<bool, Error> {
+    for (s, lease) in handles.iter().zip(leases) {
+        if s.replicated && !holds_now(s, lease).await? {
+            tracing::debug!(lock = %s.name, "an entry got in ahead of the multi-lock; giving all back");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn release_all(leases: Vec<Lease>) {
+    for r in futures::future::join_all(leases.into_iter().map(|l| l.release().into_future())).await
+    {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not give a multi-lock entry back; it expires with its ttl");
+        }
+    }
 }
 
 /// Waits until an entry of one of the busy locks is removed (or expires).

@@ -26,6 +26,10 @@ pub(crate) struct Shared {
     pub(crate) lease: LeaseConfig,
     pub(crate) tombstone_ttl: Duration,
     pub(crate) marker_ttl: Duration,
+    /// The bucket is replicated: its server checks a wildcard expectation against stored
+    /// messages only, not against a matching write still in flight (nats-server 2.15.1), so
+    /// the one-write fast path (and the release's empty-queue proof) cannot prove "alone".
+    pub(crate) replicated: bool,
     pub(crate) stats: Arc<Stats>,
     /// One acquisition or guard at a time per handle: they all share `own_key`.
     pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
