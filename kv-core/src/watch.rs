@@ -424,8 +424,9 @@ impl State {
             let Some(consumer) = self.consumer.as_mut() else {
                 // Re-create the consumer, with backoff while the server is away.
                 if self.failures > 0 {
-                    let ms = 50u64.saturating_mul(1 << self.failures.min(5)).min(1000);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    // Jittered, so watchers of a restarted server do not return in lockstep.
+                    let pause = crate::retry::Backoff::DEFAULT.delay(self.failures - 1);
+                    tokio::time::sleep(pause).await;
                 }
                 match self.connect(false).await {
                     Ok(()) => {
