@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The project's one test command (CI runs it through .ci/run). Needs only Rust and Python/pip:
-# it provisions nats-server itself, then runs formatting, lints, every test, the docker-feature
-# check and the example build, and finally checks that no nats-server it started survives.
+# The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
+# root (or sudo) for apt-get: it provisions nats-server itself and Debian's protoc packages for
+# the benchmark build, then runs formatting, lints, every test, the docker-feature check, the
+# example and benchmark builds and a 2-minute fixed-seed chaos run, and finally checks that no
+# nats-server it started survives.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
