@@ -32,19 +32,25 @@
 //! [`LockName`] for the key layout). Every handle owns one queue key, `<name>._q.<nonce>`,
 //! whose value names the holder. The **ticket** of an acquisition is the revision of the
 //! write that put it into the queue; the live entries with the lowest tickets hold the lock
-//! (one for a [`Mutex`], N for a [`Semaphore`]). The ticket is the [`Token`].
+//! (a pure rule per kind decides: one for a [`Mutex`] or a writer, N for a [`Semaphore`],
+//! every leading reader of a [`RwLock`]). The ticket is the [`Token`]; the ticket is the
+//! entry's lease origin, carried on every write of the entry.
 //!
-//! - **Uncontended: one write to acquire, one to release.** Acquire is a write of our entry
-//!   conditional on the lock's last revision being one at which the queue was empty
-//!   (`expect_on(<name>.*.*, L)`); release is a delete conditional on the same filter, whose
-//!   success proves the queue is empty again and yields the next `L`. A handle without a
-//!   known `L` reads one snapshot first.
-//! - **Contended: a queue.** A waiter writes its entry, takes one snapshot, and watches only
-//!   its predecessor. One release wakes exactly one waiter, which becomes holder without any
-//!   further write: it has been renewing its own entry all along.
-//! - **Leases.** Entries carry a TTL; holders and waiters renew them (CAS on their own
-//!   revision). The server expires a dead client's entry; the next waiter sees the expiry
-//!   marker at once.
+//! - **Uncontended (single-node buckets): one write to acquire, one to release.** Acquire is
+//!   a write of our entry conditional on the lock's last revision being one at which the
+//!   queue was empty (`expect_on(<name>.*.*, L)`); release is a delete conditional on the same
+//!   filter, whose success proves the queue is empty again and yields the next `L`. A handle
+//!   without a known `L` reads one snapshot first. Replicated buckets have no fast path: their
+//!   server checks a wildcard expectation against stored messages only, not against a
+//!   matching write still in flight.
+//! - **Contended: a queue.** A waiter writes its entry and follows the lock's keys on one
+//!   watch from the stream leader (the last value of each key, then every write), deciding
+//!   again on each event; the next holder needs no further write: the lease keeper has been
+//!   renewing its entry all along. Waiters never decide from a direct-get snapshot, which any
+//!   replica may serve.
+//! - **Leases.** Entries are kv-core leases: one keeper per [`Locks`] renews them (CAS on
+//!   their own revision). The server expires a dead client's entry; the waiters see the
+//!   expiry marker at once.
 //!
 //! See the `acquire` and `guard` sources for the details and the reasons.
 //!
@@ -67,12 +73,11 @@
 //! - **Tombstones expire.** A release's tombstone carries a TTL (default: the bucket's marker
 //!   TTL), so the keys of handles of exited processes disappear instead of growing every
 //!   snapshot.
-//! - **A recognised lost-ack entry is renewed first.** Its send time is unknown, so its lease
-//!   clock starts from a renewal we time ourselves.
-//! - **Semaphore waiters watch the queue** (one consumer each) and count lower entries going
-//!   away: a release wakes every waiter of that semaphore, but costs no extra writes or
-//!   reads; only the waiter whose count drops below the permits becomes holder. Mutex
-//!   waiters watch only their predecessor.
+//! - **A recognised lost-ack entry counts from its first send.** Every write of a lease is
+//!   conditional and carries the lease's nonce, so an entry found with our nonce was written
+//!   by one of our sends, none earlier than the first.
+//! - **Every waiter sees every queue event** (one consumer each, as before): events cost no
+//!   writes or reads, and only the entry the rule names becomes holder.
 //!
 //! ## Guarantees and limits
 //!
