@@ -23,6 +23,20 @@ async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg()).await.unwrap()
 }
 
+/// A bucket handle behind a fault proxy, with 500 ms request timeouts (so a cut link turns
+/// writes into unknown outcomes quickly).
+async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    let b = bucket(&kv).await;
+    (proxy, b)
+}
+
 fn lease_cfg(ttl: u64) -> LeaseConfig {
     LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
 }
@@ -106,14 +120,7 @@ async fn create_respects_its_expectation() {
 #[tokio::test]
 async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
     let server = NatsServer::start().await;
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
-    let b = bucket(&kv).await;
+    let (proxy, b) = proxied_bucket(&server).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let lease = keeper.lease("lock.b", "me").await.unwrap();
 
@@ -142,14 +149,7 @@ async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
 #[tokio::test]
 async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
     let server = NatsServer::start().await;
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
-    let b = bucket(&kv).await;
+    let (proxy, b) = proxied_bucket(&server).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
 
