@@ -66,6 +66,7 @@ pub struct Entry {
 pub struct LeaseTag {
     pub(crate) nonce: u128,
     pub(crate) origin: Revision,
+    pub(crate) completed: bool,
 }
 
 impl LeaseTag {
@@ -81,6 +82,13 @@ impl LeaseTag {
         self.nonce
     }
 
+    /// Whether this is the tombstone of a release marked
+    /// [`completed`](crate::lease::Release::completed): the lease did its work to the end
+    /// (a lock holder's release), rather than being given up (a waiter leaving the queue).
+    pub fn completed(&self) -> bool {
+        self.completed
+    }
+
     pub(crate) fn header_value(nonce: u128, origin: Option<Revision>) -> String {
         match origin {
             Some(o) => format!("{nonce:032x}:{o}"),
@@ -89,9 +97,16 @@ impl LeaseTag {
     }
 }
 
+/// The `Kv-Lease` value of a completed release's tombstone: `<nonce>:<origin>:done`.
+pub(crate) const COMPLETED: &str = ":done";
+
 /// Reads the lease mark of a message at `revision`.
 pub(crate) fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
     let v = headers?.get(KV_LEASE)?.as_str();
+    let (v, completed) = match v.strip_suffix(COMPLETED) {
+        Some(v) => (v, true),
+        None => (v, false),
+    };
     let (nonce, origin) = match v.split_once(':') {
         Some((n, o)) => (n, o.parse::<u64>().ok().and_then(Revision::new)?),
         None => (v, revision),
@@ -99,6 +114,7 @@ pub(crate) fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Optio
     Some(Box::new(LeaseTag {
         nonce: u128::from_str_radix(nonce, 16).ok()?,
         origin: origin.min(revision),
+        completed,
     }))
 }
 

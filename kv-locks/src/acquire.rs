@@ -2,18 +2,22 @@
 //!
 //! 1. **Fast path** (uncontended: one write). Our queue entry is created as a lease with
 //!    `expect_on(<name>.*.*, L)`, where `L` is the lock's last revision at a moment its queue
-//!    was known to be empty (from our own previous clean release, or else from a snapshot).
+//!    was known to be empty (from our own previous clean release; a try reads it first).
 //!    Success proves nothing under the lock changed since `L`: we are alone, and hold it.
-//! 2. **Slow path**. Enter the queue (a lease on our own key), then snapshot the lock's keys
-//!    at a revision ≥ our entry's. The lock's [rule](crate::rule) says whether we hold and,
-//!    if not, which entry to watch; we watch from the snapshot's revision + 1, so nothing is
-//!    missed in between. Tickets below ours can only go away, never appear, so when the rule
-//!    says the departure of what we wait for is enough, we hold without another read.
+//!    Not on replicated buckets, whose servers do not check a wildcard expectation against
+//!    writes in flight.
+//! 2. **Queue path**. Enter the queue (a lease on our own key), then read the lock's keys —
+//!    from the stream leader on a replicated bucket — at a revision ≥ our entry's. The
+//!    lock's [rule](crate::rule) says whether we hold and, if not, which entries we wait for
+//!    (our predecessor for a mutex). We watch those keys only, so a release wakes the next
+//!    waiter and nobody else. When the entry we waited for leaves by a holder's completed
+//!    release, the rule may say we hold without another read (tickets below ours can only go
+//!    away, never appear); any other departure makes us read the queue again.
 //! 3. While we wait, the lease keeper renews our entry like a holder's. If it is lost (taken,
 //!    expired, or its deadline passes) the wait ends with [`ErrorKind::QueueEntryLost`],
 //!    never with "acquired".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,8 +33,8 @@ use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
-use crate::queue::{view, View};
-use crate::rule::{decide, Decision, Kind};
+use crate::queue::{ticket_of, view, View};
+use crate::rule::{decide, holds_after, Decision, Kind, Queued};
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
 
@@ -215,7 +219,15 @@ async fn protocol(
         crate::locks::ensure_permits(s).await?;
         slot.permits_checked = true;
     }
-    let busy = match fast_path(s, slot, cfg).await? {
+    // Without a remembered expectation the fast path would read the queue first, and the
+    // queue path costs the same (a write and a read) without the read going to waste when
+    // the lock is busy; a try still looks first, so a busy lock costs it no write.
+    let fast = if slot.fast.is_some() || try_only {
+        fast_path(s, slot, cfg).await?
+    } else {
+        Fast::Queue
+    };
+    let busy = match fast {
         Fast::Held(lease) => {
             let alone = Some(lease.origin());
             return Ok(Some((lease, alone, "fast")));
@@ -316,19 +328,81 @@ enum Turn {
     Again,
 }
 
-/// Follows the lock's keys on one watch until the rule says we hold.
+/// One round of waiting: reads the queue; if the rule says we wait, watches only the
+/// entries we wait for until one of them leaves.
 ///
-/// The watch is a consumer on the stream leader: its initial last-per-key delivery and every
-/// write after it arrive in order, so the rule decides on a view that no lagging replica can
-/// falsify (a direct-get snapshot, served by any replica, can — chaos runs on R3 buckets
-/// found overlapping holders that way). After the initial state, every event is decided on
-/// again, locally; the lease keeper renews our entry meanwhile.
+/// The read comes from the stream leader on a replicated bucket (a consumer's
+/// last-per-key delivery: a direct-get snapshot, served by any replica, can show a lagging
+/// replica's state — chaos runs on R3 buckets found overlapping holders that way). A
+/// blocker that left by a completed release may settle it without another read (see
+/// [`holds_after`]); anything else reads again. The lease keeper renews our entry meanwhile.
 async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Error> {
-    let mut watch = open_watch(s, lease).await?;
+    let v = queue_now(s, lease).await?;
+    crate::locks::check_kind(s, &v)?;
+    let Some(me) = v.position(&s.own_key, lease.origin()) else {
+        return Err(entry_lost(
+            "it is no longer in the queue (expired or removed)",
+        ));
+    };
+    if !lease.is_held() {
+        return Err(entry_lost("its lease ran out"));
+    }
+    match decide(&v.queue, me, s.kind) {
+        Decision::Hold => {
+            let alone = (v.queue.len() == 1 && !s.replicated)
+                .then_some(v.last)
+                .flatten();
+            Ok(Turn::Held(alone))
+        }
+        Decision::Wait(_) if try_only => Ok(Turn::NotNow),
+        Decision::Wait(w) => {
+            tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
+            Ok(match blocker_left(s, lease, &w.blockers).await? {
+                Some(b) if holds_after(s.kind, &b) => Turn::Held(None),
+                _ => Turn::Again,
+            })
+        }
+    }
+}
+
+/// The queue, as the stream leader has it, with our entry in it (unless it was lost).
+async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
+    if !s.replicated {
+        // One server: its snapshot is the truth.
+        return view(s, Some(lease.origin())).await;
+    }
+    let mut watch = open_watch(s, lease, &[s.name.all_filter()]).await?;
+    let mut keys: HashMap<String, Entry> = HashMap::new();
+    loop {
+        match watch.next().await {
+            Some(Ok(WatchEvent::Entry(e))) => {
+                keys.insert(e.key().as_str().to_string(), e);
+            }
+            Some(Ok(WatchEvent::InitialDone)) => return Ok(View::of(&s.name, keys.values(), None)),
+            Some(Err(e)) if e.is_transient() => {
+                tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
+                watch = open_watch(s, lease, &[s.name.all_filter()]).await?;
+                keys.clear();
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => watch = open_watch(s, lease, &[s.name.all_filter()]).await?,
+        }
+    }
+}
+
+/// Watches `blockers` (from the stream leader) until one of them leaves. Returns it when it
+/// left by a completed release, `None` when it left otherwise (gave up its place, expired,
+/// was removed) or the watch broke: the caller reads the queue again either way.
+async fn blocker_left(
+    s: &Shared,
+    lease: &Lease,
+    blockers: &[Queued],
+) -> Result<Option<Queued>, Error> {
+    let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
+    let mut watch = open_watch(s, lease, &keys).await?;
     let lost = lease.lost();
     tokio::pin!(lost);
-    let mut keys: HashMap<String, Entry> = HashMap::new();
-    let mut ready = false;
+    let mut present: HashSet<&str> = HashSet::new();
     loop {
         let ev = tokio::select! {
             biased;
@@ -337,39 +411,26 @@ async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Er
         };
         match ev {
             Some(Ok(WatchEvent::Entry(e))) => {
-                keys.insert(e.key().as_str().to_string(), e);
+                let Some(b) = blockers.iter().find(|b| b.key == e.key().as_str()) else {
+                    continue;
+                };
+                if e.is_value() && ticket_of(&e) == b.ticket {
+                    present.insert(&b.key);
+                    continue;
+                }
+                let completed = e
+                    .lease()
+                    .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
+                return Ok(completed.then(|| b.clone()));
             }
-            Some(Ok(WatchEvent::InitialDone)) => ready = true,
+            // A blocker the leader has no live entry for left before we looked.
+            Some(Ok(WatchEvent::InitialDone)) if present.len() < blockers.len() => return Ok(None),
+            Some(Ok(WatchEvent::InitialDone)) => {}
             Some(Err(e)) => {
-                tracing::debug!(lock = %s.name, error = %e, "queue watch broke, watching again");
-                return Ok(Turn::Again);
+                tracing::debug!(lock = %s.name, error = %e, "blocker watch broke, reading the queue again");
+                return Ok(None);
             }
-            None => return Ok(Turn::Again),
-        }
-        if !ready {
-            continue;
-        }
-        let v = View::of(&s.name, keys.values(), None);
-        crate::locks::check_kind(s, &v)?;
-        let Some(me) = v.position(&s.own_key, lease.origin()) else {
-            return Err(entry_lost(
-                "it is no longer in the queue (expired or removed)",
-            ));
-        };
-        if !lease.is_held() {
-            return Err(entry_lost("its lease ran out"));
-        }
-        match decide(&v.queue, me, s.kind) {
-            Decision::Hold => {
-                let alone = (v.queue.len() == 1 && !s.replicated)
-                    .then_some(v.last)
-                    .flatten();
-                return Ok(Turn::Held(alone));
-            }
-            Decision::Wait(_) if try_only => return Ok(Turn::NotNow),
-            Decision::Wait(w) => {
-                tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
-            }
+            None => return Ok(None),
         }
     }
 }
@@ -378,31 +439,22 @@ async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Er
 /// from the stream leader (a multi-lock's check after its transaction: a wildcard
 /// expectation alone does not prove a replicated lock free).
 pub(crate) async fn holds_now(s: &Shared, lease: &Lease) -> Result<bool, Error> {
-    let mut watch = open_watch(s, lease).await?;
-    let mut keys: HashMap<String, Entry> = HashMap::new();
-    loop {
-        match watch.next().await {
-            Some(Ok(WatchEvent::Entry(e))) => {
-                keys.insert(e.key().as_str().to_string(), e);
-            }
-            Some(Ok(WatchEvent::InitialDone)) => break,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Ok(false),
-        }
-    }
-    let v = View::of(&s.name, keys.values(), None);
+    let v = queue_now(s, lease).await?;
     Ok(v.position(&s.own_key, lease.origin())
         .is_some_and(|me| decide(&v.queue, me, s.kind) == Decision::Hold))
 }
 
-/// Opens the queue watch (last value per key, then every write), riding out a stream-leader
-/// failover while our entry lives.
-async fn open_watch(s: &Shared, lease: &Lease) -> Result<kv_core::Watch, Error> {
+/// Opens a watch of `filters` (last value per key, then every write), riding out a
+/// stream-leader failover while our entry lives.
+async fn open_watch(
+    s: &Shared,
+    lease: &Lease,
+    filters: &[String],
+) -> Result<kv_core::Watch, Error> {
     s.bump(Stat::Watch);
-    let filter = s.name.all_filter();
     let start = || {
         s.bucket
-            .watch([filter.as_str()])
+            .watch(filters.iter().map(String::as_str))
             .include(Include::LastPerKey)
             .into_future()
     };

@@ -179,7 +179,7 @@ impl Guard {
         // Alone and never renewed: the lock's keys are still where we left them, so the
         // release can prove the queue empty for the next fast path.
         let alone = alone.filter(|_| lease.revision() == lease.origin());
-        let mut release = lease.release();
+        let mut release = lease.release().completed();
         if let Some(a) = alone {
             release = release.first_expect_on(shared.name.all_filter(), Expect::Revision(a));
         }

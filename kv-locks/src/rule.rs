@@ -9,8 +9,14 @@
 //! | kind | holds when | waits for |
 //! | --- | --- | --- |
 //! | exclusive (mutex, writer) | first in the queue | its predecessor |
-//! | semaphore(n) | fewer than n entries ahead | enough of the entries ahead to leave |
+//! | semaphore(n) | fewer than n entries ahead | the n entries just ahead |
 //! | shared (reader) | no exclusive entry ahead | the nearest exclusive entry ahead |
+//!
+//! A waiter watches only what it waits for, so a release wakes one waiter (n for a
+//! semaphore), never the whole queue. A waiter can hold only after one of the entries it
+//! waits for left (entries ahead can only leave; none can appear), and when that entry left
+//! by a holder's completed release, [`holds_after`] says whether that alone proves the waiter
+//! holds; otherwise it reads the queue again.
 //!
 //! Writers are not starved: a reader that arrives after a waiting writer has that writer
 //! ahead of it, so it waits too.
@@ -57,11 +63,10 @@ pub(crate) enum Decision {
     Wait(Wait),
 }
 
-/// What a waiting entry waits for: the entries whose departure matters, with their tickets
-/// (for tracing; the loop decides again on every change of the queue).
+/// What a waiting entry waits for: the entries ahead of it whose departure may let it hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Wait {
-    pub(crate) blockers: Vec<(String, Revision)>,
+    pub(crate) blockers: Vec<Queued>,
 }
 
 /// Decides for the entry at `me` (an index into `queue`, which is sorted by ticket).
@@ -71,27 +76,41 @@ pub(crate) fn decide(queue: &[Queued], me: usize, kind: Kind) -> Decision {
         Kind::Exclusive => match ahead.last() {
             None => Decision::Hold,
             Some(pred) => Decision::Wait(Wait {
-                blockers: vec![(pred.key.clone(), pred.ticket)],
+                blockers: vec![pred.clone()],
             }),
         },
-        Kind::Shared => {
-            let writers: Vec<&Queued> = ahead.iter().filter(|q| !q.shared).collect();
-            match writers.last() {
-                None => Decision::Hold,
-                Some(w) => Decision::Wait(Wait {
-                    blockers: vec![(w.key.clone(), w.ticket)],
-                }),
-            }
-        }
+        Kind::Shared => match ahead.iter().rfind(|q| !q.shared) {
+            None => Decision::Hold,
+            Some(w) => Decision::Wait(Wait {
+                blockers: vec![w.clone()],
+            }),
+        },
         Kind::Permit(n) => {
             let n = n.max(1) as usize;
             if ahead.len() < n {
                 return Decision::Hold;
             }
+            // With n entries just ahead still there we cannot hold; once one of them left we
+            // may, so these are all a waiter needs to watch.
             Decision::Wait(Wait {
-                blockers: ahead.iter().map(|q| (q.key.clone(), q.ticket)).collect(),
+                blockers: ahead[ahead.len() - n..].to_vec(),
             })
         }
+    }
+}
+
+/// Whether a `kind` waiter holds once `blocker` — the one entry it waited for — left by a
+/// completed release (its holder released it after holding).
+///
+/// An exclusive blocker held only when first in the queue, and no entry can enter ahead of
+/// it later, so nothing is left ahead of the waiter behind it (nothing was between them:
+/// the blocker was its predecessor) — and for a reader, only readers were between it and
+/// its nearest writer. A shared blocker proves nothing about the readers beside it, and a
+/// semaphore's permits free in any order: those waiters read the queue again.
+pub(crate) fn holds_after(kind: Kind, blocker: &Queued) -> bool {
+    match kind {
+        Kind::Exclusive | Kind::Shared => !blocker.shared,
+        Kind::Permit(_) => false,
     }
 }
 
@@ -125,11 +144,12 @@ mod tests {
             .collect()
     }
 
-    fn wait(blockers: &[u64]) -> Decision {
+    /// Waiting for the entries of `queue` with these tickets.
+    fn wait(queue: &[Queued], tickets: &[u64]) -> Decision {
         Decision::Wait(Wait {
-            blockers: blockers
+            blockers: tickets
                 .iter()
-                .map(|&t| (format!("k{t}"), Revision::new(t).unwrap()))
+                .map(|&t| queue[t as usize - 1].clone())
                 .collect(),
         })
     }
@@ -138,10 +158,11 @@ mod tests {
     fn exclusive_entries_hold_first_and_wait_for_their_predecessor() {
         let queue = q("w w w");
         assert_eq!(decide(&queue, 0, Kind::Exclusive), Decision::Hold);
-        assert_eq!(decide(&queue, 1, Kind::Exclusive), wait(&[1]));
-        assert_eq!(decide(&queue, 2, Kind::Exclusive), wait(&[2]));
+        assert_eq!(decide(&queue, 1, Kind::Exclusive), wait(&queue, &[1]));
+        assert_eq!(decide(&queue, 2, Kind::Exclusive), wait(&queue, &[2]));
         // a writer waits for readers ahead too
-        assert_eq!(decide(&q("r r w"), 2, Kind::Exclusive), wait(&[2]));
+        let readers = q("r r w");
+        assert_eq!(decide(&readers, 2, Kind::Exclusive), wait(&readers, &[2]));
     }
 
     #[test]
@@ -155,9 +176,9 @@ mod tests {
             );
         }
         // the reader behind the first writer waits for it and holds when it goes
-        assert_eq!(decide(&queue, 4, Kind::Shared), wait(&[4]));
+        assert_eq!(decide(&queue, 4, Kind::Shared), wait(&queue, &[4]));
         // behind two writers: wait for the nearest, then look again
-        assert_eq!(decide(&queue, 6, Kind::Shared), wait(&[6]));
+        assert_eq!(decide(&queue, 6, Kind::Shared), wait(&queue, &[6]));
         assert_eq!(holders(&queue, None), 3);
         assert_eq!(holders(&q("w r r"), None), 1);
         assert_eq!(holders(&[], None), 0);
@@ -169,8 +190,8 @@ mod tests {
         for me in 0..3 {
             assert_eq!(decide(&queue, me, Kind::Permit(3)), Decision::Hold);
         }
-        assert_eq!(decide(&queue, 3, Kind::Permit(3)), wait(&[1, 2, 3]));
-        assert_eq!(decide(&queue, 4, Kind::Permit(3)), wait(&[1, 2, 3, 4]));
+        assert_eq!(decide(&queue, 3, Kind::Permit(3)), wait(&queue, &[1, 2, 3]));
+        assert_eq!(decide(&queue, 4, Kind::Permit(3)), wait(&queue, &[2, 3, 4]));
         assert_eq!(holders(&queue, Some(3)), 3);
         // a zero permit count is treated as one, never as "nobody may hold"
         assert_eq!(decide(&queue, 0, Kind::Permit(0)), Decision::Hold);
@@ -178,6 +199,105 @@ mod tests {
 
     #[test]
     fn an_index_past_the_queue_is_treated_as_last() {
-        assert_eq!(decide(&q("w"), 5, Kind::Exclusive), wait(&[1]));
+        let queue = q("w");
+        assert_eq!(decide(&queue, 5, Kind::Exclusive), wait(&queue, &[1]));
+    }
+
+    /// Every queue of up to 6 readers and writers, and every kind the entry at `me` may be.
+    fn cases() -> Vec<(Vec<Queued>, usize, Kind)> {
+        let mut out = Vec::new();
+        for len in 1..=6u32 {
+            for bits in 0..(1u32 << len) {
+                let spec: Vec<&str> = (0..len)
+                    .map(|i| if bits >> i & 1 == 1 { "r" } else { "w" })
+                    .collect();
+                let queue = q(&spec.join(" "));
+                for me in 0..queue.len() {
+                    let kinds = if queue[me].shared {
+                        vec![Kind::Shared]
+                    } else {
+                        vec![
+                            Kind::Exclusive,
+                            Kind::Permit(1),
+                            Kind::Permit(2),
+                            Kind::Permit(3),
+                        ]
+                    };
+                    for kind in kinds {
+                        out.push((queue.clone(), me, kind));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `queue` without the entries ahead of `me` whose bit is set in `gone`, and where `me`
+    /// is then.
+    fn without(queue: &[Queued], me: usize, gone: u32) -> (Vec<Queued>, usize) {
+        let left: Vec<Queued> = queue
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i >= me || gone >> i & 1 == 0)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let at = left.iter().position(|e| e == &queue[me]).unwrap();
+        (left, at)
+    }
+
+    fn kind_of(e: &Queued, waiter: Kind) -> Kind {
+        match waiter {
+            Kind::Permit(n) => Kind::Permit(n),
+            _ if e.shared => Kind::Shared,
+            _ => Kind::Exclusive,
+        }
+    }
+
+    #[test]
+    fn a_waiter_cannot_come_to_hold_while_its_blockers_are_all_still_there() {
+        for (queue, me, kind) in cases() {
+            let Decision::Wait(w) = decide(&queue, me, kind) else {
+                continue;
+            };
+            for gone in 0..(1u32 << me) {
+                let (left, at) = without(&queue, me, gone);
+                if w.blockers.iter().all(|b| left.contains(b)) {
+                    assert!(
+                        decide(&left, at, kind) != Decision::Hold,
+                        "{queue:?} me={me} {kind:?}: holds after departures it did not watch"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_completed_release_of_the_blocker_proves_what_holds_after_says() {
+        for (queue, me, kind) in cases() {
+            let Decision::Wait(w) = decide(&queue, me, kind) else {
+                continue;
+            };
+            let [b] = w.blockers.as_slice() else {
+                assert!(matches!(kind, Kind::Permit(_)), "{queue:?} me={me}");
+                continue;
+            };
+            if !holds_after(kind, b) {
+                continue;
+            }
+            let bi = queue.iter().position(|e| e == b).unwrap();
+            // Every state in which the blocker held, then the blocker gone as well.
+            for gone in 0..(1u32 << bi) {
+                let (left, at) = without(&queue, bi, gone);
+                if decide(&left, at, kind_of(b, kind)) != Decision::Hold {
+                    continue;
+                }
+                let (after, me_at) = without(&queue, me, gone | 1 << bi);
+                assert_eq!(
+                    decide(&after, me_at, kind),
+                    Decision::Hold,
+                    "{queue:?} me={me}: blocker {b:?} held and left, yet the waiter does not hold"
+                );
+            }
+        }
     }
 }

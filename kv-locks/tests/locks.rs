@@ -108,6 +108,7 @@ async fn fifo_herd_free_handoff() {
     let stats = locks.stats_handle();
     let holder = locks.mutex("q").unwrap();
     let first = holder.lock().await.unwrap();
+    let enqueued_before = locks.stats().enqueued;
 
     let waiters = 32;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -153,14 +154,16 @@ async fn fifo_herd_free_handoff() {
         j.await.unwrap();
     }
     assert_eq!(order, (0..waiters).collect::<Vec<_>>(), "FIFO");
+    // A release wakes only the next waiter, which holds on the release's mark alone: the
+    // release is the only request of a hand-off.
     for (w, s, wa) in &per_handoff {
-        assert!(*w <= 2, "writes per hand-off: {per_handoff:?}");
-        assert!(
-            *s <= 1 && *wa <= 1,
-            "reads/watches per hand-off: {per_handoff:?}"
+        assert_eq!(
+            (*w, *s, *wa),
+            (1, 0, 0),
+            "(writes, snapshots, watches) per hand-off: {per_handoff:?}"
         );
     }
-    assert_eq!(queued.enqueued, waiters as u64);
+    assert_eq!(queued.enqueued - enqueued_before, waiters as u64);
     handoffs.sort();
     println!(
         "hand-off (release acked -> next holder) over {waiters}: p50 {:?}, max {:?}; per hand-off (writes, snapshots, watches) {:?}",
@@ -168,6 +171,58 @@ async fn fifo_herd_free_handoff() {
         handoffs.last().unwrap(),
         per_handoff[0]
     );
+}
+
+/// A waiter that leaves from the middle of the queue wakes only the one behind it, which
+/// reads the queue again and keeps waiting for the holder; the order of the rest is kept.
+#[tokio::test]
+async fn a_waiter_leaving_mid_queue_keeps_the_order() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l3b").await;
+    let stats = locks.stats_handle();
+    let holder = locks.mutex("q").unwrap().lock().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let m = locks.mutex("q").unwrap();
+        let tx = tx.clone();
+        let base = locks.stats();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let c = cancel.clone();
+        waiters.push((
+            cancel,
+            tokio::spawn(async move {
+                let got = m.lock().cancel_on(c).timeout(T).await;
+                let _ = tx.send((i, got.map(|g| g.token())));
+            }),
+        ));
+        timeout(T, stats.wait_for(|s| s.watches > base.watches))
+            .await
+            .unwrap();
+    }
+    // The middle waiter gives up; the last one reads the queue again and watches the first.
+    let base = locks.stats();
+    waiters[1].0.cancel();
+    let (i, got) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!((i, got.unwrap_err().kind()), (1, ErrorKind::Cancelled));
+    timeout(
+        T,
+        stats.wait_for(|s| s.watches > base.watches && s.snapshots > base.snapshots),
+    )
+    .await
+    .unwrap();
+    holder.release().await.unwrap();
+    let (first, t0) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    let (second, t2) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (first, second),
+        (0, 2),
+        "FIFO after a departure from the middle"
+    );
+    assert!(t2.unwrap() > t0.unwrap(), "tokens follow the order");
+    for (_, j) in waiters {
+        j.await.unwrap();
+    }
 }
 
 #[tokio::test]

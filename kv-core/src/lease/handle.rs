@@ -733,6 +733,7 @@ impl Lease {
             bucket: self.keeper.bucket().clone(),
             first: None,
             hand_over: None,
+            completed: false,
         }
     }
 
@@ -804,9 +805,19 @@ pub struct Release {
     bucket: Bucket,
     first: Option<(String, Expect)>,
     hand_over: Option<(Bytes, Duration)>,
+    completed: bool,
 }
 
 impl Release {
+    /// Marks the tombstone as the end of a lease that did its work (e.g. a lock holder's
+    /// release, as opposed to a waiter giving up its place): readers see
+    /// [`LeaseTag::completed`]. A lock's next waiter takes the lock on that mark alone,
+    /// without reading the queue again.
+    pub fn completed(mut self) -> Self {
+        self.completed = true;
+        self
+    }
+
     /// Tries first a delete conditional on `filter`'s last revision instead of our key's
     /// (e.g. proving a lock's queue empty); falls back to the plain fenced delete when that
     /// conflicts.
@@ -833,7 +844,12 @@ impl Release {
             l.stopped = true;
         }
         st.lose(LostReason::Released);
-        let res = remove(&self.bucket, &st, self.first, self.hand_over).await;
+        let ending = Ending {
+            first: self.first,
+            hand_over: self.hand_over,
+            completed: self.completed,
+        };
+        let res = remove(&self.bucket, &st, ending).await;
         st.finish_write();
         match &res {
             Ok(r) => {
@@ -858,17 +874,27 @@ impl IntoFuture for Release {
     }
 }
 
+/// How a release ends its key: see [`Release`]'s options.
+struct Ending {
+    first: Option<(String, Expect)>,
+    hand_over: Option<(Bytes, Duration)>,
+    completed: bool,
+}
+
 /// Deletes our key (or leaves the hand-over value): first with the caller's expectation,
 /// then conditional on our revision, asking the leader after a conflict or an unknown
 /// outcome.
-async fn remove(
-    bucket: &Bucket,
-    st: &State,
-    first: Option<(String, Expect)>,
-    hand_over: Option<(Bytes, Duration)>,
-) -> Result<Released, Error> {
+async fn remove(bucket: &Bucket, st: &State, ending: Ending) -> Result<Released, Error> {
+    let Ending {
+        first,
+        hand_over,
+        completed,
+    } = ending;
     let mut rev = Some(st.live().rev);
-    let tag = st.tag();
+    let mut tag = st.tag();
+    if completed && hand_over.is_none() {
+        tag.push_str(crate::entry::COMPLETED);
+    }
     let is_final = |e: &Entry| match &hand_over {
         None => !e.is_value(),
         Some((v, _)) => e.is_value() && e.value() == v,
