@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_core::lease::Lease;
-use kv_core::{Backoff, Entry, Expect, Include, Watch, WatchEvent};
+use kv_core::{Backoff, Entry, Expect, Include, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
 use crate::election::{validate_name, Counters, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::leadership::Leadership;
-use crate::line::{Line, Outgoing, Pace};
+use crate::line::{Line, Pace};
 use crate::record::{CandidateRecord, Record};
 
 /// What a candidate does about the leader key it sees.
@@ -102,6 +102,9 @@ pub struct Campaign {
     shared: Arc<Shared>,
     id: String,
     value: String,
+    /// A registration kept from a leadership that stepped down, and the last revision it
+    /// wrote the leader key at.
+    rejoin: Option<(Lease, Revision)>,
 }
 
 impl Campaign {
@@ -110,6 +113,23 @@ impl Campaign {
             shared,
             id,
             value: String::new(),
+            rejoin: None,
+        }
+    }
+
+    /// The campaign of a leader that stepped down and keeps its `registration`.
+    pub(crate) fn rejoin(
+        shared: Arc<Shared>,
+        id: String,
+        value: String,
+        registration: Option<Lease>,
+        led_at: Revision,
+    ) -> Campaign {
+        Campaign {
+            shared,
+            id,
+            value,
+            rejoin: registration.map(|r| (r, led_at)),
         }
     }
 
@@ -126,19 +146,21 @@ impl Campaign {
             return Err(Error::new(ErrorKind::Closed, "the election was shut down"));
         }
         shared.check_bucket().await?;
+        let (registration, led_at) = self.rejoin.unzip();
+        let line = Line::with_led(shared.led.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let mut c = Candidate {
             cand_key: shared.candidate_key(&self.id),
             cand_prefix: shared.candidate_key(""),
             shared,
             id: self.id,
             value: self.value,
-            registration: None,
+            registration,
             reg_failures: 0,
             reg_retry: Instant::now(),
             view: None,
             known: false,
-            line: Line::default(),
-            outgoing: None,
+            line,
+            last_leader: None,
             free_since: None,
             turn_at: None,
             watch: None,
@@ -149,6 +171,9 @@ impl Campaign {
             read_failures: 0,
             retry_at: None,
         };
+        if let Some(r) = led_at {
+            c.led(&c.id.clone(), r);
+        }
         c.run().await
     }
 }
@@ -180,8 +205,8 @@ struct Candidate {
     known: bool,
     /// The live candidate registrations, from the same watch.
     line: Line,
-    /// The last leader we saw on the key.
-    outgoing: Option<Outgoing>,
+    /// Who wrote the leader key's live value we saw last.
+    last_leader: Option<String>,
     /// When we first saw the key free (since it last held a live value).
     free_since: Option<Instant>,
     /// When our turn comes if the key stays free.
@@ -267,7 +292,7 @@ impl Candidate {
             .filter(|l| l.is_held())
             .map(Lease::origin);
         let turn = Turn {
-            rank: self.line.rank(&self.id, origin, self.outgoing.as_ref()),
+            rank: self.line.rank(&self.id, origin),
             waited: now - since,
         };
         decide(&view, &self.id, turn, self.shared.pace)
@@ -318,6 +343,9 @@ impl Candidate {
             let origin = e
                 .is_value()
                 .then(|| e.lease().map_or(e.revision(), |t| t.origin()));
+            if let Some(t) = e.lease().filter(|_| e.is_value()) {
+                self.line.owner(t.nonce(), id);
+            }
             self.line.apply(id, e.revision(), origin);
         } else if self
             .view
@@ -328,13 +356,31 @@ impl Candidate {
         }
     }
 
+    /// Remembers that `id` led until `revision`, here and for later campaigns of the handle.
+    fn led(&mut self, id: &str, revision: Revision) {
+        self.line.led(id, revision);
+        let mut all = self.shared.led.lock().unwrap_or_else(|p| p.into_inner());
+        let last = all.entry(id.to_string()).or_insert(revision);
+        *last = (*last).max(revision);
+    }
+
     /// Takes `e` as the leader key's latest entry, remembering who led.
     fn set_view(&mut self, e: Option<Entry>) {
-        if let Some(r) = e.as_ref().and_then(Record::from_entry) {
-            self.outgoing = e.as_ref().map(|e| Outgoing {
-                id: r.id,
-                revision: e.revision(),
-            });
+        match (&e, e.as_ref().and_then(Record::from_entry)) {
+            (Some(e), Some(r)) => {
+                self.led(&r.id, e.revision());
+                self.last_leader = Some(r.id);
+            }
+            // The leader that just left stands in line from the moment it left.
+            (Some(e), None) if !e.is_value() => {
+                let named = e
+                    .lease()
+                    .and_then(|t| self.line.owner_of(t.nonce()).map(str::to_string));
+                if let Some(id) = self.last_leader.take().or(named) {
+                    self.led(&id, e.revision());
+                }
+            }
+            _ => {}
         }
         self.view = e;
     }
@@ -446,7 +492,11 @@ impl Candidate {
         .to_bytes();
         let keeper = shared.keeper().await?;
         Counters::bump(&shared.counters.cas_attempts);
-        match keeper.lease(&shared.leader_key, body).expect(expect).await {
+        let mut create = keeper.lease(&shared.leader_key, body).expect(expect);
+        if let Some(reg) = self.registration.as_ref().filter(|r| r.is_held()) {
+            create = create.same_owner_as(reg);
+        }
+        match create.await {
             Ok(lease) => {
                 tracing::debug!(id = %self.id, term = lease.origin().get(), "elected");
                 Counters::bump(&shared.counters.terms_won);

@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, BucketConfig};
+use kv_core::{Bucket, BucketConfig, Revision};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,6 +100,9 @@ pub(crate) struct Shared {
     keeper: OnceCell<Keeper>,
     /// The leaderships won through this handle, for [`Election::shutdown`].
     leaderships: Mutex<Vec<Weak<Held>>>,
+    /// Who led until which revision, as this handle's campaigns saw it: a new campaign's
+    /// watch shows only the leader key's latest state.
+    pub(crate) led: Mutex<HashMap<String, Revision>>,
 }
 
 impl Shared {
@@ -269,6 +274,7 @@ impl ElectionBuilder {
                 bucket_checked: OnceCell::new(),
                 keeper: OnceCell::new(),
                 leaderships: Mutex::new(Vec::new()),
+                led: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -414,9 +420,9 @@ impl Election {
     pub async fn shutdown(&self) {
         self.shared.closing.cancel();
         for held in self.shared.live_leaderships() {
-            self.shared
-                .tracker
-                .spawn(async move { held.resign(LostReason::Shutdown).await });
+            self.shared.tracker.spawn(async move {
+                held.resign(LostReason::Shutdown).await;
+            });
         }
         self.shared.tracker.close();
         self.shared.tracker.wait().await;

@@ -13,6 +13,7 @@ use kv_core::{Backoff, Revision};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::campaign::Campaign;
 use crate::election::{validate_name, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::health::Health;
@@ -116,14 +117,21 @@ impl Held {
 
     /// Ends the leadership, then removes the leader key if it is still ours (a fenced
     /// delete, bounded by the lease deadline) and the candidate registration.
-    pub(crate) async fn resign(&self, reason: LostReason) {
+    /// Returns the revision of the tombstone the resignation left, when it left one.
+    pub(crate) async fn resign(&self, reason: LostReason) -> Option<Revision> {
         let release = self.lease.release_shared();
+        let mut tombstone = None;
         if self.end(reason) {
-            if let Err(e) = tokio::time::timeout_at(self.deadline(), release).await {
-                tracing::debug!(error = %e, "resignation not confirmed before the deadline");
+            match tokio::time::timeout_at(self.deadline(), release).await {
+                Ok(Ok(r)) => tombstone = r.tombstone,
+                Ok(Err(e)) => tracing::debug!(error = %e, "resignation failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "resignation not confirmed before the deadline")
+                }
             }
         }
         self.deregister().await;
+        tombstone
     }
 
     /// Removes the candidate registration; its tombstone expires after a second.
@@ -424,6 +432,39 @@ impl Leadership {
         Ok(())
     }
 
+    /// Steps down and returns the campaign to lead again, keeping our candidate
+    /// registration: the cheapest graceful failover (one write, the resignation; none to
+    /// register again). We stand in line behind every candidate that registered before we
+    /// stepped down, so leadership rotates through the waiting candidates in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(leadership: kv_leader::Leadership) -> Result<(), kv_leader::Error> {
+    /// // Rotate: let the next candidate lead, and queue to lead again.
+    /// let again = leadership.step_down().await.await?;
+    /// # drop(again);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// As [`resign`](Leadership::resign); if the future is dropped after the resignation,
+    /// the registration is dropped with it and expires within one TTL.
+    pub async fn step_down(self) -> Campaign {
+        let registration = locked(&self.held.registration).take();
+        let led_until = self.held.lease.revision();
+        let led_at = self
+            .held
+            .resign(LostReason::Resigned)
+            .await
+            .unwrap_or(led_until);
+        Campaign::rejoin(
+            self.held.shared.clone(),
+            self.held.id.clone(),
+            locked(&self.held.value).clone(),
+            registration,
+            led_at,
+        )
+    }
+
     /// Hands leadership over to candidate `id`, which must be campaigning. Only `id` can take
     /// the key; if it does not within the transfer TTL, the key expires and the normal race
     /// resumes. Our leadership ends (as [`LostReason::Transferred`]) before the hand-over is
@@ -459,10 +500,12 @@ impl Drop for Leadership {
         match tokio::runtime::Handle::try_current() {
             // The election's tracker owns the resignation; Election::shutdown waits for it.
             Ok(rt) => {
-                self.held
-                    .shared
-                    .tracker
-                    .spawn_on(async move { held.resign(LostReason::Resigned).await }, &rt);
+                self.held.shared.tracker.spawn_on(
+                    async move {
+                        held.resign(LostReason::Resigned).await;
+                    },
+                    &rt,
+                );
             }
             // No runtime: nothing renews the keys any more; they expire by their TTL.
             Err(_) => {

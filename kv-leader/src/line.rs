@@ -11,23 +11,41 @@ use std::time::Duration;
 
 use kv_core::Revision;
 
-/// The live candidate registrations, as a watch of `E.cand.*` shows them.
+/// The live candidate registrations, as a watch of `E.cand.*` shows them, and who led.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Line {
     /// Candidate id → (registration origin, `None` once removed; latest revision seen).
     regs: HashMap<String, (Option<Revision>, Revision)>,
-}
-
-/// The leader that just left: its registration (created before it won, so older than its
-/// last leader-key revision) does not stand in line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Outgoing {
-    pub(crate) id: String,
-    /// The last live revision of the leader key we saw it write.
-    pub(crate) revision: Revision,
+    /// Candidate id → the last revision of the leader key we saw it write. A candidate that
+    /// led stands in line from there — behind everyone registered before it stepped down —
+    /// whether it keeps its registration or makes a new one.
+    led: HashMap<String, Revision>,
+    /// Registration lease nonce → candidate id: a leader's lease carries its registration's
+    /// nonce, so a leader-key tombstone names who left even to a watcher that never saw
+    /// the leader's value.
+    owners: HashMap<u128, String>,
 }
 
 impl Line {
+    /// A line that already knows who led when (from earlier campaigns of the same handle).
+    pub(crate) fn with_led(led: HashMap<String, Revision>) -> Line {
+        Line {
+            regs: HashMap::new(),
+            led,
+            owners: HashMap::new(),
+        }
+    }
+
+    /// Records that the registration lease with `nonce` is `id`'s.
+    pub(crate) fn owner(&mut self, nonce: u128, id: &str) {
+        self.owners.insert(nonce, id.to_string());
+    }
+
+    /// The candidate whose registration lease has `nonce`.
+    pub(crate) fn owner_of(&self, nonce: u128) -> Option<&str> {
+        self.owners.get(&nonce).map(String::as_str)
+    }
+
     /// Applies one revision of `id`'s registration: `origin` of a live value, `None` for a
     /// removal. Revisions older than what we have are ignored.
     pub(crate) fn apply(&mut self, id: &str, revision: Revision, origin: Option<Revision>) {
@@ -37,15 +55,26 @@ impl Line {
         self.regs.insert(id.to_string(), (origin, revision));
     }
 
+    /// Records that `id` wrote the leader key at `revision`.
+    pub(crate) fn led(&mut self, id: &str, revision: Revision) {
+        let last = self.led.entry(id.to_string()).or_insert(revision);
+        *last = (*last).max(revision);
+    }
+
+    /// Where a registration made at `origin` stands.
+    fn place(&self, id: &str, origin: Revision) -> Revision {
+        self.led.get(id).map_or(origin, |l| origin.max(*l))
+    }
+
     /// How many live candidates stand before us (`origin`: our registration's; `None` when
     /// we are not registered, which puts us last).
-    pub(crate) fn rank(&self, me: &str, origin: Option<Revision>, out: Option<&Outgoing>) -> usize {
+    pub(crate) fn rank(&self, me: &str, origin: Option<Revision>) -> usize {
+        let mine = origin.map(|o| self.place(me, o));
         self.regs
             .iter()
-            .filter_map(|(id, (o, _))| Some((id, o.as_ref()?)))
             .filter(|(id, _)| id.as_str() != me)
-            .filter(|(id, o)| !out.is_some_and(|x| x.id == **id && **o < x.revision))
-            .filter(|(id, o)| origin.is_none_or(|mine| (**o, id.as_str()) < (mine, me)))
+            .filter_map(|(id, (o, _))| Some((id, self.place(id, (*o)?))))
+            .filter(|(id, o)| mine.is_none_or(|m| (*o, id.as_str()) < (m, me)))
             .count()
     }
 }
@@ -86,17 +115,12 @@ mod tests {
         l
     }
 
-    fn out(id: &str, r: u64) -> Outgoing {
-        Outgoing {
-            id: id.into(),
-            revision: rev(r),
-        }
-    }
-
     #[test]
     fn rank_is_the_number_of_older_live_registrations() {
         let l = line(&[("a", 3), ("b", 5), ("c", 8)]);
-        let cases: &[(&str, Option<u64>, Option<Outgoing>, usize)] = &[
+        // (me, our origin, who led at which revision, rank)
+        type Case<'a> = (&'a str, Option<u64>, Option<(&'a str, u64)>, usize);
+        let cases: &[Case<'_>] = &[
             ("a", Some(3), None, 0),
             ("b", Some(5), None, 1),
             ("c", Some(8), None, 2),
@@ -104,19 +128,24 @@ mod tests {
             ("d", None, None, 3),
             // Our own registration not yet seen by the watch: placed by our lease's origin.
             ("d", Some(9), None, 3),
-            // The outgoing leader's registration (older than its last revision) steps aside.
-            ("b", Some(5), Some(out("a", 20)), 0),
-            ("c", Some(8), Some(out("a", 20)), 1),
-            // ...but a registration it made after leaving (origin above that revision) stands.
-            ("c", Some(8), Some(out("a", 2)), 2),
-            // The outgoing leader itself, re-registered later, queues behind the others.
-            ("a", Some(30), Some(out("a", 20)), 2),
+            // A leader that stepped down stands behind those registered before it left...
+            ("b", Some(5), Some(("a", 20)), 0),
+            ("c", Some(8), Some(("a", 20)), 1),
+            // ...but not behind those registered later.
+            ("c", Some(8), Some(("a", 2)), 2),
+            // The leader itself, with its old registration or a new one, queues at the back.
+            ("a", Some(3), Some(("a", 20)), 2),
+            ("a", Some(30), Some(("a", 20)), 2),
         ];
-        for (me, origin, o, want) in cases {
+        for (me, origin, led, want) in cases {
+            let mut l = l.clone();
+            if let Some((id, r)) = led {
+                l.led(id, rev(*r));
+            }
             assert_eq!(
-                l.rank(me, origin.map(rev), o.as_ref()),
+                l.rank(me, origin.map(rev)),
                 *want,
-                "{me} {origin:?} {o:?}"
+                "{me} {origin:?} {led:?}"
             );
         }
     }
@@ -126,16 +155,16 @@ mod tests {
         let mut l = line(&[("a", 3), ("b", 5), ("c", 8)]);
         // A renewal keeps the origin.
         l.apply("a", rev(10), Some(rev(3)));
-        assert_eq!(l.rank("c", Some(rev(8)), None), 2);
+        assert_eq!(l.rank("c", Some(rev(8))), 2);
         // The successor's registration expires (watched): the next is first.
         l.apply("a", rev(11), None);
-        assert_eq!(l.rank("b", Some(rev(5)), None), 0);
+        assert_eq!(l.rank("b", Some(rev(5))), 0);
         // A late, older revision does not bring it back.
         l.apply("a", rev(10), Some(rev(3)));
-        assert_eq!(l.rank("b", Some(rev(5)), None), 0);
+        assert_eq!(l.rank("b", Some(rev(5))), 0);
         // Re-registering puts it at the back.
         l.apply("a", rev(12), Some(rev(12)));
-        assert_eq!(l.rank("a", Some(rev(12)), None), 2);
+        assert_eq!(l.rank("a", Some(rev(12))), 2);
     }
 
     #[test]
@@ -143,8 +172,8 @@ mod tests {
         let mut l = Line::default();
         l.apply("x", rev(4), Some(rev(4)));
         l.apply("y", rev(4), Some(rev(4)));
-        assert_eq!(l.rank("x", Some(rev(4)), None), 0);
-        assert_eq!(l.rank("y", Some(rev(4)), None), 1);
+        assert_eq!(l.rank("x", Some(rev(4))), 0);
+        assert_eq!(l.rank("y", Some(rev(4))), 1);
     }
 
     #[test]

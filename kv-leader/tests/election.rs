@@ -365,3 +365,63 @@ async fn a_stalled_leader_reports_loss_and_never_renews_late() {
     // Resigning a lost leadership is a no-op that succeeds.
     l.resign().await.unwrap();
 }
+
+/// `step_down` rotates leadership through the candidates in line order, and the leader that
+/// stepped down queues again on its old registration (no new registration is written).
+#[tokio::test]
+async fn stepping_down_rotates_in_line_order_on_the_same_registrations() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    // A long grace: the order below is the line's, not who happens to be fastest.
+    let make = || async {
+        let b = bucket(client(&url).await, "el").await;
+        Election::builder(b, "rot")
+            .ttl(Duration::from_secs(10))
+            .succession_grace(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    };
+    let (a, b, c) = (make().await, make().await, make().await);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawn = |campaign: kv_leader::Campaign| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(campaign.await.unwrap());
+        })
+    };
+    let mut leader = within("a elected", a.campaign("a")).await.unwrap();
+    for (id, e) in [("b", &b), ("c", &c)] {
+        spawn(e.campaign(id));
+        within("registered", async {
+            while !a.candidates().await.unwrap().iter().any(|x| x.id == id) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+    let origins = || async {
+        let mut out = Vec::new();
+        for id in ["a", "b", "c"] {
+            let e = a
+                .bucket()
+                .get(format!("rot.cand.{id}"))
+                .await
+                .unwrap()
+                .unwrap();
+            out.push(e.lease().unwrap().origin());
+        }
+        out
+    };
+    let before = origins().await;
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let term = leader.term();
+        spawn(leader.step_down().await);
+        leader = within("next leader", rx.recv()).await.unwrap();
+        assert!(leader.term() > term, "terms increase");
+        order.push(leader.id().to_string());
+    }
+    assert_eq!(order, ["b", "c", "a", "b", "c", "a"]);
+    assert_eq!(origins().await, before, "nobody registered again");
+    leader.resign().await.unwrap();
+}

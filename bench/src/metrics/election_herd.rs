@@ -1,6 +1,7 @@
 //! Metric 8: the writes an election costs with 50 kv-leader candidates. Each candidate (own
-//! connection, own `Election` handle) campaigns; whoever wins resigns at once and campaigns
-//! again, so every term is a graceful failover with 49 others waiting. A subscriber on the
+//! connection, own `Election` handle) campaigns; whoever wins steps down at once
+//! (`Leadership::step_down`: resign and campaign again on the same registration), so every
+//! term is a graceful failover with 49 others waiting. A subscriber on the
 //! bucket's subjects counts every write the candidates send — attempts to take the leader key
 //! (won or lost), resignations, candidate registrations and renewals — whatever the library
 //! counts itself.
@@ -41,15 +42,14 @@ async fn candidates(
         elections.push(e.clone());
         let (tracker, won) = (tracker.clone(), won.clone());
         set.spawn(async move {
-            while let Ok(leadership) = e.campaign(format!("c{id}")).await {
+            let mut campaign = e.campaign(format!("c{id}"));
+            while let Ok(leadership) = campaign.await {
                 tracker.acquired(Instant::now());
                 if won.send(()).is_err() {
                     return;
                 }
                 tracker.releasing();
-                if leadership.resign().await.is_err() {
-                    return;
-                }
+                campaign = leadership.step_down().await;
                 tracker.released(Instant::now());
             }
         });
@@ -118,7 +118,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         Some(per_term(all.all)),
         "<=",
         2.0,
-        "kv-leader, 50 candidates on 50 connections, repeated graceful failovers (the leader resigns and campaigns again): every write the candidates send to the election's bucket, counted on the wire by a subscriber (takes won and lost, resignations, registrations, renewals) / terms; nats default sync, TTL 10 s",
+        "kv-leader, 50 candidates on 50 connections, repeated graceful failovers (the leader steps down: resigns and campaigns again on its registration): every write the candidates send to the election's bucket, counted on the wire by a subscriber (takes won and lost, resignations, registrations, renewals) / terms; nats default sync, TTL 10 s",
     );
     Ok(())
 }

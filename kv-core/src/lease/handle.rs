@@ -342,6 +342,14 @@ impl CreateLease {
         self
     }
 
+    /// Gives the new lease the identity (nonce) of `other`, a lease of ours on another key,
+    /// so that readers can tell from any write of either that one owner holds both (an
+    /// election's leader key names the candidate registration of its leader this way).
+    pub fn same_owner_as(mut self, other: &Lease) -> Self {
+        self.nonce = Some(other.nonce());
+        self
+    }
+
     /// Uses a given nonce instead of a random one (tests that simulate lost writes). Only
     /// with the `testing` feature.
     #[cfg(feature = "testing")]
