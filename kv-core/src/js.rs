@@ -170,6 +170,23 @@ impl Js {
         }
     }
 
+    /// Runs `fut` unless a publish to `subject` sent at `since` is refused first.
+    async fn unless_refused<T>(
+        &self,
+        subject: &str,
+        since: std::time::Instant,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        let Some(violations) = &self.violations else {
+            return Ok(fut.await);
+        };
+        tokio::select! {
+            biased;
+            out = fut => Ok(out),
+            v = violations.refusing(subject, since) => Err(v.error()),
+        }
+    }
+
     /// The permission violation that refused a subscription to `subject` made at `since`.
     pub(crate) fn refused_subscription(
         &self,
@@ -316,18 +333,17 @@ impl Js {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let subject = format!("{}.DIRECT.GET.{stream}", self.api);
         loop {
-            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-                Err(_) => {
-                    let refused = self.refused_subscription(&inbox, since).or_else(|| {
-                        let v = self.violations.as_ref()?;
-                        Some(v.find(Denied::Publish, &subject, since)?.error())
-                    });
+            let next = tokio::time::timeout_at(deadline, sub.next());
+            let msg = match self.unless_refused(&subject, since, next).await {
+                Err(refused) => return Err(refused),
+                Ok(Err(_)) => {
+                    let refused = self.refused_subscription(&inbox, since);
                     return Err(refused.unwrap_or_else(|| {
                         Error::new(ErrorKind::Timeout, "direct get timed out")
                     }));
                 }
-                Ok(None) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
-                Ok(Some(m)) => m,
+                Ok(Ok(None)) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
+                Ok(Ok(Some(m))) => m,
             };
             match msg.status {
                 Some(StatusCode::NOT_FOUND) => return Ok(None),

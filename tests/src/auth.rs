@@ -64,14 +64,14 @@ impl Permissions {
 
     fn render(&self) -> String {
         let rule = |r: &Rule| {
-            let mut s = String::new();
+            let mut parts = Vec::new();
             if !r.allow.is_empty() {
-                let _ = write!(s, "allow: {} ", quoted_list(&r.allow));
+                parts.push(format!("allow: {}", quoted_list(&r.allow)));
             }
             if !r.deny.is_empty() {
-                let _ = write!(s, "deny: {} ", quoted_list(&r.deny));
+                parts.push(format!("deny: {}", quoted_list(&r.deny)));
             }
-            format!("{{ {s}}}")
+            format!("{{ {} }}", parts.join(", "))
         };
         format!(
             "{{ publish: {}, subscribe: {} }}",
@@ -307,6 +307,11 @@ mod tests {
         assert_eq!(
             p.render(),
             r#"{ publish: { allow: ["a.>"] }, subscribe: { deny: ["b"] } }"#
+        );
+        let p = Permissions::new().publish_allow(["a"]).publish_deny(["b"]);
+        assert_eq!(
+            p.render(),
+            r#"{ publish: { allow: ["a"], deny: ["b"] }, subscribe: {  } }"#
         );
     }
 }

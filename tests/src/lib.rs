@@ -54,6 +54,7 @@ pub mod history;
 mod monitor;
 pub mod nemesis;
 mod proxy;
+pub mod recipes;
 mod server;
 mod tls;
 

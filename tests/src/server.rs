@@ -628,7 +628,12 @@ impl NatsServer {
         fs::write(&self.conf_path, self.config()).expect("kv-tests: cannot write nats-server.conf");
         self.signal(Signal::SIGHUP);
         let deadline = Instant::now() + self.ready_timeout;
+        const FAILED: &str = "Failed to reload server configuration";
+        let failed_before = self.log().matches(FAILED).count();
         while self.log().matches(RELOADED).count() == before {
+            if self.log().matches(FAILED).count() > failed_before {
+                self.fail("refused the new configuration");
+            }
             if Instant::now() > deadline {
                 self.fail("did not confirm the configuration reload");
             }
