@@ -43,6 +43,12 @@ fn batch_get(bucket: &str) -> Permissions {
     Permissions::new().publish_allow([format!("$JS.API.DIRECT.GET.KV_{bucket}")])
 }
 
+/// Watches of several filters at once (`CONSUMER.CREATE.KV_<bucket>.<name>`, no filter in the
+/// subject: any key of the bucket): election candidates watch the leader and candidate keys.
+fn watch_many(bucket: &str) -> Permissions {
+    Permissions::new().publish_allow([format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.*")])
+}
+
 fn union(sets: impl IntoIterator<Item = Permissions>) -> Permissions {
     sets.into_iter().fold(Permissions::new(), |acc, p| {
         acc.publish_allow(p.publish.allow)
@@ -71,6 +77,7 @@ pub fn election_candidate(bucket: &str, election: &str) -> Permissions {
         read(bucket, &keys),
         write(bucket, &keys),
         leader_get(bucket),
+        watch_many(bucket),
     ])
 }
 
@@ -98,6 +105,7 @@ pub fn member(bucket: &str, group: &str) -> Permissions {
         read(bucket, &keys),
         write(bucket, &keys),
         leader_get(bucket),
+        batch_get(bucket),
     ])
 }
 
