@@ -8,7 +8,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
-use kv_tests::{Account, NatsServer, NkeyUser, TestPki, User};
+use kv_tests::{Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
 
 const PASSWORD: &str = "pw-Zq81x";
 const TOKEN: &str = "tok-Hq72y";
@@ -325,4 +325,42 @@ async fn a_missing_creds_file_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("/nonexistent/app.creds"), "{e}");
+}
+
+#[tokio::test]
+async fn creds_file_in_operator_mode() {
+    let op = std::sync::Arc::new(TestOperator::generate());
+    let server = NatsServer::builder().operator(&op).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("app.creds");
+    let text = op.user_creds("app", None);
+    std::fs::write(&creds, &text).unwrap();
+    works(
+        quick()
+            .server(server.client_url())
+            .creds_file(&creds)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let e = quick()
+        .server(server.client_url())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    // A user signed by an account the server does not know is refused, its seed unshown.
+    let stranger = TestOperator::generate().user_creds("app", None);
+    std::fs::write(&creds, &stranger).unwrap();
+    let e = quick()
+        .server(server.client_url())
+        .creds_file(&creds)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    let seed = stranger.lines().find(|l| l.starts_with("SU")).unwrap();
+    assert_no_secret(&e, &[seed]);
 }

@@ -13,7 +13,9 @@ use tempfile::TempDir;
 use crate::auth::{quote, render_authorization, Account, User};
 use crate::binary::nats_server_bin;
 use crate::monitor;
+use crate::operator::TestOperator;
 use crate::tls::TestPki;
+use std::sync::Arc;
 
 /// How long [`NatsServer::start`], [`NatsServer::restart`] and friends wait for readiness.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,6 +69,7 @@ pub struct NatsServerBuilder {
     leafnode_listener: bool,
     leaf_remotes: Vec<LeafRemote>,
     extra: Vec<String>,
+    operator: Option<Arc<TestOperator>>,
 }
 
 /// A string kept out of `Debug` output.
@@ -293,6 +296,13 @@ impl NatsServerBuilder {
         self
     }
 
+    /// Runs in operator mode (JWT authentication, `.creds` files) with this operator's
+    /// accounts; replaces accounts, users and tokens set on the builder.
+    pub fn operator(mut self, operator: &Arc<TestOperator>) -> Self {
+        self.operator = Some(operator.clone());
+        self
+    }
+
     /// Appends raw lines to the config file (anything the builder has no method for).
     pub fn raw_config(mut self, text: impl Into<String>) -> Self {
         self.extra.push(text.into());
@@ -302,6 +312,7 @@ impl NatsServerBuilder {
     /// Whether clients must authenticate or use TLS, so a plain connection cannot probe.
     fn is_secured(&self) -> bool {
         !self.accounts.is_empty()
+            || self.operator.is_some()
             || !self.users.is_empty()
             || self.token.is_some()
             || self.tls.is_some()
@@ -327,6 +338,9 @@ impl NatsServerBuilder {
     }
 
     fn render_auth(&self) -> String {
+        if let Some(op) = &self.operator {
+            return op.render();
+        }
         let mut c = String::new();
         if !self.accounts.is_empty() {
             c.push_str("accounts {\n");
