@@ -131,12 +131,19 @@ impl Connector {
     /// creates) the bucket described by `bucket`.
     ///
     /// ```no_run
-    /// use kv_config::Connector;
+    /// # #[allow(dead_code)]
+    /// # async fn demo() -> Result<(), kv_config::Error> {
+    /// use kv_config::{ConfigReader, Connector, Source};
     /// use kv_core::{BucketConfig, Connect};
     /// let connector = Connector::connect_with(
     ///     Connect::new().server("tls://nats.internal:4222").creds_file("/etc/app/reader.creds"),
     ///     BucketConfig::new("config"),
     /// );
+    /// let reader = ConfigReader::<serde_json::Value>::builder(Source::document("app"))
+    ///     .connector(connector)
+    ///     .await?;
+    /// println!("{:?}", reader.current());
+    /// # Ok(()) }
     /// ```
     pub fn connect_with(connect: Connect, bucket: BucketConfig) -> Connector {
         Connector::Lazy(Arc::new(move || {

@@ -66,9 +66,11 @@ type EventHook = Arc<dyn Fn(&async_nats::Event) + Send + Sync>;
 ///     .name("billing-worker")
 ///     .connect()
 ///     .await?;
+/// println!("connected to nats-server {}", kv.server_version());
 ///
 /// // Or what the `nats` CLI uses: ~/.config/nats/context/<name>.json
-/// let kv = Connect::from_context(Some("prod"))?.connect().await?;
+/// let prod = Connect::from_context(Some("prod"))?.connect().await?;
+/// println!("connected to nats-server {}", prod.server_version());
 /// # Ok(()) }
 /// ```
 ///
