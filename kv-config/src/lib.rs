@@ -116,6 +116,13 @@
 //! [`ConfigReader`] clone is dropped or on [`ConfigReader::shutdown`]. Spans
 //! `kv_config.load`, `kv_config.apply` and `kv_config.write`; accepted and rejected values are
 //! logged at `info` and `warn`.
+//!
+//! ## Permissions
+//! A read-only reader of document `doc` in bucket `b` needs no write right at all: stream
+//! info, direct gets of `$KV.b.doc` and a watch confined to it (as data:
+//! `kv_tests::recipes::config_reader`; a writer adds publish on `$KV.b.doc`). See the
+//! README's "Security and deployment" section; [`Connector::connect_with`] takes a
+//! [`kv_core::Connect`] with credentials and TLS.
 #![doc(test(attr(deny(warnings))))]
 
 mod error;

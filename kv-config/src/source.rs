@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use kv_core::{Bucket, BucketConfig, Key, Kv};
+use kv_core::{Bucket, BucketConfig, Connect, Key};
 
 use crate::error::{Error, ErrorKind};
 use crate::format::Format;
@@ -120,14 +120,37 @@ impl fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// Connects to `url` and opens (or creates) the bucket described by `bucket`.
+    /// Connects to `url` (comma-separated for a cluster, credentials in it honoured) and
+    /// opens (or creates) the bucket described by `bucket`: shorthand for
+    /// [`Connector::connect_with`]`(Connect::new().server(url), bucket)`.
     pub fn connect(url: impl Into<String>, bucket: BucketConfig) -> Connector {
-        let url = url.into();
+        Connector::connect_with(Connect::new().server(url.into()), bucket)
+    }
+
+    /// Connects with these settings (credentials, TLS, a `nats` context, …) and opens (or
+    /// creates) the bucket described by `bucket`.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # async fn demo() -> Result<(), kv_config::Error> {
+    /// use kv_config::{ConfigReader, Connector, Source};
+    /// use kv_core::{BucketConfig, Connect};
+    /// let connector = Connector::connect_with(
+    ///     Connect::new().server("tls://nats.internal:4222").creds_file("/etc/app/reader.creds"),
+    ///     BucketConfig::new("config"),
+    /// );
+    /// let reader = ConfigReader::<serde_json::Value>::builder(Source::document("app"))
+    ///     .connector(connector)
+    ///     .await?;
+    /// println!("{:?}", reader.current());
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_with(connect: Connect, bucket: BucketConfig) -> Connector {
         Connector::Lazy(Arc::new(move || {
-            let url = url.clone();
+            let connect = connect.clone();
             let cfg = bucket.clone();
             Box::pin(async move {
-                let kv = Kv::connect(&url).await?;
+                let kv = connect.connect().await?;
                 kv.create_or_open(cfg).await
             })
         }))

@@ -12,6 +12,7 @@ use crate::bucket::{Bucket, Inner, ReadOnlyBucket};
 use crate::config::{validate_bucket_name, BucketConfig};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::Js;
+use crate::permission::Violations;
 
 /// A server version, as the server announces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +88,11 @@ pub struct Kv {
 impl Kv {
     /// Wraps an existing connection. The server version is read from the connection's latest
     /// `INFO` whenever a feature depends on it, so a client still connecting is fine.
+    ///
+    /// A `Kv` made this way does not see the server's permission errors (they go to the event
+    /// callback of whoever built the client): a refused request ends as
+    /// [`ErrorKind::Timeout`], not [`ErrorKind::PermissionDenied`]. Build it with
+    /// [`Connect`](crate::Connect) to have them.
     pub fn new(client: async_nats::Client) -> Kv {
         let timeout = client.timeout().unwrap_or(Duration::from_secs(5));
         Kv {
@@ -96,21 +102,27 @@ impl Kv {
                 timeout,
                 assumed_version: None,
                 janitor: Default::default(),
+                violations: None,
             },
         }
     }
 
-    /// Connects to `url` (comma-separated for a cluster) and wraps the connection.
+    pub(crate) fn with_violations(mut self, violations: Arc<Violations>) -> Kv {
+        self.js.violations = Some(violations);
+        self
+    }
+
+    /// Connects to `url` (comma-separated for a cluster; credentials in the URL are used) and
+    /// wraps the connection: shorthand for `Connect::new().server(url).connect()`, see
+    /// [`Connect`](crate::Connect) for credentials, TLS and contexts.
+    ///
+    /// # Errors
+    /// As [`Connect::connect`](crate::Connect::connect).
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the half-made connection.
     pub async fn connect(url: &str) -> Result<Kv, Error> {
-        let client = async_nats::connect(url).await.map_err(|e| {
-            // Credentials in the URL stay out of the message.
-            let host = url.rsplit('@').next().unwrap_or(url);
-            Error::new(ErrorKind::Connection, format!("cannot connect to {host}")).with_source(e)
-        })?;
-        Ok(Kv::new(client))
+        crate::Connect::new().server(url).connect().await
     }
 
     /// Uses another JetStream API prefix (for a JetStream domain or an imported account).

@@ -56,6 +56,13 @@ pub enum ErrorKind {
     /// A write guarded by a [`Lease`](crate::lease::Lease) was refused because the lease
     /// is no longer held (expired, taken over, released, or past its local deadline).
     LeaseLost,
+    /// The server refused a publish or subscription for lack of permission; the message names
+    /// the subject. Detected only on a [`Kv`](crate::Kv) built by
+    /// [`Connect`](crate::Connect) (which listens for the server's permission errors), and
+    /// reported as soon as the server's error arrives, within the request timeout. Not
+    /// transient: retrying cannot help until an operator grants the permission. A refused
+    /// write was not applied.
+    PermissionDenied,
     /// An invariant of this library broke: a bug. Please report it.
     Internal,
 }
@@ -92,6 +99,8 @@ pub enum Operation {
     Local,
     /// Creating, renewing or releasing a lease.
     Lease,
+    /// Connecting: server URLs, credentials, TLS, `nats` contexts.
+    Connect,
 }
 
 impl fmt::Display for Operation {
@@ -111,6 +120,7 @@ impl fmt::Display for Operation {
             Operation::ReadModifyWrite => "read-modify-write",
             Operation::Local => "validate",
             Operation::Lease => "lease",
+            Operation::Connect => "connect",
         };
         f.write_str(s)
     }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{self, Error, ErrorKind};
+use crate::permission::{Denied, Violations};
 
 pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 pub(crate) const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =
@@ -37,6 +38,9 @@ pub(crate) struct Js {
     pub(crate) assumed_version: Option<crate::client::ServerVersion>,
     /// Deletes the consumers of dropped watches (shared by every clone of this handle).
     pub(crate) janitor: Arc<OnceLock<Janitor>>,
+    /// The connection's permission violations, when a [`crate::Connect`] made it and listens
+    /// for them; without it a refused request ends as [`ErrorKind::Timeout`].
+    pub(crate) violations: Option<Arc<Violations>>,
 }
 
 /// A task that deletes server-side consumers of watches that were dropped: `Drop` cannot
@@ -144,10 +148,55 @@ impl Js {
         if let Some(h) = headers {
             req = req.headers(h);
         }
-        self.client
-            .send_request(subject, req)
-            .await
-            .map_err(error::from_request)
+        let Some(violations) = &self.violations else {
+            return self
+                .client
+                .send_request(subject, req)
+                .await
+                .map_err(error::from_request);
+        };
+        let since = std::time::Instant::now();
+        // A refused publish gets no reply: the server's permission error, reported on the
+        // connection, ends the request as soon as it arrives.
+        tokio::select! {
+            biased;
+            res = self.client.send_request(subject.clone(), req) => res.map_err(|e| {
+                match violations.find(Denied::Publish, &subject, since) {
+                    Some(v) => v.error(),
+                    None => error::from_request(e),
+                }
+            }),
+            v = violations.refusing(&subject, since) => Err(v.error()),
+        }
+    }
+
+    /// Runs `fut` unless a publish to `subject` sent at `since` is refused first.
+    async fn unless_refused<T>(
+        &self,
+        subject: &str,
+        since: std::time::Instant,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        let Some(violations) = &self.violations else {
+            return Ok(fut.await);
+        };
+        tokio::select! {
+            biased;
+            out = fut => Ok(out),
+            v = violations.refusing(subject, since) => Err(v.error()),
+        }
+    }
+
+    /// The permission violation that refused a subscription to `subject` made at `since`.
+    pub(crate) fn refused_subscription(
+        &self,
+        subject: &str,
+        since: std::time::Instant,
+    ) -> Option<Error> {
+        self.violations
+            .as_ref()?
+            .find(Denied::Subscribe, subject, since)
+            .map(|v| v.error())
     }
 
     /// Publishes into a stream and waits for the ack.
@@ -267,6 +316,7 @@ impl Js {
     ) -> Result<Option<(Vec<StoredMsg>, HeaderMap)>, Error> {
         use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
+        let since = std::time::Instant::now();
         let mut sub =
             self.client.subscribe(inbox.clone()).await.map_err(|e| {
                 Error::new(ErrorKind::Connection, "cannot subscribe").with_source(e)
@@ -274,18 +324,26 @@ impl Js {
         self.client
             .publish_with_reply(
                 format!("{}.DIRECT.GET.{stream}", self.api),
-                inbox,
+                inbox.clone(),
                 body.to_string().into(),
             )
             .await
             .map_err(|e| Error::new(ErrorKind::Connection, "cannot publish").with_source(e))?;
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let subject = format!("{}.DIRECT.GET.{stream}", self.api);
         loop {
-            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-                Err(_) => return Err(Error::new(ErrorKind::Timeout, "direct get timed out")),
-                Ok(None) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
-                Ok(Some(m)) => m,
+            let next = tokio::time::timeout_at(deadline, sub.next());
+            let msg = match self.unless_refused(&subject, since, next).await {
+                Err(refused) => return Err(refused),
+                Ok(Err(_)) => {
+                    let refused = self.refused_subscription(&inbox, since);
+                    return Err(refused.unwrap_or_else(|| {
+                        Error::new(ErrorKind::Timeout, "direct get timed out")
+                    }));
+                }
+                Ok(Ok(None)) => return Err(Error::new(ErrorKind::Connection, "connection closed")),
+                Ok(Ok(Some(m))) => m,
             };
             match msg.status {
                 Some(StatusCode::NOT_FOUND) => return Ok(None),

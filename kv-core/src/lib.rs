@@ -60,6 +60,15 @@
 //! direct get, which any replica may answer: on replicated buckets a read can lag a write
 //! made by another client. Decide ownership from conditional-write results (or
 //! [`ReadOnlyBucket::get_from_leader`]), never from a plain read.
+//!
+//! ## Connecting and permissions
+//! [`Connect`] reaches production servers: several URLs, creds file, NKey, token or
+//! user/password, TLS and mutual TLS, `nats` CLI contexts; credentials in URLs are used, never
+//! dropped, and never shown. A [`Kv`] it builds reports the server's permission violations as
+//! [`ErrorKind::PermissionDenied`] at once, and leases refused for permission are lost with
+//! [`lease::LostReason::Permission`]. Watches create consumers through the named, filtered
+//! create subject so permissions can confine a reader. The permissions each recipe needs and
+//! the trust model are in the README's "Security and deployment" section.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
@@ -67,12 +76,14 @@ mod bucket;
 mod client;
 mod codec;
 mod config;
+mod connect;
 mod counters;
 mod entry;
 mod error;
 mod js;
 mod key;
 pub mod lease;
+mod permission;
 mod retry;
 mod revision;
 mod rmw;
@@ -83,6 +94,7 @@ pub use bucket::{Bucket, KeyFilterArg, ReadOnlyBucket, Snapshot, Status, Write};
 pub use client::{Kv, ServerVersion};
 pub use codec::{Codec, Json, Raw, Utf8};
 pub use config::{BucketConfig, Storage, MAX_HISTORY};
+pub use connect::Connect;
 pub use counters::Counters;
 pub use entry::{Batch, Entry, LeaseTag, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};

@@ -44,7 +44,13 @@
 //!   history 1 whose keys are rewritten while it is away will end. Use
 //!   [`skip_compacted`](WatchBuilder::skip_compacted) to follow the latest state instead.
 //! - Errors while re-creating the consumer (the server is still down) are retried with
-//!   backoff without ending the stream; a failed attempt is logged at `warn` level.
+//!   backoff without ending the stream; a failed attempt is logged at `warn` level. A
+//!   refused permission ([`ErrorKind::PermissionDenied`]: creating the consumer, or
+//!   subscribing to its delivery inbox) ends the watch, since retrying cannot help.
+//!
+//! Each consumer is created through the named create subject with its filter in it,
+//! `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>` (for a single filter subject), so a
+//! user's publish permissions can confine which keys it may watch.
 //!
 //! Failure detection rests on the consumer's idle heartbeat (2 s): a watch idle across a
 //! server restart notices within about two heartbeats (4 s) once polled. A consumer nobody
@@ -442,7 +448,12 @@ impl State {
                                 .await;
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::HistoryGone => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::HistoryGone | ErrorKind::PermissionDenied
+                        ) =>
+                    {
                         self.ended = true;
                         return Some(Err(e));
                     }
@@ -570,6 +581,7 @@ impl Consumer {
         inner.js.ensure_janitor();
         let connects = client.statistics().connects.load(Ordering::Relaxed);
         let inbox = client.new_inbox();
+        let since = std::time::Instant::now();
         // Subscribe first: the consumer starts pushing as soon as it exists.
         let sub = client.subscribe(inbox.clone()).await.map_err(|e| {
             Error::new(ErrorKind::Connection, "cannot subscribe")
@@ -600,6 +612,16 @@ impl Consumer {
                 c.insert("filter_subjects".into(), subjects.to_vec().into());
             }
         }
+        // Named, with the filter in the subject (`CONSUMER.CREATE.<stream>.<name>.<filter>`),
+        // so a user's publish permissions can confine which keys it may watch.
+        let name = format!("kvw_{}", uuid::Uuid::new_v4().simple());
+        let create = match subjects {
+            [one] => format!("CONSUMER.CREATE.{}.{name}.{one}", inner.stream),
+            _ => format!("CONSUMER.CREATE.{}.{name}", inner.stream),
+        };
+        if let Some(c) = config.as_object_mut() {
+            c.insert("name".into(), name.clone().into());
+        }
         let body = serde_json::json!({ "stream_name": inner.stream, "config": config });
         #[derive(serde::Deserialize)]
         struct Created {
@@ -610,12 +632,15 @@ impl Consumer {
         }
         let created: Created = inner
             .js
-            .api(
-                &format!("CONSUMER.CREATE.{}", inner.stream),
-                Bytes::from(body.to_string()),
-            )
+            .api(&create, Bytes::from(body.to_string()))
             .await
             .map_err(|e| e.with_op(Operation::Watch))?;
+        // The server answers a refused subscription before it handles the create request
+        // sent after it on the same connection, so the refusal is known by now.
+        if let Some(e) = inner.js.refused_subscription(&inbox, since) {
+            inner.js.delete_consumer_later(&inner.stream, &name);
+            return Err(e.with_op(Operation::Watch));
+        }
         Ok(Consumer {
             client,
             sub,

@@ -94,6 +94,12 @@
 //! With TTL `t`, a crashed leader is replaced after `t` plus the server's expiry tick (up to
 //! about a second) from its last renewal; a resignation hands over in about a millisecond
 //! on a local server.
+//!
+//! ## Permissions
+//! A candidate in election `E` of bucket `b` needs publish rights on `$KV.b.E.>`; an observer
+//! only reads `E.leader`. The exact lists (as data: `kv_tests::recipes::election_candidate`
+//! and `election_observer`) and the trust model are in the README's "Security and
+//! deployment" section: candidates can depose each other, terms still strictly increase.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     StaleToken,
     /// The waiter's own queue entry vanished while it waited (it stalled or was cut off).
     QueueEntryLost,
+    /// The server refused an operation for lack of permission (the KV error, reached
+    /// through `source()`, names the subject). Not transient.
+    PermissionDenied,
     /// An error from the KV layer (see [`Error::core_kind`]).
     Kv,
     /// An invariant of this library broke: a bug. Please report it.
@@ -74,6 +77,7 @@ impl From<kv_core::Error> for Error {
                 ErrorKind::InvalidArgument
             }
             kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kv_core::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             kv_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
@@ -81,6 +85,7 @@ impl From<kv_core::Error> for Error {
         let message = match kind {
             ErrorKind::InvalidTtl | ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Lost => "the lock is no longer held",
+            ErrorKind::PermissionDenied => "permission denied",
             _ => "key-value operation failed",
         };
         Error {

@@ -109,6 +109,13 @@
 //!
 //! ## Errors
 //! Every operation returns [`Error`]; match on [`Error::kind`].
+//!
+//! ## Permissions
+//! A user of lock `L` in bucket `b` needs publish rights on `$KV.b.L.*.*` and the JetStream
+//! API subjects listed in the README's "Security and deployment" table (as data:
+//! `kv_tests::recipes::lock_user`); anything else is refused with
+//! [`ErrorKind::PermissionDenied`]. Users of one lock can disturb each other's queue entries
+//! (the server cannot tell a renewal from a delete); fencing tokens still strictly increase.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod acquire;

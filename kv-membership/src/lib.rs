@@ -73,6 +73,11 @@
 //!
 //! The bucket needs per-key TTLs ([`Membership::bucket_config`]); it may be shared with
 //! other recipes as long as the group names do not overlap their keys.
+//!
+//! ## Permissions
+//! A member of group `G` in bucket `b` needs publish rights on `$KV.b.G.*` and the JetStream
+//! API subjects in the README's "Security and deployment" table (as data:
+//! `kv_tests::recipes::member`); members of one group can remove each other's keys.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 

@@ -8,6 +8,10 @@
 //!   (SIGKILL) and [`stop`](NatsServer::stop) (graceful).
 //! - [`NatsCluster`]: three routed JetStream nodes, ready once a meta leader exists, with node
 //!   kills and restarts and stream-leader lookup.
+//! - [`NatsServerBuilder`]: accounts, users and [`Permissions`] (password, NKey, token),
+//!   operator mode with `.creds` files ([`TestOperator`]), TLS with certificates generated at
+//!   test time ([`TestPki`]), JetStream domains, leaf nodes
+//!   attached to a hub ([`LeafRemote`]), and configuration reload ([`NatsServer::reload`]).
 //! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
 //! - [`history`] and [`check`]: record what every client did and believed, then check
 //!   mutual exclusion, fencing, leader terms, watches and configurations.
@@ -40,6 +44,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+mod auth;
 mod binary;
 pub mod check;
 mod cluster;
@@ -49,11 +54,17 @@ mod errors;
 pub mod history;
 mod monitor;
 pub mod nemesis;
+mod operator;
 mod proxy;
+pub mod recipes;
 mod server;
+mod tls;
 
+pub use auth::{Account, NkeyUser, Permissions, Rule, User};
 pub use binary::{nats_server_bin, LOCAL_SERVER_PATH, MIN_SERVER_VERSION, PINNED_SERVER_VERSION};
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
 pub use errors::{assert_one_layer_each, error_layers};
+pub use operator::{TestOperator, OPERATOR_ACCOUNT};
 pub use proxy::FaultProxy;
-pub use server::{NatsServer, NatsServerBuilder, READY_TIMEOUT};
+pub use server::{LeafRemote, NatsServer, NatsServerBuilder, READY_TIMEOUT};
+pub use tls::TestPki;

@@ -10,8 +10,12 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use crate::auth::{quote, render_authorization, Account, User};
 use crate::binary::nats_server_bin;
 use crate::monitor;
+use crate::operator::TestOperator;
+use crate::tls::TestPki;
+use std::sync::Arc;
 
 /// How long [`NatsServer::start`], [`NatsServer::restart`] and friends wait for readiness.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,6 +60,91 @@ pub struct NatsServerBuilder {
     binary: Option<PathBuf>,
     ready_timeout: Option<Duration>,
     pub(crate) cluster: Option<ClusterSpec>,
+    accounts: Vec<Account>,
+    users: Vec<User>,
+    token: Option<Secret>,
+    system_account: Option<String>,
+    tls: Option<TlsSpec>,
+    domain: Option<String>,
+    leafnode_listener: bool,
+    leaf_remotes: Vec<LeafRemote>,
+    extra: Vec<String>,
+    operator: Option<Arc<TestOperator>>,
+}
+
+/// A string kept out of `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The server's `tls {}` block.
+#[derive(Debug, Clone)]
+struct TlsSpec {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    verify: bool,
+    handshake_first: bool,
+}
+
+/// A leaf node connection from this server to a hub's leaf node listener.
+///
+/// ```
+/// let remote = kv_tests::LeafRemote::new("nats-leaf://127.0.0.1:7422").local_account("APP");
+/// assert_eq!(remote.url(), "nats-leaf://127.0.0.1:7422");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[must_use]
+pub struct LeafRemote {
+    url: String,
+    account: Option<String>,
+}
+
+impl std::fmt::Debug for LeafRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the hub user's password.
+        let shown = self.url.rsplit('@').next().unwrap_or(&self.url);
+        f.debug_struct("LeafRemote")
+            .field("url", &shown)
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+impl LeafRemote {
+    /// A remote to the hub's leaf node URL (`nats-leaf://[user:password@]127.0.0.1:PORT`, see
+    /// [`NatsServer::leafnode_url`]); the URL may point at a [`crate::FaultProxy`] in front of
+    /// the hub to cut and heal the leaf link. The hub authenticates the leaf as the user in
+    /// the URL, binding the link to that user's account.
+    pub fn new(url: impl Into<String>) -> LeafRemote {
+        LeafRemote {
+            url: url.into(),
+            account: None,
+        }
+    }
+
+    /// Binds the link to this local account (default: the global account `$G`).
+    pub fn local_account(mut self, account: impl Into<String>) -> LeafRemote {
+        self.account = Some(account.into());
+        self
+    }
+
+    /// The hub URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn render(&self) -> String {
+        match &self.account {
+            Some(a) => format!("{{ url: {}, account: {} }}", quote(&self.url), quote(a)),
+            None => format!("{{ url: {} }}", quote(&self.url)),
+        }
+    }
 }
 
 impl NatsServerBuilder {
@@ -101,6 +190,192 @@ impl NatsServerBuilder {
         self
     }
 
+    /// Adds an account with its users (see [`Account`]), replacing an account of the same name
+    /// (so [`NatsServer::reload`] can change one). Once any account or user exists,
+    /// the server requires clients to authenticate; start-up then waits on the monitoring
+    /// endpoint's `/healthz` instead of connecting, and [`NatsServer::connect`] no longer
+    /// works: use [`NatsServer::connect_with`].
+    pub fn account(mut self, account: Account) -> Self {
+        self.accounts.retain(|a| a.name() != account.name());
+        self.accounts.push(account);
+        self
+    }
+
+    /// Adds a user of the global account (the server's `authorization { users }`). Global
+    /// users and [`NatsServerBuilder::account`]s do not mix: give users to accounts instead.
+    pub fn user(mut self, user: User) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Requires this token from every client (`authorization { token }`); replaces any
+    /// global users.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret(token.into()));
+        self
+    }
+
+    /// Names the system account (`system_account`); the account must be added too.
+    pub fn system_account(mut self, name: impl Into<String>) -> Self {
+        self.system_account = Some(name.into());
+        self
+    }
+
+    /// Serves clients over TLS with the PKI's server certificate; clients must trust
+    /// [`TestPki::ca_file`]. The `pki` must outlive the server (its files are read again on
+    /// restart and reload).
+    pub fn tls(mut self, pki: &TestPki) -> Self {
+        self.tls = Some(TlsSpec {
+            cert: pki.server_cert_file(),
+            key: pki.server_key_file(),
+            ca: pki.ca_file(),
+            verify: false,
+            handshake_first: false,
+        });
+        self
+    }
+
+    /// With [`NatsServerBuilder::tls`]: requires a client certificate signed by the CA
+    /// (mutual TLS, `verify: true`).
+    pub fn tls_verify(mut self) -> Self {
+        if let Some(t) = self.tls.as_mut() {
+            t.verify = true;
+        }
+        self
+    }
+
+    /// With [`NatsServerBuilder::tls`]: expects the TLS handshake before the server's `INFO`
+    /// (`handshake_first: true`); clients must connect with TLS-first too.
+    pub fn tls_handshake_first(mut self) -> Self {
+        if let Some(t) = self.tls.as_mut() {
+            t.handshake_first = true;
+        }
+        self
+    }
+
+    /// Puts the server's JetStream into this domain (`jetstream { domain }`); other domains
+    /// reach it through `$JS.<domain>.API`.
+    pub fn jetstream_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Accepts leaf node connections on a free port of 127.0.0.1 (kept across restarts); see
+    /// [`NatsServer::leafnode_url`]. A hub in its own JetStream domain is the usual setup.
+    pub fn leafnode_listener(mut self) -> Self {
+        self.leafnode_listener = true;
+        self
+    }
+
+    /// Connects this server as a leaf node to a hub (repeatable).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use kv_tests::{LeafRemote, NatsServer};
+    /// let hub = NatsServer::builder()
+    ///     .jetstream_domain("hub")
+    ///     .leafnode_listener()
+    ///     .start()
+    ///     .await;
+    /// let leaf = NatsServer::builder()
+    ///     .server_name("leaf")
+    ///     .jetstream_domain("leaf")
+    ///     .leaf_remote(LeafRemote::new(hub.leafnode_url().unwrap()))
+    ///     .start()
+    ///     .await;
+    /// leaf.wait_leaf_connected(kv_tests::READY_TIMEOUT).await;
+    /// // A client of the leaf reaches the hub's JetStream through its domain's API prefix.
+    /// let client = leaf.connect().await;
+    /// let hub_js = async_nats::jetstream::with_domain(client, "hub");
+    /// assert!(hub_js.query_account().await.is_ok());
+    /// # }
+    /// ```
+    pub fn leaf_remote(mut self, remote: LeafRemote) -> Self {
+        self.leaf_remotes.push(remote);
+        self
+    }
+
+    /// Runs in operator mode (JWT authentication, `.creds` files) with this operator's
+    /// accounts; replaces accounts, users and tokens set on the builder.
+    pub fn operator(mut self, operator: &Arc<TestOperator>) -> Self {
+        self.operator = Some(operator.clone());
+        self
+    }
+
+    /// Appends raw lines to the config file (anything the builder has no method for).
+    pub fn raw_config(mut self, text: impl Into<String>) -> Self {
+        self.extra.push(text.into());
+        self
+    }
+
+    /// Whether clients must authenticate or use TLS, so a plain connection cannot probe.
+    fn is_secured(&self) -> bool {
+        !self.accounts.is_empty()
+            || self.operator.is_some()
+            || !self.users.is_empty()
+            || self.token.is_some()
+            || self.tls.is_some()
+    }
+
+    fn render_tls(&self) -> Option<String> {
+        let t = self.tls.as_ref()?;
+        let path = |p: &Path| quote(&p.display().to_string());
+        let mut s = format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n",
+            path(&t.cert),
+            path(&t.key),
+            path(&t.ca)
+        );
+        if t.verify {
+            s.push_str("  verify: true\n");
+        }
+        if t.handshake_first {
+            s.push_str("  handshake_first: true\n");
+        }
+        s.push_str("}\n");
+        Some(s)
+    }
+
+    fn render_auth(&self) -> String {
+        if let Some(op) = &self.operator {
+            return op.render();
+        }
+        let mut c = String::new();
+        if !self.accounts.is_empty() {
+            c.push_str("accounts {\n");
+            for a in &self.accounts {
+                c.push_str(&a.render());
+            }
+            c.push_str("}\n");
+        }
+        if let Some(sys) = &self.system_account {
+            let _ = writeln!(c, "system_account: {}", quote(sys));
+        }
+        if let Some(a) =
+            render_authorization(&self.users, self.token.as_ref().map(|t| t.0.as_str()))
+        {
+            c.push_str(&a);
+        }
+        c
+    }
+
+    fn render_leafnodes(&self, leaf_port: Option<u16>) -> Option<String> {
+        if leaf_port.is_none() && self.leaf_remotes.is_empty() {
+            return None;
+        }
+        let mut s = String::from("leafnodes {\n");
+        if let Some(p) = leaf_port {
+            let _ = writeln!(s, "  listen: \"127.0.0.1:{p}\"");
+        }
+        if !self.leaf_remotes.is_empty() {
+            let remotes: Vec<String> = self.leaf_remotes.iter().map(LeafRemote::render).collect();
+            let _ = writeln!(s, "  remotes: [\n    {}\n  ]", remotes.join("\n    "));
+        }
+        s.push_str("}\n");
+        Some(s)
+    }
+
     /// Starts the server and waits until JetStream answers `$JS.API.INFO`.
     ///
     /// # Panics
@@ -140,6 +415,7 @@ impl NatsServerBuilder {
             last_exit: None,
             port: self.port.unwrap_or(0),
             http_port: None,
+            leaf_port: self.leafnode_listener.then(free_port),
             ready_timeout: self.ready_timeout.unwrap_or(READY_TIMEOUT),
             spec: self,
         };
@@ -194,7 +470,17 @@ pub struct NatsServer {
     /// 0 until the first start has learned the port from the ports file.
     port: u16,
     http_port: Option<u16>,
+    /// The leaf node listener's port, chosen before the first start and kept.
+    leaf_port: Option<u16>,
     ready_timeout: Duration,
+}
+
+/// A free port on 127.0.0.1 at the time of the call.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("kv-tests: cannot bind 127.0.0.1:0")
 }
 
 impl NatsServer {
@@ -267,6 +553,105 @@ impl NatsServer {
                 self.client_url(),
                 self.log_section()
             ),
+        }
+    }
+
+    /// Connects a client with these options (credentials, TLS) to [`NatsServer::client_url`].
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails; the message carries the server log.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is left behind.
+    pub async fn connect_with(&self, options: async_nats::ConnectOptions) -> async_nats::Client {
+        match options.connect(self.client_url()).await {
+            Ok(client) => client,
+            Err(err) => panic!(
+                "kv-tests: cannot connect to {}: {err}\n{}",
+                self.client_url(),
+                self.log_section()
+            ),
+        }
+    }
+
+    /// The URL a leaf node connects to, `nats-leaf://127.0.0.1:PORT`, when the server was
+    /// built with [`NatsServerBuilder::leafnode_listener`]. The port stays across restarts.
+    pub fn leafnode_url(&self) -> Option<String> {
+        self.leaf_port.map(|p| format!("nats-leaf://127.0.0.1:{p}"))
+    }
+
+    /// The leaf node listener's address, `127.0.0.1:PORT` (for a [`crate::FaultProxy`]).
+    pub fn leafnode_addr(&self) -> Option<String> {
+        self.leaf_port.map(|p| format!("127.0.0.1:{p}"))
+    }
+
+    /// How many leaf node connections the server has now (monitoring `/leafz`; 0 when it
+    /// cannot tell).
+    pub async fn leaf_connections(&self) -> usize {
+        self.monitor_json("/leafz")
+            .await
+            .and_then(|j| j.get("leafnodes")?.as_u64())
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the server has at least one leaf node connection (call it on the leaf or
+    /// on the hub).
+    ///
+    /// # Panics
+    ///
+    /// When no leaf connection appears within `timeout`; the message carries the server log.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads the monitoring endpoint.
+    pub async fn wait_leaf_connected(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.leaf_connections().await == 0 {
+            if Instant::now() > deadline {
+                self.fail(&format!("has no leaf node connection after {timeout:?}"));
+            }
+            tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
+    /// Changes the server's options and reloads its configuration in place (SIGHUP), the way
+    /// an operator revokes a permission: connections stay, new rules apply to them. Waits
+    /// until the server logs that it reloaded.
+    ///
+    /// Only what nats-server reloads changes (accounts, users, permissions, TLS files, log
+    /// options); ports, the store and the JetStream domain need a restart.
+    ///
+    /// # Panics
+    ///
+    /// When no process runs or the server does not confirm the reload within the ready
+    /// timeout (an invalid configuration is logged and refused); the message carries the log.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the new configuration may or may not be in force.
+    pub async fn reload(&mut self, change: impl FnOnce(NatsServerBuilder) -> NatsServerBuilder) {
+        const RELOADED: &str = "Reloaded server configuration";
+        if !self.is_running() {
+            self.fail("cannot reload: it is not running");
+        }
+        self.spec = change(self.spec.clone());
+        let before = self.log().matches(RELOADED).count();
+        fs::write(&self.conf_path, self.config()).expect("kv-tests: cannot write nats-server.conf");
+        self.signal(Signal::SIGHUP);
+        let deadline = Instant::now() + self.ready_timeout;
+        const FAILED: &str = "Failed to reload server configuration";
+        let failed_before = self.log().matches(FAILED).count();
+        while self.log().matches(RELOADED).count() == before {
+            if self.log().matches(FAILED).count() > failed_before {
+                self.fail("refused the new configuration");
+            }
+            if Instant::now() > deadline {
+                self.fail("did not confirm the configuration reload");
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -420,11 +805,22 @@ impl NatsServer {
         } else {
             ""
         };
+        let domain = self
+            .spec
+            .domain
+            .as_ref()
+            .map_or(String::new(), |d| format!("\n  domain: {}", quote(d)));
         let _ = writeln!(
             c,
-            "jetstream {{\n  store_dir: {}{sync}\n}}",
+            "jetstream {{\n  store_dir: {}{sync}{domain}\n}}",
             q(&self.store_dir)
         );
+        c.push_str(&self.spec.render_auth());
+        c.extend(self.spec.render_tls());
+        c.extend(self.spec.render_leafnodes(self.leaf_port));
+        for line in &self.spec.extra {
+            let _ = writeln!(c, "{line}");
+        }
         if let Some(cl) = &self.spec.cluster {
             let routes: Vec<String> = cl
                 .routes
@@ -515,12 +911,18 @@ impl NatsServer {
         Some((port_of("nats")?, port_of("monitoring")))
     }
 
-    /// Waits for the listeners, then until JetStream answers `$JS.API.INFO` on this node.
+    /// Waits for the listeners, then until JetStream answers `$JS.API.INFO` on this node (or,
+    /// when clients must authenticate, until `/healthz` says ok).
     pub(crate) async fn wait_ready(&mut self) {
         let deadline = Instant::now() + self.ready_timeout;
         self.wait_listening(deadline).await;
         loop {
-            let last_err = match jetstream_info(&self.client_url()).await {
+            let probe = if self.spec.is_secured() {
+                self.healthz().await
+            } else {
+                jetstream_info(&self.client_url()).await
+            };
+            let last_err = match probe {
                 Ok(()) => return,
                 Err(e) => e,
             };
@@ -534,6 +936,17 @@ impl NatsServer {
                 ));
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn healthz(&self) -> Result<(), String> {
+        let json = self
+            .monitor_json("/healthz")
+            .await
+            .ok_or_else(|| "no answer from /healthz".to_string())?;
+        match json.get("status").and_then(|s| s.as_str()) {
+            Some("ok") => Ok(()),
+            _ => Err(format!("/healthz: {json}")),
         }
     }
 

@@ -36,6 +36,11 @@ pub enum LostReason {
     Taken,
     /// The lease was released by its holder.
     Released,
+    /// The server refused the renewal for lack of permission (revoked, or never granted for
+    /// this key): reported at once, not at the deadline. Needs a [`Kv`](crate::Kv) built by
+    /// [`Connect`](crate::Connect), which hears the server's permission errors; otherwise
+    /// the refusal looks like a timeout and the loss is [`LostReason::Deadline`].
+    Permission,
 }
 
 impl std::fmt::Display for LostReason {
@@ -45,6 +50,7 @@ impl std::fmt::Display for LostReason {
             LostReason::Expired => "the lease key expired on the server",
             LostReason::Taken => "the lease key was removed or rewritten by someone else",
             LostReason::Released => "the lease was released",
+            LostReason::Permission => "the server refused the renewal for lack of permission",
         })
     }
 }
@@ -213,6 +219,10 @@ async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
                 l.clock.renewed(sent);
                 tracing::trace!(key = %st.key, revision = r.get(), "lease renewed");
                 return Step::Written;
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                tracing::warn!(key = %st.key, error = %e, "lease renewal refused");
+                return Step::Gone(LostReason::Permission);
             }
             Err(e) if e.is_conflict() => match l.ambiguous_since {
                 Some(since) => since,

@@ -1,0 +1,366 @@
+//! `Connect` against servers that require each connection method: it works with the right
+//! credentials, fails clearly without them, honours credentials embedded in URLs, reads `nats`
+//! CLI contexts, and never shows a secret in an error's Display or Debug.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
+use kv_tests::{Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
+
+const PASSWORD: &str = "pw-Zq81x";
+const TOKEN: &str = "tok-Hq72y";
+
+/// Every text an error shows, through its whole source chain, in Display and Debug.
+fn all_text(e: &kv_core::Error) -> String {
+    let mut out = format!("{e}\n{e:?}\n");
+    let mut cur: Option<&dyn std::error::Error> = e.source();
+    while let Some(c) = cur {
+        out.push_str(&format!("{c}\n{c:?}\n"));
+        cur = c.source();
+    }
+    out
+}
+
+fn assert_no_secret(e: &kv_core::Error, secrets: &[&str]) {
+    let text = all_text(e);
+    for s in secrets {
+        assert!(!text.contains(s), "secret {s:?} shown in: {text}");
+    }
+}
+
+/// The connection works: a bucket can be created and written.
+async fn works(kv: Kv) {
+    let b = kv.create_or_open(BucketConfig::new("conn")).await.unwrap();
+    b.put("k", "v").await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().unwrap().value(), "v".as_bytes());
+}
+
+fn quick() -> Connect {
+    Connect::new().options(|o| o.connection_timeout(Duration::from_secs(2)))
+}
+
+async fn password_server() -> NatsServer {
+    NatsServer::builder()
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("app", PASSWORD)),
+        )
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn user_and_password() {
+    let server = password_server().await;
+    let url = server.client_url();
+    works(
+        quick()
+            .server(&url)
+            .user_password("app", PASSWORD)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let e = quick().server(&url).connect().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection);
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    let e = quick()
+        .server(&url)
+        .user_password("app", "wrong-Pw")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert_no_secret(&e, &["wrong-Pw"]);
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_are_used_never_dropped_or_shown() {
+    let server = password_server().await;
+    let port = server.port();
+    let with = |pass: &str| format!("nats://app:{pass}@127.0.0.1:{port}");
+    works(Kv::connect(&with(PASSWORD)).await.unwrap()).await;
+
+    let e = Kv::connect(&with("wrong-Pw")).await.unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert_no_secret(&e, &["wrong-Pw"]);
+
+    // In a URL and as an option: refused, not silently resolved either way.
+    let e = quick()
+        .server(with(PASSWORD))
+        .token(TOKEN)
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_no_secret(&e, &[PASSWORD, TOKEN]);
+
+    let token_server = NatsServer::builder().token(TOKEN).start().await;
+    let url = format!("nats://{TOKEN}@127.0.0.1:{}", token_server.port());
+    works(Kv::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn token() {
+    let server = NatsServer::builder().token(TOKEN).start().await;
+    works(
+        quick()
+            .server(server.client_url())
+            .token(TOKEN)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let e = quick()
+        .server(server.client_url())
+        .token("tok-Wrong")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert_no_secret(&e, &["tok-Wrong"]);
+}
+
+#[tokio::test]
+async fn nkey_seed_and_nkey_file() {
+    let key = NkeyUser::generate();
+    let stranger = NkeyUser::generate();
+    let server = NatsServer::builder()
+        .account(Account::new("APP").jetstream().user(key.user()))
+        .start()
+        .await;
+    let url = server.client_url();
+    works(
+        quick()
+            .server(&url)
+            .nkey_seed(&key.seed)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user.nk");
+    std::fs::write(&file, format!("{}\n", key.seed)).unwrap();
+    works(
+        quick()
+            .server(&url)
+            .nkey_file(&file)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let e = quick()
+        .server(&url)
+        .nkey_seed(&stranger.seed)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert_no_secret(&e, &[&stranger.seed]);
+    let e = quick()
+        .server(&url)
+        .nkey_seed("SUnot-a-seed")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert_no_secret(&e, &["SUnot-a-seed"]);
+    let e = quick()
+        .server(&url)
+        .nkey_file(dir.path().join("missing.nk"))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_mutual_tls_and_tls_first() {
+    let pki = TestPki::generate();
+    let tls = NatsServer::builder().tls(&pki).start().await;
+    let url = tls.client_url();
+    works(
+        quick()
+            .server(&url)
+            .tls_ca(pki.ca_file())
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let e = quick()
+        .server(&url)
+        .tls_ca(pki.unrelated_ca_file())
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection);
+    assert!(e.to_string().contains("TLS"), "{}", all_text(&e));
+
+    let mutual = NatsServer::builder().tls(&pki).tls_verify().start().await;
+    let url = mutual.client_url();
+    let with_cert = quick()
+        .server(&url)
+        .tls_ca(pki.ca_file())
+        .tls_client_cert(pki.client_cert_file(), pki.client_key_file());
+    works(with_cert.connect().await.unwrap()).await;
+    let e = quick()
+        .server(&url)
+        .tls_ca(pki.ca_file())
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+
+    let first = NatsServer::builder()
+        .tls(&pki)
+        .tls_handshake_first()
+        .start()
+        .await;
+    let c = quick()
+        .server(first.client_url())
+        .tls_ca(pki.ca_file())
+        .tls_first();
+    works(c.connect().await.unwrap()).await;
+
+    let plain = NatsServer::start().await;
+    let e = quick()
+        .server(plain.client_url())
+        .require_tls(true)
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+}
+
+#[tokio::test]
+async fn comma_separated_urls_are_a_server_list() {
+    let server = NatsServer::start().await;
+    // Port 1 refuses; the list goes on to the live server.
+    let list = format!("nats://127.0.0.1:1, {}", server.client_url());
+    works(Kv::connect(&list).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn nats_cli_contexts() {
+    let pki = TestPki::generate();
+    let server = NatsServer::builder()
+        .tls(&pki)
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("app", PASSWORD)),
+        )
+        .start()
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("nats/context");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctx = serde_json::json!({
+        "description": "test",
+        "url": server.client_url(),
+        "user": "app",
+        "password": PASSWORD,
+        "ca": pki.ca_file(),
+        "tls_first": false,
+    });
+    std::fs::write(dir.join("prod.json"), ctx.to_string()).unwrap();
+    std::fs::write(home.path().join("nats/context.txt"), "prod\n").unwrap();
+    // Each test runs in its own process under nextest, so the variable is ours alone.
+    std::env::set_var("XDG_CONFIG_HOME", home.path());
+
+    works(
+        Connect::from_context(Some("prod"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+    works(
+        Connect::from_context(None)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+    works(Connect::new().context("prod").connect().await.unwrap()).await;
+    let c = Connect::from_context(Some("prod")).unwrap();
+    assert!(!format!("{c:?}").contains(PASSWORD));
+
+    let e = Connect::from_context(Some("missing")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("missing.json"), "{e}");
+    let e = Connect::from_context(Some("../prod")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    std::fs::write(
+        dir.join("bad.json"),
+        format!("{{\"password\": \"{PASSWORD}\""),
+    )
+    .unwrap();
+    let e = Connect::from_context(Some("bad")).unwrap_err();
+    assert_no_secret(&e, &[PASSWORD]);
+}
+
+#[tokio::test]
+async fn a_missing_creds_file_is_a_clear_error() {
+    let server = NatsServer::start().await;
+    let e = quick()
+        .server(server.client_url())
+        .creds_file("/nonexistent/app.creds")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("/nonexistent/app.creds"), "{e}");
+}
+
+#[tokio::test]
+async fn creds_file_in_operator_mode() {
+    let op = std::sync::Arc::new(TestOperator::generate());
+    let server = NatsServer::builder().operator(&op).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("app.creds");
+    let text = op.user_creds("app", None);
+    std::fs::write(&creds, &text).unwrap();
+    works(
+        quick()
+            .server(server.client_url())
+            .creds_file(&creds)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let e = quick()
+        .server(server.client_url())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    // A user signed by an account the server does not know is refused, its seed unshown.
+    let stranger = TestOperator::generate().user_creds("app", None);
+    std::fs::write(&creds, &stranger).unwrap();
+    let e = quick()
+        .server(server.client_url())
+        .creds_file(&creds)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    let seed = stranger.lines().find(|l| l.starts_with("SU")).unwrap();
+    assert_no_secret(&e, &[seed]);
+}

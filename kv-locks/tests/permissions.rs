@@ -1,0 +1,120 @@
+//! Locks under least-privilege users: the documented permissions of a lock user
+//! (`kv_tests::recipes::lock_user`) are enough to lock its lock, refuse other locks with
+//! `PermissionDenied` within the request timeout, and a revoked holder loses its lock at once
+//! with the permission reason while the next waiter takes over.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::time::{Duration, Instant};
+
+use kv_core::lease::LostReason;
+use kv_core::Connect;
+use kv_locks::{ErrorKind, LeaseConfig, Locks};
+use kv_tests::{recipes, Account, NatsServer, Permissions, User};
+
+const BUCKET: &str = "locks";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const T: Duration = Duration::from_secs(30);
+
+fn account(alice: Permissions) -> Account {
+    Account::new("APP")
+        .jetstream()
+        .user(User::password("admin", "admin-pw"))
+        .user(User::password("alice", "alice-pw").permissions(alice))
+        .user(User::password("bob", "bob-pw").permissions(recipes::lock_user(BUCKET, "a")))
+}
+
+async fn locks_as(server: &NatsServer, user: &str) -> Locks {
+    let kv = Connect::new()
+        .server(server.client_url())
+        .user_password(user, format!("{user}-pw"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .unwrap();
+    let lease = LeaseConfig::new(Duration::from_secs(3)).unwrap();
+    Locks::open(&kv, BUCKET)
+        .await
+        .unwrap()
+        .lease(lease)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lock_user_locks_its_lock_and_is_refused_others_at_once() {
+    let server = NatsServer::builder()
+        .account(account(recipes::lock_user(BUCKET, "a")))
+        .start()
+        .await;
+    let admin = locks_as(&server, "admin").await;
+    let alice = locks_as(&server, "alice").await;
+
+    let guard = alice.mutex("a").unwrap().lock().await.unwrap();
+    guard.release().await.unwrap();
+
+    let started = Instant::now();
+    let err = alice
+        .mutex("b")
+        .unwrap()
+        .lock()
+        .timeout(T)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    assert!(took < REQUEST_TIMEOUT, "refused after {took:?}");
+    let core = std::error::Error::source(&err).unwrap().to_string();
+    assert!(core.contains("$KV.locks.b."), "{core}");
+    println!("lock b refused after {took:?}: {core}");
+
+    // Someone else's queue entry of another lock: alice cannot delete it.
+    let held = admin.mutex("b").unwrap().lock().await.unwrap();
+    let info = admin.inspect("b").await.unwrap();
+    let key = info.holders[0].key.clone();
+    let err = alice.bucket().delete(key.as_str()).await.unwrap_err();
+    assert_eq!(err.kind(), kv_core::ErrorKind::PermissionDenied, "{err}");
+    assert!(held.is_held());
+    held.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_holder_loses_at_once_and_the_next_waiter_takes_over() {
+    let mut server = NatsServer::builder()
+        .account(account(recipes::lock_user(BUCKET, "a")))
+        .start()
+        .await;
+    let _admin = locks_as(&server, "admin").await; // creates the bucket
+    let alice = locks_as(&server, "alice").await;
+    let bob = locks_as(&server, "bob").await;
+    let guard = alice.mutex("a").unwrap().lock().await.unwrap();
+    let waiter = tokio::spawn({
+        let m = bob.mutex("a").unwrap();
+        async move { m.lock().timeout(T).await }
+    });
+
+    // Alice may now only read: every renewal of her queue entry is refused.
+    let read_only = Permissions::new()
+        .publish_allow(recipes::lock_user(BUCKET, "a").publish.allow)
+        .publish_deny([format!("$KV.{BUCKET}.>")])
+        .subscribe_allow(["_INBOX.>"]);
+    let revoked = Instant::now();
+    server.reload(|b| b.account(account(read_only))).await;
+    let why = tokio::time::timeout(T, guard.lost()).await.unwrap();
+    let lost_after = revoked.elapsed();
+    assert_eq!(why, LostReason::Permission);
+    // Renewals run every TTL/3 (1 s): the loss comes at the next one, not at the deadline.
+    assert!(
+        lost_after < Duration::from_secs(2),
+        "lost after {lost_after:?}"
+    );
+
+    let next = tokio::time::timeout(T, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let took_over = revoked.elapsed();
+    assert!(next.is_held());
+    println!("permission loss after {lost_after:?}, next holder after {took_over:?}");
+    next.release().await.unwrap();
+}

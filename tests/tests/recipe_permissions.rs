@@ -1,0 +1,183 @@
+//! Every recipe runs under exactly the permissions `kv_tests::recipes` gives it (the README's
+//! table, checked here too): a candidate leads, an observer observes, a config writer writes,
+//! a read-only config reader reads, a member joins and lists — and a step outside the set is
+//! refused with `PermissionDenied`.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kv_config::{ConfigReader, ConfigWriter, Source};
+use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
+use kv_leader::{Election, Observed};
+use kv_membership::Membership;
+use kv_tests::{recipes, Account, NatsServer, Permissions, User};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn server_with(user: Permissions) -> NatsServer {
+    NatsServer::builder()
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("admin", "admin-pw"))
+                .user(User::password("user", "user-pw").permissions(user)),
+        )
+        .start()
+        .await
+}
+
+async fn kv_as(server: &NatsServer, user: &str) -> Kv {
+    Connect::new()
+        .server(server.client_url())
+        .user_password(user, format!("{user}-pw"))
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_readme_table_is_the_data() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = recipes::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README's permission table differs from kv_tests::recipes; it should read:\n{table}"
+    );
+}
+
+#[tokio::test]
+async fn election_candidate_and_observer() {
+    let server = server_with(recipes::election_candidate("el", "sched")).await;
+    let admin = kv_as(&server, "admin").await;
+    admin
+        .create_or_open(Election::bucket_config("el"))
+        .await
+        .unwrap();
+    let kv = kv_as(&server, "user").await;
+    let bucket = kv.open("el").await.unwrap();
+    let election = Election::new(bucket.clone(), "sched", Duration::from_secs(3)).unwrap();
+    let leadership = tokio::time::timeout(T, election.campaign("n1").value("addr"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(election.leader().await.unwrap().is_some());
+    let other = Election::new(bucket, "other", Duration::from_secs(3)).unwrap();
+    let err = tokio::time::timeout(T, other.campaign("n1"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    drop(server);
+
+    let server = server_with(recipes::election_observer("el", "sched")).await;
+    let admin = kv_as(&server, "admin").await;
+    let b = admin
+        .create_or_open(Election::bucket_config("el"))
+        .await
+        .unwrap();
+    let leader = Election::new(b, "sched", Duration::from_secs(3)).unwrap();
+    let _held = leader.campaign("n1").await.unwrap();
+    let kv = kv_as(&server, "user").await;
+    let bucket = kv.open("el").await.unwrap();
+    let election = Election::new(bucket.clone(), "sched", Duration::from_secs(3)).unwrap();
+    let mut observer = election.observe().await.unwrap();
+    let seen = tokio::time::timeout(T, observer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(seen, Observed::Leader(_)), "{seen:?}");
+    let err = bucket.put("sched.leader", "me").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    drop(leadership);
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct App {
+    size: u32,
+}
+
+#[tokio::test]
+async fn config_writer_and_read_only_reader() {
+    let server = server_with(recipes::config_writer("cfg", "app")).await;
+    let admin = kv_as(&server, "admin").await;
+    admin
+        .create_or_open(BucketConfig::new("cfg").history(5))
+        .await
+        .unwrap();
+    let kv = kv_as(&server, "user").await;
+    let bucket = kv.open("cfg").await.unwrap();
+    let writer =
+        ConfigWriter::<App>::new(bucket.clone(), Source::document("app")).defaults(App { size: 1 });
+    writer.update(|a| a.size = 7).await.unwrap();
+    let err = bucket.put("other", "{}").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    drop(server);
+
+    let server = server_with(recipes::config_reader("cfg", "app")).await;
+    let admin = kv_as(&server, "admin").await;
+    let b = admin
+        .create_or_open(BucketConfig::new("cfg").history(5))
+        .await
+        .unwrap();
+    b.put("app", r#"{"size":3}"#).await.unwrap();
+    let kv = kv_as(&server, "user").await;
+    let ro = kv.open("cfg").await.unwrap();
+    let mut reader = ConfigReader::<App>::builder(Source::document("app"))
+        .bucket(ro.clone())
+        .await
+        .unwrap();
+    assert_eq!(reader.current().size, 3);
+    b.put("app", r#"{"size":4}"#).await.unwrap();
+    let snap = tokio::time::timeout(T, reader.changed()).await.unwrap();
+    assert_eq!(snap.size, 4);
+    let err = ro.put("app", r#"{"size":5}"#).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    // A watch beyond its key is refused when its consumer is created.
+    let err = ro.watch([">"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+}
+
+#[tokio::test]
+async fn membership_member() {
+    let server = server_with(recipes::member("mem", "api")).await;
+    let admin = kv_as(&server, "admin").await;
+    admin
+        .create_or_open(Membership::bucket_config("mem"))
+        .await
+        .unwrap();
+    let kv = kv_as(&server, "user").await;
+    let membership = Membership::open(&kv, "mem").await.unwrap();
+    let api = membership.group("api").unwrap();
+    let me = api
+        .join("i-1", "10.0.0.1")
+        .ttl(Duration::from_secs(3))
+        .await
+        .unwrap();
+    let members = api.members().await.unwrap();
+    assert_eq!(members.len(), 1);
+    let mut events = api.watch().await.unwrap();
+    assert!(tokio::time::timeout(T, events.next())
+        .await
+        .unwrap()
+        .is_some());
+    let err = membership
+        .group("web")
+        .unwrap()
+        .join("i-1", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    me.leave().await.unwrap();
+}
