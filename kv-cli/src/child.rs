@@ -35,7 +35,10 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
             if e.kind() == std::io::ErrorKind::NotFound {
                 return CliError::new(code::NOT_FOUND, format!("command not found: {program}"));
             }
-            CliError::new(code::CANNOT_RUN, format!("cannot run {program}: {}", e.kind()))
+            CliError::new(
+                code::CANNOT_RUN,
+                format!("cannot run {program}: {}", e.kind()),
+            )
         })?;
     let group = inner
         .id()
