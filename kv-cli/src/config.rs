@@ -67,6 +67,7 @@ enum ConfigCmd {
         /// Dotted path, such as db.pool_size
         path: String,
         /// The value: JSON (10, true, {"a":1}) or else taken as a string
+        #[arg(allow_hyphen_values = true)]
         value: String,
     },
     /// Replace the configuration with a JSON file (validated first; refused as a whole)
