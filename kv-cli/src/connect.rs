@@ -18,7 +18,7 @@ use crate::util::parse_duration;
 /// Connection flags. No `Debug`: it holds secrets.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ConnectArgs {
-    /// NATS server URL; repeat for a cluster [env: NATS_URL, comma-separated]
+    /// NATS server URL; repeat for a cluster (NATS_URL: comma-separated)
     #[arg(
         short = 's',
         long = "server",

@@ -22,7 +22,7 @@ pub(crate) const ENV_ID: &str = "KVTK_LEADER_ID";
 /// strictly greater than every earlier term.
 pub(crate) const ENV_TERM: &str = "KVTK_LEADER_TERM";
 
-/// Run a command only while elected leader.
+/// Run a command only while elected leader, or observe an election (--observe).
 ///
 /// Campaigns; once elected, runs the command with KVTK_ELECTION_NAME, KVTK_LEADER_ID and
 /// KVTK_LEADER_TERM (the term, a fencing token that only grows). When leadership is lost

@@ -48,9 +48,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a command while holding a lock; stop it if the lock is lost
+    // The help texts of `lock` and `elect` are their argument structs' docs.
     Lock(lock::LockArgs),
-    /// Run a command only while elected leader, or observe an election (--observe)
     Elect(elect::ElectArgs),
     /// Print an election's current leader, term and value
     Leader(elect::LeaderArgs),
@@ -79,8 +78,12 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Locks(cmd) => locks::run(cmd, conn).await,
         Command::Config(args) => config::run(args, conn).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut std::io::stdout());
-            Ok(0)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
         }
     }
 }
