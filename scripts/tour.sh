@@ -13,4 +13,6 @@ if [[ -z "${NATS_URL:-}" ]]; then
     export NATS_SERVER_BIN
 fi
 
+# The tour's last section runs kvtk, built beside the tour binary.
+cargo build -q -p kv-cli
 exec cargo run -q -p kv-examples --bin tour -- "$@"

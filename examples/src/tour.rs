@@ -60,8 +60,11 @@ async fn main() -> Res {
     if result.is_ok() {
         result = config_tour(&kv, &prefix).await;
     }
+    if result.is_ok() {
+        result = cli_tour(&kv, &prefix).await;
+    }
     // Clean up whatever the tour created, also after a failure.
-    for suffix in ["core", "locks", "leader", "config"] {
+    for suffix in ["core", "locks", "leader", "config", "cli"] {
         let _ = kv.delete_bucket(&format!("{prefix}_{suffix}")).await;
     }
     result?;
@@ -501,4 +504,39 @@ async fn locks_tour(kv: &Kv, prefix: &str) -> Res {
 fn kv_url(kv: &Kv) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let info = kv.client().server_info();
     Ok(format!("nats://{}:{}", info.host, info.port))
+}
+
+/// kvtk: the same lock from a shell, around a command (scripts/tour.sh builds kvtk beside
+/// the tour binary).
+async fn cli_tour(kv: &Kv, prefix: &str) -> Res {
+    section("kvtk: a command under a lock, from the shell");
+    let Some(kvtk) = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("kvtk"))
+        .filter(|p| p.exists())
+    else {
+        println!("kvtk is not built (cargo build -p kv-cli); skipped");
+        return Ok(());
+    };
+    let bucket = format!("{prefix}_cli");
+    let script =
+        "echo \"  the command runs under $KVTK_LOCK_NAME, fencing token $KVTK_FENCING_TOKEN\"";
+    println!("$ kvtk lock --bucket {bucket} jobs.nightly -- sh -c '{script}'");
+    let status = tokio::process::Command::new(&kvtk)
+        .args([
+            "--server",
+            &kv_url(kv)?,
+            "lock",
+            "--bucket",
+            &bucket,
+            "jobs.nightly",
+        ])
+        .args(["--", "sh", "-c", script])
+        .status()
+        .await?;
+    println!("kvtk exited with the command's status: {status}");
+    if !status.success() {
+        return Err("kvtk lock failed".into());
+    }
+    Ok(())
 }

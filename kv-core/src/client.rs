@@ -261,6 +261,43 @@ impl Kv {
         })
     }
 
+    /// The names of the buckets on the server (the streams that hold `$KV.<bucket>.>`
+    /// subjects and are named `KV_<bucket>`), sorted.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn bucket_names(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            total: usize,
+            #[serde(default)]
+            streams: Option<Vec<String>>,
+        }
+        let mut names = Vec::new();
+        let mut offset = 0;
+        loop {
+            let body = serde_json::json!({ "offset": offset, "subject": "$KV.*.>" });
+            let page: Page = self
+                .js
+                .api("STREAM.NAMES", Bytes::from(body.to_string()))
+                .await
+                .map_err(|e| e.with_op(Operation::Bucket))?;
+            let streams = page.streams.unwrap_or_default();
+            offset += streams.len();
+            let done = streams.is_empty() || offset >= page.total;
+            names.extend(
+                streams
+                    .into_iter()
+                    .filter_map(|s| s.strip_prefix("KV_").map(str::to_string)),
+            );
+            if done {
+                break;
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Deletes a bucket and all its data. Returns whether it existed.
     ///
     /// # Cancel safety

@@ -187,8 +187,12 @@ async fn buckets_open_read_only_status_destroy() {
     let err = b.put("big", vec![0u8; 4096]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ValueTooLarge, "{err}");
 
+    kv.create_bucket(BucketConfig::new("meta2")).await.unwrap();
+    assert_eq!(kv.bucket_names().await.unwrap(), ["meta", "meta2"]);
+
     assert!(kv.delete_bucket("meta").await.unwrap());
     assert!(!kv.delete_bucket("meta").await.unwrap());
+    assert_eq!(kv.bucket_names().await.unwrap(), ["meta2"]);
     // writes and reads on a deleted bucket: nobody answers
     assert_eq!(
         b.put("k", "v").await.unwrap_err().kind(),
