@@ -20,7 +20,7 @@ use serde_json::json;
 use harness::stats::Report;
 use harness::{child, BoxError, Env, Size};
 use kv_tests::NatsServer;
-use metrics::{config, core_ops, counter, election_herd, failover, handoff, held_locks, lock};
+use metrics::{config, core_ops, counter, election_herd, failover, handoff, held_locks, lock, r3};
 
 struct Args {
     quick: bool,
@@ -49,7 +49,7 @@ fn args() -> Result<Args, BoxError> {
                 )
             }
             "-h" | "--help" => {
-                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8]");
+                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8,r3]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -152,6 +152,7 @@ async fn run() -> Result<(), BoxError> {
     metric!("6", counter::run(&env, &mut report));
     metric!("7", held_locks::run(&env, &mut report));
     metric!("8", election_herd::run(&env, &mut report));
+    metric!("r3", r3::run(&env, &mut report));
 
     env.progress("ratios");
     type Ratios = fn(&mut Report);

@@ -74,7 +74,7 @@ impl Backoff {
     }
 
     /// The longest delay.
-    pub fn max(&self) -> Duration {
+    pub const fn max(&self) -> Duration {
         self.max
     }
 

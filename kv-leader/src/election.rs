@@ -152,6 +152,9 @@ impl Shared {
                         ),
                     ));
                 }
+                if st.replicas > 1 && !self.lease.rides_through_election() {
+                    tracing::warn!(bucket = %st.bucket, ttl = ?self.lease.ttl().as_duration(), "the election's lease does not ride through a stream-leader election on this replicated bucket: a healthy leader can lose its term when a server fails (use kv_core::lease::REPLICATED_TTL or see LeaseConfig::rides_through_election)");
+                }
                 Ok(())
             })
             .await

@@ -16,7 +16,10 @@ use crate::shared::{Shared, Slot};
 use crate::stats::Stats;
 use crate::value::Holder;
 
-/// The default lease TTL: a holder that dies is replaced within about this long.
+/// The default lease TTL on a single-server bucket: a holder that dies is replaced within
+/// about this long. On a replicated bucket the default is
+/// [`REPLICATED_TTL`](kv_core::lease::REPLICATED_TTL) (30 s), which rides through a
+/// stream-leader election (see [`LeaseConfig::default_for`]).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// The marker TTL of buckets created by [`Locks::open`], and the default TTL of the
@@ -93,7 +96,12 @@ impl Locks {
                 ),
             ));
         };
-        let lease = LeaseConfig::new(DEFAULT_TTL.min(marker_ttl))?;
+        let lease = LeaseConfig::default_for(status.replicas, DEFAULT_TTL)?;
+        let lease = if lease.ttl().as_duration() > marker_ttl {
+            LeaseConfig::new(marker_ttl)?
+        } else {
+            lease
+        };
         Ok(Locks {
             keeper: Keeper::new(&bucket, lease)?,
             bucket,
@@ -116,6 +124,9 @@ impl Locks {
     /// may override it.
     pub fn lease(mut self, lease: LeaseConfig) -> Result<Locks, Error> {
         check_marker(lease.ttl().as_duration(), self.marker_ttl)?;
+        if self.replicated && !lease.rides_through_election() {
+            tracing::warn!(bucket = %self.bucket.name(), ttl = ?lease.ttl().as_duration(), "this lease does not ride through a stream-leader election on a replicated bucket: healthy holders can lose their locks when a server fails (see LeaseConfig::rides_through_election)");
+        }
         self.lease = lease;
         Ok(self)
     }
@@ -128,6 +139,13 @@ impl Locks {
         kv_core::Ttl::new(ttl).map_err(Error::from)?;
         self.tombstone_ttl = ttl;
         Ok(self)
+    }
+
+    /// The default lease of new acquisitions: [`DEFAULT_TTL`] on a single-server bucket,
+    /// [`REPLICATED_TTL`](kv_core::lease::REPLICATED_TTL) on a replicated one, unless set
+    /// with [`lease`](Locks::lease).
+    pub fn default_lease(&self) -> LeaseConfig {
+        self.lease
     }
 
     /// The bucket.

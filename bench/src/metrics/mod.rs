@@ -8,3 +8,4 @@ pub(crate) mod failover;
 pub(crate) mod handoff;
 pub(crate) mod held_locks;
 pub(crate) mod lock;
+pub(crate) mod r3;

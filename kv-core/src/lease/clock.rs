@@ -42,6 +42,17 @@ pub struct LeaseConfig {
     margin: Duration,
 }
 
+/// How long a replicated stream may be without a leader after losing one, with room to
+/// spare: the server's Raft election timeout is randomised in the 4–9 s range, and killing a
+/// stream leader stopped writes for 5.8–9.7 s here (nats-server 2.15.1). No renewal lands
+/// meanwhile.
+pub const STREAM_LEADER_ELECTION: Duration = Duration::from_secs(10);
+
+/// The default TTL of leases on replicated buckets: the shortest whole ten seconds with
+/// which a healthy holder keeps its lease through a stream-leader election at the default
+/// renewal interval and margin (see [`LeaseConfig::rides_through_election`]).
+pub const REPLICATED_TTL: Duration = Duration::from_secs(30);
+
 /// The default margin: a tenth of the TTL, at least 100 ms and at most 2 s.
 fn default_margin(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(2))
@@ -108,6 +119,37 @@ impl LeaseConfig {
     /// How long a confirmed write keeps the lease valid locally: TTL − margin.
     pub fn validity(&self) -> Duration {
         self.ttl.as_duration() - self.margin
+    }
+
+    /// Whether a healthy holder keeps the lease through a stream-leader election on a
+    /// replicated bucket: a renewal due just after the leader is lost still lands, after the
+    /// election and one retry, before the local deadline —
+    /// `renew_every + STREAM_LEADER_ELECTION + the longest retry delay ≤ TTL − margin`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kv_core::lease::{LeaseConfig, REPLICATED_TTL};
+    /// assert!(!LeaseConfig::new(Duration::from_secs(10)).unwrap().rides_through_election());
+    /// assert!(LeaseConfig::new(REPLICATED_TTL).unwrap().rides_through_election());
+    /// // A shorter TTL rides through too when it renews often enough.
+    /// let fast = LeaseConfig::new(Duration::from_secs(15)).unwrap()
+    ///     .with_renew_every(Duration::from_secs(2)).unwrap();
+    /// assert!(fast.rides_through_election());
+    /// ```
+    pub fn rides_through_election(&self) -> bool {
+        self.renew_every + STREAM_LEADER_ELECTION + Backoff::DEFAULT.max() <= self.validity()
+    }
+
+    /// The default lease for a bucket with `replicas` replicas: `ttl` on one server, and
+    /// at least [`REPLICATED_TTL`] on a replicated bucket, so that a stream-leader election
+    /// does not cost healthy holders their leases. Failover after a crash then takes up to
+    /// that TTL.
+    pub fn default_for(replicas: usize, ttl: Duration) -> Result<LeaseConfig, Error> {
+        if replicas > 1 {
+            LeaseConfig::new(ttl.max(REPLICATED_TTL))
+        } else {
+            LeaseConfig::new(ttl)
+        }
     }
 }
 

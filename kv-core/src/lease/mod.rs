@@ -29,6 +29,6 @@ mod clock;
 mod handle;
 mod keeper;
 
-pub use clock::{LeaseClock, LeaseConfig, Next};
+pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use handle::{create_all, CreateLease, Lease, LostReason, Release, Released};
 pub use keeper::Keeper;
