@@ -13,7 +13,8 @@ use crate::error::Error;
 pub const MAX_HISTORY: i64 = 64;
 
 /// Storage backend of a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// On disk (the default).
     #[default]

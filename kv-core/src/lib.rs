@@ -78,6 +78,7 @@ mod codec;
 mod config;
 mod connect;
 mod counters;
+pub mod doctor;
 mod entry;
 mod error;
 mod js;

@@ -1,0 +1,591 @@
+//! The pure rules: from what was seen of a bucket and its servers, and what the bucket is
+//! for, to findings. No I/O, so every rule is table-tested.
+
+use std::time::Duration;
+
+use super::intent::{Intent, Recipe};
+use super::report::{Code, Finding, ServerFacts, Severity, Sync};
+use crate::client::ServerVersion;
+use crate::config::Storage;
+
+/// The first release with every fix for the data loss Jepsen found in nats-server 2.12.1.
+pub const FIXED_SERVER: ServerVersion = ServerVersion::new(2, 12, 4);
+
+/// What the doctor saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub(crate) bucket: String,
+    pub(crate) replicas: usize,
+    pub(crate) storage: Storage,
+    pub(crate) persist_async: bool,
+    pub(crate) per_key_ttl: bool,
+    pub(crate) atomic: bool,
+    pub(crate) history: i64,
+    pub(crate) mirror_of: Option<String>,
+    pub(crate) servers: Vec<ServerFacts>,
+    /// Why `sync_interval` could not be read on the servers whose `sync` is `None`.
+    pub(crate) sync_unknown: Option<String>,
+}
+
+/// Every finding, worst first, then by code.
+pub(crate) fn findings(facts: &Facts, intent: &Intent) -> Vec<Finding> {
+    let mut out: Vec<Finding> = server_too_old(facts).into_iter().collect();
+    if facts.mirror_of.is_some() {
+        out.extend(mirror(facts, intent));
+    } else {
+        out.extend(sync(facts, intent));
+        out.extend(few_replicas(facts, intent));
+        out.extend(memory_storage(facts, intent));
+        out.extend(persist_async(facts, intent));
+        out.extend(per_key_ttl(facts, intent));
+        out.extend(atomic_batches(facts, intent));
+        out.extend(history(facts, intent));
+        out.extend(lease_ttl(facts, intent));
+    }
+    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
+    out
+}
+
+fn server_too_old(facts: &Facts) -> Option<Finding> {
+    let old: Vec<String> = facts
+        .servers
+        .iter()
+        .filter_map(|s| Some((s, s.version?)))
+        .filter(|(_, v)| *v < FIXED_SERVER)
+        .map(|(s, v)| format!("{} ({v})", s.name))
+        .collect();
+    (!old.is_empty()).then(|| {
+        Finding::new(
+            Severity::Error,
+            Code::ServerTooOld,
+            format!(
+                "nats-server {} is older than {FIXED_SERVER}: Jepsen's analysis of 2.12.1 found \
+                 acknowledged writes lost and fixes landed through {FIXED_SERVER}; a lost write \
+                 lets the server issue the same revision (fencing token, term) twice",
+                old.join(", ")
+            ),
+            format!("upgrade every server to nats-server {FIXED_SERVER} or newer"),
+        )
+    })
+}
+
+fn sync(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.storage == Storage::Memory {
+        return None; // memory_storage says worse
+    }
+    let lax: Vec<String> = facts
+        .servers
+        .iter()
+        .filter_map(|s| match s.sync? {
+            Sync::Interval(d) => Some(format!("{} (every {})", s.name, secs(d))),
+            Sync::Always => None,
+        })
+        .collect();
+    let single = facts.replicas == 1;
+    let fences = intent.fences();
+    let fix = "set `jetstream { sync_interval: always }` on every server hosting the bucket \
+               (etcd's durability), or use an R3 bucket";
+    if !lax.is_empty() {
+        let (severity, why) = match (single, fences) {
+            (true, true) => (
+                Severity::Error,
+                format!(
+                    "the bucket has one replica and holds {}: after a power loss or OS crash the \
+                 unsynced tail of its log is gone and the same revisions — fencing tokens, \
+                 terms — are issued again",
+                    intent.named(Recipe::fences)
+                ),
+            ),
+            (true, false) => (
+                Severity::Warning,
+                "the bucket has one replica: a power loss or OS \
+                 crash loses acknowledged writes (up to the sync interval)"
+                    .to_string(),
+            ),
+            (false, _) => (
+                Severity::Info,
+                "replication covers a single crash, but a power loss \
+                 that takes down a majority of the replicas at once can lose acknowledged writes \
+                 (Jepsen, nats-server 2.12.1)"
+                    .to_string(),
+            ),
+        };
+        return Some(Finding::new(
+            severity,
+            Code::SyncNotAlways,
+            format!("sync_interval is not `always` on {}: {why}", lax.join(", ")),
+            fix,
+        ));
+    }
+    let unchecked = facts.servers.iter().any(|s| s.sync.is_none());
+    unchecked.then(|| {
+        let reason = facts
+            .sync_unknown
+            .as_deref()
+            .unwrap_or("no server reported it");
+        Finding::new(
+            if single && fences {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            Code::SyncUnchecked,
+            format!(
+                "could not read the servers' sync_interval ({reason}); on a one-replica bucket \
+                 of locks or elections anything but `always` lets revisions be issued twice \
+                 after a power loss"
+            ),
+            "give the doctor a client of the system account (Doctor::system_account, or the \
+             CLI's system-account credentials), or check `jetstream { sync_interval: always }` \
+             in each server's configuration",
+        )
+    })
+}
+
+fn few_replicas(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.replicas >= 3 || !intent.fences() {
+        return None;
+    }
+    let why = if facts.replicas == 1 {
+        "while its one server is down or restarting, no lock can be taken or released and no \
+         leader elected, and only `sync_interval: always` keeps its revisions after a crash"
+    } else {
+        "two replicas survive no server loss (a majority of two is two)"
+    };
+    Some(Finding::new(
+        Severity::Warning,
+        Code::FewReplicas,
+        format!(
+            "the bucket holds {} on {} replica(s): {why}",
+            intent.named(Recipe::fences),
+            facts.replicas
+        ),
+        format!(
+            "run at least three servers and set the stream KV_{}'s replicas to 3 (a stream \
+             update, e.g. `nats stream edit KV_{} --replicas 3`)",
+            facts.bucket, facts.bucket
+        ),
+    ))
+}
+
+fn memory_storage(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.storage != Storage::Memory {
+        return None;
+    }
+    let (severity, why) = if intent.fences() {
+        (
+            Severity::Error,
+            format!(
+                "when its servers restart the bucket starts over at revision 1, so {} hand out \
+                 fencing tokens and terms that were already used",
+                intent.named(Recipe::fences)
+            ),
+        )
+    } else {
+        (
+            Severity::Warning,
+            "its data is lost when its servers restart".to_string(),
+        )
+    };
+    Some(Finding::new(
+        severity,
+        Code::MemoryStorage,
+        format!("the bucket is stored in memory: {why}"),
+        "create the bucket with file storage (the storage of a stream cannot be changed: \
+         create a new bucket and move to it)",
+    ))
+}
+
+fn persist_async(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if !facts.persist_async {
+        return None;
+    }
+    let severity = if intent.fences() {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    Some(Finding::new(
+        severity,
+        Code::PersistAsync,
+        "the stream has `persist_mode: async`: writes are acknowledged before they are stored, \
+         so a crash loses acknowledged writes and their revisions can be issued again",
+        "create the bucket with the default persist_mode (it cannot be changed on an existing \
+         stream: create a new bucket and move to it)",
+    ))
+}
+
+fn per_key_ttl(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.per_key_ttl {
+        return None;
+    }
+    let needs = intent.named(Recipe::needs_per_key_ttl);
+    let (severity, message) = if !needs.is_empty() {
+        (
+            Severity::Error,
+            format!(
+                "per-key TTLs (allow_msg_ttl) are off: {needs} keep their state in leases that \
+                 the server expires, and refuse this bucket"
+            ),
+        )
+    } else if intent.uses(Recipe::Config) {
+        (
+            Severity::Info,
+            "per-key TTLs (allow_msg_ttl) are off: configuration acknowledgements (fleet) are \
+             written without a TTL and stay after their readers exit"
+                .to_string(),
+        )
+    } else {
+        return None;
+    };
+    Some(Finding::new(
+        severity,
+        Code::PerKeyTtlOff,
+        message,
+        "enable per-key TTLs with expiry markers (BucketConfig::per_key_ttl; on an existing \
+         stream, a stream update setting allow_msg_ttl and subject_delete_marker_ttl)",
+    ))
+}
+
+fn atomic_batches(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.atomic {
+        return None;
+    }
+    let mut needs = Vec::new();
+    if intent.uses(Recipe::Locks) {
+        needs.push("multi-locks and the KV fence");
+    }
+    if intent.uses(Recipe::Config) {
+        needs.push("prefix-mode configuration writes of several fields");
+    }
+    (!needs.is_empty()).then(|| {
+        Finding::new(
+            Severity::Warning,
+            Code::AtomicBatchesOff,
+            format!(
+                "atomic batches (allow_atomic) are off: {} fail with FeatureDisabled",
+                needs.join(" and ")
+            ),
+            "enable atomic batches (BucketConfig::atomic_batches(true); on an existing stream, \
+             a stream update setting allow_atomic)",
+        )
+    })
+}
+
+fn history(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    let needs = intent.named(Recipe::needs_per_key_ttl);
+    (facts.history != 1 && !needs.is_empty()).then(|| {
+        Finding::new(
+            Severity::Error,
+            Code::HistoryNotOne,
+            format!(
+                "the bucket keeps {} revisions per key: with per-key TTLs an older revision can \
+                 reappear when the newest expires (nats-server #6959), and {needs} refuse it",
+                facts.history
+            ),
+            format!(
+                "keep one revision per key (max_msgs_per_subject: 1 on the stream KV_{})",
+                facts.bucket
+            ),
+        )
+    })
+}
+
+fn lease_ttl(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    if facts.replicas < 2 || !intent.holds_leases() {
+        return None;
+    }
+    let election = intent.election_time();
+    match intent.current_lease_ttl() {
+        None => Some(Finding::new(
+            Severity::Info,
+            Code::LeaseTtlUnchecked,
+            format!(
+                "no lease TTL given: on a replicated bucket no renewal lands while the stream \
+                 elects a new leader (up to about {} here), so a shorter TTL loses leases of \
+                 healthy holders",
+                secs(election)
+            ),
+            "pass the lease TTL your holders use (Intent::lease_ttl) to have it checked",
+        )),
+        Some(ttl) if ttl <= election => Some(Finding::new(
+            Severity::Warning,
+            Code::LeaseTtlBelowElection,
+            format!(
+                "the lease TTL {} is not longer than a stream-leader election (about {}): \
+                 during a routine leader change no renewal lands and healthy holders lose \
+                 their locks, leaderships or memberships (safely: they demote themselves)",
+                secs(ttl),
+                secs(election)
+            ),
+            format!(
+                "use a lease TTL well above {} (e.g. {}), or measure your cluster's elections \
+                 and pass them with Intent::stream_leader_election",
+                secs(election),
+                secs(election.saturating_mul(3) / 2)
+            ),
+        )),
+        Some(_) => None,
+    }
+}
+
+fn mirror(facts: &Facts, intent: &Intent) -> Option<Finding> {
+    let origin = facts.mirror_of.as_deref()?;
+    let recipes: Vec<&str> = intent.recipes().map(Recipe::as_str).collect();
+    Some(Finding::new(
+        Severity::Info,
+        Code::Mirror,
+        format!(
+            "the bucket is a read-only mirror of the stream {origin}: it serves config readers, \
+             election observers and membership listings; writes, and the durability of \
+             revisions, are the origin's"
+        ),
+        format!(
+            "take locks, campaign, join and write on the origin bucket, and run the doctor on \
+             it for {}",
+            recipes.join(", ")
+        ),
+    ))
+}
+
+/// `2 min`, `10 s`, `1.5 s`: short durations for messages.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 && d.as_secs() % 60 == 0 {
+        format!("{} min", d.as_secs() / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, version: ServerVersion, sync: Option<Sync>) -> ServerFacts {
+        ServerFacts {
+            name: name.into(),
+            version: Some(version),
+            sync,
+        }
+    }
+
+    /// An R3 file bucket with every feature, on fixed servers that sync always.
+    fn safe() -> Facts {
+        let v = ServerVersion::new(2, 15, 1);
+        Facts {
+            bucket: "b".into(),
+            replicas: 3,
+            storage: Storage::File,
+            persist_async: false,
+            per_key_ttl: true,
+            atomic: true,
+            history: 1,
+            mirror_of: None,
+            servers: ["n0", "n1", "n2"]
+                .map(|n| server(n, v, Some(Sync::Always)))
+                .into(),
+            sync_unknown: None,
+        }
+    }
+
+    fn codes(facts: &Facts, intent: &Intent) -> Vec<(Severity, Code)> {
+        findings(facts, intent)
+            .into_iter()
+            .map(|f| (f.severity, f.code))
+            .collect()
+    }
+
+    fn all() -> Intent {
+        Intent::new([
+            Recipe::Locks,
+            Recipe::Elections,
+            Recipe::Config,
+            Recipe::Membership,
+        ])
+        .lease_ttl(Duration::from_secs(30))
+    }
+
+    #[test]
+    fn a_safe_r3_bucket_has_no_findings() {
+        assert_eq!(codes(&safe(), &all()), vec![]);
+    }
+
+    #[test]
+    fn each_unsafe_setting_is_one_finding() {
+        use Code::*;
+        use Severity::*;
+        type Change = fn(&mut Facts);
+        type Row = (&'static str, Change, Intent, Vec<(Severity, Code)>);
+        let table: Vec<Row> = vec![
+            (
+                "old server",
+                |f| f.servers[1].version = Some(ServerVersion::new(2, 12, 1)),
+                all(),
+                vec![(Error, ServerTooOld)],
+            ),
+            (
+                "2.12.4 is fixed",
+                |f| f.servers[1].version = Some(FIXED_SERVER),
+                all(),
+                vec![],
+            ),
+            (
+                "R1 lax sync, locks",
+                |f| {
+                    f.replicas = 1;
+                    f.servers.truncate(1);
+                    f.servers[0].sync = Some(Sync::Interval(Duration::from_secs(120)));
+                },
+                Intent::locks(),
+                vec![(Error, SyncNotAlways), (Warning, FewReplicas)],
+            ),
+            (
+                "R1 lax sync, config",
+                |f| {
+                    f.replicas = 1;
+                    f.servers.truncate(1);
+                    f.servers[0].sync = Some(Sync::Interval(Duration::from_secs(120)));
+                },
+                Intent::config(),
+                vec![(Warning, SyncNotAlways)],
+            ),
+            (
+                "R1 unknown sync, elections",
+                |f| {
+                    f.replicas = 1;
+                    f.servers.truncate(1);
+                    f.servers[0].sync = None;
+                },
+                Intent::elections(),
+                vec![(Warning, SyncUnchecked), (Warning, FewReplicas)],
+            ),
+            (
+                "R3 unknown sync",
+                |f| f.servers[2].sync = None,
+                all(),
+                vec![(Info, SyncUnchecked)],
+            ),
+            (
+                "R2 locks",
+                |f| f.replicas = 2,
+                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                vec![(Warning, FewReplicas)],
+            ),
+            (
+                "memory locks",
+                |f| f.storage = Storage::Memory,
+                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                vec![(Error, MemoryStorage)],
+            ),
+            (
+                "memory membership",
+                |f| f.storage = Storage::Memory,
+                Intent::membership().lease_ttl(Duration::from_secs(30)),
+                vec![(Warning, MemoryStorage)],
+            ),
+            (
+                "async persist",
+                |f| f.persist_async = true,
+                all(),
+                vec![(Error, PersistAsync)],
+            ),
+            (
+                "no per-key ttl, membership",
+                |f| f.per_key_ttl = false,
+                Intent::membership().lease_ttl(Duration::from_secs(30)),
+                vec![(Error, PerKeyTtlOff)],
+            ),
+            (
+                "no per-key ttl, config",
+                |f| f.per_key_ttl = false,
+                Intent::config().lease_ttl(Duration::from_secs(30)),
+                vec![(Info, PerKeyTtlOff)],
+            ),
+            (
+                "no atomic, elections",
+                |f| f.atomic = false,
+                Intent::elections().lease_ttl(Duration::from_secs(30)),
+                vec![],
+            ),
+            (
+                "no atomic, locks",
+                |f| f.atomic = false,
+                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                vec![(Warning, AtomicBatchesOff)],
+            ),
+            (
+                "history 5, config",
+                |f| f.history = 5,
+                Intent::config().lease_ttl(Duration::from_secs(30)),
+                vec![],
+            ),
+            (
+                "history 5, locks",
+                |f| f.history = 5,
+                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                vec![(Error, HistoryNotOne)],
+            ),
+            (
+                "short lease",
+                |_| {},
+                Intent::locks().lease_ttl(Duration::from_secs(5)),
+                vec![(Warning, LeaseTtlBelowElection)],
+            ),
+            (
+                "no lease given",
+                |_| {},
+                Intent::locks(),
+                vec![(Info, LeaseTtlUnchecked)],
+            ),
+            (
+                "mirror",
+                |f| {
+                    f.mirror_of = Some("KV_b".into());
+                    f.storage = Storage::Memory;
+                },
+                all(),
+                vec![(Info, Mirror)],
+            ),
+        ];
+        for (what, change, intent, want) in table {
+            let mut facts = safe();
+            change(&mut facts);
+            assert_eq!(codes(&facts, &intent), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_short_lease_on_r1_is_fine_and_the_election_time_is_an_input() {
+        let mut f = safe();
+        f.replicas = 1;
+        f.servers.truncate(1);
+        let short = Intent::locks().lease_ttl(Duration::from_secs(5));
+        assert_eq!(
+            codes(&f, &short),
+            vec![(Severity::Warning, Code::FewReplicas)]
+        );
+        let measured = short.stream_leader_election(Duration::from_secs(3));
+        assert_eq!(codes(&safe(), &measured), vec![]);
+    }
+
+    #[test]
+    fn messages_name_what_they_found() {
+        let mut f = safe();
+        f.replicas = 1;
+        f.servers = vec![server(
+            "n7",
+            ServerVersion::new(2, 12, 1),
+            Some(Sync::Interval(Duration::from_secs(120))),
+        )];
+        let found = findings(&f, &Intent::locks().and(Recipe::Elections));
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert!(
+            text[0].starts_with("error[server-too-old]: nats-server n7 (2.12.1)"),
+            "{text:?}"
+        );
+        assert!(text[1].contains("n7 (every 2 min)"), "{text:?}");
+        assert!(text[1].contains("locks and elections"), "{text:?}");
+        assert!(found.iter().all(|f| !f.fix.is_empty()));
+    }
+}

@@ -1,0 +1,234 @@
+//! The doctor against real servers started with the settings it should flag.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::time::Duration;
+
+use kv_core::doctor::{self, Code, Intent, Recipe, Report, Severity};
+use kv_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
+use kv_tests::{NatsCluster, NatsServer};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A bucket the way the recipes create it.
+fn recipe_bucket(name: &str) -> BucketConfig {
+    BucketConfig::new(name)
+        .history(1)
+        .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true)
+}
+
+fn codes(report: &Report) -> Vec<(Severity, Code)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.severity, f.code))
+        .collect()
+}
+
+#[tokio::test]
+async fn flags_an_r1_bucket_in_memory_and_without_ttl_or_batches() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    kv.create_bucket(recipe_bucket("mem").storage(Storage::Memory))
+        .await
+        .unwrap();
+    kv.create_bucket(BucketConfig::new("plain").history(5))
+        .await
+        .unwrap();
+    let locks = Intent::locks().lease_ttl(LEASE);
+
+    let mem = doctor::check(&kv, "mem", &locks).await.unwrap();
+    assert_eq!(
+        codes(&mem),
+        vec![
+            (Severity::Error, Code::MemoryStorage),
+            (Severity::Warning, Code::FewReplicas)
+        ],
+        "{mem}"
+    );
+    assert!(!mem.is_safe());
+
+    let plain = doctor::check(&kv, "plain", &locks).await.unwrap();
+    assert_eq!(
+        codes(&plain),
+        vec![
+            (Severity::Error, Code::PerKeyTtlOff),
+            (Severity::Error, Code::HistoryNotOne),
+            (Severity::Warning, Code::SyncUnchecked),
+            (Severity::Warning, Code::FewReplicas),
+            (Severity::Warning, Code::AtomicBatchesOff),
+        ],
+        "{plain}"
+    );
+    // The same bucket is fine for configuration, but its acknowledgements get no TTL.
+    let config = doctor::check(&kv, "plain", &Intent::config())
+        .await
+        .unwrap();
+    assert_eq!(
+        codes(&config),
+        vec![
+            (Severity::Warning, Code::AtomicBatchesOff),
+            (Severity::Info, Code::SyncUnchecked),
+            (Severity::Info, Code::PerKeyTtlOff),
+        ],
+        "{config}"
+    );
+    assert!(config.is_safe());
+}
+
+#[tokio::test]
+async fn flags_persist_mode_async() {
+    use async_nats::jetstream::stream::{Config, PersistenceMode};
+    let server = NatsServer::start().await;
+    let client = server.connect().await;
+    // kv-core has no switch for it on purpose: create the stream the way another tool would.
+    async_nats::jetstream::new(client.clone())
+        .create_stream(Config {
+            name: "KV_fast".into(),
+            subjects: vec!["$KV.fast.>".into()],
+            max_messages_per_subject: 1,
+            allow_message_ttl: true,
+            subject_delete_marker_ttl: Some(Duration::from_secs(60)),
+            persist_mode: Some(PersistenceMode::Async),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kv = Kv::new(client);
+    let report = doctor::check(&kv, "fast", &Intent::elections().lease_ttl(LEASE))
+        .await
+        .unwrap();
+    let persist = report
+        .find(Code::PersistAsync)
+        .expect("persist_mode flagged");
+    assert_eq!(persist.severity, Severity::Error, "{report}");
+    assert!(persist.message.contains("persist_mode: async"), "{report}");
+    let membership = doctor::check(&kv, "fast", &Intent::membership().lease_ttl(LEASE))
+        .await
+        .unwrap();
+    assert_eq!(
+        membership.find(Code::PersistAsync).map(|f| f.severity),
+        Some(Severity::Warning),
+        "{membership}"
+    );
+}
+
+#[tokio::test]
+async fn flags_a_server_below_2_12_4() {
+    let server = NatsServer::start().await;
+    let client = server.connect().await;
+    let kv = Kv::new(client.clone());
+    kv.create_bucket(recipe_bucket("b")).await.unwrap();
+    let intent = Intent::config();
+    let today = doctor::check(&kv, "b", &intent).await.unwrap();
+    assert_eq!(today.find(Code::ServerTooOld), None, "{today}");
+    assert_eq!(
+        today.servers[0].version,
+        Some(kv.server_version()),
+        "{today}"
+    );
+    // The kit runs one version; the connected server's announced version is what is read.
+    let old = Kv::new(client).assume_server_version(ServerVersion::new(2, 12, 1));
+    let report = doctor::check(&old, "b", &intent).await.unwrap();
+    let finding = report.find(Code::ServerTooOld).expect("flagged");
+    assert_eq!(finding.severity, Severity::Error);
+    assert!(finding.message.contains("2.12.1"), "{report}");
+    assert!(finding.fix.contains("2.12.4"), "{report}");
+}
+
+#[tokio::test]
+async fn a_safe_r3_setup_has_no_error_and_a_short_lease_is_flagged() {
+    let cluster = NatsCluster::start().await;
+    let kv = Kv::new(cluster.connect().await);
+    kv.create_bucket(recipe_bucket("safe").replicas(3))
+        .await
+        .unwrap();
+    let all = Intent::new([
+        Recipe::Locks,
+        Recipe::Elections,
+        Recipe::Config,
+        Recipe::Membership,
+    ]);
+    let report = doctor::check(&kv, "safe", &all.clone().lease_ttl(LEASE))
+        .await
+        .unwrap();
+    assert!(report.is_safe(), "{report}");
+    // Without a system-account client only the unread sync setting is left, as a note.
+    assert_eq!(
+        codes(&report),
+        vec![(Severity::Info, Code::SyncUnchecked)],
+        "{report}"
+    );
+    assert_eq!(report.replicas, 3);
+
+    let short = doctor::check(&kv, "safe", &all.clone().lease_ttl(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        short.find(Code::LeaseTtlBelowElection).map(|f| f.severity),
+        Some(Severity::Warning),
+        "{short}"
+    );
+    let unknown = doctor::check(&kv, "safe", &all).await.unwrap();
+    assert!(unknown.find(Code::LeaseTtlUnchecked).is_some(), "{unknown}");
+}
+
+#[tokio::test]
+async fn a_mirror_is_named_and_a_missing_bucket_is_an_error() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    kv.create_bucket(recipe_bucket("origin")).await.unwrap();
+    kv.create_bucket(BucketConfig::new("copy").mirror(kv_core::nats::Source {
+        name: "origin".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let report = doctor::check(&kv, "copy", &Intent::config()).await.unwrap();
+    assert_eq!(
+        codes(&report),
+        vec![(Severity::Info, Code::Mirror)],
+        "{report}"
+    );
+    assert_eq!(report.mirror_of.as_deref(), Some("KV_origin"));
+
+    let err = doctor::check(&kv, "nothing", &Intent::locks())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BucketNotFound, "{err}");
+    let err = doctor::check(&kv, "bad name", &Intent::locks())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+#[tokio::test]
+async fn the_report_serialises_with_stable_codes() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    kv.create_bucket(recipe_bucket("j").storage(Storage::Memory))
+        .await
+        .unwrap();
+    let report = doctor::check(&kv, "j", &Intent::locks().lease_ttl(LEASE))
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["bucket"], "j");
+    assert_eq!(json["storage"], "memory");
+    assert_eq!(json["intent"]["recipes"], serde_json::json!(["locks"]));
+    assert_eq!(json["intent"]["lease_ttl"], 30.0);
+    assert_eq!(json["findings"][0]["severity"], "error");
+    assert_eq!(json["findings"][0]["code"], "memory-storage");
+    assert_eq!(
+        json["servers"][0]["version"],
+        kv.server_version().to_string()
+    );
+    let text = report.to_string();
+    assert!(
+        text.starts_with("bucket \"j\" (R1, memory storage) for locks: 1 error(s)"),
+        "{text}"
+    );
+    assert!(text.contains("\nerror[memory-storage]: "), "{text}");
+    assert!(text.contains("\n  fix: "), "{text}");
+}
