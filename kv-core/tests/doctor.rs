@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use kv_core::doctor::{self, Code, Intent, Recipe, Report, Severity};
+use kv_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, Sync};
 use kv_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
-use kv_tests::{NatsCluster, NatsServer};
+use kv_tests::{Account, NatsCluster, NatsServer, User};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -231,4 +231,91 @@ async fn the_report_serialises_with_stable_codes() {
     );
     assert!(text.contains("\nerror[memory-storage]: "), "{text}");
     assert!(text.contains("\n  fix: "), "{text}");
+}
+
+/// A server with an application account and a system account, each with one user.
+async fn server_with_system_account(sync_always: bool) -> NatsServer {
+    let mut b = NatsServer::builder()
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("app", "app-pw")),
+        )
+        .account(Account::new("SYS").user(User::password("sys", "sys-pw")))
+        .system_account("SYS");
+    if sync_always {
+        b = b.sync_always();
+    }
+    b.start().await
+}
+
+async fn login(server: &NatsServer, user: &str, password: &str) -> async_nats::Client {
+    server
+        .connect_with(async_nats::ConnectOptions::with_user_and_password(
+            user.into(),
+            password.into(),
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn reads_sync_interval_through_the_system_account() {
+    let intent = Intent::locks().lease_ttl(LEASE);
+    for sync_always in [false, true] {
+        let server = server_with_system_account(sync_always).await;
+        let kv = Kv::new(login(&server, "app", "app-pw").await);
+        kv.create_bucket(recipe_bucket("locks")).await.unwrap();
+        let sys = login(&server, "sys", "sys-pw").await;
+        let report = Doctor::new(&kv)
+            .system_account(sys)
+            .check("locks", &intent)
+            .await
+            .unwrap();
+        let seen = &report.servers[0];
+        assert_eq!(seen.name, server.server_name(), "{report}");
+        assert_eq!(seen.version, Some(kv.server_version()), "{report}");
+        if sync_always {
+            assert_eq!(seen.sync, Some(Sync::Always), "{report}");
+            assert_eq!(
+                codes(&report),
+                vec![(Severity::Warning, Code::FewReplicas)],
+                "{report}"
+            );
+        } else {
+            // The server's default: fsync every two minutes.
+            assert_eq!(
+                seen.sync,
+                Some(Sync::Interval(Duration::from_secs(120))),
+                "{report}"
+            );
+            let f = report.find(Code::SyncNotAlways).expect("flagged");
+            assert_eq!(f.severity, Severity::Error, "{report}");
+            assert!(f.message.contains("every 2 min"), "{report}");
+            assert!(!report.is_safe());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_outside_the_system_account_leaves_sync_unchecked() {
+    let server = server_with_system_account(false).await;
+    let kv = Kv::new(login(&server, "app", "app-pw").await);
+    kv.create_bucket(recipe_bucket("locks")).await.unwrap();
+    let not_sys = login(&server, "app", "app-pw").await;
+    let report = Doctor::new(&kv)
+        .system_account(not_sys)
+        .check("locks", &Intent::elections().lease_ttl(LEASE))
+        .await
+        .unwrap();
+    let f = report.find(Code::SyncUnchecked).expect("unchecked");
+    assert_eq!(f.severity, Severity::Warning, "{report}");
+    assert!(f.message.contains("not in the system account"), "{report}");
+    // The connected server's version is still known from its INFO.
+    assert_eq!(report.servers[0].version, Some(kv.server_version()));
+    // No password anywhere in what the doctor prints or serialises.
+    let shown = format!(
+        "{report}{report:?}{}",
+        serde_json::to_string(&report).unwrap()
+    );
+    assert!(!shown.contains("app-pw") && !shown.contains("sys-pw"));
 }
