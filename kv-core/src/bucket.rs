@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) write_prefix: String,
     pub(crate) direct: bool,
     pub(crate) atomic: bool,
+    /// The origin's stream (`KV_<origin>`) when the bucket is a mirror.
+    pub(crate) mirror_of: Option<String>,
 }
 
 impl Inner {
@@ -250,6 +252,18 @@ impl ReadOnlyBucket {
     /// such as one watch for many readers.
     pub fn same_handle(&self, other: &ReadOnlyBucket) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The origin's stream (`KV_<origin>`) when this bucket is a mirror, as it was when the
+    /// handle was opened.
+    ///
+    /// A mirror keeps its origin's revisions, keys, values, tombstones, purges and expiry
+    /// markers, so every read and watch works on it and names the origin's revisions. It
+    /// lags the origin (by a lot while the link to it is down), takes no writes, and the
+    /// server strips the atomic-batch headers from what it copies: entries read from a mirror
+    /// have no [`Entry::batch`], so a reader cannot tell where a transaction ends.
+    pub fn mirror_of(&self) -> Option<&str> {
+        self.inner.mirror_of.as_deref()
     }
 
     /// The version of the server the handle's client is connected to.

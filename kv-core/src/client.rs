@@ -258,6 +258,7 @@ impl Kv {
             write_prefix: format!("$KV.{write_bucket}."),
             direct: info.config.allow_direct,
             atomic: info.config.allow_atomic_publish,
+            mirror_of: info.config.mirror.as_ref().map(|m| m.name.clone()),
         })
     }
 

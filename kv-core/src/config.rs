@@ -135,7 +135,32 @@ impl BucketConfig {
         self
     }
     /// Mirror another bucket (read-only copy). `source.name` may be the bucket name or its
-    /// `KV_` stream name.
+    /// `KV_` stream name; `source.domain` names the origin's JetStream domain when it lives
+    /// in another one (a hub seen from a leaf node), and becomes the external API prefix
+    /// `$JS.<domain>.API`.
+    ///
+    /// A mirror keeps its origin's revisions (stream sequences), subjects, tombstones, purges
+    /// and expiry markers, so readers on it see the origin's history. It must not expire
+    /// anything itself: the server refuses expiry markers on a mirror, and [`validate`]
+    /// refuses [`per_key_ttl`] and [`ttl`] with a mirror (a key removed by the mirror's own
+    /// clock would vanish without an event).
+    ///
+    /// ```
+    /// use kv_core::{nats::Source, BucketConfig};
+    /// // On a leaf node: a local copy of the hub's `app` bucket.
+    /// let cfg = BucketConfig::new("app").mirror(Source {
+    ///     name: "app".into(),
+    ///     domain: Some("hub".into()),
+    ///     ..Default::default()
+    /// });
+    /// assert!(cfg.validate().is_ok());
+    /// let expiring = cfg.per_key_ttl(std::time::Duration::from_secs(60));
+    /// assert!(expiring.validate().is_err());
+    /// ```
+    ///
+    /// [`validate`]: Self::validate
+    /// [`per_key_ttl`]: Self::per_key_ttl
+    /// [`ttl`]: Self::ttl
     pub fn mirror(mut self, source: Source) -> Self {
         self.mirror = Some(source);
         self
@@ -187,6 +212,23 @@ impl BucketConfig {
                 "a bucket cannot both mirror and source other buckets",
             ));
         }
+        if self.mirror.is_some() && (self.marker_ttl.is_some() || self.ttl.is_some()) {
+            return Err(Error::invalid_argument(
+                "a mirror cannot expire keys itself (per-key TTL or bucket TTL): it keeps the \
+                 origin's expiry markers instead",
+            ));
+        }
+        if let Some(s) = self
+            .mirror
+            .iter()
+            .chain(&self.sources)
+            .find(|s| s.domain.is_some() && s.external.is_some())
+        {
+            return Err(Error::invalid_argument(format!(
+                "source {:?} names both a domain and an external API prefix",
+                s.name
+            )));
+        }
         Ok(())
     }
 
@@ -194,6 +236,13 @@ impl BucketConfig {
         let kv_stream = |mut s: Source| {
             if !s.name.starts_with("KV_") {
                 s.name = format!("KV_{}", s.name);
+            }
+            // The server knows no `domain`: it reaches another domain by its API prefix.
+            if let Some(domain) = s.domain.take() {
+                s.external.get_or_insert(stream::External {
+                    api_prefix: format!("$JS.{domain}.API"),
+                    delivery_prefix: None,
+                });
             }
             s
         };

@@ -176,6 +176,9 @@ impl Entry {
     }
     /// The transaction this entry was written by, if any. A watcher that must never observe
     /// half a transaction applies entries when it sees the one with `commit` set.
+    ///
+    /// Always `None` on a mirror: the server strips the batch headers from what it copies
+    /// (see [`ReadOnlyBucket::mirror_of`](crate::ReadOnlyBucket::mirror_of)).
     pub fn batch(&self) -> Option<&Batch> {
         self.batch.as_ref()
     }

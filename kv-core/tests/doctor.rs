@@ -192,6 +192,30 @@ async fn a_mirror_is_named_and_a_missing_bucket_is_an_error() {
         "{report}"
     );
     assert_eq!(report.mirror_of.as_deref(), Some("KV_origin"));
+    // A mirror made by another tool with its own expiry: keys vanish without markers.
+    async_nats::jetstream::new(kv.client().clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_expiring".into(),
+            mirror: Some(kv_core::nats::Source {
+                name: "KV_origin".into(),
+                ..Default::default()
+            }),
+            allow_message_ttl: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let report = doctor::check(&kv, "expiring", &Intent::config())
+        .await
+        .unwrap();
+    assert_eq!(
+        codes(&report),
+        vec![
+            (Severity::Error, Code::MirrorExpires),
+            (Severity::Info, Code::Mirror)
+        ],
+        "{report}"
+    );
 
     let err = doctor::check(&kv, "nothing", &Intent::locks())
         .await

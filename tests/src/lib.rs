@@ -10,8 +10,9 @@
 //!   kills and restarts and stream-leader lookup.
 //! - [`NatsServerBuilder`]: accounts, users and [`Permissions`] (password, NKey, token),
 //!   operator mode with `.creds` files ([`TestOperator`]), TLS with certificates generated at
-//!   test time ([`TestPki`]), JetStream domains, leaf nodes
-//!   attached to a hub ([`LeafRemote`]), and configuration reload ([`NatsServer::reload`]).
+//!   test time ([`TestPki`]), JetStream domains, leaf nodes attached to a hub ([`LeafRemote`];
+//!   [`HubAndLeaf`] is a hub and a leaf in two domains with the leaf link behind a
+//!   [`FaultProxy`]), and configuration reload ([`NatsServer::reload`]).
 //! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
 //! - [`history`] and [`check`]: record what every client did and believed, then check
 //!   mutual exclusion, fencing, leader terms, watches and configurations.
@@ -52,6 +53,7 @@ mod cluster;
 pub mod docker;
 mod errors;
 pub mod history;
+mod leaf;
 mod monitor;
 pub mod nemesis;
 mod operator;
@@ -64,6 +66,7 @@ pub use auth::{Account, NkeyUser, Permissions, Rule, User};
 pub use binary::{nats_server_bin, LOCAL_SERVER_PATH, MIN_SERVER_VERSION, PINNED_SERVER_VERSION};
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
 pub use errors::{assert_one_layer_each, error_layers};
+pub use leaf::HubAndLeaf;
 pub use operator::{TestOperator, OPERATOR_ACCOUNT};
 pub use proxy::FaultProxy;
 pub use server::{LeafRemote, NatsServer, NatsServerBuilder, READY_TIMEOUT};

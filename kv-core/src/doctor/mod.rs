@@ -20,7 +20,8 @@
 //! | `history-not-one` | more than one revision per key on a bucket of leases | error |
 //! | `lease-ttl-below-election` | replicated bucket, lease TTL ≤ a stream-leader election ([`STREAM_LEADER_ELECTION`]) | warning |
 //! | `lease-ttl-unchecked` | replicated bucket, no lease TTL given | info |
-//! | `mirror` | the bucket is a read-only mirror (only the version is checked on it) | info |
+//! | `mirror` | the bucket is a read-only mirror (only the version and its own expiry are checked on it) | info |
+//! | `mirror-expires` | a mirror with per-key TTLs or a max age removes keys without the origin's markers | error |
 //!
 //! The servers' `sync_interval` is visible only to the system account (`$SYS.REQ.SERVER.PING.VARZ`):
 //! give the doctor a second client logged into it, or the report says it could not check.

@@ -45,6 +45,7 @@ pub(crate) async fn facts(kv: &Kv, system: Option<&Client>, bucket: &str) -> Res
         atomic: c.allow_atomic_publish,
         history: c.max_messages_per_subject,
         mirror_of: c.mirror.as_ref().map(|m| m.name.clone()),
+        expires: c.allow_message_ttl || !c.max_age.is_zero(),
         servers,
         sync_unknown,
     })

@@ -61,6 +61,8 @@ pub enum Code {
     LeaseTtlUnchecked,
     /// The bucket is a mirror: it takes no writes.
     Mirror,
+    /// A mirror that removes keys on its own clock (per-key TTLs or a max age).
+    MirrorExpires,
 }
 
 impl Code {
@@ -79,6 +81,7 @@ impl Code {
             Code::LeaseTtlBelowElection => "lease-ttl-below-election",
             Code::LeaseTtlUnchecked => "lease-ttl-unchecked",
             Code::Mirror => "mirror",
+            Code::MirrorExpires => "mirror-expires",
         }
     }
 }

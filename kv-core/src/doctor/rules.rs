@@ -22,6 +22,8 @@ pub(crate) struct Facts {
     pub(crate) atomic: bool,
     pub(crate) history: i64,
     pub(crate) mirror_of: Option<String>,
+    /// The stream removes messages on its own clock (per-key TTLs or a max age).
+    pub(crate) expires: bool,
     pub(crate) servers: Vec<ServerFacts>,
     /// Why `sync_interval` could not be read on the servers whose `sync` is `None`.
     pub(crate) sync_unknown: Option<String>,
@@ -32,6 +34,7 @@ pub(crate) fn findings(facts: &Facts, intent: &Intent) -> Vec<Finding> {
     let mut out: Vec<Finding> = server_too_old(facts).into_iter().collect();
     if facts.mirror_of.is_some() {
         out.extend(mirror(facts, intent));
+        out.extend(mirror_expires(facts));
     } else {
         out.extend(sync(facts, intent));
         out.extend(few_replicas(facts, intent));
@@ -348,6 +351,20 @@ fn mirror(facts: &Facts, intent: &Intent) -> Option<Finding> {
     ))
 }
 
+fn mirror_expires(facts: &Facts) -> Option<Finding> {
+    facts.expires.then(|| {
+        Finding::new(
+            Severity::Error,
+            Code::MirrorExpires,
+            "the mirror removes keys on its own clock (per-key TTLs or a max age): a key can \
+             vanish from it without the tombstone or expiry marker its readers would see, and \
+             before the origin removed it",
+            "recreate the mirror without allow_msg_ttl and max_age: it copies the origin's \
+             expiry markers (kv-core's BucketConfig refuses both on a mirror)",
+        )
+    })
+}
+
 /// `2 min`, `10 s`, `1.5 s`: short durations for messages.
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -382,6 +399,7 @@ mod tests {
             atomic: true,
             history: 1,
             mirror_of: None,
+            expires: false,
             servers: ["n0", "n1", "n2"]
                 .map(|n| server(n, v, Some(Sync::Always)))
                 .into(),
