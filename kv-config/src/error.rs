@@ -121,6 +121,9 @@ pub enum ErrorKind {
     Encode,
     /// A KV operation failed: see the source ([`kv_core::Error`]).
     Kv,
+    /// The bucket cannot keep a promise the reader needs: a prefix-mode configuration on a
+    /// mirror, which does not keep transaction boundaries.
+    Unsupported,
     /// An invariant of this library broke: a bug. Please report it.
     Internal,
 }

@@ -111,6 +111,55 @@
 //! `_applied.<config>.<instance>` (per-key TTL, refreshed while it lives);
 //! [`ConfigWriter::wait_applied`] waits until enough instances have applied a revision.
 //!
+//! ## Reading from a mirror
+//! A fleet far from the origin bucket reads a mirror next to it — a bucket on a leaf node
+//! that mirrors the origin in the hub's JetStream domain — while writers write to the
+//! origin. Build the reader with [`ConfigBuilder::read_only`] on the mirror's handle:
+//!
+//! ```no_run
+//! # #[allow(dead_code)]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kv_config::{ConfigReader, Source};
+//! use kv_core::{nats, BucketConfig, Kv};
+//!
+//! #[derive(serde::Deserialize, serde::Serialize, Clone, Debug)]
+//! struct App { workers: u32 }
+//!
+//! // Once, on the leaf node: a mirror of the hub's `app` bucket.
+//! let leaf = Kv::connect("nats://leaf.local:4222").await?;
+//! let mirror = leaf
+//!     .create_or_open(BucketConfig::new("app").mirror(nats::Source {
+//!         name: "app".into(),
+//!         domain: Some("hub".into()),
+//!         ..Default::default()
+//!     }))
+//!     .await?;
+//! let reader = ConfigReader::<App>::builder(Source::document("app.config"))
+//!     .read_only(mirror.read_only())
+//!     .start()
+//!     .await?;
+//! println!("{:?} at revision {:?}", reader.current().value(), reader.revision());
+//! # Ok(()) }
+//! ```
+//!
+//! What holds on a mirror, verified against nats-server 2.15.1 on a leaf node:
+//! - **The same revisions.** A mirror stores every message at its origin's stream sequence,
+//!   with its key, value, tombstone, purge or expiry marker, so [`ConfigReader::revision`]
+//!   on the mirror compares directly with the revision the writer got.
+//! - **No silent skip, last-known-good, validation before apply**: unchanged. While the link
+//!   to the origin is cut the reader keeps its value and sees nothing new; when the link
+//!   heals the mirror catches up in order and the reader applies the newest state (states in
+//!   one catch-up burst may fold into one change, as after any reconnect).
+//! - **Freshness is the mirror's.** A write acknowledged by the origin reaches the reader
+//!   once the mirror has copied it; a reader started after that write may start from an
+//!   older value. [`kv_core::Status`]'s `stream_info.mirror` reports the mirror's lag.
+//! - **No transactions.** The server strips the atomic-batch headers from what it copies,
+//!   so a prefix-mode configuration on a mirror fails at start with
+//!   [`ErrorKind::Unsupported`] rather than risk applying half of a multi-key change;
+//!   document-mode configurations (one key) are whole by construction.
+//! - **No writes.** A reader on a read-only handle publishes no fleet acknowledgement
+//!   ([`ConfigBuilder::instance`] is refused).
+//!
 //! ## Tasks and tracing
 //! Each reader owns one background task (the watch loop); it stops when the last
 //! [`ConfigReader`] clone is dropped or on [`ConfigReader::shutdown`]. Spans

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use kv_core::{Bucket, BucketConfig, Connect, Key};
+use kv_core::{Bucket, BucketConfig, Connect, Key, ReadOnlyBucket};
 
 use crate::error::{Error, ErrorKind};
 use crate::format::Format;
@@ -106,6 +106,11 @@ type ConnectFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kv_core::Erro
 pub enum Connector {
     /// An open bucket. The connection reconnects by itself.
     Bucket(Bucket),
+    /// An open read-only handle, for instance on a mirror of the origin bucket in another
+    /// JetStream domain (a leaf node near the fleet, see
+    /// [`ConfigBuilder::read_only`](crate::ConfigBuilder::read_only)). The reader writes
+    /// nothing: no fleet acknowledgements.
+    ReadOnly(ReadOnlyBucket),
     /// Connects and opens the bucket on demand.
     Lazy(ConnectFn),
 }
@@ -114,6 +119,7 @@ impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Connector::Bucket(b) => f.debug_tuple("Bucket").field(&b.name()).finish(),
+            Connector::ReadOnly(b) => f.debug_tuple("ReadOnly").field(&b.name()).finish(),
             Connector::Lazy(_) => f.write_str("Lazy(..)"),
         }
     }
@@ -164,16 +170,69 @@ impl Connector {
         Connector::Lazy(Arc::new(f))
     }
 
-    pub(crate) async fn bucket(&self) -> Result<Bucket, kv_core::Error> {
+    /// The handle to read through, and the one to write acknowledgements through when
+    /// there is one.
+    pub(crate) async fn open(&self) -> Result<Opened, kv_core::Error> {
+        let bucket = match self {
+            Connector::ReadOnly(b) => {
+                return Ok(Opened {
+                    read: b.clone(),
+                    write: None,
+                })
+            }
+            Connector::Bucket(b) => b.clone(),
+            Connector::Lazy(f) => f().await?,
+        };
+        Ok(Opened {
+            read: bucket.read_only(),
+            write: Some(bucket),
+        })
+    }
+
+    /// The handle when it is already open.
+    pub(crate) fn opened(&self) -> Option<ReadOnlyBucket> {
         match self {
-            Connector::Bucket(b) => Ok(b.clone()),
-            Connector::Lazy(f) => f().await,
+            Connector::Bucket(b) => Some(b.read_only()),
+            Connector::ReadOnly(b) => Some(b.clone()),
+            Connector::Lazy(_) => None,
         }
+    }
+}
+
+/// A reached bucket: read through `read` (a clone of the same handle as `write`, when both).
+#[derive(Debug, Clone)]
+pub(crate) struct Opened {
+    pub(crate) read: ReadOnlyBucket,
+    pub(crate) write: Option<Bucket>,
+}
+
+/// Refuses what a reader cannot promise on this bucket: a prefix-mode configuration on a
+/// mirror (the server strips the batch headers, so a multi-key change cannot be applied
+/// whole).
+pub(crate) fn check_mirror(bucket: &ReadOnlyBucket, source: &Source) -> Result<(), Error> {
+    match (bucket.mirror_of(), source) {
+        (Some(origin), Source::Prefix { prefix }) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "prefix {prefix:?} cannot be read from bucket {:?}, a mirror of {origin}: a \
+                 mirror does not keep transaction boundaries, so a multi-key change could be \
+                 applied half; read a document-mode configuration from the mirror, or the \
+                 prefix from the origin",
+                bucket.name()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
 impl From<Bucket> for Connector {
     fn from(b: Bucket) -> Self {
         Connector::Bucket(b)
+    }
+}
+
+impl From<ReadOnlyBucket> for Connector {
+    fn from(b: ReadOnlyBucket) -> Self {
+        Connector::ReadOnly(b)
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{Backoff, Include, Revision, Watch, WatchEvent};
+use kv_core::{Backoff, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
 
-use crate::election::{Counters, Shared};
+use crate::election::{validate_name, Counters, Shared};
 use crate::error::Error;
 use crate::record::Observed;
 
@@ -52,7 +52,8 @@ impl std::fmt::Debug for Observer {
 }
 
 struct State {
-    shared: Arc<Shared>,
+    bucket: ReadOnlyBucket,
+    leader_key: String,
     watch: Watch,
     last_rev: Option<Revision>,
     last: Option<Observed>,
@@ -60,14 +61,48 @@ struct State {
 
 impl Observer {
     pub(crate) async fn start(shared: Arc<Shared>) -> Result<Observer, Error> {
-        let watch = shared
-            .bucket
-            .watch([shared.leader_key.as_str()])
+        let observer =
+            Observer::watch(shared.bucket.read_only(), shared.leader_key.clone()).await?;
+        Counters::bump(&shared.counters.watches);
+        Ok(observer)
+    }
+
+    /// Observes the election `name` in a read-only bucket: typically a mirror of the
+    /// election's bucket on a leaf node near the observers, in another JetStream domain,
+    /// while candidates campaign on the origin.
+    ///
+    /// A mirror keeps the origin's revisions, so terms are the origin's. The observer is as
+    /// fresh as the mirror: while the link to the origin is cut it reports nothing new (the
+    /// mirror does not expire the leader key on its own clock; the origin's expiry marker
+    /// arrives when the link heals), so a leader it reports may be gone by then — decide
+    /// nothing from it that fencing does not check.
+    ///
+    /// ```no_run
+    /// # async fn demo(kv_on_leaf: kv_core::Kv) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    /// let mirror = kv_on_leaf.open_read_only("elections").await?;
+    /// let mut observer = kv_leader::Observer::on(&mirror, "scheduler").await?;
+    /// if let Some(state) = observer.next().await {
+    ///     println!("{state:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves at most an idle consumer the server removes.
+    pub async fn on(bucket: &ReadOnlyBucket, name: &str) -> Result<Observer, Error> {
+        validate_name("election name", name)?;
+        Observer::watch(bucket.clone(), format!("{name}.leader")).await
+    }
+
+    async fn watch(bucket: ReadOnlyBucket, leader_key: String) -> Result<Observer, Error> {
+        let watch = bucket
+            .watch([leader_key.as_str()])
             .include(Include::LastPerKey)
             .await?;
-        Counters::bump(&shared.counters.watches);
         let state = State {
-            shared,
+            bucket,
+            leader_key,
             watch,
             last_rev: None,
             last: None,
@@ -141,12 +176,7 @@ impl State {
     /// Reads the key from the stream leader after the watch lost track of it.
     async fn reread(&mut self) -> Option<Observed> {
         for attempt in 0..10u32 {
-            match self
-                .shared
-                .bucket
-                .get_from_leader(&self.shared.leader_key)
-                .await
-            {
+            match self.bucket.get_from_leader(&self.leader_key).await {
                 Ok(e) => {
                     let o = e
                         .as_ref()

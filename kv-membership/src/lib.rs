@@ -82,6 +82,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod error;
+mod listing;
 mod member;
 mod membership;
 mod metadata;
@@ -91,6 +92,7 @@ mod watch;
 
 pub use error::{Error, ErrorKind};
 pub use kv_core::lease::{LostReason, Released};
+pub use listing::Listing;
 pub use member::{Join, Member};
 pub use membership::{Group, Membership, DEFAULT_TTL};
 pub use metadata::{IntoMetadata, Json};

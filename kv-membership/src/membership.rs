@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use kv_core::lease::{Keeper, LeaseConfig};
 use kv_core::{Bucket, BucketConfig, Kv, Ttl};
-use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind};
+use crate::listing::Listing;
 use crate::member::Join;
 use crate::metadata::IntoMetadata;
 use crate::names;
-use crate::roster::{MemberInfo, Observed, Roster};
+use crate::roster::MemberInfo;
 use crate::watch::MembershipWatch;
 
 /// The TTL of a member that does not choose one.
@@ -139,44 +139,26 @@ impl Group {
         Join::new(self.clone(), id.into(), metadata.into_metadata())
     }
 
-    /// The members registered now, by [`joined_at`](MemberInfo::joined_at). A member whose
-    /// process died is listed until the server expires its key (at most its TTL after its
-    /// last renewal). On replicated buckets any replica may answer, so the list may lag.
+    /// The members registered now, by [`joined_at`](MemberInfo::joined_at): see
+    /// [`Listing::members`].
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn members(&self) -> Result<Vec<MemberInfo>, Error> {
-        let span = tracing::debug_span!("membership.members", group = %self.name);
-        async {
-            let snap = self
-                .membership
-                .bucket()
-                .snapshot(names::group_filter(&self.name))
-                .await
-                .map_err(|e| Error::kv("could not list the members", e))?;
-            let mut roster = Roster::default();
-            let mut entries = snap.entries;
-            entries.sort_by_key(kv_core::Entry::revision);
-            for obs in entries
-                .iter()
-                .filter_map(|e| Observed::from_entry(&self.name, e))
-            {
-                roster.apply(obs);
-            }
-            Ok(roster.current())
-        }
-        .instrument(span)
-        .await
+        self.listing().members().await
     }
 
-    /// Watches the group: the current members ([`Present`](crate::MembershipEvent::Present)
-    /// each, then [`InitialDone`](crate::MembershipEvent::InitialDone)), then
-    /// `Joined`/`Updated`/`Left` events in revision order. See [`MembershipWatch`].
+    /// Watches the group: see [`Listing::watch`].
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves at most an idle consumer that the server
     /// removes.
     pub async fn watch(&self) -> Result<MembershipWatch, Error> {
-        MembershipWatch::start(self).await
+        self.listing().watch().await
+    }
+
+    /// The read side of the group on its own bucket.
+    pub fn listing(&self) -> Listing {
+        Listing::of(self.membership.bucket().read_only(), self.name.clone())
     }
 }

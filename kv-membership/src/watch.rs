@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{ErrorKind as CoreKind, Watch, WatchEvent};
+use kv_core::{ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
 
 use crate::error::Error;
-use crate::membership::Group;
 use crate::names;
 use crate::roster::{MembershipEvent, Observed, Roster};
 
@@ -43,15 +42,16 @@ struct State {
 }
 
 impl MembershipWatch {
-    pub(crate) async fn start(group: &Group) -> Result<MembershipWatch, Error> {
-        let watch = group
-            .membership
-            .bucket()
-            .watch([names::group_filter(&group.name)])
+    pub(crate) async fn start(
+        bucket: &ReadOnlyBucket,
+        group: Arc<str>,
+    ) -> Result<MembershipWatch, Error> {
+        let watch = bucket
+            .watch([names::group_filter(&group)])
             .await
             .map_err(|e| Error::kv("could not start the membership watch", e))?;
         let state = State {
-            group: group.name.clone(),
+            group,
             watch,
             roster: Roster::default(),
             initial_done: false,

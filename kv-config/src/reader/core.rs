@@ -177,8 +177,8 @@ where
     /// Publishes this instance's acknowledgement if it changed (`force`: also make sure it
     /// is still there).
     pub(crate) async fn publish_ack(&mut self, shared: &Shared<T>, force: bool) {
-        let (Some(ack), Some(bucket)) = (self.ack.as_mut(), self.raw.as_ref().map(|r| &r.bucket))
-        else {
+        let writable = self.raw.as_ref().and_then(|r| r.bucket.write.as_ref());
+        let (Some(ack), Some(bucket)) = (self.ack.as_mut(), writable) else {
             return;
         };
         let h = shared.health();

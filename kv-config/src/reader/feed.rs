@@ -9,7 +9,7 @@
 //! states behind skips straight to the newest one: it never applies an older state after a
 //! newer one and never misses the latest.
 //!
-//! Readers built on clones of one [`Bucket`] handle share a feed per key filter (the
+//! Readers built on clones of one bucket handle (read-only or not) share a feed per key filter (the
 //! registry below holds only weak references); the feed's task stops when the last of them
 //! drops its [`Feed`]. Readers with a [`Connector::Lazy`] connect on their own and get a
 //! feed of their own.
@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Backoff, Bucket, Entry, Include, Revision, Watch, WatchEvent};
+use kv_core::{Backoff, Entry, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind};
-use crate::source::{Connector, Source};
+use crate::source::{check_mirror, Connector, Opened, Source};
 
 /// How many states a reader may fall behind before it skips to the newest.
 pub(crate) const BACKLOG: usize = 64;
@@ -44,14 +44,14 @@ pub(crate) struct Raw {
     pub(crate) deleted: Option<Revision>,
     /// Newest revision processed.
     pub(crate) last_rev: Option<Revision>,
-    /// The bucket the state was read from (for acknowledgements).
-    pub(crate) bucket: Bucket,
+    /// The bucket the state was read from (and the writable handle for acknowledgements).
+    pub(crate) bucket: Opened,
 }
 
 /// One shared watch; readers hold it in an `Arc`, and the last one to drop it stops it.
 pub(crate) struct Feed {
     /// The handle the feed was made for (shared feeds only).
-    shared_on: Option<Bucket>,
+    shared_on: Option<ReadOnlyBucket>,
     latest: watch::Receiver<Option<Arc<Raw>>>,
     updates: broadcast::Sender<Arc<Raw>>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -71,7 +71,7 @@ fn registry() -> MutexGuard<'static, Registry> {
 /// The feed for `source` through `connector`: the running one for this bucket handle, or a
 /// new one.
 pub(crate) fn subscribe(connector: &Connector, source: &Source) -> Arc<Feed> {
-    let Connector::Bucket(bucket) = connector else {
+    let Some(bucket) = connector.opened() else {
         return Arc::new(Feed::start(connector.clone(), source, None));
     };
     let mut feeds = registry();
@@ -85,23 +85,24 @@ pub(crate) fn subscribe(connector: &Connector, source: &Source) -> Arc<Feed> {
     let running = slot
         .iter()
         .filter_map(Weak::upgrade)
-        .find(|f| f.shared_on.as_ref().is_some_and(|b| b.same_handle(bucket)));
+        .find(|f| f.shared_on.as_ref().is_some_and(|b| b.same_handle(&bucket)));
     if let Some(feed) = running {
         return feed;
     }
-    let feed = Arc::new(Feed::start(connector.clone(), source, Some(bucket.clone())));
+    let feed = Arc::new(Feed::start(connector.clone(), source, Some(bucket)));
     slot.push(Arc::downgrade(&feed));
     feed
 }
 
 impl Feed {
-    fn start(connector: Connector, source: &Source, shared_on: Option<Bucket>) -> Feed {
+    fn start(connector: Connector, source: &Source, shared_on: Option<ReadOnlyBucket>) -> Feed {
         let (latest_tx, latest) = watch::channel(None);
         let updates = broadcast::channel(BACKLOG).0;
         let last_error = Arc::new(Mutex::new(None));
         let tracker = Tracker {
             connector,
             filter: source.filter(),
+            source: source.clone(),
             document: matches!(source, Source::Document { .. }),
             bucket: None,
             watch: None,
@@ -166,7 +167,7 @@ impl States {
             .ok()
             .and_then(|r| {
                 r.ok()
-                    .and_then(|raw| raw.as_ref().map(|raw| raw.bucket.clone()))
+                    .and_then(|raw| raw.as_ref().map(|raw| raw.bucket.read.clone()))
             })?;
         let newest = tokio::time::timeout_at(deadline, bucket.snapshot(filter)).await;
         if let Some(want) = newest
@@ -221,8 +222,9 @@ impl States {
 struct Tracker {
     connector: Connector,
     filter: String,
+    source: Source,
     document: bool,
-    bucket: Option<Bucket>,
+    bucket: Option<Opened>,
     watch: Option<Watch>,
     entries: BTreeMap<String, (Bytes, Revision)>,
     deleted: Option<Revision>,
@@ -254,17 +256,18 @@ impl Tracker {
         }
     }
 
-    async fn bucket(&mut self) -> Result<Bucket, Error> {
+    async fn bucket(&mut self) -> Result<ReadOnlyBucket, Error> {
         if let Some(b) = &self.bucket {
-            return Ok(b.clone());
+            return Ok(b.read.clone());
         }
         let b = self
             .connector
-            .bucket()
+            .open()
             .await
             .map_err(|e| Error::kv("cannot open the config bucket", e))?;
+        check_mirror(&b.read, &self.source)?;
         self.bucket = Some(b.clone());
-        Ok(b)
+        Ok(b.read)
     }
 
     /// (Re)opens the watch and reads the current state of every key: a full re-read.

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{Bucket, Revision};
+use kv_core::{Bucket, ReadOnlyBucket, Revision};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -28,7 +28,7 @@ use crate::layer::env_layer;
 use crate::persist;
 use crate::pipeline::{Pipeline, Validate};
 use crate::snapshot::{ConfigEvent, Health, Origin, Snapshot};
-use crate::source::{Connector, Source};
+use crate::source::{check_mirror, Connector, Source};
 
 use self::core::Core;
 
@@ -285,6 +285,20 @@ where
         self
     }
 
+    /// Reads through a read-only handle, typically a mirror of the origin bucket in another
+    /// JetStream domain — on a leaf node next to the fleet — while writers write to the
+    /// origin. See [Reading from a mirror](crate#reading-from-a-mirror) for what a mirror
+    /// keeps: the same revisions as the origin (so [`ConfigReader::revision`] compares with
+    /// the writer's), validation before apply, last-known-good, and no silent skip across a
+    /// cut link; but it is only as fresh as the mirror. A reader on a read-only handle
+    /// writes nothing, so [`instance`](Self::instance) is refused, and a
+    /// [`Source::prefix`](crate::Source::prefix) configuration on a mirror fails at start
+    /// with [`ErrorKind::Unsupported`] (a mirror does not keep transaction boundaries).
+    pub fn read_only(mut self, bucket: ReadOnlyBucket) -> Self {
+        self.connector = Some(Connector::ReadOnly(bucket));
+        self
+    }
+
     /// Reaches the bucket through `connector` (needed to start while the server is away:
     /// see [`Connector::connect`]).
     pub fn connector(mut self, connector: Connector) -> Self {
@@ -434,6 +448,7 @@ where
                 "a reader needs a bucket or a connector",
             )
         })?;
+        check_connector(&connector, &self.source, self.instance.is_some())?;
         let ack = match &self.instance {
             Some(i) => Some(Ack::new(
                 check_instance(&self.source, i)?,
@@ -607,5 +622,20 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.start())
+    }
+}
+
+/// Refuses at start what the reader could not do on this bucket: acknowledgements through a
+/// read-only handle, a prefix-mode configuration on a mirror.
+fn check_connector(connector: &Connector, source: &Source, acks: bool) -> Result<(), Error> {
+    if acks && matches!(connector, Connector::ReadOnly(_)) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "fleet acknowledgements (instance) need a writable bucket, not a read-only handle",
+        ));
+    }
+    match connector.opened() {
+        Some(bucket) => check_mirror(&bucket, source),
+        None => Ok(()),
     }
 }
