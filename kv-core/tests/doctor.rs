@@ -140,10 +140,16 @@ async fn flags_a_server_below_2_12_4() {
 #[tokio::test]
 async fn a_safe_r3_setup_has_no_error_and_a_short_lease_is_flagged() {
     let cluster = NatsCluster::start().await;
-    let kv = Kv::new(cluster.connect().await);
+    // Creating an R3 stream on a freshly started cluster can take longer than the default
+    // request timeout, and its info needs a stream leader.
+    let kv = Kv::new(cluster.connect().await).with_timeout(Duration::from_secs(15));
     kv.create_bucket(recipe_bucket("safe").replicas(3))
         .await
         .unwrap();
+    cluster
+        .wait_stream_leader("KV_safe", Duration::from_secs(15))
+        .await
+        .expect("a stream leader");
     let all = Intent::new([
         Recipe::Locks,
         Recipe::Elections,
