@@ -155,7 +155,9 @@
 //!   older value. [`kv_core::Status`]'s `stream_info.mirror` reports the mirror's lag.
 //! - **No transactions.** The server strips the atomic-batch headers from what it copies,
 //!   so a prefix-mode configuration on a mirror fails at start with
-//!   [`ErrorKind::Unsupported`] rather than risk applying half of a multi-key change;
+//!   [`ErrorKind::Unsupported`] rather than risk applying half of a multi-key change
+//!   (through a [`Connector::Lazy`] the mirror is seen only once connected: the reader then
+//!   never reads it, and start fails as for an unreachable KV, naming that error);
 //!   document-mode configurations (one key) are whole by construction.
 //! - **No writes.** A reader on a read-only handle publishes no fleet acknowledgement
 //!   ([`ConfigBuilder::instance`] is refused).
