@@ -5,10 +5,14 @@
 use std::time::Duration;
 
 use kv_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, Sync};
+use kv_core::lease::LeaseConfig;
 use kv_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
 use kv_tests::{Account, NatsCluster, NatsServer, User};
 
-const LEASE: Duration = Duration::from_secs(30);
+/// A lease that rides through a stream-leader election (the recipes' default on R3).
+fn lease() -> LeaseConfig {
+    LeaseConfig::new(kv_core::lease::REPLICATED_TTL).unwrap()
+}
 
 /// A bucket the way the recipes create it.
 fn recipe_bucket(name: &str) -> BucketConfig {
@@ -36,7 +40,7 @@ async fn flags_an_r1_bucket_in_memory_and_without_ttl_or_batches() {
     kv.create_bucket(BucketConfig::new("plain").history(5))
         .await
         .unwrap();
-    let locks = Intent::locks().lease_ttl(LEASE);
+    let locks = Intent::locks().lease(lease());
 
     let mem = doctor::check(&kv, "mem", &locks).await.unwrap();
     assert_eq!(
@@ -96,7 +100,7 @@ async fn flags_persist_mode_async() {
         .await
         .unwrap();
     let kv = Kv::new(client);
-    let report = doctor::check(&kv, "fast", &Intent::elections().lease_ttl(LEASE))
+    let report = doctor::check(&kv, "fast", &Intent::elections().lease(lease()))
         .await
         .unwrap();
     let persist = report
@@ -104,7 +108,7 @@ async fn flags_persist_mode_async() {
         .expect("persist_mode flagged");
     assert_eq!(persist.severity, Severity::Error, "{report}");
     assert!(persist.message.contains("persist_mode: async"), "{report}");
-    let membership = doctor::check(&kv, "fast", &Intent::membership().lease_ttl(LEASE))
+    let membership = doctor::check(&kv, "fast", &Intent::membership().lease(lease()))
         .await
         .unwrap();
     assert_eq!(
@@ -156,7 +160,7 @@ async fn a_safe_r3_setup_has_no_error_and_a_short_lease_is_flagged() {
         Recipe::Config,
         Recipe::Membership,
     ]);
-    let report = doctor::check(&kv, "safe", &all.clone().lease_ttl(LEASE))
+    let report = doctor::check(&kv, "safe", &all.clone().lease(lease()))
         .await
         .unwrap();
     assert!(report.is_safe(), "{report}");
@@ -168,9 +172,14 @@ async fn a_safe_r3_setup_has_no_error_and_a_short_lease_is_flagged() {
     );
     assert_eq!(report.replicas, 3);
 
-    let short = doctor::check(&kv, "safe", &all.clone().lease_ttl(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let short = doctor::check(
+        &kv,
+        "safe",
+        &all.clone()
+            .lease(LeaseConfig::new(Duration::from_secs(5)).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         short.find(Code::LeaseTtlBelowElection).map(|f| f.severity),
         Some(Severity::Warning),
@@ -240,14 +249,14 @@ async fn the_report_serialises_with_stable_codes() {
     kv.create_bucket(recipe_bucket("j").storage(Storage::Memory))
         .await
         .unwrap();
-    let report = doctor::check(&kv, "j", &Intent::locks().lease_ttl(LEASE))
+    let report = doctor::check(&kv, "j", &Intent::locks().lease(lease()))
         .await
         .unwrap();
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["bucket"], "j");
     assert_eq!(json["storage"], "memory");
     assert_eq!(json["intent"]["recipes"], serde_json::json!(["locks"]));
-    assert_eq!(json["intent"]["lease_ttl"], 30.0);
+    assert_eq!(json["intent"]["lease"]["ttl"], 30.0);
     assert_eq!(json["findings"][0]["severity"], "error");
     assert_eq!(json["findings"][0]["code"], "memory-storage");
     assert_eq!(
@@ -290,7 +299,7 @@ async fn login(server: &NatsServer, user: &str, password: &str) -> async_nats::C
 
 #[tokio::test]
 async fn reads_sync_interval_through_the_system_account() {
-    let intent = Intent::locks().lease_ttl(LEASE);
+    let intent = Intent::locks().lease(lease());
     for sync_always in [false, true] {
         let server = server_with_system_account(sync_always).await;
         let kv = Kv::new(login(&server, "app", "app-pw").await);
@@ -334,7 +343,7 @@ async fn a_client_outside_the_system_account_leaves_sync_unchecked() {
     let not_sys = login(&server, "app", "app-pw").await;
     let report = Doctor::new(&kv)
         .system_account(not_sys)
-        .check("locks", &Intent::elections().lease_ttl(LEASE))
+        .check("locks", &Intent::elections().lease(lease()))
         .await
         .unwrap();
     let f = report.find(Code::SyncUnchecked).expect("unchecked");

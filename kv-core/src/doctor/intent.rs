@@ -1,15 +1,10 @@
 //! What a bucket is used for, which decides what is unsafe about it.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// How long a replicated bucket may take to elect a new stream leader, by default: the
-/// server's Raft election timeout is randomised in roughly 4–9 s, and 5.8–9.7 s were measured
-/// on this project's machines after killing the stream leader. No write lands meanwhile, lease
-/// renewals included.
-pub const STREAM_LEADER_ELECTION: Duration = Duration::from_secs(10);
+use crate::lease::LeaseConfig;
 
 /// A recipe that keeps its state in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -57,27 +52,37 @@ impl std::fmt::Display for Recipe {
     }
 }
 
-/// What a bucket is for: its recipes and, when known, the lease TTL its holders use.
+/// What a bucket is for: its recipes and, when known, the lease its holders use.
 ///
 /// ```
 /// use std::time::Duration;
 /// use kv_core::doctor::{Intent, Recipe};
+/// use kv_core::lease::LeaseConfig;
 /// let intent = Intent::locks()
 ///     .and(Recipe::Elections)
-///     .lease_ttl(Duration::from_secs(15));
+///     .lease(LeaseConfig::new(Duration::from_secs(30))?);
 /// assert!(intent.uses(Recipe::Locks) && intent.uses(Recipe::Elections));
 /// assert!(!intent.uses(Recipe::Config));
+/// # Ok::<(), kv_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Intent {
     recipes: BTreeSet<Recipe>,
-    #[serde(serialize_with = "super::report::opt_secs")]
-    lease_ttl: Option<Duration>,
-    #[serde(
-        rename = "stream_leader_election",
-        serialize_with = "super::report::secs"
-    )]
-    election_time: Duration,
+    #[serde(serialize_with = "lease_json")]
+    lease: Option<LeaseConfig>,
+}
+
+/// `{"ttl": 30.0, "renew_every": 10.0, "margin": 2.0}` (seconds), or `null`.
+fn lease_json<S: Serializer>(lease: &Option<LeaseConfig>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let Some(l) = lease else {
+        return s.serialize_none();
+    };
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("ttl", &l.ttl().as_duration().as_secs_f64())?;
+    m.serialize_entry("renew_every", &l.renew_every().as_secs_f64())?;
+    m.serialize_entry("margin", &l.margin().as_secs_f64())?;
+    m.end()
 }
 
 impl Intent {
@@ -85,8 +90,7 @@ impl Intent {
     pub fn new(recipes: impl IntoIterator<Item = Recipe>) -> Intent {
         Intent {
             recipes: recipes.into_iter().collect(),
-            lease_ttl: None,
-            election_time: STREAM_LEADER_ELECTION,
+            lease: None,
         }
     }
 
@@ -116,18 +120,12 @@ impl Intent {
         self
     }
 
-    /// The lease TTL the bucket's holders, leaders or members use (the shortest one, when
-    /// they differ). Without it the doctor cannot compare it with a stream-leader election
-    /// and says so.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Intent {
-        self.lease_ttl = Some(ttl);
-        self
-    }
-
-    /// How long a stream-leader election may take on this deployment (default
-    /// [`STREAM_LEADER_ELECTION`]). Set it from your own measurement.
-    pub fn stream_leader_election(mut self, time: Duration) -> Intent {
-        self.election_time = time;
+    /// The lease the bucket's holders, leaders or members use (the shortest one, when they
+    /// differ). On a replicated bucket the doctor checks that it rides through a
+    /// stream-leader election ([`LeaseConfig::rides_through_election`]); without it, it says
+    /// it could not.
+    pub fn lease(mut self, lease: LeaseConfig) -> Intent {
+        self.lease = Some(lease);
         self
     }
 
@@ -141,14 +139,9 @@ impl Intent {
         self.recipes.iter().copied()
     }
 
-    /// The lease TTL, when given.
-    pub fn current_lease_ttl(&self) -> Option<Duration> {
-        self.lease_ttl
-    }
-
-    /// The stream-leader election time compared with the lease TTL.
-    pub fn election_time(&self) -> Duration {
-        self.election_time
+    /// The lease, when given.
+    pub fn current_lease(&self) -> Option<&LeaseConfig> {
+        self.lease.as_ref()
     }
 
     /// Whether any recipe hands out revisions as fencing tokens or terms.

@@ -18,8 +18,8 @@
 //! | `per-key-ttl-off` | `allow_msg_ttl` off: locks, elections, membership · config (fleet acks) | error · info |
 //! | `atomic-batches-off` | `allow_atomic` off: locks (multi-locks, KV fence) or config (prefix writes) | warning |
 //! | `history-not-one` | more than one revision per key on a bucket of leases | error |
-//! | `lease-ttl-below-election` | replicated bucket, lease TTL ≤ a stream-leader election ([`STREAM_LEADER_ELECTION`]) | warning |
-//! | `lease-ttl-unchecked` | replicated bucket, no lease TTL given | info |
+//! | `lease-ttl-below-election` | replicated bucket, the lease does not ride through a stream-leader election ([`LeaseConfig::rides_through_election`](crate::lease::LeaseConfig::rides_through_election)) | warning |
+//! | `lease-ttl-unchecked` | replicated bucket, no lease given | info |
 //! | `mirror` | the bucket is a read-only mirror (only the version and its own expiry are checked on it) | info |
 //! | `mirror-expires` | a mirror with per-key TTLs or a max age removes keys without the origin's markers | error |
 //!
@@ -33,7 +33,8 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
-//! let report = doctor::check(&kv, "locks", &Intent::locks().lease_ttl(Duration::from_secs(15))).await?;
+//! let lease = kv_core::lease::LeaseConfig::new(Duration::from_secs(30))?;
+//! let report = doctor::check(&kv, "locks", &Intent::locks().lease(lease)).await?;
 //! println!("{report}");
 //! if !report.is_safe() {
 //!     eprintln!("{}", serde_json::to_string_pretty(&report)?);
@@ -62,7 +63,7 @@ mod rules;
 
 use std::fmt;
 
-pub use intent::{Intent, Recipe, STREAM_LEADER_ELECTION};
+pub use intent::{Intent, Recipe};
 pub use report::{Code, Finding, Report, ServerFacts, Severity, Sync};
 pub use rules::FIXED_SERVER;
 

@@ -143,15 +143,8 @@ pub enum Sync {
 }
 
 /// Durations serialise as seconds (a number), not serde's `{secs, nanos}`.
-pub(super) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
-}
-
-pub(super) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => secs(d, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// A server that hosts the bucket (or, without a system-account client, the one the client

@@ -7,6 +7,7 @@ use super::intent::{Intent, Recipe};
 use super::report::{Code, Finding, ServerFacts, Severity, Sync};
 use crate::client::ServerVersion;
 use crate::config::Storage;
+use crate::lease::{REPLICATED_TTL, STREAM_LEADER_ELECTION};
 
 /// The first release with every fix for the data loss Jepsen found in nats-server 2.12.1.
 pub const FIXED_SERVER: ServerVersion = ServerVersion::new(2, 12, 4);
@@ -298,34 +299,34 @@ fn lease_ttl(facts: &Facts, intent: &Intent) -> Option<Finding> {
     if facts.replicas < 2 || !intent.holds_leases() {
         return None;
     }
-    let election = intent.election_time();
-    match intent.current_lease_ttl() {
+    let election = secs(STREAM_LEADER_ELECTION);
+    match intent.current_lease() {
         None => Some(Finding::new(
             Severity::Info,
             Code::LeaseTtlUnchecked,
             format!(
-                "no lease TTL given: on a replicated bucket no renewal lands while the stream \
-                 elects a new leader (up to about {} here), so a shorter TTL loses leases of \
-                 healthy holders",
-                secs(election)
+                "no lease given: on a replicated bucket no renewal lands while the stream \
+                 elects a new leader (up to about {election}), so a lease that does not ride \
+                 through one loses healthy holders"
             ),
-            "pass the lease TTL your holders use (Intent::lease_ttl) to have it checked",
+            "pass the lease your holders use (Intent::lease) to have it checked",
         )),
-        Some(ttl) if ttl <= election => Some(Finding::new(
+        Some(lease) if !lease.rides_through_election() => Some(Finding::new(
             Severity::Warning,
             Code::LeaseTtlBelowElection,
             format!(
-                "the lease TTL {} is not longer than a stream-leader election (about {}): \
-                 during a routine leader change no renewal lands and healthy holders lose \
-                 their locks, leaderships or memberships (safely: they demote themselves)",
-                secs(ttl),
-                secs(election)
+                "the lease (TTL {}, renewed every {}) does not ride through a stream-leader \
+                 election (about {election}): during a routine leader change no renewal lands \
+                 and healthy holders lose their locks, leaderships or memberships (safely: \
+                 they demote themselves)",
+                secs(lease.ttl().as_duration()),
+                secs(lease.renew_every())
             ),
             format!(
-                "use a lease TTL well above {} (e.g. {}), or measure your cluster's elections \
-                 and pass them with Intent::stream_leader_election",
-                secs(election),
-                secs(election.saturating_mul(3) / 2)
+                "use a lease TTL of at least {} (kv_core::lease::REPLICATED_TTL, the recipes' \
+                 default on replicated buckets), or renew more often \
+                 (LeaseConfig::rides_through_election)",
+                secs(REPLICATED_TTL)
             ),
         )),
         Some(_) => None,
@@ -407,6 +408,10 @@ mod tests {
         }
     }
 
+    fn lease(secs: u64) -> crate::lease::LeaseConfig {
+        crate::lease::LeaseConfig::new(Duration::from_secs(secs)).unwrap()
+    }
+
     fn codes(facts: &Facts, intent: &Intent) -> Vec<(Severity, Code)> {
         findings(facts, intent)
             .into_iter()
@@ -421,7 +426,7 @@ mod tests {
             Recipe::Config,
             Recipe::Membership,
         ])
-        .lease_ttl(Duration::from_secs(30))
+        .lease(lease(30))
     }
 
     #[test]
@@ -487,19 +492,19 @@ mod tests {
             (
                 "R2 locks",
                 |f| f.replicas = 2,
-                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                Intent::locks().lease(lease(30)),
                 vec![(Warning, FewReplicas)],
             ),
             (
                 "memory locks",
                 |f| f.storage = Storage::Memory,
-                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                Intent::locks().lease(lease(30)),
                 vec![(Error, MemoryStorage)],
             ),
             (
                 "memory membership",
                 |f| f.storage = Storage::Memory,
-                Intent::membership().lease_ttl(Duration::from_secs(30)),
+                Intent::membership().lease(lease(30)),
                 vec![(Warning, MemoryStorage)],
             ),
             (
@@ -511,43 +516,43 @@ mod tests {
             (
                 "no per-key ttl, membership",
                 |f| f.per_key_ttl = false,
-                Intent::membership().lease_ttl(Duration::from_secs(30)),
+                Intent::membership().lease(lease(30)),
                 vec![(Error, PerKeyTtlOff)],
             ),
             (
                 "no per-key ttl, config",
                 |f| f.per_key_ttl = false,
-                Intent::config().lease_ttl(Duration::from_secs(30)),
+                Intent::config().lease(lease(30)),
                 vec![(Info, PerKeyTtlOff)],
             ),
             (
                 "no atomic, elections",
                 |f| f.atomic = false,
-                Intent::elections().lease_ttl(Duration::from_secs(30)),
+                Intent::elections().lease(lease(30)),
                 vec![],
             ),
             (
                 "no atomic, locks",
                 |f| f.atomic = false,
-                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                Intent::locks().lease(lease(30)),
                 vec![(Warning, AtomicBatchesOff)],
             ),
             (
                 "history 5, config",
                 |f| f.history = 5,
-                Intent::config().lease_ttl(Duration::from_secs(30)),
+                Intent::config().lease(lease(30)),
                 vec![],
             ),
             (
                 "history 5, locks",
                 |f| f.history = 5,
-                Intent::locks().lease_ttl(Duration::from_secs(30)),
+                Intent::locks().lease(lease(30)),
                 vec![(Error, HistoryNotOne)],
             ),
             (
                 "short lease",
                 |_| {},
-                Intent::locks().lease_ttl(Duration::from_secs(5)),
+                Intent::locks().lease(lease(5)),
                 vec![(Warning, LeaseTtlBelowElection)],
             ),
             (
@@ -574,17 +579,20 @@ mod tests {
     }
 
     #[test]
-    fn a_short_lease_on_r1_is_fine_and_the_election_time_is_an_input() {
+    fn a_short_lease_on_r1_is_fine_and_a_fast_renewal_rides_through() {
         let mut f = safe();
         f.replicas = 1;
         f.servers.truncate(1);
-        let short = Intent::locks().lease_ttl(Duration::from_secs(5));
+        let short = Intent::locks().lease(lease(5));
         assert_eq!(
             codes(&f, &short),
             vec![(Severity::Warning, Code::FewReplicas)]
         );
-        let measured = short.stream_leader_election(Duration::from_secs(3));
-        assert_eq!(codes(&safe(), &measured), vec![]);
+        // The same rule as the recipes': a 15 s lease renewed every 2 s rides through.
+        let fast = crate::lease::LeaseConfig::new(Duration::from_secs(15))
+            .and_then(|l| l.with_renew_every(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(codes(&safe(), &Intent::locks().lease(fast)), vec![]);
     }
 
     #[test]
