@@ -43,7 +43,8 @@ impl Format {
                 toml::from_str(s).map_err(|e| format!("invalid toml: {e}"))
             }
             #[cfg(feature = "yaml")]
-            Format::Yaml => serde_yaml::from_slice(bytes).map_err(|e| format!("invalid yaml: {e}")),
+            Format::Yaml => serde_saphyr::from_slice_with_options(bytes, yaml_options())
+                .map_err(|e| format!("invalid yaml: {e}")),
         }
     }
 
@@ -56,10 +57,21 @@ impl Format {
                 .map(String::into_bytes)
                 .map_err(|e| format!("cannot encode as toml: {e}")),
             #[cfg(feature = "yaml")]
-            Format::Yaml => serde_yaml::to_string(v)
+            Format::Yaml => serde_saphyr::to_string(v)
                 .map(String::into_bytes)
                 .map_err(|e| format!("cannot encode as yaml: {e}")),
         }
+    }
+}
+
+/// YAML 1.2 core schema, as serde_yaml 0.9 read it: only `true`/`false` are booleans (`yes`,
+/// `on` stay strings), duplicate keys are errors. Errors carry a line and column but no
+/// snippet of the document: configuration may hold secrets, and errors end up in logs.
+#[cfg(feature = "yaml")]
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
     }
 }
 
@@ -122,5 +134,23 @@ mod tests {
         let bytes = Format::Yaml.encode(&v).unwrap();
         assert_eq!(Format::Yaml.parse(&bytes).unwrap(), v);
         assert!(Format::Yaml.parse(b"a: [").is_err());
+    }
+
+    #[cfg(feature = "yaml")]
+    #[test]
+    fn yaml_reads_the_core_schema_and_keeps_documents_out_of_errors() {
+        let v = Format::Yaml
+            .parse(b"enabled: true\nmode: yes\nport: 8080\nratio: 0.5\nname: ~\n")
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"enabled": true, "mode": "yes", "port": 8080, "ratio": 0.5, "name": null})
+        );
+        assert!(Format::Yaml.parse(b"a: 1\na: 2\n").is_err());
+        let e = Format::Yaml
+            .parse(b"password: hunter2-secret\nlist: [\n")
+            .unwrap_err();
+        assert!(e.starts_with("invalid yaml: "), "{e}");
+        assert!(!e.contains("hunter2-secret"), "{e}");
     }
 }
