@@ -83,6 +83,7 @@ mod error;
 mod js;
 mod key;
 pub mod lease;
+pub mod object;
 mod permission;
 mod retry;
 mod revision;

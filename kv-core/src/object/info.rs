@@ -132,6 +132,10 @@ impl ObjectMeta {
         self
     }
 
+    pub(crate) fn chunk_size_is_zero(&self) -> bool {
+        self.chunk_size == Some(0)
+    }
+
     pub(crate) fn into_nats(self) -> os::ObjectMetadata {
         os::ObjectMetadata {
             name: self.name,
