@@ -2,7 +2,8 @@
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
 # root (or sudo) for apt-get: it provisions nats-server itself and Debian's protoc packages for
 # the benchmark build, then runs formatting, the MSRV check, lints, every test, rustdoc, the
-# example and benchmark builds (every step with all features) and a 2-minute fixed-seed chaos
+# benchmark build, every example and the tour run against a throwaway server (every step with
+# all features) and a 2-minute fixed-seed chaos
 # run, and finally checks that no nats-server it started survives.
 set -euo pipefail
 
@@ -60,8 +61,8 @@ cargo test --workspace --all-features --doc
 step "cargo doc --workspace --all-features --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
-step "cargo build --workspace --all-features --bins --examples (the tour, examples, kv-bench with etcd and Redis)"
-cargo build --workspace --all-features --bins --examples
+step "scripts/run-examples.sh (builds every binary and example with all features, kv-bench included; runs each example and the tour against a throwaway server)"
+scripts/run-examples.sh
 
 step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
 scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {
