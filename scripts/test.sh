@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
 # root (or sudo) for apt-get: it provisions nats-server itself and Debian's protoc packages for
-# the benchmark build, then runs formatting, the MSRV check, lints, every test, rustdoc, the
+# the benchmark build, then runs formatting, the MSRV and unused-dependency checks, lints, every test, rustdoc, the
 # benchmark build, every example and the tour run against a throwaway server (every step with
-# all features) and a 2-minute fixed-seed chaos
+# all features), the packaging of every publishable crate and a 2-minute fixed-seed chaos
 # run, and finally checks that no nats-server it started survives.
 set -euo pipefail
 
@@ -37,6 +37,10 @@ cargo fmt --all -- --check
 step "scripts/check-msrv.sh (no locked dependency needs a newer Rust than our rust-version)"
 scripts/check-msrv.sh
 
+step "cargo machete (no unused dependencies)"
+scripts/ensure-cargo-machete.sh
+cargo machete
+
 # Every step builds every feature (kv-config's toml and yaml, kv-tests' docker — compiled and
 # unit-tested only: no Docker engine here —, kv-bench's etcd and redis, the testing hooks), so
 # one feature set is compiled once. etcd-client compiles etcd's .proto files at build time:
@@ -63,6 +67,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 step "scripts/run-examples.sh (builds every binary and example with all features, kv-bench included; runs each example and the tour against a throwaway server)"
 scripts/run-examples.sh
+
+step "scripts/package.sh (every publishable crate packaged as cargo publish would, in dependency order)"
+scripts/package.sh
 
 step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
 scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {
