@@ -108,6 +108,66 @@ async fn a_multi_chunk_object_round_trips_byte_exact_with_its_digest() {
 }
 
 #[tokio::test]
+async fn a_digest_mismatch_fails_the_read_as_a_codec_error() {
+    let server = NatsServer::start().await;
+    let client = server.connect().await;
+    let store = Kv::new(client.clone())
+        .create_object_store(ObjectStoreConfig::new("tamper"))
+        .await
+        .unwrap();
+    let bytes = data(3 * 1024);
+    store
+        .put(ObjectMeta::new("o").chunk_size(1024), &mut bytes.as_slice())
+        .await
+        .unwrap();
+
+    // Rewrite the metadata as another writer could, with the digest of other data.
+    let js = async_nats::jetstream::new(client);
+    let mut info = js
+        .get_object_store("tamper")
+        .await
+        .unwrap()
+        .info("o")
+        .await
+        .unwrap();
+    info.digest = Some(sha256_digest(b"something else"));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    js.publish_with_headers(
+        format!("$O.tamper.M.{}", URL_SAFE.encode("o")),
+        headers,
+        serde_json::to_vec(&info).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let err = within("get_bytes", store.get_bytes("o")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert_eq!(err.operation(), kv_core::Operation::Object);
+    assert_eq!(err.key(), Some("o"));
+    kv_tests::assert_one_layer_each(&err);
+
+    // Streamed, the read that brings the last chunk fails and delivers none of it; the
+    // reader stays failed.
+    let mut reader = store.get("o").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut delivered = 0;
+    let failure = loop {
+        match within("read", reader.read(&mut buf)).await {
+            Ok(0) => panic!("the read ended without reporting the mismatch"),
+            Ok(n) => delivered += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(failure.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(delivered, 2 * 1024);
+    let again = within("read", reader.read(&mut buf)).await.unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test]
 async fn replacing_an_object_removes_the_old_chunks() {
     let server = NatsServer::start().await;
     let client = server.connect().await;
@@ -186,8 +246,10 @@ async fn list_watch_links_and_delete() {
     store.delete("a").await.unwrap();
     let deleted = next(&mut watch).await;
     assert_eq!((deleted.name(), deleted.is_deleted()), ("a", true));
+    let missing = store.info("a").await.unwrap_err();
+    kv_tests::assert_one_layer_each(&missing);
     for err in [
-        store.info("a").await.unwrap_err(),
+        missing,
         store.get("a").await.unwrap_err(),
         store.get("latest").await.unwrap_err(),
         store.delete("a").await.unwrap_err(),

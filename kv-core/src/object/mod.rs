@@ -242,6 +242,7 @@ impl ObjectStore {
         Ok(ObjectReader {
             name: name.to_string(),
             object,
+            failed: None,
         })
     }
 
@@ -370,13 +371,16 @@ impl ObjectStore {
 /// An object being read: a tokio [`AsyncRead`] over its chunks, in order. The SHA-256
 /// digest is checked when the last chunk arrives; a mismatch fails that read with
 /// [`std::io::ErrorKind::InvalidData`] ([`ErrorKind::Codec`] from
-/// [`read_all`](Self::read_all)).
+/// [`read_all`](Self::read_all)), delivering none of the last chunk's bytes. After a failed
+/// read every further read fails too.
 ///
 /// The chunks come through an ordered push consumer of async-nats, created on the first
 /// read and re-created after a gap; the server removes it once the reader is dropped.
 pub struct ObjectReader {
     name: String,
     object: os::Object,
+    /// Set by the first failed read: the reader is done, every later read fails alike.
+    failed: Option<std::io::ErrorKind>,
 }
 
 impl std::fmt::Debug for ObjectReader {
@@ -399,11 +403,10 @@ impl ObjectReader {
     /// Cancel safe: it only reads (the bytes read so far are lost with the reader).
     pub async fn read_all(mut self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::with_capacity(self.object.info().size);
-        self.object
-            .read_to_end(&mut out)
-            .await
-            .map_err(|e| error::read(&self.name, e))?;
-        Ok(out)
+        match self.read_to_end(&mut out).await {
+            Ok(_) => Ok(out),
+            Err(e) => Err(error::read(&self.name, e)),
+        }
     }
 }
 
@@ -413,7 +416,22 @@ impl AsyncRead for ObjectReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.object).poll_read(cx, buf)
+        if let Some(kind) = self.failed {
+            return Poll::Ready(Err(std::io::Error::new(
+                kind,
+                "an earlier read of this object failed",
+            )));
+        }
+        // async-nats fills the buffer with the last chunk and then reports a digest mismatch
+        // in the same call; the AsyncRead contract (and tokio's read_to_end) wants a failed
+        // read to deliver nothing, so those bytes are taken back.
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.object).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled {
+            buf.set_filled(before);
+            self.failed = Some(e.kind());
+        }
+        polled
     }
 }
 
