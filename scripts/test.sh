@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
-# root (or sudo) for apt-get: it provisions nats-server itself and Debian's protoc packages for
-# the benchmark build, then runs formatting, the MSRV and unused-dependency checks, lints, every test, rustdoc, the
-# benchmark build, every example and the tour run against a throwaway server (every step with
-# all features), the packaging of every publishable crate and a 2-minute fixed-seed chaos
-# run, and finally checks that no nats-server it started survives.
+# root (or sudo) for apt-get: it provisions nats-server, Debian's protoc packages for the
+# benchmark build and cargo-machete itself, then runs formatting, the MSRV and
+# unused-dependency checks, lints, every test, rustdoc, the benchmark build, every example
+# and the tour against a throwaway server (every step with all features), the packaging of
+# every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
+# nats-server it started survives.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
