@@ -3,6 +3,7 @@
 //! its text in the rejection. Runs with the `toml` and `yaml` features (CI builds every
 //! feature).
 #![cfg(all(feature = "toml", feature = "yaml"))]
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod common;
 
@@ -16,7 +17,7 @@ async fn round_trip(format: Format, key: &str, stored_by_hand: &str, malformed: 
     let source = Source::document_in(key, format);
 
     b.put(key, stored_by_hand.to_string()).await.unwrap();
-    let mut reader = ConfigReader::<App>::builder(source.clone())
+    let reader = ConfigReader::<App>::builder(source.clone())
         .bucket(b.clone())
         .validate(validate)
         .await
