@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
-# root (or sudo) for apt-get: it provisions nats-server itself and Debian's protoc packages for
-# the benchmark build, then runs formatting, lints, every test, the docker-feature check, the
-# example and benchmark builds and a 2-minute fixed-seed chaos run, and finally checks that no
+# root (or sudo) for apt-get: it provisions nats-server, Debian's protoc packages for the
+# benchmark build and cargo-machete itself, then runs formatting, the MSRV and
+# unused-dependency checks, lints, every test, rustdoc, the benchmark build, every example
+# and the tour against a throwaway server (every step with all features), the packaging of
+# every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
 # nats-server it started survives.
 set -euo pipefail
 
@@ -33,33 +35,42 @@ our_servers() {
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+step "scripts/check-msrv.sh (no locked dependency needs a newer Rust than our rust-version)"
+scripts/check-msrv.sh
+
+step "cargo machete (no unused dependencies)"
+scripts/ensure-cargo-machete.sh
+cargo machete
+
+# Every step builds every feature (kv-config's toml and yaml, kv-tests' docker — compiled and
+# unit-tested only: no Docker engine here —, kv-bench's etcd and redis, the testing hooks), so
+# one feature set is compiled once. etcd-client compiles etcd's .proto files at build time:
+# protoc and Debian's libprotobuf-dev.
+step "scripts/ensure-bench-packages.sh build (protoc for kv-bench's etcd feature)"
+scripts/ensure-bench-packages.sh build
+
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace"
-    cargo nextest run --workspace
+    step "cargo nextest run --workspace --all-features"
+    cargo nextest run --workspace --all-features
 else
-    step "cargo test --workspace (cargo-nextest not installed)"
-    cargo test --workspace --all-targets
+    step "cargo test --workspace --all-features (cargo-nextest not installed)"
+    cargo test --workspace --all-targets --all-features
 fi
 
-step "cargo test --workspace --doc"
-cargo test --workspace --doc
+step "cargo test --workspace --all-features --doc"
+cargo test --workspace --all-features --doc
 
-step "cargo doc --workspace --no-deps (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+step "cargo doc --workspace --all-features --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
-step "cargo check -p kv-tests --features docker (compile only: no Docker engine here)"
-cargo check -p kv-tests --features docker
+step "scripts/run-examples.sh (builds every binary and example with all features, kv-bench included; runs each example and the tour against a throwaway server)"
+scripts/run-examples.sh
 
-step "cargo build -p kv-examples --examples --bins"
-cargo build -p kv-examples --examples --bins
-
-step "cargo build -p kv-bench --all-features (the benchmark with etcd and Redis; scripts/bench.sh runs it)"
-# etcd-client compiles etcd's .proto files at build time: protoc and Debian's libprotobuf-dev.
-scripts/ensure-bench-packages.sh build
-cargo build -p kv-bench --all-features
+step "scripts/package.sh (every publishable crate packaged as cargo publish would, in dependency order)"
+scripts/package.sh
 
 step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
 scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {

@@ -40,10 +40,11 @@ impl Format {
             #[cfg(feature = "toml")]
             Format::Toml => {
                 let s = std::str::from_utf8(bytes).map_err(|e| format!("invalid toml: {e}"))?;
-                toml::from_str(s).map_err(|e| format!("invalid toml: {e}"))
+                toml::from_str(s).map_err(|e| toml_error(s, &e))
             }
             #[cfg(feature = "yaml")]
-            Format::Yaml => serde_yaml::from_slice(bytes).map_err(|e| format!("invalid yaml: {e}")),
+            Format::Yaml => serde_saphyr::from_slice_with_options(bytes, yaml_options())
+                .map_err(|e| format!("invalid yaml: {e}")),
         }
     }
 
@@ -56,10 +57,44 @@ impl Format {
                 .map(String::into_bytes)
                 .map_err(|e| format!("cannot encode as toml: {e}")),
             #[cfg(feature = "yaml")]
-            Format::Yaml => serde_yaml::to_string(v)
+            Format::Yaml => serde_saphyr::to_string(v)
                 .map(String::into_bytes)
                 .map_err(|e| format!("cannot encode as yaml: {e}")),
         }
+    }
+}
+
+/// A TOML parse error by message, line and column: toml's own Display quotes the offending
+/// line, and configuration may hold secrets that must not reach logs.
+#[cfg(feature = "toml")]
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(at) = e.span().map(|span| span.start.min(text.len())) else {
+        return format!("invalid toml: {}", e.message());
+    };
+    let before = &text.as_bytes()[..at];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = text
+        .get(line_start..at)
+        .map_or(at - line_start, |s| s.chars().count())
+        + 1;
+    format!(
+        "invalid toml: {} at line {line} column {column}",
+        e.message()
+    )
+}
+
+/// YAML 1.2 core schema, as serde_yaml 0.9 read it: only `true`/`false` are booleans (`yes`,
+/// `on` stay strings), duplicate keys are errors. Errors carry a line and column but no
+/// snippet of the document: configuration may hold secrets, and errors end up in logs.
+#[cfg(feature = "yaml")]
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
     }
 }
 
@@ -113,6 +148,14 @@ mod tests {
         let bytes = Format::Toml.encode(&v).unwrap();
         assert_eq!(Format::Toml.parse(&bytes).unwrap(), v);
         assert!(Format::Toml.parse(b"= nope").is_err());
+        let e = Format::Toml
+            .parse("name = \"x\"\npassword = \"hunter2-secret\n".as_bytes())
+            .unwrap_err();
+        assert!(
+            e.starts_with("invalid toml: ") && e.contains("line 2"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2-secret"), "{e}");
     }
 
     #[cfg(feature = "yaml")]
@@ -122,5 +165,23 @@ mod tests {
         let bytes = Format::Yaml.encode(&v).unwrap();
         assert_eq!(Format::Yaml.parse(&bytes).unwrap(), v);
         assert!(Format::Yaml.parse(b"a: [").is_err());
+    }
+
+    #[cfg(feature = "yaml")]
+    #[test]
+    fn yaml_reads_the_core_schema_and_keeps_documents_out_of_errors() {
+        let v = Format::Yaml
+            .parse(b"enabled: true\nmode: yes\nport: 8080\nratio: 0.5\nname: ~\n")
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"enabled": true, "mode": "yes", "port": 8080, "ratio": 0.5, "name": null})
+        );
+        assert!(Format::Yaml.parse(b"a: 1\na: 2\n").is_err());
+        let e = Format::Yaml
+            .parse(b"password: hunter2-secret\nlist: [\n")
+            .unwrap_err();
+        assert!(e.starts_with("invalid yaml: "), "{e}");
+        assert!(!e.contains("hunter2-secret"), "{e}");
     }
 }

@@ -1,66 +1,4 @@
-//! # kv-config
-//!
-//! Hot-reloading typed configuration on NATS JetStream KV, with the whole loop: typed
-//! decode, layering, validation to the side, last-known-good, revisions, diffs and change
-//! notification — and a writer that refuses what readers would refuse.
-//!
-//! ```
-//! use std::time::Duration;
-//! use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
-//! use kv_core::{BucketConfig, Kv};
-//!
-//! #[derive(Debug, serde::Serialize, serde::Deserialize)]
-//! struct App { name: String, pool_size: u32 }
-//!
-//! fn check(a: &App) -> Result<(), String> {
-//!     if a.pool_size == 0 { return Err("pool_size must be positive".into()) }
-//!     Ok(())
-//! }
-//!
-//! fn defaults() -> App { App { name: "app".into(), pool_size: 4 } }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = kv_tests::NatsServer::start().await;
-//! # let url = server.client_url();
-//! let kv = Kv::connect(&url).await?;
-//! let bucket = kv.create_or_open(BucketConfig::new("config").history(10)).await?;
-//!
-//! // Readers: defaults < local file < KV < environment, validated before every swap.
-//! let mut reader = ConfigReader::<App>::builder(Source::document("app"))
-//!     .bucket(bucket.clone())
-//!     .defaults(defaults())
-//!     .env_prefix("MYAPP") // MYAPP__POOL_SIZE=8 overrides pool_size
-//!     .validate(check)
-//!     .await?;
-//! assert_eq!(reader.current().pool_size, 4);
-//! let mut events = reader.events();
-//!
-//! // A writer with the same validation: updates are compare-and-set, retried on conflict.
-//! let writer = ConfigWriter::<App>::new(bucket.clone(), Source::document("app"))
-//!     .defaults(defaults())
-//!     .validate(check);
-//! let written = writer.update(|c| c.pool_size = 16).await?;
-//! let snap = tokio::time::timeout(Duration::from_secs(10), reader.changed()).await?;
-//! assert_eq!(snap.pool_size, 16);
-//! assert_eq!(snap.revision(), written.revision);
-//!
-//! // A bad value is refused by the writer...
-//! assert!(writer.update(|c| c.pool_size = 0).await.is_err());
-//! // ...and, written behind its back, refused by the reader, which keeps the last good one.
-//! let bad = bucket.put("app", r#"{"name":"x","pool_size":0}"#).await?;
-//! loop {
-//!     match events.next().await {
-//!         Some(ConfigEvent::Rejected(r)) => { assert_eq!(r.revision(), Some(bad)); break }
-//!         Some(_) => continue,
-//!         None => unreachable!(),
-//!     }
-//! }
-//! assert_eq!(reader.current().pool_size, 16);
-//! assert!(!reader.health().is_healthy());
-//! # Ok(()) }
-//! # use futures::StreamExt as _;
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! ## Sources
 //! [`Source::document`] keeps the whole document under one key (JSON, or `Format::Toml` /
@@ -175,6 +113,8 @@
 //! README's "Security and deployment" section; [`Connector::connect_with`] takes a
 //! [`kv_core::Connect`] with credentials and TLS.
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (nightly) marks items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod fleet;

@@ -99,6 +99,8 @@ pub enum Operation {
     Local,
     /// Creating, renewing or releasing a lease.
     Lease,
+    /// An object store operation on an object ([`object`](crate::object)).
+    Object,
     /// Connecting: server URLs, credentials, TLS, `nats` contexts.
     Connect,
 }
@@ -120,6 +122,7 @@ impl fmt::Display for Operation {
             Operation::ReadModifyWrite => "read-modify-write",
             Operation::Local => "validate",
             Operation::Lease => "lease",
+            Operation::Object => "object",
             Operation::Connect => "connect",
         };
         f.write_str(s)

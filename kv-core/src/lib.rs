@@ -1,45 +1,4 @@
-//! # kv-core
-//!
-//! A typed, validated layer over a NATS JetStream Key-Value bucket: the NATS KV API in
-//! idiomatic async Rust, plus compare-and-set primitives, per-key TTLs, multi-key
-//! transactions and a watch that never loses an update.
-//!
-//! ```
-//! use std::time::Duration;
-//! use futures::StreamExt;
-//! use kv_core::{BucketConfig, ErrorKind, Kv, WatchEvent};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), kv_core::Error> {
-//! # let server = kv_tests::NatsServer::start().await;
-//! # let url = server.client_url();
-//! let kv = Kv::connect(&url).await?;
-//! let bucket = kv
-//!     .create_or_open(BucketConfig::new("app").per_key_ttl(Duration::from_secs(5)))
-//!     .await?;
-//!
-//! // put / get
-//! let rev = bucket.put("greeting", "hello").await?;
-//! let entry = bucket.get("greeting").await?.expect("just written");
-//! assert_eq!(entry.revision(), rev);
-//!
-//! // compare-and-set: a stale revision is a Conflict, never a silent overwrite
-//! bucket.update("greeting", "hi", rev).await?;
-//! let err = bucket.update("greeting", "hey", rev).await.unwrap_err();
-//! assert_eq!(err.kind(), ErrorKind::Conflict);
-//!
-//! // a key that expires on the server's clock
-//! bucket.create("session.42", "alive").ttl(Duration::from_secs(10)).await?;
-//!
-//! // watch: last value per key, an explicit marker, then live updates
-//! let mut watch = bucket.watch(["session.>"]).await?;
-//! let first = watch.next().await.expect("an event")?;
-//! assert!(matches!(first, WatchEvent::Entry(e) if e.key().as_str() == "session.42"));
-//! assert_eq!(watch.next().await.expect("an event")?, WatchEvent::InitialDone);
-//! # Ok(()) }
-//! ```
-//!
-//! The tour (`scripts/tour.sh`) runs the same against a throwaway server.
+#![doc = include_str!("../README.md")]
 //!
 //! ## Errors
 //! Every operation returns [`Error`]; match on [`Error::kind`]. A compare-and-set mismatch
@@ -71,6 +30,8 @@
 //! the trust model are in the README's "Security and deployment" section.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
+// docs.rs (nightly) marks items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bucket;
 mod client;
@@ -84,6 +45,7 @@ mod error;
 mod js;
 mod key;
 pub mod lease;
+pub mod object;
 mod permission;
 mod retry;
 mod revision;

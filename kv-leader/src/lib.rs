@@ -1,7 +1,6 @@
-//! # kv-leader
+#![doc = include_str!("../README.md")]
 //!
-//! Leader election on a NATS JetStream KV bucket: exactly one active instance, and everyone
-//! knowing who it is.
+//! ## The API
 //!
 //! - **Campaign** ([`Election::campaign`]): wait until elected, get a [`Leadership`] with a
 //!   strictly increasing [`Term`] (fencing token), a [`lost`](Leadership::lost) signal that
@@ -17,26 +16,6 @@
 //! - **Health** ([`Health`]): ready only while the lease is fresh.
 //!
 //! No polling: candidates wait on a watch of the leader key.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::time::Duration;
-//! use kv_core::Kv;
-//! use kv_leader::Election;
-//!
-//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
-//! let bucket = kv.create_or_open(Election::bucket_config("elections")).await?;
-//! let election = Election::new(bucket, "scheduler", Duration::from_secs(5))?;
-//!
-//! let leadership = election.campaign("node-1").value("10.0.0.1:8080").await?;
-//! let fencing = leadership.fencing();
-//! fencing.put("scheduler.state", "started").await?; // rejected once we are deposed
-//! tokio::select! {
-//!     reason = leadership.lost() => println!("lost: {reason:?}"),
-//!     _ = tokio::time::sleep(Duration::from_secs(10)) => leadership.resign().await?,
-//! }
-//! # Ok(()) }
-//! ```
 //!
 //! ## Protocol
 //!

@@ -1,30 +1,4 @@
-//! # kv-locks
-//!
-//! Distributed mutex and semaphore on a NATS JetStream KV bucket: server-side leases with
-//! renewal, self-demotion before the server can expire them, fencing tokens, and fair FIFO
-//! hand-off without polling or herds.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::time::Duration;
-//! use kv_core::Kv;
-//! use kv_locks::{Fence, Locks, Released};
-//!
-//! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
-//! let locks = Locks::open(&kv, "locks").await?;
-//! let reindex = locks.mutex("jobs.reindex")?;
-//!
-//! let guard = reindex.lock().ttl(Duration::from_secs(10)).await?;
-//! let fence = Fence::new(); // lives with the protected resource
-//! guard
-//!     .run_while_held(async {
-//!         // every write to the resource carries the token
-//!         fence.admit(guard.token())
-//!     })
-//!     .await??;
-//! assert_eq!(guard.release().await?, Released::Released);
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! ## Protocol
 //!
@@ -117,6 +91,8 @@
 //! [`ErrorKind::PermissionDenied`]. Users of one lock can disturb each other's queue entries
 //! (the server cannot tell a renewal from a delete); fencing tokens still strictly increase.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
+// docs.rs (nightly) marks items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
 mod error;

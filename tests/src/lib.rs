@@ -1,48 +1,6 @@
-//! Real-server test kit for the NATS JetStream KV coordination toolkit.
-//!
-//! Like Curator's `TestingServer` for ZooKeeper, it runs real servers as child processes that
-//! die with their handles:
-//!
-//! - [`NatsServer`]: one JetStream server on 127.0.0.1, a free port and a temporary store, with
-//!   [`restart`](NatsServer::restart) (same port, same data), [`kill`](NatsServer::kill)
-//!   (SIGKILL) and [`stop`](NatsServer::stop) (graceful).
-//! - [`NatsCluster`]: three routed JetStream nodes, ready once a meta leader exists, with node
-//!   kills and restarts and stream-leader lookup.
-//! - [`NatsServerBuilder`]: accounts, users and [`Permissions`] (password, NKey, token),
-//!   operator mode with `.creds` files ([`TestOperator`]), TLS with certificates generated at
-//!   test time ([`TestPki`]), JetStream domains, leaf nodes attached to a hub ([`LeafRemote`];
-//!   [`HubAndLeaf`] is a hub and a leaf in two domains with the leaf link behind a
-//!   [`FaultProxy`]), and configuration reload ([`NatsServer::reload`]).
-//! - [`FaultProxy`]: a TCP proxy that cuts, blackholes or delays a client's link on demand.
-//! - [`history`] and [`check`]: record what every client did and believed, then check
-//!   mutual exclusion, fencing, leader terms, watches and configurations.
-//! - [`nemesis`]: a seeded fault schedule (link cuts, SIGKILL, SIGSTOP, partitions between
-//!   nodes, stream-leader kills) run against a cluster.
-//! - `docker` (feature `docker`): the official `nats` image through testcontainers.
-//!
-//! The `nats-server` binary comes from [`nats_server_bin`]: `NATS_SERVER_BIN`, `PATH`, or the
-//! project-local copy that `scripts/ensure-nats-server.sh` installs (version ≥ 2.12).
-//!
-//! Dropping a handle kills its processes and removes their files, also while a test panics.
-//! Start-up polls for readiness (no fixed sleeps) and panics with the server log on timeout.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! use kv_tests::NatsServer;
-//!
-//! let server = NatsServer::start().await;
-//! let js = async_nats::jetstream::new(server.connect().await);
-//! let kv = js
-//!     .create_key_value(async_nats::jetstream::kv::Config {
-//!         bucket: "example".into(),
-//!         ..Default::default()
-//!     })
-//!     .await
-//!     .unwrap();
-//! kv.put("greeting", "hello".into()).await.unwrap();
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
+// docs.rs (nightly) marks items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod auth;

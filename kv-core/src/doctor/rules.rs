@@ -369,7 +369,7 @@ fn mirror_expires(facts: &Facts) -> Option<Finding> {
 /// `2 min`, `10 s`, `1.5 s`: short durations for messages.
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s >= 60.0 && d.as_secs() % 60 == 0 {
+    if s >= 60.0 && d.as_secs().is_multiple_of(60) {
         format!("{} min", d.as_secs() / 60)
     } else {
         format!("{s} s")

@@ -1,6 +1,6 @@
 //! kv-config: a live reload, and a bad update that leaves the running value intact.
 //!
-//! Run with `cargo run -p kv-examples --example config`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kv-config --example config`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server.
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! kv-leader: three processes elect a leader; killing the leader's process fails over within
 //! the TTL plus about a second, a graceful stop hands over within milliseconds.
 //!
-//! Run with `cargo run -p kv-examples --example leader`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kv-leader --example leader`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server. The example starts three copies of itself (`leader child <id>`)
 //! and watches the election from the parent.
 

@@ -2,7 +2,7 @@
 //! killed (SIGKILL) and replaced once the server expires its lease, and the dead holder's
 //! stale fencing token is rejected by the protected resource.
 //!
-//! `cargo run -p kv-examples --example locks` (starts a throwaway server when `NATS_URL` is
+//! `cargo run -p kv-locks --example locks` (starts a throwaway server when `NATS_URL` is
 //! unset). The example runs copies of itself as the worker processes.
 
 use std::process::Stdio;
