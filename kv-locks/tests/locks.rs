@@ -281,6 +281,43 @@ impl Boxed for kv_locks::Acquire {
     }
 }
 
+/// Semaphore waiters watch only the entries just ahead of them; a permit freed by any holder,
+/// in any order, still reaches the first waiter at once (while the other holder keeps its).
+#[tokio::test]
+async fn a_permit_freed_out_of_order_reaches_the_first_waiter() {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, "l5b").await;
+    let stats = locks.stats_handle();
+    let first = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
+    let second = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let s = locks.semaphore("pool", 2).unwrap();
+        let tx = tx.clone();
+        let base = locks.stats();
+        waiters.push(tokio::spawn(async move {
+            let g = s.acquire().timeout(T).await.unwrap();
+            let _ = tx.send((i, g.token()));
+            g
+        }));
+        timeout(T, stats.wait_for(|s| s.watches > base.watches))
+            .await
+            .unwrap();
+    }
+    // The later holder leaves first: the first waiter gets its permit, the second waits.
+    second.release().await.unwrap();
+    let (i, _) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(i, 0, "the first waiter takes the freed permit");
+    assert!(first.is_held());
+    first.release().await.unwrap();
+    let (i, _) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(i, 1);
+    for w in waiters {
+        w.await.unwrap().release().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn semaphore_never_exceeds_permits_and_checks_the_count() {
     let _ = tracing_subscriber::fmt()
