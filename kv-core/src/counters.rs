@@ -17,12 +17,15 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
+
 use async_nats::jetstream::stream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::client::{Kv, ServerVersion};
+use crate::combine::{Apply, Combiner};
 use crate::config::validate_bucket_name;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{parse_api, Js};
@@ -34,6 +37,33 @@ pub struct Counters {
     js: Js,
     name: String,
     stream: String,
+}
+
+/// One server-side counter whose clones combine concurrent increments
+/// ([`Counters::counter`]). Cheap to clone; the combining worker stops with the last clone.
+#[derive(Debug, Clone)]
+pub struct CounterHandle {
+    counters: Counters,
+    key: String,
+    combiner: Arc<Combiner>,
+}
+
+impl CounterHandle {
+    /// Adds `delta` (may be negative) and returns the value right after it.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: once queued, the increment is applied even if the future is dropped.
+    pub async fn add(&self, delta: i64) -> Result<i64, Error> {
+        self.combiner.add(delta).await
+    }
+
+    /// The counter's current value.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn get(&self) -> Result<i64, Error> {
+        self.counters.get(&self.key).await
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,6 +164,43 @@ impl Counters {
                 .with_key(key.as_str())
         })?;
         parse_value(&val)
+    }
+
+    /// A handle on counter `key` whose clones **combine** concurrent increments: one worker
+    /// sends the sum of every increment queued while its previous one was in flight, so a hot
+    /// counter shared by many tasks of a process costs one request per batch. Each caller
+    /// still gets the value right after its own increment.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), kv_core::Error> {
+    /// # let server = kv_tests::NatsServer::start().await;
+    /// # let kv = kv_core::Kv::connect(&server.client_url()).await?;
+    /// let hits = kv.counters("stats").await?.counter("hits")?;
+    /// let adds = (0..8).map(|_| {
+    ///     let hits = hits.clone();
+    ///     async move { hits.add(1).await }
+    /// });
+    /// let mut seen: Vec<i64> = futures::future::try_join_all(adds).await?;
+    /// seen.sort();
+    /// assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+    /// assert_eq!(hits.get().await?, 8);
+    /// # Ok(()) }
+    /// ```
+    pub fn counter(&self, key: impl AsRef<str>) -> Result<CounterHandle, Error> {
+        let key = Key::new(key.as_ref()).map_err(|e| e.with_op(Operation::Put))?;
+        let apply: Apply = {
+            let (counters, key) = (self.clone(), key.as_str().to_string());
+            Arc::new(move |sum| {
+                let (counters, key) = (counters.clone(), key.clone());
+                Box::pin(async move { counters.add(&key, sum).await })
+            })
+        };
+        Ok(CounterHandle {
+            counters: self.clone(),
+            key: key.as_str().to_string(),
+            combiner: Arc::new(Combiner::new(apply)),
+        })
     }
 
     /// The current value of counter `key` (0 if it was never incremented).

@@ -36,6 +36,7 @@
 mod bucket;
 mod client;
 mod codec;
+mod combine;
 mod config;
 mod connect;
 mod counters;
@@ -58,7 +59,7 @@ pub use client::{Kv, ServerVersion};
 pub use codec::{Codec, Json, Raw, Utf8};
 pub use config::{BucketConfig, Storage, MAX_HISTORY};
 pub use connect::Connect;
-pub use counters::Counters;
+pub use counters::{CounterHandle, Counters};
 pub use entry::{Batch, Entry, LeaseTag, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};
 pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyRule, MAX_KEY_LEN};

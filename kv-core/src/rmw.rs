@@ -4,17 +4,16 @@
 //! conditional on the revision that was read, conflicts are retried after a jittered
 //! exponential backoff, and the number of attempts is bounded.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 
 use crate::bucket::Bucket;
 use crate::codec::{Codec, Utf8};
+use crate::combine::{Apply, Combiner};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::Key;
 use crate::revision::{Expect, Revision};
@@ -187,22 +186,23 @@ pub struct Counter {
 struct CounterShared {
     bucket: Bucket,
     key: String,
-    worker: OnceLock<Worker>,
-}
-
-#[derive(Debug)]
-struct Worker {
-    tx: mpsc::UnboundedSender<(i64, oneshot::Sender<Result<i64, Error>>)>,
-    _task: AbortOnDropHandle<()>,
+    combiner: Combiner,
 }
 
 impl Counter {
     fn new(bucket: Bucket, key: String) -> Counter {
+        let apply: Apply = {
+            let (bucket, key) = (bucket.clone(), key.clone());
+            Arc::new(move |sum| {
+                let (bucket, key) = (bucket.clone(), key.clone());
+                Box::pin(async move { apply_sum(&bucket, &key, sum).await })
+            })
+        };
         Counter {
             shared: Arc::new(CounterShared {
                 bucket,
                 key,
-                worker: OnceLock::new(),
+                combiner: Combiner::new(apply),
             }),
         }
     }
@@ -213,22 +213,7 @@ impl Counter {
     /// # Cancel safety
     /// Not cancel safe: once queued, the increment is applied even if the future is dropped.
     pub async fn add(&self, delta: i64) -> Result<i64, Error> {
-        let worker = self.shared.worker.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let shared = Arc::downgrade(&self.shared);
-            Worker {
-                tx,
-                _task: AbortOnDropHandle::new(tokio::spawn(combine(shared, rx))),
-            }
-        });
-        let (done, result) = oneshot::channel();
-        worker
-            .tx
-            .send((delta, done))
-            .map_err(|_| Error::new(ErrorKind::Connection, "counter worker stopped"))?;
-        result
-            .await
-            .map_err(|_| Error::new(ErrorKind::Connection, "counter worker stopped"))?
+        self.shared.combiner.add(delta).await
     }
 
     /// The current value (0 when absent).
@@ -249,54 +234,10 @@ impl Counter {
     }
 }
 
-type Waiter = (i64, oneshot::Sender<Result<i64, Error>>);
-
-/// The combining worker: applies the sum of every queued increment with one CAS.
-async fn combine(shared: Weak<CounterShared>, mut rx: mpsc::UnboundedReceiver<Waiter>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let result = apply_sum(&shared, batch.iter().map(|(d, _)| *d)).await;
-        match result {
-            Ok(new_value) => {
-                // Hand each caller the value right after its own increment.
-                let total: i64 = batch.iter().map(|(d, _)| *d).sum();
-                let mut running = new_value - total;
-                for (d, done) in batch {
-                    running += d;
-                    let _ = done.send(Ok(running));
-                }
-            }
-            Err(e) => {
-                let kind = e.kind();
-                let msg = e.to_string();
-                for (_, done) in batch {
-                    let _ = done.send(Err(Error::new(kind, msg.clone())));
-                }
-            }
-        }
-    }
-}
-
-async fn apply_sum(
-    shared: &CounterShared,
-    deltas: impl Iterator<Item = i64>,
-) -> Result<i64, Error> {
-    let mut sum: i64 = 0;
-    for d in deltas {
-        sum = sum
-            .checked_add(d)
-            .ok_or_else(|| Error::invalid_argument("counter would overflow"))?;
-    }
-    let key = shared.key.as_str();
+/// Adds `sum` to the decimal counter under `key` by read-modify-write.
+async fn apply_sum(bucket: &Bucket, key: &str, sum: i64) -> Result<i64, Error> {
     let mut overflow = false;
-    let out = shared
-        .bucket
+    let out = bucket
         .rmw(key, Utf8)
         .max_attempts(COUNTER_ATTEMPTS)
         .apply(|cur: Option<String>| {
