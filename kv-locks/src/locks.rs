@@ -1,6 +1,7 @@
 //! The entry point: [`Locks`] on a bucket, and the [`Mutex`] and [`Semaphore`] handles.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use kv_core::lease::{Keeper, LeaseConfig};
@@ -51,6 +52,21 @@ pub struct Locks {
     holder: Arc<Holder>,
     keeper: Keeper,
     stats: Arc<Stats>,
+    owner: Option<Arc<Owner>>,
+}
+
+/// A named owner's queue keys: one per lock, shared by all its handles of that lock.
+#[derive(Debug)]
+struct Owner {
+    id: String,
+    slots: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl Owner {
+    fn slot(&self, lock: &LockName) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(lock.as_str().to_string()).or_default().clone()
+    }
 }
 
 impl Locks {
@@ -111,7 +127,38 @@ impl Locks {
             lease,
             holder: Arc::new(Holder::this_process()),
             stats: Arc::new(Stats::default()),
+            owner: None,
         })
+    }
+
+    /// Makes this handle's queue entries `<lock>._q.<id>` instead of a random key per lock
+    /// handle, so that NATS permissions can confine each owner to its own entries: a user
+    /// allowed to publish only to `$KV.<bucket>.<lock>._q.<id>` can wait for and take `lock`
+    /// but cannot remove or overwrite anyone else's place (see README, "Permissions per
+    /// recipe"). `id` is one key token (`A-Z a-z 0-9 - _`) and must be used by one process at
+    /// a time. All handles of one lock made from this `Locks` (and its clones) share the
+    /// entry, so the owner holds each lock at most once at a time: a second acquisition
+    /// waits for the first guard to be released.
+    pub fn owner(mut self, id: &str) -> Result<Locks, Error> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !ok {
+            let shown: String = id.chars().take(64).collect();
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "invalid lock owner {shown:?}: one token of A-Z a-z 0-9 - _, at most 64 bytes"
+                ),
+            ));
+        }
+        self.owner = Some(Arc::new(Owner {
+            id: id.to_string(),
+            slots: StdMutex::new(HashMap::new()),
+        }));
+        Ok(self)
     }
 
     /// The identity written into queue entries (default: [`Holder::this_process`]).
@@ -154,11 +201,17 @@ impl Locks {
     }
 
     fn handle(&self, name: &LockName, kind: Kind) -> Arc<Shared> {
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let (own_key, slot) = match &self.owner {
+            Some(o) => (name.queue_key(&o.id), o.slot(name)),
+            None => {
+                let nonce = uuid::Uuid::new_v4().simple().to_string();
+                (name.queue_key(&nonce), Arc::default())
+            }
+        };
         Arc::new(Shared {
             bucket: self.bucket.clone(),
             keeper: self.keeper.clone(),
-            own_key: name.queue_key(&nonce),
+            own_key,
             name: name.clone(),
             kind,
             holder: self.holder.clone(),
@@ -167,7 +220,7 @@ impl Locks {
             marker_ttl: self.marker_ttl,
             replicated: self.replicated,
             stats: self.stats.clone(),
-            slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
+            slot,
         })
     }
 

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use kv_core::lease::LostReason;
@@ -116,5 +117,62 @@ async fn a_revoked_holder_loses_at_once_and_the_next_waiter_takes_over() {
     let took_over = revoked.elapsed();
     assert!(next.is_held());
     println!("permission loss after {lost_after:?}, next holder after {took_over:?}");
+    next.release().await.unwrap();
+}
+
+/// With owner ids and the "lock owner" permissions, a user can queue for and take its lock
+/// but cannot remove or overwrite another user's place in the queue.
+#[tokio::test]
+async fn an_owner_cannot_touch_another_owners_queue_entry() {
+    let server = NatsServer::builder()
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("admin", "admin-pw"))
+                .user(
+                    User::password("alice", "alice-pw")
+                        .permissions(recipes::lock_owner(BUCKET, "a", "alice")),
+                )
+                .user(
+                    User::password("bob", "bob-pw")
+                        .permissions(recipes::lock_owner(BUCKET, "a", "bob")),
+                ),
+        )
+        .start()
+        .await;
+    let _admin = locks_as(&server, "admin").await; // creates the bucket
+    let alice = locks_as(&server, "alice").await.owner("alice").unwrap();
+    let bob = locks_as(&server, "bob").await.owner("bob").unwrap();
+
+    let held = bob.mutex("a").unwrap().lock().await.unwrap();
+    let key = "a._q.bob".to_string();
+    assert_eq!(bob.inspect("a").await.unwrap().holders[0].key, key);
+    for attempt in [
+        alice.bucket().delete(key.as_str()).into_future(),
+        alice.bucket().purge(key.as_str()).into_future(),
+        alice.bucket().put(key.as_str(), "forged").into_future(),
+    ] {
+        let err = attempt.await.unwrap_err();
+        assert_eq!(err.kind(), kv_core::ErrorKind::PermissionDenied, "{err}");
+    }
+    assert!(held.is_held());
+
+    // Alice waits in line on her own key and gets the lock after Bob.
+    let waiter = tokio::spawn({
+        let m = alice.mutex("a").unwrap();
+        async move { m.lock().timeout(T).await }
+    });
+    let bob_token = held.token();
+    held.release().await.unwrap();
+    let next = tokio::time::timeout(T, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(next.token() > bob_token);
+    assert_eq!(
+        alice.inspect("a").await.unwrap().holders[0].key,
+        "a._q.alice"
+    );
     next.release().await.unwrap();
 }

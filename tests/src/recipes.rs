@@ -44,7 +44,8 @@ fn batch_get(bucket: &str) -> Permissions {
 }
 
 /// Watches of several filters at once (`CONSUMER.CREATE.KV_<bucket>.<name>`, no filter in the
-/// subject: any key of the bucket): election candidates watch the leader and candidate keys.
+/// subject: any key of the bucket): election candidates watch the leader and candidate keys,
+/// semaphore waiters the entries just ahead of them.
 fn watch_many(bucket: &str) -> Permissions {
     Permissions::new().publish_allow([format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.*")])
 }
@@ -57,7 +58,8 @@ fn union(sets: impl IntoIterator<Item = Permissions>) -> Permissions {
 }
 
 /// A kv-locks user of the mutex, semaphore or read-write lock `lock` (and nothing else) in
-/// `bucket`: its keys are `<lock>._q.<handle>` and `<lock>._s.permits`.
+/// `bucket`: its keys are `<lock>._q.<handle>` and `<lock>._s.permits`. A semaphore waiter
+/// watches the n entries just ahead of it at once (`watch_many`).
 pub fn lock_user(bucket: &str, lock: &str) -> Permissions {
     let keys = format!("{lock}.*.*");
     union([
@@ -66,6 +68,23 @@ pub fn lock_user(bucket: &str, lock: &str) -> Permissions {
         write(bucket, &keys),
         leader_get(bucket),
         batch_get(bucket),
+        watch_many(bucket),
+    ])
+}
+
+/// A kv-locks user of lock `lock` in `bucket` that may write only its own queue entry,
+/// `<lock>._q.<owner>` (its `Locks` made with [`owner(owner)`](https://docs.rs/kv-locks)),
+/// and a semaphore's permit count: it can wait for and take the lock, but not remove or
+/// overwrite anyone else's place in the queue.
+pub fn lock_owner(bucket: &str, lock: &str, owner: &str) -> Permissions {
+    union([
+        open(bucket),
+        read(bucket, &format!("{lock}.*.*")),
+        write(bucket, &format!("{lock}._q.{owner}")),
+        write(bucket, &format!("{lock}._s.permits")),
+        leader_get(bucket),
+        batch_get(bucket),
+        watch_many(bucket),
     ])
 }
 
@@ -114,6 +133,7 @@ pub fn member(bucket: &str, group: &str) -> Permissions {
 pub fn table() -> Vec<(&'static str, Permissions)> {
     vec![
         ("lock user of lock `L`", lock_user("b", "L")),
+        ("lock owner `o` of lock `L`", lock_owner("b", "L", "o")),
         ("election candidate in `E`", election_candidate("b", "E")),
         ("election observer of `E`", election_observer("b", "E")),
         ("config writer of `doc`", config_writer("b", "doc")),
