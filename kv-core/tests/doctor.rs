@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kv_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, Sync};
+use kv_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, SyncSetting};
 use kv_core::lease::LeaseConfig;
 use kv_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
 use kv_tests::{Account, NatsCluster, NatsServer, User};
@@ -314,7 +314,7 @@ async fn reads_sync_interval_through_the_system_account() {
         assert_eq!(seen.name, server.server_name(), "{report}");
         assert_eq!(seen.version, Some(kv.server_version()), "{report}");
         if sync_always {
-            assert_eq!(seen.sync, Some(Sync::Always), "{report}");
+            assert_eq!(seen.sync, Some(SyncSetting::Always), "{report}");
             assert_eq!(
                 codes(&report),
                 vec![(Severity::Warning, Code::FewReplicas)],
@@ -324,7 +324,7 @@ async fn reads_sync_interval_through_the_system_account() {
             // The server's default: fsync every two minutes.
             assert_eq!(
                 seen.sync,
-                Some(Sync::Interval(Duration::from_secs(120))),
+                Some(SyncSetting::Interval(Duration::from_secs(120))),
                 "{report}"
             );
             let f = report.find(Code::SyncNotAlways).expect("flagged");

@@ -64,7 +64,7 @@ mod rules;
 use std::fmt;
 
 pub use intent::{Intent, Recipe};
-pub use report::{Code, Finding, Report, ServerFacts, Severity, Sync};
+pub use report::{Code, Finding, Report, ServerFacts, Severity, SyncSetting};
 pub use rules::FIXED_SERVER;
 
 use crate::client::Kv;

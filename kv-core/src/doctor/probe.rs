@@ -8,7 +8,7 @@ use async_nats::{Client, RequestErrorKind};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::report::{ServerFacts, Sync};
+use super::report::{ServerFacts, SyncSetting};
 use super::rules::Facts;
 use crate::client::{Kv, ServerVersion};
 use crate::config::{validate_bucket_name, Storage};
@@ -174,9 +174,9 @@ fn parse_varz(payload: &[u8], name: &str) -> Result<ServerFacts, String> {
         name: answer.server.name,
         sync: config.map(|c| {
             if c.sync_always {
-                Sync::Always
+                SyncSetting::Always
             } else {
-                Sync::Interval(Duration::from_nanos(c.sync_interval))
+                SyncSetting::Interval(Duration::from_nanos(c.sync_interval))
             }
         }),
     })
@@ -192,11 +192,18 @@ mod tests {
         let s = parse_varz(always, "n0").unwrap();
         assert_eq!(
             (s.name.as_str(), s.version, s.sync),
-            ("n0", Some(ServerVersion::new(2, 15, 1)), Some(Sync::Always))
+            (
+                "n0",
+                Some(ServerVersion::new(2, 15, 1)),
+                Some(SyncSetting::Always)
+            )
         );
         let lax = br#"{"server":{"name":"n1","ver":"v2.12.1"},"data":{"jetstream":{"config":{"sync_interval":120000000000}}}}"#;
         let s = parse_varz(lax, "n1").unwrap();
-        assert_eq!(s.sync, Some(Sync::Interval(Duration::from_secs(120))));
+        assert_eq!(
+            s.sync,
+            Some(SyncSetting::Interval(Duration::from_secs(120)))
+        );
         assert_eq!(s.version, Some(ServerVersion::new(2, 12, 1)));
         let no_js = br#"{"server":{"name":"n2","ver":"2.15.1"},"data":{}}"#;
         assert_eq!(parse_varz(no_js, "n2").unwrap().sync, None);

@@ -135,7 +135,7 @@ impl fmt::Display for Finding {
 /// `sync_interval` of one server, as its VARZ reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Sync {
+pub enum SyncSetting {
     /// `sync_interval: always`: every write is fsynced before it is acknowledged.
     Always,
     /// fsync in the background at this interval (the default is 2 minutes).
@@ -158,7 +158,7 @@ pub struct ServerFacts {
     #[serde(serialize_with = "version")]
     pub version: Option<ServerVersion>,
     /// Its `sync_interval`, when it could be read.
-    pub sync: Option<Sync>,
+    pub sync: Option<SyncSetting>,
 }
 
 fn version<S: Serializer>(v: &Option<ServerVersion>, s: S) -> Result<S::Ok, S::Error> {

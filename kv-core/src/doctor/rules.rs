@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::intent::{Intent, Recipe};
-use super::report::{Code, Finding, ServerFacts, Severity, Sync};
+use super::report::{Code, Finding, ServerFacts, Severity, SyncSetting};
 use crate::client::ServerVersion;
 use crate::config::Storage;
 use crate::lease::{REPLICATED_TTL, STREAM_LEADER_ELECTION};
@@ -81,8 +81,8 @@ fn sync(facts: &Facts, intent: &Intent) -> Option<Finding> {
         .servers
         .iter()
         .filter_map(|s| match s.sync? {
-            Sync::Interval(d) => Some(format!("{} (every {})", s.name, secs(d))),
-            Sync::Always => None,
+            SyncSetting::Interval(d) => Some(format!("{} (every {})", s.name, secs(d))),
+            SyncSetting::Always => None,
         })
         .collect();
     let single = facts.replicas == 1;
@@ -380,7 +380,7 @@ fn secs(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    fn server(name: &str, version: ServerVersion, sync: Option<Sync>) -> ServerFacts {
+    fn server(name: &str, version: ServerVersion, sync: Option<SyncSetting>) -> ServerFacts {
         ServerFacts {
             name: name.into(),
             version: Some(version),
@@ -402,7 +402,7 @@ mod tests {
             mirror_of: None,
             expires: false,
             servers: ["n0", "n1", "n2"]
-                .map(|n| server(n, v, Some(Sync::Always)))
+                .map(|n| server(n, v, Some(SyncSetting::Always)))
                 .into(),
             sync_unknown: None,
         }
@@ -458,7 +458,7 @@ mod tests {
                 |f| {
                     f.replicas = 1;
                     f.servers.truncate(1);
-                    f.servers[0].sync = Some(Sync::Interval(Duration::from_secs(120)));
+                    f.servers[0].sync = Some(SyncSetting::Interval(Duration::from_secs(120)));
                 },
                 Intent::locks(),
                 vec![(Error, SyncNotAlways), (Warning, FewReplicas)],
@@ -468,7 +468,7 @@ mod tests {
                 |f| {
                     f.replicas = 1;
                     f.servers.truncate(1);
-                    f.servers[0].sync = Some(Sync::Interval(Duration::from_secs(120)));
+                    f.servers[0].sync = Some(SyncSetting::Interval(Duration::from_secs(120)));
                 },
                 Intent::config(),
                 vec![(Warning, SyncNotAlways)],
@@ -602,7 +602,7 @@ mod tests {
         f.servers = vec![server(
             "n7",
             ServerVersion::new(2, 12, 1),
-            Some(Sync::Interval(Duration::from_secs(120))),
+            Some(SyncSetting::Interval(Duration::from_secs(120))),
         )];
         let found = findings(&f, &Intent::locks().and(Recipe::Elections));
         let text: Vec<String> = found.iter().map(ToString::to_string).collect();
