@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kv_core::{Connect, Kv};
 
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::util::parse_duration;
 
 /// Connection flags. No `Debug`: it holds secrets.
@@ -110,27 +110,106 @@ pub(crate) struct ConnectArgs {
     timeout: Duration,
 }
 
+/// How `kvtk doctor` logs into the system account, to read the servers' `sync_interval`.
+#[derive(clap::Args, Clone)]
+pub(crate) struct SystemArgs {
+    /// nats context of a system-account user (its own servers, credentials and TLS)
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with_all = ["system_creds", "system_user"],
+        help_heading = "System account"
+    )]
+    system_context: Option<String>,
+    /// Creds file of a system-account user (with the connection's servers and TLS)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "system_user",
+        help_heading = "System account"
+    )]
+    system_creds: Option<PathBuf>,
+    /// System-account user (with --system-password)
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "system_password",
+        help_heading = "System account"
+    )]
+    system_user: Option<String>,
+    /// System-account password
+    #[arg(
+        long,
+        env = "KVTK_SYSTEM_PASSWORD",
+        hide_env_values = true,
+        help_heading = "System account"
+    )]
+    system_password: Option<String>,
+}
+
 /// Connects as the flags say, over the selected (or `--context`) `nats` context: a flag or its
 /// environment variable wins over the context, which wins over the defaults.
 ///
 /// # Cancel safety
 /// Cancel safe: dropping the future drops the half-made connection.
 pub(crate) async fn connect(args: &ConnectArgs) -> Result<Kv> {
-    Ok(settings(args).connect().await?)
+    Ok(credentials(transport(args), args).connect().await?)
 }
 
-/// The flags as a [`Connect`]; flags that only go together are clap's to check.
-fn settings(args: &ConnectArgs) -> Connect {
-    let timeout = args.timeout;
-    let mut c = Connect::new()
-        .servers(&args.servers)
-        .name("kvtk")
+/// A second connection, logged into the system account as `sys` says (the connection's
+/// servers and TLS with the system user's credentials, or a context of its own); `None`
+/// when `sys` names no system user.
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the half-made connection.
+pub(crate) async fn system_client(
+    args: &ConnectArgs,
+    sys: &SystemArgs,
+) -> Result<Option<async_nats::Client>> {
+    let c = if let Some(name) = &sys.system_context {
+        timeouts(Connect::new(), args.timeout).context(name)
+    } else if let Some(path) = &sys.system_creds {
+        transport(args).creds_file(path)
+    } else if let Some(user) = &sys.system_user {
+        let password = sys.system_password.as_deref().unwrap_or_default();
+        transport(args).user_password(user, password)
+    } else {
+        return Ok(None);
+    };
+    let client = c
+        .client()
+        .await
+        .map_err(|e| CliError::from(e).within("system account"))?;
+    Ok(Some(client))
+}
+
+fn timeouts(c: Connect, timeout: Duration) -> Connect {
+    c.name("kvtk")
         .request_timeout(timeout)
-        .options(move |o| o.connection_timeout(timeout));
+        .options(move |o| o.connection_timeout(timeout))
+}
+
+/// Servers, context and TLS from the flags; flags that only go together are clap's to check.
+fn transport(args: &ConnectArgs) -> Connect {
+    let mut c = timeouts(Connect::new().servers(&args.servers), args.timeout);
     c = match &args.context {
         Some(name) => c.context(name),
         None => c.selected_context(),
     };
+    if let Some(path) = &args.tlsca {
+        c = c.tls_ca(path);
+    }
+    if let (Some(cert), Some(key)) = (&args.tlscert, &args.tlskey) {
+        c = c.tls_client_cert(cert, key);
+    }
+    if args.tls_first {
+        c = c.tls_first();
+    }
+    c
+}
+
+/// `c` with the credentials the flags give (none: the context's, if any).
+fn credentials(mut c: Connect, args: &ConnectArgs) -> Connect {
     if let Some(path) = &args.creds {
         c = c.creds_file(path);
     }
@@ -142,15 +221,6 @@ fn settings(args: &ConnectArgs) -> Connect {
     }
     if let Some(user) = &args.user {
         c = c.user_password(user, args.password.as_deref().unwrap_or_default());
-    }
-    if let Some(path) = &args.tlsca {
-        c = c.tls_ca(path);
-    }
-    if let (Some(cert), Some(key)) = (&args.tlscert, &args.tlskey) {
-        c = c.tls_client_cert(cert, key);
-    }
-    if args.tls_first {
-        c = c.tls_first();
     }
     c
 }

@@ -11,6 +11,8 @@ pub(crate) mod code {
     pub(crate) const ERROR: u8 = 1;
     /// The command line could not be parsed.
     pub(crate) const USAGE: u8 = 2;
+    /// `doctor`: a finding of severity error (the toolkit cannot keep a promise there).
+    pub(crate) const UNSAFE: u8 = 3;
     /// The server could not be reached, did not answer in time, or refused the credentials
     /// or a permission (sysexits' `EX_UNAVAILABLE`).
     pub(crate) const CONNECTION: u8 = 69;
