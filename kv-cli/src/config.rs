@@ -117,7 +117,7 @@ struct ExecArgs {
     /// Render the configuration as JSON to FILE (replaced atomically on each change)
     #[arg(long, value_name = "FILE", required_unless_present = "env")]
     file: Option<PathBuf>,
-    /// Render it into environment variables PREFIX_<PATH> (db.pool_size: PREFIX_DB_POOL_SIZE)
+    /// Render it into environment variables, PREFIX and the path (db.pool_size: PREFIX_DB_POOL_SIZE)
     #[arg(long, value_name = "PREFIX")]
     env: Option<String>,
     /// On a change, send this signal (e.g. HUP) instead of restarting; needs --file

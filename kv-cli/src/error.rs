@@ -11,6 +11,8 @@ pub(crate) mod code {
     pub(crate) const ERROR: u8 = 1;
     /// The command line could not be parsed.
     pub(crate) const USAGE: u8 = 2;
+    /// `doctor`: a finding of severity error (the toolkit cannot keep a promise there).
+    pub(crate) const UNSAFE: u8 = 3;
     /// The server could not be reached, did not answer in time, or refused the credentials
     /// or a permission (sysexits' `EX_UNAVAILABLE`).
     pub(crate) const CONNECTION: u8 = 69;
@@ -50,6 +52,12 @@ impl CliError {
         CliError::new(code::ERROR, message)
     }
 
+    /// The same error, `what` said first (`what: message`).
+    pub(crate) fn within(mut self, what: impl fmt::Display) -> CliError {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code)
     }
@@ -62,13 +70,17 @@ impl fmt::Display for CliError {
 }
 
 /// The error and its causes on one line. The library errors print one layer each, so
-/// joining the chain repeats nothing; a cause already contained in the text is skipped.
+/// joining the chain repeats little; a cause already contained in the text is skipped, and a
+/// cause that says everything the text said so far (kv-locks' "permission denied" over
+/// kv-core's "put \"k\": permission denied: publish to …") replaces it.
 pub(crate) fn one_line(e: &(dyn StdError + 'static)) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
-        if !line.contains(&text) {
+        if text.contains(&line) {
+            line = text;
+        } else if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
@@ -77,11 +89,12 @@ pub(crate) fn one_line(e: &(dyn StdError + 'static)) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The exit code for a kv-core error kind: connection trouble gets its own.
+/// The exit code for a kv-core error kind: connection trouble and refused permissions get
+/// their own.
 fn code_for(kind: Option<kv_core::ErrorKind>) -> u8 {
     use kv_core::ErrorKind as K;
     match kind {
-        Some(K::Connection | K::Timeout | K::Unavailable) => code::CONNECTION,
+        Some(K::Connection | K::Timeout | K::Unavailable | K::PermissionDenied) => code::CONNECTION,
         _ => code::ERROR,
     }
 }
@@ -153,5 +166,16 @@ mod tests {
             ))),
         );
         assert_eq!(one_line(&e), "cannot connect: io error: refused");
+        let e = Layer(
+            "permission denied",
+            Some(Box::new(Layer(
+                "put \"k\": permission denied: publish to \"$KV.b.k\"",
+                None,
+            ))),
+        );
+        assert_eq!(
+            one_line(&e),
+            "put \"k\": permission denied: publish to \"$KV.b.k\""
+        );
     }
 }

@@ -144,9 +144,11 @@ enum Waited {
 }
 
 async fn wait_for(args: &LockArgs, locks: &Locks, signals: &mut Signals) -> Result<Waited> {
+    let cannot =
+        |e: kv_locks::Error| CliError::from(e).within(format!("cannot lock {}", args.name));
     let acquire = acquisition(args, locks)?;
     if args.no_wait {
-        return match acquire.try_acquire().await? {
+        return match acquire.try_acquire().await.map_err(cannot)? {
             Some(g) => Ok(Waited::Acquired(g)),
             None => Err(not_acquired(args, locks, "is not free").await),
         };
@@ -170,7 +172,7 @@ async fn wait_for(args: &LockArgs, locks: &Locks, signals: &mut Signals) -> Resu
                         let why = format!("was not acquired within {}", within.map(|d| d.to_string()).unwrap_or_default());
                         Err(not_acquired(args, locks, &why).await)
                     }
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(cannot(e)),
                 };
             }
             // Dropping the acquisition withdraws from the queue (and releases a lock that

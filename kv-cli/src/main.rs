@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod child;
 mod config;
 mod connect;
+mod doctor;
 mod elect;
 mod error;
 mod kv;
@@ -25,6 +26,7 @@ Exit codes:
   0    success
   1    error: invalid input, missing bucket or key, refused value
   2    usage: the command line could not be parsed
+  3    doctor: a finding is an error
   69   connection: server unreachable, no answer in time, or credentials or permission refused
   70   internal error (a bug; please report it)
   75   lock: not acquired within --wait, or held at once with --no-wait
@@ -48,7 +50,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    // The help texts of `lock` and `elect` are their argument structs' docs.
+    // The help texts of `lock`, `elect` and `doctor` are their argument structs' docs.
     Lock(lock::LockArgs),
     Elect(elect::ElectArgs),
     /// Print an election's current leader, term and value
@@ -61,6 +63,7 @@ enum Command {
     Locks(locks::LocksCmd),
     /// Configuration documents: validated writes, edit, history, rollback, watch, exec
     Config(config::ConfigArgs),
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell
@@ -77,6 +80,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Kv(cmd) => kv::run(cmd, conn).await,
         Command::Locks(cmd) => locks::run(cmd, conn).await,
         Command::Config(args) => config::run(args, conn).await,
+        Command::Doctor(args) => doctor::run(args, conn).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut script);
@@ -133,12 +137,18 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(code::USAGE);
     }
+    // The first paragraph: the message and, for missing arguments, the lines naming them.
     let text = e.render().to_string();
-    let first = text
+    let first: Vec<&str> = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let first = match first.join(" ") {
+        s if s.is_empty() => "invalid arguments".to_string(),
+        s => s.strip_prefix("error: ").unwrap_or(&s).to_string(),
+    };
     eprintln!("kvtk: {first} (see --help)");
     ExitCode::from(code::USAGE)
 }

@@ -215,20 +215,33 @@ impl Connect {
 
     /// Also reads the `nats` CLI context `name` at connect time (see
     /// [`Connect::from_context`]); settings made on this builder win over the context's.
+    /// The context must exist.
     pub fn context(mut self, name: impl Into<String>) -> Connect {
         self.context = Some(Some(name.into()));
         self
     }
 
+    /// Also reads the `nats` CLI context selected in `nats/context.txt`, if one is, at connect
+    /// time; settings made on this builder win over the context's. No selection, or a
+    /// selected context whose file is gone, adds nothing (as the `nats` CLI's own tools do
+    /// without a context): what a command-line tool wants by default.
+    pub fn selected_context(mut self) -> Connect {
+        self.context = Some(None);
+        self
+    }
+
     /// The settings of a `nats` CLI context: `$XDG_CONFIG_HOME/nats/context/<name>.json` (or
     /// `~/.config/nats/context/<name>.json`); with `None`, the context selected in
-    /// `nats/context.txt` there. Maps `url`, `creds`, `nkey` (a seed file), `user`,
-    /// `password`, `token`, `cert`, `key`, `ca`, `tls_first`, `inbox_prefix` and
+    /// `nats/context.txt` there, if any (see [`Connect::selected_context`]: no selection, or a
+    /// selected context whose file is gone, gives the defaults). Maps `url`, `creds` and `nkey`
+    /// (file paths or `file://` URIs; `nkey` is a seed file), `user`, `password`, `token`,
+    /// `cert`, `key`, `ca`, `tls_first`, `inbox_prefix` and
     /// `jetstream_domain`/`jetstream_api_prefix` (the JetStream API the [`Kv`] uses).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] when the context cannot be found or read (the message
-    /// names the file, never its secrets).
+    /// [`ErrorKind::InvalidArgument`] when a named context cannot be found, or a context cannot
+    /// be read or names its credentials in a way this crate does not read (a secret store
+    /// URI, inline `data:`); the message names the file, never its secrets.
     pub fn from_context(name: Option<&str>) -> Result<Connect, Error> {
         Connect::new()
             .merge_context(name)
@@ -390,7 +403,10 @@ impl Connect {
     }
 
     fn merge_context(mut self, name: Option<&str>) -> Result<Connect, Error> {
-        let (path, ctx) = read_context(name)?;
+        self.context = None;
+        let Some((path, ctx)) = read_context(name)? else {
+            return Ok(self);
+        };
         if self.servers.is_empty() {
             self.servers = split_urls(ctx.url.as_deref().unwrap_or_default());
         }
@@ -420,7 +436,6 @@ impl Connect {
                 _ => None,
             };
         }
-        self.context = None;
         Ok(self)
     }
 }
@@ -573,10 +588,10 @@ impl Context {
         let set = |s: &Option<String>| s.as_deref().filter(|v| !v.is_empty()).map(str::to_string);
         let mut out = Vec::new();
         if let Some(c) = set(&self.creds) {
-            out.push(Auth::CredsFile(expand(&c)));
+            out.push(Auth::CredsFile(credential_file("creds", &c, path)?));
         }
         if let Some(n) = set(&self.nkey) {
-            out.push(Auth::NkeyFile(expand(&n)));
+            out.push(Auth::NkeyFile(credential_file("nkey", &n, path)?));
         }
         if let Some(t) = set(&self.token) {
             out.push(Auth::Token(Secret(t)));
@@ -597,6 +612,25 @@ impl Context {
     }
 }
 
+/// A context's `creds` or `nkey`: a path or a `file://` URI. The `nats` CLI also accepts
+/// secret-store URIs and inline `data:` values, which are refused here by name only.
+fn credential_file(field: &str, value: &str, ctx: &Path) -> Result<PathBuf, Error> {
+    if let Some(p) = value.strip_prefix("file://") {
+        return Ok(expand(p));
+    }
+    let scheme = match value.split_once("://") {
+        Some((scheme, _)) => Some(format!("{scheme}://")),
+        None => value.starts_with("data:").then(|| "data:".to_string()),
+    };
+    match scheme {
+        Some(s) => Err(Error::invalid_argument(format!(
+            "the nats context {} gives its {field} as {s}, which is not supported: use a file path",
+            ctx.display()
+        ))),
+        None => Ok(expand(value)),
+    }
+}
+
 fn config_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty());
     match xdg {
@@ -613,22 +647,38 @@ fn expand(p: &str) -> PathBuf {
     }
 }
 
-fn read_context(name: Option<&str>) -> Result<(PathBuf, Context), Error> {
-    let dir = config_dir()
-        .ok_or_else(|| {
-            Error::invalid_argument("no HOME or XDG_CONFIG_HOME to find nats contexts in")
-        })?
-        .join("nats");
-    let name = match name {
-        Some(n) => n.to_string(),
-        None => {
-            let sel = dir.join("context.txt");
-            let text = std::fs::read_to_string(&sel).map_err(|e| {
-                Error::invalid_argument(format!("no nats context selected ({})", sel.display()))
-                    .with_source(e)
-            })?;
-            text.trim().to_string()
+/// The name in `nats/context.txt`; `None` when it is missing or empty.
+fn selected(dir: &Path) -> Result<Option<String>, Error> {
+    let sel = dir.join("context.txt");
+    match std::fs::read_to_string(&sel) {
+        Ok(text) => Ok(Some(text.trim().to_string()).filter(|n| !n.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::invalid_argument(format!(
+            "cannot read the selected nats context ({})",
+            sel.display()
+        ))
+        .with_source(e)),
+    }
+}
+
+/// The named context, or the selected one; `None` when no context is selected or the
+/// selected one's file is gone (a named one must exist).
+fn read_context(name: Option<&str>) -> Result<Option<(PathBuf, Context)>, Error> {
+    let dir = match (config_dir(), name) {
+        (Some(d), _) => d.join("nats"),
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(Error::invalid_argument(
+                "no HOME or XDG_CONFIG_HOME to find nats contexts in",
+            ))
         }
+    };
+    let (name, named) = match name {
+        Some(n) => (n.to_string(), true),
+        None => match selected(&dir)? {
+            Some(n) => (n, false),
+            None => return Ok(None),
+        },
     };
     let valid = !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.');
     if !valid {
@@ -637,15 +687,31 @@ fn read_context(name: Option<&str>) -> Result<(PathBuf, Context), Error> {
         )));
     }
     let path = dir.join("context").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::invalid_argument(format!("cannot read the nats context {}", path.display()))
-            .with_source(e)
-    })?;
-    // serde_json's message names a position, never the content.
-    let ctx = serde_json::from_str(&text).map_err(|e| {
-        Error::invalid_argument(format!("invalid nats context {}", path.display())).with_source(e)
-    })?;
-    Ok((path, ctx))
+    Ok(load_context(&path, !named)?.map(|ctx| (path, ctx)))
+}
+
+/// A context file; `None` when it is missing and `may_be_missing`.
+fn load_context(path: &Path, may_be_missing: bool) -> Result<Option<Context>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_be_missing => return Ok(None),
+        Err(e) => {
+            return Err(Error::invalid_argument(format!(
+                "cannot read the nats context {}",
+                path.display()
+            ))
+            .with_source(e))
+        }
+    };
+    // serde_json's message can quote a value (a password of the wrong type): say only where.
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::invalid_argument(format!(
+            "invalid nats context {}: not the JSON expected at line {} column {}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 #[cfg(test)]

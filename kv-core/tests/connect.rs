@@ -312,6 +312,97 @@ async fn nats_cli_contexts() {
     .unwrap();
     let e = Connect::from_context(Some("bad")).unwrap_err();
     assert_no_secret(&e, &[PASSWORD]);
+    // A value of the wrong type is not quoted either (serde_json's own message would).
+    std::fs::write(
+        dir.join("typo.json"),
+        serde_json::json!({ "tls_first": PASSWORD }).to_string(),
+    )
+    .unwrap();
+    let e = Connect::from_context(Some("typo")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_no_secret(&e, &[PASSWORD]);
+
+    // Credentials as file:// URIs are files; secret-store URIs are refused by name.
+    let creds_ctx = |creds: &str| serde_json::json!({ "url": server.client_url(), "creds": creds });
+    std::fs::write(
+        dir.join("uri.json"),
+        creds_ctx("file:///nonexistent/app.creds").to_string(),
+    )
+    .unwrap();
+    let e = quick().context("uri").connect().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains(" /nonexistent/app.creds"), "{e}");
+    std::fs::write(
+        dir.join("vault.json"),
+        creds_ctx("op://vault/item/creds").to_string(),
+    )
+    .unwrap();
+    let e = Connect::from_context(Some("vault")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("op://"), "{e}");
+}
+
+/// The selected context is optional: nothing selected, or a selection whose file is gone,
+/// adds nothing; a selected one that exists is merged under the builder's own settings.
+#[tokio::test]
+async fn the_selected_context_is_used_when_there_is_one() {
+    let pki = TestPki::generate();
+    let server = NatsServer::builder()
+        .tls(&pki)
+        .account(
+            Account::new("APP")
+                .jetstream()
+                .user(User::password("app", PASSWORD)),
+        )
+        .start()
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let nats = home.path().join("nats");
+    std::fs::create_dir_all(nats.join("context")).unwrap();
+    // Each test runs in its own process under nextest, so the variable is ours alone.
+    std::env::set_var("XDG_CONFIG_HOME", home.path());
+    let explicit = || {
+        quick()
+            .server(server.client_url())
+            .tls_ca(pki.ca_file())
+            .user_password("app", PASSWORD)
+    };
+
+    // No context.txt, then one naming a context whose file is gone: the defaults.
+    for selection in [None, Some("gone\n")] {
+        if let Some(text) = selection {
+            std::fs::write(nats.join("context.txt"), text).unwrap();
+        }
+        let c = Connect::from_context(None).unwrap();
+        assert!(format!("{c:?}").contains("servers: []"), "{c:?}");
+        works(explicit().selected_context().connect().await.unwrap()).await;
+    }
+    let e = Connect::from_context(Some("gone")).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidArgument,
+        "a named one must exist"
+    );
+
+    // A selected context that exists supplies what the builder leaves unset...
+    let ctx = serde_json::json!({
+        "url": server.client_url(),
+        "user": "app",
+        "password": PASSWORD,
+        "ca": pki.ca_file(),
+    });
+    std::fs::write(nats.join("context/prod.json"), ctx.to_string()).unwrap();
+    std::fs::write(nats.join("context.txt"), "prod\n").unwrap();
+    works(quick().selected_context().connect().await.unwrap()).await;
+    // ...and the builder's settings win over it.
+    let e = quick()
+        .selected_context()
+        .user_password("app", "wrong-pw")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert_no_secret(&e, &[PASSWORD, "wrong-pw"]);
 }
 
 #[tokio::test]

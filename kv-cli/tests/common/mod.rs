@@ -37,6 +37,7 @@ const CLEARED: &[&str] = &[
     "KVTK_ELECTION_BUCKET",
     "KVTK_CONFIG_BUCKET",
     "KVTK_CONFIG_KEY",
+    "KVTK_SYSTEM_PASSWORD",
     "VISUAL",
     "EDITOR",
 ];
