@@ -20,7 +20,9 @@ use serde_json::json;
 use harness::stats::Report;
 use harness::{child, BoxError, Env, Size};
 use kv_tests::NatsServer;
-use metrics::{config, core_ops, counter, election_herd, failover, handoff, held_locks, lock, r3};
+use metrics::{
+    config, core_ops, counter, election_herd, failover, fanout, handoff, held_locks, lock, r3,
+};
 
 struct Args {
     quick: bool,
@@ -49,7 +51,7 @@ fn args() -> Result<Args, BoxError> {
                 )
             }
             "-h" | "--help" => {
-                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8,r3]");
+                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8,9,r3]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -88,6 +90,7 @@ async fn run_child(argv: &[String]) -> Result<(), BoxError> {
         #[cfg(feature = "etcd")]
         systems::etcd::CHILD => systems::etcd::lead(arg(1)?, arg(2)?, arg(3)?.parse()?).await,
         held_locks::CHILD => held_locks::hold(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        fanout::CHILD => fanout::serve(arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?.parse()?).await,
         other => Err(format!("unknown child role {other:?}").into()),
     }
 }
@@ -152,15 +155,17 @@ async fn run() -> Result<(), BoxError> {
     metric!("6", counter::run(&env, &mut report));
     metric!("7", held_locks::run(&env, &mut report));
     metric!("8", election_herd::run(&env, &mut report));
+    metric!("9", fanout::run(&env, &mut report));
     metric!("r3", r3::run(&env, &mut report));
 
     env.progress("ratios");
     type Ratios = fn(&mut Report);
-    let ratios: [(&str, Ratios); 4] = [
+    let ratios: [(&str, Ratios); 5] = [
         ("2", lock::ratios),
         ("3", handoff::ratios),
         ("4", failover::ratios),
         ("5", config::ratios),
+        ("9", fanout::ratios),
     ];
     for (m, ratios) in ratios {
         if want(m) {

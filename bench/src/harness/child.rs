@@ -1,14 +1,15 @@
 //! Child processes of this binary (`kv-bench child <role> <args>...`): leaders that get
-//! SIGKILLed in crash failovers, for every system alike, and runs that need a process of their
-//! own (the memory of held locks). Children die with their handle (`kill_on_drop`).
+//! SIGKILLed in crash failovers, for every system alike, runs that need a process of their
+//! own (the memory of held locks), and fleets of processes that run until the parent is done
+//! with them (config fan-out). Children die with their handle (`kill_on_drop`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt;
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinSet;
 
 use crate::harness::BoxError;
@@ -28,6 +29,87 @@ fn command(role: &str, args: &[String]) -> Result<Command, BoxError> {
     Ok(c)
 }
 
+/// The last line a child printed, as JSON.
+fn last_json(role: &str, stdout: &str) -> Result<serde_json::Value, String> {
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("child {role} printed {stdout:?} ({e})"))
+}
+
+/// A child that has printed [`READY`] and runs until it is killed or [`finish`]ed.
+///
+/// [`finish`]: Running::finish
+pub(crate) struct Running {
+    role: String,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Running {
+    /// Starts a child and waits up to `limit` for it to print [`READY`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed when the call is dropped.
+    pub(crate) async fn start(
+        role: &str,
+        args: &[String],
+        limit: Duration,
+    ) -> Result<Running, BoxError> {
+        // The child's stdin stays open while this handle lives: closing it is the child's
+        // signal to finish (see [`ready_until_stdin_closed`]).
+        let mut child = command(role, args)?.stdin(Stdio::piped()).spawn()?;
+        let out = child.stdout.take().ok_or("no child stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let line = tokio::time::timeout(limit, lines.next_line())
+            .await
+            .map_err(|_| format!("child {role} not ready within {limit:?}"))??;
+        if line.as_deref() != Some(READY) {
+            return Err(format!("child {role} did not get ready: {line:?}").into());
+        }
+        Ok(Running {
+            role: role.to_string(),
+            child,
+            lines,
+        })
+    }
+
+    /// SIGKILLs the child and waits for it to die.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the kill is sent before the first await; dropping the call only skips
+    /// waiting for the child to exit.
+    pub(crate) async fn kill(mut self) -> Result<(), BoxError> {
+        self.child.start_kill()?;
+        let _ = self.child.wait().await;
+        Ok(())
+    }
+
+    /// Closes the child's stdin, waits up to `limit` for it to exit, and parses the last
+    /// line it printed as JSON.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed when the call is dropped.
+    pub(crate) async fn finish(mut self, limit: Duration) -> Result<serde_json::Value, BoxError> {
+        drop(self.child.stdin.take());
+        let role = self.role.clone();
+        let rest = async {
+            let mut text = String::new();
+            while let Some(line) = self.lines.next_line().await? {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let status = self.child.wait().await?;
+            Ok::<_, std::io::Error>((text, status))
+        };
+        let (text, status) = tokio::time::timeout(limit, rest)
+            .await
+            .map_err(|_| format!("child {role} did not finish within {limit:?}"))??;
+        Ok(last_json(&role, &text).map_err(|e| format!("{e}, {status}"))?)
+    }
+}
+
 /// Runs a child to its end, for at most `limit`, and parses the last line it printed as JSON.
 ///
 /// # Cancel safety
@@ -44,10 +126,9 @@ pub(crate) async fn run_json(
         .await
         .map_err(|_| format!("child {role} did not finish within {limit:?}"))??;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| {
+    last_json(role, &text).map_err(|e| {
         format!(
-            "child {role} printed {text:?} ({e}), {}; stderr: {}",
+            "{e}, {}; stderr: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         )
@@ -63,6 +144,19 @@ pub(crate) async fn run_json(
 pub(crate) async fn ready_until_killed() -> Result<(), BoxError> {
     println!("{READY}");
     std::future::pending().await
+}
+
+/// In a child: tells the parent it is ready, then waits until the parent closes its stdin
+/// ([`Running::finish`]) or dies.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads stdin.
+pub(crate) async fn ready_until_stdin_closed() -> Result<(), BoxError> {
+    println!("{READY}");
+    let mut sink = Vec::new();
+    tokio::io::stdin().read_to_end(&mut sink).await?;
+    Ok(())
 }
 
 /// What a standby does after it was elected: resign, close its session.
@@ -124,20 +218,15 @@ async fn crash_once(
     phase: Duration,
     standby: impl Future<Output = Result<Cleanup, BoxError>> + Send + 'static,
 ) -> Result<f64, BoxError> {
-    let mut child = command(role, &args)?.spawn()?;
-    let out = child.stdout.take().ok_or("no child stdout")?;
-    let mut lines = tokio::io::BufReader::new(out).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??;
-    if line.as_deref() != Some(READY) {
-        return Err(format!("child {role} did not become leader: {line:?}").into());
-    }
+    let child = Running::start(role, &args, Duration::from_secs(20))
+        .await
+        .map_err(|e| format!("child {role} did not become leader: {e}"))?;
     let mut campaign = JoinSet::new();
     campaign.spawn(async move { (standby.await, Instant::now()) });
     // Lets the standby start campaigning, then kills at this sample's phase of the renewals.
     tokio::time::sleep(Duration::from_millis(300) + phase).await;
     let killed = Instant::now();
-    child.start_kill()?;
-    let _ = child.wait().await;
+    child.kill().await?;
     let limit = Duration::from_secs(ttl_s * 3 + 10);
     let (elected, won) = tokio::time::timeout(limit, campaign.join_next())
         .await

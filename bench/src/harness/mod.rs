@@ -1,9 +1,10 @@
-//! The harness: the run's servers and size, child processes, contended runs, statistics, wire
-//! counts and the report.
+//! The harness: the run's servers and size, child processes and their /proc numbers,
+//! contended runs, statistics, wire counts and the report.
 
 pub(crate) mod child;
 pub(crate) mod contended;
 pub(crate) mod env;
+pub(crate) mod process;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod wire;

@@ -13,6 +13,8 @@ use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{with, BoxError, Env, Sync};
 
 pub(crate) const METRIC: &str = "config_propagation";
+/// The configuration document the readers follow.
+pub(crate) const KEY: &str = "app.config";
 pub(crate) const READERS: [usize; 3] = [1, 10, 100];
 pub(crate) const TOOLKIT: &str = "toolkit (kv-config reader)";
 pub(crate) const RAW: &str = "raw async-nats watch (1 per reader)";
@@ -95,7 +97,7 @@ async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxErro
     let bucket = kv
         .create_or_open(BucketConfig::new(&name).history(1))
         .await?;
-    bucket.put("app.config", payload(0)).await?;
+    bucket.put(KEY, payload(0)).await?;
     let mut stores = Vec::new();
     for _ in 0..readers.min(CONNECTIONS) {
         let c = async_nats::connect(&url).await?;
@@ -105,7 +107,7 @@ async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxErro
     let mut tasks = Vec::new();
     for i in 0..readers {
         let store = stores[i % stores.len()].clone();
-        let mut w = store.watch("app.config").await?;
+        let mut w = store.watch(KEY).await?;
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(e)) = w.next().await {
@@ -118,12 +120,7 @@ async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxErro
     }
     let lat = drive(env, &mut rx, readers, |i| {
         let b = bucket.clone();
-        async move {
-            b.put("app.config", payload(i))
-                .await
-                .map(|_| ())
-                .map_err(Into::into)
-        }
+        async move { b.put(KEY, payload(i)).await.map(|_| ()).map_err(Into::into) }
     })
     .await?;
     for t in tasks {
@@ -133,8 +130,62 @@ async fn raw_watch(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxErro
     Ok(lat)
 }
 
-/// Writes versions 1..=n (after a warm-up of 10) one at a time and times each until all
-/// readers have it.
+/// Puts counted as warm-up before the samples.
+pub(crate) const WARM: usize = 10;
+
+/// One change sent to readers that report back: when it was sent, when the send returned
+/// (a put: acknowledged), and when the last reader reported it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    pub sent: Instant,
+    pub returned: Instant,
+    pub last: Instant,
+}
+
+impl Sample {
+    /// Send → the last reader's report.
+    pub(crate) fn since_send(&self) -> Duration {
+        self.last.saturating_duration_since(self.sent)
+    }
+
+    /// The send returned (a put was acknowledged) → the last reader's report; 0 when the
+    /// last reader reported before the acknowledgement arrived.
+    pub(crate) fn since_return(&self) -> Duration {
+        self.last.saturating_duration_since(self.returned)
+    }
+}
+
+/// Lets the watches settle before the first put, and drops what they reported so far.
+pub(crate) async fn settle(rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while rx.try_recv().is_ok() {}
+}
+
+/// Sends version `i` through `put` and waits until all `readers` reported it.
+pub(crate) async fn sample<Fut>(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    i: usize,
+    readers: usize,
+    put: Fut,
+) -> Result<Sample, BoxError>
+where
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let sent = Instant::now();
+    put.await?;
+    let returned = Instant::now();
+    let Some(last) = all_seen(rx, i, readers).await else {
+        return Err(format!("version {i} did not reach all {readers} readers in 10 s").into());
+    };
+    Ok(Sample {
+        sent,
+        returned,
+        last,
+    })
+}
+
+/// Writes versions 1..=n (after a warm-up of [`WARM`]) one at a time and times each from
+/// the put's send until all readers have it.
 pub(crate) async fn drive<F, Fut>(
     env: &Env,
     rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
@@ -145,19 +196,12 @@ where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>>,
 {
-    let warm = 10;
     let mut lat = Lat::new();
-    // Let the watches settle before the first put.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while rx.try_recv().is_ok() {}
-    for i in 1..=warm + puts(env) {
-        let t0 = Instant::now();
-        put(i).await?;
-        let Some(last) = all_seen(rx, i, readers).await else {
-            return Err(format!("version {i} did not reach all {readers} readers in 10 s").into());
-        };
-        if i > warm {
-            lat.record(last.saturating_duration_since(t0));
+    settle(rx).await;
+    for i in 1..=WARM + puts(env) {
+        let s = sample(rx, i, readers, put(i)).await?;
+        if i > WARM {
+            lat.record(s.since_send());
         }
         // Puts do not overlap: each sample measures one change alone.
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -207,15 +251,16 @@ pub(crate) fn ratios(report: &mut Report) {
 
 /// The typed configuration the kv-config readers decode and validate.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct AppConfig {
-    version: usize,
-    pool_size: u32,
-    timeout_ms: u32,
-    feature_flags: Vec<String>,
-    endpoint: String,
+pub(crate) struct AppConfig {
+    pub version: usize,
+    pub pool_size: u32,
+    pub timeout_ms: u32,
+    pub feature_flags: Vec<String>,
+    pub endpoint: String,
 }
 
-fn check(c: &AppConfig) -> Result<(), String> {
+/// The readers' validator.
+pub(crate) fn check(c: &AppConfig) -> Result<(), String> {
     if c.pool_size == 0 {
         return Err("pool_size must be positive".into());
     }
@@ -235,7 +280,7 @@ pub(crate) async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat
     let bucket = kv
         .create_or_open(BucketConfig::new(&name).history(1))
         .await?;
-    bucket.put("app.config", payload(0)).await?;
+    bucket.put(KEY, payload(0)).await?;
     let mut buckets = Vec::new();
     for _ in 0..readers.min(CONNECTIONS) {
         buckets.push(Kv::connect(&url).await?.open(&name).await?);
@@ -244,7 +289,7 @@ pub(crate) async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat
     let mut tasks = Vec::new();
     let mut handles = Vec::new();
     for i in 0..readers {
-        let mut reader = ConfigReader::<AppConfig>::builder(Source::document("app.config"))
+        let mut reader = ConfigReader::<AppConfig>::builder(Source::document(KEY))
             .bucket(buckets[i % buckets.len()].clone())
             .validate(check)
             .start()
@@ -263,12 +308,7 @@ pub(crate) async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat
     }
     let lat = drive(env, &mut rx, readers, |i| {
         let b = bucket.clone();
-        async move {
-            b.put("app.config", payload(i))
-                .await
-                .map(|_| ())
-                .map_err(Into::into)
-        }
+        async move { b.put(KEY, payload(i)).await.map(|_| ()).map_err(Into::into) }
     })
     .await?;
     for t in tasks {

@@ -9,6 +9,7 @@ use kv_locks::Locks;
 use serde_json::json;
 
 use crate::harness::child;
+use crate::harness::process::{cpu_secs, rss_bytes};
 use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{with, BoxError, Env, Sync};
 
@@ -87,26 +88,6 @@ pub(crate) async fn hold(url: &str, n: usize, secs: u64) -> Result<(), BoxError>
     );
     locks.shutdown().await;
     Ok(())
-}
-
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// utime + stime of this process, in seconds.
-fn cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = s.rsplit_once(')').map_or("", |x| x.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the ')'.
-    let hz = 100.0; // USER_HZ on Linux
-    (ticks(11) + ticks(12)) / hz
 }
 
 /// The child role that holds the locks.

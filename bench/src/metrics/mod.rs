@@ -5,6 +5,7 @@ pub(crate) mod core_ops;
 pub(crate) mod counter;
 pub(crate) mod election_herd;
 pub(crate) mod failover;
+pub(crate) mod fanout;
 pub(crate) mod handoff;
 pub(crate) mod held_locks;
 pub(crate) mod lock;
