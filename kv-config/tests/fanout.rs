@@ -227,3 +227,38 @@ async fn the_shared_watch_is_gap_free_across_a_server_restart() {
     }
     wait_consumers(&b, 1).await;
 }
+
+/// Readers work out a change's paths only for event subscribers (a thousand readers would
+/// pay for them a thousand times): a reader nobody listens to still swaps in every value and
+/// wakes `changed()`, and a subscriber that arrives later gets the paths against the value
+/// that reader applied unannounced.
+#[tokio::test]
+async fn unannounced_changes_still_wake_changed_and_later_paths_are_exact() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    b.put("app.config", json(&app("v", 1))).await.unwrap();
+    let mut r = ConfigReader::<App>::builder(doc())
+        .bucket(b.clone())
+        .validate(validate)
+        .await
+        .unwrap();
+    for (name, size) in [("v", 2), ("w", 3)] {
+        let rev = b.put("app.config", json(&app(name, size))).await.unwrap();
+        let snap = tokio::time::timeout(T, r.changed()).await.expect("change");
+        assert_eq!((snap.name.as_str(), snap.pool_size), (name, size));
+        assert_eq!(snap.revision(), Some(rev));
+        assert!(r.is_ready());
+    }
+    let mut events = r.events();
+    let rev = b.put("app.config", json(&app("w", 4))).await.unwrap();
+    match next_event(&mut events).await {
+        ConfigEvent::Changed(c) => {
+            assert_eq!(c.revision, Some(rev));
+            assert_eq!(c.paths, vec!["pool_size"]);
+            assert_eq!((c.old.name.as_str(), c.old.pool_size), ("w", 3));
+            assert_eq!(c.new.pool_size, 4);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(r.current().pool_size, 4);
+}

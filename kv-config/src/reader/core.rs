@@ -54,6 +54,61 @@ enum Wake {
     State(Option<Arc<Raw>>),
 }
 
+/// Makes an accepted value current unless it equals the current one (a KV-synced value
+/// replaces a stale or non-KV one all the same), and announces a change.
+fn swap_in<T>(shared: &Shared<T>, rev: Option<Revision>, value: T, json: Value) {
+    // Health and revision first: whoever the change wakes reads them.
+    shared.synced(rev);
+    let cur = shared.current.load_full();
+    let changed = cur.json != json;
+    if !changed && !cur.stale && cur.origin == Origin::Kv {
+        tracing::debug!("config unchanged");
+        return;
+    }
+    let snap = Arc::new(Snapshot {
+        value,
+        json,
+        revision: rev,
+        origin: Origin::Kv,
+        stale: false,
+        loaded_at: SystemTime::now(),
+    });
+    shared.current.store(snap.clone());
+    if changed {
+        shared.generation.send_modify(|g| *g += 1);
+        announce(shared, cur, snap, rev);
+    } else {
+        tracing::info!("config confirmed against the kv");
+    }
+}
+
+/// Tells the event subscribers and the log what changed. The changed paths cost two
+/// flattened trees per reader and change (a thousand readers in a process pay it a thousand
+/// times), so they are computed only when someone will read them.
+fn announce<T>(
+    shared: &Shared<T>,
+    old: Arc<Snapshot<T>>,
+    new: Arc<Snapshot<T>>,
+    revision: Option<Revision>,
+) {
+    // A subscriber that arrives after this check missed nothing it was promised: events
+    // run from the moment of subscribing, and this change was already current.
+    let listened = shared.events.receiver_count() > 0;
+    if !listened && !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let paths = diff_paths(&old.json, &new.json);
+    tracing::info!(changed = ?paths, "config applied");
+    if listened {
+        let _ = shared.events.send(ConfigEvent::Changed(Change {
+            old,
+            new,
+            revision,
+            paths,
+        }));
+    }
+}
+
 impl<T> Core<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -119,40 +174,12 @@ where
                     if kv.is_some() {
                         self.had_value = true;
                     }
-                    // Health and revision first: whoever the change wakes reads them.
-                    shared.synced(rev);
-                    let cur = shared.current.load_full();
-                    let changed = cur.json != json;
-                    if changed || cur.stale || cur.origin != Origin::Kv {
-                        let snap = Arc::new(Snapshot {
-                            value,
-                            json,
-                            revision: rev,
-                            origin: Origin::Kv,
-                            stale: false,
-                            loaded_at: SystemTime::now(),
-                        });
-                        shared.current.store(snap.clone());
-                        if changed {
-                            let paths = diff_paths(&cur.json, &snap.json);
-                            tracing::info!(changed = ?paths, "config applied");
-                            shared.generation.send_modify(|g| *g += 1);
-                            let _ = shared.events.send(ConfigEvent::Changed(Change {
-                                old: cur,
-                                new: snap,
-                                revision: rev,
-                                paths,
-                            }));
-                        } else {
-                            tracing::info!("config confirmed against the kv");
-                        }
-                    } else {
-                        tracing::debug!("config unchanged");
-                    }
+                    swap_in(shared, rev, value, json);
                     self.persist(rev, kv).await;
                 }
             }
-            shared.ready.send_replace(true);
+            // Only the first sync changes it: later ones would wake nobody at some cost.
+            shared.ready.send_if_modified(|ready| !std::mem::replace(ready, true));
             self.publish_ack(shared, false).await;
         }
         .instrument(span)
