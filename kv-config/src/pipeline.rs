@@ -88,28 +88,28 @@ impl<T: Serialize + DeserializeOwned> Pipeline<T> {
     /// value and its normalized JSON form (the type re-serialized), which is what
     /// deduplication and diffs compare.
     pub(crate) fn candidate(&self, kv: Option<&Value>) -> Result<(T, Value), Rejection> {
-        // Every reader runs this for every update: skip the layers that are empty instead of
-        // cloning and merging them.
+        // Every reader runs this for every update: skip the layers that are empty, and decode
+        // a lone layer where it lies instead of cloning it.
         let empty = |v: &Value| v.as_object().is_some_and(Map::is_empty);
-        let mut doc = Value::Object(Map::new());
-        for layer in [Some(&self.defaults), Some(&self.file), kv, Some(&self.env)]
+        let mut layers = [Some(&self.defaults), Some(&self.file), kv, Some(&self.env)]
             .into_iter()
             .flatten()
-        {
-            if empty(layer) {
-                continue;
-            }
-            if empty(&doc) {
-                doc = layer.clone();
-            } else {
-                merge(&mut doc, layer.clone());
-            }
+            .filter(|layer| !empty(layer));
+        let Some(first) = layers.next() else {
+            return self.decode(&Value::Object(Map::new()));
+        };
+        let Some(second) = layers.next() else {
+            return self.decode(first);
+        };
+        let mut doc = first.clone();
+        for layer in std::iter::once(second).chain(layers) {
+            merge(&mut doc, layer.clone());
         }
-        self.decode(doc)
+        self.decode(&doc)
     }
 
     /// Decodes a complete document, then checks strictness and the validator.
-    pub(crate) fn decode(&self, doc: Value) -> Result<(T, Value), Rejection> {
+    pub(crate) fn decode(&self, doc: &Value) -> Result<(T, Value), Rejection> {
         let mut unknown = Vec::new();
         let value: T = serde_ignored::deserialize(doc, |path| unknown.push(path.to_string()))
             .map_err(|e| Rejection::new(RejectKind::WrongType, e.to_string()))?;

@@ -27,7 +27,7 @@ use crate::snapshot::{Change, ConfigEvent, Origin, Snapshot};
 use crate::source::Source;
 
 /// An accepted candidate: value, normalized JSON, and the KV layer it came from.
-pub(crate) type Accepted<T> = (T, Value, Option<Value>);
+pub(crate) type Accepted<T> = (T, Value, Option<Arc<Value>>);
 
 pub(crate) struct Core<T> {
     pub(crate) source: Source,
@@ -124,16 +124,15 @@ where
             Some(raw) => self.kv_layer(raw)?,
             None => None,
         };
-        let (value, json) = self.pipeline.candidate(kv.as_ref())?;
+        let (value, json) = self.pipeline.candidate(kv.as_deref())?;
         Ok((value, json, kv))
     }
 
     /// The KV layer of the candidate: the document, or the fields under the prefix.
-    fn kv_layer(&self, raw: &Raw) -> Result<Option<Value>, Rejection> {
+    fn kv_layer(&self, raw: &Raw) -> Result<Option<Arc<Value>>, Rejection> {
         match &self.source {
-            Source::Document { key, format } => match raw.entries.get(key) {
-                Some((bytes, _)) => format
-                    .parse(bytes)
+            Source::Document { key, format } => match raw.parsed(key, *format) {
+                Some(parsed) => parsed
                     .map(Some)
                     .map_err(|m| Rejection::new(RejectKind::Malformed, m)),
                 None if raw.deleted.is_some() && self.had_value => Err(Rejection::new(
@@ -149,7 +148,7 @@ where
                     .iter()
                     .map(|(k, (v, _))| (k.as_str(), v.as_ref())),
             )
-            .map(Some)
+            .map(|v| Some(Arc::new(v)))
             .map_err(|(k, m)| Rejection::new(RejectKind::Malformed, format!("{k}: {m}"))),
         }
     }
@@ -186,14 +185,14 @@ where
         .await
     }
 
-    pub(crate) async fn persist(&mut self, rev: Option<Revision>, kv: Option<Value>) {
+    pub(crate) async fn persist(&mut self, rev: Option<Revision>, kv: Option<Arc<Value>>) {
         let Some(path) = self.snapshot_file.clone() else {
             return;
         };
         if self.persisted == Some(rev) {
             return;
         }
-        let p = Persisted::new(rev, kv);
+        let p = Persisted::new(rev, kv.map(Arc::unwrap_or_clone));
         match tokio::task::spawn_blocking(move || persist::write(&path, &p)).await {
             Ok(Ok(())) => self.persisted = Some(rev),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot persist the config snapshot"),

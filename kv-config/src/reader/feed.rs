@@ -15,18 +15,20 @@
 //! feed of their own.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use kv_core::{Backoff, Entry, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind};
+use crate::format::Format;
 use crate::source::{check_mirror, Connector, Opened, Source};
 
 /// How many states a reader may fall behind before it skips to the newest.
@@ -46,6 +48,37 @@ pub(crate) struct Raw {
     pub(crate) last_rev: Option<Revision>,
     /// The bucket the state was read from (and the writable handle for acknowledgements).
     pub(crate) bucket: Opened,
+    /// The document parsed once for all the readers of this state.
+    parsed: ParseOnce,
+}
+
+impl Raw {
+    /// The value of `key` parsed as `format`, shared by the readers of this state (each
+    /// still decodes and validates it on its own); `None` when the key holds no live value.
+    pub(crate) fn parsed(&self, key: &str, format: Format) -> Option<Parsed> {
+        let (bytes, _) = self.entries.get(key)?;
+        Some(self.parsed.get(key, format, bytes))
+    }
+}
+
+/// A document parsed into a JSON tree, or why it could not be.
+pub(crate) type Parsed = Result<Arc<Value>, String>;
+
+/// One parse of a document, for the key and format the first reader asked for; a reader
+/// asking for another (a different format of the same key) parses its own.
+#[derive(Debug, Default)]
+pub(crate) struct ParseOnce(OnceLock<(String, Format, Parsed)>);
+
+impl ParseOnce {
+    pub(crate) fn get(&self, key: &str, format: Format, bytes: &[u8]) -> Parsed {
+        let parse = || format.parse(bytes).map(Arc::new);
+        let (k, f, parsed) = self.0.get_or_init(|| (key.to_string(), format, parse()));
+        if k == key && *f == format {
+            parsed.clone()
+        } else {
+            parse()
+        }
+    }
 }
 
 /// One shared watch; readers hold it in an `Arc`, and the last one to drop it stops it.
@@ -323,6 +356,7 @@ impl Tracker {
             deleted: self.deleted,
             last_rev: self.last_rev,
             bucket,
+            parsed: ParseOnce::default(),
         });
         // The newest state first: a reader that lags when the broadcast overflows reads it.
         self.latest.send_replace(Some(raw.clone()));
@@ -385,5 +419,47 @@ impl Tracker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_is_parsed_once_for_its_key_and_format() {
+        let once = ParseOnce::default();
+        let a = once.get("app", Format::Json, br#"{"pool":1}"#).unwrap();
+        let b = once.get("app", Format::Json, br#"{"pool":1}"#).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*a, serde_json::json!({"pool": 1}));
+        // Another key is parsed on its own, from its own bytes.
+        let c = once.get("other", Format::Json, br#"{"pool":2}"#).unwrap();
+        assert_eq!(*c, serde_json::json!({"pool": 2}));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &once.get("other", Format::Json, b"{}").unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_malformed_document_fails_every_reader_alike() {
+        let once = ParseOnce::default();
+        let first = once.get("app", Format::Json, b"{not json").unwrap_err();
+        assert!(first.starts_with("invalid json"), "{first}");
+        assert_eq!(once.get("app", Format::Json, b"{not json"), Err(first));
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn another_format_of_the_same_key_parses_its_own() {
+        let once = ParseOnce::default();
+        let json = once.get("app", Format::Json, br#"{"pool":1}"#);
+        assert!(json.is_ok());
+        let toml = once.get("app", Format::Toml, br#"{"pool":1}"#);
+        assert!(
+            toml.is_err(),
+            "a JSON object is not a TOML document: {toml:?}"
+        );
     }
 }
