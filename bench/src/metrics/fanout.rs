@@ -350,16 +350,65 @@ async fn tally(
     subject: String,
     kind: &'static str,
 ) {
-    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut tally = Tally::new(readers);
     while let Some(v) = rx.recv().await {
-        let n = counts.entry(v).or_default();
-        *n += 1;
-        if *n == readers {
-            // Versions are written one at a time: older unfinished ones will not finish.
-            counts = counts.split_off(&(v + 1));
+        if tally.add(v) {
             let _ = client
                 .publish(subject.clone(), format!("{kind} {v}").into())
                 .await;
         }
+    }
+}
+
+/// How many readers reported each version.
+struct Tally {
+    readers: usize,
+    counts: BTreeMap<usize, usize>,
+}
+
+impl Tally {
+    fn new(readers: usize) -> Tally {
+        Tally {
+            readers,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one reader's report of version `v`; true when it was the last one missing.
+    fn add(&mut self, v: usize) -> bool {
+        let n = self.counts.entry(v).or_default();
+        *n += 1;
+        if *n < self.readers {
+            return false;
+        }
+        // Versions are written one at a time: an older one still short will not complete.
+        self.counts = self.counts.split_off(&(v + 1));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn a_version_completes_with_its_last_reader_only() {
+        let mut t = Tally::new(3);
+        assert!(!t.add(1));
+        assert!(!t.add(2));
+        assert!(!t.add(1));
+        assert!(t.add(1), "the third report of version 1 completes it");
+        assert!(!t.add(1), "a fourth report does not complete it again");
+        assert!(!t.add(2), "version 2 has two reports of three");
+        assert!(t.add(2));
+    }
+
+    #[test]
+    fn older_versions_still_short_are_forgotten() {
+        let mut t = Tally::new(2);
+        assert!(!t.add(1));
+        assert!(!t.add(2));
+        assert!(t.add(2));
+        assert!(t.counts.is_empty(), "version 1 can no longer complete");
     }
 }
