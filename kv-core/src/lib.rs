@@ -46,6 +46,7 @@ mod error;
 mod js;
 mod key;
 pub mod lease;
+pub mod metrics;
 pub mod object;
 mod permission;
 mod retry;

@@ -171,6 +171,13 @@ impl WatchBuilder {
     /// Cancel safe: dropping the future leaves at most an idle ephemeral consumer that the
     /// server removes after 10 s.
     pub async fn start(self) -> Result<Watch, Error> {
+        let bucket = self.inner.shared_name.clone();
+        let res = self.open().await;
+        crate::metrics::watch_result(&bucket, &res);
+        res
+    }
+
+    async fn open(self) -> Result<Watch, Error> {
         let filters = self.filters.map_err(|e| e.with_op(Operation::Watch))?;
         let subjects: Vec<String> = if filters.is_empty() {
             vec![format!("{}>", self.inner.read_prefix)]
@@ -199,6 +206,7 @@ impl WatchBuilder {
             deferred: None,
             stale: Vec::new(),
             gap: None,
+            interrupted: "",
         };
         state.first_policy = match (self.from_revision, self.include) {
             (Some(r), _) => {
@@ -227,6 +235,7 @@ impl WatchBuilder {
         state.connect(true).await?;
         let stream = futures::stream::unfold(state, |mut s| async move {
             let item = s.next_event().await?;
+            crate::metrics::watch_result(&s.inner.shared_name, &item);
             Some((item, s))
         });
         Ok(Watch {
@@ -302,6 +311,8 @@ struct State {
     stale: Vec<String>,
     /// Strict modes: the keys proven gap-free since the last start or resume point.
     gap: Option<GapCheck>,
+    /// Why the last consumer was dropped (the `reason` label of the resume it causes).
+    interrupted: &'static str,
 }
 
 /// The check a strict watch makes before it starts or resumes at revision `want`: the
@@ -398,8 +409,9 @@ impl State {
     }
 
     /// Replaces the consumer on the next poll, resuming after the last processed revision.
-    fn drop_consumer(&mut self, reason: &str) {
+    fn drop_consumer(&mut self, reason: &'static str) {
         tracing::info!(bucket = %self.inner.name, reason, last = self.last_seq, "watch consumer interrupted, resuming");
+        self.interrupted = reason;
         // Deleted right after the resume succeeds (the connection may be down now).
         if let Some(mut old) = self.consumer.take() {
             self.stale.push(std::mem::take(&mut old.name));
@@ -437,6 +449,7 @@ impl State {
                 match self.connect(false).await {
                     Ok(()) => {
                         self.failures = 0;
+                        crate::metrics::watch_resumed(&self.inner.shared_name, self.interrupted);
                         // The replaced consumers would linger until their inactivity
                         // threshold: remove them now, so reconnect storms leave nothing behind.
                         for name in std::mem::take(&mut self.stale) {

@@ -190,9 +190,19 @@ async fn attempt(s: Arc<Shared>, cfg: LeaseConfig, try_only: bool) -> Result<Opt
     let held = protocol(&s, &mut slot, cfg, try_only).await;
     let span = tracing::Span::current();
     match held {
-        Ok(Some((lease, alone, path))) => {
+        Ok(Some(Won {
+            lease,
+            alone,
+            path,
+            handoff,
+        })) => {
+            let waited = started.elapsed();
+            s.metrics.waited(waited, path);
+            if let Some(h) = handoff {
+                s.metrics.handed_off(h);
+            }
             span.record("path", path);
-            span.record("wait_ms", started.elapsed().as_millis() as u64);
+            span.record("wait_ms", waited.as_millis() as u64);
             span.record("token", lease.origin().get());
             s.bump(Stat::Acquired);
             tracing::info!("acquired");
@@ -206,8 +216,18 @@ async fn attempt(s: Arc<Shared>, cfg: LeaseConfig, try_only: bool) -> Result<Opt
     }
 }
 
-/// The lease we hold, the lock's last revision when we were alone in it, and the path taken.
-type Held = Option<(Lease, Option<Revision>, &'static str)>;
+/// An acquisition that got the lock.
+struct Won {
+    lease: Lease,
+    /// The lock's last revision when we were alone in it.
+    alone: Option<Revision>,
+    /// `fast` or `queue`.
+    path: &'static str,
+    /// After waiting: from seeing the last blocker leave to holding.
+    handoff: Option<Duration>,
+}
+
+type Held = Option<Won>;
 
 async fn protocol(
     s: &Arc<Shared>,
@@ -230,7 +250,12 @@ async fn protocol(
     let busy = match fast {
         Fast::Held(lease) => {
             let alone = Some(lease.origin());
-            return Ok(Some((lease, alone, "fast")));
+            return Ok(Some(Won {
+                lease,
+                alone,
+                path: "fast",
+                handoff: None,
+            }));
         }
         Fast::Busy => true,
         Fast::Queue => false,
@@ -240,9 +265,17 @@ async fn protocol(
     }
     let lease = enqueue(s, cfg, slot.own_last).await?;
     s.bump(Stat::Enqueued);
+    let mut departed = None;
     loop {
-        match wait_turn(s, &lease, try_only).await? {
-            Turn::Held(alone) => return Ok(Some((lease, alone, "queue"))),
+        match wait_turn(s, &lease, try_only, &mut departed).await? {
+            Turn::Held(alone) => {
+                return Ok(Some(Won {
+                    lease,
+                    alone,
+                    path: "queue",
+                    handoff: departed.map(|t: Instant| t.elapsed()),
+                }))
+            }
             // Dropping the lease releases our entry.
             Turn::NotNow => return Ok(None),
             Turn::Again => {}
@@ -336,7 +369,13 @@ enum Turn {
 /// replica's state — chaos runs on R3 buckets found overlapping holders that way). A
 /// blocker that left by a completed release may settle it without another read (see
 /// [`holds_after`]); anything else reads again. The lease keeper renews our entry meanwhile.
-async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Error> {
+/// `departed` is set to when a blocker was last seen leaving.
+async fn wait_turn(
+    s: &Shared,
+    lease: &Lease,
+    try_only: bool,
+    departed: &mut Option<Instant>,
+) -> Result<Turn, Error> {
     let v = queue_now(s, lease).await?;
     crate::locks::check_kind(s, &v)?;
     let Some(me) = v.position(&s.own_key, lease.origin()) else {
@@ -357,8 +396,12 @@ async fn wait_turn(s: &Shared, lease: &Lease, try_only: bool) -> Result<Turn, Er
         Decision::Wait(_) if try_only => Ok(Turn::NotNow),
         Decision::Wait(w) => {
             tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
-            Ok(match blocker_left(s, lease, &w.blockers).await? {
-                Some(b) if holds_after(s.kind, &b) => Turn::Held(None),
+            let left = blocker_left(s, lease, &w.blockers).await?;
+            if !matches!(left, Left::Broken) {
+                *departed = Some(Instant::now());
+            }
+            Ok(match left {
+                Left::Completed(b) if holds_after(s.kind, &b) => Turn::Held(None),
                 _ => Turn::Again,
             })
         }
@@ -390,14 +433,19 @@ async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
     }
 }
 
-/// Watches `blockers` (from the stream leader) until one of them leaves. Returns it when it
-/// left by a completed release, `None` when it left otherwise (gave up its place, expired,
-/// was removed) or the watch broke: the caller reads the queue again either way.
-async fn blocker_left(
-    s: &Shared,
-    lease: &Lease,
-    blockers: &[Queued],
-) -> Result<Option<Queued>, Error> {
+/// How the wait for a blocker ended.
+enum Left {
+    /// It left by a completed release.
+    Completed(Queued),
+    /// It left otherwise (gave up its place, expired, was removed).
+    Otherwise,
+    /// The watch broke.
+    Broken,
+}
+
+/// Watches `blockers` (from the stream leader) until one of them leaves. Unless it left by
+/// a completed release, the caller reads the queue again.
+async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<Left, Error> {
     let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
     let mut watch = open_watch(s, lease, &keys).await?;
     let lost = lease.lost();
@@ -421,16 +469,22 @@ async fn blocker_left(
                 let completed = e
                     .lease()
                     .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
-                return Ok(completed.then(|| b.clone()));
+                return Ok(if completed {
+                    Left::Completed(b.clone())
+                } else {
+                    Left::Otherwise
+                });
             }
             // A blocker the leader has no live entry for left before we looked.
-            Some(Ok(WatchEvent::InitialDone)) if present.len() < blockers.len() => return Ok(None),
+            Some(Ok(WatchEvent::InitialDone)) if present.len() < blockers.len() => {
+                return Ok(Left::Otherwise)
+            }
             Some(Ok(WatchEvent::InitialDone)) => {}
             Some(Err(e)) => {
                 tracing::debug!(lock = %s.name, error = %e, "blocker watch broke, reading the queue again");
-                return Ok(None);
+                return Ok(Left::Broken);
             }
-            None => return Ok(None),
+            None => return Ok(Left::Broken),
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind};
+use crate::metrics::HoldTimer;
 use crate::shared::{Shared, Slot};
 use crate::token::Token;
 
@@ -45,7 +46,8 @@ pub struct Guard {
     alone: Option<Revision>,
     /// The handle's slot: one acquisition or guard at a time per handle.
     slot: OwnedMutexGuard<Slot>,
-    acquired_at: Instant,
+    /// Times the hold ([`crate::metrics::LOCK_HOLD`]), also when the guard is dropped.
+    hold: HoldTimer,
 }
 
 impl Guard {
@@ -56,11 +58,11 @@ impl Guard {
         alone: Option<Revision>,
     ) -> Guard {
         Guard {
-            shared,
             lease,
             alone,
+            hold: HoldTimer::start(shared.metrics.clone()),
+            shared,
             slot,
-            acquired_at: Instant::now(),
         }
     }
 
@@ -173,7 +175,7 @@ impl Guard {
             lease,
             alone,
             mut slot,
-            acquired_at,
+            hold,
         } = self;
         let token = lease.origin().get();
         // Alone and never renewed: the lock's keys are still where we left them, so the
@@ -183,7 +185,7 @@ impl Guard {
         if let Some(a) = alone {
             release = release.first_expect_on(shared.name.all_filter(), Expect::Revision(a));
         }
-        let held_ms = acquired_at.elapsed().as_millis() as u64;
+        let held_ms = hold.elapsed().as_millis() as u64;
         shared.bump(crate::stats::Stat::ReleaseWrite);
         let r = release.await.map_err(|e| {
             tracing::warn!(lock = %shared.name, token, error = %e, "release failed; the entry expires with its ttl");
@@ -195,6 +197,7 @@ impl Guard {
             .then_some(r.tombstone)
             .flatten()
             .map(Expect::Revision);
+        hold.finish(if r.was_held { "released" } else { "lost" });
         if r.was_held {
             tracing::info!(lock = %shared.name, token, held_ms, clean = slot.fast.is_some(), "released");
             Ok(Released::Released)

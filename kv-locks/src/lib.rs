@@ -100,6 +100,7 @@ mod fence;
 mod guard;
 mod inspect;
 mod locks;
+pub mod metrics;
 mod multi;
 mod names;
 mod queue;

@@ -53,6 +53,8 @@ pub struct Locks {
     keeper: Keeper,
     stats: Arc<Stats>,
     owner: Option<Arc<Owner>>,
+    /// Label metrics by lock name too ([`Locks::metrics_per_lock`]).
+    per_lock: bool,
 }
 
 /// A named owner's queue keys: one per lock, shared by all its handles of that lock.
@@ -119,7 +121,7 @@ impl Locks {
             lease
         };
         Ok(Locks {
-            keeper: Keeper::new(&bucket, lease)?,
+            keeper: Keeper::with_recipe(&bucket, lease, "locks")?,
             bucket,
             marker_ttl,
             replicated: status.replicas > 1,
@@ -128,6 +130,7 @@ impl Locks {
             holder: Arc::new(Holder::this_process()),
             stats: Arc::new(Stats::default()),
             owner: None,
+            per_lock: false,
         })
     }
 
@@ -159,6 +162,15 @@ impl Locks {
             slots: StdMutex::new(HashMap::new()),
         }));
         Ok(self)
+    }
+
+    /// Labels the lock metrics of handles made from now on with the lock's name (`lock`)
+    /// as well as `bucket` and `kind` (default: off). Every name becomes a set of time series:
+    /// turn it on only when the names are few and fixed, never for names made per request
+    /// or per user. See [`crate::metrics`].
+    pub fn metrics_per_lock(mut self, on: bool) -> Locks {
+        self.per_lock = on;
+        self
     }
 
     /// The identity written into queue entries (default: [`Holder::this_process`]).
@@ -220,6 +232,11 @@ impl Locks {
             marker_ttl: self.marker_ttl,
             replicated: self.replicated,
             stats: self.stats.clone(),
+            metrics: crate::metrics::Labels::new(
+                self.bucket.name(),
+                kind,
+                self.per_lock.then_some(name.as_str()),
+            ),
             slot,
         })
     }

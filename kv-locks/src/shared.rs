@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// the one-write fast path (and the release's empty-queue proof) cannot prove "alone".
     pub(crate) replicated: bool,
     pub(crate) stats: Arc<Stats>,
+    /// The handle's metric labels.
+    pub(crate) metrics: crate::metrics::Labels,
     /// One acquisition or guard at a time per handle: they all share `own_key`.
     pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
 }

@@ -16,6 +16,7 @@ use crate::bucket::Bucket;
 use crate::entry::{Entry, LeaseTag, Removal};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyFilter};
+use crate::metrics::LeaseLabels;
 use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
@@ -68,6 +69,17 @@ struct Live {
     timer: bool,
     stopped: bool,
     reason: Option<LostReason>,
+    on_end: EndHooks,
+}
+
+/// What runs when the lease ends ([`Lease::on_end`]).
+#[derive(Default)]
+struct EndHooks(Vec<Box<dyn FnOnce(LostReason) + Send>>);
+
+impl std::fmt::Debug for EndHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} hook(s)", self.0.len())
+    }
 }
 
 /// One lease, shared by its handle and the keeper task.
@@ -81,6 +93,7 @@ pub(crate) struct State {
     live: StdMutex<Live>,
     lost: CancellationToken,
     settled: Notify,
+    labels: Arc<LeaseLabels>,
 }
 
 impl State {
@@ -125,16 +138,23 @@ impl State {
         true
     }
 
+    /// The one place a lease ends: records why, counts the loss, runs the end hooks, then
+    /// wakes `lost()`.
     pub(super) fn lose(&self, reason: LostReason) {
-        {
+        let hooks = {
             let mut l = self.live();
             if l.reason.is_some() {
                 return;
             }
             l.reason = Some(reason);
-        }
+            std::mem::take(&mut l.on_end.0)
+        };
         if reason != LostReason::Released {
             tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
+        }
+        self.labels.lost(reason);
+        for hook in hooks {
+            hook(reason);
         }
         self.lost.cancel();
     }
@@ -212,6 +232,8 @@ async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
         let mut l = st.live();
         match res {
             Ok(r) => {
+                st.labels
+                    .renewal_slack(l.clock.deadline().saturating_duration_since(Instant::now()));
                 l.rev = r;
                 // A CAS on our last known revision succeeded, so none of the earlier
                 // unacknowledged writes was applied: this send time is the one that counts.
@@ -470,9 +492,11 @@ impl CreateLease {
                 timer: false,
                 stopped: false,
                 reason: None,
+                on_end: EndHooks::default(),
             }),
             lost: CancellationToken::new(),
             settled: Notify::new(),
+            labels: self.keeper.inner.labels.clone(),
         });
         self.keeper.track(st.clone());
         Lease {
@@ -637,6 +661,21 @@ impl Lease {
     /// stop then.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.st.lost.child_token()
+    }
+
+    /// Runs `hook` once, with the reason, when the lease ends — lost or released — before
+    /// [`lost`](Lease::lost) completes; at once if it has already ended. It runs on whichever
+    /// task notices the end (often the keeper's), so it must be quick and must not block:
+    /// update a gauge, send on a channel. A lease whose deadline passed ends when the keeper
+    /// or a `lost()` waiter notices, at the latest at its next renewal time.
+    pub fn on_end(&self, hook: impl FnOnce(LostReason) + Send + 'static) {
+        let mut l = self.st.live();
+        let Some(reason) = l.reason else {
+            l.on_end.0.push(Box::new(hook));
+            return;
+        };
+        drop(l);
+        hook(reason);
     }
 
     /// Rewrites the lease's value now (conditional on our revision, like a renewal, which it

@@ -14,6 +14,7 @@ use super::clock::{LeaseConfig, Next};
 use super::handle::{renew, CreateLease, LostReason, State};
 use crate::bucket::Bucket;
 use crate::error::{Error, ErrorKind};
+use crate::metrics::LeaseLabels;
 
 /// Renews leases. Cheap to clone; the clones and the leases created through them share one
 /// task, which stops when the last of them is dropped.
@@ -37,6 +38,8 @@ pub struct Keeper {
 pub(super) struct KeeperInner {
     pub(super) bucket: Bucket,
     pub(super) config: LeaseConfig,
+    /// The metric labels of its leases.
+    pub(super) labels: Arc<LeaseLabels>,
     tx: mpsc::UnboundedSender<Arc<State>>,
     /// Renewal writes sent by the task.
     renewals: Arc<AtomicU64>,
@@ -47,8 +50,20 @@ pub(super) struct KeeperInner {
 
 impl Keeper {
     /// A keeper for leases on `bucket`, with `config` as their default timing. Its task runs
-    /// on the current Tokio runtime ([`ErrorKind::InvalidArgument`] outside one).
+    /// on the current Tokio runtime ([`ErrorKind::InvalidArgument`] outside one). Its
+    /// leases' metrics carry `recipe="lease"` ([`crate::metrics`]).
     pub fn new(bucket: &Bucket, config: LeaseConfig) -> Result<Keeper, Error> {
+        Keeper::with_recipe(bucket, config, crate::metrics::RECIPE_LEASE)
+    }
+
+    /// As [`Keeper::new`], with `recipe` as the `recipe` label of its leases' metrics (the
+    /// toolkit's recipes say `locks`, `leader`, `membership`, `config`). Keep it one of a
+    /// few fixed names: every value is a time series.
+    pub fn with_recipe(
+        bucket: &Bucket,
+        config: LeaseConfig,
+        recipe: &'static str,
+    ) -> Result<Keeper, Error> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -62,6 +77,7 @@ impl Keeper {
             inner: Arc::new(KeeperInner {
                 bucket: bucket.clone(),
                 config,
+                labels: LeaseLabels::new(bucket.name(), recipe),
                 tx,
                 renewals,
                 tracker: TaskTracker::new(),
