@@ -86,9 +86,11 @@ impl Ack {
         }
         let keeper = match &self.keeper {
             Some(k) => k,
-            None => self
-                .keeper
-                .insert(Keeper::new(bucket, LeaseConfig::new(self.ttl)?)?),
+            None => self.keeper.insert(Keeper::with_recipe(
+                bucket,
+                LeaseConfig::new(self.ttl)?,
+                "config",
+            )?),
         };
         let created = keeper
             .lease(&self.key, bytes.clone())

@@ -120,6 +120,7 @@ mod error;
 mod fleet;
 mod format;
 mod layer;
+pub mod metrics;
 mod persist;
 mod pipeline;
 mod reader;

@@ -108,7 +108,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) async fn keeper(&self) -> Result<&Keeper, Error> {
         self.keeper
-            .get_or_try_init(|| async { Keeper::new(&self.bucket, self.lease) })
+            .get_or_try_init(|| async { Keeper::with_recipe(&self.bucket, self.lease, "leader") })
             .await
             .map_err(Error::from)
     }

@@ -17,6 +17,7 @@ use crate::campaign::Campaign;
 use crate::election::{validate_name, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::health::Health;
+use crate::metrics::TermMetrics;
 use crate::record::{Record, Term};
 
 /// Why a leadership ended.
@@ -59,6 +60,7 @@ pub(crate) struct Held {
     /// Why we ended the leadership ourselves (resign, transfer, shutdown).
     ended: Mutex<Option<LostReason>>,
     end: CancellationToken,
+    metrics: Arc<TermMetrics>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,13 +96,15 @@ impl Held {
             if ended.is_some() {
                 return false;
             }
-            *ended = Some(if was_valid {
+            let why = if was_valid {
                 reason
             } else {
                 self.lease
                     .loss_reason()
                     .map_or(LostReason::Expired, LostReason::from)
-            });
+            };
+            *ended = Some(why);
+            self.metrics.ended(why);
         }
         self.end.cancel();
         tracing::debug!(id = %self.id, term = %self.term, ?reason, "leadership ended");
@@ -332,7 +336,12 @@ impl Leadership {
         lease: Lease,
         registration: Option<Lease>,
     ) -> Leadership {
+        let metrics = TermMetrics::elected(shared.bucket.name(), &shared.name);
+        let on_end = metrics.clone();
+        // A lease lost without our doing (expired, overwritten) ends the term here.
+        lease.on_end(move |r| on_end.ended(LostReason::from(r)));
         let held = Arc::new(Held {
+            metrics,
             term: Term::new(lease.origin()),
             shared: shared.clone(),
             id,

@@ -90,6 +90,7 @@ mod fence;
 mod health;
 mod leadership;
 mod line;
+pub mod metrics;
 mod observe;
 mod record;
 

@@ -68,7 +68,7 @@ impl Membership {
         };
         let config = LeaseConfig::new(DEFAULT_TTL)
             .map_err(|e| Error::kv("invalid default lease config", e))?;
-        let keeper = Keeper::new(bucket, config)
+        let keeper = Keeper::with_recipe(bucket, config, "membership")
             .map_err(|e| Error::kv("could not start the lease keeper", e))?;
         let tombstone_ttl = Ttl::new(marker_ttl).ok().map(Ttl::as_duration);
         Ok(Membership {

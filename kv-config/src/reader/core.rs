@@ -74,6 +74,7 @@ fn swap_in<T>(shared: &Shared<T>, rev: Option<Revision>, value: T, json: Value) 
         loaded_at: SystemTime::now(),
     });
     shared.current.store(snap.clone());
+    shared.metrics.applied();
     if changed {
         shared.generation.send_modify(|g| *g += 1);
         announce(shared, cur, snap, rev);

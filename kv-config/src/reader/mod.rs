@@ -25,6 +25,7 @@ use crate::error::{Error, ErrorKind, Rejection};
 use crate::fleet::{check_instance, Ack};
 use crate::format::Format;
 use crate::layer::env_layer;
+use crate::metrics::ReaderMetrics;
 use crate::persist;
 use crate::pipeline::{Pipeline, Validate};
 use crate::snapshot::{ConfigEvent, Health, Origin, Snapshot};
@@ -42,6 +43,7 @@ pub(crate) struct Shared<T> {
     pub(crate) ready: watch::Sender<bool>,
     pub(crate) events: broadcast::Sender<ConfigEvent<T>>,
     health: Mutex<Health>,
+    pub(crate) metrics: ReaderMetrics,
 }
 
 impl<T> Shared<T> {
@@ -64,11 +66,13 @@ impl<T> Shared<T> {
             h.rejected = Some(r.clone());
             h.last_sync = Some(SystemTime::now());
         }
+        self.metrics.rejected(&r, self.current.load().revision);
         let _ = self.events.send(ConfigEvent::Rejected(r));
         true
     }
 
     pub(crate) fn synced(&self, rev: Option<Revision>) {
+        self.metrics.synced();
         let mut h = self.health_lock();
         h.applied = rev;
         h.rejected = None;
@@ -538,10 +542,16 @@ where
                 } else {
                     None
                 },
-                rejected: rejection,
+                rejected: rejection.clone(),
                 last_sync: synced.then(SystemTime::now),
             }),
+            metrics: ReaderMetrics::new(self.source.name()),
         });
+        match &rejection {
+            Some(r) => shared.metrics.rejected(r, revision),
+            None if synced => shared.metrics.applied(),
+            None => {}
+        }
         if synced {
             if shared.health().rejected.is_none() {
                 let kv = core.evaluate().ok().and_then(|(_, _, kv)| kv);
