@@ -12,6 +12,7 @@ pub mod docker;
 mod errors;
 pub mod history;
 mod leaf;
+pub mod metrics;
 mod monitor;
 pub mod nemesis;
 mod operator;
