@@ -1,0 +1,77 @@
+//! Election metrics against a real nats-server, read through a local test recorder.
+
+use std::time::Duration;
+
+use kv_core::Kv;
+use kv_leader::{Election, LostReason};
+use kv_tests::metrics::TestRecorder;
+use kv_tests::NatsServer;
+
+/// Upper bound for any wait on an event.
+const T: Duration = Duration::from_secs(30);
+
+async fn election(server: &NatsServer, bucket: &str, name: &str) -> Election {
+    let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
+    let b = kv
+        .create_or_open(Election::bucket_config(bucket))
+        .await
+        .unwrap();
+    Election::new(b, name, Duration::from_secs(2)).unwrap()
+}
+
+#[tokio::test]
+async fn the_leader_gauge_goes_to_one_when_elected_and_to_zero_on_resign() {
+    let rec = TestRecorder::new();
+    let _installed = rec.install_local();
+    let server = NatsServer::start().await;
+    let e = election(&server, "lm1", "sched").await;
+    let by = [("bucket", "lm1"), ("election", "sched")];
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), None);
+
+    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
+    l.resign().await.unwrap();
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
+
+    // A second term, ended by dropping the handle.
+    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
+    drop(l);
+    tokio::time::timeout(T, e.shutdown()).await.unwrap();
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
+
+    let event = |ev: &str| {
+        let mut l = by.to_vec();
+        l.push(("event", ev));
+        rec.counter("kv_leader_transitions_total", &l)
+    };
+    assert_eq!(event("elected"), 2);
+    assert_eq!(event("resigned"), 2);
+    assert_eq!(rec.counter("kv_leader_transitions_total", &by), 4);
+}
+
+#[tokio::test]
+async fn an_overwritten_leader_key_ends_the_term_without_anyone_resigning() {
+    let rec = TestRecorder::new();
+    let _installed = rec.install_local();
+    let server = NatsServer::start().await;
+    let e = election(&server, "lm2", "sched").await;
+    let by = [("bucket", "lm2"), ("election", "sched")];
+    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
+
+    // Someone ignoring the protocol rewrites the leader key: our next renewal conflicts.
+    e.bucket().put(e.leader_key(), "intruder").await.unwrap();
+    let why = tokio::time::timeout(T, l.lost()).await.unwrap();
+    assert_eq!(why, LostReason::Overwritten);
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
+    let mut overwritten = by.to_vec();
+    overwritten.push(("event", "overwritten"));
+    assert_eq!(rec.counter("kv_leader_transitions_total", &overwritten), 1);
+    let taken = [("bucket", "lm2"), ("recipe", "leader"), ("reason", "taken")];
+    assert_eq!(rec.counter("kv_lease_lost_total", &taken), 1);
+    // Resigning afterwards counts no second end.
+    l.resign().await.unwrap();
+    assert_eq!(rec.counter("kv_leader_transitions_total", &by), 2);
+    assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
+}
