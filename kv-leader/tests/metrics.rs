@@ -28,13 +28,19 @@ async fn the_leader_gauge_goes_to_one_when_elected_and_to_zero_on_resign() {
     let by = [("bucket", "lm1"), ("election", "sched")];
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), None);
 
-    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    let l = tokio::time::timeout(T, e.campaign("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
     l.resign().await.unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
 
     // A second term, ended by dropping the handle.
-    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    let l = tokio::time::timeout(T, e.campaign("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
     drop(l);
     tokio::time::timeout(T, e.shutdown()).await.unwrap();
@@ -57,7 +63,10 @@ async fn an_overwritten_leader_key_ends_the_term_without_anyone_resigning() {
     let server = NatsServer::start().await;
     let e = election(&server, "lm2", "sched").await;
     let by = [("bucket", "lm2"), ("election", "sched")];
-    let l = tokio::time::timeout(T, e.campaign("a")).await.unwrap().unwrap();
+    let l = tokio::time::timeout(T, e.campaign("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
 
     // Someone ignoring the protocol rewrites the leader key: our next renewal conflicts.

@@ -1,0 +1,90 @@
+//! Configuration metrics against a real nats-server, read through a local test recorder.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+use kv_core::{BucketConfig, Kv};
+use kv_tests::metrics::TestRecorder;
+use kv_tests::NatsServer;
+use serde::{Deserialize, Serialize};
+
+/// Upper bound for any wait on an event.
+const T: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct App {
+    pool_size: u32,
+}
+
+fn check(a: &App) -> Result<(), String> {
+    if a.pool_size == 0 {
+        return Err("pool_size must be positive".into());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn applied_rejected_and_revision_lag_follow_the_reader() {
+    let rec = TestRecorder::new();
+    let _installed = rec.install_local();
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
+    let bucket = kv
+        .create_or_open(BucketConfig::new("cm").history(5))
+        .await
+        .unwrap();
+    let source = Source::document("svc.app");
+    let writer = ConfigWriter::<App>::new(bucket.clone(), source.clone()).validate(check);
+    writer.set(&App { pool_size: 4 }).await.unwrap();
+    let mut reader = ConfigReader::<App>::builder(source)
+        .bucket(bucket.clone())
+        .validate(check)
+        .await
+        .unwrap();
+    let mut events = reader.events();
+    let by = [("config", "svc.app")];
+    assert_eq!(rec.counter("kv_config_applied_total", &by), 1, "at start");
+    let first_applied = rec
+        .gauge("kv_config_last_applied_timestamp_seconds", &by)
+        .unwrap();
+    assert!(
+        first_applied > 1.6e9,
+        "seconds since the epoch: {first_applied}"
+    );
+    assert_eq!(rec.gauge("kv_config_revision_lag", &by), Some(0.0));
+
+    writer.set(&App { pool_size: 8 }).await.unwrap();
+    tokio::time::timeout(T, reader.changed()).await.unwrap();
+    assert_eq!(rec.counter("kv_config_applied_total", &by), 2);
+
+    let good = reader.current().revision().unwrap();
+    // Behind the writer's back: the reader refuses it and keeps pool_size 8.
+    let bad = bucket.put("svc.app", r#"{"pool_size":0}"#).await.unwrap();
+    match tokio::time::timeout(T, events.next()).await.unwrap() {
+        Some(ConfigEvent::Changed(_)) => {
+            let ev = tokio::time::timeout(T, events.next()).await.unwrap();
+            assert!(matches!(ev, Some(ConfigEvent::Rejected(_))), "{ev:?}");
+        }
+        Some(ConfigEvent::Rejected(_)) => {}
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let invalid = [("config", "svc.app"), ("reason", "invalid")];
+    assert_eq!(rec.counter("kv_config_rejected_total", &invalid), 1);
+    assert_eq!(rec.counter("kv_config_applied_total", &by), 2);
+    let lag = rec.gauge("kv_config_revision_lag", &by).unwrap();
+    assert_eq!(lag, (bad.get() - good.get()) as f64, "revisions behind");
+    assert!(lag > 0.0);
+
+    // A good value again: applied, no lag.
+    writer.set(&App { pool_size: 16 }).await.unwrap();
+    tokio::time::timeout(T, reader.changed()).await.unwrap();
+    assert_eq!(rec.counter("kv_config_applied_total", &by), 3);
+    assert_eq!(rec.gauge("kv_config_revision_lag", &by), Some(0.0));
+    assert!(
+        rec.gauge("kv_config_last_applied_timestamp_seconds", &by)
+            .unwrap()
+            >= first_applied
+    );
+    reader.shutdown().await;
+}

@@ -1,0 +1,82 @@
+//! Watch metrics against a real nats-server, read through a local test recorder.
+
+use std::future::IntoFuture as _;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_core::{BucketConfig, ErrorKind, Kv, Revision, WatchEvent};
+use kv_tests::metrics::TestRecorder;
+use kv_tests::NatsServer;
+
+/// Upper bound for any wait on an event.
+const T: Duration = Duration::from_secs(30);
+
+async fn next_entry(w: &mut kv_core::Watch) -> kv_core::Entry {
+    loop {
+        match w.next().await {
+            Some(Ok(WatchEvent::Entry(e))) => return e,
+            Some(Ok(WatchEvent::InitialDone)) => {}
+            other => panic!("watch ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_counts_its_resume_after_a_server_restart() {
+    let rec = TestRecorder::new();
+    let _installed = rec.install_local();
+    let mut server = NatsServer::builder().sync_always().start().await;
+    let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
+    let bucket = kv.create_or_open(BucketConfig::new("wm")).await.unwrap();
+    bucket.put("a", "1").await.unwrap();
+    let mut watch = bucket.watch(["a"]).await.unwrap();
+    tokio::time::timeout(T, next_entry(&mut watch))
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.counter("kv_watch_resumes_total", &[("bucket", "wm")]),
+        0
+    );
+
+    server.restart().await;
+    let put = || bucket.put("a", "2").into_future();
+    let written = tokio::time::timeout(T, kv_core::Backoff::DEFAULT.retry(put))
+        .await
+        .unwrap()
+        .unwrap();
+    let e = tokio::time::timeout(T, next_entry(&mut watch))
+        .await
+        .unwrap();
+    assert_eq!(e.revision(), written);
+    let resumes = rec.counter("kv_watch_resumes_total", &[("bucket", "wm")]);
+    assert!(resumes >= 1, "{}", rec.describe());
+    assert_eq!(
+        rec.counter("kv_watch_history_gone_total", &[("bucket", "wm")]),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_strict_watch_from_a_removed_revision_counts_history_gone() {
+    let rec = TestRecorder::new();
+    let _installed = rec.install_local();
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
+    let bucket = kv
+        .create_or_open(BucketConfig::new("hg").history(1))
+        .await
+        .unwrap();
+    let first = bucket.put("k", "1").await.unwrap();
+    bucket.put("k", "2").await.unwrap(); // history 1: revision `first` is gone
+    let err = bucket
+        .watch(["k"])
+        .from_revision(first)
+        .await
+        .expect_err("revision 1 is no longer in the stream");
+    assert_eq!(err.kind(), ErrorKind::HistoryGone);
+    assert_eq!(first, Revision::new(1).unwrap());
+    assert_eq!(
+        rec.counter("kv_watch_history_gone_total", &[("bucket", "hg")]),
+        1
+    );
+}
