@@ -88,3 +88,31 @@ async fn applied_rejected_and_revision_lag_follow_the_reader() {
     );
     reader.shutdown().await;
 }
+
+/// This crate's metric names, and the README rows that document them.
+const PREFIXES: [&str; 1] = ["kv_config_"];
+
+mod names {
+    use super::PREFIXES;
+    use kv_config::metrics::*;
+    const NAMES: [&str; 4] = [
+        CONFIG_APPLIED,
+        CONFIG_REJECTED,
+        CONFIG_LAST_APPLIED,
+        CONFIG_REVISION_LAG,
+    ];
+
+    #[test]
+    fn the_names_are_the_readme_table() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+            .into_iter()
+            .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
+            .collect();
+        documented.sort();
+        let mut ours: Vec<&str> = NAMES.to_vec();
+        ours.sort();
+        assert_eq!(documented, ours);
+    }
+}

@@ -80,3 +80,31 @@ async fn a_strict_watch_from_a_removed_revision_counts_history_gone() {
         1
     );
 }
+
+/// This crate's metric names, and the README rows that document them.
+const PREFIXES: [&str; 2] = ["kv_lease_", "kv_watch_"];
+
+mod names {
+    use super::PREFIXES;
+    use kv_core::metrics::*;
+    const NAMES: [&str; 4] = [
+        LEASE_RENEWAL_SLACK,
+        LEASE_LOST,
+        WATCH_RESUMES,
+        WATCH_HISTORY_GONE,
+    ];
+
+    #[test]
+    fn the_names_are_the_readme_table() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+            .into_iter()
+            .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
+            .collect();
+        documented.sort();
+        let mut ours: Vec<&str> = NAMES.to_vec();
+        ours.sort();
+        assert_eq!(documented, ours);
+    }
+}

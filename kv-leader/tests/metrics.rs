@@ -84,3 +84,26 @@ async fn an_overwritten_leader_key_ends_the_term_without_anyone_resigning() {
     assert_eq!(rec.counter("kv_leader_transitions_total", &by), 2);
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
 }
+
+/// This crate's metric names, and the README rows that document them.
+const PREFIXES: [&str; 1] = ["kv_leader_"];
+
+mod names {
+    use super::PREFIXES;
+    use kv_leader::metrics::*;
+    const NAMES: [&str; 2] = [LEADER, LEADER_TRANSITIONS];
+
+    #[test]
+    fn the_names_are_the_readme_table() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+            .into_iter()
+            .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
+            .collect();
+        documented.sort();
+        let mut ours: Vec<&str> = NAMES.to_vec();
+        ours.sort();
+        assert_eq!(documented, ours);
+    }
+}

@@ -174,3 +174,26 @@ async fn a_dropped_guard_records_its_hold_as_dropped() {
     assert_eq!(rec.histogram("kv_lock_hold_seconds", &dropped).len(), 1);
     locks.shutdown().await;
 }
+
+/// This crate's metric names, and the README rows that document them.
+const PREFIXES: [&str; 1] = ["kv_lock_"];
+
+mod names {
+    use super::PREFIXES;
+    use kv_locks::metrics::*;
+    const NAMES: [&str; 3] = [LOCK_WAIT, LOCK_HOLD, LOCK_HANDOFF];
+
+    #[test]
+    fn the_names_are_the_readme_table() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+            .into_iter()
+            .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
+            .collect();
+        documented.sort();
+        let mut ours: Vec<&str> = NAMES.to_vec();
+        ours.sort();
+        assert_eq!(documented, ours);
+    }
+}

@@ -133,3 +133,19 @@ impl Recorder for TestRecorder {
             .get_or_create_histogram(key, |h| Histogram::from_arc(Arc::clone(h)))
     }
 }
+
+/// The metric names in the table of the `## Metrics` section of a README (its rows' first
+/// column), for checking a crate's names against the one table that documents them.
+pub fn documented(readme: &str) -> Vec<String> {
+    let Some(start) = readme.find("\n## Metrics\n") else {
+        return Vec::new();
+    };
+    let section = &readme[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+    section[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
