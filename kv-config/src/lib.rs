@@ -112,6 +112,10 @@
 //! `kv_tests::recipes::config_reader`; a writer adds publish on `$KV.b.doc`). See the
 //! README's "Security and deployment" section; [`Connector::connect_with`] takes a
 //! [`kv_core::Connect`] with credentials and TLS.
+//!
+//! ## Metrics
+//! Applied and rejected values, the age and revision lag of the value in use, through the
+//! `metrics` facade: see [`metrics`] and the workspace README's Metrics table.
 #![doc(test(attr(deny(warnings))))]
 // docs.rs (nightly) marks items that need a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -79,6 +79,10 @@
 //! only reads `E.leader`. The exact lists (as data: `kv_tests::recipes::election_candidate`
 //! and `election_observer`) and the trust model are in the README's "Security and
 //! deployment" section: candidates can depose each other, terms still strictly increase.
+//!
+//! ## Metrics
+//! Whether this process leads (a gauge) and its transitions, through the `metrics` facade:
+//! see [`metrics`] and the workspace README's Metrics table.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 

@@ -15,8 +15,8 @@ async fn election(server: &NatsServer, bucket: &str, name: &str) -> Election {
     let b = kv
         .create_or_open(Election::bucket_config(bucket))
         .await
-        .unwrap();
-    Election::new(b, name, Duration::from_secs(2)).unwrap()
+        .expect("election bucket");
+    Election::new(b, name, Duration::from_secs(2)).expect("election")
 }
 
 #[tokio::test]
