@@ -1,4 +1,4 @@
-//! Configuration metrics through the [`metrics`](::metrics) facade: applied and rejected
+//! Configuration metrics through the [`metrics`] facade: applied and rejected
 //! values, and how far the value in use is behind.
 //!
 //! Nothing is exported unless the application installs a recorder. Every metric of the

@@ -1,4 +1,4 @@
-//! Metrics of the lease layer and of watches, through the [`metrics`](::metrics) facade.
+//! Metrics of the lease layer and of watches, through the [`metrics`] facade.
 //!
 //! Nothing is exported unless the application installs a recorder (for example
 //! `metrics-exporter-prometheus`); without one an emission costs a few tens of nanoseconds.

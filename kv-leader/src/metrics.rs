@@ -1,4 +1,4 @@
-//! Election metrics through the [`metrics`](::metrics) facade: who leads, and the terms'
+//! Election metrics through the [`metrics`] facade: who leads, and the terms'
 //! starts and ends.
 //!
 //! Nothing is exported unless the application installs a recorder. Every metric of the

@@ -1,4 +1,4 @@
-//! Lock metrics through the [`metrics`](::metrics) facade: wait, hold and hand-off times.
+//! Lock metrics through the [`metrics`] facade: wait, hold and hand-off times.
 //!
 //! Nothing is exported unless the application installs a recorder. Every metric of the
 //! toolkit, with its labels, is in the one table of the workspace README's

@@ -1,5 +1,5 @@
 //! A recorder for asserting metrics in tests: what the code under test emitted through the
-//! [`metrics`](::metrics) facade, read without resetting anything.
+//! [`metrics`] facade, read without resetting anything.
 //!
 //! ```no_run
 //! # async fn demo() {
