@@ -120,6 +120,12 @@ impl User {
         }
     }
 
+    /// A user whose password is its name followed by `-pw`, for tests that connect as several
+    /// users: [`NatsServer::client_url_as`](crate::NatsServer::client_url_as) builds their URLs.
+    pub fn named(user: &str) -> User {
+        User::password(user, test_password(user))
+    }
+
     /// A user who logs in by signing the server's nonce with the NKey whose public key
     /// (`U…`) this is; see [`NkeyUser`].
     pub fn nkey(public_key: impl Into<String>) -> User {
@@ -235,6 +241,30 @@ impl Account {
         self
     }
 
+    /// The set-up of a permission test: account `APP` with JetStream, an unrestricted
+    /// [`User::named`]`("admin")` and a `User::named("user")` limited to `permissions`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use kv_tests::{Account, NatsServer, Permissions};
+    ///
+    /// let none = Permissions::new().publish_deny([">"]);
+    /// let server = NatsServer::builder()
+    ///     .account(Account::admin_and_user(none))
+    ///     .start()
+    ///     .await;
+    /// let admin = async_nats::connect(server.client_url_as("admin")).await.unwrap();
+    /// assert!(admin.request("$JS.API.INFO", "".into()).await.is_ok());
+    /// # }
+    /// ```
+    pub fn admin_and_user(permissions: Permissions) -> Account {
+        Account::new("APP")
+            .jetstream()
+            .user(User::named("admin"))
+            .user(User::named("user").permissions(permissions))
+    }
+
     /// Adds a raw line to the account block (`exports`, `imports`, `mappings`, …).
     pub fn raw(mut self, line: impl Into<String>) -> Account {
         self.extra.push(line.into());
@@ -284,6 +314,11 @@ pub(crate) fn quote(s: &str) -> String {
 fn quoted_list(items: &[String]) -> String {
     let q: Vec<String> = items.iter().map(|s| quote(s)).collect();
     format!("[{}]", q.join(", "))
+}
+
+/// The password of [`User::named`]`(user)`.
+pub(crate) fn test_password(user: &str) -> String {
+    format!("{user}-pw")
 }
 
 #[cfg(test)]

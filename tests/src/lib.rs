@@ -6,6 +6,7 @@
 mod auth;
 mod binary;
 pub mod check;
+pub mod client;
 mod cluster;
 #[cfg(feature = "docker")]
 pub mod docker;
@@ -20,6 +21,7 @@ mod proxy;
 pub mod recipes;
 mod server;
 mod tls;
+mod wait;
 
 pub use auth::{Account, NkeyUser, Permissions, Rule, User};
 pub use binary::{nats_server_bin, LOCAL_SERVER_PATH, MIN_SERVER_VERSION, PINNED_SERVER_VERSION};
@@ -30,3 +32,4 @@ pub use operator::{TestOperator, OPERATOR_ACCOUNT};
 pub use proxy::FaultProxy;
 pub use server::{LeafRemote, NatsServer, NatsServerBuilder, READY_TIMEOUT};
 pub use tls::TestPki;
+pub use wait::{next, until, within, POLL, T};

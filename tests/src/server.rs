@@ -506,6 +506,13 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client URL with the credentials of [`User::named`](crate::User::named)`(user)`:
+    /// `nats://<user>:<user>-pw@127.0.0.1:PORT` (`user` goes in as it is: use a URL-safe name).
+    pub fn client_url_as(&self, user: &str) -> String {
+        let password = crate::auth::test_password(user);
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
     /// The client port. It stays the same across restarts.
     pub fn port(&self) -> u16 {
         self.port

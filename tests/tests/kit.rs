@@ -5,22 +5,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use kv_tests::{FaultProxy, NatsCluster, NatsServer};
+use kv_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
 use nix::sys::signal;
 use nix::unistd::Pid;
-
-/// Upper bound for anything a test waits on.
-const WAIT: Duration = Duration::from_secs(20);
 
 fn pid_alive(pid: u32) -> bool {
     // Signal 0 checks existence; the kit reaps its children, so a dead server leaves no zombie.
     signal::kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// A client with short timeouts that reconnects every 50 ms (a healed link is used at once).
 async fn quick_client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .request_timeout(Some(Duration::from_millis(500)))
+    client::options(client::REQUEST_TIMEOUT)
         .reconnect_delay_callback(|_| Duration::from_millis(50))
         .connect(url)
         .await
@@ -40,9 +36,9 @@ async fn js_info(client: &async_nats::Client) -> Result<(), String> {
     }
 }
 
-/// Retries `js_info` until it succeeds or `WAIT` passes.
+/// Retries `js_info` until it succeeds or `T` passes.
 async fn until_js_info(client: &async_nats::Client) {
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while js_info(client).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -204,13 +200,13 @@ async fn cluster_elects_a_meta_leader_and_survives_losing_the_stream_leader() {
     let kv = bucket(client, "r3", 3).await;
     kv.put("k", "before".into()).await.unwrap();
     let leader = cluster
-        .wait_stream_leader("KV_r3", WAIT)
+        .wait_stream_leader("KV_r3", T)
         .await
         .expect("stream leader");
 
     cluster.kill_node(leader);
     let took = Instant::now();
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while kv.put("k", "after".into()).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -222,7 +218,7 @@ async fn cluster_elects_a_meta_leader_and_survives_losing_the_stream_leader() {
         took.elapsed()
     );
     let new_leader = cluster
-        .wait_stream_leader("KV_r3", WAIT)
+        .wait_stream_leader("KV_r3", T)
         .await
         .expect("new stream leader");
     assert_ne!(new_leader, leader);
@@ -244,7 +240,7 @@ async fn proxy_cut_fails_requests_and_heal_restores_them() {
         js_info(&client).await.is_err(),
         "request must fail while cut"
     );
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while proxy.connections() != 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -314,7 +310,7 @@ async fn dropping_the_proxy_closes_its_connections() {
     js_info(&client).await.unwrap();
     drop(proxy);
     // The listener is gone with its task: new connections are refused.
-    let refused = tokio::time::timeout(WAIT, async {
+    let refused = tokio::time::timeout(T, async {
         loop {
             if tokio::net::TcpStream::connect(url.trim_start_matches("nats://"))
                 .await

@@ -6,13 +6,11 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use kv_tests::history::{History, Op, Outcome};
 use kv_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
-use kv_tests::{FaultProxy, NatsCluster};
+use kv_tests::{FaultProxy, NatsCluster, T};
 
-const WAIT: Duration = Duration::from_secs(30);
-
+/// A client of the given nodes only (300 ms requests), so a cut stays a cut.
 async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(300)))
+    kv_tests::client::options(Duration::from_millis(300))
         .ignore_discovered_servers()
         .connect(url)
         .await
@@ -20,9 +18,9 @@ async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
 }
 
 /// Polls a request from `from` to a responder on node 0 until it answers as `want` (true:
-/// answered), under `WAIT`.
+/// answered), under `T`.
 async fn until_routed(from: &async_nats::Client, want: bool) {
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while from.request("echo", "ping".into()).await.is_ok() != want {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -67,7 +65,7 @@ async fn a_paused_node_answers_nothing_until_resumed() {
     cluster.pause_node(2);
     assert!(c.request("$JS.API.INFO", "".into()).await.is_err());
     cluster.resume_node(2);
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while c.request("$JS.API.INFO", "".into()).await.is_err() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -126,7 +124,7 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
     let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
     let js = jetstream::new(client(urls).await);
     let store = tokio::time::timeout(
-        WAIT,
+        T,
         js.create_key_value(kv::Config {
             bucket: "nem".into(),
             num_replicas: 3,
@@ -178,7 +176,7 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
         .all(|r| r.outcome == Outcome::Ok
             && r.completed >= Some(r.invoked + Duration::from_millis(700))));
     // Healed: the bucket takes writes again through the proxies.
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(T, async {
         while store.put("k", "v".into()).await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,0 +1,98 @@
+//! Waiting on events under one timeout: tests wait for what they expect, never sleep for it,
+//! and fail with the name of what never came.
+
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+
+/// The upper bound for any wait on an event in a test. Generous: it only decides how long a
+/// broken test takes to fail, never whether a working one passes.
+pub const T: Duration = Duration::from_secs(30);
+
+/// How often [`until`] checks again.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Awaits `f` for at most [`T`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let answer = kv_tests::within("the answer", async { 42 }).await;
+/// assert_eq!(answer, 42);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When `f` does not finish within [`T`]; the message names `what`.
+///
+/// # Cancel safety
+///
+/// As cancel safe as `f`.
+pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(T, f.into_future()).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {T:?} waiting for {what}"),
+    }
+}
+
+/// The next item of `stream`, within [`T`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut numbers = futures::stream::iter([1, 2]);
+/// assert_eq!(kv_tests::next("a number", &mut numbers).await, 1);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When no item comes within [`T`], or the stream ends; the message names `what`.
+///
+/// # Cancel safety
+///
+/// As cancel safe as the stream's `next`.
+pub async fn next<S: Stream + Unpin>(what: &str, stream: &mut S) -> S::Item {
+    match within(what, stream.next()).await {
+        Some(item) => item,
+        None => panic!("the stream ended while waiting for {what}"),
+    }
+}
+
+/// Checks `check` every [`POLL`] until it returns true, for at most [`T`]: for state the
+/// server reports only when asked (stream info, a reconnected link answering again).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut tries = 0;
+/// kv_tests::until("the third try", || {
+///     tries += 1;
+///     std::future::ready(tries == 3)
+/// })
+/// .await;
+/// assert_eq!(tries, 3);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When `check` is still false after [`T`]; the message names `what`.
+///
+/// # Cancel safety
+///
+/// As cancel safe as the futures `check` returns.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+}
