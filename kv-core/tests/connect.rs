@@ -38,6 +38,23 @@ async fn works(kv: Kv) {
     assert_eq!(b.get("k").await.unwrap().unwrap().value(), "v".as_bytes());
 }
 
+/// Connects with `c` and checks that the connection works.
+async fn connects(c: Connect) {
+    works(c.connect().await.unwrap()).await;
+}
+
+/// Connects with `c`, which must fail; the error.
+async fn fails(c: Connect) -> kv_core::Error {
+    c.connect().await.unwrap_err()
+}
+
+/// Connects with `c`, whose credentials the server must refuse, never showing `secrets`.
+async fn refused(c: Connect, secrets: &[&str]) {
+    let e = fails(c).await;
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert_no_secret(&e, secrets);
+}
+
 fn quick() -> Connect {
     Connect::new().options(|o| o.connection_timeout(Duration::from_secs(2)))
 }
@@ -57,27 +74,16 @@ async fn password_server() -> NatsServer {
 async fn user_and_password() {
     let server = password_server().await;
     let url = server.client_url();
-    works(
-        quick()
-            .server(&url)
-            .user_password("app", PASSWORD)
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
+    connects(quick().server(&url).user_password("app", PASSWORD)).await;
 
-    let e = quick().server(&url).connect().await.unwrap_err();
+    let e = fails(quick().server(&url)).await;
     assert_eq!(e.kind(), ErrorKind::Connection);
     assert!(e.to_string().contains("refused the credentials"), "{e}");
-    let e = quick()
-        .server(&url)
-        .user_password("app", "wrong-Pw")
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("refused the credentials"), "{e}");
-    assert_no_secret(&e, &["wrong-Pw"]);
+    refused(
+        quick().server(&url).user_password("app", "wrong-Pw"),
+        &["wrong-Pw"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -92,12 +98,7 @@ async fn credentials_in_the_url_are_used_never_dropped_or_shown() {
     assert_no_secret(&e, &["wrong-Pw"]);
 
     // In a URL and as an option: refused, not silently resolved either way.
-    let e = quick()
-        .server(with(PASSWORD))
-        .token(TOKEN)
-        .connect()
-        .await
-        .unwrap_err();
+    let e = fails(quick().server(with(PASSWORD)).token(TOKEN)).await;
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert_no_secret(&e, &[PASSWORD, TOKEN]);
 
@@ -109,23 +110,12 @@ async fn credentials_in_the_url_are_used_never_dropped_or_shown() {
 #[tokio::test]
 async fn token() {
     let server = NatsServer::builder().token(TOKEN).start().await;
-    works(
-        quick()
-            .server(server.client_url())
-            .token(TOKEN)
-            .connect()
-            .await
-            .unwrap(),
+    connects(quick().server(server.client_url()).token(TOKEN)).await;
+    refused(
+        quick().server(server.client_url()).token("tok-Wrong"),
+        &["tok-Wrong"],
     )
     .await;
-    let e = quick()
-        .server(server.client_url())
-        .token("tok-Wrong")
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("refused the credentials"), "{e}");
-    assert_no_secret(&e, &["tok-Wrong"]);
 }
 
 #[tokio::test]
@@ -137,51 +127,27 @@ async fn nkey_seed_and_nkey_file() {
         .start()
         .await;
     let url = server.client_url();
-    works(
-        quick()
-            .server(&url)
-            .nkey_seed(&key.seed)
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
+    connects(quick().server(&url).nkey_seed(&key.seed)).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("user.nk");
     std::fs::write(&file, format!("{}\n", key.seed)).unwrap();
-    works(
-        quick()
-            .server(&url)
-            .nkey_file(&file)
-            .connect()
-            .await
-            .unwrap(),
+    connects(quick().server(&url).nkey_file(&file)).await;
+
+    refused(
+        quick().server(&url).nkey_seed(&stranger.seed),
+        &[&stranger.seed],
     )
     .await;
-
-    let e = quick()
-        .server(&url)
-        .nkey_seed(&stranger.seed)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("refused the credentials"), "{e}");
-    assert_no_secret(&e, &[&stranger.seed]);
-    let e = quick()
-        .server(&url)
-        .nkey_seed("SUnot-a-seed")
-        .connect()
-        .await
-        .unwrap_err();
+    let e = fails(quick().server(&url).nkey_seed("SUnot-a-seed")).await;
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     assert_no_secret(&e, &["SUnot-a-seed"]);
-    let e = quick()
-        .server(&url)
-        .nkey_file(dir.path().join("missing.nk"))
-        .connect()
-        .await
-        .unwrap_err();
+    let e = fails(
+        quick()
+            .server(&url)
+            .nkey_file(dir.path().join("missing.nk")),
+    )
+    .await;
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
@@ -190,21 +156,8 @@ async fn tls_with_a_ca_mutual_tls_and_tls_first() {
     let pki = TestPki::generate();
     let tls = NatsServer::builder().tls(&pki).start().await;
     let url = tls.client_url();
-    works(
-        quick()
-            .server(&url)
-            .tls_ca(pki.ca_file())
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let e = quick()
-        .server(&url)
-        .tls_ca(pki.unrelated_ca_file())
-        .connect()
-        .await
-        .unwrap_err();
+    connects(quick().server(&url).tls_ca(pki.ca_file())).await;
+    let e = fails(quick().server(&url).tls_ca(pki.unrelated_ca_file())).await;
     assert_eq!(e.kind(), ErrorKind::Connection);
     assert!(e.to_string().contains("TLS"), "{}", all_text(&e));
 
@@ -214,13 +167,8 @@ async fn tls_with_a_ca_mutual_tls_and_tls_first() {
         .server(&url)
         .tls_ca(pki.ca_file())
         .tls_client_cert(pki.client_cert_file(), pki.client_key_file());
-    works(with_cert.connect().await.unwrap()).await;
-    let e = quick()
-        .server(&url)
-        .tls_ca(pki.ca_file())
-        .connect()
-        .await
-        .unwrap_err();
+    connects(with_cert).await;
+    let e = fails(quick().server(&url).tls_ca(pki.ca_file())).await;
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
 
     let first = NatsServer::builder()
@@ -232,15 +180,10 @@ async fn tls_with_a_ca_mutual_tls_and_tls_first() {
         .server(first.client_url())
         .tls_ca(pki.ca_file())
         .tls_first();
-    works(c.connect().await.unwrap()).await;
+    connects(c).await;
 
     let plain = NatsServer::start().await;
-    let e = quick()
-        .server(plain.client_url())
-        .require_tls(true)
-        .connect()
-        .await
-        .unwrap_err();
+    let e = fails(quick().server(plain.client_url()).require_tls(true)).await;
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
 }
 
@@ -280,22 +223,8 @@ async fn nats_cli_contexts() {
     // Each test runs in its own process under nextest, so the variable is ours alone.
     std::env::set_var("XDG_CONFIG_HOME", home.path());
 
-    works(
-        Connect::from_context(Some("prod"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
-    works(
-        Connect::from_context(None)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
+    connects(Connect::from_context(Some("prod")).unwrap()).await;
+    connects(Connect::from_context(None).unwrap()).await;
     works(Connect::new().context("prod").connect().await.unwrap()).await;
     let c = Connect::from_context(Some("prod")).unwrap();
     assert!(!format!("{c:?}").contains(PASSWORD));
@@ -408,12 +337,12 @@ async fn the_selected_context_is_used_when_there_is_one() {
 #[tokio::test]
 async fn a_missing_creds_file_is_a_clear_error() {
     let server = NatsServer::start().await;
-    let e = quick()
-        .server(server.client_url())
-        .creds_file("/nonexistent/app.creds")
-        .connect()
-        .await
-        .unwrap_err();
+    let e = fails(
+        quick()
+            .server(server.client_url())
+            .creds_file("/nonexistent/app.creds"),
+    )
+    .await;
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("/nonexistent/app.creds"), "{e}");
 }
@@ -426,32 +355,16 @@ async fn creds_file_in_operator_mode() {
     let creds = dir.path().join("app.creds");
     let text = op.user_creds("app", None);
     std::fs::write(&creds, &text).unwrap();
-    works(
-        quick()
-            .server(server.client_url())
-            .creds_file(&creds)
-            .connect()
-            .await
-            .unwrap(),
-    )
-    .await;
+    connects(quick().server(server.client_url()).creds_file(&creds)).await;
 
-    let e = quick()
-        .server(server.client_url())
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    refused(quick().server(server.client_url()), &[]).await;
     // A user signed by an account the server does not know is refused, its seed unshown.
     let stranger = TestOperator::generate().user_creds("app", None);
     std::fs::write(&creds, &stranger).unwrap();
-    let e = quick()
-        .server(server.client_url())
-        .creds_file(&creds)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("refused the credentials"), "{e}");
     let seed = stranger.lines().find(|l| l.starts_with("SU")).unwrap();
-    assert_no_secret(&e, &[seed]);
+    refused(
+        quick().server(server.client_url()).creds_file(&creds),
+        &[seed],
+    )
+    .await;
 }

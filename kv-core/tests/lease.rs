@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use kv_core::lease::{Keeper, LeaseConfig, LostReason};
 use kv_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kv_tests::{FaultProxy, NatsServer};
-
-const T: Duration = Duration::from_secs(20);
+use kv_tests::{client, FaultProxy, NatsServer, T};
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -23,16 +21,11 @@ async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg()).await.unwrap()
 }
 
-/// A bucket handle behind a fault proxy, with 500 ms request timeouts (so a cut link turns
+/// A bucket handle behind a fault proxy, with short request timeouts (so a cut link turns
 /// writes into unknown outcomes quickly).
 async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    let kv = Kv::new(client::short_timeouts(proxy.url()).await);
     let b = bucket(&kv).await;
     (proxy, b)
 }

@@ -5,15 +5,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use kv_core::nats::Source;
 use kv_core::{
     Bucket, BucketConfig, Entry, Include, Kv, Op, ReadOnlyBucket, Removal, Revision, Watch,
     WatchEvent,
 };
 use kv_tests::HubAndLeaf;
-
-const T: Duration = Duration::from_secs(20);
 
 /// The origin on the hub and its mirror on the leaf (same name, same history).
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -41,10 +38,8 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
 
 async fn next_entry(w: &mut Watch) -> Entry {
     loop {
-        let ev = tokio::time::timeout(T, w.next())
+        let ev = kv_tests::next("a watch event", w)
             .await
-            .expect("a watch event in time")
-            .expect("the watch goes on")
             .expect("no watch error");
         if let WatchEvent::Entry(e) = ev {
             return e;
@@ -66,11 +61,7 @@ async fn everything(b: &ReadOnlyBucket) -> Vec<Row> {
     let mut w = b.watch_all().include(Include::AllHistory).await.unwrap();
     let mut rows = Vec::new();
     loop {
-        let ev = tokio::time::timeout(T, w.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let ev = kv_tests::next("a watch event", &mut w).await.unwrap();
         let WatchEvent::Entry(e) = ev else {
             return rows;
         };
@@ -94,21 +85,17 @@ async fn caught_up(origin: &Bucket, mirror: &ReadOnlyBucket) {
         .stream_info
         .state
         .last_sequence;
-    tokio::time::timeout(T, async {
-        while mirror
+    kv_tests::until("the mirror to catch up", || async {
+        mirror
             .status()
             .await
             .unwrap()
             .stream_info
             .state
             .last_sequence
-            < want
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            >= want
     })
-    .await
-    .expect("the mirror caught up");
+    .await;
 }
 
 #[tokio::test]

@@ -3,25 +3,14 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
-use futures::StreamExt;
 use kv_core::object::{ObjectInfo, ObjectMeta, ObjectStoreConfig, ObjectWatch};
 use kv_core::{ErrorKind, Kv};
-use kv_tests::NatsServer;
+use kv_tests::{within, NatsServer};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-
-const T: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(T, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no result within {T:?}"))
-}
 
 /// Bytes that differ from chunk to chunk (xorshift), so a chunk out of order would show.
 fn data(len: usize) -> Vec<u8> {
@@ -41,9 +30,8 @@ fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 async fn next(watch: &mut ObjectWatch) -> ObjectInfo {
-    within("watch event", watch.next())
+    kv_tests::next("a watch event", watch)
         .await
-        .expect("watch not ended")
         .expect("watch item ok")
 }
 

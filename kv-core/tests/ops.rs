@@ -9,9 +9,7 @@ use kv_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Json, Kv, Op, Outcome, Removal, Revision,
     Storage, Utf8, WatchEvent,
 };
-use kv_tests::{FaultProxy, NatsServer};
-
-const T: Duration = Duration::from_secs(20);
+use kv_tests::{FaultProxy, NatsServer, T};
 
 async fn setup(server: &NatsServer, cfg: BucketConfig) -> (Kv, Bucket) {
     let kv = Kv::new(server.connect().await);
@@ -27,10 +25,8 @@ fn ttl_bucket(name: &str) -> BucketConfig {
 
 async fn next_entry(w: &mut kv_core::Watch) -> kv_core::Entry {
     loop {
-        let ev = tokio::time::timeout(T, w.next())
+        let ev = kv_tests::next("a watch event", w)
             .await
-            .expect("watch event in time")
-            .expect("watch not ended")
             .expect("watch item ok");
         if let WatchEvent::Entry(e) = ev {
             return e;
@@ -626,12 +622,7 @@ async fn old_servers_get_server_too_old() {
 async fn timeouts_and_connection_errors_have_their_kinds() {
     let server = NatsServer::start().await;
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
-    let kv = Kv::new(client);
+    let kv = Kv::new(kv_tests::client::short_timeouts(proxy.url()).await);
     let b = kv.create_bucket(BucketConfig::new("net")).await.unwrap();
     b.put("k", "v").await.unwrap();
     proxy.blackhole();
@@ -641,13 +632,10 @@ async fn timeouts_and_connection_errors_have_their_kinds() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     proxy.heal();
     // the client reconnects by itself once the link is back
-    tokio::time::timeout(T, async {
-        while b.get("k").await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    kv_tests::until("reads through the healed link", || async {
+        b.get("k").await.is_ok()
     })
-    .await
-    .expect("recovered");
+    .await;
 }
 
 #[tokio::test]
@@ -696,11 +684,7 @@ async fn mirrors_sources_republish_and_compression() {
     for b in [&mirror, &sourced] {
         let mut w = b.watch(["a"]).await.unwrap();
         loop {
-            let ev = tokio::time::timeout(T, w.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let ev = kv_tests::next("a watch event", &mut w).await.unwrap();
             if let WatchEvent::Entry(e) = ev {
                 assert_eq!(e.value().as_ref(), b"1");
                 break;

@@ -8,26 +8,25 @@
 use std::time::{Duration, Instant};
 
 use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
-use kv_tests::{Account, NatsServer, Permissions, User};
+use kv_tests::{Account, NatsServer, Permissions};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn server(user: Permissions) -> NatsServer {
-    NatsServer::builder()
-        .account(
-            Account::new("APP")
-                .jetstream()
-                .user(User::password("admin", "admin-pw"))
-                .user(User::password("user", "user-pw").permissions(user)),
-        )
-        .start()
+/// A server where `user` has `permissions` and bucket `p` exists.
+async fn server(permissions: Permissions) -> NatsServer {
+    let account = Account::admin_and_user(permissions);
+    let server = NatsServer::builder().account(account).start().await;
+    connect(&server, "admin")
         .await
+        .create_or_open(BucketConfig::new("p"))
+        .await
+        .unwrap();
+    server
 }
 
 async fn connect(server: &NatsServer, user: &str) -> Kv {
     Connect::new()
-        .server(server.client_url())
-        .user_password(user, format!("{user}-pw"))
+        .server(server.client_url_as(user))
         .request_timeout(TIMEOUT)
         .connect()
         .await
@@ -43,11 +42,6 @@ fn writer_of_ok_keys() -> Permissions {
 #[tokio::test]
 async fn concurrent_allowed_and_refused_writes_are_told_apart() {
     let server = server(writer_of_ok_keys()).await;
-    connect(&server, "admin")
-        .await
-        .create_or_open(BucketConfig::new("p"))
-        .await
-        .unwrap();
     let bucket = connect(&server, "user").await.open("p").await.unwrap();
     let started = Instant::now();
     let writes = (0..40).map(|i| {
@@ -85,11 +79,6 @@ async fn a_refused_reply_inbox_refuses_every_request() {
         .publish_allow(["$JS.API.>", "$KV.p.>"])
         .subscribe_deny([">"]);
     let server = server(no_inbox).await;
-    connect(&server, "admin")
-        .await
-        .create_or_open(BucketConfig::new("p"))
-        .await
-        .unwrap();
     let kv = connect(&server, "user").await;
     let started = Instant::now();
     let e = kv.open("p").await.unwrap_err();
@@ -107,11 +96,6 @@ async fn a_refused_reply_inbox_refuses_every_request() {
 #[tokio::test]
 async fn a_kv_over_a_foreign_client_sees_a_timeout() {
     let server = server(writer_of_ok_keys()).await;
-    connect(&server, "admin")
-        .await
-        .create_or_open(BucketConfig::new("p"))
-        .await
-        .unwrap();
     let client =
         async_nats::ConnectOptions::with_user_and_password("user".into(), "user-pw".into())
             .connect(server.client_url())

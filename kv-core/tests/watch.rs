@@ -7,15 +7,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_core::{Bucket, BucketConfig, ErrorKind, Include, Kv, Op, Revision, Watch, WatchEvent};
-use kv_tests::{FaultProxy, NatsServer};
-
-const T: Duration = Duration::from_secs(30);
+use kv_tests::{FaultProxy, NatsServer, T};
 
 async fn next(w: &mut Watch) -> WatchEvent {
-    tokio::time::timeout(T, w.next())
+    kv_tests::next("a watch event", w)
         .await
-        .expect("watch event in time")
-        .expect("watch not ended")
         .expect("watch item ok")
 }
 
@@ -111,11 +107,7 @@ async fn include_modes_and_initial_marker() {
 /// test can cut the watcher off while others keep writing.
 async fn through_proxy(server: &NatsServer, name: &str) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(proxy.url())
-        .await
-        .unwrap();
+    let client = kv_tests::client::with_request_timeout(proxy.url(), Duration::from_secs(2)).await;
     let b = Kv::new(client).open(name).await.unwrap();
     (proxy, b)
 }
@@ -484,17 +476,10 @@ async fn dropped_watches_leave_no_consumers_behind() {
         let mut w = b.watch(["k"]).await.unwrap();
         let _ = next(&mut w).await;
     }
-    tokio::time::timeout(T, async {
-        loop {
-            let n = b.status().await.unwrap().stream_info.state.consumer_count;
-            if n == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    kv_tests::until("the dropped watches' consumers to be deleted", || async {
+        b.status().await.unwrap().stream_info.state.consumer_count == 0
     })
-    .await
-    .expect("the dropped watches' consumers are deleted");
+    .await;
 }
 
 /// Waits for the watch's next item and asserts it is a `HistoryGone` error naming `key`, with
