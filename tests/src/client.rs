@@ -11,9 +11,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long one connection attempt may take (async-nats' default is 5 s).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Connect options with `request_timeout`, a 1 s connection timeout, and retries of the
-/// initial connection in the background (so a client may be made while its server or link is
-/// down). Add what a test needs (`ignore_discovered_servers`, credentials) and connect.
+/// Connect options with `request_timeout` and a 1 s connection timeout. Add what a test needs
+/// (`retry_on_initial_connect` for a server that may be down, `ignore_discovered_servers`,
+/// credentials) and connect.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -33,7 +33,6 @@ pub fn options(request_timeout: Duration) -> ConnectOptions {
     ConnectOptions::new()
         .request_timeout(Some(request_timeout))
         .connection_timeout(CONNECTION_TIMEOUT)
-        .retry_on_initial_connect()
 }
 
 /// A client of `url` with [`REQUEST_TIMEOUT`] and the other [`options`].
@@ -49,7 +48,7 @@ pub fn options(request_timeout: Duration) -> ConnectOptions {
 ///
 /// # Panics
 ///
-/// When `url` is not a server address.
+/// When the client cannot connect.
 ///
 /// # Cancel safety
 ///
@@ -62,7 +61,7 @@ pub async fn short_timeouts(url: impl ToServerAddrs) -> Client {
 ///
 /// # Panics
 ///
-/// When `url` is not a server address.
+/// When the client cannot connect.
 ///
 /// # Cancel safety
 ///
