@@ -6,20 +6,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use kv_core::{BucketConfig, Include, Kv, WatchEvent};
 use kv_locks::{ErrorKind, Fence, Locks, Released};
-use kv_tests::{FaultProxy, NatsCluster, NatsServer};
+use kv_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
 use tokio::time::{timeout, Instant};
-
-const T: Duration = Duration::from_secs(30);
 
 /// A Locks whose requests time out quickly, so that faults show within a lease.
 async fn locks_via(url: &str, bucket: &str) -> Locks {
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
+    let client = client::options(client::REQUEST_TIMEOUT)
         .retry_on_initial_connect()
         .connect(url)
         .await
         .expect("connect");
-    let kv = Kv::new(client).with_timeout(Duration::from_millis(500));
+    let kv = Kv::new(client);
     Locks::open(&kv, bucket).await.expect("open locks")
 }
 
@@ -191,12 +188,7 @@ fn a_stalled_runtime_reports_loss_and_never_renews_late() {
 async fn stream_leader_failover_never_yields_two_holders() {
     let mut cluster = NatsCluster::start().await;
     let connect = |urls: Vec<String>| async move {
-        let client = async_nats::ConnectOptions::new()
-            .request_timeout(Some(Duration::from_millis(1000)))
-            .connect(urls)
-            .await
-            .unwrap();
-        Kv::new(client).with_timeout(Duration::from_millis(1000))
+        Kv::new(client::with_request_timeout(urls, Duration::from_secs(1)).await)
     };
     let kv_a = connect(cluster.client_urls()).await;
     let kv_b = connect(cluster.client_urls()).await;

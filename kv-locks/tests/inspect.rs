@@ -4,9 +4,10 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{locks_on, spawn_acquire, waiting, within, SHORT_TTL, T};
+use common::{locks_on, spawn_acquire, waiting, SHORT_TTL};
 use kv_locks::{EntryKind, ErrorKind, Holder, LostReason, Released, Token};
 use kv_tests::NatsServer;
+use kv_tests::{within, T};
 
 #[tokio::test]
 async fn inspect_shows_the_holder_and_the_waiters_in_order() {

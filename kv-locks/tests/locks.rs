@@ -1,20 +1,16 @@
 //! kv-locks against a real nats-server: the protocol, contention, hand-off, semaphores.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::locks_on;
 use kv_core::{BucketConfig, Kv};
 use kv_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 use tokio::time::{timeout, Instant};
-
-const T: Duration = Duration::from_secs(30);
-
-async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
-    let kv = Kv::new(client).with_timeout(Duration::from_secs(2));
-    Locks::open(&kv, bucket).await.expect("open locks")
-}
 
 #[tokio::test]
 async fn uncontended_is_one_write_each_way_and_tokens_increase() {

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use kv_core::{BucketConfig, Kv};
 use kv_locks::{Locks, Released};
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::{timeout, Instant};
 
-const T: Duration = Duration::from_secs(30);
 const NAMES: [&str; 6] = ["acct.a", "acct.b", "acct.c", "acct.d", "acct.e", "acct.f"];
 
 async fn locks_on(client: async_nats::Client) -> Locks {

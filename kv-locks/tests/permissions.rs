@@ -11,24 +11,21 @@ use std::time::{Duration, Instant};
 use kv_core::lease::LostReason;
 use kv_core::Connect;
 use kv_locks::{ErrorKind, LeaseConfig, Locks};
-use kv_tests::{recipes, Account, NatsServer, Permissions, User};
+use kv_tests::{recipes, Account, NatsServer, Permissions, User, T};
 
 const BUCKET: &str = "locks";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const T: Duration = Duration::from_secs(30);
-
 fn account(alice: Permissions) -> Account {
     Account::new("APP")
         .jetstream()
-        .user(User::password("admin", "admin-pw"))
-        .user(User::password("alice", "alice-pw").permissions(alice))
-        .user(User::password("bob", "bob-pw").permissions(recipes::lock_user(BUCKET, "a")))
+        .user(User::named("admin"))
+        .user(User::named("alice").permissions(alice))
+        .user(User::named("bob").permissions(recipes::lock_user(BUCKET, "a")))
 }
 
 async fn locks_as(server: &NatsServer, user: &str) -> Locks {
     let kv = Connect::new()
-        .server(server.client_url())
-        .user_password(user, format!("{user}-pw"))
+        .server(server.client_url_as(user))
         .request_timeout(REQUEST_TIMEOUT)
         .connect()
         .await

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use common::{locks_on, spawn_acquire, waiting, within, T};
+use common::{locks_on, spawn_acquire, waiting};
 use kv_locks::{EntryKind, ErrorKind, Fence, Guard, KvFence, Locks, Released, Token};
 use kv_tests::NatsServer;
+use kv_tests::{within, T};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_core::{BucketConfig, Expect, Kv, Op, WatchEvent};
-use kv_tests::NatsServer;
-
-const T: Duration = Duration::from_secs(20);
+use kv_tests::{NatsServer, T};
 
 #[tokio::test]
 async fn depth_filters_guard_writes_and_tombstones_with_ttl_vanish() {

@@ -1,4 +1,4 @@
-//! Shared helpers of the kv-locks read-write and inspection tests.
+//! Shared helpers of the kv-locks real-server tests (the kit, `kv_tests`, has the rest).
 #![allow(dead_code)]
 
 use std::future::IntoFuture;
@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use kv_core::Kv;
 use kv_locks::Locks;
-
-/// Upper bound for any wait on an event.
-pub(crate) const T: Duration = Duration::from_secs(30);
+use kv_tests::within;
 
 /// A short lease for tests that need a renewal (and so a loss) to happen soon.
 pub(crate) const SHORT_TTL: Duration = Duration::from_secs(2);
@@ -17,13 +15,6 @@ pub(crate) const SHORT_TTL: Duration = Duration::from_secs(2);
 pub(crate) async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks {
     let kv = Kv::new(client).with_timeout(Duration::from_secs(2));
     Locks::open(&kv, bucket).await.expect("open locks")
-}
-
-/// Awaits `f` for at most [`T`].
-pub(crate) async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// Waits until `locks` has started `n` more watches than `base` (one per waiter that
