@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use kv_core::Kv;
 use kv_leader::{Election, Term};
-use kv_tests::NatsCluster;
+use kv_tests::{within, NatsCluster};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use kv_core::{BucketConfig, Kv};
 use kv_leader::{Election, ErrorKind, HealthStatus, LostReason, Observed};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(2);

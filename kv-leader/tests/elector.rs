@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use kv_leader::{ElectorEvent, LeaderContext, StopReason, Term};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

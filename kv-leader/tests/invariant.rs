@@ -14,7 +14,7 @@ use common::*;
 use futures::StreamExt;
 use kv_core::{Include, WatchEvent};
 use kv_leader::{Observed, Term};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 use rand::Rng;
 use tokio::time::Instant;
 

@@ -12,7 +12,7 @@ use common::*;
 use futures::StreamExt;
 use kv_core::{Include, Revision, WatchEvent};
 use kv_leader::{ErrorKind, LostReason};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 
 /// The next write of `key` seen by `watch` above revision `after`.
 async fn next_write(watch: &mut kv_core::Watch, after: Revision) -> kv_core::Entry {

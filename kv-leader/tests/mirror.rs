@@ -4,18 +4,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use kv_core::{nats, BucketConfig, Kv};
 use kv_leader::{Election, Observed, Observer};
 use kv_tests::HubAndLeaf;
 
-const T: Duration = Duration::from_secs(20);
-
 async fn next(observer: &mut Observer) -> Observed {
-    tokio::time::timeout(T, observer.next())
-        .await
-        .expect("an observation in time")
-        .expect("the observer goes on")
+    kv_tests::next("an observation", observer).await
 }
 
 #[tokio::test]

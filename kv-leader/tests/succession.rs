@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kv_leader::{Election, Leadership};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

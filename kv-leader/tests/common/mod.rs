@@ -1,21 +1,18 @@
 //! Shared helpers of the kv-leader real-server tests.
 #![allow(dead_code)]
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kv_core::{Bucket, Kv};
 use kv_leader::{Election, Observed, Observer};
+use kv_tests::within;
 
-/// Upper bound for any wait on an event.
-pub(crate) const T: Duration = Duration::from_secs(20);
+/// The request timeout of these tests' clients (fault tests must not wait 5 s per request).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_millis(750);
 
-/// A client with short request timeouts (fault tests must not wait 5 s per request).
+/// A client with short timeouts, made also while its server or link is down.
 pub(crate) async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(750)))
-        .connection_timeout(Duration::from_secs(1))
+    kv_tests::client::options(REQUEST_TIMEOUT)
         .retry_on_initial_connect()
         .connect(url)
         .await
@@ -25,7 +22,7 @@ pub(crate) async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::C
 /// A bucket fit for elections, over `client`.
 pub(crate) async fn bucket(client: async_nats::Client, name: &str) -> Bucket {
     Kv::new(client)
-        .with_timeout(Duration::from_millis(750))
+        .with_timeout(REQUEST_TIMEOUT)
         .create_or_open(Election::bucket_config(name))
         .await
         .expect("bucket")
@@ -37,18 +34,9 @@ pub(crate) async fn election(url: &str, bucket_name: &str, name: &str, ttl: Dura
     Election::new(b, name, ttl).expect("election")
 }
 
-/// Awaits `f` for at most [`T`].
-pub(crate) async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 /// The next observed change.
 pub(crate) async fn next(o: &mut Observer) -> Observed {
-    within("an observed change", o.next())
-        .await
-        .expect("observer ended")
+    kv_tests::next("an observed change", o).await
 }
 
 /// Skips changes until `pred` holds.
