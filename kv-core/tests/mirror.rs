@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use kv_core::nats::Source;
 use kv_core::{
     Bucket, BucketConfig, Entry, Include, Kv, Op, ReadOnlyBucket, Removal, Revision, Watch,
     WatchEvent,
@@ -26,11 +25,11 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
         .unwrap();
     let leaf = Kv::new(net.leaf.connect().await);
     let mirror = leaf
-        .create_bucket(BucketConfig::new("app").history(10).mirror(Source {
-            name: "app".into(),
-            domain: Some(HubAndLeaf::HUB.into()),
-            ..Default::default()
-        }))
+        .create_bucket(
+            BucketConfig::new("app")
+                .history(10)
+                .mirror(HubAndLeaf::hub_source("app")),
+        )
         .await
         .unwrap();
     (origin, mirror.read_only())

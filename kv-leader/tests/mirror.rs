@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kv_core::{nats, BucketConfig, Kv};
+use kv_core::{BucketConfig, Kv};
 use kv_leader::{Election, Observed, Observer};
 use kv_tests::HubAndLeaf;
 
@@ -21,11 +21,7 @@ async fn an_observer_on_a_leaf_mirror_sees_the_hubs_terms_and_no_leader() {
         .await
         .unwrap();
     let mirror = Kv::new(net.leaf.connect().await)
-        .create_bucket(BucketConfig::new("el").mirror(nats::Source {
-            name: "el".into(),
-            domain: Some(HubAndLeaf::HUB.into()),
-            ..Default::default()
-        }))
+        .create_bucket(BucketConfig::new("el").mirror(HubAndLeaf::hub_source("el")))
         .await
         .unwrap()
         .read_only();

@@ -74,4 +74,19 @@ impl HubAndLeaf {
     pub fn hub_api() -> String {
         format!("$JS.{}.API", Self::HUB)
     }
+
+    /// The source of a mirror (made on the leaf) of the hub's bucket or stream `name`: `name`
+    /// in the hub's domain.
+    ///
+    /// ```
+    /// let source = kv_tests::HubAndLeaf::hub_source("app");
+    /// assert_eq!(source.domain.as_deref(), Some(kv_tests::HubAndLeaf::HUB));
+    /// ```
+    pub fn hub_source(name: &str) -> async_nats::jetstream::stream::Source {
+        async_nats::jetstream::stream::Source {
+            name: name.into(),
+            domain: Some(Self::HUB.into()),
+            ..Default::default()
+        }
+    }
 }
