@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use kv_config::{ConfigEvent, ConfigEvents, ConfigReader, ConfigWriter};
 use kv_core::Revision;
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 use serde::{Deserialize, Serialize};
 
 /// Another view of the same document: a different type with its own validator.
@@ -44,11 +44,7 @@ async fn hundred_readers_share_one_consumer_and_each_validates() {
     let mut apps = Vec::new();
     let mut pools = Vec::new();
     for _ in 0..60 {
-        let r = ConfigReader::<App>::builder(doc())
-            .bucket(b.clone())
-            .validate(validate)
-            .await
-            .unwrap();
+        let r = validated_reader(&b).await;
         apps.push((r.events(), r));
     }
     for _ in 0..40 {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kv_config::{ConfigReader, ConfigWriter};
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_to_changed_latency_100_readers() {

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{app, doc, next_event, validate, App, T};
+use common::{app, doc, next_event, validate, App};
 use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, Source};
-use kv_core::{nats, Bucket, BucketConfig, Kv, ReadOnlyBucket, Revision};
-use kv_tests::HubAndLeaf;
+use kv_core::{Bucket, BucketConfig, Kv, ReadOnlyBucket, Revision};
+use kv_tests::{HubAndLeaf, T};
 
 /// The origin on the hub, its mirror on the leaf.
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -23,11 +23,11 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
         .await
         .unwrap();
     let mirror = Kv::new(net.leaf.connect().await)
-        .create_bucket(BucketConfig::new("app").history(10).mirror(nats::Source {
-            name: "app".into(),
-            domain: Some(HubAndLeaf::HUB.into()),
-            ..Default::default()
-        }))
+        .create_bucket(
+            BucketConfig::new("app")
+                .history(10)
+                .mirror(HubAndLeaf::hub_source("app")),
+        )
         .await
         .unwrap();
     (origin, mirror.read_only())

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use common::*;
 use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Origin, RejectKind, Source};
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 
 #[tokio::test]
 async fn initial_load_and_defaults_when_missing() {
@@ -48,11 +48,7 @@ async fn hot_update_reaches_changed_quickly() {
     let server = NatsServer::start().await;
     let b = bucket(&server, "cfg").await;
     b.put("app.config", json(&app("v1", 1))).await.unwrap();
-    let mut r = ConfigReader::<App>::builder(doc())
-        .bucket(b.clone())
-        .validate(validate)
-        .await
-        .unwrap();
+    let mut r = validated_reader(&b).await;
     let mut events = r.events();
     let w = ConfigWriter::<App>::new(b.clone(), doc()).validate(validate);
 
@@ -270,11 +266,7 @@ async fn a_change_is_announced_after_health_and_revision_show_it() {
     let server = NatsServer::start().await;
     let b = bucket(&server, "cfg").await;
     b.put("app.config", json(&app("v", 1))).await.unwrap();
-    let mut r = ConfigReader::<App>::builder(doc())
-        .bucket(b.clone())
-        .validate(validate)
-        .await
-        .unwrap();
+    let mut r = validated_reader(&b).await;
     let mut events = r.events();
     for i in 2..=41u32 {
         let bad = b.put("app.config", json(&app("v", 0))).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Connector, ErrorKind, Origin};
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{FaultProxy, NatsServer, T};
 
 #[tokio::test]
 async fn offline_start_from_snapshot_then_catch_up() {

@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::T;
 use futures::StreamExt;
 use kv_core::nats::Republish;
 use kv_core::{BucketConfig, Kv, Revision};
 use kv_tests::NatsServer;
+use kv_tests::T;
 
 /// One republished message: its subject and the headers RePublish adds (plus the KV ones).
 #[derive(Debug, Clone)]

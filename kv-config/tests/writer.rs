@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, RejectKind, Source};
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

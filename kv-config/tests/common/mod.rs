@@ -1,16 +1,12 @@
-//! Shared helpers of the kv-config integration tests.
+//! Shared helpers of the kv-config integration tests (the kit, `kv_tests`, has the rest).
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use kv_config::{ConfigEvent, ConfigEvents, Source};
+use kv_config::{ConfigEvent, ConfigEvents, ConfigReader, Source};
 use kv_core::{Bucket, BucketConfig, Kv};
 use kv_tests::NatsServer;
 use serde::{Deserialize, Serialize};
-
-/// Generous bound for anything that should happen "soon".
-pub(crate) const T: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct App {
@@ -74,6 +70,15 @@ pub(crate) async fn bucket(server: &NatsServer, name: &str) -> Bucket {
         .expect("bucket")
 }
 
+/// A reader of [`doc`] in `b` that validates with [`validate`].
+pub(crate) async fn validated_reader(b: &Bucket) -> ConfigReader<App> {
+    ConfigReader::<App>::builder(doc())
+        .bucket(b.clone())
+        .validate(validate)
+        .await
+        .expect("reader starts")
+}
+
 pub(crate) fn doc() -> Source {
     Source::document("app.config")
 }
@@ -84,10 +89,7 @@ pub(crate) fn json(a: &App) -> Vec<u8> {
 
 /// The next event, under the timeout.
 pub(crate) async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T> {
-    tokio::time::timeout(T, events.next())
-        .await
-        .expect("event in time")
-        .expect("events not closed")
+    kv_tests::next("a config event", events).await
 }
 
 /// The number of consumers on the bucket's stream, fresh from the server
@@ -103,11 +105,8 @@ pub(crate) async fn consumers(b: &Bucket) -> usize {
 
 /// Polls the consumer count until it is `n`, under the timeout.
 pub(crate) async fn wait_consumers(b: &Bucket, n: usize) {
-    tokio::time::timeout(T, async {
-        while consumers(b).await != n {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    kv_tests::until(&format!("{n} consumers"), || async {
+        consumers(b).await == n
     })
-    .await
-    .unwrap_or_else(|_| panic!("consumer count did not reach {n} in time"));
+    .await;
 }
