@@ -12,12 +12,10 @@ use kv_membership::{
     ErrorKind, Group, Json, LeaveReason, LostReason, MemberInfo, Membership, MembershipEvent,
     MembershipWatch,
 };
-use kv_tests::{FaultProxy, NatsServer};
+use kv_tests::{within, FaultProxy, NatsServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
-/// Upper bound for any wait on an event.
-const T: Duration = Duration::from_secs(20);
 const BUCKET: &str = "members";
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -33,20 +31,9 @@ fn endpoint(addr: &str, weight: u32) -> Json<Endpoint> {
     })
 }
 
-async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 /// A `Kv` over `url` with short request timeouts (fault tests must not wait 5 s a request).
 async fn connect(url: impl async_nats::ToServerAddrs) -> Kv {
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(500)))
-        .connect(url)
-        .await
-        .expect("connect");
-    Kv::new(client).with_timeout(Duration::from_millis(500))
+    Kv::new(kv_tests::client::short_timeouts(url).await)
 }
 
 async fn membership(kv: &Kv) -> Membership {

@@ -2,20 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use kv_core::{nats, BucketConfig, Kv};
+use kv_core::{BucketConfig, Kv};
 use kv_membership::{LeaveReason, Listing, Membership, MembershipEvent, MembershipWatch};
 use kv_tests::HubAndLeaf;
 
-const T: Duration = Duration::from_secs(20);
-
 async fn next(w: &mut MembershipWatch) -> MembershipEvent {
-    tokio::time::timeout(T, w.next())
+    kv_tests::next("a membership event", w)
         .await
-        .expect("an event in time")
-        .expect("the watch goes on")
         .expect("no watch error")
 }
 
@@ -29,11 +22,7 @@ async fn a_listing_on_a_leaf_mirror_shows_the_hubs_members() {
     let membership = Membership::open(&hub, "members").await.unwrap();
     let group = membership.group("workers").unwrap();
     let mirror = Kv::new(net.leaf.connect().await)
-        .create_bucket(BucketConfig::new("members").mirror(nats::Source {
-            name: "members".into(),
-            domain: Some(HubAndLeaf::HUB.into()),
-            ..Default::default()
-        }))
+        .create_bucket(BucketConfig::new("members").mirror(HubAndLeaf::hub_source("members")))
         .await
         .unwrap()
         .read_only();
