@@ -115,13 +115,7 @@ async fn apply_validates_and_rollback_restores() {
 async fn edit_writes_what_the_editor_saved_and_retries_on_conflict() {
     let server = NatsServer::start().await;
     let kvtk = Kvtk::new(server.client_url());
-    let run = |args: &[&str]| {
-        kvtk.cmd()
-            .args(["config", "--key", "app"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| kvtk.output(&[&["config", "--key", "app"], args].concat());
     ok(&run(&["set", "pool", "1"]));
 
     // An "editor" that writes a new value; the first time it also changes the stored value
@@ -167,13 +161,7 @@ async fn edit_writes_what_the_editor_saved_and_retries_on_conflict() {
 async fn exec_restarts_on_a_change_and_not_on_an_identical_rewrite() {
     let server = NatsServer::start().await;
     let kvtk = Kvtk::new(server.client_url());
-    let run = |args: &[&str]| {
-        kvtk.cmd()
-            .args(["config", "--key", "app"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| kvtk.output(&[&["config", "--key", "app"], args].concat());
     ok(&run(&["set", "pool", "1"]));
     let file = kvtk.path("marks");
     let rendered = kvtk.path("app.json");

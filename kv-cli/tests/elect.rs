@@ -9,7 +9,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{exit_of, mark, marks, signal, terminate, Kvtk, T};
+use common::{exit_of, mark, marks, signal, terminate, Kvtk};
+use kv_tests::T;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -82,11 +83,7 @@ async fn one_child_runs_and_another_takes_over_after_a_crash() {
     );
     let orphan = Pid::from_raw(fields[3].parse().unwrap());
     // `kvtk leader` agrees.
-    let out = kvtk
-        .cmd()
-        .args(["leader", "sched", "--json"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["leader", "sched", "--json"]);
     let now: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(now["leader"]["id"], first.as_str());
     assert_eq!(

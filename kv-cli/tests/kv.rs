@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code, one_line_error, Kvtk, T};
+use common::{code, one_line_error, Kvtk};
 use kv_core::{BucketConfig, Kv};
 use kv_locks::Locks;
-use kv_tests::NatsServer;
+use kv_tests::{NatsServer, T};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -248,29 +248,17 @@ async fn bad_input_gives_one_line_and_its_exit_code() {
 async fn connection_errors_exit_69_and_never_print_credentials() {
     let server = NatsServer::start().await;
     let kvtk = Kvtk::new("nats://127.0.0.1:1");
-    let out = kvtk
-        .cmd()
-        .args(["--user", "alice", "--password", "s3cr3t-pw", "kv", "ls"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["--user", "alice", "--password", "s3cr3t-pw", "kv", "ls"]);
     assert_eq!(code(&out), 69);
     assert!(!one_line_error(&out).contains("s3cr3t-pw"));
-    let out = kvtk
-        .cmd()
-        .args(["-s", "nats://bob:s3cr3t-pw@127.0.0.1:1", "kv", "ls"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["-s", "nats://bob:s3cr3t-pw@127.0.0.1:1", "kv", "ls"]);
     assert_eq!(code(&out), 69);
     let line = one_line_error(&out);
     assert!(
         !line.contains("s3cr3t-pw") && !line.contains("bob"),
         "{line}"
     );
-    let out = kvtk
-        .cmd()
-        .args(["--token", "s3cr3t-tok", "--timeout", "1s", "kv", "ls"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["--token", "s3cr3t-tok", "--timeout", "1s", "kv", "ls"]);
     assert_eq!(code(&out), 69);
     assert!(!one_line_error(&out).contains("s3cr3t-tok"));
 

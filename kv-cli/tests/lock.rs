@@ -58,34 +58,26 @@ async fn two_commands_under_one_lock_never_overlap() {
 async fn the_child_sees_its_token_and_its_status_passes_through() {
     let server = NatsServer::start().await;
     let kvtk = Kvtk::new(server.client_url());
-    let out = kvtk
-        .cmd()
-        .args([
-            "lock",
-            "jobs.x",
-            "--",
-            "sh",
-            "-c",
-            "echo $KVTK_FENCING_TOKEN; exit 7",
-        ])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&[
+        "lock",
+        "jobs.x",
+        "--",
+        "sh",
+        "-c",
+        "echo $KVTK_FENCING_TOKEN; exit 7",
+    ]);
     assert_eq!(code(&out), 7, "{out:?}");
     let first: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
 
     // The next holder's token is greater, and the library sees the same sequence.
-    let out = kvtk
-        .cmd()
-        .args([
-            "lock",
-            "jobs.x",
-            "--",
-            "sh",
-            "-c",
-            "echo $KVTK_FENCING_TOKEN",
-        ])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&[
+        "lock",
+        "jobs.x",
+        "--",
+        "sh",
+        "-c",
+        "echo $KVTK_FENCING_TOKEN",
+    ]);
     assert!(out.status.success());
     let second: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(second > first, "{first} then {second}");
@@ -96,19 +88,11 @@ async fn the_child_sees_its_token_and_its_status_passes_through() {
     g.release().await.unwrap();
 
     // Death by signal: 128 + N, as shells say it.
-    let out = kvtk
-        .cmd()
-        .args(["lock", "jobs.x", "--", "sh", "-c", "kill -TERM $$"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "jobs.x", "--", "sh", "-c", "kill -TERM $$"]);
     assert_eq!(code(&out), 143);
 
     // A command that does not exist: 127, one line, and the lock is free again.
-    let out = kvtk
-        .cmd()
-        .args(["lock", "jobs.x", "--", "/nonexistent/cmd"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "jobs.x", "--", "/nonexistent/cmd"]);
     assert_eq!(code(&out), 127);
     one_line_error(&out);
     assert!(locks.inspect("jobs.x").await.unwrap().holders.is_empty());
@@ -123,11 +107,7 @@ async fn no_wait_and_wait_give_up_with_their_code() {
     let held = locks.mutex("job").unwrap().lock().await.unwrap();
 
     let t0 = Instant::now();
-    let out = kvtk
-        .cmd()
-        .args(["lock", "job", "--no-wait", "--", "true"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "job", "--no-wait", "--", "true"]);
     let no_wait = t0.elapsed();
     assert_eq!(code(&out), 75, "{out:?}");
     let line = one_line_error(&out);
@@ -138,11 +118,7 @@ async fn no_wait_and_wait_give_up_with_their_code() {
     );
 
     let t0 = Instant::now();
-    let out = kvtk
-        .cmd()
-        .args(["lock", "job", "--wait", "1s", "--", "true"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "job", "--wait", "1s", "--", "true"]);
     let waited = t0.elapsed();
     assert_eq!(code(&out), 75, "{out:?}");
     one_line_error(&out);
@@ -152,25 +128,13 @@ async fn no_wait_and_wait_give_up_with_their_code() {
     // Semaphore and shared modes take their kind of place beside the others.
     held.release().await.unwrap();
     let reader = locks.rwlock("job").unwrap().read().await.unwrap();
-    let out = kvtk
-        .cmd()
-        .args(["lock", "job", "--shared", "--no-wait", "--", "true"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "job", "--shared", "--no-wait", "--", "true"]);
     assert!(out.status.success(), "readers share: {out:?}");
-    let out = kvtk
-        .cmd()
-        .args(["lock", "job", "--no-wait", "--", "true"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "job", "--no-wait", "--", "true"]);
     assert_eq!(code(&out), 75, "a writer waits for the reader");
     reader.release().await.unwrap();
     let permit = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
-    let out = kvtk
-        .cmd()
-        .args(["lock", "pool", "-n", "2", "--no-wait", "--", "true"])
-        .output()
-        .unwrap();
+    let out = kvtk.output(&["lock", "pool", "-n", "2", "--no-wait", "--", "true"]);
     assert!(out.status.success(), "a second permit is free: {out:?}");
     permit.release().await.unwrap();
 }
@@ -195,7 +159,7 @@ async fn a_holder_cut_off_stops_its_command_before_the_server_expires_it() {
     // b is queued before the cut (its kvtk has connected and entered the queue).
     let kv = Kv::connect(&server.client_url()).await.unwrap();
     let locks = Locks::open(&kv, "locks").await.unwrap();
-    let deadline = Instant::now() + common::T;
+    let deadline = Instant::now() + kv_tests::T;
     while locks.inspect("job").await.unwrap().waiters.is_empty() {
         assert!(Instant::now() < deadline, "b never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;

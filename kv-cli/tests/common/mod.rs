@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use kv_tests::{within, T};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_kvtk");
-
-/// How long any single wait in these tests may take.
-pub(crate) const T: Duration = Duration::from_secs(30);
 
 /// kvtk pointed at one server, with its own empty home (no nats context of the machine's)
 /// and a scratch directory.
@@ -74,6 +72,11 @@ impl Kvtk {
         self.env(&mut c);
         c.timeout(T);
         c
+    }
+
+    /// A one-shot run of `kvtk <args>` to its end: its status and output.
+    pub(crate) fn output(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().unwrap()
     }
 
     /// A background run whose stdout is piped; it dies with its handle.
@@ -169,10 +172,7 @@ pub(crate) async fn mark(
 
 /// Waits for a child's exit, bounded by [`T`].
 pub(crate) async fn exit_of(child: &mut tokio::process::Child) -> std::process::ExitStatus {
-    tokio::time::timeout(T, child.wait())
-        .await
-        .expect("kvtk exits in time")
-        .unwrap()
+    within("kvtk to exit", child.wait()).await.unwrap()
 }
 
 /// Sends SIGTERM to a background kvtk.
