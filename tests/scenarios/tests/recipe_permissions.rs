@@ -12,26 +12,16 @@ use kv_config::{ConfigReader, ConfigWriter, Source};
 use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
 use kv_leader::{Election, Observed};
 use kv_membership::Membership;
-use kv_tests::{recipes, Account, NatsServer, Permissions, User};
-
-const T: Duration = Duration::from_secs(20);
+use kv_tests::{recipes, Account, NatsServer, Permissions, T};
 
 async fn server_with(user: Permissions) -> NatsServer {
-    NatsServer::builder()
-        .account(
-            Account::new("APP")
-                .jetstream()
-                .user(User::password("admin", "admin-pw"))
-                .user(User::password("user", "user-pw").permissions(user)),
-        )
-        .start()
-        .await
+    let account = Account::admin_and_user(user);
+    NatsServer::builder().account(account).start().await
 }
 
 async fn kv_as(server: &NatsServer, user: &str) -> Kv {
     Connect::new()
-        .server(server.client_url())
-        .user_password(user, format!("{user}-pw"))
+        .server(server.client_url_as(user))
         .request_timeout(Duration::from_secs(2))
         .connect()
         .await
@@ -41,7 +31,7 @@ async fn kv_as(server: &NatsServer, user: &str) -> Kv {
 #[tokio::test]
 async fn the_readme_table_is_the_data() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let table = recipes::markdown_table();
     assert!(
         readme.contains(&table),
