@@ -254,8 +254,10 @@ impl Account {
     ///     .account(Account::admin_and_user(none))
     ///     .start()
     ///     .await;
-    /// let admin = async_nats::connect(server.client_url_as("admin")).await.unwrap();
+    /// let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-pw".into());
+    /// let admin = server.connect_with(admin).await;
     /// assert!(admin.request("$JS.API.INFO", "".into()).await.is_ok());
+    /// assert!(server.client_url_as("user").starts_with("nats://user:user-pw@127.0.0.1:"));
     /// # }
     /// ```
     pub fn admin_and_user(permissions: Permissions) -> Account {

@@ -507,7 +507,9 @@ impl NatsServer {
     }
 
     /// The client URL with the credentials of [`User::named`](crate::User::named)`(user)`:
-    /// `nats://<user>:<user>-pw@127.0.0.1:PORT` (`user` goes in as it is: use a URL-safe name).
+    /// `nats://<user>:<user>-pw@127.0.0.1:PORT` (`user` goes in as it is: use a URL-safe name),
+    /// for clients that take credentials from the URL, such as kv-core's `Connect` (async-nats
+    /// 0.51 does not: give it `ConnectOptions::with_user_and_password`).
     pub fn client_url_as(&self, user: &str) -> String {
         let password = crate::auth::test_password(user);
         format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
