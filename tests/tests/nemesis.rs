@@ -8,9 +8,12 @@ use kv_tests::history::{History, Op, Outcome};
 use kv_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
 use kv_tests::{FaultProxy, NatsCluster, T};
 
-/// A client of the given nodes only (300 ms requests), so a cut stays a cut.
+/// A client of the given nodes only (300 ms requests), so a cut stays a cut. Not the kit's
+/// `client::options`: with its 1 s connection timeout the paused-node and partition tests
+/// failed 3 times in 11 runs (never in 12 without), for a reason not yet understood.
 async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    kv_tests::client::options(Duration::from_millis(300))
+    async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(300)))
         .ignore_discovered_servers()
         .connect(url)
         .await
