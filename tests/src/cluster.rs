@@ -301,10 +301,14 @@ impl NatsCluster {
         None
     }
 
+    /// Waits for a meta leader that sees every other node as a current peer: before that,
+    /// placing an R3 stream can fail with "no suitable peers for placement".
     async fn wait_meta_leader(&self, deadline: Instant) -> Option<usize> {
         loop {
             if let Some(i) = self.meta_leader().await {
-                return Some(i);
+                if peers_current(&self.nodes[i], self.nodes.len() - 1).await {
+                    return Some(i);
+                }
             }
             if Instant::now() > deadline {
                 return None;
@@ -327,6 +331,23 @@ impl NatsCluster {
             logs.join("\n")
         )
     }
+}
+
+/// Whether `node`'s `/jsz` lists `others` meta peers, all current.
+async fn peers_current(node: &NatsServer, others: usize) -> bool {
+    let Some(jsz) = node.monitor_json("/jsz").await else {
+        return false;
+    };
+    let Some(peers) = jsz
+        .pointer("/meta_cluster/replicas")
+        .and_then(|r| r.as_array())
+    else {
+        return others == 0;
+    };
+    peers.len() >= others
+        && peers
+            .iter()
+            .all(|p| p.get("current").and_then(|c| c.as_bool()) == Some(true))
 }
 
 /// The meta leader's server name as one node sees it.
