@@ -8,7 +8,7 @@
 # nats-server through scripts/ensure-nats-server.sh. Starts
 # etcd (own temp data dir) and Redis (--save '', no AOF) on free 127.0.0.1 ports; the bench
 # binary starts its two nats-servers (default sync and sync_interval: always) through the
-# kv-tests kit. Everything started here is stopped on exit. Writes target/bench/report.json,
+# kvtk-tests kit. Everything started here is stopped on exit. Writes target/bench/report.json,
 # report.md and latency.svg. --quick takes about 4 minutes on 2 cores, a full run about 9.
 set -euo pipefail
 

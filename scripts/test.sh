@@ -42,7 +42,7 @@ step "cargo machete (no unused dependencies)"
 scripts/ensure-cargo-machete.sh
 cargo machete
 
-# Every step builds every feature (kv-config's toml and yaml, kv-tests' docker — compiled and
+# Every step builds every feature (kvtk-config's toml and yaml, kvtk-tests' docker — compiled and
 # unit-tested only: no Docker engine here —, kv-bench's etcd and redis, the testing hooks), so
 # one feature set is compiled once. etcd-client compiles etcd's .proto files at build time:
 # protoc and Debian's libprotobuf-dev.

@@ -14,5 +14,5 @@ if [[ -z "${NATS_URL:-}" ]]; then
 fi
 
 # The tour's last section runs kvtk, built beside the tour binary.
-cargo build -q -p kv-cli
+cargo build -q -p kvtk
 exec cargo run -q -p kv-examples --bin tour -- "$@"

@@ -1,7 +1,7 @@
 //! `kv-bench`: the toolkit against raw async-nats, etcd and Redis. Run it through
 //! `scripts/bench.sh [--quick]`, which installs and starts etcd and Redis and passes their
 //! endpoints in `KV_BENCH_ETCD` / `KV_BENCH_REDIS` (each `url|version`). The NATS servers (one
-//! with default sync, one with `sync_interval: always`) are started here through the kv-tests
+//! with default sync, one with `sync_interval: always`) are started here through the kvtk-tests
 //! kit. Writes `report.json`, `report.md` and `latency.svg` to `--out` (default
 //! `target/bench`).
 #![allow(missing_docs, reason = "a benchmark binary, not a library")]
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use harness::stats::Report;
 use harness::{child, BoxError, Env, Size};
-use kv_tests::NatsServer;
+use kvtk_tests::NatsServer;
 use metrics::{
     config, core_ops, counter, election_herd, failover, fanout, handoff, held_locks, lock, r3,
 };

@@ -13,12 +13,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kv_core::{BucketConfig, Kv};
-use kv_leader::Election;
-use kv_locks::Locks;
-use kv_tests::history::{History, Op};
-use kv_tests::nemesis::{FaultKind, Nemesis, Schedule};
-use kv_tests::{check, FaultProxy, NatsCluster};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_leader::Election;
+use kvtk_locks::Locks;
+use kvtk_tests::history::{History, Op};
+use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule};
+use kvtk_tests::{check, FaultProxy, NatsCluster};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,7 @@ async fn run() -> Res<usize> {
     let started = Instant::now();
     let mut cluster = NatsCluster::start_partitionable().await;
     let mut proxies = Vec::new();
-    for i in 0..kv_tests::CLUSTER_SIZE {
+    for i in 0..kvtk_tests::CLUSTER_SIZE {
         proxies.push(FaultProxy::start(&cluster.node(i).client_url()).await);
     }
     let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
@@ -139,7 +139,7 @@ async fn run() -> Res<usize> {
     if wants("locks") {
         let cfg = BucketConfig::new("chaos-locks")
             .history(1)
-            .per_key_ttl(kv_locks::DEFAULT_MARKER_TTL)
+            .per_key_ttl(kvtk_locks::DEFAULT_MARKER_TTL)
             .atomic_batches(true)
             .replicas(3);
         create(&admin, cfg).await?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kv_tests::check::{self, Violation};
-use kv_tests::history::{Mode, Op, Record};
+use kvtk_tests::check::{self, Violation};
+use kvtk_tests::history::{Mode, Op, Record};
 
 /// Figures the runner adds to what the history shows.
 #[derive(Debug, Default)]

@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
-use kv_core::{BucketConfig, Kv};
-use kv_leader::Election;
-use kv_locks::Locks;
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_leader::Election;
+use kvtk_locks::Locks;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let s = kv_tests::NatsServer::start().await;
+            let s = kvtk_tests::NatsServer::start().await;
             let url = s.client_url();
             (Some(s), url)
         }

@@ -1,13 +1,13 @@
 //! The tour: a runnable walk through the toolkit.
 //!
 //! `scripts/tour.sh` runs it. Without `NATS_URL` it starts a throwaway local nats-server
-//! (through the `kv-tests` kit) and removes it afterwards; with `NATS_URL` it uses that server
+//! (through the `kvtk-tests` kit) and removes it afterwards; with `NATS_URL` it uses that server
 //! and creates its buckets under a unique `tour_*` prefix, deleting them at the end.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kv_core::{BucketConfig, ErrorKind, Include, Kv, Removal, WatchEvent};
+use kvtk_core::{BucketConfig, ErrorKind, Include, Kv, Removal, WatchEvent};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -36,7 +36,7 @@ async fn main() -> Res {
         }
         Err(_) => {
             let started = Instant::now();
-            let server = kv_tests::NatsServer::start().await;
+            let server = kvtk_tests::NatsServer::start().await;
             let url = server.client_url();
             println!(
                 "started a throwaway nats-server at {url} in {:?}",
@@ -77,9 +77,9 @@ async fn main() -> Res {
     Ok(())
 }
 
-/// kv-core: put/get, a CAS conflict, a transaction, a watch and a TTL expiry.
+/// kvtk-core: put/get, a CAS conflict, a transaction, a watch and a TTL expiry.
 async fn core_tour(kv: &Kv, prefix: &str) -> Res {
-    section("kv-core: a typed, validated KV bucket");
+    section("kvtk-core: a typed, validated KV bucket");
     let bucket = kv
         .create_bucket(
             BucketConfig::new(format!("{prefix}_core"))
@@ -219,10 +219,10 @@ async fn core_tour(kv: &Kv, prefix: &str) -> Res {
     Ok(())
 }
 
-/// kv-core's object store view: a chunked put, a streamed get with its digest checked, a
+/// kvtk-core's object store view: a chunked put, a streamed get with its digest checked, a
 /// link, a watch and a delete.
 async fn object_tour(kv: &Kv, prefix: &str) -> Res {
-    use kv_core::object::{ObjectMeta, ObjectStoreConfig};
+    use kvtk_core::object::{ObjectMeta, ObjectStoreConfig};
     use tokio::io::AsyncReadExt;
 
     section("object store: large objects in chunks, next to the buckets");
@@ -292,9 +292,9 @@ async fn object_tour(kv: &Kv, prefix: &str) -> Res {
     Ok(())
 }
 
-/// kv-config: a typed configuration reloaded live, and a bad update rejected without harm.
+/// kvtk-config: a typed configuration reloaded live, and a bad update rejected without harm.
 async fn config_tour(kv: &Kv, prefix: &str) -> Res {
-    use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+    use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
 
     #[derive(Debug, serde::Serialize, serde::Deserialize)]
     struct App {
@@ -309,7 +309,7 @@ async fn config_tour(kv: &Kv, prefix: &str) -> Res {
         }
     }
 
-    section("kv-config: typed configuration, hot reload, last-known-good");
+    section("kvtk-config: typed configuration, hot reload, last-known-good");
     let bucket = kv
         .create_bucket(BucketConfig::new(format!("{prefix}_config")).history(10))
         .await?;
@@ -368,7 +368,7 @@ async fn config_tour(kv: &Kv, prefix: &str) -> Res {
 }
 
 /// Waits until `live` keys under `filter` hold a value, watching them (no polling).
-async fn until_live(bucket: &kv_core::Bucket, filter: &str, live: usize) -> Res {
+async fn until_live(bucket: &kvtk_core::Bucket, filter: &str, live: usize) -> Res {
     let mut watch = bucket.watch([filter]).await?;
     let mut keys = std::collections::HashSet::new();
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -391,15 +391,15 @@ async fn until_live(bucket: &kv_core::Bucket, filter: &str, live: usize) -> Res 
 }
 
 /// Waits until `id` is registered as a candidate of the `scheduler` election.
-async fn until_candidate(election: &kv_leader::Election, id: &str) -> Res {
+async fn until_candidate(election: &kvtk_leader::Election, id: &str) -> Res {
     until_live(election.bucket(), &format!("scheduler.cand.{id}"), 1).await
 }
 
-/// kv-leader: campaign, fencing, observe, graceful hand-over, transfer.
+/// kvtk-leader: campaign, fencing, observe, graceful hand-over, transfer.
 async fn leader_tour(kv: &Kv, prefix: &str) -> Res {
-    use kv_leader::{Election, Observed};
+    use kvtk_leader::{Election, Observed};
 
-    section("kv-leader: one leader, fenced terms, hand-over in milliseconds");
+    section("kvtk-leader: one leader, fenced terms, hand-over in milliseconds");
     let bucket = kv
         .create_or_open(Election::bucket_config(format!("{prefix}_leader")))
         .await?;
@@ -466,11 +466,11 @@ async fn leader_tour(kv: &Kv, prefix: &str) -> Res {
     Ok(())
 }
 
-/// kv-locks: contention, fair hand-off, a dead holder replaced, a stale token rejected.
+/// kvtk-locks: contention, fair hand-off, a dead holder replaced, a stale token rejected.
 async fn locks_tour(kv: &Kv, prefix: &str) -> Res {
-    use kv_locks::{ErrorKind, Fence, Holder, Locks, Released};
+    use kvtk_locks::{ErrorKind, Fence, Holder, Locks, Released};
 
-    section("kv-locks: leases, fencing tokens, hand-off without polling");
+    section("kvtk-locks: leases, fencing tokens, hand-off without polling");
     let bucket = format!("{prefix}_locks");
     // Two clients, each with its own connection, as two processes would have.
     let a = Locks::open(&Kv::connect(kv_url(kv)?.as_str()).await?, &bucket)
@@ -478,7 +478,7 @@ async fn locks_tour(kv: &Kv, prefix: &str) -> Res {
         .holder(Holder::named("client-a"));
     // b reaches the server through a fault proxy, so the tour can cut it off like a crashed
     // or partitioned process.
-    let proxy = kv_tests::FaultProxy::start(&kv_url(kv)?).await;
+    let proxy = kvtk_tests::FaultProxy::start(&kv_url(kv)?).await;
     let b_client = async_nats::ConnectOptions::new()
         .request_timeout(Some(Duration::from_millis(500)))
         .connect(proxy.url())
@@ -592,7 +592,7 @@ async fn cli_tour(kv: &Kv, prefix: &str) -> Res {
         .map(|d| d.join("kvtk"))
         .filter(|p| p.exists())
     else {
-        println!("kvtk is not built (cargo build -p kv-cli); skipped");
+        println!("kvtk is not built (cargo build -p kvtk); skipped");
         return Ok(());
     };
     let bucket = format!("{prefix}_cli");

@@ -1,5 +1,5 @@
 //! `kvtk config …`: a configuration document (or a prefix of field keys) written through
-//! kv-config's validated, compare-and-set writer, and followed through its reader.
+//! kvtk-config's validated, compare-and-set writer, and followed through its reader.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_config::{flatten, ConfigEvent, ConfigReader, ConfigWriter, Source, Written};
-use kv_core::{Bucket, BucketConfig, Kv, Revision};
+use kvtk_config::{flatten, ConfigEvent, ConfigReader, ConfigWriter, Source, Written};
+use kvtk_core::{Bucket, BucketConfig, Kv, Revision};
 use nix::sys::signal::Signal;
 use serde_json::{json, Map, Value};
 

@@ -1,11 +1,11 @@
 //! The connection flags every command shares (the `nats` CLI's conventions) and the one
-//! function, [`connect`], that turns them into a [`Kv`] through [`kv_core::Connect`], which
+//! function, [`connect`], that turns them into a [`Kv`] through [`kvtk_core::Connect`], which
 //! reads `nats` contexts, authenticates, sets up TLS and keeps every secret out of its errors.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kv_core::{Connect, Kv};
+use kvtk_core::{Connect, Kv};
 
 use crate::error::{CliError, Result};
 use crate::util::parse_duration;

@@ -1,11 +1,11 @@
 //! `kvtk doctor [BUCKET]`: can this deployment keep the toolkit's promises? The findings of
-//! `kv_core::doctor`, one line each, or as JSON; exit 3 when any is an error.
+//! `kvtk_core::doctor`, one line each, or as JSON; exit 3 when any is an error.
 
 use std::time::Duration;
 
-use kv_core::doctor::{Doctor, Finding, Intent, Recipe, Report};
-use kv_core::lease::LeaseConfig;
-use kv_core::ErrorKind;
+use kvtk_core::doctor::{Doctor, Finding, Intent, Recipe, Report};
+use kvtk_core::lease::LeaseConfig;
+use kvtk_core::ErrorKind;
 
 use crate::connect::{connect, system_client, ConnectArgs, SystemArgs};
 use crate::error::{code, CliError, Result};

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::ErrorKind;
-use kv_leader::{Election, Leadership, Observed};
+use kvtk_core::ErrorKind;
+use kvtk_leader::{Election, Leadership, Observed};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -159,7 +159,7 @@ async fn campaign_loop(args: &ElectArgs, election: &Election, signals: &mut Sign
     let id = args
         .id
         .clone()
-        .unwrap_or_else(|| kv_locks::Holder::this_process().id);
+        .unwrap_or_else(|| kvtk_locks::Holder::this_process().id);
     loop {
         let leadership = tokio::select! {
             l = election.campaign(id.clone()).value(args.value.clone()) => l?,

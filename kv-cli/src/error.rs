@@ -71,8 +71,8 @@ impl fmt::Display for CliError {
 
 /// The error and its causes on one line. The library errors print one layer each, so
 /// joining the chain repeats little; a cause already contained in the text is skipped, and a
-/// cause that says everything the text said so far (kv-locks' "permission denied" over
-/// kv-core's "put \"k\": permission denied: publish to …") replaces it.
+/// cause that says everything the text said so far (kvtk-locks' "permission denied" over
+/// kvtk-core's "put \"k\": permission denied: publish to …") replaces it.
 pub(crate) fn one_line(e: &(dyn StdError + 'static)) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
@@ -89,38 +89,38 @@ pub(crate) fn one_line(e: &(dyn StdError + 'static)) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The exit code for a kv-core error kind: connection trouble and refused permissions get
+/// The exit code for a kvtk-core error kind: connection trouble and refused permissions get
 /// their own.
-fn code_for(kind: Option<kv_core::ErrorKind>) -> u8 {
-    use kv_core::ErrorKind as K;
+fn code_for(kind: Option<kvtk_core::ErrorKind>) -> u8 {
+    use kvtk_core::ErrorKind as K;
     match kind {
         Some(K::Connection | K::Timeout | K::Unavailable | K::PermissionDenied) => code::CONNECTION,
         _ => code::ERROR,
     }
 }
 
-impl From<kv_core::Error> for CliError {
-    fn from(e: kv_core::Error) -> CliError {
+impl From<kvtk_core::Error> for CliError {
+    fn from(e: kvtk_core::Error) -> CliError {
         CliError::new(code_for(Some(e.kind())), one_line(&e))
     }
 }
 
-impl From<kv_locks::Error> for CliError {
-    fn from(e: kv_locks::Error) -> CliError {
+impl From<kvtk_locks::Error> for CliError {
+    fn from(e: kvtk_locks::Error) -> CliError {
         CliError::new(code_for(e.core_kind()), one_line(&e))
     }
 }
 
-impl From<kv_leader::Error> for CliError {
-    fn from(e: kv_leader::Error) -> CliError {
+impl From<kvtk_leader::Error> for CliError {
+    fn from(e: kvtk_leader::Error) -> CliError {
         CliError::new(code_for(e.core_kind()), one_line(&e))
     }
 }
 
-impl From<kv_config::Error> for CliError {
-    fn from(e: kv_config::Error) -> CliError {
+impl From<kvtk_config::Error> for CliError {
+    fn from(e: kvtk_config::Error) -> CliError {
         let code = match e.kind() {
-            kv_config::ErrorKind::Unavailable => code::CONNECTION,
+            kvtk_config::ErrorKind::Unavailable => code::CONNECTION,
             _ => code_for(e.core_kind()),
         };
         CliError::new(code, one_line(&e))

@@ -1,4 +1,4 @@
-//! `kvtk kv …`: buckets and keys, like `nats kv`, with kv-core's semantics (validated keys,
+//! `kvtk kv …`: buckets and keys, like `nats kv`, with kvtk-core's semantics (validated keys,
 //! compare-and-set, per-key TTL, gap-free watches).
 
 use std::io::{IsTerminal, Read, Write as _};
@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::nats::{Placement, Republish, Source};
-use kv_core::{
+use kvtk_core::nats::{Placement, Republish, Source};
+use kvtk_core::{
     Bucket, BucketConfig, Entry, ErrorKind, Include, Kv, Revision, Status, Storage, WatchEvent,
     Write,
 };

@@ -4,7 +4,7 @@ use std::future::IntoFuture;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use kv_locks::{Acquire, Guard, LockInfo, Locks, Released};
+use kvtk_locks::{Acquire, Guard, LockInfo, Locks, Released};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -145,7 +145,7 @@ enum Waited {
 
 async fn wait_for(args: &LockArgs, locks: &Locks, signals: &mut Signals) -> Result<Waited> {
     let cannot =
-        |e: kv_locks::Error| CliError::from(e).within(format!("cannot lock {}", args.name));
+        |e: kvtk_locks::Error| CliError::from(e).within(format!("cannot lock {}", args.name));
     let acquire = acquisition(args, locks)?;
     if args.no_wait {
         return match acquire.try_acquire().await.map_err(cannot)? {
@@ -167,7 +167,7 @@ async fn wait_for(args: &LockArgs, locks: &Locks, signals: &mut Signals) -> Resu
                 status.clear();
                 return match r {
                     Ok(g) => Ok(Waited::Acquired(g)),
-                    Err(e) if e.kind() == kv_locks::ErrorKind::Timeout => {
+                    Err(e) if e.kind() == kvtk_locks::ErrorKind::Timeout => {
                         let within = args.wait.map(humantime::format_duration);
                         let why = format!("was not acquired within {}", within.map(|d| d.to_string()).unwrap_or_default());
                         Err(not_acquired(args, locks, &why).await)

@@ -1,6 +1,6 @@
 //! `kvtk locks …`: who holds what, and an operator's eviction.
 
-use kv_locks::{LockInfo, Locks, QueueEntry};
+use kvtk_locks::{LockInfo, Locks, QueueEntry};
 use serde_json::{json, Value};
 
 use crate::connect::{connect, ConnectArgs};

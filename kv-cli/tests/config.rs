@@ -7,8 +7,8 @@
 mod common;
 
 use common::{code, exit_of, mark, marks, one_line_error, terminate, Kvtk};
-use kv_core::Kv;
-use kv_tests::NatsServer;
+use kvtk_core::Kv;
+use kvtk_tests::NatsServer;
 use serde_json::{json, Value};
 
 fn ok(out: &std::process::Output) -> String {
@@ -54,7 +54,7 @@ async fn apply_validates_and_rollback_restores() {
     let r1 = written_rev(&ok(&run(&["apply", good.to_str().unwrap()])));
     let kv = Kv::connect(&server.client_url()).await.unwrap();
     let b = kv.open("config").await.unwrap();
-    let stored = |e: kv_core::Entry| serde_json::from_slice::<Value>(e.value()).unwrap();
+    let stored = |e: kvtk_core::Entry| serde_json::from_slice::<Value>(e.value()).unwrap();
     assert_eq!(
         stored(b.get("app").await.unwrap().unwrap()),
         json!({"pool": 4, "name": "a"})

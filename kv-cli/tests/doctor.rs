@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 
 use common::{code, one_line_error, Kvtk};
-use kv_tests::{Account, NatsServer, User};
+use kvtk_tests::{Account, NatsServer, User};
 
 const APP_PW: &str = "app-pw-Tq47s";
 const SYS_PW: &str = "sys-pw-Hc92m";

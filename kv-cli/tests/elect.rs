@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{exit_of, mark, marks, signal, terminate, Kvtk};
-use kv_tests::T;
+use kvtk_tests::T;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -53,7 +53,7 @@ async fn next_leader(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_child_runs_and_another_takes_over_after_a_crash() {
-    let server = kv_tests::NatsServer::start().await;
+    let server = kvtk_tests::NatsServer::start().await;
     let kvtk = Kvtk::new(server.client_url());
     let file = kvtk.path("marks");
     let mut observer = kvtk.spawn(["elect", "sched", "--observe", "--json"]);

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{code, one_line_error, Kvtk};
-use kv_core::{BucketConfig, Kv};
-use kv_locks::Locks;
-use kv_tests::{NatsServer, T};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::Locks;
+use kvtk_tests::{NatsServer, T};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{code, one_line_error, Kvtk};
-use kv_tests::{recipes, Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
+use kvtk_tests::{recipes, Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
 
 const PASSWORD: &str = "pw-Rb71kQ";
 const WRONG_PASSWORD: &str = "pw-Wr0ng9x";

@@ -1,13 +1,13 @@
-//! kv-config: a live reload, and a bad update that leaves the running value intact.
+//! kvtk-config: a live reload, and a bad update that leaves the running value intact.
 //!
-//! Run with `cargo run -p kv-config --example config`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kvtk-config --example config`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
-use kv_core::{BucketConfig, Kv};
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+use kvtk_core::{BucketConfig, Kv};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let s = kv_tests::NatsServer::start().await;
+            let s = kvtk_tests::NatsServer::start().await;
             let url = s.client_url();
             (Some(s), url)
         }

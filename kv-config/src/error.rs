@@ -6,7 +6,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 /// Why a candidate configuration was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,7 +119,7 @@ pub enum ErrorKind {
     Io,
     /// The value could not be encoded in the configured format.
     Encode,
-    /// A KV operation failed: see the source ([`kv_core::Error`]).
+    /// A KV operation failed: see the source ([`kvtk_core::Error`]).
     Kv,
     /// The bucket cannot keep a promise the reader needs: a prefix-mode configuration on a
     /// mirror, which does not keep transaction boundaries.
@@ -130,7 +130,7 @@ pub enum ErrorKind {
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// The error of kv-config operations.
+/// The error of kvtk-config operations.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -154,11 +154,11 @@ impl Error {
         self
     }
 
-    pub(crate) fn kv(context: &str, err: kv_core::Error) -> Error {
+    pub(crate) fn kv(context: &str, err: kvtk_core::Error) -> Error {
         let kind = match err.kind() {
-            kv_core::ErrorKind::Conflict => ErrorKind::Conflict,
-            kv_core::ErrorKind::InvalidKey => ErrorKind::InvalidArgument,
-            kv_core::ErrorKind::Internal => ErrorKind::Internal,
+            kvtk_core::ErrorKind::Conflict => ErrorKind::Conflict,
+            kvtk_core::ErrorKind::InvalidKey => ErrorKind::InvalidArgument,
+            kvtk_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
         // One layer in Display: the KV error's own text is reached through `source()`.
@@ -176,22 +176,22 @@ impl Error {
     }
 
     /// For errors that come from the KV layer: the KV error's kind.
-    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
-        self.core().map(kv_core::Error::kind)
+    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
+        self.core().map(kvtk_core::Error::kind)
     }
 
     /// Whether the failure is expected to pass by itself (see
-    /// [`kv_core::Error::is_transient`]).
+    /// [`kvtk_core::Error::is_transient`]).
     pub fn is_transient(&self) -> bool {
-        self.core().is_some_and(kv_core::Error::is_transient)
+        self.core().is_some_and(kvtk_core::Error::is_transient)
     }
 
-    fn core(&self) -> Option<&kv_core::Error> {
-        self.source.as_deref()?.downcast_ref::<kv_core::Error>()
+    fn core(&self) -> Option<&kvtk_core::Error> {
+        self.source.as_deref()?.downcast_ref::<kvtk_core::Error>()
     }
 }
 
-impl kv_core::Transient for Error {
+impl kvtk_core::Transient for Error {
     fn is_transient(&self) -> bool {
         Error::is_transient(self)
     }
@@ -228,13 +228,13 @@ mod tests {
 
     #[test]
     fn display_prints_one_layer_and_keeps_the_cause() {
-        let core = kv_core::Key::new("a b").unwrap_err();
+        let core = kvtk_core::Key::new("a b").unwrap_err();
         let core_text = core.to_string();
         let e = Error::kv("bad document key", core);
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        assert_eq!(e.core_kind(), Some(kvtk_core::ErrorKind::InvalidKey));
         assert!(!e.is_transient());
-        let layers = kv_tests::assert_one_layer_each(&e);
+        let layers = kvtk_tests::assert_one_layer_each(&e);
         assert_eq!(layers, vec!["bad document key".to_string(), core_text]);
     }
 }

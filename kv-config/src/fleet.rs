@@ -1,5 +1,5 @@
 //! Fleet visibility: each reader may publish the revision it applied under
-//! `_applied.<config name>.<instance>` (a [lease](kv_core::lease) kept alive while the
+//! `_applied.<config name>.<instance>` (a [lease](kvtk_core::lease) kept alive while the
 //! reader lives), and a writer can wait until enough instances have applied a revision.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::lease::{Keeper, Lease, LeaseConfig};
-use kv_core::{Bucket, Include, ReadOnlyBucket, Revision, WatchEvent};
+use kvtk_core::lease::{Keeper, Lease, LeaseConfig};
+use kvtk_core::{Bucket, Include, ReadOnlyBucket, Revision, WatchEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
@@ -72,14 +72,14 @@ impl Ack {
         match res {
             Ok(()) => self.last = Some(rec),
             // The lease is gone: the next heartbeat creates it again.
-            Err(e) if e.kind() == kv_core::ErrorKind::LeaseLost => self.lease = None,
+            Err(e) if e.kind() == kvtk_core::ErrorKind::LeaseLost => self.lease = None,
             Err(e) => tracing::debug!(error = %e, "cannot publish the applied revision"),
         }
     }
 
     /// Creates the acknowledgement lease; falls back to plain keys on buckets without
     /// per-key TTLs.
-    async fn create(&mut self, bucket: &Bucket, bytes: Bytes) -> Result<(), kv_core::Error> {
+    async fn create(&mut self, bucket: &Bucket, bytes: Bytes) -> Result<(), kvtk_core::Error> {
         // A lost lease's key is gone or someone else's: nothing of it to remove.
         if let Some(lost) = self.lease.take() {
             lost.orphan();
@@ -104,9 +104,9 @@ impl Ack {
             Err(e)
                 if matches!(
                     e.kind(),
-                    kv_core::ErrorKind::InvalidTtl
-                        | kv_core::ErrorKind::FeatureDisabled
-                        | kv_core::ErrorKind::ServerTooOld
+                    kvtk_core::ErrorKind::InvalidTtl
+                        | kvtk_core::ErrorKind::FeatureDisabled
+                        | kvtk_core::ErrorKind::ServerTooOld
                 ) =>
             {
                 tracing::warn!(error = %e, "bucket has no per-key TTL; acknowledgements are written without one");
@@ -127,7 +127,7 @@ pub(crate) fn check_instance(source: &Source, instance: &str) -> Result<String, 
             format!("instance name {instance:?} must be one non-empty key token (no dots)"),
         ));
     }
-    kv_core::Key::new(key.as_str()).map_err(|e| {
+    kvtk_core::Key::new(key.as_str()).map_err(|e| {
         Error::new(
             ErrorKind::InvalidArgument,
             format!("bad instance name {instance:?}"),
@@ -169,7 +169,7 @@ pub(crate) async fn wait_applied(
             Ok(WatchEvent::Entry(e)) => e,
             Ok(WatchEvent::InitialDone) => continue,
             // A vanished key is simply gone; anything else is retried inside the watch.
-            Err(e) if e.kind() == kv_core::ErrorKind::HistoryGone => {
+            Err(e) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {
                 if let Some(k) = e.key().and_then(|k| k.strip_prefix(&prefix)) {
                     instances.remove(k);
                 }

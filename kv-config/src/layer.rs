@@ -90,7 +90,7 @@ pub(crate) fn assemble_prefix<'a>(
 /// with an empty segment (`MYAPP__DB____X`, `MYAPP__`) are ignored.
 ///
 /// ```
-/// use kv_config::env_path;
+/// use kvtk_config::env_path;
 /// assert_eq!(env_path("MYAPP", "MYAPP__DB__POOL_SIZE"), Some(vec!["db".to_string(), "pool_size".to_string()]));
 /// assert_eq!(env_path("MYAPP", "MYAPPX__DB"), None);
 /// assert_eq!(env_path("MYAPP", "MYAPP__"), None);

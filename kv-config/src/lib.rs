@@ -28,9 +28,9 @@
 //! deleting every key gives the defaults.
 //!
 //! ## Multi-key updates
-//! [`ConfigWriter`] writes a prefix-mode change of several fields as one kv-core transaction
+//! [`ConfigWriter`] writes a prefix-mode change of several fields as one kvtk-core transaction
 //! (the bucket needs `atomic_batches(true)`). Every entry of it carries the transaction's id and
-//! position ([`kv_core::Entry::batch`]) and the last one its commit flag; readers apply only at
+//! position ([`kvtk_core::Entry::batch`]) and the last one its commit flag; readers apply only at
 //! quiet points of their watch and never between a transaction's first entry and its commit,
 //! so no reader sees half of an update.
 //!
@@ -40,8 +40,8 @@
 //! [start timeout](ConfigBuilder::start_timeout) the reader starts from that file, flagged
 //! [stale](Snapshot::is_stale) — or fails with [`ErrorKind::Unavailable`] under
 //! [`require_fresh`](ConfigBuilder::require_fresh). Use a [`Connector`] so the reader can
-//! connect later. After a reconnect or restart kv-core's watch resumes without gap; a lost
-//! history ([`kv_core::ErrorKind::HistoryGone`]) triggers a full re-read. Either way at most
+//! connect later. After a reconnect or restart kvtk-core's watch resumes without gap; a lost
+//! history ([`kvtk_core::ErrorKind::HistoryGone`]) triggers a full re-read. Either way at most
 //! one change is emitted for whatever happened while away.
 //!
 //! ## Fleet visibility
@@ -57,8 +57,8 @@
 //! ```no_run
 //! # #[allow(dead_code)]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use kv_config::{ConfigReader, Source};
-//! use kv_core::{nats, BucketConfig, Kv};
+//! use kvtk_config::{ConfigReader, Source};
+//! use kvtk_core::{nats, BucketConfig, Kv};
 //!
 //! #[derive(serde::Deserialize, serde::Serialize, Clone, Debug)]
 //! struct App { workers: u32 }
@@ -90,7 +90,7 @@
 //!   one catch-up burst may fold into one change, as after any reconnect).
 //! - **Freshness is the mirror's.** A write acknowledged by the origin reaches the reader
 //!   once the mirror has copied it; a reader started after that write may start from an
-//!   older value. [`kv_core::Status`]'s `stream_info.mirror` reports the mirror's lag.
+//!   older value. [`kvtk_core::Status`]'s `stream_info.mirror` reports the mirror's lag.
 //! - **No transactions.** The server strips the atomic-batch headers from what it copies,
 //!   so a prefix-mode configuration on a mirror fails at start with
 //!   [`ErrorKind::Unsupported`] rather than risk applying half of a multi-key change
@@ -103,15 +103,15 @@
 //! ## Tasks and tracing
 //! Each reader owns one background task (the watch loop); it stops when the last
 //! [`ConfigReader`] clone is dropped or on [`ConfigReader::shutdown`]. Spans
-//! `kv_config.load`, `kv_config.apply` and `kv_config.write`; accepted and rejected values are
+//! `kvtk_config.load`, `kvtk_config.apply` and `kvtk_config.write`; accepted and rejected values are
 //! logged at `info` and `warn`.
 //!
 //! ## Permissions
 //! A read-only reader of document `doc` in bucket `b` needs no write right at all: stream
 //! info, direct gets of `$KV.b.doc` and a watch confined to it (as data:
-//! `kv_tests::recipes::config_reader`; a writer adds publish on `$KV.b.doc`). See the
+//! `kvtk_tests::recipes::config_reader`; a writer adds publish on `$KV.b.doc`). See the
 //! README's "Security and deployment" section; [`Connector::connect_with`] takes a
-//! [`kv_core::Connect`] with credentials and TLS.
+//! [`kvtk_core::Connect`] with credentials and TLS.
 //!
 //! ## Metrics
 //! Applied and rejected values, the age and revision lag of the value in use, through the

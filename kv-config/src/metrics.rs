@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::metrics::{counter, gauge, SharedString};
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 use crate::error::{RejectKind, Rejection};
 

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -15,7 +15,7 @@ use crate::layer::merge;
 /// [`ConfigBuilder::validated`](crate::ConfigBuilder::validated).
 ///
 /// ```
-/// use kv_config::Validate;
+/// use kvtk_config::Validate;
 /// struct Pool { min: u32, max: u32 }
 /// impl Validate for Pool {
 ///     fn validate(&self) -> Result<(), String> {

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 use serde_json::Value;
 
 use crate::error::Rejection;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use kv_core::{Bucket, BucketConfig, Connect, Key, ReadOnlyBucket};
+use kvtk_core::{Bucket, BucketConfig, Connect, Key, ReadOnlyBucket};
 
 use crate::error::{Error, ErrorKind};
 use crate::format::Format;
@@ -97,7 +97,7 @@ impl Source {
     }
 }
 
-type ConnectFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kv_core::Error>> + Send + Sync>;
+type ConnectFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kvtk_core::Error>> + Send + Sync>;
 
 /// How a reader reaches its bucket: an open handle, or a function that connects and opens it
 /// (called again, with backoff, until it succeeds — this is what lets a reader start while
@@ -138,9 +138,9 @@ impl Connector {
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
-    /// # async fn demo() -> Result<(), kv_config::Error> {
-    /// use kv_config::{ConfigReader, Connector, Source};
-    /// use kv_core::{BucketConfig, Connect};
+    /// # async fn demo() -> Result<(), kvtk_config::Error> {
+    /// use kvtk_config::{ConfigReader, Connector, Source};
+    /// use kvtk_core::{BucketConfig, Connect};
     /// let connector = Connector::connect_with(
     ///     Connect::new().server("tls://nats.internal:4222").creds_file("/etc/app/reader.creds"),
     ///     BucketConfig::new("config"),
@@ -165,14 +165,14 @@ impl Connector {
     /// A custom connect function.
     pub fn from_fn<F>(f: F) -> Connector
     where
-        F: Fn() -> BoxFuture<'static, Result<Bucket, kv_core::Error>> + Send + Sync + 'static,
+        F: Fn() -> BoxFuture<'static, Result<Bucket, kvtk_core::Error>> + Send + Sync + 'static,
     {
         Connector::Lazy(Arc::new(f))
     }
 
     /// The handle to read through, and the one to write acknowledgements through when
     /// there is one.
-    pub(crate) async fn open(&self) -> Result<Opened, kv_core::Error> {
+    pub(crate) async fn open(&self) -> Result<Opened, kvtk_core::Error> {
         let bucket = match self {
             Connector::ReadOnly(b) => {
                 return Ok(Opened {

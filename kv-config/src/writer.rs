@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Backoff, Bucket, Expect, Include, Key, Revision, WatchEvent};
+use kvtk_core::{Backoff, Bucket, Expect, Include, Key, Revision, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -53,7 +53,7 @@ struct State {
 /// Writes a configuration with the same checks a reader applies: a value the validator
 /// refuses is never written. Cheap to clone.
 ///
-/// In prefix mode a change of several fields is one kv-core transaction (the bucket needs
+/// In prefix mode a change of several fields is one kvtk-core transaction (the bucket needs
 /// `atomic_batches(true)`; a one-field change is a plain conditional write), so readers never
 /// see half of it. Every write is conditional on the revisions it read, and retried on
 /// conflict.
@@ -84,7 +84,7 @@ impl<T> fmt::Debug for ConfigWriter<T> {
     }
 }
 
-fn kv_err(context: &str) -> impl FnOnce(kv_core::Error) -> Error + '_ {
+fn kv_err(context: &str) -> impl FnOnce(kvtk_core::Error) -> Error + '_ {
     move |e| Error::kv(context, e)
 }
 
@@ -273,7 +273,7 @@ where
     where
         F: FnMut(Result<T, Rejection>) -> Result<T, Error>,
     {
-        let span = tracing::info_span!("kv_config.write", config = %self.source.name());
+        let span = tracing::info_span!("kvtk_config.write", config = %self.source.name());
         async {
             let mut delays = conflict_backoff().delays();
             for attempt in 1..=self.attempts {

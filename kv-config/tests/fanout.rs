@@ -7,9 +7,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use kv_config::{ConfigEvent, ConfigEvents, ConfigReader, ConfigWriter};
-use kv_core::Revision;
-use kv_tests::{NatsServer, T};
+use kvtk_config::{ConfigEvent, ConfigEvents, ConfigReader, ConfigWriter};
+use kvtk_core::Revision;
+use kvtk_tests::{NatsServer, T};
 use serde::{Deserialize, Serialize};
 
 /// Another view of the same document: a different type with its own validator.
@@ -96,7 +96,7 @@ async fn the_watch_stops_with_its_last_reader() {
         start().await.unwrap(),
     );
     // Another open of the bucket is another handle, with its own watch.
-    let other = kv_core::Kv::new(server.connect().await)
+    let other = kvtk_core::Kv::new(server.connect().await)
         .open("cfg")
         .await
         .unwrap();

@@ -8,8 +8,8 @@
 mod common;
 
 use common::*;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Format, RejectKind, Source};
-use kv_tests::NatsServer;
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Format, RejectKind, Source};
+use kvtk_tests::NatsServer;
 
 async fn round_trip(format: Format, key: &str, stored_by_hand: &str, malformed: &str) {
     let server = NatsServer::start().await;

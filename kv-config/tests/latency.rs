@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kv_config::{ConfigReader, ConfigWriter};
-use kv_tests::{NatsServer, T};
+use kvtk_config::{ConfigReader, ConfigWriter};
+use kvtk_tests::{NatsServer, T};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_to_changed_latency_100_readers() {
@@ -17,7 +17,7 @@ async fn update_to_changed_latency_100_readers() {
     b.put("app.config", json(&app("lat", 1))).await.unwrap();
     let mut readers = Vec::new();
     for _ in 0..10 {
-        let kv = kv_core::Kv::new(server.connect().await);
+        let kv = kvtk_core::Kv::new(server.connect().await);
         let bucket = kv.open("cfg").await.unwrap();
         readers.extend(start_readers(&bucket, 10).await);
     }
@@ -33,7 +33,7 @@ async fn update_to_changed_latency_100_readers_on_one_handle() {
     measure(&b, readers, "100 readers on one bucket handle").await;
 }
 
-async fn start_readers(bucket: &kv_core::Bucket, n: usize) -> Vec<ConfigReader<App>> {
+async fn start_readers(bucket: &kvtk_core::Bucket, n: usize) -> Vec<ConfigReader<App>> {
     let mut readers = Vec::new();
     for _ in 0..n {
         readers.push(
@@ -48,7 +48,7 @@ async fn start_readers(bucket: &kv_core::Bucket, n: usize) -> Vec<ConfigReader<A
 
 /// Times `updates` writes, each from before the write until every reader's `changed()`
 /// returned, and prints the percentiles and the server's consumer count.
-async fn measure(b: &kv_core::Bucket, mut readers: Vec<ConfigReader<App>>, what: &str) {
+async fn measure(b: &kvtk_core::Bucket, mut readers: Vec<ConfigReader<App>>, what: &str) {
     let w = ConfigWriter::<App>::new(b.clone(), doc());
     let updates = 30u32;
     let mut lat: Vec<Duration> = Vec::with_capacity(readers.len() * updates as usize);

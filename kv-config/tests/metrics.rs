@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
-use kv_core::{BucketConfig, Kv};
-use kv_tests::metrics::TestRecorder;
-use kv_tests::NatsServer;
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_tests::metrics::TestRecorder;
+use kvtk_tests::NatsServer;
 use serde::{Deserialize, Serialize};
 
 /// Upper bound for any wait on an event.
@@ -94,7 +94,7 @@ const PREFIXES: [&str; 1] = ["kv_config_"];
 
 mod names {
     use super::PREFIXES;
-    use kv_config::metrics::*;
+    use kvtk_config::metrics::*;
     const NAMES: [&str; 4] = [
         CONFIG_APPLIED,
         CONFIG_REJECTED,
@@ -106,7 +106,7 @@ mod names {
     fn the_names_are_the_readme_table() {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+        let mut documented: Vec<String> = kvtk_tests::metrics::documented(&readme)
             .into_iter()
             .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
             .collect();

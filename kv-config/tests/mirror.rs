@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{app, doc, next_event, validate, App};
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, Source};
-use kv_core::{Bucket, BucketConfig, Kv, ReadOnlyBucket, Revision};
-use kv_tests::{HubAndLeaf, T};
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, Source};
+use kvtk_core::{Bucket, BucketConfig, Kv, ReadOnlyBucket, Revision};
+use kvtk_tests::{HubAndLeaf, T};
 
 /// The origin on the hub, its mirror on the leaf.
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -34,7 +34,7 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
 }
 
 /// Waits for the reader's next applied change and returns its revision.
-async fn next_change(events: &mut kv_config::ConfigEvents<App>) -> Revision {
+async fn next_change(events: &mut kvtk_config::ConfigEvents<App>) -> Revision {
     match next_event(events).await {
         ConfigEvent::Changed(c) => c.revision.expect("a change from the KV"),
         other => panic!("expected a change, got {other:?}"),

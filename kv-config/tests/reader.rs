@@ -6,8 +6,8 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Origin, RejectKind, Source};
-use kv_tests::{NatsServer, T};
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Origin, RejectKind, Source};
+use kvtk_tests::{NatsServer, T};
 
 #[tokio::test]
 async fn initial_load_and_defaults_when_missing() {

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, Connector, ErrorKind, Origin};
-use kv_tests::{FaultProxy, NatsServer, T};
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Connector, ErrorKind, Origin};
+use kvtk_tests::{FaultProxy, NatsServer, T};
 
 #[tokio::test]
 async fn offline_start_from_snapshot_then_catch_up() {
@@ -84,7 +84,7 @@ async fn resync_after_cut_link_emits_one_change() {
 
     let proxy = FaultProxy::start(&server.client_url()).await;
     let client = async_nats::connect(proxy.url()).await.unwrap();
-    let rb = kv_core::Kv::new(client).open("cfg").await.unwrap();
+    let rb = kvtk_core::Kv::new(client).open("cfg").await.unwrap();
     let r = ConfigReader::<App>::builder(doc())
         .bucket(rb)
         .await
@@ -152,9 +152,9 @@ async fn resync_after_server_restart() {
 async fn a_document_that_vanished_while_away_is_noticed() {
     let server = NatsServer::start().await;
     // History 1: with per-key TTLs a longer history can bring back an older revision.
-    let b = kv_core::Kv::new(server.connect().await)
+    let b = kvtk_core::Kv::new(server.connect().await)
         .create_bucket(
-            kv_core::BucketConfig::new("vanish")
+            kvtk_core::BucketConfig::new("vanish")
                 .history(1)
                 .per_key_ttl(Duration::from_secs(1)),
         )
@@ -166,7 +166,7 @@ async fn a_document_that_vanished_while_away_is_noticed() {
         .unwrap();
     let proxy = FaultProxy::start(&server.client_url()).await;
     let client = async_nats::connect(proxy.url()).await.unwrap();
-    let watched = kv_core::Kv::new(client).open("vanish").await.unwrap();
+    let watched = kvtk_core::Kv::new(client).open("vanish").await.unwrap();
     let r = ConfigReader::<App>::builder(doc())
         .bucket(watched)
         .await
@@ -186,7 +186,7 @@ async fn a_document_that_vanished_while_away_is_noticed() {
     proxy.heal();
     match next_event(&mut events).await {
         ConfigEvent::Rejected(rej) => {
-            assert_eq!(rej.kind(), kv_config::RejectKind::Deleted, "{rej}")
+            assert_eq!(rej.kind(), kvtk_config::RejectKind::Deleted, "{rej}")
         }
         other => panic!("expected a rejection, got {other:?}"),
     }

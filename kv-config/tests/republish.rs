@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::nats::Republish;
-use kv_core::{BucketConfig, Kv, Revision};
-use kv_tests::NatsServer;
-use kv_tests::T;
+use kvtk_core::nats::Republish;
+use kvtk_core::{BucketConfig, Kv, Revision};
+use kvtk_tests::NatsServer;
+use kvtk_tests::T;
 
 /// One republished message: its subject and the headers RePublish adds (plus the KV ones).
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use kv_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, RejectKind, Source};
-use kv_tests::{NatsServer, T};
+use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, RejectKind, Source};
+use kvtk_tests::{NatsServer, T};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ async fn writer_refuses_invalid_values_and_rolls_back() {
     assert_eq!(back.changed, vec!["name"]);
     assert_eq!(w.get().await.unwrap().0, app("one", 10));
     let err = w
-        .rollback(kv_core::Revision::new(9999).unwrap())
+        .rollback(kvtk_core::Revision::new(9999).unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -192,7 +192,7 @@ async fn applied_acknowledgements_from_three_readers() {
     w.set(&app("fleet", 1)).await.unwrap();
     let mut readers = Vec::new();
     for i in 1..=3 {
-        let kv = kv_core::Kv::new(server.connect().await);
+        let kv = kvtk_core::Kv::new(server.connect().await);
         let bi = kv.open("cfg").await.unwrap();
         readers.push(
             ConfigReader::<App>::builder(doc())
@@ -271,20 +271,20 @@ async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
     assert!(later.is_value(), "renewed past its ttl: {later:?}");
     assert!(later.revision() > first.revision());
     assert_eq!(later.lease().map(|t| t.nonce()), Some(tag.nonce()));
-    let applied: kv_config::Applied = serde_json::from_slice(later.value()).unwrap();
+    let applied: kvtk_config::Applied = serde_json::from_slice(later.value()).unwrap();
     assert_eq!(applied.applied, Some(rev.get()));
 
     // Stopping the reader releases the lease: the key is removed, not left to expire.
     reader.shutdown().await;
     let mut watch = b
         .watch([key])
-        .include(kv_core::Include::LastPerKey)
+        .include(kvtk_core::Include::LastPerKey)
         .await
         .unwrap();
     let removed = tokio::time::timeout(T, async {
         loop {
             match futures::StreamExt::next(&mut watch).await {
-                Some(Ok(kv_core::WatchEvent::Entry(e))) if !e.is_value() => return e,
+                Some(Ok(kvtk_core::WatchEvent::Entry(e))) if !e.is_value() => return e,
                 Some(_) => {}
                 None => panic!("watch ended"),
             }

@@ -1,12 +1,12 @@
-//! kv-core: a bucket, put/get, a compare-and-set conflict, a transaction and a watch.
+//! kvtk-core: a bucket, put/get, a compare-and-set conflict, a transaction and a watch.
 //!
-//! Run with `cargo run -p kv-core --example basics`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kvtk-core --example basics`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server; the bucket it creates is deleted at the end.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{BucketConfig, ErrorKind, Kv, WatchEvent};
+use kvtk_core::{BucketConfig, ErrorKind, Kv, WatchEvent};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -17,7 +17,7 @@ async fn main() -> Res {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let server = kv_tests::NatsServer::start().await;
+            let server = kvtk_tests::NatsServer::start().await;
             let url = server.client_url();
             (Some(server), url)
         }

@@ -1,11 +1,11 @@
-//! kv-core's object store view: a large object put in chunks, read back as a stream with its
+//! kvtk-core's object store view: a large object put in chunks, read back as a stream with its
 //! digest checked, a link, the listing, and the store deleted.
 //!
-//! Run with `cargo run -p kv-core --example objects`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kvtk-core --example objects`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server; the store it creates is deleted at the end.
 
-use kv_core::object::{ObjectMeta, ObjectStore, ObjectStoreConfig};
-use kv_core::Kv;
+use kvtk_core::object::{ObjectMeta, ObjectStore, ObjectStoreConfig};
+use kvtk_core::Kv;
 use tokio::io::AsyncReadExt;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -17,7 +17,7 @@ async fn main() -> Res {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let server = kv_tests::NatsServer::start().await;
+            let server = kvtk_tests::NatsServer::start().await;
             let url = server.client_url();
             (Some(server), url)
         }

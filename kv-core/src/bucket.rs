@@ -544,7 +544,7 @@ impl From<&Key> for KeyFilterArg {
 /// [`ReadOnlyBucket`] is available through `Deref`.
 ///
 /// ```no_run
-/// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+/// # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_core::Error> {
 /// use std::time::Duration;
 /// let rev = bucket.create("jobs.lock", "me").ttl(Duration::from_secs(10)).await?;
 /// let rev = bucket.update("jobs.lock", "me", rev).ttl(Duration::from_secs(10)).await?;

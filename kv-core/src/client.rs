@@ -74,7 +74,7 @@ impl fmt::Display for ServerVersion {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use kv_core::{BucketConfig, Kv};
+/// use kvtk_core::{BucketConfig, Kv};
 /// let kv = Kv::connect("nats://127.0.0.1:4222").await?;
 /// let bucket = kv.create_or_open(BucketConfig::new("app")).await?;
 /// bucket.put("greeting", "hello").await?;

@@ -9,7 +9,7 @@ use crate::error::Error;
 /// Encodes values of type `T` to bytes and back.
 ///
 /// ```
-/// use kv_core::{Codec, Json};
+/// use kvtk_core::{Codec, Json};
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Cfg { timeout: u32 }
 /// let bytes = Json.encode(&Cfg { timeout: 30 }).unwrap();
@@ -17,7 +17,7 @@ use crate::error::Error;
 /// assert_eq!(back, Cfg { timeout: 30 });
 /// // Undecodable input is an error of kind Codec, never a panic.
 /// let err = Codec::<Cfg>::decode(&Json, b"{").unwrap_err();
-/// assert_eq!(err.kind(), kv_core::ErrorKind::Codec);
+/// assert_eq!(err.kind(), kvtk_core::ErrorKind::Codec);
 /// ```
 pub trait Codec<T>: Send + Sync {
     /// Encodes a value.

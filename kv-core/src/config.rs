@@ -27,7 +27,7 @@ pub enum Storage {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::BucketConfig;
+/// use kvtk_core::BucketConfig;
 /// let cfg = BucketConfig::new("locks")
 ///     .history(1)
 ///     .per_key_ttl(Duration::from_secs(60))
@@ -146,7 +146,7 @@ impl BucketConfig {
     /// clock would vanish without an event).
     ///
     /// ```
-    /// use kv_core::{nats::Source, BucketConfig};
+    /// use kvtk_core::{nats::Source, BucketConfig};
     /// // On a leaf node: a local copy of the hub's `app` bucket.
     /// let cfg = BucketConfig::new("app").mirror(Source {
     ///     name: "app".into(),

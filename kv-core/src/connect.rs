@@ -53,9 +53,9 @@ type EventHook = Arc<dyn Fn(&async_nats::Event) + Send + Sync>;
 /// one `Connect` can connect many times.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), kv_core::Error> {
+/// # async fn demo() -> Result<(), kvtk_core::Error> {
 /// use std::time::Duration;
-/// use kv_core::Connect;
+/// use kvtk_core::Connect;
 ///
 /// let kv = Connect::new()
 ///     .servers(["nats://n1:4222,nats://n2:4222", "nats://n3:4222"]) // comma-separated works too

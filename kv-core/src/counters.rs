@@ -6,9 +6,9 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), kv_core::Error> {
-//! # let server = kv_tests::NatsServer::start().await;
-//! let kv = kv_core::Kv::connect(&server.client_url()).await?;
+//! # async fn main() -> Result<(), kvtk_core::Error> {
+//! # let server = kvtk_tests::NatsServer::start().await;
+//! let kv = kvtk_core::Kv::connect(&server.client_url()).await?;
 //! let counters = kv.counters("stats").await?;
 //! assert_eq!(counters.add("hits", 1).await?, 1);
 //! assert_eq!(counters.add("hits", 41).await?, 42);
@@ -173,9 +173,9 @@ impl Counters {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), kv_core::Error> {
-    /// # let server = kv_tests::NatsServer::start().await;
-    /// # let kv = kv_core::Kv::connect(&server.client_url()).await?;
+    /// # async fn main() -> Result<(), kvtk_core::Error> {
+    /// # let server = kvtk_tests::NatsServer::start().await;
+    /// # let kv = kvtk_core::Kv::connect(&server.client_url()).await?;
     /// let hits = kv.counters("stats").await?.counter("hits")?;
     /// let adds = (0..8).map(|_| {
     ///     let hits = hits.clone();

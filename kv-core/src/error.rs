@@ -1,4 +1,4 @@
-//! One error type for every kv-core operation, with a matchable [`ErrorKind`].
+//! One error type for every kvtk-core operation, with a matchable [`ErrorKind`].
 //!
 //! The error records which [`Operation`] failed, on which key, and the server's `err_code`
 //! when there was one. Display text is for people and is not a contract: match on
@@ -131,7 +131,7 @@ impl fmt::Display for Operation {
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// The error of every kv-core operation. One pointer wide, so `Result`s stay small.
+/// The error of every kvtk-core operation. One pointer wide, so `Result`s stay small.
 #[derive(Debug)]
 pub struct Error(Box<Repr>);
 
@@ -341,7 +341,7 @@ mod tests {
         let cause_text = cause.to_string();
         let e = from_request(cause).with_op(Operation::Get).with_key("k");
         assert_eq!(e.kind(), ErrorKind::Timeout);
-        let layers = kv_tests::assert_one_layer_each(&e);
+        let layers = kvtk_tests::assert_one_layer_each(&e);
         assert_eq!(layers, vec![e.to_string(), cause_text]);
     }
 }

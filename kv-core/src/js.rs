@@ -1,4 +1,4 @@
-//! The few JetStream requests kv-core needs, sent as plain core NATS requests.
+//! The few JetStream requests kvtk-core needs, sent as plain core NATS requests.
 //!
 //! Going below async-nats' JetStream publish path gives us the server's `err_code` for every
 //! failure (async-nats folds 10164 into `Other`), headers it does not expose (marker reason,

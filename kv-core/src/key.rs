@@ -116,11 +116,11 @@ fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
 /// with `_kv`, at most [`MAX_KEY_LEN`] bytes.
 ///
 /// ```
-/// use kv_core::Key;
+/// use kvtk_core::Key;
 /// let key: Key = "jobs.reindex".parse().unwrap();
 /// assert_eq!(key.as_str(), "jobs.reindex");
 /// let err = Key::new("bad key").unwrap_err();
-/// assert_eq!(err.kind(), kv_core::ErrorKind::InvalidKey);
+/// assert_eq!(err.kind(), kvtk_core::ErrorKind::InvalidKey);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(String);
@@ -189,7 +189,7 @@ impl TryFrom<String> for Key {
 /// (one or more tokens).
 ///
 /// ```
-/// use kv_core::KeyFilter;
+/// use kvtk_core::KeyFilter;
 /// assert!(KeyFilter::new("config.>").is_ok());
 /// assert!(KeyFilter::new("users.*.name").is_ok());
 /// assert!(KeyFilter::new("a.>.b").is_err());
@@ -266,7 +266,7 @@ pub trait KeyCodec: Send + Sync {
 /// longer, and the encoded key must stay within [`MAX_KEY_LEN`].
 ///
 /// ```
-/// use kv_core::{Base64KeyCodec, KeyCodec};
+/// use kvtk_core::{Base64KeyCodec, KeyCodec};
 /// let codec = Base64KeyCodec;
 /// let key = codec.encode_key("user: Zoë > admins").unwrap();
 /// assert_eq!(codec.decode_key(&key).unwrap(), "user: Zoë > admins");

@@ -8,7 +8,7 @@
 //! A read-only handle has no write methods at all:
 //!
 //! ```compile_fail
-//! # async fn demo(kv: kv_core::Kv) -> Result<(), kv_core::Error> {
+//! # async fn demo(kv: kvtk_core::Kv) -> Result<(), kvtk_core::Error> {
 //! let ro = kv.open_read_only("app").await?;
 //! ro.put("greeting", "hello").await?; // no such method on ReadOnlyBucket
 //! # Ok(()) }

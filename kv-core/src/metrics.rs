@@ -4,7 +4,7 @@
 //! `metrics-exporter-prometheus`); without one an emission costs a few tens of nanoseconds.
 //! Every metric of the toolkit, with its labels, is in the one table of the workspace
 //! README's [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics); the
-//! constants here are the names kv-core emits.
+//! constants here are the names kvtk-core emits.
 
 use std::sync::Arc;
 use std::time::Duration;

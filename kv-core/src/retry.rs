@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::Backoff;
+/// use kvtk_core::Backoff;
 /// let b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1)).unwrap();
 /// for n in 0..10 {
 ///     let d = b.delay(n);

@@ -66,7 +66,7 @@ impl From<Revision> for Expect {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::Ttl;
+/// use kvtk_core::Ttl;
 /// assert_eq!(Ttl::new(Duration::from_secs(5)).unwrap().as_secs(), 5);
 /// // Sub-second parts are refused, never truncated.
 /// assert!(Ttl::new(Duration::from_millis(1500)).is_err());

@@ -51,8 +51,8 @@ impl Bucket {
     /// Starts a read-modify-write of `key`, decoding and encoding values with `codec`.
     ///
     /// ```no_run
-    /// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
-    /// use kv_core::{Json, Outcome};
+    /// # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_core::Error> {
+    /// use kvtk_core::{Json, Outcome};
     /// #[derive(serde::Serialize, serde::Deserialize)]
     /// struct Stock { items: u32 }
     /// let out = bucket.rmw("stock.apples", Json).apply(|cur: Option<Stock>| {

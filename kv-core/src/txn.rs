@@ -2,7 +2,7 @@
 //! all or nothing, in one round trip (JetStream atomic batch, nats-server ≥ 2.12).
 //!
 //! ```no_run
-//! # async fn demo(bucket: kv_core::Bucket, rev_a: kv_core::Revision) -> Result<(), kv_core::Error> {
+//! # async fn demo(bucket: kvtk_core::Bucket, rev_a: kvtk_core::Revision) -> Result<(), kvtk_core::Error> {
 //! let committed = bucket
 //!     .txn()
 //!     .update("account.a", "90", rev_a)   // only if account.a is still at rev_a

@@ -1,9 +1,9 @@
 //! Watches: a stream of entries that never loses an update.
 //!
 //! ```no_run
-//! # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+//! # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_core::Error> {
 //! use futures::StreamExt;
-//! use kv_core::{Include, WatchEvent};
+//! use kvtk_core::{Include, WatchEvent};
 //! let mut watch = bucket.watch(["config.>"]).include(Include::LastPerKey).await?;
 //! while let Some(event) = watch.next().await {
 //!     match event? {

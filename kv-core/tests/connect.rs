@@ -7,14 +7,14 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
-use kv_tests::{Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
+use kvtk_core::{BucketConfig, Connect, ErrorKind, Kv};
+use kvtk_tests::{Account, NatsServer, NkeyUser, TestOperator, TestPki, User};
 
 const PASSWORD: &str = "pw-Zq81x";
 const TOKEN: &str = "tok-Hq72y";
 
 /// Every text an error shows, through its whole source chain, in Display and Debug.
-fn all_text(e: &kv_core::Error) -> String {
+fn all_text(e: &kvtk_core::Error) -> String {
     let mut out = format!("{e}\n{e:?}\n");
     let mut cur: Option<&dyn std::error::Error> = e.source();
     while let Some(c) = cur {
@@ -24,7 +24,7 @@ fn all_text(e: &kv_core::Error) -> String {
     out
 }
 
-fn assert_no_secret(e: &kv_core::Error, secrets: &[&str]) {
+fn assert_no_secret(e: &kvtk_core::Error, secrets: &[&str]) {
     let text = all_text(e);
     for s in secrets {
         assert!(!text.contains(s), "secret {s:?} shown in: {text}");
@@ -44,7 +44,7 @@ async fn connects(c: Connect) {
 }
 
 /// Connects with `c`, which must fail; the error.
-async fn fails(c: Connect) -> kv_core::Error {
+async fn fails(c: Connect) -> kvtk_core::Error {
     c.connect().await.unwrap_err()
 }
 

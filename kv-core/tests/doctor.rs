@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use kv_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, SyncSetting};
-use kv_core::lease::LeaseConfig;
-use kv_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
-use kv_tests::{Account, NatsCluster, NatsServer, User};
+use kvtk_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, SyncSetting};
+use kvtk_core::lease::LeaseConfig;
+use kvtk_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
+use kvtk_tests::{Account, NatsCluster, NatsServer, User};
 
 /// A lease that rides through a stream-leader election (the recipes' default on R3).
 fn lease() -> LeaseConfig {
-    LeaseConfig::new(kv_core::lease::REPLICATED_TTL).unwrap()
+    LeaseConfig::new(kvtk_core::lease::REPLICATED_TTL).unwrap()
 }
 
 /// A bucket the way the recipes create it.
@@ -86,7 +86,7 @@ async fn flags_persist_mode_async() {
     use async_nats::jetstream::stream::{Config, PersistenceMode};
     let server = NatsServer::start().await;
     let client = server.connect().await;
-    // kv-core has no switch for it on purpose: create the stream the way another tool would.
+    // kvtk-core has no switch for it on purpose: create the stream the way another tool would.
     async_nats::jetstream::new(client.clone())
         .create_stream(Config {
             name: "KV_fast".into(),
@@ -194,7 +194,7 @@ async fn a_mirror_is_named_and_a_missing_bucket_is_an_error() {
     let server = NatsServer::start().await;
     let kv = Kv::new(server.connect().await);
     kv.create_bucket(recipe_bucket("origin")).await.unwrap();
-    kv.create_bucket(BucketConfig::new("copy").mirror(kv_core::nats::Source {
+    kv.create_bucket(BucketConfig::new("copy").mirror(kvtk_core::nats::Source {
         name: "origin".into(),
         ..Default::default()
     }))
@@ -211,7 +211,7 @@ async fn a_mirror_is_named_and_a_missing_bucket_is_an_error() {
     async_nats::jetstream::new(kv.client().clone())
         .create_stream(async_nats::jetstream::stream::Config {
             name: "KV_expiring".into(),
-            mirror: Some(kv_core::nats::Source {
+            mirror: Some(kvtk_core::nats::Source {
                 name: "KV_origin".into(),
                 ..Default::default()
             }),

@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use kv_core::{BucketConfig, Kv};
-use kv_tests::NatsServer;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_tests::NatsServer;
 
 async fn expired_key_after_crash(sync_always: bool) -> (bool, Duration) {
     let builder = NatsServer::builder();

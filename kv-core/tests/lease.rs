@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use kv_core::lease::{Keeper, LeaseConfig, LostReason};
-use kv_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kv_tests::{client, FaultProxy, NatsServer, T};
+use kvtk_core::lease::{Keeper, LeaseConfig, LostReason};
+use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
+use kvtk_tests::{client, FaultProxy, NatsServer, T};
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -198,10 +198,10 @@ async fn a_hand_over_replaces_the_key_and_an_orphan_expires() {
     let mut expired = std::collections::BTreeSet::new();
     tokio::time::timeout(T, async {
         while expired.len() < 2 {
-            if let Some(Ok(kv_core::WatchEvent::Entry(e))) =
+            if let Some(Ok(kvtk_core::WatchEvent::Entry(e))) =
                 futures::StreamExt::next(&mut watch).await
             {
-                if e.removal() == Some(kv_core::Removal::Expired) {
+                if e.removal() == Some(kvtk_core::Removal::Expired) {
                     expired.insert(e.key().as_str().to_string());
                 }
             }

@@ -4,14 +4,14 @@ use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{BucketConfig, ErrorKind, Kv, Revision, WatchEvent};
-use kv_tests::metrics::TestRecorder;
-use kv_tests::NatsServer;
+use kvtk_core::{BucketConfig, ErrorKind, Kv, Revision, WatchEvent};
+use kvtk_tests::metrics::TestRecorder;
+use kvtk_tests::NatsServer;
 
 /// Upper bound for any wait on an event.
 const T: Duration = Duration::from_secs(30);
 
-async fn next_entry(w: &mut kv_core::Watch) -> kv_core::Entry {
+async fn next_entry(w: &mut kvtk_core::Watch) -> kvtk_core::Entry {
     loop {
         match w.next().await {
             Some(Ok(WatchEvent::Entry(e))) => return e,
@@ -40,7 +40,7 @@ async fn a_watch_counts_its_resume_after_a_server_restart() {
 
     server.restart().await;
     let put = || bucket.put("a", "2").into_future();
-    let written = tokio::time::timeout(T, kv_core::Backoff::DEFAULT.retry(put))
+    let written = tokio::time::timeout(T, kvtk_core::Backoff::DEFAULT.retry(put))
         .await
         .unwrap()
         .unwrap();
@@ -86,7 +86,7 @@ const PREFIXES: [&str; 2] = ["kv_lease_", "kv_watch_"];
 
 mod names {
     use super::PREFIXES;
-    use kv_core::metrics::*;
+    use kvtk_core::metrics::*;
     const NAMES: [&str; 4] = [
         LEASE_RENEWAL_SLACK,
         LEASE_LOST,
@@ -98,7 +98,7 @@ mod names {
     fn the_names_are_the_readme_table() {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+        let mut documented: Vec<String> = kvtk_tests::metrics::documented(&readme)
             .into_iter()
             .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
             .collect();

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use kv_core::{
+use kvtk_core::{
     Bucket, BucketConfig, Entry, Include, Kv, Op, ReadOnlyBucket, Removal, Revision, Watch,
     WatchEvent,
 };
-use kv_tests::HubAndLeaf;
+use kvtk_tests::HubAndLeaf;
 
 /// The origin on the hub and its mirror on the leaf (same name, same history).
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -37,7 +37,7 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
 
 async fn next_entry(w: &mut Watch) -> Entry {
     loop {
-        let ev = kv_tests::next("a watch event", w)
+        let ev = kvtk_tests::next("a watch event", w)
             .await
             .expect("no watch error");
         if let WatchEvent::Entry(e) = ev {
@@ -60,7 +60,7 @@ async fn everything(b: &ReadOnlyBucket) -> Vec<Row> {
     let mut w = b.watch_all().include(Include::AllHistory).await.unwrap();
     let mut rows = Vec::new();
     loop {
-        let ev = kv_tests::next("a watch event", &mut w).await.unwrap();
+        let ev = kvtk_tests::next("a watch event", &mut w).await.unwrap();
         let WatchEvent::Entry(e) = ev else {
             return rows;
         };
@@ -84,7 +84,7 @@ async fn caught_up(origin: &Bucket, mirror: &ReadOnlyBucket) {
         .stream_info
         .state
         .last_sequence;
-    kv_tests::until("the mirror to catch up", || async {
+    kvtk_tests::until("the mirror to catch up", || async {
         mirror
             .status()
             .await

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
-use kv_core::object::{ObjectInfo, ObjectMeta, ObjectStoreConfig, ObjectWatch};
-use kv_core::{ErrorKind, Kv};
-use kv_tests::{within, NatsServer};
+use kvtk_core::object::{ObjectInfo, ObjectMeta, ObjectStoreConfig, ObjectWatch};
+use kvtk_core::{ErrorKind, Kv};
+use kvtk_tests::{within, NatsServer};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -30,7 +30,7 @@ fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 async fn next(watch: &mut ObjectWatch) -> ObjectInfo {
-    kv_tests::next("a watch event", watch)
+    kvtk_tests::next("a watch event", watch)
         .await
         .expect("watch item ok")
 }
@@ -133,9 +133,9 @@ async fn a_digest_mismatch_fails_the_read_as_a_codec_error() {
 
     let err = within("get_bytes", store.get_bytes("o")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
-    assert_eq!(err.operation(), kv_core::Operation::Object);
+    assert_eq!(err.operation(), kvtk_core::Operation::Object);
     assert_eq!(err.key(), Some("o"));
-    kv_tests::assert_one_layer_each(&err);
+    kvtk_tests::assert_one_layer_each(&err);
 
     // Streamed, the read that brings the last chunk fails and delivers none of it; the
     // reader stays failed.
@@ -235,7 +235,7 @@ async fn list_watch_links_and_delete() {
     let deleted = next(&mut watch).await;
     assert_eq!((deleted.name(), deleted.is_deleted()), ("a", true));
     let missing = store.info("a").await.unwrap_err();
-    kv_tests::assert_one_layer_each(&missing);
+    kvtk_tests::assert_one_layer_each(&missing);
     for err in [
         missing,
         store.get("a").await.unwrap_err(),

@@ -1,15 +1,15 @@
-//! kv-core operations against a real nats-server.
+//! kvtk-core operations against a real nats-server.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{
+use kvtk_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Json, Kv, Op, Outcome, Removal, Revision,
     Storage, Utf8, WatchEvent,
 };
-use kv_tests::{FaultProxy, NatsServer, T};
+use kvtk_tests::{FaultProxy, NatsServer, T};
 
 async fn setup(server: &NatsServer, cfg: BucketConfig) -> (Kv, Bucket) {
     let kv = Kv::new(server.connect().await);
@@ -23,9 +23,9 @@ fn ttl_bucket(name: &str) -> BucketConfig {
         .atomic_batches(true)
 }
 
-async fn next_entry(w: &mut kv_core::Watch) -> kv_core::Entry {
+async fn next_entry(w: &mut kvtk_core::Watch) -> kvtk_core::Entry {
     loop {
-        let ev = kv_tests::next("a watch event", w)
+        let ev = kvtk_tests::next("a watch event", w)
             .await
             .expect("watch item ok");
         if let WatchEvent::Entry(e) = ev {
@@ -38,7 +38,7 @@ async fn next_entry(w: &mut kv_core::Watch) -> kv_core::Entry {
 async fn put_get_create_update_delete_purge() {
     let server = NatsServer::start().await;
     let (kv, b) = setup(&server, BucketConfig::new("ops").history(5)).await;
-    assert!(kv.server_version() >= kv_core::ServerVersion::ATOMIC_BATCH);
+    assert!(kv.server_version() >= kvtk_core::ServerVersion::ATOMIC_BATCH);
 
     assert!(b.get("a").await.unwrap().is_none());
     let r1 = b.put("a", "one").await.unwrap();
@@ -600,7 +600,7 @@ async fn old_servers_get_server_too_old() {
     let real = Kv::new(server.connect().await);
     real.create_bucket(ttl_bucket("feat")).await.unwrap();
     let old = Kv::new(server.connect().await)
-        .assume_server_version(kv_core::ServerVersion::new(2, 11, 1));
+        .assume_server_version(kvtk_core::ServerVersion::new(2, 11, 1));
     let err = old.create_bucket(ttl_bucket("feat2")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ServerTooOld);
     assert!(err.to_string().contains("2.11.2"), "{err}");
@@ -622,7 +622,7 @@ async fn old_servers_get_server_too_old() {
 async fn timeouts_and_connection_errors_have_their_kinds() {
     let server = NatsServer::start().await;
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let kv = Kv::new(kv_tests::client::short_timeouts(proxy.url()).await);
+    let kv = Kv::new(kvtk_tests::client::short_timeouts(proxy.url()).await);
     let b = kv.create_bucket(BucketConfig::new("net")).await.unwrap();
     b.put("k", "v").await.unwrap();
     proxy.blackhole();
@@ -632,7 +632,7 @@ async fn timeouts_and_connection_errors_have_their_kinds() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     proxy.heal();
     // the client reconnects by itself once the link is back
-    kv_tests::until("reads through the healed link", || async {
+    kvtk_tests::until("reads through the healed link", || async {
         b.get("k").await.is_ok()
     })
     .await;
@@ -648,7 +648,7 @@ async fn mirrors_sources_republish_and_compression() {
     let mut republished = client.subscribe("repub.>").await.unwrap();
     let rp = kv
         .create_bucket(BucketConfig::new("rp").compression(true).republish(
-            kv_core::nats::Republish {
+            kvtk_core::nats::Republish {
                 source: "$KV.rp.>".into(),
                 destination: "repub.>".into(),
                 headers_only: false,
@@ -665,7 +665,7 @@ async fn mirrors_sources_republish_and_compression() {
     assert_eq!(m.payload.as_ref(), b"hello");
 
     let mirror = kv
-        .create_bucket(BucketConfig::new("mir").mirror(kv_core::nats::Source {
+        .create_bucket(BucketConfig::new("mir").mirror(kvtk_core::nats::Source {
             name: "src".into(),
             ..Default::default()
         }))
@@ -673,7 +673,7 @@ async fn mirrors_sources_republish_and_compression() {
         .unwrap();
     let sourced = kv
         .create_bucket(
-            BucketConfig::new("agg").sources(vec![kv_core::nats::Source {
+            BucketConfig::new("agg").sources(vec![kvtk_core::nats::Source {
                 name: "src".into(),
                 ..Default::default()
             }]),
@@ -684,7 +684,7 @@ async fn mirrors_sources_republish_and_compression() {
     for b in [&mirror, &sourced] {
         let mut w = b.watch(["a"]).await.unwrap();
         loop {
-            let ev = kv_tests::next("a watch event", &mut w).await.unwrap();
+            let ev = kvtk_tests::next("a watch event", &mut w).await.unwrap();
             if let WatchEvent::Entry(e) = ev {
                 assert_eq!(e.value().as_ref(), b"1");
                 break;

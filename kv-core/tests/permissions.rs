@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
-use kv_tests::{Account, NatsServer, Permissions};
+use kvtk_core::{BucketConfig, Connect, ErrorKind, Kv};
+use kvtk_tests::{Account, NatsServer, Permissions};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -1,10 +1,10 @@
-//! Property tests of the parsing kv-core does on user input: keys, filters, the key codec and
+//! Property tests of the parsing kvtk-core does on user input: keys, filters, the key codec and
 //! the value codecs never panic, round-trip, and name the problem when they refuse.
 
 #![allow(clippy::unwrap_used)] // test assertions
 
 use bytes::Bytes;
-use kv_core::{Base64KeyCodec, Codec, ErrorKind, Json, Key, KeyCodec, KeyFilter, Raw, Utf8};
+use kvtk_core::{Base64KeyCodec, Codec, ErrorKind, Json, Key, KeyCodec, KeyFilter, Raw, Utf8};
 use proptest::prelude::*;
 
 /// One token of a valid key: the allowed characters, not starting with the reserved `_kv`.

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{Bucket, BucketConfig, ErrorKind, Include, Kv, Op, Revision, Watch, WatchEvent};
-use kv_tests::{FaultProxy, NatsServer, T};
+use kvtk_core::{Bucket, BucketConfig, ErrorKind, Include, Kv, Op, Revision, Watch, WatchEvent};
+use kvtk_tests::{FaultProxy, NatsServer, T};
 
 async fn next(w: &mut Watch) -> WatchEvent {
-    kv_tests::next("a watch event", w)
+    kvtk_tests::next("a watch event", w)
         .await
         .expect("watch item ok")
 }
@@ -107,7 +107,7 @@ async fn include_modes_and_initial_marker() {
 /// test can cut the watcher off while others keep writing.
 async fn through_proxy(server: &NatsServer, name: &str) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = kv_tests::client::with_request_timeout(proxy.url(), Duration::from_secs(2)).await;
+    let client = kvtk_tests::client::with_request_timeout(proxy.url(), Duration::from_secs(2)).await;
     let b = Kv::new(client).open(name).await.unwrap();
     (proxy, b)
 }
@@ -330,7 +330,7 @@ async fn a_key_that_vanished_while_away_is_reported() {
 
 #[tokio::test]
 async fn r3_bucket_survives_killing_its_stream_leader() {
-    let mut cluster = kv_tests::NatsCluster::start().await;
+    let mut cluster = kvtk_tests::NatsCluster::start().await;
     let kv = Kv::new(cluster.connect().await).with_timeout(Duration::from_secs(2));
     // Creating an R3 stream on a freshly started cluster can take longer than the short
     // timeout the failover is tested with.
@@ -409,7 +409,7 @@ async fn watchers_see_whole_transactions_by_their_commit_entry() {
     let reader = async {
         let (mut a, mut bv) = (100u32, 0u32);
         let mut applied = 0;
-        let mut pending: Vec<kv_core::Entry> = Vec::new();
+        let mut pending: Vec<kvtk_core::Entry> = Vec::new();
         while applied < rounds {
             let WatchEvent::Entry(e) = next(&mut w).await else {
                 continue;
@@ -476,7 +476,7 @@ async fn dropped_watches_leave_no_consumers_behind() {
         let mut w = b.watch(["k"]).await.unwrap();
         let _ = next(&mut w).await;
     }
-    kv_tests::until("the dropped watches' consumers to be deleted", || async {
+    kvtk_tests::until("the dropped watches' consumers to be deleted", || async {
         b.status().await.unwrap().stream_info.state.consumer_count == 0
     })
     .await;
@@ -500,7 +500,7 @@ async fn expect_history_gone(w: &mut Watch, key: &str) {
 }
 
 /// Waits for the next entry, skipping the initial-values marker.
-async fn next_entry(w: &mut Watch) -> kv_core::Entry {
+async fn next_entry(w: &mut Watch) -> kvtk_core::Entry {
     loop {
         if let WatchEvent::Entry(e) = next(w).await {
             return e;

@@ -1,7 +1,7 @@
-//! kv-leader: three processes elect a leader; killing the leader's process fails over within
+//! kvtk-leader: three processes elect a leader; killing the leader's process fails over within
 //! the TTL plus about a second, a graceful stop hands over within milliseconds.
 //!
-//! Run with `cargo run -p kv-leader --example leader`. Uses `NATS_URL` when set, else a
+//! Run with `cargo run -p kvtk-leader --example leader`. Uses `NATS_URL` when set, else a
 //! throwaway nats-server. The example starts three copies of itself (`leader child <id>`)
 //! and watches the election from the parent.
 
@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::Kv;
-use kv_leader::{Election, ElectorEvent, Observed};
+use kvtk_core::Kv;
+use kvtk_leader::{Election, ElectorEvent, Observed};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -77,8 +77,8 @@ fn spawn_child(url: &str, id: &str) -> Result<Child, Box<dyn std::error::Error>>
 }
 
 async fn next_leader(
-    obs: &mut kv_leader::Observer,
-) -> Result<kv_leader::LeaderInfo, Box<dyn std::error::Error>> {
+    obs: &mut kvtk_leader::Observer,
+) -> Result<kvtk_leader::LeaderInfo, Box<dyn std::error::Error>> {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), obs.next()).await? {
             Some(Observed::Leader(l)) if l.transfer_to.is_none() => return Ok(l),
@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = match std::env::var("NATS_URL") {
         Ok(u) => u,
         Err(_) => {
-            let s = kv_tests::NatsServer::start().await;
+            let s = kvtk_tests::NatsServer::start().await;
             let u = s.client_url();
             _server = Some(s);
             u

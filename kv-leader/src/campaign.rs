@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::lease::Lease;
-use kv_core::{Backoff, Entry, Expect, Include, Revision, Watch, WatchEvent};
+use kvtk_core::lease::Lease;
+use kvtk_core::{Backoff, Entry, Expect, Include, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
 use crate::election::{validate_name, Counters, Shared};
@@ -48,9 +48,9 @@ pub(crate) enum KeyView {
     /// No message at all (never written, or a marker that expired).
     Absent,
     /// A tombstone, purge or expiry marker at this revision.
-    Removed(kv_core::Revision),
+    Removed(kvtk_core::Revision),
     /// A live value at this revision (`None`: undecodable).
-    Live(kv_core::Revision, Option<Record>),
+    Live(kvtk_core::Revision, Option<Record>),
 }
 
 impl KeyView {
@@ -85,7 +85,7 @@ pub(crate) fn decide(view: &KeyView, id: &str, turn: Turn, pace: Pace) -> Decisi
 /// A campaign being configured; await it to wait until elected.
 ///
 /// ```no_run
-/// # async fn demo(election: kv_leader::Election) -> Result<(), kv_leader::Error> {
+/// # async fn demo(election: kvtk_leader::Election) -> Result<(), kvtk_leader::Error> {
 /// let leadership = election.campaign("node-1").value("10.0.0.1:8080").await?;
 /// # drop(leadership);
 /// # Ok(()) }
@@ -329,7 +329,7 @@ impl Candidate {
         match ev {
             Some(Ok(WatchEvent::Entry(e))) => self.see(e),
             Some(Ok(WatchEvent::InitialDone)) => self.known = true,
-            Some(Err(e)) if e.kind() == kv_core::ErrorKind::HistoryGone => self.need_read = true,
+            Some(Err(e)) if e.kind() == kvtk_core::ErrorKind::HistoryGone => self.need_read = true,
             Some(Err(e)) => tracing::debug!(error = %e, "leader watch error"),
             None => {
                 self.watch = None;
@@ -534,7 +534,7 @@ impl Candidate {
     }
 }
 
-async fn next_event(w: &mut Option<Watch>) -> Option<Result<WatchEvent, kv_core::Error>> {
+async fn next_event(w: &mut Option<Watch>) -> Option<Result<WatchEvent, kvtk_core::Error>> {
     match w.as_mut() {
         Some(w) => w.next().await,
         None => std::future::pending().await,
@@ -544,7 +544,7 @@ async fn next_event(w: &mut Option<Watch>) -> Option<Result<WatchEvent, kv_core:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kv_core::Revision;
+    use kvtk_core::Revision;
 
     fn rev(n: u64) -> Revision {
         Revision::new(n).unwrap()

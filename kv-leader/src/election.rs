@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, BucketConfig, Revision};
+use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::{Bucket, BucketConfig, Revision};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -153,7 +153,7 @@ impl Shared {
                     ));
                 }
                 if st.replicas > 1 && !self.lease.rides_through_election() {
-                    tracing::warn!(bucket = %st.bucket, ttl = ?self.lease.ttl().as_duration(), "the election's lease does not ride through a stream-leader election on this replicated bucket: a healthy leader can lose its term when a server fails (use kv_core::lease::REPLICATED_TTL or see LeaseConfig::rides_through_election)");
+                    tracing::warn!(bucket = %st.bucket, ttl = ?self.lease.ttl().as_duration(), "the election's lease does not ride through a stream-leader election on this replicated bucket: a healthy leader can lose its term when a server fails (use kvtk_core::lease::REPLICATED_TTL or see LeaseConfig::rides_through_election)");
                 }
                 Ok(())
             })
@@ -166,9 +166,9 @@ impl Shared {
 /// leadership tasks that [`shutdown`](Election::shutdown) waits for.
 ///
 /// ```no_run
-/// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_leader::Error> {
+/// # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_leader::Error> {
 /// use std::time::Duration;
-/// use kv_leader::Election;
+/// use kvtk_leader::Election;
 ///
 /// let election = Election::new(bucket, "scheduler", Duration::from_secs(5))?;
 /// let leadership = election.campaign("node-1").value("10.0.0.1:8080").await?;
@@ -250,7 +250,7 @@ impl ElectionBuilder {
         let transfer_ttl = self
             .transfer_ttl
             .unwrap_or_else(|| Duration::from_secs(2).min(ttl));
-        kv_core::Ttl::new(transfer_ttl).map_err(|e| {
+        kvtk_core::Ttl::new(transfer_ttl).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidTtl,
                 format!("transfer ttl {transfer_ttl:?} is not whole seconds ≥ 1 s"),

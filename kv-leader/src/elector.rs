@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::Backoff;
+use kvtk_core::Backoff;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -183,7 +183,7 @@ impl ElectorBuilder {
 /// an error that retrying cannot fix.
 ///
 /// ```no_run
-/// # async fn demo(election: kv_leader::Election) -> Result<(), kv_leader::Error> {
+/// # async fn demo(election: kvtk_leader::Election) -> Result<(), kvtk_leader::Error> {
 /// election
 ///     .elector("node-1")
 ///     .value("10.0.0.1:8080")

@@ -10,7 +10,7 @@ use crate::record::Term;
 /// Equal terms pass (one leader makes many requests).
 ///
 /// ```
-/// use kv_leader::Fence;
+/// use kvtk_leader::Fence;
 /// let fence = Fence::new();
 /// assert!(fence.check_raw(7).is_ok());
 /// assert!(fence.check_raw(9).is_ok());

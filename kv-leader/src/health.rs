@@ -28,7 +28,7 @@ pub enum HealthStatus {
 /// so a starved lease keeper shows up here as soon as the deadline passes).
 ///
 /// ```no_run
-/// # fn demo(leadership: &kv_leader::Leadership) {
+/// # fn demo(leadership: &kvtk_leader::Leadership) {
 /// let health = leadership.health();
 /// // in the HTTP /ready handler:
 /// let status = if health.is_ready() { 200 } else { 503 };

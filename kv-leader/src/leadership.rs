@@ -1,15 +1,15 @@
 //! A won election: the [`Leadership`] handle over the leader key's [`Lease`].
 //!
 //! Renewal, lost-ack recognition, the local deadline, guarded writes and the fenced release
-//! are the kv-core lease layer's; this module adds what an election means on top: the term,
+//! are the kvtk-core lease layer's; this module adds what an election means on top: the term,
 //! the published value, resignation, transfer and why a leadership ended.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kv_core::lease::{self, Lease};
-use kv_core::{Backoff, Revision};
+use kvtk_core::lease::{self, Lease};
+use kvtk_core::{Backoff, Revision};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -156,7 +156,7 @@ impl Held {
         let write = Backoff::DEFAULT.retry(|| self.lease.set_value(body.clone()));
         match tokio::time::timeout_at(self.deadline(), write).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.kind() == kv_core::ErrorKind::LeaseLost => Err(Error::lost(
+            Ok(Err(e)) if e.kind() == kvtk_core::ErrorKind::LeaseLost => Err(Error::lost(
                 "leadership lost before the value was published",
             )),
             Ok(Err(e)) => Err(e.into()),
@@ -303,7 +303,7 @@ impl Fencing {
             return Err(Error::lost("leadership lost; write not sent"));
         }
         match self.held.lease.put_guarded(key, value).await {
-            Err(e) if e.kind() == kv_core::ErrorKind::LeaseLost => Err(Error::lost(format!(
+            Err(e) if e.kind() == kvtk_core::ErrorKind::LeaseLost => Err(Error::lost(format!(
                 "leadership lost; guarded write to {key:?} rejected"
             ))),
             other => Ok(other?),
@@ -447,7 +447,7 @@ impl Leadership {
     /// stepped down, so leadership rotates through the waiting candidates in order.
     ///
     /// ```no_run
-    /// # async fn demo(leadership: kv_leader::Leadership) -> Result<(), kv_leader::Error> {
+    /// # async fn demo(leadership: kvtk_leader::Leadership) -> Result<(), kvtk_leader::Error> {
     /// // Rotate: let the next candidate lead, and queue to lead again.
     /// let again = leadership.step_down().await.await?;
     /// # drop(again);

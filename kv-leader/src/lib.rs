@@ -23,13 +23,13 @@
 //! election `E`:
 //!
 //! - `E.leader`: JSON `{"id", "value", "transfer_to"?}`, the leader's
-//!   [lease](kv_core::lease) (written with the lease TTL, marked with the lease's nonce and
+//!   [lease](kvtk_core::lease) (written with the lease TTL, marked with the lease's nonce and
 //!   origin).
 //! - `E.cand.<id>`: JSON `{"id", "value"}`, one lease per campaigning candidate (candidate
 //!   list, transfer checks).
 //!
-//! Both are [`kv_core::lease::Lease`]s renewed by one [`kv_core::lease::Keeper`] per
-//! [`Election`] handle (shared by its clones, created by the first campaign): kv-leader has
+//! Both are [`kvtk_core::lease::Lease`]s renewed by one [`kvtk_core::lease::Keeper`] per
+//! [`Election`] handle (shared by its clones, created by the first campaign): kvtk-leader has
 //! no renewal loop of its own.
 //!
 //! **Election.** Candidates watch `E.leader` (last value, then every change). When it holds no
@@ -37,7 +37,7 @@
 //! creates the leader lease with one write expecting exactly that revision (or no message).
 //! The server accepts one. The **term** is the lease's origin, the revision of the winning
 //! write; every later write of the leadership carries it in its lease mark, and observers
-//! read it from there ([`kv_core::Entry::lease`], never above the entry's own revision).
+//! read it from there ([`kvtk_core::Entry::lease`], never above the entry's own revision).
 //! Since revisions of a bucket only grow, terms strictly increase. Only one candidate races:
 //! registrations `E.cand.<id>` are leases whose origins order the candidates, and every
 //! campaign's watch follows them with the leader key. When the key is free, the first live
@@ -50,7 +50,7 @@
 //!
 //! **Lease.** The keeper rewrites the key every TTL/3, expecting its own last revision. The
 //! local deadline is the send time of the last confirmed write + TTL − margin
-//! ([`kv_core::lease::LeaseClock`]), on the monotonic clock; the server cannot expire the key
+//! ([`kvtk_core::lease::LeaseClock`]), on the monotonic clock; the server cannot expire the key
 //! before send time + TTL. [`Leadership::lost`] fires at the deadline, and as soon as a
 //! renewal conflicts because someone else wrote or removed the key.
 //!
@@ -65,7 +65,7 @@
 //! revision. If the target does not, the key expires and the normal race resumes.
 //!
 //! **Fencing.** [`Fencing::put`] is the lease's guarded write
-//! ([`Lease::put_guarded`](kv_core::lease::Lease::put_guarded)): the server rejects it as soon
+//! ([`Lease::put_guarded`](kvtk_core::lease::Lease::put_guarded)): the server rejects it as soon
 //! as anyone else has written the leader key. [`Fence`] is the same check in memory for
 //! resources that receive the term.
 //!
@@ -76,7 +76,7 @@
 //!
 //! ## Permissions
 //! A candidate in election `E` of bucket `b` needs publish rights on `$KV.b.E.>`; an observer
-//! only reads `E.leader`. The exact lists (as data: `kv_tests::recipes::election_candidate`
+//! only reads `E.leader`. The exact lists (as data: `kvtk_tests::recipes::election_candidate`
 //! and `election_observer`) and the trust model are in the README's "Security and
 //! deployment" section: candidates can depose each other, terms still strictly increase.
 //!
@@ -104,7 +104,7 @@ pub use elector::{ElectorBuilder, ElectorEvent, LeaderContext, Run, StopReason};
 pub use error::{Error, ErrorKind};
 pub use fence::Fence;
 pub use health::{Health, HealthStatus};
-pub use kv_core::lease::LeaseConfig;
+pub use kvtk_core::lease::LeaseConfig;
 pub use leadership::{Fencing, Leadership, LostReason, LostSignal};
 pub use observe::Observer;
 pub use record::{LeaderInfo, Observed, Term};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 /// The live candidate registrations, as a watch of `E.cand.*` shows them, and who led.
 #[derive(Debug, Default, Clone)]

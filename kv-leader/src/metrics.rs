@@ -5,7 +5,7 @@
 //! toolkit, with its labels, is in the one table of the workspace README's
 //! [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics). Renewal slack and
 //! lease losses of leaderships and candidate registrations are the lease layer's
-//! ([`kv_core::metrics`], `recipe="leader"`).
+//! ([`kvtk_core::metrics`], `recipe="leader"`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{Backoff, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
+use kvtk_core::{Backoff, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
 
 use crate::election::{validate_name, Counters, Shared};
 use crate::error::Error;
@@ -18,7 +18,7 @@ use crate::record::Observed;
 /// transfer, or "no leader" after a resignation or expiry. Renewals are not changes.
 ///
 /// # Recovery
-/// It rests on a kv-core watch of the leader key: while connected it sees every revision of
+/// It rests on a kvtk-core watch of the leader key: while connected it sees every revision of
 /// the key, so it reports every term in order. After a reconnect or server restart the watch
 /// resumes with the key's latest revision, so the observer resyncs to the present leader
 /// (terms that began *and* ended while it was away are skipped). If the key vanished
@@ -26,9 +26,9 @@ use crate::record::Observed;
 /// key from the stream leader.
 ///
 /// ```no_run
-/// # async fn demo(election: kv_leader::Election) -> Result<(), kv_leader::Error> {
+/// # async fn demo(election: kvtk_leader::Election) -> Result<(), kvtk_leader::Error> {
 /// use futures::StreamExt;
-/// use kv_leader::Observed;
+/// use kvtk_leader::Observed;
 /// let mut observer = election.observe().await?;
 /// while let Some(change) = observer.next().await {
 ///     match change {
@@ -78,10 +78,10 @@ impl Observer {
     /// nothing from it that fencing does not check.
     ///
     /// ```no_run
-    /// # async fn demo(kv_on_leaf: kv_core::Kv) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn demo(kv_on_leaf: kvtk_core::Kv) -> Result<(), Box<dyn std::error::Error>> {
     /// use futures::StreamExt;
     /// let mirror = kv_on_leaf.open_read_only("elections").await?;
-    /// let mut observer = kv_leader::Observer::on(&mirror, "scheduler").await?;
+    /// let mut observer = kvtk_leader::Observer::on(&mirror, "scheduler").await?;
     /// if let Some(state) = observer.next().await {
     ///     println!("{state:?}");
     /// }
@@ -163,7 +163,7 @@ impl State {
                         }
                     }
                 }
-                Err(e) if e.kind() == kv_core::ErrorKind::HistoryGone => {
+                Err(e) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {
                     if let Some(o) = self.reread().await {
                         return Some(o);
                     }

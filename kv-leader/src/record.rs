@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use kv_core::{Entry, Revision};
+use kvtk_core::{Entry, Revision};
 use serde::{Deserialize, Serialize};
 
 /// A term: the fencing token of one leadership.

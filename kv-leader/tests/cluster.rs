@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use kv_core::Kv;
-use kv_leader::{Election, Term};
-use kv_tests::{within, NatsCluster};
+use kvtk_core::Kv;
+use kvtk_leader::{Election, Term};
+use kvtk_tests::{within, NatsCluster};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

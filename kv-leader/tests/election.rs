@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kv_core::{BucketConfig, Kv};
-use kv_leader::{Election, ErrorKind, HealthStatus, LostReason, Observed};
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_leader::{Election, ErrorKind, HealthStatus, LostReason, Observed};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -383,7 +383,7 @@ async fn stepping_down_rotates_in_line_order_on_the_same_registrations() {
     };
     let (a, b, c) = (make().await, make().await, make().await);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let spawn = |campaign: kv_leader::Campaign| {
+    let spawn = |campaign: kvtk_leader::Campaign| {
         let tx = tx.clone();
         tokio::spawn(async move {
             let _ = tx.send(campaign.await.unwrap());

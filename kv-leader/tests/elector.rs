@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use kv_leader::{ElectorEvent, LeaderContext, StopReason, Term};
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_leader::{ElectorEvent, LeaderContext, StopReason, Term};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use kv_core::{Include, WatchEvent};
-use kv_leader::{Observed, Term};
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_core::{Include, WatchEvent};
+use kvtk_leader::{Observed, Term};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use rand::Rng;
 use tokio::time::Instant;
 

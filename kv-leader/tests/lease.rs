@@ -1,4 +1,4 @@
-//! The leadership as a kv-core lease: a renewal whose acknowledgement is lost keeps the
+//! The leadership as a kvtk-core lease: a renewal whose acknowledgement is lost keeps the
 //! leadership, and a deposed leader's guarded writes are refused by the server even before
 //! it noticed.
 // Tests may unwrap: a panic is a test failure with a message.
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use kv_core::{Include, Revision, WatchEvent};
-use kv_leader::{ErrorKind, LostReason};
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_core::{Include, Revision, WatchEvent};
+use kvtk_leader::{ErrorKind, LostReason};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 
 /// The next write of `key` seen by `watch` above revision `after`.
-async fn next_write(watch: &mut kv_core::Watch, after: Revision) -> kv_core::Entry {
+async fn next_write(watch: &mut kvtk_core::Watch, after: Revision) -> kvtk_core::Entry {
     within("a write of the leader key", async {
         loop {
             if let Some(Ok(WatchEvent::Entry(e))) = watch.next().await {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use kv_core::Kv;
-use kv_leader::{Election, LostReason};
-use kv_tests::metrics::TestRecorder;
-use kv_tests::NatsServer;
+use kvtk_core::Kv;
+use kvtk_leader::{Election, LostReason};
+use kvtk_tests::metrics::TestRecorder;
+use kvtk_tests::NatsServer;
 
 /// Upper bound for any wait on an event.
 const T: Duration = Duration::from_secs(30);
@@ -90,14 +90,14 @@ const PREFIXES: [&str; 1] = ["kv_leader_"];
 
 mod names {
     use super::PREFIXES;
-    use kv_leader::metrics::*;
+    use kvtk_leader::metrics::*;
     const NAMES: [&str; 2] = [LEADER, LEADER_TRANSITIONS];
 
     #[test]
     fn the_names_are_the_readme_table() {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+        let mut documented: Vec<String> = kvtk_tests::metrics::documented(&readme)
             .into_iter()
             .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
             .collect();

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use kv_core::{BucketConfig, Kv};
-use kv_leader::{Election, Observed, Observer};
-use kv_tests::HubAndLeaf;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_leader::{Election, Observed, Observer};
+use kvtk_tests::HubAndLeaf;
 
 async fn next(observer: &mut Observer) -> Observed {
-    kv_tests::next("an observation", observer).await
+    kvtk_tests::next("an observation", observer).await
 }
 
 #[tokio::test]

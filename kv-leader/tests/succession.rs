@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kv_leader::{Election, Leadership};
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_leader::{Election, Leadership};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

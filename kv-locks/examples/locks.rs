@@ -1,15 +1,15 @@
-//! kv-locks across processes: two worker processes contend for one lock, a holder process is
+//! kvtk-locks across processes: two worker processes contend for one lock, a holder process is
 //! killed (SIGKILL) and replaced once the server expires its lease, and the dead holder's
 //! stale fencing token is rejected by the protected resource.
 //!
-//! `cargo run -p kv-locks --example locks` (starts a throwaway server when `NATS_URL` is
+//! `cargo run -p kvtk-locks --example locks` (starts a throwaway server when `NATS_URL` is
 //! unset). The example runs copies of itself as the worker processes.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kv_core::Kv;
-use kv_locks::{Holder, KvFence, Locks, Token};
+use kvtk_core::Kv;
+use kvtk_locks::{Holder, KvFence, Locks, Token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -35,7 +35,7 @@ async fn main() -> Res {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let s = kv_tests::NatsServer::start().await;
+            let s = kvtk_tests::NatsServer::start().await;
             let url = s.client_url();
             (Some(s), url)
         }

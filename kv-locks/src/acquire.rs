@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::lease::{Lease, LeaseConfig};
-use kv_core::{Entry, Include, Revision, WatchEvent};
+use kvtk_core::lease::{Lease, LeaseConfig};
+use kvtk_core::{Entry, Include, Revision, WatchEvent};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ use crate::stats::Stat;
 /// A pending acquisition; `.await` it (or call [`try_acquire`](Acquire::try_acquire)).
 ///
 /// ```no_run
-/// # async fn demo(mutex: kv_locks::Mutex) -> Result<(), kv_locks::Error> {
+/// # async fn demo(mutex: kvtk_locks::Mutex) -> Result<(), kvtk_locks::Error> {
 /// use std::time::Duration;
 /// let guard = mutex
 ///     .lock()
@@ -327,7 +327,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
     }
 }
 
-pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kv_core::lease::CreateLease {
+pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kvtk_core::lease::CreateLease {
     s.keeper
         .lease(&s.own_key, s.entry_value())
         .config(cfg)
@@ -338,7 +338,7 @@ pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kv_core::lease::CreateL
 /// nothing), conditional on that state (`previous`, re-learned on a conflict).
 async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
-    kv_core::Backoff::DEFAULT
+    kvtk_core::Backoff::DEFAULT
         .retry(|| new_entry(s, cfg).previous(previous).into_future())
         .await
         .map_err(Error::from)
@@ -504,7 +504,7 @@ async fn open_watch(
     s: &Shared,
     lease: &Lease,
     filters: &[String],
-) -> Result<kv_core::Watch, Error> {
+) -> Result<kvtk_core::Watch, Error> {
     s.bump(Stat::Watch);
     let start = || {
         s.bucket
@@ -514,6 +514,6 @@ async fn open_watch(
     };
     tokio::select! {
         why = lease.lost() => Err(entry_lost(why)),
-        w = kv_core::Backoff::DEFAULT.retry(start) => Ok(w?),
+        w = kvtk_core::Backoff::DEFAULT.retry(start) => Ok(w?),
     }
 }

@@ -1,4 +1,4 @@
-//! Errors of kv-locks: one type with a matchable [`ErrorKind`].
+//! Errors of kvtk-locks: one type with a matchable [`ErrorKind`].
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -32,12 +32,12 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The error of every kv-locks operation.
+/// The error of every kvtk-locks operation.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<kv_core::Error>>,
+    source: Option<Box<kvtk_core::Error>>,
 }
 
 impl Error {
@@ -56,29 +56,29 @@ impl Error {
     }
 
     /// Whether the failure is expected to pass by itself (see
-    /// [`kv_core::Error::is_transient`]).
+    /// [`kvtk_core::Error::is_transient`]).
     pub fn is_transient(&self) -> bool {
         self.source
             .as_deref()
-            .is_some_and(kv_core::Error::is_transient)
+            .is_some_and(kvtk_core::Error::is_transient)
     }
 
     /// For [`ErrorKind::Kv`] (and kinds derived from a KV error): the KV error's kind.
-    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
-        self.source.as_deref().map(kv_core::Error::kind)
+    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
+        self.source.as_deref().map(kvtk_core::Error::kind)
     }
 }
 
-impl From<kv_core::Error> for Error {
-    fn from(e: kv_core::Error) -> Error {
+impl From<kvtk_core::Error> for Error {
+    fn from(e: kvtk_core::Error) -> Error {
         let kind = match e.kind() {
-            kv_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
-            kv_core::ErrorKind::InvalidKey | kv_core::ErrorKind::InvalidArgument => {
+            kvtk_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            kvtk_core::ErrorKind::InvalidKey | kvtk_core::ErrorKind::InvalidArgument => {
                 ErrorKind::InvalidArgument
             }
-            kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
-            kv_core::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            kv_core::ErrorKind::Internal => ErrorKind::Internal,
+            kvtk_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kvtk_core::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            kvtk_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
         // One layer in Display: the KV error's own text is reached through `source()`.
@@ -108,7 +108,7 @@ impl StdError for Error {
     }
 }
 
-impl kv_core::Transient for Error {
+impl kvtk_core::Transient for Error {
     fn is_transient(&self) -> bool {
         Error::is_transient(self)
     }
@@ -120,13 +120,13 @@ mod tests {
 
     #[test]
     fn display_prints_one_layer_and_keeps_the_cause() {
-        let core = kv_core::Key::new("a b").unwrap_err();
+        let core = kvtk_core::Key::new("a b").unwrap_err();
         let core_text = core.to_string();
         let e = Error::from(core);
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
+        assert_eq!(e.core_kind(), Some(kvtk_core::ErrorKind::InvalidKey));
         assert!(!e.is_transient());
-        let layers = kv_tests::assert_one_layer_each(&e);
+        let layers = kvtk_tests::assert_one_layer_each(&e);
         assert_eq!(layers, vec![e.to_string(), core_text]);
     }
 }

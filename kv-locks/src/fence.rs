@@ -9,7 +9,7 @@
 use std::sync::Mutex as StdMutex;
 
 use bytes::Bytes;
-use kv_core::{Bucket, Expect, Revision};
+use kvtk_core::{Bucket, Expect, Revision};
 
 use crate::error::{Error, ErrorKind};
 use crate::token::Token;
@@ -24,7 +24,7 @@ fn stale(token: Token, highest: u64) -> Error {
 /// An in-memory fencing validator, for a resource living in one process. Thread-safe.
 ///
 /// ```
-/// use kv_locks::{ErrorKind, Fence, Token};
+/// use kvtk_locks::{ErrorKind, Fence, Token};
 /// let fence = Fence::new();
 /// let (t5, t7) = (Token::from_u64(5).unwrap(), Token::from_u64(7).unwrap());
 /// assert!(fence.admit(t5).is_ok());
@@ -158,7 +158,7 @@ impl KvFence {
             };
             match res {
                 Ok(r) => return Ok(r),
-                Err(e) if e.is_conflict() || e.kind() == kv_core::ErrorKind::AlreadyExists => {}
+                Err(e) if e.is_conflict() || e.kind() == kvtk_core::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_core::lease::{Lease, LostReason};
-use kv_core::{Expect, Revision};
+use kvtk_core::lease::{Lease, LostReason};
+use kvtk_core::{Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -157,7 +157,7 @@ impl Guard {
             .put_guarded(key, value)
             .await
             .map_err(|e| match e.kind() {
-                kv_core::ErrorKind::LeaseLost => self.lost_error(),
+                kvtk_core::ErrorKind::LeaseLost => self.lost_error(),
                 _ => e.into(),
             })
     }

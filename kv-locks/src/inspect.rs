@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 use crate::error::{Error, ErrorKind};
 use crate::locks::Locks;
@@ -95,7 +95,7 @@ impl Locks {
     /// Returns `false` when no live entry has that token (already released, or expired). An
     /// entry that renews between our look and our delete is retried a few times.
     ///
-    /// [`LostReason::Taken`]: kv_core::lease::LostReason::Taken
+    /// [`LostReason::Taken`]: kvtk_core::lease::LostReason::Taken
     ///
     /// # Cancel safety
     /// Not cancel safe: the delete may be applied although the future was dropped.

@@ -22,7 +22,7 @@
 //!   again on each event; the next holder needs no further write: the lease keeper has been
 //!   renewing its entry all along. Waiters never decide from a direct-get snapshot, which any
 //!   replica may serve.
-//! - **Leases.** Entries are kv-core leases: one keeper per [`Locks`] renews them (CAS on
+//! - **Leases.** Entries are kvtk-core leases: one keeper per [`Locks`] renews them (CAS on
 //!   their own revision). The server expires a dead client's entry; the waiters see the
 //!   expiry marker at once.
 //!
@@ -57,7 +57,7 @@
 //!
 //! - **Which clock decides.** Expiry is decided by the *server's* clock alone. The client
 //!   decides when to stop believing it holds the lock on its *monotonic* clock: at
-//!   `send time of the last acknowledged write + TTL − margin` ([`kv_core::lease`]). The two clocks
+//!   `send time of the last acknowledged write + TTL − margin` ([`kvtk_core::lease`]). The two clocks
 //!   are never compared; counting from the send time makes the client's deadline come first
 //!   as long as the clocks' rates differ by less than the margin allows.
 //! - **TTL** (whole seconds ≥ 1, default 10 s): how long a silent holder keeps the lock.
@@ -87,7 +87,7 @@
 //! ## Permissions
 //! A user of lock `L` in bucket `b` needs publish rights on `$KV.b.L.*.*` and the JetStream
 //! API subjects listed in the README's "Security and deployment" table (as data:
-//! `kv_tests::recipes::lock_user`); anything else is refused with
+//! `kvtk_tests::recipes::lock_user`); anything else is refused with
 //! [`ErrorKind::PermissionDenied`]. Users of one lock can disturb each other's queue entries
 //! (the server cannot tell a renewal from a delete); fencing tokens still strictly increase.
 //!
@@ -123,7 +123,7 @@ pub use error::{Error, ErrorKind};
 pub use fence::{Fence, KvFence};
 pub use guard::{Guard, Released};
 pub use inspect::{EntryKind, LockInfo, QueueEntry};
-pub use kv_core::lease::{LeaseConfig, LostReason};
+pub use kvtk_core::lease::{LeaseConfig, LostReason};
 pub use locks::{Locks, Mutex, RwLock, Semaphore, DEFAULT_MARKER_TTL, DEFAULT_TTL};
 pub use multi::{AcquireAll, MultiGuard, MultiLock, MAX_MULTI};
 pub use names::{LockName, MAX_NAME_LEN};

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, BucketConfig, Kv};
+use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::{Bucket, BucketConfig, Kv};
 
 use crate::acquire::Acquire;
 use crate::error::{Error, ErrorKind};
@@ -19,7 +19,7 @@ use crate::value::Holder;
 
 /// The default lease TTL on a single-server bucket: a holder that dies is replaced within
 /// about this long. On a replicated bucket the default is
-/// [`REPLICATED_TTL`](kv_core::lease::REPLICATED_TTL) (30 s), which rides through a
+/// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) (30 s), which rides through a
 /// stream-leader election (see [`LeaseConfig::default_for`]).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
@@ -31,8 +31,8 @@ pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(900);
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use kv_core::Kv;
-/// use kv_locks::Locks;
+/// use kvtk_core::Kv;
+/// use kvtk_locks::Locks;
 /// let kv = Kv::connect("nats://127.0.0.1:4222").await?;
 /// let locks = Locks::open(&kv, "locks").await?;
 /// let mutex = locks.mutex("jobs.reindex")?;
@@ -195,13 +195,13 @@ impl Locks {
     /// handles of exited processes do not pile up. A handle whose tombstone is gone pays a
     /// snapshot on its next acquisition instead of the one-write fast path.
     pub fn tombstone_ttl(mut self, ttl: Duration) -> Result<Locks, Error> {
-        kv_core::Ttl::new(ttl).map_err(Error::from)?;
+        kvtk_core::Ttl::new(ttl).map_err(Error::from)?;
         self.tombstone_ttl = ttl;
         Ok(self)
     }
 
     /// The default lease of new acquisitions: [`DEFAULT_TTL`] on a single-server bucket,
-    /// [`REPLICATED_TTL`](kv_core::lease::REPLICATED_TTL) on a replicated one, unless set
+    /// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a replicated one, unless set
     /// with [`lease`](Locks::lease).
     pub fn default_lease(&self) -> LeaseConfig {
         self.lease
@@ -407,7 +407,7 @@ impl Semaphore {
 /// entries).
 ///
 /// ```no_run
-/// # async fn demo(locks: kv_locks::Locks) -> Result<(), kv_locks::Error> {
+/// # async fn demo(locks: kvtk_locks::Locks) -> Result<(), kvtk_locks::Error> {
 /// let rw = locks.rwlock("catalog")?;
 /// let reading = rw.read().await?; // shared with other readers
 /// reading.release().await?;
@@ -448,7 +448,7 @@ pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
     let key = s.name.permits_key();
     match s.bucket.create(&key, permits.to_string()).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == kv_core::ErrorKind::AlreadyExists => {
+        Err(e) if e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
             let stored = s.bucket.get_from_leader(&key).await?;
             mismatch(s, stored.as_ref().and_then(stored_permits))
         }
@@ -456,7 +456,7 @@ pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
     }
 }
 
-fn stored_permits(e: &kv_core::Entry) -> Option<u32> {
+fn stored_permits(e: &kvtk_core::Entry) -> Option<u32> {
     std::str::from_utf8(e.value())
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())

@@ -4,8 +4,8 @@
 //! toolkit, with its labels, is in the one table of the workspace README's
 //! [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics). Losses of held
 //! locks (and of waiters' queue entries) are the lease layer's
-//! [`kv_lease_lost_total`](kv_core::metrics::LEASE_LOST) with `recipe="locks"`, renewal
-//! slack its [`kv_lease_renewal_slack_seconds`](kv_core::metrics::LEASE_RENEWAL_SLACK).
+//! [`kv_lease_lost_total`](kvtk_core::metrics::LEASE_LOST) with `recipe="locks"`, renewal
+//! slack its [`kv_lease_renewal_slack_seconds`](kvtk_core::metrics::LEASE_RENEWAL_SLACK).
 //!
 //! Labels are `bucket` and `kind` (`exclusive`: mutexes and writers; `shared`: readers;
 //! `permits`: semaphores), so the number of series does not grow with the number of lock

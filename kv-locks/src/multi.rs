@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::lease::{create_all, Lease, LeaseConfig, LostReason};
-use kv_core::{Revision, WatchEvent};
+use kvtk_core::lease::{create_all, Lease, LeaseConfig, LostReason};
+use kvtk_core::{Revision, WatchEvent};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ pub const MAX_MULTI: usize = 64;
 /// A handle on a set of mutexes taken together. Cheap to clone.
 ///
 /// ```no_run
-/// # async fn demo(locks: kv_locks::Locks) -> Result<(), kv_locks::Error> {
+/// # async fn demo(locks: kvtk_locks::Locks) -> Result<(), kvtk_locks::Error> {
 /// let accounts = locks.multi(["accounts.alice", "accounts.bob"])?;
 /// let both = accounts.lock().await?; // both, or (until then) neither
 /// for (name, token) in both.tokens() {
@@ -169,7 +169,7 @@ async fn take(
                 Ok(leases) => release_all(leases).await,
                 Err(e)
                     if e.kind() == ErrorKind::Kv
-                        && e.core_kind() == Some(kv_core::ErrorKind::Conflict) =>
+                        && e.core_kind() == Some(kvtk_core::ErrorKind::Conflict) =>
                 {
                     continue
                 }
@@ -188,7 +188,7 @@ async fn commit(
     handles: &[Arc<Shared>],
     views: &[View],
     cfg: LeaseConfig,
-) -> Result<Vec<kv_core::lease::Lease>, Error> {
+) -> Result<Vec<kvtk_core::lease::Lease>, Error> {
     let creates = handles
         .iter()
         .zip(views)
@@ -265,7 +265,7 @@ pub struct MultiGuard {
 impl MultiGuard {
     fn new(
         handles: &[Arc<Shared>],
-        leases: Vec<kv_core::lease::Lease>,
+        leases: Vec<kvtk_core::lease::Lease>,
         slots: Vec<OwnedMutexGuard<Slot>>,
     ) -> MultiGuard {
         let guards = handles

@@ -26,7 +26,7 @@ impl LockName {
     /// Validates a lock name.
     ///
     /// ```
-    /// use kv_locks::LockName;
+    /// use kvtk_locks::LockName;
     /// assert!(LockName::new("jobs.reindex").is_ok());
     /// assert!(LockName::new("jobs..reindex").is_err());
     /// assert!(LockName::new("jobs._q").is_err());

@@ -1,6 +1,6 @@
 //! The view of one lock's keys at one revision: its queue, its last revision, its permits.
 
-use kv_core::{Backoff, Entry, Expect, Revision};
+use kvtk_core::{Backoff, Entry, Expect, Revision};
 
 use crate::error::Error;
 use crate::names::LockName;

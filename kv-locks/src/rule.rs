@@ -21,7 +21,7 @@
 //! Writers are not starved: a reader that arrives after a waiting writer has that writer
 //! ahead of it, so it waits too.
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 /// How an entry takes part in its lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

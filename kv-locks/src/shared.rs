@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, Expect, Revision};
+use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::{Bucket, Expect, Revision};
 
 use crate::names::LockName;
 use crate::rule::Kind;

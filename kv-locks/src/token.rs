@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 /// A fencing token: the revision of the write that put the holder into the lock's queue.
 ///

@@ -1,12 +1,12 @@
-//! kv-locks under faults: dead holders, blackholed and cut-off clients, stalled runtimes,
+//! kvtk-locks under faults: dead holders, blackholed and cut-off clients, stalled runtimes,
 //! stream-leader failover on a 3-node cluster.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{BucketConfig, Include, Kv, WatchEvent};
-use kv_locks::{ErrorKind, Fence, Locks, Released};
-use kv_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
+use kvtk_core::{BucketConfig, Include, Kv, WatchEvent};
+use kvtk_locks::{ErrorKind, Fence, Locks, Released};
+use kvtk_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
 use tokio::time::{timeout, Instant};
 
 /// A Locks whose requests time out quickly, so that faults show within a lease.
@@ -178,7 +178,7 @@ fn a_stalled_runtime_reports_loss_and_never_renews_late() {
         assert!(!g.is_held(), "the deadline is checked by is_held itself");
         timeout(T, g.lost()).await.unwrap();
         assert_eq!(locks.stats().renewals, renewals, "no late renewal");
-        assert_eq!(g.loss_reason(), Some(kv_locks::LostReason::Deadline));
+        assert_eq!(g.loss_reason(), Some(kvtk_locks::LostReason::Deadline));
         assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
     });
     drop(server);

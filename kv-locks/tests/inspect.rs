@@ -5,9 +5,9 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{locks_on, spawn_acquire, waiting, SHORT_TTL};
-use kv_locks::{EntryKind, ErrorKind, Holder, LostReason, Released, Token};
-use kv_tests::NatsServer;
-use kv_tests::{within, T};
+use kvtk_locks::{EntryKind, ErrorKind, Holder, LostReason, Released, Token};
+use kvtk_tests::NatsServer;
+use kvtk_tests::{within, T};
 
 #[tokio::test]
 async fn inspect_shows_the_holder_and_the_waiters_in_order() {
@@ -84,7 +84,7 @@ async fn inspect_of_a_rwlock_shows_readers_as_holders_and_queue_kinds() {
     waiting(&locks, watches, 2).await;
 
     let info = locks.inspect("cat").await.unwrap();
-    let kinds = |v: &[kv_locks::QueueEntry]| v.iter().map(|e| e.kind).collect::<Vec<_>>();
+    let kinds = |v: &[kvtk_locks::QueueEntry]| v.iter().map(|e| e.kind).collect::<Vec<_>>();
     assert_eq!(kinds(&info.holders), [EntryKind::Shared, EntryKind::Shared]);
     assert_eq!(
         kinds(&info.waiters),

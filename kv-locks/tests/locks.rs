@@ -1,4 +1,4 @@
-//! kv-locks against a real nats-server: the protocol, contention, hand-off, semaphores.
+//! kvtk-locks against a real nats-server: the protocol, contention, hand-off, semaphores.
 
 mod common;
 
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::locks_on;
-use kv_core::{BucketConfig, Kv};
-use kv_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
-use kv_tests::{NatsServer, T};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
+use kvtk_tests::{NatsServer, T};
 use tokio::time::{timeout, Instant};
 
 #[tokio::test]
@@ -264,14 +264,14 @@ trait Boxed {
     fn into_future_boxed(
         self,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<kv_locks::Guard, kv_locks::Error>> + Send>,
+        Box<dyn std::future::Future<Output = Result<kvtk_locks::Guard, kvtk_locks::Error>> + Send>,
     >;
 }
-impl Boxed for kv_locks::Acquire {
+impl Boxed for kvtk_locks::Acquire {
     fn into_future_boxed(
         self,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<kv_locks::Guard, kv_locks::Error>> + Send>,
+        Box<dyn std::future::Future<Output = Result<kvtk_locks::Guard, kvtk_locks::Error>> + Send>,
     > {
         std::future::IntoFuture::into_future(self)
     }

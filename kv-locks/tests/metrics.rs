@@ -3,11 +3,11 @@
 use std::future::IntoFuture as _;
 use std::time::Duration;
 
-use kv_core::lease::LeaseConfig;
-use kv_core::Kv;
-use kv_locks::{Locks, LostReason, Released};
-use kv_tests::metrics::TestRecorder;
-use kv_tests::NatsServer;
+use kvtk_core::lease::LeaseConfig;
+use kvtk_core::Kv;
+use kvtk_locks::{Locks, LostReason, Released};
+use kvtk_tests::metrics::TestRecorder;
+use kvtk_tests::NatsServer;
 
 /// Upper bound for any wait on an event.
 const T: Duration = Duration::from_secs(30);
@@ -180,14 +180,14 @@ const PREFIXES: [&str; 1] = ["kv_lock_"];
 
 mod names {
     use super::PREFIXES;
-    use kv_locks::metrics::*;
+    use kvtk_locks::metrics::*;
     const NAMES: [&str; 3] = [LOCK_WAIT, LOCK_HOLD, LOCK_HANDOFF];
 
     #[test]
     fn the_names_are_the_readme_table() {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        let mut documented: Vec<String> = kv_tests::metrics::documented(&readme)
+        let mut documented: Vec<String> = kvtk_tests::metrics::documented(&readme)
             .into_iter()
             .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
             .collect();

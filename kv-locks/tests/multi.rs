@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use kv_core::{BucketConfig, Kv};
-use kv_locks::{Locks, Released};
-use kv_tests::{NatsServer, T};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::{Locks, Released};
+use kvtk_tests::{NatsServer, T};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::{timeout, Instant};

@@ -1,5 +1,5 @@
 //! Locks under least-privilege users: the documented permissions of a lock user
-//! (`kv_tests::recipes::lock_user`) are enough to lock its lock, refuse other locks with
+//! (`kvtk_tests::recipes::lock_user`) are enough to lock its lock, refuse other locks with
 //! `PermissionDenied` within the request timeout, and a revoked holder loses its lock at once
 //! with the permission reason while the next waiter takes over.
 
@@ -8,10 +8,10 @@
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
-use kv_core::lease::LostReason;
-use kv_core::Connect;
-use kv_locks::{ErrorKind, LeaseConfig, Locks};
-use kv_tests::{recipes, Account, NatsServer, Permissions, User, T};
+use kvtk_core::lease::LostReason;
+use kvtk_core::Connect;
+use kvtk_locks::{ErrorKind, LeaseConfig, Locks};
+use kvtk_tests::{recipes, Account, NatsServer, Permissions, User, T};
 
 const BUCKET: &str = "locks";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,7 +70,7 @@ async fn a_lock_user_locks_its_lock_and_is_refused_others_at_once() {
     let info = admin.inspect("b").await.unwrap();
     let key = info.holders[0].key.clone();
     let err = alice.bucket().delete(key.as_str()).await.unwrap_err();
-    assert_eq!(err.kind(), kv_core::ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(err.kind(), kvtk_core::ErrorKind::PermissionDenied, "{err}");
     assert!(held.is_held());
     held.release().await.unwrap();
 }
@@ -150,7 +150,7 @@ async fn an_owner_cannot_touch_another_owners_queue_entry() {
         alice.bucket().put(key.as_str(), "forged").into_future(),
     ] {
         let err = attempt.await.unwrap_err();
-        assert_eq!(err.kind(), kv_core::ErrorKind::PermissionDenied, "{err}");
+        assert_eq!(err.kind(), kvtk_core::ErrorKind::PermissionDenied, "{err}");
     }
     assert!(held.is_held());
 

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use common::{locks_on, spawn_acquire, waiting};
-use kv_locks::{EntryKind, ErrorKind, Fence, Guard, KvFence, Locks, Released, Token};
-use kv_tests::NatsServer;
-use kv_tests::{within, T};
+use kvtk_locks::{EntryKind, ErrorKind, Fence, Guard, KvFence, Locks, Released, Token};
+use kvtk_tests::NatsServer;
+use kvtk_tests::{within, T};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -1,10 +1,10 @@
-//! The server behaviours kv-locks' protocol rests on, checked against a real nats-server.
+//! The server behaviours kvtk-locks' protocol rests on, checked against a real nats-server.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{BucketConfig, Expect, Kv, Op, WatchEvent};
-use kv_tests::{NatsServer, T};
+use kvtk_core::{BucketConfig, Expect, Kv, Op, WatchEvent};
+use kvtk_tests::{NatsServer, T};
 
 #[tokio::test]
 async fn depth_filters_guard_writes_and_tombstones_with_ttl_vanish() {

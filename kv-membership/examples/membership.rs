@@ -1,7 +1,7 @@
-//! kv-membership: three member processes register in a group; one is SIGKILLed and leaves
+//! kvtk-membership: three member processes register in a group; one is SIGKILLed and leaves
 //! after its TTL, one leaves gracefully, one changes its metadata. The parent watches.
 //!
-//! Run with `cargo run -p kv-membership --example membership`. Uses `NATS_URL` when set,
+//! Run with `cargo run -p kvtk-membership --example membership`. Uses `NATS_URL` when set,
 //! else a throwaway nats-server. The members are copies of this example (`membership child
 //! <id>`), so that one of them can really be killed.
 
@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::Kv;
-use kv_membership::{Group, Json, Membership, MembershipEvent, MembershipWatch};
+use kvtk_core::Kv;
+use kvtk_membership::{Group, Json, Membership, MembershipEvent, MembershipWatch};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -105,7 +105,7 @@ async fn main() -> Result<(), BoxError> {
     let url = match std::env::var("NATS_URL") {
         Ok(u) => u,
         Err(_) => {
-            let s = kv_tests::NatsServer::start().await;
+            let s = kvtk_tests::NatsServer::start().await;
             let u = s.client_url();
             _server = Some(s);
             u

@@ -1,13 +1,13 @@
-//! Errors of kv-membership: one type with a matchable [`ErrorKind`].
+//! Errors of kvtk-membership: one type with a matchable [`ErrorKind`].
 //!
-//! Display prints this layer's message only; the cause (a kv-core or serde_json error) is
+//! Display prints this layer's message only; the cause (a kvtk-core or serde_json error) is
 //! reached through [`source`](std::error::Error::source). Display text is for people and is
 //! not a contract: match on [`Error::kind`].
 
 use std::error::Error as StdError;
 use std::fmt;
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -36,7 +36,7 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The error of every kv-membership operation.
+/// The error of every kvtk-membership operation.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -55,15 +55,15 @@ impl Error {
         }
     }
 
-    /// A kv-core error met while doing `what` (lowercase, e.g. "could not join").
-    pub(crate) fn kv(what: impl Into<String>, e: kv_core::Error) -> Error {
+    /// A kvtk-core error met while doing `what` (lowercase, e.g. "could not join").
+    pub(crate) fn kv(what: impl Into<String>, e: kvtk_core::Error) -> Error {
         let kind = match e.kind() {
-            kv_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
-            kv_core::ErrorKind::InvalidKey => ErrorKind::InvalidName,
-            kv_core::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-            kv_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
-            kv_core::ErrorKind::LeaseLost => ErrorKind::Lost,
-            kv_core::ErrorKind::Internal => ErrorKind::Internal,
+            kvtk_core::ErrorKind::InvalidTtl => ErrorKind::InvalidTtl,
+            kvtk_core::ErrorKind::InvalidKey => ErrorKind::InvalidName,
+            kvtk_core::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            kvtk_core::ErrorKind::FeatureDisabled => ErrorKind::BadBucket,
+            kvtk_core::ErrorKind::LeaseLost => ErrorKind::Lost,
+            kvtk_core::ErrorKind::Internal => ErrorKind::Internal,
             _ => ErrorKind::Kv,
         };
         Error::new(kind, what).with_source(e)
@@ -93,13 +93,13 @@ impl Error {
     }
 
     /// For errors that come from the KV layer: the KV error's kind.
-    pub fn core_kind(&self) -> Option<kv_core::ErrorKind> {
-        self.core().map(kv_core::Error::kind)
+    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
+        self.core().map(kvtk_core::Error::kind)
     }
 
-    /// Whether retrying may succeed (the KV layer's [`kv_core::Error::is_transient`]).
+    /// Whether retrying may succeed (the KV layer's [`kvtk_core::Error::is_transient`]).
     pub fn is_transient(&self) -> bool {
-        self.core().is_some_and(kv_core::Error::is_transient)
+        self.core().is_some_and(kvtk_core::Error::is_transient)
     }
 
     /// For [`ErrorKind::AlreadyJoined`]: the revision at which the live member joined.
@@ -107,12 +107,12 @@ impl Error {
         self.joined_at
     }
 
-    fn core(&self) -> Option<&kv_core::Error> {
-        self.source.as_deref()?.downcast_ref::<kv_core::Error>()
+    fn core(&self) -> Option<&kvtk_core::Error> {
+        self.source.as_deref()?.downcast_ref::<kvtk_core::Error>()
     }
 }
 
-impl kv_core::Transient for Error {
+impl kvtk_core::Transient for Error {
     fn is_transient(&self) -> bool {
         Error::is_transient(self)
     }
@@ -138,13 +138,13 @@ mod tests {
 
     #[test]
     fn display_prints_one_layer_and_keeps_the_cause() {
-        let core = kv_core::Key::new("a b").unwrap_err();
+        let core = kvtk_core::Key::new("a b").unwrap_err();
         let core_text = core.to_string();
         let e = Error::kv("bad instance id", core);
         assert_eq!(e.kind(), ErrorKind::InvalidName);
         assert_eq!(e.to_string(), "bad instance id");
-        assert_eq!(e.core_kind(), Some(kv_core::ErrorKind::InvalidKey));
-        let layers = kv_tests::assert_one_layer_each(&e);
+        assert_eq!(e.core_kind(), Some(kvtk_core::ErrorKind::InvalidKey));
+        let layers = kvtk_tests::assert_one_layer_each(&e);
         assert_eq!(layers, vec!["bad instance id".to_string(), core_text]);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ## How it works
 //!
-//! A member is a [`kv_core::lease::Lease`] on the key `<group>.<instance id>`; the value is
+//! A member is a [`kvtk_core::lease::Lease`] on the key `<group>.<instance id>`; the value is
 //! its metadata. All members of a [`Membership`] handle are renewed by one keeper task
 //! (compare-and-set on their own revision). The [`Member`] reports [`lost`](Member::lost)
 //! on its monotonic clock at `last acknowledged renewal + TTL − margin`, before the server
@@ -17,7 +17,7 @@
 //! - **Leaving is fenced**: a delete conditional on the member's own revision, marked with
 //!   its lease nonce, so watchers tell a leave (`Left`) from an operator's delete
 //!   (`Removed`); its tombstone expires like an expiry marker.
-//! - **Watches** ride on kv-core's gap-free watch; see [`MembershipWatch`] for recovery.
+//! - **Watches** ride on kvtk-core's gap-free watch; see [`MembershipWatch`] for recovery.
 //!   [`Group::members`] and the watch's initial snapshot apply the same rule to the same
 //!   keys, so they agree.
 //!
@@ -27,7 +27,7 @@
 //! ## Permissions
 //! A member of group `G` in bucket `b` needs publish rights on `$KV.b.G.*` and the JetStream
 //! API subjects in the README's "Security and deployment" table (as data:
-//! `kv_tests::recipes::member`); members of one group can remove each other's keys.
+//! `kvtk_tests::recipes::member`); members of one group can remove each other's keys.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
@@ -41,7 +41,7 @@ mod roster;
 mod watch;
 
 pub use error::{Error, ErrorKind};
-pub use kv_core::lease::{LostReason, Released};
+pub use kvtk_core::lease::{LostReason, Released};
 pub use listing::Listing;
 pub use member::{Join, Member};
 pub use membership::{Group, Membership, DEFAULT_TTL};

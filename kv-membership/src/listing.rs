@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kv_core::ReadOnlyBucket;
+use kvtk_core::ReadOnlyBucket;
 use tracing::Instrument as _;
 
 use crate::error::Error;
@@ -23,9 +23,9 @@ use crate::watch::MembershipWatch;
 /// on its own clock) and catches up when the link heals.
 ///
 /// ```no_run
-/// # async fn demo(kv_on_leaf: kv_core::Kv) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(kv_on_leaf: kvtk_core::Kv) -> Result<(), Box<dyn std::error::Error>> {
 /// let mirror = kv_on_leaf.open_read_only("members").await?;
-/// let workers = kv_membership::Listing::new(&mirror, "workers")?;
+/// let workers = kvtk_membership::Listing::new(&mirror, "workers")?;
 /// for m in workers.members().await? {
 ///     println!("{} since revision {}", m.id(), m.joined_at());
 /// }
@@ -72,7 +72,7 @@ impl Listing {
                 .map_err(|e| Error::kv("could not list the members", e))?;
             let mut roster = Roster::default();
             let mut entries = snap.entries;
-            entries.sort_by_key(kv_core::Entry::revision);
+            entries.sort_by_key(kvtk_core::Entry::revision);
             for obs in entries
                 .iter()
                 .filter_map(|e| Observed::from_entry(&self.group, e))

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kv_core::lease::{Lease, LeaseConfig, LostReason, Released};
-use kv_core::{Expect, Key, Revision};
+use kvtk_core::lease::{Lease, LeaseConfig, LostReason, Released};
+use kvtk_core::{Expect, Key, Revision};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -177,7 +177,7 @@ impl Member {
     }
 
     /// The underlying lease, for writes conditional on still being a member
-    /// ([`Lease::put_guarded`], [`kv_core::Txn::if_held`]).
+    /// ([`Lease::put_guarded`], [`kvtk_core::Txn::if_held`]).
     pub fn lease(&self) -> &Lease {
         &self.lease
     }

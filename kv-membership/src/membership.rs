@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::lease::{Keeper, LeaseConfig};
-use kv_core::{Bucket, BucketConfig, Kv, Ttl};
+use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::{Bucket, BucketConfig, Kv, Ttl};
 
 use crate::error::{Error, ErrorKind};
 use crate::listing::Listing;

@@ -1,6 +1,6 @@
 //! The key layout: member `<instance>` of group `<group>` lives at key `<group>.<instance>`.
 
-use kv_core::Key;
+use kvtk_core::Key;
 
 use crate::error::{Error, ErrorKind};
 
@@ -17,7 +17,7 @@ pub(crate) fn member_key(group: &str, id: &str) -> Result<Key, Error> {
     if id.contains('.') {
         return Err(Error::new(
             ErrorKind::InvalidName,
-            format!("invalid instance id {id:?}: it must not contain '.' (encode it, e.g. with kv_core::Base64KeyCodec)"),
+            format!("invalid instance id {id:?}: it must not contain '.' (encode it, e.g. with kvtk_core::Base64KeyCodec)"),
         ));
     }
     Key::new(format!("{group}.{id}"))

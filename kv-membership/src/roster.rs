@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kv_core::{Entry, Removal, Revision};
+use kvtk_core::{Entry, Removal, Revision};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -103,7 +103,7 @@ pub(crate) enum Observed {
         removal: Option<Removal>,
         nonce: Option<u128>,
     },
-    /// The watch reported the key gone without a trace (kv-core's `HistoryGone`).
+    /// The watch reported the key gone without a trace (kvtk-core's `HistoryGone`).
     Vanished {
         id: String,
     },

@@ -1,4 +1,4 @@
-//! [`MembershipWatch`]: a group's events on top of kv-core's gap-free watch.
+//! [`MembershipWatch`]: a group's events on top of kvtk-core's gap-free watch.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
+use kvtk_core::{ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
 
 use crate::error::Error;
 use crate::names;
@@ -16,7 +16,7 @@ use crate::roster::{MembershipEvent, Observed, Roster};
 ///
 /// # Recovery
 ///
-/// It rides on kv-core's watch, which resumes after the last revision it delivered across
+/// It rides on kvtk-core's watch, which resumes after the last revision it delivered across
 /// reconnects and server restarts, without gaps or duplicates. What happened while it was
 /// away arrives as events when it resumes: a member that left and came back shows as
 /// `Left { reason: Unobserved }` followed by `Joined`; a member whose key vanished without

@@ -7,12 +7,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{Backoff, Kv};
-use kv_membership::{
+use kvtk_core::{Backoff, Kv};
+use kvtk_membership::{
     ErrorKind, Group, Json, LeaveReason, LostReason, MemberInfo, Membership, MembershipEvent,
     MembershipWatch,
 };
-use kv_tests::{within, FaultProxy, NatsServer};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
@@ -33,7 +33,7 @@ fn endpoint(addr: &str, weight: u32) -> Json<Endpoint> {
 
 /// A `Kv` over `url` with short request timeouts (fault tests must not wait 5 s a request).
 async fn connect(url: impl async_nats::ToServerAddrs) -> Kv {
-    Kv::new(kv_tests::client::short_timeouts(url).await)
+    Kv::new(kvtk_tests::client::short_timeouts(url).await)
 }
 
 async fn membership(kv: &Kv) -> Membership {
@@ -196,7 +196,7 @@ async fn a_bucket_without_per_key_ttl_is_refused() {
     let server = NatsServer::start().await;
     let kv = connect(server.client_url()).await;
     let plain = kv
-        .create_or_open(kv_core::BucketConfig::new("plain"))
+        .create_or_open(kvtk_core::BucketConfig::new("plain"))
         .await
         .unwrap();
     let err = Membership::new(&plain).await.unwrap_err();

@@ -2,12 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
-use kv_core::{BucketConfig, Kv};
-use kv_membership::{LeaveReason, Listing, Membership, MembershipEvent, MembershipWatch};
-use kv_tests::HubAndLeaf;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_membership::{LeaveReason, Listing, Membership, MembershipEvent, MembershipWatch};
+use kvtk_tests::HubAndLeaf;
 
 async fn next(w: &mut MembershipWatch) -> MembershipEvent {
-    kv_tests::next("a membership event", w)
+    kvtk_tests::next("a membership event", w)
         .await
         .expect("no watch error")
 }

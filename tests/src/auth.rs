@@ -14,7 +14,7 @@ pub struct Rule {
 /// A user's permissions, as in the server's `permissions { publish subscribe }` block.
 ///
 /// ```
-/// let p = kv_tests::Permissions::new()
+/// let p = kvtk_tests::Permissions::new()
 ///     .publish_allow(["$KV.app.>"])
 ///     .subscribe_allow(["_INBOX.>"]);
 /// assert_eq!(p.publish.allow, vec!["$KV.app.>".to_string()]);
@@ -188,7 +188,7 @@ impl NkeyUser {
     pub fn generate() -> NkeyUser {
         let kp = nkeys::KeyPair::new_user();
         NkeyUser {
-            seed: kp.seed().expect("kv-tests: a new key pair has a seed"),
+            seed: kp.seed().expect("kvtk-tests: a new key pair has a seed"),
             public: kp.public_key(),
         }
     }
@@ -202,7 +202,7 @@ impl NkeyUser {
 /// An account: an isolated subject space with its own users and, optionally, JetStream.
 ///
 /// ```
-/// use kv_tests::{Account, Permissions, User};
+/// use kvtk_tests::{Account, Permissions, User};
 /// let acct = Account::new("APP")
 ///     .jetstream()
 ///     .user(User::password("admin", "s3cret"))
@@ -247,7 +247,7 @@ impl Account {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use kv_tests::{Account, NatsServer, Permissions};
+    /// use kvtk_tests::{Account, NatsServer, Permissions};
     ///
     /// let none = Permissions::new().publish_deny([">"]);
     /// let server = NatsServer::builder()

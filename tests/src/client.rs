@@ -20,8 +20,8 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// # async fn main() {
 /// use std::time::Duration;
 ///
-/// let server = kv_tests::NatsServer::start().await;
-/// let client = kv_tests::client::options(Duration::from_millis(300))
+/// let server = kvtk_tests::NatsServer::start().await;
+/// let client = kvtk_tests::client::options(Duration::from_millis(300))
 ///     .ignore_discovered_servers()
 ///     .connect(server.client_url())
 ///     .await
@@ -40,9 +40,9 @@ pub fn options(request_timeout: Duration) -> ConnectOptions {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let server = kv_tests::NatsServer::start().await;
-/// let client = kv_tests::client::short_timeouts(server.client_url()).await;
-/// assert_eq!(client.timeout(), Some(kv_tests::client::REQUEST_TIMEOUT));
+/// let server = kvtk_tests::NatsServer::start().await;
+/// let client = kvtk_tests::client::short_timeouts(server.client_url()).await;
+/// assert_eq!(client.timeout(), Some(kvtk_tests::client::REQUEST_TIMEOUT));
 /// # }
 /// ```
 ///
@@ -69,6 +69,6 @@ pub async fn short_timeouts(url: impl ToServerAddrs) -> Client {
 pub async fn with_request_timeout(url: impl ToServerAddrs, request_timeout: Duration) -> Client {
     match options(request_timeout).connect(url).await {
         Ok(client) => client,
-        Err(err) => panic!("kv-tests: cannot connect: {err}"),
+        Err(err) => panic!("kvtk-tests: cannot connect: {err}"),
     }
 }

@@ -15,7 +15,7 @@ use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let cluster = kv_tests::NatsCluster::start().await;
+/// let cluster = kvtk_tests::NatsCluster::start().await;
 /// assert!(cluster.meta_leader().await.is_some());
 /// // async-nats takes the node list as a Vec, not as one comma-joined string.
 /// let client = async_nats::connect(cluster.client_urls()).await.unwrap();
@@ -326,7 +326,7 @@ impl NatsCluster {
     fn fail(&self, what: &str) -> ! {
         let logs: Vec<String> = self.nodes.iter().map(NatsServer::log_section).collect();
         panic!(
-            "kv-tests: cluster {} {what}\n{}",
+            "kvtk-tests: cluster {} {what}\n{}",
             self.name,
             logs.join("\n")
         )
@@ -394,13 +394,13 @@ fn routes_of(i: usize, route_ports: &[u16], links: &[((usize, usize), FaultProxy
 /// `n` distinct free TCP ports on 127.0.0.1.
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("kv-tests: cannot bind 127.0.0.1:0"))
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("kvtk-tests: cannot bind 127.0.0.1:0"))
         .collect();
     listeners
         .iter()
         .map(|l| {
             l.local_addr()
-                .expect("kv-tests: bound listener has an address")
+                .expect("kvtk-tests: bound listener has an address")
                 .port()
         })
         .collect()

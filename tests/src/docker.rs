@@ -6,7 +6,7 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let nats = kv_tests::docker::DockerNats::start().await;
+//! let nats = kvtk_tests::docker::DockerNats::start().await;
 //! let _client = async_nats::connect(nats.client_url()).await.unwrap();
 //! # }
 //! ```
@@ -58,15 +58,15 @@ impl DockerNats {
             .with_cmd(["-js"])
             .start()
             .await
-            .expect("kv-tests: cannot start the nats container (is a Docker engine running?)");
+            .expect("kvtk-tests: cannot start the nats container (is a Docker engine running?)");
         let host = container
             .get_host()
             .await
-            .expect("kv-tests: nats container has no host");
+            .expect("kvtk-tests: nats container has no host");
         let port = container
             .get_host_port_ipv4(CLIENT_PORT)
             .await
-            .expect("kv-tests: nats container exposes no client port");
+            .expect("kvtk-tests: nats container exposes no client port");
         DockerNats {
             _container: container,
             url: format!("nats://{host}:{port}"),

@@ -7,7 +7,7 @@ use std::error::Error;
 ///
 /// ```
 /// let e = std::io::Error::other("disk full");
-/// assert_eq!(kv_tests::error_layers(&e), vec!["disk full".to_string()]);
+/// assert_eq!(kvtk_tests::error_layers(&e), vec!["disk full".to_string()]);
 /// ```
 pub fn error_layers(e: &(dyn Error + 'static)) -> Vec<String> {
     std::iter::successors(Some(e), |e| (*e).source())

@@ -213,7 +213,7 @@ struct Inner {
 /// A shared, cloneable history: clones append to the same list, from any task or thread.
 ///
 /// ```
-/// use kv_tests::history::{History, Mode, Op};
+/// use kvtk_tests::history::{History, Mode, Op};
 ///
 /// let history = History::new();
 /// let op = history.invoke("c1", Op::Acquire { lock: "a".into(), mode: Mode::Mutex });

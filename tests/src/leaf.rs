@@ -13,9 +13,9 @@ use crate::server::{LeafRemote, NatsServer, READY_TIMEOUT};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let net = kv_tests::HubAndLeaf::start().await;
+/// let net = kvtk_tests::HubAndLeaf::start().await;
 /// let leaf_client = net.leaf.connect().await;
-/// let hub_js = async_nats::jetstream::with_domain(leaf_client, kv_tests::HubAndLeaf::HUB);
+/// let hub_js = async_nats::jetstream::with_domain(leaf_client, kvtk_tests::HubAndLeaf::HUB);
 /// assert!(hub_js.query_account().await.is_ok());
 /// net.link.cut(); // the leaf is alone until `net.link.heal()`
 /// # }
@@ -55,7 +55,7 @@ impl HubAndLeaf {
             .await;
         let hub_addr = hub
             .leafnode_addr()
-            .expect("kv-tests: the hub was built with a leaf node listener");
+            .expect("kvtk-tests: the hub was built with a leaf node listener");
         let link = FaultProxy::start(&hub_addr).await;
         let leaf = NatsServer::builder()
             .server_name("leaf")
@@ -79,8 +79,8 @@ impl HubAndLeaf {
     /// in the hub's domain.
     ///
     /// ```
-    /// let source = kv_tests::HubAndLeaf::hub_source("app");
-    /// assert_eq!(source.domain.as_deref(), Some(kv_tests::HubAndLeaf::HUB));
+    /// let source = kvtk_tests::HubAndLeaf::hub_source("app");
+    /// assert_eq!(source.domain.as_deref(), Some(kvtk_tests::HubAndLeaf::HUB));
     /// ```
     pub fn hub_source(name: &str) -> async_nats::jetstream::stream::Source {
         async_nats::jetstream::stream::Source {

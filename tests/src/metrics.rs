@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! let recorder = kv_tests::metrics::TestRecorder::new();
+//! let recorder = kvtk_tests::metrics::TestRecorder::new();
 //! // This thread's recorder until the guard drops: a current-thread runtime (the
 //! // `#[tokio::test]` default) runs every task of the test on it.
 //! let _installed = recorder.install_local();

@@ -99,7 +99,7 @@ pub struct Step {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_tests::nemesis::{FaultKind, Schedule};
+/// use kvtk_tests::nemesis::{FaultKind, Schedule};
 ///
 /// let a = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, 1);
 /// let b = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, 1);

@@ -17,7 +17,7 @@ pub const OPERATOR_ACCOUNT: &str = "APP";
 /// `.creds` of [`TestOperator::user_creds`].
 ///
 /// ```
-/// let op = kv_tests::TestOperator::generate();
+/// let op = kvtk_tests::TestOperator::generate();
 /// let creds = op.user_creds("app", None);
 /// assert!(creds.contains("BEGIN NATS USER JWT") && creds.contains("BEGIN USER NKEY SEED"));
 /// ```
@@ -46,7 +46,7 @@ impl TestOperator {
         let operator_jwt = sign(
             &operator,
             &operator.public_key(),
-            "kv-tests",
+            "kvtk-tests",
             serde_json::json!({ "type": "operator", "version": 2 }),
         );
         let account_claims = |jetstream: bool| {
@@ -155,7 +155,7 @@ fn sign(issuer: &KeyPair, subject: &str, name: &str, nats: serde_json::Value) ->
     );
     let signature = issuer
         .sign(signing_input.as_bytes())
-        .expect("kv-tests: a generated key signs");
+        .expect("kvtk-tests: a generated key signs");
     format!("{signing_input}.{}", b64.encode(signature))
 }
 

@@ -38,8 +38,8 @@ struct Faults {
 /// # async fn main() {
 /// use std::time::Duration;
 ///
-/// let server = kv_tests::NatsServer::start().await;
-/// let proxy = kv_tests::FaultProxy::start(&server.client_url()).await;
+/// let server = kvtk_tests::NatsServer::start().await;
+/// let proxy = kvtk_tests::FaultProxy::start(&server.client_url()).await;
 /// let client = async_nats::ConnectOptions::new()
 ///     .request_timeout(Some(Duration::from_millis(300)))
 ///     .connect(proxy.url())
@@ -80,14 +80,14 @@ impl FaultProxy {
             .to_string();
         assert!(
             target.contains(':'),
-            "kv-tests: FaultProxy target {target_url_or_addr:?} has no host:port"
+            "kvtk-tests: FaultProxy target {target_url_or_addr:?} has no host:port"
         );
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("kv-tests: FaultProxy cannot bind 127.0.0.1:0");
+            .expect("kvtk-tests: FaultProxy cannot bind 127.0.0.1:0");
         let addr = listener
             .local_addr()
-            .expect("kv-tests: bound listener has an address");
+            .expect("kvtk-tests: bound listener has an address");
         let faults = Arc::new(watch::Sender::new(Faults {
             mode: Mode::Forward,
             latency: Duration::ZERO,

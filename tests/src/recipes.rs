@@ -57,7 +57,7 @@ fn union(sets: impl IntoIterator<Item = Permissions>) -> Permissions {
     })
 }
 
-/// A kv-locks user of the mutex, semaphore or read-write lock `lock` (and nothing else) in
+/// A kvtk-locks user of the mutex, semaphore or read-write lock `lock` (and nothing else) in
 /// `bucket`: its keys are `<lock>._q.<handle>` and `<lock>._s.permits`. A semaphore waiter
 /// watches the n entries just ahead of it at once (`watch_many`).
 pub fn lock_user(bucket: &str, lock: &str) -> Permissions {
@@ -72,8 +72,8 @@ pub fn lock_user(bucket: &str, lock: &str) -> Permissions {
     ])
 }
 
-/// A kv-locks user of lock `lock` in `bucket` that may write only its own queue entry,
-/// `<lock>._q.<owner>` (its `Locks` made with [`owner(owner)`](https://docs.rs/kv-locks)),
+/// A kvtk-locks user of lock `lock` in `bucket` that may write only its own queue entry,
+/// `<lock>._q.<owner>` (its `Locks` made with [`owner(owner)`](https://docs.rs/kvtk-locks)),
 /// and a semaphore's permit count: it can wait for and take the lock, but not remove or
 /// overwrite anyone else's place in the queue.
 pub fn lock_owner(bucket: &str, lock: &str, owner: &str) -> Permissions {
@@ -88,7 +88,7 @@ pub fn lock_owner(bucket: &str, lock: &str, owner: &str) -> Permissions {
     ])
 }
 
-/// A kv-leader candidate (campaigns, leads, resigns, observes) in election `election`.
+/// A kvtk-leader candidate (campaigns, leads, resigns, observes) in election `election`.
 pub fn election_candidate(bucket: &str, election: &str) -> Permissions {
     let keys = format!("{election}.>");
     union([
@@ -100,23 +100,23 @@ pub fn election_candidate(bucket: &str, election: &str) -> Permissions {
     ])
 }
 
-/// A kv-leader observer of election `election`: watches the leader key, writes nothing.
+/// A kvtk-leader observer of election `election`: watches the leader key, writes nothing.
 pub fn election_observer(bucket: &str, election: &str) -> Permissions {
     let key = format!("{election}.leader");
     union([open(bucket), read(bucket, &key), leader_get(bucket)])
 }
 
-/// A kv-config writer of the document `key` (single-document mode).
+/// A kvtk-config writer of the document `key` (single-document mode).
 pub fn config_writer(bucket: &str, key: &str) -> Permissions {
     union([open(bucket), read(bucket, key), write(bucket, key)])
 }
 
-/// A read-only kv-config reader of the document `key` (single-document mode, no fleet acks).
+/// A read-only kvtk-config reader of the document `key` (single-document mode, no fleet acks).
 pub fn config_reader(bucket: &str, key: &str) -> Permissions {
     union([open(bucket), read(bucket, key)])
 }
 
-/// A kv-membership member of group `group`: its own key and the group's listing and watch.
+/// A kvtk-membership member of group `group`: its own key and the group's listing and watch.
 pub fn member(bucket: &str, group: &str) -> Permissions {
     let keys = format!("{group}.*");
     union([

@@ -42,7 +42,7 @@ pub(crate) struct ClusterSpec {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let server = kv_tests::NatsServer::builder()
+/// let server = kvtk_tests::NatsServer::builder()
 ///     .sync_always()
 ///     .server_name("n0")
 ///     .start()
@@ -95,7 +95,7 @@ struct TlsSpec {
 /// A leaf node connection from this server to a hub's leaf node listener.
 ///
 /// ```
-/// let remote = kv_tests::LeafRemote::new("nats-leaf://127.0.0.1:7422").local_account("APP");
+/// let remote = kvtk_tests::LeafRemote::new("nats-leaf://127.0.0.1:7422").local_account("APP");
 /// assert_eq!(remote.url(), "nats-leaf://127.0.0.1:7422");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -272,7 +272,7 @@ impl NatsServerBuilder {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use kv_tests::{LeafRemote, NatsServer};
+    /// use kvtk_tests::{LeafRemote, NatsServer};
     /// let hub = NatsServer::builder()
     ///     .jetstream_domain("hub")
     ///     .leafnode_listener()
@@ -284,7 +284,7 @@ impl NatsServerBuilder {
     ///     .leaf_remote(LeafRemote::new(hub.leafnode_url().unwrap()))
     ///     .start()
     ///     .await;
-    /// leaf.wait_leaf_connected(kv_tests::READY_TIMEOUT).await;
+    /// leaf.wait_leaf_connected(kvtk_tests::READY_TIMEOUT).await;
     /// // A client of the leaf reaches the hub's JetStream through its domain's API prefix.
     /// let client = leaf.connect().await;
     /// let hub_js = async_nats::jetstream::with_domain(client, "hub");
@@ -401,7 +401,7 @@ impl NatsServerBuilder {
                 .tempdir_in("/dev/shm"),
             _ => tempfile::Builder::new().prefix("kv-tests-nats-").tempdir(),
         }
-        .expect("kv-tests: cannot create a temporary directory for nats-server");
+        .expect("kvtk-tests: cannot create a temporary directory for nats-server");
         let root = dir.path().to_path_buf();
         let mut server = NatsServer {
             binary,
@@ -420,7 +420,7 @@ impl NatsServerBuilder {
             spec: self,
         };
         for d in [&server.store_dir, &server.ports_dir] {
-            fs::create_dir_all(d).expect("kv-tests: cannot create the server's directories");
+            fs::create_dir_all(d).expect("kvtk-tests: cannot create the server's directories");
         }
         server.spawn();
         server
@@ -436,7 +436,7 @@ impl NatsServerBuilder {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let mut server = kv_tests::NatsServer::start().await;
+/// let mut server = kvtk_tests::NatsServer::start().await;
 /// let client = server.connect().await;
 /// let js = async_nats::jetstream::new(client);
 /// let kv = js
@@ -480,7 +480,7 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("kv-tests: cannot bind 127.0.0.1:0")
+        .expect("kvtk-tests: cannot bind 127.0.0.1:0")
 }
 
 impl NatsServer {
@@ -508,7 +508,7 @@ impl NatsServer {
 
     /// The client URL with the credentials of [`User::named`](crate::User::named)`(user)`:
     /// `nats://<user>:<user>-pw@127.0.0.1:PORT` (`user` goes in as it is: use a URL-safe name),
-    /// for clients that take credentials from the URL, such as kv-core's `Connect` (async-nats
+    /// for clients that take credentials from the URL, such as kvtk-core's `Connect` (async-nats
     /// 0.51 does not: give it `ConnectOptions::with_user_and_password`).
     pub fn client_url_as(&self, user: &str) -> String {
         let password = crate::auth::test_password(user);
@@ -558,7 +558,7 @@ impl NatsServer {
         match async_nats::connect(self.client_url()).await {
             Ok(client) => client,
             Err(err) => panic!(
-                "kv-tests: cannot connect to {}: {err}\n{}",
+                "kvtk-tests: cannot connect to {}: {err}\n{}",
                 self.client_url(),
                 self.log_section()
             ),
@@ -578,7 +578,7 @@ impl NatsServer {
         match options.connect(self.client_url()).await {
             Ok(client) => client,
             Err(err) => panic!(
-                "kv-tests: cannot connect to {}: {err}\n{}",
+                "kvtk-tests: cannot connect to {}: {err}\n{}",
                 self.client_url(),
                 self.log_section()
             ),
@@ -648,7 +648,7 @@ impl NatsServer {
         }
         self.spec = change(self.spec.clone());
         let before = self.log().matches(RELOADED).count();
-        fs::write(&self.conf_path, self.config()).expect("kv-tests: cannot write nats-server.conf");
+        fs::write(&self.conf_path, self.config()).expect("kvtk-tests: cannot write nats-server.conf");
         self.signal(Signal::SIGHUP);
         let deadline = Instant::now() + self.ready_timeout;
         const FAILED: &str = "Failed to reload server configuration";
@@ -726,7 +726,7 @@ impl NatsServer {
         let Some(child) = self.child.as_mut() else {
             return;
         };
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("kv-tests: pid fits in i32"));
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("kvtk-tests: pid fits in i32"));
         let _ = signal::kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + self.ready_timeout;
         loop {
@@ -851,7 +851,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        fs::write(&self.conf_path, self.config()).expect("kv-tests: cannot write nats-server.conf");
+        fs::write(&self.conf_path, self.config()).expect("kvtk-tests: cannot write nats-server.conf");
         // Ports files of earlier processes would be mistaken for this one's.
         if let Ok(entries) = fs::read_dir(&self.ports_dir) {
             for e in entries.flatten() {
@@ -863,7 +863,7 @@ impl NatsServer {
             .create(true)
             .append(true)
             .open(&self.stderr_path)
-            .expect("kv-tests: cannot open the nats-server stderr file");
+            .expect("kvtk-tests: cannot open the nats-server stderr file");
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&self.conf_path)
@@ -873,7 +873,7 @@ impl NatsServer {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "kv-tests: cannot start {}: {e}; see scripts/ensure-nats-server.sh",
+                    "kvtk-tests: cannot start {}: {e}; see scripts/ensure-nats-server.sh",
                     self.binary.display()
                 )
             });
@@ -881,7 +881,7 @@ impl NatsServer {
     }
 
     fn fail(&self, what: &str) -> ! {
-        panic!("kv-tests: nats-server {what}\n{}", self.log_section())
+        panic!("kvtk-tests: nats-server {what}\n{}", self.log_section())
     }
 
     /// Waits until the process wrote its ports file, then learns the client and HTTP ports.

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 /// [`NatsServerBuilder::tls`](crate::NatsServerBuilder::tls).
 ///
 /// ```
-/// let pki = kv_tests::TestPki::generate();
+/// let pki = kvtk_tests::TestPki::generate();
 /// assert!(pki.ca_file().exists() && pki.client_key_file().exists());
 /// ```
 #[derive(Debug)]
@@ -43,9 +43,9 @@ impl TestPki {
         let dir = tempfile::Builder::new()
             .prefix("kv-tests-pki-")
             .tempdir()
-            .expect("kv-tests: cannot create a temporary directory for certificates");
-        let (other, _) = new_ca("kv-tests unrelated CA");
-        let (ca, ca_key) = new_ca("kv-tests CA");
+            .expect("kvtk-tests: cannot create a temporary directory for certificates");
+        let (other, _) = new_ca("kvtk-tests unrelated CA");
+        let (ca, ca_key) = new_ca("kvtk-tests CA");
         let (server, server_key) = leaf(
             &["127.0.0.1", "localhost"],
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -59,7 +59,7 @@ impl TestPki {
             &ca_key,
         );
         let write = |name: &str, pem: String| {
-            fs::write(dir.path().join(name), pem).expect("kv-tests: cannot write a PEM file");
+            fs::write(dir.path().join(name), pem).expect("kvtk-tests: cannot write a PEM file");
         };
         write(CA, ca.pem());
         write(OTHER_CA, other.pem());
@@ -113,7 +113,7 @@ impl TestPki {
 
 fn new_ca(name: &str) -> (Certificate, KeyPair) {
     let mut params =
-        CertificateParams::new(Vec::<String>::new()).expect("kv-tests: CA parameters are valid");
+        CertificateParams::new(Vec::<String>::new()).expect("kvtk-tests: CA parameters are valid");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![
@@ -121,10 +121,10 @@ fn new_ca(name: &str) -> (Certificate, KeyPair) {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let key = KeyPair::generate().expect("kv-tests: cannot generate a key");
+    let key = KeyPair::generate().expect("kvtk-tests: cannot generate a key");
     let cert = params
         .self_signed(&key)
-        .expect("kv-tests: cannot self-sign the CA");
+        .expect("kvtk-tests: cannot self-sign the CA");
     (cert, key)
 }
 
@@ -135,19 +135,19 @@ fn leaf(
     ca_key: &KeyPair,
 ) -> (Certificate, KeyPair) {
     let sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans).expect("kv-tests: certificate names are valid");
+    let mut params = CertificateParams::new(sans).expect("kvtk-tests: certificate names are valid");
     params.distinguished_name.push(
         DnType::CommonName,
-        names.first().copied().unwrap_or("kv-tests"),
+        names.first().copied().unwrap_or("kvtk-tests"),
     );
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().expect("kv-tests: cannot generate a key");
+    let key = KeyPair::generate().expect("kvtk-tests: cannot generate a key");
     let cert = params
         .signed_by(&key, ca, ca_key)
-        .expect("kv-tests: cannot sign a certificate");
+        .expect("kvtk-tests: cannot sign a certificate");
     (cert, key)
 }

@@ -18,7 +18,7 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let answer = kv_tests::within("the answer", async { 42 }).await;
+/// let answer = kvtk_tests::within("the answer", async { 42 }).await;
 /// assert_eq!(answer, 42);
 /// # }
 /// ```
@@ -43,7 +43,7 @@ pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let mut numbers = futures::stream::iter([1, 2]);
-/// assert_eq!(kv_tests::next("a number", &mut numbers).await, 1);
+/// assert_eq!(kvtk_tests::next("a number", &mut numbers).await, 1);
 /// # }
 /// ```
 ///
@@ -68,7 +68,7 @@ pub async fn next<S: Stream + Unpin>(what: &str, stream: &mut S) -> S::Item {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let mut tries = 0;
-/// kv_tests::until("the third try", || {
+/// kvtk_tests::until("the third try", || {
 ///     tries += 1;
 ///     std::future::ready(tries == 3)
 /// })

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kv_tests::check::{self, Property};
-use kv_tests::history::{History, Mode, Op, Outcome, Record};
+use kvtk_tests::check::{self, Property};
+use kvtk_tests::history::{History, Mode, Op, Outcome, Record};
 
 /// Builds histories with explicit times (milliseconds) and outcomes.
 struct H(History);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use kv_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
+use kvtk_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
 use nix::sys::signal;
 use nix::unistd::Pid;
 

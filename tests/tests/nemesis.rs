@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use kv_tests::history::{History, Op, Outcome};
-use kv_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
-use kv_tests::{FaultProxy, NatsCluster, T};
+use kvtk_tests::history::{History, Op, Outcome};
+use kvtk_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
+use kvtk_tests::{FaultProxy, NatsCluster, T};
 
 /// A client of the given nodes only (300 ms requests), so a cut stays a cut. Not the kit's
 /// `client::options`: with its 1 s connection timeout the paused-node and partition tests

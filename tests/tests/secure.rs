@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use futures::StreamExt as _;
-use kv_tests::{
+use kvtk_tests::{
     Account, LeafRemote, NatsServer, NkeyUser, Permissions, TestPki, User, READY_TIMEOUT,
 };
 

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use kv_tests::NatsServer;
+use kvtk_tests::NatsServer;
 use serde_json::{json, Value};
 
 /// How big a run is.
@@ -46,7 +46,7 @@ impl Sync {
     }
 }
 
-/// The NATS servers of the run (started through the kv-tests kit) and the other systems'
+/// The NATS servers of the run (started through the kvtk-tests kit) and the other systems'
 /// endpoints (started by scripts/bench.sh).
 pub(crate) struct Env {
     pub size: Size,

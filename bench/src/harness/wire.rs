@@ -76,7 +76,7 @@ impl Counts {
     }
 }
 
-/// The key of the markers [`WriteCounter::mark`] publishes (not a valid kv-core key, so no
+/// The key of the markers [`WriteCounter::mark`] publishes (not a valid kvtk-core key, so no
 /// library under test ever writes it).
 const MARK_KEY: &str = "_bench_mark";
 

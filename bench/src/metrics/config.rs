@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{BucketConfig, Kv};
+use kvtk_core::{BucketConfig, Kv};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -16,7 +16,7 @@ pub(crate) const METRIC: &str = "config_propagation";
 /// The configuration document the readers follow.
 pub(crate) const KEY: &str = "app.config";
 pub(crate) const READERS: [usize; 3] = [1, 10, 100];
-pub(crate) const TOOLKIT: &str = "toolkit (kv-config reader)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-config reader)";
 pub(crate) const RAW: &str = "raw async-nats watch (1 per reader)";
 pub(crate) const ETCD: &str = "etcd watch (1 per reader)";
 /// Readers share this many connections (as processes would share a host's connection pool).
@@ -70,7 +70,7 @@ pub(crate) async fn all_seen(
 pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> {
     let sync = Sync::Default;
     for r in READERS {
-        env.progress(&format!("metric 5: kv-config readers, {r} readers"));
+        env.progress(&format!("metric 5: kvtk-config readers, {r} readers"));
         let lat = toolkit(env, sync, r).await?;
         push(report, TOOLKIT, env.nats_config(sync, None), r, &lat);
         env.progress(&format!("metric 5: raw async-nats watch, {r} readers"));
@@ -231,25 +231,25 @@ pub(crate) fn ratios(report: &mut Report) {
         ours,
         "<=",
         5000.0,
-        "kv-config: p99 of put → validated snapshot visible in all 100 readers (10 connections), nats default sync (µs)",
+        "kvtk-config: p99 of put → validated snapshot visible in all 100 readers (10 connections), nats default sync (µs)",
     );
     report.ratio(
         "config_vs_raw_watch_p99",
         (|| Some(ours? / raw?))(),
         "<=",
         1.2,
-        "p99(kv-config, 100 readers) / p99(raw async-nats watch, 100 watchers on 10 connections), nats default sync",
+        "p99(kvtk-config, 100 readers) / p99(raw async-nats watch, 100 watchers on 10 connections), nats default sync",
     );
     report.ratio(
         "etcd_watch_vs_config_p99_100",
         (|| Some(etcd? / ours?))(),
         ">=",
         1.5,
-        "p99(etcd watch, 100 watchers on 10 clients, fsync every write) / p99(kv-config, 100 readers, nats default sync)",
+        "p99(etcd watch, 100 watchers on 10 clients, fsync every write) / p99(kvtk-config, 100 readers, nats default sync)",
     );
 }
 
-/// The typed configuration the kv-config readers decode and validate.
+/// The typed configuration the kvtk-config readers decode and validate.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AppConfig {
     pub version: usize,
@@ -270,10 +270,10 @@ pub(crate) fn check(c: &AppConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// kv-config readers (typed decode + validation + snapshot swap), spread over 10 connections;
+/// kvtk-config readers (typed decode + validation + snapshot swap), spread over 10 connections;
 /// each waits on `changed()` and reports the version of the validated snapshot.
 pub(crate) async fn toolkit(env: &Env, sync: Sync, readers: usize) -> Result<Lat, BoxError> {
-    use kv_config::{ConfigReader, Source};
+    use kvtk_config::{ConfigReader, Source};
     let url = env.url(sync);
     let kv = Kv::connect(&url).await?;
     let name = format!("bench_cfg_kit_{readers}");

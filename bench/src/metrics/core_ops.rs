@@ -1,9 +1,9 @@
-//! Metric 1: kv-core operation latency against the same operation through async-nats' KV API.
+//! Metric 1: kvtk-core operation latency against the same operation through async-nats' KV API.
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use kv_core::{BucketConfig, Kv, Revision};
+use kvtk_core::{BucketConfig, Kv, Revision};
 
 use crate::harness::stats::{geomean, Lat, Report, Row};
 use crate::harness::{BoxError, Env, Sync};
@@ -21,7 +21,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     for op in OPS {
         let m = format!("kv_op_{op}");
         if let (Some(t), Some(r)) = (
-            report.find(&m, "toolkit (kv-core)"),
+            report.find(&m, "toolkit (kvtk-core)"),
             report.find(&m, "raw async-nats kv"),
         ) {
             if t.config["fsync"] == "default" {
@@ -39,7 +39,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         "<=",
         1.05,
         format!(
-            "geometric mean over get/put/create/update/delete-with-revision of p50(kv-core)/p50(async-nats kv), same server (nats default sync), fresh keys for create and delete; worst single op: {} at {:.3}",
+            "geometric mean over get/put/create/update/delete-with-revision of p50(kvtk-core)/p50(async-nats kv), same server (nats default sync), fresh keys for create and delete; worst single op: {} at {:.3}",
             worst.0, worst.1
         ),
     );
@@ -48,7 +48,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
 
 async fn run_on(env: &Env, report: &mut Report, sync: Sync) -> Result<(), BoxError> {
     env.progress(&format!(
-        "metric 1: kv-core vs async-nats kv ({})",
+        "metric 1: kvtk-core vs async-nats kv ({})",
         sync.short()
     ));
     let n = env.size.pick(1500, 10_000);
@@ -148,7 +148,7 @@ async fn run_on(env: &Env, report: &mut Report, sync: Sync) -> Result<(), BoxErr
     for (i, op) in OPS.iter().enumerate() {
         let cfg = env.nats_config(sync, None);
         let m = format!("kv_op_{op}");
-        report.push(Row::new(&m, "toolkit (kv-core)", &lat_t[i], cfg.clone()));
+        report.push(Row::new(&m, "toolkit (kvtk-core)", &lat_t[i], cfg.clone()));
         report.push(Row::new(&m, "raw async-nats kv", &lat_r[i], cfg));
     }
     kv.delete_bucket("bench_core").await?;

@@ -1,7 +1,7 @@
-//! Metric 6: 8 concurrent incrementers of one counter. A naive CAS loop through kv-core (read,
-//! conditional update, retry at once on conflict), kv-core's own `Counter` (the same CAS loop
+//! Metric 6: 8 concurrent incrementers of one counter. A naive CAS loop through kvtk-core (read,
+//! conditional update, retry at once on conflict), kvtk-core's own `Counter` (the same CAS loop
 //! with jittered backoff) — on 8 handles, and on one handle shared by the 8 incrementers so
-//! it combines concurrent increments — and kv-core's server-side `Counters` (ADR-49: one
+//! it combines concurrent increments — and kvtk-core's server-side `Counters` (ADR-49: one
 //! `Nats-Incr` request per increment, no read, no conflicts).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kv_core::{BucketConfig, Kv};
+use kvtk_core::{BucketConfig, Kv};
 use serde_json::json;
 
 use crate::harness::stats::{Lat, Report, Row};
@@ -33,7 +33,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         json!({ "incrementers": WORKERS, "seconds": dur.as_secs() }),
     );
 
-    env.progress("metric 6: counter, naive CAS loop through kv-core");
+    env.progress("metric 6: counter, naive CAS loop through kvtk-core");
     let kv = Kv::connect(&url).await?;
     kv.create_or_open(BucketConfig::new("bench_ctr").history(1))
         .await?;
@@ -59,7 +59,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
                 };
                 match w {
                     Ok(_) => break,
-                    Err(e) if e.is_conflict() || e.kind() == kv_core::ErrorKind::AlreadyExists => {
+                    Err(e) if e.is_conflict() || e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
                         conf += 1;
                     }
                     Err(e) => return Err(e.into()),
@@ -82,13 +82,13 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         .unwrap_or(0);
     push(
         report,
-        "naive CAS loop (kv-core get+update)",
+        "naive CAS loop (kvtk-core get+update)",
         &naive,
         &cfg,
         stored,
     );
 
-    env.progress("metric 6: counter, kv-core Counter::add (CAS with backoff)");
+    env.progress("metric 6: counter, kvtk-core Counter::add (CAS with backoff)");
     let toolkit = workers(dur, &url, |kv: Kv, stop, lat| async move {
         let b = kv.open("bench_ctr").await?;
         let c = b.counter("m");
@@ -99,13 +99,13 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     let stored = b.counter("m").get().await?;
     push(
         report,
-        "toolkit Counter::add (kv-core rmw)",
+        "toolkit Counter::add (kvtk-core rmw)",
         &toolkit,
         &cfg,
         stored,
     );
 
-    env.progress("metric 6: counter, kv-core Counter shared by the 8 incrementers (combining)");
+    env.progress("metric 6: counter, kvtk-core Counter shared by the 8 incrementers (combining)");
     let shared = b.counter("c");
     let combining = workers(dur, &url, |_kv: Kv, stop, lat| {
         let c = shared.clone();
@@ -124,7 +124,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         stored,
     );
 
-    env.progress("metric 6: counter, kv-core Counters (server-side, ADR-49 Nats-Incr)");
+    env.progress("metric 6: counter, kvtk-core Counters (server-side, ADR-49 Nats-Incr)");
     let _ = kv.counters("bench_ctr").await?.destroy().await;
     let server = workers(dur, &url, |kv: Kv, stop, lat| async move {
         let counters = kv.counters("bench_ctr").await?;
@@ -142,7 +142,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         stored,
     );
 
-    env.progress("metric 6: counter, kv-core CounterHandle shared by the 8 incrementers (server-side, combining)");
+    env.progress("metric 6: counter, kvtk-core CounterHandle shared by the 8 incrementers (server-side, combining)");
     let hot = counters.counter("h")?;
     let server_combining = workers(dur, &url, |_kv: Kv, stop, lat| {
         let c = hot.clone();
@@ -165,14 +165,14 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
 
     let rate = |o: &Outcome| o.increments as f64 / o.secs;
     let candidates = [
-        (&server, "kv-core Counters (server-side, 8 connections)"),
+        (&server, "kvtk-core Counters (server-side, 8 connections)"),
         (
             &combining,
-            "kv-core Counter shared by the 8 incrementers (combining)",
+            "kvtk-core Counter shared by the 8 incrementers (combining)",
         ),
         (
             &server_combining,
-            "kv-core CounterHandle shared by the 8 incrementers (server-side, combining)",
+            "kvtk-core CounterHandle shared by the 8 incrementers (server-side, combining)",
         ),
     ];
     let (best, which) = candidates
@@ -184,7 +184,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         (rate(&naive) > 0.0).then(|| best / rate(&naive)),
         ">=",
         10.0,
-        format!("increments/s of the faster toolkit counter ({which}) / increments/s of a naive CAS loop through kv-core (8 incrementers on 8 connections), same server, nats default sync"),
+        format!("increments/s of the faster toolkit counter ({which}) / increments/s of a naive CAS loop through kvtk-core (8 incrementers on 8 connections), same server, nats default sync"),
     );
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Metric 8: the writes an election costs with 50 kv-leader candidates. Each candidate (own
+//! Metric 8: the writes an election costs with 50 kvtk-leader candidates. Each candidate (own
 //! connection, own `Election` handle) campaigns; whoever wins steps down at once
 //! (`Leadership::step_down`: resign and campaign again on the same registration), so every
 //! term is a graceful failover with 49 others waiting. A subscriber on the
@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kv_core::Kv;
-use kv_leader::Election;
+use kvtk_core::Kv;
+use kvtk_leader::Election;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -20,7 +20,7 @@ use crate::harness::wire::{WriteCounter, Writes};
 use crate::harness::{with, BoxError, Env, Sync};
 
 pub(crate) const METRIC: &str = "election_writes_per_term";
-pub(crate) const TOOLKIT: &str = "toolkit (kv-leader)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-leader)";
 pub(crate) const CANDIDATES: usize = 50;
 const TTL_S: u64 = 10;
 const BUCKET: &str = "bench_elect_herd";
@@ -68,7 +68,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     let url = env.url(sync);
     let terms = env.size.pick(300, 1500);
     env.progress(&format!(
-        "metric 8: {CANDIDATES} kv-leader candidates, {terms} resign failovers"
+        "metric 8: {CANDIDATES} kvtk-leader candidates, {terms} resign failovers"
     ));
     let kv = Kv::connect(&url).await?;
     kv.create_or_open(Election::bucket_config(BUCKET)).await?;
@@ -118,7 +118,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         Some(per_term(all.all)),
         "<=",
         2.0,
-        "kv-leader, 50 candidates on 50 connections, repeated graceful failovers (the leader steps down: resigns and campaigns again on its registration): every write the candidates send to the election's bucket, counted on the wire by a subscriber (takes won and lost, resignations, registrations, renewals) / terms; nats default sync, TTL 10 s",
+        "kvtk-leader, 50 candidates on 50 connections, repeated graceful failovers (the leader steps down: resigns and campaigns again on its registration): every write the candidates send to the election's bucket, counted on the wire by a subscriber (takes won and lost, resignations, registrations, renewals) / terms; nats default sync, TTL 10 s",
     );
     Ok(())
 }

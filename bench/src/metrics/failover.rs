@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kv_core::Kv;
-use kv_leader::Election;
+use kvtk_core::Kv;
+use kvtk_leader::Election;
 use serde_json::json;
 
 use crate::harness::child::{self, Cleanup};
@@ -14,10 +14,10 @@ use crate::harness::{BoxError, Env, Sync};
 
 pub(crate) const CRASH: &str = "leader_failover_crash";
 pub(crate) const RESIGN: &str = "leader_resign_handoff";
-pub(crate) const TOOLKIT: &str = "toolkit (kv-leader)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-leader)";
 pub(crate) const ETCD: &str = "etcd election (Campaign/Resign)";
 pub(crate) const TTLS: [u64; 2] = [2, 5];
-/// The child role of a kv-leader leader that gets SIGKILLed.
+/// The child role of a kvtk-leader leader that gets SIGKILLed.
 pub(crate) const CHILD: &str = "nats-leader";
 const BUCKET: &str = "bench_elect";
 
@@ -81,11 +81,11 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     // Toolkit and etcd crash samples could share the wall clock; they run one after the
     // other so neither steals the other's CPU at the moment that is measured.
     for ttl in TTLS {
-        env.progress(&format!("metric 4: kv-leader crash failover, TTL {ttl} s"));
+        env.progress(&format!("metric 4: kvtk-leader crash failover, TTL {ttl} s"));
         let f = failover_crash(env, ttl).await?;
         push_crash(report, TOOLKIT, env.nats_config(sync, Some(ttl)), ttl, &f);
     }
-    env.progress("metric 4: kv-leader resign hand-off");
+    env.progress("metric 4: kvtk-leader resign hand-off");
     let lat = resign_handoff(env, env.size.pick(40, 200), 10).await?;
     report.push(Row::new(
         RESIGN,
@@ -162,7 +162,7 @@ pub(crate) fn ratios(report: &mut Report) {
         worst,
         "<=",
         250.0,
-        "kv-leader: median(time from SIGKILL of the leader's process to a standby's election) − TTL, worst of TTL 2 s and 5 s; nats default sync",
+        "kvtk-leader: median(time from SIGKILL of the leader's process to a standby's election) − TTL, worst of TTL 2 s and 5 s; nats default sync",
     );
     let p99 = report.find(RESIGN, TOOLKIT).map(|r| r.p99_us);
     report.ratio(
@@ -170,6 +170,6 @@ pub(crate) fn ratios(report: &mut Report) {
         p99,
         "<=",
         2000.0,
-        "kv-leader: p99 of resign acknowledged → standby elected, nats default sync (µs)",
+        "kvtk-leader: p99 of resign acknowledged → standby elected, nats default sync (µs)",
     );
 }

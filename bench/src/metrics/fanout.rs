@@ -1,5 +1,5 @@
 //! Metric 9: configuration fan-out across processes. Ten child processes each run 100
-//! kv-config readers built on clones of one bucket handle (so they share one watch: one
+//! kvtk-config readers built on clones of one bucket handle (so they share one watch: one
 //! consumer per process) and, on the same connection, 100 plain core-NATS subscribers of one
 //! subject. The parent writes version `i` of the document; each child reports over core NATS
 //! once all 100 of its readers have applied it (decoded into a typed struct and validated).
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kv_config::{ConfigReader, Source};
-use kv_core::{Bucket, BucketConfig, Kv};
+use kvtk_config::{ConfigReader, Source};
+use kvtk_core::{Bucket, BucketConfig, Kv};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -32,7 +32,7 @@ use crate::metrics::config::{
 pub(crate) const METRIC: &str = "config_fanout";
 /// The child role that runs one process's readers and subscribers.
 pub(crate) const CHILD: &str = "config-fanout";
-pub(crate) const TOOLKIT: &str = "toolkit (kv-config readers, one watch per process)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-config readers, one watch per process)";
 pub(crate) const CORE: &str = "core NATS publish (plain subscribers)";
 const PROCESSES: usize = 10;
 const PER_PROCESS: usize = 100;
@@ -64,7 +64,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     let sub = client.subscribe(report_subject.clone()).await?;
     let _forward = AbortOnDropHandle::new(tokio::spawn(forward(sub, kv_tx, core_tx)));
     env.progress(&format!(
-        "metric 9: {PROCESSES} processes × ({PER_PROCESS} kv-config readers + {PER_PROCESS} core-NATS subscribers)"
+        "metric 9: {PROCESSES} processes × ({PER_PROCESS} kvtk-config readers + {PER_PROCESS} core-NATS subscribers)"
     ));
     let args = [
         url,
@@ -239,18 +239,18 @@ pub(crate) fn ratios(report: &mut Report) {
         core.and(ours),
         "<=",
         core.map_or(0.0, |c| (1.5 * c * 1000.0).round() / 1000.0),
-        "goal 1.5 × core_fanout_1000_p99_ms of the same run: p99 of a put's send → every one of 1,000 kv-config readers (100 per process on clones of one bucket handle, 10 processes) has applied the decoded, validated value, as the last process's report reaches the writer over core NATS (the same path as the core reference); nats default sync (ms)",
+        "goal 1.5 × core_fanout_1000_p99_ms of the same run: p99 of a put's send → every one of 1,000 kvtk-config readers (100 per process on clones of one bucket handle, 10 processes) has applied the decoded, validated value, as the last process's report reaches the writer over core NATS (the same path as the core reference); nats default sync (ms)",
     );
     report.ratio(
         "server_consumers_per_1000_readers",
         consumers,
         "<=",
         10.0,
-        "consumers on the bucket's stream (STREAM.INFO, the most of three reads while all 1,000 kv-config readers in 10 processes run) per 1,000 readers",
+        "consumers on the bucket's stream (STREAM.INFO, the most of three reads while all 1,000 kvtk-config readers in 10 processes run) per 1,000 readers",
     );
 }
 
-/// In a child: `readers` kv-config readers on clones of one bucket handle and `readers`
+/// In a child: `readers` kvtk-config readers on clones of one bucket handle and `readers`
 /// core-NATS subscribers of `core_subject`, reporting each version that all of one kind have
 /// to `report_subject`, until the parent closes stdin. Prints one JSON line.
 pub(crate) async fn serve(

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{BucketConfig, Kv};
-use kv_locks::Locks;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::Locks;
 use serde_json::json;
 
 use crate::harness::contended::{finish, finish_with, Outcome, Shared};
@@ -20,7 +20,7 @@ pub(crate) const METRIC: &str = "lock_handoff";
 pub(crate) const WAITERS: [usize; 4] = [2, 8, 32, 64];
 pub(crate) const TTL_S: u64 = 10;
 pub(crate) const FLOOR: &str = "raw JetStream floor (watch + CAS herd)";
-pub(crate) const TOOLKIT: &str = "toolkit (kv-locks)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-locks)";
 pub(crate) const ETCD: &str = "etcd Lock service";
 pub(crate) const REDIS: &str = "redis Redlock (rslock retry loop)";
 
@@ -56,7 +56,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         env.progress(&format!("metric 3: raw JetStream floor, {w} waiters"));
         let o = raw_floor(env, sync, w).await?;
         push(report, FLOOR, env.nats_config(sync, Some(TTL_S)), w, &o);
-        env.progress(&format!("metric 3: kv-locks, {w} waiters"));
+        env.progress(&format!("metric 3: kvtk-locks, {w} waiters"));
         let o = toolkit(env, sync, w).await?;
         push(report, TOOLKIT, env.nats_config(sync, Some(TTL_S)), w, &o);
     }
@@ -241,18 +241,18 @@ pub(crate) fn ratios(report: &mut Report) {
     let ours_p50_64 = p50(TOOLKIT, 64);
     let ratios = [
         ("handoff_p50_us_64", ours_p50_64, "<=", 1000.0,
-         "kv-locks, 64 clients on one mutex: p50 of release acked → next holder acquired, nats default sync (µs)"),
+         "kvtk-locks, 64 clients on one mutex: p50 of release acked → next holder acquired, nats default sync (µs)"),
         ("handoff_p99_us_64", p99(TOOLKIT, 64), "<=", 5000.0,
-         "kv-locks, 64 clients: p99 of the hand-off (µs)"),
+         "kvtk-locks, 64 clients: p99 of the hand-off (µs)"),
         ("cas_per_handoff_64",
          row(report, TOOLKIT, 64).and_then(|r| r.extra["cas_per_handoff"].as_f64()), "<=", 2.0,
-         "kv-locks, 64 clients: conditional writes that try to take the lock (kv-locks' acquire-write counter; a subscriber on the bucket's subjects counts the same writes on the wire, wire_cas_per_handoff) per hand-off, releases and renewals excluded"),
+         "kvtk-locks, 64 clients: conditional writes that try to take the lock (kvtk-locks' acquire-write counter; a subscriber on the bucket's subjects counts the same writes on the wire, wire_cas_per_handoff) per hand-off, releases and renewals excluded"),
         ("handoff_64_vs_2_p50", div(ours_p50_64, p50(TOOLKIT, 2)), "<=", 1.5,
-         "kv-locks hand-off p50 with 64 clients / with 2 clients, same run, nats default sync: the cost does not grow with the queue"),
+         "kvtk-locks hand-off p50 with 64 clients / with 2 clients, same run, nats default sync: the cost does not grow with the queue"),
         ("handoff_vs_herd_floor_p50_64", div(ours_p50_64, p50(FLOOR, 64)), "<=", 0.5,
-         "p50 hand-off with 64 clients: kv-locks / the raw watch + CAS herd (every waiter watches the key and races one conditional write per release), same server, nats default sync"),
+         "p50 hand-off with 64 clients: kvtk-locks / the raw watch + CAS herd (every waiter watches the key and races one conditional write per release), same server, nats default sync"),
         ("etcd_handoff_vs_ours_p99_8", div(p99(ETCD, 8), p99(TOOLKIT, 8)), ">=", 20.0,
-         "p99 hand-off with 8 clients: etcd Lock service (fsync every write) / kv-locks (nats default sync); etcd's next waiter usually returns with the unlock acknowledgement, but its tail waits for the ~100 ms unsynced-watcher sweep"),
+         "p99 hand-off with 8 clients: etcd Lock service (fsync every write) / kvtk-locks (nats default sync); etcd's next waiter usually returns with the unlock acknowledgement, but its tail waits for the ~100 ms unsynced-watcher sweep"),
     ];
     for (name, value, direction, goal, pairing) in ratios {
         report.ratio(name, value, direction, goal, pairing);

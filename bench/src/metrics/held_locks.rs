@@ -1,11 +1,11 @@
-//! Metric 7: one process holds many kv-locks at TTL 10 s for a while: memory per held lock,
+//! Metric 7: one process holds many kvtk-locks at TTL 10 s for a while: memory per held lock,
 //! renewal CPU, and locks lost. Runs in a child process so that its memory is the locks' alone.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kv_core::Kv;
-use kv_locks::Locks;
+use kvtk_core::Kv;
+use kvtk_locks::Locks;
 use serde_json::json;
 
 use crate::harness::child;
@@ -115,7 +115,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         );
         let mut row = Row::new(
             &format!("scale_{}k_locks", n / 1000),
-            "toolkit (kv-locks)",
+            "toolkit (kvtk-locks)",
             &Lat::new(),
             cfg,
         )
@@ -128,7 +128,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
                 v["bytes_per_held_lock"].as_f64(),
                 "<=",
                 1024.0,
-                "(VmRSS with 10,000 locks held − VmRSS before) / 10,000, one kv-locks client in its own process, TTL 10 s",
+                "(VmRSS with 10,000 locks held − VmRSS before) / 10,000, one kvtk-locks client in its own process, TTL 10 s",
             );
         }
         report.ratio(

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kv_core::{BucketConfig, Kv};
-use kv_locks::Locks;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::Locks;
 
 use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{BoxError, Env, Sync};
@@ -13,7 +13,7 @@ use crate::systems::jetstream::{raw_headers, raw_write};
 pub(crate) const METRIC: &str = "lock_acquire_release";
 pub(crate) const TTL_S: u64 = 10;
 pub(crate) const FLOOR: &str = "raw JetStream floor (2 writes)";
-pub(crate) const TOOLKIT: &str = "toolkit (kv-locks)";
+pub(crate) const TOOLKIT: &str = "toolkit (kvtk-locks)";
 pub(crate) const ETCD: &str = "etcd Lock/Unlock";
 pub(crate) const REDIS: &str = "redis Redlock (rslock)";
 
@@ -32,7 +32,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
             &lat,
             env.nats_config(sync, Some(TTL_S)),
         ));
-        env.progress(&format!("metric 2: kv-locks ({})", sync.short()));
+        env.progress(&format!("metric 2: kvtk-locks ({})", sync.short()));
         let lat = toolkit(env, sync, n, warm).await?;
         report.push(Row::new(
             METRIC,
@@ -135,20 +135,20 @@ pub(crate) fn ratios(report: &mut Report) {
         div(ours_d, floor_d),
         "<=",
         1.15,
-        "p50(kv-locks lock+release) / p50(raw floor: 2 conditional writes), both on nats default sync, TTL 10 s",
+        "p50(kvtk-locks lock+release) / p50(raw floor: 2 conditional writes), both on nats default sync, TTL 10 s",
     );
     report.ratio(
         "etcd_lock_vs_ours_p50_default",
         div(etcd, ours_d),
         ">=",
         3.0,
-        "p50(etcd Lock+Unlock, fsync every write: etcd's default) / p50(kv-locks, nats default periodic sync): each at its default durability",
+        "p50(etcd Lock+Unlock, fsync every write: etcd's default) / p50(kvtk-locks, nats default periodic sync): each at its default durability",
     );
     report.ratio(
         "etcd_lock_vs_ours_p50_matched",
         div(etcd, ours_a),
         ">=",
         1.2,
-        "p50(etcd Lock+Unlock, fsync every write) / p50(kv-locks, nats sync_interval: always): both fsync every write",
+        "p50(etcd Lock+Unlock, fsync every write) / p50(kvtk-locks, nats sync_interval: always): both fsync every write",
     );
 }

@@ -1,14 +1,14 @@
 //! Metric r3: does a healthy lock holder on an R3 bucket, at default settings, keep its lock
-//! when the stream leader is killed? A 3-node cluster (the kv-tests kit), one mutex held by
+//! when the stream leader is killed? A 3-node cluster (the kvtk-tests kit), one mutex held by
 //! a client connected to all nodes; each round kills the stream leader, waits for a new one,
 //! restarts the killed node and waits until the holder has renewed through the new leader
 //! (or lost the lock). Counted: losses, and how long the stream had no leader.
 
 use std::time::{Duration, Instant};
 
-use kv_core::{BucketConfig, Kv};
-use kv_locks::{Guard, LeaseConfig, Locks, DEFAULT_MARKER_TTL};
-use kv_tests::NatsCluster;
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_locks::{Guard, LeaseConfig, Locks, DEFAULT_MARKER_TTL};
+use kvtk_tests::NatsCluster;
 use serde_json::json;
 
 use crate::harness::stats::{Lat, Report, Row};
@@ -67,7 +67,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     }
     let cfg = json!({ "replicas": 3, "kills": kills, "lease_ttl_s": ttl.as_secs() });
     report.push(
-        Row::new(METRIC, "toolkit (kv-locks)", &outage, cfg).extra(json!({
+        Row::new(METRIC, "toolkit (kvtk-locks)", &outage, cfg).extra(json!({
             "losses": losses,
             "latency": "stream leader killed → a new stream leader named (polled)",
         })),
@@ -79,7 +79,7 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
             Some(losses as f64),
             "<=",
             0.0,
-            "kv-locks on an R3 bucket at default settings: locks lost by a healthy holder over 20 kills of the stream leader (each followed by a restart and a renewal through the new leader)",
+            "kvtk-locks on an R3 bucket at default settings: locks lost by a healthy holder over 20 kills of the stream leader (each followed by a restart and a renewal through the new leader)",
         );
     } else {
         report.missing(format!("{name}: a quick run kills the leader {kills} times (losses: {losses}); the full run kills it 20 times"));
@@ -91,8 +91,8 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
 
 /// Whether the holder renewed past revision `rev` (so through the new stream leader) before
 /// losing the lock: waits up to one renewal interval plus two stream-leader elections.
-async fn renewed_after(guard: &Guard, rev: kv_core::Revision, lease: LeaseConfig) -> bool {
-    let limit = lease.renew_every() + kv_core::lease::STREAM_LEADER_ELECTION * 2;
+async fn renewed_after(guard: &Guard, rev: kvtk_core::Revision, lease: LeaseConfig) -> bool {
+    let limit = lease.renew_every() + kvtk_core::lease::STREAM_LEADER_ELECTION * 2;
     let renewed = async {
         while guard.lease().revision() <= rev {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_config::{ConfigEvent, ConfigReader, Source};
-use kv_core::{Bucket, Committed};
-use kv_tests::history::{History, Op};
+use kvtk_config::{ConfigEvent, ConfigReader, Source};
+use kvtk_core::{Bucket, Committed};
+use kvtk_tests::history::{History, Op};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
@@ -109,7 +109,7 @@ async fn read(
 ) {
     let mut events = reader.events();
     let first = reader.current();
-    let apply = |c: &Cfg, rev: Option<kv_core::Revision>| {
+    let apply = |c: &Cfg, rev: Option<kvtk_core::Revision>| {
         let op = Op::ConfigApply {
             value: c.describe(),
         };

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_leader::{Election, Leadership, Observed};
-use kv_tests::history::{History, Mode, Op};
+use kvtk_leader::{Election, Leadership, Observed};
+use kvtk_tests::history::{History, Mode, Op};
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

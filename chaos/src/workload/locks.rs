@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_locks::{Acquire, Guard, KvFence, Locks, Released};
-use kv_tests::history::{History, Mode, Op};
+use kvtk_locks::{Acquire, Guard, KvFence, Locks, Released};
+use kvtk_tests::history::{History, Mode, Op};
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ impl Worker {
         }
     }
 
-    fn acquire(&self) -> Result<(String, Mode, Acquire), kv_locks::Error> {
+    fn acquire(&self) -> Result<(String, Mode, Acquire), kvtk_locks::Error> {
         Ok(match &self.target {
             Target::Mutex(name) => (name.clone(), Mode::Mutex, self.locks.mutex(name)?.lock()),
             Target::Semaphore(name, n) => (

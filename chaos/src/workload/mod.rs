@@ -7,7 +7,7 @@ pub(crate) mod watch;
 
 use std::time::Duration;
 
-use kv_tests::history::Pending;
+use kvtk_tests::history::Pending;
 use tokio_util::sync::CancellationToken;
 
 /// Bound on any single client call; past it the outcome is unknown.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_core::{Bucket, ErrorKind, Include, Revision, WatchEvent};
-use kv_tests::history::{History, Op};
+use kvtk_core::{Bucket, ErrorKind, Include, Revision, WatchEvent};
+use kvtk_tests::history::{History, Op};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 

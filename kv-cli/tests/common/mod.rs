@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use kv_tests::{within, T};
+use kvtk_tests::{within, T};
 use tempfile::TempDir;
 use tokio::time::Instant;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kv_core::Revision;
+use kvtk_core::Revision;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -158,7 +158,7 @@ where
     pub(crate) async fn apply(&mut self, shared: &Shared<T>) {
         let rev = self.last_rev();
         let span = tracing::info_span!(
-            "kv_config.apply",
+            "kvtk_config.apply",
             config = %self.source.name(),
             revision = rev.map(Revision::get),
         );

@@ -1,4 +1,4 @@
-//! The shared watch: one kv-core watch per bucket handle and configuration, however many
+//! The shared watch: one kvtk-core watch per bucket handle and configuration, however many
 //! readers of it the process runs.
 //!
 //! A [`Feed`] owns one task that follows the watch and keeps the latest raw entry of every
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{Backoff, Entry, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
+use kvtk_core::{Backoff, Entry, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -148,7 +148,7 @@ impl Feed {
             updates: updates.clone(),
             last_error: last_error.clone(),
         };
-        let span = tracing::info_span!("kv_config.feed", config = %source.name());
+        let span = tracing::info_span!("kvtk_config.feed", config = %source.name());
         Feed {
             shared_on,
             latest,
@@ -324,7 +324,7 @@ impl Tracker {
             match watch.next().await {
                 Some(Ok(WatchEvent::Entry(e))) => self.record(&e),
                 Some(Ok(WatchEvent::InitialDone)) => initial_done = true,
-                Some(Err(e)) if e.kind() == kv_core::ErrorKind::HistoryGone => {}
+                Some(Err(e)) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {}
                 Some(Err(e)) => return Err(Error::kv("config watch failed", e)),
                 None => {
                     return Err(Error::new(
@@ -399,7 +399,7 @@ impl Tracker {
                     tracing::info!("config watch ended; re-reading");
                     self.watch = None;
                 }
-                Some(Err(e)) if e.kind() == kv_core::ErrorKind::HistoryGone => {
+                Some(Err(e)) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {
                     // Keys vanished while we were away: the watch cannot say what they held,
                     // so re-read everything; readers apply at most one change.
                     tracing::info!(error = %e, "config watch lost history; re-reading");

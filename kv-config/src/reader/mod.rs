@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kv_core::{Bucket, ReadOnlyBucket, Revision};
+use kvtk_core::{Bucket, ReadOnlyBucket, Revision};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -395,7 +395,7 @@ where
     }
 
     /// The per-key TTL of the acknowledgement key (default 30 s; whole seconds). The key is
-    /// a [lease](kv_core::lease) kept alive while the reader lives and removed when it
+    /// a [lease](kvtk_core::lease) kept alive while the reader lives and removed when it
     /// stops. Buckets without per-key TTLs get keys without one.
     pub fn ack_ttl(mut self, ttl: Duration) -> Self {
         self.ack_ttl = ttl;
@@ -480,7 +480,7 @@ where
             persisted: None,
             ack,
         };
-        let span = tracing::info_span!("kv_config.load", config = %self.source.name());
+        let span = tracing::info_span!("kvtk_config.load", config = %self.source.name());
         let loaded = self.first_state(&mut core).instrument(span).await;
         // The initial value: accepted from the KV, or the snapshot file.
         let (snapshot, rejection, synced) = match loaded {

@@ -1,11 +1,11 @@
-//! Shared helpers of the kv-config integration tests (the kit, `kv_tests`, has the rest).
+//! Shared helpers of the kvtk-config integration tests (the kit, `kvtk_tests`, has the rest).
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use kv_config::{ConfigEvent, ConfigEvents, ConfigReader, Source};
-use kv_core::{Bucket, BucketConfig, Kv};
-use kv_tests::NatsServer;
+use kvtk_config::{ConfigEvent, ConfigEvents, ConfigReader, Source};
+use kvtk_core::{Bucket, BucketConfig, Kv};
+use kvtk_tests::NatsServer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub(crate) fn json(a: &App) -> Vec<u8> {
 
 /// The next event, under the timeout.
 pub(crate) async fn next_event<T>(events: &mut ConfigEvents<T>) -> ConfigEvent<T> {
-    kv_tests::next("a config event", events).await
+    kvtk_tests::next("a config event", events).await
 }
 
 /// The number of consumers on the bucket's stream, fresh from the server
@@ -105,7 +105,7 @@ pub(crate) async fn consumers(b: &Bucket) -> usize {
 
 /// Polls the consumer count until it is `n`, under the timeout.
 pub(crate) async fn wait_consumers(b: &Bucket, n: usize) {
-    kv_tests::until(&format!("{n} consumers"), || async {
+    kvtk_tests::until(&format!("{n} consumers"), || async {
         consumers(b).await == n
     })
     .await;

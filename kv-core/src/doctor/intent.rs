@@ -11,15 +11,15 @@ use crate::lease::LeaseConfig;
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Recipe {
-    /// kv-locks: mutexes, semaphores, read-write and multi-locks. Fencing tokens are
+    /// kvtk-locks: mutexes, semaphores, read-write and multi-locks. Fencing tokens are
     /// revisions; multi-locks and the KV fence need atomic batches.
     Locks,
-    /// kv-leader: elections. Terms are revisions.
+    /// kvtk-leader: elections. Terms are revisions.
     Elections,
-    /// kv-config: configuration documents; prefix-mode multi-field writes need atomic
+    /// kvtk-config: configuration documents; prefix-mode multi-field writes need atomic
     /// batches, fleet acknowledgements are leases.
     Config,
-    /// kv-membership: group members are leases.
+    /// kvtk-membership: group members are leases.
     Membership,
 }
 
@@ -56,14 +56,14 @@ impl std::fmt::Display for Recipe {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::doctor::{Intent, Recipe};
-/// use kv_core::lease::LeaseConfig;
+/// use kvtk_core::doctor::{Intent, Recipe};
+/// use kvtk_core::lease::LeaseConfig;
 /// let intent = Intent::locks()
 ///     .and(Recipe::Elections)
 ///     .lease(LeaseConfig::new(Duration::from_secs(30))?);
 /// assert!(intent.uses(Recipe::Locks) && intent.uses(Recipe::Elections));
 /// assert!(!intent.uses(Recipe::Config));
-/// # Ok::<(), kv_core::Error>(())
+/// # Ok::<(), kvtk_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Intent {

@@ -28,12 +28,12 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use kv_core::doctor::{self, Doctor, Intent, Recipe, Severity};
-//! use kv_core::Kv;
+//! use kvtk_core::doctor::{self, Doctor, Intent, Recipe, Severity};
+//! use kvtk_core::Kv;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let kv = Kv::connect("nats://127.0.0.1:4222").await?;
-//! let lease = kv_core::lease::LeaseConfig::new(Duration::from_secs(30))?;
+//! let lease = kvtk_core::lease::LeaseConfig::new(Duration::from_secs(30))?;
 //! let report = doctor::check(&kv, "locks", &Intent::locks().lease(lease)).await?;
 //! println!("{report}");
 //! if !report.is_safe() {

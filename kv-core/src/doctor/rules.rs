@@ -323,7 +323,7 @@ fn lease_ttl(facts: &Facts, intent: &Intent) -> Option<Finding> {
                 secs(lease.renew_every())
             ),
             format!(
-                "use a lease TTL of at least {} (kv_core::lease::REPLICATED_TTL, the recipes' \
+                "use a lease TTL of at least {} (kvtk_core::lease::REPLICATED_TTL, the recipes' \
                  default on replicated buckets), or renew more often \
                  (LeaseConfig::rides_through_election)",
                 secs(REPLICATED_TTL)
@@ -361,7 +361,7 @@ fn mirror_expires(facts: &Facts) -> Option<Finding> {
              vanish from it without the tombstone or expiry marker its readers would see, and \
              before the origin removed it",
             "recreate the mirror without allow_msg_ttl and max_age: it copies the origin's \
-             expiry markers (kv-core's BucketConfig refuses both on a mirror)",
+             expiry markers (kvtk-core's BucketConfig refuses both on a mirror)",
         )
     })
 }

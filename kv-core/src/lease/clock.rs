@@ -29,7 +29,7 @@ use crate::revision::Ttl;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::lease::LeaseConfig;
+/// use kvtk_core::lease::LeaseConfig;
 /// let cfg = LeaseConfig::new(Duration::from_secs(10)).unwrap();
 /// assert_eq!(cfg.renew_every(), Duration::from_millis(3333));
 /// assert_eq!(cfg.margin(), Duration::from_secs(1));
@@ -128,7 +128,7 @@ impl LeaseConfig {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use kv_core::lease::{LeaseConfig, REPLICATED_TTL};
+    /// use kvtk_core::lease::{LeaseConfig, REPLICATED_TTL};
     /// assert!(!LeaseConfig::new(Duration::from_secs(10)).unwrap().rides_through_election());
     /// assert!(LeaseConfig::new(REPLICATED_TTL).unwrap().rides_through_election());
     /// // A shorter TTL rides through too when it renews often enough.
@@ -170,7 +170,7 @@ pub enum Next {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::lease::{LeaseClock, LeaseConfig};
+/// use kvtk_core::lease::{LeaseClock, LeaseConfig};
 /// use tokio::time::Instant;
 /// let cfg = LeaseConfig::new(Duration::from_secs(3)).unwrap();
 /// let sent = Instant::now();

@@ -20,9 +20,9 @@ use crate::metrics::LeaseLabels;
 /// task, which stops when the last of them is dropped.
 ///
 /// ```no_run
-/// # async fn demo(bucket: kv_core::Bucket) -> Result<(), kv_core::Error> {
+/// # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_core::Error> {
 /// use std::time::Duration;
-/// use kv_core::lease::{Keeper, LeaseConfig};
+/// use kvtk_core::lease::{Keeper, LeaseConfig};
 /// let keeper = Keeper::new(&bucket, LeaseConfig::new(Duration::from_secs(10))?)?;
 /// let lease = keeper.lease("workers.w1", "alive").await?;
 /// // ... the keeper renews it; lease.lost() completes if it cannot ...

@@ -11,7 +11,7 @@ use crate::error::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kv_core::object::ObjectStoreConfig;
+/// use kvtk_core::object::ObjectStoreConfig;
 /// let cfg = ObjectStoreConfig::new("artifacts")
 ///     .description("build outputs")
 ///     .max_bytes(1 << 30)

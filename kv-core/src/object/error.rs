@@ -1,4 +1,4 @@
-//! async-nats' object store errors in kv-core's kinds.
+//! async-nats' object store errors in kvtk-core's kinds.
 //!
 //! async-nats reports some failures (a chunk or metadata publish, a purge) as text only, so
 //! they become [`ErrorKind::Server`]: not transient, because a full or sealed store fails the

@@ -84,7 +84,7 @@ pub struct ObjectLink<'a> {
 /// What to store under a name: description, user metadata and chunk size.
 ///
 /// ```
-/// use kv_core::object::ObjectMeta;
+/// use kvtk_core::object::ObjectMeta;
 /// let meta = ObjectMeta::new("reports/2026-05.pdf")
 ///     .description("monthly report")
 ///     .metadata("content-type", "application/pdf")

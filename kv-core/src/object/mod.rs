@@ -6,15 +6,15 @@
 //! chunk count, SHA-256 digest, user metadata) is one rolled-up message on
 //! `$O.<store>.M.<name>`. The layout is the one every NATS client uses, so stores written
 //! here are read by `nats object get` and the Go, JS or Python clients, and the other way
-//! round. Underneath it is async-nats' object store; errors come in kv-core's [`ErrorKind`]s.
+//! round. Underneath it is async-nats' object store; errors come in kvtk-core's [`ErrorKind`]s.
 //!
 //! ```
-//! use kv_core::object::{ObjectMeta, ObjectStoreConfig};
-//! use kv_core::{ErrorKind, Kv};
+//! use kvtk_core::object::{ObjectMeta, ObjectStoreConfig};
+//! use kvtk_core::{ErrorKind, Kv};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), kv_core::Error> {
-//! # let server = kv_tests::NatsServer::start().await;
+//! # async fn main() -> Result<(), kvtk_core::Error> {
+//! # let server = kvtk_tests::NatsServer::start().await;
 //! # let url = server.client_url();
 //! let kv = Kv::connect(&url).await?;
 //! let store = kv

@@ -1,18 +1,18 @@
-//! Shared helpers of the kv-leader real-server tests.
+//! Shared helpers of the kvtk-leader real-server tests.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use kv_core::{Bucket, Kv};
-use kv_leader::{Election, Observed, Observer};
-use kv_tests::within;
+use kvtk_core::{Bucket, Kv};
+use kvtk_leader::{Election, Observed, Observer};
+use kvtk_tests::within;
 
 /// The request timeout of these tests' clients (fault tests must not wait 5 s per request).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// A client with short timeouts, made also while its server or link is down.
 pub(crate) async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    kv_tests::client::options(REQUEST_TIMEOUT)
+    kvtk_tests::client::options(REQUEST_TIMEOUT)
         .retry_on_initial_connect()
         .connect(url)
         .await
@@ -36,7 +36,7 @@ pub(crate) async fn election(url: &str, bucket_name: &str, name: &str, ttl: Dura
 
 /// The next observed change.
 pub(crate) async fn next(o: &mut Observer) -> Observed {
-    kv_tests::next("an observed change", o).await
+    kvtk_tests::next("an observed change", o).await
 }
 
 /// Skips changes until `pred` holds.

@@ -1,12 +1,12 @@
-//! Shared helpers of the kv-locks real-server tests (the kit, `kv_tests`, has the rest).
+//! Shared helpers of the kvtk-locks real-server tests (the kit, `kvtk_tests`, has the rest).
 #![allow(dead_code)]
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use kv_core::Kv;
-use kv_locks::Locks;
-use kv_tests::within;
+use kvtk_core::Kv;
+use kvtk_locks::Locks;
+use kvtk_tests::within;
 
 /// A short lease for tests that need a renewal (and so a loss) to happen soon.
 pub(crate) const SHORT_TTL: Duration = Duration::from_secs(2);
@@ -29,7 +29,7 @@ pub(crate) async fn waiting(locks: &Locks, base: u64, n: u64) {
 
 /// Spawns the acquisition `acq` as a task owned by the returned handle (aborted on drop).
 pub(crate) fn spawn_acquire(
-    acq: kv_locks::Acquire,
-) -> tokio_util::task::AbortOnDropHandle<Result<kv_locks::Guard, kv_locks::Error>> {
+    acq: kvtk_locks::Acquire,
+) -> tokio_util::task::AbortOnDropHandle<Result<kvtk_locks::Guard, kvtk_locks::Error>> {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(acq.into_future()))
 }

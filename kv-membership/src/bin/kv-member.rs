@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use kv_core::Kv;
-use kv_membership::Membership;
+use kvtk_core::Kv;
+use kvtk_membership::Membership;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -19,7 +19,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let ttl = match rest.first() {
         Some(s) => Duration::from_secs(s.parse()?),
-        None => kv_membership::DEFAULT_TTL,
+        None => kvtk_membership::DEFAULT_TTL,
     };
     let metadata = rest.get(1).cloned().unwrap_or_default();
     let kv = Kv::connect(url).await?;

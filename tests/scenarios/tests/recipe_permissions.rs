@@ -1,4 +1,4 @@
-//! Every recipe runs under exactly the permissions `kv_tests::recipes` gives it (the README's
+//! Every recipe runs under exactly the permissions `kvtk_tests::recipes` gives it (the README's
 //! table, checked here too): a candidate leads, an observer observes, a config writer writes,
 //! a read-only config reader reads, a member joins and lists — and a step outside the set is
 //! refused with `PermissionDenied`.
@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kv_config::{ConfigReader, ConfigWriter, Source};
-use kv_core::{BucketConfig, Connect, ErrorKind, Kv};
-use kv_leader::{Election, Observed};
-use kv_membership::Membership;
-use kv_tests::{recipes, Account, NatsServer, Permissions, T};
+use kvtk_config::{ConfigReader, ConfigWriter, Source};
+use kvtk_core::{BucketConfig, Connect, ErrorKind, Kv};
+use kvtk_leader::{Election, Observed};
+use kvtk_membership::Membership;
+use kvtk_tests::{recipes, Account, NatsServer, Permissions, T};
 
 async fn server_with(user: Permissions) -> NatsServer {
     let account = Account::admin_and_user(user);
@@ -35,7 +35,7 @@ async fn the_readme_table_is_the_data() {
     let table = recipes::markdown_table();
     assert!(
         readme.contains(&table),
-        "README's permission table differs from kv_tests::recipes; it should read:\n{table}"
+        "README's permission table differs from kvtk_tests::recipes; it should read:\n{table}"
     );
 }
 

@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use kv_config::{ConfigReader, ConfigWriter, Source};
-use kv_core::{BucketConfig, Kv};
-use kv_leader::{Election, Leadership};
-use kv_locks::{Guard, KvFence, Locks, Released, Token};
-use kv_tests::{until, within, NatsServer, T};
+use kvtk_config::{ConfigReader, ConfigWriter, Source};
+use kvtk_core::{BucketConfig, Kv};
+use kvtk_leader::{Election, Leadership};
+use kvtk_locks::{Guard, KvFence, Locks, Released, Token};
+use kvtk_tests::{until, within, NatsServer, T};
 use serde::{Deserialize, Serialize};
 
 const ELECTION: &str = "scheduler";
@@ -166,7 +166,7 @@ async fn the_leader_runs_the_job_under_the_lock_with_live_config_and_hands_both_
         .put("scheduler.status", "late")
         .await
         .unwrap_err();
-    assert_eq!(refused.kind(), kv_leader::ErrorKind::Lost, "{refused}");
+    assert_eq!(refused.kind(), kvtk_leader::ErrorKind::Lost, "{refused}");
 
     // a's job stops and releases the lock; b's acquisition completes with a higher token.
     let stale_token: Token = guard_a.token();
@@ -187,7 +187,7 @@ async fn the_leader_runs_the_job_under_the_lock_with_live_config_and_hands_both_
         .write(stale_token, OUTPUT, "late")
         .await
         .unwrap_err();
-    assert_eq!(late.kind(), kv_locks::ErrorKind::StaleToken, "{late}");
+    assert_eq!(late.kind(), kvtk_locks::ErrorKind::StaleToken, "{late}");
     assert_eq!(output(&b).await, third);
 
     // The next change reaches b's job.

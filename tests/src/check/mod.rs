@@ -6,8 +6,8 @@
 //! with an unknown outcome may or may not appear in a watch or a configuration.
 //!
 //! ```
-//! use kv_tests::check;
-//! use kv_tests::history::{History, Mode, Op};
+//! use kvtk_tests::check;
+//! use kvtk_tests::history::{History, Mode, Op};
 //!
 //! let h = History::new();
 //! let acquire = || Op::Acquire { lock: "l".into(), mode: Mode::Mutex };
