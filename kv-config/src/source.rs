@@ -97,7 +97,8 @@ impl Source {
     }
 }
 
-type ConnectFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kvtk_core::Error>> + Send + Sync>;
+type ConnectFn =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Bucket, kvtk_core::Error>> + Send + Sync>;
 
 /// How a reader reaches its bucket: an open handle, or a function that connects and opens it
 /// (called again, with backoff, until it succeeds — this is what lets a reader start while

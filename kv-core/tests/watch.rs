@@ -107,7 +107,8 @@ async fn include_modes_and_initial_marker() {
 /// test can cut the watcher off while others keep writing.
 async fn through_proxy(server: &NatsServer, name: &str) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let client = kvtk_tests::client::with_request_timeout(proxy.url(), Duration::from_secs(2)).await;
+    let client =
+        kvtk_tests::client::with_request_timeout(proxy.url(), Duration::from_secs(2)).await;
     let b = Kv::new(client).open(name).await.unwrap();
     (proxy, b)
 }

@@ -102,9 +102,9 @@ pub struct Campaign {
     shared: Arc<Shared>,
     id: String,
     value: String,
-    /// A registration kept from a leadership that stepped down, and the last revision it
-    /// wrote the leader key at.
-    rejoin: Option<(Lease, Revision)>,
+    /// A campaign prepared by a leader stepping down: its registration and a watch opened
+    /// before the resignation.
+    prepared: Option<Box<Candidate>>,
 }
 
 impl Campaign {
@@ -113,24 +113,39 @@ impl Campaign {
             shared,
             id,
             value: String::new(),
-            rejoin: None,
+            prepared: None,
         }
     }
 
-    /// The campaign of a leader that stepped down and keeps its `registration`.
-    pub(crate) fn rejoin(
+    /// The campaign of a leader about to step down, keeping its `registration`. Its watch
+    /// opens now, before the resignation, so it sees every term that follows (a watch opened
+    /// later shows only the latest, and the line would misplace whoever led in between).
+    pub(crate) async fn before_step_down(
         shared: Arc<Shared>,
         id: String,
         value: String,
         registration: Option<Lease>,
-        led_at: Revision,
     ) -> Campaign {
+        let mut c = Candidate::new(shared.clone(), id.clone(), value.clone(), registration);
+        if let Err(e) = c.start_watch().await {
+            // The campaign opens it again when it runs.
+            tracing::debug!(error = %e, "watch before stepping down failed");
+        }
         Campaign {
             shared,
             id,
             value,
-            rejoin: registration.map(|r| (r, led_at)),
+            prepared: Some(Box::new(c)),
         }
+    }
+
+    /// Records that we led until `revision` (our resignation's tombstone).
+    pub(crate) fn stepped_down(mut self, revision: Revision) -> Campaign {
+        if let Some(c) = self.prepared.as_mut() {
+            let id = c.id.clone();
+            c.led(&id, revision);
+        }
+        self
     }
 
     /// The value to publish while leading (an address, metadata as JSON, ...).
@@ -146,34 +161,10 @@ impl Campaign {
             return Err(Error::new(ErrorKind::Closed, "the election was shut down"));
         }
         shared.check_bucket().await?;
-        let (registration, led_at) = self.rejoin.unzip();
-        let line = Line::with_led(shared.led.lock().unwrap_or_else(|p| p.into_inner()).clone());
-        let mut c = Candidate {
-            cand_key: shared.candidate_key(&self.id),
-            cand_prefix: shared.candidate_key(""),
-            shared,
-            id: self.id,
-            value: self.value,
-            registration,
-            reg_failures: 0,
-            reg_retry: Instant::now(),
-            view: None,
-            known: false,
-            line,
-            last_leader: None,
-            free_since: None,
-            turn_at: None,
-            watch: None,
-            watch_failures: 0,
-            watch_retry: Instant::now(),
-            tried: None,
-            need_read: false,
-            read_failures: 0,
-            retry_at: None,
+        let mut c = match self.prepared {
+            Some(c) => *c,
+            None => Candidate::new(shared, self.id, self.value, None),
         };
-        if let Some(r) = led_at {
-            c.led(&c.id.clone(), r);
-        }
         c.run().await
     }
 }
@@ -234,7 +225,49 @@ impl Drop for Candidate {
     }
 }
 
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("id", &self.id)
+            .field("registered", &self.registered())
+            .field("watching", &self.watch.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Candidate {
+    fn new(
+        shared: Arc<Shared>,
+        id: String,
+        value: String,
+        registration: Option<Lease>,
+    ) -> Candidate {
+        let line = Line::with_led(shared.led.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        Candidate {
+            cand_key: shared.candidate_key(&id),
+            cand_prefix: shared.candidate_key(""),
+            shared,
+            id,
+            value,
+            registration,
+            reg_failures: 0,
+            reg_retry: Instant::now(),
+            view: None,
+            known: false,
+            line,
+            last_leader: None,
+            free_since: None,
+            turn_at: None,
+            watch: None,
+            watch_failures: 0,
+            watch_retry: Instant::now(),
+            tried: None,
+            need_read: false,
+            read_failures: 0,
+            retry_at: None,
+        }
+    }
+
     async fn run(&mut self) -> Result<Leadership, Error> {
         loop {
             if self.shared.closing.is_cancelled() {

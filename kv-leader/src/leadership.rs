@@ -459,19 +459,17 @@ impl Leadership {
     /// the registration is dropped with it and expires within one TTL.
     pub async fn step_down(self) -> Campaign {
         let registration = locked(&self.held.registration).take();
-        let led_until = self.held.lease.revision();
-        let led_at = self
-            .held
-            .resign(LostReason::Resigned)
-            .await
-            .unwrap_or(led_until);
-        Campaign::rejoin(
+        let value = locked(&self.held.value).clone();
+        let campaign = Campaign::before_step_down(
             self.held.shared.clone(),
             self.held.id.clone(),
-            locked(&self.held.value).clone(),
+            value,
             registration,
-            led_at,
         )
+        .await;
+        let led_until = self.held.lease.revision();
+        let tombstone = self.held.resign(LostReason::Resigned).await;
+        campaign.stepped_down(tombstone.unwrap_or(led_until))
     }
 
     /// Hands leadership over to candidate `id`, which must be campaigning. Only `id` can take

@@ -149,3 +149,26 @@ pub fn documented(readme: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Checks that the names in `readme`'s `## Metrics` table that start with one of `prefixes`
+/// are exactly `names` (a crate's test keeps its constants and the one table in step).
+///
+/// # Panics
+/// When the README cannot be read or the two lists differ.
+pub fn assert_documented(readme: &std::path::Path, prefixes: &[&str], names: &[&str]) {
+    let text = std::fs::read_to_string(readme)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", readme.display()));
+    let mut documented: Vec<String> = documented(&text)
+        .into_iter()
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .collect();
+    documented.sort();
+    let mut ours: Vec<&str> = names.to_vec();
+    ours.sort();
+    assert_eq!(
+        documented,
+        ours,
+        "metric names in {} and in the code",
+        readme.display()
+    );
+}

@@ -648,7 +648,8 @@ impl NatsServer {
         }
         self.spec = change(self.spec.clone());
         let before = self.log().matches(RELOADED).count();
-        fs::write(&self.conf_path, self.config()).expect("kvtk-tests: cannot write nats-server.conf");
+        fs::write(&self.conf_path, self.config())
+            .expect("kvtk-tests: cannot write nats-server.conf");
         self.signal(Signal::SIGHUP);
         let deadline = Instant::now() + self.ready_timeout;
         const FAILED: &str = "Failed to reload server configuration";
@@ -851,7 +852,8 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        fs::write(&self.conf_path, self.config()).expect("kvtk-tests: cannot write nats-server.conf");
+        fs::write(&self.conf_path, self.config())
+            .expect("kvtk-tests: cannot write nats-server.conf");
         // Ports files of earlier processes would be mistaken for this one's.
         if let Ok(entries) = fs::read_dir(&self.ports_dir) {
             for e in entries.flatten() {

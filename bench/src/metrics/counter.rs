@@ -59,7 +59,9 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
                 };
                 match w {
                     Ok(_) => break,
-                    Err(e) if e.is_conflict() || e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
+                    Err(e)
+                        if e.is_conflict() || e.kind() == kvtk_core::ErrorKind::AlreadyExists =>
+                    {
                         conf += 1;
                     }
                     Err(e) => return Err(e.into()),

@@ -81,7 +81,9 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     // Toolkit and etcd crash samples could share the wall clock; they run one after the
     // other so neither steals the other's CPU at the moment that is measured.
     for ttl in TTLS {
-        env.progress(&format!("metric 4: kvtk-leader crash failover, TTL {ttl} s"));
+        env.progress(&format!(
+            "metric 4: kvtk-leader crash failover, TTL {ttl} s"
+        ));
         let f = failover_crash(env, ttl).await?;
         push_crash(report, TOOLKIT, env.nats_config(sync, Some(ttl)), ttl, &f);
     }
