@@ -17,8 +17,13 @@ use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
 /// # async fn main() {
 /// let cluster = kvtk_tests::NatsCluster::start().await;
 /// assert!(cluster.meta_leader().await.is_some());
-/// // async-nats takes the node list as a Vec, not as one comma-joined string.
-/// let client = async_nats::connect(cluster.client_urls()).await.unwrap();
+/// // async-nats takes the node list as a Vec, not as one comma-joined string. Placing an R3
+/// // stream can take seconds on a busy machine: a generous request timeout.
+/// let client = async_nats::ConnectOptions::new()
+///     .request_timeout(Some(std::time::Duration::from_secs(30)))
+///     .connect(cluster.client_urls())
+///     .await
+///     .unwrap();
 /// let js = async_nats::jetstream::new(client);
 /// js.create_key_value(async_nats::jetstream::kv::Config {
 ///     bucket: "r3".into(),
