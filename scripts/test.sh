@@ -73,6 +73,8 @@ step "scripts/package.sh (every publishable crate packaged as cargo publish woul
 scripts/package.sh
 
 step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
+# The log goes under target/ even when CARGO_TARGET_DIR points elsewhere.
+mkdir -p target
 scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {
     tail -80 target/chaos.log >&2
     exit 1
