@@ -6,8 +6,9 @@
 //!    Success proves nothing under the lock changed since `L`: we are alone, and hold it.
 //!    Not on replicated buckets, whose servers do not check a wildcard expectation against
 //!    writes in flight.
-//! 2. **Queue path**. Enter the queue (a lease on our own key), then read the lock's keys —
-//!    from the stream leader on a replicated bucket — at a revision ≥ our entry's. The
+//! 2. **Queue path**. Enter the queue (a lease on our own key), then read the lock's keys
+//!    at a revision ≥ our entry's (on a replicated bucket, a consumer read until our own
+//!    entry shows: its replica may lag the leader). The
 //!    lock's [rule](crate::rule) says whether we hold and, if not, which entries we wait for
 //!    (our predecessor for a mutex). We watch those keys only, so a release wakes the next
 //!    waiter and nobody else. When the entry we waited for leaves by a holder's completed
@@ -364,9 +365,10 @@ enum Turn {
 /// One round of waiting: reads the queue; if the rule says we wait, watches only the
 /// entries we wait for until one of them leaves.
 ///
-/// The read comes from the stream leader on a replicated bucket (a consumer's
-/// last-per-key delivery: a direct-get snapshot, served by any replica, can show a lagging
-/// replica's state — chaos runs on R3 buckets found overlapping holders that way). A
+/// On a replicated bucket the read is a consumer's last-per-key delivery read up to our own
+/// entry (see [`queue_now`]): a direct-get snapshot, served by any replica, can show a
+/// lagging replica's state without saying so — chaos runs on R3 buckets found overlapping
+/// holders that way. A
 /// blocker that left by a completed release may settle it without another read (see
 /// [`holds_after`]); anything else reads again. The lease keeper renews our entry meanwhile.
 /// `departed` is set to when a blocker was last seen leaving.
@@ -408,29 +410,57 @@ async fn wait_turn(
     }
 }
 
-/// The queue, as the stream leader has it, with our entry in it (unless it was lost).
+/// The queue at or after our entry's creation, with our entry in it unless it was lost.
+///
+/// On a replicated bucket the read is a consumer's last-per-key delivery, and the server
+/// places a consumer on any replica of the stream: one that may not have applied our own
+/// acknowledged write yet (a quorum acknowledged it, not every replica). The consumer goes
+/// on delivering what its replica applies, so we read until our key shows a revision at or
+/// after our entry's origin: the replica has then applied every entry created before ours,
+/// the ones that can stand ahead of us. If that revision is not our entry, the entry is
+/// really gone (taken, expired or removed).
 async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
     if !s.replicated {
         // One server: its snapshot is the truth.
         return view(s, Some(lease.origin())).await;
     }
-    let mut watch = open_watch(s, lease, &[s.name.all_filter()]).await?;
+    let filter = [s.name.all_filter()];
+    let mut watch = open_watch(s, lease, &filter).await?;
+    let lost = lease.lost();
+    tokio::pin!(lost);
     let mut keys: HashMap<String, Entry> = HashMap::new();
+    let mut listed = false;
     loop {
-        match watch.next().await {
+        if listed && reached(keys.get(&s.own_key), lease) {
+            return Ok(View::of(&s.name, keys.values(), None));
+        }
+        let ev = tokio::select! {
+            biased;
+            why = &mut lost => return Err(entry_lost(why)),
+            ev = watch.next() => ev,
+        };
+        match ev {
             Some(Ok(WatchEvent::Entry(e))) => {
                 keys.insert(e.key().as_str().to_string(), e);
             }
-            Some(Ok(WatchEvent::InitialDone)) => return Ok(View::of(&s.name, keys.values(), None)),
-            Some(Err(e)) if e.is_transient() => {
+            Some(Ok(WatchEvent::InitialDone)) => listed = true,
+            Some(Err(e)) if !e.is_transient() => return Err(e.into()),
+            Some(Err(e)) => {
                 tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
-                watch = open_watch(s, lease, &[s.name.all_filter()]).await?;
+                (watch, listed) = (open_watch(s, lease, &filter).await?, false);
                 keys.clear();
             }
-            Some(Err(e)) => return Err(e.into()),
-            None => watch = open_watch(s, lease, &[s.name.all_filter()]).await?,
+            None => {
+                (watch, listed) = (open_watch(s, lease, &filter).await?, false);
+                keys.clear();
+            }
         }
     }
+}
+
+/// Whether a read has reached our entry: our key at or after the entry's creation.
+fn reached(own: Option<&Entry>, lease: &Lease) -> bool {
+    own.is_some_and(|e| e.revision() >= lease.origin())
 }
 
 /// How the wait for a blocker ended.
@@ -443,14 +473,16 @@ enum Left {
     Broken,
 }
 
-/// Watches `blockers` (from the stream leader) until one of them leaves. Unless it left by
-/// a completed release, the caller reads the queue again.
+/// Watches `blockers` until one of them leaves. Unless it left by a completed release, the
+/// caller reads the queue again. The consumer may sit on a lagging replica: a blocker's key
+/// at a revision before the blocker's entry is that replica's past, not a departure.
 async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<Left, Error> {
     let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
     let mut watch = open_watch(s, lease, &keys).await?;
     let lost = lease.lost();
     tokio::pin!(lost);
     let mut present: HashSet<&str> = HashSet::new();
+    let mut lagging: HashSet<&str> = HashSet::new();
     loop {
         let ev = tokio::select! {
             biased;
@@ -462,6 +494,11 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
                 let Some(b) = blockers.iter().find(|b| b.key == e.key().as_str()) else {
                     continue;
                 };
+                if e.revision() < b.ticket {
+                    // A replica that has not applied the blocker's entry yet: not a departure.
+                    lagging.insert(&b.key);
+                    continue;
+                }
                 if e.is_value() && ticket_of(&e) == b.ticket {
                     present.insert(&b.key);
                     continue;
@@ -475,8 +512,11 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
                     Left::Otherwise
                 });
             }
-            // A blocker the leader has no live entry for left before we looked.
-            Some(Ok(WatchEvent::InitialDone)) if present.len() < blockers.len() => {
+            // A blocker whose key the replica does not hold at all: removed before we
+            // looked (or never replicated here yet); read the queue again.
+            Some(Ok(WatchEvent::InitialDone))
+                if present.union(&lagging).count() < blockers.len() =>
+            {
                 return Ok(Left::Otherwise)
             }
             Some(Ok(WatchEvent::InitialDone)) => {}
@@ -490,8 +530,8 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
 }
 
 /// Whether `lease`'s entry holds its lock right now, by the rule, on the lock's state read
-/// from the stream leader (a multi-lock's check after its transaction: a wildcard
-/// expectation alone does not prove a replicated lock free).
+/// up to the entry (a multi-lock's check after its transaction: a wildcard expectation
+/// alone does not prove a replicated lock free).
 pub(crate) async fn holds_now(s: &Shared, lease: &Lease) -> Result<bool, Error> {
     let v = queue_now(s, lease).await?;
     Ok(v.position(&s.own_key, lease.origin())

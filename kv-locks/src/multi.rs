@@ -153,10 +153,13 @@ async fn take(
     for s in handles {
         slots.push(s.slot.clone().lock_owned().await);
     }
+    // The newest revision we know of: a snapshot older than it (from a lagging replica) is
+    // taken again, so a lock we saw busy does not look free.
+    let mut seen = None;
     loop {
         let mut views = Vec::with_capacity(handles.len());
         for s in handles {
-            let v = view(s, None).await?;
+            let v = view(s, seen).await?;
             check_kind(s, &v)?;
             views.push(v);
         }
@@ -165,16 +168,21 @@ async fn take(
                 Ok(leases) if confirmed(handles, &leases).await? => {
                     return Ok(Some(MultiGuard::new(handles, leases, slots)))
                 }
-                // Another entry got in ahead of ours (see `confirmed`): give all back.
-                Ok(leases) => release_all(leases).await,
+                // Another entry got in ahead of ours (see `confirmed`): give all back and
+                // look again at least as late as our entries, where that entry shows.
+                Ok(leases) => {
+                    seen = leases.iter().map(Lease::revision).max().max(seen);
+                    release_all(leases).await;
+                    if try_only {
+                        return Ok(None);
+                    }
+                }
                 Err(e)
                     if e.kind() == ErrorKind::Kv
-                        && e.core_kind() == Some(kvtk_core::ErrorKind::Conflict) =>
-                {
-                    continue
-                }
+                        && e.core_kind() == Some(kvtk_core::ErrorKind::Conflict) => {}
                 Err(e) => return Err(e),
             }
+            continue;
         }
         if try_only {
             return Ok(None);
