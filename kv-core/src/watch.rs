@@ -52,6 +52,21 @@
 //! `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>` (for a single filter subject), so a
 //! user's publish permissions can confine which keys it may watch.
 //!
+//! # Pacing
+//!
+//! With a per-key history limit the server removes a key's older revision when a newer one
+//! is written, so a consumer that falls behind the head of the stream skips revisions that
+//! were replaced before it reached them. Server-side flow control makes a consumer wait for
+//! the client to read, so a [`Include::LastPerKey`] or [`Include::UpdatesOnly`] watch read
+//! late (an observer polled after a burst of terms, a busy application) would lose the
+//! intermediate revisions it exists to see. These watches therefore run without flow
+//! control: the server delivers each write as it stores it, and the client buffers up to its
+//! subscription capacity (async-nats: 65,536 messages); past that the client drops
+//! deliveries, the consumer sequence shows the gap and the watch resumes as above. Strict
+//! watches, whose start point may lie far back in a large stream, are paced by flow control
+//! and prove every key's revisions instead (a revision replaced before delivery ends them
+//! with `HistoryGone`).
+//!
 //! Failure detection rests on the consumer's idle heartbeat (2 s): a watch idle across a
 //! server restart notices within about two heartbeats (4 s) once polled. A consumer nobody
 //! listens to any more (a dropped watch whose delete did not reach the server) is removed by
@@ -359,8 +374,14 @@ impl State {
             self.relist_seen = Some(HashSet::new());
             DeliverPolicy::LastPerSubject
         };
-        let consumer =
-            Consumer::create(&self.inner, &self.subjects, policy, self.meta_only).await?;
+        let consumer = Consumer::create(
+            &self.inner,
+            &self.subjects,
+            policy,
+            self.meta_only,
+            self.strict,
+        )
+        .await?;
         let pending = consumer.num_pending;
         if pending == 0 {
             self.finish_snapshot();
@@ -589,6 +610,7 @@ impl Consumer {
         subjects: &[String],
         policy: DeliverPolicy,
         meta_only: bool,
+        paced: bool,
     ) -> Result<Consumer, Error> {
         let client = inner.js.client.clone();
         inner.js.ensure_janitor();
@@ -605,7 +627,8 @@ impl Consumer {
             "deliver_subject": inbox,
             "ack_policy": "none",
             "max_deliver": 1,
-            "flow_control": true,
+            // See "Pacing" in the module docs.
+            "flow_control": paced,
             "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
             "headers_only": meta_only,
             "mem_storage": true,
