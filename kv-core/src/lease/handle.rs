@@ -246,10 +246,10 @@ async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
                 tracing::warn!(key = %st.key, error = %e, "lease renewal refused");
                 return Step::Gone(LostReason::Permission);
             }
-            Err(e) if e.is_conflict() => match l.ambiguous_since {
-                Some(since) => since,
-                None => return Step::Gone(LostReason::Taken),
-            },
+            // Also without a pending write of ours: on a replicated stream the server may
+            // refuse a renewal with a conflict although the key is still at our revision
+            // (nats-server #7281), so the stream leader says whether it really moved.
+            Err(e) if e.is_conflict() => l.ambiguous_since.unwrap_or(sent),
             Err(e) => {
                 if e.outcome_unknown() {
                     l.ambiguous_since.get_or_insert(sent);
@@ -263,11 +263,13 @@ async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
     recognise(bucket, st, recheck, rev).await
 }
 
-/// After a conflict that may be our own unacknowledged write: asks the stream leader.
+/// After a conflict: asks the stream leader whether the key really moved.
 ///
 /// Only a write of ours *newer than the revision we expected* is one of our unacknowledged
 /// writes: an older one means the read was stale (an outdated leader may answer during an
-/// election), and taking it for a renewal would extend the deadline past the server's expiry.
+/// election), and taking it for a renewal would extend the deadline past the server's expiry;
+/// the key still at the revision we expected means the conflict was spurious. Both retry,
+/// without extending the deadline.
 async fn recognise(bucket: &Bucket, st: &State, since: Instant, expected: Revision) -> Step {
     match bucket.get_from_leader(&st.key).await {
         Ok(Some(e)) if st.is_ours(&e) && e.revision() <= expected => {
