@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use futures::StreamExt;
 use kvtk_core::Kv;
 use kvtk_leader::{Election, Term};
 use kvtk_tests::{within, NatsCluster};
@@ -145,5 +146,94 @@ async fn killing_the_stream_leader_never_yields_two_leaders() {
     for w in ts.windows(2) {
         assert!(w[0].end <= w[1].start, "overlap: {:?} / {:?}", w[0], w[1]);
         assert!(w[0].term < w[1].term, "terms must increase: {w:?}");
+    }
+}
+
+/// Requests on R3 wait for a quorum: a busy 2-core machine needs more than the suite's
+/// short timeout when nothing is failing.
+const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// PITFALLS 33: three candidates, one per node, campaign and resign in a loop on an R3
+/// bucket with no fault, while an observer on every node follows (polled as it goes, as an
+/// application would): no campaign or resignation fails, terms never overlap, and every
+/// observer reports terms in increasing order, all of them won terms (how many of them it
+/// saw is printed: a term that began and ended before an observer's consumer reached it is
+/// compacted by the bucket's history of 1, see kvtk-core's watch docs, "Pacing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contended_campaigns_with_an_observer_per_node_on_r3() {
+    let cluster = NatsCluster::start().await;
+    let urls = cluster.client_urls();
+    let setup = Kv::new(client(urls).await).with_timeout(Duration::from_secs(15));
+    setup
+        .create_or_open(Election::bucket_config("oc").replicas(3))
+        .await
+        .unwrap();
+    let on_node = |i: usize| {
+        let url = cluster.node(i).client_url();
+        async move {
+            let kv = Kv::new(kvtk_tests::client::with_request_timeout(url, QUORUM_TIMEOUT).await);
+            Election::new(kv.open("oc").await.unwrap(), "svc", TTL).unwrap()
+        }
+    };
+    let mut observers = tokio::task::JoinSet::new();
+    let stop = CancellationToken::new();
+    for i in 0..3 {
+        let mut observer = on_node(i).await.observe().await.unwrap();
+        let stop = stop.clone();
+        observers.spawn(async move {
+            let mut terms: Vec<Term> = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return terms,
+                    Some(o) = observer.next() => if let kvtk_leader::Observed::Leader(l) = o {
+                        if terms.last() != Some(&l.term) {
+                            terms.push(l.term);
+                        }
+                    },
+                }
+            }
+        });
+    }
+    let mut candidates = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let el = on_node(i).await;
+        candidates.spawn(async move {
+            let end = Instant::now() + Duration::from_secs(6);
+            let mut won = Vec::new();
+            while Instant::now() < end {
+                let l = el.campaign(format!("c{i}")).await.unwrap();
+                won.push((l.term(), Instant::now()));
+                l.resign().await.unwrap();
+            }
+            el.shutdown().await;
+            won
+        });
+    }
+    let mut won = Vec::new();
+    while let Some(r) = within("the candidates", candidates.join_next()).await {
+        won.extend(r.unwrap());
+    }
+    won.sort_by_key(|(_, at)| *at);
+    let terms: Vec<Term> = won.iter().map(|(t, _)| *t).collect();
+    assert!(
+        terms.windows(2).all(|w| w[0] < w[1]),
+        "terms in order of winning"
+    );
+    stop.cancel();
+    while let Some(r) = within("the observers", observers.join_next()).await {
+        let seen = r.unwrap();
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "observed terms in order"
+        );
+        assert!(
+            seen.iter().all(|t| terms.contains(t)),
+            "only won terms observed"
+        );
+        println!(
+            "an observer reported {} of {} terms",
+            seen.len(),
+            terms.len()
+        );
     }
 }
