@@ -18,8 +18,15 @@ use crate::record::Observed;
 /// transfer, or "no leader" after a resignation or expiry. Renewals are not changes.
 ///
 /// # Recovery
-/// It rests on a kvtk-core watch of the leader key: while connected it sees every revision of
-/// the key, so it reports every term in order. After a reconnect or server restart the watch
+/// It rests on a kvtk-core watch of the leader key: while connected it sees the key's
+/// revisions in order, and it reports a term from any write of it (creation, renewal,
+/// proclamation), so it reports every term in order — except a term whose every write the
+/// server had already replaced when the observer's consumer reached it. Election buckets keep
+/// history 1, so that happens only to a term that began and ended within the consumer's lag:
+/// on one server practically never; on a replicated bucket, whose follower may apply a
+/// creation, its resignation and the next creation in one batch, to terms of a few
+/// milliseconds (measured: 2–3% of terms that resign right after winning, none of terms
+/// that lead for a renewal or longer). See kvtk-core's watch docs, "Pacing". After a reconnect or server restart the watch
 /// resumes with the key's latest revision, so the observer resyncs to the present leader
 /// (terms that began *and* ended while it was away are skipped). If the key vanished
 /// without a trace while it was away (an expiry marker that itself expired), it re-reads the
