@@ -1,11 +1,10 @@
 //! A three-node JetStream cluster on loopback, owned by a [`NatsCluster`] handle.
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::proxy::FaultProxy;
-use crate::server::{ClusterSpec, NatsServer, POLL_CLUSTER};
+use crate::server::{free_ports, ClusterSpec, NatsServer, POLL_CLUSTER};
 
 /// Three JetStream nodes named `n0`, `n1`, `n2`, routed to each other on 127.0.0.1.
 ///
@@ -393,20 +392,5 @@ fn routes_of(i: usize, route_ports: &[u16], links: &[((usize, usize), FaultProxy
         .iter()
         .filter(|((from, _), _)| *from == i)
         .map(|(_, proxy)| format!("nats-route://{}", proxy.local_addr()))
-        .collect()
-}
-
-/// `n` distinct free TCP ports on 127.0.0.1.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("kvtk-tests: cannot bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .expect("kvtk-tests: bound listener has an address")
-                .port()
-        })
         .collect()
 }
