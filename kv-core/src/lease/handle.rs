@@ -434,6 +434,13 @@ impl CreateLease {
                     return Ok(self.finish(key, nonce, rev, rev, since, cfg));
                 }
                 Err(e) if e.is_conflict() || e.outcome_unknown() => e,
+                // Nobody answered for the bucket (a replicated stream between leaders, or one
+                // so new that its interest has not reached this server yet): nothing was
+                // written, so the same conditional write again after a pause.
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+                    continue;
+                }
                 Err(e) => return Err(e.with_op(Operation::Lease)),
             };
             if e.outcome_unknown() {
