@@ -13,7 +13,9 @@ use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::client::ServerVersion;
-use crate::entry::{batch_of, classify, lease_of, Entry, Op, KV_LEASE, KV_OPERATION, NATS_TTL};
+use crate::entry::{
+    batch_of, classify, expected_of, lease_of, Entry, Op, KV_LEASE, KV_OPERATION, NATS_TTL,
+};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{
     Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
@@ -52,6 +54,7 @@ impl Inner {
             key: Key::from_server(key),
             value: m.payload,
             lease: lease_of(m.headers.as_ref(), revision),
+            expected: expected_of(m.headers.as_ref()),
             revision,
             created: m.time,
             delta,

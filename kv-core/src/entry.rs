@@ -8,8 +8,9 @@ use time::OffsetDateTime;
 
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::js::{EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT};
 use crate::key::Key;
-use crate::revision::Revision;
+use crate::revision::{Expect, Revision};
 
 pub(crate) const KV_OPERATION: &str = "KV-Operation";
 pub(crate) const MARKER_REASON: &str = "Nats-Marker-Reason";
@@ -58,6 +59,8 @@ pub struct Entry {
     pub(crate) batch: Option<Batch>,
     /// Boxed: most entries carry none, and `Entry` travels inside every watch event.
     pub(crate) lease: Option<Box<LeaseTag>>,
+    /// The state of its own key the write was conditional on (see [`Entry::expected`]).
+    pub(crate) expected: Option<Expect>,
 }
 
 /// The mark a [`Lease`](crate::lease::Lease) leaves on each write of its key: which lease
@@ -101,6 +104,22 @@ impl LeaseTag {
 pub(crate) const COMPLETED: &str = ":done";
 
 /// Reads the lease mark of a message at `revision`.
+/// The expectation on its own key a stored write carried: the server keeps the publish's
+/// `Nats-Expected-Last-Subject-Sequence` header (0: no message). One about another subject
+/// (`…-Subject` present) says nothing about this key.
+pub(crate) fn expected_of(headers: Option<&HeaderMap>) -> Option<Expect> {
+    let h = headers?;
+    if h.get(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT).is_some() {
+        return None;
+    }
+    let seq = h
+        .get(EXPECTED_LAST_SUBJECT_SEQ)?
+        .as_str()
+        .parse::<u64>()
+        .ok()?;
+    Some(Revision::new(seq).map_or(Expect::NoMessage, Expect::Revision))
+}
+
 pub(crate) fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
     let v = headers?.get(KV_LEASE)?.as_str();
     let (v, completed) = match v.strip_suffix(COMPLETED) {
@@ -185,6 +204,15 @@ impl Entry {
     /// The mark of the [`Lease`](crate::lease::Lease) that wrote this revision, if one did.
     pub fn lease(&self) -> Option<LeaseTag> {
         self.lease.as_deref().copied()
+    }
+    /// The state of its key this write was conditional on, when it was (a compare-and-set,
+    /// a `create`, every lease write): the server stores the expectation with the message.
+    /// A watcher that last saw the key at an older revision than [`Expect::Revision`] names
+    /// missed the revisions between — replaced by the history limit before its consumer
+    /// reached them (see [`crate::watch`], "Pacing"). `None` for an unconditional write, and
+    /// on a mirror, which strips expectations.
+    pub fn expected(&self) -> Option<Expect> {
+        self.expected
     }
     /// Decodes the value with `codec`.
     pub fn decode<T, C: Codec<T>>(&self, codec: &C) -> Result<T, Error> {

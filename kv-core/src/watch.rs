@@ -88,7 +88,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::bucket::Inner;
-use crate::entry::{batch_of, classify, lease_of, Entry, Op};
+use crate::entry::{batch_of, classify, expected_of, lease_of, Entry, Op};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyFilter};
 use crate::revision::Revision;
@@ -549,6 +549,7 @@ impl State {
                             ttl,
                             batch: batch_of(m.headers.as_ref()),
                             lease: lease_of(m.headers.as_ref(), revision),
+                            expected: expected_of(m.headers.as_ref()),
                         });
                     }
                 }

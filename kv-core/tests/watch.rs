@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kvtk_core::{Bucket, BucketConfig, ErrorKind, Include, Kv, Op, Revision, Watch, WatchEvent};
+use kvtk_core::{
+    Bucket, BucketConfig, ErrorKind, Expect, Include, Kv, Op, Revision, Watch, WatchEvent,
+};
 use kvtk_tests::{FaultProxy, NatsServer, T};
 
 async fn next(w: &mut Watch) -> WatchEvent {
@@ -574,4 +576,38 @@ async fn a_strict_watch_from_a_compacted_revision_reports_it() {
     // Keys whose revisions are all still there pass the check.
     let mut other = b.watch(["other"]).from_revision(first).await.unwrap();
     assert_eq!(next_entry(&mut other).await.revision(), first);
+}
+
+/// A watcher can tell when it missed revisions of a key: each conditional write carries the
+/// revision it replaced (the server stores the expectation), unconditional ones carry none.
+#[tokio::test]
+async fn entries_name_the_revision_their_write_expected() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("exp").history(1)).await;
+    let mut w = b
+        .watch(["k", "other"])
+        .include(Include::UpdatesOnly)
+        .await
+        .unwrap();
+    let created = b.create("k", "1").await.unwrap();
+    b.update("k", "2", created).await.unwrap();
+    b.put("k", "3").await.unwrap();
+    let other = b.put("other", "x").await.unwrap();
+    b.put("k", "4").expect_on("other", other).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        if let WatchEvent::Entry(e) = next(&mut w).await {
+            seen.push(e.expected());
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            Some(Expect::NoMessage),
+            Some(Expect::Revision(created)),
+            None,
+            None,
+            None
+        ]
+    );
 }

@@ -156,9 +156,10 @@ const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
 /// PITFALLS 33: three candidates, one per node, campaign and resign in a loop on an R3
 /// bucket with no fault, while an observer on every node follows (polled as it goes, as an
 /// application would): no campaign or resignation fails, terms never overlap, and every
-/// observer reports terms in increasing order, all of them won terms (how many of them it
-/// saw is printed: a term that began and ended before an observer's consumer reached it is
-/// compacted by the bucket's history of 1, see kvtk-core's watch docs, "Pacing").
+/// observer reports terms in increasing order, all of them won terms, and skips none
+/// silently (a term that began and ended before an observer's consumer reached it is
+/// compacted by the bucket's history of 1 — see kvtk-core's watch docs, "Pacing" — and the
+/// observer counts a gap there; how many is printed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contended_campaigns_with_an_observer_per_node_on_r3() {
     let cluster = NatsCluster::start().await;
@@ -184,7 +185,7 @@ async fn contended_campaigns_with_an_observer_per_node_on_r3() {
             let mut terms: Vec<Term> = Vec::new();
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return terms,
+                    _ = stop.cancelled() => return (terms, observer.gaps()),
                     Some(o) = observer.next() => if let kvtk_leader::Observed::Leader(l) = o {
                         if terms.last() != Some(&l.term) {
                             terms.push(l.term);
@@ -221,7 +222,7 @@ async fn contended_campaigns_with_an_observer_per_node_on_r3() {
     );
     stop.cancel();
     while let Some(r) = within("the observers", observers.join_next()).await {
-        let seen = r.unwrap();
+        let (seen, gaps) = r.unwrap();
         assert!(
             seen.windows(2).all(|w| w[0] < w[1]),
             "observed terms in order"
@@ -230,8 +231,18 @@ async fn contended_campaigns_with_an_observer_per_node_on_r3() {
             seen.iter().all(|t| terms.contains(t)),
             "only won terms observed"
         );
+        // A term skipped between two reported ones is never skipped silently.
+        let (first, last) = (seen[0], seen[seen.len() - 1]);
+        let skipped = terms
+            .iter()
+            .filter(|t| (first..last).contains(t) && !seen.contains(t));
+        let skipped = skipped.count();
+        assert!(
+            skipped == 0 || gaps > 0,
+            "{skipped} terms skipped without a gap"
+        );
         println!(
-            "an observer reported {} of {} terms",
+            "an observer reported {} of {} terms ({skipped} skipped, {gaps} gaps)",
             seen.len(),
             terms.len()
         );

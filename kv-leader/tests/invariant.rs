@@ -203,7 +203,8 @@ async fn invariant(candidates: usize, terms: usize) {
             }
         }
     }
-    assert_eq!(seen, want, "observer saw every term in order");
+    let gaps = observer.gaps();
+    assert_eq!(seen, want, "observer saw every term in order ({gaps} gaps)");
 
     let ex = exits.lock().unwrap().clone();
     let count = |x: Exit| ex.iter().filter(|e| **e == x).count();
