@@ -156,6 +156,7 @@ async fn take(
     // The newest revision we know of: a snapshot older than it (from a lagging replica) is
     // taken again, so a lock we saw busy does not look free.
     let mut seen = None;
+    let mut pauses = kvtk_core::Backoff::DEFAULT.delays();
     loop {
         let mut views = Vec::with_capacity(handles.len());
         for s in handles {
@@ -180,6 +181,11 @@ async fn take(
                 Err(e)
                     if e.kind() == ErrorKind::Kv
                         && e.core_kind() == Some(kvtk_core::ErrorKind::Conflict) => {}
+                // Nobody answered (a stream between leaders): nothing was written.
+                Err(e) if e.core_kind() == Some(kvtk_core::ErrorKind::Unavailable) => {
+                    let pause = pauses.next().unwrap_or(kvtk_core::Backoff::DEFAULT.max());
+                    tokio::time::sleep(pause).await;
+                }
                 Err(e) => return Err(e),
             }
             continue;
