@@ -1,5 +1,7 @@
 //! `kv-chaos`: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a seeded
-//! nemesis, checks the recorded history and writes a report. Exits 1 on any violation.
+//! nemesis, checks the recorded history for safety and, while no fault is in place, liveness,
+//! and writes a report. The nemesis runs for the given minutes between a fault-free start and
+//! a fault-free end. Exits 1 on any violation.
 //!
 //! ```text
 //! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|all] [--out DIR]
@@ -23,6 +25,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Fault-free time before the nemesis starts: the workloads' start is checked for liveness.
+const QUIET_START: Duration = Duration::from_secs(10);
+
+/// Fault-free time after the nemesis healed its last fault and before the workloads stop: the
+/// liveness grace, then 20 s checked for liveness.
+const QUIET_END: Duration = workload::LIVENESS
+    .grace
+    .saturating_add(Duration::from_secs(20));
 
 /// How long workloads get to finish (watchers to catch up) after the nemesis stopped.
 const WIND_DOWN: Duration = Duration::from_secs(45);
@@ -148,6 +159,7 @@ async fn run() -> Res<usize> {
             handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
         }
         shutdown_locks.extend(handles.iter().cloned());
+        workload::multi::start(&mut tasks, &handles, 4, &history, &stop);
         workload::locks::start(&mut tasks, handles, 3, &history, &stop, &lock_counts);
         streams.push("KV_chaos-locks".to_string());
     }
@@ -156,11 +168,7 @@ async fn run() -> Res<usize> {
         let mut elections = Vec::new();
         for kv in connections(&urls, 4).await? {
             let bucket = kv.open("chaos-leader").await?;
-            elections.push(
-                Election::builder(bucket, "e0")
-                    .ttl(workload::leader::TTL)
-                    .build()?,
-            );
+            elections.push(Election::builder(bucket, "e0").ttl(workload::TTL).build()?);
         }
         shutdown_elections.extend(elections.iter().cloned());
         let observer = elections.split_off(3);
@@ -210,10 +218,13 @@ async fn run() -> Res<usize> {
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     let schedule = Schedule::generate(args.seed, run_for, &FaultKind::ALL, streams.len());
     println!("{schedule}");
+    tokio::time::sleep(QUIET_START).await;
     let faults = Nemesis::new(&mut cluster, &proxies, streams, history.clone())
         .run(&schedule, run_for)
         .await;
+    tokio::time::sleep(QUIET_END).await;
 
+    history.instant("runner", Op::Stop, None);
     writing.cancel();
     stop.cancel();
     let watchers_caught_up = tokio::time::timeout(WIND_DOWN, async {
@@ -230,7 +241,8 @@ async fn run() -> Res<usize> {
     }
 
     let records = history.records();
-    let violations = check::all(&records);
+    let mut violations = check::all(&records);
+    violations.extend(check::liveness(&records, &workload::LIVENESS));
     let extra = report::Extra {
         replay: format!(
             "scripts/chaos.sh --minutes {} --seed {} --workload {}",
@@ -250,7 +262,7 @@ async fn run() -> Res<usize> {
     std::fs::write(format!("{}/report.md", args.out), &md)?;
     std::fs::write(
         format!("{}/timeline.svg", args.out),
-        report::timeline(&records),
+        report::timeline(&records, &violations),
     )?;
     println!("{md}");
     let faults_failed = records
