@@ -62,6 +62,7 @@ stop_load() {
     local pid
     for pid in "${load_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     done
     load_pids=()
 }
