@@ -102,6 +102,35 @@ pub enum Op {
         /// The whole configuration as applied.
         value: String,
     },
+    /// A member joins `group` as `member` (unique per join); the ok result is its joined-at
+    /// revision.
+    Join {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// The member leaves `group`.
+    Leave {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// A membership watcher starts (or restarts) following `group`.
+    MembersWatch {
+        /// Group name.
+        group: String,
+    },
+    /// A membership watcher saw `member` of `group` present or joined (`joined`), or gone.
+    MemberSeen {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Present or joined (`true`), or left (`false`).
+        joined: bool,
+    },
     /// A fault injected by the nemesis, from invocation (injected) to completion (healed and
     /// the cluster recovered); see [`FaultWindow`].
     Fault {
@@ -132,6 +161,17 @@ impl fmt::Display for Op {
                 write!(f, "config-write {v} {value}")
             }
             Op::ConfigApply { value } => write!(f, "config-apply {value}"),
+            Op::Join { group, member } => write!(f, "join {group}/{member}"),
+            Op::Leave { group, member } => write!(f, "leave {group}/{member}"),
+            Op::MembersWatch { group } => write!(f, "members-watch {group}"),
+            Op::MemberSeen {
+                group,
+                member,
+                joined,
+            } => {
+                let what = if *joined { "joined" } else { "left" };
+                write!(f, "member-seen {group}/{member} {what}")
+            }
             Op::Fault { what } => write!(f, "fault {what}"),
             Op::Stop => write!(f, "stop"),
         }

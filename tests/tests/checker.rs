@@ -637,3 +637,68 @@ fn fault_windows_are_queryable() {
     assert!(!kvtk_tests::history::fault_free(&windows, s(0), s(1), s(0)));
     assert!(kvtk_tests::history::fault_free(&windows, s(0), s(0), s(0)));
 }
+
+fn member_op(h: &H, client: &str, op: Op, at: (u64, u64)) {
+    h.ok(client, op, at, None);
+}
+
+fn join(member: &str) -> Op {
+    Op::Join {
+        group: "g".into(),
+        member: member.into(),
+    }
+}
+
+fn leave(member: &str) -> Op {
+    Op::Leave {
+        group: "g".into(),
+        member: member.into(),
+    }
+}
+
+fn seen(member: &str, joined: bool) -> Op {
+    Op::MemberSeen {
+        group: "g".into(),
+        member: member.into(),
+        joined,
+    }
+}
+
+#[test]
+fn a_membership_watcher_must_see_every_join_and_leave_while_fault_free() {
+    let start = Op::MembersWatch { group: "g".into() };
+    let good = H::new();
+    member_op(&good, "w", start.clone(), (0, 10));
+    member_op(&good, "m", join("a"), (100, 110));
+    member_op(&good, "w", seen("a", true), (200, 200));
+    member_op(&good, "m", leave("a"), (1_000, 1_010));
+    member_op(&good, "w", seen("a", false), (1_100, 1_100));
+    stop(&good, 60_000);
+    assert_eq!(good.liveness_properties(), vec![]);
+    assert_eq!(good.properties(), vec![]);
+
+    let bad = H::new();
+    member_op(&bad, "w", start, (0, 10));
+    member_op(&bad, "m", join("a"), (100, 110));
+    member_op(&bad, "w", seen("a", true), (200, 200));
+    member_op(&bad, "m", leave("a"), (1_000, 1_010));
+    member_op(&bad, "m", join("b"), (2_000, 2_010));
+    member_op(&bad, "w", seen("b", true), (9_000, 9_000)); // later than the bound
+    stop(&bad, 60_000);
+    let v = bad.liveness();
+    let summaries: Vec<&str> = v.iter().map(|v| v.summary.as_str()).collect();
+    assert_eq!(v.len(), 2, "{summaries:?}");
+    assert!(v.iter().all(|v| v.property == Property::MissedMember));
+    assert!(
+        summaries[0].contains("w did not see leave g/a"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[1].contains("w did not see join g/b"),
+        "{summaries:?}"
+    );
+
+    // during a fault (and its grace) a watcher may lag
+    fault(&bad, 500, 1_500);
+    assert_eq!(bad.liveness_properties(), vec![]);
+}

@@ -1,11 +1,12 @@
 //! Liveness: while no fault is in place (and for a grace period after one heals), nothing
-//! fails, every lock waiter gets its turn, every observer sees every term and every
-//! configuration reader converges.
+//! fails, every lock waiter gets its turn, every observer sees every term, every
+//! configuration reader converges and every membership watcher sees every join and leave.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::leader::missed_terms;
+use super::membership::unseen_members;
 use super::{Property, Violation};
 use crate::history::{end, fault_free, fault_windows, FaultWindow, Mode, Op, Record};
 
@@ -22,7 +23,8 @@ pub struct Bounds {
     pub grace: Duration,
     /// How long a lock waiter may wait without a fault before it must hold.
     pub wait: Duration,
-    /// How long an observer or configuration reader may take to see a term or a write.
+    /// How long an observer, configuration reader or membership watcher may take to see a
+    /// term, a write, a join or a leave.
     pub deliver: Duration,
 }
 
@@ -47,6 +49,7 @@ pub fn liveness(records: &[Record], bounds: &Bounds) -> Vec<Violation> {
     out.extend(slow_waiters(records, &faults, bounds, end));
     out.extend(missed_terms(records, &faults, bounds, end));
     out.extend(divergent_readers(records, &faults, bounds, end));
+    out.extend(unseen_members(records, &faults, bounds, end));
     out
 }
 

@@ -23,6 +23,7 @@ mod config;
 mod holds;
 mod leader;
 mod liveness;
+mod membership;
 mod watch;
 
 use std::fmt;
@@ -58,6 +59,8 @@ pub enum Property {
     MissedTerm,
     /// Liveness: a configuration reader did not converge on the last write without a fault.
     Divergence,
+    /// Liveness: a membership watcher did not see a join or leave without a fault.
+    MissedMember,
 }
 
 impl Property {
@@ -69,6 +72,7 @@ impl Property {
                 | Property::SlowWaiter
                 | Property::MissedTerm
                 | Property::Divergence
+                | Property::MissedMember
         )
     }
 }
