@@ -6,7 +6,7 @@
 # fault is in place). A failing run replays from its seed. The locks workload includes
 # multi-locks.
 #
-#   scripts/chaos.sh [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]
+#   scripts/chaos.sh [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all]
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +19,7 @@ while [[ $# -gt 0 ]]; do
         --minutes) minutes="$2"; shift 2 ;;
         --seed) seed="$2"; shift 2 ;;
         --workload) workload="$2"; shift 2 ;;
-        *) echo "usage: $0 [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all]" >&2; exit 2 ;;
     esac
 done
 

@@ -4,7 +4,7 @@
 //! a fault-free end. Exits 1 on any violation.
 //!
 //! ```text
-//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|all] [--out DIR]
+//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all] [--out DIR]
 //! ```
 
 mod report;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_leader::Election;
 use kvtk_locks::Locks;
+use kvtk_membership::Membership;
 use kvtk_tests::history::{History, Op};
 use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule};
 use kvtk_tests::{check, FaultProxy, NatsCluster};
@@ -64,7 +65,7 @@ fn args() -> Res<Args> {
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
-    if !["locks", "leader", "watch", "config", "all"].contains(&a.workload.as_str()) {
+    if !["locks", "leader", "watch", "config", "members", "all"].contains(&a.workload.as_str()) {
         return Err(format!("unknown workload {}", a.workload).into());
     }
     Ok(a)
@@ -146,6 +147,7 @@ async fn run() -> Res<usize> {
     let watch_progress = Arc::new(workload::watch::Progress::default());
     let mut shutdown_locks = Vec::new();
     let mut shutdown_elections = Vec::new();
+    let mut shutdown_members: Vec<Membership> = Vec::new();
 
     if wants("locks") {
         let cfg = BucketConfig::new("chaos-locks")
@@ -215,6 +217,23 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-config".to_string());
     }
 
+    if wants("members") {
+        create(
+            &admin,
+            Membership::bucket_config("chaos-members").replicas(3),
+        )
+        .await?;
+        let mut groups = Vec::new();
+        for kv in connections(&urls, 4).await? {
+            let membership = Membership::open(&kv, "chaos-members").await?;
+            groups.push(membership.group(workload::members::GROUP)?);
+            shutdown_members.push(membership);
+        }
+        let watchers = groups.split_off(2);
+        workload::members::start(&mut tasks, groups, watchers, &history, &stop);
+        streams.push("KV_chaos-members".to_string());
+    }
+
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     let schedule = Schedule::generate(args.seed, run_for, &FaultKind::ALL, streams.len());
     println!("{schedule}");
@@ -238,6 +257,9 @@ async fn run() -> Res<usize> {
     }
     for e in &shutdown_elections {
         e.shutdown().await;
+    }
+    for m in &shutdown_members {
+        m.shutdown().await;
     }
 
     let records = history.records();

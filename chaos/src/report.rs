@@ -193,7 +193,7 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
     s
 }
 
-const WORKLOADS: [&str; 5] = ["locks", "multi", "leader", "watch", "config"];
+const WORKLOADS: [&str; 6] = ["locks", "multi", "leader", "watch", "config", "members"];
 
 /// The workload an operation belongs to; `elections` names the leader workload's locks.
 fn workload_of(op: &Op, elections: &BTreeSet<&str>) -> &'static str {
@@ -205,6 +205,9 @@ fn workload_of(op: &Op, elections: &BTreeSet<&str>) -> &'static str {
             return "watch"
         }
         Op::ConfigWrite { .. } | Op::ConfigApply { .. } => return "config",
+        Op::Join { .. } | Op::Leave { .. } | Op::MembersWatch { .. } | Op::MemberSeen { .. } => {
+            return "members"
+        }
         Op::Fault { .. } | Op::Stop => return "runner",
     };
     if elections.contains(lock.as_str()) {
@@ -243,10 +246,14 @@ fn per_workload(records: &[Record], violations: &[Violation]) -> String {
         .iter()
         .filter(|h| h.lock.starts_with("multi."))
         .count();
+    let ok = |f: fn(&Op) -> bool| count(records, |r| r.is_ok() && f(&r.op));
     let (checked, total) = fault_free_time(records);
     let _ = writeln!(
         s,
-        "\nMulti-lock holds (believed, one per lock of a set): {multi}. Fault-free time checked for liveness (outside faults and {:.0} s after each): {:.0} s of {:.0} s.\n",
+        "\nMulti-lock holds (believed, one per lock of a set): {multi}. Members joined / left / seen by watchers: {} / {} / {}. Fault-free time checked for liveness (outside faults and {:.0} s after each): {:.0} s of {:.0} s.\n",
+        ok(|o| matches!(o, Op::Join { .. })),
+        ok(|o| matches!(o, Op::Leave { .. })),
+        ok(|o| matches!(o, Op::MemberSeen { .. })),
         LIVENESS.grace.as_secs_f64(),
         checked.as_secs_f64(),
         total.as_secs_f64()

@@ -3,6 +3,7 @@
 pub(crate) mod config;
 pub(crate) mod leader;
 pub(crate) mod locks;
+pub(crate) mod members;
 pub(crate) mod multi;
 pub(crate) mod watch;
 
