@@ -125,6 +125,29 @@ async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
     Ok(out)
 }
 
+/// Starts the membership workload: two members and two watchers, each on its own connection;
+/// returns the handles to shut down.
+async fn members(
+    admin: &Kv,
+    urls: &[String],
+    tasks: &mut JoinSet<()>,
+    history: &History,
+    stop: &CancellationToken,
+) -> Res<Vec<Membership>> {
+    let bucket = "chaos-members";
+    create(admin, Membership::bucket_config(bucket).replicas(3)).await?;
+    let mut handles = Vec::new();
+    let mut groups = Vec::new();
+    for kv in connections(urls, 4).await? {
+        let membership = Membership::open(&kv, bucket).await?;
+        groups.push(membership.group(workload::members::GROUP)?);
+        handles.push(membership);
+    }
+    let watchers = groups.split_off(2);
+    workload::members::start(tasks, groups, watchers, history, stop);
+    Ok(handles)
+}
+
 async fn run() -> Res<usize> {
     let args = args()?;
     let wants = |w: &str| args.workload == "all" || args.workload == w;
@@ -147,7 +170,7 @@ async fn run() -> Res<usize> {
     let watch_progress = Arc::new(workload::watch::Progress::default());
     let mut shutdown_locks = Vec::new();
     let mut shutdown_elections = Vec::new();
-    let mut shutdown_members: Vec<Membership> = Vec::new();
+    let mut shutdown_members = Vec::new();
 
     if wants("locks") {
         let cfg = BucketConfig::new("chaos-locks")
@@ -218,19 +241,7 @@ async fn run() -> Res<usize> {
     }
 
     if wants("members") {
-        create(
-            &admin,
-            Membership::bucket_config("chaos-members").replicas(3),
-        )
-        .await?;
-        let mut groups = Vec::new();
-        for kv in connections(&urls, 4).await? {
-            let membership = Membership::open(&kv, "chaos-members").await?;
-            groups.push(membership.group(workload::members::GROUP)?);
-            shutdown_members.push(membership);
-        }
-        let watchers = groups.split_off(2);
-        workload::members::start(&mut tasks, groups, watchers, &history, &stop);
+        shutdown_members = members(&admin, &urls, &mut tasks, &history, &stop).await?;
         streams.push("KV_chaos-members".to_string());
     }
 
