@@ -19,7 +19,7 @@ use kvtk_core::{BucketConfig, Kv};
 use kvtk_leader::Election;
 use kvtk_locks::Locks;
 use kvtk_membership::Membership;
-use kvtk_tests::history::{History, Op};
+use kvtk_tests::history::{History, Op, Record};
 use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule};
 use kvtk_tests::{check, FaultProxy, NatsCluster};
 use tokio::task::JoinSet;
@@ -273,9 +273,6 @@ async fn run() -> Res<usize> {
         m.shutdown().await;
     }
 
-    let records = history.records();
-    let mut violations = check::all(&records);
-    violations.extend(check::liveness(&records, &workload::LIVENESS));
     let extra = report::Extra {
         replay: format!(
             "scripts/chaos.sh --minutes {} --seed {} --workload {}",
@@ -290,12 +287,20 @@ async fn run() -> Res<usize> {
         watchers_caught_up,
         elapsed: started.elapsed(),
     };
-    let md = report::markdown(&records, &violations, &extra);
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(format!("{}/report.md", args.out), &md)?;
+    check_and_report(&history.records(), &args.out, &extra)
+}
+
+/// Checks `records` for safety and liveness, writes `report.md` and `timeline.svg` into `out`
+/// and prints the report; returns the number of violations.
+fn check_and_report(records: &[Record], out: &str, extra: &report::Extra) -> Res<usize> {
+    let mut violations = check::all(records);
+    violations.extend(check::liveness(records, &workload::LIVENESS));
+    let md = report::markdown(records, &violations, extra);
+    std::fs::create_dir_all(out)?;
+    std::fs::write(format!("{out}/report.md"), &md)?;
     std::fs::write(
-        format!("{}/timeline.svg", args.out),
-        report::timeline(&records, &violations),
+        format!("{out}/timeline.svg"),
+        report::timeline(records, &violations),
     )?;
     println!("{md}");
     let faults_failed = records

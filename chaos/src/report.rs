@@ -292,35 +292,13 @@ pub(crate) fn timeline(records: &[Record], violations: &[Violation]) -> String {
         .as_secs_f64()
         .max(1.0);
     let x = |d: Duration| LEFT + d.as_secs_f64() / end * (WIDTH - LEFT - 10.0);
-    let lanes: BTreeMap<&str, usize> = {
-        let mut names: Vec<&str> = holds.iter().map(|h| h.acquire.client.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
-    };
-    let locks: BTreeMap<&str, usize> = {
-        let mut names: Vec<&str> = holds.iter().map(|h| h.lock.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
-    };
+    let lanes = index(holds.iter().map(|h| h.acquire.client.as_str()));
+    let locks = index(holds.iter().map(|h| h.lock.as_str()));
     let height = 30.0 + LANE * lanes.len() as f64;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"monospace\" font-size=\"10\">\n"
     );
-    for f in fault_windows(records) {
-        let healed = f.until.unwrap_or(Duration::from_secs_f64(end));
-        let (a, b, c) = (x(f.from), x(healed), x(healed + LIVENESS.grace));
-        let title = xml(&f.what);
-        let _ = writeln!(s, "<rect x=\"{b:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#f0f0f0\"><title>grace after {title}</title></rect>", (c - b).max(1.0));
-        let _ = writeln!(s, "<rect x=\"{a:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#ccc\"><title>{title}</title></rect>", (b - a).max(1.0));
-    }
-    for v in violations.iter().filter(|v| v.property.is_liveness()) {
-        let Some(first) = v.ops.first() else { continue };
-        let a = x(first.invoked);
-        let title = xml(&v.to_string());
-        let _ = writeln!(s, "<line x1=\"{a:.1}\" y1=\"0\" x2=\"{a:.1}\" y2=\"{height}\" stroke=\"red\"><title>{title}</title></line>");
-    }
+    marks(&mut s, records, violations, &x, height);
     for (name, i) in &lanes {
         let _ = writeln!(
             s,
@@ -349,6 +327,39 @@ pub(crate) fn timeline(records: &[Record], violations: &[Violation]) -> String {
         "<text x=\"{LEFT}\" y=\"10\">0 s … {end:.0} s; grey: faults (light: grace); red: liveness violations</text>\n</svg>"
     );
     s
+}
+
+/// Each distinct name's position in sorted order.
+fn index<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
+}
+
+/// Fault windows (dark grey) and their grace (light grey) over all lanes, and a red line at
+/// each liveness violation.
+fn marks(
+    s: &mut String,
+    records: &[Record],
+    violations: &[Violation],
+    x: &dyn Fn(Duration) -> f64,
+    height: f64,
+) {
+    let end = end(records);
+    for f in fault_windows(records) {
+        let healed = f.until.unwrap_or(end);
+        let (a, b, c) = (x(f.from), x(healed), x(healed + LIVENESS.grace));
+        let title = xml(&f.what);
+        let _ = writeln!(s, "<rect x=\"{b:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#f0f0f0\"><title>grace after {title}</title></rect>", (c - b).max(1.0));
+        let _ = writeln!(s, "<rect x=\"{a:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#ccc\"><title>{title}</title></rect>", (b - a).max(1.0));
+    }
+    for v in violations.iter().filter(|v| v.property.is_liveness()) {
+        let Some(first) = v.ops.first() else { continue };
+        let a = x(first.invoked);
+        let title = xml(&v.to_string());
+        let _ = writeln!(s, "<line x1=\"{a:.1}\" y1=\"0\" x2=\"{a:.1}\" y2=\"{height}\" stroke=\"red\"><title>{title}</title></line>");
+    }
 }
 
 fn xml(s: &str) -> String {
