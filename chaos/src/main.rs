@@ -20,7 +20,7 @@ use kvtk_leader::Election;
 use kvtk_locks::Locks;
 use kvtk_membership::Membership;
 use kvtk_tests::history::{History, Op, Record};
-use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule};
+use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule, RECOVERY_TIMEOUT};
 use kvtk_tests::{check, FaultProxy, NatsCluster};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,12 +102,20 @@ async fn connect(urls: &[String]) -> Res<Kv> {
     Ok(Kv::new(client))
 }
 
-/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet.
-async fn create(admin: &Kv, cfg: BucketConfig) -> Res<()> {
+/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet,
+/// and waits until its stream has a leader: workloads start on a bucket that takes writes (a
+/// put right after creation was answered "no responders" before the first fault).
+async fn create(admin: &Kv, cluster: &NatsCluster, cfg: BucketConfig) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = format!("KV_{}", cfg.name());
     loop {
         match admin.create_or_open(cfg.clone()).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                return match cluster.wait_stream_leader(&stream, RECOVERY_TIMEOUT).await {
+                    Some(_) => Ok(()),
+                    None => Err(format!("{stream} has no leader").into()),
+                }
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::info!("bucket not created yet: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -129,13 +137,19 @@ async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
 /// returns the handles to shut down.
 async fn members(
     admin: &Kv,
+    cluster: &NatsCluster,
     urls: &[String],
     tasks: &mut JoinSet<()>,
     history: &History,
     stop: &CancellationToken,
 ) -> Res<Vec<Membership>> {
     let bucket = "chaos-members";
-    create(admin, Membership::bucket_config(bucket).replicas(3)).await?;
+    create(
+        admin,
+        cluster,
+        Membership::bucket_config(bucket).replicas(3),
+    )
+    .await?;
     let mut handles = Vec::new();
     let mut groups = Vec::new();
     for kv in connections(urls, 4).await? {
@@ -178,7 +192,7 @@ async fn run() -> Res<usize> {
             .per_key_ttl(kvtk_locks::DEFAULT_MARKER_TTL)
             .atomic_batches(true)
             .replicas(3);
-        create(&admin, cfg).await?;
+        create(&admin, &cluster, cfg).await?;
         let mut handles = Vec::new();
         for kv in connections(&urls, 3).await? {
             handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
@@ -189,7 +203,12 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-locks".to_string());
     }
     if wants("leader") {
-        create(&admin, Election::bucket_config("chaos-leader").replicas(3)).await?;
+        create(
+            &admin,
+            &cluster,
+            Election::bucket_config("chaos-leader").replicas(3),
+        )
+        .await?;
         let mut elections = Vec::new();
         for kv in connections(&urls, 4).await? {
             let bucket = kv.open("chaos-leader").await?;
@@ -203,6 +222,7 @@ async fn run() -> Res<usize> {
     if wants("watch") {
         create(
             &admin,
+            &cluster,
             BucketConfig::new("chaos-watch").history(64).replicas(3),
         )
         .await?;
@@ -225,6 +245,7 @@ async fn run() -> Res<usize> {
     if wants("config") {
         create(
             &admin,
+            &cluster,
             BucketConfig::new("chaos-config")
                 .history(1)
                 .atomic_batches(true)
@@ -241,7 +262,7 @@ async fn run() -> Res<usize> {
     }
 
     if wants("members") {
-        shutdown_members = members(&admin, &urls, &mut tasks, &history, &stop).await?;
+        shutdown_members = members(&admin, &cluster, &urls, &mut tasks, &history, &stop).await?;
         streams.push("KV_chaos-members".to_string());
     }
 
@@ -290,7 +311,8 @@ async fn run() -> Res<usize> {
     check_and_report(&history.records(), &args.out, &extra)
 }
 
-/// Checks `records` for safety and liveness, writes `report.md` and `timeline.svg` into `out`
+/// Checks `records` for safety and liveness, writes `report.md`, `timeline.svg` and
+/// `history.txt` (every record, one a line) into `out`
 /// and prints the report; returns the number of violations.
 fn check_and_report(records: &[Record], out: &str, extra: &report::Extra) -> Res<usize> {
     let mut violations = check::all(records);
@@ -302,6 +324,8 @@ fn check_and_report(records: &[Record], out: &str, extra: &report::Extra) -> Res
         format!("{out}/timeline.svg"),
         report::timeline(records, &violations),
     )?;
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(format!("{out}/history.txt"), lines)?;
     println!("{md}");
     let faults_failed = records
         .iter()
