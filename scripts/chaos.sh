@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # History-checked chaos: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a
-# seeded nemesis and writes target/chaos/report.md and timeline.svg. Exits non-zero on any
-# violation. A failing run replays from its seed.
+# seeded nemesis (for N minutes, between a fault-free start and end) and writes
+# target/chaos/report.md and timeline.svg. Exits non-zero on any safety violation, and on any
+# liveness violation (a failure, a slow waiter, a missed term, a lagging config reader while no
+# fault is in place). A failing run replays from its seed. The locks workload includes
+# multi-locks.
 #
-#   scripts/chaos.sh [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]
+#   scripts/chaos.sh [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all]
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,7 +19,7 @@ while [[ $# -gt 0 ]]; do
         --minutes) minutes="$2"; shift 2 ;;
         --seed) seed="$2"; shift 2 ;;
         --workload) workload="$2"; shift 2 ;;
-        *) echo "usage: $0 [--minutes N] [--seed S] [--workload locks|leader|watch|config|all]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all]" >&2; exit 2 ;;
     esac
 done
 

@@ -1,8 +1,10 @@
 //! `kv-chaos`: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a seeded
-//! nemesis, checks the recorded history and writes a report. Exits 1 on any violation.
+//! nemesis, checks the recorded history for safety and, while no fault is in place, liveness,
+//! and writes a report. The nemesis runs for the given minutes between a fault-free start and
+//! a fault-free end. Exits 1 on any violation.
 //!
 //! ```text
-//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|all] [--out DIR]
+//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all] [--out DIR]
 //! ```
 
 mod report;
@@ -16,13 +18,23 @@ use std::time::{Duration, Instant};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_leader::Election;
 use kvtk_locks::Locks;
-use kvtk_tests::history::{History, Op};
-use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule};
+use kvtk_membership::Membership;
+use kvtk_tests::history::{History, Op, Record};
+use kvtk_tests::nemesis::{FaultKind, Nemesis, Schedule, RECOVERY_TIMEOUT};
 use kvtk_tests::{check, FaultProxy, NatsCluster};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Fault-free time before the nemesis starts: the workloads' start is checked for liveness.
+const QUIET_START: Duration = Duration::from_secs(10);
+
+/// Fault-free time after the nemesis healed its last fault and before the workloads stop: the
+/// liveness grace, then 20 s checked for liveness.
+const QUIET_END: Duration = workload::LIVENESS
+    .grace
+    .saturating_add(Duration::from_secs(20));
 
 /// How long workloads get to finish (watchers to catch up) after the nemesis stopped.
 const WIND_DOWN: Duration = Duration::from_secs(45);
@@ -53,7 +65,7 @@ fn args() -> Res<Args> {
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
-    if !["locks", "leader", "watch", "config", "all"].contains(&a.workload.as_str()) {
+    if !["locks", "leader", "watch", "config", "members", "all"].contains(&a.workload.as_str()) {
         return Err(format!("unknown workload {}", a.workload).into());
     }
     Ok(a)
@@ -90,12 +102,20 @@ async fn connect(urls: &[String]) -> Res<Kv> {
     Ok(Kv::new(client))
 }
 
-/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet.
-async fn create(admin: &Kv, cfg: BucketConfig) -> Res<()> {
+/// Creates (or opens) a bucket, retrying while a fresh cluster cannot place R3 streams yet,
+/// and waits until its stream has a leader: workloads start on a bucket that takes writes (a
+/// put right after creation was answered "no responders" before the first fault).
+async fn create(admin: &Kv, cluster: &NatsCluster, cfg: BucketConfig) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = format!("KV_{}", cfg.name());
     loop {
         match admin.create_or_open(cfg.clone()).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                return match cluster.wait_stream_leader(&stream, RECOVERY_TIMEOUT).await {
+                    Some(_) => Ok(()),
+                    None => Err(format!("{stream} has no leader").into()),
+                }
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::info!("bucket not created yet: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -111,6 +131,35 @@ async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
         out.push(connect(urls).await?);
     }
     Ok(out)
+}
+
+/// Starts the membership workload: two members and two watchers, each on its own connection;
+/// returns the handles to shut down.
+async fn members(
+    admin: &Kv,
+    cluster: &NatsCluster,
+    urls: &[String],
+    tasks: &mut JoinSet<()>,
+    history: &History,
+    stop: &CancellationToken,
+) -> Res<Vec<Membership>> {
+    let bucket = "chaos-members";
+    create(
+        admin,
+        cluster,
+        Membership::bucket_config(bucket).replicas(3),
+    )
+    .await?;
+    let mut handles = Vec::new();
+    let mut groups = Vec::new();
+    for kv in connections(urls, 4).await? {
+        let membership = Membership::open(&kv, bucket).await?;
+        groups.push(membership.group(workload::members::GROUP)?);
+        handles.push(membership);
+    }
+    let watchers = groups.split_off(2);
+    workload::members::start(tasks, groups, watchers, history, stop);
+    Ok(handles)
 }
 
 async fn run() -> Res<usize> {
@@ -135,6 +184,7 @@ async fn run() -> Res<usize> {
     let watch_progress = Arc::new(workload::watch::Progress::default());
     let mut shutdown_locks = Vec::new();
     let mut shutdown_elections = Vec::new();
+    let mut shutdown_members = Vec::new();
 
     if wants("locks") {
         let cfg = BucketConfig::new("chaos-locks")
@@ -142,25 +192,27 @@ async fn run() -> Res<usize> {
             .per_key_ttl(kvtk_locks::DEFAULT_MARKER_TTL)
             .atomic_batches(true)
             .replicas(3);
-        create(&admin, cfg).await?;
+        create(&admin, &cluster, cfg).await?;
         let mut handles = Vec::new();
         for kv in connections(&urls, 3).await? {
             handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
         }
         shutdown_locks.extend(handles.iter().cloned());
+        workload::multi::start(&mut tasks, &handles, 4, &history, &stop);
         workload::locks::start(&mut tasks, handles, 3, &history, &stop, &lock_counts);
         streams.push("KV_chaos-locks".to_string());
     }
     if wants("leader") {
-        create(&admin, Election::bucket_config("chaos-leader").replicas(3)).await?;
+        create(
+            &admin,
+            &cluster,
+            Election::bucket_config("chaos-leader").replicas(3),
+        )
+        .await?;
         let mut elections = Vec::new();
         for kv in connections(&urls, 4).await? {
             let bucket = kv.open("chaos-leader").await?;
-            elections.push(
-                Election::builder(bucket, "e0")
-                    .ttl(workload::leader::TTL)
-                    .build()?,
-            );
+            elections.push(Election::builder(bucket, "e0").ttl(workload::TTL).build()?);
         }
         shutdown_elections.extend(elections.iter().cloned());
         let observer = elections.split_off(3);
@@ -170,6 +222,7 @@ async fn run() -> Res<usize> {
     if wants("watch") {
         create(
             &admin,
+            &cluster,
             BucketConfig::new("chaos-watch").history(64).replicas(3),
         )
         .await?;
@@ -192,6 +245,7 @@ async fn run() -> Res<usize> {
     if wants("config") {
         create(
             &admin,
+            &cluster,
             BucketConfig::new("chaos-config")
                 .history(1)
                 .atomic_batches(true)
@@ -207,13 +261,21 @@ async fn run() -> Res<usize> {
         streams.push("KV_chaos-config".to_string());
     }
 
+    if wants("members") {
+        shutdown_members = members(&admin, &cluster, &urls, &mut tasks, &history, &stop).await?;
+        streams.push("KV_chaos-members".to_string());
+    }
+
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     let schedule = Schedule::generate(args.seed, run_for, &FaultKind::ALL, streams.len());
     println!("{schedule}");
+    tokio::time::sleep(QUIET_START).await;
     let faults = Nemesis::new(&mut cluster, &proxies, streams, history.clone())
         .run(&schedule, run_for)
         .await;
+    tokio::time::sleep(QUIET_END).await;
 
+    history.instant("runner", Op::Stop, None);
     writing.cancel();
     stop.cancel();
     let watchers_caught_up = tokio::time::timeout(WIND_DOWN, async {
@@ -228,9 +290,10 @@ async fn run() -> Res<usize> {
     for e in &shutdown_elections {
         e.shutdown().await;
     }
+    for m in &shutdown_members {
+        m.shutdown().await;
+    }
 
-    let records = history.records();
-    let violations = check::all(&records);
     let extra = report::Extra {
         replay: format!(
             "scripts/chaos.sh --minutes {} --seed {} --workload {}",
@@ -245,13 +308,24 @@ async fn run() -> Res<usize> {
         watchers_caught_up,
         elapsed: started.elapsed(),
     };
-    let md = report::markdown(&records, &violations, &extra);
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(format!("{}/report.md", args.out), &md)?;
+    check_and_report(&history.records(), &args.out, &extra)
+}
+
+/// Checks `records` for safety and liveness, writes `report.md`, `timeline.svg` and
+/// `history.txt` (every record, one a line) into `out`
+/// and prints the report; returns the number of violations.
+fn check_and_report(records: &[Record], out: &str, extra: &report::Extra) -> Res<usize> {
+    let mut violations = check::all(records);
+    violations.extend(check::liveness(records, &workload::LIVENESS));
+    let md = report::markdown(records, &violations, extra);
+    std::fs::create_dir_all(out)?;
+    std::fs::write(format!("{out}/report.md"), &md)?;
     std::fs::write(
-        format!("{}/timeline.svg", args.out),
-        report::timeline(&records),
+        format!("{out}/timeline.svg"),
+        report::timeline(records, &violations),
     )?;
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(format!("{out}/history.txt"), lines)?;
     println!("{md}");
     let faults_failed = records
         .iter()

@@ -1,12 +1,14 @@
 //! The chaos report: markdown with the numbers and violations, and an SVG timeline of who held
 //! what, with fault periods shaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use kvtk_tests::check::{self, Violation};
-use kvtk_tests::history::{Mode, Op, Record};
+use kvtk_tests::history::{end, fault_windows, Mode, Op, Record};
+
+use crate::workload::LIVENESS;
 
 /// Figures the runner adds to what the history shows.
 #[derive(Debug, Default)]
@@ -54,13 +56,14 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
         records.len()
     );
     let _ = writeln!(s, "**Violations: {}**\n", violations.len());
+    s.push_str(&per_workload(records, violations));
     let _ = writeln!(s, "| workload | figure | value |\n| --- | --- | ---: |");
     let mut row = |w: &str, what: &str, v: String| {
         let _ = writeln!(s, "| {w} | {what} | {v} |");
     };
     row(
         "locks",
-        "mutex acquisitions (believed)",
+        "mutex acquisitions (believed; multi-lock holds included)",
         held(|m| *m == Mode::Mutex).to_string(),
     );
     row(
@@ -115,7 +118,7 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
     );
     row(
         "leader",
-        "observer violations (missed or backwards terms)",
+        "observers that saw terms go backwards",
         by_property(check::Property::Observer).to_string(),
     );
     row(
@@ -173,7 +176,7 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
     );
     let _ = writeln!(
         s,
-        "\nTimeline: `timeline.svg` (holds per client, faults shaded).\n"
+        "\nTimeline: `timeline.svg` (holds per client; faults dark grey, their grace light grey; liveness violations red).\n"
     );
     if !violations.is_empty() {
         let _ = writeln!(s, "## Violations (first 50)\n\n```");
@@ -190,13 +193,96 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
     s
 }
 
+const WORKLOADS: [&str; 6] = ["locks", "multi", "leader", "watch", "config", "members"];
+
+/// The workload an operation belongs to; `elections` names the leader workload's locks.
+fn workload_of(op: &Op, elections: &BTreeSet<&str>) -> &'static str {
+    let lock = match op {
+        Op::Acquire { lock, .. } | Op::Release { lock, .. } | Op::Lost { lock, .. } => lock,
+        Op::FencedWrite { resource, .. } => resource,
+        Op::ObserveStart { .. } | Op::Observe { .. } => return "leader",
+        Op::Write { .. } | Op::WatchStart { .. } | Op::Deliver { .. } | Op::HistoryGone { .. } => {
+            return "watch"
+        }
+        Op::ConfigWrite { .. } | Op::ConfigApply { .. } => return "config",
+        Op::Join { .. } | Op::Leave { .. } | Op::MembersWatch { .. } | Op::MemberSeen { .. } => {
+            return "members"
+        }
+        Op::Fault { .. } | Op::Stop => return "runner",
+    };
+    if elections.contains(lock.as_str()) {
+        "leader"
+    } else if lock.starts_with("multi.") {
+        "multi"
+    } else {
+        "locks"
+    }
+}
+
+/// Safety and liveness violations per workload, the multi-lock figures, and how much of the
+/// run was fault-free (and so checked for liveness).
+fn per_workload(records: &[Record], violations: &[Violation]) -> String {
+    let elections: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| match &r.op {
+            Op::Acquire {
+                lock,
+                mode: Mode::Leader,
+            } => Some(lock.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut s = String::from(
+        "| workload | safety violations | liveness violations (fault-free) |\n| --- | ---: | ---: |\n",
+    );
+    for w in WORKLOADS {
+        let (live, safe): (Vec<&Violation>, Vec<&Violation>) = violations
+            .iter()
+            .filter(|v| v.ops.first().map(|r| workload_of(&r.op, &elections)) == Some(w))
+            .partition(|v| v.property.is_liveness());
+        let _ = writeln!(s, "| {w} | {} | {} |", safe.len(), live.len());
+    }
+    let multi = check::holds(records)
+        .iter()
+        .filter(|h| h.lock.starts_with("multi."))
+        .count();
+    let ok = |f: fn(&Op) -> bool| count(records, |r| r.is_ok() && f(&r.op));
+    let (checked, total) = fault_free_time(records);
+    let _ = writeln!(
+        s,
+        "\nMulti-lock holds (believed, one per lock of a set): {multi}. Members joined / left / seen by watchers: {} / {} / {}. Fault-free time checked for liveness (outside faults and {:.0} s after each): {:.0} s of {:.0} s.\n",
+        ok(|o| matches!(o, Op::Join { .. })),
+        ok(|o| matches!(o, Op::Leave { .. })),
+        ok(|o| matches!(o, Op::MemberSeen { .. })),
+        LIVENESS.grace.as_secs_f64(),
+        checked.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    s
+}
+
+/// (time outside every fault and its grace, time until the stop).
+fn fault_free_time(records: &[Record]) -> (Duration, Duration) {
+    let end = end(records);
+    let mut covered = Duration::ZERO;
+    let mut reach = Duration::ZERO;
+    for f in fault_windows(records) {
+        let until = f.until.map_or(end, |u| u + LIVENESS.grace).min(end);
+        let from = f.from.max(reach);
+        covered += until.saturating_sub(from);
+        reach = reach.max(until);
+    }
+    (end.saturating_sub(covered), end)
+}
+
 const LANE: f64 = 14.0;
 const LEFT: f64 = 90.0;
 const WIDTH: f64 = 1600.0;
 
 /// The SVG timeline: one lane per client that held something, a bar per believed hold
-/// (coloured by lock), fault periods shaded grey over all lanes.
-pub(crate) fn timeline(records: &[Record]) -> String {
+/// (coloured by lock), fault periods shaded grey over all lanes (their grace lighter), and a
+/// red line where each liveness violation's first operation was invoked.
+pub(crate) fn timeline(records: &[Record], violations: &[Violation]) -> String {
     let holds = check::holds(records);
     let end = records
         .iter()
@@ -206,27 +292,13 @@ pub(crate) fn timeline(records: &[Record]) -> String {
         .as_secs_f64()
         .max(1.0);
     let x = |d: Duration| LEFT + d.as_secs_f64() / end * (WIDTH - LEFT - 10.0);
-    let lanes: BTreeMap<&str, usize> = {
-        let mut names: Vec<&str> = holds.iter().map(|h| h.acquire.client.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
-    };
-    let locks: BTreeMap<&str, usize> = {
-        let mut names: Vec<&str> = holds.iter().map(|h| h.lock.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
-    };
+    let lanes = index(holds.iter().map(|h| h.acquire.client.as_str()));
+    let locks = index(holds.iter().map(|h| h.lock.as_str()));
     let height = 30.0 + LANE * lanes.len() as f64;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"monospace\" font-size=\"10\">\n"
     );
-    for r in records.iter().filter(|r| matches!(r.op, Op::Fault { .. })) {
-        let (a, b) = (x(r.invoked), x(r.completed.unwrap_or(r.invoked)));
-        let title = xml(&r.op.to_string());
-        let _ = writeln!(s, "<rect x=\"{a:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#ddd\"><title>{title}</title></rect>", (b - a).max(1.0));
-    }
+    marks(&mut s, records, violations, &x, height);
     for (name, i) in &lanes {
         let _ = writeln!(
             s,
@@ -252,9 +324,42 @@ pub(crate) fn timeline(records: &[Record]) -> String {
     }
     let _ = writeln!(
         s,
-        "<text x=\"{LEFT}\" y=\"10\">0 s … {end:.0} s; grey: faults</text>\n</svg>"
+        "<text x=\"{LEFT}\" y=\"10\">0 s … {end:.0} s; grey: faults (light: grace); red: liveness violations</text>\n</svg>"
     );
     s
+}
+
+/// Each distinct name's position in sorted order.
+fn index<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
+}
+
+/// Fault windows (dark grey) and their grace (light grey) over all lanes, and a red line at
+/// each liveness violation.
+fn marks(
+    s: &mut String,
+    records: &[Record],
+    violations: &[Violation],
+    x: &dyn Fn(Duration) -> f64,
+    height: f64,
+) {
+    let end = end(records);
+    for f in fault_windows(records) {
+        let healed = f.until.unwrap_or(end);
+        let (a, b, c) = (x(f.from), x(healed), x(healed + LIVENESS.grace));
+        let title = xml(&f.what);
+        let _ = writeln!(s, "<rect x=\"{b:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#f0f0f0\"><title>grace after {title}</title></rect>", (c - b).max(1.0));
+        let _ = writeln!(s, "<rect x=\"{a:.1}\" y=\"0\" width=\"{:.1}\" height=\"{height}\" fill=\"#ccc\"><title>{title}</title></rect>", (b - a).max(1.0));
+    }
+    for v in violations.iter().filter(|v| v.property.is_liveness()) {
+        let Some(first) = v.ops.first() else { continue };
+        let a = x(first.invoked);
+        let title = xml(&v.to_string());
+        let _ = writeln!(s, "<line x1=\"{a:.1}\" y1=\"0\" x2=\"{a:.1}\" y2=\"{height}\" stroke=\"red\"><title>{title}</title></line>");
+    }
 }
 
 fn xml(s: &str) -> String {

@@ -102,11 +102,43 @@ pub enum Op {
         /// The whole configuration as applied.
         value: String,
     },
-    /// A fault injected by the nemesis, from invocation to completion.
+    /// A member joins `group` as `member` (unique per join); the ok result is its joined-at
+    /// revision.
+    Join {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// The member leaves `group`.
+    Leave {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// A membership watcher starts (or restarts) following `group`.
+    MembersWatch {
+        /// Group name.
+        group: String,
+    },
+    /// A membership watcher saw `member` of `group` present or joined (`joined`), or gone.
+    MemberSeen {
+        /// Group name.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Present or joined (`true`), or left (`false`).
+        joined: bool,
+    },
+    /// A fault injected by the nemesis, from invocation (injected) to completion (healed and
+    /// the cluster recovered); see [`FaultWindow`].
     Fault {
         /// What was done, e.g. `kill n1`.
         what: String,
     },
+    /// The run told its workloads to stop: operations cut short from then on did not fail.
+    Stop,
 }
 
 impl fmt::Display for Op {
@@ -129,7 +161,19 @@ impl fmt::Display for Op {
                 write!(f, "config-write {v} {value}")
             }
             Op::ConfigApply { value } => write!(f, "config-apply {value}"),
+            Op::Join { group, member } => write!(f, "join {group}/{member}"),
+            Op::Leave { group, member } => write!(f, "leave {group}/{member}"),
+            Op::MembersWatch { group } => write!(f, "members-watch {group}"),
+            Op::MemberSeen {
+                group,
+                member,
+                joined,
+            } => {
+                let what = if *joined { "joined" } else { "left" };
+                write!(f, "member-seen {group}/{member} {what}")
+            }
             Op::Fault { what } => write!(f, "fault {what}"),
+            Op::Stop => write!(f, "stop"),
         }
     }
 }
@@ -202,6 +246,67 @@ impl fmt::Display for Record {
         }
         Ok(())
     }
+}
+
+/// When a fault was in place: from the nemesis' injection until it was healed and the cluster
+/// recovered (`None`: never completed, so until the history ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// What was done.
+    pub what: String,
+    /// Injected.
+    pub from: Duration,
+    /// Healed and recovered.
+    pub until: Option<Duration>,
+}
+
+impl FaultWindow {
+    /// Whether `[from, until]` meets this window or the `grace` after it.
+    pub fn touches(&self, from: Duration, until: Duration, grace: Duration) -> bool {
+        self.from <= until && self.until.is_none_or(|u| u.saturating_add(grace) >= from)
+    }
+}
+
+/// Every fault of `records` ([`Op::Fault`]), in injection order.
+pub fn fault_windows(records: &[Record]) -> Vec<FaultWindow> {
+    records
+        .iter()
+        .filter_map(|r| match &r.op {
+            Op::Fault { what } => Some(FaultWindow {
+                what: what.clone(),
+                from: r.invoked,
+                until: r.completed,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether no fault of `faults` was in place during `[from, until]`, nor had healed less than
+/// `grace` before `from`.
+pub fn fault_free(
+    faults: &[FaultWindow],
+    from: Duration,
+    until: Duration,
+    grace: Duration,
+) -> bool {
+    !faults.iter().any(|f| f.touches(from, until, grace))
+}
+
+/// When the run told its workloads to stop ([`Op::Stop`]), else when the history's last
+/// operation was invoked or completed.
+pub fn end(records: &[Record]) -> Duration {
+    records
+        .iter()
+        .find(|r| r.op == Op::Stop)
+        .map(|r| r.invoked)
+        .or_else(|| {
+            records
+                .iter()
+                .map(|r| r.completed.unwrap_or(r.invoked))
+                .max()
+        })
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]

@@ -5,6 +5,22 @@ use std::time::Duration;
 use kvtk_tests::check::{self, Property};
 use kvtk_tests::history::{History, Mode, Op, Outcome, Record};
 
+/// The liveness bounds of the tests: leases of 2 s (grace 12 s), waiters 10 s, deliveries 5 s.
+const BOUNDS: check::Bounds = check::Bounds::for_lease_ttl(Duration::from_secs(2));
+
+/// The run tells its workloads to stop at `at` ms.
+fn stop(h: &H, at: u64) {
+    h.ok("runner", Op::Stop, (at, at), None);
+}
+
+/// A nemesis fault from `from` to `until` ms.
+fn fault(h: &H, from: u64, until: u64) {
+    let op = Op::Fault {
+        what: "SIGKILL n1".into(),
+    };
+    h.ok("nemesis", op, (from, until), None);
+}
+
 /// Builds histories with explicit times (milliseconds) and outcomes.
 struct H(History);
 
@@ -60,6 +76,14 @@ impl H {
             (at, at + 1),
             None,
         )
+    }
+
+    fn liveness(&self) -> Vec<check::Violation> {
+        check::liveness(&self.0.records(), &BOUNDS)
+    }
+
+    fn liveness_properties(&self) -> Vec<Property> {
+        self.liveness().iter().map(|v| v.property).collect()
     }
 
     fn properties(&self) -> Vec<Property> {
@@ -241,8 +265,15 @@ fn observers_must_see_every_term_in_order() {
         .release("a", "e", 30, 4)
         .acquire("b", "e", Mode::Leader, (40, 50), 9);
     observe(&missed, "o", 51, 9);
-    let v = check::observers(&missed.0.records());
+    stop(&missed, 10_000);
+    assert_eq!(
+        missed.properties(),
+        vec![],
+        "a missed term is not a safety violation"
+    );
+    let v = missed.liveness();
     assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].property, Property::MissedTerm);
     assert!(v[0].summary.contains("o missed term 4"), "{}", v[0]);
 
     let backwards = H::new();
@@ -274,7 +305,9 @@ fn a_term_during_a_fault_need_not_be_observed() {
     .acquire("a", "e", Mode::Leader, (10, 20), 4)
     .release("a", "e", 30, 4);
     observe(&h, "o", 40_000, 9);
+    stop(&h, 60_000);
     assert_eq!(h.properties(), vec![]);
+    assert_eq!(h.liveness_properties(), vec![]);
 }
 
 fn write(h: &H, key: &str, value: &str, at: u64, outcome: Outcome, rev: Option<u64>) {
@@ -446,4 +479,226 @@ fn the_recorder_is_shared_by_clones_and_marks_abandoned_ops_unknown() {
     assert_eq!(records.len(), 5);
     assert_eq!(records[4].outcome, Outcome::Unknown);
     assert!(records.iter().all(|r| r.completed >= Some(r.invoked)));
+}
+
+fn mutex() -> Op {
+    Op::Acquire {
+        lock: "m".into(),
+        mode: Mode::Mutex,
+    }
+}
+
+#[test]
+fn a_failure_without_a_fault_is_a_liveness_violation() {
+    let h = H::new();
+    h.op("a", mutex(), (100, 200), Outcome::Fail, None);
+    stop(&h, 60_000);
+    assert_eq!(h.properties(), vec![], "not a safety violation");
+    let v = h.liveness();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].property, Property::Unavailable);
+    assert!(
+        v[0].summary.contains("a failed without a fault"),
+        "{}",
+        v[0]
+    );
+}
+
+#[test]
+fn failures_during_a_fault_or_its_grace_or_cut_by_the_stop_are_not_violations() {
+    let h = H::new();
+    fault(&h, 1_000, 3_000);
+    h.op("a", mutex(), (2_000, 2_500), Outcome::Unknown, None) // during the fault
+        .op("b", mutex(), (3_000 + 11_000, 14_500), Outcome::Fail, None) // in its grace
+        .op("c", mutex(), (50_000, 61_000), Outcome::Unknown, None); // cut short by the stop
+    stop(&h, 60_000);
+    assert_eq!(h.liveness_properties(), vec![]);
+
+    h.op(
+        "d",
+        mutex(),
+        (3_000 + 12_500, 16_000),
+        Outcome::Unknown,
+        None,
+    ); // after the grace
+    let v = h.liveness();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].summary.starts_with("d failed"), "{}", v[0]);
+}
+
+#[test]
+fn a_hold_lost_without_a_fault_is_a_liveness_violation() {
+    let h = H::new();
+    h.acquire("a", "m", Mode::Mutex, (0, 10), 3).ok(
+        "a",
+        Op::Lost {
+            lock: "m".into(),
+            token: 3,
+        },
+        (500, 500),
+        None,
+    );
+    stop(&h, 60_000);
+    assert_eq!(h.properties(), vec![]);
+    let v = h.liveness();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].summary.contains("a lost its hold"), "{}", v[0]);
+}
+
+#[test]
+fn a_lock_waiter_must_be_granted_within_the_bound_while_fault_free() {
+    let good = H::new();
+    good.acquire("a", "m", Mode::Mutex, (0, 9_000), 1)
+        // a waiter whose wait met a fault may wait longer
+        .acquire("b", "m", Mode::Mutex, (20_000, 45_000), 2);
+    fault(&good, 25_000, 26_000);
+    // a waiter still waiting when the run stops, invoked less than the bound before
+    good.0.push(Record {
+        id: 0,
+        client: "c".into(),
+        op: mutex(),
+        invoked: Duration::from_millis(55_000),
+        completed: None,
+        outcome: Outcome::Pending,
+        result: None,
+        note: String::new(),
+    });
+    stop(&good, 60_000);
+    assert_eq!(good.liveness_properties(), vec![]);
+
+    let bad = H::new();
+    bad.acquire("a", "m", Mode::Mutex, (0, 12_000), 1);
+    bad.op("b", mutex(), (1_000, 21_000), Outcome::Unknown, None); // timed out
+    bad.0.push(Record {
+        id: 0,
+        client: "c".into(),
+        op: mutex(),
+        invoked: Duration::from_millis(30_000),
+        completed: None,
+        outcome: Outcome::Pending,
+        result: None,
+        note: String::new(),
+    });
+    stop(&bad, 60_000);
+    assert_eq!(bad.properties(), vec![]);
+    let v = bad.liveness();
+    let who: Vec<&str> = v.iter().map(|v| v.ops[0].client.as_str()).collect();
+    assert_eq!(who, vec!["a", "b", "c"], "{v:?}");
+    assert!(
+        v.iter().all(|v| v.property == Property::SlowWaiter),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn config_readers_must_converge_on_the_last_write_while_fault_free() {
+    let reader_at = |h: &H, value: &str, at: u64, rev: u64| {
+        let op = Op::ConfigApply {
+            value: value.into(),
+        };
+        h.ok("reader", op, (at, at), Some(rev));
+    };
+    let good = H::new();
+    config_write(&good, "a=1,b=1", true, 0, 1);
+    reader_at(&good, "a=1,b=1", 10, 1);
+    config_write(&good, "a=2,b=2", true, 1_000, 3);
+    config_write(&good, "a=-3,b=-3", false, 2_000, 5); // invalid: never applied
+    reader_at(&good, "a=2,b=2", 1_500, 3);
+    stop(&good, 60_000);
+    assert_eq!(good.liveness_properties(), vec![]);
+    assert_eq!(good.properties(), vec![]);
+
+    let stuck = H::new();
+    config_write(&stuck, "a=1,b=1", true, 0, 1);
+    reader_at(&stuck, "a=1,b=1", 10, 1);
+    config_write(&stuck, "a=2,b=2", true, 1_000, 3);
+    config_write(&stuck, "a=3,b=3", true, 2_000, 5);
+    stop(&stuck, 60_000);
+    let v = stuck.liveness();
+    assert_eq!(v.len(), 1, "one lag, reported once: {v:?}");
+    assert_eq!(v[0].property, Property::Divergence);
+    assert!(v[0].summary.contains("not 3"), "{}", v[0]);
+
+    // the same lag while a fault is in place is not a violation
+    fault(&stuck, 500, 3_000);
+    assert_eq!(stuck.liveness_properties(), vec![]);
+}
+
+#[test]
+fn fault_windows_are_queryable() {
+    let h = H::new();
+    fault(&h, 1_000, 3_000);
+    let windows = kvtk_tests::history::fault_windows(&h.0.records());
+    assert_eq!(windows.len(), 1);
+    let s = Duration::from_secs;
+    assert!(windows[0].touches(s(2), s(2), s(0)));
+    assert!(windows[0].touches(s(4), s(5), s(2)), "in the grace");
+    assert!(!windows[0].touches(s(6), s(7), s(2)), "after the grace");
+    assert!(!kvtk_tests::history::fault_free(&windows, s(0), s(1), s(0)));
+    assert!(kvtk_tests::history::fault_free(&windows, s(0), s(0), s(0)));
+}
+
+fn member_op(h: &H, client: &str, op: Op, at: (u64, u64)) {
+    h.ok(client, op, at, None);
+}
+
+fn join(member: &str) -> Op {
+    Op::Join {
+        group: "g".into(),
+        member: member.into(),
+    }
+}
+
+fn leave(member: &str) -> Op {
+    Op::Leave {
+        group: "g".into(),
+        member: member.into(),
+    }
+}
+
+fn seen(member: &str, joined: bool) -> Op {
+    Op::MemberSeen {
+        group: "g".into(),
+        member: member.into(),
+        joined,
+    }
+}
+
+#[test]
+fn a_membership_watcher_must_see_every_join_and_leave_while_fault_free() {
+    let start = Op::MembersWatch { group: "g".into() };
+    let good = H::new();
+    member_op(&good, "w", start.clone(), (0, 10));
+    member_op(&good, "m", join("a"), (100, 110));
+    member_op(&good, "w", seen("a", true), (200, 200));
+    member_op(&good, "m", leave("a"), (1_000, 1_010));
+    member_op(&good, "w", seen("a", false), (1_100, 1_100));
+    stop(&good, 60_000);
+    assert_eq!(good.liveness_properties(), vec![]);
+    assert_eq!(good.properties(), vec![]);
+
+    let bad = H::new();
+    member_op(&bad, "w", start, (0, 10));
+    member_op(&bad, "m", join("a"), (100, 110));
+    member_op(&bad, "w", seen("a", true), (200, 200));
+    member_op(&bad, "m", leave("a"), (1_000, 1_010));
+    member_op(&bad, "m", join("b"), (2_000, 2_010));
+    member_op(&bad, "w", seen("b", true), (9_000, 9_000)); // later than the bound
+    stop(&bad, 60_000);
+    let v = bad.liveness();
+    let summaries: Vec<&str> = v.iter().map(|v| v.summary.as_str()).collect();
+    assert_eq!(v.len(), 2, "{summaries:?}");
+    assert!(v.iter().all(|v| v.property == Property::MissedMember));
+    assert!(
+        summaries[0].contains("w did not see leave g/a"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[1].contains("w did not see join g/b"),
+        "{summaries:?}"
+    );
+
+    // during a fault (and its grace) a watcher may lag
+    fault(&bad, 500, 1_500);
+    assert_eq!(bad.liveness_properties(), vec![]);
 }

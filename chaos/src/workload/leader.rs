@@ -11,9 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{bounded, settle};
 
-/// Lease TTL: longer than a stream-leader election (4–9 s).
-pub(crate) const TTL: Duration = Duration::from_secs(12);
-
 /// Starts one candidate per election handle (each on its own connection) and one observer per
 /// observer handle.
 pub(crate) fn start(

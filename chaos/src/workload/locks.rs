@@ -11,10 +11,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{bounded, settle};
-
-/// Lease TTL: longer than a stream-leader election (4–9 s), so failovers need not cost holds.
-pub(crate) const TTL: Duration = Duration::from_secs(12);
+use super::{bounded, settle, TTL};
 
 /// Release outcomes, for the report.
 #[derive(Debug, Default)]

@@ -3,12 +3,24 @@
 pub(crate) mod config;
 pub(crate) mod leader;
 pub(crate) mod locks;
+pub(crate) mod members;
+pub(crate) mod multi;
 pub(crate) mod watch;
 
 use std::time::Duration;
 
+use kvtk_tests::check::Bounds;
 use kvtk_tests::history::Pending;
 use tokio_util::sync::CancellationToken;
+
+/// Lease TTL of every lock and leadership: longer than a stream-leader election (4–9 s), so
+/// failovers need not cost holds.
+pub(crate) const TTL: Duration = Duration::from_secs(12);
+
+/// The liveness bounds of the run: a grace of a stream-leader election plus [`TTL`] (22 s)
+/// after each fault, lock waiters granted within 10 s, terms and configurations delivered
+/// within 5 s.
+pub(crate) const LIVENESS: Bounds = Bounds::for_lease_ttl(TTL);
 
 /// Bound on any single client call; past it the outcome is unknown.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);

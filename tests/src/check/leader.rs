@@ -1,46 +1,57 @@
-//! Election observers: terms never go backwards, and no term is missed while connected.
+//! Election observers: terms never go backwards (safety), and no term is missed while no
+//! fault is in place (liveness, see [`super::liveness`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::{holds, Hold, Property, Violation};
-use crate::history::{Mode, Op, Record};
+use super::{holds, Bounds, Property, Violation};
+use crate::history::{fault_free, FaultWindow, Mode, Op, Record};
 
 /// For each observer (a client that recorded [`Op::ObserveStart`]): the terms it saw never
-/// decrease, and it saw the term of every believed leadership that began and ended inside one
-/// of its observation segments (from a start to its last observation before the next start)
-/// while no fault was in progress or had healed less than [`FAULT_AFTERMATH`] before.
+/// decrease.
 pub fn observers(records: &[Record]) -> Vec<Violation> {
-    let leaders: Vec<Hold> = holds(records)
+    observations(records)
+        .into_iter()
+        .flat_map(|((_, election), ops)| backwards(&election, &ops))
+        .collect()
+}
+
+/// Liveness of observers: each saw the term of every believed leadership of its election
+/// that began inside one of its observation segments (from a start to the next start or the
+/// end) at least `bounds.deliver` before the segment ended, while fault-free with
+/// `bounds.grace` (from the campaign's invocation to `bounds.deliver` after it began).
+pub(super) fn missed_terms(
+    records: &[Record],
+    faults: &[FaultWindow],
+    bounds: &Bounds,
+    end: Duration,
+) -> Vec<Violation> {
+    let leaders: Vec<_> = holds(records)
         .into_iter()
         .filter(|h| h.mode == Mode::Leader)
         .collect();
-    let faults: Vec<&Record> = records
-        .iter()
-        .filter(|r| matches!(r.op, Op::Fault { .. }))
-        .collect();
     let mut out = Vec::new();
     for ((client, election), ops) in observations(records) {
-        out.extend(backwards(&election, &ops));
         let seen: BTreeSet<u64> = ops.iter().filter_map(|r| r.result).collect();
-        for (start, end) in segments(&ops) {
+        for (start, until) in segments(&ops, end) {
             for h in &leaders {
+                let due = h.from + bounds.deliver;
                 let inside = h.lock == election
                     && h.acquire.invoked > start.completed.unwrap_or(start.invoked)
-                    && h.until.is_some_and(|u| u < end.invoked);
-                let faulted = faults
-                    .iter()
-                    .any(|f| overlaps(f, h.acquire.invoked, h.until.unwrap_or(end.invoked)));
-                if inside && !faulted && !seen.contains(&h.token) {
+                    && due < until;
+                if inside
+                    && !seen.contains(&h.token)
+                    && fault_free(faults, h.acquire.invoked, due, bounds.grace)
+                {
                     let mut involved = h.acquire.clone();
                     involved.note = format!("term {}", h.token);
                     out.push(Violation::new(
-                        Property::Observer,
+                        Property::MissedTerm,
                         format!(
-                            "{client} missed term {} of {election} while observing",
+                            "{client} missed term {} of {election} without a fault",
                             h.token
                         ),
-                        vec![start.clone(), involved, end.clone()],
+                        vec![start.clone(), involved],
                     ));
                 }
             }
@@ -84,26 +95,16 @@ fn backwards(election: &str, ops: &[Record]) -> Vec<Violation> {
         .collect()
 }
 
-/// (start, last observation) pairs: one per [`Op::ObserveStart`] that observed something.
-fn segments(ops: &[Record]) -> Vec<(&Record, &Record)> {
-    let mut out = Vec::new();
-    let mut current: Option<(&Record, &Record)> = None;
-    for r in ops {
-        if matches!(r.op, Op::ObserveStart { .. }) {
-            out.extend(current.take());
-            current = Some((r, r));
-        } else if let Some((_, last)) = current.as_mut() {
-            *last = r;
-        }
-    }
-    out.extend(current);
-    out.into_iter().filter(|(s, e)| s.id != e.id).collect()
-}
-
-/// How long after a fault heals its effects still count (reconnects, stream-leader elections
-/// of up to ~10 s on a cluster).
-pub const FAULT_AFTERMATH: Duration = Duration::from_secs(12);
-
-fn overlaps(fault: &Record, from: Duration, until: Duration) -> bool {
-    fault.invoked <= until && fault.completed.is_none_or(|c| c + FAULT_AFTERMATH >= from)
+/// (start, end) of each observation segment: from an [`Op::ObserveStart`] to the next one,
+/// the last to `end`.
+fn segments(ops: &[Record], end: Duration) -> Vec<(&Record, Duration)> {
+    let starts: Vec<&Record> = ops
+        .iter()
+        .filter(|r| matches!(r.op, Op::ObserveStart { .. }))
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, starts.get(i + 1).map_or(end, |n| n.invoked)))
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! Checkers: read a [`History`](crate::history::History) and report every violation of a
-//! safety property, naming the operations involved.
+//! safety property ([`all`]) or, while no fault is in place, of a liveness property
+//! ([`liveness`]), naming the operations involved.
 //!
 //! Unknown outcomes are treated as the property requires: a lock acquisition whose outcome is
 //! unknown may or may not hold, so only *believers* (clients told they hold) can overlap; a write
@@ -21,6 +22,8 @@
 mod config;
 mod holds;
 mod leader;
+mod liveness;
+mod membership;
 mod watch;
 
 use std::fmt;
@@ -29,10 +32,11 @@ use crate::history::Record;
 
 pub use config::configs;
 pub use holds::{fencing, holds, mutual_exclusion, token_order, Hold};
-pub use leader::{observers, FAULT_AFTERMATH};
+pub use leader::observers;
+pub use liveness::{liveness, Bounds, STREAM_LEADER_ELECTION};
 pub use watch::watches;
 
-/// The safety property a [`Violation`] breaks.
+/// The property a [`Violation`] breaks: safety, or liveness ([`Property::is_liveness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Property {
     /// More believers than a lock (or election) admits at one time.
@@ -47,6 +51,30 @@ pub enum Property {
     Watch,
     /// A configuration reader applied an invalid or torn configuration.
     Config,
+    /// Liveness: an operation failed or ended unknown, or a hold was lost, without a fault.
+    Unavailable,
+    /// Liveness: a lock waiter was not granted within the bound without a fault.
+    SlowWaiter,
+    /// Liveness: an observer missed a term without a fault.
+    MissedTerm,
+    /// Liveness: a configuration reader did not converge on the last write without a fault.
+    Divergence,
+    /// Liveness: a membership watcher did not see a join or leave without a fault.
+    MissedMember,
+}
+
+impl Property {
+    /// Whether it is a liveness property (checked only while no fault is in place).
+    pub fn is_liveness(self) -> bool {
+        matches!(
+            self,
+            Property::Unavailable
+                | Property::SlowWaiter
+                | Property::MissedTerm
+                | Property::Divergence
+                | Property::MissedMember
+        )
+    }
 }
 
 /// One violation: which property, what happened, and the operations involved.
@@ -80,7 +108,7 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Runs every checker over `records`.
+/// Runs every safety checker over `records` ([`liveness`] runs the liveness checks).
 pub fn all(records: &[Record]) -> Vec<Violation> {
     let mut out = mutual_exclusion(records);
     out.extend(token_order(records));
