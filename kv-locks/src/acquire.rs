@@ -267,17 +267,30 @@ async fn protocol(
     let lease = enqueue(s, cfg, slot.own_last).await?;
     s.bump(Stat::Enqueued);
     let mut departed = None;
+    // Dropping the lease (a try that found the lock busy) releases our entry.
+    let Some(alone) = turn(s, &lease, try_only, &mut departed).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Won {
+        lease,
+        alone,
+        path: "queue",
+        handoff: departed.map(|t: Instant| t.elapsed()),
+    }))
+}
+
+/// Waits in the queue until `lease`'s entry holds its lock: `Some` with the lock's last
+/// revision when we were alone in it (if known), or `None` when a try found it busy.
+/// `departed` is set to when a blocker was last seen leaving.
+pub(crate) async fn turn(
+    s: &Shared,
+    lease: &Lease,
+    try_only: bool,
+    departed: &mut Option<Instant>,
+) -> Result<Option<Option<Revision>>, Error> {
     loop {
-        match wait_turn(s, &lease, try_only, &mut departed).await? {
-            Turn::Held(alone) => {
-                return Ok(Some(Won {
-                    lease,
-                    alone,
-                    path: "queue",
-                    handoff: departed.map(|t: Instant| t.elapsed()),
-                }))
-            }
-            // Dropping the lease releases our entry.
+        match wait_turn(s, lease, try_only, departed).await? {
+            Turn::Held(alone) => return Ok(Some(alone)),
             Turn::NotNow => return Ok(None),
             Turn::Again => {}
         }
@@ -527,15 +540,6 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
             None => return Ok(Left::Broken),
         }
     }
-}
-
-/// Whether `lease`'s entry holds its lock right now, by the rule, on the lock's state read
-/// up to the entry (a multi-lock's check after its transaction: a wildcard expectation
-/// alone does not prove a replicated lock free).
-pub(crate) async fn holds_now(s: &Shared, lease: &Lease) -> Result<bool, Error> {
-    let v = queue_now(s, lease).await?;
-    Ok(v.position(&s.own_key, lease.origin())
-        .is_some_and(|me| decide(&v.queue, me, s.kind) == Decision::Hold))
 }
 
 /// Opens a watch of `filters` (last value per key, then every write), riding out a

@@ -1,31 +1,28 @@
-//! All-or-nothing multi-lock: several named locks taken in one transaction, or none.
+//! Multi-lock: several named locks taken together, without deadlock and in turn.
 //!
-//! A multi-lock never holds part of its set, so clients asking for overlapping sets cannot
-//! deadlock: when every lock of the set has an empty queue, one atomic transaction creates
-//! our entry in each of them, each write conditional on its lock's keys being unchanged
-//! since the revision at which its queue was seen empty (the single lock's fast path, for
-//! all locks at once). If any lock is busy, or the transaction conflicts, nothing was
-//! written; we watch the busy locks and look again when one of their entries goes.
-//!
-//! The price of never holding part of a set is fairness: a multi-lock does not queue, so a
-//! lock that is never free (a steady stream of single-lock waiters) starves it.
+//! A multi-lock enters the queue of every lock of its set in one transaction (an atomic
+//! batch). The entries of one transaction get adjacent revisions, and a queue orders its
+//! entries by revision, so any two participants — multi-locks or single waiters — stand in
+//! the same order in every queue they share: waits only ever point from a later transaction
+//! to an earlier one, so they cannot form a cycle. The multi-lock then waits, lock by lock,
+//! until its entry is first in each (the same wait as a single waiter's). It is served in
+//! its turn like every waiter: overlapping multi-locks and single waiters take turns in the
+//! order they arrived, none starves. While it waits for one lock it may already stand first
+//! in another, which then waits for it as for any holder.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kvtk_core::lease::{create_all, Lease, LeaseConfig, LostReason};
-use kvtk_core::{Revision, WatchEvent};
+use kvtk_core::{Backoff, Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::acquire::{holds_now, new_entry, sleep_until_opt};
+use crate::acquire::{new_entry, sleep_until_opt, turn};
 use crate::error::{Error, ErrorKind};
 use crate::guard::{Guard, Released};
-use crate::locks::check_kind;
-use crate::queue::{view, View};
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
 use crate::token::Token;
@@ -143,7 +140,9 @@ impl IntoFuture for AcquireAll {
     }
 }
 
-/// Takes the handles' slots in name order, then looks and commits until all are held.
+/// Takes the handles' slots in name order, enters every queue in one transaction and waits
+/// until our entry holds each lock. A try gives up (dropping the leases releases the entries)
+/// when a lock is busy.
 async fn take(
     handles: &[Arc<Shared>],
     cfg: LeaseConfig,
@@ -153,119 +152,70 @@ async fn take(
     for s in handles {
         slots.push(s.slot.clone().lock_owned().await);
     }
-    // The newest revision we know of: a snapshot older than it (from a lagging replica) is
-    // taken again, so a lock we saw busy does not look free.
-    let mut seen = None;
-    let mut pauses = kvtk_core::Backoff::DEFAULT.delays();
-    loop {
-        let mut views = Vec::with_capacity(handles.len());
-        for s in handles {
-            let v = view(s, seen).await?;
-            check_kind(s, &v)?;
-            views.push(v);
+    let leases = enqueue_all(handles, &slots, cfg).await?;
+    let mut alone = Vec::with_capacity(handles.len());
+    for (s, lease) in handles.iter().zip(&leases) {
+        s.bump(Stat::Enqueued);
+        match turn(s, lease, try_only, &mut None).await? {
+            Some(a) => alone.push(a),
+            None => return Ok(None),
         }
-        if views.iter().all(|v| v.queue.is_empty()) {
-            match commit(handles, &views, cfg).await {
-                Ok(leases) if confirmed(handles, &leases).await? => {
-                    return Ok(Some(MultiGuard::new(handles, leases, slots)))
-                }
-                // Another entry got in ahead of ours (see `confirmed`): give all back and
-                // look again at least as late as our entries, where that entry shows.
-                Ok(leases) => {
-                    seen = leases.iter().map(Lease::revision).max().max(seen);
-                    release_all(leases).await;
-                    if try_only {
-                        return Ok(None);
-                    }
-                }
-                Err(e)
-                    if e.kind() == ErrorKind::Kv
-                        && e.core_kind() == Some(kvtk_core::ErrorKind::Conflict) => {}
-                // Nobody answered (a stream between leaders): nothing was written.
-                Err(e) if e.core_kind() == Some(kvtk_core::ErrorKind::Unavailable) => {
-                    let pause = pauses.next().unwrap_or(kvtk_core::Backoff::DEFAULT.max());
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
-            }
-            continue;
-        }
-        if try_only {
-            return Ok(None);
-        }
-        wait_for_a_departure(handles, &views).await?;
     }
+    Ok(Some(MultiGuard::new(handles, leases, alone, slots)))
 }
 
-/// One transaction: our entry in every lock, each conditional on its queue still empty.
-async fn commit(
+/// How often the transaction is tried again after one of our own keys was not where we
+/// thought (each time re-read from the stream leader).
+const ATTEMPTS: usize = 8;
+
+/// One transaction: our entry in every lock's queue, each conditional on its own key's
+/// state (remembered from the last release, re-read from the stream leader after a
+/// conflict), so a delayed duplicate can never move an entry.
+async fn enqueue_all(
     handles: &[Arc<Shared>],
-    views: &[View],
+    slots: &[OwnedMutexGuard<Slot>],
     cfg: LeaseConfig,
-) -> Result<Vec<kvtk_core::lease::Lease>, Error> {
-    let creates = handles
-        .iter()
-        .zip(views)
-        .map(|(s, v)| {
-            s.bump(Stat::AcquireWrite);
-            new_entry(s, cfg).expect_on(s.name.all_filter(), v.expect_empty())
-        })
-        .collect();
-    Ok(create_all(creates).await?)
-}
-
-/// Whether every entry of ours holds its lock by the rule. On a replicated bucket a
-/// transaction's wildcard expectations are checked against stored messages only, so a single
-/// lock's queue entry still in flight may have got in ahead of ours.
-async fn confirmed(handles: &[Arc<Shared>], leases: &[Lease]) -> Result<bool, Error> {
-    for (s, lease) in handles.iter().zip(leases) {
-        if s.replicated && !holds_now(s, lease).await? {
-            tracing::debug!(lock = %s.name, "an entry got in ahead of the multi-lock; giving all back");
-            return Ok(false);
+) -> Result<Vec<Lease>, Error> {
+    let mut own: Vec<Expect> = slots.iter().map(|s| expect_of(s.own_last)).collect();
+    let mut pauses = Backoff::DEFAULT.delays();
+    for _ in 0..ATTEMPTS {
+        let creates = handles
+            .iter()
+            .zip(&own)
+            .map(|(s, e)| {
+                s.bump(Stat::AcquireWrite);
+                new_entry(s, cfg).expect(*e)
+            })
+            .collect();
+        match create_all(creates).await {
+            Ok(leases) => return Ok(leases),
+            Err(e) if e.is_conflict() => own = own_states(handles).await?,
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(pauses.next().unwrap_or(Backoff::DEFAULT.max())).await
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(true)
+    Err(Error::new(
+        ErrorKind::Timeout,
+        "could not enter the queues: our own queue keys kept changing",
+    ))
 }
 
-async fn release_all(leases: Vec<Lease>) {
-    for r in futures::future::join_all(leases.into_iter().map(|l| l.release().into_future())).await
-    {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not give a multi-lock entry back; it expires with its ttl");
-        }
-    }
+fn expect_of(last: Option<Revision>) -> Expect {
+    last.map_or(Expect::NoMessage, Expect::Revision)
 }
 
-/// Waits until an entry of one of the busy locks is removed (or expires).
-async fn wait_for_a_departure(handles: &[Arc<Shared>], views: &[View]) -> Result<(), Error> {
-    let busy: Vec<(&Arc<Shared>, &View)> = handles
-        .iter()
-        .zip(views)
-        .filter(|(_, v)| !v.queue.is_empty())
-        .collect();
-    let from = busy
-        .iter()
-        .filter_map(|(_, v)| v.as_of)
-        .min()
-        .and_then(|r| Revision::new(r.get() + 1))
-        .ok_or_else(|| Error::new(ErrorKind::Internal, "a queue snapshot without its revision"))?;
-    let filters: Vec<String> = busy.iter().map(|(s, _)| s.name.queue_filter()).collect();
-    let s = busy[0].0;
-    s.bump(Stat::Watch);
-    let mut watch = s
-        .bucket
-        .watch(filters.iter())
-        .from_revision(from)
-        .skip_compacted()
-        .await?;
-    loop {
-        match watch.next().await {
-            Some(Ok(WatchEvent::Entry(e))) if !e.is_value() => return Ok(()),
-            Some(Ok(_)) => {}
-            // A broken watch: look again.
-            Some(Err(_)) | None => return Ok(()),
-        }
+/// Each handle's own queue key as the stream leader has it.
+async fn own_states(handles: &[Arc<Shared>]) -> Result<Vec<Expect>, Error> {
+    let mut out = Vec::with_capacity(handles.len());
+    for s in handles {
+        let e = Backoff::DEFAULT
+            .retry(|| s.bucket.get_from_leader(&s.own_key))
+            .await?;
+        out.push(expect_of(e.map(|e| e.revision())));
     }
+    Ok(out)
 }
 
 /// Every lock of a multi-lock, held together. Dropping it releases them all in the
@@ -279,15 +229,15 @@ pub struct MultiGuard {
 impl MultiGuard {
     fn new(
         handles: &[Arc<Shared>],
-        leases: Vec<kvtk_core::lease::Lease>,
+        leases: Vec<Lease>,
+        alone: Vec<Option<Revision>>,
         slots: Vec<OwnedMutexGuard<Slot>>,
     ) -> MultiGuard {
         let guards = handles
             .iter()
-            .zip(leases)
+            .zip(leases.into_iter().zip(alone))
             .zip(slots)
-            .map(|((s, lease), slot)| {
-                let alone = Some(lease.origin());
+            .map(|((s, (lease, alone)), slot)| {
                 s.bump(Stat::Acquired);
                 Guard::new(s.clone(), lease, slot, alone)
             })

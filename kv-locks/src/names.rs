@@ -79,11 +79,6 @@ impl LockName {
         format!("{}._q.", self.0)
     }
 
-    /// The filter matching the queue keys.
-    pub(crate) fn queue_filter(&self) -> String {
-        format!("{}._q.*", self.0)
-    }
-
     /// The queue key of handle `nonce`.
     pub(crate) fn queue_key(&self, nonce: &str) -> String {
         format!("{}._q.{nonce}", self.0)

@@ -1,4 +1,4 @@
-//! All-or-nothing multi-locks against a real nats-server: overlapping random sets never
+//! Multi-locks against a real nats-server: overlapping random sets never
 //! deadlock and never overlap, and a client that dies holding a set leaves nothing held
 //! after its TTL.
 

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{bounded, TTL};
 
-/// The locks the sets are drawn from; only multi-lock workers take them (a multi-lock does not
-/// queue, so single-lock waiters on the same names could starve it).
+/// The locks the sets are drawn from; only multi-lock workers take them.
 const NAMES: [&str; 4] = ["multi.a", "multi.b", "multi.c", "multi.d"];
 
 /// Starts `workers` multi-lock workers, spread over `handles` (one connection each).
