@@ -193,18 +193,40 @@ async fn invariant(candidates: usize, terms: usize) {
         "writes out of term order"
     );
 
-    // 3. A connected observer saw every term, in order.
+    // 3. A connected observer reported the terms in order, and skipped none silently: a term
+    // whose every write the server replaced before the observer's consumer reached it (a
+    // term of a few milliseconds on a loaded machine, history 1) is counted as a gap.
     let want: Vec<Term> = ts.iter().map(|t| t.term).collect();
-    let mut seen = Vec::new();
-    while seen.len() < want.len() {
+    let last = *want.last().unwrap();
+    let mut seen: Vec<Term> = Vec::new();
+    while seen.last() < Some(&last) {
         if let Observed::Leader(l) = next(&mut observer).await {
             if l.transfer_to.is_none() && seen.last() != Some(&l.term) {
                 seen.push(l.term);
             }
         }
     }
+    seen.retain(|t| *t <= last);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "observed terms in order: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|t| want.contains(t)),
+        "only won terms observed: {seen:?}"
+    );
+    let missed: Vec<&Term> = want.iter().filter(|t| !seen.contains(t)).collect();
     let gaps = observer.gaps();
-    assert_eq!(seen, want, "observer saw every term in order ({gaps} gaps)");
+    assert!(
+        missed.is_empty() || gaps > 0,
+        "terms {missed:?} skipped without a gap"
+    );
+    println!(
+        "the observer reported {} of {} terms ({} gaps)",
+        seen.len(),
+        want.len(),
+        gaps
+    );
 
     let ex = exits.lock().unwrap().clone();
     let count = |x: Exit| ex.iter().filter(|e| **e == x).count();
