@@ -109,7 +109,8 @@ pub struct ElectorBuilder {
     election: Election,
     id: String,
     value: String,
-    stop_timeout: Duration,
+    /// `None`: the lease margin, known once the bucket was checked.
+    stop_timeout: Option<Duration>,
     on_event: Option<EventFn>,
     health: Health,
 }
@@ -126,12 +127,11 @@ impl std::fmt::Debug for ElectorBuilder {
 
 impl ElectorBuilder {
     pub(crate) fn new(election: Election, id: String) -> ElectorBuilder {
-        let stop_timeout = election.lease_config().margin();
         ElectorBuilder {
             election,
             id,
             value: String::new(),
-            stop_timeout,
+            stop_timeout: None,
             on_event: None,
             health: Health::default(),
         }
@@ -148,7 +148,7 @@ impl ElectorBuilder {
     /// aborted at the deadline, so it has stopped before the server can expire the lease.
     /// On shutdown it gets the same time before it is aborted.
     pub fn stop_timeout(mut self, d: Duration) -> Self {
-        self.stop_timeout = d;
+        self.stop_timeout = Some(d);
         self
     }
 
@@ -247,6 +247,9 @@ where
             mut on_event,
             health,
         } = b;
+        // The default lease, and so the default stop timeout, depend on the bucket.
+        election.shared.check_bucket().await?;
+        let stop_timeout = stop_timeout.unwrap_or_else(|| election.lease_config().margin());
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Leader changes are only watched when someone listens.
         let mut observer = ObserverSlot::new(election.clone(), on_event.is_some());
