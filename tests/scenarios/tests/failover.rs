@@ -138,7 +138,7 @@ impl App {
     }
 
     async fn check_watchers(&mut self, phase: &str) {
-        let meta = format!("{phase}");
+        let meta = phase.to_string();
         within("the member update", async {
             Backoff::DEFAULT
                 .retry(|| self.members[0].update(meta.clone()))
