@@ -247,9 +247,7 @@ where
             mut on_event,
             health,
         } = b;
-        // The default lease, and so the default stop timeout, depend on the bucket.
-        election.shared.check_bucket().await?;
-        let stop_timeout = stop_timeout.unwrap_or_else(|| election.lease_config().margin());
+        let stop_timeout = resolve_stop_timeout(&election, stop_timeout).await?;
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Leader changes are only watched when someone listens.
         let mut observer = ObserverSlot::new(election.clone(), on_event.is_some());
@@ -407,4 +405,14 @@ impl ObserverSlot {
             }
         }
     }
+}
+
+/// The stop timeout given, or the margin of the election's lease, which on a bucket without
+/// a TTL of its own depends on the bucket's replicas (so the bucket is checked first).
+async fn resolve_stop_timeout(
+    election: &Election,
+    given: Option<Duration>,
+) -> Result<Duration, Error> {
+    election.shared.check_bucket().await?;
+    Ok(given.unwrap_or_else(|| election.lease_config().margin()))
 }
