@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kvtk_core::lease::LeaseConfig;
 use kvtk_core::ErrorKind;
 use kvtk_leader::{Election, Leadership, Observed};
 use nix::sys::signal::Signal;
@@ -13,6 +14,9 @@ use crate::child::{self, exit_code, signal_exit, Signals};
 use crate::connect::{connect, ConnectArgs};
 use crate::error::{CliError, Result};
 use crate::util::{parse_duration, print_json, print_line};
+
+/// The lease TTL of `kvtk elect` without `--ttl` on a single-server bucket.
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// The environment variable that names the election for the command.
 pub(crate) const ENV_NAME: &str = "KVTK_ELECTION_NAME";
@@ -43,8 +47,10 @@ pub(crate) struct ElectArgs {
     #[arg(long, default_value = "")]
     value: String,
     /// Lease TTL, whole seconds: a crashed leader is replaced within TTL + about 1 s
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    ttl: Duration,
+    /// (default: 10s on one server, 30s on a replicated bucket, which rides through a
+    /// stream-leader election)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ttl: Option<Duration>,
     /// How long the command has to exit after SIGTERM before SIGKILL
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     grace: Duration,
@@ -80,7 +86,17 @@ pub(crate) async fn run(args: ElectArgs, conn: &ConnectArgs) -> Result<u8> {
     let bucket = kv
         .create_or_open(Election::bucket_config(&args.bucket))
         .await?;
-    let election = Election::new(bucket, &args.name, args.ttl)?;
+    let ttl = match args.ttl {
+        Some(ttl) => ttl,
+        // The lease layer's default for the bucket (kvtk's own base is 10 s).
+        None => {
+            let replicas = bucket.status().await?.replicas;
+            LeaseConfig::default_for(replicas, DEFAULT_TTL)?
+                .ttl()
+                .as_duration()
+        }
+    };
+    let election = Election::new(bucket, &args.name, ttl)?;
     let mut signals = Signals::new()?;
     let result = if args.observe {
         observe(&election, args.json, &mut signals).await

@@ -26,11 +26,20 @@ pub struct Applied {
     pub stale: bool,
 }
 
+/// The TTL of a fleet acknowledgement that does not choose one, on a single-server
+/// bucket; on a replicated bucket the lease layer's default for it
+/// ([`LeaseConfig::default_for`]), at least
+/// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL), which rides through a
+/// stream-leader election.
+pub const DEFAULT_ACK_TTL: Duration = Duration::from_secs(30);
+
 /// This instance's acknowledgement key: a lease renewed by its own keeper (whose task dies
 /// with the reader's loop, which owns this), or on buckets without per-key TTLs a plain key.
 pub(crate) struct Ack {
     key: String,
     ttl: Duration,
+    /// The application chose the TTL ([`ConfigReaderBuilder::ack_ttl`](crate::ConfigBuilder::ack_ttl)).
+    explicit: bool,
     keeper: Option<Keeper>,
     lease: Option<Lease>,
     /// The bucket has no per-key TTLs: plain writes.
@@ -39,10 +48,12 @@ pub(crate) struct Ack {
 }
 
 impl Ack {
-    pub(crate) fn new(key: String, ttl: Duration) -> Ack {
+    /// An acknowledgement on `key` with the TTL the application chose, or the default.
+    pub(crate) fn new(key: String, ttl: Option<Duration>) -> Ack {
         Ack {
             key,
-            ttl,
+            ttl: ttl.unwrap_or(DEFAULT_ACK_TTL),
+            explicit: ttl.is_some(),
             keeper: None,
             lease: None,
             no_ttl: false,
@@ -86,11 +97,12 @@ impl Ack {
         }
         let keeper = match &self.keeper {
             Some(k) => k,
-            None => self.keeper.insert(Keeper::with_recipe(
-                bucket,
-                LeaseConfig::new(self.ttl)?,
-                "config",
-            )?),
+            None => {
+                let lease = self.lease_config(bucket).await?;
+                self.ttl = lease.ttl().as_duration();
+                self.keeper
+                    .insert(Keeper::with_recipe(bucket, lease, "config")?)
+            }
         };
         let created = keeper
             .lease(&self.key, bytes.clone())
@@ -115,6 +127,20 @@ impl Ack {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Ack {
+    /// The acknowledgement's lease on `bucket`, by the lease layer's one rule: the TTL the
+    /// application chose (warned about when it does not ride through a stream-leader
+    /// election on a replicated bucket) or the default for the bucket's replicas.
+    async fn lease_config(&self, bucket: &Bucket) -> Result<LeaseConfig, kvtk_core::Error> {
+        let replicas = bucket.status().await?.replicas;
+        let configured = match self.explicit {
+            true => Some(LeaseConfig::new(self.ttl)?),
+            false => None,
+        };
+        LeaseConfig::for_bucket(configured, replicas, self.ttl, bucket.name(), "config")
     }
 }
 

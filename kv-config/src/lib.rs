@@ -133,7 +133,7 @@ mod source;
 mod writer;
 
 pub use error::{Error, ErrorKind, RejectKind, Rejection};
-pub use fleet::Applied;
+pub use fleet::{Applied, DEFAULT_ACK_TTL};
 pub use format::Format;
 pub use layer::{diff_paths, env_layer, env_path, flatten, merge, ENV_SEPARATOR};
 pub use pipeline::Validate;

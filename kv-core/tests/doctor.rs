@@ -185,6 +185,18 @@ async fn a_safe_r3_setup_has_no_error_and_a_short_lease_is_flagged() {
         Some(Severity::Warning),
         "{short}"
     );
+    // Each recipe alone is checked too: members and config acknowledgements are leases.
+    let five = LeaseConfig::new(Duration::from_secs(5)).unwrap();
+    for intent in [Intent::membership(), Intent::config(), Intent::elections()] {
+        let one = doctor::check(&kv, "safe", &intent.clone().lease(five))
+            .await
+            .unwrap();
+        assert_eq!(
+            one.find(Code::LeaseTtlBelowElection).map(|f| f.severity),
+            Some(Severity::Warning),
+            "{intent:?}: {one}"
+        );
+    }
     let unknown = doctor::check(&kv, "safe", &all).await.unwrap();
     assert!(unknown.find(Code::LeaseTtlUnchecked).is_some(), "{unknown}");
 }

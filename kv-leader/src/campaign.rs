@@ -328,12 +328,12 @@ impl Candidate {
             rank: self.line.rank(&self.id, origin),
             waited: now - since,
         };
-        decide(&view, &self.id, turn, self.shared.pace)
+        decide(&view, &self.id, turn, self.shared.pace())
     }
 
     /// Waits for the next watch event, timer, or the loss of our registration.
     async fn wait(&mut self) {
-        let mut wake = Instant::now() + self.shared.lease.ttl().as_duration();
+        let mut wake = Instant::now() + self.shared.lease().ttl().as_duration();
         if !self.registered() {
             wake = wake.min(self.reg_retry);
         }

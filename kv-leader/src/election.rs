@@ -20,6 +20,13 @@ use crate::line::Pace;
 use crate::observe::Observer;
 use crate::record::{CandidateRecord, LeaderInfo, Observed};
 
+/// The leader lease TTL of an election that does not choose one, on a single-server
+/// bucket. On a replicated bucket the default is
+/// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) (30 s), which rides through a
+/// stream-leader election (see [`LeaseConfig::default_for`]): a leader whose server is
+/// healthy keeps its term when another server, or the stream's leader, fails.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
 /// The longest election name or candidate identity, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -85,10 +92,16 @@ pub(crate) struct Shared {
     pub(crate) bucket: Bucket,
     pub(crate) name: String,
     pub(crate) leader_key: String,
-    pub(crate) lease: LeaseConfig,
+    /// The lease options as given; the TTL, when not given, comes from the bucket.
+    opts: LeaseOpts,
+    /// The lease on a single-server bucket, used until the bucket was checked.
+    provisional: LeaseConfig,
+    /// The lease for this bucket, set by [`Shared::check_bucket`].
+    resolved: std::sync::OnceLock<LeaseConfig>,
     pub(crate) transfer_ttl: Duration,
-    /// How long candidates wait for the ones before them in line.
-    pub(crate) pace: Pace,
+    /// How long candidates wait for the one before them in line when the leader key is
+    /// free (default: the margin, at most 250 ms).
+    succession_grace: Option<Duration>,
     pub(crate) counters: Counters,
     /// Resignations of dropped leaderships, running in the background.
     pub(crate) tracker: TaskTracker,
@@ -105,12 +118,64 @@ pub(crate) struct Shared {
     pub(crate) led: Mutex<HashMap<String, Revision>>,
 }
 
+/// The lease options of an election: a TTL, margin and renewal interval when given.
+#[derive(Debug, Clone, Copy)]
+struct LeaseOpts {
+    ttl: Option<Duration>,
+    margin: Option<Duration>,
+    renew_every: Option<Duration>,
+}
+
+impl LeaseOpts {
+    /// The lease with TTL `ttl` and the options given.
+    fn with_ttl(&self, ttl: Duration) -> Result<LeaseConfig, Error> {
+        let mut lease = LeaseConfig::new(ttl)?;
+        if let Some(m) = self.margin {
+            lease = lease.with_margin(m)?;
+        }
+        if let Some(r) = self.renew_every {
+            lease = lease.with_renew_every(r)?;
+        }
+        Ok(lease)
+    }
+
+    /// The lease on a bucket with `replicas` replicas: the TTL given, or the lease layer's
+    /// default for the bucket ([`LeaseConfig::default_for`]).
+    fn for_replicas(&self, replicas: usize) -> Result<LeaseConfig, Error> {
+        let ttl = match self.ttl {
+            Some(t) => t,
+            None => LeaseConfig::default_for(replicas, DEFAULT_TTL)?
+                .ttl()
+                .as_duration(),
+        };
+        self.with_ttl(ttl)
+    }
+}
+
 impl Shared {
     pub(crate) async fn keeper(&self) -> Result<&Keeper, Error> {
+        self.check_bucket().await?;
+        let lease = self.lease();
         self.keeper
-            .get_or_try_init(|| async { Keeper::with_recipe(&self.bucket, self.lease, "leader") })
+            .get_or_try_init(|| async { Keeper::with_recipe(&self.bucket, lease, "leader") })
             .await
             .map_err(Error::from)
+    }
+
+    /// The lease: the one for the bucket once it was checked, the single-server one before.
+    pub(crate) fn lease(&self) -> LeaseConfig {
+        self.resolved.get().copied().unwrap_or(self.provisional)
+    }
+
+    /// How long candidates wait for the ones before them in line.
+    pub(crate) fn pace(&self) -> Pace {
+        let lease = self.lease();
+        Pace {
+            grace: self
+                .succession_grace
+                .unwrap_or_else(|| lease.margin().min(Duration::from_millis(250))),
+            last_resort: lease.ttl().as_duration(),
+        }
     }
 
     pub(crate) fn register_leadership(&self, held: &Arc<Held>) {
@@ -152,9 +217,9 @@ impl Shared {
                         ),
                     ));
                 }
-                if st.replicas > 1 && !self.lease.rides_through_election() {
-                    tracing::warn!(bucket = %st.bucket, ttl = ?self.lease.ttl().as_duration(), "the election's lease does not ride through a stream-leader election on this replicated bucket: a healthy leader can lose its term when a server fails (use kvtk_core::lease::REPLICATED_TTL or see LeaseConfig::rides_through_election)");
-                }
+                let lease = self.opts.for_replicas(st.replicas)?;
+                lease.warn_unless_rides_through(st.replicas, &st.bucket, "leader");
+                let _ = self.resolved.set(lease);
                 Ok(())
             })
             .await
@@ -190,7 +255,7 @@ pub struct Election {
 pub struct ElectionBuilder {
     bucket: Bucket,
     name: String,
-    ttl: Duration,
+    ttl: Option<Duration>,
     margin: Option<Duration>,
     renew_every: Option<Duration>,
     transfer_ttl: Option<Duration>,
@@ -198,10 +263,14 @@ pub struct ElectionBuilder {
 }
 
 impl ElectionBuilder {
-    /// The leader lease TTL (whole seconds, ≥ 1 s; default 5 s). A crashed leader is
-    /// replaced within about TTL + 1 s.
+    /// The leader lease TTL (whole seconds, ≥ 1 s; default [`DEFAULT_TTL`] (5 s) on a
+    /// single-server bucket, [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) (30 s) on
+    /// a replicated one, decided when the first campaign or elector checks the bucket). A
+    /// crashed leader is replaced within about TTL + 1 s. On a replicated bucket a lease
+    /// that does not ride through a stream-leader election is warned about then
+    /// ([`LeaseConfig::warn_unless_rides_through`]).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = Some(ttl);
         self
     }
 
@@ -239,13 +308,12 @@ impl ElectionBuilder {
     /// Validates the options.
     pub fn build(self) -> Result<Election, Error> {
         validate_name("election name", &self.name)?;
-        let mut lease = LeaseConfig::new(self.ttl)?;
-        if let Some(m) = self.margin {
-            lease = lease.with_margin(m)?;
-        }
-        if let Some(r) = self.renew_every {
-            lease = lease.with_renew_every(r)?;
-        }
+        let opts = LeaseOpts {
+            ttl: self.ttl,
+            margin: self.margin,
+            renew_every: self.renew_every,
+        };
+        let lease = opts.for_replicas(1)?;
         let ttl = lease.ttl().as_duration();
         let transfer_ttl = self
             .transfer_ttl
@@ -257,19 +325,15 @@ impl ElectionBuilder {
             )
             .with_source(e)
         })?;
-        let pace = Pace {
-            grace: self
-                .succession_grace
-                .unwrap_or_else(|| lease.margin().min(Duration::from_millis(250))),
-            last_resort: ttl,
-        };
         Ok(Election {
             shared: Arc::new(Shared {
-                pace,
+                succession_grace: self.succession_grace,
                 leader_key: format!("{}.leader", self.name),
                 bucket: self.bucket,
                 name: self.name,
-                lease,
+                opts,
+                provisional: lease,
+                resolved: std::sync::OnceLock::new(),
                 transfer_ttl,
                 counters: Counters::default(),
                 tracker: TaskTracker::new(),
@@ -306,7 +370,7 @@ impl Election {
         ElectionBuilder {
             bucket,
             name: name.into(),
-            ttl: Duration::from_secs(5),
+            ttl: None,
             margin: None,
             renew_every: None,
             transfer_ttl: None,
@@ -333,9 +397,14 @@ impl Election {
         &self.shared.leader_key
     }
 
-    /// The lease timing.
+    /// The lease timing. Without a TTL of its own the election takes the bucket's default,
+    /// known once a campaign or elector checked the bucket: until then this is the
+    /// single-server lease.
     pub fn lease_config(&self) -> &LeaseConfig {
-        &self.shared.lease
+        self.shared
+            .resolved
+            .get()
+            .unwrap_or(&self.shared.provisional)
     }
 
     /// The bucket.

@@ -109,7 +109,8 @@ pub struct ElectorBuilder {
     election: Election,
     id: String,
     value: String,
-    stop_timeout: Duration,
+    /// `None`: the lease margin, known once the bucket was checked.
+    stop_timeout: Option<Duration>,
     on_event: Option<EventFn>,
     health: Health,
 }
@@ -126,12 +127,11 @@ impl std::fmt::Debug for ElectorBuilder {
 
 impl ElectorBuilder {
     pub(crate) fn new(election: Election, id: String) -> ElectorBuilder {
-        let stop_timeout = election.lease_config().margin();
         ElectorBuilder {
             election,
             id,
             value: String::new(),
-            stop_timeout,
+            stop_timeout: None,
             on_event: None,
             health: Health::default(),
         }
@@ -148,7 +148,7 @@ impl ElectorBuilder {
     /// aborted at the deadline, so it has stopped before the server can expire the lease.
     /// On shutdown it gets the same time before it is aborted.
     pub fn stop_timeout(mut self, d: Duration) -> Self {
-        self.stop_timeout = d;
+        self.stop_timeout = Some(d);
         self
     }
 
@@ -247,6 +247,7 @@ where
             mut on_event,
             health,
         } = b;
+        let stop_timeout = resolve_stop_timeout(&election, stop_timeout).await?;
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Leader changes are only watched when someone listens.
         let mut observer = ObserverSlot::new(election.clone(), on_event.is_some());
@@ -404,4 +405,14 @@ impl ObserverSlot {
             }
         }
     }
+}
+
+/// The stop timeout given, or the margin of the election's lease, which on a bucket without
+/// a TTL of its own depends on the bucket's replicas (so the bucket is checked first).
+async fn resolve_stop_timeout(
+    election: &Election,
+    given: Option<Duration>,
+) -> Result<Duration, Error> {
+    election.shared.check_bucket().await?;
+    Ok(given.unwrap_or_else(|| election.lease_config().margin()))
 }

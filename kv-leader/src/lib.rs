@@ -17,6 +17,12 @@
 //!
 //! No polling: candidates wait on a watch of the leader key.
 //!
+//! **Default lease**: without [`ElectionBuilder::ttl`], [`DEFAULT_TTL`] on one server and
+//! [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a replicated bucket (the lease
+//! layer's [`LeaseConfig::default_for`]), decided when the first campaign or elector checks
+//! the bucket; a TTL of its own that does not ride through a stream-leader election is
+//! warned about then ([`LeaseConfig::warn_unless_rides_through`]).
+//!
 //! ## Protocol
 //!
 //! One bucket with history 1 and per-key TTLs ([`Election::bucket_config`]) holds, per
@@ -99,7 +105,7 @@ mod observe;
 mod record;
 
 pub use campaign::Campaign;
-pub use election::{CandidateInfo, Election, ElectionBuilder, Stats, MAX_NAME_LEN};
+pub use election::{CandidateInfo, Election, ElectionBuilder, Stats, DEFAULT_TTL, MAX_NAME_LEN};
 pub use elector::{ElectorBuilder, ElectorEvent, LeaderContext, Run, StopReason};
 pub use error::{Error, ErrorKind};
 pub use fence::Fence;

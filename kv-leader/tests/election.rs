@@ -425,3 +425,16 @@ async fn stepping_down_rotates_in_line_order_on_the_same_registrations() {
     assert_eq!(origins().await, before, "nobody registered again");
     leader.resign().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_a_ttl_the_lease_is_the_single_server_default() {
+    let server = NatsServer::start().await;
+    let b = bucket(client(server.client_url()).await, "el").await;
+    let el = Election::builder(b, "svc").build().unwrap();
+    let leader = within("c0 to lead", el.campaign("c0")).await.unwrap();
+    assert_eq!(
+        el.lease_config().ttl().as_duration(),
+        kvtk_leader::DEFAULT_TTL
+    );
+    leader.resign().await.unwrap();
+}

@@ -46,7 +46,8 @@ pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(900);
 pub struct Locks {
     bucket: Bucket,
     marker_ttl: Duration,
-    replicated: bool,
+    /// The bucket's replicas, for the lease check.
+    replicas: usize,
     tombstone_ttl: Duration,
     lease: LeaseConfig,
     holder: Arc<Holder>,
@@ -124,7 +125,7 @@ impl Locks {
             keeper: Keeper::with_recipe(&bucket, lease, "locks")?,
             bucket,
             marker_ttl,
-            replicated: status.replicas > 1,
+            replicas: status.replicas,
             tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
             lease,
             holder: Arc::new(Holder::this_process()),
@@ -183,9 +184,7 @@ impl Locks {
     /// may override it.
     pub fn lease(mut self, lease: LeaseConfig) -> Result<Locks, Error> {
         check_marker(lease.ttl().as_duration(), self.marker_ttl)?;
-        if self.replicated && !lease.rides_through_election() {
-            tracing::warn!(bucket = %self.bucket.name(), ttl = ?lease.ttl().as_duration(), "this lease does not ride through a stream-leader election on a replicated bucket: healthy holders can lose their locks when a server fails (see LeaseConfig::rides_through_election)");
-        }
+        lease.warn_unless_rides_through(self.replicas, self.bucket.name(), "locks");
         self.lease = lease;
         Ok(self)
     }
@@ -230,7 +229,7 @@ impl Locks {
             lease: self.lease,
             tombstone_ttl: self.tombstone_ttl,
             marker_ttl: self.marker_ttl,
-            replicated: self.replicated,
+            replicated: self.replicas > 1,
             stats: self.stats.clone(),
             metrics: crate::metrics::Labels::new(
                 self.bucket.name(),

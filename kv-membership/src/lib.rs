@@ -21,6 +21,35 @@
 //!   [`Group::members`] and the watch's initial snapshot apply the same rule to the same
 //!   keys, so they agree.
 //!
+//! ## Default TTL and server failures
+//!
+//! A member that does not choose a TTL ([`Join::ttl`]) gets the lease layer's default for
+//! its bucket ([`kvtk_core::lease::LeaseConfig::default_for`]): [`DEFAULT_TTL`] (10 s) on a
+//! single server, [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) (30 s) on a
+//! replicated bucket, so that a stream-leader election — no renewal lands for up to ~10 s
+//! when the server leading the bucket's stream fails — expels no healthy member. A TTL of its
+//! own that does not ride through such an election is warned about (`tracing`) when joining
+//! on a replicated bucket. [`Membership::default_lease`] shows the default.
+//!
+//! ## When a member is lost
+//!
+//! A member whose registration is lost (cut off past its TTL, or removed by someone else)
+//! **stays out**; nothing joins again on its behalf. The application gets a clear signal:
+//! [`Member::lost`] completes with the [`LostReason`] and [`Member::cancellation_token`] is
+//! cancelled (at the latest at `last acknowledged renewal + TTL − margin`, before the server
+//! expires the key), [`Member::is_alive`] turns false, and [`Member::update`] fails with
+//! [`ErrorKind::Lost`]; watchers see `Left { reason: Expired }` (or `Removed`). To come
+//! back, the application joins again with the same id — a new incarnation, `Joined` with a
+//! higher [`joined_at`](MemberInfo::joined_at); a join before the server expired the old
+//! key fails with [`ErrorKind::AlreadyJoined`], so retry it after the TTL.
+//!
+//! Why not rejoin silently: a membership is what others act on. By the time a member learns
+//! it was lost, watchers may already have moved its work (shards, partitions, leases it
+//! granted) elsewhere; a member that came back by itself would keep working on assignments
+//! that are no longer its own, and the application would never learn there was a gap. This
+//! is the contract of ZooKeeper's ephemeral nodes after a session expiry and of etcd's
+//! session `Done()`, and the same as a lost lock or leadership in this toolkit.
+//!
 //! The bucket needs per-key TTLs ([`Membership::bucket_config`]); it may be shared with
 //! other recipes as long as the group names do not overlap their keys.
 //!

@@ -48,23 +48,43 @@ impl Join {
         }
     }
 
-    /// The member's TTL (whole seconds ≥ 1; default [`DEFAULT_TTL`](crate::DEFAULT_TTL)):
-    /// a dead member disappears at most this long after its last renewal. It is renewed
-    /// every TTL/3 and reports [`lost`](Member::lost) at TTL − TTL/10 after its last
-    /// acknowledged renewal.
+    /// The member's TTL (whole seconds ≥ 1; default [`DEFAULT_TTL`](crate::DEFAULT_TTL) on a
+    /// single-server bucket, [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a
+    /// replicated one): a dead member disappears at most this long after its last renewal.
+    /// It is renewed every TTL/3 and reports [`lost`](Member::lost) at TTL − margin after
+    /// its last acknowledged renewal. On a replicated bucket a TTL that does not ride
+    /// through a stream-leader election is warned about when joining
+    /// ([`LeaseConfig::warn_unless_rides_through`]): such members are expelled when the
+    /// stream's leader fails.
     pub fn ttl(mut self, ttl: Duration) -> Join {
         self.ttl = Some(ttl);
         self
     }
 
+    /// The member's lease: its own TTL (checked against the bucket's replicas) or the
+    /// bucket's default, both through the lease layer's one rule.
+    fn lease_config(&self) -> Result<LeaseConfig, Error> {
+        let inner = &self.group.membership.inner;
+        let configured = self
+            .ttl
+            .map(LeaseConfig::new)
+            .transpose()
+            .map_err(|e| Error::kv("invalid member ttl", e))?;
+        LeaseConfig::for_bucket(
+            configured,
+            inner.replicas,
+            crate::DEFAULT_TTL,
+            inner.keeper.bucket().name(),
+            "membership",
+        )
+        .map_err(|e| Error::kv("invalid member ttl", e))
+    }
+
     async fn run(self) -> Result<Member, Error> {
         let key = names::member_key(&self.group.name, &self.id)?;
+        let config = self.lease_config()?;
         let metadata = self.metadata?;
         let keeper = &self.group.membership.inner.keeper;
-        let config = match self.ttl {
-            Some(t) => LeaseConfig::new(t).map_err(|e| Error::kv("invalid member ttl", e))?,
-            None => keeper.config(),
-        };
         let mut expect = Expect::NoMessage;
         let mut last = None;
         for _ in 0..JOIN_ATTEMPTS {

@@ -14,7 +14,11 @@ use crate::names;
 use crate::roster::MemberInfo;
 use crate::watch::MembershipWatch;
 
-/// The TTL of a member that does not choose one.
+/// The TTL of a member that does not choose one on a single-server bucket. On a
+/// replicated bucket the default is [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL)
+/// (30 s), which rides through a stream-leader election (see
+/// [`LeaseConfig::default_for`]): a member whose server is healthy is not expelled when
+/// another server, or the stream's leader, fails.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// Group membership in one bucket. Cheap to clone; the clones and the members joined
@@ -31,6 +35,8 @@ pub(crate) struct Inner {
     /// How long a leave's tombstone stays: the bucket's expiry-marker TTL, so a departure
     /// is visible as long as an expiry would be.
     pub(crate) tombstone_ttl: Option<Duration>,
+    /// The bucket's replicas, for checking a member's own TTL.
+    pub(crate) replicas: usize,
 }
 
 impl Membership {
@@ -66,7 +72,7 @@ impl Membership {
                 ),
             ));
         };
-        let config = LeaseConfig::new(DEFAULT_TTL)
+        let config = LeaseConfig::default_for(st.replicas, DEFAULT_TTL)
             .map_err(|e| Error::kv("invalid default lease config", e))?;
         let keeper = Keeper::with_recipe(bucket, config, "membership")
             .map_err(|e| Error::kv("could not start the lease keeper", e))?;
@@ -75,6 +81,7 @@ impl Membership {
             inner: Arc::new(Inner {
                 keeper,
                 tombstone_ttl,
+                replicas: st.replicas,
             }),
         })
     }
@@ -101,6 +108,12 @@ impl Membership {
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
         self.inner.keeper.bucket()
+    }
+
+    /// The lease of members that do not choose a TTL: [`DEFAULT_TTL`] on a single-server
+    /// bucket, [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a replicated one.
+    pub fn default_lease(&self) -> LeaseConfig {
+        self.inner.keeper.config()
     }
 
     /// Waits for the background leaves of dropped members to finish. Members still held

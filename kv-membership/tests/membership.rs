@@ -1,6 +1,7 @@
 //! Membership against real nats-servers: events in order, the snapshot agreeing with
 //! `members()`, one registration per id, a SIGKILLed member process leaving after its TTL,
-//! and a cut-off member reporting loss before the server drops it, then rejoining.
+//! and a cut-off member reporting loss before the server drops it, staying out, then
+//! rejoining when the application joins again.
 
 use std::future::IntoFuture;
 use std::process::Stdio;
@@ -203,6 +204,12 @@ async fn a_bucket_without_per_key_ttl_is_refused() {
     assert_eq!(err.kind(), ErrorKind::BadBucket);
     let m = membership(&kv).await;
     assert_eq!(m.group("a.*").unwrap_err().kind(), ErrorKind::InvalidName);
+    // On one server the default lease is DEFAULT_TTL (replicated buckets: failover.rs in
+    // tests/scenarios checks REPLICATED_TTL).
+    assert_eq!(
+        m.default_lease().ttl().as_duration(),
+        kvtk_membership::DEFAULT_TTL
+    );
 }
 
 #[tokio::test]
@@ -278,6 +285,12 @@ async fn a_cut_off_member_reports_loss_before_the_server_drops_it_then_rejoins()
     println!("cut off: lost() after {lost_after:?}, server expiry seen after {expired_after:?}");
 
     proxy.heal();
+    // A lost member stays out: nothing rejoins on its behalf, its updates fail with `Lost`,
+    // and the group lists nobody until the application joins again.
+    let update = within("the lost member's update", member.update("v1b")).await;
+    assert_eq!(update.unwrap_err().kind(), ErrorKind::Lost);
+    assert!(!member.is_alive());
+    assert!(observer.members().await.unwrap().is_empty());
     let again = within(
         "the rejoin",
         Backoff::DEFAULT.retry(|| g.join("e1", "v2").ttl(TTL).into_future()),

@@ -249,7 +249,7 @@ pub struct ConfigBuilder<T> {
     require_fresh: bool,
     start_timeout: Duration,
     instance: Option<String>,
-    ack_ttl: Duration,
+    ack_ttl: Option<Duration>,
 }
 
 impl<T> fmt::Debug for ConfigBuilder<T> {
@@ -279,7 +279,7 @@ where
             require_fresh: false,
             start_timeout: Duration::from_secs(5),
             instance: None,
-            ack_ttl: Duration::from_secs(30),
+            ack_ttl: None,
         }
     }
 
@@ -394,11 +394,15 @@ where
         self
     }
 
-    /// The per-key TTL of the acknowledgement key (default 30 s; whole seconds). The key is
-    /// a [lease](kvtk_core::lease) kept alive while the reader lives and removed when it
-    /// stops. Buckets without per-key TTLs get keys without one.
+    /// The per-key TTL of the acknowledgement key (whole seconds; default
+    /// [`DEFAULT_ACK_TTL`](crate::DEFAULT_ACK_TTL), 30 s, which rides through a
+    /// stream-leader election on a replicated bucket). The key is a
+    /// [lease](kvtk_core::lease) kept alive while the reader lives and removed when it
+    /// stops. Buckets without per-key TTLs get keys without one. On a replicated bucket a
+    /// TTL that does not ride through a stream-leader election is warned about
+    /// ([`LeaseConfig::warn_unless_rides_through`](kvtk_core::lease::LeaseConfig::warn_unless_rides_through)).
     pub fn ack_ttl(mut self, ttl: Duration) -> Self {
-        self.ack_ttl = ttl;
+        self.ack_ttl = Some(ttl);
         self
     }
 
@@ -456,7 +460,8 @@ where
         let ack = match &self.instance {
             Some(i) => Some(Ack::new(
                 check_instance(&self.source, i)?,
-                Duration::from_secs(self.ack_ttl.as_secs().max(1)),
+                self.ack_ttl
+                    .map(|t| Duration::from_secs(t.as_secs().max(1))),
             )),
             None => None,
         };

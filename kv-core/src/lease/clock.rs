@@ -144,12 +144,92 @@ impl LeaseConfig {
     /// at least [`REPLICATED_TTL`] on a replicated bucket, so that a stream-leader election
     /// does not cost healthy holders their leases. Failover after a crash then takes up to
     /// that TTL.
+    ///
+    /// Every recipe takes its default lease from here (kvtk-locks, kvtk-leader's candidates
+    /// and leaderships, kvtk-membership's members, kvtk-config's fleet acknowledgements), or
+    /// through [`LeaseConfig::for_bucket`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kvtk_core::lease::{LeaseConfig, REPLICATED_TTL};
+    /// let ten = Duration::from_secs(10);
+    /// assert_eq!(LeaseConfig::default_for(1, ten).unwrap().ttl().as_duration(), ten);
+    /// let r3 = LeaseConfig::default_for(3, ten).unwrap();
+    /// assert_eq!(r3.ttl().as_duration(), REPLICATED_TTL);
+    /// assert!(r3.rides_through_election());
+    /// ```
     pub fn default_for(replicas: usize, ttl: Duration) -> Result<LeaseConfig, Error> {
         if replicas > 1 {
             LeaseConfig::new(ttl.max(REPLICATED_TTL))
         } else {
             LeaseConfig::new(ttl)
         }
+    }
+
+    /// The lease a recipe uses on a bucket with `replicas` replicas: the application's
+    /// `configured` lease when it chose one (checked with
+    /// [`warn_unless_rides_through`](LeaseConfig::warn_unless_rides_through)), else
+    /// [`default_for`](LeaseConfig::default_for)`(replicas, default_ttl)`. `bucket` and
+    /// `recipe` name the warning's context.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kvtk_core::lease::{LeaseConfig, REPLICATED_TTL};
+    /// let five = Duration::from_secs(5);
+    /// let default = LeaseConfig::for_bucket(None, 3, five, "b", "leader").unwrap();
+    /// assert_eq!(default.ttl().as_duration(), REPLICATED_TTL);
+    /// let chosen = LeaseConfig::new(five).unwrap();
+    /// assert_eq!(LeaseConfig::for_bucket(Some(chosen), 3, five, "b", "leader").unwrap(), chosen);
+    /// ```
+    pub fn for_bucket(
+        configured: Option<LeaseConfig>,
+        replicas: usize,
+        default_ttl: Duration,
+        bucket: &str,
+        recipe: &str,
+    ) -> Result<LeaseConfig, Error> {
+        match configured {
+            Some(lease) => {
+                lease.warn_unless_rides_through(replicas, bucket, recipe);
+                Ok(lease)
+            }
+            None => LeaseConfig::default_for(replicas, default_ttl),
+        }
+    }
+
+    /// The toolkit's one check of a configured lease: on a replicated bucket
+    /// (`replicas > 1`) a lease that does not [ride through](LeaseConfig::rides_through_election)
+    /// a stream-leader election is **warned about** (`tracing::warn!` naming the bucket, the
+    /// recipe and the TTL), not refused: a shorter lease is a legitimate trade — faster
+    /// failover after a crash against healthy holders demoting themselves (safely) during a
+    /// routine leader change — and single-server buckets have no such election. The doctor
+    /// reports the same lease as `lease-ttl-below-election`. Returns whether it warned.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kvtk_core::lease::{LeaseConfig, REPLICATED_TTL};
+    /// let short = LeaseConfig::new(Duration::from_secs(5)).unwrap();
+    /// assert!(short.warn_unless_rides_through(3, "app", "membership"));
+    /// assert!(!short.warn_unless_rides_through(1, "app", "membership"));
+    /// let default = LeaseConfig::new(REPLICATED_TTL).unwrap();
+    /// assert!(!default.warn_unless_rides_through(3, "app", "membership"));
+    /// ```
+    pub fn warn_unless_rides_through(&self, replicas: usize, bucket: &str, recipe: &str) -> bool {
+        if replicas < 2 || self.rides_through_election() {
+            return false;
+        }
+        tracing::warn!(
+            bucket,
+            recipe,
+            replicas,
+            ttl = ?self.ttl.as_duration(),
+            renew_every = ?self.renew_every,
+            "this lease does not ride through a stream-leader election on a replicated bucket: \
+             healthy holders, leaders or members lose their lease when a server fails \
+             (use kvtk_core::lease::REPLICATED_TTL, the default, or see \
+             LeaseConfig::rides_through_election)"
+        );
+        true
     }
 }
 

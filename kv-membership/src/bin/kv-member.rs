@@ -17,14 +17,19 @@ async fn main() -> Result<(), BoxError> {
     let [url, bucket, group, id, rest @ ..] = args.as_slice() else {
         return Err("usage: kv-member URL BUCKET GROUP ID [TTL_SECS] [METADATA]".into());
     };
+    // Without TTL_SECS the bucket's default: DEFAULT_TTL on one server, 30 s replicated.
     let ttl = match rest.first() {
-        Some(s) => Duration::from_secs(s.parse()?),
-        None => kvtk_membership::DEFAULT_TTL,
+        Some(s) => Some(Duration::from_secs(s.parse()?)),
+        None => None,
     };
     let metadata = rest.get(1).cloned().unwrap_or_default();
     let kv = Kv::connect(url).await?;
     let group = Membership::open(&kv, bucket).await?.group(group.as_str())?;
-    let member = group.join(id.as_str(), metadata).ttl(ttl).await?;
+    let join = group.join(id.as_str(), metadata);
+    let member = match ttl {
+        Some(ttl) => join.ttl(ttl).await?,
+        None => join.await?,
+    };
     println!(
         "joined {}.{} {}",
         group.name(),
