@@ -82,8 +82,10 @@ impl Acquire {
         }
     }
 
-    /// The lease TTL (whole seconds ≥ 1; default: the handle's, 10 s unless configured on
-    /// [`Locks`](crate::Locks)). A holder that stops renewing loses the lock within it.
+    /// The lease TTL (whole seconds ≥ 1; default: the handle's,
+    /// [`Locks::default_lease`](crate::Locks::default_lease) unless configured on
+    /// [`Locks`](crate::Locks): 10 s on one server, 30 s on a replicated bucket). A holder
+    /// that stops renewing loses the lock within it.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
