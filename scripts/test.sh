@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
 # root (or sudo) for apt-get: it provisions nats-server, Debian's protoc packages for the
-# benchmark build and cargo-machete itself, then runs formatting, the MSRV and
-# unused-dependency checks, lints, every test, rustdoc, the benchmark build, every example
-# and the tour against a throwaway server (every step with all features), the packaging of
-# every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
+# benchmark build and cargo-machete itself, then runs formatting, the markdown link check,
+# the MSRV and unused-dependency checks, lints, every test, rustdoc, the benchmark build, every
+# example and the tour against a throwaway server (every step with all features), the packaging
+# of every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
 # nats-server it started survives.
 set -euo pipefail
 
@@ -34,6 +34,9 @@ our_servers() {
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
+
+step "scripts/check-links.sh (relative links and anchors in every markdown file)"
+scripts/check-links.sh
 
 step "scripts/check-msrv.sh (no locked dependency needs a newer Rust than our rust-version)"
 scripts/check-msrv.sh

@@ -6,7 +6,7 @@
 //! installs `metrics-exporter-prometheus` as the recorder and renders its text format (a
 //! service would serve it over HTTP with the exporter's `http-listener` feature, or from its
 //! own web framework through `PrometheusHandle::render`). The names and labels are in the
-//! README's Metrics table.
+//! workspace's docs/metrics.md table.
 
 use std::time::Duration;
 

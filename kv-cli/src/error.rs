@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::process::ExitCode;
 
-/// The exit codes of `kvtk` (also in `kvtk --help` and the README). `lock`, `elect` and
+/// The exit codes of `kvtk` (also in `kvtk --help` and kv-cli/README.md). `lock`, `elect` and
 /// `config exec` otherwise exit with their command's status (128 + N when it died of signal N).
 pub(crate) mod code {
     /// Any other error: invalid input, a missing bucket or key, a refused value.

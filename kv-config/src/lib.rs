@@ -110,12 +110,12 @@
 //! A read-only reader of document `doc` in bucket `b` needs no write right at all: stream
 //! info, direct gets of `$KV.b.doc` and a watch confined to it (as data:
 //! `kvtk_tests::recipes::config_reader`; a writer adds publish on `$KV.b.doc`). See the
-//! README's "Security and deployment" section; [`Connector::connect_with`] takes a
+//! workspace's docs/deployment.md; [`Connector::connect_with`] takes a
 //! [`kvtk_core::Connect`] with credentials and TLS.
 //!
 //! ## Metrics
 //! Applied and rejected values, the age and revision lag of the value in use, through the
-//! `metrics` facade: see [`metrics`] and the workspace README's Metrics table.
+//! `metrics` facade: see [`metrics`] and the workspace's docs/metrics.md table.
 #![doc(test(attr(deny(warnings))))]
 // docs.rs (nightly) marks items that need a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1,10 +1,10 @@
 //! Configuration metrics through the [`metrics`] facade: applied and rejected
 //! values, and how far the value in use is behind.
 //!
-//! Nothing is exported unless the application installs a recorder. Every metric of the
-//! toolkit, with its labels, is in the one table of the workspace README's
-//! [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics). The label `config`
-//! is the document key or the prefix (what [`Source::name`](crate::Source::name) shows):
+//! Nothing is exported unless the application installs a recorder. Every metric of the toolkit,
+//! with its labels, is in the one table of the workspace's
+//! [docs/metrics.md](https://github.com/kv-toolkit/kv-toolkit/blob/main/docs/metrics.md). The label
+//! `config` is the document key or the prefix (what [`Source::name`](crate::Source::name) shows):
 //! one set of series per configuration a process reads.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -89,7 +89,7 @@ async fn applied_rejected_and_revision_lag_follow_the_reader() {
     reader.shutdown().await;
 }
 
-/// This crate's metric names, and the README rows that document them.
+/// This crate's metric names, and the rows of docs/metrics.md that document them.
 const PREFIXES: [&str; 1] = ["kv_config_"];
 
 mod names {
@@ -103,8 +103,8 @@ mod names {
     ];
 
     #[test]
-    fn the_names_are_the_readme_table() {
-        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-        kvtk_tests::metrics::assert_documented(&readme, &PREFIXES, &NAMES);
+    fn the_names_are_the_metrics_doc_table() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
+        kvtk_tests::metrics::assert_documented(&doc, &PREFIXES, &NAMES);
     }
 }

@@ -27,11 +27,11 @@
 //! [`ErrorKind::PermissionDenied`] at once, and leases refused for permission are lost with
 //! [`lease::LostReason::Permission`]. Watches create consumers through the named, filtered
 //! create subject so permissions can confine a reader. The permissions each recipe needs and
-//! the trust model are in the README's "Security and deployment" section.
+//! the trust model are in the workspace's docs/deployment.md, "Security and deployment".
 //!
 //! ## Metrics
 //! Lease renewal slack and losses, watch resumes and `HistoryGone`, through the `metrics`
-//! facade: see [`metrics`] (the names) and the workspace README's Metrics table.
+//! facade: see [`metrics`] (the names) and the workspace's docs/metrics.md table.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 // docs.rs (nightly) marks items that need a feature.

@@ -2,8 +2,8 @@
 //!
 //! Nothing is exported unless the application installs a recorder (for example
 //! `metrics-exporter-prometheus`); without one an emission costs a few tens of nanoseconds.
-//! Every metric of the toolkit, with its labels, is in the one table of the workspace
-//! README's [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics); the
+//! Every metric of the toolkit, with its labels, is in the one table of the workspace's
+//! [docs/metrics.md](https://github.com/kv-toolkit/kv-toolkit/blob/main/docs/metrics.md); the
 //! constants here are the names kvtk-core emits.
 
 use std::sync::Arc;

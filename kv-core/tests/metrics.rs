@@ -81,7 +81,7 @@ async fn a_strict_watch_from_a_removed_revision_counts_history_gone() {
     );
 }
 
-/// This crate's metric names, and the README rows that document them.
+/// This crate's metric names, and the rows of docs/metrics.md that document them.
 const PREFIXES: [&str; 2] = ["kv_lease_", "kv_watch_"];
 
 mod names {
@@ -95,8 +95,8 @@ mod names {
     ];
 
     #[test]
-    fn the_names_are_the_readme_table() {
-        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-        kvtk_tests::metrics::assert_documented(&readme, &PREFIXES, &NAMES);
+    fn the_names_are_the_metrics_doc_table() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
+        kvtk_tests::metrics::assert_documented(&doc, &PREFIXES, &NAMES);
     }
 }

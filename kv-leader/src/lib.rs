@@ -83,12 +83,12 @@
 //! ## Permissions
 //! A candidate in election `E` of bucket `b` needs publish rights on `$KV.b.E.>`; an observer
 //! only reads `E.leader`. The exact lists (as data: `kvtk_tests::recipes::election_candidate`
-//! and `election_observer`) and the trust model are in the README's "Security and
-//! deployment" section: candidates can depose each other, terms still strictly increase.
+//! and `election_observer`) and the trust model are in the workspace's docs/deployment.md,
+//! "Security and deployment": candidates can depose each other, terms still strictly increase.
 //!
 //! ## Metrics
 //! Whether this process leads (a gauge) and its transitions, through the `metrics` facade:
-//! see [`metrics`] and the workspace README's Metrics table.
+//! see [`metrics`] and the workspace's docs/metrics.md table.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 

@@ -1,10 +1,10 @@
 //! Election metrics through the [`metrics`] facade: who leads, and the terms'
 //! starts and ends.
 //!
-//! Nothing is exported unless the application installs a recorder. Every metric of the
-//! toolkit, with its labels, is in the one table of the workspace README's
-//! [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics). Renewal slack and
-//! lease losses of leaderships and candidate registrations are the lease layer's
+//! Nothing is exported unless the application installs a recorder. Every metric of the toolkit,
+//! with its labels, is in the one table of the workspace's
+//! [docs/metrics.md](https://github.com/kv-toolkit/kv-toolkit/blob/main/docs/metrics.md). Renewal
+//! slack and lease losses of leaderships and candidate registrations are the lease layer's
 //! ([`kvtk_core::metrics`], `recipe="leader"`).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -85,7 +85,7 @@ async fn an_overwritten_leader_key_ends_the_term_without_anyone_resigning() {
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
 }
 
-/// This crate's metric names, and the README rows that document them.
+/// This crate's metric names, and the rows of docs/metrics.md that document them.
 const PREFIXES: [&str; 1] = ["kv_leader_"];
 
 mod names {
@@ -94,8 +94,8 @@ mod names {
     const NAMES: [&str; 2] = [LEADER, LEADER_TRANSITIONS];
 
     #[test]
-    fn the_names_are_the_readme_table() {
-        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-        kvtk_tests::metrics::assert_documented(&readme, &PREFIXES, &NAMES);
+    fn the_names_are_the_metrics_doc_table() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
+        kvtk_tests::metrics::assert_documented(&doc, &PREFIXES, &NAMES);
     }
 }

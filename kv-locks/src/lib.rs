@@ -87,15 +87,15 @@
 //!
 //! ## Permissions
 //! A user of lock `L` in bucket `b` needs publish rights on `$KV.b.L.*.*` and the JetStream
-//! API subjects listed in the README's "Security and deployment" table (as data:
+//! API subjects listed in the table of the workspace's docs/deployment.md (as data:
 //! `kvtk_tests::recipes::lock_user`); anything else is refused with
 //! [`ErrorKind::PermissionDenied`]. Users of one lock can disturb each other's queue entries
 //! (the server cannot tell a renewal from a delete); fencing tokens still strictly increase.
 //!
 //! ## Metrics
 //! Wait, hold and hand-off times through the `metrics` facade, labelled by bucket and kind
-//! (lock names only with [`Locks::metrics_per_lock`]): see [`metrics`] and the workspace
-//! README's Metrics table.
+//! (lock names only with [`Locks::metrics_per_lock`]): see [`metrics`] and the workspace's
+//! docs/metrics.md table.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 // docs.rs (nightly) marks items that need a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]

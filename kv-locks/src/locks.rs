@@ -138,8 +138,8 @@ impl Locks {
     /// Makes this handle's queue entries `<lock>._q.<id>` instead of a random key per lock
     /// handle, so that NATS permissions can confine each owner to its own entries: a user
     /// allowed to publish only to `$KV.<bucket>.<lock>._q.<id>` can wait for and take `lock`
-    /// but cannot remove or overwrite anyone else's place (see README, "Permissions per
-    /// recipe"). `id` is one key token (`A-Z a-z 0-9 - _`) and must be used by one process at
+    /// but cannot remove or overwrite anyone else's place (see docs/deployment.md, "Permissions
+    /// per recipe"). `id` is one key token (`A-Z a-z 0-9 - _`) and must be used by one process at
     /// a time. All handles of one lock made from this `Locks` (and its clones) share the
     /// entry, so the owner holds each lock at most once at a time: a second acquisition
     /// waits for the first guard to be released.

@@ -1,11 +1,11 @@
 //! Lock metrics through the [`metrics`] facade: wait, hold and hand-off times.
 //!
-//! Nothing is exported unless the application installs a recorder. Every metric of the
-//! toolkit, with its labels, is in the one table of the workspace README's
-//! [Metrics section](https://github.com/kv-toolkit/kv-toolkit#metrics). Losses of held
-//! locks (and of waiters' queue entries) are the lease layer's
-//! [`kv_lease_lost_total`](kvtk_core::metrics::LEASE_LOST) with `recipe="locks"`, renewal
-//! slack its [`kv_lease_renewal_slack_seconds`](kvtk_core::metrics::LEASE_RENEWAL_SLACK).
+//! Nothing is exported unless the application installs a recorder. Every metric of the toolkit,
+//! with its labels, is in the one table of the workspace's
+//! [docs/metrics.md](https://github.com/kv-toolkit/kv-toolkit/blob/main/docs/metrics.md). Losses of
+//! held locks (and of waiters' queue entries) are the lease layer's
+//! [`kv_lease_lost_total`](kvtk_core::metrics::LEASE_LOST) with `recipe="locks"`, renewal slack its
+//! [`kv_lease_renewal_slack_seconds`](kvtk_core::metrics::LEASE_RENEWAL_SLACK).
 //!
 //! Labels are `bucket` and `kind` (`exclusive`: mutexes and writers; `shared`: readers;
 //! `permits`: semaphores), so the number of series does not grow with the number of lock

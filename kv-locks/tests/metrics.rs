@@ -175,7 +175,7 @@ async fn a_dropped_guard_records_its_hold_as_dropped() {
     locks.shutdown().await;
 }
 
-/// This crate's metric names, and the README rows that document them.
+/// This crate's metric names, and the rows of docs/metrics.md that document them.
 const PREFIXES: [&str; 1] = ["kv_lock_"];
 
 mod names {
@@ -184,8 +184,8 @@ mod names {
     const NAMES: [&str; 3] = [LOCK_WAIT, LOCK_HOLD, LOCK_HANDOFF];
 
     #[test]
-    fn the_names_are_the_readme_table() {
-        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-        kvtk_tests::metrics::assert_documented(&readme, &PREFIXES, &NAMES);
+    fn the_names_are_the_metrics_doc_table() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
+        kvtk_tests::metrics::assert_documented(&doc, &PREFIXES, &NAMES);
     }
 }

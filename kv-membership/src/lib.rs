@@ -55,7 +55,7 @@
 //!
 //! ## Permissions
 //! A member of group `G` in bucket `b` needs publish rights on `$KV.b.G.*` and the JetStream
-//! API subjects in the README's "Security and deployment" table (as data:
+//! API subjects in the table of the workspace's docs/deployment.md (as data:
 //! `kvtk_tests::recipes::member`); members of one group can remove each other's keys.
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]

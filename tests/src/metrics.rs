@@ -133,13 +133,19 @@ impl Recorder for TestRecorder {
     }
 }
 
-/// The metric names in the table of the `## Metrics` section of a README (its rows' first
-/// column), for checking a crate's names against the one table that documents them.
-pub fn documented(readme: &str) -> Vec<String> {
-    let Some(start) = readme.find("\n## Metrics\n") else {
+/// The metric names in the table of a `# Metrics` document (the workspace's `docs/metrics.md`)
+/// or of the `## Metrics` section of a README (its rows' first column), for checking a crate's
+/// names against the one table that documents them.
+pub fn documented(doc: &str) -> Vec<String> {
+    let start = if doc.starts_with("# Metrics\n") {
+        Some(0)
+    } else {
+        doc.find("\n## Metrics\n").map(|s| s + 1)
+    };
+    let Some(start) = start else {
         return Vec::new();
     };
-    let section = &readme[start + 1..];
+    let section = &doc[start..];
     let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
     section[..end]
         .lines()
@@ -149,11 +155,12 @@ pub fn documented(readme: &str) -> Vec<String> {
         .collect()
 }
 
-/// Checks that the names in `readme`'s `## Metrics` table that start with one of `prefixes`
-/// are exactly `names` (a crate's test keeps its constants and the one table in step).
+/// Checks that the names in the metrics table of the file `readme` (see [`documented`]) that
+/// start with one of `prefixes` are exactly `names` (a crate's test keeps its constants and the
+/// one table in step).
 ///
 /// # Panics
-/// When the README cannot be read or the two lists differ.
+/// When the file cannot be read or the two lists differ.
 pub fn assert_documented(readme: &std::path::Path, prefixes: &[&str], names: &[&str]) {
     let text = std::fs::read_to_string(readme)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", readme.display()));

@@ -1,5 +1,6 @@
-//! The least-privilege permissions of each recipe, as data: what the README's permission table
-//! shows and what the permission tests run the recipes with, so the two cannot drift.
+//! The least-privilege permissions of each recipe, as data: what the permission table of the
+//! workspace's docs/deployment.md shows and what the permission tests run the recipes with, so the
+//! two cannot drift.
 //!
 //! Every set assumes the default JetStream API prefix (`$JS.API`) and inbox prefix
 //! (`_INBOX`), and a bucket that already exists (creating buckets is an administrator's job:
@@ -128,7 +129,7 @@ pub fn member(bucket: &str, group: &str) -> Permissions {
     ])
 }
 
-/// Every recipe with the name the README's table gives it, for bucket `b` and the names
+/// Every recipe with the name docs/deployment.md's table gives it, for bucket `b` and the names
 /// `L` (lock), `E` (election), `doc` (config document), `G` (group).
 pub fn table() -> Vec<(&'static str, Permissions)> {
     vec![
@@ -145,7 +146,7 @@ pub fn table() -> Vec<(&'static str, Permissions)> {
     ]
 }
 
-/// The README table: one row per recipe, publish and subscribe allow lists.
+/// The docs/deployment.md table: one row per recipe, publish and subscribe allow lists.
 pub fn markdown_table() -> String {
     let mut out =
         String::from("| recipe | publish allow | subscribe allow |\n| --- | --- | --- |\n");

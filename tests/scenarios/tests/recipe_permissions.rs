@@ -1,7 +1,7 @@
-//! Every recipe runs under exactly the permissions `kvtk_tests::recipes` gives it (the README's
-//! table, checked here too): a candidate leads, an observer observes, a config writer writes,
-//! a read-only config reader reads, a member joins and lists — and a step outside the set is
-//! refused with `PermissionDenied`.
+//! Every recipe runs under exactly the permissions `kvtk_tests::recipes` gives it (the table in
+//! docs/deployment.md, checked here too): a candidate leads, an observer observes, a config
+//! writer writes, a read-only config reader reads, a member joins and lists — and a step outside
+//! the set is refused with `PermissionDenied`.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
@@ -29,13 +29,16 @@ async fn kv_as(server: &NatsServer, user: &str) -> Kv {
 }
 
 #[tokio::test]
-async fn the_readme_table_is_the_data() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+async fn the_deployment_doc_table_is_the_data() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/deployment.md"
+    ))
+    .unwrap();
     let table = recipes::markdown_table();
     assert!(
-        readme.contains(&table),
-        "README's permission table differs from kvtk_tests::recipes; it should read:\n{table}"
+        doc.contains(&table),
+        "docs/deployment.md's table differs from kvtk_tests::recipes; it should read:\n{table}"
     );
 }
 
