@@ -43,7 +43,8 @@ pub enum ErrorKind {
     /// The connection is down or the request could not be sent.
     Connection,
     /// Nobody answered for the bucket: it does not exist, or (in a cluster) its stream has no
-    /// leader at the moment. Transient during failovers; retry with backoff.
+    /// leader at the moment, or the server said JetStream is temporarily unavailable
+    /// (`err_code` 10008). Nothing was applied. Transient during failovers; retry with backoff.
     Unavailable,
     /// A value or key could not be encoded or decoded.
     Codec,
@@ -268,6 +269,9 @@ pub(crate) mod codes {
     pub(crate) const TTL_DISABLED: u64 = 10166;
     pub(crate) const ATOMIC_DISABLED: u64 = 10174;
     pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
+    /// "JetStream system temporarily unavailable": the cluster is between meta or stream
+    /// leaders (seen creating a consumer while the node leading the stream was killed).
+    pub(crate) const TEMPORARILY_UNAVAILABLE: u64 = 10008;
 }
 
 /// Classifies a JetStream API error answer.
@@ -281,6 +285,7 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
         TTL_INVALID => ErrorKind::InvalidTtl,
         TTL_DISABLED | ATOMIC_DISABLED => ErrorKind::FeatureDisabled,
         NO_MESSAGE_FOUND => ErrorKind::NotFound,
+        TEMPORARILY_UNAVAILABLE => ErrorKind::Unavailable,
         _ => ErrorKind::Server,
     };
     let mut e = Error::new(kind, description.to_string()).with_code(code);
@@ -322,6 +327,9 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert_eq!(e.current_revision(), None);
         assert_eq!(from_api(1, "x").kind(), ErrorKind::Server);
+        let e = from_api(10008, "JetStream system temporarily unavailable");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_transient() && !e.outcome_unknown());
     }
 
     #[test]
