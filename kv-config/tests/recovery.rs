@@ -54,7 +54,10 @@ async fn offline_start_from_snapshot_then_catch_up() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     let layers = kvtk_tests::assert_one_layer_each(&err);
-    assert_eq!(layers[0], "the kv is unreachable and there is no snapshot file");
+    assert_eq!(
+        layers[0],
+        "the kv is unreachable and there is no snapshot file"
+    );
     assert!(layers.len() > 1, "the cause is kept: {layers:?}");
 
     // Otherwise it starts from the snapshot, flagged stale.
