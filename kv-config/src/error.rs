@@ -128,32 +128,15 @@ pub enum ErrorKind {
     Internal,
 }
 
-type BoxError = Box<dyn StdError + Send + Sync + 'static>;
-
-/// The error of kvtk-config operations.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    rejection: Option<Rejection>,
-    source: Option<BoxError>,
+kvtk_core::recipe_error! {
+    /// The error of kvtk-config operations.
+    pub struct Error {
+        kind: ErrorKind,
+        rejection: Option<Rejection>,
+    }
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            rejection: None,
-            source: None,
-        }
-    }
-
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
-        self.source = Some(source.into());
-        self
-    }
-
     pub(crate) fn kv(context: &str, err: kvtk_core::Error) -> Error {
         let kind = match err.kind() {
             kvtk_core::ErrorKind::Conflict => ErrorKind::Conflict,
@@ -165,35 +148,9 @@ impl Error {
         Error::new(kind, context).with_source(err)
     }
 
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
     /// For [`ErrorKind::Rejected`]: why the value was refused.
     pub fn rejection(&self) -> Option<&Rejection> {
         self.rejection.as_ref()
-    }
-
-    /// For errors that come from the KV layer: the KV error's kind.
-    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
-        self.core().map(kvtk_core::Error::kind)
-    }
-
-    /// Whether the failure is expected to pass by itself (see
-    /// [`kvtk_core::Error::is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        self.core().is_some_and(kvtk_core::Error::is_transient)
-    }
-
-    fn core(&self) -> Option<&kvtk_core::Error> {
-        self.source.as_deref()?.downcast_ref::<kvtk_core::Error>()
-    }
-}
-
-impl kvtk_core::Transient for Error {
-    fn is_transient(&self) -> bool {
-        Error::is_transient(self)
     }
 }
 
@@ -205,20 +162,6 @@ impl From<Rejection> for Error {
             rejection: Some(r),
             source: None,
         }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_ref()
-            .map(|s| s.as_ref() as &(dyn StdError + 'static))
     }
 }
 

@@ -42,13 +42,23 @@ async fn offline_start_from_snapshot_then_catch_up() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    // Without a snapshot file there is nothing to start from.
+    let layers = kvtk_tests::assert_one_layer_each(&err);
+    assert_eq!(layers[0], "fresh config required but the kv is unreachable");
+    assert!(layers.len() > 1, "the cause is kept: {layers:?}");
+    // Without a snapshot file there is nothing to start from; the cause is printed once, by
+    // the next layer.
     let err = ConfigReader::<App>::builder(doc())
         .connector(connector.clone())
         .start_timeout(Duration::from_millis(500))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let layers = kvtk_tests::assert_one_layer_each(&err);
+    assert_eq!(
+        layers[0],
+        "the kv is unreachable and there is no snapshot file"
+    );
+    assert!(layers.len() > 1, "the cause is kept: {layers:?}");
 
     // Otherwise it starts from the snapshot, flagged stale.
     let mut r = ConfigReader::<App>::builder(doc())

@@ -314,6 +314,179 @@ pub(crate) fn from_request(err: async_nats::RequestError) -> Error {
     Error::new(kind, message).with_source(err)
 }
 
+/// Defines a recipe crate's error type: the one place the recipes' error boilerplate lives.
+///
+/// kvtk-locks, kvtk-leader, kvtk-config and kvtk-membership each have one `Error` with a
+/// matchable `ErrorKind` of their own, a message and an optional cause. This macro writes the
+/// struct and everything they share, so every recipe error behaves alike:
+///
+/// - the struct (with `#[derive(Debug)]`): the fields `kind`, `message`, then the extra fields
+///   given (each starts as its `Default`), then `source`, a boxed
+///   `dyn std::error::Error + Send + Sync`;
+/// - `pub(crate) fn new(kind, message)` (no cause) and `pub(crate) fn with_source(self, cause)`;
+/// - `pub fn kind()`, `pub fn core_kind()` (the kind of a [`kvtk_core::Error`](crate::Error)
+///   cause) and `pub fn is_transient()` (that cause's
+///   [`is_transient`](crate::Error::is_transient); `false` without one);
+/// - [`Display`](std::fmt::Display) printing the message only: **one layer**, the cause is
+///   reached through [`source`](std::error::Error::source) and never copied into the message;
+/// - [`std::error::Error`] with `source()`, and [`Transient`](crate::Transient).
+///
+/// What differs between the crates stays in each crate: the `ErrorKind` enum, how a
+/// `kvtk_core::Error` maps onto it (a `From` impl or a constructor with a context message),
+/// and accessors for the extra fields. Write the message lowercase, without a trailing period,
+/// and without the cause's text.
+///
+/// A macro rather than a generic `Error<K>`: each crate keeps its own nominal `Error` type
+/// (its public API), its extra fields and its inherent constructors, and may implement
+/// `From<kvtk_core::Error>` for it, which the orphan rule forbids for a foreign generic type.
+///
+/// ```
+/// mod error {
+///     /// What went wrong.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///     pub enum ErrorKind {
+///         /// A key-value operation failed.
+///         Kv,
+///         /// The member is gone.
+///         Lost,
+///     }
+///
+///     kvtk_core::recipe_error! {
+///         /// The error of every operation of this crate.
+///         pub struct Error {
+///             kind: ErrorKind,
+///             /// An extra field, `None` until set by the crate's own constructors.
+///             member: Option<String>,
+///         }
+///     }
+///
+///     impl Error {
+///         /// The member the error is about.
+///         pub fn member(&self) -> Option<&str> {
+///             self.member.as_deref()
+///         }
+///     }
+///
+///     impl From<kvtk_core::Error> for Error {
+///         fn from(e: kvtk_core::Error) -> Error {
+///             Error::new(ErrorKind::Kv, "key-value operation failed").with_source(e)
+///         }
+///     }
+/// }
+///
+/// let cause = kvtk_core::Key::new("a b").unwrap_err();
+/// let cause_text = cause.to_string();
+/// let e = error::Error::from(cause);
+/// assert_eq!(e.kind(), error::ErrorKind::Kv);
+/// assert_eq!(e.member(), None);
+/// assert_eq!(e.to_string(), "key-value operation failed"); // one layer
+/// assert_eq!(e.core_kind(), Some(kvtk_core::ErrorKind::InvalidKey));
+/// assert!(!e.is_transient());
+/// let source = std::error::Error::source(&e).map(ToString::to_string);
+/// assert_eq!(source, Some(cause_text));
+/// ```
+#[macro_export]
+macro_rules! recipe_error {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            kind: $kind:ty
+            $(, $(#[$field_attr:meta])* $field:ident : $field_ty:ty)* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug)]
+        $vis struct $name {
+            kind: $kind,
+            message: ::std::string::String,
+            $($(#[$field_attr])* $field: $field_ty,)*
+            source: ::std::option::Option<
+                ::std::boxed::Box<
+                    dyn ::std::error::Error
+                        + ::std::marker::Send
+                        + ::std::marker::Sync
+                        + 'static,
+                >,
+            >,
+        }
+
+        impl $name {
+            /// An error of `kind` with a message (lowercase, no trailing period) and no cause.
+            pub(crate) fn new(
+                kind: $kind,
+                message: impl ::std::convert::Into<::std::string::String>,
+            ) -> $name {
+                $name {
+                    kind,
+                    message: message.into(),
+                    $($field: ::std::default::Default::default(),)*
+                    source: ::std::option::Option::None,
+                }
+            }
+
+            /// This error with `source` as its cause, reached through
+            /// [`source`](std::error::Error::source) (Display does not print it).
+            pub(crate) fn with_source(
+                mut self,
+                source: impl ::std::convert::Into<
+                    ::std::boxed::Box<
+                        dyn ::std::error::Error
+                            + ::std::marker::Send
+                            + ::std::marker::Sync
+                            + 'static,
+                    >,
+                >,
+            ) -> $name {
+                self.source = ::std::option::Option::Some(source.into());
+                self
+            }
+
+            /// What went wrong.
+            pub fn kind(&self) -> $kind {
+                self.kind
+            }
+
+            /// For errors that come from the KV layer (their cause is a
+            /// [`kvtk_core::Error`]): the KV error's kind.
+            pub fn core_kind(&self) -> ::std::option::Option<$crate::ErrorKind> {
+                self.core().map($crate::Error::kind)
+            }
+
+            /// Whether the failure is expected to pass by itself, so that retrying may succeed
+            /// (see [`kvtk_core::Error::is_transient`]); `false` for errors that do not come
+            /// from the KV layer.
+            pub fn is_transient(&self) -> bool {
+                self.core().is_some_and($crate::Error::is_transient)
+            }
+
+            fn core(&self) -> ::std::option::Option<&$crate::Error> {
+                self.source.as_deref()?.downcast_ref::<$crate::Error>()
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                // One layer: the cause is reached through `source()`.
+                f.write_str(&self.message)
+            }
+        }
+
+        impl ::std::error::Error for $name {
+            fn source(&self) -> ::std::option::Option<&(dyn ::std::error::Error + 'static)> {
+                self.source
+                    .as_deref()
+                    .map(|e| e as &(dyn ::std::error::Error + 'static))
+            }
+        }
+
+        impl $crate::Transient for $name {
+            fn is_transient(&self) -> bool {
+                $name::is_transient(self)
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,6 @@
 //!
 //! Display text is for people and is not a contract: match on [`Error::kind`].
 
-use std::error::Error as StdError;
-use std::fmt;
-
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -31,53 +28,20 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The error of every kvtk-leader operation.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    source: Option<Box<kvtk_core::Error>>,
+kvtk_core::recipe_error! {
+    /// The error of every kvtk-leader operation.
+    pub struct Error {
+        kind: ErrorKind,
+    }
 }
 
 impl Error {
-    /// An error of `kind` with a message (lowercase, no trailing period).
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::InvalidArgument, message)
     }
 
     pub(crate) fn lost(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Lost, message)
-    }
-
-    pub(crate) fn with_source(mut self, e: kvtk_core::Error) -> Error {
-        self.source = Some(Box::new(e));
-        self
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// For errors that come from the KV layer: the KV error's kind.
-    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
-        self.source.as_deref().map(kvtk_core::Error::kind)
-    }
-
-    /// Whether the failure is expected to pass by itself (see
-    /// [`kvtk_core::Error::is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        self.source
-            .as_deref()
-            .is_some_and(kvtk_core::Error::is_transient)
     }
 }
 
@@ -101,24 +65,6 @@ impl From<kvtk_core::Error> for Error {
             _ => "key-value operation failed",
         };
         Error::new(kind, message).with_source(e)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
-    }
-}
-
-impl kvtk_core::Transient for Error {
-    fn is_transient(&self) -> bool {
-        Error::is_transient(self)
     }
 }
 

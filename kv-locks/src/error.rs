@@ -1,8 +1,5 @@
 //! Errors of kvtk-locks: one type with a matchable [`ErrorKind`].
 
-use std::error::Error as StdError;
-use std::fmt;
-
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -32,40 +29,10 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The error of every kvtk-locks operation.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    source: Option<Box<kvtk_core::Error>>,
-}
-
-impl Error {
-    /// An error of `kind` with a message (lowercase, no trailing period).
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// Whether the failure is expected to pass by itself (see
-    /// [`kvtk_core::Error::is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        self.source
-            .as_deref()
-            .is_some_and(kvtk_core::Error::is_transient)
-    }
-
-    /// For [`ErrorKind::Kv`] (and kinds derived from a KV error): the KV error's kind.
-    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
-        self.source.as_deref().map(kvtk_core::Error::kind)
+kvtk_core::recipe_error! {
+    /// The error of every kvtk-locks operation.
+    pub struct Error {
+        kind: ErrorKind,
     }
 }
 
@@ -88,29 +55,7 @@ impl From<kvtk_core::Error> for Error {
             ErrorKind::PermissionDenied => "permission denied",
             _ => "key-value operation failed",
         };
-        Error {
-            kind,
-            message: message.to_string(),
-            source: Some(Box::new(e)),
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
-    }
-}
-
-impl kvtk_core::Transient for Error {
-    fn is_transient(&self) -> bool {
-        Error::is_transient(self)
+        Error::new(kind, message).with_source(e)
     }
 }
 

@@ -4,12 +4,7 @@
 //! reached through [`source`](std::error::Error::source). Display text is for people and is
 //! not a contract: match on [`Error::kind`].
 
-use std::error::Error as StdError;
-use std::fmt;
-
 use kvtk_core::Revision;
-
-type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,25 +31,15 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The error of every kvtk-membership operation.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    joined_at: Option<Revision>,
-    source: Option<BoxError>,
+kvtk_core::recipe_error! {
+    /// The error of every kvtk-membership operation.
+    pub struct Error {
+        kind: ErrorKind,
+        joined_at: Option<Revision>,
+    }
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            joined_at: None,
-            source: None,
-        }
-    }
-
     /// A kvtk-core error met while doing `what` (lowercase, e.g. "could not join").
     pub(crate) fn kv(what: impl Into<String>, e: kvtk_core::Error) -> Error {
         let kind = match e.kind() {
@@ -82,53 +67,9 @@ impl Error {
         e
     }
 
-    fn with_source(mut self, source: impl Into<BoxError>) -> Error {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// For errors that come from the KV layer: the KV error's kind.
-    pub fn core_kind(&self) -> Option<kvtk_core::ErrorKind> {
-        self.core().map(kvtk_core::Error::kind)
-    }
-
-    /// Whether retrying may succeed (the KV layer's [`kvtk_core::Error::is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        self.core().is_some_and(kvtk_core::Error::is_transient)
-    }
-
     /// For [`ErrorKind::AlreadyJoined`]: the revision at which the live member joined.
     pub fn joined_at(&self) -> Option<Revision> {
         self.joined_at
-    }
-
-    fn core(&self) -> Option<&kvtk_core::Error> {
-        self.source.as_deref()?.downcast_ref::<kvtk_core::Error>()
-    }
-}
-
-impl kvtk_core::Transient for Error {
-    fn is_transient(&self) -> bool {
-        Error::is_transient(self)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -144,6 +85,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidName);
         assert_eq!(e.to_string(), "bad instance id");
         assert_eq!(e.core_kind(), Some(kvtk_core::ErrorKind::InvalidKey));
+        assert!(!e.is_transient());
         let layers = kvtk_tests::assert_one_layer_each(&e);
         assert_eq!(layers, vec!["bad instance id".to_string(), core_text]);
     }

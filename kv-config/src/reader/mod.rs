@@ -525,7 +525,7 @@ where
                     None => {
                         return Err(Error::new(
                             ErrorKind::Unavailable,
-                            format!("the kv is unreachable and there is no snapshot file: {e}"),
+                            "the kv is unreachable and there is no snapshot file",
                         )
                         .with_source(e))
                     }
