@@ -149,10 +149,6 @@ async fn killing_the_stream_leader_never_yields_two_leaders() {
     }
 }
 
-/// Requests on R3 wait for a quorum: a busy 2-core machine needs more than the suite's
-/// short timeout when nothing is failing.
-const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// PITFALLS 33: three candidates, one per node, campaign and resign in a loop on an R3
 /// bucket with no fault, while an observer on every node follows (polled as it goes, as an
 /// application would): no campaign or resignation fails, terms never overlap, and every
@@ -170,9 +166,9 @@ async fn contended_campaigns_with_an_observer_per_node_on_r3() {
         .await
         .unwrap();
     let on_node = |i: usize| {
-        let url = cluster.node(i).client_url();
+        let cluster = &cluster;
         async move {
-            let kv = Kv::new(kvtk_tests::client::with_request_timeout(url, QUORUM_TIMEOUT).await);
+            let kv = Kv::new(cluster.node_client(i).await);
             Election::new(kv.open("oc").await.unwrap(), "svc", TTL).unwrap()
         }
     };

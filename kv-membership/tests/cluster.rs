@@ -19,13 +19,9 @@ use tokio::time::Instant;
 /// How long the members churn.
 const RUN: Duration = Duration::from_secs(6);
 
-/// Requests on R3 wait for a quorum: a busy 2-core machine needs more than the kit's 500 ms.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The group `svc` on its own connection to node `i` alone.
 async fn group_on_node(cluster: &NatsCluster, i: usize) -> Group {
-    let url = cluster.node(i).client_url();
-    let kv = Kv::new(client::with_request_timeout(url, REQUEST_TIMEOUT).await);
+    let kv = Kv::new(cluster.node_client(i).await);
     Membership::open(&kv, "mem")
         .await
         .unwrap()
@@ -71,8 +67,9 @@ async fn seen_until_end(watch: &mut MembershipWatch) -> BTreeMap<String, Vec<&'s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_churn_and_every_watcher_follows_them_on_r3() {
     let cluster = NatsCluster::start().await;
-    let setup = Kv::new(client::with_request_timeout(cluster.client_urls(), REQUEST_TIMEOUT).await)
-        .with_timeout(Duration::from_secs(30));
+    let setup =
+        Kv::new(client::with_request_timeout(cluster.client_urls(), client::QUORUM_TIMEOUT).await)
+            .with_timeout(Duration::from_secs(30));
     setup
         .create_or_open(Membership::bucket_config("mem").replicas(3))
         .await

@@ -8,6 +8,11 @@ use async_nats::{Client, ConnectOptions, ToServerAddrs};
 /// The request timeout of [`short_timeouts`]: a lost reply is known in half a second.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The request timeout of [`NatsCluster::node_client`](crate::NatsCluster::node_client): on
+/// an R3 bucket a write waits for a quorum, which a busy 2-core machine can take longer than
+/// [`REQUEST_TIMEOUT`] to gather with nothing failing.
+pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long one connection attempt may take (async-nats' default is 5 s).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 

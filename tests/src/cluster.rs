@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::client;
 use crate::proxy::FaultProxy;
 use crate::server::{free_ports, ClusterSpec, NatsServer, POLL_CLUSTER};
 
@@ -153,6 +154,21 @@ impl NatsCluster {
     /// `async_nats::connect` or `ConnectOptions::connect`, or use [`NatsCluster::connect`].
     pub fn client_url(&self) -> String {
         self.client_urls().join(",")
+    }
+
+    /// Connects a client of node `i` alone, with [`client::QUORUM_TIMEOUT`] requests: tests
+    /// that want a client on a stream follower (whose consumers and direct gets may lag the
+    /// leader) use one per node.
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is left behind.
+    pub async fn node_client(&self, i: usize) -> async_nats::Client {
+        client::with_request_timeout(self.node(i).client_url(), client::QUORUM_TIMEOUT).await
     }
 
     /// Connects a client that knows every node, with async-nats' default options.
