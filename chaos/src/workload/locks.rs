@@ -152,7 +152,7 @@ impl Worker {
                 self.counts.released.fetch_add(1, Ordering::Relaxed);
                 op.ok(None);
             }
-            Some(Err(e)) => op.unknown(e),
+            Some(Err(e)) => op.unknown(super::causes(&e)),
             None => op.unknown("timed out or stopped"),
         }
     }

@@ -38,7 +38,7 @@ pub(crate) async fn bounded<F: std::future::IntoFuture>(
 
 /// Completes `op` as ok with `result` or, for errors and timeouts, as unknown: the recipes do
 /// not promise that a failed call did nothing, so the checkers must not assume it.
-pub(crate) fn settle<T, E: std::fmt::Display>(
+pub(crate) fn settle<T, E: std::error::Error>(
     op: Pending,
     out: Option<Result<T, E>>,
     result: impl FnOnce(&T) -> Option<u64>,
@@ -49,7 +49,7 @@ pub(crate) fn settle<T, E: std::fmt::Display>(
             Some(v)
         }
         Some(Err(e)) => {
-            op.unknown(e);
+            op.unknown(causes(&e));
             None
         }
         None => {
@@ -57,4 +57,17 @@ pub(crate) fn settle<T, E: std::fmt::Display>(
             None
         }
     }
+}
+
+/// An error with its causes, outermost first (`a: b: c`): each layer prints only itself, and
+/// the history should say what the server answered.
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }

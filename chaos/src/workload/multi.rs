@@ -112,7 +112,10 @@ impl Worker {
         }));
         match bounded(&self.stop, guard.release()).await {
             Some(Ok(_)) => ops.into_iter().for_each(|op| op.ok(None)),
-            Some(Err(e)) => ops.into_iter().for_each(|op| op.unknown(&e)),
+            Some(Err(e)) => {
+                let why = super::causes(&e);
+                ops.into_iter().for_each(|op| op.unknown(&why));
+            }
             None => ops
                 .into_iter()
                 .for_each(|op| op.unknown("timed out or stopped")),
