@@ -1,6 +1,7 @@
 //! The entry point: [`Locks`] on a bucket, and the [`Mutex`] and [`Semaphore`] handles.
 
 use std::collections::HashMap;
+use std::future::IntoFuture as _;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -443,12 +444,23 @@ pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
         return Ok(());
     };
     // Refuse before storing a count, so a mistaken handle leaves the name usable.
-    check_kind(s, &crate::queue::view(s, None).await?)?;
+    let view = crate::queue::view(s, None).await?;
+    check_kind(s, &view)?;
+    // A stored count never changes (it is only ever created), so any replica's copy of it
+    // is the count: no write and no leader read when it is there already.
+    if let Some(stored) = view.permits.as_ref().filter(|e| e.is_value()) {
+        return mismatch(s, stored_permits(stored));
+    }
     let key = s.name.permits_key();
-    match s.bucket.create(&key, permits.to_string()).await {
+    // Transient failures are ridden out like every step of a wait (chaos found semaphore
+    // acquisitions failing at once on "no responders" after a node restart). A create whose
+    // outcome was unknown and that did land finds its own count next time: no mismatch.
+    let retry = kvtk_core::Backoff::DEFAULT;
+    let create = || s.bucket.create(&key, permits.to_string()).into_future();
+    match retry.retry(create).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
-            let stored = s.bucket.get_from_leader(&key).await?;
+            let stored = retry.retry(|| s.bucket.get_from_leader(&key)).await?;
             mismatch(s, stored.as_ref().and_then(stored_permits))
         }
         Err(e) => Err(e.into()),
