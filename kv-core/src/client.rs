@@ -189,7 +189,11 @@ impl Kv {
                 .api(&format!("STREAM.CREATE.KV_{}", cfg.name), Bytes::from(body))
                 .await
                 .map_err(|e| e.with_op(Operation::Bucket))?;
-            Ok(Bucket::from_inner(self.inner(&cfg.name, &info)))
+            let inner = self.inner(&cfg.name, &info);
+            if cfg.replicas > 1 {
+                serving(&inner).await;
+            }
+            Ok(Bucket::from_inner(inner))
         }
         .instrument(span)
         .await
@@ -319,6 +323,40 @@ impl Kv {
             Err(e) => Err(e.with_op(Operation::Bucket)),
         }
     }
+}
+
+/// How long [`Kv::create_bucket`] waits for a new replicated bucket to serve requests.
+const SERVING_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits, up to [`SERVING_WAIT`], until a new replicated bucket serves requests: its stream
+/// has a leader (which takes writes) and a replica answers direct gets. Right after the
+/// stream is created both can answer "no responders" for a moment (seen in R3 tests: a
+/// writer's first read failed). The bucket exists either way, so this never fails: past the
+/// wait, callers meet a transient error, which the recipes ride out.
+async fn serving(inner: &Inner) {
+    let deadline = tokio::time::Instant::now() + SERVING_WAIT;
+    let mut delays = crate::retry::Backoff::DEFAULT.delays();
+    let probe = format!("{}_kvtk_ready", inner.read_prefix);
+    while tokio::time::Instant::now() < deadline {
+        let info = inner
+            .js
+            .api::<stream::Info>(&format!("STREAM.INFO.{}", inner.stream), Bytes::new())
+            .await;
+        let led = info.is_ok_and(|i| i.cluster.is_some_and(|c| c.leader.is_some()));
+        let read = !inner.direct
+            || !matches!(
+                inner.js.direct_last(&inner.stream, &probe).await,
+                Err(e) if e.kind() == ErrorKind::Unavailable
+            );
+        if led && read {
+            return;
+        }
+        let pause = delays
+            .next()
+            .unwrap_or(crate::retry::Backoff::DEFAULT.max());
+        tokio::time::sleep(pause).await;
+    }
+    tracing::debug!(bucket = %inner.name, "a new replicated bucket is not serving yet");
 }
 
 #[cfg(test)]
