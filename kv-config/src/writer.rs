@@ -148,17 +148,20 @@ where
         &self.bucket
     }
 
-    async fn read_state(&self) -> Result<State, Error> {
+    /// The stored state. `from_leader`: read the document from the stream leader — after a
+    /// conflict, since a direct get may be served by a replica that lags (on R3 a writer on a
+    /// lagging node kept reading the revision it had just lost to and gave up).
+    async fn read_state(&self, from_leader: bool) -> Result<State, Error> {
         let mut entries = BTreeMap::new();
         let mut last = None;
         match &self.source {
             Source::Document { key, .. } => {
-                if let Some(e) = self
-                    .bucket
-                    .entry(key)
-                    .await
-                    .map_err(kv_err("cannot read the config"))?
-                {
+                let read = if from_leader {
+                    self.bucket.get_from_leader(key).await
+                } else {
+                    self.bucket.entry(key).await
+                };
+                if let Some(e) = read.map_err(kv_err("cannot read the config"))? {
                     last = Some(e.revision());
                     let v = e.is_value().then(|| e.value().clone());
                     entries.insert(key.clone(), (v, e.revision()));
@@ -220,7 +223,7 @@ where
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn get(&self) -> Result<(T, Option<Revision>), Error> {
-        let st = self.read_state().await?;
+        let st = self.read_state(false).await?;
         let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last))?;
         let (t, _) = self
             .pipeline
@@ -277,7 +280,7 @@ where
         async {
             let mut delays = conflict_backoff().delays();
             for attempt in 1..=self.attempts {
-                let st = self.read_state().await?;
+                let st = self.read_state(attempt > 1).await?;
                 let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last));
                 let mut old_doc = self.pipeline.defaults.clone();
                 if let Ok(Some(kv)) = &kv {

@@ -334,29 +334,28 @@ const SERVING_WAIT: Duration = Duration::from_secs(10);
 /// writer's first read failed). The bucket exists either way, so this never fails: past the
 /// wait, callers meet a transient error, which the recipes ride out.
 async fn serving(inner: &Inner) {
-    let deadline = tokio::time::Instant::now() + SERVING_WAIT;
-    let mut delays = crate::retry::Backoff::DEFAULT.delays();
-    let probe = format!("{}_kvtk_ready", inner.read_prefix);
-    while tokio::time::Instant::now() < deadline {
-        let info = inner
-            .js
-            .api::<stream::Info>(&format!("STREAM.INFO.{}", inner.stream), Bytes::new())
-            .await;
-        let led = info.is_ok_and(|i| i.cluster.is_some_and(|c| c.leader.is_some()));
-        let read = !inner.direct
-            || !matches!(
-                inner.js.direct_last(&inner.stream, &probe).await,
-                Err(e) if e.kind() == ErrorKind::Unavailable
-            );
-        if led && read {
-            return;
-        }
-        let pause = delays
-            .next()
-            .unwrap_or(crate::retry::Backoff::DEFAULT.max());
-        tokio::time::sleep(pause).await;
+    let ready = crate::retry::Backoff::DEFAULT.retry(|| serves(inner));
+    if tokio::time::timeout(SERVING_WAIT, ready).await.is_err() {
+        tracing::debug!(bucket = %inner.name, "a new replicated bucket is not serving yet");
     }
-    tracing::debug!(bucket = %inner.name, "a new replicated bucket is not serving yet");
+}
+
+/// Whether the bucket serves requests now: `Unavailable` (transient) until its stream names a
+/// leader and a replica answers a direct get (a probe of a key nobody writes: "not found").
+async fn serves(inner: &Inner) -> Result<(), Error> {
+    let unavailable = || Error::new(ErrorKind::Unavailable, "the new bucket does not serve yet");
+    let info: stream::Info = inner
+        .js
+        .api(&format!("STREAM.INFO.{}", inner.stream), Bytes::new())
+        .await?;
+    if info.cluster.is_none_or(|c| c.leader.is_none()) {
+        return Err(unavailable());
+    }
+    if inner.direct {
+        let probe = format!("{}_kvtk_ready", inner.read_prefix);
+        inner.js.direct_last(&inner.stream, &probe).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

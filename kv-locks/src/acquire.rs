@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kvtk_core::lease::{Lease, LeaseConfig};
-use kvtk_core::{Entry, Include, Revision, WatchEvent};
+use kvtk_core::{Backoff, Entry, Include, Revision, WatchEvent};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -429,47 +429,48 @@ async fn wait_turn(
 ///
 /// On a replicated bucket the read is a consumer's last-per-key delivery, and the server
 /// places a consumer on any replica of the stream: one that may not have applied our own
-/// acknowledged write yet (a quorum acknowledged it, not every replica). The consumer goes
-/// on delivering what its replica applies, so we read until our key shows a revision at or
-/// after our entry's origin: the replica has then applied every entry created before ours,
-/// the ones that can stand ahead of us. If that revision is not our entry, the entry is
-/// really gone (taken, expired or removed).
+/// acknowledged write yet (a quorum acknowledged it, not every replica). The delivery up to
+/// its initial-values mark is the replica's state at one point; if our key is not at or
+/// after our entry's origin there, the replica lags and we read again from a new consumer.
+/// (Reading on past the mark until our entry shows is not safe: a revision the history
+/// limit replaced before the consumer reached it — an entry ahead of ours, renewed since —
+/// arrives only with its replacement, after ours; chaos under a partition: two holders.)
+/// If our key's revision there is not our entry, the entry is really gone.
 async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
     if !s.replicated {
         // One server: its snapshot is the truth.
         return view(s, Some(lease.origin())).await;
     }
     let filter = [s.name.all_filter()];
-    let mut watch = open_watch(s, lease, &filter).await?;
     let lost = lease.lost();
     tokio::pin!(lost);
-    let mut keys: HashMap<String, Entry> = HashMap::new();
-    let mut listed = false;
+    let mut lagging = Backoff::DEFAULT.delays();
     loop {
-        if listed && reached(keys.get(&s.own_key), lease) {
-            return Ok(View::of(&s.name, keys.values(), None));
+        let mut watch = open_watch(s, lease, &filter).await?;
+        let mut keys: HashMap<String, Entry> = HashMap::new();
+        loop {
+            let ev = tokio::select! {
+                biased;
+                why = &mut lost => return Err(entry_lost(why)),
+                ev = watch.next() => ev,
+            };
+            match ev {
+                Some(Ok(WatchEvent::Entry(e))) => {
+                    keys.insert(e.key().as_str().to_string(), e);
+                }
+                Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(&s.own_key), lease) => {
+                    return Ok(View::of(&s.name, keys.values(), None));
+                }
+                Some(Ok(WatchEvent::InitialDone)) => break,
+                Some(Err(e)) if !e.is_transient() => return Err(e.into()),
+                Some(Err(e)) => {
+                    tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
+                    break;
+                }
+                None => break,
+            }
         }
-        let ev = tokio::select! {
-            biased;
-            why = &mut lost => return Err(entry_lost(why)),
-            ev = watch.next() => ev,
-        };
-        match ev {
-            Some(Ok(WatchEvent::Entry(e))) => {
-                keys.insert(e.key().as_str().to_string(), e);
-            }
-            Some(Ok(WatchEvent::InitialDone)) => listed = true,
-            Some(Err(e)) if !e.is_transient() => return Err(e.into()),
-            Some(Err(e)) => {
-                tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
-                (watch, listed) = (open_watch(s, lease, &filter).await?, false);
-                keys.clear();
-            }
-            None => {
-                (watch, listed) = (open_watch(s, lease, &filter).await?, false);
-                keys.clear();
-            }
-        }
+        tokio::time::sleep(lagging.next().unwrap_or(Backoff::DEFAULT.max())).await;
     }
 }
 

@@ -177,22 +177,17 @@ async fn enqueue_all(
     cfg: LeaseConfig,
 ) -> Result<Vec<Lease>, Error> {
     let mut own: Vec<Expect> = slots.iter().map(|s| expect_of(s.own_last)).collect();
-    let mut pauses = Backoff::DEFAULT.delays();
     for _ in 0..ATTEMPTS {
-        let creates = handles
-            .iter()
-            .zip(&own)
-            .map(|(s, e)| {
+        let creates = || {
+            let leases = handles.iter().zip(&own).map(|(s, e)| {
                 s.bump(Stat::AcquireWrite);
                 new_entry(s, cfg).expect(*e)
-            })
-            .collect();
-        match create_all(creates).await {
+            });
+            create_all(leases.collect())
+        };
+        match Backoff::DEFAULT.retry(creates).await {
             Ok(leases) => return Ok(leases),
             Err(e) if e.is_conflict() => own = own_states(handles).await?,
-            Err(e) if e.is_transient() => {
-                tokio::time::sleep(pauses.next().unwrap_or(Backoff::DEFAULT.max())).await
-            }
             Err(e) => return Err(e.into()),
         }
     }
