@@ -7,8 +7,8 @@
 //!    Not on replicated buckets, whose servers do not check a wildcard expectation against
 //!    writes in flight.
 //! 2. **Queue path**. Enter the queue (a lease on our own key), then read the lock's keys
-//!    at a revision ≥ our entry's (on a replicated bucket, a consumer read until our own
-//!    entry shows: its replica may lag the leader). The
+//!    at a revision ≥ our entry's (on a replicated bucket, a consumer's initial values,
+//!    read again while they lack our own entry: its replica may lag the leader). The
 //!    lock's [rule](crate::rule) says whether we hold and, if not, which entries we wait for
 //!    (our predecessor for a mutex). We watch those keys only, so a release wakes the next
 //!    waiter and nobody else. When the entry we waited for leaves by a holder's completed

@@ -18,8 +18,9 @@
 //!   server checks a wildcard expectation against stored messages only, not against a
 //!   matching write still in flight.
 //! - **Contended: a queue.** A waiter writes its entry and follows the lock's keys on one
-//!   watch (the last value of each key, then every write) read until its own entry shows —
-//!   the watch's consumer may sit on a replica that lags the stream leader —, deciding
+//!   watch (the last value of each key, then every write), taken again until its initial
+//!   values hold its own entry — the watch's consumer may sit on a replica that lags the
+//!   stream leader —, deciding
 //!   again on each event; the next holder needs no further write: the lease keeper has been
 //!   renewing its entry all along. Waiters never decide from a direct-get snapshot, which any
 //!   replica may serve.
