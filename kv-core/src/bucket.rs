@@ -19,6 +19,7 @@ use crate::entry::{
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{
     Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
+    TOO_MANY_RESULTS,
 };
 use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
@@ -393,10 +394,12 @@ impl ReadOnlyBucket {
         let span = tracing::debug_span!("kv.snapshot", bucket = %self.inner.name, filter = %filter);
         async {
             let subject = format!("{}{}", self.inner.read_prefix, filter);
-            let (msgs, as_of) = self
-                .snapshot_msgs(&subject)
-                .await
-                .map_err(|e| e.with_op(Operation::Get))?;
+            let (msgs, as_of) = match self.snapshot_msgs(&subject).await {
+                Err(e) if e.server_code() == Some(u64::from(TOO_MANY_RESULTS)) => {
+                    return self.snapshot_by_watch(filter).await;
+                }
+                other => other.map_err(|e| e.with_op(Operation::Get))?,
+            };
             let entries = msgs
                 .into_iter()
                 .filter_map(|m| self.inner.entry_from(m, 0))
@@ -405,6 +408,26 @@ impl ReadOnlyBucket {
         }
         .instrument(span)
         .await
+    }
+
+    /// A snapshot too large for one direct-get answer (more than 1,024 keys match): the last
+    /// value per key from a consumer instead, consistent at least as of the stream's last
+    /// revision read before it started.
+    async fn snapshot_by_watch(&self, filter: KeyFilter) -> Result<Snapshot, Error> {
+        let info: stream::Info = self
+            .inner
+            .js
+            .api(&format!("STREAM.INFO.{}", self.inner.stream), Bytes::new())
+            .await
+            .map_err(|e| e.with_op(Operation::Get))?;
+        let entries = WatchBuilder::new(self.inner.clone(), Ok(vec![filter]))
+            .include(Include::LastPerKey)
+            .snapshot()
+            .await?;
+        Ok(Snapshot {
+            entries,
+            as_of: Revision::new(info.state.last_sequence),
+        })
     }
 
     /// The last message of every subject matching `subject`, and the revision that is

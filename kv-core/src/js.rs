@@ -20,6 +20,9 @@ use crate::error::{self, Error, ErrorKind};
 use crate::permission::{Denied, Violations};
 
 pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The status of a direct-get batch whose filter matches more than the server sends in one
+/// answer (1,024 subjects).
+pub(crate) const TOO_MANY_RESULTS: u16 = 413;
 pub(crate) const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str =
     "Nats-Expected-Last-Subject-Sequence-Subject";
 pub(crate) const ROLLUP: &str = "Nats-Rollup";
@@ -349,6 +352,13 @@ impl Js {
                 Some(StatusCode::NOT_FOUND) => return Ok(None),
                 Some(s) if s.as_u16() == 204 => {
                     return Ok(Some((out, msg.headers.unwrap_or_default())));
+                }
+                Some(s) if s.as_u16() == TOO_MANY_RESULTS => {
+                    return Err(Error::new(
+                        ErrorKind::Server,
+                        "too many keys for one direct-get snapshot",
+                    )
+                    .with_code(u64::from(TOO_MANY_RESULTS)));
                 }
                 _ => {
                     if let Some(m) = direct_answer(msg)? {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -610,4 +611,21 @@ async fn entries_name_the_revision_their_write_expected() {
             None
         ]
     );
+}
+
+/// A snapshot of more keys than one direct-get answer carries (1,024) is read from a
+/// consumer instead of failing ("413 Too Many Results": a semaphore whose handles left over
+/// a thousand queue tombstones failed every first acquisition in a chaos run).
+#[tokio::test]
+async fn a_snapshot_of_more_keys_than_one_direct_answer_is_whole() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, BucketConfig::new("many").history(1)).await;
+    let n = 1_100;
+    let writes = (0..n).map(|i| b.put(format!("q.{i}"), "x").into_future());
+    let revs: Vec<Revision> = futures::future::try_join_all(writes).await.unwrap();
+    let snap = kvtk_tests::within("a large snapshot", b.snapshot("q.*"))
+        .await
+        .unwrap();
+    assert_eq!(snap.entries.len(), n);
+    assert!(snap.as_of >= revs.iter().max().copied());
 }
