@@ -418,12 +418,14 @@ mod tests {
         let c = cfg(3);
         let t0 = Instant::now();
         let mut clock = LeaseClock::new(c, t0);
-        // renewals fail for 2 s, then one succeeds (its send time is what counts)
+        // renewals fail for 2 s, then one succeeds (its send time is what counts); the retry
+        // delays are jittered, so the outage ends at 2 s, not at a retry that may fall later
+        let outage_end = t0 + Duration::from_secs(2);
         let mut now = t0 + c.renew_every();
-        while now < t0 + Duration::from_secs(2) {
+        while now < outage_end {
             clock.renewal_failed();
             match clock.next(now) {
-                Next::RenewAt(at) => now = at,
+                Next::RenewAt(at) => now = at.min(outage_end),
                 Next::Lost => panic!("lost too early"),
             }
         }
