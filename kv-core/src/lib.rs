@@ -68,7 +68,7 @@ pub use counters::{CounterHandle, Counters};
 pub use entry::{Batch, Entry, LeaseTag, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};
 pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyRule, MAX_KEY_LEN};
-pub use retry::{Backoff, Transient};
+pub use retry::{Backoff, Retrying, Transient};
 pub use revision::{Expect, Revision, Ttl};
 pub use rmw::{Counter, Outcome, Rmw, DEFAULT_ATTEMPTS};
 pub use txn::{Committed, Txn, MAX_TXN_OPS};

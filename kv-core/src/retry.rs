@@ -118,20 +118,85 @@ impl Backoff {
         Fut: Future<Output = Result<T, E>>,
         E: Transient,
     {
-        let mut delays = self.delays();
+        let mut state = self.start();
         loop {
             match op().await {
-                Err(e) if e.is_transient() => {
-                    let d = delays.next().unwrap_or(self.max).min(self.max);
-                    tracing::debug!(
-                        delay_ms = d.as_millis() as u64,
-                        "transient failure, retrying"
-                    );
-                    tokio::time::sleep(d).await;
-                }
+                Err(e) if e.is_transient() => state.pause().await,
                 other => return other,
             }
         }
+    }
+
+    /// A retry state for a loop that decides itself what to retry: it counts the failures
+    /// in a row and hands out the delay before the next attempt.
+    pub fn start(&self) -> Retrying {
+        Retrying {
+            backoff: *self,
+            failures: 0,
+        }
+    }
+}
+
+/// The state of one retrying loop: failures in a row and the delay each one earns. The one
+/// driver behind every loop that waits between attempts — [`Backoff::retry`] runs it for
+/// "retry while transient"; loops that retry on their own terms (a lagging replica, a
+/// campaign's timers) hold one and call [`pause`](Retrying::pause) or
+/// [`next_attempt`](Retrying::next_attempt) on failure and [`reset`](Retrying::reset) on
+/// success.
+///
+/// ```
+/// use std::time::Duration;
+/// use kvtk_core::Backoff;
+/// let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(40)).unwrap();
+/// let mut r = b.without_jitter().start();
+/// assert_eq!(r.failed(), Duration::from_millis(10));
+/// assert_eq!(r.failed(), Duration::from_millis(20));
+/// assert_eq!(r.failures(), 2);
+/// r.reset();
+/// assert_eq!(r.failed(), Duration::from_millis(10));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retrying {
+    backoff: Backoff,
+    failures: u32,
+}
+
+impl Retrying {
+    /// Counts one more failure and returns the delay it earns.
+    pub fn failed(&mut self) -> Duration {
+        let d = self.backoff.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    /// Counts one more failure and sleeps the delay it earns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the failure is counted before the sleep.
+    pub async fn pause(&mut self) {
+        let d = self.failed();
+        tracing::debug!(
+            delay_ms = d.as_millis() as u64,
+            failures = self.failures,
+            "retrying after a pause"
+        );
+        tokio::time::sleep(d).await;
+    }
+
+    /// Counts one more failure and returns when the next attempt is due, for loops that
+    /// wait on several timers at once.
+    pub fn next_attempt(&mut self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.failed()
+    }
+
+    /// Failures in a row since the start or the last [`reset`](Retrying::reset).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// An attempt succeeded: the next failure waits the shortest delay again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -218,6 +283,22 @@ mod tests {
             !e(ErrorKind::Conflict).is_transient() && !e(ErrorKind::Conflict).outcome_unknown()
         );
         assert!(!e(ErrorKind::InvalidKey).is_transient());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_state_pauses_longer_until_reset() {
+        let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(25))
+            .unwrap()
+            .without_jitter();
+        let mut r = b.start();
+        let t0 = tokio::time::Instant::now();
+        r.pause().await;
+        r.pause().await;
+        r.pause().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(10 + 20 + 25));
+        assert_eq!(r.failures(), 3);
+        r.reset();
+        assert_eq!(r.next_attempt() - tokio::time::Instant::now(), Duration::from_millis(10));
     }
 
     #[tokio::test(start_paused = true)]
