@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_millis(10 + 20 + 25));
         assert_eq!(r.failures(), 3);
         r.reset();
-        assert_eq!(r.next_attempt() - tokio::time::Instant::now(), Duration::from_millis(10));
+        assert_eq!(
+            r.next_attempt() - tokio::time::Instant::now(),
+            Duration::from_millis(10)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ pub(crate) mod child;
 pub(crate) mod contended;
 pub(crate) mod env;
 pub(crate) mod process;
+pub(crate) mod propagation;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod wire;

@@ -23,11 +23,10 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::harness::child::{self, Running};
 use crate::harness::process::cpu_secs;
+use crate::harness::propagation::{payload, sample, settle, version_of, Sample, WARM};
 use crate::harness::stats::{Lat, Report, Row};
 use crate::harness::{with, BoxError, Env, Sync};
-use crate::metrics::config::{
-    check, payload, sample, settle, version_of, AppConfig, Sample, KEY, WARM,
-};
+use crate::metrics::config::{check, AppConfig, KEY};
 
 pub(crate) const METRIC: &str = "config_fanout";
 /// The child role that runs one process's readers and subscribers.

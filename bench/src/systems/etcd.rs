@@ -220,12 +220,12 @@ pub(crate) async fn watch_propagation(
     writer
         .put(
             key.as_str(),
-            crate::metrics::config::payload(0).to_vec(),
+            crate::harness::propagation::payload(0).to_vec(),
             None,
         )
         .await?;
     let mut clients = Vec::new();
-    for _ in 0..readers.min(crate::metrics::config::CONNECTIONS) {
+    for _ in 0..readers.min(crate::harness::propagation::CONNECTIONS) {
         clients.push(connect(&ep).await?);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -243,7 +243,7 @@ pub(crate) async fn watch_propagation(
                     }
                     if let Some(v) = ev
                         .kv()
-                        .and_then(|kv| crate::metrics::config::version_of(kv.value()))
+                        .and_then(|kv| crate::harness::propagation::version_of(kv.value()))
                     {
                         let _ = tx.send((v, t));
                     }
@@ -252,13 +252,13 @@ pub(crate) async fn watch_propagation(
         }));
     }
     let k2 = key.clone();
-    let lat = crate::metrics::config::drive(env, &mut rx, readers, move |i| {
+    let lat = crate::harness::propagation::drive(env, &mut rx, readers, move |i| {
         let mut w = writer.clone();
         let k = k2.clone();
         async move {
             w.put(
                 k.as_str(),
-                crate::metrics::config::payload(i).to_vec(),
+                crate::harness::propagation::payload(i).to_vec(),
                 None,
             )
             .await
