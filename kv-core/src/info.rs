@@ -1,5 +1,5 @@
-//! What the server reports about a bucket's stream, for tools that judge a deployment (such as
-//! kvtk-doctor) without opening the bucket or sending JetStream requests of their own.
+//! What the server reports about a bucket's stream, for tools that judge a deployment without
+//! opening the bucket or sending JetStream requests of their own.
 
 use std::time::Duration;
 
