@@ -162,10 +162,7 @@ pub(crate) async fn connect(args: &ConnectArgs) -> Result<Kv> {
 ///
 /// # Cancel safety
 /// Cancel safe: dropping the future drops the half-made connection.
-pub(crate) async fn system_client(
-    args: &ConnectArgs,
-    sys: &SystemArgs,
-) -> Result<Option<async_nats::Client>> {
+pub(crate) async fn system_client(args: &ConnectArgs, sys: &SystemArgs) -> Result<Option<Kv>> {
     let c = if let Some(name) = &sys.system_context {
         timeouts(Connect::new(), args.timeout).context(name)
     } else if let Some(path) = &sys.system_creds {
@@ -176,11 +173,11 @@ pub(crate) async fn system_client(
     } else {
         return Ok(None);
     };
-    let client = c
-        .client()
+    let kv = c
+        .connect()
         .await
         .map_err(|e| CliError::from(e).within("system account"))?;
-    Ok(Some(client))
+    Ok(Some(kv))
 }
 
 fn timeouts(c: Connect, timeout: Duration) -> Connect {

@@ -1,11 +1,11 @@
 //! `kvtk doctor [BUCKET]`: can this deployment keep the toolkit's promises? The findings of
-//! `kvtk_core::doctor`, one line each, or as JSON; exit 3 when any is an error.
+//! `kvtk_doctor`, one line each, or as JSON; exit 3 when any is an error.
 
 use std::time::Duration;
 
-use kvtk_core::doctor::{Doctor, Finding, Intent, Recipe, Report};
 use kvtk_core::lease::LeaseConfig;
 use kvtk_core::ErrorKind;
+use kvtk_doctor::{Doctor, Finding, Intent, Recipe, Report};
 
 use crate::connect::{connect, system_client, ConnectArgs, SystemArgs};
 use crate::error::{code, CliError, Result};

@@ -1,6 +1,6 @@
 //! `kvtk`: run a command under a lock or as leader, and operate buckets, locks, elections
-//! and configuration from a shell. Built on the public APIs of kvtk-core, kvtk-locks, kvtk-leader
-//! and kvtk-config; see kv-cli/README.md.
+//! and configuration from a shell. Built on the public APIs of kvtk-core, kvtk-locks, kvtk-leader,
+//! kvtk-config and kvtk-doctor; see kv-cli/README.md.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use super::intent::{Intent, Recipe};
-use super::report::{Code, Finding, ServerFacts, Severity, SyncSetting};
-use crate::client::ServerVersion;
-use crate::config::Storage;
-use crate::lease::{REPLICATED_TTL, STREAM_LEADER_ELECTION};
+use kvtk_core::lease::{REPLICATED_TTL, STREAM_LEADER_ELECTION};
+use kvtk_core::{ServerVersion, Storage};
+
+use crate::intent::{Intent, Recipe};
+use crate::report::{Code, Finding, ServerFacts, Severity, SyncSetting};
 
 /// The first release with every fix for the data loss Jepsen found in nats-server 2.12.1.
 pub const FIXED_SERVER: ServerVersion = ServerVersion::new(2, 12, 4);
@@ -77,50 +77,71 @@ fn sync(facts: &Facts, intent: &Intent) -> Option<Finding> {
     if facts.storage == Storage::Memory {
         return None; // memory_storage says worse
     }
-    let lax: Vec<String> = facts
+    let lax = lax_servers(facts);
+    if lax.is_empty() {
+        sync_unchecked(facts, intent)
+    } else {
+        Some(sync_not_always(facts, intent, &lax))
+    }
+}
+
+/// The servers that fsync on an interval, named with it: `n0 (every 2 min)`.
+fn lax_servers(facts: &Facts) -> Vec<String> {
+    facts
         .servers
         .iter()
         .filter_map(|s| match s.sync? {
             SyncSetting::Interval(d) => Some(format!("{} (every {})", s.name, secs(d))),
             SyncSetting::Always => None,
         })
-        .collect();
-    let single = facts.replicas == 1;
-    let fences = intent.fences();
-    let fix = "set `jetstream { sync_interval: always }` on every server hosting the bucket \
-               (etcd's durability), or use an R3 bucket";
-    if !lax.is_empty() {
-        let (severity, why) = match (single, fences) {
-            (true, true) => (
-                Severity::Error,
-                format!(
-                    "the bucket has one replica and holds {}: after a power loss or OS crash the \
+        .collect()
+}
+
+/// Whether a lost log tail reissues revisions that are fencing tokens or terms: one replica
+/// holding locks or elections.
+fn single_and_fencing(facts: &Facts, intent: &Intent) -> bool {
+    facts.replicas == 1 && intent.fences()
+}
+
+/// `sync-not-always` on the `lax` servers: how bad depends on replicas and recipes.
+fn sync_not_always(facts: &Facts, intent: &Intent, lax: &[String]) -> Finding {
+    let (severity, why) = if single_and_fencing(facts, intent) {
+        (
+            Severity::Error,
+            format!(
+                "the bucket has one replica and holds {}: after a power loss or OS crash the \
                  unsynced tail of its log is gone and the same revisions — fencing tokens, \
                  terms — are issued again",
-                    intent.named(Recipe::fences)
-                ),
+                intent.named(Recipe::fences)
             ),
-            (true, false) => (
-                Severity::Warning,
-                "the bucket has one replica: a power loss or OS \
-                 crash loses acknowledged writes (up to the sync interval)"
-                    .to_string(),
-            ),
-            (false, _) => (
-                Severity::Info,
-                "replication covers a single crash, but a power loss \
-                 that takes down a majority of the replicas at once can lose acknowledged writes \
-                 (Jepsen, nats-server 2.12.1)"
-                    .to_string(),
-            ),
-        };
-        return Some(Finding::new(
-            severity,
-            Code::SyncNotAlways,
-            format!("sync_interval is not `always` on {}: {why}", lax.join(", ")),
-            fix,
-        ));
-    }
+        )
+    } else if facts.replicas == 1 {
+        (
+            Severity::Warning,
+            "the bucket has one replica: a power loss or OS \
+             crash loses acknowledged writes (up to the sync interval)"
+                .to_string(),
+        )
+    } else {
+        (
+            Severity::Info,
+            "replication covers a single crash, but a power loss \
+             that takes down a majority of the replicas at once can lose acknowledged writes \
+             (Jepsen, nats-server 2.12.1)"
+                .to_string(),
+        )
+    };
+    Finding::new(
+        severity,
+        Code::SyncNotAlways,
+        format!("sync_interval is not `always` on {}: {why}", lax.join(", ")),
+        "set `jetstream { sync_interval: always }` on every server hosting the bucket \
+         (etcd's durability), or use an R3 bucket",
+    )
+}
+
+/// `sync-unchecked` when a server's sync setting could not be read.
+fn sync_unchecked(facts: &Facts, intent: &Intent) -> Option<Finding> {
     let unchecked = facts.servers.iter().any(|s| s.sync.is_none());
     unchecked.then(|| {
         let reason = facts
@@ -128,7 +149,7 @@ fn sync(facts: &Facts, intent: &Intent) -> Option<Finding> {
             .as_deref()
             .unwrap_or("no server reported it");
         Finding::new(
-            if single && fences {
+            if single_and_fencing(facts, intent) {
                 Severity::Warning
             } else {
                 Severity::Info
@@ -377,241 +398,4 @@ fn secs(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server(name: &str, version: ServerVersion, sync: Option<SyncSetting>) -> ServerFacts {
-        ServerFacts {
-            name: name.into(),
-            version: Some(version),
-            sync,
-        }
-    }
-
-    /// An R3 file bucket with every feature, on fixed servers that sync always.
-    fn safe() -> Facts {
-        let v = ServerVersion::new(2, 15, 1);
-        Facts {
-            bucket: "b".into(),
-            replicas: 3,
-            storage: Storage::File,
-            persist_async: false,
-            per_key_ttl: true,
-            atomic: true,
-            history: 1,
-            mirror_of: None,
-            expires: false,
-            servers: ["n0", "n1", "n2"]
-                .map(|n| server(n, v, Some(SyncSetting::Always)))
-                .into(),
-            sync_unknown: None,
-        }
-    }
-
-    fn lease(secs: u64) -> crate::lease::LeaseConfig {
-        crate::lease::LeaseConfig::new(Duration::from_secs(secs)).unwrap()
-    }
-
-    fn codes(facts: &Facts, intent: &Intent) -> Vec<(Severity, Code)> {
-        findings(facts, intent)
-            .into_iter()
-            .map(|f| (f.severity, f.code))
-            .collect()
-    }
-
-    fn all() -> Intent {
-        Intent::new([
-            Recipe::Locks,
-            Recipe::Elections,
-            Recipe::Config,
-            Recipe::Membership,
-        ])
-        .lease(lease(30))
-    }
-
-    #[test]
-    fn a_safe_r3_bucket_has_no_findings() {
-        assert_eq!(codes(&safe(), &all()), vec![]);
-    }
-
-    #[test]
-    fn each_unsafe_setting_is_one_finding() {
-        use Code::*;
-        use Severity::*;
-        type Change = fn(&mut Facts);
-        type Row = (&'static str, Change, Intent, Vec<(Severity, Code)>);
-        let table: Vec<Row> = vec![
-            (
-                "old server",
-                |f| f.servers[1].version = Some(ServerVersion::new(2, 12, 1)),
-                all(),
-                vec![(Error, ServerTooOld)],
-            ),
-            (
-                "2.12.4 is fixed",
-                |f| f.servers[1].version = Some(FIXED_SERVER),
-                all(),
-                vec![],
-            ),
-            (
-                "R1 lax sync, locks",
-                |f| {
-                    f.replicas = 1;
-                    f.servers.truncate(1);
-                    f.servers[0].sync = Some(SyncSetting::Interval(Duration::from_secs(120)));
-                },
-                Intent::locks(),
-                vec![(Error, SyncNotAlways), (Warning, FewReplicas)],
-            ),
-            (
-                "R1 lax sync, config",
-                |f| {
-                    f.replicas = 1;
-                    f.servers.truncate(1);
-                    f.servers[0].sync = Some(SyncSetting::Interval(Duration::from_secs(120)));
-                },
-                Intent::config(),
-                vec![(Warning, SyncNotAlways)],
-            ),
-            (
-                "R1 unknown sync, elections",
-                |f| {
-                    f.replicas = 1;
-                    f.servers.truncate(1);
-                    f.servers[0].sync = None;
-                },
-                Intent::elections(),
-                vec![(Warning, SyncUnchecked), (Warning, FewReplicas)],
-            ),
-            (
-                "R3 unknown sync",
-                |f| f.servers[2].sync = None,
-                all(),
-                vec![(Info, SyncUnchecked)],
-            ),
-            (
-                "R2 locks",
-                |f| f.replicas = 2,
-                Intent::locks().lease(lease(30)),
-                vec![(Warning, FewReplicas)],
-            ),
-            (
-                "memory locks",
-                |f| f.storage = Storage::Memory,
-                Intent::locks().lease(lease(30)),
-                vec![(Error, MemoryStorage)],
-            ),
-            (
-                "memory membership",
-                |f| f.storage = Storage::Memory,
-                Intent::membership().lease(lease(30)),
-                vec![(Warning, MemoryStorage)],
-            ),
-            (
-                "async persist",
-                |f| f.persist_async = true,
-                all(),
-                vec![(Error, PersistAsync)],
-            ),
-            (
-                "no per-key ttl, membership",
-                |f| f.per_key_ttl = false,
-                Intent::membership().lease(lease(30)),
-                vec![(Error, PerKeyTtlOff)],
-            ),
-            (
-                "no per-key ttl, config",
-                |f| f.per_key_ttl = false,
-                Intent::config().lease(lease(30)),
-                vec![(Info, PerKeyTtlOff)],
-            ),
-            (
-                "no atomic, elections",
-                |f| f.atomic = false,
-                Intent::elections().lease(lease(30)),
-                vec![],
-            ),
-            (
-                "no atomic, locks",
-                |f| f.atomic = false,
-                Intent::locks().lease(lease(30)),
-                vec![(Warning, AtomicBatchesOff)],
-            ),
-            (
-                "history 5, config",
-                |f| f.history = 5,
-                Intent::config().lease(lease(30)),
-                vec![],
-            ),
-            (
-                "history 5, locks",
-                |f| f.history = 5,
-                Intent::locks().lease(lease(30)),
-                vec![(Error, HistoryNotOne)],
-            ),
-            (
-                "short lease",
-                |_| {},
-                Intent::locks().lease(lease(5)),
-                vec![(Warning, LeaseTtlBelowElection)],
-            ),
-            (
-                "no lease given",
-                |_| {},
-                Intent::locks(),
-                vec![(Info, LeaseTtlUnchecked)],
-            ),
-            (
-                "mirror",
-                |f| {
-                    f.mirror_of = Some("KV_b".into());
-                    f.storage = Storage::Memory;
-                },
-                all(),
-                vec![(Info, Mirror)],
-            ),
-        ];
-        for (what, change, intent, want) in table {
-            let mut facts = safe();
-            change(&mut facts);
-            assert_eq!(codes(&facts, &intent), want, "{what}");
-        }
-    }
-
-    #[test]
-    fn a_short_lease_on_r1_is_fine_and_a_fast_renewal_rides_through() {
-        let mut f = safe();
-        f.replicas = 1;
-        f.servers.truncate(1);
-        let short = Intent::locks().lease(lease(5));
-        assert_eq!(
-            codes(&f, &short),
-            vec![(Severity::Warning, Code::FewReplicas)]
-        );
-        // The same rule as the recipes': a 15 s lease renewed every 2 s rides through.
-        let fast = crate::lease::LeaseConfig::new(Duration::from_secs(15))
-            .and_then(|l| l.with_renew_every(Duration::from_secs(2)))
-            .unwrap();
-        assert_eq!(codes(&safe(), &Intent::locks().lease(fast)), vec![]);
-    }
-
-    #[test]
-    fn messages_name_what_they_found() {
-        let mut f = safe();
-        f.replicas = 1;
-        f.servers = vec![server(
-            "n7",
-            ServerVersion::new(2, 12, 1),
-            Some(SyncSetting::Interval(Duration::from_secs(120))),
-        )];
-        let found = findings(&f, &Intent::locks().and(Recipe::Elections));
-        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
-        assert!(
-            text[0].starts_with("error[server-too-old]: nats-server n7 (2.12.1)"),
-            "{text:?}"
-        );
-        assert!(text[1].contains("n7 (every 2 min)"), "{text:?}");
-        assert!(text[1].contains("locks and elections"), "{text:?}");
-        assert!(found.iter().all(|f| !f.fix.is_empty()));
-    }
-}
+mod tests;

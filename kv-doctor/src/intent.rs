@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Serialize, Serializer};
 
-use crate::lease::LeaseConfig;
+use kvtk_core::lease::LeaseConfig;
 
 /// A recipe that keeps its state in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -56,7 +56,7 @@ impl std::fmt::Display for Recipe {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kvtk_core::doctor::{Intent, Recipe};
+/// use kvtk_doctor::{Intent, Recipe};
 /// use kvtk_core::lease::LeaseConfig;
 /// let intent = Intent::locks()
 ///     .and(Recipe::Elections)

@@ -3,11 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use kvtk_core::{ServerVersion, Storage};
 use serde::{Serialize, Serializer};
 
-use super::intent::Intent;
-use crate::client::ServerVersion;
-use crate::config::Storage;
+use crate::intent::Intent;
 
 /// How bad a finding is. Ordered: `Info < Warning < Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

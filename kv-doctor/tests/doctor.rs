@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use kvtk_core::doctor::{self, Code, Doctor, Intent, Recipe, Report, Severity, SyncSetting};
 use kvtk_core::lease::LeaseConfig;
 use kvtk_core::{BucketConfig, ErrorKind, Kv, ServerVersion, Storage};
+use kvtk_doctor::{self as doctor, Code, Doctor, Intent, Recipe, Report, Severity, SyncSetting};
 use kvtk_tests::{Account, NatsCluster, NatsServer, User};
 
 /// A lease that rides through a stream-leader election (the recipes' default on R3).
@@ -316,7 +316,7 @@ async fn reads_sync_interval_through_the_system_account() {
         let server = server_with_system_account(sync_always).await;
         let kv = Kv::new(login(&server, "app", "app-pw").await);
         kv.create_bucket(recipe_bucket("locks")).await.unwrap();
-        let sys = login(&server, "sys", "sys-pw").await;
+        let sys = Kv::new(login(&server, "sys", "sys-pw").await);
         let report = Doctor::new(&kv)
             .system_account(sys)
             .check("locks", &intent)
@@ -352,7 +352,7 @@ async fn a_client_outside_the_system_account_leaves_sync_unchecked() {
     let server = server_with_system_account(false).await;
     let kv = Kv::new(login(&server, "app", "app-pw").await);
     kv.create_bucket(recipe_bucket("locks")).await.unwrap();
-    let not_sys = login(&server, "app", "app-pw").await;
+    let not_sys = Kv::new(login(&server, "app", "app-pw").await);
     let report = Doctor::new(&kv)
         .system_account(not_sys)
         .check("locks", &Intent::elections().lease(lease()))
