@@ -8,6 +8,7 @@ use async_nats::jetstream::stream::{
 };
 
 use crate::error::Error;
+use crate::revision::Ttl;
 
 /// The most history a bucket may keep per key (a server limit).
 pub const MAX_HISTORY: i64 = 64;
@@ -199,7 +200,7 @@ impl BucketConfig {
             )));
         }
         if let Some(t) = self.marker_ttl {
-            crate::revision::Ttl::new(t)?;
+            Ttl::new(t)?;
         }
         if matches!(self.max_value_size, Some(n) if n < 1) {
             return Err(Error::invalid_argument("max_value_size must be positive"));
