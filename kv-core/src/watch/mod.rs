@@ -71,6 +71,9 @@
 //! server restart notices within about two heartbeats (4 s) once polled. A consumer nobody
 //! listens to any more (a dropped watch whose delete did not reach the server) is removed by
 //! the server after 10 s.
+//!
+//! [`ErrorKind::HistoryGone`]: crate::ErrorKind::HistoryGone
+//! [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
 
 // By role: `builder.rs` holds `WatchBuilder` (the options) and `Watch` (the stream it
 // starts); `event.rs` `Include` and `WatchEvent`; `state.rs` the recovery logic above, one
