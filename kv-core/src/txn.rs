@@ -308,6 +308,15 @@ impl Txn {
     }
 
     async fn commit_inner(&self) -> Result<Committed, Error> {
+        self.check_enabled()?;
+        let plan = self.plan()?;
+        let n = plan.len();
+        let ack = self.send(plan).await?;
+        self.committed(&ack, n)
+    }
+
+    /// Transactions need a server and a bucket with atomic batches.
+    fn check_enabled(&self) -> Result<(), Error> {
         self.inner
             .js
             .server_version()
@@ -318,7 +327,12 @@ impl Txn {
                 "the bucket was not created with atomic batches enabled",
             ));
         }
-        let plan = self.plan()?;
+        Ok(())
+    }
+
+    /// Sends the planned messages as one batch: all but the last without asking for a reply,
+    /// the last with the commit mark, whose acknowledgement answers for the whole batch.
+    async fn send(&self, plan: Vec<(Key, HeaderMap, Bytes)>) -> Result<PubAck, Error> {
         let n = plan.len();
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
         let client = &self.inner.js.client;
@@ -346,18 +360,27 @@ impl Txn {
             ));
         };
         let msg = self.inner.js.request(subject, Some(h), value).await?;
-        let ack: PubAck = match parse_api(&msg.payload) {
-            Ok(a) => a,
-            Err(e) if e.is_conflict() => return Err(self.name_conflict(e).await),
-            Err(e) => return Err(e),
-        };
-        if ack.count.is_some_and(|c| c != n as u64) {
+        match parse_api(&msg.payload) {
+            Err(e) if e.is_conflict() => Err(self.name_conflict(e).await),
+            other => other,
+        }
+    }
+
+    /// The revision each of the `n` writes got: contiguous, the last one the commit's.
+    fn committed(&self, ack: &PubAck, n: usize) -> Result<Committed, Error> {
+        let n = n as u64;
+        if ack.count.is_some_and(|c| c != n) {
             return Err(Error::new(
                 ErrorKind::Server,
                 format!("batch committed {:?} messages, sent {n}", ack.count),
             ));
         }
-        let first = ack.seq + 1 - n as u64;
+        let first = ack.seq.checked_sub(n.saturating_sub(1)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Server,
+                format!("server acknowledged sequence {} for {n} writes", ack.seq),
+            )
+        })?;
         let revisions = self
             .ops
             .iter()
