@@ -13,8 +13,7 @@ use crate::config::{validate_bucket_name, BucketConfig};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::Js;
 use crate::permission::Violations;
-// `pub(crate)`: the doctor still names it here until it moves out of kv-core.
-pub(crate) use crate::version::ServerVersion;
+use crate::version::ServerVersion;
 
 /// A handle on the KV buckets of one NATS connection. Cheap to clone.
 ///
@@ -290,7 +289,7 @@ async fn serving(inner: &Inner) {
 /// leader and a replica answers a direct get (a probe of a key nobody writes: "not found").
 async fn serves(inner: &Inner) -> Result<(), Error> {
     let unavailable = || Error::new(ErrorKind::Unavailable, "the new bucket does not serve yet");
-    let info = inner.js.stream_info(&inner.stream).await?;
+    let info = inner.stream_info().await?;
     if info.cluster.is_none_or(|c| c.leader.is_none()) {
         return Err(unavailable());
     }

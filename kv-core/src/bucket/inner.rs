@@ -2,6 +2,7 @@
 //! subject prefixes — and the one-message reads and writes that bucket handles, transactions,
 //! watches and leases are built on.
 
+use async_nats::jetstream::stream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
@@ -44,6 +45,11 @@ impl Inner {
         Some(Entry::from_stored(
             name, key, revision, m.time, headers, m.payload,
         ))
+    }
+
+    /// The info (configuration and state) of the bucket's stream, fresh from the server.
+    pub(crate) async fn stream_info(&self) -> Result<stream::Info, Error> {
+        self.js.stream_info(&self.stream).await
     }
 
     /// The last message of `key`: a direct get when the bucket allows it (any replica may

@@ -213,12 +213,8 @@ impl ReadOnlyBucket {
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn status(&self) -> Result<Status, Error> {
-        let info = self
-            .inner
-            .js
-            .stream_info(&self.inner.stream)
-            .await
-            .map_err(|e| e.with_op(Operation::Status))?;
+        let info = self.inner.stream_info().await;
+        let info = info.map_err(|e| e.with_op(Operation::Status))?;
         let c = &info.config;
         Ok(Status {
             bucket: self.inner.name.clone(),

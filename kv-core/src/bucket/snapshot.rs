@@ -65,12 +65,8 @@ impl ReadOnlyBucket {
     /// value per key from a consumer instead, consistent at least as of the stream's last
     /// revision read before it started.
     async fn snapshot_by_watch(&self, filter: KeyFilter) -> Result<Snapshot, Error> {
-        let info = self
-            .inner
-            .js
-            .stream_info(&self.inner.stream)
-            .await
-            .map_err(|e| e.with_op(Operation::Get))?;
+        let info = self.inner.stream_info().await;
+        let info = info.map_err(|e| e.with_op(Operation::Get))?;
         let entries = WatchBuilder::new(self.inner.clone(), Ok(vec![filter]))
             .include(Include::LastPerKey)
             .snapshot()
@@ -96,7 +92,7 @@ impl ReadOnlyBucket {
         if first.1.is_some() {
             return Ok(first);
         }
-        let info = js.stream_info(&self.inner.stream).await?;
+        let info = self.inner.stream_info().await?;
         let Some(last) = Revision::new(info.state.last_sequence) else {
             return Ok((Vec::new(), None));
         };

@@ -76,11 +76,8 @@ async fn strict_check(inner: &Inner, want: u64, what: &str) -> Result<GapCheck, 
 }
 
 async fn stream_info(inner: &Inner) -> Result<stream::Info, Error> {
-    inner
-        .js
-        .stream_info(&inner.stream)
-        .await
-        .map_err(|e| e.with_op(Operation::Watch))
+    let info = inner.stream_info().await;
+    info.map_err(|e| e.with_op(Operation::Watch))
 }
 
 /// Whether a failure to re-create the consumer ends the watch: retrying cannot help.
@@ -171,7 +168,7 @@ impl State {
             // Nothing processed yet: starting over with the first policy cannot duplicate.
             self.first_policy
         } else if self.strict {
-            let want = self.last_seq + 1;
+            let want = self.last_seq.saturating_add(1);
             self.gap = Some(strict_check(&self.inner, want, "resume").await?);
             DeliverPolicy::ByStartSequence {
                 start_sequence: want,
