@@ -152,8 +152,9 @@ pub struct Batch {
 }
 
 impl Entry {
-    /// The entry a message of `key` stored at `revision` makes, with what it did read from
-    /// its headers. Its [`delta`](Entry::delta) is 0 (a read); a watch sets its own.
+    /// The entry a message of `key` stored at `revision` makes: what the write did (operation,
+    /// removal, TTL, transaction, lease mark, expectation) is read from its headers. Its
+    /// [`delta`](Entry::delta) is 0, as for a read; a watch sets its own.
     pub(crate) fn from_stored(
         bucket: Arc<str>,
         key: Key,
