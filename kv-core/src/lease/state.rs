@@ -1,7 +1,8 @@
 //! The pure part of a lease: what its holder knows ([`State`]) and the renewal decisions —
 //! when to renew, when to demote itself, what a write's or a read-back's result leads to.
 //!
-//! No I/O: the keeper and the held lease send the writes and hand the results here. The arithmetic of the deadline is the
+//! No I/O: the keeper and the held lease send the writes and hand the results here, so every
+//! decision is tested on paused time (`state/tests.rs`). The arithmetic of the deadline is the
 //! [`LeaseClock`]'s; this file decides when to consult it and what each outcome does to it.
 
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
@@ -446,3 +447,6 @@ fn reason_of(e: Option<&Entry>) -> LostReason {
         _ => LostReason::Taken,
     }
 }
+
+#[cfg(test)]
+mod tests;
