@@ -88,12 +88,12 @@ impl Release {
     }
 
     async fn run(self) -> Result<Released, Error> {
-        let st = self.st.clone();
+        let st = &self.st;
         st.claim().await;
         let was_held = st.is_valid();
         st.stop();
         st.lose(LostReason::Released);
-        let res = Removing::new(self).remove().await;
+        let res = self.remove().await;
         st.finish_write();
         match &res {
             Ok(r) => {
@@ -108,43 +108,9 @@ impl Release {
             ..r
         })
     }
-}
-
-impl IntoFuture for Release {
-    type Output = Result<Released, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
-
-/// A release at work: it holds the lease's write slot and has ended the lease.
-struct Removing {
-    st: Arc<State>,
-    bucket: Bucket,
-    first: Option<(String, Expect)>,
-    hand_over: Option<(Bytes, Duration)>,
-    /// The `Kv-Lease` header of the removing write.
-    tag: String,
-}
-
-impl Removing {
-    fn new(r: Release) -> Removing {
-        let mut tag = r.st.tag();
-        if r.completed && r.hand_over.is_none() {
-            tag.push_str(crate::entry::COMPLETED);
-        }
-        Removing {
-            st: r.st,
-            bucket: r.bucket,
-            first: r.first,
-            hand_over: r.hand_over,
-            tag,
-        }
-    }
 
     /// Deletes our key (or leaves the hand-over value): first with the caller's
-    /// expectation, then conditional on our revision.
+    /// expectation, then conditional on our revision. The caller holds the write slot.
     async fn remove(&self) -> Result<Released, Error> {
         let mut rev = Some(self.st.revision());
         if let Some((filter, expect)) = &self.first {
@@ -160,11 +126,15 @@ impl Removing {
 
     /// The removing write (a delete, or the hand-over value), before its condition.
     fn write(&self) -> Write<'_> {
+        let mut tag = self.st.tag();
+        if self.completed && self.hand_over.is_none() {
+            tag.push_str(crate::entry::COMPLETED);
+        }
         let w = match &self.hand_over {
             Some((v, ttl)) => self.bucket.put(&self.st.key, v.clone()).ttl(*ttl),
             None => self.bucket.delete(&self.st.key),
         }
-        .lease_tag(self.tag.clone());
+        .lease_tag(tag);
         match (self.st.tombstone_ttl, &self.hand_over) {
             (Some(t), None) => w.ttl(t),
             _ => w,
@@ -213,11 +183,16 @@ impl Removing {
     /// release's outcome (break).
     async fn look(&self) -> Result<ControlFlow<Released, Revision>, Error> {
         let found = self.bucket.get_from_leader(&self.st.key).await?;
-        Ok(judge(
-            &self.st,
-            self.hand_over.as_ref().map(|(v, _)| v),
-            found,
-        ))
+        let hand_over = self.hand_over.as_ref().map(|(v, _)| v);
+        Ok(judge(&self.st, hand_over, found))
+    }
+}
+
+impl IntoFuture for Release {
+    type Output = Result<Released, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
     }
 }
 

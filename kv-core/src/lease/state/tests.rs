@@ -12,8 +12,14 @@ fn rev(n: u64) -> Revision {
     Revision::new(n).unwrap()
 }
 
+/// TTL 3 s: renewed every second, trusted for 3 s − 300 ms after a send.
+const EVERY: Duration = Duration::from_secs(1);
+const VALIDITY: Duration = Duration::from_millis(2700);
+
+const RETRY: AfterWrite = AfterWrite::Done(Step::Retry);
+const WRITTEN: AfterWrite = AfterWrite::Done(Step::Written);
+
 fn cfg() -> LeaseConfig {
-    // TTL 3 s: renew every 1 s, margin 300 ms, deadline 2.7 s after a send.
     LeaseConfig::new(Duration::from_secs(3)).unwrap()
 }
 
@@ -54,8 +60,23 @@ fn entry(n: u64, nonce: Option<u128>, op: Op, removal: Option<Removal>) -> Entry
     }
 }
 
+/// A value of ours at revision `n`.
+fn ours(n: u64) -> Entry {
+    entry(n, Some(NONCE), Op::Put, None)
+}
+
 fn err(kind: ErrorKind) -> Error {
     Error::new(kind, "test")
+}
+
+/// A write of the lease's key sent at `sent` failed with `kind`.
+fn failed(st: &State, kind: ErrorKind, sent: Instant) -> AfterWrite {
+    st.written(Err(err(kind)), sent)
+}
+
+/// After a conflict on a write that expected `REV`, the stream leader shows `found`.
+fn leader_shows(st: &State, found: Option<Entry>, since: Instant) -> Step {
+    st.read_back(Ok(found), since, rev(REV))
 }
 
 async fn advance_ms(ms: u64) {
@@ -66,45 +87,31 @@ async fn advance_ms(ms: u64) {
 async fn renews_at_the_interval_after_the_last_acknowledged_send() {
     let st = lease();
     let t0 = Instant::now();
-    assert_eq!(
-        st.next(t0),
-        Some(Next::RenewAt(t0 + Duration::from_secs(1)))
-    );
+    assert_eq!(st.next(t0), Some(Next::RenewAt(t0 + EVERY)));
     // One timer per lease: asked again before it fired, the keeper gets nothing.
     assert_eq!(st.next(t0), None);
     advance_ms(1000).await;
     assert!(st.begin_renewal());
     let sent = Instant::now();
     advance_ms(200).await; // the acknowledgement takes 200 ms
-    assert_eq!(
-        st.written(Ok(rev(11)), sent),
-        AfterWrite::Done(Step::Written)
-    );
+    assert_eq!(st.written(Ok(rev(11)), sent), WRITTEN);
     st.renewal_done(Some(Step::Written));
     assert_eq!(st.revision(), rev(11));
-    assert_eq!(st.deadline(), sent + Duration::from_millis(2700));
-    let now = Instant::now();
-    assert_eq!(
-        st.next(now),
-        Some(Next::RenewAt(sent + Duration::from_secs(1)))
-    );
+    assert_eq!(st.deadline(), sent + VALIDITY);
+    assert_eq!(st.next(Instant::now()), Some(Next::RenewAt(sent + EVERY)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_the_last_acknowledged_send_plus_ttl_minus_margin() {
     let st = lease();
     let t0 = Instant::now();
-    assert_eq!(st.deadline(), t0 + Duration::from_millis(2700));
+    assert_eq!(st.deadline(), t0 + VALIDITY);
     // Renewals time out: each counts a failure, none moves the deadline.
     for _ in 0..3 {
         advance_ms(500).await;
-        let sent = Instant::now();
-        assert_eq!(
-            st.written(Err(err(ErrorKind::Timeout)), sent),
-            AfterWrite::Done(Step::Retry)
-        );
+        assert_eq!(failed(&st, ErrorKind::Timeout, Instant::now()), RETRY);
     }
-    assert_eq!(st.deadline(), t0 + Duration::from_millis(2700));
+    assert_eq!(st.deadline(), t0 + VALIDITY);
     advance_ms(1199).await;
     assert!(st.is_valid());
     advance_ms(1).await;
@@ -116,10 +123,9 @@ async fn the_deadline_is_the_last_acknowledged_send_plus_ttl_minus_margin() {
 async fn lost_fires_at_the_deadline_without_any_keeper() {
     let st = lease();
     let t0 = Instant::now();
-    let ended = tokio::spawn(st.clone().ended());
-    let reason = ended.await.unwrap();
+    let reason = tokio::spawn(st.clone().ended()).await.unwrap();
     assert_eq!(reason, LostReason::Deadline);
-    assert_eq!(Instant::now(), t0 + Duration::from_millis(2700));
+    assert_eq!(Instant::now(), t0 + VALIDITY);
     assert_eq!(st.reason(), Some(LostReason::Deadline));
 }
 
@@ -143,8 +149,7 @@ async fn transient_failures_retry_with_backoff_and_success_resets_it() {
     let st = lease();
     advance_ms(1000).await;
     let now = Instant::now();
-    let res = st.written(Err(err(ErrorKind::Unavailable)), now);
-    assert_eq!(res, AfterWrite::Done(Step::Retry));
+    assert_eq!(failed(&st, ErrorKind::Unavailable, now), RETRY);
     st.renewal_done(Some(Step::Retry));
     let Some(Next::RenewAt(at)) = st.next(now) else {
         panic!("a transient failure keeps the lease")
@@ -152,15 +157,13 @@ async fn transient_failures_retry_with_backoff_and_success_resets_it() {
     // Backoff::DEFAULT's first delay: 50 ms, jittered down to no less than half.
     assert!(at >= now + Duration::from_millis(25) && at <= now + Duration::from_millis(50));
     assert!(st.begin_renewal());
-    assert_eq!(
-        st.written(Ok(rev(11)), now),
-        AfterWrite::Done(Step::Written)
-    );
+    assert_eq!(st.written(Ok(rev(11)), now), WRITTEN);
     st.renewal_done(Some(Step::Written));
+    let again = st.next(now);
     assert_eq!(
-        st.next(now),
-        Some(Next::RenewAt(now + Duration::from_secs(1))),
-        "a success renews at the interval again"
+        again,
+        Some(Next::RenewAt(now + EVERY)),
+        "a success resets the backoff"
     );
 }
 
@@ -169,38 +172,32 @@ async fn a_conflict_asks_the_leader_from_the_first_ambiguous_send() {
     let st = lease();
     let t0 = Instant::now();
     // Without a pending write of ours: from this send.
-    assert_eq!(
-        st.written(Err(err(ErrorKind::Conflict)), t0),
-        AfterWrite::AskLeader { since: t0 }
-    );
+    let ask_from = |since| AfterWrite::AskLeader { since };
+    assert_eq!(failed(&st, ErrorKind::Conflict, t0), ask_from(t0));
     // A timeout (outcome unknown), then a conflict: our timed-out write may be what
     // moved the key, so the earlier send is the one that may count.
-    assert_eq!(
-        st.written(Err(err(ErrorKind::Timeout)), t0),
-        AfterWrite::Done(Step::Retry)
-    );
+    assert_eq!(failed(&st, ErrorKind::Timeout, t0), RETRY);
     advance_ms(300).await;
     assert_eq!(
-        st.written(Err(err(ErrorKind::Conflict)), Instant::now()),
-        AfterWrite::AskLeader { since: t0 }
+        failed(&st, ErrorKind::Conflict, Instant::now()),
+        ask_from(t0)
     );
     // A failure that was surely not applied does not start an ambiguity.
     let st = lease();
-    let res = st.written(Err(err(ErrorKind::Unavailable)), t0);
-    assert_eq!(res, AfterWrite::Done(Step::Retry));
+    assert_eq!(failed(&st, ErrorKind::Unavailable, t0), RETRY);
     advance_ms(300).await;
     let now = Instant::now();
-    assert_eq!(
-        st.written(Err(err(ErrorKind::Conflict)), now),
-        AfterWrite::AskLeader { since: now }
-    );
+    assert_eq!(failed(&st, ErrorKind::Conflict, now), ask_from(now));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_permission_ends_the_lease_at_once() {
     let st = lease();
-    let step = st.written(Err(err(ErrorKind::PermissionDenied)), Instant::now());
-    assert_eq!(step, AfterWrite::Done(Step::Gone(LostReason::Permission)));
+    let refused = failed(&st, ErrorKind::PermissionDenied, Instant::now());
+    assert_eq!(
+        refused,
+        AfterWrite::Done(Step::Gone(LostReason::Permission))
+    );
     assert!(st.begin_renewal());
     st.renewal_done(Some(Step::Gone(LostReason::Permission)));
     assert_eq!(st.reason(), Some(LostReason::Permission));
@@ -212,23 +209,19 @@ async fn our_write_newer_than_expected_is_adopted_from_its_send_time() {
     let st = lease();
     advance_ms(1000).await;
     let t1 = Instant::now();
-    let res = st.written(Err(err(ErrorKind::Timeout)), t1);
-    assert_eq!(res, AfterWrite::Done(Step::Retry));
+    assert_eq!(failed(&st, ErrorKind::Timeout, t1), RETRY);
     advance_ms(500).await;
-    let res = st.written(Err(err(ErrorKind::Conflict)), Instant::now());
-    assert_eq!(res, AfterWrite::AskLeader { since: t1 });
-    let found = Ok(Some(entry(12, Some(NONCE), Op::Put, None)));
-    assert_eq!(st.read_back(found, t1, rev(REV)), Step::Written);
+    let conflict = failed(&st, ErrorKind::Conflict, Instant::now());
+    assert_eq!(conflict, AfterWrite::AskLeader { since: t1 });
+    assert_eq!(leader_shows(&st, Some(ours(12)), t1), Step::Written);
     assert_eq!(st.revision(), rev(12));
     // From the timed-out write's send time: it is the one the server stored.
-    assert_eq!(st.deadline(), t1 + Duration::from_millis(2700));
+    assert_eq!(st.deadline(), t1 + VALIDITY);
     // Adopted, so no write is ambiguous any more: the next conflict counts from its own
     // send.
     let now = Instant::now();
-    assert_eq!(
-        st.written(Err(err(ErrorKind::Conflict)), now),
-        AfterWrite::AskLeader { since: now }
-    );
+    let conflict = failed(&st, ErrorKind::Conflict, now);
+    assert_eq!(conflict, AfterWrite::AskLeader { since: now });
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,18 +231,18 @@ async fn a_stale_or_spurious_read_retries_without_extending_the_deadline() {
     advance_ms(1000).await;
     let since = Instant::now();
     // Our own write at the revision we expected: the conflict was spurious.
-    let at_expected = Ok(Some(entry(REV, Some(NONCE), Op::Put, None)));
-    assert_eq!(st.read_back(at_expected, since, rev(REV)), Step::Retry);
+    assert_eq!(leader_shows(&st, Some(ours(REV)), since), Step::Retry);
     // An outdated leader answers with an older write of ours.
-    let older = Ok(Some(entry(REV - 1, Some(NONCE), Op::Put, None)));
-    assert_eq!(st.read_back(older, since, rev(REV)), Step::Retry);
-    assert_eq!(st.deadline(), t0 + Duration::from_millis(2700));
+    assert_eq!(leader_shows(&st, Some(ours(REV - 1)), since), Step::Retry);
+    assert_eq!(st.deadline(), t0 + VALIDITY);
     assert_eq!(st.revision(), rev(REV));
-    // The leader could not be read: retry as well.
+    // The leader could not be read: retry as well, soon.
     let unread = Err(err(ErrorKind::Timeout));
     assert_eq!(st.read_back(unread, since, rev(REV)), Step::Retry);
+    let next = st.next(since);
     assert!(
-        matches!(st.next(since), Some(Next::RenewAt(at)) if at < since + Duration::from_secs(1))
+        matches!(next, Some(Next::RenewAt(at)) if at < since + EVERY),
+        "{next:?}"
     );
 }
 
@@ -257,31 +250,30 @@ async fn a_stale_or_spurious_read_retries_without_extending_the_deadline() {
 async fn a_key_that_moved_away_ends_the_lease_with_the_right_reason() {
     let st = lease();
     let now = Instant::now();
-    let expired = entry(11, None, Op::Purge, Some(Removal::Expired));
-    assert_eq!(
-        st.read_back(Ok(Some(expired)), now, rev(REV)),
-        Step::Gone(LostReason::Expired)
-    );
-    let deleted = entry(11, None, Op::Delete, Some(Removal::Deleted));
-    assert_eq!(
-        st.read_back(Ok(Some(deleted)), now, rev(REV)),
-        Step::Gone(LostReason::Taken)
-    );
-    let someone_else = entry(11, Some(NONCE + 1), Op::Put, None);
-    assert_eq!(
-        st.read_back(Ok(Some(someone_else)), now, rev(REV)),
-        Step::Gone(LostReason::Taken)
-    );
-    // Our own tombstone, newer than expected, is not a renewal either.
-    let our_tombstone = entry(11, Some(NONCE), Op::Delete, Some(Removal::Deleted));
-    assert_eq!(
-        st.read_back(Ok(Some(our_tombstone)), now, rev(REV)),
-        Step::Gone(LostReason::Taken)
-    );
-    assert_eq!(
-        st.read_back(Ok(None), now, rev(REV)),
-        Step::Gone(LostReason::Taken)
-    );
+    let cases = [
+        (
+            Some(entry(11, None, Op::Purge, Some(Removal::Expired))),
+            LostReason::Expired,
+        ),
+        (
+            Some(entry(11, None, Op::Delete, Some(Removal::Deleted))),
+            LostReason::Taken,
+        ),
+        (
+            Some(entry(11, Some(NONCE + 1), Op::Put, None)),
+            LostReason::Taken,
+        ),
+        // Our own tombstone, newer than expected, is not a renewal either.
+        (
+            Some(entry(11, Some(NONCE), Op::Delete, Some(Removal::Deleted))),
+            LostReason::Taken,
+        ),
+        (None, LostReason::Taken),
+    ];
+    for (found, why) in cases {
+        let step = leader_shows(&st, found.clone(), now);
+        assert_eq!(step, Step::Gone(why), "{found:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -315,13 +307,13 @@ async fn a_guarded_write_waits_for_a_renewal_in_flight() {
         let st = st.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let sent = Instant::now();
-            st.written(Ok(rev(11)), sent);
+            let written = st.written(Ok(rev(11)), Instant::now());
             st.renewal_done(Some(Step::Written));
+            written
         }
     });
     assert!(st.renewed_past(rev(REV)).await);
-    renewal.await.unwrap();
+    assert_eq!(renewal.await.unwrap(), WRITTEN);
     // A renewal that never settles: it gives up after RENEWAL_WAIT.
     assert!(st.begin_renewal());
     let t = Instant::now();
@@ -363,8 +355,9 @@ async fn a_stopped_lease_is_not_renewed() {
     assert_eq!(st.next(Instant::now()), None);
     advance_ms(1000).await;
     assert!(!st.begin_renewal());
+    let why = st.reason();
     assert!(
-        st.reason().is_none(),
-        "stopping is not an end: the release ends it"
+        why.is_none(),
+        "stopping is not an end, the release ends it: {why:?}"
     );
 }
