@@ -154,14 +154,7 @@ impl CreateLease {
         let plan = self.plan()?;
         let mut creating = Creating::new(&self, &plan);
         for _ in 0..ATTEMPTS {
-            if let Some((origin, rev, sent)) = creating.attempt().await? {
-                let created = Created {
-                    key: plan.key,
-                    nonce: plan.nonce,
-                    origin,
-                    rev,
-                    sent,
-                };
+            if let Some(created) = creating.attempt().await? {
                 return Ok(self.finish(created, plan.cfg));
             }
         }
@@ -189,10 +182,6 @@ struct Plan {
     cfg: LeaseConfig,
     nonce: u128,
 }
-
-/// What one creation attempt found: the lease's origin, the key's revision and the send time
-/// the lease is trusted from; `None`: try again.
-type Found = Option<(Revision, Revision, Instant)>;
 
 /// The state of one creation between its attempts.
 ///
@@ -230,10 +219,11 @@ impl<'a> Creating<'a> {
     }
 
     /// One conditional write; after a conflict or an unknown outcome, a look at the key.
-    async fn attempt(&mut self) -> Result<Found, Error> {
+    /// `None`: try again.
+    async fn attempt(&mut self) -> Result<Option<Created>, Error> {
         let sent = Instant::now();
         let e = match self.write().await {
-            Ok(rev) => return Ok(Some((rev, rev, self.ambiguous_since.unwrap_or(sent)))),
+            Ok(rev) => return Ok(Some(self.created(rev, rev, sent))),
             Err(e) if e.is_conflict() || e.outcome_unknown() => e,
             // Nobody answered for the bucket (a replicated stream between leaders, or one
             // so new that its interest has not reached this server yet): nothing was
@@ -254,6 +244,19 @@ impl<'a> Creating<'a> {
         self.look(e, sent).await
     }
 
+    /// The lease our write at `rev` created, with `origin`; `sent` is the send time of the
+    /// attempt that learned it. The lease is trusted from the earliest write of ours that may
+    /// have been applied.
+    fn created(&self, origin: Revision, rev: Revision, sent: Instant) -> Created {
+        Created {
+            key: self.plan.key.clone(),
+            nonce: self.plan.nonce,
+            origin,
+            rev,
+            sent: self.ambiguous_since.unwrap_or(sent),
+        }
+    }
+
     async fn write(&self) -> Result<Revision, Error> {
         let plan = self.plan;
         let w = self
@@ -269,7 +272,7 @@ impl<'a> Creating<'a> {
 
     /// After the write `e` failed: asks the stream leader whether a write of ours was
     /// applied (adopted then), and what the key holds now (the next expectation).
-    async fn look(&mut self, e: Error, sent: Instant) -> Result<Found, Error> {
+    async fn look(&mut self, e: Error, sent: Instant) -> Result<Option<Created>, Error> {
         let found = match self.bucket.get_from_leader(&self.plan.key).await {
             Ok(found) => found,
             Err(_) if e.outcome_unknown() => return Ok(None),
@@ -278,11 +281,7 @@ impl<'a> Creating<'a> {
         match found {
             Some(f) if f.is_value() && f.lease().is_some_and(|t| t.nonce() == self.plan.nonce) => {
                 let origin = f.lease().map_or(f.revision(), |t| t.origin());
-                Ok(Some((
-                    origin,
-                    f.revision(),
-                    self.ambiguous_since.unwrap_or(sent),
-                )))
+                Ok(Some(self.created(origin, f.revision(), sent)))
             }
             found if self.replace => {
                 self.expect = found.map_or(Expect::NoMessage, |f| Expect::Revision(f.revision()));

@@ -1,18 +1,18 @@
 //! The [`Keeper`]: one task that renews every lease created through it, from a timer queue,
 //! and the renewal write itself (also a value change's). It sends the writes; what their
-//! results mean is decided in `state.rs`, the only part of the lease it imports.
+//! results mean is decided by the pure part (`state.rs`, `clock.rs`), the only lease files
+//! it imports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tokio_util::time::DelayQueue;
-
-use bytes::Bytes;
 
 use super::clock::{LeaseConfig, Next};
 use super::state::{AfterWrite, LostReason, State, Step};
