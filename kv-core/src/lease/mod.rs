@@ -25,12 +25,10 @@
 //! One [`Keeper`] renews all leases created through it from one task and a timer queue, so
 //! a held lease costs a few hundred bytes and no task of its own.
 
-//!
-//! The files, by role: `clock.rs` and `state.rs` are the pure part (the deadline arithmetic;
-//! what the holder knows and the renewal decisions), which is all `keeper.rs` (the renewing
-//! task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
-//! [`Lease`], `release.rs` ends one.
-
+// The files, by role: `clock.rs` and `state.rs` are the pure part (the deadline arithmetic;
+// what the holder knows and the renewal decisions), which is all `keeper.rs` (the renewing
+// task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
+// `Lease`, `release.rs` ends one.
 mod clock;
 mod create;
 mod held;
