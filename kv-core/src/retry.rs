@@ -184,7 +184,9 @@ impl Backoff {
 /// r.reset();
 /// assert_eq!(r.failed(), Duration::from_millis(10));
 /// ```
-#[derive(Debug, Clone)]
+// Copy, so that the pure lease clock that holds one (`lease::LeaseClock`, public and Copy)
+// stays Copy.
+#[derive(Debug, Clone, Copy)]
 pub struct Retrying {
     backoff: Backoff,
     failures: u32,
