@@ -102,6 +102,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
+mod checks;
 mod error;
 mod fence;
 mod guard;
@@ -119,6 +120,7 @@ pub mod stats;
 mod stats;
 mod token;
 mod value;
+mod wait;
 
 pub use acquire::Acquire;
 pub use error::{Error, ErrorKind};
