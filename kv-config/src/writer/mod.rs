@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kvtk_core::{Backoff, Bucket, Expect, Include, Revision, WatchEvent};
+use kvtk_core::{Backoff, Bucket, Expect, Include, Revision, Watch, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -172,11 +172,8 @@ where
             }
             Source::Prefix { .. } => {
                 let mut w = self
-                    .bucket
-                    .watch([self.source.filter()])
-                    .include(Include::LastPerKey)
-                    .await
-                    .map_err(kv_err("cannot read the config"))?;
+                    .watch(Include::LastPerKey, "cannot read the config")
+                    .await?;
                 while let Some(ev) = w.next().await {
                     match ev.map_err(kv_err("cannot read the config"))? {
                         WatchEvent::Entry(e) => {
@@ -190,6 +187,15 @@ where
             }
         }
         Ok(State { entries, last })
+    }
+
+    /// A watch of the configuration's keys from `include`; `context` says what failed.
+    async fn watch(&self, include: Include, context: &str) -> Result<Watch, Error> {
+        self.bucket
+            .watch([self.source.filter()])
+            .include(include)
+            .await
+            .map_err(kv_err(context))
     }
 
     /// The KV layer of `entries` (live values only).
@@ -439,11 +445,8 @@ where
     /// Cancel safe: it only reads.
     pub async fn history(&self) -> Result<Vec<Version<T>>, Error> {
         let mut w = self
-            .bucket
-            .watch([self.source.filter()])
-            .include(Include::AllHistory)
-            .await
-            .map_err(kv_err("cannot read the config history"))?;
+            .watch(Include::AllHistory, "cannot read the config history")
+            .await?;
         let mut entries: BTreeMap<String, (Option<Bytes>, Revision)> = BTreeMap::new();
         let mut out = Vec::new();
         while let Some(ev) = w.next().await {
