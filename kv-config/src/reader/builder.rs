@@ -21,6 +21,8 @@ use crate::layer::env_layer;
 use crate::pipeline::{Pipeline, Validate};
 use crate::source::{check_mirror, Connector, Source};
 
+/// The builder of a reader lives with the builder, so the handle knows nothing of how it was
+/// started (and the file graph stays a DAG).
 impl<T> ConfigReader<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
