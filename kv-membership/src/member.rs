@@ -71,8 +71,8 @@ impl Join {
         self
     }
 
-    /// The member's lease: its own TTL (checked against the bucket's replicas) or the
-    /// bucket's default, both through the lease layer's one rule.
+    /// The member's lease: its own TTL (checked against the bucket's replicas on the first
+    /// join with it) or the bucket's default, both through the lease layer's one rule.
     fn lease_config(&self) -> Result<LeaseConfig, Error> {
         let shared = &self.shared;
         let configured = self
@@ -80,6 +80,11 @@ impl Join {
             .map(LeaseConfig::new)
             .transpose()
             .map_err(|e| Error::kv("invalid member ttl", e))?;
+        if let (Some(lease), Some(ttl)) = (configured, self.ttl) {
+            if !shared.checked_ttls.first(ttl) {
+                return Ok(lease);
+            }
+        }
         LeaseConfig::for_bucket(
             configured,
             shared.replicas,

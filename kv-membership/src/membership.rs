@@ -65,6 +65,7 @@ impl Membership {
             shared: Arc::new(Shared {
                 keeper,
                 tombstone_ttl,
+                checked_ttls: Default::default(),
                 replicas: st.replicas,
             }),
         })

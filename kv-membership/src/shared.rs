@@ -1,6 +1,8 @@
 //! What a [`Membership`](crate::Membership)'s clones, groups and members share: the lease
 //! keeper, what joining needs to know about the bucket, and the members' default TTL.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kvtk_core::lease::Keeper;
@@ -22,4 +24,34 @@ pub(crate) struct Shared {
     pub(crate) tombstone_ttl: Option<Duration>,
     /// The bucket's replicas, for checking a member's own TTL.
     pub(crate) replicas: usize,
+    /// The members' own TTLs checked so far: each is checked (and warned about) once per
+    /// handle, not on every join (a fleet that joins and leaves often would log a warning
+    /// per join).
+    pub(crate) checked_ttls: CheckedTtls,
+}
+
+/// The members' own TTLs a handle has checked.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedTtls(Mutex<HashSet<Duration>>);
+
+impl CheckedTtls {
+    /// Whether `ttl` is checked for the first time (and remembers it).
+    pub(crate) fn first(&self, ttl: Duration) -> bool {
+        let mut checked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        checked.insert(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_own_ttl_is_checked_once() {
+        let checked = CheckedTtls::default();
+        let twelve = Duration::from_secs(12);
+        assert!(checked.first(twelve));
+        assert!(!checked.first(twelve));
+        assert!(checked.first(Duration::from_secs(5)));
+    }
 }
