@@ -332,3 +332,35 @@ async fn the_owner_demotes_itself_on_its_monotonic_deadline_before_the_server_ex
     ));
     proxy.heal();
 }
+
+#[tokio::test]
+async fn an_entry_whose_sessions_marker_expired_too_is_removed_once_its_end_is_confirmed() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    // Expiry markers themselves expire after 1 s: the session key ends with no message.
+    let short = BucketConfig::new("short")
+        .history(1)
+        .per_key_ttl(Duration::from_secs(1));
+    let b = kv.create_or_open(short).await.unwrap();
+    let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
+    let session = keeper.session().await.unwrap();
+    let id = session.id();
+    let key = bind_n(&session, 1).await.remove(0);
+    session.orphan();
+    // The server's TTL clock is under test: the key expires, then its marker does.
+    until("the session key has no message", || async {
+        b.get_from_leader(id.key()).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(state(&b, id).await, SessionState::Ended { removal: None });
+    let e = leader_entry(&b, &key).await;
+    assert!(matches!(
+        remove_if_dead(&b, &e).await.unwrap(),
+        Reaped::Removed { .. }
+    ));
+    // The end was made a fact first: a tombstone of the session, expecting no message.
+    let confirmed = leader_entry(&b, &id.key()).await;
+    assert_eq!(confirmed.removal(), Some(Removal::Deleted));
+    assert_eq!(confirmed.lease().map(|t| t.nonce()), Some(id.get()));
+    assert_eq!(confirmed.expected(), Some(Expect::NoMessage));
+}

@@ -5,6 +5,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -217,6 +218,10 @@ impl<'a> IntoFuture for Bind<'a> {
     }
 }
 
+/// The TTL of the tombstone [`remove_if_dead`] writes on a session key that had no message
+/// at all, to make "the session ended" a fact before acting on it.
+pub const CONFIRM_TTL: Duration = Duration::from_secs(60);
+
 /// What [`remove_if_dead`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -238,7 +243,8 @@ pub enum Reaped {
 
 /// Removes `entry` (as read, at its revision) if it is bound to a session that ended: the
 /// session is judged from the stream leader ([`SessionState::read`]), then the entry is
-/// deleted conditional on its revision — so of concurrent removers exactly one succeeds and
+/// deleted conditional on its revision (a key with no message at all is first confirmed
+/// ended by a conditional write on the session key, see [`CONFIRM_TTL`]) — so of concurrent removers exactly one succeeds and
 /// the others see [`Reaped::Moved`]. The tombstone carries the dead session's mark
 /// (`<session id>:<origin>`, never `:done`), so watchers can tell whose entry left and that
 /// it was not a completed release. A session of an unknown format version is refused
@@ -250,7 +256,7 @@ pub async fn remove_if_dead(bucket: &Bucket, entry: &Entry) -> Result<Reaped, Er
     let Some(id) = SessionId::bound_by(entry) else {
         return Ok(Reaped::NotBound);
     };
-    if SessionState::read(bucket, id).await?.is_alive() {
+    if !session_ended(bucket, id).await? {
         return Ok(Reaped::Alive);
     }
     let origin = entry.lease().map(|t| t.origin());
@@ -274,4 +280,35 @@ pub async fn remove_if_dead(bucket: &Bucket, entry: &Entry) -> Result<Reaped, Er
     )
     .with_op(Operation::Lease)
     .with_key(entry.key().as_str()))
+}
+
+/// Whether session `id` ended, from the stream leader. A key with no message at all could
+/// be a deposed leader's stale answer from before the session's creation, so that verdict
+/// is made a fact first: a tombstone written on the session key expecting no message (the
+/// real leader decides; a live session makes it conflict). It carries the session's mark and
+/// [`CONFIRM_TTL`], and ends the session for good.
+async fn session_ended(bucket: &Bucket, id: SessionId) -> Result<bool, Error> {
+    let mut retrying = Backoff::DEFAULT.start();
+    for _ in 0..ATTEMPTS {
+        let (state, no_message) = SessionState::fetch(bucket, id).await?;
+        if state.is_alive() || !no_message {
+            return Ok(!state.is_alive());
+        }
+        let confirm = bucket
+            .delete(id.key())
+            .expect(Expect::NoMessage)
+            .ttl(CONFIRM_TTL)
+            .lease_tag(crate::entry::LeaseTag::header_value(id.get(), None));
+        match confirm.await {
+            Ok(_) => return Ok(true),
+            // Something is there after all (or our write landed unseen): read again.
+            Err(e) if e.is_conflict() || e.is_transient() => retrying.pause().await,
+            Err(e) => return Err(e.with_op(Operation::Lease)),
+        }
+    }
+    Err(
+        Error::new(ErrorKind::Timeout, "could not confirm the session's end")
+            .with_op(Operation::Lease)
+            .with_key(id.key()),
+    )
 }

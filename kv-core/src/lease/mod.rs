@@ -49,7 +49,7 @@ mod release;
 mod session;
 mod state;
 
-pub use bound::{remove_if_dead, Bind, Bound, Reaped};
+pub use bound::{remove_if_dead, Bind, Bound, Reaped, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};
 pub use held::Lease;

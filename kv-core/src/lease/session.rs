@@ -176,14 +176,29 @@ impl SessionState {
     /// judges it; transient failures are retried with [`Backoff::DEFAULT`] (bound it with a
     /// timeout).
     ///
+    /// "Ended" is final, with one caveat for a read alone: a stream leader deposed without
+    /// knowing it yet may answer from an older state, and `Ended { removal: None }` for a key
+    /// with **no message** could then predate the session's creation.
+    /// [`remove_if_dead`](super::remove_if_dead) confirms that verdict with a conditional
+    /// write before it acts; a marker or tombstone needs no confirmation (a session never
+    /// comes back).
+    ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn read(bucket: &ReadOnlyBucket, id: SessionId) -> Result<SessionState, Error> {
+        Ok(SessionState::fetch(bucket, id).await?.0)
+    }
+
+    /// As [`read`](Self::read), and whether the session key had no message at all.
+    pub(super) async fn fetch(
+        bucket: &ReadOnlyBucket,
+        id: SessionId,
+    ) -> Result<(SessionState, bool), Error> {
         let key = id.key();
         let found = Backoff::DEFAULT
             .retry(|| bucket.get_from_leader(&key))
             .await?;
-        SessionState::judge(id, found.as_ref())
+        Ok((SessionState::judge(id, found.as_ref())?, found.is_none()))
     }
 }
 
