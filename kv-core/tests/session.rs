@@ -36,6 +36,26 @@ async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
     (proxy, b)
 }
 
+/// Runs `fut` while the link is cut long enough for its requests to time out with their
+/// writes waiting in the client's buffer, then heals it: the writes land, their
+/// acknowledgements are lost.
+async fn with_acks_lost<F: std::future::Future>(proxy: &FaultProxy, fut: F) -> F::Output {
+    proxy.cut();
+    let heal = async {
+        until("the link is down", || {
+            std::future::ready(proxy.connections() == 0)
+        })
+        .await;
+        // The request timeout (500 ms) must pass while the write waits in the buffer.
+        tokio::time::sleep(client::REQUEST_TIMEOUT + Duration::from_millis(300)).await;
+        proxy.heal();
+    };
+    within("the writes through the cut", async {
+        tokio::join!(fut, heal).0
+    })
+    .await
+}
+
 fn lease_cfg(ttl: u64) -> LeaseConfig {
     LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
 }
@@ -86,7 +106,7 @@ async fn a_sessions_expiry_ends_every_bound_entry_for_everyone_on_r3() {
     let keys = bind_n(&session, 3).await;
     let alive = state(&r1, id).await;
     assert!(
-        matches!(&alive, SessionState::Alive { revision, name } if *revision >= session.origin() && name.as_deref() == Some("owner")),
+        matches!(&alive, SessionState::Alive { revision, name } if *revision >= session.lease().origin() && name.as_deref() == Some("owner")),
         "{alive:?}"
     );
     for key in &keys {
@@ -180,8 +200,8 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
     let key = bind_n(&session, 1).await.remove(0);
     // A future client rewrites the session key in a format this one does not know.
     let future = r#"{"v":2,"ttl_s":10}"#;
-    b.put(session.key().as_str(), future)
-        .expect(Expect::Revision(session.revision()))
+    b.put(session.lease().key().as_str(), future)
+        .expect(Expect::Revision(session.lease().revision()))
         .await
         .unwrap();
     let e = leader_entry(&b, &key).await;
@@ -193,7 +213,10 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
         "untouched"
     );
     // Its owner's renewal conflicts: the session is lost, not resurrected.
-    assert_eq!(within("loss", session.lost()).await, LostReason::Taken);
+    assert_eq!(
+        within("loss", session.lease().lost()).await,
+        LostReason::Taken
+    );
 }
 
 #[tokio::test]
@@ -202,25 +225,13 @@ async fn a_session_creation_whose_ack_was_lost_is_adopted() {
     let (proxy, b) = proxied_bucket(&server).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
-    // The creating write is buffered while the link is cut and applied after it heals,
-    // after its request timed out: the creation must adopt it, not fail or write again.
-    proxy.cut();
-    let create = tokio::spawn(async move {
-        let session = keeper.session().await;
-        (keeper, session)
-    });
-    until("the link is down", || {
-        std::future::ready(proxy.connections() == 0)
-    })
-    .await;
-    // The request timeout (500 ms) must pass while the write waits in the client's buffer.
-    tokio::time::sleep(client::REQUEST_TIMEOUT + Duration::from_millis(300)).await;
-    proxy.heal();
-    let (_keeper, session) = within("creation", create).await.unwrap();
+    // The creating write is applied after its request timed out: the creation must adopt
+    // it, not fail or write again.
+    let session = with_acks_lost(&proxy, keeper.session().into_future()).await;
     let session = session.unwrap();
-    let e = leader_entry(&observer, session.key().as_str()).await;
+    let e = leader_entry(&observer, session.lease().key().as_str()).await;
     assert_eq!(e.lease().unwrap().nonce(), session.id().get());
-    assert_eq!(session.origin(), e.lease().unwrap().origin());
+    assert_eq!(session.lease().origin(), e.lease().unwrap().origin());
     assert!(state(&observer, session.id()).await.is_alive());
     assert!(session.is_alive());
     session.close().await.unwrap();
@@ -250,10 +261,10 @@ async fn a_session_renewal_whose_ack_was_lost_is_recognised_as_our_own() {
         std::future::ready(keeper.renewals() >= healed + 2)
     })
     .await;
-    assert!(session.is_alive(), "{:?}", session.loss_reason());
-    let e = leader_entry(&observer, session.key().as_str()).await;
+    assert!(session.is_alive(), "{:?}", session.lease().loss_reason());
+    let e = leader_entry(&observer, session.lease().key().as_str()).await;
     assert_eq!(e.lease().unwrap().nonce(), session.id().get());
-    assert_eq!(e.lease().unwrap().origin(), session.origin());
+    assert_eq!(e.lease().unwrap().origin(), session.lease().origin());
     assert!(state(&observer, session.id()).await.is_alive());
     session.close().await.unwrap();
 }
@@ -265,18 +276,7 @@ async fn a_binding_whose_ack_was_lost_is_adopted() {
     let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
     let session = keeper.session().await.unwrap();
-    proxy.cut();
-    let bind = session.bind("q.lost-ack", "v").into_future();
-    let heal = async {
-        until("the link is down", || {
-            std::future::ready(proxy.connections() == 0)
-        })
-        .await;
-        // The request timeout (500 ms) must pass while the write waits in the client's buffer.
-        tokio::time::sleep(client::REQUEST_TIMEOUT + Duration::from_millis(300)).await;
-        proxy.heal();
-    };
-    let (bound, ()) = within("binding", async { tokio::join!(bind, heal) }).await;
+    let bound = with_acks_lost(&proxy, session.bind("q.lost-ack", "v").into_future()).await;
     let bound = bound.unwrap();
     let e = leader_entry(&observer, "q.lost-ack").await;
     assert_eq!(SessionId::bound_by(&e), Some(session.id()));
@@ -305,10 +305,13 @@ async fn the_owner_demotes_itself_on_its_monotonic_deadline_before_the_server_ex
     let key = bind_n(&session, 1).await.remove(0);
     let cut_at = Instant::now();
     proxy.blackhole();
-    let why = within("the session's loss", session.lost()).await;
+    let why = within("the session's loss", session.lease().lost()).await;
     let lost_at = Instant::now();
     assert_eq!(why, LostReason::Deadline);
-    assert!(lost_at >= session.deadline(), "not before its deadline");
+    assert!(
+        lost_at >= session.lease().deadline(),
+        "not before its deadline"
+    );
     assert!(
         lost_at < cut_at + Duration::from_secs(5),
         "within the TTL of the cut"

@@ -21,8 +21,6 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::clock::LeaseConfig;
 use super::held::Lease;
@@ -32,7 +30,6 @@ use super::state::LostReason;
 use crate::bucket::ReadOnlyBucket;
 use crate::entry::{Entry, Removal};
 use crate::error::{Error, ErrorKind, Operation};
-use crate::key::Key;
 use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
@@ -287,55 +284,18 @@ impl Session {
         self.id
     }
 
-    /// The session key.
-    pub fn key(&self) -> &Key {
-        self.lease.key()
-    }
-
-    /// The revision of the write that created the session.
-    pub fn origin(&self) -> Revision {
-        self.lease.origin()
-    }
-
-    /// The session key's latest revision as far as we know (changes with every renewal).
-    pub fn revision(&self) -> Revision {
-        self.lease.revision()
-    }
-
-    /// The local deadline on the monotonic clock: send time of the last acknowledged
-    /// session write + TTL − margin. Every bound entry must be considered lost after it.
-    pub fn deadline(&self) -> Instant {
-        self.lease.deadline()
+    /// The session key's lease, renewed by the keeper: its key, origin, revision, local
+    /// deadline (send time of the last acknowledged session write + TTL − margin, on the
+    /// monotonic clock; every bound entry must be considered lost after it), `lost()`,
+    /// `loss_reason()`, `on_end` hooks and cancellation token are the session's.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// Whether the session is still alive as far as its owner can tell: no loss signalled
     /// and the deadline not passed.
     pub fn is_alive(&self) -> bool {
         self.lease.is_held()
-    }
-
-    /// Why the session ended, once it did.
-    pub fn loss_reason(&self) -> Option<LostReason> {
-        self.lease.loss_reason()
-    }
-
-    /// Completes when the session ends — at the latest at its deadline, also while the
-    /// keeper is starved. Every bound entry is lost then.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = LostReason> + Send + 'static {
-        self.lease.lost()
-    }
-
-    /// A token cancelled when the session ends.
-    pub fn cancellation_token(&self) -> CancellationToken {
-        self.lease.cancellation_token()
-    }
-
-    /// Runs `hook` once when the session ends (see [`Lease::on_end`]).
-    pub fn on_end(&self, hook: impl FnOnce(LostReason) + Send + 'static) {
-        self.lease.on_end(hook);
     }
 
     /// Closes the session: a delete of the session key conditional on its revision, which
@@ -358,7 +318,7 @@ impl Session {
 
     /// The error of a write refused because the session ended.
     pub(super) fn lost_error(&self, key: &str) -> Error {
-        let why = self.loss_reason().unwrap_or(LostReason::Deadline);
+        let why = self.lease.loss_reason().unwrap_or(LostReason::Deadline);
         Error::new(ErrorKind::LeaseLost, format!("session lost: {why}"))
             .with_op(Operation::Lease)
             .with_key(key)
