@@ -61,8 +61,9 @@ impl Session {
 
     /// Removes a bound entry of ours: a delete conditional on its revision, carrying the
     /// session's mark, so a removal whose acknowledgement was lost finds its own tombstone.
-    /// Returns the tombstone's revision, or `None` when the entry was no longer there (a
-    /// dead session's entry removed by someone else). Works also after the session ended.
+    /// Returns the revision of the tombstone carrying the session's mark (ours, or a
+    /// remover's once the session ended), or `None` when the key holds something else.
+    /// Works also after the session ended.
     ///
     /// # Cancel safety
     /// Not cancel safe: the delete may be applied although the future was dropped.
