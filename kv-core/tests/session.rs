@@ -21,6 +21,7 @@ fn cfg(replicas: usize) -> BucketConfig {
         .history(1)
         .replicas(replicas)
         .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true)
 }
 
 async fn bucket(kv: &Kv) -> Bucket {
@@ -198,6 +199,15 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let session = keeper.session().await.unwrap();
     let key = bind_n(&session, 1).await.remove(0);
+    // While the session lives, writes guarded by its key land.
+    session.lease().put_guarded("data.y", "ok").await.unwrap();
+    let txn = b
+        .txn()
+        .put("data.z", "ok")
+        .if_held(session.lease())
+        .commit()
+        .await;
+    assert!(txn.is_ok(), "{txn:?}");
     // A future client rewrites the session key in a format this one does not know.
     let future = r#"{"v":2,"ttl_s":10}"#;
     b.put(session.lease().key().as_str(), future)
@@ -212,7 +222,11 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
         e.revision(),
         "untouched"
     );
-    // Its owner's renewal conflicts: the session is lost, not resurrected.
+    // Writes guarded by the session key are refused by the server from now on, and its
+    // owner's renewal conflicts: the session is lost, not resurrected.
+    let guarded = session.lease().put_guarded("data.x", "late").await;
+    assert_eq!(guarded.unwrap_err().kind(), ErrorKind::LeaseLost);
+    assert!(b.get_from_leader("data.x").await.unwrap().is_none());
     assert_eq!(
         within("loss", session.lease().lost()).await,
         LostReason::Taken
