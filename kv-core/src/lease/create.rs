@@ -112,7 +112,12 @@ impl CreateLease {
     /// Uses a given nonce instead of a random one (tests that simulate lost writes). Only
     /// with the `testing` feature.
     #[cfg(feature = "testing")]
-    pub fn nonce(mut self, nonce: u128) -> Self {
+    pub fn nonce(self, nonce: u128) -> Self {
+        self.with_nonce(nonce)
+    }
+
+    /// Uses `nonce` as the lease's identity (a session, whose key is named by it).
+    pub(super) fn with_nonce(mut self, nonce: u128) -> Self {
         self.nonce = Some(nonce);
         self
     }

@@ -55,6 +55,11 @@ impl Lease {
         self.st.revision()
     }
 
+    /// The bucket of the lease's key.
+    pub(super) fn bucket(&self) -> &crate::bucket::Bucket {
+        self.keeper.bucket()
+    }
+
     /// The lease's random identity, carried on each of its writes.
     pub fn nonce(&self) -> u128 {
         self.st.nonce

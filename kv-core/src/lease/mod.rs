@@ -24,21 +24,38 @@
 //!
 //! One [`Keeper`] renews all leases created through it from one task and a timer queue, so
 //! a held lease costs a few hundred bytes and no task of its own.
+//!
+//! A [`Session`] ([`Keeper::session`]) is a lease on `_session.<id>` that other entries
+//! are bound to ([`Session::bind`]): they carry the session's id in their mark, have no TTL
+//! and need no renewal — one renewal per session, whatever number of entries it holds.
+//! When the session ends (its key expired on the server's clock, or it was closed), every
+//! bound entry ends with it for everyone: [`SessionState::read`] asks the stream leader,
+//! [`remove_if_dead`] removes such an entry by compare-and-set. The workspace's
+//! `docs/protocol.md` describes the formats for implementers in other languages.
 
 // The files, by role: `clock.rs` and `state.rs` are the pure part (the deadline arithmetic;
 // what the holder knows and the renewal decisions), which is all `keeper.rs` (the renewing
 // task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
-// `Lease`, `release.rs` ends one.
+// `Lease`, `release.rs` ends one. Sessions sit on top: `session.rs` (ids, the session key's
+// value and format version, the judgement of a leader read, the held `Session`, a lease
+// the keeper renews) and `bound.rs` (entries bound to a session, and their removal once it
+// ended). No circle: bound → session → create → held → release/keeper → state → clock.
+mod bound;
 mod clock;
 mod create;
 mod held;
 mod keeper;
 mod release;
+mod session;
 mod state;
 
+pub use bound::{remove_if_dead, Bind, Bound, Reaped, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};
 pub use held::Lease;
 pub use keeper::Keeper;
 pub use release::{Release, Released};
+pub use session::{
+    CreateSession, Session, SessionId, SessionState, SESSION_FORMAT, SESSION_PREFIX,
+};
 pub use state::LostReason;

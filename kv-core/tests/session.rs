@@ -1,0 +1,383 @@
+//! Sessions against real nats-servers: a session's end ends every entry bound to it for
+//! everyone (judged from the stream leader, also by clients on R3 followers), a dead
+//! session's entry removed by compare-and-set exactly once, lost acknowledgements of a
+//! session's creation, renewal and binding recognised, the owner's deadline on its
+//! monotonic clock, and an unknown session format refused.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
+use std::future::IntoFuture as _;
+use std::time::Duration;
+
+use kvtk_core::lease::{
+    remove_if_dead, Keeper, LeaseConfig, LostReason, Reaped, Session, SessionId, SessionState,
+};
+use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal};
+use kvtk_tests::{client, until, within, FaultProxy, NatsCluster, NatsServer};
+use tokio::time::Instant;
+
+fn cfg(replicas: usize) -> BucketConfig {
+    BucketConfig::new("sessions")
+        .history(1)
+        .replicas(replicas)
+        .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true)
+}
+
+async fn bucket(kv: &Kv) -> Bucket {
+    kv.create_or_open(cfg(1)).await.unwrap()
+}
+
+/// A bucket handle behind a fault proxy, with short request timeouts (so a cut link turns
+/// writes into unknown outcomes quickly).
+async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let kv = Kv::new(client::short_timeouts(proxy.url()).await);
+    let b = bucket(&kv).await;
+    (proxy, b)
+}
+
+/// Runs `fut` while the link is cut long enough for its requests to time out with their
+/// writes waiting in the client's buffer, then heals it: the writes land, their
+/// acknowledgements are lost.
+async fn with_acks_lost<F: std::future::Future>(proxy: &FaultProxy, fut: F) -> F::Output {
+    proxy.cut();
+    let heal = async {
+        until("the link is down", || {
+            std::future::ready(proxy.connections() == 0)
+        })
+        .await;
+        // The request timeout (500 ms) must pass while the write waits in the buffer.
+        tokio::time::sleep(client::REQUEST_TIMEOUT + Duration::from_millis(300)).await;
+        proxy.heal();
+    };
+    within("the writes through the cut", async {
+        tokio::join!(fut, heal).0
+    })
+    .await
+}
+
+fn lease_cfg(ttl: u64) -> LeaseConfig {
+    LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
+}
+
+/// The stream leader's entry of `key`, which must exist.
+async fn leader_entry(b: &Bucket, key: &str) -> Entry {
+    b.get_from_leader(key).await.unwrap().unwrap()
+}
+
+/// Session `id` as `b`'s client learns it from the stream leader.
+async fn state(b: &Bucket, id: SessionId) -> SessionState {
+    within("a leader read", SessionState::read(b, id))
+        .await
+        .unwrap()
+}
+
+/// Binds `n` entries `q.<i>` to `session`; returns their keys.
+async fn bind_n(session: &Session, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("q.{i}");
+        let bound = session.bind(&key, format!("v{i}")).await.unwrap();
+        assert_eq!(bound.origin(), bound.revision());
+        assert_eq!(bound.session(), session.id());
+        keys.push(key);
+    }
+    keys
+}
+
+#[tokio::test]
+async fn a_sessions_expiry_ends_every_bound_entry_for_everyone_on_r3() {
+    let cluster = NatsCluster::start().await;
+    let owner_kv = Kv::new(cluster.node_client(0).await);
+    let owner = owner_kv.create_or_open(cfg(3)).await.unwrap();
+    // Readers on the other nodes: two of the three clients talk to a stream follower, and
+    // still judge the session from the stream leader.
+    let r1 = Kv::new(cluster.node_client(1).await)
+        .open("sessions")
+        .await
+        .unwrap();
+    let r2 = Kv::new(cluster.node_client(2).await)
+        .open("sessions")
+        .await
+        .unwrap();
+    let keeper = Keeper::new(&owner, lease_cfg(2)).unwrap();
+    let session = keeper.session().name("owner").await.unwrap();
+    let id = session.id();
+    let keys = bind_n(&session, 3).await;
+    let alive = state(&r1, id).await;
+    assert!(
+        matches!(&alive, SessionState::Alive { revision, name } if *revision >= session.lease().origin() && name.as_deref() == Some("owner")),
+        "{alive:?}"
+    );
+    for key in &keys {
+        let e = leader_entry(&r2, key).await;
+        assert_eq!(SessionId::bound_by(&e), Some(id));
+        assert_eq!(remove_if_dead(&r2, &e).await.unwrap(), Reaped::Alive);
+    }
+    // Renewals stop; the server expires the session key on its own clock.
+    session.orphan();
+    until("the session key expired", || async {
+        state(&r1, id).await
+            == SessionState::Ended {
+                removal: Some(Removal::Expired),
+            }
+    })
+    .await;
+    assert!(!state(&r2, id).await.is_alive());
+    // Both readers race to remove every entry: each goes exactly once.
+    let mut removed = 0;
+    for key in &keys {
+        let (a, b) = (leader_entry(&r1, key).await, leader_entry(&r2, key).await);
+        let (ra, rb) = tokio::join!(remove_if_dead(&r1, &a), remove_if_dead(&r2, &b));
+        for r in [ra.unwrap(), rb.unwrap()] {
+            match r {
+                Reaped::Removed { .. } => removed += 1,
+                Reaped::Moved => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let tomb = leader_entry(&owner, key).await;
+        assert!(!tomb.is_value());
+        assert_eq!(
+            tomb.lease().map(|t| (t.nonce(), t.completed())),
+            Some((id.get(), false))
+        );
+    }
+    assert_eq!(removed, keys.len());
+}
+
+#[tokio::test]
+async fn a_closed_sessions_entry_is_removed_once_by_two_concurrent_removers() {
+    let server = NatsServer::start().await;
+    let owner = bucket(&Kv::new(server.connect().await)).await;
+    let a = bucket(&Kv::new(server.connect().await)).await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&owner, lease_cfg(10)).unwrap();
+    let session = keeper.session().await.unwrap();
+    let id = session.id();
+    let keys = bind_n(&session, 20).await;
+    let closed = session.close().await.unwrap();
+    assert!(closed.was_held);
+    assert_eq!(
+        state(&a, id).await,
+        SessionState::Ended {
+            removal: Some(Removal::Deleted)
+        }
+    );
+    let mut removed = 0;
+    for key in &keys {
+        let e = leader_entry(&a, key).await;
+        let (ra, rb) = tokio::join!(remove_if_dead(&a, &e), remove_if_dead(&b, &e));
+        let outcomes = [ra.unwrap(), rb.unwrap()];
+        let won = outcomes
+            .iter()
+            .filter(|r| matches!(r, Reaped::Removed { .. }))
+            .count();
+        assert_eq!(won, 1, "{key}: {outcomes:?}");
+        assert!(outcomes.contains(&Reaped::Moved), "{key}: {outcomes:?}");
+        removed += won;
+        // Removing it again finds nothing bound.
+        let tomb = leader_entry(&a, key).await;
+        assert_eq!(remove_if_dead(&a, &tomb).await.unwrap(), Reaped::NotBound);
+    }
+    assert_eq!(removed, 20);
+    // A plain value and a lease with its own TTL are never bound to a session.
+    a.put("plain", "x").await.unwrap();
+    let plain = leader_entry(&a, "plain").await;
+    assert_eq!(remove_if_dead(&a, &plain).await.unwrap(), Reaped::NotBound);
+    let lease = keeper.lease("own", "ttl").await.unwrap();
+    let own = leader_entry(&a, "own").await;
+    assert_eq!(remove_if_dead(&a, &own).await.unwrap(), Reaped::NotBound);
+    lease.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
+    let session = keeper.session().await.unwrap();
+    let key = bind_n(&session, 1).await.remove(0);
+    // While the session lives, writes guarded by its key land.
+    session.lease().put_guarded("data.y", "ok").await.unwrap();
+    let txn = b
+        .txn()
+        .put("data.z", "ok")
+        .if_held(session.lease())
+        .commit()
+        .await;
+    assert!(txn.is_ok(), "{txn:?}");
+    // A future client rewrites the session key in a format this one does not know.
+    let future = r#"{"v":2,"ttl_s":10}"#;
+    b.put(session.lease().key().as_str(), future)
+        .expect(Expect::Revision(session.lease().revision()))
+        .await
+        .unwrap();
+    let e = leader_entry(&b, &key).await;
+    let err = remove_if_dead(&b, &e).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert_eq!(
+        leader_entry(&b, &key).await.revision(),
+        e.revision(),
+        "untouched"
+    );
+    // Writes guarded by the session key are refused by the server from now on, and its
+    // owner's renewal conflicts: the session is lost, not resurrected.
+    let guarded = session.lease().put_guarded("data.x", "late").await;
+    assert_eq!(guarded.unwrap_err().kind(), ErrorKind::LeaseLost);
+    assert!(b.get_from_leader("data.x").await.unwrap().is_none());
+    assert_eq!(
+        within("loss", session.lease().lost()).await,
+        LostReason::Taken
+    );
+}
+
+#[tokio::test]
+async fn a_session_creation_whose_ack_was_lost_is_adopted() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server).await;
+    let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    // The creating write is applied after its request timed out: the creation must adopt
+    // it, not fail or write again.
+    let session = with_acks_lost(&proxy, keeper.session().into_future()).await;
+    let session = session.unwrap();
+    let e = leader_entry(&observer, session.lease().key().as_str()).await;
+    assert_eq!(e.lease().unwrap().nonce(), session.id().get());
+    assert_eq!(session.lease().origin(), e.lease().unwrap().origin());
+    assert!(state(&observer, session.id()).await.is_alive());
+    assert!(session.is_alive());
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_renewal_whose_ack_was_lost_is_recognised_as_our_own() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server).await;
+    // TTL 5 s: the client's reconnection after the cut has 4.5 s before the deadline.
+    let keeper = Keeper::new(&b, lease_cfg(5)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    let session = keeper.session().await.unwrap();
+    let before = keeper.renewals();
+    // Renewals sent while the link is cut time out (500 ms) with their writes buffered; the
+    // second attempt is only sent after the first one's outcome became unknown.
+    proxy.cut();
+    until("two renewals into the cut", || {
+        std::future::ready(keeper.renewals() >= before + 2)
+    })
+    .await;
+    proxy.heal();
+    // The buffered renewal lands; the next one conflicts with it and must recognise it as
+    // ours (the session's nonce, newer than expected) instead of calling the session taken.
+    let healed = keeper.renewals();
+    until("two renewals after the cut", || {
+        std::future::ready(keeper.renewals() >= healed + 2)
+    })
+    .await;
+    assert!(session.is_alive(), "{:?}", session.lease().loss_reason());
+    let e = leader_entry(&observer, session.lease().key().as_str()).await;
+    assert_eq!(e.lease().unwrap().nonce(), session.id().get());
+    assert_eq!(e.lease().unwrap().origin(), session.lease().origin());
+    assert!(state(&observer, session.id()).await.is_alive());
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_binding_whose_ack_was_lost_is_adopted() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server).await;
+    let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    let session = keeper.session().await.unwrap();
+    let bound = with_acks_lost(&proxy, session.bind("q.lost-ack", "v").into_future()).await;
+    let bound = bound.unwrap();
+    let e = leader_entry(&observer, "q.lost-ack").await;
+    assert_eq!(SessionId::bound_by(&e), Some(session.id()));
+    assert_eq!(
+        (bound.origin(), bound.revision()),
+        (e.revision(), e.revision())
+    );
+    let tomb = session.unbind(bound).await.unwrap();
+    assert_eq!(
+        tomb,
+        Some(leader_entry(&observer, "q.lost-ack").await.revision())
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_owner_demotes_itself_on_its_monotonic_deadline_before_the_server_expires() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server).await;
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    // TTL 5 s: margin 500 ms, validity 4.5 s from the send time of the last acknowledged
+    // renewal.
+    let keeper = Keeper::new(&b, lease_cfg(5)).unwrap();
+    let session = keeper.session().await.unwrap();
+    let id = session.id();
+    let key = bind_n(&session, 1).await.remove(0);
+    let cut_at = Instant::now();
+    proxy.blackhole();
+    let why = within("the session's loss", session.lease().lost()).await;
+    let lost_at = Instant::now();
+    assert_eq!(why, LostReason::Deadline);
+    assert!(
+        lost_at >= session.lease().deadline(),
+        "not before its deadline"
+    );
+    assert!(
+        lost_at < cut_at + Duration::from_secs(5),
+        "within the TTL of the cut"
+    );
+    // The server has not expired the session yet: the owner stopped first.
+    assert!(
+        state(&observer, id).await.is_alive(),
+        "the owner must demote itself first"
+    );
+    let err = session.bind("q.late", "v").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    // Then the server's clock ends it, and anyone may remove its entry.
+    until("the session key expired", || async {
+        !state(&observer, id).await.is_alive()
+    })
+    .await;
+    let e = leader_entry(&observer, &key).await;
+    assert!(matches!(
+        remove_if_dead(&observer, &e).await.unwrap(),
+        Reaped::Removed { .. }
+    ));
+    proxy.heal();
+}
+
+#[tokio::test]
+async fn an_entry_whose_sessions_marker_expired_too_is_removed_once_its_end_is_confirmed() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    // Expiry markers themselves expire after 1 s: the session key ends with no message.
+    let short = BucketConfig::new("short")
+        .history(1)
+        .per_key_ttl(Duration::from_secs(1));
+    let b = kv.create_or_open(short).await.unwrap();
+    let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
+    let session = keeper.session().await.unwrap();
+    let id = session.id();
+    let key = bind_n(&session, 1).await.remove(0);
+    session.orphan();
+    // The server's TTL clock is under test: the key expires, then its marker does.
+    until("the session key has no message", || async {
+        b.get_from_leader(id.key()).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(state(&b, id).await, SessionState::Ended { removal: None });
+    let e = leader_entry(&b, &key).await;
+    assert!(matches!(
+        remove_if_dead(&b, &e).await.unwrap(),
+        Reaped::Removed { .. }
+    ));
+    // The end was made a fact first: a tombstone of the session, expecting no message.
+    let confirmed = leader_entry(&b, &id.key()).await;
+    assert_eq!(confirmed.removal(), Some(Removal::Deleted));
+    assert_eq!(confirmed.lease().map(|t| t.nonce()), Some(id.get()));
+    assert_eq!(confirmed.expected(), Some(Expect::NoMessage));
+}
