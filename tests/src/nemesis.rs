@@ -95,15 +95,27 @@ pub struct Step {
     pub hold: Duration,
 }
 
-/// A fault schedule, generated from a seed: the same seed gives the same schedule.
+/// Every `CALM_EVERY`-th step waits [`CALM_GAP_MS`] before its fault: a calm long enough to
+/// outlast a liveness grace (a stream-leader election plus a lease, about 22 s), so that a
+/// run has fault-free windows in which every operation must succeed, not only a fault-free
+/// start and end.
+pub const CALM_EVERY: usize = 8;
+/// The gap before every [`CALM_EVERY`]-th fault, in milliseconds.
+pub const CALM_GAP_MS: std::ops::Range<u64> = 40_000..60_000;
+
+/// A fault schedule, generated from a seed: the same seed gives the same schedule; faults
+/// come 1–4 s apart, with a calm of 40–60 s before every eighth.
 ///
 /// ```
 /// use std::time::Duration;
 /// use kvtk_tests::nemesis::{FaultKind, Schedule};
 ///
-/// let a = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, 1);
-/// let b = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, 1);
+/// let a = Schedule::generate(7, Duration::from_secs(300), &FaultKind::ALL, 1);
+/// let b = Schedule::generate(7, Duration::from_secs(300), &FaultKind::ALL, 1);
 /// assert_eq!(a, b);
+/// let calm = |s: &&kvtk_tests::nemesis::Step| s.gap >= Duration::from_secs(40);
+/// assert!(a.steps.iter().skip(7).step_by(8).all(|s| calm(&s)));
+/// assert_eq!(a.steps.iter().filter(calm).count(), a.steps.len() / 8);
 /// println!("{a}"); // one line per step, headed by the seed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +135,13 @@ impl Schedule {
         let mut planned = Duration::ZERO;
         while planned < total && !kinds.is_empty() {
             let kind = kinds[rng.random_range(0..kinds.len())];
+            let gap_ms = if steps.len() % CALM_EVERY == CALM_EVERY - 1 {
+                rng.random_range(CALM_GAP_MS)
+            } else {
+                rng.random_range(1_000..4_000)
+            };
             let step = Step {
-                gap: Duration::from_millis(rng.random_range(1_000..4_000)),
+                gap: Duration::from_millis(gap_ms),
                 fault: draw(&mut rng, kind, streams.max(1)),
                 hold: Duration::from_millis(rng.random_range(500..6_000)),
             };
