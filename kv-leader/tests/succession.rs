@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kvtk_leader::{Election, Leadership};
-use kvtk_tests::{within, FaultProxy, NatsServer};
+use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -203,10 +203,8 @@ async fn a_cut_off_successor_does_not_stall_the_election() {
         ids.push(id.to_string());
         candidates_until(&a, |now| now == ids.as_slice()).await;
     }
-    within("every campaign watching", async {
-        while [&b, &c, &d].iter().any(|e| e.stats().watches == 0) {
-            tokio::task::yield_now().await;
-        }
+    until("every campaign watching", || {
+        std::future::ready([&b, &c, &d].iter().all(|e| e.stats().watches > 0))
     })
     .await;
 
