@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use kvtk_core::lease::{Keeper, LeaseConfig, LostReason};
 use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kvtk_tests::{client, until, within, FaultProxy, NatsServer};
+use kvtk_tests::{client, within, FaultProxy, NatsServer};
 
-/// A link this slow loses every acknowledgement: a request's reply cannot come back before
-/// the request timed out (`client::REQUEST_TIMEOUT`), however loaded the machine is.
-const LOST_ACK_LATENCY: Duration = client::REQUEST_TIMEOUT.saturating_mul(2);
+mod common;
+use common::with_acks_lost;
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -122,17 +121,13 @@ async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
     let lease = keeper.lease("lock.b", "me").await.unwrap();
     let direct = bucket(&Kv::new(server.connect().await)).await;
 
-    // Slow the link past the request timeout: the delete is applied, but its acknowledgement
-    // cannot arrive before its request timed out, however late the release runs.
-    proxy.set_latency(LOST_ACK_LATENCY);
-    let release = tokio::spawn(async move { lease.release().await });
-    until("the release's delete to be applied", || async {
+    // The delete is applied after its request timed out.
+    let r = with_acks_lost(&proxy, lease.release(), || async {
         let e = direct.get_from_leader("lock.b").await.unwrap().unwrap();
         !e.is_value()
     })
-    .await;
-    proxy.heal();
-    let r = within("the release", release).await.unwrap().unwrap();
+    .await
+    .unwrap();
     assert!(r.was_held, "the applied delete is ours: {r:?}");
     let tomb = direct.get_from_leader("lock.b").await.unwrap().unwrap();
     assert!(!tomb.is_value());
@@ -145,27 +140,15 @@ async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
 
-    // The creating write is applied after its request timed out (the link is slower than the
-    // timeout): the creation must adopt it, not write a second entry.
-    proxy.set_latency(LOST_ACK_LATENCY);
-    let create = tokio::spawn(async move {
-        let lease = keeper
-            .lease("queue.me", "v")
-            .expect(Expect::NoMessage)
-            .await;
-        (keeper, lease)
-    });
-    until("the creating write to be applied", || async {
-        observer
-            .get_from_leader("queue.me")
-            .await
-            .unwrap()
-            .is_some()
+    // The creating write is applied after its request timed out: the creation must adopt
+    // it, not write a second entry.
+    let creation = keeper.lease("queue.me", "v").expect(Expect::NoMessage);
+    let lease = with_acks_lost(&proxy, creation, || async {
+        let e = observer.get_from_leader("queue.me").await.unwrap();
+        e.is_some()
     })
-    .await;
-    proxy.heal();
-    let (_keeper, lease) = within("the creation", create).await.unwrap();
-    let lease = lease.unwrap();
+    .await
+    .unwrap();
     let e = observer.get_from_leader("queue.me").await.unwrap().unwrap();
     assert_eq!(e.lease().unwrap().nonce(), lease.nonce());
     assert_eq!(lease.origin(), e.lease().unwrap().origin());
