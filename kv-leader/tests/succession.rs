@@ -61,15 +61,10 @@ fn attempts(nodes: &[Node]) -> u64 {
 /// Waits until all 50 are registered and every campaign has started its watch.
 async fn settle(nodes: &[Node]) {
     candidates_until(&nodes[0].election, |ids| ids.len() == NODES * PER_NODE).await;
-    within("every campaign watching", async {
-        loop {
-            let watching: u64 = nodes.iter().map(|n| n.election.stats().watches).sum();
-            let campaigning: usize = nodes.iter().map(|n| n.campaigns.len()).sum();
-            if watching >= campaigning as u64 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
+    until("every campaign watching", || {
+        let watching: u64 = nodes.iter().map(|n| n.election.stats().watches).sum();
+        let campaigning: usize = nodes.iter().map(|n| n.campaigns.len()).sum();
+        std::future::ready(watching >= campaigning as u64)
     })
     .await;
 }
