@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{exit_of, mark, marks, signal, terminate, Kvtk};
-use kvtk_tests::T;
+use kvtk_tests::within;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -39,7 +39,7 @@ async fn next_leader(
     seen: &mut Vec<Value>,
 ) -> (String, u64) {
     loop {
-        let line = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+        let line = within("an observed leader", rx.recv()).await.unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         seen.push(v.clone());
         if let Some(l) = v["leader"].as_object() {
@@ -163,14 +163,16 @@ async fn next_leader_or_none(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     seen: &mut Vec<Value>,
 ) -> Option<(String, u64)> {
-    let deadline = Instant::now() + T;
-    while Instant::now() < deadline {
-        let line = tokio::time::timeout(T, rx.recv()).await.ok()??;
-        let v: Value = serde_json::from_str(&line).unwrap();
-        seen.push(v.clone());
-        if v["leader"].is_null() {
-            return None;
+    within("the observer's \"no leader\"", async {
+        // The observer's output ends with its process: nothing more will come.
+        while let Some(line) = rx.recv().await {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            seen.push(v.clone());
+            if v["leader"].is_null() {
+                return None;
+            }
         }
-    }
-    None
+        None
+    })
+    .await
 }

@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code, one_line_error, Kvtk};
+use common::{code, one_line_error, queued, Kvtk};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_locks::Locks;
-use kvtk_tests::{NatsServer, T};
+use kvtk_tests::{within, NatsServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -161,9 +161,8 @@ async fn kv_round_trips_with_the_library_both_ways() {
 type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
 async fn next(lines: &mut Lines) -> Value {
-    let l = tokio::time::timeout(T, lines.next_line())
+    let l = within("a line of kvtk's output", lines.next_line())
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
     serde_json::from_str(&l).unwrap()
@@ -204,12 +203,7 @@ async fn watch_prints_each_change_as_json() {
     // --from replays from a revision.
     let mut w = kvtk.spawn(["kv", "watch", "w", "--from", &second.to_string(), "--json"]);
     let mut lines = BufReader::new(w.stdout.take().unwrap()).lines();
-    let l = tokio::time::timeout(T, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let v: Value = serde_json::from_str(&l).unwrap();
+    let v = next(&mut lines).await;
     assert_eq!(v["revision"].as_u64(), Some(second.get()));
     common::terminate(&w);
     let _ = common::exit_of(&mut w).await;
@@ -291,11 +285,7 @@ async fn locks_ls_show_and_forced_release() {
         let m = locks.mutex("jobs.a").unwrap();
         tokio::spawn(async move { m.lock().await })
     };
-    let deadline = tokio::time::Instant::now() + T;
-    while locks.inspect("jobs.a").await.unwrap().waiters.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    queued(&locks, "jobs.a").await;
 
     let run = |args: &[&str]| kvtk.cmd().args(args).output().unwrap();
     let ls = json(&run(&["locks", "ls", "--json"]));
@@ -321,12 +311,8 @@ async fn locks_ls_show_and_forced_release() {
         .status
         .success());
     // The evicted holder learns it; the waiter gets the lock.
-    tokio::time::timeout(T, held.lost()).await.unwrap();
-    let next = tokio::time::timeout(T, waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    within("the evicted holder's loss", held.lost()).await;
+    let next = within("the waiter's turn", waiting).await.unwrap().unwrap();
     assert!(next.token() > held.token());
     next.release().await.unwrap();
 }

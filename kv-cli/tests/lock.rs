@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code, exit_of, mark, marks, one_line_error, Kvtk};
+use common::{code, exit_of, mark, marks, one_line_error, queued, Kvtk};
 use kvtk_core::Kv;
 use kvtk_locks::Locks;
 use kvtk_tests::{FaultProxy, NatsServer};
@@ -159,11 +159,7 @@ async fn a_holder_cut_off_stops_its_command_before_the_server_expires_it() {
     // b is queued before the cut (its kvtk has connected and entered the queue).
     let kv = Kv::connect(&server.client_url()).await.unwrap();
     let locks = Locks::open(&kv, "locks").await.unwrap();
-    let deadline = Instant::now() + kvtk_tests::T;
-    while locks.inspect("job").await.unwrap().waiters.is_empty() {
-        assert!(Instant::now() < deadline, "b never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    queued(&locks, "job").await;
 
     let cut = Instant::now();
     proxy.cut();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use kvtk_config::{ConfigEvent, ConfigEvents, ConfigReader, ConfigWriter};
 use kvtk_core::Revision;
-use kvtk_tests::{NatsServer, T};
+use kvtk_tests::{within, NatsServer};
 use serde::{Deserialize, Serialize};
 
 /// Another view of the same document: a different type with its own validator.
@@ -113,7 +113,7 @@ async fn the_watch_stops_with_its_last_reader() {
     drop(r2);
     // The last reader still follows the shared watch.
     let rev = w.set(&app("v2", 2)).await.unwrap().revision;
-    let snap = tokio::time::timeout(T, r3.changed()).await.expect("change");
+    let snap = within("the last reader's change", r3.changed()).await;
     assert_eq!(snap.revision(), rev);
     assert_eq!(consumers(&b).await, 1);
     drop(r3);
@@ -152,7 +152,7 @@ async fn a_lagging_reader_resyncs_to_the_latest() {
     let sizes = 2..=100u32;
     for size in sizes.clone() {
         let rev = b.put("app.config", json(&app("v", size))).await.unwrap();
-        let snap = tokio::time::timeout(T, fast.changed()).await.expect("fast");
+        let snap = within("the fast reader's change", fast.changed()).await;
         assert_eq!(snap.revision(), Some(rev));
         revs.push(rev);
     }
@@ -196,17 +196,7 @@ async fn the_shared_watch_is_gap_free_across_a_server_restart() {
     assert_eq!(consumers(&b).await, 1);
 
     server.restart().await;
-    // The writer's connection reconnects by itself; retry until it is back.
-    let first = tokio::time::timeout(T, async {
-        loop {
-            match w.set(&app("after-restart", 2)).await {
-                Ok(wr) => break wr.revision,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await
-    .expect("write after restart");
+    let first = set_when_back(&w, &app("after-restart", 2)).await.revision;
     let last = w.set(&app("after-restart", 3)).await.unwrap().revision;
     assert!(first < last);
     for (events, r) in &mut readers {
@@ -240,7 +230,7 @@ async fn unannounced_changes_still_wake_changed_and_later_paths_are_exact() {
         .unwrap();
     for (name, size) in [("v", 2), ("w", 3)] {
         let rev = b.put("app.config", json(&app(name, size))).await.unwrap();
-        let snap = tokio::time::timeout(T, r.changed()).await.expect("change");
+        let snap = within("the reader's change", r.changed()).await;
         assert_eq!((snap.name.as_str(), snap.pool_size), (name, size));
         assert_eq!(snap.revision(), Some(rev));
         assert!(r.is_ready());

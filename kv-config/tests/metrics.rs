@@ -6,11 +6,8 @@ use futures::StreamExt;
 use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Source};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_tests::metrics::TestRecorder;
-use kvtk_tests::NatsServer;
+use kvtk_tests::{within, NatsServer};
 use serde::{Deserialize, Serialize};
-
-/// Upper bound for any wait on an event.
-const T: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct App {
@@ -55,15 +52,15 @@ async fn applied_rejected_and_revision_lag_follow_the_reader() {
     assert_eq!(rec.gauge("kv_config_revision_lag", &by), Some(0.0));
 
     writer.set(&App { pool_size: 8 }).await.unwrap();
-    tokio::time::timeout(T, reader.changed()).await.unwrap();
+    within("the reader's change", reader.changed()).await;
     assert_eq!(rec.counter("kv_config_applied_total", &by), 2);
 
     let good = reader.current().revision().unwrap();
     // Behind the writer's back: the reader refuses it and keeps pool_size 8.
     let bad = bucket.put("svc.app", r#"{"pool_size":0}"#).await.unwrap();
-    match tokio::time::timeout(T, events.next()).await.unwrap() {
+    match within("the reader's next event", events.next()).await {
         Some(ConfigEvent::Changed(_)) => {
-            let ev = tokio::time::timeout(T, events.next()).await.unwrap();
+            let ev = within("the rejection", events.next()).await;
             assert!(matches!(ev, Some(ConfigEvent::Rejected(_))), "{ev:?}");
         }
         Some(ConfigEvent::Rejected(_)) => {}
@@ -78,7 +75,7 @@ async fn applied_rejected_and_revision_lag_follow_the_reader() {
 
     // A good value again: applied, no lag.
     writer.set(&App { pool_size: 16 }).await.unwrap();
-    tokio::time::timeout(T, reader.changed()).await.unwrap();
+    within("the reader's change", reader.changed()).await;
     assert_eq!(rec.counter("kv_config_applied_total", &by), 3);
     assert_eq!(rec.gauge("kv_config_revision_lag", &by), Some(0.0));
     assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{app, doc, next_event, validate, App};
 use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, Source};
 use kvtk_core::{Bucket, BucketConfig, Kv, ReadOnlyBucket, Revision};
-use kvtk_tests::{HubAndLeaf, T};
+use kvtk_tests::{within, HubAndLeaf};
 
 /// The origin on the hub, its mirror on the leaf.
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -106,7 +106,7 @@ async fn a_reader_on_a_leaf_mirror_follows_the_hub_across_link_cuts() {
         .revision
         .unwrap();
     assert_eq!(next_change(&mut events).await, fixed);
-    tokio::time::timeout(T, reader.shutdown()).await.unwrap();
+    within("the reader's shutdown", reader.shutdown()).await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, Connector, ErrorKind, Origin};
-use kvtk_tests::{FaultProxy, NatsServer, T};
+use kvtk_tests::{until, within, FaultProxy, NatsServer};
 
 #[tokio::test]
 async fn offline_start_from_snapshot_then_catch_up() {
@@ -75,13 +75,11 @@ async fn offline_start_from_snapshot_then_catch_up() {
 
     // The server comes back: the reader catches up with the one change it missed.
     server.restart().await;
-    let cur = tokio::time::timeout(T, r.changed())
-        .await
-        .expect("catch-up");
+    let cur = within("the catch-up", r.changed()).await;
     assert_eq!(*cur.value(), app("v2", 2));
     assert_eq!(cur.revision(), r2);
     assert!(!cur.is_stale());
-    tokio::time::timeout(T, r.ready()).await.unwrap();
+    within("the reader ready", r.ready()).await;
     assert!(r.health().is_healthy());
 }
 
@@ -137,17 +135,7 @@ async fn resync_after_server_restart() {
     let mut events = r.events();
 
     server.restart().await;
-    // The writer's connection reconnects by itself; retry until it is back.
-    let rev = tokio::time::timeout(T, async {
-        loop {
-            match w.set(&app("after-restart", 2)).await {
-                Ok(wr) => break wr.revision,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await
-    .expect("write after restart");
+    let rev = set_when_back(&w, &app("after-restart", 2)).await.revision;
     match next_event(&mut events).await {
         ConfigEvent::Changed(c) => {
             assert_eq!(c.revision, rev);
@@ -186,13 +174,10 @@ async fn a_document_that_vanished_while_away_is_noticed() {
     proxy.cut();
     // The server's whole-second TTL clock is what is under test: the document expires and so
     // does its expiry marker, leaving no trace for the reader's watch.
-    tokio::time::timeout(T, async {
-        while b.entry("app.config").await.unwrap().is_some() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    until("the document and its expiry marker gone", || async {
+        b.entry("app.config").await.unwrap().is_none()
     })
-    .await
-    .expect("document and marker gone");
+    .await;
     proxy.heal();
     match next_event(&mut events).await {
         ConfigEvent::Rejected(rej) => {

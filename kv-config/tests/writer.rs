@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use kvtk_config::{ConfigEvent, ConfigReader, ConfigWriter, ErrorKind, RejectKind, Source};
-use kvtk_tests::{NatsServer, T};
+use kvtk_tests::{within, NatsServer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,7 +166,7 @@ async fn prefix_mode_multi_key_updates_are_never_torn() {
     done.store(true, Ordering::Relaxed);
     // Wake the watcher one last time so it sees `done`.
     w.update(|s| s.label = "end".into()).await.unwrap();
-    tokio::time::timeout(T, watcher).await.unwrap().unwrap();
+    within("the watcher task", watcher).await.unwrap();
     assert_eq!(torn.load(Ordering::Relaxed), 0);
     println!(
         "{n} transactional updates: {changes} change events, {} changed() wake-ups, 0 torn",
@@ -209,9 +209,8 @@ async fn applied_acknowledgements_from_three_readers() {
         .unwrap()
         .revision
         .unwrap();
-    let names = tokio::time::timeout(T, w.wait_applied(rev, 3))
+    let names = within("3 acknowledgements", w.wait_applied(rev, 3))
         .await
-        .expect("3 acknowledgements in time")
         .unwrap();
     assert_eq!(names, vec!["r1", "r2", "r3"]);
     for r in &readers {
@@ -221,9 +220,8 @@ async fn applied_acknowledgements_from_three_readers() {
     // A revision the readers refuse is never acknowledged as applied; the next good one is.
     b.put("app.config", json(&app("fleet", 0))).await.unwrap();
     let rev = w.set(&app("fleet", 3)).await.unwrap().revision.unwrap();
-    let names = tokio::time::timeout(T, w.wait_applied(rev, 3))
+    let names = within("3 acknowledgements", w.wait_applied(rev, 3))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(names.len(), 3);
 
@@ -237,9 +235,8 @@ async fn applied_acknowledgements_from_three_readers() {
         .unwrap()
         .revision
         .unwrap();
-    let names = tokio::time::timeout(T, w.wait_applied(rev, 2))
+    let names = within("2 acknowledgements", w.wait_applied(rev, 2))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(names, vec!["r1", "r2"]);
 }
@@ -257,9 +254,8 @@ async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
         .ack_ttl(std::time::Duration::from_secs(1))
         .await
         .unwrap();
-    let names = tokio::time::timeout(T, w.wait_applied(rev, 1))
+    let names = within("1 acknowledgements", w.wait_applied(rev, 1))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(names, vec!["r1"]);
     let key = "_applied.app.config.r1";
@@ -281,7 +277,7 @@ async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
         .include(kvtk_core::Include::LastPerKey)
         .await
         .unwrap();
-    let removed = tokio::time::timeout(T, async {
+    let removed = within("the acknowledgement's removal", async {
         loop {
             match futures::StreamExt::next(&mut watch).await {
                 Some(Ok(kvtk_core::WatchEvent::Entry(e))) if !e.is_value() => return e,
@@ -290,7 +286,6 @@ async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
             }
         }
     })
-    .await
-    .expect("the acknowledgement is removed");
+    .await;
     assert_eq!(removed.lease().map(|t| t.nonce()), Some(tag.nonce()));
 }

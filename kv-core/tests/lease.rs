@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use kvtk_core::lease::{Keeper, LeaseConfig, LostReason};
 use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kvtk_tests::{client, FaultProxy, NatsServer, T};
+use kvtk_tests::{client, within, FaultProxy, NatsServer};
+
+mod common;
+use common::with_acks_lost;
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -21,7 +24,7 @@ async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg()).await.unwrap()
 }
 
-/// A bucket handle behind a fault proxy, with short request timeouts (so a cut link turns
+/// A bucket handle behind a fault proxy, with short request timeouts (so a slow link turns
 /// writes into unknown outcomes quickly).
 async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
@@ -75,7 +78,7 @@ async fn a_taken_key_ends_the_lease_and_fences_guarded_writes() {
     let txn = b.txn().put("data.y", "2").if_held(&lease).commit().await;
     assert_eq!(txn.unwrap_err().kind(), ErrorKind::Conflict);
     // The next renewal conflicts: loss is reported well before the deadline.
-    let why = tokio::time::timeout(T, lease.lost()).await.unwrap();
+    let why = within("the lease's loss", lease.lost()).await;
     assert_eq!(why, LostReason::Taken);
     let r = lease.release().await.unwrap();
     assert!(!r.was_held);
@@ -116,26 +119,17 @@ async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
     let (proxy, b) = proxied_bucket(&server).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let lease = keeper.lease("lock.b", "me").await.unwrap();
+    let direct = bucket(&Kv::new(server.connect().await)).await;
 
-    // Cut the link: the delete is buffered by the client and sent once the link heals,
-    // after its request timed out.
-    proxy.cut();
-    let release = tokio::spawn(async move { lease.release().await });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    proxy.heal();
-    let r = tokio::time::timeout(T, release)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    // The delete is applied after its request timed out.
+    let r = with_acks_lost(&proxy, lease.release(), || async {
+        let e = direct.get_from_leader("lock.b").await.unwrap().unwrap();
+        !e.is_value()
+    })
+    .await
+    .unwrap();
     assert!(r.was_held, "the applied delete is ours: {r:?}");
-    let direct = Kv::new(server.connect().await);
-    let tomb = bucket(&direct)
-        .await
-        .get_from_leader("lock.b")
-        .await
-        .unwrap()
-        .unwrap();
+    let tomb = direct.get_from_leader("lock.b").await.unwrap().unwrap();
     assert!(!tomb.is_value());
 }
 
@@ -146,20 +140,15 @@ async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
 
-    // The creating write is buffered while the link is cut and applied after it heals,
-    // after its request timed out: the creation must adopt it, not write a second entry.
-    proxy.cut();
-    let create = tokio::spawn(async move {
-        let lease = keeper
-            .lease("queue.me", "v")
-            .expect(Expect::NoMessage)
-            .await;
-        (keeper, lease)
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    proxy.heal();
-    let (_keeper, lease) = tokio::time::timeout(T, create).await.unwrap().unwrap();
-    let lease = lease.unwrap();
+    // The creating write is applied after its request timed out: the creation must adopt
+    // it, not write a second entry.
+    let creation = keeper.lease("queue.me", "v").expect(Expect::NoMessage);
+    let lease = with_acks_lost(&proxy, creation, || async {
+        let e = observer.get_from_leader("queue.me").await.unwrap();
+        e.is_some()
+    })
+    .await
+    .unwrap();
     let e = observer.get_from_leader("queue.me").await.unwrap().unwrap();
     assert_eq!(e.lease().unwrap().nonce(), lease.nonce());
     assert_eq!(lease.origin(), e.lease().unwrap().origin());
@@ -196,18 +185,13 @@ async fn a_hand_over_replaces_the_key_and_an_orphan_expires() {
     orphan.orphan();
     let mut watch = b.watch(["leader", "worker"]).await.unwrap();
     let mut expired = std::collections::BTreeSet::new();
-    tokio::time::timeout(T, async {
-        while expired.len() < 2 {
-            if let Some(Ok(kvtk_core::WatchEvent::Entry(e))) =
-                futures::StreamExt::next(&mut watch).await
-            {
-                if e.removal() == Some(kvtk_core::Removal::Expired) {
-                    expired.insert(e.key().as_str().to_string());
-                }
+    while expired.len() < 2 {
+        let item = kvtk_tests::next("the expiry of both keys", &mut watch).await;
+        if let Ok(kvtk_core::WatchEvent::Entry(e)) = item {
+            if e.removal() == Some(kvtk_core::Removal::Expired) {
+                expired.insert(e.key().as_str().to_string());
             }
         }
-    })
-    .await
-    .unwrap();
+    }
     drop(lease);
 }

@@ -3,23 +3,12 @@
 use std::future::IntoFuture as _;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kvtk_core::{BucketConfig, ErrorKind, Kv, Revision, WatchEvent};
+use kvtk_core::{BucketConfig, ErrorKind, Kv, Revision};
 use kvtk_tests::metrics::TestRecorder;
-use kvtk_tests::NatsServer;
+use kvtk_tests::{within, NatsServer};
 
-/// Upper bound for any wait on an event.
-const T: Duration = Duration::from_secs(30);
-
-async fn next_entry(w: &mut kvtk_core::Watch) -> kvtk_core::Entry {
-    loop {
-        match w.next().await {
-            Some(Ok(WatchEvent::Entry(e))) => return e,
-            Some(Ok(WatchEvent::InitialDone)) => {}
-            other => panic!("watch ended: {other:?}"),
-        }
-    }
-}
+mod common;
+use common::next_entry;
 
 #[tokio::test]
 async fn a_watch_counts_its_resume_after_a_server_restart() {
@@ -30,9 +19,7 @@ async fn a_watch_counts_its_resume_after_a_server_restart() {
     let bucket = kv.create_or_open(BucketConfig::new("wm")).await.unwrap();
     bucket.put("a", "1").await.unwrap();
     let mut watch = bucket.watch(["a"]).await.unwrap();
-    tokio::time::timeout(T, next_entry(&mut watch))
-        .await
-        .unwrap();
+    next_entry(&mut watch).await;
     assert_eq!(
         rec.counter("kv_watch_resumes_total", &[("bucket", "wm")]),
         0
@@ -40,13 +27,13 @@ async fn a_watch_counts_its_resume_after_a_server_restart() {
 
     server.restart().await;
     let put = || bucket.put("a", "2").into_future();
-    let written = tokio::time::timeout(T, kvtk_core::Backoff::DEFAULT.retry(put))
-        .await
-        .unwrap()
-        .unwrap();
-    let e = tokio::time::timeout(T, next_entry(&mut watch))
-        .await
-        .unwrap();
+    let written = within(
+        "a write after the restart",
+        kvtk_core::Backoff::DEFAULT.retry(put),
+    )
+    .await
+    .unwrap();
+    let e = next_entry(&mut watch).await;
     assert_eq!(e.revision(), written);
     let resumes = rec.counter("kv_watch_resumes_total", &[("bucket", "wm")]);
     assert!(resumes >= 1, "{}", rec.describe());

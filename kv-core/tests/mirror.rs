@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use kvtk_core::{
-    Bucket, BucketConfig, Entry, Include, Kv, Op, ReadOnlyBucket, Removal, Revision, Watch,
-    WatchEvent,
+    Bucket, BucketConfig, Include, Kv, Op, ReadOnlyBucket, Removal, Revision, WatchEvent,
 };
 use kvtk_tests::HubAndLeaf;
+
+mod common;
+use common::{next_entry, next_event};
 
 /// The origin on the hub and its mirror on the leaf (same name, same history).
 async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
@@ -35,17 +37,6 @@ async fn mirrored(net: &HubAndLeaf) -> (Bucket, ReadOnlyBucket) {
     (origin, mirror.read_only())
 }
 
-async fn next_entry(w: &mut Watch) -> Entry {
-    loop {
-        let ev = kvtk_tests::next("a watch event", w)
-            .await
-            .expect("no watch error");
-        if let WatchEvent::Entry(e) = ev {
-            return e;
-        }
-    }
-}
-
 type Row = (
     String,
     Revision,
@@ -60,8 +51,7 @@ async fn everything(b: &ReadOnlyBucket) -> Vec<Row> {
     let mut w = b.watch_all().include(Include::AllHistory).await.unwrap();
     let mut rows = Vec::new();
     loop {
-        let ev = kvtk_tests::next("a watch event", &mut w).await.unwrap();
-        let WatchEvent::Entry(e) = ev else {
+        let WatchEvent::Entry(e) = next_event(&mut w).await else {
             return rows;
         };
         rows.push((

@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use kvtk_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Json, Kv, Op, Outcome, Removal, Revision,
-    Storage, Utf8, WatchEvent,
+    Storage, Utf8,
 };
-use kvtk_tests::{FaultProxy, NatsServer, T};
+use kvtk_tests::{FaultProxy, NatsServer};
+
+mod common;
+use common::next_entry;
 
 async fn setup(server: &NatsServer, cfg: BucketConfig) -> (Kv, Bucket) {
     let kv = Kv::new(server.connect().await);
@@ -21,17 +23,6 @@ fn ttl_bucket(name: &str) -> BucketConfig {
     BucketConfig::new(name)
         .per_key_ttl(Duration::from_secs(1))
         .atomic_batches(true)
-}
-
-async fn next_entry(w: &mut kvtk_core::Watch) -> kvtk_core::Entry {
-    loop {
-        let ev = kvtk_tests::next("a watch event", w)
-            .await
-            .expect("watch item ok");
-        if let WatchEvent::Entry(e) = ev {
-            return e;
-        }
-    }
 }
 
 #[tokio::test]
@@ -658,10 +649,7 @@ async fn mirrors_sources_republish_and_compression() {
         .unwrap();
     assert!(rp.status().await.unwrap().compression);
     rp.put("x", "hello").await.unwrap();
-    let m = tokio::time::timeout(T, republished.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = kvtk_tests::next("the republished message", &mut republished).await;
     assert_eq!(m.payload.as_ref(), b"hello");
 
     let mirror = kv
@@ -683,13 +671,7 @@ async fn mirrors_sources_republish_and_compression() {
     // both catch up with the origin (asynchronously): watch until the value shows
     for b in [&mirror, &sourced] {
         let mut w = b.watch(["a"]).await.unwrap();
-        loop {
-            let ev = kvtk_tests::next("a watch event", &mut w).await.unwrap();
-            if let WatchEvent::Entry(e) = ev {
-                assert_eq!(e.value().as_ref(), b"1");
-                break;
-            }
-        }
+        assert_eq!(next_entry(&mut w).await.value().as_ref(), b"1");
         assert_eq!(b.get("a").await.unwrap().unwrap().value().as_ref(), b"1");
     }
 }

@@ -6,14 +6,17 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
-use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use kvtk_core::lease::{
     remove_if_dead, Keeper, LeaseConfig, LostReason, Reaped, Session, SessionId, SessionState,
+    SESSION_PREFIX,
 };
 use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal};
 use kvtk_tests::{client, until, within, FaultProxy, NatsCluster, NatsServer};
+
+mod common;
+use common::with_acks_lost;
 use tokio::time::Instant;
 
 fn cfg(replicas: usize) -> BucketConfig {
@@ -28,33 +31,13 @@ async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg(1)).await.unwrap()
 }
 
-/// A bucket handle behind a fault proxy, with short request timeouts (so a cut link turns
-/// writes into unknown outcomes quickly).
+/// A bucket handle behind a fault proxy, with short request timeouts (so a cut or slowed link
+/// turns writes into unknown outcomes quickly).
 async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
     let proxy = FaultProxy::start(&server.client_url()).await;
     let kv = Kv::new(client::short_timeouts(proxy.url()).await);
     let b = bucket(&kv).await;
     (proxy, b)
-}
-
-/// Runs `fut` while the link is cut long enough for its requests to time out with their
-/// writes waiting in the client's buffer, then heals it: the writes land, their
-/// acknowledgements are lost.
-async fn with_acks_lost<F: std::future::Future>(proxy: &FaultProxy, fut: F) -> F::Output {
-    proxy.cut();
-    let heal = async {
-        until("the link is down", || {
-            std::future::ready(proxy.connections() == 0)
-        })
-        .await;
-        // The request timeout (500 ms) must pass while the write waits in the buffer.
-        tokio::time::sleep(client::REQUEST_TIMEOUT + Duration::from_millis(300)).await;
-        proxy.heal();
-    };
-    within("the writes through the cut", async {
-        tokio::join!(fut, heal).0
-    })
-    .await
 }
 
 fn lease_cfg(ttl: u64) -> LeaseConfig {
@@ -241,7 +224,11 @@ async fn a_session_creation_whose_ack_was_lost_is_adopted() {
     let observer = bucket(&Kv::new(server.connect().await)).await;
     // The creating write is applied after its request timed out: the creation must adopt
     // it, not fail or write again.
-    let session = with_acks_lost(&proxy, keeper.session().into_future()).await;
+    let session = with_acks_lost(&proxy, keeper.session(), || async {
+        let keys = observer.keys(format!("{SESSION_PREFIX}>")).await.unwrap();
+        !keys.is_empty()
+    })
+    .await;
     let session = session.unwrap();
     let e = leader_entry(&observer, session.lease().key().as_str()).await;
     assert_eq!(e.lease().unwrap().nonce(), session.id().get());
@@ -290,7 +277,12 @@ async fn a_binding_whose_ack_was_lost_is_adopted() {
     let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
     let session = keeper.session().await.unwrap();
-    let bound = with_acks_lost(&proxy, session.bind("q.lost-ack", "v").into_future()).await;
+    let binding = session.bind("q.lost-ack", "v");
+    let bound = with_acks_lost(&proxy, binding, || async {
+        let e = observer.get_from_leader("q.lost-ack").await.unwrap();
+        e.is_some()
+    })
+    .await;
     let bound = bound.unwrap();
     let e = leader_entry(&observer, "q.lost-ack").await;
     assert_eq!(SessionId::bound_by(&e), Some(session.id()));

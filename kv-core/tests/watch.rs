@@ -10,18 +10,15 @@ use futures::StreamExt;
 use kvtk_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Kv, Op, Revision, Watch, WatchEvent,
 };
-use kvtk_tests::{FaultProxy, NatsServer, T};
+use kvtk_tests::{until, within, FaultProxy, NatsServer};
 
-async fn next(w: &mut Watch) -> WatchEvent {
-    kvtk_tests::next("a watch event", w)
-        .await
-        .expect("watch item ok")
-}
+mod common;
+use common::{next_entry, next_event};
 
 async fn entries_until_marker(w: &mut Watch) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     loop {
-        match next(w).await {
+        match next_event(w).await {
             WatchEvent::Entry(e) => out.push((e.key().to_string(), e.value().to_vec())),
             WatchEvent::InitialDone => return out,
         }
@@ -42,9 +39,9 @@ async fn include_modes_and_initial_marker() {
 
     // empty bucket: the marker still arrives
     let mut w = b.watch_all().await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     let mut none = b.watch(["nothing.>"]).await.unwrap();
-    assert_eq!(next(&mut none).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut none).await, WatchEvent::InitialDone);
 
     b.put("a", "1").await.unwrap();
     b.put("a", "2").await.unwrap();
@@ -52,7 +49,7 @@ async fn include_modes_and_initial_marker() {
     b.delete("b").await.unwrap();
     b.put("c.x", "1").await.unwrap();
     // the first watch now sees the updates live
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!("entry expected")
     };
     assert_eq!(e.value().as_ref(), b"1");
@@ -86,16 +83,16 @@ async fn include_modes_and_initial_marker() {
     assert_eq!(got, vec![("a".into(), vec![]), ("c.x".into(), vec![])]);
     // updates only: the marker comes first, then only new writes
     let mut w = b.watch_all().include(Include::UpdatesOnly).await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     let r = b.put("d", "new").await.unwrap();
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!("entry expected")
     };
     assert_eq!((e.key().as_str(), e.revision()), ("d", r));
     // from a revision
     let first = b.history("a").await.unwrap()[0].revision();
     let mut w = b.watch(["a"]).from_revision(first).await.unwrap();
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!("entry expected")
     };
     assert_eq!(e.revision(), first);
@@ -128,7 +125,7 @@ async fn write_numbered(b: &Bucket, from: u32, n: u32) {
 async fn collect_numbers(w: &mut Watch, last: &mut Option<Revision>, want: usize) -> Vec<u32> {
     let mut out = Vec::new();
     while out.len() < want {
-        if let WatchEvent::Entry(e) = next(w).await {
+        if let WatchEvent::Entry(e) = next_event(w).await {
             if let Some(l) = *last {
                 assert!(
                     e.revision() > l,
@@ -152,7 +149,7 @@ async fn resumes_across_server_restarts_without_gap_or_duplicate() {
     // writes it must not miss; the server then restarts while it is away.
     let (proxy, b) = through_proxy(&server, "resume").await;
     let mut w = b.watch(["n.>"]).include(Include::AllHistory).await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     let mut last = None;
     let mut seen = Vec::new();
     // 1,000 numbered writes; around two of the rounds the watcher is cut off, unpolled,
@@ -182,9 +179,9 @@ async fn resumes_across_a_proxy_cut_in_last_per_key_mode() {
     let b = bucket(&server, BucketConfig::new("cut")).await;
     let (proxy, watched) = through_proxy(&server, "cut").await;
     let mut w = watched.watch(["k.>"]).await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     b.put("k.a", "1").await.unwrap();
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!()
     };
     let mut last = e.revision();
@@ -200,7 +197,7 @@ async fn resumes_across_a_proxy_cut_in_last_per_key_mode() {
     // it resumes with the latest of every changed key, nothing older than what it had
     let mut got = Vec::new();
     while got.len() < 2 {
-        if let WatchEvent::Entry(e) = next(&mut w).await {
+        if let WatchEvent::Entry(e) = next_event(&mut w).await {
             assert!(e.revision() > last, "no duplicate");
             last = e.revision();
             got.push((e.key().to_string(), e.value().to_vec(), e.operation()));
@@ -217,7 +214,7 @@ async fn resumes_across_a_proxy_cut_in_last_per_key_mode() {
     // and keeps following live writes
     let r = b.put("k.c", "x").await.unwrap();
     loop {
-        if let WatchEvent::Entry(e) = next(&mut w).await {
+        if let WatchEvent::Entry(e) = next_event(&mut w).await {
             assert_eq!(e.revision(), r);
             break;
         }
@@ -240,7 +237,7 @@ async fn reports_history_gone_instead_of_skipping() {
         .skip_compacted()
         .await
         .unwrap();
-    let WatchEvent::Entry(e) = next(&mut lenient).await else {
+    let WatchEvent::Entry(e) = next_event(&mut lenient).await else {
         panic!()
     };
     assert_eq!(e.revision(), r2);
@@ -248,7 +245,7 @@ async fn reports_history_gone_instead_of_skipping() {
     // a strict watch cut off while the history it needs is compacted away says so
     let (proxy, watched) = through_proxy(&server, "gone").await;
     let mut w = watched.watch(["x", "y"]).from_revision(r2).await.unwrap();
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!()
     };
     assert_eq!(e.revision(), r2);
@@ -260,7 +257,7 @@ async fn reports_history_gone_instead_of_skipping() {
     b.put("x", "5").await.unwrap();
     proxy.heal();
     let mut saw_error = false;
-    while let Some(item) = tokio::time::timeout(T, w.next()).await.expect("in time") {
+    while let Some(item) = within("the watch's next item or its end", w.next()).await {
         match item {
             Ok(WatchEvent::Entry(e)) => panic!("no entry may be delivered past a gap: {e:?}"),
             Ok(WatchEvent::InitialDone) => {}
@@ -286,38 +283,28 @@ async fn a_key_that_vanished_while_away_is_reported() {
     .await;
     let (proxy, watched) = through_proxy(&server, "vanish").await;
     let mut w = watched.watch(["s.>"]).await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     b.create("s.1", "alive")
         .ttl(Duration::from_secs(1))
         .await
         .unwrap();
-    let WatchEvent::Entry(e) = next(&mut w).await else {
+    let WatchEvent::Entry(e) = next_event(&mut w).await else {
         panic!()
     };
     assert_eq!(e.key().as_str(), "s.1");
     proxy.cut();
     // The server's whole-second TTL clock is what is under test: the key expires after 1 s
     // and its expiry marker after one more; wait until neither is left.
-    tokio::time::timeout(T, async {
-        loop {
-            if b.entry("s.1").await.unwrap().is_none() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    until("key s.1 and its expiry marker gone", || async {
+        b.entry("s.1").await.unwrap().is_none()
     })
-    .await
-    .expect("key and marker gone");
+    .await;
     b.put("s.2", "later").await.unwrap();
     proxy.heal();
     let mut vanished = false;
     let mut later = false;
     while !(vanished && later) {
-        match tokio::time::timeout(T, w.next())
-            .await
-            .expect("in time")
-            .expect("open")
-        {
+        match kvtk_tests::next("the next watch item", &mut w).await {
             Ok(WatchEvent::Entry(e)) => {
                 assert_eq!(e.key().as_str(), "s.2");
                 later = true;
@@ -345,8 +332,8 @@ async fn r3_bucket_survives_killing_its_stream_leader() {
         .unwrap();
     let b = kv.open("r3").await.unwrap();
     let mut w = b.watch(["k"]).await.unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
-    let mut rev = b.create("k", "0").await.unwrap();
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
+    let rev = std::cell::Cell::new(b.create("k", "0").await.unwrap());
     let leader = cluster
         .wait_stream_leader("KV_r3", Duration::from_secs(10))
         .await
@@ -354,27 +341,29 @@ async fn r3_bucket_survives_killing_its_stream_leader() {
     cluster.kill_node(leader);
     // CAS updates keep working once a new stream leader is elected; retry through the
     // election, re-reading on conflicts (an ambiguous ack may have applied).
-    let mut done = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while done < 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "writes did not resume"
-        );
-        match b.update("k", done.to_string(), rev).await {
-            Ok(r) => {
-                rev = r;
-                done += 1;
-            }
-            Err(e) if e.is_conflict() => {
-                rev = b.get_from_leader("k").await.unwrap().unwrap().revision();
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+    for done in 0..20 {
+        until(
+            "a CAS write to land after the stream leader's kill",
+            || async {
+                match b.update("k", done.to_string(), rev.get()).await {
+                    Ok(r) => {
+                        rev.set(r);
+                        true
+                    }
+                    Err(e) if e.is_conflict() => {
+                        rev.set(b.get_from_leader("k").await.unwrap().unwrap().revision());
+                        false
+                    }
+                    Err(_) => false,
+                }
+            },
+        )
+        .await;
     }
+    let rev = rev.get();
     // the watch follows to the last write
     loop {
-        if let WatchEvent::Entry(e) = next(&mut w).await {
+        if let WatchEvent::Entry(e) = next_event(&mut w).await {
             if e.revision() == rev {
                 assert_eq!(e.value().as_ref(), b"19");
                 break;
@@ -395,7 +384,7 @@ async fn watchers_see_whole_transactions_by_their_commit_entry() {
         .include(Include::UpdatesOnly)
         .await
         .unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     let rounds = 100u32;
     let writer = async {
         for i in 1..=rounds {
@@ -415,7 +404,7 @@ async fn watchers_see_whole_transactions_by_their_commit_entry() {
         let mut applied = 0;
         let mut pending: Vec<kvtk_core::Entry> = Vec::new();
         while applied < rounds {
-            let WatchEvent::Entry(e) = next(&mut w).await else {
+            let WatchEvent::Entry(e) = next_event(&mut w).await else {
                 continue;
             };
             let batch = e.batch().cloned().expect("written by a transaction");
@@ -449,7 +438,7 @@ async fn a_reconnect_storm_leaves_one_consumer_and_no_gap() {
         .include(Include::AllHistory)
         .await
         .unwrap();
-    assert_eq!(next(&mut w).await, WatchEvent::InitialDone);
+    assert_eq!(next_event(&mut w).await, WatchEvent::InitialDone);
     let mut last = None;
     let mut seen = Vec::new();
     // Flap the watcher's connection 50 times, with a write while it is cut off each time,
@@ -478,7 +467,7 @@ async fn dropped_watches_leave_no_consumers_behind() {
     // A busy lock creates and drops a watch per hand-off: thousands a minute.
     for _ in 0..300 {
         let mut w = b.watch(["k"]).await.unwrap();
-        let _ = next(&mut w).await;
+        let _ = next_event(&mut w).await;
     }
     kvtk_tests::until("the dropped watches' consumers to be deleted", || async {
         b.status().await.unwrap().stream_info.state.consumer_count == 0
@@ -490,7 +479,7 @@ async fn dropped_watches_leave_no_consumers_behind() {
 /// no entry before it, and that the watch then ends.
 async fn expect_history_gone(w: &mut Watch, key: &str) {
     let err = loop {
-        match tokio::time::timeout(T, w.next()).await.expect("in time") {
+        match within("the watch's next item or its end", w.next()).await {
             Some(Ok(WatchEvent::Entry(e))) => panic!("no entry may be delivered past a gap: {e:?}"),
             Some(Ok(WatchEvent::InitialDone)) => {}
             Some(Err(e)) => break e,
@@ -499,17 +488,8 @@ async fn expect_history_gone(w: &mut Watch, key: &str) {
     };
     assert_eq!(err.kind(), ErrorKind::HistoryGone, "{err}");
     assert_eq!(err.key(), Some(key), "{err}");
-    let after = tokio::time::timeout(T, w.next()).await.expect("in time");
+    let after = within("the watch's end", w.next()).await;
     assert!(after.is_none(), "a strict watch ends after HistoryGone");
-}
-
-/// Waits for the next entry, skipping the initial-values marker.
-async fn next_entry(w: &mut Watch) -> kvtk_core::Entry {
-    loop {
-        if let WatchEvent::Entry(e) = next(w).await {
-            return e;
-        }
-    }
 }
 
 #[tokio::test]
@@ -597,7 +577,7 @@ async fn entries_name_the_revision_their_write_expected() {
     b.put("k", "4").expect_on("other", other).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 5 {
-        if let WatchEvent::Entry(e) = next(&mut w).await {
+        if let WatchEvent::Entry(e) = next_event(&mut w).await {
             seen.push(e.expected());
         }
     }

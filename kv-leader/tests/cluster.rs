@@ -13,7 +13,7 @@ use common::*;
 use futures::StreamExt;
 use kvtk_core::Kv;
 use kvtk_leader::{Election, Term};
-use kvtk_tests::{within, NatsCluster};
+use kvtk_tests::{until, within, NatsCluster};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,23 @@ struct Tenure {
     term: Term,
     start: Instant,
     end: Instant,
+}
+
+/// Polls `el`'s leader key until it names a leader for which `pred` holds; returns it.
+async fn leader_once(
+    what: &str,
+    el: &Election,
+    pred: impl Fn(&kvtk_leader::LeaderInfo) -> bool,
+) -> kvtk_leader::LeaderInfo {
+    let found = std::cell::RefCell::new(None);
+    until(what, || async {
+        let l = el.leader().await.ok().flatten().filter(|l| pred(l));
+        let seen = l.is_some();
+        *found.borrow_mut() = l;
+        seen
+    })
+    .await;
+    found.into_inner().expect("a leader")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +78,7 @@ async fn killing_the_stream_leader_never_yields_two_leaders() {
                     tokio::select! {
                         _ = l.lost() => break false,
                         _ = stop.cancelled() => break true,
+                        // The leader's pace: a guarded write every 200 ms (the workload).
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {
                             let _ = fencing.put("svc.work", format!("{i}")).await;
                         }
@@ -82,21 +100,7 @@ async fn killing_the_stream_leader_never_yields_two_leaders() {
     }
 
     let observer_el = elections[0].clone();
-    let wait_leader = |what: &'static str| {
-        let el = observer_el.clone();
-        async move {
-            within(what, async {
-                loop {
-                    if let Ok(Some(l)) = el.leader().await {
-                        return l;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-            .await
-        }
-    };
-    let first = wait_leader("a first leader").await;
+    let first = leader_once("a first leader", &observer_el, |_| true).await;
     println!("first leader {} term {}", first.id, first.term);
 
     for round in 0..2 {
@@ -109,18 +113,10 @@ async fn killing_the_stream_leader_never_yields_two_leaders() {
         cluster.kill_node(node);
         // Wait for a leader with a newer term than the one before the kill, or the same
         // leader still renewing after the stream recovered.
-        let after = within("a leader after the kill", async {
-            loop {
-                if let Ok(Some(l)) = observer_el.leader().await {
-                    if before
-                        .as_ref()
-                        .is_none_or(|b| l.term > b.term || l.revision > b.revision)
-                    {
-                        return l;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let after = leader_once("a leader after the kill", &observer_el, |l| {
+            before
+                .as_ref()
+                .is_none_or(|b| l.term > b.term || l.revision > b.revision)
         })
         .await;
         println!(

@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::cell::RefCell;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use common::*;
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_leader::{Election, ErrorKind, HealthStatus, LostReason, Observed};
-use kvtk_tests::{within, FaultProxy, NatsServer};
+use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -35,15 +37,7 @@ async fn graceful_resign_hands_over_in_milliseconds() {
         let (wid, welection) = waiting.clone();
         let waiter = tokio::spawn(async move { welection.campaign(wid).await });
         // Let the waiter register and start its watch (it is listed once registered).
-        within("waiter registered", async {
-            loop {
-                if a.candidates().await.unwrap().iter().any(|c| c.id == wid) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        candidates_until(&a, |ids| ids.iter().any(|id| id == wid)).await;
         let t0 = Instant::now();
         leader.resign().await.unwrap();
         let next_leader = within("hand-over", waiter).await.unwrap().unwrap();
@@ -74,7 +68,7 @@ async fn graceful_resign_hands_over_in_milliseconds() {
     assert_eq!(terms.last(), Some(&leader.term()));
     leader.resign().await.unwrap();
     assert_eq!(
-        until(&mut observer, |o| *o == Observed::NoLeader).await,
+        skip_until(&mut observer, |o| *o == Observed::NoLeader).await,
         Observed::NoLeader
     );
     let s = a.stats();
@@ -103,8 +97,11 @@ async fn crash_failover_within_ttl_plus_a_second_and_fencing_rejects_the_old_lea
             let b = b.clone();
             async move { b.campaign(bid).await }
         });
-        // Give the waiter a moment to be waiting; renewals keep `a` alive meanwhile.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Let the waiter be waiting (registered, watching); renewals keep `a` alive meanwhile.
+        until("b's campaign to watch", || {
+            std::future::ready(b.stats().watches > 0)
+        })
+        .await;
 
         // The leader "crashes": nothing of it reaches the server any more.
         pa.blackhole();
@@ -185,7 +182,7 @@ async fn observers_see_no_leader_after_expiry_and_resync_after_reconnect() {
     let lb = b.campaign("b").value("10.0.0.2:2").await.unwrap();
     assert_eq!(b.leader().await.unwrap().map(|l| l.term), Some(lb.term()));
     po.heal();
-    let ev = until(&mut o, |ev| matches!(ev, Observed::Leader(_))).await;
+    let ev = skip_until(&mut o, |ev| matches!(ev, Observed::Leader(_))).await;
     let Observed::Leader(l) = ev else {
         unreachable!()
     };
@@ -199,8 +196,15 @@ async fn observers_see_no_leader_after_expiry_and_resync_after_reconnect() {
     assert_eq!((l.value.as_str(), l.term), ("10.0.0.2:3", lb.term()));
     let before = lb.revision();
     // Renewals (every TTL/3) move the revision, not the term.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let now = b.leader().await.unwrap().unwrap();
+    let now = RefCell::new(None);
+    until("a renewal of the leader key", || async {
+        let l = b.leader().await.unwrap().unwrap();
+        let renewed = l.revision > before;
+        *now.borrow_mut() = Some(l);
+        renewed
+    })
+    .await;
+    let now = now.into_inner().unwrap();
     assert!(now.revision > before);
     assert_eq!(now.term, lb.term());
     assert!(lb.is_leader());
@@ -224,22 +228,7 @@ async fn transfer_goes_to_the_named_candidate_only() {
         let c = c.clone();
         async move { c.campaign("c").value("c-addr").await }
     });
-    within("candidates registered", async {
-        loop {
-            let ids: Vec<String> = a
-                .candidates()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            if ids == ["a", "b", "c"] {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    candidates_until(&a, |ids| ids == ["a", "b", "c"]).await;
 
     // Unknown targets are refused and we keep leading.
     let e = la.transfer_to("zz").await.unwrap_err();
@@ -258,9 +247,10 @@ async fn transfer_goes_to_the_named_candidate_only() {
 
     // Without a taker the hand-over expires and the normal race resumes.
     let ghost = Election::new(c.bucket().clone(), "xfer", TTL).unwrap();
-    let registered =
-        tokio::time::timeout(Duration::from_millis(300), ghost.campaign("ghost")).await;
-    assert!(registered.is_err(), "ghost keeps waiting");
+    tokio::select! {
+        r = ghost.campaign("ghost").into_future() => panic!("ghost keeps waiting: {r:?}"),
+        _ = candidates_until(&ghost, |ids| ids.iter().any(|id| id == "ghost")) => {}
+    }
     // ghost's campaign was dropped, its registration lives on for one TTL.
     let t1 = Instant::now();
     lc.transfer_to("ghost").await.unwrap();
@@ -349,7 +339,8 @@ async fn a_stalled_leader_reports_loss_and_never_renews_late() {
     let l = a.campaign("a").await.unwrap();
     let health = l.health();
     let rev = l.revision();
-    // Block the whole runtime past TTL − margin: no renewal can run meanwhile.
+    // Block the whole runtime past TTL − margin: no renewal can run meanwhile. The stall's
+    // length against the lease's clock is what is under test.
     std::thread::sleep(TTL + Duration::from_millis(300));
     assert!(!l.is_leader(), "loss is known before any task runs");
     assert!(!health.is_ready());
@@ -392,12 +383,7 @@ async fn stepping_down_rotates_in_line_order_on_the_same_registrations() {
     let mut leader = within("a elected", a.campaign("a")).await.unwrap();
     for (id, e) in [("b", &b), ("c", &c)] {
         spawn(e.campaign(id));
-        within("registered", async {
-            while !a.candidates().await.unwrap().iter().any(|x| x.id == id) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        candidates_until(&a, |ids| ids.iter().any(|x| x == id)).await;
     }
     let origins = || async {
         let mut out = Vec::new();

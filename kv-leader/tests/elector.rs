@@ -62,6 +62,7 @@ fn work(
             loop {
                 tokio::select! {
                     _ = ctx.cancelled() => break,
+                    // The work's pace: a fenced write every 20 ms (the workload, not a wait).
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {
                         n += 1;
                         // Rejected by the server once the term is over.
@@ -171,15 +172,7 @@ async fn work_stops_before_the_next_leader_starts_and_shutdown_releases_after_it
     }
     pa.heal();
     // Wait until a campaigns again (its link is back and it registered).
-    within("a campaigning again", async {
-        loop {
-            if eb.candidates().await.unwrap().iter().any(|c| c.id == "a") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    candidates_until(&eb, |ids| ids.iter().any(|id| id == "a")).await;
 
     // Graceful shutdown of b: work stops, then b resigns and a takes over within ms.
     let t0 = Instant::now();

@@ -14,7 +14,7 @@ use common::*;
 use futures::StreamExt;
 use kvtk_core::{Include, WatchEvent};
 use kvtk_leader::{Observed, Term};
-use kvtk_tests::{within, FaultProxy, NatsServer};
+use kvtk_tests::{within, within_for, FaultProxy, NatsServer};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -146,9 +146,13 @@ async fn invariant(candidates: usize, terms: usize) {
         });
     }
     let t0 = Instant::now();
-    while let Some(r) = tokio::time::timeout(Duration::from_secs(600), tasks.join_next())
-        .await
-        .expect("the run finishes")
+    // The whole run, longer than one wait on an event.
+    while let Some(r) = within_for(
+        "the run to finish",
+        Duration::from_secs(600),
+        tasks.join_next(),
+    )
+    .await
     {
         r.unwrap();
     }

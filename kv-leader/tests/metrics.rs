@@ -5,10 +5,7 @@ use std::time::Duration;
 use kvtk_core::Kv;
 use kvtk_leader::{Election, LostReason};
 use kvtk_tests::metrics::TestRecorder;
-use kvtk_tests::NatsServer;
-
-/// Upper bound for any wait on an event.
-const T: Duration = Duration::from_secs(30);
+use kvtk_tests::{within, NatsServer};
 
 async fn election(server: &NatsServer, bucket: &str, name: &str) -> Election {
     let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
@@ -28,22 +25,16 @@ async fn the_leader_gauge_goes_to_one_when_elected_and_to_zero_on_resign() {
     let by = [("bucket", "lm1"), ("election", "sched")];
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), None);
 
-    let l = tokio::time::timeout(T, e.campaign("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let l = within("a's election", e.campaign("a")).await.unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
     l.resign().await.unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
 
     // A second term, ended by dropping the handle.
-    let l = tokio::time::timeout(T, e.campaign("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let l = within("a's election", e.campaign("a")).await.unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
     drop(l);
-    tokio::time::timeout(T, e.shutdown()).await.unwrap();
+    within("the election's shutdown", e.shutdown()).await;
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
 
     let event = |ev: &str| {
@@ -63,15 +54,12 @@ async fn an_overwritten_leader_key_ends_the_term_without_anyone_resigning() {
     let server = NatsServer::start().await;
     let e = election(&server, "lm2", "sched").await;
     let by = [("bucket", "lm2"), ("election", "sched")];
-    let l = tokio::time::timeout(T, e.campaign("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let l = within("a's election", e.campaign("a")).await.unwrap();
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(1.0));
 
     // Someone ignoring the protocol rewrites the leader key: our next renewal conflicts.
     e.bucket().put(e.leader_key(), "intruder").await.unwrap();
-    let why = tokio::time::timeout(T, l.lost()).await.unwrap();
+    let why = within("the overwritten leader's loss", l.lost()).await;
     assert_eq!(why, LostReason::Overwritten);
     assert_eq!(rec.gauge("kv_leader_is_leader", &by), Some(0.0));
     let mut overwritten = by.to_vec();

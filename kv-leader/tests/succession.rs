@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kvtk_leader::{Election, Leadership};
-use kvtk_tests::{within, FaultProxy, NatsServer};
+use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -61,15 +61,10 @@ fn attempts(nodes: &[Node]) -> u64 {
 /// Waits until all 50 are registered and every campaign has started its watch.
 async fn settle(nodes: &[Node]) {
     candidates_until(&nodes[0].election, |ids| ids.len() == NODES * PER_NODE).await;
-    within("every campaign watching", async {
-        loop {
-            let watching: u64 = nodes.iter().map(|n| n.election.stats().watches).sum();
-            let campaigning: usize = nodes.iter().map(|n| n.campaigns.len()).sum();
-            if watching >= campaigning as u64 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
+    until("every campaign watching", || {
+        let watching: u64 = nodes.iter().map(|n| n.election.stats().watches).sum();
+        let campaigning: usize = nodes.iter().map(|n| n.campaigns.len()).sum();
+        std::future::ready(watching >= campaigning as u64)
     })
     .await;
 }
@@ -203,10 +198,8 @@ async fn a_cut_off_successor_does_not_stall_the_election() {
         ids.push(id.to_string());
         candidates_until(&a, |now| now == ids.as_slice()).await;
     }
-    within("every campaign watching", async {
-        while [&b, &c, &d].iter().any(|e| e.stats().watches == 0) {
-            tokio::task::yield_now().await;
-        }
+    until("every campaign watching", || {
+        std::future::ready([&b, &c, &d].iter().all(|e| e.stats().watches > 0))
     })
     .await;
 

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use kvtk_core::{BucketConfig, Include, Kv, WatchEvent};
 use kvtk_locks::{ErrorKind, Fence, Locks, Released};
-use kvtk_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
-use tokio::time::{timeout, Instant};
+use kvtk_tests::{client, until, within, within_for, FaultProxy, NatsCluster, NatsServer, T};
+use tokio::time::Instant;
 
 /// A Locks whose requests time out quickly, so that faults show within a lease.
 async fn locks_via(url: &str, bucket: &str) -> Locks {
@@ -30,19 +29,21 @@ async fn a_dead_holder_is_replaced_within_ttl() {
     let g = dying.mutex("job").unwrap().lock().ttl(ttl).await.unwrap();
     let waiter = healthy.mutex("job").unwrap();
     let w = tokio::spawn(async move { waiter.lock().ttl(ttl).timeout(T).await });
-    timeout(T, healthy.stats_handle().wait_for(|s| s.watches >= 1))
-        .await
-        .unwrap();
+    within(
+        "the waiter to watch",
+        healthy.stats_handle().wait_for(|s| s.watches >= 1),
+    )
+    .await;
     // The holder's process "dies": its connection goes and never comes back, so it can
     // neither renew nor release.
     let died = Instant::now();
     proxy.cut();
-    let g2 = timeout(T, w).await.unwrap().unwrap().unwrap();
+    let g2 = within("the waiter's turn", w).await.unwrap().unwrap();
     let took = died.elapsed();
     println!("dead holder replaced after {took:?} (ttl {ttl:?})");
     assert!(took <= ttl + Duration::from_millis(1500), "{took:?}");
     assert!(g2.token() > g.token());
-    timeout(T, g.lost()).await.unwrap();
+    within("the dead holder's loss", g.lost()).await;
     g2.release().await.unwrap();
 }
 
@@ -62,12 +63,14 @@ async fn a_blackholed_holder_demotes_itself_before_the_server_expires_it() {
         let g = waiter.lock().ttl(ttl).timeout(T).await;
         (g, Instant::now())
     });
-    timeout(T, healthy.stats_handle().wait_for(|s| s.watches >= 1))
-        .await
-        .unwrap();
+    within(
+        "the waiter to watch",
+        healthy.stats_handle().wait_for(|s| s.watches >= 1),
+    )
+    .await;
     let deadline_before = old.deadline();
     proxy.blackhole();
-    timeout(T, old.lost()).await.unwrap();
+    within("the blackholed holder's loss", old.lost()).await;
     let lost_at = Instant::now();
     assert!(!old.is_held());
     // It gave up at its deadline (last acknowledged send + TTL − margin), not later.
@@ -75,7 +78,7 @@ async fn a_blackholed_holder_demotes_itself_before_the_server_expires_it() {
     assert!(lost_at <= old.deadline() + Duration::from_millis(200));
     println!("blackholed holder lost: {:?}", old.loss_reason());
 
-    let (new, acquired_at) = timeout(T, w).await.unwrap().unwrap();
+    let (new, acquired_at) = within("the waiter's turn", w).await.unwrap();
     let new = new.unwrap();
     assert!(
         lost_at < acquired_at,
@@ -102,7 +105,8 @@ async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
     let m = holder.mutex("long").unwrap();
     let contender = other.mutex("long").unwrap();
 
-    // Work 5× longer than the TTL: renewals keep it.
+    // Work 5× longer than the TTL: renewals keep it. The server's TTL clock is what is under
+    // test: the work is 5 s of wall time against a 1 s TTL.
     let g = m.lock().ttl(Duration::from_secs(1)).await.unwrap();
     let work = g.run_while_held(tokio::time::sleep(Duration::from_secs(5)));
     work.await.expect("held throughout");
@@ -119,6 +123,7 @@ async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
         .margin(Duration::from_millis(400))
         .await
         .unwrap();
+    // The outage's length against the lease's clock (TTL − margin) is what is under test.
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.heal();
@@ -131,7 +136,7 @@ async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
         .unwrap();
     let mut seen = 0;
     while seen < 3 {
-        let ev = timeout(T, renewals.next()).await.unwrap().unwrap().unwrap();
+        let ev = kvtk_tests::next("a renewal", &mut renewals).await.unwrap();
         seen += usize::from(matches!(ev, WatchEvent::Entry(_)));
     }
     assert!(g.is_held(), "{:?}", g.loss_reason());
@@ -140,7 +145,7 @@ async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
     // A longer outage loses it, visibly, and the contender gets it.
     proxy.cut();
     let t0 = Instant::now();
-    timeout(T, g.lost()).await.unwrap();
+    within("the loss in a long outage", g.lost()).await;
     assert!(t0.elapsed() < Duration::from_secs(4));
     let g2 = contender.lock().timeout(T).await.unwrap();
     proxy.heal();
@@ -172,11 +177,12 @@ fn a_stalled_runtime_reports_loss_and_never_renews_late() {
             .await
             .unwrap();
         let renewals = locks.stats().renewals;
-        // Block the only runtime thread past the deadline (GC pause, SIGSTOP, blocking call).
+        // Block the only runtime thread past the deadline (GC pause, SIGSTOP, blocking call):
+        // the stall's length against the lease's clock is what is under test.
         #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!g.is_held(), "the deadline is checked by is_held itself");
-        timeout(T, g.lost()).await.unwrap();
+        within("the stalled holder's loss", g.lost()).await;
         assert_eq!(locks.stats().renewals, renewals, "no late renewal");
         assert_eq!(g.loss_reason(), Some(kvtk_locks::LostReason::Deadline));
         assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
@@ -228,9 +234,11 @@ async fn stream_leader_failover_never_yields_two_holders() {
             }
         }
     });
-    timeout(T, b.stats_handle().wait_for(|s| s.watches >= 1))
-        .await
-        .unwrap();
+    within(
+        "b's waiter to watch",
+        b.stats_handle().wait_for(|s| s.watches >= 1),
+    )
+    .await;
     let leader = cluster
         .stream_leader("KV_fc")
         .await
@@ -238,13 +246,18 @@ async fn stream_leader_failover_never_yields_two_holders() {
     cluster.kill_node(leader);
     // Either A rides out the failover (renewals retried until its deadline) or it demotes
     // itself; B may only take over after A's term ended.
-    let lost = tokio::select! {
-        _ = ga.lost() => Some(Instant::now()),
-        _ = tokio::time::sleep(Duration::from_secs(15)) => None,
-    };
+    let lost = within("a's loss, or its renewal after the failover", async {
+        tokio::select! {
+            _ = ga.lost() => Some(Instant::now()),
+            () = renewed_after_failover(&cluster, &ga) => None,
+        }
+    })
+    .await;
+    // B's acquisition waits as long as its own (60 s, through lost queue entries).
+    let b_turn = Duration::from_secs(60);
     match lost {
         Some(lost_at) => {
-            let (gb, at) = timeout(Duration::from_secs(60), w).await.unwrap().unwrap();
+            let (gb, at) = within_for("b's turn", b_turn, w).await.unwrap();
             let gb = gb.unwrap();
             assert!(lost_at < at, "two holders at once");
             assert!(gb.token() > ga.token());
@@ -259,11 +272,25 @@ async fn stream_leader_failover_never_yields_two_holders() {
             assert!(!w.is_finished(), "two holders at once");
             let released = Instant::now();
             ga.release().await.unwrap();
-            let (gb, at) = timeout(Duration::from_secs(60), w).await.unwrap().unwrap();
+            let (gb, at) = within_for("b's turn", b_turn, w).await.unwrap();
             assert!(at >= released);
             println!("failover: holder kept the lock across it");
             gb.unwrap().release().await.unwrap();
         }
     }
     cluster.restart_node(leader).await;
+}
+
+/// Returns once `KV_fc` has a new stream leader and `g`'s lease was renewed after that (its
+/// deadline moved on): the holder rode out the failover.
+async fn renewed_after_failover(cluster: &NatsCluster, g: &kvtk_locks::Guard) {
+    cluster
+        .wait_stream_leader("KV_fc", T)
+        .await
+        .expect("a new stream leader");
+    let before = g.deadline();
+    until("a renewal acknowledged by the new stream leader", || {
+        std::future::ready(g.deadline() > before)
+    })
+    .await;
 }

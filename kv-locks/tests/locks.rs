@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::locks_on;
+use common::{locks_on, waiting};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
-use kvtk_tests::{NatsServer, T};
-use tokio::time::{timeout, Instant};
+use kvtk_tests::{within, within_for, NatsServer, T};
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn uncontended_is_one_write_each_way_and_tokens_increase() {
@@ -86,7 +86,12 @@ async fn mutual_exclusion_under_contention_with_fencing() {
     }
     let mut all: Vec<Token> = Vec::new();
     for j in joins {
-        all.extend(timeout(Duration::from_secs(120), j).await.unwrap().unwrap());
+        // The whole contended run, longer than one wait on an event.
+        all.extend(
+            within_for("a task's rounds", Duration::from_secs(120), j)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(overlaps.load(Ordering::SeqCst), 0);
     assert_eq!(accepted.load(Ordering::SeqCst), (tasks * rounds) as u64);
@@ -101,7 +106,6 @@ async fn mutual_exclusion_under_contention_with_fencing() {
 async fn fifo_herd_free_handoff() {
     let server = NatsServer::start().await;
     let locks = locks_on(server.connect().await, "l3").await;
-    let stats = locks.stats_handle();
     let holder = locks.mutex("q").unwrap();
     let first = holder.lock().await.unwrap();
     let enqueued_before = locks.stats().enqueued;
@@ -118,9 +122,7 @@ async fn fifo_herd_free_handoff() {
             let _ = tx.send((i, Instant::now(), g));
         }));
         // enqueue one after the other, so that FIFO order is well defined
-        timeout(T, stats.wait_for(|s| s.watches > base.watches))
-            .await
-            .unwrap();
+        waiting(&locks, base.watches, 1).await;
     }
     let queued = locks.stats();
 
@@ -133,7 +135,7 @@ async fn fifo_herd_free_handoff() {
         let t0 = Instant::now();
         assert_eq!(current.release().await.unwrap(), Released::Released);
         let released = Instant::now();
-        let (i, at, g) = timeout(T, rx.recv()).await.unwrap().unwrap();
+        let (i, at, g) = within("the next holder", rx.recv()).await.unwrap();
         let after = locks.stats();
         handoffs.push(at.saturating_duration_since(released));
         let _ = t0;
@@ -192,24 +194,21 @@ async fn a_waiter_leaving_mid_queue_keeps_the_order() {
                 let _ = tx.send((i, got.map(|g| g.token())));
             }),
         ));
-        timeout(T, stats.wait_for(|s| s.watches > base.watches))
-            .await
-            .unwrap();
+        waiting(&locks, base.watches, 1).await;
     }
     // The middle waiter gives up; the last one reads the queue again and watches the first.
     let base = locks.stats();
     waiters[1].0.cancel();
-    let (i, got) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    let (i, got) = within("the middle waiter's end", rx.recv()).await.unwrap();
     assert_eq!((i, got.unwrap_err().kind()), (1, ErrorKind::Cancelled));
-    timeout(
-        T,
+    within(
+        "the last waiter to read the queue again and watch the first",
         stats.wait_for(|s| s.watches > base.watches && s.snapshots > base.snapshots),
     )
-    .await
-    .unwrap();
+    .await;
     holder.release().await.unwrap();
-    let (first, t0) = timeout(T, rx.recv()).await.unwrap().unwrap();
-    let (second, t2) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    let (first, t0) = within("the first holder", rx.recv()).await.unwrap();
+    let (second, t2) = within("the second holder", rx.recv()).await.unwrap();
     assert_eq!(
         (first, second),
         (0, 2),
@@ -237,17 +236,13 @@ async fn try_lock_and_timeout_and_cancel_leave_no_entry() {
     assert_eq!(e.kind(), ErrorKind::Timeout);
     let cancel = tokio_util::sync::CancellationToken::new();
     let fut = tokio::spawn(b.lock().cancel_on(cancel.clone()).into_future_boxed());
-    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 2))
-        .await
-        .unwrap();
+    waiting(&locks, 0, 2).await;
     cancel.cancel();
     let e = fut.await.unwrap().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     // dropping a waiting acquisition removes its entry in the background
     let dropped = tokio::spawn(b.lock().into_future_boxed());
-    timeout(T, locks.stats_handle().wait_for(|s| s.watches >= 3))
-        .await
-        .unwrap();
+    waiting(&locks, 0, 3).await;
     dropped.abort();
     let _ = dropped.await;
     locks.shutdown().await;
@@ -283,7 +278,6 @@ impl Boxed for kvtk_locks::Acquire {
 async fn a_permit_freed_out_of_order_reaches_the_first_waiter() {
     let server = NatsServer::start().await;
     let locks = locks_on(server.connect().await, "l5b").await;
-    let stats = locks.stats_handle();
     let first = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
     let second = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -297,17 +291,19 @@ async fn a_permit_freed_out_of_order_reaches_the_first_waiter() {
             let _ = tx.send((i, g.token()));
             g
         }));
-        timeout(T, stats.wait_for(|s| s.watches > base.watches))
-            .await
-            .unwrap();
+        waiting(&locks, base.watches, 1).await;
     }
     // The later holder leaves first: the first waiter gets its permit, the second waits.
     second.release().await.unwrap();
-    let (i, _) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    let (i, _) = within("a holder of the freed permit", rx.recv())
+        .await
+        .unwrap();
     assert_eq!(i, 0, "the first waiter takes the freed permit");
     assert!(first.is_held());
     first.release().await.unwrap();
-    let (i, _) = timeout(T, rx.recv()).await.unwrap().unwrap();
+    let (i, _) = within("the second waiter's permit", rx.recv())
+        .await
+        .unwrap();
     assert_eq!(i, 1);
     for w in waiters {
         w.await.unwrap().release().await.unwrap();
@@ -333,6 +329,7 @@ async fn semaphore_never_exceeds_permits_and_checks_the_count() {
                 let g = s.acquire().timeout(Duration::from_secs(5)).await.unwrap();
                 let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                 max.fetch_max(now, Ordering::SeqCst);
+                // A moment's work with the permit (the workload, not a wait), so holds overlap.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 inside.fetch_sub(1, Ordering::SeqCst);
                 g.release().await.unwrap();
@@ -340,7 +337,10 @@ async fn semaphore_never_exceeds_permits_and_checks_the_count() {
         }));
     }
     for j in joins {
-        timeout(Duration::from_secs(120), j).await.unwrap().unwrap();
+        // The whole contended run, longer than one wait on an event.
+        within_for("a task's acquisitions", Duration::from_secs(120), j)
+            .await
+            .unwrap();
     }
     assert!(max.load(Ordering::SeqCst) <= 3);
     assert_eq!(
@@ -434,7 +434,7 @@ async fn stale_guard_cannot_release_the_new_holders_entry() {
     }
     assert!(deleted);
     let gb = b.lock().timeout(T).await.unwrap();
-    timeout(T, ga.lost()).await.unwrap();
+    within("a's loss", ga.lost()).await;
     assert!(!ga.is_held());
     assert!(gb.token() > ga.token());
     let e = ga.put_guarded("data", "stale").await.unwrap_err();

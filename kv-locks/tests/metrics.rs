@@ -7,25 +7,11 @@ use kvtk_core::lease::LeaseConfig;
 use kvtk_core::Kv;
 use kvtk_locks::{Locks, LostReason, Released};
 use kvtk_tests::metrics::TestRecorder;
-use kvtk_tests::NatsServer;
-
-/// Upper bound for any wait on an event.
-const T: Duration = Duration::from_secs(30);
+use kvtk_tests::{until, within, NatsServer, T};
 
 async fn locks(server: &NatsServer, bucket: &str) -> Locks {
     let kv = Kv::new(server.connect().await).with_timeout(Duration::from_secs(2));
     Locks::open(&kv, bucket).await.expect("open locks")
-}
-
-/// Waits (under [`T`]) until `cond` holds for the recorder.
-async fn until(rec: &TestRecorder, what: &str, cond: impl Fn(&TestRecorder) -> bool) {
-    tokio::time::timeout(T, async {
-        while !cond(rec) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}; series:\n{}", rec.describe()));
 }
 
 #[tokio::test]
@@ -56,19 +42,24 @@ async fn a_hand_off_records_wait_hold_hand_off_and_renewal_slack() {
             .into_future(),
     );
     // The waiter queues behind us, and our entry is renewed at least once meanwhile.
-    until(&rec, "the first renewal", |r| {
-        !r.histogram(
-            "kv_lease_renewal_slack_seconds",
-            &[("bucket", "m1"), ("recipe", "locks")],
+    until("the first renewal", || {
+        std::future::ready(
+            !rec.histogram(
+                "kv_lease_renewal_slack_seconds",
+                &[("bucket", "m1"), ("recipe", "locks")],
+            )
+            .is_empty(),
         )
-        .is_empty()
     })
     .await;
-    until(&rec, "the waiter to queue", |_| locks.stats().enqueued >= 1).await;
+    within(
+        "the waiter to queue",
+        locks.stats_handle().wait_for(|s| s.enqueued >= 1),
+    )
+    .await;
     assert_eq!(first.release().await.unwrap(), Released::Released);
-    let second = tokio::time::timeout(T, waiter)
+    let second = within("the waiter's acquisition", waiter)
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(second.release().await.unwrap(), Released::Released);
@@ -128,7 +119,7 @@ async fn a_forced_release_records_a_loss_taken_and_a_lost_hold() {
         .await
         .unwrap();
     assert!(locks.force_release("jobs.b", guard.token()).await.unwrap());
-    let why = tokio::time::timeout(T, guard.lost()).await.unwrap();
+    let why = within("the evicted holder's loss", guard.lost()).await;
     assert_eq!(why, LostReason::Taken);
     let taken = [("bucket", "m2"), ("recipe", "locks"), ("reason", "taken")];
     assert_eq!(

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_locks::{Locks, Released};
-use kvtk_tests::{NatsServer, T};
+use kvtk_tests::{within, within_for, NatsServer, T};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 const NAMES: [&str; 6] = ["acct.a", "acct.b", "acct.c", "acct.d", "acct.e", "acct.f"];
 
@@ -58,9 +58,8 @@ async fn overlapping_random_sets_never_deadlock_or_overlap() {
                 let set: Vec<&'static str> = NAMES.choose_multiple(&mut rng, n).copied().collect();
                 let multi = locks.multi(&set).unwrap();
                 // A deadlock would show as an acquisition that never completes.
-                let g = timeout(T, multi.lock())
+                let g = within("a set's acquisition (no deadlock)", multi.lock())
                     .await
-                    .expect("no deadlock")
                     .unwrap();
                 for name in &set {
                     let mut h = holders.lock().unwrap();
@@ -68,6 +67,7 @@ async fn overlapping_random_sets_never_deadlock_or_overlap() {
                     assert!(*e == 0 && g.is_held(), "client {c}: {name} held twice");
                     *e = 1;
                 }
+                // A moment's work holding the set (the workload, not a wait).
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..5))).await;
                 for name in &set {
                     holders.lock().unwrap().insert(name, 0);
@@ -80,7 +80,10 @@ async fn overlapping_random_sets_never_deadlock_or_overlap() {
     }
     let mut total = 0;
     for c in clients {
-        total += timeout(run_for() + T, c).await.unwrap().unwrap();
+        // A client runs for the whole `run_for()`, longer than one wait on an event.
+        total += within_for("a client's run", run_for() + T, c)
+            .await
+            .unwrap();
     }
     assert!(total > 8, "every client made progress: {total} sets taken");
 }
@@ -121,15 +124,14 @@ fn a_client_that_dies_holding_a_set_leaves_nothing_after_its_ttl() {
         let info = locks.inspect("acct.b").await.unwrap();
         assert_eq!(info.holders.len(), 1, "still held right after the crash");
         let started = Instant::now();
-        let g = timeout(
-            T,
+        let g = within(
+            "the set after the dead holder's TTL",
             locks
                 .multi(["acct.a", "acct.b", "acct.c", "acct.d"])
                 .unwrap()
                 .lock(),
         )
         .await
-        .unwrap()
         .unwrap();
         // The server's TTL clock frees them: not before the TTL, and not long after.
         assert!(started.elapsed() < Duration::from_secs(2) + Duration::from_secs(3));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{locks_on, spawn_acquire, waiting};
 use kvtk_locks::{EntryKind, ErrorKind, Fence, Guard, KvFence, Locks, Released, Token};
 use kvtk_tests::NatsServer;
-use kvtk_tests::{within, T};
+use kvtk_tests::{until, within, T};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,7 @@ impl Log {
     /// Records `guard`'s hold from now until after `work`, then releases it.
     async fn hold(&self, writer: bool, guard: Guard, work: Duration) {
         let from = Instant::now();
+        // The holder's work: the workload, not a wait for an event.
         tokio::time::sleep(work).await;
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(Hold {
             writer,
@@ -166,6 +167,7 @@ async fn a_stream_of_readers_does_not_starve_a_writer() {
             while !stop.is_cancelled() {
                 let g = rw.read().timeout(T).await.unwrap();
                 inside.fetch_add(1, Ordering::SeqCst);
+                // The reader's hold: the workload the writer must not starve behind.
                 tokio::time::sleep(HOLD).await;
                 inside.fetch_sub(1, Ordering::SeqCst);
                 g.release().await.unwrap();
@@ -187,7 +189,12 @@ async fn a_stream_of_readers_does_not_starve_a_writer() {
             0,
             "no reader holds with the writer"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The streaming readers ask again as soon as their holds end: each must queue behind
+        // the writer, not enter.
+        until("every reader to queue behind the writer", || async {
+            locks.inspect("hot").await.unwrap().waiters.len() == 4
+        })
+        .await;
         assert_eq!(
             inside.load(Ordering::SeqCst),
             0,

@@ -236,7 +236,19 @@ async fn a_killed_member_process_leaves_after_its_ttl() {
     assert_eq!(line, format!("joined procs.p1 {}", p1.joined_at()));
 
     // Let it renew a few times, so what follows is expiry, not a first-write TTL.
-    tokio::time::sleep(TTL * 2).await;
+    let mut renewals = kv
+        .open(BUCKET)
+        .await
+        .unwrap()
+        .watch(["procs.p1"])
+        .include(kvtk_core::Include::UpdatesOnly)
+        .await
+        .unwrap();
+    let mut renewed = 0;
+    while renewed < 3 {
+        let ev = kvtk_tests::next("a renewal of p1", &mut renewals).await;
+        renewed += usize::from(matches!(ev, Ok(kvtk_core::WatchEvent::Entry(_))));
+    }
     child.start_kill().unwrap(); // SIGKILL: no leave, no release
     let killed = Instant::now();
     within("the child's exit", child.wait()).await.unwrap();

@@ -31,9 +31,34 @@ pub const POLL: Duration = Duration::from_millis(20);
 ///
 /// As cancel safe as `f`.
 pub async fn within<F: IntoFuture>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(T, f.into_future()).await {
+    within_for(what, T, f).await
+}
+
+/// Awaits `f` for at most `bound`: for a wait whose bound is what the test asserts (a
+/// failover within its lease) or that outlasts [`T`] by design (a workload that runs for
+/// minutes). Every other wait uses [`within`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+///
+/// let answer = kvtk_tests::within_for("the answer", Duration::from_secs(60), async { 42 }).await;
+/// assert_eq!(answer, 42);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When `f` does not finish within `bound`; the message names `what`.
+///
+/// # Cancel safety
+///
+/// As cancel safe as `f`.
+pub async fn within_for<F: IntoFuture>(what: &str, bound: Duration, f: F) -> F::Output {
+    match tokio::time::timeout(bound, f.into_future()).await {
         Ok(out) => out,
-        Err(_) => panic!("timed out after {T:?} waiting for {what}"),
+        Err(_) => panic!("timed out after {bound:?} waiting for {what}"),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use kvtk_tests::{client, FaultProxy, NatsCluster, NatsServer, T};
+use kvtk_tests::{client, until, FaultProxy, NatsCluster, NatsServer, T};
 use nix::sys::signal;
 use nix::unistd::Pid;
 
@@ -38,13 +38,10 @@ async fn js_info(client: &async_nats::Client) -> Result<(), String> {
 
 /// Retries `js_info` until it succeeds or `T` passes.
 async fn until_js_info(client: &async_nats::Client) {
-    tokio::time::timeout(T, async {
-        while js_info(client).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("JetStream to answer again", || async {
+        js_info(client).await.is_ok()
     })
-    .await
-    .expect("JetStream did not answer again");
+    .await;
 }
 
 async fn bucket(client: async_nats::Client, name: &str, replicas: usize) -> kv::Store {
@@ -206,13 +203,10 @@ async fn cluster_elects_a_meta_leader_and_survives_losing_the_stream_leader() {
 
     cluster.kill_node(leader);
     let took = Instant::now();
-    tokio::time::timeout(T, async {
-        while kv.put("k", "after".into()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("writes to resume after the stream leader died", || async {
+        kv.put("k", "after".into()).await.is_ok()
     })
-    .await
-    .expect("writes resume after the stream leader died");
+    .await;
     eprintln!(
         "writes resumed {:?} after killing n{leader}",
         took.elapsed()
@@ -240,13 +234,10 @@ async fn proxy_cut_fails_requests_and_heal_restores_them() {
         js_info(&client).await.is_err(),
         "request must fail while cut"
     );
-    tokio::time::timeout(T, async {
-        while proxy.connections() != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    until("the cut to close live connections", || {
+        std::future::ready(proxy.connections() == 0)
     })
-    .await
-    .expect("cut closes live connections");
+    .await;
 
     proxy.heal();
     until_js_info(&client).await;
@@ -310,17 +301,10 @@ async fn dropping_the_proxy_closes_its_connections() {
     js_info(&client).await.unwrap();
     drop(proxy);
     // The listener is gone with its task: new connections are refused.
-    let refused = tokio::time::timeout(T, async {
-        loop {
-            if tokio::net::TcpStream::connect(url.trim_start_matches("nats://"))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    until("the dropped proxy to refuse connections", || async {
+        tokio::net::TcpStream::connect(url.trim_start_matches("nats://"))
+            .await
+            .is_err()
     })
     .await;
-    assert!(refused.is_ok(), "the proxy still accepts after drop");
 }

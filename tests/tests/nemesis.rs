@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use kvtk_tests::history::{History, Op, Outcome};
 use kvtk_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
-use kvtk_tests::{FaultProxy, NatsCluster, T};
+use kvtk_tests::{until, within, FaultProxy, NatsCluster};
 
 /// A client of the given nodes only (300 ms requests), so a cut stays a cut. Not the kit's
 /// `client::options`: with its 1 s connection timeout the paused-node and partition tests
@@ -23,13 +23,10 @@ async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
 /// Polls a request from `from` to a responder on node 0 until it answers as `want` (true:
 /// answered), under `T`.
 async fn until_routed(from: &async_nats::Client, want: bool) {
-    tokio::time::timeout(T, async {
-        while from.request("echo", "ping".into()).await.is_ok() != want {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until(&format!("requests to become answered={want}"), || async {
+        from.request("echo", "ping".into()).await.is_ok() == want
     })
-    .await
-    .unwrap_or_else(|_| panic!("requests never became answered={want}"));
+    .await;
 }
 
 #[tokio::test]
@@ -68,13 +65,10 @@ async fn a_paused_node_answers_nothing_until_resumed() {
     cluster.pause_node(2);
     assert!(c.request("$JS.API.INFO", "".into()).await.is_err());
     cluster.resume_node(2);
-    tokio::time::timeout(T, async {
-        while c.request("$JS.API.INFO", "".into()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until("the resumed node to answer again", || async {
+        c.request("$JS.API.INFO", "".into()).await.is_ok()
     })
-    .await
-    .expect("the resumed node answers again");
+    .await;
 }
 
 #[test]
@@ -126,8 +120,8 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
     ];
     let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
     let js = jetstream::new(client(urls).await);
-    let store = tokio::time::timeout(
-        T,
+    let store = within(
+        "the bucket",
         js.create_key_value(kv::Config {
             bucket: "nem".into(),
             num_replicas: 3,
@@ -135,7 +129,6 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
         }),
     )
     .await
-    .expect("in time")
     .expect("bucket");
     let step = |fault| Step {
         gap: Duration::from_millis(100),
@@ -179,11 +172,8 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
         .all(|r| r.outcome == Outcome::Ok
             && r.completed >= Some(r.invoked + Duration::from_millis(700))));
     // Healed: the bucket takes writes again through the proxies.
-    tokio::time::timeout(T, async {
-        while store.put("k", "v".into()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    until("the bucket to take writes after the schedule", || async {
+        store.put("k", "v".into()).await.is_ok()
     })
-    .await
-    .expect("the bucket takes writes after the schedule");
+    .await;
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use async_nats::ConnectOptions;
 use futures::StreamExt as _;
 use kvtk_tests::{
-    Account, LeafRemote, NatsServer, NkeyUser, Permissions, TestPki, User, READY_TIMEOUT,
+    within_for, Account, LeafRemote, NatsServer, NkeyUser, Permissions, TestPki, User,
+    READY_TIMEOUT,
 };
 
+/// How long a connection, a message or a permission violation may take here.
 const SHORT: Duration = Duration::from_secs(2);
 
 async fn try_connect(
@@ -48,9 +50,7 @@ async fn next_violation(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -
             }
         }
     };
-    tokio::time::timeout(SHORT, find)
-        .await
-        .expect("a permission violation")
+    within_for("a permission violation", SHORT, find).await
 }
 
 async fn js_works(client: async_nats::Client) -> bool {
@@ -102,9 +102,8 @@ async fn accounts_users_and_permissions() {
     let mut sub = narrow.subscribe("allowed.x").await.unwrap();
     narrow.publish("allowed.x", "hi".into()).await.unwrap();
     narrow.publish("denied.x", "no".into()).await.unwrap();
-    let got = tokio::time::timeout(SHORT, sub.next())
+    let got = within_for("the allowed message", SHORT, sub.next())
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(&got.payload[..], b"hi");
     let event = next_violation(&mut rx).await;
@@ -209,11 +208,11 @@ async fn reload_changes_permissions_of_live_connections() {
     let mut sub_a = client.subscribe("a").await.unwrap();
     let mut sub_b = client.subscribe("b").await.unwrap();
     client.publish("a", "1".into()).await.unwrap();
-    assert!(tokio::time::timeout(SHORT, sub_a.next()).await.is_ok());
+    within_for("the message on a", SHORT, sub_a.next()).await;
 
     server.reload(|b| b.account(user("b"))).await;
     client.publish("b", "2".into()).await.unwrap();
-    assert!(tokio::time::timeout(SHORT, sub_b.next()).await.is_ok());
+    within_for("the message on b after the reload", SHORT, sub_b.next()).await;
     client.publish("a", "3".into()).await.unwrap();
     let event = next_violation(&mut rx).await;
     assert!(event.contains("Publish to \"a\""), "{event}");

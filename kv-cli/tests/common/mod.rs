@@ -3,11 +3,12 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses some of these; helpers panic by design
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
-use kvtk_tests::{within, T};
+use kvtk_locks::Locks;
+use kvtk_tests::{until, within, T};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -150,24 +151,28 @@ pub(crate) fn marks(path: &Path) -> Vec<String> {
 }
 
 /// Waits until the marks file has a line for which `pred` holds; returns when it appeared
-/// (as seen by this poll, every 20 ms) and the line. Panics after [`T`].
+/// (as seen by the kit's `until`, every `POLL`) and the line. Panics after [`T`].
 pub(crate) async fn mark(
     path: &Path,
     what: &str,
     pred: impl Fn(&str) -> bool,
 ) -> (Instant, String) {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(l) = marks(path).into_iter().find(|l| pred(l)) {
-            return (Instant::now(), l);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no mark {what} within {T:?}: {:?}",
-            marks(path)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let found = RefCell::new(None);
+    until(&format!("the mark {what}"), || {
+        *found.borrow_mut() = marks(path).into_iter().find(|l| pred(l));
+        std::future::ready(found.borrow().is_some())
+    })
+    .await;
+    let seen = Instant::now();
+    (seen, found.into_inner().expect("a mark"))
+}
+
+/// Waits until lock `name` has a waiter in its queue.
+pub(crate) async fn queued(locks: &Locks, name: &str) {
+    until(&format!("a waiter for {name}"), || async {
+        !locks.inspect(name).await.unwrap().waiters.is_empty()
+    })
+    .await;
 }
 
 /// Waits for a child's exit, bounded by [`T`].

@@ -1,9 +1,10 @@
 //! Shared helpers of the kvtk-config integration tests (the kit, `kvtk_tests`, has the rest).
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::time::Duration;
 
-use kvtk_config::{ConfigEvent, ConfigEvents, ConfigReader, Source};
+use kvtk_config::{ConfigEvent, ConfigEvents, ConfigReader, ConfigWriter, Source, Written};
 use kvtk_core::{Bucket, BucketConfig, Kv};
 use kvtk_tests::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,20 @@ pub(crate) async fn consumers(b: &Bucket) -> usize {
         .stream_info
         .state
         .consumer_count
+}
+
+/// Writes `value` with `w` once its connection is back (after a server restart the client
+/// reconnects by itself), trying again until then, under the timeout.
+pub(crate) async fn set_when_back(w: &ConfigWriter<App>, value: &App) -> Written {
+    let written = RefCell::new(None);
+    kvtk_tests::until("a write after the restart", || async {
+        let done = w.set(value).await.ok();
+        let back = done.is_some();
+        *written.borrow_mut() = done;
+        back
+    })
+    .await;
+    written.into_inner().expect("written")
 }
 
 /// Polls the consumer count until it is `n`, under the timeout.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kvtk_core::{Bucket, Kv};
 use kvtk_leader::{Election, Observed, Observer};
-use kvtk_tests::within;
+use std::cell::RefCell;
+
+use kvtk_tests::until;
 
 /// The request timeout of these tests' clients (fault tests must not wait 5 s per request).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_millis(750);
@@ -39,8 +41,11 @@ pub(crate) async fn next(o: &mut Observer) -> Observed {
     kvtk_tests::next("an observed change", o).await
 }
 
-/// Skips changes until `pred` holds.
-pub(crate) async fn until(o: &mut Observer, mut pred: impl FnMut(&Observed) -> bool) -> Observed {
+/// Skips changes until one for which `pred` holds; returns it.
+pub(crate) async fn skip_until(
+    o: &mut Observer,
+    mut pred: impl FnMut(&Observed) -> bool,
+) -> Observed {
     loop {
         let ev = next(o).await;
         if pred(&ev) {
@@ -58,22 +63,21 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
 /// Waits until the registered candidates' ids satisfy `pred`; returns them.
 pub(crate) async fn candidates_until(
     el: &Election,
-    mut pred: impl FnMut(&[String]) -> bool,
+    pred: impl FnMut(&[String]) -> bool,
 ) -> Vec<String> {
-    within("candidate registrations", async {
-        loop {
-            let ids: Vec<String> = el
-                .candidates()
-                .await
-                .expect("candidates")
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            if pred(&ids) {
-                return ids;
-            }
-            tokio::task::yield_now().await;
-        }
+    let (pred, ids) = (RefCell::new(pred), RefCell::new(Vec::new()));
+    until("candidate registrations", || async {
+        let now: Vec<String> = el
+            .candidates()
+            .await
+            .expect("candidates")
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let holds = (pred.borrow_mut())(&now);
+        *ids.borrow_mut() = now;
+        holds
     })
-    .await
+    .await;
+    ids.into_inner()
 }

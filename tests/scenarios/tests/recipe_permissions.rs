@@ -7,12 +7,11 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use kvtk_config::{ConfigReader, ConfigWriter, Source};
 use kvtk_core::{BucketConfig, Connect, ErrorKind, Kv};
 use kvtk_leader::{Election, Observed};
 use kvtk_membership::Membership;
-use kvtk_tests::{recipes, Account, NatsServer, Permissions, T};
+use kvtk_tests::{recipes, within, Account, NatsServer, Permissions};
 
 async fn server_with(user: Permissions) -> NatsServer {
     let account = Account::admin_and_user(user);
@@ -53,15 +52,13 @@ async fn election_candidate_and_observer() {
     let kv = kv_as(&server, "user").await;
     let bucket = kv.open("el").await.unwrap();
     let election = Election::new(bucket.clone(), "sched", Duration::from_secs(3)).unwrap();
-    let leadership = tokio::time::timeout(T, election.campaign("n1").value("addr"))
+    let leadership = within("n1's election", election.campaign("n1").value("addr"))
         .await
-        .unwrap()
         .unwrap();
     assert!(election.leader().await.unwrap().is_some());
     let other = Election::new(bucket, "other", Duration::from_secs(3)).unwrap();
-    let err = tokio::time::timeout(T, other.campaign("n1"))
+    let err = within("the refused campaign", other.campaign("n1"))
         .await
-        .unwrap()
         .unwrap_err();
     assert_eq!(
         err.core_kind(),
@@ -82,10 +79,7 @@ async fn election_candidate_and_observer() {
     let bucket = kv.open("el").await.unwrap();
     let election = Election::new(bucket.clone(), "sched", Duration::from_secs(3)).unwrap();
     let mut observer = election.observe().await.unwrap();
-    let seen = tokio::time::timeout(T, observer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = kvtk_tests::next("the observed leader", &mut observer).await;
     assert!(matches!(seen, Observed::Leader(_)), "{seen:?}");
     let err = bucket.put("sched.leader", "me").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
@@ -129,7 +123,7 @@ async fn config_writer_and_read_only_reader() {
         .unwrap();
     assert_eq!(reader.current().size, 3);
     b.put("app", r#"{"size":4}"#).await.unwrap();
-    let snap = tokio::time::timeout(T, reader.changed()).await.unwrap();
+    let snap = within("the reader's change", reader.changed()).await;
     assert_eq!(snap.size, 4);
     let err = ro.put("app", r#"{"size":5}"#).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
@@ -157,10 +151,9 @@ async fn membership_member() {
     let members = api.members().await.unwrap();
     assert_eq!(members.len(), 1);
     let mut events = api.watch().await.unwrap();
-    assert!(tokio::time::timeout(T, events.next())
+    kvtk_tests::next("the membership watch's first event", &mut events)
         .await
-        .unwrap()
-        .is_some());
+        .expect("a member may watch its group");
     let err = membership
         .group("web")
         .unwrap()
