@@ -38,6 +38,9 @@ cargo fmt --all -- --check
 step "scripts/check-links.sh (relative links and anchors in every markdown file)"
 scripts/check-links.sh
 
+step "scripts/check-house.sh (no library file over 600 lines, function over 60, import circle)"
+scripts/check-house.sh
+
 step "scripts/check-msrv.sh (no locked dependency needs a newer Rust than our rust-version)"
 scripts/check-msrv.sh
 
