@@ -37,6 +37,7 @@
 // docs.rs (nightly) marks items that need a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod bucket;
 mod client;
 mod codec;
@@ -59,6 +60,7 @@ mod rmw;
 mod txn;
 pub mod watch;
 
+pub use admin::{BucketInfo, BucketUpdate, Compacted, Follower};
 pub use bucket::{Bucket, KeyFilterArg, ReadOnlyBucket, Snapshot, Status, Write};
 pub use client::{Kv, ServerVersion};
 pub use codec::{Codec, Json, Raw, Utf8};

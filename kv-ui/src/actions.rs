@@ -1,0 +1,149 @@
+//! The actions: force-release of a lock holder and configuration rollback. Off unless the
+//! console was started with writes allowed; each request must carry the per-process secret
+//! in the [`SECRET_HEADER`](crate::SECRET_HEADER) header (never a cookie: a page of another
+//! site can make the browser send cookies, not this header, and cannot read the secret).
+//! Without writes allowed, or without the right secret, the answer is 403 and nothing is
+//! done.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kvtk_config::{ConfigWriter, Source};
+use kvtk_core::Revision;
+use kvtk_locks::{Locks, Token};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::routes::{error, App};
+use crate::server::SECRET_HEADER;
+
+/// How long an action may take before the answer says it timed out.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the request may write: writes allowed, and the secret matches.
+fn authorised(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    if !app.allow_writes {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "writes are off: start the console with --allow-writes",
+        ));
+    }
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !same(given, app.secret.as_bytes()) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "missing or wrong secret (the x-kvtk-secret header)",
+        ));
+    }
+    Ok(())
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Release {
+    name: String,
+    token: u64,
+}
+
+/// `POST /api/locks/release {"name", "token"}`: evicts the entry with that token through
+/// kvtk-locks' compare-and-set force-release.
+pub(crate) async fn release(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(req): Json<Release>,
+) -> Response {
+    if let Err(denied) = authorised(&app, &headers) {
+        return denied;
+    }
+    let Some(bucket) = app.buckets.locks.clone() else {
+        return error(StatusCode::NOT_FOUND, "the console shows no locks bucket");
+    };
+    let Some(token) = Token::from_u64(req.token) else {
+        return error(StatusCode::BAD_REQUEST, "a token is a number ≥ 1");
+    };
+    let work = async {
+        let b = app.kv.open(&bucket).await.map_err(|e| e.to_string())?;
+        let locks = Locks::new(b).await.map_err(|e| e.to_string())?;
+        locks
+            .force_release(&req.name, token)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(ACTION_TIMEOUT, work).await {
+        Ok(Ok(evicted)) => {
+            tracing::warn!(lock = %req.name, token = req.token, evicted, "force-release from the console");
+            Json(json!({"evicted": evicted})).into_response()
+        }
+        Ok(Err(msg)) => error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the release timed out"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Rollback {
+    key: String,
+    revision: u64,
+}
+
+/// `POST /api/config/rollback {"key", "revision"}`: writes the document as it was at that
+/// revision through kvtk-config (validated again, against the schema too when one applies;
+/// conditional on the current revision).
+pub(crate) async fn rollback(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(req): Json<Rollback>,
+) -> Response {
+    if let Err(denied) = authorised(&app, &headers) {
+        return denied;
+    }
+    let Some(bucket) = app.buckets.config.clone() else {
+        return error(StatusCode::NOT_FOUND, "the console shows no configuration bucket");
+    };
+    let Some(rev) = Revision::new(req.revision) else {
+        return error(StatusCode::BAD_REQUEST, "a revision is a number ≥ 1");
+    };
+    let schemas = app.schemas.clone();
+    let key = req.key.clone();
+    let work = async {
+        let b = app.kv.open(&bucket).await.map_err(|e| e.to_string())?;
+        let writer = ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(
+            move |v: &Value| match schemas.for_key(&key).map(|c| c.check(v)) {
+                Some(r) if r["valid"] == json!(false) => Err(format!("schema: {}", r["errors"])),
+                _ => Ok(()),
+            },
+        );
+        writer.rollback(rev).await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(ACTION_TIMEOUT, work).await {
+        Ok(Ok(w)) => {
+            tracing::warn!(key = %req.key, to = req.revision, "config rollback from the console");
+            Json(json!({"revision": w.revision.map(Revision::get), "changed": w.changed}))
+                .into_response()
+        }
+        Ok(Err(msg)) => error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the rollback timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"ab", b"abc"));
+        assert!(!same(b"", b"abc"));
+    }
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+// Doc examples define `async fn demo(..)` bodies that are compiled, not called.
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
+
+mod actions;
+mod error;
+mod feed;
+mod hub;
+mod routes;
+mod schema;
+mod server;
+
+pub use error::{Error, ErrorKind};
+pub use server::{Server, Ui, DEFAULT_LISTEN, SECRET_HEADER};
