@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod lock;
 mod locks;
+mod ui;
 mod util;
 
 use connect::ConnectArgs;
@@ -64,6 +65,7 @@ enum Command {
     /// Configuration documents: validated writes, edit, history, rollback, watch, exec
     Config(config::ConfigArgs),
     Doctor(doctor::DoctorArgs),
+    Ui(ui::UiArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell
@@ -81,6 +83,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Locks(cmd) => locks::run(cmd, conn).await,
         Command::Config(args) => config::run(args, conn).await,
         Command::Doctor(args) => doctor::run(args, conn).await,
+        Command::Ui(args) => ui::run(args, conn).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut script);

@@ -132,7 +132,11 @@ impl BucketInfo {
                 .as_ref()
                 .map(|m| m.name.trim_start_matches("KV_").to_string()),
             placement_cluster: c.placement.as_ref().and_then(|p| p.cluster.clone()),
-            placement_tags: c.placement.as_ref().map(|p| p.tags.clone()).unwrap_or_default(),
+            placement_tags: c
+                .placement
+                .as_ref()
+                .map(|p| p.tags.clone())
+                .unwrap_or_default(),
             values: info.state.messages,
             bytes: info.state.bytes,
             keys: info.state.subjects_count,
@@ -349,7 +353,11 @@ impl Kv {
     ///
     /// # Cancel safety
     /// Not cancel safe: the change may be applied although the future was dropped.
-    pub async fn update_bucket(&self, name: &str, update: BucketUpdate) -> Result<BucketInfo, Error> {
+    pub async fn update_bucket(
+        &self,
+        name: &str,
+        update: BucketUpdate,
+    ) -> Result<BucketInfo, Error> {
         let span = tracing::debug_span!("kv.update_bucket", bucket = %name);
         async {
             validate_bucket_name(name)?;
@@ -367,7 +375,10 @@ impl Kv {
                 .api(&format!("STREAM.INFO.KV_{name}"), Bytes::new())
                 .await?;
             let Some(Value::Object(mut cfg)) = info.get("config").cloned() else {
-                return Err(Error::new(ErrorKind::Internal, "stream info without a config"));
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "stream info without a config",
+                ));
             };
             if cfg.contains_key("mirror") && update.marker_ttl.is_some() {
                 return Err(Error::invalid_argument(
@@ -381,8 +392,9 @@ impl Kv {
                 .js()
                 .api(&format!("STREAM.UPDATE.KV_{name}"), Bytes::from(body))
                 .await?;
-            BucketInfo::from_stream(&info)
-                .ok_or_else(|| Error::new(ErrorKind::Internal, "the updated stream is not a bucket"))
+            BucketInfo::from_stream(&info).ok_or_else(|| {
+                Error::new(ErrorKind::Internal, "the updated stream is not a bucket")
+            })
         }
         .instrument(span)
         .await
@@ -457,7 +469,10 @@ impl Bucket {
             let p: Purged = self
                 .inner
                 .js
-                .api(&format!("STREAM.PURGE.{}", self.inner.stream), Bytes::from(body.to_string()))
+                .api(
+                    &format!("STREAM.PURGE.{}", self.inner.stream),
+                    Bytes::from(body.to_string()),
+                )
                 .await?;
             done.messages_removed += p.purged;
             if old {

@@ -107,7 +107,10 @@ pub(crate) async fn rollback(
         return denied;
     }
     let Some(bucket) = app.buckets.config.clone() else {
-        return error(StatusCode::NOT_FOUND, "the console shows no configuration bucket");
+        return error(
+            StatusCode::NOT_FOUND,
+            "the console shows no configuration bucket",
+        );
     };
     let Some(rev) = Revision::new(req.revision) else {
         return error(StatusCode::BAD_REQUEST, "a revision is a number ≥ 1");
@@ -116,12 +119,15 @@ pub(crate) async fn rollback(
     let key = req.key.clone();
     let work = async {
         let b = app.kv.open(&bucket).await.map_err(|e| e.to_string())?;
-        let writer = ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(
-            move |v: &Value| match schemas.for_key(&key).map(|c| c.check(v)) {
-                Some(r) if r["valid"] == json!(false) => Err(format!("schema: {}", r["errors"])),
-                _ => Ok(()),
-            },
-        );
+        let writer =
+            ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(move |v: &Value| {
+                match schemas.for_key(&key).map(|c| c.check(v)) {
+                    Some(r) if r["valid"] == json!(false) => {
+                        Err(format!("schema: {}", r["errors"]))
+                    }
+                    _ => Ok(()),
+                }
+            });
         writer.rollback(rev).await.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(ACTION_TIMEOUT, work).await {

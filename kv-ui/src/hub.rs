@@ -147,7 +147,11 @@ impl Hub {
     fn snapshot_of(st: &State) -> Value {
         let mut out = Map::new();
         for v in View::ALL {
-            let items: Vec<&Value> = st.items.get(&v).map(|m| m.values().collect()).unwrap_or_default();
+            let items: Vec<&Value> = st
+                .items
+                .get(&v)
+                .map(|m| m.values().collect())
+                .unwrap_or_default();
             out.insert(
                 v.as_str().to_string(),
                 json!({"items": items, "status": st.status.get(&v)}),

@@ -52,9 +52,18 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 pub(crate) fn router(app: App) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
         .route("/api/meta", get(meta))
         .route("/api/events", get(events))
         .route("/api/locks", get(|s| list(s, View::Locks)))
@@ -175,7 +184,10 @@ async fn diff(State(app): State<App>, Query(q): Query<DiffQuery>) -> Response {
             .map(|v| v.get("value").cloned().unwrap_or(Value::Null))
     };
     let (Some(a), Some(b)) = (at(q.from), at(q.to)) else {
-        return error(StatusCode::NOT_FOUND, "revision not in the document's history");
+        return error(
+            StatusCode::NOT_FOUND,
+            "revision not in the document's history",
+        );
     };
     let (fa, fb) = (kvtk_config::flatten(&a), kvtk_config::flatten(&b));
     let mut paths: Vec<&String> = fa.keys().chain(fb.keys()).collect();

@@ -168,8 +168,11 @@ impl Ui {
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .map_err(|e| {
-                Error::new(ErrorKind::Bind, format!("cannot listen on {}: {e}", self.listen))
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Bind,
+                    format!("cannot listen on {}: {e}", self.listen),
+                )
+                .with_source(e)
             })?;
         let addr = listener
             .local_addr()

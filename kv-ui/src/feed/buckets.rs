@@ -77,10 +77,9 @@ async fn poll(
     for b in &infos {
         let mut item = bucket_json(b);
         item["doctor"] = findings.get(&b.name).cloned().unwrap_or(Value::Null);
-        item["role"] = json!(intents.get(&b.name).map(|i| i
-            .recipes()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()));
+        item["role"] = json!(intents
+            .get(&b.name)
+            .map(|i| i.recipes().map(|r| r.as_str()).collect::<Vec<_>>()));
         ctx.hub.put(View::Buckets, &b.name, item);
     }
     ctx.hub.status(

@@ -54,7 +54,12 @@ pub(crate) async fn history(bucket: Bucket, key: String) -> Result<Vec<Version>,
     let versions = writer.history().await.map_err(|e| e.to_string())?;
     Ok(versions
         .into_iter()
-        .map(|v| (v.revision.get(), v.value.map_err(|r| r.message().to_string())))
+        .map(|v| {
+            (
+                v.revision.get(),
+                v.value.map_err(|r| r.message().to_string()),
+            )
+        })
         .collect())
 }
 
@@ -158,7 +163,8 @@ impl Feed for ConfigFeed {
         self.ready = true;
         let keys: Vec<String> = self.docs.keys().cloned().collect();
         let live: HashSet<&String> = keys.iter().collect();
-        self.hub.retain(View::Config, &|id| live.contains(&id.to_string()));
+        self.hub
+            .retain(View::Config, &|id| live.contains(&id.to_string()));
         self.dirty.clear();
         keys.iter().filter_map(|k| self.read(k)).collect()
     }

@@ -117,7 +117,11 @@ impl ElectionsFeed {
     /// Applies a leader read to the term timeline.
     fn leader_read(st: &mut State, leader: Option<LeaderInfo>, ready: bool) {
         let now = now_ms();
-        let open = st.terms.back().filter(|t| t.to_ms.is_none()).map(|t| t.term);
+        let open = st
+            .terms
+            .back()
+            .filter(|t| t.to_ms.is_none())
+            .map(|t| t.term);
         let current = leader.as_ref().map(|l| l.term.get());
         if open.is_some() && open != current {
             if let Some(t) = st.terms.back_mut() {
@@ -183,7 +187,9 @@ impl Feed for ElectionsFeed {
             return Vec::new();
         };
         let rev = e.revision().get();
-        let origin = e.is_value().then(|| e.lease().map_or(rev, |l| l.origin().get()));
+        let origin = e
+            .is_value()
+            .then(|| e.lease().map_or(rev, |l| l.origin().get()));
         let st = self.elections.entry(name.to_string()).or_default();
         let changed = match cand {
             None => {
@@ -229,11 +235,10 @@ impl Feed for ElectionsFeed {
     }
 
     fn done(&mut self, (name, _at, res): ReadOut) -> Vec<Read<ReadOut>> {
-        let ready = self.ready;
         match (res, self.elections.get_mut(&name)) {
             // The leader is read from the stream leader: never older than the watch.
             (Ok((leader, cands)), Some(st)) => {
-                ElectionsFeed::leader_read(st, leader, ready || st.read_once);
+                ElectionsFeed::leader_read(st, leader, st.read_once);
                 st.values = cands.into_iter().map(|c| (c.id, c.value)).collect();
                 st.read_once = true;
                 self.publish(&name);

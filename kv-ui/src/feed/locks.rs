@@ -128,8 +128,9 @@ impl LocksFeed {
     /// Records an inspection: who started and who stopped holding, for the timeline.
     fn inspected(&mut self, name: &str, info: LockInfo) {
         let now = now_ms();
-        let ready = self.ready;
         let shown = self.shown.entry(name.to_string()).or_default();
+        // The first look at a lock: its holders held before the console looked.
+        let first = shown.info.is_none();
         let holding: HashMap<u64, &QueueEntry> =
             info.holders.iter().map(|h| (h.token.get(), h)).collect();
         for (token, h) in &holding {
@@ -137,7 +138,11 @@ impl LocksFeed {
                 continue;
             }
             // Held before the console looked: since at most when it queued.
-            let since = if ready { now } else { queued_ms(h).unwrap_or(now) };
+            let since = if first {
+                queued_ms(h).unwrap_or(now)
+            } else {
+                now
+            };
             shown.holding.insert(*token, since);
             shown.timeline.push_back(Hold {
                 token: *token,
@@ -240,7 +245,8 @@ impl Feed for LocksFeed {
             .map(|(n, _)| n.clone())
             .collect();
         let live: HashSet<&String> = names.iter().collect();
-        self.hub.retain(View::Locks, &|id| live.contains(&id.to_string()));
+        self.hub
+            .retain(View::Locks, &|id| live.contains(&id.to_string()));
         names.iter().filter_map(|n| self.read(n)).collect()
     }
 
@@ -312,9 +318,8 @@ fn entry_json(e: &QueueEntry, shown: &Shown, keys: &HashMap<String, KeyState>) -
 
 /// The JSON item of one lock (`/api/locks`, and the page's Locks view).
 fn lock_json(info: &LockInfo, shown: &Shown, keys: &HashMap<String, KeyState>) -> Value {
-    let entries = |v: &[QueueEntry]| -> Vec<Value> {
-        v.iter().map(|e| entry_json(e, shown, keys)).collect()
-    };
+    let entries =
+        |v: &[QueueEntry]| -> Vec<Value> { v.iter().map(|e| entry_json(e, shown, keys)).collect() };
     let holders = entries(&info.holders);
     let waiters = entries(&info.waiters);
     let all = info.holders.iter().chain(&info.waiters);

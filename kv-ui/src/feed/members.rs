@@ -46,7 +46,8 @@ pub(crate) struct MembersFeed {
 
 /// Metadata as JSON when it is JSON, else as text.
 fn metadata(m: &[u8]) -> Value {
-    serde_json::from_slice(m).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(m).into_owned()))
+    serde_json::from_slice(m)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(m).into_owned()))
 }
 
 impl MembersFeed {
@@ -86,7 +87,11 @@ impl MembersFeed {
         let new: BTreeMap<String, (u64, u64, Value)> = members
             .iter()
             .map(|m| {
-                let v = (m.joined_at().get(), m.revision().get(), metadata(m.metadata()));
+                let v = (
+                    m.joined_at().get(),
+                    m.revision().get(),
+                    metadata(m.metadata()),
+                );
                 (m.id().to_string(), v)
             })
             .collect();
@@ -99,14 +104,17 @@ impl MembersFeed {
                         events.push(json!({"at_ms": now, "event": "left", "id": id}));
                     }
                     Some((_, _, m)) if m != meta => {
-                        events.push(json!({"at_ms": now, "event": "updated", "id": id, "metadata": m}));
+                        events.push(
+                            json!({"at_ms": now, "event": "updated", "id": id, "metadata": m}),
+                        );
                     }
                     Some(_) => {}
                 }
             }
             for (id, (joined, _, meta)) in &new {
                 if g.members.get(id).is_none_or(|(j, _, _)| j != joined) {
-                    events.push(json!({"at_ms": now, "event": "joined", "id": id, "metadata": meta}));
+                    events
+                        .push(json!({"at_ms": now, "event": "joined", "id": id, "metadata": meta}));
                 }
             }
             g.events.extend(events);
@@ -210,7 +218,8 @@ impl Feed for MembersFeed {
             .map(|(n, _)| n.clone())
             .collect();
         let live: HashSet<&String> = names.iter().collect();
-        self.hub.retain(View::Members, &|id| live.contains(&id.to_string()));
+        self.hub
+            .retain(View::Members, &|id| live.contains(&id.to_string()));
         names.iter().filter_map(|n| self.read(n)).collect()
     }
 
