@@ -45,6 +45,7 @@ pub(crate) struct App {
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
+const WORKER: &str = include_str!("assets/worker.js");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
@@ -63,6 +64,10 @@ pub(crate) fn router(app: App) -> Router {
         .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/worker.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WORKER) }),
         )
         .route("/api/meta", get(meta))
         .route("/api/events", get(events))

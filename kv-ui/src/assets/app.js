@@ -59,12 +59,26 @@ function toast(text) {
   clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
 }
 
-// ---- the event stream ----
+// ---- the event stream: one per browser through a shared worker, else one per tab ----
 function connect() {
-  const conn = document.getElementById("conn");
+  if (window.SharedWorker) {
+    try {
+      const w = new SharedWorker("/worker.js");
+      w.port.onmessage = (m) => handle(m.data.type, m.data.data);
+      w.port.start();
+      addEventListener("pagehide", () => w.port.postMessage("bye"));
+      return;
+    } catch (_) { /* fall back to a stream of this tab's own */ }
+  }
   const es = new EventSource("/api/events");
-  es.addEventListener("snapshot", (ev) => {
-    const s = JSON.parse(ev.data);
+  for (const t of ["snapshot", "update"]) es.addEventListener(t, (ev) => handle(t, ev.data));
+  es.onerror = () => handle("down");
+}
+function handle(type, data) {
+  const conn = document.getElementById("conn");
+  if (type === "down") { conn.textContent = "reconnecting…"; conn.setAttribute("data-state", "down"); return; }
+  if (type === "snapshot") {
+    const s = JSON.parse(data);
     state.offset = s.now_ms - Date.now();
     for (const v of VIEWS) {
       state.items[v] = new Map();
@@ -73,16 +87,15 @@ function connect() {
     }
     conn.textContent = "live"; conn.setAttribute("data-state", "live");
     renderAll();
-  });
-  es.addEventListener("update", (ev) => {
-    const u = JSON.parse(ev.data);
-    state.offset = u.now_ms - Date.now();
-    if ("status" in u) { state.status[u.view] = u.status; renderStatus(); return; }
-    if (u.item === null) state.items[u.view].delete(u.id); else state.items[u.view].set(u.id, u.item);
-    renderItem(u.view, u.id);
-    window.__kvtkUpdates = (window.__kvtkUpdates || 0) + 1;
-  });
-  es.onerror = () => { conn.textContent = "reconnecting…"; conn.setAttribute("data-state", "down"); };
+    return;
+  }
+  const u = JSON.parse(data);
+  state.offset = u.now_ms - Date.now();
+  conn.textContent = "live"; conn.setAttribute("data-state", "live");
+  if ("status" in u) { state.status[u.view] = u.status; renderStatus(); return; }
+  if (u.item === null) state.items[u.view].delete(u.id); else state.items[u.view].set(u.id, u.item);
+  renderItem(u.view, u.id);
+  window.__kvtkUpdates = (window.__kvtkUpdates || 0) + 1;
 }
 function itemId(view, item) {
   return { locks: item.name, elections: item.name, members: item.group, config: item.key, buckets: item.name }[view];
@@ -103,8 +116,8 @@ function renderStatus() {
 }
 function renderAll() {
   for (const v of VIEWS) {
-    const box = document.getElementById(v);
-    if (box) box.replaceChildren();
+    document.getElementById(CONTAINER[v]).replaceChildren();
+    nodes[v] = new Map();
     const ids = [...state.items[v].keys()].sort();
     for (const id of ids) renderItem(v, id);
   }
@@ -194,7 +207,7 @@ function applyFilter() {
 function timeline(bars) {
   const now = serverNow();
   const known = bars.map((b) => b.from).filter((x) => x);
-  const start = Math.max(Math.min(now - 60000, ...known), now - 15 * 60000);
+  const start = Math.max(Math.min(now - 20000, ...known), now - 15 * 60000);
   const box = svg("svg", { class: "timeline", viewBox: "0 0 1000 44", preserveAspectRatio: "none", role: "img" });
   const x = (t) => ((Math.max(t, start) - start) / (now - start)) * 1000;
   for (const b of bars) {
@@ -337,6 +350,7 @@ function confirmAction(text, url, body) {
 }
 
 // ---- start ----
+window.__kvtkPage = String(Math.random());
 document.addEventListener("DOMContentLoaded", async () => {
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
   document.getElementById("confirm-cancel").addEventListener("click", () => document.getElementById("confirm").close());

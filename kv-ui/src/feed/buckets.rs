@@ -59,10 +59,13 @@ async fn poll(
             return;
         }
     };
-    if refresh_doctor {
+    {
         for (name, intent) in intents {
             if !infos.iter().any(|b| &b.name == name) {
                 findings.remove(name);
+                continue;
+            }
+            if !refresh_doctor && findings.contains_key(name) {
                 continue;
             }
             let report = match kvtk_doctor::check(&ctx.kv, name, intent).await {
