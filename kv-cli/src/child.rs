@@ -4,6 +4,11 @@
 //! (a `sh -c` command's children too), and a terminal's Ctrl-C reaches it once, through
 //! kvtk, not twice. The price: it is not the terminal's foreground job and cannot read from
 //! the terminal.
+//!
+//! On Linux the command does not outlive kvtk: a small guard process (kvtk itself, hidden
+//! subcommand `__guard`) asks the kernel for a signal when kvtk dies (`PR_SET_PDEATHSIG`),
+//! however it dies — SIGKILL included —, and then stops the command's group: SIGTERM,
+//! SIGKILL after [`GUARD_GRACE`]. When kvtk ends normally it kills the guard first.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -14,10 +19,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::{code, CliError, Result};
 
+/// How long the guard waits after SIGTERM before it kills a dead kvtk's command group.
+pub(crate) const GUARD_GRACE: Duration = Duration::from_secs(5);
+
 /// A running command.
 pub(crate) struct Child {
     inner: tokio::process::Child,
     group: Option<Pid>,
+    /// Stops the command if kvtk dies; killed (kill on drop) when this handle goes.
+    _guard: Option<tokio::process::Child>,
 }
 
 /// Starts `argv` with `env` added to kvtk's environment.
@@ -44,7 +54,76 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
-    Ok(Child { inner, group })
+    let guard = group.and_then(start_guard);
+    Ok(Child {
+        inner,
+        group,
+        _guard: guard,
+    })
+}
+
+/// Starts the guard of `group` (Linux only: elsewhere the command may outlive a killed kvtk).
+fn start_guard(group: Pid) -> Option<tokio::process::Child> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let started = tokio::process::Command::new(exe)
+        .args(["__guard", "--parent", &std::process::id().to_string()])
+        .args(["--group", &group.as_raw().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // Its own group: signals kvtk forwards to the command, or a terminal's, miss it.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    match started {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!(
+                "kvtk: warning: cannot start the guard that stops the command if kvtk dies: {}",
+                e.kind()
+            );
+            None
+        }
+    }
+}
+
+/// The guard's arguments (`kvtk __guard`, started by kvtk itself).
+#[derive(clap::Args)]
+pub(crate) struct GuardArgs {
+    /// kvtk's pid
+    #[arg(long)]
+    parent: i32,
+    /// The command's process group
+    #[arg(long)]
+    group: i32,
+}
+
+/// The guard: waits for its parent kvtk to die, then stops the command's group.
+#[cfg(target_os = "linux")]
+pub(crate) async fn guard(a: GuardArgs) -> Result<u8> {
+    let mut hup = signal(SignalKind::hangup())?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGHUP)
+        .map_err(|e| CliError::msg(format!("cannot ask for a parent-death signal: {e}")))?;
+    // A SIGHUP while kvtk lives (a terminal's) is not kvtk's death.
+    while nix::unistd::getppid().as_raw() == a.parent {
+        hup.recv().await;
+    }
+    let group = Pid::from_raw(a.group);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + GUARD_GRACE;
+    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    Ok(0)
+}
+
+/// No parent-death signal here: nothing to guard with.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn guard(_: GuardArgs) -> Result<u8> {
+    Ok(0)
 }
 
 impl Child {

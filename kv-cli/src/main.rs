@@ -67,6 +67,9 @@ enum Command {
     Config(config::ConfigArgs),
     Doctor(doctor::DoctorArgs),
     Ui(ui::UiArgs),
+    /// The guard that stops a command if kvtk dies (started by kvtk itself)
+    #[command(name = "__guard", hide = true)]
+    Guard(child::GuardArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell
@@ -85,6 +88,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Config(args) => config::run(args, conn).await,
         Command::Doctor(args) => doctor::run(args, conn).await,
         Command::Ui(args) => ui::run(args, conn).await,
+        Command::Guard(args) => child::guard(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut script);
