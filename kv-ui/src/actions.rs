@@ -17,29 +17,22 @@ use kvtk_locks::{Locks, Token};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::routes::{error, App};
-use crate::server::SECRET_HEADER;
+use crate::app::{error, App, SECRET_HEADER};
 
 /// How long an action may take before the answer says it timed out.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether the request may write: writes allowed, and the secret matches.
-fn authorised(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+/// Whether the request may write: writes allowed, and the secret matches; else why not.
+fn authorised(app: &App, headers: &HeaderMap) -> Result<(), &'static str> {
     if !app.allow_writes {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "writes are off: start the console with --allow-writes",
-        ));
+        return Err("writes are off: start the console with --allow-writes");
     }
     let given = headers
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if !same(given, app.secret.as_bytes()) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "missing or wrong secret (the x-kvtk-secret header)",
-        ));
+        return Err("missing or wrong secret (the x-kvtk-secret header)");
     }
     Ok(())
 }
@@ -62,8 +55,8 @@ pub(crate) async fn release(
     headers: HeaderMap,
     Json(req): Json<Release>,
 ) -> Response {
-    if let Err(denied) = authorised(&app, &headers) {
-        return denied;
+    if let Err(why) = authorised(&app, &headers) {
+        return error(StatusCode::FORBIDDEN, why);
     }
     let Some(bucket) = app.buckets.locks.clone() else {
         return error(StatusCode::NOT_FOUND, "the console shows no locks bucket");
@@ -103,8 +96,8 @@ pub(crate) async fn rollback(
     headers: HeaderMap,
     Json(req): Json<Rollback>,
 ) -> Response {
-    if let Err(denied) = authorised(&app, &headers) {
-        return denied;
+    if let Err(why) = authorised(&app, &headers) {
+        return error(StatusCode::FORBIDDEN, why);
     }
     let Some(bucket) = app.buckets.config.clone() else {
         return error(

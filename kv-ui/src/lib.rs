@@ -3,6 +3,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod actions;
+mod app;
 mod error;
 mod feed;
 mod hub;
@@ -10,5 +11,6 @@ mod routes;
 mod schema;
 mod server;
 
+pub use app::SECRET_HEADER;
 pub use error::{Error, ErrorKind};
-pub use server::{Server, Ui, DEFAULT_LISTEN, SECRET_HEADER};
+pub use server::{Server, Ui, DEFAULT_LISTEN};

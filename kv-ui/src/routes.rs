@@ -7,9 +7,6 @@
 //! request whose `Host` is not a loopback name is refused (421), so a page of another site
 //! cannot reach the console by rebinding its own name to 127.0.0.1.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -18,29 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use kvtk_core::Kv;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::convert::Infallible;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, View};
-use crate::schema::Schemas;
-use crate::server::Buckets;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct App {
-    pub(crate) kv: Kv,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) buckets: Arc<Buckets>,
-    pub(crate) schemas: Arc<Schemas>,
-    pub(crate) allow_writes: bool,
-    pub(crate) allow_remote: bool,
-    pub(crate) secret: Arc<str>,
-    pub(crate) port: u16,
-    pub(crate) cancel: CancellationToken,
-}
+use crate::app::{error, App};
+use crate::hub::View;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -127,11 +108,6 @@ pub(crate) fn loopback_host(host: &str, port: u16) -> bool {
         || name
             .parse::<std::net::Ipv4Addr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// A JSON error answer: `{"error": message}`.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
 }
 
 async fn meta(State(app): State<App>) -> Json<Value> {

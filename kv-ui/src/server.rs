@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::{App, Buckets};
 use crate::error::{Error, ErrorKind};
 use crate::feed::{self, Ctx};
 use crate::hub::Hub;
@@ -18,18 +19,6 @@ use crate::schema::Schemas;
 
 /// The address `kvtk ui` listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
-
-/// The header that carries the per-process secret on every write request.
-pub const SECRET_HEADER: &str = "x-kvtk-secret";
-
-/// The buckets the views read; `None` turns a view off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Buckets {
-    pub(crate) locks: Option<String>,
-    pub(crate) elections: Option<String>,
-    pub(crate) members: Option<String>,
-    pub(crate) config: Option<String>,
-}
 
 /// The console's options; [`start`](Ui::start) it to serve.
 ///
@@ -90,7 +79,7 @@ impl Ui {
     }
 
     /// Offers the actions (force-release of a lock holder, configuration rollback). Each
-    /// request must carry the per-process secret in the [`SECRET_HEADER`] header.
+    /// request must carry the per-process secret in the [`SECRET_HEADER`](crate::SECRET_HEADER) header.
     pub fn allow_writes(mut self, on: bool) -> Self {
         self.allow_writes = on;
         self
@@ -148,23 +137,7 @@ impl Ui {
     /// Cancel safe: dropping the future before it returns drops the listener; no task has
     /// been started until then.
     pub async fn start(self) -> Result<Server, Error> {
-        if !self.allow_remote && !self.listen.ip().is_loopback() {
-            return Err(Error::new(
-                ErrorKind::NotLoopback,
-                format!(
-                    "refusing to listen on {}: not a loopback address. The console shows lock \
-                     holders, identities and configuration to anyone who reaches it; allow \
-                     remote access explicitly (kvtk ui --allow-remote) and put it behind \
-                     authentication",
-                    self.listen
-                ),
-            ));
-        }
-        let secret = match self.secret {
-            Some(s) if s.trim().is_empty() => return Err(Error::invalid("the secret is empty")),
-            Some(s) => s,
-            None => random_secret(),
-        };
+        let secret = self.checked()?;
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .map_err(|e| {
@@ -187,7 +160,7 @@ impl Ui {
         };
         let schemas = Arc::new(self.schemas);
         spawn_feeds(&tracker, &ctx, &self.buckets, &schemas);
-        let app = crate::routes::App {
+        let app = App {
             kv: self.kv,
             hub: hub.clone(),
             buckets: Arc::new(self.buckets),
@@ -198,18 +171,7 @@ impl Ui {
             port: addr.port(),
             cancel: cancel.clone(),
         };
-        let router = crate::routes::router(app);
-        let stop = cancel.clone();
-        tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("the console's HTTP server stopped: {e}");
-            }
-            // The feeds serve nobody any more.
-            stop.cancel();
-        });
+        tracker.spawn(serve(listener, crate::routes::router(app), cancel.clone()));
         tracker.close();
         tracing::info!(%addr, writes = self.allow_writes, "kvtk ui listening");
         Ok(Server {
@@ -220,6 +182,38 @@ impl Ui {
             tracker,
         })
     }
+
+    /// Refuses a non-loopback address unless allowed; the secret to use.
+    fn checked(&self) -> Result<String, Error> {
+        if !self.allow_remote && !self.listen.ip().is_loopback() {
+            return Err(Error::new(
+                ErrorKind::NotLoopback,
+                format!(
+                    "refusing to listen on {}: not a loopback address. The console shows lock \
+                     holders, identities and configuration to anyone who reaches it; allow \
+                     remote access explicitly (kvtk ui --allow-remote) and put it behind \
+                     authentication",
+                    self.listen
+                ),
+            ));
+        }
+        match &self.secret {
+            Some(s) if s.trim().is_empty() => Err(Error::invalid("the secret is empty")),
+            Some(s) => Ok(s.clone()),
+            None => Ok(random_secret()),
+        }
+    }
+}
+
+/// Serves HTTP until `cancel` fires; a failure stops the feeds too (nobody is served).
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router, cancel: CancellationToken) {
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!("the console's HTTP server stopped: {e}");
+    }
+    cancel.cancel();
 }
 
 fn spawn_feeds(tracker: &TaskTracker, ctx: &Ctx, b: &Buckets, schemas: &Arc<Schemas>) {

@@ -30,7 +30,7 @@ pub(crate) async fn run(ctx: Ctx, intents: BTreeMap<String, Intent>) {
     let mut findings: BTreeMap<String, Value> = BTreeMap::new();
     let mut round: u32 = 0;
     loop {
-        let refresh_doctor = round % DOCTOR_EVERY == 0;
+        let refresh_doctor = round.is_multiple_of(DOCTOR_EVERY);
         tokio::select! {
             () = ctx.cancel.cancelled() => return,
             () = poll(&ctx, &intents, &mut findings, refresh_doctor) => {}
@@ -59,21 +59,19 @@ async fn poll(
             return;
         }
     };
-    {
-        for (name, intent) in intents {
-            if !infos.iter().any(|b| &b.name == name) {
-                findings.remove(name);
-                continue;
-            }
-            if !refresh_doctor && findings.contains_key(name) {
-                continue;
-            }
-            let report = match kvtk_doctor::check(&ctx.kv, name, intent).await {
-                Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
-                Err(e) => json!({"error": e.to_string()}),
-            };
-            findings.insert(name.clone(), report);
+    for (name, intent) in intents {
+        if !infos.iter().any(|b| &b.name == name) {
+            findings.remove(name);
+            continue;
         }
+        if !refresh_doctor && findings.contains_key(name) {
+            continue;
+        }
+        let report = match kvtk_doctor::check(&ctx.kv, name, intent).await {
+            Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        findings.insert(name.clone(), report);
     }
     let names: HashSet<String> = infos.iter().map(|b| b.name.clone()).collect();
     ctx.hub.retain(View::Buckets, &|id| names.contains(id));
