@@ -22,6 +22,33 @@ async fn console(kvtk: &Kvtk, extra: &[&str]) -> Console {
     Console::start(kvtk.spawn(args)).await
 }
 
+/// A throwaway server and kvtk pointed at it.
+async fn start() -> (NatsServer, Kvtk) {
+    let server = NatsServer::start().await;
+    let kvtk = Kvtk::new(server.client_url());
+    (server, kvtk)
+}
+
+/// Runs `kvtk <args>` to a successful end.
+fn ok(kvtk: &Kvtk, args: &[&str]) {
+    let out = kvtk.output(args);
+    assert!(out.status.success(), "kvtk {args:?}: {out:?}");
+}
+
+/// Opens document `app` on the Configuration view and waits for its `revisions`.
+async fn open_doc(b: &Browser, revisions: usize) {
+    b.until(
+        "the document",
+        r#"document.querySelector('[data-doc="app"]') !== null"#,
+    )
+    .await;
+    b.eval(r#"document.querySelector('[data-doc="app"]').click() || true"#)
+        .await;
+    let rows = "document.querySelectorAll('#config-doc tr[data-revision]').length";
+    b.until("its history", &format!("{rows} === {revisions}"))
+        .await;
+}
+
 /// The lock item of `name` from `/api/locks`.
 async fn lock_item(c: &Console, name: &str) -> Option<Value> {
     let all = c.get("/api/locks").await;
@@ -30,8 +57,7 @@ async fn lock_item(c: &Console, name: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_locks_view_shows_holder_and_queue_and_follows_a_killed_holder() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
+    let (_server, kvtk) = start().await;
     let c = console(&kvtk, &[]).await;
     let lock = |ttl: &'static str| ["lock", "jobs.nightly", "--ttl", ttl, "--", "sleep", "600"];
     let mut holder = kvtk.spawn(lock("2s"));
@@ -108,8 +134,7 @@ async fn the_locks_view_shows_holder_and_queue_and_follows_a_killed_holder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_elections_view_follows_a_leader_change_with_its_terms() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
+    let (_server, kvtk) = start().await;
     let c = console(&kvtk, &[]).await;
     let first = kvtk.spawn([
         "elect",
@@ -175,16 +200,15 @@ async fn the_elections_view_follows_a_leader_change_with_its_terms() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_diff_and_rollback_need_writes_and_the_secret() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "db.pool_size", "8"])
-        .status
-        .success());
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "db.pool_size", "16"])
-        .status
-        .success());
+    let (_server, kvtk) = start().await;
+    ok(
+        &kvtk,
+        &["config", "--key", "app", "set", "db.pool_size", "8"],
+    );
+    ok(
+        &kvtk,
+        &["config", "--key", "app", "set", "db.pool_size", "16"],
+    );
     let c = console(&kvtk, &["--allow-writes"]).await;
     let secret = c.secret.clone().unwrap();
     let b = Browser::start().await;
@@ -192,18 +216,7 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
         .goto(&c.url.replace("/#", "/?view=config#"))
         .await
         .unwrap();
-    b.until(
-        "the document",
-        r#"document.querySelector('[data-doc="app"]') !== null"#,
-    )
-    .await;
-    b.eval(r#"document.querySelector('[data-doc="app"]').click() || true"#)
-        .await;
-    b.until(
-        "its history",
-        r#"document.querySelectorAll('#config-doc tr[data-revision]').length === 2"#,
-    )
-    .await;
+    open_doc(&b, 2).await;
     b.eval("document.getElementById('diff-go').click() || true")
         .await;
     b.until(
@@ -258,16 +271,9 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_console_has_no_buttons_and_refuses_writes() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "a", "1"])
-        .status
-        .success());
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "a", "2"])
-        .status
-        .success());
+    let (_server, kvtk) = start().await;
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "2"]);
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
     assert!(c.secret.is_none());
@@ -280,18 +286,7 @@ async fn a_read_only_console_has_no_buttons_and_refuses_writes() {
     .await;
     b.eval(r#"document.querySelector('[data-view=config]').click() || true"#)
         .await;
-    b.until(
-        "the document",
-        r#"document.querySelector('[data-doc="app"]') !== null"#,
-    )
-    .await;
-    b.eval(r#"document.querySelector('[data-doc="app"]').click() || true"#)
-        .await;
-    b.until(
-        "its history",
-        r#"document.querySelectorAll('#config-doc tr[data-revision]').length === 2"#,
-    )
-    .await;
+    open_doc(&b, 2).await;
     assert_eq!(
         b.eval("document.querySelectorAll('[data-action]').length")
             .await,
@@ -323,27 +318,20 @@ async fn a_read_only_console_has_no_buttons_and_refuses_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_data_renders_as_text_and_runs_nothing() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
+    let (server, kvtk) = start().await;
     let evil = r#"<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>"#;
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "name", evil])
-        .status
-        .success());
-    assert!(kvtk
-        .output(&["kv", "add", "members", "--per-key-ttl", "60s"])
-        .status
-        .success());
-    assert!(kvtk
-        .output(&[
+    ok(&kvtk, &["config", "--key", "app", "set", "name", evil]);
+    ok(&kvtk, &["kv", "add", "members", "--per-key-ttl", "60s"]);
+    ok(
+        &kvtk,
+        &[
             "kv",
             "put",
             "members",
             "api.i-1",
-            &json!({"addr": evil}).to_string()
-        ])
-        .status
-        .success());
+            &json!({"addr": evil}).to_string(),
+        ],
+    );
     let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
     let locks = kvtk_locks::Locks::open(&kv, "locks").await.unwrap();
     let locks = locks.holder(kvtk_locks::Holder::named(evil));
@@ -376,13 +364,7 @@ async fn user_data_renders_as_text_and_runs_nothing() {
     }
     b.eval("document.querySelector('[data-view=config]').click() || true")
         .await;
-    b.until(
-        "the document",
-        r#"document.querySelector('[data-doc="app"]') !== null"#,
-    )
-    .await;
-    b.eval(r#"document.querySelector('[data-doc="app"]').click() || true"#)
-        .await;
+    open_doc(&b, 1).await;
     b.until("config: the value as text", &shows("#doc-value"))
         .await;
     b.shot("escaping-config").await;
@@ -410,13 +392,9 @@ async fn consumers(kv: &kvtk_core::Kv) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_tabs_cost_the_server_no_more_consumers_than_one() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
+    let (server, kvtk) = start().await;
     let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
-    assert!(kvtk
-        .output(&["config", "--key", "app", "set", "a", "1"])
-        .status
-        .success());
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
     let b = Browser::start().await;
@@ -445,22 +423,18 @@ async fn ten_tabs_cost_the_server_no_more_consumers_than_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn members_and_buckets_views() {
-    let server = NatsServer::start().await;
-    let kvtk = Kvtk::new(server.client_url());
-    assert!(kvtk
-        .output(&["kv", "add", "members", "--per-key-ttl", "60s"])
-        .status
-        .success());
-    assert!(kvtk
-        .output(&[
+    let (_server, kvtk) = start().await;
+    ok(&kvtk, &["kv", "add", "members", "--per-key-ttl", "60s"]);
+    ok(
+        &kvtk,
+        &[
             "kv",
             "put",
             "members",
             "api.i-1",
-            r#"{"addr":"10.0.0.1:8080"}"#
-        ])
-        .status
-        .success());
+            r#"{"addr":"10.0.0.1:8080"}"#,
+        ],
+    );
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
     let b = Browser::start().await;
@@ -473,21 +447,18 @@ async fn members_and_buckets_views() {
         r#"document.querySelector('[data-group="api"] tr[data-member="i-1"]') !== null"#,
     )
     .await;
-    assert!(kvtk
-        .output(&[
+    ok(
+        &kvtk,
+        &[
             "kv",
             "put",
             "members",
             "api.i-2",
-            r#"{"addr":"10.0.0.2:8080"}"#
-        ])
-        .status
-        .success());
+            r#"{"addr":"10.0.0.2:8080"}"#,
+        ],
+    );
     b.until("i-2 joined", r#"document.querySelector('[data-group="api"] .ev-joined') !== null && document.querySelector('[data-group="api"] tr[data-member="i-2"]') !== null"#).await;
-    assert!(kvtk
-        .output(&["kv", "del", "members", "api.i-1"])
-        .status
-        .success());
+    ok(&kvtk, &["kv", "del", "members", "api.i-1"]);
     b.until(
         "i-1 left",
         r#"document.querySelector('[data-group="api"] .ev-left') !== null"#,

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kvtk_config::{ConfigWriter, Source};
-use kvtk_core::Revision;
+use kvtk_core::{Bucket, Revision};
 use kvtk_locks::{Locks, Token};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -42,6 +42,30 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Runs an authorised action on `bucket` (`None`: the console shows no such bucket) within
+/// [`ACTION_TIMEOUT`]: its JSON answer, or why it failed.
+async fn act<F, Fut>(app: &App, headers: &HeaderMap, bucket: Option<&String>, work: F) -> Response
+where
+    F: FnOnce(Bucket) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    if let Err(why) = authorised(app, headers) {
+        return error(StatusCode::FORBIDDEN, why);
+    }
+    let Some(bucket) = bucket else {
+        return error(StatusCode::NOT_FOUND, "the console shows no such bucket");
+    };
+    let run = async {
+        let b = app.kv.open(bucket).await.map_err(|e| e.to_string())?;
+        work(b).await
+    };
+    match tokio::time::timeout(ACTION_TIMEOUT, run).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(msg)) => error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the action timed out"),
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct Release {
     name: String,
@@ -55,31 +79,19 @@ pub(crate) async fn release(
     headers: HeaderMap,
     Json(req): Json<Release>,
 ) -> Response {
-    if let Err(why) = authorised(&app, &headers) {
-        return error(StatusCode::FORBIDDEN, why);
-    }
-    let Some(bucket) = app.buckets.locks.clone() else {
-        return error(StatusCode::NOT_FOUND, "the console shows no locks bucket");
-    };
     let Some(token) = Token::from_u64(req.token) else {
         return error(StatusCode::BAD_REQUEST, "a token is a number ≥ 1");
     };
-    let work = async {
-        let b = app.kv.open(&bucket).await.map_err(|e| e.to_string())?;
+    act(&app, &headers, app.buckets.locks.as_ref(), |b| async move {
         let locks = Locks::new(b).await.map_err(|e| e.to_string())?;
-        locks
+        let evicted = locks
             .force_release(&req.name, token)
             .await
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(ACTION_TIMEOUT, work).await {
-        Ok(Ok(evicted)) => {
-            tracing::warn!(lock = %req.name, token = req.token, evicted, "force-release from the console");
-            Json(json!({"evicted": evicted})).into_response()
-        }
-        Ok(Err(msg)) => error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
-        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the release timed out"),
-    }
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(lock = %req.name, token = req.token, evicted, "force-release from the console");
+        Ok(json!({ "evicted": evicted }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -96,42 +108,26 @@ pub(crate) async fn rollback(
     headers: HeaderMap,
     Json(req): Json<Rollback>,
 ) -> Response {
-    if let Err(why) = authorised(&app, &headers) {
-        return error(StatusCode::FORBIDDEN, why);
-    }
-    let Some(bucket) = app.buckets.config.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "the console shows no configuration bucket",
-        );
-    };
     let Some(rev) = Revision::new(req.revision) else {
         return error(StatusCode::BAD_REQUEST, "a revision is a number ≥ 1");
     };
-    let schemas = app.schemas.clone();
-    let key = req.key.clone();
-    let work = async {
-        let b = app.kv.open(&bucket).await.map_err(|e| e.to_string())?;
-        let writer =
-            ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(move |v: &Value| {
-                match schemas.for_key(&key).map(|c| c.check(v)) {
-                    Some(r) if r["valid"] == json!(false) => {
-                        Err(format!("schema: {}", r["errors"]))
-                    }
-                    _ => Ok(()),
-                }
-            });
-        writer.rollback(rev).await.map_err(|e| e.to_string())
+    let (schemas, key) = (app.schemas.clone(), req.key.clone());
+    let check = move |v: &Value| match schemas.for_key(&key).map(|c| c.check(v)) {
+        Some(r) if r["valid"] == json!(false) => Err(format!("schema: {}", r["errors"])),
+        _ => Ok(()),
     };
-    match tokio::time::timeout(ACTION_TIMEOUT, work).await {
-        Ok(Ok(w)) => {
+    act(
+        &app,
+        &headers,
+        app.buckets.config.as_ref(),
+        |b| async move {
+            let writer = ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(check);
+            let w = writer.rollback(rev).await.map_err(|e| e.to_string())?;
             tracing::warn!(key = %req.key, to = req.revision, "config rollback from the console");
-            Json(json!({"revision": w.revision.map(Revision::get), "changed": w.changed}))
-                .into_response()
-        }
-        Ok(Err(msg)) => error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
-        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the rollback timed out"),
-    }
+            Ok(json!({"revision": w.revision.map(Revision::get), "changed": w.changed}))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

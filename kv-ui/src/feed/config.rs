@@ -6,7 +6,7 @@
 //! [`ConfigWriter::history`] when the watch shows it changed. Acknowledgements
 //! (`_applied.<document>.<instance>`, kvtk-config's [`Applied`]) come from the watch itself.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -15,7 +15,7 @@ use kvtk_config::{Applied, ConfigWriter, Source};
 use kvtk_core::{Bucket, Entry};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Feed, Pending, Read};
+use super::{expires_ms, Book, Feed, Read};
 use crate::hub::{Hub, View};
 use crate::schema::Schemas;
 
@@ -43,9 +43,7 @@ pub(crate) struct ConfigFeed {
     schemas: Arc<Schemas>,
     bucket: Option<Bucket>,
     docs: BTreeMap<String, Doc>,
-    pending: Pending,
-    ready: bool,
-    dirty: HashSet<String>,
+    book: Book,
 }
 
 /// Reads a document's history through kvtk-config.
@@ -70,14 +68,12 @@ impl ConfigFeed {
             schemas,
             bucket: None,
             docs: BTreeMap::new(),
-            pending: Pending::default(),
-            ready: false,
-            dirty: HashSet::new(),
+            book: Book::default(),
         }
     }
 
     fn read(&mut self, key: &str) -> Option<Read<ReadOut>> {
-        if !self.pending.start(key) {
+        if !self.book.start(key) {
             return None;
         }
         self.fetch(key)
@@ -118,7 +114,7 @@ impl ConfigFeed {
         } else {
             d.fleet.remove(instance);
         }
-        self.dirty.insert(doc.to_string());
+        self.book.renewed.insert(doc.to_string());
     }
 }
 
@@ -132,9 +128,7 @@ impl Feed for ConfigFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket);
-            self.pending.clear();
-            self.ready = false;
-            self.dirty.clear();
+            self.book.reset();
             for d in self.docs.values_mut() {
                 d.fleet.clear();
                 d.exists = false;
@@ -152,7 +146,7 @@ impl Feed for ConfigFeed {
         }
         let d = self.docs.entry(key.to_string()).or_default();
         d.exists = e.is_value();
-        if !self.ready {
+        if !self.book.ready {
             return Vec::new();
         }
         let key = key.to_string();
@@ -160,12 +154,8 @@ impl Feed for ConfigFeed {
     }
 
     fn initial_done(&mut self) -> Vec<Read<ReadOut>> {
-        self.ready = true;
         let keys: Vec<String> = self.docs.keys().cloned().collect();
-        let live: HashSet<&String> = keys.iter().collect();
-        self.hub
-            .retain(View::Config, &|id| live.contains(&id.to_string()));
-        self.dirty.clear();
+        self.book.initial(&self.hub, View::Config, &keys);
         keys.iter().filter_map(|k| self.read(k)).collect()
     }
 
@@ -179,14 +169,14 @@ impl Feed for ConfigFeed {
             (Err(msg), _) => tracing::debug!(key = %key, "config history failed: {msg}"),
             (Ok(_), None) => {}
         }
-        if self.pending.finish(&key) {
+        if self.book.finish(&key) {
             return self.fetch(&key).into_iter().collect();
         }
         Vec::new()
     }
 
     fn tick(&mut self) -> Vec<Read<ReadOut>> {
-        for key in std::mem::take(&mut self.dirty) {
+        for key in self.book.take().0 {
             self.publish(&key);
         }
         Vec::new()

@@ -8,7 +8,7 @@
 //! order (their lease origins, as the watch shows them), which is the order in which they
 //! race for a free leader key. A renewal (same lease origin and value) costs no read.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
@@ -16,7 +16,7 @@ use kvtk_core::{Bucket, Entry};
 use kvtk_leader::{CandidateInfo, Election, LeaderInfo, DEFAULT_TTL};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Feed, Pending, Read};
+use super::{expires_ms, Book, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Terms kept per election for its timeline.
@@ -59,10 +59,7 @@ pub(crate) struct ElectionsFeed {
     hub: std::sync::Arc<Hub>,
     bucket: Option<Bucket>,
     elections: BTreeMap<String, State>,
-    pending: Pending,
-    ready: bool,
-    renewed: HashSet<String>,
-    retry: HashSet<String>,
+    book: Book,
 }
 
 /// `<name>.leader` → (name, None); `<name>.cand.<id>` → (name, Some(id)).
@@ -82,15 +79,12 @@ impl ElectionsFeed {
             hub,
             bucket: None,
             elections: BTreeMap::new(),
-            pending: Pending::default(),
-            ready: false,
-            renewed: HashSet::new(),
-            retry: HashSet::new(),
+            book: Book::default(),
         }
     }
 
     fn read(&mut self, name: &str) -> Option<Read<ReadOut>> {
-        if !self.pending.start(name) {
+        if !self.book.start(name) {
             return None;
         }
         self.fetch(name)
@@ -167,10 +161,7 @@ impl Feed for ElectionsFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket);
-            self.pending.clear();
-            self.ready = false;
-            self.renewed.clear();
-            self.retry.clear();
+            self.book.reset();
             for st in self.elections.values_mut() {
                 st.election = None;
                 st.leader_key = None;
@@ -209,11 +200,11 @@ impl Feed for ElectionsFeed {
             }
         };
         if !changed {
-            self.renewed.insert(name.to_string());
+            self.book.renewed.insert(name.to_string());
             return Vec::new();
         }
         st.changed_at = st.changed_at.max(rev);
-        if !self.ready {
+        if !self.book.ready {
             return Vec::new();
         }
         let name = name.to_string();
@@ -221,16 +212,13 @@ impl Feed for ElectionsFeed {
     }
 
     fn initial_done(&mut self) -> Vec<Read<ReadOut>> {
-        self.ready = true;
         let names: Vec<String> = self
             .elections
             .iter()
             .filter(|(_, s)| s.changed_at > 0)
             .map(|(n, _)| n.clone())
             .collect();
-        let live: HashSet<&String> = names.iter().collect();
-        self.hub
-            .retain(View::Elections, &|id| live.contains(&id.to_string()));
+        self.book.initial(&self.hub, View::Elections, &names);
         names.iter().filter_map(|n| self.read(n)).collect()
     }
 
@@ -245,21 +233,21 @@ impl Feed for ElectionsFeed {
             }
             (Err(msg), _) => {
                 tracing::debug!(election = %name, "read failed: {msg}");
-                self.retry.insert(name.clone());
+                self.book.retry.insert(name.clone());
             }
             (Ok(_), None) => {}
         }
-        if self.pending.finish(&name) {
+        if self.book.finish(&name) {
             return self.fetch(&name).into_iter().collect();
         }
         Vec::new()
     }
 
     fn tick(&mut self) -> Vec<Read<ReadOut>> {
-        for name in std::mem::take(&mut self.renewed) {
+        let (renewed, retry) = self.book.take();
+        for name in renewed {
             self.publish(&name);
         }
-        let retry: Vec<String> = self.retry.drain().collect();
         retry.iter().filter_map(|n| self.read(n)).collect()
     }
 }

@@ -6,7 +6,7 @@
 //! through [`Locks::inspect`], whose rule decides who holds; a renewal (same origin) only
 //! moves the entry's lease deadline, published at the next tick without any read.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::UNIX_EPOCH;
 
 use futures::future::BoxFuture;
@@ -15,7 +15,7 @@ use kvtk_core::{Bucket, Entry};
 use kvtk_locks::{EntryKind, LockInfo, Locks, QueueEntry};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Feed, Pending, Read};
+use super::{expires_ms, Book, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Holds kept per lock for its timeline.
@@ -63,13 +63,7 @@ pub(crate) struct LocksFeed {
     locks: Option<Locks>,
     keys: HashMap<String, KeyState>,
     shown: BTreeMap<String, Shown>,
-    pending: Pending,
-    /// The initial entries are all delivered: reads may start.
-    ready: bool,
-    /// Locks whose lease deadlines moved since the last tick.
-    renewed: HashSet<String>,
-    /// Locks whose last read was stale or failed: read again at the next tick.
-    retry: HashSet<String>,
+    book: Book,
 }
 
 impl LocksFeed {
@@ -79,17 +73,14 @@ impl LocksFeed {
             locks: None,
             keys: HashMap::new(),
             shown: BTreeMap::new(),
-            pending: Pending::default(),
-            ready: false,
-            renewed: HashSet::new(),
-            retry: HashSet::new(),
+            book: Book::default(),
         }
     }
 
     /// A read of `name`, unless one is running (then one more follows it).
     fn read(&mut self, name: &str) -> Option<Read<Inspected>> {
         self.locks.as_ref()?;
-        if !self.pending.start(name) {
+        if !self.book.start(name) {
             return None;
         }
         self.inspect(name)
@@ -190,10 +181,7 @@ impl Feed for LocksFeed {
                 .map_err(|e| format!("bucket {name} is not a locks bucket: {e}"))?;
             self.locks = Some(locks);
             self.keys.clear();
-            self.pending.clear();
-            self.ready = false;
-            self.renewed.clear();
-            self.retry.clear();
+            self.book.reset();
             for s in self.shown.values_mut() {
                 s.changed_at = 0;
             }
@@ -226,27 +214,24 @@ impl Feed for LocksFeed {
         };
         let shown = self.shown.entry(name.clone()).or_default();
         if !structural {
-            self.renewed.insert(name);
+            self.book.renewed.insert(name);
             return Vec::new();
         }
         shown.changed_at = shown.changed_at.max(rev);
-        if !self.ready {
+        if !self.book.ready {
             return Vec::new();
         }
         self.read(&name).into_iter().collect()
     }
 
     fn initial_done(&mut self) -> Vec<Read<Inspected>> {
-        self.ready = true;
         let names: Vec<String> = self
             .shown
             .iter()
             .filter(|(_, s)| s.changed_at > 0)
             .map(|(n, _)| n.clone())
             .collect();
-        let live: HashSet<&String> = names.iter().collect();
-        self.hub
-            .retain(View::Locks, &|id| live.contains(&id.to_string()));
+        self.book.initial(&self.hub, View::Locks, &names);
         names.iter().filter_map(|n| self.read(n)).collect()
     }
 
@@ -254,7 +239,7 @@ impl Feed for LocksFeed {
         match res {
             Ok(info) if info.as_of.is_some_and(|a| a.get() < at) => {
                 // A replica that lags the watch: read again soon.
-                self.retry.insert(name.clone());
+                self.book.retry.insert(name.clone());
             }
             Ok(info) => {
                 self.inspected(&name, info);
@@ -262,20 +247,20 @@ impl Feed for LocksFeed {
             }
             Err(msg) => {
                 tracing::debug!(lock = %name, "inspect failed: {msg}");
-                self.retry.insert(name.clone());
+                self.book.retry.insert(name.clone());
             }
         }
-        if self.pending.finish(&name) {
+        if self.book.finish(&name) {
             return self.inspect(&name).into_iter().collect();
         }
         Vec::new()
     }
 
     fn tick(&mut self) -> Vec<Read<Inspected>> {
-        for name in std::mem::take(&mut self.renewed) {
+        let (renewed, retry) = self.book.take();
+        for name in renewed {
             self.publish(&name);
         }
-        let retry: Vec<String> = self.retry.drain().collect();
         retry.iter().filter_map(|n| self.read(n)).collect()
     }
 }

@@ -6,7 +6,7 @@
 //! [`Listing::members`] and compares the list with the one before. A renewal (same lease
 //! origin and metadata) only moves the member's lease deadline.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
@@ -14,7 +14,7 @@ use kvtk_core::{Bucket, Entry, ReadOnlyBucket};
 use kvtk_membership::{Listing, MemberInfo};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Feed, Pending, Read};
+use super::{expires_ms, Book, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Events kept per group.
@@ -39,9 +39,7 @@ pub(crate) struct MembersFeed {
     hub: std::sync::Arc<Hub>,
     bucket: Option<ReadOnlyBucket>,
     groups: BTreeMap<String, Group>,
-    pending: Pending,
-    ready: bool,
-    renewed: HashSet<String>,
+    book: Book,
 }
 
 /// Metadata as JSON when it is JSON, else as text.
@@ -56,14 +54,12 @@ impl MembersFeed {
             hub,
             bucket: None,
             groups: BTreeMap::new(),
-            pending: Pending::default(),
-            ready: false,
-            renewed: HashSet::new(),
+            book: Book::default(),
         }
     }
 
     fn read(&mut self, group: &str) -> Option<Read<ReadOut>> {
-        if !self.pending.start(group) {
+        if !self.book.start(group) {
             return None;
         }
         self.fetch(group)
@@ -169,9 +165,7 @@ impl Feed for MembersFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket.read_only());
-            self.pending.clear();
-            self.ready = false;
-            self.renewed.clear();
+            self.book.reset();
             for g in self.groups.values_mut() {
                 g.keys.clear();
                 g.changed = false;
@@ -198,11 +192,11 @@ impl Feed for MembersFeed {
             None => g.keys.remove(id),
         };
         if !changed {
-            self.renewed.insert(group.to_string());
+            self.book.renewed.insert(group.to_string());
             return Vec::new();
         }
         g.changed = true;
-        if !self.ready {
+        if !self.book.ready {
             return Vec::new();
         }
         let group = group.to_string();
@@ -210,21 +204,18 @@ impl Feed for MembersFeed {
     }
 
     fn initial_done(&mut self) -> Vec<Read<ReadOut>> {
-        self.ready = true;
         let names: Vec<String> = self
             .groups
             .iter()
             .filter(|(_, g)| g.changed)
             .map(|(n, _)| n.clone())
             .collect();
-        let live: HashSet<&String> = names.iter().collect();
-        self.hub
-            .retain(View::Members, &|id| live.contains(&id.to_string()));
+        self.book.initial(&self.hub, View::Members, &names);
         names.iter().filter_map(|n| self.read(n)).collect()
     }
 
     fn done(&mut self, (name, res): ReadOut) -> Vec<Read<ReadOut>> {
-        let ready = self.ready;
+        let ready = self.book.ready;
         match (res, self.groups.get_mut(&name)) {
             (Ok(members), Some(g)) => {
                 MembersFeed::listed(g, members, ready);
@@ -233,14 +224,14 @@ impl Feed for MembersFeed {
             (Err(msg), _) => tracing::debug!(group = %name, "listing failed: {msg}"),
             (Ok(_), None) => {}
         }
-        if self.pending.finish(&name) {
+        if self.book.finish(&name) {
             return self.fetch(&name).into_iter().collect();
         }
         Vec::new()
     }
 
     fn tick(&mut self) -> Vec<Read<ReadOut>> {
-        for name in std::mem::take(&mut self.renewed) {
+        for name in self.book.take().0 {
             self.publish(&name);
         }
         Vec::new()

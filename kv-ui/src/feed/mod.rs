@@ -205,15 +205,23 @@ impl<D> Reads<D> {
     }
 }
 
-/// Which items have a read in flight, and which changed again meanwhile: one read per item
-/// at a time, and one more after it when something changed during it.
+/// What a feed keeps besides its items: which items have a read in flight and which
+/// changed again meanwhile (one read per item at a time, one more after it when something
+/// changed during it), whether the initial entries are in, whose leases moved since the
+/// last tick, and which reads to try again then.
 #[derive(Default)]
-pub(crate) struct Pending {
+pub(crate) struct Book {
     running: HashSet<String>,
     again: HashSet<String>,
+    /// The watch delivered its initial entries: reads may start.
+    pub(crate) ready: bool,
+    /// Items whose lease deadlines moved since the last tick.
+    pub(crate) renewed: HashSet<String>,
+    /// Items whose last read was stale or failed.
+    pub(crate) retry: HashSet<String>,
 }
 
-impl Pending {
+impl Book {
     /// Whether a read of `id` should start now (else it is remembered for after the
     /// running one).
     pub(crate) fn start(&mut self, id: &str) -> bool {
@@ -237,9 +245,22 @@ impl Pending {
     }
 
     /// Forgets everything (a new watch).
-    pub(crate) fn clear(&mut self) {
-        self.running.clear();
-        self.again.clear();
+    pub(crate) fn reset(&mut self) {
+        *self = Book::default();
+    }
+
+    /// The initial entries are in: `ids` are the items the watch showed; `view` keeps only
+    /// them.
+    pub(crate) fn initial(&mut self, hub: &Hub, view: View, ids: &[String]) {
+        self.ready = true;
+        let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        hub.retain(view, &|id| live.contains(id));
+    }
+
+    /// At a tick: the items whose leases moved, and those to read again.
+    pub(crate) fn take(&mut self) -> (HashSet<String>, Vec<String>) {
+        let retry = self.retry.drain().collect();
+        (std::mem::take(&mut self.renewed), retry)
     }
 }
 
@@ -261,14 +282,14 @@ mod tests {
 
     #[test]
     fn one_read_per_item_at_a_time_and_one_more_after_a_change() {
-        let mut p = Pending::default();
+        let mut p = Book::default();
         assert!(p.start("a"));
         assert!(!p.start("a"));
         assert!(!p.start("a"));
         assert!(p.finish("a"), "changed while read: read again");
         assert!(!p.finish("a"));
         assert!(p.start("a"));
-        p.clear();
+        p.reset();
         assert!(p.start("a"));
     }
 }
