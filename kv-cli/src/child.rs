@@ -35,6 +35,8 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| CliError::new(code::USAGE, "no command given (put it after --)"))?;
+    // The guard first: once the command runs, a kvtk killed at any moment has one.
+    let mut guard = start_guard();
     let inner = tokio::process::Command::new(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -54,7 +56,9 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
-    let guard = group.and_then(start_guard);
+    if let (Some(g), Some(group)) = (guard.as_mut(), group) {
+        tell_guard(g, group);
+    }
     Ok(Child {
         inner,
         group,
@@ -62,16 +66,16 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
     })
 }
 
-/// Starts the guard of `group` (Linux only: elsewhere the command may outlive a killed kvtk).
-fn start_guard(group: Pid) -> Option<tokio::process::Child> {
+/// Starts the guard (Linux only: elsewhere the command may outlive a killed kvtk). It learns
+/// the command's group on its stdin.
+fn start_guard() -> Option<tokio::process::Child> {
     if !cfg!(target_os = "linux") {
         return None;
     }
     let exe = std::env::current_exe().ok()?;
     let started = tokio::process::Command::new(exe)
         .args(["__guard", "--parent", &std::process::id().to_string()])
-        .args(["--group", &group.as_raw().to_string()])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         // Its own group: signals kvtk forwards to the command, or a terminal's, miss it.
         .process_group(0)
@@ -89,15 +93,32 @@ fn start_guard(group: Pid) -> Option<tokio::process::Child> {
     }
 }
 
-/// The guard's arguments (`kvtk __guard`, started by kvtk itself).
+/// Writes the command's group to the guard (a line; the pipe then closes).
+fn tell_guard(guard: &mut tokio::process::Child, group: Pid) {
+    let Some(stdin) = guard.stdin.take() else {
+        return;
+    };
+    let written = stdin.into_owned_fd().and_then(|fd| {
+        std::io::Write::write_all(
+            &mut std::fs::File::from(fd),
+            format!("{group}\n").as_bytes(),
+        )
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "kvtk: warning: cannot tell the guard the command's group: {}",
+            e.kind()
+        );
+    }
+}
+
+/// The guard's arguments (`kvtk __guard`, started by kvtk itself; the command's process
+/// group comes on stdin).
 #[derive(clap::Args)]
 pub(crate) struct GuardArgs {
     /// kvtk's pid
     #[arg(long)]
     parent: i32,
-    /// The command's process group
-    #[arg(long)]
-    group: i32,
 }
 
 /// The guard: waits for its parent kvtk to die, then stops the command's group.
@@ -106,11 +127,18 @@ pub(crate) async fn guard(a: GuardArgs) -> Result<u8> {
     let mut hup = signal(SignalKind::hangup())?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGHUP)
         .map_err(|e| CliError::msg(format!("cannot ask for a parent-death signal: {e}")))?;
+    // kvtk writes the group right after starting the command; a line written before kvtk
+    // died is still in the pipe. No line: no command was started.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+    let Ok(group) = line.trim().parse::<i32>() else {
+        return Ok(0);
+    };
     // A SIGHUP while kvtk lives (a terminal's) is not kvtk's death.
     while nix::unistd::getppid().as_raw() == a.parent {
         hup.recv().await;
     }
-    let group = Pid::from_raw(a.group);
+    let group = Pid::from_raw(group);
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + GUARD_GRACE;
     while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {

@@ -55,7 +55,7 @@ struct Shown {
 }
 
 /// The result of one inspection: the lock, the revision it had to include, the answer.
-pub(crate) type Inspected = (String, u64, Result<LockInfo, String>);
+pub(crate) type Inspected = (String, u64, Result<LockInfo, kvtk_locks::Error>);
 
 /// The locks feed.
 pub(crate) struct LocksFeed {
@@ -93,7 +93,7 @@ impl LocksFeed {
         let name = name.to_string();
         Some(
             async move {
-                let res = locks.inspect(&name).await.map_err(|e| e.to_string());
+                let res = locks.inspect(&name).await;
                 (name, at, res)
             }
             .boxed(),
@@ -245,10 +245,13 @@ impl Feed for LocksFeed {
                 self.inspected(&name, info);
                 self.publish(&name);
             }
-            Err(msg) => {
-                tracing::debug!(lock = %name, "inspect failed: {msg}");
+            // A lost connection or a lagging replica: again at the next tick. Anything else
+            // (a key that is no lock name) will not get better.
+            Err(e) if e.is_transient() => {
+                tracing::debug!(lock = %name, "inspect failed: {e}");
                 self.book.retry.insert(name.clone());
             }
+            Err(e) => tracing::debug!(lock = %name, "not shown: {e}"),
         }
         if self.book.finish(&name) {
             return self.inspect(&name).into_iter().collect();
