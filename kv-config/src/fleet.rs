@@ -178,48 +178,13 @@ pub(crate) async fn wait_applied(
         .include(Include::LastPerKey)
         .await
         .map_err(|e| Error::kv("cannot watch applied acknowledgements", e))?;
-    let mut instances: BTreeMap<String, u64> = BTreeMap::new();
-    let done = |m: &BTreeMap<String, u64>| -> Option<Vec<String>> {
-        let ok: Vec<String> = m
-            .iter()
-            .filter(|(_, r)| **r >= revision.get())
-            .map(|(k, _)| k.clone())
-            .collect();
-        (ok.len() >= count).then_some(ok)
-    };
     if count == 0 {
         return Ok(Vec::new());
     }
+    let mut instances: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(ev) = watch.next().await {
-        let e = match ev {
-            Ok(WatchEvent::Entry(e)) => e,
-            Ok(WatchEvent::InitialDone) => continue,
-            // A vanished key is simply gone; anything else is retried inside the watch.
-            Err(e) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {
-                if let Some(k) = e.key().and_then(|k| k.strip_prefix(&prefix)) {
-                    instances.remove(k);
-                }
-                continue;
-            }
-            Err(e) => return Err(Error::kv("applied acknowledgements watch failed", e)),
-        };
-        let Some(name) = e.key().as_str().strip_prefix(&prefix) else {
-            continue;
-        };
-        let applied = e
-            .is_value()
-            .then(|| serde_json::from_slice::<Applied>(e.value()).ok())
-            .flatten()
-            .and_then(|a| a.applied);
-        match applied {
-            Some(r) => {
-                instances.insert(name.to_string(), r);
-            }
-            None => {
-                instances.remove(name);
-            }
-        }
-        if let Some(ok) = done(&instances) {
+        record(&mut instances, &prefix, ev)?;
+        if let Some(ok) = enough(&instances, revision, count) {
             return Ok(ok);
         }
     }
@@ -227,4 +192,57 @@ pub(crate) async fn wait_applied(
         ErrorKind::Kv,
         "applied acknowledgements watch ended",
     ))
+}
+
+/// Applies one event of the acknowledgement watch to `instances` (instance name → the
+/// revision it applied): an acknowledgement counts, a removed or unreadable one stops
+/// counting.
+fn record(
+    instances: &mut BTreeMap<String, u64>,
+    prefix: &str,
+    ev: Result<WatchEvent, kvtk_core::Error>,
+) -> Result<(), Error> {
+    let e = match ev {
+        Ok(WatchEvent::Entry(e)) => e,
+        Ok(WatchEvent::InitialDone) => return Ok(()),
+        // A vanished key is simply gone; anything else is retried inside the watch.
+        Err(e) if e.kind() == kvtk_core::ErrorKind::HistoryGone => {
+            if let Some(k) = e.key().and_then(|k| k.strip_prefix(prefix)) {
+                instances.remove(k);
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(Error::kv("applied acknowledgements watch failed", e)),
+    };
+    let Some(name) = e.key().as_str().strip_prefix(prefix) else {
+        return Ok(());
+    };
+    let applied = e
+        .is_value()
+        .then(|| serde_json::from_slice::<Applied>(e.value()).ok())
+        .flatten()
+        .and_then(|a| a.applied);
+    match applied {
+        Some(r) => {
+            instances.insert(name.to_string(), r);
+        }
+        None => {
+            instances.remove(name);
+        }
+    }
+    Ok(())
+}
+
+/// The instances that applied `revision` or a later one, once they are at least `count`.
+fn enough(
+    instances: &BTreeMap<String, u64>,
+    revision: Revision,
+    count: usize,
+) -> Option<Vec<String>> {
+    let ok: Vec<String> = instances
+        .iter()
+        .filter(|(_, r)| **r >= revision.get())
+        .map(|(k, _)| k.clone())
+        .collect();
+    (ok.len() >= count).then_some(ok)
 }

@@ -25,9 +25,10 @@ use serde_json::{json, Value};
 use tracing::Instrument as _;
 
 use crate::bucket::Bucket;
-use crate::client::{Kv, ServerVersion};
+use crate::client::Kv;
 use crate::config::{validate_bucket_name, Storage, MAX_HISTORY};
 use crate::error::{Error, ErrorKind, Operation};
+use crate::version::ServerVersion;
 
 /// A bucket's settings and state, as [`Kv::buckets`] and [`Kv::update_bucket`] report them.
 /// Serialises to JSON with durations in seconds.
@@ -445,7 +446,7 @@ impl Bucket {
     }
 
     async fn compact_inner(&self, older_than: Duration) -> Result<Compacted, Error> {
-        if self.inner.mirror_of.is_some() {
+        if self.inner().mirror_of.is_some() {
             return Err(Error::invalid_argument(
                 "a mirror keeps its origin's markers: compact the origin bucket",
             ));
@@ -458,7 +459,7 @@ impl Bucket {
             // Purge below `seq`: with the marker itself when it is old, else only before it.
             let seq = e.revision().get() + u64::from(old);
             let body = json!({
-                "filter": format!("{}{}", self.inner.read_prefix, e.key().as_str()),
+                "filter": format!("{}{}", self.inner().read_prefix, e.key().as_str()),
                 "seq": seq,
             });
             #[derive(serde::Deserialize)]
@@ -467,10 +468,10 @@ impl Bucket {
                 purged: u64,
             }
             let p: Purged = self
-                .inner
+                .inner()
                 .js
                 .api(
-                    &format!("STREAM.PURGE.{}", self.inner.stream),
+                    &format!("STREAM.PURGE.{}", self.inner().stream),
                     Bytes::from(body.to_string()),
                 )
                 .await?;

@@ -8,6 +8,7 @@ use async_nats::jetstream::stream::{
 };
 
 use crate::error::Error;
+use crate::revision::Ttl;
 
 /// The most history a bucket may keep per key (a server limit).
 pub const MAX_HISTORY: i64 = 64;
@@ -199,7 +200,7 @@ impl BucketConfig {
             )));
         }
         if let Some(t) = self.marker_ttl {
-            crate::revision::Ttl::new(t)?;
+            Ttl::new(t)?;
         }
         if matches!(self.max_value_size, Some(n) if n < 1) {
             return Err(Error::invalid_argument("max_value_size must be positive"));
@@ -233,46 +234,15 @@ impl BucketConfig {
     }
 
     pub(crate) fn to_stream_config(&self) -> stream::Config {
-        let kv_stream = |mut s: Source| {
-            if !s.name.starts_with("KV_") {
-                s.name = format!("KV_{}", s.name);
-            }
-            // The server knows no `domain`: it reaches another domain by its API prefix.
-            if let Some(domain) = s.domain.take() {
-                s.external.get_or_insert(stream::External {
-                    api_prefix: format!("$JS.{domain}.API"),
-                    delivery_prefix: None,
-                });
-            }
-            s
-        };
         let mirror = self.mirror.clone().map(kv_stream);
-        // Sourced entries keep their origin's subjects unless transformed into ours.
-        let sources: Vec<Source> = self
-            .sources
-            .iter()
-            .cloned()
-            .map(kv_stream)
-            .map(|mut s| {
-                let origin = s.name.trim_start_matches("KV_").to_string();
-                if s.subject_transforms.is_empty() && origin != self.name {
-                    s.subject_transforms = vec![stream::SubjectTransform {
-                        source: format!("$KV.{origin}.>"),
-                        destination: format!("$KV.{}.>", self.name),
-                    }];
-                }
-                s
-            })
-            .collect();
-        let subjects = if mirror.is_some() {
-            Vec::new()
-        } else {
-            vec![format!("$KV.{}.>", self.name)]
-        };
+        let sources = self.kv_sources();
         stream::Config {
             name: format!("KV_{}", self.name),
             description: self.description.clone(),
-            subjects,
+            subjects: match mirror {
+                Some(_) => Vec::new(),
+                None => vec![format!("$KV.{}.>", self.name)],
+            },
             max_messages_per_subject: self.history,
             max_bytes: self.max_bucket_size.unwrap_or(-1),
             max_age: self.ttl.unwrap_or_default(),
@@ -289,11 +259,7 @@ impl BucketConfig {
             allow_direct: true,
             mirror_direct: mirror.is_some(),
             mirror,
-            sources: if sources.is_empty() {
-                None
-            } else {
-                Some(sources)
-            },
+            sources: (!sources.is_empty()).then_some(sources),
             discard: DiscardPolicy::New,
             compression: self.compression.then_some(Compression::S2),
             placement: self.placement.clone(),
@@ -303,6 +269,41 @@ impl BucketConfig {
             ..Default::default()
         }
     }
+
+    /// The buckets this one sources, as streams. Sourced entries keep their origin's
+    /// subjects unless transformed into ours.
+    fn kv_sources(&self) -> Vec<Source> {
+        self.sources
+            .iter()
+            .cloned()
+            .map(kv_stream)
+            .map(|mut s| {
+                let origin = s.name.trim_start_matches("KV_").to_string();
+                if s.subject_transforms.is_empty() && origin != self.name {
+                    s.subject_transforms = vec![stream::SubjectTransform {
+                        source: format!("$KV.{origin}.>"),
+                        destination: format!("$KV.{}.>", self.name),
+                    }];
+                }
+                s
+            })
+            .collect()
+    }
+}
+
+/// A bucket mirrored or sourced, as its stream (`KV_<bucket>`) reached in its own domain.
+fn kv_stream(mut s: Source) -> Source {
+    if !s.name.starts_with("KV_") {
+        s.name = format!("KV_{}", s.name);
+    }
+    // The server knows no `domain`: it reaches another domain by its API prefix.
+    if let Some(domain) = s.domain.take() {
+        s.external.get_or_insert(stream::External {
+            api_prefix: format!("$JS.{domain}.API"),
+            delivery_prefix: None,
+        });
+    }
+    s
 }
 
 /// Bucket names: `A-Z a-z 0-9 - _`, 1..=64 characters.

@@ -24,12 +24,13 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::client::{Kv, ServerVersion};
+use crate::client::Kv;
 use crate::combine::{Apply, Combiner};
 use crate::config::validate_bucket_name;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{parse_api, Js};
 use crate::key::Key;
+use crate::version::ServerVersion;
 
 /// A set of server-side counters. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -115,8 +116,8 @@ impl Kv {
             Ok(_) => {}
             // Created by someone else with another configuration: use it if it counts.
             Err(e) if e.kind() == ErrorKind::BucketExists => {
-                let info: stream::Info = js
-                    .api(&format!("STREAM.INFO.{stream}"), Bytes::new())
+                let info = js
+                    .stream_info(&stream)
                     .await
                     .map_err(|e| e.with_op(Operation::Bucket))?;
                 if !info.config.allow_message_counter {

@@ -1,5 +1,6 @@
 //! Entries: one revision of one key, as read or watched.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -47,7 +48,7 @@ pub enum Removal {
 /// One revision of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub(crate) bucket: std::sync::Arc<str>,
+    pub(crate) bucket: Arc<str>,
     pub(crate) key: Key,
     pub(crate) value: Bytes,
     pub(crate) revision: Revision,
@@ -103,11 +104,10 @@ impl LeaseTag {
 /// The `Kv-Lease` value of a completed release's tombstone: `<nonce>:<origin>:done`.
 pub(crate) const COMPLETED: &str = ":done";
 
-/// Reads the lease mark of a message at `revision`.
 /// The expectation on its own key a stored write carried: the server keeps the publish's
 /// `Nats-Expected-Last-Subject-Sequence` header (0: no message). One about another subject
 /// (`…-Subject` present) says nothing about this key.
-pub(crate) fn expected_of(headers: Option<&HeaderMap>) -> Option<Expect> {
+fn expected_of(headers: Option<&HeaderMap>) -> Option<Expect> {
     let h = headers?;
     if h.get(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT).is_some() {
         return None;
@@ -120,7 +120,8 @@ pub(crate) fn expected_of(headers: Option<&HeaderMap>) -> Option<Expect> {
     Some(Revision::new(seq).map_or(Expect::NoMessage, Expect::Revision))
 }
 
-pub(crate) fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
+/// Reads the lease mark of a message at `revision`.
+fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
     let v = headers?.get(KV_LEASE)?.as_str();
     let (v, completed) = match v.strip_suffix(COMPLETED) {
         Some(v) => (v, true),
@@ -151,6 +152,34 @@ pub struct Batch {
 }
 
 impl Entry {
+    /// The entry a message of `key` stored at `revision` makes: what the write did (operation,
+    /// removal, TTL, transaction, lease mark, expectation) is read from its headers. Its
+    /// [`delta`](Entry::delta) is 0, as for a read; a watch sets its own.
+    pub(crate) fn from_stored(
+        bucket: Arc<str>,
+        key: Key,
+        revision: Revision,
+        created: OffsetDateTime,
+        headers: Option<&HeaderMap>,
+        value: Bytes,
+    ) -> Entry {
+        let (op, removal, ttl) = classify(headers);
+        Entry {
+            bucket,
+            key,
+            value,
+            revision,
+            created,
+            delta: 0,
+            op,
+            removal,
+            ttl,
+            batch: batch_of(headers),
+            lease: lease_of(headers, revision),
+            expected: expected_of(headers),
+        }
+    }
+
     /// The bucket name.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -244,7 +273,7 @@ pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Opt
 }
 
 /// Reads the atomic-batch headers the server keeps on each message of a batch.
-pub(crate) fn batch_of(headers: Option<&HeaderMap>) -> Option<Batch> {
+fn batch_of(headers: Option<&HeaderMap>) -> Option<Batch> {
     let h = headers?;
     let id = h.get("Nats-Batch-Id")?.as_str().to_string();
     let sequence = h.get("Nats-Batch-Sequence")?.as_str().parse().ok()?;

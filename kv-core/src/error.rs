@@ -7,8 +7,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use crate::key::KeyRule;
-use crate::revision::Revision;
+use crate::revision::seq::Revision;
 
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,15 +182,6 @@ impl Error {
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.0.source = Some(source.into());
         self
-    }
-
-    pub(crate) fn invalid_key(key: &str, rule: KeyRule) -> Error {
-        // Keys may be long or hold control characters: show a bounded, escaped prefix.
-        let shown: String = key.chars().take(64).collect();
-        Error::new(
-            ErrorKind::InvalidKey,
-            format!("invalid key {shown:?}: {rule}"),
-        )
     }
 
     pub(crate) fn codec(message: String) -> Error {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::client::Kv;
@@ -30,7 +29,7 @@ impl Kv {
         validate_bucket_name(name).map_err(|e| e.with_op(Operation::Status))?;
         let span = tracing::debug_span!("kv.stream_info", bucket = %name);
         self.js()
-            .api(&format!("STREAM.INFO.KV_{name}"), Bytes::new())
+            .stream_info(&format!("KV_{name}"))
             .instrument(span)
             .await
             .map_err(|e| e.with_op(Operation::Status))

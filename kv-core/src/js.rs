@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_nats::jetstream::stream;
 use async_nats::{Client, HeaderMap, Message, StatusCode};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -18,6 +19,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{self, Error, ErrorKind};
 use crate::permission::{Denied, Violations};
+use crate::revision::Revision;
+use crate::version::ServerVersion;
 
 pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 /// The status of a direct-get batch whose filter matches more than the server sends in one
@@ -38,7 +41,7 @@ pub(crate) struct Js {
     pub(crate) api: String,
     pub(crate) timeout: Duration,
     /// Overrides the version the server announces (tests of old-server behaviour).
-    pub(crate) assumed_version: Option<crate::client::ServerVersion>,
+    pub(crate) assumed_version: Option<ServerVersion>,
     /// Deletes the consumers of dropped watches (shared by every clone of this handle).
     pub(crate) janitor: Arc<OnceLock<Janitor>>,
     /// The connection's permission violations, when a [`crate::Connect`] made it and listens
@@ -132,10 +135,10 @@ impl Js {
     /// The version of the server the client is connected to now. Read from the latest
     /// `INFO`, so a client that connected late (retry on initial connect) or reconnected to
     /// another server reports the right one.
-    pub(crate) fn server_version(&self) -> crate::client::ServerVersion {
+    pub(crate) fn server_version(&self) -> ServerVersion {
         self.assumed_version.unwrap_or_else(|| {
-            crate::client::ServerVersion::parse(&self.client.server_info().version)
-                .unwrap_or(crate::client::ServerVersion::new(0, 0, 0))
+            ServerVersion::parse(&self.client.server_info().version)
+                .unwrap_or(ServerVersion::new(0, 0, 0))
         })
     }
 
@@ -227,6 +230,12 @@ impl Js {
         parse_api(&msg.payload)
     }
 
+    /// The info (configuration and state) of `stream`, fresh from the server.
+    pub(crate) async fn stream_info(&self, stream: &str) -> Result<stream::Info, Error> {
+        self.api(&format!("STREAM.INFO.{stream}"), Bytes::new())
+            .await
+    }
+
     /// Direct get of the last message on `subject` (any replica may answer).
     pub(crate) async fn direct_last(
         &self,
@@ -263,8 +272,8 @@ impl Js {
         &self,
         stream: &str,
         filter: &str,
-        up_to: Option<crate::revision::Revision>,
-    ) -> Result<(Vec<StoredMsg>, Option<crate::revision::Revision>), Error> {
+        up_to: Option<Revision>,
+    ) -> Result<(Vec<StoredMsg>, Option<Revision>), Error> {
         let mut body = serde_json::json!({ "multi_last": [filter] });
         if let (Some(r), Some(b)) = (up_to, body.as_object_mut()) {
             b.insert("up_to_seq".into(), r.get().into());
@@ -278,8 +287,7 @@ impl Js {
                 "too many keys for one snapshot request",
             ));
         }
-        let as_of =
-            header_u64(Some(&eob), "Nats-UpTo-Sequence").and_then(crate::revision::Revision::new);
+        let as_of = header_u64(Some(&eob), "Nats-UpTo-Sequence").and_then(Revision::new);
         Ok((out, as_of))
     }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Keys starting with this prefix are reserved for the KV implementation (ADR-8).
 const RESERVED_PREFIX: &str = "_kv";
@@ -75,6 +75,16 @@ impl fmt::Display for KeyRule {
     }
 }
 
+/// The error for a key or filter that breaks `rule`.
+fn invalid_key(key: &str, rule: KeyRule) -> Error {
+    // Keys may be long or hold control characters: show a bounded, escaped prefix.
+    let shown: String = key.chars().take(64).collect();
+    Error::new(
+        ErrorKind::InvalidKey,
+        format!("invalid key {shown:?}: {rule}"),
+    )
+}
+
 fn is_key_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '/' | '.')
 }
@@ -131,14 +141,17 @@ impl Key {
         let key = key.into();
         match check(&key, false) {
             Ok(()) => Ok(Key(key)),
-            Err(rule) => Err(Error::invalid_key(&key, rule)),
+            Err(rule) => Err(invalid_key(&key, rule)),
         }
     }
 
-    /// A key as stored by the server; other writers may not have followed our rules, so it
-    /// is taken as it is.
-    pub(crate) fn from_server(key: String) -> Key {
-        Key(key)
+    /// The key of a stored message's subject, `$KV.<bucket>.<key>` (a mirror keeps its
+    /// origin's bucket token). Other writers may not have followed our rules, so the key is
+    /// taken as it is.
+    pub(crate) fn from_subject(subject: &str) -> Option<Key> {
+        let rest = subject.strip_prefix("$KV.")?;
+        let (_, key) = rest.split_once('.')?;
+        Some(Key(key.to_string()))
     }
 
     /// The key as a string.
@@ -203,7 +216,7 @@ impl KeyFilter {
         let filter = filter.into();
         match check(&filter, true) {
             Ok(()) => Ok(KeyFilter(filter)),
-            Err(rule) => Err(Error::invalid_key(&filter, rule)),
+            Err(rule) => Err(invalid_key(&filter, rule)),
         }
     }
 
@@ -252,6 +265,42 @@ impl FromStr for KeyFilter {
     }
 }
 
+/// A key filter argument: `&str`, `String`, [`Key`] or [`KeyFilter`]. Validation errors
+/// surface when the watch starts.
+#[derive(Debug)]
+pub struct KeyFilterArg(pub(crate) Result<KeyFilter, Error>);
+
+impl From<&str> for KeyFilterArg {
+    fn from(s: &str) -> Self {
+        KeyFilterArg(KeyFilter::new(s))
+    }
+}
+impl From<String> for KeyFilterArg {
+    fn from(s: String) -> Self {
+        KeyFilterArg(KeyFilter::new(s))
+    }
+}
+impl From<&String> for KeyFilterArg {
+    fn from(s: &String) -> Self {
+        KeyFilterArg(KeyFilter::new(s.as_str()))
+    }
+}
+impl From<KeyFilter> for KeyFilterArg {
+    fn from(f: KeyFilter) -> Self {
+        KeyFilterArg(Ok(f))
+    }
+}
+impl From<Key> for KeyFilterArg {
+    fn from(k: Key) -> Self {
+        KeyFilterArg(Ok(k.into()))
+    }
+}
+impl From<&Key> for KeyFilterArg {
+    fn from(k: &Key) -> Self {
+        KeyFilterArg(Ok(k.clone().into()))
+    }
+}
+
 /// Turns arbitrary user strings into valid keys and back (the seed's `Base64KeyCodec`).
 pub trait KeyCodec: Send + Sync {
     /// Encodes a user string into a valid key.
@@ -277,10 +326,10 @@ pub struct Base64KeyCodec;
 impl KeyCodec for Base64KeyCodec {
     fn encode_key(&self, user_key: &str) -> Result<Key, Error> {
         if user_key.is_empty() {
-            return Err(Error::invalid_key(user_key, KeyRule::Empty));
+            return Err(invalid_key(user_key, KeyRule::Empty));
         }
         if user_key.len() > MAX_ENCODED_USER_KEY_LEN {
-            return Err(Error::invalid_key(
+            return Err(invalid_key(
                 user_key,
                 KeyRule::UserKeyTooLong(user_key.len()),
             ));
@@ -340,6 +389,14 @@ mod tests {
         let err = codec.encode_key(&"x".repeat(768)).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidKey);
         assert!(err.to_string().contains("768 bytes"), "{err}");
+    }
+
+    #[test]
+    fn subjects_to_keys() {
+        let key = |s| Key::from_subject(s).map(Key::into_string);
+        assert_eq!(key("$KV.b.a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(key("$KV.b"), None);
+        assert_eq!(key("other"), None);
     }
 
     #[test]

@@ -58,22 +58,24 @@ mod retry;
 mod revision;
 mod rmw;
 mod txn;
+mod version;
 pub mod watch;
 
 pub use admin::{BucketInfo, BucketUpdate, Compacted, Follower};
-pub use bucket::{Bucket, KeyFilterArg, ReadOnlyBucket, Snapshot, Status, Write};
-pub use client::{Kv, ServerVersion};
+pub use bucket::{Bucket, ReadOnlyBucket, Snapshot, Status, Write};
+pub use client::Kv;
 pub use codec::{Codec, Json, Raw, Utf8};
 pub use config::{BucketConfig, Storage, MAX_HISTORY};
 pub use connect::Connect;
 pub use counters::{CounterHandle, Counters};
 pub use entry::{Batch, Entry, LeaseTag, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};
-pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyRule, MAX_KEY_LEN};
+pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyFilterArg, KeyRule, MAX_KEY_LEN};
 pub use retry::{Backoff, Retrying, Transient};
 pub use revision::{Expect, Revision, Ttl};
 pub use rmw::{Counter, Outcome, Rmw, DEFAULT_ATTEMPTS};
 pub use txn::{Committed, Txn, MAX_TXN_OPS};
+pub use version::ServerVersion;
 pub use watch::{Include, Watch, WatchBuilder, WatchEvent};
 
 /// Re-exports of async-nats types used in bucket options.

@@ -31,7 +31,32 @@ use crate::error::{Error, ErrorKind};
 pub struct Backoff {
     min: Duration,
     max: Duration,
-    jitter: bool,
+    jitter: Jitter,
+}
+
+/// How each delay is drawn from the exponential one, `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Jitter {
+    /// Exactly `d`.
+    None,
+    /// Between `d / 2` and `d`, so that `max` stays a bound: every public backoff.
+    Below,
+    /// Between `d` and `2 · d` (backon's jitter): the delays of a read-modify-write, which has
+    /// always waited so (see [`Backoff::read_modify_write`]).
+    Above,
+}
+
+impl Jitter {
+    fn spread(self, d: Duration) -> Duration {
+        match self {
+            Jitter::None => d,
+            Jitter::Below => {
+                let half = d / 2;
+                half + half.mul_f64(fastrand_fraction())
+            }
+            Jitter::Above => d + d.mul_f64(fastrand_fraction()),
+        }
+    }
 }
 
 impl Default for Backoff {
@@ -45,7 +70,7 @@ impl Backoff {
     pub const DEFAULT: Backoff = Backoff {
         min: Duration::from_millis(50),
         max: Duration::from_secs(1),
-        jitter: true,
+        jitter: Jitter::Below,
     };
 
     /// A jittered backoff from `min` doubling up to `max` (`0 < min ≤ max`).
@@ -58,13 +83,24 @@ impl Backoff {
         Ok(Backoff {
             min,
             max,
-            jitter: true,
+            jitter: Jitter::Below,
         })
+    }
+
+    /// The delays of a read-modify-write ([`crate::Rmw::backoff`]): from `min` doubling up to
+    /// `max`, each plus up to as much again (so up to twice `max`). Not validated: `Rmw` has
+    /// always taken any bounds (zero waits zero; `min` above `max` waits `min`, then `max`).
+    pub(crate) const fn read_modify_write(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            jitter: Jitter::Above,
+        }
     }
 
     /// The same delays without jitter (deterministic, for tests and for single clients).
     pub fn without_jitter(mut self) -> Backoff {
-        self.jitter = false;
+        self.jitter = Jitter::None;
         self
     }
 
@@ -86,24 +122,17 @@ impl Backoff {
             .with_factor(2.0)
             .without_max_times();
         let jitter = self.jitter;
-        // backon adds jitter on top of the exponential delay (up to doubling it); we want
-        // "up to half of it less" so that `max` stays a bound: halve, then jitter.
-        builder.build().map(move |d| {
-            if jitter {
-                let half = d / 2;
-                half + half.mul_f64(fastrand_fraction())
-            } else {
-                d
-            }
-        })
+        // backon's own jitter adds up to the exponential delay again; we want "up to half of
+        // it less" so that `max` stays a bound: halve, then jitter (see `Jitter`).
+        builder.build().map(move |d| jitter.spread(d))
     }
 
     /// The delay before retry number `attempt` (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
+        // The exponential part stops growing at `max` long before retry 64.
         self.delays()
             .nth(attempt.min(64) as usize)
             .unwrap_or(self.max)
-            .min(self.max)
     }
 
     /// Runs `op` until it succeeds or fails with an error that is not
@@ -155,7 +184,9 @@ impl Backoff {
 /// r.reset();
 /// assert_eq!(r.failed(), Duration::from_millis(10));
 /// ```
-#[derive(Debug, Clone)]
+// Copy, so that the pure lease clock that holds one (`lease::LeaseClock`, public and Copy)
+// stays Copy.
+#[derive(Debug, Clone, Copy)]
 pub struct Retrying {
     backoff: Backoff,
     failures: u32,
@@ -257,6 +288,21 @@ mod tests {
             let p = plain.delay(n);
             assert!(j <= p && j >= p / 2, "attempt {n}: {j:?} vs {p:?}");
         }
+    }
+
+    #[test]
+    fn read_modify_write_delays_jitter_upwards() {
+        let b = Backoff::read_modify_write(Duration::from_millis(1), Duration::from_millis(100));
+        for n in 0..100 {
+            let plain = Duration::from_millis(1 << n.min(7)).min(Duration::from_millis(100));
+            let d = b.delay(n);
+            assert!(
+                d >= plain && d < plain * 2,
+                "attempt {n}: {d:?} vs {plain:?}"
+            );
+        }
+        let zero = Backoff::read_modify_write(Duration::ZERO, Duration::from_millis(100));
+        assert_eq!(zero.delay(5), Duration::ZERO);
     }
 
     #[test]

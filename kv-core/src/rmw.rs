@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use tracing::Instrument as _;
 
@@ -16,6 +15,7 @@ use crate::codec::{Codec, Utf8};
 use crate::combine::{Apply, Combiner};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::Key;
+use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
 /// Default bound on attempts of a read-modify-write.
@@ -34,8 +34,7 @@ pub struct Rmw<'a, C> {
     codec: C,
     attempts: usize,
     ttl: Option<Duration>,
-    min_delay: Duration,
-    max_delay: Duration,
+    backoff: Backoff,
 }
 
 /// What a read-modify-write did.
@@ -71,8 +70,10 @@ impl Bucket {
             codec,
             attempts: DEFAULT_ATTEMPTS,
             ttl: None,
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(100),
+            backoff: Backoff::read_modify_write(
+                Duration::from_millis(1),
+                Duration::from_millis(100),
+            ),
         }
     }
 
@@ -95,8 +96,7 @@ impl<'a, C> Rmw<'a, C> {
     }
     /// Backoff bounds between attempts (jittered, exponential). Default 1 ms to 100 ms.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_delay = min;
-        self.max_delay = max;
+        self.backoff = Backoff::read_modify_write(min, max);
         self
     }
 
@@ -111,52 +111,28 @@ impl<'a, C> Rmw<'a, C> {
         C: Codec<T>,
         F: FnMut(Option<T>) -> Option<T>,
     {
-        let key = self
-            .key
-            .map_err(|e| e.with_op(Operation::ReadModifyWrite))?;
-        if self.attempts == 0 {
+        let Rmw {
+            bucket,
+            key,
+            codec,
+            attempts,
+            ttl,
+            backoff,
+        } = self;
+        let key = key.map_err(|e| e.with_op(Operation::ReadModifyWrite))?;
+        if attempts == 0 {
             return Err(Error::invalid_argument("max_attempts must be at least 1")
                 .with_op(Operation::ReadModifyWrite));
         }
-        let span = tracing::debug_span!("kv.rmw", bucket = %self.bucket.name(), key = %key);
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        let bucket = self.bucket;
-        let codec = &self.codec;
-        let ttl = self.ttl;
-        let attempts = self.attempts;
-        async move {
+        let span = tracing::debug_span!("kv.rmw", bucket = %bucket.name(), key = %key);
+        async {
+            let mut retry = backoff.start();
             for attempt in 1..=attempts {
-                let entry = bucket.entry(&key).await?;
-                let (current, expect) = match &entry {
-                    Some(e) if e.is_value() => {
-                        (Some(e.decode(codec)?), Expect::Revision(e.revision()))
-                    }
-                    Some(e) => (None, Expect::Revision(e.revision())),
-                    None => (None, Expect::NoMessage),
-                };
-                let Some(next) = f(current) else {
-                    return Ok(Outcome::Unchanged);
-                };
-                let bytes: Bytes = codec.encode(&next).map_err(|e| e.with_key(key.as_str()))?;
-                let mut w = bucket.put(&key, bytes).expect(expect);
-                if let Some(t) = ttl {
-                    w = w.ttl(t);
+                if let Some(out) = attempt_once(bucket, &key, &codec, ttl, &mut f).await? {
+                    return Ok(out);
                 }
-                match w.await {
-                    Ok(rev) => return Ok(Outcome::Written(next, rev)),
-                    Err(e) if e.is_conflict() => {
-                        tracing::debug!(attempt, "conflict, retrying");
-                        if let Some(d) = delays.next() {
-                            tokio::time::sleep(d).await;
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
+                tracing::debug!(attempt, "conflict, retrying");
+                retry.pause().await;
             }
             Err(Error::new(
                 ErrorKind::TooManyAttempts,
@@ -167,6 +143,36 @@ impl<'a, C> Rmw<'a, C> {
         .instrument(span)
         .await
         .map_err(|e| e.with_op(Operation::ReadModifyWrite))
+    }
+}
+
+/// One attempt: reads `key`, asks `f` and writes what it returns conditional on the read.
+/// `None` when the write conflicted.
+async fn attempt_once<T, C: Codec<T>>(
+    bucket: &Bucket,
+    key: &Key,
+    codec: &C,
+    ttl: Option<Duration>,
+    f: &mut impl FnMut(Option<T>) -> Option<T>,
+) -> Result<Option<Outcome<T>>, Error> {
+    let entry = bucket.entry(key).await?;
+    let (current, expect) = match &entry {
+        Some(e) if e.is_value() => (Some(e.decode(codec)?), Expect::Revision(e.revision())),
+        Some(e) => (None, Expect::Revision(e.revision())),
+        None => (None, Expect::NoMessage),
+    };
+    let Some(next) = f(current) else {
+        return Ok(Some(Outcome::Unchanged));
+    };
+    let bytes: Bytes = codec.encode(&next).map_err(|e| e.with_key(key.as_str()))?;
+    let mut w = bucket.put(key, bytes).expect(expect);
+    if let Some(t) = ttl {
+        w = w.ttl(t);
+    }
+    match w.await {
+        Ok(rev) => Ok(Some(Outcome::Written(next, rev))),
+        Err(e) if e.is_conflict() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -38,16 +38,13 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::bucket::Inner;
-use crate::client::ServerVersion;
+use crate::bucket::inner::Inner;
 use crate::entry::Op;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::js::{
-    parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ, EXPECTED_LAST_SUBJECT_SEQ,
-    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-};
+use crate::js::{parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ};
 use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
+use crate::version::ServerVersion;
 
 /// The most messages one atomic batch may hold (server limit).
 pub const MAX_TXN_OPS: usize = 1000;
@@ -65,13 +62,16 @@ struct TxnOp {
     lease: Option<String>,
 }
 
+/// A compare-only check: a key and what it must be at for the transaction to commit.
+type Check = (Key, Expect);
+
 /// A transaction being built. Nothing is sent until [`commit`](Txn::commit).
 #[must_use = "a transaction does nothing until committed"]
 #[derive(Debug)]
 pub struct Txn {
     inner: Arc<Inner>,
     ops: Vec<TxnOp>,
-    checks: Vec<(Key, Expect)>,
+    checks: Vec<Check>,
     error: Option<Error>,
 }
 
@@ -206,8 +206,27 @@ impl Txn {
         self
     }
 
-    /// Plans the messages: (key, op, value, headers) in order.
+    /// Plans the messages: (key, headers, value) in order.
     fn plan(&self) -> Result<Vec<(Key, HeaderMap, Bytes)>, Error> {
+        self.validate()?;
+        let (ops, riders) = self.merge_checks()?;
+        let mut riders = riders.into_iter();
+        let mut out = Vec::with_capacity(ops.len());
+        for o in &ops {
+            let h = self.headers(o, &mut riders)?;
+            out.push((o.key.clone(), h, o.value.clone()));
+        }
+        if riders.next().is_some() {
+            return Err(Error::invalid_argument(
+                "more compare-only checks than unconditional writes to carry them",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Refuses, before anything is sent, a transaction built with an invalid argument, one
+    /// with no write or more than the server takes, and one that writes a key twice.
+    fn validate(&self) -> Result<(), Error> {
         if let Some(e) = &self.error {
             return Err(Error::new(e.kind(), e.to_string()));
         }
@@ -222,17 +241,22 @@ impl Txn {
                 self.ops.len()
             )));
         }
-        let mut ops = self.ops.clone();
-        for (i, a) in ops.iter().enumerate() {
-            if ops[..i].iter().any(|b| b.key == a.key) {
+        for (i, a) in self.ops.iter().enumerate() {
+            if self.ops[..i].iter().any(|b| b.key == a.key) {
                 return Err(Error::invalid_argument(format!(
                     "key {:?} is written twice in one transaction",
                     a.key.as_str()
                 )));
             }
         }
-        // Checks on written keys become the write's own expectation.
-        let mut riders: Vec<(Key, Expect)> = Vec::new();
+        Ok(())
+    }
+
+    /// The writes with the checks on written keys merged into their own expectation, and the
+    /// compare-only checks left to ride on other writes.
+    fn merge_checks(&self) -> Result<(Vec<TxnOp>, Vec<Check>), Error> {
+        let mut ops = self.ops.clone();
+        let mut riders = Vec::new();
         for (k, e) in &self.checks {
             match ops.iter_mut().find(|o| &o.key == k) {
                 Some(o) => match o.expect {
@@ -248,40 +272,28 @@ impl Txn {
                 None => riders.push((k.clone(), *e)),
             }
         }
-        let mut out = Vec::with_capacity(ops.len());
-        let mut riders = riders.into_iter();
-        for o in &ops {
-            let ttl = o.ttl.map(Ttl::new).transpose()?;
-            let mut h = self.inner.write_headers(o.op, o.expect, ttl)?;
-            if let Some(f) = &o.expect_on {
-                h.insert(
-                    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-                    format!("{}{}", self.inner.write_prefix, f).as_str(),
-                );
-            }
-            if let Some(tag) = &o.lease {
-                h.insert(crate::entry::KV_LEASE, tag.as_str());
-            }
-            if o.expect.is_none() {
-                if let Some((k, e)) = riders.next() {
-                    h.insert(
-                        EXPECTED_LAST_SUBJECT_SEQ,
-                        e.header_value().to_string().as_str(),
-                    );
-                    h.insert(
-                        EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
-                        format!("{}{}", self.inner.write_prefix, k).as_str(),
-                    );
-                }
-            }
-            out.push((o.key.clone(), h, o.value.clone()));
-        }
-        if riders.next().is_some() {
-            return Err(Error::invalid_argument(
-                "more compare-only checks than unconditional writes to carry them",
-            ));
-        }
-        Ok(out)
+        Ok((ops, riders))
+    }
+
+    /// The headers of one write. A write without an expectation of its own carries the next
+    /// compare-only check, as an expectation on the checked key.
+    fn headers(
+        &self,
+        o: &TxnOp,
+        riders: &mut impl Iterator<Item = Check>,
+    ) -> Result<HeaderMap, Error> {
+        let ttl = o.ttl.map(Ttl::new).transpose()?;
+        let rider = if o.expect.is_none() {
+            riders.next()
+        } else {
+            None
+        };
+        let (expect, on) = match &rider {
+            Some((k, e)) => (Some(*e), Some(k.as_str())),
+            None => (o.expect, o.expect_on.as_ref().map(KeyFilter::as_str)),
+        };
+        let lease = o.lease.as_deref();
+        self.inner.write_headers(o.op, expect, on, ttl, lease)
     }
 
     /// Sends the transaction as one atomic batch.
@@ -296,6 +308,15 @@ impl Txn {
     }
 
     async fn commit_inner(&self) -> Result<Committed, Error> {
+        self.check_enabled()?;
+        let plan = self.plan()?;
+        let n = plan.len();
+        let ack = self.send(plan).await?;
+        self.committed(&ack, n)
+    }
+
+    /// Transactions need a server and a bucket with atomic batches.
+    fn check_enabled(&self) -> Result<(), Error> {
         self.inner
             .js
             .server_version()
@@ -306,7 +327,12 @@ impl Txn {
                 "the bucket was not created with atomic batches enabled",
             ));
         }
-        let plan = self.plan()?;
+        Ok(())
+    }
+
+    /// Sends the planned messages as one batch: all but the last without asking for a reply,
+    /// the last with the commit mark, whose acknowledgement answers for the whole batch.
+    async fn send(&self, plan: Vec<(Key, HeaderMap, Bytes)>) -> Result<PubAck, Error> {
         let n = plan.len();
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
         let client = &self.inner.js.client;
@@ -334,18 +360,27 @@ impl Txn {
             ));
         };
         let msg = self.inner.js.request(subject, Some(h), value).await?;
-        let ack: PubAck = match parse_api(&msg.payload) {
-            Ok(a) => a,
-            Err(e) if e.is_conflict() => return Err(self.name_conflict(e).await),
-            Err(e) => return Err(e),
-        };
-        if ack.count.is_some_and(|c| c != n as u64) {
+        match parse_api(&msg.payload) {
+            Err(e) if e.is_conflict() => Err(self.name_conflict(e).await),
+            other => other,
+        }
+    }
+
+    /// The revision each of the `n` writes got: contiguous, the last one the commit's.
+    fn committed(&self, ack: &PubAck, n: usize) -> Result<Committed, Error> {
+        let n = n as u64;
+        if ack.count.is_some_and(|c| c != n) {
             return Err(Error::new(
                 ErrorKind::Server,
                 format!("batch committed {:?} messages, sent {n}", ack.count),
             ));
         }
-        let first = ack.seq + 1 - n as u64;
+        let first = ack.seq.checked_sub(n.saturating_sub(1)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Server,
+                format!("server acknowledged sequence {} for {n} writes", ack.seq),
+            )
+        })?;
         let revisions = self
             .ops
             .iter()
@@ -390,17 +425,5 @@ impl Txn {
             }
         }
         err
-    }
-}
-
-impl Inner {
-    /// The latest revision of `key` as the stream leader sees it.
-    pub(crate) async fn leader_entry(&self, key: &Key) -> Result<Option<Revision>, Error> {
-        let subject = format!("{}{}", self.read_prefix, key);
-        let m = self
-            .js
-            .leader_get(&self.stream, serde_json::json!({ "last_by_subj": subject }))
-            .await?;
-        Ok(m.and_then(|m| Revision::new(m.seq)))
     }
 }

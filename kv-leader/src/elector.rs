@@ -5,18 +5,22 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures::StreamExt;
-use kvtk_core::Backoff;
+use kvtk_core::{Backoff, Retrying};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::election::Election;
+use crate::campaign::Campaign;
 use crate::error::{Error, ErrorKind};
 use crate::health::Health;
-use crate::leadership::{Fencing, LostReason};
+use crate::leadership::{Fencing, Leadership, LostSignal};
+use crate::lost::LostReason;
 use crate::observe::Observer;
 use crate::record::{Observed, Term};
+use crate::shared::Shared;
 
 /// Why an elector stopped leading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +107,10 @@ impl LeaderContext {
 
 type EventFn = Box<dyn FnMut(&ElectorEvent) + Send>;
 
-/// An elector being configured; see [`Election::elector`].
+/// An elector being configured; see [`Election::elector`](crate::Election::elector).
 #[must_use = "call run()"]
 pub struct ElectorBuilder {
-    election: Election,
+    shared: Arc<Shared>,
     id: String,
     value: String,
     /// `None`: the lease margin, known once the bucket was checked.
@@ -126,9 +130,9 @@ impl std::fmt::Debug for ElectorBuilder {
 }
 
 impl ElectorBuilder {
-    pub(crate) fn new(election: Election, id: String) -> ElectorBuilder {
+    pub(crate) fn new(shared: Arc<Shared>, id: String) -> ElectorBuilder {
         ElectorBuilder {
-            election,
+            shared,
             id,
             value: String::new(),
             stop_timeout: None,
@@ -234,98 +238,9 @@ where
     }
 
     async fn run(self) -> Result<(), Error> {
-        let Run {
-            b,
-            mut work,
-            shutdown,
-        } = self;
-        let ElectorBuilder {
-            election,
-            id,
-            value,
-            stop_timeout,
-            mut on_event,
-            health,
-        } = b;
-        let stop_timeout = resolve_stop_timeout(&election, stop_timeout).await?;
-        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-        // Leader changes are only watched when someone listens.
-        let mut observer = ObserverSlot::new(election.clone(), on_event.is_some());
-        let mut emit = |ev: ElectorEvent| {
-            if let Some(f) = on_event.as_mut() {
-                f(&ev)
-            }
-        };
-        loop {
-            // Campaign.
-            let campaign = election
-                .campaign(id.clone())
-                .value(value.clone())
-                .into_future();
-            tokio::pin!(campaign);
-            let leadership = loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => return Ok(()),
-                    r = &mut campaign => break r?,
-                    o = observer.next() => emit(ElectorEvent::NewLeader(o)),
-                }
-            };
-
-            // Lead.
-            let term = leadership.term();
-            let signal = leadership.lost_signal();
-            health.set(Some(leadership.held()));
-            emit(ElectorEvent::StartedLeading { term });
-            let token = CancellationToken::new();
-            let ctx = LeaderContext {
-                term,
-                id: id.clone(),
-                token: token.clone(),
-                fencing: leadership.fencing(),
-            };
-            let mut task = Owned(tokio::spawn(work(ctx)));
-            let mut finished = None;
-            let reason = loop {
-                tokio::select! {
-                    biased;
-                    r = &mut task.0 => {
-                        let panicked = r.as_ref().is_err_and(|e| e.is_panic());
-                        finished = Some(());
-                        break if panicked { StopReason::WorkPanicked } else { StopReason::WorkFinished };
-                    }
-                    _ = &mut shutdown => break StopReason::Shutdown,
-                    l = signal.until(stop_timeout) => break match l {
-                        None => StopReason::LeaseExpiring,
-                        Some(r) => StopReason::Lost(r),
-                    },
-                    o = observer.next() => emit(ElectorEvent::NewLeader(o)),
-                }
-            };
-
-            // Stop the work: not ready any more, cancel, wait (bounded), abort.
-            health.set(None);
-            token.cancel();
-            if finished.is_none() {
-                let stop_by = match reason {
-                    // Someone else may lead already: no grace.
-                    StopReason::Lost(_) => Instant::now(),
-                    _ => (Instant::now() + stop_timeout).min(signal.deadline()),
-                };
-                if tokio::time::timeout_at(stop_by, &mut task.0).await.is_err() {
-                    task.0.abort();
-                    let _ = (&mut task.0).await;
-                }
-            }
-
-            // Release only after the work has stopped.
-            if signal.is_lost() {
-                drop(leadership);
-            } else if let Err(e) = leadership.resign().await {
-                tracing::debug!(error = %e, "resign failed");
-            }
-            emit(ElectorEvent::StoppedLeading { term, reason });
-            match reason {
+        let mut elector = Elector::new(self).await?;
+        while let Some(leadership) = elector.campaign().await? {
+            match elector.lead(leadership).await {
                 StopReason::Shutdown | StopReason::WorkFinished => return Ok(()),
                 StopReason::WorkPanicked => {
                     return Err(Error::new(
@@ -336,6 +251,8 @@ where
                 StopReason::LeaseExpiring | StopReason::Lost(_) => {}
             }
         }
+        // The shutdown signal fired while campaigning.
+        Ok(())
     }
 }
 
@@ -351,6 +268,148 @@ where
     }
 }
 
+/// A running elector: what its campaign and lead steps share.
+struct Elector<F> {
+    shared: Arc<Shared>,
+    id: String,
+    value: String,
+    stop_timeout: Duration,
+    events: Events,
+    health: Health,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Leader changes are only watched when someone listens.
+    observer: ObserverSlot,
+    work: F,
+}
+
+impl<F, Fut> Elector<F>
+where
+    F: FnMut(LeaderContext) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// The elector of `run`, once the bucket was checked (the stop timeout may depend on it).
+    async fn new(run: Run<F>) -> Result<Elector<F>, Error> {
+        let Run { b, work, shutdown } = run;
+        let stop_timeout = resolve_stop_timeout(&b.shared, b.stop_timeout).await?;
+        Ok(Elector {
+            observer: ObserverSlot::new(b.shared.clone(), b.on_event.is_some()),
+            shared: b.shared,
+            id: b.id,
+            value: b.value,
+            stop_timeout,
+            events: Events(b.on_event),
+            health: b.health,
+            shutdown: shutdown.unwrap_or_else(|| Box::pin(std::future::pending())),
+            work,
+        })
+    }
+
+    /// Campaigns until elected, reporting leader changes meanwhile; `None` when the shutdown
+    /// signal fired first.
+    async fn campaign(&mut self) -> Result<Option<Leadership>, Error> {
+        let campaign = Campaign::new(self.shared.clone(), self.id.clone())
+            .value(self.value.clone())
+            .into_future();
+        tokio::pin!(campaign);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut self.shutdown => return Ok(None),
+                r = &mut campaign => return r.map(Some),
+                o = self.observer.next() => self.events.emit(ElectorEvent::NewLeader(o)),
+            }
+        }
+    }
+
+    /// Leads one term: starts the work, waits until it must stop, stops it, and only then
+    /// releases the leadership. Returns why the term ended.
+    async fn lead(&mut self, leadership: Leadership) -> StopReason {
+        let term = leadership.term();
+        let signal = leadership.lost_signal();
+        self.health.set(Some(leadership.held()));
+        self.events.emit(ElectorEvent::StartedLeading { term });
+        let token = CancellationToken::new();
+        let ctx = LeaderContext {
+            term,
+            id: self.id.clone(),
+            token: token.clone(),
+            fencing: leadership.fencing(),
+        };
+        let mut task = Owned(tokio::spawn((self.work)(ctx)));
+        let reason = self.until_stop(&mut task, &signal).await;
+        // Not ready any more, then cancel the work.
+        self.health.set(None);
+        token.cancel();
+        if !matches!(reason, StopReason::WorkFinished | StopReason::WorkPanicked) {
+            stop_work(&mut task, reason, &signal, self.stop_timeout).await;
+        }
+        release(leadership, &signal).await;
+        self.events
+            .emit(ElectorEvent::StoppedLeading { term, reason });
+        reason
+    }
+
+    /// Waits until the work must stop — it returned or panicked, the shutdown signal, the
+    /// lease deadline less than the stop timeout away, leadership lost — reporting leader
+    /// changes meanwhile.
+    async fn until_stop(&mut self, task: &mut Owned, signal: &LostSignal) -> StopReason {
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut task.0 => {
+                    let panicked = r.as_ref().is_err_and(|e| e.is_panic());
+                    return if panicked { StopReason::WorkPanicked } else { StopReason::WorkFinished };
+                }
+                _ = &mut self.shutdown => return StopReason::Shutdown,
+                l = signal.until(self.stop_timeout) => return match l {
+                    None => StopReason::LeaseExpiring,
+                    Some(r) => StopReason::Lost(r),
+                },
+                o = self.observer.next() => self.events.emit(ElectorEvent::NewLeader(o)),
+            }
+        }
+    }
+}
+
+/// Waits for the cancelled work until the stop timeout (at most the lease deadline; no
+/// grace once leadership was lost), then aborts it.
+async fn stop_work(
+    task: &mut Owned,
+    reason: StopReason,
+    signal: &LostSignal,
+    stop_timeout: Duration,
+) {
+    let stop_by = match reason {
+        // Someone else may lead already: no grace.
+        StopReason::Lost(_) => Instant::now(),
+        _ => (Instant::now() + stop_timeout).min(signal.deadline()),
+    };
+    if tokio::time::timeout_at(stop_by, &mut task.0).await.is_err() {
+        task.0.abort();
+        let _ = (&mut task.0).await;
+    }
+}
+
+/// Releases the leadership once the work has stopped: resigns unless it was lost already.
+async fn release(leadership: Leadership, signal: &LostSignal) {
+    if signal.is_lost() {
+        drop(leadership);
+    } else if let Err(e) = leadership.resign().await {
+        tracing::debug!(error = %e, "resign failed");
+    }
+}
+
+/// The [`ElectorBuilder::on_event`] callback, if any.
+struct Events(Option<EventFn>);
+
+impl Events {
+    fn emit(&mut self, ev: ElectorEvent) {
+        if let Some(f) = self.0.as_mut() {
+            f(&ev)
+        }
+    }
+}
+
 /// The work's task, owned by the elector's future: aborted when that future is dropped.
 struct Owned(JoinHandle<()>);
 
@@ -362,19 +421,19 @@ impl Drop for Owned {
 
 /// The observer that feeds `NewLeader` events, started lazily and restarted after errors.
 struct ObserverSlot {
-    election: Election,
+    shared: Arc<Shared>,
     wanted: bool,
     observer: Option<Observer>,
-    failures: u32,
+    retry: Retrying,
 }
 
 impl ObserverSlot {
-    fn new(election: Election, wanted: bool) -> ObserverSlot {
+    fn new(shared: Arc<Shared>, wanted: bool) -> ObserverSlot {
         ObserverSlot {
-            election,
+            shared,
             wanted,
             observer: None,
-            failures: 0,
+            retry: Backoff::DEFAULT.start(),
         }
     }
 
@@ -385,14 +444,13 @@ impl ObserverSlot {
         }
         loop {
             if self.observer.is_none() {
-                match self.election.observe().await {
+                match Observer::start(self.shared.clone()).await {
                     Ok(o) => {
                         self.observer = Some(o);
-                        self.failures = 0;
+                        self.retry.reset();
                     }
                     Err(_) => {
-                        tokio::time::sleep(Backoff::DEFAULT.delay(self.failures)).await;
-                        self.failures += 1;
+                        self.retry.pause().await;
                         continue;
                     }
                 }
@@ -409,10 +467,7 @@ impl ObserverSlot {
 
 /// The stop timeout given, or the margin of the election's lease, which on a bucket without
 /// a TTL of its own depends on the bucket's replicas (so the bucket is checked first).
-async fn resolve_stop_timeout(
-    election: &Election,
-    given: Option<Duration>,
-) -> Result<Duration, Error> {
-    election.shared.check_bucket().await?;
-    Ok(given.unwrap_or_else(|| election.lease_config().margin()))
+async fn resolve_stop_timeout(shared: &Shared, given: Option<Duration>) -> Result<Duration, Error> {
+    shared.check_bucket().await?;
+    Ok(given.unwrap_or_else(|| shared.lease_config().margin()))
 }

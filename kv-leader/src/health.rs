@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::leadership::Held;
+use crate::held::Held;
 use crate::record::Term;
 
 /// What a [`Health`] handle reports.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ::metrics::{counter, gauge, Label, SharedString};
 
-use crate::leadership::LostReason;
+use crate::lost::LostReason;
 
 /// Gauge: 1 while this process leads the election, else 0 (more than 1 only if several
 /// handles in one process believe they lead, which fencing makes harmless). Labels

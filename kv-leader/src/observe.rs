@@ -8,9 +8,11 @@ use std::task::{Context, Poll};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use kvtk_core::{Backoff, Expect, Include, ReadOnlyBucket, Revision, Watch, WatchEvent};
 
-use crate::election::{validate_name, Counters, Shared};
 use crate::error::Error;
+use crate::names::validate_name;
 use crate::record::Observed;
+use crate::shared::Shared;
+use crate::stats::Counters;
 
 /// A stream of leader changes of one election.
 ///
@@ -213,9 +215,11 @@ impl State {
         }
     }
 
-    /// Reads the key from the stream leader after the watch lost track of it.
+    /// Reads the key from the stream leader after the watch lost track of it (at most ten
+    /// attempts).
     async fn reread(&mut self) -> Option<Observed> {
-        for attempt in 0..10u32 {
+        let mut retry = Backoff::DEFAULT.start();
+        while retry.failures() < 10 {
             match self.bucket.get_from_leader(&self.leader_key).await {
                 Ok(e) => {
                     let o = e
@@ -227,7 +231,7 @@ impl State {
                     }
                     return self.emit(o);
                 }
-                Err(_) => tokio::time::sleep(Backoff::DEFAULT.delay(attempt)).await,
+                Err(_) => retry.pause().await,
             }
         }
         None

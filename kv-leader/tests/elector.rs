@@ -16,6 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(2);
+/// The lease of the cut-off test: renewed every 1.33 s, trusted for 3.6 s after an
+/// acknowledged renewal (margin 400 ms).
+const CUT_TTL: Duration = Duration::from_secs(4);
+/// How long before its local deadline a cut-off leader cancels its work (see its use).
+const STOP: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -100,14 +105,24 @@ async fn work_stops_before_the_next_leader_starts_and_shutdown_releases_after_it
     let server = NatsServer::start().await;
     let url = server.client_url();
     let pa = FaultProxy::start(&url).await;
-    let ea = election(&pa.url(), "el", "svc", TTL).await;
-    let eb = election(&url, "el", "svc", TTL).await;
+    let ea = election(&pa.url(), "el", "svc", CUT_TTL).await;
+    let eb = election(&url, "el", "svc", CUT_TTL).await;
     let log: Log = Arc::default();
 
     let (txa, mut rxa) = events();
-    let a = ea.elector("a").value("a-addr").on_event(move |ev| {
-        let _ = txa.send(ev.clone());
-    });
+    // The work is cancelled `stop_timeout` before the local deadline, so the reason is
+    // `LeaseExpiring` only when the elector's task runs within that much of its wake-up. The
+    // default (the lease margin, 200 ms at TTL 2 s) was missed once on a machine at load 12.6
+    // (`Lost(Expired)`: the task ran after the deadline). At TTL 4 s a stop 1.5 s ahead
+    // tolerates a starved scheduler for 1.5 s and still leaves a healthy renewal 0.77 s to be
+    // acknowledged before the work would be cancelled (renewals every 1.33 s, trusted 3.6 s).
+    let a = ea
+        .elector("a")
+        .value("a-addr")
+        .stop_timeout(STOP)
+        .on_event(move |ev| {
+            let _ = txa.send(ev.clone());
+        });
     let health_a = a.health();
     let (stop_a, stop_a_rx) = oneshot::channel::<()>();
     let run_a = tokio::spawn(

@@ -18,26 +18,26 @@
 //!    expired, or its deadline passes) the wait ends with [`ErrorKind::QueueEntryLost`],
 //!    never with "acquired".
 
-use std::collections::{HashMap, HashSet};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kvtk_core::lease::{Lease, LeaseConfig};
-use kvtk_core::{Backoff, Entry, Include, Revision, WatchEvent};
+use kvtk_core::{Backoff, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::checks::{check_kind, check_marker, ensure_permits};
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
-use crate::queue::{ticket_of, view, View};
-use crate::rule::{decide, holds_after, Decision, Kind, Queued};
+use crate::queue::view;
+use crate::rule::Kind;
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
+use crate::wait::turn;
 
 /// A pending acquisition; `.await` it (or call [`try_acquire`](Acquire::try_acquire)).
 ///
@@ -127,7 +127,7 @@ impl Acquire {
         if let Some(e) = self.renew_every {
             cfg = cfg.with_renew_every(e)?;
         }
-        crate::locks::check_marker(cfg.ttl().as_duration(), self.shared.marker_ttl)?;
+        check_marker(cfg.ttl().as_duration(), self.shared.marker_ttl)?;
         Ok(cfg)
     }
 
@@ -239,7 +239,7 @@ async fn protocol(
     try_only: bool,
 ) -> Result<Held, Error> {
     if s.permits().is_some() && !slot.permits_checked {
-        crate::locks::ensure_permits(s).await?;
+        ensure_permits(s).await?;
         slot.permits_checked = true;
     }
     // Without a remembered expectation the fast path would read the queue first, and the
@@ -281,24 +281,6 @@ async fn protocol(
     }))
 }
 
-/// Waits in the queue until `lease`'s entry holds its lock: `Some` with the lock's last
-/// revision when we were alone in it (if known), or `None` when a try found it busy.
-/// `departed` is set to when a blocker was last seen leaving.
-pub(crate) async fn turn(
-    s: &Shared,
-    lease: &Lease,
-    try_only: bool,
-    departed: &mut Option<Instant>,
-) -> Result<Option<Option<Revision>>, Error> {
-    loop {
-        match wait_turn(s, lease, try_only, departed).await? {
-            Turn::Held(alone) => return Ok(Some(alone)),
-            Turn::NotNow => return Ok(None),
-            Turn::Again => {}
-        }
-    }
-}
-
 enum Fast {
     Held(Lease),
     /// Someone holds or waits: queue.
@@ -321,7 +303,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
             Some(e) => e,
             None => {
                 let v = view(s, None).await?;
-                crate::locks::check_kind(s, &v)?;
+                check_kind(s, &v)?;
                 if !v.queue.is_empty() {
                     return Ok(if s.kind == Kind::Exclusive {
                         Fast::Busy
@@ -354,213 +336,8 @@ pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kvtk_core::lease::Creat
 /// nothing), conditional on that state (`previous`, re-learned on a conflict).
 async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
-    kvtk_core::Backoff::DEFAULT
+    Backoff::DEFAULT
         .retry(|| new_entry(s, cfg).previous(previous).into_future())
         .await
         .map_err(Error::from)
-}
-
-fn entry_lost(why: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::QueueEntryLost,
-        format!("our queue entry was lost while waiting: {why}"),
-    )
-}
-
-/// What one watch of the queue ended with.
-enum Turn {
-    /// We hold; with the lock's last revision when we were alone in it.
-    Held(Option<Revision>),
-    /// A try found the lock busy.
-    NotNow,
-    /// The watch broke: open another.
-    Again,
-}
-
-/// One round of waiting: reads the queue; if the rule says we wait, watches only the
-/// entries we wait for until one of them leaves.
-///
-/// On a replicated bucket the read is a consumer's last-per-key delivery read up to our own
-/// entry (see [`queue_now`]): a direct-get snapshot, served by any replica, can show a
-/// lagging replica's state without saying so — chaos runs on R3 buckets found overlapping
-/// holders that way. A
-/// blocker that left by a completed release may settle it without another read (see
-/// [`holds_after`]); anything else reads again. The lease keeper renews our entry meanwhile.
-/// `departed` is set to when a blocker was last seen leaving.
-async fn wait_turn(
-    s: &Shared,
-    lease: &Lease,
-    try_only: bool,
-    departed: &mut Option<Instant>,
-) -> Result<Turn, Error> {
-    let v = queue_now(s, lease).await?;
-    crate::locks::check_kind(s, &v)?;
-    let Some(me) = v.position(&s.own_key, lease.origin()) else {
-        return Err(entry_lost(
-            "it is no longer in the queue (expired or removed)",
-        ));
-    };
-    if !lease.is_held() {
-        return Err(entry_lost("its lease ran out"));
-    }
-    match decide(&v.queue, me, s.kind) {
-        Decision::Hold => {
-            let alone = (v.queue.len() == 1 && !s.replicated)
-                .then_some(v.last)
-                .flatten();
-            Ok(Turn::Held(alone))
-        }
-        Decision::Wait(_) if try_only => Ok(Turn::NotNow),
-        Decision::Wait(w) => {
-            tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
-            let left = blocker_left(s, lease, &w.blockers).await?;
-            if !matches!(left, Left::Broken) {
-                *departed = Some(Instant::now());
-            }
-            Ok(match left {
-                Left::Completed(b) if holds_after(s.kind, &b) => Turn::Held(None),
-                _ => Turn::Again,
-            })
-        }
-    }
-}
-
-/// The queue at or after our entry's creation, with our entry in it unless it was lost.
-///
-/// On a replicated bucket the read is a consumer's last-per-key delivery, and the server
-/// places a consumer on any replica of the stream: one that may not have applied our own
-/// acknowledged write yet (a quorum acknowledged it, not every replica). The delivery up to
-/// its initial-values mark is the replica's state at one point; if our key is not at or
-/// after our entry's origin there, the replica lags and we read again from a new consumer.
-/// (Reading on past the mark until our entry shows is not safe: a revision the history
-/// limit replaced before the consumer reached it — an entry ahead of ours, renewed since —
-/// arrives only with its replacement, after ours; chaos under a partition: two holders.)
-/// If our key's revision there is not our entry, the entry is really gone.
-async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
-    if !s.replicated {
-        // One server: its snapshot is the truth.
-        return view(s, Some(lease.origin())).await;
-    }
-    let filter = [s.name.all_filter()];
-    let lost = lease.lost();
-    tokio::pin!(lost);
-    let mut lagging = Backoff::DEFAULT.delays();
-    loop {
-        let mut watch = open_watch(s, lease, &filter).await?;
-        let mut keys: HashMap<String, Entry> = HashMap::new();
-        loop {
-            let ev = tokio::select! {
-                biased;
-                why = &mut lost => return Err(entry_lost(why)),
-                ev = watch.next() => ev,
-            };
-            match ev {
-                Some(Ok(WatchEvent::Entry(e))) => {
-                    keys.insert(e.key().as_str().to_string(), e);
-                }
-                Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(&s.own_key), lease) => {
-                    return Ok(View::of(&s.name, keys.values(), None));
-                }
-                Some(Ok(WatchEvent::InitialDone)) => break,
-                Some(Err(e)) if !e.is_transient() => return Err(e.into()),
-                Some(Err(e)) => {
-                    tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
-                    break;
-                }
-                None => break,
-            }
-        }
-        tokio::time::sleep(lagging.next().unwrap_or(Backoff::DEFAULT.max())).await;
-    }
-}
-
-/// Whether a read has reached our entry: our key at or after the entry's creation.
-fn reached(own: Option<&Entry>, lease: &Lease) -> bool {
-    own.is_some_and(|e| e.revision() >= lease.origin())
-}
-
-/// How the wait for a blocker ended.
-enum Left {
-    /// It left by a completed release.
-    Completed(Queued),
-    /// It left otherwise (gave up its place, expired, was removed).
-    Otherwise,
-    /// The watch broke.
-    Broken,
-}
-
-/// Watches `blockers` until one of them leaves. Unless it left by a completed release, the
-/// caller reads the queue again. The consumer may sit on a lagging replica: a blocker's key
-/// at a revision before the blocker's entry is that replica's past, not a departure.
-async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<Left, Error> {
-    let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
-    let mut watch = open_watch(s, lease, &keys).await?;
-    let lost = lease.lost();
-    tokio::pin!(lost);
-    let mut present: HashSet<&str> = HashSet::new();
-    let mut lagging: HashSet<&str> = HashSet::new();
-    loop {
-        let ev = tokio::select! {
-            biased;
-            why = &mut lost => return Err(entry_lost(why)),
-            ev = watch.next() => ev,
-        };
-        match ev {
-            Some(Ok(WatchEvent::Entry(e))) => {
-                let Some(b) = blockers.iter().find(|b| b.key == e.key().as_str()) else {
-                    continue;
-                };
-                if e.revision() < b.ticket {
-                    // A replica that has not applied the blocker's entry yet: not a departure.
-                    lagging.insert(&b.key);
-                    continue;
-                }
-                if e.is_value() && ticket_of(&e) == b.ticket {
-                    present.insert(&b.key);
-                    continue;
-                }
-                let completed = e
-                    .lease()
-                    .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
-                return Ok(if completed {
-                    Left::Completed(b.clone())
-                } else {
-                    Left::Otherwise
-                });
-            }
-            // A blocker whose key the replica does not hold at all: removed before we
-            // looked (or never replicated here yet); read the queue again.
-            Some(Ok(WatchEvent::InitialDone))
-                if present.union(&lagging).count() < blockers.len() =>
-            {
-                return Ok(Left::Otherwise)
-            }
-            Some(Ok(WatchEvent::InitialDone)) => {}
-            Some(Err(e)) => {
-                tracing::debug!(lock = %s.name, error = %e, "blocker watch broke, reading the queue again");
-                return Ok(Left::Broken);
-            }
-            None => return Ok(Left::Broken),
-        }
-    }
-}
-
-/// Opens a watch of `filters` (last value per key, then every write), riding out a
-/// stream-leader failover while our entry lives.
-async fn open_watch(
-    s: &Shared,
-    lease: &Lease,
-    filters: &[String],
-) -> Result<kvtk_core::Watch, Error> {
-    s.bump(Stat::Watch);
-    let start = || {
-        s.bucket
-            .watch(filters.iter().map(String::as_str))
-            .include(Include::LastPerKey)
-            .into_future()
-    };
-    tokio::select! {
-        why = lease.lost() => Err(entry_lost(why)),
-        w = kvtk_core::Backoff::DEFAULT.retry(start) => Ok(w?),
-    }
 }

@@ -22,8 +22,14 @@
 //!   values hold its own entry — the watch's consumer may sit on a replica that lags the
 //!   stream leader —, deciding
 //!   again on each event; the next holder needs no further write: the lease keeper has been
-//!   renewing its entry all along. Waiters never decide from a direct-get snapshot, which any
-//!   replica may serve.
+//!   renewing its entry all along. On a replicated bucket waiters never decide from a
+//!   direct-get snapshot, which any replica may serve and which says nothing of how stale
+//!   it is (chaos on R3 found two holders from a snapshot that missed an entry ahead); and
+//!   they take the watch's initial values whole, never reading on past them for their own
+//!   entry, since a replaced revision of an entry ahead arrives only with its replacement
+//!   (two holders in a 15-minute chaos run under a partition). The server places the
+//!   watch's R1 consumer on any replica of the stream, so a waiter on a lagging follower
+//!   waits for the replica instead of ending with `QueueEntryLost`.
 //! - **Leases.** Entries are kvtk-core leases: one keeper per [`Locks`] renews them (CAS on
 //!   their own revision). The server expires a dead client's entry; the waiters see the
 //!   expiry marker at once.
@@ -102,6 +108,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
+mod checks;
 mod error;
 mod fence;
 mod guard;
@@ -119,6 +126,7 @@ pub mod stats;
 mod stats;
 mod token;
 mod value;
+mod wait;
 
 pub use acquire::Acquire;
 pub use error::{Error, ErrorKind};

@@ -1,7 +1,6 @@
 //! The entry point: [`Locks`] on a bucket, and the [`Mutex`] and [`Semaphore`] handles.
 
 use std::collections::HashMap;
-use std::future::IntoFuture as _;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -9,10 +8,10 @@ use kvtk_core::lease::{Keeper, LeaseConfig};
 use kvtk_core::{Bucket, BucketConfig, Kv};
 
 use crate::acquire::Acquire;
+use crate::checks::check_marker;
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::names::LockName;
-use crate::queue::View;
 use crate::rule::Kind;
 use crate::shared::{Shared, Slot};
 use crate::stats::Stats;
@@ -329,16 +328,6 @@ impl Locks {
     }
 }
 
-pub(crate) fn check_marker(ttl: Duration, marker: Duration) -> Result<(), Error> {
-    if ttl > marker {
-        return Err(Error::new(
-            ErrorKind::InvalidTtl,
-            format!("lock ttl {ttl:?} exceeds the bucket's marker ttl {marker:?}"),
-        ));
-    }
-    Ok(())
-}
-
 /// A distributed mutex handle. Cheap to clone (clones share the handle's queue entry).
 #[derive(Debug, Clone)]
 pub struct Mutex {
@@ -435,80 +424,5 @@ impl RwLock {
     /// The lock's name.
     pub fn name(&self) -> &str {
         self.read.name.as_str()
-    }
-}
-
-/// Stores the permit count (first user) or checks it against the stored one.
-pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
-    let Some(permits) = s.permits() else {
-        return Ok(());
-    };
-    // Refuse before storing a count, so a mistaken handle leaves the name usable.
-    let view = crate::queue::view(s, None).await?;
-    check_kind(s, &view)?;
-    // A stored count never changes (it is only ever created), so any replica's copy of it
-    // is the count: no write and no leader read when it is there already.
-    if let Some(stored) = view.permits.as_ref().filter(|e| e.is_value()) {
-        return mismatch(s, stored_permits(stored));
-    }
-    let key = s.name.permits_key();
-    // Transient failures are ridden out like every step of a wait (chaos found semaphore
-    // acquisitions failing at once on "no responders" after a node restart). A create whose
-    // outcome was unknown and that did land finds its own count next time: no mismatch.
-    let retry = kvtk_core::Backoff::DEFAULT;
-    let create = || s.bucket.create(&key, permits.to_string()).into_future();
-    match retry.retry(create).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
-            let stored = retry.retry(|| s.bucket.get_from_leader(&key)).await?;
-            mismatch(s, stored.as_ref().and_then(stored_permits))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn stored_permits(e: &kvtk_core::Entry) -> Option<u32> {
-    std::str::from_utf8(e.value())
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-}
-
-/// A semaphore's permit count must agree with the bucket's, and a mutex or read-write lock
-/// must not share a name with a semaphore.
-fn mismatch(s: &Shared, stored: Option<u32>) -> Result<(), Error> {
-    let mine = s.permits().unwrap_or(1);
-    if stored.unwrap_or(1) == mine {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::PermitMismatch,
-        format!(
-            "lock {} has {} permits in the bucket, this handle expects {}",
-            s.name,
-            stored.map_or_else(|| "an unreadable number of".to_string(), |n| n.to_string()),
-            mine
-        ),
-    ))
-}
-
-/// Checks the queued entries and the stored permit count of a view against the handle's kind.
-pub(crate) fn check_kind(s: &Shared, v: &View) -> Result<(), Error> {
-    if v.mixes_with(s.kind) {
-        return Err(Error::new(
-            ErrorKind::PermitMismatch,
-            format!(
-                "lock {} is in use as a {}, this handle is not",
-                s.name,
-                if s.permits().is_some() {
-                    "mutex or read-write lock"
-                } else {
-                    "semaphore"
-                }
-            ),
-        ));
-    }
-    match &v.permits {
-        Some(e) if e.is_value() => mismatch(s, stored_permits(e)),
-        _ => Ok(()),
     }
 }

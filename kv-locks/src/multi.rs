@@ -20,12 +20,14 @@ use kvtk_core::{Backoff, Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::acquire::{new_entry, sleep_until_opt, turn};
+use crate::acquire::{new_entry, sleep_until_opt};
+use crate::checks::check_marker;
 use crate::error::{Error, ErrorKind};
 use crate::guard::{Guard, Released};
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
 use crate::token::Token;
+use crate::wait::turn;
 
 /// The most locks one multi-lock may take (one transaction).
 pub const MAX_MULTI: usize = 64;
@@ -122,7 +124,7 @@ impl AcquireAll {
             Some(t) => LeaseConfig::new(t)?,
             None => first.lease,
         };
-        crate::locks::check_marker(cfg.ttl().as_duration(), first.marker_ttl)?;
+        check_marker(cfg.ttl().as_duration(), first.marker_ttl)?;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let work = take(&self.multi.handles, cfg, false);
         tokio::select! {

@@ -98,14 +98,14 @@ const STALE_RETRIES: usize = 8;
 /// Takes a snapshot of the lock's keys, consistent at a revision ≥ `at_least` (a lagging
 /// replica's older snapshot is retried), riding out transient failures.
 pub(crate) async fn view(s: &Shared, at_least: Option<Revision>) -> Result<View, Error> {
-    let mut delays = Backoff::DEFAULT.delays();
+    let mut retry = Backoff::DEFAULT.start();
     let mut stale = 0;
     loop {
         s.bump(Stat::Snapshot);
         let snap = match s.bucket.snapshot(s.name.all_filter()).await {
             Ok(snap) => snap,
             Err(e) if e.is_transient() => {
-                tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+                retry.pause().await;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -120,6 +120,6 @@ pub(crate) async fn view(s: &Shared, at_least: Option<Revision>) -> Result<View,
         }
         stale += 1;
         tracing::debug!(lock = %s.name, "snapshot from a lagging replica, retrying");
-        tokio::time::sleep(delays.next().unwrap_or(Backoff::DEFAULT.max())).await;
+        retry.pause().await;
     }
 }

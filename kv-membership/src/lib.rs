@@ -67,13 +67,15 @@ mod membership;
 mod metadata;
 mod names;
 mod roster;
+mod shared;
 mod watch;
 
 pub use error::{Error, ErrorKind};
 pub use kvtk_core::lease::{LostReason, Released};
 pub use listing::Listing;
 pub use member::{Join, Member};
-pub use membership::{Group, Membership, DEFAULT_TTL};
+pub use membership::{Group, Membership};
 pub use metadata::{IntoMetadata, Json};
 pub use roster::{LeaveReason, MemberInfo, MembershipEvent};
+pub use shared::DEFAULT_TTL;
 pub use watch::MembershipWatch;

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kvtk_core::lease::{Lease, LeaseConfig, LostReason, Released};
-use kvtk_core::{Expect, Key, Revision};
+use kvtk_core::{Bucket, Expect, Key, Revision};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use std::sync::Arc;
+
 use crate::error::Error;
-use crate::membership::Group;
 use crate::metadata::IntoMetadata;
 use crate::names;
+use crate::shared::{Shared, DEFAULT_TTL};
 
 /// How often a join re-reads the key after its conditional write conflicted. Each conflict
 /// means the key changed under us (a leave, an expiry, a racing join), so a few suffice.
@@ -32,15 +34,23 @@ const JOIN_ATTEMPTS: usize = 4;
 #[must_use = "a join does nothing until awaited"]
 #[derive(Debug)]
 pub struct Join {
-    group: Group,
+    shared: Arc<Shared>,
+    /// The group's name.
+    group: Arc<str>,
     id: String,
     metadata: Result<Bytes, Error>,
     ttl: Option<Duration>,
 }
 
 impl Join {
-    pub(crate) fn new(group: Group, id: String, metadata: Result<Bytes, Error>) -> Join {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        group: Arc<str>,
+        id: String,
+        metadata: Result<Bytes, Error>,
+    ) -> Join {
         Join {
+            shared,
             group,
             id,
             metadata,
@@ -61,30 +71,35 @@ impl Join {
         self
     }
 
-    /// The member's lease: its own TTL (checked against the bucket's replicas) or the
-    /// bucket's default, both through the lease layer's one rule.
+    /// The member's lease: its own TTL (checked against the bucket's replicas on the first
+    /// join with it) or the bucket's default, both through the lease layer's one rule.
     fn lease_config(&self) -> Result<LeaseConfig, Error> {
-        let inner = &self.group.membership.inner;
+        let shared = &self.shared;
         let configured = self
             .ttl
             .map(LeaseConfig::new)
             .transpose()
             .map_err(|e| Error::kv("invalid member ttl", e))?;
+        if let (Some(lease), Some(ttl)) = (configured, self.ttl) {
+            if !shared.checked_ttls.first(ttl) {
+                return Ok(lease);
+            }
+        }
         LeaseConfig::for_bucket(
             configured,
-            inner.replicas,
-            crate::DEFAULT_TTL,
-            inner.keeper.bucket().name(),
+            shared.replicas,
+            DEFAULT_TTL,
+            shared.keeper.bucket().name(),
             "membership",
         )
         .map_err(|e| Error::kv("invalid member ttl", e))
     }
 
     async fn run(self) -> Result<Member, Error> {
-        let key = names::member_key(&self.group.name, &self.id)?;
+        let key = names::member_key(&self.group, &self.id)?;
         let config = self.lease_config()?;
         let metadata = self.metadata?;
-        let keeper = &self.group.membership.inner.keeper;
+        let keeper = &self.shared.keeper;
         let mut expect = Expect::NoMessage;
         let mut last = None;
         for _ in 0..JOIN_ATTEMPTS {
@@ -92,7 +107,7 @@ impl Join {
                 .lease(key.as_str(), metadata.clone())
                 .config(config)
                 .expect(expect);
-            if let Some(t) = self.group.membership.inner.tombstone_ttl {
+            if let Some(t) = self.shared.tombstone_ttl {
                 create = create.tombstone_ttl(t);
             }
             match create.await {
@@ -105,7 +120,7 @@ impl Join {
                     });
                 }
                 Err(e) if e.is_conflict() => {
-                    expect = free_slot(&self.group, &key).await?;
+                    expect = free_slot(keeper.bucket(), &key).await?;
                     last = Some(e);
                 }
                 Err(e) => return Err(Error::kv("could not join", e)),
@@ -120,10 +135,8 @@ impl Join {
 
 /// After a conflicting join: the expectation under which the key is free to take, or
 /// `AlreadyJoined` when a live member holds it. Asks the stream leader (a replica may lag).
-async fn free_slot(group: &Group, key: &Key) -> Result<Expect, Error> {
-    let found = group
-        .membership
-        .bucket()
+async fn free_slot(bucket: &Bucket, key: &Key) -> Result<Expect, Error> {
+    let found = bucket
         .get_from_leader(key)
         .await
         .map_err(|e| Error::kv("could not join: reading the member key failed", e))?;
@@ -142,7 +155,7 @@ impl IntoFuture for Join {
     type Output = Result<Member, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
-        let span = tracing::info_span!("membership.join", group = %self.group.name, id = %self.id);
+        let span = tracing::info_span!("membership.join", group = %self.group, id = %self.id);
         Box::pin(self.run().instrument(span))
     }
 }
@@ -155,7 +168,8 @@ impl IntoFuture for Join {
 #[derive(Debug)]
 pub struct Member {
     lease: Lease,
-    group: Group,
+    /// The group's name.
+    group: Arc<str>,
     id: String,
 }
 
@@ -167,7 +181,7 @@ impl Member {
 
     /// The group's name.
     pub fn group(&self) -> &str {
-        &self.group.name
+        &self.group
     }
 
     /// The revision of the registering write: this incarnation's identity, as watchers see
@@ -214,7 +228,7 @@ impl Member {
         self.lease
             .set_value(metadata)
             .instrument(
-                tracing::debug_span!("membership.update", group = %self.group.name, id = %self.id),
+                tracing::debug_span!("membership.update", group = %self.group, id = %self.id),
             )
             .await
             .map_err(|e| Error::kv("could not update the member metadata", e))
@@ -228,8 +242,7 @@ impl Member {
     /// Not cancel safe: the delete may be applied although the future was dropped; if not,
     /// the key expires with its TTL.
     pub async fn leave(self) -> Result<Released, Error> {
-        let span =
-            tracing::debug_span!("membership.leave", group = %self.group.name, id = %self.id);
+        let span = tracing::debug_span!("membership.leave", group = %self.group, id = %self.id);
         self.lease
             .release()
             .into_future()

@@ -12,31 +12,15 @@ use crate::member::Join;
 use crate::metadata::IntoMetadata;
 use crate::names;
 use crate::roster::MemberInfo;
+use crate::shared::{Shared, DEFAULT_TTL};
 use crate::watch::MembershipWatch;
-
-/// The TTL of a member that does not choose one on a single-server bucket. On a
-/// replicated bucket the default is [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL)
-/// (30 s), which rides through a stream-leader election (see
-/// [`LeaseConfig::default_for`]): a member whose server is healthy is not expelled when
-/// another server, or the stream's leader, fails.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// Group membership in one bucket. Cheap to clone; the clones and the members joined
 /// through them share one [`Keeper`], whose task renews every member and stops with the
 /// last of them.
 #[derive(Debug, Clone)]
 pub struct Membership {
-    pub(crate) inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) keeper: Keeper,
-    /// How long a leave's tombstone stays: the bucket's expiry-marker TTL, so a departure
-    /// is visible as long as an expiry would be.
-    pub(crate) tombstone_ttl: Option<Duration>,
-    /// The bucket's replicas, for checking a member's own TTL.
-    pub(crate) replicas: usize,
+    shared: Arc<Shared>,
 }
 
 impl Membership {
@@ -78,9 +62,10 @@ impl Membership {
             .map_err(|e| Error::kv("could not start the lease keeper", e))?;
         let tombstone_ttl = Ttl::new(marker_ttl).ok().map(Ttl::as_duration);
         Ok(Membership {
-            inner: Arc::new(Inner {
+            shared: Arc::new(Shared {
                 keeper,
                 tombstone_ttl,
+                checked_ttls: Default::default(),
                 replicas: st.replicas,
             }),
         })
@@ -107,13 +92,13 @@ impl Membership {
 
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
-        self.inner.keeper.bucket()
+        self.shared.keeper.bucket()
     }
 
     /// The lease of members that do not choose a TTL: [`DEFAULT_TTL`] on a single-server
     /// bucket, [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a replicated one.
     pub fn default_lease(&self) -> LeaseConfig {
-        self.inner.keeper.config()
+        self.shared.keeper.config()
     }
 
     /// Waits for the background leaves of dropped members to finish. Members still held
@@ -122,7 +107,7 @@ impl Membership {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn shutdown(&self) {
-        self.inner.keeper.shutdown().await;
+        self.shared.keeper.shutdown().await;
     }
 }
 
@@ -136,8 +121,8 @@ impl Membership {
 /// one, as a new incarnation with a higher [`joined_at`](MemberInfo::joined_at).
 #[derive(Debug, Clone)]
 pub struct Group {
-    pub(crate) membership: Membership,
-    pub(crate) name: Arc<str>,
+    membership: Membership,
+    name: Arc<str>,
 }
 
 impl Group {
@@ -149,7 +134,12 @@ impl Group {
     /// Starts registering instance `id` (one key token: `A-Z a-z 0-9 - _ = /`, no `.`) with
     /// `metadata`; `.await` it. See [`Join`].
     pub fn join(&self, id: impl Into<String>, metadata: impl IntoMetadata) -> Join {
-        Join::new(self.clone(), id.into(), metadata.into_metadata())
+        Join::new(
+            self.membership.shared.clone(),
+            self.name.clone(),
+            id.into(),
+            metadata.into_metadata(),
+        )
     }
 
     /// The members registered now, by [`joined_at`](MemberInfo::joined_at): see

@@ -16,15 +16,15 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::feed::{self, Feed, Raw, States};
+use super::shared::Shared;
 use crate::error::{RejectKind, Rejection};
 use crate::fleet::{Ack, Applied};
 use crate::layer::{assemble_prefix, diff_paths};
 use crate::persist::{self, Persisted};
 use crate::pipeline::Pipeline;
-use crate::reader::feed::{Feed, Raw, States};
-use crate::reader::Shared;
 use crate::snapshot::{Change, ConfigEvent, Origin, Snapshot};
-use crate::source::Source;
+use crate::source::{Connector, Source};
 
 /// An accepted candidate: value, normalized JSON, and the KV layer it came from.
 pub(crate) type Accepted<T> = (T, Value, Option<Arc<Value>>);
@@ -107,6 +107,31 @@ fn announce<T>(
             revision,
             paths,
         }));
+    }
+}
+
+impl<T> Core<T> {
+    /// The loop state of a reader of `source` through `connector`, on the feed it shares
+    /// with the other readers of `source` on the same bucket handle.
+    pub(crate) fn new(
+        connector: &Connector,
+        source: Source,
+        pipeline: Arc<Pipeline<T>>,
+        snapshot_file: Option<PathBuf>,
+        ack: Option<Ack>,
+    ) -> Core<T> {
+        let feed = feed::subscribe(connector, &source);
+        Core {
+            source,
+            pipeline,
+            states: feed.states(),
+            feed,
+            raw: None,
+            had_value: false,
+            snapshot_file,
+            persisted: None,
+            ack,
+        }
     }
 }
 

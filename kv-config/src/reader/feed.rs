@@ -366,9 +366,9 @@ impl Tracker {
 
     /// Re-reads until it succeeds, with backoff, then publishes.
     async fn resync(&mut self) {
-        let retry =
-            Backoff::new(Duration::from_millis(100), Duration::from_secs(2)).unwrap_or_default();
-        let mut delays = retry.delays();
+        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+            .unwrap_or_default()
+            .start();
         loop {
             match self.sync().await {
                 Ok(()) => {
@@ -376,7 +376,7 @@ impl Tracker {
                     return self.publish();
                 }
                 Err(e) => {
-                    let pause = delays.next().unwrap_or(retry.max());
+                    let pause = retry.failed();
                     tracing::warn!(error = %e, retry_in = ?pause, "cannot read the config from the kv");
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());

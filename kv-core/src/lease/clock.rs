@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Retrying};
 use crate::revision::Ttl;
 
 /// Timing of a lease: TTL, renewal interval and safety margin.
@@ -263,7 +263,9 @@ pub enum Next {
 pub struct LeaseClock {
     cfg: LeaseConfig,
     confirmed_sent_at: Instant,
-    failures: u32,
+    /// Failed renewals in a row, and the delay the last one earned before the next attempt.
+    retrying: Retrying,
+    retry_in: Duration,
 }
 
 impl LeaseClock {
@@ -272,7 +274,8 @@ impl LeaseClock {
         LeaseClock {
             cfg,
             confirmed_sent_at: sent_at,
-            failures: 0,
+            retrying: Backoff::DEFAULT.start(),
+            retry_in: Duration::ZERO,
         }
     }
 
@@ -302,17 +305,18 @@ impl LeaseClock {
         if sent_at > self.confirmed_sent_at {
             self.confirmed_sent_at = sent_at;
         }
-        self.failures = 0;
+        self.retrying.reset();
     }
 
-    /// A renewal attempt failed in a way that may be transient (timeout, no connection).
+    /// A renewal attempt failed in a way that may be transient (timeout, no connection):
+    /// the next one comes after the delay this failure earns ([`Backoff::DEFAULT`]).
     pub fn renewal_failed(&mut self) {
-        self.failures = self.failures.saturating_add(1);
+        self.retry_in = self.retrying.failed();
     }
 
     /// Consecutive failed renewals.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.retrying.failures()
     }
 
     /// What to do at `now`: renew at the regular interval, or sooner with backoff after
@@ -322,10 +326,10 @@ impl LeaseClock {
         if !self.is_valid(now) {
             return Next::Lost;
         }
-        let at = if self.failures == 0 {
+        let at = if self.retrying.failures() == 0 {
             self.confirmed_sent_at + self.cfg.renew_every
         } else {
-            now + Backoff::DEFAULT.delay(self.failures - 1)
+            now + self.retry_in
         };
         Next::RenewAt(at.min(self.deadline()).max(now))
     }

@@ -1,8 +1,12 @@
-//! The [`Keeper`]: one task that renews every lease created through it, from a timer queue.
+//! The [`Keeper`]: one task that renews every lease created through it, from a timer queue,
+//! and the renewal write itself (also a value change's). It sends the writes; what their
+//! results mean is decided by the pure part (`state.rs`, `clock.rs`), the only lease files
+//! it imports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
@@ -11,7 +15,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tokio_util::time::DelayQueue;
 
 use super::clock::{LeaseConfig, Next};
-use super::handle::{renew, CreateLease, LostReason, State};
+use super::state::{AfterWrite, LostReason, State, Step};
 use crate::bucket::Bucket;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::LeaseLabels;
@@ -86,11 +90,6 @@ impl Keeper {
         })
     }
 
-    /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
-    pub fn lease(&self, key: impl AsRef<str>, value: impl Into<bytes::Bytes>) -> CreateLease {
-        CreateLease::new(self.clone(), key.as_ref(), value.into())
-    }
-
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
         &self.inner.bucket
@@ -159,6 +158,39 @@ fn schedule(timers: &mut DelayQueue<Arc<State>>, st: Arc<State>) {
         Some(Next::Lost) => st.lose(LostReason::Deadline),
         Some(Next::RenewAt(at)) => {
             timers.insert_at(st, at);
+        }
+    }
+}
+
+/// One renewal, driven by the keeper: a CAS on our revision, bounded by the deadline.
+/// Returns the state for rescheduling.
+async fn renew(bucket: Bucket, st: Arc<State>) -> Arc<State> {
+    let deadline = st.deadline();
+    let step = tokio::time::timeout_at(deadline, write_own(&bucket, &st, None)).await;
+    st.renewal_done(step.ok());
+    st
+}
+
+/// Rewrites our key (with `value`, or the current value) conditional on our revision,
+/// recognising an earlier write of ours whose acknowledgement was lost. The caller holds
+/// the write slot.
+///
+/// # Cancel safety
+/// Not cancel safe: the write may be applied although the future was dropped; the next
+/// write recognises it by our nonce.
+pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
+    let (rev, value) = st.to_write(value);
+    let sent = Instant::now();
+    let res = bucket
+        .update(&st.key, value, rev)
+        .ttl(st.ttl)
+        .lease_tag(st.tag())
+        .await;
+    match st.written(res, sent) {
+        AfterWrite::Done(step) => step,
+        AfterWrite::AskLeader { since } => {
+            let found = bucket.get_from_leader(&st.key).await;
+            st.read_back(found, since, rev)
         }
     }
 }

@@ -25,10 +25,20 @@
 //! One [`Keeper`] renews all leases created through it from one task and a timer queue, so
 //! a held lease costs a few hundred bytes and no task of its own.
 
+// The files, by role: `clock.rs` and `state.rs` are the pure part (the deadline arithmetic;
+// what the holder knows and the renewal decisions), which is all `keeper.rs` (the renewing
+// task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
+// `Lease`, `release.rs` ends one.
 mod clock;
-mod handle;
+mod create;
+mod held;
 mod keeper;
+mod release;
+mod state;
 
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
-pub use handle::{create_all, CreateLease, Lease, LostReason, Release, Released};
+pub use create::{create_all, CreateLease};
+pub use held::Lease;
 pub use keeper::Keeper;
+pub use release::{Release, Released};
+pub use state::LostReason;

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use crate::bucket::Inner;
+use crate::bucket::inner::Inner;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::Key;
 

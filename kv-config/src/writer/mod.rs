@@ -1,20 +1,23 @@
 //! The writer: validated compare-and-set updates, history and rollback.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod prefix;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kvtk_core::{Backoff, Bucket, Expect, Include, Key, Revision, WatchEvent};
+use kvtk_core::{Backoff, Bucket, Expect, Include, Revision, Watch, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use self::prefix::{Delete, Plan, Put};
 use crate::error::{Error, ErrorKind, RejectKind, Rejection};
-use crate::layer::{assemble_prefix, diff_paths, flatten, merge};
+use crate::layer::{assemble_prefix, diff_paths, merge};
 use crate::pipeline::{Pipeline, Validate};
 use crate::source::Source;
 
@@ -169,11 +172,8 @@ where
             }
             Source::Prefix { .. } => {
                 let mut w = self
-                    .bucket
-                    .watch([self.source.filter()])
-                    .include(Include::LastPerKey)
-                    .await
-                    .map_err(kv_err("cannot read the config"))?;
+                    .watch(Include::LastPerKey, "cannot read the config")
+                    .await?;
                 while let Some(ev) = w.next().await {
                     match ev.map_err(kv_err("cannot read the config"))? {
                         WatchEvent::Entry(e) => {
@@ -187,6 +187,15 @@ where
             }
         }
         Ok(State { entries, last })
+    }
+
+    /// A watch of the configuration's keys from `include`; `context` says what failed.
+    async fn watch(&self, include: Include, context: &str) -> Result<Watch, Error> {
+        self.bucket
+            .watch([self.source.filter()])
+            .include(include)
+            .await
+            .map_err(kv_err(context))
     }
 
     /// The KV layer of `entries` (live values only).
@@ -278,7 +287,7 @@ where
     {
         let span = tracing::info_span!("kvtk_config.write", config = %self.source.name());
         async {
-            let mut delays = conflict_backoff().delays();
+            let mut retry = conflict_backoff().start();
             for attempt in 1..=self.attempts {
                 let st = self.read_state(attempt > 1).await?;
                 let kv = self.kv_layer(&st.entries).map_err(|r| r.at(st.last));
@@ -306,8 +315,7 @@ where
                     }
                     Err(e) if e.kind() == ErrorKind::Conflict => {
                         tracing::debug!(attempt, "config write conflict, retrying");
-                        let pause = delays.next().unwrap_or(Duration::from_millis(128));
-                        tokio::time::sleep(pause).await;
+                        retry.pause().await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -355,6 +363,8 @@ where
         }
     }
 
+    /// Writes a prefix-mode value: one key per field, several changed fields as one
+    /// transaction.
     async fn write_prefix(
         &self,
         prefix: &str,
@@ -368,81 +378,47 @@ where
                 "prefix mode needs a type that serializes to an object",
             ));
         }
-        let new_leaves = flatten(new);
-        let old_leaves = flatten(old_doc);
-        let field = |k: &str| {
-            k.strip_prefix(prefix)
-                .and_then(|r| r.strip_prefix('.'))
-                .map(str::to_string)
+        let plan = Plan::of(prefix, &st.entries, old_doc, new)?;
+        let revision = match plan.writes() {
+            0 => {
+                return Ok(Written {
+                    revision: st.last,
+                    changed: Vec::new(),
+                })
+            }
+            1 => self.write_one(plan.puts, plan.deletes).await?,
+            _ => self.write_txn(plan.puts, plan.deletes).await?,
         };
-        // Live keys that are not a leaf of the new value (removed fields, or objects stored
-        // at a parent key) are deleted, and every new leaf below them is written.
-        let mut deletes: Vec<(String, Revision)> = Vec::new();
-        let mut forced: BTreeSet<String> = BTreeSet::new();
-        for (k, (v, rev)) in &st.entries {
-            let Some(path) = field(k) else { continue };
-            if v.is_some() && !new_leaves.contains_key(&path) {
-                deletes.push((k.clone(), *rev));
-                let below = format!("{path}.");
-                forced.extend(new_leaves.keys().filter(|p| p.starts_with(&below)).cloned());
-            }
-        }
-        let mut puts: Vec<(String, Bytes, Expect)> = Vec::new();
-        let mut changed: Vec<String> = Vec::new();
-        for (path, v) in &new_leaves {
-            let stored = st.entries.get(&format!("{prefix}.{path}"));
-            let differs = old_leaves.get(path) != Some(v);
-            if !(differs || forced.contains(path)) {
-                continue;
-            }
-            let key = format!("{prefix}.{path}");
-            Key::new(key.as_str()).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("field {path:?} cannot be a key"),
-                )
-                .with_source(e)
-            })?;
-            let bytes =
-                serde_json::to_vec(v).map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
-            let expect = match stored {
-                Some((_, rev)) => Expect::Revision(*rev),
-                None => Expect::NoMessage,
-            };
-            if differs {
-                changed.push(path.clone());
-            }
-            puts.push((key, Bytes::from(bytes), expect));
-        }
-        for (k, _) in &deletes {
-            if let Some(p) = field(k) {
-                if !changed.contains(&p) {
-                    changed.push(p);
-                }
-            }
-        }
-        changed.sort();
-        let n = puts.len() + deletes.len();
-        if n == 0 {
-            return Ok(Written {
-                revision: st.last,
-                changed: Vec::new(),
-            });
-        }
-        if n == 1 {
-            let rev = if let Some((key, bytes, expect)) = puts.pop() {
-                self.bucket.put(&key, bytes).expect(expect).await
-            } else {
-                let (key, rev) = deletes.remove(0);
-                self.bucket.delete(&key).revision(rev).await
-            };
-            let rev = rev.map_err(kv_err("cannot write the config"))?;
-            return Ok(Written {
-                revision: Some(rev),
-                changed,
-            });
-        }
-        // One atomic batch: readers apply on its commit entry (see reader/core.rs).
+        Ok(Written {
+            revision,
+            changed: plan.changed,
+        })
+    }
+
+    /// One field's write: a conditional put or delete.
+    async fn write_one(
+        &self,
+        mut puts: Vec<Put>,
+        mut deletes: Vec<Delete>,
+    ) -> Result<Option<Revision>, Error> {
+        let rev = if let Some((key, bytes, expect)) = puts.pop() {
+            self.bucket.put(&key, bytes).expect(expect).await
+        } else if let Some((key, rev)) = deletes.pop() {
+            self.bucket.delete(&key).revision(rev).await
+        } else {
+            return Ok(None);
+        };
+        let rev = rev.map_err(kv_err("cannot write the config"))?;
+        Ok(Some(rev))
+    }
+
+    /// Several fields' writes as one atomic batch: readers apply on its commit entry (see
+    /// reader/core.rs).
+    async fn write_txn(
+        &self,
+        puts: Vec<Put>,
+        deletes: Vec<Delete>,
+    ) -> Result<Option<Revision>, Error> {
         let mut txn = self.bucket.txn();
         for (key, bytes, expect) in puts {
             txn = match expect {
@@ -457,10 +433,7 @@ where
             .commit()
             .await
             .map_err(kv_err("cannot write the config transaction"))?;
-        Ok(Written {
-            revision: committed.last_revision(),
-            changed,
-        })
+        Ok(committed.last_revision())
     }
 
     /// Every revision of the configuration the bucket still holds, oldest first (as many as
@@ -472,11 +445,8 @@ where
     /// Cancel safe: it only reads.
     pub async fn history(&self) -> Result<Vec<Version<T>>, Error> {
         let mut w = self
-            .bucket
-            .watch([self.source.filter()])
-            .include(Include::AllHistory)
-            .await
-            .map_err(kv_err("cannot read the config history"))?;
+            .watch(Include::AllHistory, "cannot read the config history")
+            .await?;
         let mut entries: BTreeMap<String, (Option<Bytes>, Revision)> = BTreeMap::new();
         let mut out = Vec::new();
         while let Some(ev) = w.next().await {

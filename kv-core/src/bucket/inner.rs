@@ -1,0 +1,198 @@
+//! [`Inner`]: what every handle on one opened bucket shares — its connection, names and
+//! subject prefixes — and the one-message reads and writes that bucket handles, transactions,
+//! watches and leases are built on.
+
+use async_nats::jetstream::stream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use crate::entry::{classify, Entry, Op, KV_LEASE, KV_OPERATION, NATS_TTL};
+use crate::error::{Error, ErrorKind};
+use crate::js::{
+    Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
+};
+use crate::key::{Key, KeyFilter};
+use crate::revision::{Expect, Revision, Ttl};
+use crate::version::ServerVersion;
+
+/// How often `create` re-reads and retries when the key's tombstone keeps changing under it.
+const CREATE_ATTEMPTS: usize = 5;
+
+/// Shared state of a bucket handle.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) js: Js,
+    pub(crate) name: String,
+    /// The name again, shared by every entry read from this bucket (no copy per entry).
+    pub(crate) shared_name: std::sync::Arc<str>,
+    pub(crate) stream: String,
+    pub(crate) read_prefix: String,
+    pub(crate) write_prefix: String,
+    pub(crate) direct: bool,
+    pub(crate) atomic: bool,
+    /// The origin's stream (`KV_<origin>`) when the bucket is a mirror.
+    pub(crate) mirror_of: Option<String>,
+}
+
+impl Inner {
+    /// The entry a message read back from the stream makes; `None` for a message that is
+    /// no key's (not under `$KV.`).
+    pub(crate) fn entry_from(&self, m: StoredMsg) -> Option<Entry> {
+        let key = Key::from_subject(&m.subject)?;
+        let revision = Revision::new(m.seq)?;
+        let name = self.shared_name.clone();
+        let headers = m.headers.as_ref();
+        Some(Entry::from_stored(
+            name, key, revision, m.time, headers, m.payload,
+        ))
+    }
+
+    /// The info (configuration and state) of the bucket's stream, fresh from the server.
+    pub(crate) async fn stream_info(&self) -> Result<stream::Info, Error> {
+        self.js.stream_info(&self.stream).await
+    }
+
+    /// The last message of `key`: a direct get when the bucket allows it (any replica may
+    /// answer), else the stream leader's.
+    pub(crate) async fn last_msg(&self, key: &Key) -> Result<Option<StoredMsg>, Error> {
+        let subject = format!("{}{}", self.read_prefix, key);
+        if self.direct {
+            self.js.direct_last(&self.stream, &subject).await
+        } else {
+            self.leader_last(key).await
+        }
+    }
+
+    /// The last message of `key`, as the stream leader has it: never stale.
+    pub(crate) async fn leader_last(&self, key: &Key) -> Result<Option<StoredMsg>, Error> {
+        let subject = format!("{}{}", self.read_prefix, key);
+        self.js
+            .leader_get(&self.stream, serde_json::json!({ "last_by_subj": subject }))
+            .await
+    }
+
+    /// The latest revision of `key` as the stream leader sees it.
+    pub(crate) async fn leader_entry(&self, key: &Key) -> Result<Option<Revision>, Error> {
+        Ok(self
+            .leader_last(key)
+            .await?
+            .and_then(|m| Revision::new(m.seq)))
+    }
+
+    /// Sends one write and returns the new revision.
+    pub(crate) async fn write(
+        &self,
+        op: Op,
+        key: &Key,
+        value: Bytes,
+        expect: Option<Expect>,
+        ttl: Option<Ttl>,
+    ) -> Result<Revision, Error> {
+        self.write_on(op, key, value, expect, None, ttl, None).await
+    }
+
+    /// Sends one write whose expectation may apply to another key or a filter.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private call site per write kind"
+    )]
+    pub(crate) async fn write_on(
+        &self,
+        op: Op,
+        key: &Key,
+        value: Bytes,
+        expect: Option<Expect>,
+        expect_on: Option<&KeyFilter>,
+        ttl: Option<Ttl>,
+        lease: Option<&str>,
+    ) -> Result<Revision, Error> {
+        let on = expect_on.map(KeyFilter::as_str);
+        let headers = self.write_headers(op, expect, on, ttl, lease)?;
+        let ack = self
+            .js
+            .publish(format!("{}{}", self.write_prefix, key), headers, value)
+            .await?;
+        Revision::new(ack.seq)
+            .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
+    }
+
+    /// The headers of one write: its operation, its expectation (on the written key, or on
+    /// `expect_on`: another key or a filter), its TTL and a lease's mark. A plain put has none.
+    pub(crate) fn write_headers(
+        &self,
+        op: Op,
+        expect: Option<Expect>,
+        expect_on: Option<&str>,
+        ttl: Option<Ttl>,
+        lease: Option<&str>,
+    ) -> Result<HeaderMap, Error> {
+        let mut h = HeaderMap::new();
+        match op {
+            Op::Put => {}
+            Op::Delete => h.insert(KV_OPERATION, "DEL"),
+            Op::Purge => {
+                h.insert(KV_OPERATION, "PURGE");
+                h.insert(ROLLUP, "sub");
+            }
+        }
+        if let Some(e) = expect {
+            h.insert(
+                EXPECTED_LAST_SUBJECT_SEQ,
+                e.header_value().to_string().as_str(),
+            );
+        }
+        if let Some(on) = expect_on {
+            let subject = format!("{}{}", self.write_prefix, on);
+            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject.as_str());
+        }
+        if let Some(t) = ttl {
+            self.js
+                .server_version()
+                .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
+            h.insert(NATS_TTL, t.header_value().as_str());
+        }
+        if let Some(tag) = lease {
+            h.insert(KV_LEASE, tag);
+        }
+        Ok(h)
+    }
+
+    /// `create`: only if the key holds no live value. Over a tombstone or expiry marker it
+    /// writes with the tombstone's revision as the expectation, keeping the TTL.
+    pub(crate) async fn create(
+        &self,
+        key: &Key,
+        value: Bytes,
+        ttl: Option<Ttl>,
+    ) -> Result<Revision, Error> {
+        let mut expect = Expect::NoMessage;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self
+                .write(Op::Put, key, value.clone(), Some(expect), ttl)
+                .await
+            {
+                Ok(rev) => return Ok(rev),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            // Something is there. A live value means "exists"; a tombstone may be replaced.
+            // The leader answers, so a lagging replica cannot show us a stale tombstone.
+            match self.leader_last(key).await? {
+                None => expect = Expect::NoMessage,
+                Some(m) => {
+                    let (op, _, _) = classify(m.headers.as_ref());
+                    let rev = Revision::new(m.seq);
+                    if op == Op::Put {
+                        return Err(Error::new(ErrorKind::AlreadyExists, "key already exists")
+                            .with_current(rev));
+                    }
+                    expect = rev.map(Expect::Revision).unwrap_or(Expect::NoMessage);
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            "key kept changing while creating it",
+        ))
+    }
+}

@@ -1,0 +1,296 @@
+//! [`Bucket`]: the read-write handle (every read through `Deref` to [`ReadOnlyBucket`]) and
+//! [`Write`], the awaitable builder of one write.
+
+use std::future::{Future, IntoFuture};
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::Instrument as _;
+
+use crate::bucket::inner::Inner;
+use crate::bucket::read::ReadOnlyBucket;
+use crate::entry::Op;
+use crate::error::{Error, Operation};
+use crate::key::{Key, KeyFilter};
+use crate::revision::{Expect, Revision, Ttl};
+use crate::txn::Txn;
+
+/// A bucket handle with reads and writes. Cheap to clone. Every read of
+/// [`ReadOnlyBucket`] is available through `Deref`.
+///
+/// ```no_run
+/// # async fn demo(bucket: kvtk_core::Bucket) -> Result<(), kvtk_core::Error> {
+/// use std::time::Duration;
+/// let rev = bucket.create("jobs.lock", "me").ttl(Duration::from_secs(10)).await?;
+/// let rev = bucket.update("jobs.lock", "me", rev).ttl(Duration::from_secs(10)).await?;
+/// bucket.delete("jobs.lock").revision(rev).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    ro: ReadOnlyBucket,
+}
+
+impl Deref for Bucket {
+    type Target = ReadOnlyBucket;
+    fn deref(&self) -> &ReadOnlyBucket {
+        &self.ro
+    }
+}
+
+impl Bucket {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Bucket {
+        Bucket {
+            ro: ReadOnlyBucket::from_inner(inner),
+        }
+    }
+
+    /// A read-only handle on the same bucket.
+    pub fn read_only(&self) -> ReadOnlyBucket {
+        self.ro.clone()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.ro.inner
+    }
+
+    fn write(&self, kind: WriteKind, key: impl AsRef<str>, value: Bytes) -> Write<'_> {
+        Write {
+            inner: &self.ro.inner,
+            kind,
+            key: Key::new(key.as_ref()),
+            value,
+            expect: None,
+            expect_on: None,
+            ttl: None,
+            lease: None,
+        }
+    }
+
+    /// Writes `value` under `key` unconditionally. Add `.ttl(d)` for a per-key TTL or
+    /// `.expect(..)` to make it conditional.
+    pub fn put(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Write<'_> {
+        self.write(WriteKind::Put, key, value.into())
+    }
+
+    /// Writes `value` only if `key` holds no live value — never written, or deleted, purged or
+    /// expired. A `.ttl(d)` is kept in every case, also over a tombstone. Fails with
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) otherwise, and with
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) (nothing sent) when
+    /// given an `.expect(..)` or `.expect_on(..)`.
+    pub fn create(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Write<'_> {
+        self.write(WriteKind::Create, key, value.into())
+    }
+
+    /// Writes `value` only if the key's latest revision is `revision` (which may be a
+    /// tombstone's). Fails with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) otherwise.
+    /// With `.ttl(d)` this is the lease-renewal primitive.
+    pub fn update(
+        &self,
+        key: impl AsRef<str>,
+        value: impl Into<Bytes>,
+        revision: Revision,
+    ) -> Write<'_> {
+        let mut w = self.write(WriteKind::Put, key, value.into());
+        w.expect = Some(Expect::Revision(revision));
+        w
+    }
+
+    /// Deletes `key`, keeping history (a tombstone). Add `.revision(r)` to delete only if
+    /// the key is at `r`. Returns the tombstone's revision.
+    pub fn delete(&self, key: impl AsRef<str>) -> Write<'_> {
+        self.write(WriteKind::Delete, key, Bytes::new())
+    }
+
+    /// Purges `key`: removes its history, leaving one purge marker. Add `.revision(r)` to
+    /// purge only if the key is at `r`, and `.ttl(d)` to let the marker itself expire.
+    pub fn purge(&self, key: impl AsRef<str>) -> Write<'_> {
+        self.write(WriteKind::Purge, key, Bytes::new())
+    }
+
+    /// Starts a multi-key transaction. See [`crate::Txn`].
+    pub fn txn(&self) -> Txn {
+        Txn::new(self.inner().clone())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Put,
+    Create,
+    Delete,
+    Purge,
+}
+
+/// A pending write; await it to send. Returns the new revision.
+///
+/// # Cancel safety
+/// Not cancel safe: once sent, the write may take effect even if the future is dropped
+/// before the acknowledgement arrives. Conditional writes make a retry safe.
+#[must_use = "a write does nothing until awaited"]
+#[derive(Debug)]
+pub struct Write<'a> {
+    inner: &'a Inner,
+    kind: WriteKind,
+    key: Result<Key, Error>,
+    value: Bytes,
+    expect: Option<Expect>,
+    expect_on: Option<Result<KeyFilter, Error>>,
+    ttl: Option<Duration>,
+    /// The `Kv-Lease` mark of a lease's own write (crate-internal).
+    lease: Option<String>,
+}
+
+impl<'a> Write<'a> {
+    /// A per-key TTL: whole seconds, at least one; anything else fails with
+    /// [`ErrorKind::InvalidTtl`](crate::ErrorKind::InvalidTtl) when awaited. The bucket needs
+    /// per-key TTLs enabled ([`BucketConfig::per_key_ttl`](crate::BucketConfig::per_key_ttl));
+    /// on a bucket without them the write fails with
+    /// [`ErrorKind::FeatureDisabled`](crate::ErrorKind::FeatureDisabled).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Makes the write conditional on the key's latest revision. Not for
+    /// [`create`](Bucket::create), which already expects the key to hold no live value: a
+    /// create with an expectation fails with
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
+    pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Makes the expectation of [`expect`](Self::expect) apply to *another* key, or to the
+    /// last revision among all keys matching a filter, instead of the written key
+    /// (`Nats-Expected-Last-Subject-Sequence-Subject`, nats-server ≥ 2.11).
+    ///
+    /// With a key this is an ownership-guarded write: write `data.x` only while `lock.a` is
+    /// still at our revision. With a filter such as `lock.>` the write succeeds only if no key
+    /// under `lock.` changed since the expected revision ([`Expect::NoMessage`]: none was
+    /// ever written).
+    ///
+    /// **Replicated buckets:** the server checks a wildcard filter's expectation against the
+    /// messages it has stored, not against a matching write still in flight (nats-server
+    /// 2.15.1 tracks in-flight writes by exact subject): two writes can both pass. On R3, use
+    /// a wildcard expectation only as an optimisation that something else confirms; an exact
+    /// key's expectation is atomic.
+    pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
+        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Shorthand for `.expect(Expect::Revision(revision))`, for deletes and purges.
+    pub fn revision(self, revision: Revision) -> Self {
+        self.expect(Expect::Revision(revision))
+    }
+
+    /// Marks the write as a lease's own (see [`crate::lease`]).
+    pub(crate) fn lease_tag(mut self, tag: String) -> Self {
+        self.lease = Some(tag);
+        self
+    }
+
+    /// The operation this write is, as errors and traces name it.
+    fn operation(&self) -> Operation {
+        match (self.kind, self.expect) {
+            (WriteKind::Create, _) => Operation::Create,
+            (WriteKind::Put, Some(_)) => Operation::Update,
+            (WriteKind::Put, None) => Operation::Put,
+            (WriteKind::Delete, _) => Operation::Delete,
+            (WriteKind::Purge, _) => Operation::Purge,
+        }
+    }
+
+    /// The write with its arguments validated; nothing is sent when one is invalid.
+    fn check(self, op: Operation) -> Result<Checked<'a>, Error> {
+        let key = self.key.map_err(|e| e.with_op(op))?;
+        let at_key = |e: Error| e.with_op(op).with_key(key.as_str());
+        let expect_on = self.expect_on.transpose().map_err(at_key)?;
+        if self.expect.is_some() && self.kind == WriteKind::Create {
+            return Err(at_key(Error::invalid_argument(
+                "create takes no expectation (it expects no live value); \
+                 use put().expect() or put().expect_on()",
+            )));
+        }
+        let ttl = self.ttl.map(Ttl::new).transpose().map_err(at_key)?;
+        Ok(Checked {
+            inner: self.inner,
+            kind: self.kind,
+            key,
+            value: self.value,
+            expect: self.expect,
+            expect_on,
+            ttl,
+            lease: self.lease,
+        })
+    }
+
+    async fn run(self) -> Result<Revision, Error> {
+        let op = self.operation();
+        let mut write = self.check(op)?;
+        let span = tracing::debug_span!(
+            "kv.write",
+            op = %op,
+            bucket = %write.inner.name,
+            key = %write.key,
+            expect = write.expect.map(|e| e.header_value()),
+            ttl_s = write.ttl.map(Ttl::as_secs),
+            revision = tracing::field::Empty,
+        );
+        let res = async {
+            let res = write.send().await;
+            match &res {
+                Ok(r) => {
+                    tracing::Span::current().record("revision", r.get());
+                }
+                Err(e) => tracing::debug!(error = %e, "write failed"),
+            }
+            res
+        }
+        .instrument(span)
+        .await;
+        res.map_err(|e| e.with_op(op).with_key(write.key.as_str()))
+    }
+}
+
+/// A [`Write`] whose arguments are valid: ready to send.
+struct Checked<'a> {
+    inner: &'a Inner,
+    kind: WriteKind,
+    key: Key,
+    value: Bytes,
+    expect: Option<Expect>,
+    expect_on: Option<KeyFilter>,
+    ttl: Option<Ttl>,
+    lease: Option<String>,
+}
+
+impl Checked<'_> {
+    /// Sends the write; returns the new revision.
+    async fn send(&mut self) -> Result<Revision, Error> {
+        let value = std::mem::take(&mut self.value);
+        let op = match self.kind {
+            WriteKind::Create => return self.inner.create(&self.key, value, self.ttl).await,
+            WriteKind::Put => Op::Put,
+            WriteKind::Delete => Op::Delete,
+            WriteKind::Purge => Op::Purge,
+        };
+        let (on, tag) = (self.expect_on.as_ref(), self.lease.as_deref());
+        self.inner
+            .write_on(op, &self.key, value, self.expect, on, self.ttl, tag)
+            .await
+    }
+}
+
+impl<'a> IntoFuture for Write<'a> {
+    type Output = Result<Revision, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}

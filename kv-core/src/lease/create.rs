@@ -1,0 +1,379 @@
+//! Creating leases: [`CreateLease`] (one key, with lost-ack adoption) and [`create_all`]
+//! (several keys in one transaction).
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::clock::LeaseConfig;
+use super::held::Lease;
+use super::keeper::Keeper;
+use super::state::{Created, State, ATTEMPTS};
+use crate::bucket::Bucket;
+use crate::entry::LeaseTag;
+use crate::error::{Error, ErrorKind, Operation};
+use crate::key::{Key, KeyFilter};
+use crate::retry::{Backoff, Retrying};
+use crate::revision::{Expect, Revision};
+
+impl Keeper {
+    /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
+    pub fn lease(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> CreateLease {
+        CreateLease::new(self.clone(), key.as_ref(), value.into())
+    }
+}
+
+/// A pending lease creation; `.await` it.
+///
+/// The creating write is `put(key, value).ttl(ttl)`, conditional on the expectation given,
+/// or else on the key's own state (see [`previous`](Self::previous)): every write of a
+/// creation is conditional, so a delayed duplicate can never land after another. When an
+/// outcome is unknown (timeout, connection lost), the stream leader is asked whether our
+/// write was applied — it carries our nonce — before retrying, so a lost acknowledgement
+/// never leaves an orphaned lease behind nor creates a second one.
+///
+/// # Cancel safety
+/// Not cancel safe: the creating write may be applied although the future was dropped. The
+/// key then expires after its TTL, as nobody renews it.
+#[must_use = "a lease is not created until awaited"]
+#[derive(Debug)]
+pub struct CreateLease {
+    keeper: Keeper,
+    key: Result<Key, Error>,
+    value: Bytes,
+    config: Option<LeaseConfig>,
+    expect: Option<Expect>,
+    expect_on: Option<Result<KeyFilter, Error>>,
+    tombstone_ttl: Option<Duration>,
+    previous: Option<Revision>,
+    nonce: Option<u128>,
+}
+
+impl CreateLease {
+    fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
+        CreateLease {
+            keeper,
+            key: Key::new(key),
+            value,
+            config: None,
+            expect: None,
+            expect_on: None,
+            tombstone_ttl: None,
+            previous: None,
+            nonce: None,
+        }
+    }
+
+    /// Without [`expect`](Self::expect): the key's revision as far as the caller knows
+    /// (e.g. the tombstone of its previous lease on the key), which saves a read. The
+    /// creation then replaces whatever the key holds, always conditionally.
+    pub fn previous(mut self, revision: Option<Revision>) -> Self {
+        self.previous = revision;
+        self
+    }
+
+    /// The lease's timing (default: the keeper's).
+    pub fn config(mut self, config: LeaseConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Makes the creating write conditional on the key's latest revision.
+    pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Makes the creating write conditional on another key or a filter (see
+    /// [`Write::expect_on`](crate::Write::expect_on)).
+    pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
+        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
+        self.expect = Some(expect.into());
+        self
+    }
+
+    /// Gives the release's tombstone a TTL, so released keys disappear from the bucket.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = Some(ttl);
+        self
+    }
+
+    /// Gives the new lease the identity (nonce) of `other`, a lease of ours on another key,
+    /// so that readers can tell from any write of either that one owner holds both (an
+    /// election's leader key names the candidate registration of its leader this way).
+    pub fn same_owner_as(mut self, other: &Lease) -> Self {
+        self.nonce = Some(other.nonce());
+        self
+    }
+
+    /// Uses a given nonce instead of a random one (tests that simulate lost writes). Only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn nonce(mut self, nonce: u128) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    /// The key, taken out of the builder (it is consumed once).
+    fn take_key(&mut self) -> Result<Key, Error> {
+        std::mem::replace(&mut self.key, Err(Error::new(ErrorKind::Internal, "taken")))
+            .map_err(|e| e.with_op(Operation::Lease))
+    }
+
+    /// The lease's timing and nonce: the caller's, else the keeper's timing and a new nonce.
+    fn timing_and_nonce(&self) -> (LeaseConfig, u128) {
+        let cfg = self.config.unwrap_or(self.keeper.inner.config);
+        let nonce = self.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
+        (cfg, nonce)
+    }
+
+    /// Checks the builder's parts and fixes the creation's key, filter, timing and nonce.
+    fn plan(&mut self) -> Result<Plan, Error> {
+        let key = self.take_key()?;
+        let expect_on = self
+            .expect_on
+            .take()
+            .transpose()
+            .map_err(|e| e.with_op(Operation::Lease).with_key(key.as_str()))?;
+        if let Some(t) = self.tombstone_ttl {
+            crate::revision::Ttl::new(t).map_err(|e| e.with_key(key.as_str()))?;
+        }
+        let (cfg, nonce) = self.timing_and_nonce();
+        Ok(Plan {
+            key,
+            expect_on,
+            cfg,
+            nonce,
+        })
+    }
+
+    async fn run(mut self) -> Result<Lease, Error> {
+        let plan = self.plan()?;
+        let mut creating = Creating::new(&self, &plan);
+        for _ in 0..ATTEMPTS {
+            if let Some(created) = creating.attempt().await? {
+                return Ok(self.finish(created, plan.cfg));
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            "could not create the lease: its key kept changing or its writes went unanswered",
+        )
+        .with_op(Operation::Lease)
+        .with_key(plan.key.as_str()))
+    }
+
+    /// The lease, held from `created` and renewed by the keeper from now on.
+    fn finish(self, created: Created, cfg: LeaseConfig) -> Lease {
+        let labels = self.keeper.inner.labels.clone();
+        let st = State::new(created, self.value, cfg, self.tombstone_ttl, labels);
+        self.keeper.track(st.clone());
+        Lease::new(st, self.keeper)
+    }
+}
+
+/// A creation's checked parts.
+struct Plan {
+    key: Key,
+    expect_on: Option<KeyFilter>,
+    cfg: LeaseConfig,
+    nonce: u128,
+}
+
+/// The state of one creation between its attempts.
+///
+/// Every write of a creation is conditional, so that a write delayed in the network
+/// (buffered across a reconnect, or held by a stalled server) can never be applied after a
+/// later one of ours: such a late duplicate would carry another revision, and with it
+/// another origin — another queue position. Without an expectation of the caller's, the
+/// key's own state is the expectation: `previous`, else "no message", re-learned from the
+/// stream leader after a conflict or an unknown outcome.
+struct Creating<'a> {
+    bucket: Bucket,
+    plan: &'a Plan,
+    value: Bytes,
+    /// No expectation of the caller's: the creation replaces whatever the key holds.
+    replace: bool,
+    expect: Expect,
+    /// Send time of the first write whose outcome is unknown (it may have been applied).
+    ambiguous_since: Option<Instant>,
+    retrying: Retrying,
+}
+
+impl<'a> Creating<'a> {
+    fn new(c: &CreateLease, plan: &'a Plan) -> Creating<'a> {
+        Creating {
+            bucket: c.keeper.bucket().clone(),
+            plan,
+            value: c.value.clone(),
+            replace: c.expect.is_none(),
+            expect: c
+                .expect
+                .unwrap_or(c.previous.map_or(Expect::NoMessage, Expect::Revision)),
+            ambiguous_since: None,
+            retrying: Backoff::DEFAULT.start(),
+        }
+    }
+
+    /// One conditional write; after a conflict or an unknown outcome, a look at the key.
+    /// `None`: try again.
+    async fn attempt(&mut self) -> Result<Option<Created>, Error> {
+        let sent = Instant::now();
+        let e = match self.write().await {
+            Ok(rev) => return Ok(Some(self.created(rev, rev, sent))),
+            Err(e) if e.is_conflict() || e.outcome_unknown() => e,
+            // Nobody answered for the bucket (a replicated stream between leaders, or one
+            // so new that its interest has not reached this server yet): nothing was
+            // written, so the same conditional write again after a pause.
+            Err(e) if e.is_transient() => {
+                self.retrying.pause().await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.with_op(Operation::Lease)),
+        };
+        if e.outcome_unknown() {
+            self.ambiguous_since.get_or_insert(sent);
+            self.retrying.pause().await;
+        } else if !self.replace && self.ambiguous_since.is_none() {
+            // The caller's expectation failed, and no earlier write of ours is pending.
+            return Err(e.with_op(Operation::Lease));
+        }
+        self.look(e, sent).await
+    }
+
+    /// The lease our write at `rev` created, with `origin`; `sent` is the send time of the
+    /// attempt that learned it. The lease is trusted from the earliest write of ours that may
+    /// have been applied.
+    fn created(&self, origin: Revision, rev: Revision, sent: Instant) -> Created {
+        Created {
+            key: self.plan.key.clone(),
+            nonce: self.plan.nonce,
+            origin,
+            rev,
+            sent: self.ambiguous_since.unwrap_or(sent),
+        }
+    }
+
+    async fn write(&self) -> Result<Revision, Error> {
+        let plan = self.plan;
+        let w = self
+            .bucket
+            .put(&plan.key, self.value.clone())
+            .ttl(plan.cfg.ttl().as_duration())
+            .lease_tag(LeaseTag::header_value(plan.nonce, None));
+        match &plan.expect_on {
+            Some(f) => w.expect_on(f.as_str(), self.expect).await,
+            None => w.expect(self.expect).await,
+        }
+    }
+
+    /// After the write `e` failed: asks the stream leader whether a write of ours was
+    /// applied (adopted then), and what the key holds now (the next expectation).
+    async fn look(&mut self, e: Error, sent: Instant) -> Result<Option<Created>, Error> {
+        let found = match self.bucket.get_from_leader(&self.plan.key).await {
+            Ok(found) => found,
+            Err(_) if e.outcome_unknown() => return Ok(None),
+            Err(read) => return Err(read.with_op(Operation::Lease)),
+        };
+        match found {
+            Some(f) if f.is_value() && f.lease().is_some_and(|t| t.nonce() == self.plan.nonce) => {
+                let origin = f.lease().map_or(f.revision(), |t| t.origin());
+                Ok(Some(self.created(origin, f.revision(), sent)))
+            }
+            found if self.replace => {
+                self.expect = found.map_or(Expect::NoMessage, |f| Expect::Revision(f.revision()));
+                Ok(None)
+            }
+            _ if e.is_conflict() => Err(e.with_op(Operation::Lease)),
+            // Unknown and not applied (yet): the same conditional write again.
+            _ => Ok(None),
+        }
+    }
+}
+
+impl IntoFuture for CreateLease {
+    type Output = Result<Lease, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Creates every lease of `leases` in one transaction (an atomic batch): all of them, or —
+/// when any expectation fails — none ([`ErrorKind::Conflict`], naming the key). All must
+/// come from the same keeper. When the commit's outcome is unknown, the stream leader is
+/// asked whether our writes (marked with our nonces) were applied.
+///
+/// # Cancel safety
+/// Not cancel safe: the transaction may commit although the future was dropped; the keys
+/// then expire after their TTL, as nobody renews them.
+pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
+    let Some(keeper) = leases.first().map(|l| l.keeper.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mut parts = Vec::with_capacity(leases.len());
+    for mut l in leases {
+        let key = l.take_key()?;
+        let on = l.expect_on.take().transpose()?;
+        let (cfg, nonce) = l.timing_and_nonce();
+        parts.push((l, key, on, cfg, nonce));
+    }
+    let bucket = keeper.bucket().clone();
+    let mut txn = bucket.txn();
+    for (l, key, on, cfg, nonce) in &parts {
+        let expect = l.expect.map(|e| (on.clone(), e));
+        let tag = LeaseTag::header_value(*nonce, None);
+        txn = txn.lease_write(
+            key.clone(),
+            l.value.clone(),
+            cfg.ttl().as_duration(),
+            expect,
+            tag,
+        );
+    }
+    let sent = Instant::now();
+    let revisions: Vec<Revision> = match txn.commit().await {
+        Ok(c) => c.revisions().iter().map(|(_, r)| *r).collect(),
+        Err(e) if e.outcome_unknown() => adopt_all(&bucket, &parts).await.map_err(|_| e)?,
+        Err(e) => return Err(e.with_op(Operation::Lease)),
+    };
+    Ok(parts
+        .into_iter()
+        .zip(revisions)
+        .map(|((l, key, _, cfg, nonce), rev)| {
+            let created = Created {
+                key,
+                nonce,
+                origin: rev,
+                rev,
+                sent,
+            };
+            l.finish(created, cfg)
+        })
+        .collect())
+}
+
+type Part = (CreateLease, Key, Option<KeyFilter>, LeaseConfig, u128);
+
+/// After a transaction with an unknown outcome: the revisions of our writes if it was
+/// applied (every key carries our nonce), else an error.
+async fn adopt_all(bucket: &Bucket, parts: &[Part]) -> Result<Vec<Revision>, Error> {
+    let mut out = Vec::with_capacity(parts.len());
+    for (_, key, _, _, nonce) in parts {
+        match bucket.get_from_leader(key).await? {
+            Some(e) if e.is_value() && e.lease().is_some_and(|t| t.nonce() == *nonce) => {
+                out.push(e.revision())
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "the transaction was not applied",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,227 @@
+//! Releasing a lease: [`Release`], a fenced delete of our own key (or a hand-over in its
+//! place) that recognises its own tombstone when the acknowledgement was lost.
+
+use std::future::{Future, IntoFuture};
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::state::{LostReason, State, ATTEMPTS};
+use crate::bucket::{Bucket, Write};
+use crate::entry::Entry;
+use crate::error::{Error, ErrorKind, Operation};
+use crate::retry::Backoff;
+use crate::revision::{Expect, Revision};
+
+/// How a release went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// The lease was held until the release (no loss had been signalled) and our key was
+    /// removed by it.
+    pub was_held: bool,
+    /// The tombstone our release left, when it left one.
+    pub tombstone: Option<Revision>,
+    /// The release's first expectation ([`Release::first_expect_on`]) was met.
+    pub first_expectation_met: bool,
+}
+
+/// A pending release; `.await` it.
+///
+/// Stops the renewals (waiting for one in flight), then deletes the key conditional on our
+/// revision — never a blind delete: another holder's key cannot be touched. When the
+/// acknowledgement of that delete is lost, the stream leader shows our own tombstone
+/// (marked with our nonce) and the release reports success.
+///
+/// # Cancel safety
+/// Not cancel safe: the delete may be applied although the future was dropped; if not, the
+/// key expires with its TTL.
+#[must_use = "a release does nothing until awaited"]
+#[derive(Debug)]
+pub struct Release {
+    st: Arc<State>,
+    bucket: Bucket,
+    first: Option<(String, Expect)>,
+    hand_over: Option<(Bytes, Duration)>,
+    completed: bool,
+}
+
+impl Release {
+    /// A release of `st`'s key on `bucket`, with no options yet.
+    pub(super) fn new(st: Arc<State>, bucket: Bucket) -> Release {
+        Release {
+            st,
+            bucket,
+            first: None,
+            hand_over: None,
+            completed: false,
+        }
+    }
+
+    /// Marks the tombstone as the end of a lease that did its work (e.g. a lock holder's
+    /// release, as opposed to a waiter giving up its place): readers see
+    /// [`LeaseTag::completed`](crate::LeaseTag::completed). A lock's next waiter takes the
+    /// lock on that mark alone, without reading the queue again.
+    pub fn completed(mut self) -> Self {
+        self.completed = true;
+        self
+    }
+
+    /// Tries first a delete conditional on `filter`'s last revision instead of our key's
+    /// (e.g. proving a lock's queue empty); falls back to the plain fenced delete when that
+    /// conflicts.
+    pub fn first_expect_on(mut self, filter: impl Into<String>, expect: Expect) -> Self {
+        self.first = Some((filter.into(), expect));
+        self
+    }
+
+    /// Leaves `value` with a TTL of `ttl` in place of the tombstone: a hand-over that a
+    /// successor takes by a write conditional on its revision, and that expires by itself
+    /// otherwise. `value` must differ from the lease's value (it is how a hand-over whose
+    /// acknowledgement was lost is recognised).
+    pub fn hand_over(mut self, value: impl Into<Bytes>, ttl: Duration) -> Self {
+        self.hand_over = Some((value.into(), ttl));
+        self
+    }
+
+    async fn run(self) -> Result<Released, Error> {
+        let st = &self.st;
+        st.claim().await;
+        let was_held = st.is_valid();
+        st.stop();
+        st.lose(LostReason::Released);
+        let res = self.remove().await;
+        st.finish_write();
+        match &res {
+            Ok(r) => {
+                tracing::debug!(key = %st.key, origin = st.origin.get(), was_held, tombstone = r.tombstone.map(Revision::get), "lease released")
+            }
+            Err(e) => {
+                tracing::warn!(key = %st.key, error = %e, "lease release failed; the key expires with its ttl")
+            }
+        }
+        res.map(|r| Released {
+            was_held: was_held && r.tombstone.is_some(),
+            ..r
+        })
+    }
+
+    /// Deletes our key (or leaves the hand-over value): first with the caller's
+    /// expectation, then conditional on our revision. The caller holds the write slot.
+    async fn remove(&self) -> Result<Released, Error> {
+        let mut rev = Some(self.st.revision());
+        if let Some((filter, expect)) = &self.first {
+            match self.write().expect_on(filter, *expect).await {
+                Ok(t) => return Ok(done(Some(t), true)),
+                Err(e) if e.is_conflict() => {}
+                Err(e) if e.outcome_unknown() => rev = None,
+                Err(e) => return Err(e.with_op(Operation::Lease)),
+            }
+        }
+        self.fenced(rev).await
+    }
+
+    /// The removing write (a delete, or the hand-over value), before its condition.
+    fn write(&self) -> Write<'_> {
+        let mut tag = self.st.tag();
+        if self.completed && self.hand_over.is_none() {
+            tag.push_str(crate::entry::COMPLETED);
+        }
+        let w = match &self.hand_over {
+            Some((v, ttl)) => self.bucket.put(&self.st.key, v.clone()).ttl(*ttl),
+            None => self.bucket.delete(&self.st.key),
+        }
+        .lease_tag(tag);
+        match (self.st.tombstone_ttl, &self.hand_over) {
+            (Some(t), None) => w.ttl(t),
+            _ => w,
+        }
+    }
+
+    /// The fenced write at our revision (`None`: ask the stream leader for it first),
+    /// retried after a conflict or a transient failure while the key may still be ours — a
+    /// stream-leader election takes seconds — and at least [`ATTEMPTS`] times.
+    async fn fenced(&self, mut rev: Option<Revision>) -> Result<Released, Error> {
+        let mut retrying = Backoff::DEFAULT.start();
+        let mut last_err = None;
+        let until = self.st.deadline();
+        let mut attempts = 0;
+        while attempts < ATTEMPTS || Instant::now() < until {
+            attempts += 1;
+            let r = match rev {
+                Some(r) => r,
+                None => match self.look().await {
+                    Ok(ControlFlow::Continue(r)) => r,
+                    Ok(ControlFlow::Break(released)) => return Ok(released),
+                    Err(e) => {
+                        last_err = Some(e);
+                        retrying.pause().await;
+                        continue;
+                    }
+                },
+            };
+            match self.write().revision(r).await {
+                Ok(t) => return Ok(done(Some(t), false)),
+                Err(e) if e.is_conflict() => rev = None,
+                Err(e) if e.is_transient() => {
+                    last_err = Some(e);
+                    rev = None;
+                    retrying.pause().await;
+                }
+                Err(e) => return Err(e.with_op(Operation::Lease)),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| Error::new(ErrorKind::Internal, "lease release made no attempt"))
+            .with_op(Operation::Lease))
+    }
+
+    /// Asks the stream leader what our key holds: our revision to remove (continue), or the
+    /// release's outcome (break).
+    async fn look(&self) -> Result<ControlFlow<Released, Revision>, Error> {
+        let found = self.bucket.get_from_leader(&self.st.key).await?;
+        let hand_over = self.hand_over.as_ref().map(|(v, _)| v);
+        Ok(judge(&self.st, hand_over, found))
+    }
+}
+
+impl IntoFuture for Release {
+    type Output = Result<Released, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// What the stream leader's answer `found` means for a release that leaves `hand_over`
+/// (or a tombstone).
+fn judge(
+    st: &State,
+    hand_over: Option<&Bytes>,
+    found: Option<Entry>,
+) -> ControlFlow<Released, Revision> {
+    let is_final = |e: &Entry| match hand_over {
+        None => !e.is_value(),
+        Some(v) => e.is_value() && e.value() == v,
+    };
+    match found {
+        // Our own tombstone (or hand-over): applied, its ack lost.
+        Some(e) if st.is_ours(&e) && is_final(&e) => {
+            ControlFlow::Break(done(Some(e.revision()), false))
+        }
+        Some(e) if st.is_ours(&e) && e.is_value() => ControlFlow::Continue(e.revision()),
+        // Expired, taken, or gone: nothing of ours to remove.
+        _ => ControlFlow::Break(done(None, false)),
+    }
+}
+
+fn done(tombstone: Option<Revision>, first: bool) -> Released {
+    Released {
+        was_held: true,
+        tombstone,
+        first_expectation_met: first,
+    }
+}

@@ -1,0 +1,25 @@
+//! What a watch starts with ([`Include`]) and what it yields ([`WatchEvent`]).
+
+use crate::entry::Entry;
+
+/// Which entries a watch starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Include {
+    /// The latest revision of each matching key, then every update (the default).
+    #[default]
+    LastPerKey,
+    /// Every revision the bucket holds, then every update.
+    AllHistory,
+    /// Only updates made after the watch started.
+    UpdatesOnly,
+}
+
+/// An item of a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    /// A revision of a key.
+    Entry(Entry),
+    /// Every entry that existed when the watch started has been delivered (sent once, also
+    /// when nothing matched, and at once for [`Include::UpdatesOnly`]).
+    InitialDone,
+}

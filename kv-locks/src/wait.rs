@@ -1,0 +1,258 @@
+//! Waiting in the queue: read the lock's keys, ask the [rule](crate::rule) whether our entry
+//! holds, and if not watch only the entries it waits for until one of them leaves. The lease
+//! keeper renews our entry meanwhile; its loss ends the wait with
+//! [`ErrorKind::QueueEntryLost`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, IntoFuture as _};
+use std::pin::Pin;
+
+use futures::StreamExt;
+use kvtk_core::lease::{Lease, LostReason};
+use kvtk_core::{Backoff, Entry, Include, Revision, Watch, WatchEvent};
+use tokio::time::Instant;
+
+use crate::checks::check_kind;
+use crate::error::{Error, ErrorKind};
+use crate::queue::{ticket_of, view, View};
+use crate::rule::{decide, holds_after, Decision, Queued};
+use crate::shared::Shared;
+use crate::stats::Stat;
+
+/// Waits in the queue until `lease`'s entry holds its lock: `Some` with the lock's last
+/// revision when we were alone in it (if known), or `None` when a try found it busy.
+/// `departed` is set to when a blocker was last seen leaving.
+pub(crate) async fn turn(
+    s: &Shared,
+    lease: &Lease,
+    try_only: bool,
+    departed: &mut Option<Instant>,
+) -> Result<Option<Option<Revision>>, Error> {
+    loop {
+        match wait_turn(s, lease, try_only, departed).await? {
+            Turn::Held(alone) => return Ok(Some(alone)),
+            Turn::NotNow => return Ok(None),
+            Turn::Again => {}
+        }
+    }
+}
+
+fn entry_lost(why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::QueueEntryLost,
+        format!("our queue entry was lost while waiting: {why}"),
+    )
+}
+
+/// What one watch of the queue ended with.
+enum Turn {
+    /// We hold; with the lock's last revision when we were alone in it.
+    Held(Option<Revision>),
+    /// A try found the lock busy.
+    NotNow,
+    /// The watch broke: open another.
+    Again,
+}
+
+/// One round of waiting: reads the queue; if the rule says we wait, watches only the
+/// entries we wait for until one of them leaves.
+///
+/// On a replicated bucket the read is a consumer's last-per-key delivery read up to our own
+/// entry (see [`queue_now`]): a direct-get snapshot, served by any replica, can show a
+/// lagging replica's state without saying so — chaos runs on R3 buckets found overlapping
+/// holders that way. A
+/// blocker that left by a completed release may settle it without another read (see
+/// [`holds_after`]); anything else reads again. The lease keeper renews our entry meanwhile.
+/// `departed` is set to when a blocker was last seen leaving.
+async fn wait_turn(
+    s: &Shared,
+    lease: &Lease,
+    try_only: bool,
+    departed: &mut Option<Instant>,
+) -> Result<Turn, Error> {
+    let v = queue_now(s, lease).await?;
+    check_kind(s, &v)?;
+    let Some(me) = v.position(&s.own_key, lease.origin()) else {
+        return Err(entry_lost(
+            "it is no longer in the queue (expired or removed)",
+        ));
+    };
+    if !lease.is_held() {
+        return Err(entry_lost("its lease ran out"));
+    }
+    match decide(&v.queue, me, s.kind) {
+        Decision::Hold => {
+            let alone = (v.queue.len() == 1 && !s.replicated)
+                .then_some(v.last)
+                .flatten();
+            Ok(Turn::Held(alone))
+        }
+        Decision::Wait(_) if try_only => Ok(Turn::NotNow),
+        Decision::Wait(w) => {
+            tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
+            let left = blocker_left(s, lease, &w.blockers).await?;
+            if !matches!(left, Left::Broken) {
+                *departed = Some(Instant::now());
+            }
+            Ok(match left {
+                Left::Completed(b) if holds_after(s.kind, &b) => Turn::Held(None),
+                _ => Turn::Again,
+            })
+        }
+    }
+}
+
+/// The queue at or after our entry's creation, with our entry in it unless it was lost.
+///
+/// On a replicated bucket the read is a consumer's last-per-key delivery, and the server
+/// places a consumer on any replica of the stream: one that may not have applied our own
+/// acknowledged write yet (a quorum acknowledged it, not every replica). The delivery up to
+/// its initial-values mark is the replica's state at one point; if our key is not at or
+/// after our entry's origin there, the replica lags and we read again from a new consumer.
+/// (Reading on past the mark until our entry shows is not safe: a revision the history
+/// limit replaced before the consumer reached it — an entry ahead of ours, renewed since —
+/// arrives only with its replacement, after ours; chaos under a partition: two holders.)
+/// If our key's revision there is not our entry, the entry is really gone.
+async fn queue_now(s: &Shared, lease: &Lease) -> Result<View, Error> {
+    if !s.replicated {
+        // One server: its snapshot is the truth.
+        return view(s, Some(lease.origin())).await;
+    }
+    let filter = [s.name.all_filter()];
+    let mut lagging = Backoff::DEFAULT.start();
+    loop {
+        let mut watch = open_watch(s, lease, &filter).await?;
+        if let Some(v) = whole_delivery(s, lease, &mut watch).await? {
+            return Ok(v);
+        }
+        lagging.pause().await;
+    }
+}
+
+/// Reads one consumer's last-per-key delivery up to its initial-values mark: the queue, if
+/// that whole delivery holds our own entry (see [`queue_now`]); `None` when the replica lags
+/// or the read broke, to read again from a new consumer.
+async fn whole_delivery(
+    s: &Shared,
+    lease: &Lease,
+    watch: &mut EntryWatch,
+) -> Result<Option<View>, Error> {
+    let mut keys: HashMap<String, Entry> = HashMap::new();
+    loop {
+        match watch.next().await? {
+            Some(Ok(WatchEvent::Entry(e))) => {
+                keys.insert(e.key().as_str().to_string(), e);
+            }
+            Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(&s.own_key), lease) => {
+                return Ok(Some(View::of(&s.name, keys.values(), None)));
+            }
+            Some(Ok(WatchEvent::InitialDone)) => return Ok(None),
+            Some(Err(e)) if !e.is_transient() => return Err(e.into()),
+            Some(Err(e)) => {
+                tracing::debug!(lock = %s.name, error = %e, "queue read broke, reading again");
+                return Ok(None);
+            }
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Whether a read has reached our entry: our key at or after the entry's creation.
+fn reached(own: Option<&Entry>, lease: &Lease) -> bool {
+    own.is_some_and(|e| e.revision() >= lease.origin())
+}
+
+/// How the wait for a blocker ended.
+enum Left {
+    /// It left by a completed release.
+    Completed(Queued),
+    /// It left otherwise (gave up its place, expired, was removed).
+    Otherwise,
+    /// The watch broke.
+    Broken,
+}
+
+/// Watches `blockers` until one of them leaves. Unless it left by a completed release, the
+/// caller reads the queue again. The consumer may sit on a lagging replica: a blocker's key
+/// at a revision before the blocker's entry is that replica's past, not a departure.
+async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<Left, Error> {
+    let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
+    let mut watch = open_watch(s, lease, &keys).await?;
+    let mut present: HashSet<&str> = HashSet::new();
+    let mut lagging: HashSet<&str> = HashSet::new();
+    loop {
+        match watch.next().await? {
+            Some(Ok(WatchEvent::Entry(e))) => {
+                let Some(b) = blockers.iter().find(|b| b.key == e.key().as_str()) else {
+                    continue;
+                };
+                if e.revision() < b.ticket {
+                    // A replica that has not applied the blocker's entry yet: not a departure.
+                    lagging.insert(&b.key);
+                    continue;
+                }
+                if e.is_value() && ticket_of(&e) == b.ticket {
+                    present.insert(&b.key);
+                    continue;
+                }
+                let completed = e
+                    .lease()
+                    .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
+                return Ok(if completed {
+                    Left::Completed(b.clone())
+                } else {
+                    Left::Otherwise
+                });
+            }
+            // A blocker whose key the replica does not hold at all: removed before we
+            // looked (or never replicated here yet); read the queue again.
+            Some(Ok(WatchEvent::InitialDone))
+                if present.union(&lagging).count() < blockers.len() =>
+            {
+                return Ok(Left::Otherwise)
+            }
+            Some(Ok(WatchEvent::InitialDone)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(lock = %s.name, error = %e, "blocker watch broke, reading the queue again");
+                return Ok(Left::Broken);
+            }
+            None => return Ok(Left::Broken),
+        }
+    }
+}
+
+/// A watch of queue keys that ends the wait as soon as our entry's lease is lost.
+struct EntryWatch {
+    watch: Watch,
+    lost: Pin<Box<dyn Future<Output = LostReason> + Send>>,
+}
+
+impl EntryWatch {
+    /// The watch's next event, unless our entry is lost first
+    /// ([`ErrorKind::QueueEntryLost`]).
+    async fn next(&mut self) -> Result<Option<Result<WatchEvent, kvtk_core::Error>>, Error> {
+        tokio::select! {
+            biased;
+            why = &mut self.lost => Err(entry_lost(why)),
+            ev = self.watch.next() => Ok(ev),
+        }
+    }
+}
+
+/// Opens a watch of `filters` (last value per key, then every write), riding out a
+/// stream-leader failover while our entry lives.
+async fn open_watch(s: &Shared, lease: &Lease, filters: &[String]) -> Result<EntryWatch, Error> {
+    s.bump(Stat::Watch);
+    let start = || {
+        s.bucket
+            .watch(filters.iter().map(String::as_str))
+            .include(Include::LastPerKey)
+            .into_future()
+    };
+    let mut lost = Box::pin(lease.lost());
+    let watch = tokio::select! {
+        why = &mut lost => return Err(entry_lost(why)),
+        w = Backoff::DEFAULT.retry(start) => w?,
+    };
+    Ok(EntryWatch { watch, lost })
+}
