@@ -6,9 +6,12 @@
 //! the terminal.
 //!
 //! On Linux the command does not outlive kvtk: a small guard process (kvtk itself, hidden
-//! subcommand `__guard`) asks the kernel for a signal when kvtk dies (`PR_SET_PDEATHSIG`),
-//! however it dies — SIGKILL included —, and then stops the command's group: SIGTERM,
-//! SIGKILL after [`GUARD_GRACE`]. When kvtk ends normally it kills the guard first.
+//! subcommand `__guard`) starts first, leading a process group of its own, and the command
+//! joins that group as it starts, so the guard knows the group without being told — there is
+//! no moment at which the command runs unguarded. The guard asks the kernel for a signal when
+//! kvtk dies (`PR_SET_PDEATHSIG`), however it dies — SIGKILL included —, and then stops the
+//! group: SIGTERM, SIGKILL after [`GUARD_GRACE`]. It ignores the signals kvtk forwards to the
+//! group. When kvtk ends normally it kills the guard.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -35,39 +38,48 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| CliError::new(code::USAGE, "no command given (put it after --)"))?;
-    // The guard first: once the command runs, a kvtk killed at any moment has one.
+    let command = |group: i32| {
+        tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::inherit())
+            .process_group(group)
+            .spawn()
+    };
+    // The guard first, and the command in its group: guarded from its first instruction.
     let mut guard = start_guard();
-    let inner = tokio::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return CliError::new(code::NOT_FOUND, format!("command not found: {program}"));
-            }
-            CliError::new(
-                code::CANNOT_RUN,
-                format!("cannot run {program}: {}", e.kind()),
-            )
-        })?;
-    let group = inner
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    if let (Some(g), Some(group)) = (guard.as_mut(), group) {
-        tell_guard(g, group);
-    }
+    let guard_group = guard
+        .as_ref()
+        .and_then(|g| g.id())
+        .and_then(|id| i32::try_from(id).ok());
+    let started = match guard_group.map(command) {
+        Some(Ok(c)) => Ok(c),
+        // The guard's group is gone (the guard died): a group of the command's own.
+        _ => {
+            guard = None;
+            command(0)
+        }
+    };
+    let inner = started.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return CliError::new(code::NOT_FOUND, format!("command not found: {program}"));
+        }
+        CliError::new(
+            code::CANNOT_RUN,
+            format!("cannot run {program}: {}", e.kind()),
+        )
+    })?;
+    let own = inner.id().and_then(|id| i32::try_from(id).ok());
+    let group = if guard.is_some() { guard_group } else { own };
     Ok(Child {
         inner,
-        group,
+        group: group.map(Pid::from_raw),
         _guard: guard,
     })
 }
 
-/// Starts the guard (Linux only: elsewhere the command may outlive a killed kvtk). It learns
-/// the command's group on its stdin.
+/// Starts the guard, leading a process group of its own (Linux only: elsewhere the command
+/// may outlive a killed kvtk).
 fn start_guard() -> Option<tokio::process::Child> {
     if !cfg!(target_os = "linux") {
         return None;
@@ -75,9 +87,8 @@ fn start_guard() -> Option<tokio::process::Child> {
     let exe = std::env::current_exe().ok()?;
     let started = tokio::process::Command::new(exe)
         .args(["__guard", "--parent", &std::process::id().to_string()])
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        // Its own group: signals kvtk forwards to the command, or a terminal's, miss it.
         .process_group(0)
         .kill_on_drop(true)
         .spawn();
@@ -93,27 +104,7 @@ fn start_guard() -> Option<tokio::process::Child> {
     }
 }
 
-/// Writes the command's group to the guard (a line; the pipe then closes).
-fn tell_guard(guard: &mut tokio::process::Child, group: Pid) {
-    let Some(stdin) = guard.stdin.take() else {
-        return;
-    };
-    let written = stdin.into_owned_fd().and_then(|fd| {
-        std::io::Write::write_all(
-            &mut std::fs::File::from(fd),
-            format!("{group}\n").as_bytes(),
-        )
-    });
-    if let Err(e) = written {
-        eprintln!(
-            "kvtk: warning: cannot tell the guard the command's group: {}",
-            e.kind()
-        );
-    }
-}
-
-/// The guard's arguments (`kvtk __guard`, started by kvtk itself; the command's process
-/// group comes on stdin).
+/// The guard's arguments (`kvtk __guard`, started by kvtk itself).
 #[derive(clap::Args)]
 pub(crate) struct GuardArgs {
     /// kvtk's pid
@@ -121,31 +112,48 @@ pub(crate) struct GuardArgs {
     parent: i32,
 }
 
-/// The guard: waits for its parent kvtk to die, then stops the command's group.
+/// The guard: waits for its parent kvtk to die, then stops its own process group, which the
+/// command joined.
 #[cfg(target_os = "linux")]
 pub(crate) async fn guard(a: GuardArgs) -> Result<u8> {
-    let mut hup = signal(SignalKind::hangup())?;
+    // Caught (so ignored): the signals kvtk forwards to the group, and SIGHUP, the one the
+    // kernel sends when kvtk dies.
+    let mut signals = Signals::new()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGHUP)
         .map_err(|e| CliError::msg(format!("cannot ask for a parent-death signal: {e}")))?;
-    // kvtk writes the group right after starting the command; a line written before kvtk
-    // died is still in the pipe. No line: no command was started.
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
-    let Ok(group) = line.trim().parse::<i32>() else {
-        return Ok(0);
-    };
-    // A SIGHUP while kvtk lives (a terminal's) is not kvtk's death.
     while nix::unistd::getppid().as_raw() == a.parent {
-        hup.recv().await;
+        signals.recv().await;
     }
-    let group = Pid::from_raw(group);
+    let group = nix::unistd::getpgrp();
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + GUARD_GRACE;
-    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
+    while tokio::time::Instant::now() < deadline && others_in_group(group) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The guard goes too.
     let _ = killpg(group, Signal::SIGKILL);
     Ok(0)
+}
+
+/// Whether a process other than this one is in `group` (from /proc).
+#[cfg(target_os = "linux")]
+fn others_in_group(group: Pid) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()) && *name != me)
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        // `pid (comm) state ppid pgrp …`: comm may hold spaces, so count after the ')'.
+        .filter_map(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+        .any(|rest| {
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+            state != Some("Z") && pgrp == Some(group.as_raw())
+        })
 }
 
 /// No parent-death signal here: nothing to guard with.

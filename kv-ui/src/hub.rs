@@ -92,6 +92,20 @@ impl Hub {
         let _ = self.tx.send(msg.to_string().into());
     }
 
+    /// Sets item `id` of `view` when only lease deadlines changed (renewals): every tab gets
+    /// `leases` (token → deadline in ms) instead of the whole item, and updates the deadlines
+    /// it shows without drawing the item again. A tab opened later gets the whole item.
+    pub(crate) fn put_leases(&self, view: View, id: &str, item: Value, leases: Value) {
+        let mut st = self.lock();
+        let items = st.items.entry(view).or_default();
+        if items.get(id) == Some(&item) {
+            return;
+        }
+        let msg = json!({"view": view.as_str(), "id": id, "leases": leases, "now_ms": now_ms()});
+        items.insert(id.to_string(), item);
+        let _ = self.tx.send(msg.to_string().into());
+    }
+
     /// Removes item `id` of `view` and tells every tab.
     pub(crate) fn remove(&self, view: View, id: &str) {
         let mut st = self.lock();

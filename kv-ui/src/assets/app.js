@@ -93,6 +93,7 @@ function handle(type, data) {
   state.offset = u.now_ms - Date.now();
   conn.textContent = "live"; conn.setAttribute("data-state", "live");
   if ("status" in u) { state.status[u.view] = u.status; renderStatus(); return; }
+  if ("leases" in u) { renewLeases(u.view, u.id, u.leases); return; }
   if (u.item === null) state.items[u.view].delete(u.id); else state.items[u.view].set(u.id, u.item);
   renderItem(u.view, u.id);
   window.__kvtkUpdates = (window.__kvtkUpdates || 0) + 1;
@@ -118,6 +119,7 @@ function renderAll() {
   for (const v of VIEWS) {
     document.getElementById(CONTAINER[v]).replaceChildren();
     nodes[v] = new Map();
+    order[v] = [];
     const ids = [...state.items[v].keys()].sort();
     for (const id of ids) renderItem(v, id);
   }
@@ -127,25 +129,50 @@ function renderAll() {
 const RENDER = { locks: lockRow, elections: electionCard, members: groupCard, config: docEntry, buckets: bucketRow };
 const CONTAINER = { locks: "locks", elections: "elections", members: "members", config: "config-docs", buckets: "buckets" };
 const nodes = { locks: new Map(), elections: new Map(), members: new Map(), config: new Map(), buckets: new Map() };
+const order = { locks: [], elections: [], members: [], config: [], buckets: [] };
+// The position of `id` in the sorted array `a` (binary search).
+function place(a, id) {
+  let lo = 0, hi = a.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (a[mid] < id) lo = mid + 1; else hi = mid; }
+  return lo;
+}
 
 // Puts item `id` of `view` in place (sorted by id), or removes it.
 function renderItem(view, id) {
   const box = document.getElementById(CONTAINER[view]);
   const old = nodes[view].get(id);
   const item = state.items[view].get(id);
-  if (old) { for (const n of old) n.remove(); nodes[view].delete(id); }
+  const ids = order[view];
+  const at = place(ids, id);
+  if (old) { for (const n of old) n.remove(); nodes[view].delete(id); ids.splice(at, 1); }
   if (item) {
     const made = RENDER[view](item, id);
     const list = Array.isArray(made) ? made : [made];
     nodes[view].set(id, list);
-    const after = [...nodes[view].keys()].filter((k) => k > id).sort()[0];
-    const anchor = after !== undefined ? nodes[view].get(after)[0] : null;
+    ids.splice(at, 0, id);
+    const anchor = at + 1 < ids.length ? nodes[view].get(ids[at + 1])[0] : null;
     for (const n of list) box.insertBefore(n, anchor);
     if (view === "locks" && list.length > 1) renderLockDetail(id);
+    if (view === "locks") filterRow(id);
   }
   if (view === "config" && state.doc === id) renderDoc();
-  if (view === "locks") applyFilter();
   renderStatus();
+}
+
+// Renewals: only the lease deadlines of an item's entries moved; the item is not drawn again.
+function renewLeases(view, id, leases) {
+  const item = state.items[view].get(id);
+  if (!item) return;
+  for (const e of item.holders.concat(item.waiters)) {
+    if (String(e.token) in leases) e.expires_ms = leases[String(e.token)];
+  }
+  for (const n of nodes[view].get(id) || []) {
+    for (const chip of n.querySelectorAll("[data-token]")) {
+      const exp = leases[chip.getAttribute("data-token")];
+      const until = chip.querySelector("[data-until]");
+      if (exp && until) until.setAttribute("data-until", exp);
+    }
+  }
 }
 
 // ---- Locks ----
@@ -194,13 +221,14 @@ function renderLockDetail(id) {
   const bars = l.timeline.map((h) => ({ from: h.from_ms, to: h.to_ms, label: `${h.token} ${h.holder}` }));
   row.firstChild.replaceChildren(el("h3", {}, "queue"), queue, el("h3", {}, "holds seen by this console"), timeline(bars));
 }
-function applyFilter() {
+function filterRow(id) {
   const q = document.getElementById("filter-locks").value.trim().toLowerCase();
-  for (const [id, list] of nodes.locks) {
-    const l = state.items.locks.get(id);
-    const hit = !q || id.toLowerCase().includes(q) || (l && l.holders.some((h) => (h.holder || "").toLowerCase().includes(q)));
-    for (const n of list) n.hidden = !hit;
-  }
+  const l = state.items.locks.get(id);
+  const hit = !q || id.toLowerCase().includes(q) || (l && l.holders.some((h) => (h.holder || "").toLowerCase().includes(q)));
+  for (const n of nodes.locks.get(id) || []) n.hidden = !hit;
+}
+function applyFilter() {
+  for (const id of nodes.locks.keys()) filterRow(id);
 }
 
 // A timeline of bars {from, to (null: still open), label} over the last minutes.

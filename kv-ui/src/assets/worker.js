@@ -22,6 +22,13 @@ function take(s) {
 function apply(u) {
   if (!state) return;
   if ("status" in u) state[u.view].status = u.status;
+  else if ("leases" in u) {
+    // Renewals of an item's entries: their new deadlines.
+    const item = state[u.view].items.get(u.id);
+    for (const e of item ? item.holders.concat(item.waiters) : []) {
+      if (String(e.token) in u.leases) e.expires_ms = u.leases[String(e.token)];
+    }
+  }
   else if (u.item === null) state[u.view].items.delete(u.id);
   else state[u.view].items.set(u.id, u.item);
 }

@@ -100,7 +100,9 @@ impl LocksFeed {
         )
     }
 
-    fn publish(&mut self, name: &str) {
+    /// Publishes lock `name`; `renewal`: only lease deadlines moved since it was last
+    /// published, so tabs get the deadlines alone.
+    fn publish(&mut self, name: &str, renewal: bool) {
         let Some(shown) = self.shown.get(name) else {
             return;
         };
@@ -113,7 +115,21 @@ impl LocksFeed {
             return;
         }
         let item = lock_json(info, shown, &self.keys);
-        self.hub.put(View::Locks, name, item);
+        if renewal {
+            let leases: serde_json::Map<String, Value> = info
+                .holders
+                .iter()
+                .chain(&info.waiters)
+                .map(|e| {
+                    let exp = self.keys.get(&e.key).and_then(|k| k.expires_ms);
+                    (e.token.get().to_string(), json!(exp))
+                })
+                .collect();
+            self.hub
+                .put_leases(View::Locks, name, item, Value::Object(leases));
+        } else {
+            self.hub.put(View::Locks, name, item);
+        }
     }
 
     /// Records an inspection: who started and who stopped holding, for the timeline.
@@ -243,7 +259,7 @@ impl Feed for LocksFeed {
             }
             Ok(info) => {
                 self.inspected(&name, info);
-                self.publish(&name);
+                self.publish(&name, false);
             }
             // A lost connection or a lagging replica: again at the next tick. Anything else
             // (a key that is no lock name) will not get better.
@@ -262,7 +278,7 @@ impl Feed for LocksFeed {
     fn tick(&mut self) -> Vec<Read<Inspected>> {
         let (renewed, retry) = self.book.take();
         for name in renewed {
-            self.publish(&name);
+            self.publish(&name, true);
         }
         retry.iter().filter_map(|n| self.read(n)).collect()
     }
