@@ -9,10 +9,12 @@ use crate::connect::{connect, ConnectArgs};
 use crate::error::{code, CliError, Result};
 use crate::util::print_line;
 
-/// Serve the live console: locks and their queues, elections and terms, members,
-/// configuration history and diffs, buckets and the doctor's findings. Listens on loopback
-/// only unless --allow-remote; read-only unless --allow-writes (force-release and rollback,
-/// each confirmed and carrying the secret printed at start, or KVTK_UI_SECRET).
+/// Serve the live operator's console in the browser
+///
+/// Locks and their queues, elections and terms, members, configuration history and diffs,
+/// buckets and the doctor's findings, updated live. Listens on loopback only unless
+/// --allow-remote; read-only unless --allow-writes (force-release and rollback, each
+/// confirmed and carrying the secret printed at start, or KVTK_UI_SECRET).
 #[derive(clap::Args)]
 pub(crate) struct UiArgs {
     /// Address to listen on (port 0: any free port)
