@@ -345,10 +345,12 @@ function bucketRow(b, id) {
   const findings = (b.doctor && b.doctor.findings) || [];
   const worst = findings.some((f) => f.severity === "error") ? "bad" : findings.some((f) => f.severity === "warning") ? "warn" : "ok";
   const repl = b.leader ? `${b.replicas} (leader ${b.leader}${b.followers.length ? "; " + b.followers.map((f) => f.name + (f.current ? "" : " lagging")).join(", ") : ""})` : String(b.replicas);
+  const where = [b.cluster ? "cluster " + b.cluster : null, b.placement_cluster ? "placed in " + b.placement_cluster : null,
+    b.placement_tags.length ? "tags " + b.placement_tags.join(",") : null].filter((x) => x).join("; ");
   return el("tr", { "data-bucket": id },
     el("td", { class: "name" }, b.name, b.mirror_of ? el("span", { class: "badge" }, "mirror of " + b.mirror_of) : null),
     el("td", {}, (b.role || []).join(", ")), el("td", {}, String(b.history)), el("td", {}, String(b.keys)), el("td", {}, String(b.values)),
-    el("td", {}, String(b.bytes)), el("td", {}, repl), el("td", {}, b.storage + (b.compression ? ", s2" : "")),
+    el("td", {}, String(b.bytes)), el("td", {}, repl, where ? el("div", { class: "t" }, where) : null), el("td", {}, b.storage + (b.compression ? ", s2" : "")),
     el("td", {}, b.marker_ttl !== null ? "on, markers " + dur(b.marker_ttl * 1000) : "off"), el("td", {}, b.max_age ? dur(b.max_age * 1000) : "–"),
     el("td", {}, b.doctor ? el("span", { class: "badge " + worst }, findings.length + " findings") : "–",
       ...findings.map((f) => el("div", { class: "finding-" + f.severity }, `${f.severity} ${f.code}: ${f.message}`))));
