@@ -231,6 +231,8 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
         diff.as_str().unwrap().contains("816"),
         "from 8 to 16: {diff}"
     );
+    let stray = "document.getElementById('diff-out').textContent.includes('null')";
+    assert_eq!(b.eval(stray).await, json!(false), "nothing but the diff");
     b.shot("config").await;
 
     // Without the secret, or with a wrong one: 403, nothing written.

@@ -12,7 +12,7 @@ for (const v of VIEWS) state.items[v] = new Map();
   const m = /(?:^#|&)secret=([0-9A-Za-z_-]+)/.exec(location.hash);
   if (m) {
     sessionStorage.setItem("kvtk-secret", m[1]);
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
   }
 })();
 
@@ -330,7 +330,7 @@ async function showDiff(key, from, to, out) {
   const rows = r.ok ? await r.json() : [];
   out.replaceChildren(el("table", { class: "small", id: "diff-table" }, el("tr", {}, el("th", {}, "field"), el("th", {}, "rev " + from), el("th", {}, "rev " + to)),
     ...rows.map((c) => el("tr", { "data-path": c.path }, el("td", { class: "mono" }, c.path), el("td", { class: "mono diff-from" }, json(c.from)), el("td", { class: "mono diff-to" }, json(c.to))))),
-    rows.length ? null : el("p", { class: "muted" }, "no difference"));
+    ...(rows.length ? [] : [el("p", { class: "muted" }, "no difference")]));
 }
 function rollbackButton(d, h) {
   if (!state.meta || !state.meta.allow_writes || h.rejected || h.revision === d.revision) return null;
