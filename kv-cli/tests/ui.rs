@@ -35,6 +35,15 @@ fn ok(kvtk: &Kvtk, args: &[&str]) {
     assert!(out.status.success(), "kvtk {args:?}: {out:?}");
 }
 
+/// Member `id` of group `api` (making the members bucket), with address `addr`.
+fn member(kvtk: &Kvtk, id: &str, addr: &str) {
+    if kvtk.output(&["kv", "info", "members"]).status.code() != Some(0) {
+        ok(kvtk, &["kv", "add", "members", "--per-key-ttl", "60s"]);
+    }
+    let meta = json!({ "addr": addr }).to_string();
+    ok(kvtk, &["kv", "put", "members", &format!("api.{id}"), &meta]);
+}
+
 /// Opens document `app` on the Configuration view and waits for its `revisions`.
 async fn open_doc(b: &Browser, revisions: usize) {
     b.until(
@@ -323,17 +332,7 @@ async fn user_data_renders_as_text_and_runs_nothing() {
     let (server, kvtk) = start().await;
     let evil = r#"<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>"#;
     ok(&kvtk, &["config", "--key", "app", "set", "name", evil]);
-    ok(&kvtk, &["kv", "add", "members", "--per-key-ttl", "60s"]);
-    ok(
-        &kvtk,
-        &[
-            "kv",
-            "put",
-            "members",
-            "api.i-1",
-            &json!({"addr": evil}).to_string(),
-        ],
-    );
+    member(&kvtk, "i-1", evil);
     let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
     let locks = kvtk_locks::Locks::open(&kv, "locks").await.unwrap();
     let locks = locks.holder(kvtk_locks::Holder::named(evil));
@@ -426,17 +425,7 @@ async fn ten_tabs_cost_the_server_no_more_consumers_than_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn members_and_buckets_views() {
     let (_server, kvtk) = start().await;
-    ok(&kvtk, &["kv", "add", "members", "--per-key-ttl", "60s"]);
-    ok(
-        &kvtk,
-        &[
-            "kv",
-            "put",
-            "members",
-            "api.i-1",
-            r#"{"addr":"10.0.0.1:8080"}"#,
-        ],
-    );
+    member(&kvtk, "i-1", "10.0.0.1:8080");
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
     let b = Browser::start().await;
@@ -449,16 +438,7 @@ async fn members_and_buckets_views() {
         r#"document.querySelector('[data-group="api"] tr[data-member="i-1"]') !== null"#,
     )
     .await;
-    ok(
-        &kvtk,
-        &[
-            "kv",
-            "put",
-            "members",
-            "api.i-2",
-            r#"{"addr":"10.0.0.2:8080"}"#,
-        ],
-    );
+    member(&kvtk, "i-2", "10.0.0.2:8080");
     b.until("i-2 joined", r#"document.querySelector('[data-group="api"] .ev-joined') !== null && document.querySelector('[data-group="api"] tr[data-member="i-2"]') !== null"#).await;
     ok(&kvtk, &["kv", "del", "members", "api.i-1"]);
     b.until(
