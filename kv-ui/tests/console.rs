@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kvtk_core::Kv;
 use kvtk_locks::Locks;
@@ -41,6 +42,17 @@ async fn get(server: &Server, path: &str) -> Value {
     let (status, body) = request(server, &format!("GET {path} HTTP/1.1"), "").await;
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
+}
+
+/// One item of a view, once it is there.
+async fn item(server: &Server, view: &str, id: &str) -> Value {
+    let path = format!("GET /api/item?view={view}&id={id} HTTP/1.1");
+    let (status, body) = request(server, &path, "").await;
+    if status == 200 {
+        serde_json::from_str(&body).unwrap()
+    } else {
+        Value::Null
+    }
 }
 
 /// Opens the event stream and returns it with its first event (the whole state).
@@ -224,4 +236,40 @@ async fn a_closed_tab_leaves_nothing_and_shutdown_ends_open_ones() {
     })
     .await;
     within("shutdown with a tab open", ui.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_shows_which_reader_applied_which_revision() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let b = kv
+        .create_bucket(
+            kvtk_core::BucketConfig::new("config")
+                .history(10)
+                .per_key_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let rev = b.put("app", r#"{"a":1}"#).await.unwrap();
+    let reader = kvtk_config::ConfigReader::<Value>::builder(kvtk_config::Source::document("app"))
+        .bucket(b.clone())
+        .instance("web-1")
+        .await
+        .unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    until("web-1's acknowledgement", || async {
+        let doc = item(&ui, "config", "app").await;
+        doc["fleet"][0]["instance"] == "web-1"
+            && doc["fleet"][0]["ack"]["applied"] == json!(rev.get())
+    })
+    .await;
+    let next = b.put("app", r#"{"a":2}"#).await.unwrap();
+    until("web-1 to apply the next revision", || async {
+        let doc = item(&ui, "config", "app").await;
+        doc["fleet"][0]["ack"]["applied"] == json!(next.get())
+            && doc["revision"] == json!(next.get())
+    })
+    .await;
+    reader.shutdown().await;
+    ui.shutdown().await;
 }
