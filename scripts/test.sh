@@ -2,7 +2,7 @@
 # The project's one test command (CI runs it through .ci/run). Needs Rust and Python/pip, and
 # root (or sudo) for apt-get: it provisions nats-server, Debian's protoc packages for the
 # benchmark build and cargo-machete itself, then runs formatting, the markdown link check,
-# the MSRV and unused-dependency checks, lints, every test, rustdoc, the benchmark build, every
+# the MSRV and unused-dependency checks, lints, every test (the console's in headless chromium), rustdoc, the benchmark build, every
 # example and the tour against a throwaway server (every step with all features), the packaging
 # of every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
 # nats-server it started survives.
@@ -54,6 +54,12 @@ cargo machete
 # protoc and Debian's libprotobuf-dev.
 step "scripts/ensure-bench-packages.sh build (protoc for kv-bench's etcd feature)"
 scripts/ensure-bench-packages.sh build
+
+# kvtk's console tests (kv-cli/tests/ui.rs) drive a real browser: Debian's chromium and
+# chromium-driver.
+step "scripts/ensure-chromium.sh (the headless browser of the kvtk ui tests)"
+CHROMEDRIVER="$(scripts/ensure-chromium.sh)"
+export CHROMEDRIVER
 
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings

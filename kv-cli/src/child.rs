@@ -4,6 +4,14 @@
 //! (a `sh -c` command's children too), and a terminal's Ctrl-C reaches it once, through
 //! kvtk, not twice. The price: it is not the terminal's foreground job and cannot read from
 //! the terminal.
+//!
+//! On Linux the command does not outlive kvtk: a small guard process (kvtk itself, hidden
+//! subcommand `__guard`) starts first, leading a process group of its own, and the command
+//! joins that group as it starts, so the guard knows the group without being told — there is
+//! no moment at which the command runs unguarded. The guard asks the kernel for a signal when
+//! kvtk dies (`PR_SET_PDEATHSIG`), however it dies — SIGKILL included —, and then stops the
+//! group: SIGTERM, SIGKILL after [`GUARD_GRACE`]. It ignores the signals kvtk forwards to the
+//! group. When kvtk ends normally it kills the guard.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -14,10 +22,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::{code, CliError, Result};
 
+/// How long the guard waits after SIGTERM before it kills a dead kvtk's command group.
+pub(crate) const GUARD_GRACE: Duration = Duration::from_secs(5);
+
 /// A running command.
 pub(crate) struct Child {
     inner: tokio::process::Child,
     group: Option<Pid>,
+    /// Stops the command if kvtk dies; killed (kill on drop) when this handle goes.
+    _guard: Option<tokio::process::Child>,
 }
 
 /// Starts `argv` with `env` added to kvtk's environment.
@@ -25,26 +38,128 @@ pub(crate) fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Child> 
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| CliError::new(code::USAGE, "no command given (put it after --)"))?;
-    let inner = tokio::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
+    let command = |group: i32| {
+        tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::inherit())
+            .process_group(group)
+            .spawn()
+    };
+    // The guard first, and the command in its group: guarded from its first instruction.
+    let mut guard = start_guard();
+    let guard_group = guard
+        .as_ref()
+        .and_then(|g| g.id())
+        .and_then(|id| i32::try_from(id).ok());
+    let started = match guard_group.map(command) {
+        Some(Ok(c)) => Ok(c),
+        // The guard's group is gone (the guard died): a group of the command's own.
+        _ => {
+            guard = None;
+            command(0)
+        }
+    };
+    let inner = started.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return CliError::new(code::NOT_FOUND, format!("command not found: {program}"));
+        }
+        CliError::new(
+            code::CANNOT_RUN,
+            format!("cannot run {program}: {}", e.kind()),
+        )
+    })?;
+    let own = inner.id().and_then(|id| i32::try_from(id).ok());
+    let group = if guard.is_some() { guard_group } else { own };
+    Ok(Child {
+        inner,
+        group: group.map(Pid::from_raw),
+        _guard: guard,
+    })
+}
+
+/// Starts the guard, leading a process group of its own (Linux only: elsewhere the command
+/// may outlive a killed kvtk).
+fn start_guard() -> Option<tokio::process::Child> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let started = tokio::process::Command::new(exe)
+        .args(["__guard", "--parent", &std::process::id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return CliError::new(code::NOT_FOUND, format!("command not found: {program}"));
-            }
-            CliError::new(
-                code::CANNOT_RUN,
-                format!("cannot run {program}: {}", e.kind()),
-            )
-        })?;
-    let group = inner
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    Ok(Child { inner, group })
+        .kill_on_drop(true)
+        .spawn();
+    match started {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!(
+                "kvtk: warning: cannot start the guard that stops the command if kvtk dies: {}",
+                e.kind()
+            );
+            None
+        }
+    }
+}
+
+/// The guard's arguments (`kvtk __guard`, started by kvtk itself).
+#[derive(clap::Args)]
+pub(crate) struct GuardArgs {
+    /// kvtk's pid
+    #[arg(long)]
+    parent: i32,
+}
+
+/// The guard: waits for its parent kvtk to die, then stops its own process group, which the
+/// command joined.
+#[cfg(target_os = "linux")]
+pub(crate) async fn guard(a: GuardArgs) -> Result<u8> {
+    // Caught (so ignored): the signals kvtk forwards to the group, and SIGHUP, the one the
+    // kernel sends when kvtk dies.
+    let mut signals = Signals::new()?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGHUP)
+        .map_err(|e| CliError::msg(format!("cannot ask for a parent-death signal: {e}")))?;
+    while nix::unistd::getppid().as_raw() == a.parent {
+        signals.recv().await;
+    }
+    let group = nix::unistd::getpgrp();
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + GUARD_GRACE;
+    while tokio::time::Instant::now() < deadline && others_in_group(group) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The guard goes too.
+    let _ = killpg(group, Signal::SIGKILL);
+    Ok(0)
+}
+
+/// Whether a process other than this one is in `group` (from /proc).
+#[cfg(target_os = "linux")]
+fn others_in_group(group: Pid) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()) && *name != me)
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        // `pid (comm) state ppid pgrp …`: comm may hold spaces, so count after the ')'.
+        .filter_map(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+        .any(|rest| {
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+            state != Some("Z") && pgrp == Some(group.as_raw())
+        })
+}
+
+/// No parent-death signal here: nothing to guard with.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn guard(_: GuardArgs) -> Result<u8> {
+    Ok(0)
 }
 
 impl Child {

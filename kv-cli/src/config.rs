@@ -159,7 +159,14 @@ pub(crate) async fn run(args: ConfigArgs, conn: &ConnectArgs) -> Result<u8> {
             | ConfigCmd::Edit
             | ConfigCmd::Rollback { .. }
     );
-    let bucket = bucket(&kv, &t.bucket, writes).await?;
+    let bucket = match bucket(&kv, &t.bucket, writes).await {
+        Ok(b) => b,
+        // Nobody configured anything yet: reads show the empty document.
+        Err(e) if !writes && e.kind() == kvtk_core::ErrorKind::BucketNotFound => {
+            return missing_bucket(args.cmd);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let writer = writer(bucket.clone(), source.clone(), validator.clone());
     match args.cmd {
         ConfigCmd::Get { path, json } => get(&writer, path.as_deref(), json).await,
@@ -177,12 +184,38 @@ pub(crate) async fn run(args: ConfigArgs, conn: &ConnectArgs) -> Result<u8> {
     }
 }
 
-async fn bucket(kv: &Kv, name: &str, create: bool) -> Result<Bucket> {
+async fn bucket(kv: &Kv, name: &str, create: bool) -> Result<Bucket, kvtk_core::Error> {
     if !create {
-        return crate::kv::open(kv, name).await;
+        return kv.open(name).await;
     }
     let cfg = BucketConfig::new(name).history(10).atomic_batches(true);
-    Ok(kv.create_or_open(cfg).await?)
+    kv.create_or_open(cfg).await
+}
+
+/// A read of a bucket not made yet: what the same read of an empty bucket says (the empty
+/// document, no history); following it (`watch`, `exec`) needs the bucket.
+fn missing_bucket(cmd: ConfigCmd) -> Result<u8> {
+    match cmd {
+        ConfigCmd::Get { path: None, json } => {
+            let empty = Value::Object(Map::new());
+            if json {
+                print_json(&json!({ "revision": null, "value": empty }))?;
+            } else {
+                print_line(human(&empty)?)?;
+            }
+            Ok(0)
+        }
+        ConfigCmd::Get { path: Some(p), .. } => Err(CliError::msg(format!("no value at {p}"))),
+        ConfigCmd::History { json: true } => {
+            print_json(&Vec::<Value>::new())?;
+            Ok(0)
+        }
+        ConfigCmd::History { json: false } => Ok(0),
+        ConfigCmd::Diff { from, .. } => Err(CliError::msg(format!(
+            "revision {from} is not in the history"
+        ))),
+        _ => Err(CliError::msg("the configuration bucket does not exist yet")),
+    }
 }
 
 fn writer(bucket: Bucket, source: Source, validator: Option<Validator>) -> ConfigWriter<Value> {
@@ -255,7 +288,19 @@ fn report(w: Written) -> Result<u8> {
     if w.changed.is_empty() {
         print_line(format!("unchanged (revision {rev})"))?;
     } else {
-        print_line(format!("revision {rev}: {}", w.changed.join(", ")))?;
+        // The document's root is "" when a first write created it: name the fields only.
+        let fields: Vec<&str> = w
+            .changed
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let fields = if fields.is_empty() {
+            "the whole document".to_string()
+        } else {
+            fields.join(", ")
+        };
+        print_line(format!("revision {rev}: {fields}"))?;
     }
     Ok(0)
 }

@@ -109,12 +109,15 @@ pub(crate) async fn run(args: ElectArgs, conn: &ConnectArgs) -> Result<u8> {
 
 pub(crate) async fn leader(args: LeaderArgs, conn: &ConnectArgs) -> Result<u8> {
     let kv = connect(conn).await?;
-    let bucket = kv.open(&args.bucket).await.map_err(|e| match e.kind() {
-        ErrorKind::BucketNotFound => {
-            CliError::msg(format!("election bucket {} not found", args.bucket))
+    let bucket = match kv.open(&args.bucket).await {
+        Ok(b) => b,
+        // Nobody campaigned yet: nobody leads.
+        Err(e) if e.kind() == ErrorKind::BucketNotFound => {
+            print(&Observed::NoLeader, args.json)?;
+            return Ok(0);
         }
-        _ => e.into(),
-    })?;
+        Err(e) => return Err(e.into()),
+    };
     let election = Election::new(bucket, &args.name, Duration::from_secs(10))?;
     let observed = match election.leader().await? {
         Some(l) => Observed::Leader(l),

@@ -30,12 +30,19 @@ pub(crate) enum KvCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List the buckets
+    /// List the buckets with their settings and sizes
     Ls {
-        /// Print JSON
+        /// Print JSON: the names (with --long, every setting)
         #[arg(long)]
         json: bool,
+        /// With --json: every setting and size, not only the names
+        #[arg(long, short = 'l')]
+        long: bool,
     },
+    /// Change a bucket's settings where the server allows it
+    Edit(crate::admin::EditArgs),
+    /// Remove delete markers older than --older-than (default 30m) and the history below them
+    Compact(crate::admin::CompactArgs),
     /// Delete a bucket and all its data
     Rm {
         /// Bucket name
@@ -216,7 +223,9 @@ pub(crate) async fn run(cmd: KvCmd, conn: &ConnectArgs) -> Result<u8> {
     match cmd {
         KvCmd::Add(args) => add(&kv, args).await,
         KvCmd::Info { bucket, json } => info(&open(&kv, &bucket).await?, json).await,
-        KvCmd::Ls { json } => ls(&kv, json).await,
+        KvCmd::Ls { json, long } => crate::admin::ls(&kv, json, long).await,
+        KvCmd::Edit(args) => crate::admin::edit(&kv, args).await,
+        KvCmd::Compact(args) => crate::admin::compact(&kv, args).await,
         KvCmd::Rm { bucket, yes } => rm(&kv, &bucket, yes).await,
         KvCmd::Put(w) => {
             let b = open(&kv, &w.bucket).await?;
@@ -399,18 +408,6 @@ fn human(v: &Value) -> String {
         Value::Null => "-".to_string(),
         other => other.to_string(),
     }
-}
-
-async fn ls(kv: &Kv, json: bool) -> Result<u8> {
-    let names = kv.bucket_names().await?;
-    if json {
-        print_json(&names)?;
-    } else {
-        for n in names {
-            print_line(n)?;
-        }
-    }
-    Ok(0)
 }
 
 async fn rm(kv: &Kv, bucket: &str, yes: bool) -> Result<u8> {

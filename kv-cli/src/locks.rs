@@ -1,6 +1,6 @@
 //! `kvtk locks …`: who holds what, and an operator's eviction.
 
-use kvtk_locks::{LockInfo, Locks, QueueEntry};
+use kvtk_locks::{LockInfo, LockName, Locks, QueueEntry};
 use serde_json::{json, Value};
 
 use crate::connect::{connect, ConnectArgs};
@@ -59,7 +59,35 @@ pub(crate) async fn run(cmd: LocksCmd, conn: &ConnectArgs) -> Result<u8> {
         let (kv, name) = (kv.clone(), b.bucket.clone());
         async move { Ok::<_, CliError>(Locks::new(crate::kv::open(&kv, &name).await?).await?) }
     };
+    // Nobody has locked anything yet: the bucket does not exist, and there is no lock.
+    let missing = |b: &BucketArg| {
+        let (kv, name) = (kv.clone(), b.bucket.clone());
+        async move {
+            matches!(kv.open(&name).await, Err(e) if e.kind() == kvtk_core::ErrorKind::BucketNotFound)
+        }
+    };
     match cmd {
+        LocksCmd::Ls { bucket, json } if missing(&bucket).await => {
+            if json {
+                print_json(&Vec::<Value>::new())?;
+            }
+            Ok(0)
+        }
+        LocksCmd::Show { name, bucket, json } if missing(&bucket).await => {
+            let free = LockInfo {
+                name: LockName::new(name)?.as_str().to_string(),
+                permits: None,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+                as_of: None,
+            };
+            if json {
+                print_json(&info_json(&free))?;
+            } else {
+                show(&free)?;
+            }
+            Ok(0)
+        }
         LocksCmd::Ls { bucket, json } => ls(&open(&bucket).await?, json).await,
         LocksCmd::Show { name, bucket, json } => {
             let info = open(&bucket).await?.inspect(&name).await?;

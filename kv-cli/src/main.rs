@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod admin;
 mod child;
 mod config;
 mod connect;
@@ -16,6 +17,7 @@ mod error;
 mod kv;
 mod lock;
 mod locks;
+mod ui;
 mod util;
 
 use connect::ConnectArgs;
@@ -64,6 +66,10 @@ enum Command {
     /// Configuration documents: validated writes, edit, history, rollback, watch, exec
     Config(config::ConfigArgs),
     Doctor(doctor::DoctorArgs),
+    Ui(ui::UiArgs),
+    /// The guard that stops a command if kvtk dies (started by kvtk itself)
+    #[command(name = "__guard", hide = true)]
+    Guard(child::GuardArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell
@@ -81,6 +87,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Locks(cmd) => locks::run(cmd, conn).await,
         Command::Config(args) => config::run(args, conn).await,
         Command::Doctor(args) => doctor::run(args, conn).await,
+        Command::Ui(args) => ui::run(args, conn).await,
+        Command::Guard(args) => child::guard(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "kvtk", &mut script);

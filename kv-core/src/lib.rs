@@ -37,6 +37,7 @@
 // docs.rs (nightly) marks items that need a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admin;
 mod bucket;
 mod client;
 mod codec;
@@ -60,6 +61,7 @@ mod txn;
 mod version;
 pub mod watch;
 
+pub use admin::{BucketInfo, BucketUpdate, Compacted, Follower};
 pub use bucket::{Bucket, ReadOnlyBucket, Snapshot, Status, Write};
 pub use client::Kv;
 pub use codec::{Codec, Json, Raw, Utf8};

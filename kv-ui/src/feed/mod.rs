@@ -1,0 +1,295 @@
+//! Feeds: one task per bucket, each following its bucket with one kvtk-core watch (the latest
+//! value of every key, then every change) and turning what changed into view items through
+//! the recipes' public reads.
+//!
+//! A feed never reads per tab: tabs only follow the [`Hub`]. The watch tells a feed *which*
+//! lock, election, group or document changed; the feed then asks the recipe (`inspect`,
+//! `leader`, `members`, `history`), at most [`MAX_READS`] at a time and never twice at once
+//! for one item. Renewals of leases change nothing but a deadline and cost no read.
+//!
+//! The runner waits for a bucket that does not exist yet (the view says so), and starts
+//! again — new watch, fresh state — after the watch ends or fails. It stops when the
+//! server's cancellation token fires; dropping it drops the watch and every read in flight
+//! (all cancel safe: they only read).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use kvtk_core::{Backoff, Bucket, Entry, ErrorKind, Include, Kv, WatchEvent};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, View};
+
+pub(crate) mod buckets;
+pub(crate) mod config;
+pub(crate) mod elections;
+pub(crate) mod locks;
+pub(crate) mod members;
+
+/// Reads in flight per feed at most.
+pub(crate) const MAX_READS: usize = 16;
+
+/// How often a feed's `tick` runs (lease deadlines, retries of stale reads).
+const TICK: Duration = Duration::from_millis(500);
+
+/// What every feed gets: the connection, the hub, and the token that stops it.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) kv: Kv,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// A read started by a feed, and what it brings back.
+pub(crate) type Read<D> = BoxFuture<'static, D>;
+
+/// The per-bucket logic of one view.
+pub(crate) trait Feed: Send + 'static {
+    /// What a finished read brings back.
+    type Done: Send + 'static;
+
+    /// The view this feed fills.
+    fn view(&self) -> View;
+
+    /// Gets ready for a new watch on `bucket`: forgets what the last one showed. Fails with
+    /// a message for the view's status line (the bucket is not fit for this view).
+    fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>>;
+
+    /// One watched entry; returns the reads it makes necessary.
+    fn entry(&mut self, e: &Entry) -> Vec<Read<Self::Done>>;
+
+    /// The watch delivered every entry that existed when it started.
+    fn initial_done(&mut self) -> Vec<Read<Self::Done>>;
+
+    /// A read finished.
+    fn done(&mut self, d: Self::Done) -> Vec<Read<Self::Done>>;
+
+    /// Called every [`TICK`].
+    fn tick(&mut self) -> Vec<Read<Self::Done>> {
+        Vec::new()
+    }
+}
+
+/// Runs `feed` on bucket `name` until `ctx.cancel` fires.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads; dropping it drops the watch and the reads in flight.
+pub(crate) async fn run<F: Feed>(ctx: Ctx, name: String, mut feed: F) {
+    let view = feed.view();
+    let mut retry = Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
+        .unwrap_or_default()
+        .start();
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => return,
+            o = session(&ctx, &name, &mut feed) => o,
+        };
+        let missing = matches!(outcome, Outcome::Missing);
+        let status = match outcome {
+            Outcome::Missing => {
+                json!({"bucket": name, "state": "missing", "message": format!("bucket {name} not found (yet): nothing to show")})
+            }
+            Outcome::Failed(msg) => {
+                tracing::warn!(bucket = %name, view = view.as_str(), "{msg}");
+                json!({"bucket": name, "state": "error", "message": msg})
+            }
+        };
+        ctx.hub.status(view, status);
+        if missing {
+            ctx.hub.retain(view, &|_| false);
+        }
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return,
+            () = retry.pause() => {}
+        }
+        if retry.failures() > 8 {
+            retry.reset();
+        }
+    }
+}
+
+/// Why a session ended.
+enum Outcome {
+    /// The bucket does not exist.
+    Missing,
+    /// Something failed; the message says what.
+    Failed(String),
+}
+
+/// One watch of the bucket, from its start until it ends.
+async fn session<F: Feed>(ctx: &Ctx, name: &str, feed: &mut F) -> Outcome {
+    let view = feed.view();
+    let bucket = match ctx.kv.open(name).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::BucketNotFound => return Outcome::Missing,
+        Err(e) => return Outcome::Failed(format!("cannot open bucket {name}: {e}")),
+    };
+    if let Err(msg) = feed.open(bucket.clone()).await {
+        return Outcome::Failed(msg);
+    }
+    let mut watch = match bucket.watch_all().include(Include::LastPerKey).await {
+        Ok(w) => w,
+        Err(e) => return Outcome::Failed(format!("cannot watch bucket {name}: {e}")),
+    };
+    ctx.hub.status(
+        view,
+        json!({"bucket": name, "state": "loading", "message": format!("reading bucket {name}")}),
+    );
+    let mut reads = Reads::default();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            ev = watch.next() => match ev {
+                Some(Ok(WatchEvent::Entry(e))) => reads.add(feed.entry(&e)),
+                Some(Ok(WatchEvent::InitialDone)) => {
+                    reads.add(feed.initial_done());
+                    ctx.hub.status(view, json!({"bucket": name, "state": "live", "message": format!("live: bucket {name}")}));
+                }
+                // A key that vanished while the watch was away: the watch goes on; the
+                // feed's next read of that item shows what is there now.
+                Some(Err(e)) if e.kind() == ErrorKind::HistoryGone => {
+                    tracing::debug!(bucket = %name, "watch: {e}");
+                }
+                Some(Err(e)) => return Outcome::Failed(format!("watch of bucket {name} failed: {e}")),
+                None => return Outcome::Failed(format!("watch of bucket {name} ended")),
+            },
+            Some(d) = reads.next(), if !reads.is_empty() => reads.add(feed.done(d)),
+            _ = tick.tick() => reads.add(feed.tick()),
+        }
+    }
+}
+
+/// Reads in flight (at most [`MAX_READS`]) and those waiting for a place.
+struct Reads<D> {
+    running: FuturesUnordered<Read<D>>,
+    queued: std::collections::VecDeque<Read<D>>,
+}
+
+impl<D> Default for Reads<D> {
+    fn default() -> Self {
+        Reads {
+            running: FuturesUnordered::new(),
+            queued: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<D> Reads<D> {
+    fn add(&mut self, reads: Vec<Read<D>>) {
+        self.queued.extend(reads);
+        self.fill();
+    }
+
+    fn fill(&mut self) {
+        while self.running.len() < MAX_READS {
+            let Some(r) = self.queued.pop_front() else {
+                break;
+            };
+            self.running.push(r);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    async fn next(&mut self) -> Option<D> {
+        let d = self.running.next().await;
+        self.fill();
+        d
+    }
+}
+
+/// What a feed keeps besides its items: which items have a read in flight and which
+/// changed again meanwhile (one read per item at a time, one more after it when something
+/// changed during it), whether the initial entries are in, whose leases moved since the
+/// last tick, and which reads to try again then.
+#[derive(Default)]
+pub(crate) struct Book {
+    running: HashSet<String>,
+    again: HashSet<String>,
+    /// The watch delivered its initial entries: reads may start.
+    pub(crate) ready: bool,
+    /// Items whose lease deadlines moved since the last tick.
+    pub(crate) renewed: HashSet<String>,
+    /// Items whose last read was stale or failed.
+    pub(crate) retry: HashSet<String>,
+}
+
+impl Book {
+    /// Whether a read of `id` should start now (else it is remembered for after the
+    /// running one).
+    pub(crate) fn start(&mut self, id: &str) -> bool {
+        if self.running.contains(id) {
+            self.again.insert(id.to_string());
+            false
+        } else {
+            self.running.insert(id.to_string());
+            true
+        }
+    }
+
+    /// The read of `id` finished; whether another should start.
+    pub(crate) fn finish(&mut self, id: &str) -> bool {
+        if self.again.remove(id) {
+            true
+        } else {
+            self.running.remove(id);
+            false
+        }
+    }
+
+    /// Forgets everything (a new watch).
+    pub(crate) fn reset(&mut self) {
+        *self = Book::default();
+    }
+
+    /// The initial entries are in: `ids` are the items the watch showed; `view` keeps only
+    /// them.
+    pub(crate) fn initial(&mut self, hub: &Hub, view: View, ids: &[String]) {
+        self.ready = true;
+        let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        hub.retain(view, &|id| live.contains(id));
+    }
+
+    /// At a tick: the items whose leases moved, and those to read again.
+    pub(crate) fn take(&mut self) -> (HashSet<String>, Vec<String>) {
+        let retry = self.retry.drain().collect();
+        (std::mem::take(&mut self.renewed), retry)
+    }
+}
+
+/// Milliseconds since the Unix epoch of an entry's server timestamp.
+pub(crate) fn created_ms(e: &Entry) -> u64 {
+    let ns = e.created().unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ns).unwrap_or(0)
+}
+
+/// When an entry's lease runs out if nobody renews it (server timestamp + TTL), in ms.
+pub(crate) fn expires_ms(e: &Entry) -> Option<u64> {
+    let ttl = e.ttl()?;
+    Some(created_ms(e).saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_read_per_item_at_a_time_and_one_more_after_a_change() {
+        let mut p = Book::default();
+        assert!(p.start("a"));
+        assert!(!p.start("a"));
+        assert!(!p.start("a"));
+        assert!(p.finish("a"), "changed while read: read again");
+        assert!(!p.finish("a"));
+        assert!(p.start("a"));
+        p.reset();
+        assert!(p.start("a"));
+    }
+}

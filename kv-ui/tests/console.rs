@@ -1,0 +1,275 @@
+//! The console as a library against a real server, over plain HTTP: the JSON endpoints, a
+//! bucket not made yet, schema checks, the actions and their refusals, loopback only, and
+//! the lifetime of tabs and tasks. The page itself is tested in a real browser by kvtk's
+//! tests (kv-cli/tests/ui.rs).
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvtk_core::Kv;
+use kvtk_locks::Locks;
+use kvtk_tests::{until, within, NatsServer};
+use kvtk_ui::{ErrorKind, Server, Ui, SECRET_HEADER};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ANY_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
+
+/// Sends one request and reads the whole answer: (status, body).
+async fn request(server: &Server, head: &str, body: &str) -> (u16, String) {
+    let addr = server.local_addr();
+    let mut s = within("a connection", TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let text = format!(
+        "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    within("the answer", s.read_to_string(&mut answer))
+        .await
+        .unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+async fn get(server: &Server, path: &str) -> Value {
+    let (status, body) = request(server, &format!("GET {path} HTTP/1.1"), "").await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// One item of a view, once it is there.
+async fn item(server: &Server, view: &str, id: &str) -> Value {
+    let path = format!("GET /api/item?view={view}&id={id} HTTP/1.1");
+    let (status, body) = request(server, &path, "").await;
+    if status == 200 {
+        serde_json::from_str(&body).unwrap()
+    } else {
+        Value::Null
+    }
+}
+
+/// Opens the event stream and returns it with its first event (the whole state).
+async fn events(server: &Server) -> (TcpStream, Value) {
+    let addr = server.local_addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let snapshot = within("the first event", async {
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream closed");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if let Some(data) = text.split("event: snapshot\ndata: ").nth(1) {
+                if let Some((line, _)) = data.split_once('\n') {
+                    return serde_json::from_str::<Value>(line).unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    (s, snapshot)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_not_made_yet_is_said_and_shows_once_made() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let ui = Ui::new(kv.clone())
+        .listen(ANY_PORT.into())
+        .start()
+        .await
+        .unwrap();
+    until("the locks view to say its bucket is missing", || async {
+        let (_s, snap) = events(&ui).await;
+        snap["locks"]["status"]["state"] == "missing"
+    })
+    .await;
+    assert_eq!(get(&ui, "/api/locks").await, json!([]));
+
+    let locks = Locks::open(&kv, "locks").await.unwrap();
+    let guard = locks.mutex("jobs.a").unwrap().lock().await.unwrap();
+    until("the lock to show", || async {
+        get(&ui, "/api/locks").await[0]["holders"][0]["token"] == json!(guard.token().get())
+    })
+    .await;
+    let one = get(&ui, "/api/item?view=locks&id=jobs.a").await;
+    assert_eq!(one["kind"], "mutex");
+    assert_eq!(one["waiters"], json!([]));
+    guard.release().await.unwrap();
+    until("the lock to be free", || async {
+        get(&ui, "/api/item?view=locks&id=jobs.a").await["holders"] == json!([])
+    })
+    .await;
+    ui.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_are_checked_against_the_schema_and_diffed() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let b = kv
+        .create_bucket(kvtk_core::BucketConfig::new("config").history(10))
+        .await
+        .unwrap();
+    b.put("app", r#"{"db":{"pool_size":8}}"#).await.unwrap();
+    b.put("app", r#"{"db":{"pool_size":16},"name":"x"}"#)
+        .await
+        .unwrap();
+    let schema = json!({"properties": {"db": {"properties": {"pool_size": {"maximum": 10}}}}});
+    let ui = Ui::new(kv)
+        .listen(ANY_PORT.into())
+        .schema(None, &schema)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    until("the document's two revisions", || async {
+        get(&ui, "/api/config").await[0]["history"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    })
+    .await;
+    let doc = get(&ui, "/api/item?view=config&id=app").await;
+    assert_eq!(doc["schema"]["valid"], false);
+    assert!(
+        doc["schema"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/db/pool_size"),
+        "{doc}"
+    );
+    let diff = get(&ui, "/api/config/diff?key=app&from=1&to=2").await;
+    assert_eq!(
+        diff,
+        json!([
+            {"path": "db.pool_size", "from": 8, "to": 16},
+            {"path": "name", "from": null, "to": "x"},
+        ])
+    );
+    let bad =
+        Ui::new(Kv::connect(&server.client_url()).await.unwrap()).schema(None, &json!({"type": 7}));
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_release_needs_writes_and_the_secret() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let locks = Locks::open(&kv, "locks").await.unwrap();
+    let guard = locks.mutex("job").unwrap().lock().await.unwrap();
+    let body = json!({"name": "job", "token": guard.token().get()}).to_string();
+    let post = "POST /api/locks/release HTTP/1.1";
+
+    let read_only = Ui::new(kv.clone())
+        .listen(ANY_PORT.into())
+        .start()
+        .await
+        .unwrap();
+    assert!(read_only.secret().is_none());
+    let with = format!("{post}\r\n{SECRET_HEADER}: anything");
+    let (status, answer) = request(&read_only, &with, &body).await;
+    assert_eq!(status, 403, "{answer}");
+
+    let ui = Ui::new(kv.clone())
+        .listen(ANY_PORT.into())
+        .allow_writes(true)
+        .secret("s3cret")
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(ui.secret(), Some("s3cret"));
+    assert_eq!(request(&ui, post, &body).await.0, 403, "no secret");
+    let wrong = format!("{post}\r\n{SECRET_HEADER}: s3cres");
+    assert_eq!(request(&ui, &wrong, &body).await.0, 403, "a wrong secret");
+    let held = locks.inspect("job").await.unwrap().holders;
+    assert_eq!(held[0].token, guard.token(), "nothing was done");
+    let right = format!("{post}\r\n{SECRET_HEADER}: s3cret");
+    let (status, answer) = request(&ui, &right, &body).await;
+    assert_eq!((status, answer.as_str()), (200, r#"{"evicted":true}"#));
+    within("the holder to learn it lost the lock", guard.lost()).await;
+    // No credential of the connection and no secret in what the console serves.
+    let meta = get(&ui, "/api/meta").await.to_string();
+    assert!(
+        !meta.contains("s3cret") && !meta.contains(&server.client_url()),
+        "{meta}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_loopback_unless_allowed() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let everywhere: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let e = Ui::new(kv.clone())
+        .listen(everywhere)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLoopback);
+    assert!(e.to_string().contains("--allow-remote"), "{e}");
+    let e = Ui::new(kv).secret(" ").start().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_tab_leaves_nothing_and_shutdown_ends_open_ones() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    let (tab, _) = events(&ui).await;
+    let (_open, _) = events(&ui).await;
+    assert_eq!(ui.tabs(), 2);
+    drop(tab);
+    until("the closed tab's stream to end", || async {
+        ui.tabs() == 1
+    })
+    .await;
+    within("shutdown with a tab open", ui.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_shows_which_reader_applied_which_revision() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let b = kv
+        .create_bucket(
+            kvtk_core::BucketConfig::new("config")
+                .history(10)
+                .per_key_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let rev = b.put("app", r#"{"a":1}"#).await.unwrap();
+    let reader = kvtk_config::ConfigReader::<Value>::builder(kvtk_config::Source::document("app"))
+        .bucket(b.clone())
+        .instance("web-1")
+        .await
+        .unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    until("web-1's acknowledgement", || async {
+        let doc = item(&ui, "config", "app").await;
+        doc["fleet"][0]["instance"] == "web-1"
+            && doc["fleet"][0]["ack"]["applied"] == json!(rev.get())
+    })
+    .await;
+    let next = b.put("app", r#"{"a":2}"#).await.unwrap();
+    until("web-1 to apply the next revision", || async {
+        let doc = item(&ui, "config", "app").await;
+        doc["fleet"][0]["ack"]["applied"] == json!(next.get())
+            && doc["revision"] == json!(next.get())
+    })
+    .await;
+    reader.shutdown().await;
+    ui.shutdown().await;
+}
