@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use kvtk_core::lease::{Keeper, LeaseConfig, LostReason};
+use kvtk_core::lease::{Keeper, LostReason};
 use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kvtk_tests::{client, within, FaultProxy, NatsServer};
+use kvtk_tests::{within, NatsServer};
 
 mod common;
-use common::with_acks_lost;
+use common::{lease_cfg, proxied_bucket, with_acks_lost};
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -22,19 +22,6 @@ fn cfg() -> BucketConfig {
 
 async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg()).await.unwrap()
-}
-
-/// A bucket handle behind a fault proxy, with short request timeouts (so a slow link turns
-/// writes into unknown outcomes quickly).
-async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let kv = Kv::new(client::short_timeouts(proxy.url()).await);
-    let b = bucket(&kv).await;
-    (proxy, b)
-}
-
-fn lease_cfg(ttl: u64) -> LeaseConfig {
-    LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
 }
 
 #[tokio::test]
@@ -116,7 +103,7 @@ async fn create_respects_its_expectation() {
 #[tokio::test]
 async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg()).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let lease = keeper.lease("lock.b", "me").await.unwrap();
     let direct = bucket(&Kv::new(server.connect().await)).await;
@@ -136,7 +123,7 @@ async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
 #[tokio::test]
 async fn a_creation_whose_ack_was_lost_is_adopted_with_its_origin() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg()).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
 

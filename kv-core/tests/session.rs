@@ -9,14 +9,13 @@
 use std::time::Duration;
 
 use kvtk_core::lease::{
-    remove_if_dead, Keeper, LeaseConfig, LostReason, Reaped, Session, SessionId, SessionState,
-    SESSION_PREFIX,
+    remove_if_dead, Keeper, LostReason, Reaped, Session, SessionId, SessionState, SESSION_PREFIX,
 };
 use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal};
-use kvtk_tests::{client, until, within, FaultProxy, NatsCluster, NatsServer};
+use kvtk_tests::{until, within, NatsCluster, NatsServer};
 
 mod common;
-use common::with_acks_lost;
+use common::{lease_cfg, proxied_bucket, with_acks_lost};
 use tokio::time::Instant;
 
 fn cfg(replicas: usize) -> BucketConfig {
@@ -29,19 +28,6 @@ fn cfg(replicas: usize) -> BucketConfig {
 
 async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg(1)).await.unwrap()
-}
-
-/// A bucket handle behind a fault proxy, with short request timeouts (so a cut or slowed link
-/// turns writes into unknown outcomes quickly).
-async fn proxied_bucket(server: &NatsServer) -> (FaultProxy, Bucket) {
-    let proxy = FaultProxy::start(&server.client_url()).await;
-    let kv = Kv::new(client::short_timeouts(proxy.url()).await);
-    let b = bucket(&kv).await;
-    (proxy, b)
-}
-
-fn lease_cfg(ttl: u64) -> LeaseConfig {
-    LeaseConfig::new(Duration::from_secs(ttl)).unwrap()
 }
 
 /// The stream leader's entry of `key`, which must exist.
@@ -219,7 +205,7 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
 #[tokio::test]
 async fn a_session_creation_whose_ack_was_lost_is_adopted() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
     // The creating write is applied after its request timed out: the creation must adopt
@@ -241,7 +227,7 @@ async fn a_session_creation_whose_ack_was_lost_is_adopted() {
 #[tokio::test]
 async fn a_session_renewal_whose_ack_was_lost_is_recognised_as_our_own() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
     // TTL 5 s: the client's reconnection after the cut has 4.5 s before the deadline.
     let keeper = Keeper::new(&b, lease_cfg(5)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
@@ -273,7 +259,7 @@ async fn a_session_renewal_whose_ack_was_lost_is_recognised_as_our_own() {
 #[tokio::test]
 async fn a_binding_whose_ack_was_lost_is_adopted() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
     let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
     let session = keeper.session().await.unwrap();
@@ -301,7 +287,7 @@ async fn a_binding_whose_ack_was_lost_is_adopted() {
 #[tokio::test]
 async fn the_owner_demotes_itself_on_its_monotonic_deadline_before_the_server_expires() {
     let server = NatsServer::start().await;
-    let (proxy, b) = proxied_bucket(&server).await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
     let observer = bucket(&Kv::new(server.connect().await)).await;
     // TTL 5 s: margin 500 ms, validity 4.5 s from the send time of the last acknowledged
     // renewal.

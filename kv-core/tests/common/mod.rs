@@ -5,8 +5,9 @@
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
-use kvtk_core::{Entry, Watch, WatchEvent};
-use kvtk_tests::{client, until, within, FaultProxy};
+use kvtk_core::lease::LeaseConfig;
+use kvtk_core::{Bucket, BucketConfig, Entry, Kv, Watch, WatchEvent};
+use kvtk_tests::{client, until, within, FaultProxy, NatsServer};
 
 /// A link this slow loses every acknowledgement: a reply cannot come back before its request
 /// timed out (`client::REQUEST_TIMEOUT`), however loaded the machine is.
@@ -59,4 +60,21 @@ pub(crate) async fn next_entry(w: &mut Watch) -> Entry {
             return e;
         }
     }
+}
+
+/// A bucket `config` behind a fault proxy, with short request timeouts (so a cut or slowed
+/// link turns writes into unknown outcomes quickly).
+pub(crate) async fn proxied_bucket(
+    server: &NatsServer,
+    config: BucketConfig,
+) -> (FaultProxy, Bucket) {
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let kv = Kv::new(client::short_timeouts(proxy.url()).await);
+    let b = kv.create_or_open(config).await.expect("bucket");
+    (proxy, b)
+}
+
+/// A lease of `ttl` whole seconds with the default timing.
+pub(crate) fn lease_cfg(ttl: u64) -> LeaseConfig {
+    LeaseConfig::new(Duration::from_secs(ttl)).expect("lease config")
 }
