@@ -119,6 +119,12 @@ impl Kv {
     /// Creates a bucket. Creating a bucket that exists with the same configuration succeeds;
     /// with another configuration it fails with [`ErrorKind::BucketExists`].
     ///
+    /// A replicated bucket (`replicas > 1`) may take longer than one request timeout: while
+    /// the cluster cannot place it yet (a peer starting or restarting) or its new stream's
+    /// first leader election runs late, the create is sent again for up to 30 s, then the
+    /// last transient error ([`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`]) is
+    /// returned. It then waits, up to 10 s more, until the bucket serves requests.
+    ///
     /// # Cancel safety
     /// Not cancel safe: the bucket may be created even if the future is dropped.
     pub async fn create_bucket(&self, cfg: BucketConfig) -> Result<Bucket, Error> {
@@ -129,9 +135,8 @@ impl Kv {
                 .map_err(|e| e.with_op(Operation::Bucket))?;
             let body = serde_json::to_vec(&cfg.to_stream_config())
                 .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?;
-            let info: stream::Info = self
-                .js
-                .api(&format!("STREAM.CREATE.KV_{}", cfg.name), Bytes::from(body))
+            let info = self
+                .create_stream(&cfg, Bytes::from(body))
                 .await
                 .map_err(|e| e.with_op(Operation::Bucket))?;
             let inner = self.inner(&cfg.name, &info);
@@ -142,6 +147,20 @@ impl Kv {
         }
         .instrument(span)
         .await
+    }
+
+    /// Sends the stream's create request; for a replicated stream, again while the cluster
+    /// cannot place it yet or the answer is late (see [`REPLICATED_CREATE_WAIT`]). A repeated
+    /// create of the same configuration is idempotent on the server.
+    async fn create_stream(&self, cfg: &BucketConfig, body: Bytes) -> Result<stream::Info, Error> {
+        let subject = format!("STREAM.CREATE.KV_{}", cfg.name);
+        let create = || self.js.api::<stream::Info>(&subject, body.clone());
+        if cfg.replicas <= 1 {
+            return create().await;
+        }
+        crate::retry::Backoff::DEFAULT
+            .retry_for(REPLICATED_CREATE_WAIT, create)
+            .await
     }
 
     /// Opens the bucket if it exists (without changing it), else creates it.
@@ -270,6 +289,14 @@ impl Kv {
     }
 }
 
+/// How long [`Kv::create_bucket`] keeps asking for a replicated bucket that the cluster
+/// cannot create yet. Two cases pass by themselves, measured on a healthy 3-node cluster:
+/// the meta leader has no statistics from a peer yet ("no suitable peers for placement, peer
+/// offline", right after servers start, or while one restarts), and the new stream's first
+/// leader election fails, so that its answer waits one Raft election timeout (4–9 s) — with
+/// one of three nodes down, half of the creates took 4–5 s.
+const REPLICATED_CREATE_WAIT: Duration = Duration::from_secs(30);
+
 /// How long [`Kv::create_bucket`] waits for a new replicated bucket to serve requests.
 const SERVING_WAIT: Duration = Duration::from_secs(10);
 
@@ -279,9 +306,9 @@ const SERVING_WAIT: Duration = Duration::from_secs(10);
 /// writer's first read failed). The bucket exists either way, so this never fails: past the
 /// wait, callers meet a transient error, which the recipes ride out.
 async fn serving(inner: &Inner) {
-    let ready = crate::retry::Backoff::DEFAULT.retry(|| serves(inner));
-    if tokio::time::timeout(SERVING_WAIT, ready).await.is_err() {
-        tracing::debug!(bucket = %inner.name, "a new replicated bucket is not serving yet");
+    let ready = crate::retry::Backoff::DEFAULT.retry_for(SERVING_WAIT, || serves(inner));
+    if let Err(e) = ready.await {
+        tracing::debug!(bucket = %inner.name, error = %e, "a new replicated bucket is not serving yet");
     }
 }
 

@@ -262,6 +262,12 @@ pub(crate) mod codes {
     /// "JetStream system temporarily unavailable": the cluster is between meta or stream
     /// leaders (seen creating a consumer while the node leading the stream was killed).
     pub(crate) const TEMPORARILY_UNAVAILABLE: u64 = 10008;
+    /// "no suitable peers for placement" followed by the reasons; see [`PEER_OFFLINE`].
+    pub(crate) const NO_SUITABLE_PEERS: u64 = 10005;
+    /// The one placement failure that passes by itself: the meta leader has no statistics
+    /// from a peer yet (right after servers start or a meta leader changes) or saw it shut
+    /// down (a rolling restart). Other reasons (tags, storage) are the configuration's.
+    pub(crate) const PEER_OFFLINE: &str = "no suitable peers for placement, peer offline";
 }
 
 /// Classifies a JetStream API error answer.
@@ -276,6 +282,7 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
         TTL_DISABLED | ATOMIC_DISABLED => ErrorKind::FeatureDisabled,
         NO_MESSAGE_FOUND => ErrorKind::NotFound,
         TEMPORARILY_UNAVAILABLE => ErrorKind::Unavailable,
+        NO_SUITABLE_PEERS if description == PEER_OFFLINE => ErrorKind::Unavailable,
         _ => ErrorKind::Server,
     };
     let mut e = Error::new(kind, description.to_string()).with_code(code);
@@ -490,6 +497,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert_eq!(e.current_revision(), None);
         assert_eq!(from_api(1, "x").kind(), ErrorKind::Server);
+        let offline = from_api(10005, "no suitable peers for placement, peer offline");
+        assert_eq!(offline.kind(), ErrorKind::Unavailable);
+        assert_eq!(offline.server_code(), Some(10005));
+        let tags = "no suitable peers for placement, peer offline, tags not matched ['az:x']";
+        assert_eq!(from_api(10005, tags).kind(), ErrorKind::Server);
         let e = from_api(10008, "JetStream system temporarily unavailable");
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_transient() && !e.outcome_unknown());

@@ -156,6 +156,34 @@ impl Backoff {
         }
     }
 
+    /// Like [`retry`](Backoff::retry), for at most `wait`: a transient failure whose pause
+    /// would end past `wait` is returned as it is (each attempt is bounded by its own request
+    /// timeout, so the whole call lasts about `wait` plus one attempt).
+    ///
+    /// # Cancel safety
+    /// Cancel safe if `op`'s futures are.
+    pub async fn retry_for<T, E, F, Fut>(&self, wait: Duration, mut op: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Transient,
+    {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut state = self.start();
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() => {
+                    let next = state.next_attempt();
+                    if next > deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep_until(next).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A retry state for a loop that decides itself what to retry: it counts the failures
     /// in a row and hands out the delay before the next attempt.
     pub fn start(&self) -> Retrying {
@@ -368,5 +396,37 @@ mod tests {
             .await;
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Conflict);
         assert_eq!(calls, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_for_returns_the_last_transient_failure_once_the_wait_is_spent() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(100))
+            .unwrap()
+            .without_jitter();
+        let t0 = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r: Result<u32, Error> = b
+            .retry_for(Duration::from_millis(350), || {
+                calls += 1;
+                async { Err(Error::new(ErrorKind::Unavailable, "u")) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(calls, 4, "attempts at 0, 100, 200 and 300 ms");
+        assert_eq!(t0.elapsed(), Duration::from_millis(300));
+        let mut calls = 0;
+        let r: Result<u32, Error> = b
+            .retry_for(Duration::from_secs(5), || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 => Err(Error::new(ErrorKind::Timeout, "t")),
+                        _ => Ok(7),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 7);
     }
 }
