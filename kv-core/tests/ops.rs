@@ -8,7 +8,7 @@ use kvtk_core::{
     Bucket, BucketConfig, ErrorKind, Expect, Include, Json, Kv, Op, Outcome, Removal, Revision,
     Storage, Utf8,
 };
-use kvtk_tests::{FaultProxy, NatsServer};
+use kvtk_tests::{within_for, FaultProxy, NatsServer};
 
 mod common;
 use common::next_entry;
@@ -613,11 +613,20 @@ async fn old_servers_get_server_too_old() {
 async fn timeouts_and_connection_errors_have_their_kinds() {
     let server = NatsServer::start().await;
     let proxy = FaultProxy::start(&server.client_url()).await;
-    let kv = Kv::new(kvtk_tests::client::short_timeouts(proxy.url()).await);
-    let b = kv.create_bucket(BucketConfig::new("net")).await.unwrap();
+    // Made with a long timeout; the handle's own short one bounds its requests.
+    let kv = Kv::new(kvtk_tests::client::short_timeouts(proxy.url()).await)
+        .with_timeout(Duration::from_secs(120));
+    let b = kv
+        .create_bucket(BucketConfig::new("net"))
+        .await
+        .unwrap()
+        .with_timeout(kvtk_tests::client::REQUEST_TIMEOUT);
     b.put("k", "v").await.unwrap();
     proxy.blackhole();
-    let err = b.get("k").await.unwrap_err();
+    let bound = Duration::from_secs(30);
+    let err = within_for("a read bounded by the handle's timeout", bound, b.get("k"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     let err = b.put("k", "w").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");

@@ -6,14 +6,11 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use kvtk_tests::history::{History, Op, Outcome};
 use kvtk_tests::nemesis::{Fault, FaultKind, Nemesis, Schedule, Step};
-use kvtk_tests::{until, within, FaultProxy, NatsCluster};
+use kvtk_tests::{until, within, FaultProxy, NatsCluster, T};
 
-/// A client of the given nodes only (300 ms requests), so a cut stays a cut. Not the kit's
-/// `client::options`: with its 1 s connection timeout the paused-node and partition tests
-/// failed 3 times in 11 runs (never in 12 without), for a reason not yet understood.
+/// A client of the given nodes only (300 ms requests), so a cut stays a cut.
 async fn client(url: impl async_nats::ToServerAddrs) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_millis(300)))
+    kvtk_tests::client::options(Duration::from_millis(300))
         .ignore_discovered_servers()
         .connect(url)
         .await
@@ -63,7 +60,16 @@ async fn a_paused_node_answers_nothing_until_resumed() {
     let c = client(cluster.node(2).client_url()).await;
     assert!(c.request("$JS.API.INFO", "".into()).await.is_ok());
     cluster.pause_node(2);
-    assert!(c.request("$JS.API.INFO", "".into()).await.is_err());
+    let answer = c.request("$JS.API.INFO", "".into()).await;
+    assert!(
+        answer.is_err(),
+        "answered while paused: {:?}",
+        answer.map(|m| (
+            m.status,
+            m.headers,
+            String::from_utf8_lossy(&m.payload).into_owned()
+        ))
+    );
     cluster.resume_node(2);
     until("the resumed node to answer again", || async {
         c.request("$JS.API.INFO", "".into()).await.is_ok()
@@ -119,10 +125,13 @@ async fn the_nemesis_injects_heals_and_records_each_fault() {
         FaultProxy::start(&cluster.node(2).client_url()).await,
     ];
     let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
-    let js = jetstream::new(client(urls).await);
+    // An R3 stream's create is answered once its first election ends, which on a busy
+    // machine took longer than the client's 300 ms requests (2 runs in 25 at load 12).
+    let mut setup = jetstream::new(client(urls).await);
+    setup.set_timeout(T);
     let store = within(
         "the bucket",
-        js.create_key_value(kv::Config {
+        setup.create_key_value(kv::Config {
             bucket: "nem".into(),
             num_replicas: 3,
             ..Default::default()

@@ -19,7 +19,7 @@ use crate::version::ServerVersion;
 const CREATE_ATTEMPTS: usize = 5;
 
 /// Shared state of a bucket handle.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Inner {
     pub(crate) js: Js,
     pub(crate) name: String,

@@ -53,6 +53,16 @@ impl Bucket {
         self.ro.clone()
     }
 
+    /// The same bucket with every request of the new handle bounded by `timeout` instead of
+    /// its [`Kv`](crate::Kv)'s: a bucket made or opened with a generous timeout, say, then
+    /// used with a short one so that a lost reply shows quickly. Sends nothing; the new handle
+    /// is another handle ([`same_handle`](ReadOnlyBucket::same_handle) says `false`).
+    pub fn with_timeout(&self, timeout: Duration) -> Bucket {
+        let mut inner = Inner::clone(&self.ro.inner);
+        inner.js.timeout = timeout;
+        Bucket::from_inner(Arc::new(inner))
+    }
+
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.ro.inner
     }
