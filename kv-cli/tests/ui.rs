@@ -462,3 +462,156 @@ async fn members_and_buckets_views() {
     assert_eq!(members["marker_ttl"], 60.0);
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lock_of_a_multi_lock_is_marked_with_the_others() {
+    let (server, kvtk) = start().await;
+    let c = console(&kvtk, &[]).await;
+    let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
+    let locks = kvtk_locks::Locks::open(&kv, "locks").await.unwrap();
+    let plain = locks.mutex("plain").unwrap().lock().await.unwrap();
+    let names = ["acct.alice", "acct.bob", "acct.carol"];
+    let all = locks.multi(names).unwrap().lock().await.unwrap();
+    // A second multi-lock on two of them waits behind the first, in both queues.
+    let waiting = locks.multi(["acct.alice", "acct.bob"]).unwrap();
+    let second = tokio::spawn(async move { waiting.lock().await.map(|g| g.tokens().count()) });
+
+    let b = Browser::start().await;
+    b.client.goto(&c.base).await.unwrap();
+    let multi =
+        |name: &str| format!(r#"document.querySelector('tr[data-lock="{name}"] [data-multi]')"#);
+    for name in names {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != name).collect();
+        b.until(
+            &format!("{name} marked as taken with {others:?}"),
+            &format!(
+                "{m} !== null && {m}.dataset.multi === '{}'",
+                others.join(" "),
+                m = multi(name)
+            ),
+        )
+        .await;
+    }
+    b.until(
+        "the waiting multi-lock in alice's queue",
+        r#"document.querySelector('tr[data-lock="acct.alice"]').querySelectorAll('[data-role=waiter]').length === 1"#,
+    )
+    .await;
+    assert_eq!(
+        b.eval(&format!("{} === null", multi("plain"))).await,
+        json!(true)
+    );
+    let alice = lock_item(&c, "acct.alice").await.unwrap();
+    assert_eq!(alice["multi_with"], json!(["acct.bob", "acct.carol"]));
+    assert_eq!(
+        alice["holders"][0]["multi_with"],
+        json!(["acct.bob", "acct.carol"])
+    );
+    assert_eq!(alice["waiters"][0]["multi_with"], json!(["acct.bob"]));
+    b.shot("locks-multi").await;
+
+    all.release().await.unwrap();
+    let taken = kvtk_tests::within("the second multi-lock", second).await;
+    assert_eq!(taken.unwrap().unwrap(), 2);
+    b.until(
+        "carol no longer part of a multi-lock",
+        &format!(
+            "document.querySelector('tr[data-lock=\"acct.carol\"]') === null || {} === null",
+            multi("acct.carol")
+        ),
+    )
+    .await;
+    plain.release().await.unwrap();
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_shows_as_one_document_with_history_and_diffs() {
+    let (_server, kvtk) = start().await;
+    let svc = |args: &[&str]| {
+        let mut all = vec!["config", "--prefix", "svc"];
+        all.extend_from_slice(args);
+        ok(&kvtk, &all);
+    };
+    svc(&["set", "db.pool_size", "8"]);
+    svc(&["set", "name", "web"]);
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
+    let c = console(&kvtk, &["--allow-writes"]).await;
+    let secret = c.secret.clone().unwrap();
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("{}?view=config", c.base))
+        .await
+        .unwrap();
+    b.until(
+        "svc as one prefix document beside app",
+        r#"document.querySelector('[data-doc="svc"][data-mode="prefix"]') !== null && document.querySelector('[data-doc="app"][data-mode="document"]') !== null && document.querySelectorAll('#config-docs li').length === 2"#,
+    )
+    .await;
+    b.eval(r#"document.querySelector('[data-doc="svc"]').click() || true"#)
+        .await;
+    let value = "JSON.parse(document.getElementById('doc-value').textContent)";
+    b.until(
+        "the value assembled from its keys",
+        &format!("document.getElementById('doc-value') !== null && {value}.db.pool_size === 8 && {value}.name === 'web'"),
+    )
+    .await;
+    let fields = b
+        .eval("document.getElementById('doc-fields').textContent")
+        .await;
+    assert!(
+        fields
+            .as_str()
+            .unwrap()
+            .contains("svc.db.pool_size, svc.name"),
+        "{fields}"
+    );
+    let item = c.get("/api/item?view=config&id=svc").await;
+    let revs: Vec<u64> = item["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revs.len(), 2, "{item}");
+
+    // A change shows live, with its diff.
+    svc(&["set", "db.pool_size", "16"]);
+    b.until("the new value", &format!("{value}.db.pool_size === 16"))
+        .await;
+    b.eval("document.getElementById('diff-go').click() || true")
+        .await;
+    b.until(
+        "the diff",
+        r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]') !== null"#,
+    )
+    .await;
+    let diff = b
+        .eval(r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]').textContent"#)
+        .await;
+    assert!(
+        diff.as_str().unwrap().contains("816"),
+        "from 8 to 16: {diff}"
+    );
+    b.shot("config-prefix").await;
+
+    // A rollback writes the prefix's keys (the first revision had no name).
+    let body = json!({"key": "svc", "revision": revs[0]}).to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-kvtk-secret", secret.as_str()),
+    ];
+    let (status, answer) = c
+        .http("POST", "/api/config/rollback", &headers, &body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    b.until(
+        "the rolled-back value",
+        &format!("{value}.db.pool_size === 8 && {value}.name === undefined"),
+    )
+    .await;
+    let out = kvtk.output(&["config", "--prefix", "svc", "get", "--json"]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["value"], json!({"db": {"pool_size": 8}}));
+    b.close().await;
+}

@@ -185,13 +185,17 @@ function entryChip(e, i, lock, holder) {
     holder ? el("span", { class: "t" }, "held ", since(e.held_since_ms)) : el("span", { class: "t" }, "waits ", since(e.queued_ms)),
     holder ? el("span", { class: "t" }, " · lease ", until(e.expires_ms)) : null,
     e.kind === "shared" ? el("span", { class: "badge" }, "reader") : null,
-    e.multi ? el("span", { class: "badge" }, "multi") : null);
+    e.multi ? el("span", { class: "badge multi", title: multiText(e.multi_with) }, "multi-lock") : null);
   if (holder && state.meta && state.meta.allow_writes) {
     const b = el("button", { class: "act", type: "button", "data-action": "release" }, "force release");
     b.addEventListener("click", (ev) => { ev.stopPropagation(); confirmRelease(lock, e); });
     chip.append(" ", b);
   }
   return chip;
+}
+// The other locks a multi-lock took together with this one.
+function multiText(with_) {
+  return with_ && with_.length ? "with " + with_.join(", ") : "";
 }
 function lockRow(l, id) {
   const kind = l.kind === "semaphore" ? `semaphore ${l.permits}` : l.kind;
@@ -200,7 +204,7 @@ function lockRow(l, id) {
   if (l.waiters.length > 5) shown.push(el("span", { class: "muted" }, `+${l.waiters.length - 5} more`));
   const row = el("tr", { class: "lock", "data-lock": id },
     el("td", { class: "name" }, l.name),
-    el("td", {}, kind, l.multi ? el("span", { class: "badge" }, "multi-lock") : null),
+    el("td", {}, kind, l.multi ? el("div", { class: "multi", "data-multi": (l.multi_with || []).join(" ") }, el("span", { class: "badge" }, "multi-lock"), " ", el("span", { class: "t" }, multiText(l.multi_with))) : null),
     el("td", {}, ...holders),
     el("td", {}, ...(shown.length ? shown : [el("span", { class: "muted" }, "nobody")])));
   row.addEventListener("click", () => {
@@ -294,7 +298,7 @@ function groupCard(g, id) {
 
 // ---- Configuration ----
 function docEntry(d, id) {
-  const li = el("li", { "data-doc": id, "aria-selected": state.doc === id }, d.key, " ",
+  const li = el("li", { "data-doc": id, "data-mode": d.mode, "aria-selected": state.doc === id }, d.key, d.mode === "prefix" ? ".*" : "", " ",
     el("span", { class: "t" }, d.revision ? "rev " + d.revision : "deleted"),
     d.schema ? el("span", { class: "badge " + (d.schema.valid ? "ok" : "bad") }, d.schema.valid ? "valid" : "invalid") : null);
   li.addEventListener("click", () => { state.doc = id; for (const n of document.querySelectorAll("#config-docs li")) n.setAttribute("aria-selected", n === li); renderDoc(); });
@@ -319,8 +323,9 @@ function renderDoc() {
     el("td", {}, f.ack.rejected ? "rejected " + f.ack.rejected : ""), el("td", {}, f.ack.stale ? "stale" : ""), el("td", {}, until(f.expires_ms)))));
   const schema = d.schema ? el("div", {}, el("span", { class: "badge " + (d.schema.valid ? "ok" : "bad") }, d.schema.valid ? "valid against the schema" : "invalid against the schema"),
     ...d.schema.errors.map((e) => el("div", { class: "finding-error mono" }, e))) : el("p", { class: "muted" }, "no schema given");
-  box.replaceChildren(el("h2", {}, d.key, el("span", { class: "badge" }, d.revision ? "revision " + d.revision : "deleted")),
-    el("pre", { class: "value", id: "doc-value" }, JSON.stringify(d.value, null, 2)), schema,
+  const fields = d.mode === "prefix" ? el("p", { class: "t", id: "doc-fields" }, `prefix: one key per field (${d.fields.length}): `, d.fields.join(", ")) : null;
+  box.replaceChildren(el("h2", {}, d.key, d.mode === "prefix" ? el("span", { class: "badge" }, "prefix") : null, el("span", { class: "badge" }, d.revision ? "revision " + d.revision : "deleted")),
+    fields, el("pre", { class: "value", id: "doc-value" }, JSON.stringify(d.value, null, 2)), schema,
     el("h3", {}, "diff"), el("div", {}, "from ", from, " to ", to, " ", go), out,
     el("h3", {}, "history"), hist, el("h3", {}, "fleet"), d.fleet.length ? fleet : el("p", { class: "muted" }, "no reader acknowledges"));
 }
