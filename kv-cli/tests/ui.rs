@@ -242,6 +242,8 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
     );
     let stray = "document.getElementById('diff-out').textContent.includes('null')";
     assert_eq!(b.eval(stray).await, json!(false), "nothing but the diff");
+    let bare = "[...document.getElementById('config-doc').childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent)";
+    assert_eq!(b.eval(bare).await, json!([]), "no stray text in the document's panel");
     b.shot("config").await;
 
     // Without the secret, or with a wrong one: 403, nothing written.
