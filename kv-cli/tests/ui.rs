@@ -58,6 +58,30 @@ async fn open_doc(b: &Browser, revisions: usize) {
         .await;
 }
 
+/// A browser on the console's `view`.
+async fn browse(c: &Console, view: &str) -> Browser {
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("{}?view={view}", c.base))
+        .await
+        .unwrap();
+    b
+}
+
+/// Asks the open document for its diff (the picker's default: the last two revisions) and
+/// checks that `db.pool_size` went from 8 to 16.
+async fn pool_size_diff_from_8_to_16(b: &Browser) {
+    b.eval("document.getElementById('diff-go').click() || true")
+        .await;
+    let row = r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]')"#;
+    b.until("the diff", &format!("{row} !== null")).await;
+    let diff = b.eval(&format!("{row}.textContent")).await;
+    assert!(
+        diff.as_str().unwrap().contains("816"),
+        "from 8 to 16: {diff}"
+    );
+}
+
 /// The lock item of `name` from `/api/locks`.
 async fn lock_item(c: &Console, name: &str) -> Option<Value> {
     let all = c.get("/api/locks").await;
@@ -156,11 +180,7 @@ async fn the_elections_view_follows_a_leader_change_with_its_terms() {
         "sleep",
         "600",
     ]);
-    let b = Browser::start().await;
-    b.client
-        .goto(&format!("{}?view=elections", c.base))
-        .await
-        .unwrap();
+    let b = browse(&c, "elections").await;
     let card = r#"document.querySelector('[data-election="scheduler"]')"#;
     b.until("node-1 to lead", &format!("{card} !== null && {card}.querySelector('[data-leader]') !== null && {card}.querySelector('[data-leader]').dataset.leader === 'node-1'")).await;
     let _second = kvtk.spawn([
@@ -226,24 +246,15 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
         .await
         .unwrap();
     open_doc(&b, 2).await;
-    b.eval("document.getElementById('diff-go').click() || true")
-        .await;
-    b.until(
-        "the diff",
-        r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]') !== null"#,
-    )
-    .await;
-    let diff = b
-        .eval(r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]').textContent"#)
-        .await;
-    assert!(
-        diff.as_str().unwrap().contains("816"),
-        "from 8 to 16: {diff}"
-    );
+    pool_size_diff_from_8_to_16(&b).await;
     let stray = "document.getElementById('diff-out').textContent.includes('null')";
     assert_eq!(b.eval(stray).await, json!(false), "nothing but the diff");
     let bare = "[...document.getElementById('config-doc').childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent)";
-    assert_eq!(b.eval(bare).await, json!([]), "no stray text in the document's panel");
+    assert_eq!(
+        b.eval(bare).await,
+        json!([]),
+        "no stray text in the document's panel"
+    );
     b.shot("config").await;
 
     // Without the secret, or with a wrong one: 403, nothing written.
@@ -430,11 +441,7 @@ async fn members_and_buckets_views() {
     member(&kvtk, "i-1", "10.0.0.1:8080");
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
-    let b = Browser::start().await;
-    b.client
-        .goto(&format!("{}?view=members", c.base))
-        .await
-        .unwrap();
+    let b = browse(&c, "members").await;
     b.until(
         "member i-1",
         r#"document.querySelector('[data-group="api"] tr[data-member="i-1"]') !== null"#,
@@ -540,11 +547,7 @@ async fn a_prefix_shows_as_one_document_with_history_and_diffs() {
     ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
     let c = console(&kvtk, &["--allow-writes"]).await;
     let secret = c.secret.clone().unwrap();
-    let b = Browser::start().await;
-    b.client
-        .goto(&format!("{}?view=config", c.base))
-        .await
-        .unwrap();
+    let b = browse(&c, "config").await;
     b.until(
         "svc as one prefix document beside app",
         r#"document.querySelector('[data-doc="svc"][data-mode="prefix"]') !== null && document.querySelector('[data-doc="app"][data-mode="document"]') !== null && document.querySelectorAll('#config-docs li').length === 2"#,
@@ -581,20 +584,7 @@ async fn a_prefix_shows_as_one_document_with_history_and_diffs() {
     svc(&["set", "db.pool_size", "16"]);
     b.until("the new value", &format!("{value}.db.pool_size === 16"))
         .await;
-    b.eval("document.getElementById('diff-go').click() || true")
-        .await;
-    b.until(
-        "the diff",
-        r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]') !== null"#,
-    )
-    .await;
-    let diff = b
-        .eval(r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]').textContent"#)
-        .await;
-    assert!(
-        diff.as_str().unwrap().contains("816"),
-        "from 8 to 16: {diff}"
-    );
+    pool_size_diff_from_8_to_16(&b).await;
     b.shot("config-prefix").await;
 
     // A rollback writes the prefix's keys (the first revision had no name).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kvtk_config::{flatten, ConfigEvent, ConfigReader, Source};
+use kvtk_config::{flatten, ConfigEvent, ConfigEvents, ConfigReader, Source};
 use kvtk_core::{Bucket, Revision};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -50,17 +50,23 @@ fn parse_signal(s: &str) -> std::result::Result<Signal, String> {
         .map_err(|_| format!("{s:?} is not a signal name (HUP, USR1, …)"))
 }
 
-async fn reader(
-    bucket: Bucket,
-    source: Source,
-    validator: Option<Validator>,
-) -> Result<ConfigReader<Value>> {
-    let b = ConfigReader::<Value>::builder(source).bucket(bucket);
-    let b = match validator {
+/// The configuration `watch` and `exec` follow.
+pub(super) struct Followed {
+    pub(super) bucket: Bucket,
+    pub(super) source: Source,
+    pub(super) validator: Option<Validator>,
+}
+
+/// The reader `watch` and `exec` follow, its events, and the signals kvtk catches meanwhile.
+async fn follow(what: Followed) -> Result<(ConfigReader<Value>, ConfigEvents<Value>, Signals)> {
+    let b = ConfigReader::<Value>::builder(what.source).bucket(what.bucket);
+    let b = match what.validator {
         Some(v) => b.validate(move |value: &Value| v(value)),
         None => b,
     };
-    Ok(b.await?)
+    let reader = b.await?;
+    let events = reader.events();
+    Ok((reader, events, Signals::new()?))
 }
 
 fn change_line(rev: Option<Revision>, value: &Value, json: bool) -> Result<()> {
@@ -73,17 +79,10 @@ fn change_line(rev: Option<Revision>, value: &Value, json: bool) -> Result<()> {
     }
 }
 
-pub(super) async fn watch(
-    bucket: Bucket,
-    source: Source,
-    validator: Option<Validator>,
-    json: bool,
-) -> Result<u8> {
-    let reader = reader(bucket, source, validator).await?;
-    let mut events = reader.events();
+pub(super) async fn watch(what: Followed, json: bool) -> Result<u8> {
+    let (reader, mut events, mut signals) = follow(what).await?;
     let first = reader.current();
     change_line(first.revision(), first.json(), json)?;
-    let mut signals = Signals::new()?;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
@@ -152,15 +151,8 @@ fn start(e: &ExecArgs, rev: Option<Revision>, value: &Value) -> Result<Child> {
     child::spawn(&e.command, &env)
 }
 
-pub(super) async fn exec(
-    bucket: Bucket,
-    source: Source,
-    validator: Option<Validator>,
-    e: ExecArgs,
-) -> Result<u8> {
-    let reader = reader(bucket, source, validator).await?;
-    let mut events = reader.events();
-    let mut signals = Signals::new()?;
+pub(super) async fn exec(what: Followed, e: ExecArgs) -> Result<u8> {
+    let (reader, mut events, mut signals) = follow(what).await?;
     let mut shown = reader.current();
     let mut child = start(&e, shown.revision(), shown.json())?;
     loop {

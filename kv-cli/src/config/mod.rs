@@ -21,10 +21,9 @@ mod follow;
 mod read;
 mod schema;
 
-use follow::ExecArgs;
+use follow::{ExecArgs, Followed};
 use read::{human, parse_value, report, set_path};
 use schema::{load_schema, read_json, Validator};
-
 
 #[derive(clap::Args)]
 pub(crate) struct ConfigArgs {
@@ -139,6 +138,11 @@ pub(crate) async fn run(args: ConfigArgs, conn: &ConnectArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let writer = writer(bucket.clone(), source.clone(), validator.clone());
+    let followed = || Followed {
+        bucket,
+        source,
+        validator,
+    };
     match args.cmd {
         ConfigCmd::Get { path, json } => read::get(&writer, path.as_deref(), json).await,
         ConfigCmd::Set { path, value } => {
@@ -150,8 +154,8 @@ pub(crate) async fn run(args: ConfigArgs, conn: &ConnectArgs) -> Result<u8> {
         ConfigCmd::History { json } => read::history(&writer, json).await,
         ConfigCmd::Diff { from, to, json } => read::diff(&writer, from, to, json).await,
         ConfigCmd::Rollback { rev } => report(writer.rollback(rev).await?),
-        ConfigCmd::Watch { json } => follow::watch(bucket, source, validator, json).await,
-        ConfigCmd::Exec(e) => follow::exec(bucket, source, validator, e).await,
+        ConfigCmd::Watch { json } => follow::watch(followed(), json).await,
+        ConfigCmd::Exec(e) => follow::exec(followed(), e).await,
     }
 }
 
