@@ -201,9 +201,7 @@ impl<D: Send + 'static> Sched<D> {
         }
         match feed.fetch(id) {
             Some(r) => self.reads.add(Some(r)),
-            None => {
-                self.book.finish(id);
-            }
+            None => self.book.cancel(id),
         }
     }
 
@@ -328,6 +326,12 @@ impl Book {
         }
     }
 
+    /// No read of `id` could start after all: it is not running.
+    fn cancel(&mut self, id: &str) {
+        self.running.remove(id);
+        self.again.remove(id);
+    }
+
     /// The initial entries are in: `ids` are the items the watch showed; `view` keeps only
     /// them.
     fn initial(&mut self, hub: &Hub, view: View, ids: &[String]) {
@@ -368,5 +372,8 @@ mod tests {
         assert!(p.finish("a"), "changed while read: read again");
         assert!(!p.finish("a"));
         assert!(p.start("a"));
+        assert!(!p.start("a"));
+        p.cancel("a");
+        assert!(p.start("a"), "a read that could not start leaves nothing behind");
     }
 }
