@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use kvtk_core::BucketInfo;
-use tokio::time::MissedTickBehavior;
 use kvtk_doctor::Intent;
 use serde_json::{json, Value};
+use tokio::time::MissedTickBehavior;
 
 use super::Ctx;
 use crate::hub::View;

@@ -374,6 +374,9 @@ mod tests {
         assert!(p.start("a"));
         assert!(!p.start("a"));
         p.cancel("a");
-        assert!(p.start("a"), "a read that could not start leaves nothing behind");
+        assert!(
+            p.start("a"),
+            "a read that could not start leaves nothing behind"
+        );
     }
 }
