@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Runs the kv-bench suite: the toolkit against raw async-nats, etcd and Redis.
 #
-#   scripts/bench.sh [--quick] [--only 1,2,...]
+#   scripts/bench.sh [--quick] [--only 1,2,...,9,r3,ui]
 #
 # Installs what is missing: Debian packages through scripts/ensure-bench-packages.sh (etcd-server,
 # redis-server, and protoc with the well-known .proto files for the etcd-client crate), the pinned
 # nats-server through scripts/ensure-nats-server.sh. Starts
 # etcd (own temp data dir) and Redis (--save '', no AOF) on free 127.0.0.1 ports; the bench
 # binary starts its two nats-servers (default sync and sync_interval: always) through the
-# kvtk-tests kit. Everything started here is stopped on exit. Writes target/bench/report.json,
-# report.md and latency.svg. --quick takes about 4 minutes on 2 cores, a full run about 9.
+# kvtk-tests kit. Metric ui (the console, kvtk ui, in headless chromium) runs kvtk's ui bench,
+# built here (cargo bench --no-run) after scripts/ensure-chromium.sh, its path passed in
+# KV_BENCH_UI. Everything started here is stopped on exit. Writes target/bench/report.json,
+# report.md and latency.svg. --quick takes about 4 minutes on 2 cores, a full run about 9;
+# --only ui about 2 (after the builds).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,11 +20,12 @@ repo_root="$(pwd)"
 say() { echo "bench: $*" >&2; }
 
 bench_args=()
+only=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --quick) bench_args+=(--quick) ;;
-    --only) bench_args+=(--only "$2"); shift ;;
-    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --only) bench_args+=(--only "$2"); only="$2"; shift ;;
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) say "unknown argument $1"; exit 2 ;;
     esac
     shift
@@ -34,6 +38,19 @@ export NATS_SERVER_BIN
 
 say "building kv-bench (release, all features)"
 cargo build -q -p kv-bench --release --all-features
+
+# Metric ui: kvtk's console bench and the browser it drives.
+if [[ -z "$only" || ",$only," == *",ui,"* ]]; then
+    scripts/ensure-chromium.sh >/dev/null
+    say "building kvtk's ui bench (release)"
+    KV_BENCH_UI="$(cargo bench -q -p kvtk --bench ui --no-run --message-format=json |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ui" and m.get("executable"):
+        print(m["executable"])')"
+    export KV_BENCH_UI
+fi
 
 # --- start etcd and redis ------------------------------------------------------------------
 # Marker in the environment of every process of this run (the kit's nats-servers included),

@@ -2,7 +2,8 @@
 //! `scripts/bench.sh [--quick]`, which installs and starts etcd and Redis and passes their
 //! endpoints in `KV_BENCH_ETCD` / `KV_BENCH_REDIS` (each `url|version`). The NATS servers (one
 //! with default sync, one with `sync_interval: always`) are started here through the kvtk-tests
-//! kit. Writes `report.json`, `report.md` and `latency.svg` to `--out` (default
+//! kit. Metric `ui` runs kvtk's console bench, whose path scripts/bench.sh passes in
+//! `KV_BENCH_UI`. Writes `report.json`, `report.md` and `latency.svg` to `--out` (default
 //! `target/bench`).
 #![allow(missing_docs, reason = "a benchmark binary, not a library")]
 // Some helpers serve only the etcd and redis features.
@@ -21,7 +22,7 @@ use harness::stats::Report;
 use harness::{child, BoxError, Env, Size};
 use kvtk_tests::NatsServer;
 use metrics::{
-    config, core_ops, counter, election_herd, failover, fanout, handoff, held_locks, lock, r3,
+    config, core_ops, counter, election_herd, failover, fanout, handoff, held_locks, lock, r3, ui,
 };
 
 struct Args {
@@ -51,7 +52,7 @@ fn args() -> Result<Args, BoxError> {
                 )
             }
             "-h" | "--help" => {
-                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8,9,r3]");
+                println!("kv-bench [--quick] [--out DIR] [--only 1,2,3,4,5,6,7,8,9,r3,ui]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -157,15 +158,17 @@ async fn run() -> Result<(), BoxError> {
     metric!("8", election_herd::run(&env, &mut report));
     metric!("9", fanout::run(&env, &mut report));
     metric!("r3", r3::run(&env, &mut report));
+    metric!("ui", ui::run(&env, &mut report));
 
     env.progress("ratios");
     type Ratios = fn(&mut Report);
-    let ratios: [(&str, Ratios); 5] = [
+    let ratios: [(&str, Ratios); 6] = [
         ("2", lock::ratios),
         ("3", handoff::ratios),
         ("4", failover::ratios),
         ("5", config::ratios),
         ("9", fanout::ratios),
+        ("ui", ui::ratios),
     ];
     for (m, ratios) in ratios {
         if want(m) {

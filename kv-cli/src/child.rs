@@ -126,14 +126,32 @@ pub(crate) async fn guard(a: GuardArgs) -> Result<u8> {
     }
     let group = nix::unistd::getpgrp();
     let _ = killpg(group, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + GUARD_GRACE;
-    while tokio::time::Instant::now() < deadline && others_in_group(group) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = tokio::time::timeout(GUARD_GRACE, group_empty(group)).await;
     // The guard goes too.
     let _ = killpg(group, Signal::SIGKILL);
     Ok(0)
 }
+
+/// Returns once no process but this one is left in `group`.
+///
+/// The group's processes are not the guard's children, so no exit of theirs reaches it as
+/// an event (a pidfd would, but takes a raw system call, and this workspace forbids
+/// `unsafe`): it looks in /proc on a fixed interval, [`GROUP_CHECK`].
+#[cfg(target_os = "linux")]
+async fn group_empty(group: Pid) {
+    let mut every = tokio::time::interval(GROUP_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if !others_in_group(group) {
+            return;
+        }
+    }
+}
+
+/// How often the guard looks whether a dead kvtk's command group has exited.
+#[cfg(target_os = "linux")]
+const GROUP_CHECK: Duration = Duration::from_millis(50);
 
 /// Whether a process other than this one is in `group` (from /proc).
 #[cfg(target_os = "linux")]

@@ -58,6 +58,30 @@ async fn open_doc(b: &Browser, revisions: usize) {
         .await;
 }
 
+/// A browser on the console's `view`.
+async fn browse(c: &Console, view: &str) -> Browser {
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("{}?view={view}", c.base))
+        .await
+        .unwrap();
+    b
+}
+
+/// Asks the open document for its diff (the picker's default: the last two revisions) and
+/// checks that `db.pool_size` went from 8 to 16.
+async fn pool_size_diff_from_8_to_16(b: &Browser) {
+    b.eval("document.getElementById('diff-go').click() || true")
+        .await;
+    let row = r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]')"#;
+    b.until("the diff", &format!("{row} !== null")).await;
+    let diff = b.eval(&format!("{row}.textContent")).await;
+    assert!(
+        diff.as_str().unwrap().contains("816"),
+        "from 8 to 16: {diff}"
+    );
+}
+
 /// The lock item of `name` from `/api/locks`.
 async fn lock_item(c: &Console, name: &str) -> Option<Value> {
     let all = c.get("/api/locks").await;
@@ -156,11 +180,7 @@ async fn the_elections_view_follows_a_leader_change_with_its_terms() {
         "sleep",
         "600",
     ]);
-    let b = Browser::start().await;
-    b.client
-        .goto(&format!("{}?view=elections", c.base))
-        .await
-        .unwrap();
+    let b = browse(&c, "elections").await;
     let card = r#"document.querySelector('[data-election="scheduler"]')"#;
     b.until("node-1 to lead", &format!("{card} !== null && {card}.querySelector('[data-leader]') !== null && {card}.querySelector('[data-leader]').dataset.leader === 'node-1'")).await;
     let _second = kvtk.spawn([
@@ -226,22 +246,15 @@ async fn config_diff_and_rollback_need_writes_and_the_secret() {
         .await
         .unwrap();
     open_doc(&b, 2).await;
-    b.eval("document.getElementById('diff-go').click() || true")
-        .await;
-    b.until(
-        "the diff",
-        r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]') !== null"#,
-    )
-    .await;
-    let diff = b
-        .eval(r#"document.querySelector('#diff-table tr[data-path="db.pool_size"]').textContent"#)
-        .await;
-    assert!(
-        diff.as_str().unwrap().contains("816"),
-        "from 8 to 16: {diff}"
-    );
+    pool_size_diff_from_8_to_16(&b).await;
     let stray = "document.getElementById('diff-out').textContent.includes('null')";
     assert_eq!(b.eval(stray).await, json!(false), "nothing but the diff");
+    let bare = "[...document.getElementById('config-doc').childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent)";
+    assert_eq!(
+        b.eval(bare).await,
+        json!([]),
+        "no stray text in the document's panel"
+    );
     b.shot("config").await;
 
     // Without the secret, or with a wrong one: 403, nothing written.
@@ -428,11 +441,7 @@ async fn members_and_buckets_views() {
     member(&kvtk, "i-1", "10.0.0.1:8080");
     let _holder = kvtk.spawn(["lock", "job", "--", "sleep", "600"]);
     let c = console(&kvtk, &[]).await;
-    let b = Browser::start().await;
-    b.client
-        .goto(&format!("{}?view=members", c.base))
-        .await
-        .unwrap();
+    let b = browse(&c, "members").await;
     b.until(
         "member i-1",
         r#"document.querySelector('[data-group="api"] tr[data-member="i-1"]') !== null"#,
@@ -460,5 +469,141 @@ async fn members_and_buckets_views() {
         .unwrap();
     assert_eq!(members["history"], 1);
     assert_eq!(members["marker_ttl"], 60.0);
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lock_of_a_multi_lock_is_marked_with_the_others() {
+    let (server, kvtk) = start().await;
+    let c = console(&kvtk, &[]).await;
+    let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
+    let locks = kvtk_locks::Locks::open(&kv, "locks").await.unwrap();
+    let plain = locks.mutex("plain").unwrap().lock().await.unwrap();
+    let names = ["acct.alice", "acct.bob", "acct.carol"];
+    let all = locks.multi(names).unwrap().lock().await.unwrap();
+    // A second multi-lock on two of them waits behind the first, in both queues.
+    let waiting = locks.multi(["acct.alice", "acct.bob"]).unwrap();
+    let second = tokio::spawn(async move { waiting.lock().await.map(|g| g.tokens().count()) });
+
+    let b = Browser::start().await;
+    b.client.goto(&c.base).await.unwrap();
+    let multi =
+        |name: &str| format!(r#"document.querySelector('tr[data-lock="{name}"] [data-multi]')"#);
+    for name in names {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != name).collect();
+        b.until(
+            &format!("{name} marked as taken with {others:?}"),
+            &format!(
+                "{m} !== null && {m}.dataset.multi === '{}'",
+                others.join(" "),
+                m = multi(name)
+            ),
+        )
+        .await;
+    }
+    b.until(
+        "the waiting multi-lock in alice's queue",
+        r#"document.querySelector('tr[data-lock="acct.alice"]').querySelectorAll('[data-role=waiter]').length === 1"#,
+    )
+    .await;
+    assert_eq!(
+        b.eval(&format!("{} === null", multi("plain"))).await,
+        json!(true)
+    );
+    let alice = lock_item(&c, "acct.alice").await.unwrap();
+    assert_eq!(alice["multi_with"], json!(["acct.bob", "acct.carol"]));
+    assert_eq!(
+        alice["holders"][0]["multi_with"],
+        json!(["acct.bob", "acct.carol"])
+    );
+    assert_eq!(alice["waiters"][0]["multi_with"], json!(["acct.bob"]));
+    b.shot("locks-multi").await;
+
+    all.release().await.unwrap();
+    let taken = kvtk_tests::within("the second multi-lock", second).await;
+    assert_eq!(taken.unwrap().unwrap(), 2);
+    b.until(
+        "carol no longer part of a multi-lock",
+        &format!(
+            "document.querySelector('tr[data-lock=\"acct.carol\"]') === null || {} === null",
+            multi("acct.carol")
+        ),
+    )
+    .await;
+    plain.release().await.unwrap();
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_shows_as_one_document_with_history_and_diffs() {
+    let (_server, kvtk) = start().await;
+    let svc = |args: &[&str]| {
+        let mut all = vec!["config", "--prefix", "svc"];
+        all.extend_from_slice(args);
+        ok(&kvtk, &all);
+    };
+    svc(&["set", "db.pool_size", "8"]);
+    svc(&["set", "name", "web"]);
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
+    let c = console(&kvtk, &["--allow-writes"]).await;
+    let secret = c.secret.clone().unwrap();
+    let b = browse(&c, "config").await;
+    b.until(
+        "svc as one prefix document beside app",
+        r#"document.querySelector('[data-doc="svc"][data-mode="prefix"]') !== null && document.querySelector('[data-doc="app"][data-mode="document"]') !== null && document.querySelectorAll('#config-docs li').length === 2"#,
+    )
+    .await;
+    b.eval(r#"document.querySelector('[data-doc="svc"]').click() || true"#)
+        .await;
+    let value = "JSON.parse(document.getElementById('doc-value').textContent)";
+    b.until(
+        "the value assembled from its keys",
+        &format!("document.getElementById('doc-value') !== null && {value}.db.pool_size === 8 && {value}.name === 'web'"),
+    )
+    .await;
+    let fields = b
+        .eval("document.getElementById('doc-fields').textContent")
+        .await;
+    assert!(
+        fields
+            .as_str()
+            .unwrap()
+            .contains("svc.db.pool_size, svc.name"),
+        "{fields}"
+    );
+    let item = c.get("/api/item?view=config&id=svc").await;
+    let revs: Vec<u64> = item["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revs.len(), 2, "{item}");
+
+    // A change shows live, with its diff.
+    svc(&["set", "db.pool_size", "16"]);
+    b.until("the new value", &format!("{value}.db.pool_size === 16"))
+        .await;
+    pool_size_diff_from_8_to_16(&b).await;
+    b.shot("config-prefix").await;
+
+    // A rollback writes the prefix's keys (the first revision had no name).
+    let body = json!({"key": "svc", "revision": revs[0]}).to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-kvtk-secret", secret.as_str()),
+    ];
+    let (status, answer) = c
+        .http("POST", "/api/config/rollback", &headers, &body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    b.until(
+        "the rolled-back value",
+        &format!("{value}.db.pool_size === 8 && {value}.name === undefined"),
+    )
+    .await;
+    let out = kvtk.output(&["config", "--prefix", "svc", "get", "--json"]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["value"], json!({"db": {"pool_size": 8}}));
     b.close().await;
 }

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{error, App, SECRET_HEADER};
+use crate::feed::config::source_of;
+use crate::hub::View;
 
 /// How long an action may take before the answer says it timed out.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +113,10 @@ pub(crate) async fn rollback(
     let Some(rev) = Revision::new(req.revision) else {
         return error(StatusCode::BAD_REQUEST, "a revision is a number ≥ 1");
     };
+    let source = app.hub.item(View::Config, &req.key).map_or_else(
+        || Source::document(&req.key),
+        |item| source_of(&item, &req.key),
+    );
     let (schemas, key) = (app.schemas.clone(), req.key.clone());
     let check = move |v: &Value| match schemas.for_key(&key).map(|c| c.check(v)) {
         Some(r) if r["valid"] == json!(false) => Err(format!("schema: {}", r["errors"])),
@@ -121,7 +127,7 @@ pub(crate) async fn rollback(
         &headers,
         app.buckets.config.as_ref(),
         |b| async move {
-            let writer = ConfigWriter::<Value>::new(b, Source::document(&req.key)).validate(check);
+            let writer = ConfigWriter::<Value>::new(b, source).validate(check);
             let w = writer.rollback(rev).await.map_err(|e| e.to_string())?;
             tracing::warn!(key = %req.key, to = req.revision, "config rollback from the console");
             Ok(json!({"revision": w.revision.map(Revision::get), "changed": w.changed}))

@@ -10,3 +10,4 @@ pub(crate) mod handoff;
 pub(crate) mod held_locks;
 pub(crate) mod lock;
 pub(crate) mod r3;
+pub(crate) mod ui;

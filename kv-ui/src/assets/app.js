@@ -185,13 +185,17 @@ function entryChip(e, i, lock, holder) {
     holder ? el("span", { class: "t" }, "held ", since(e.held_since_ms)) : el("span", { class: "t" }, "waits ", since(e.queued_ms)),
     holder ? el("span", { class: "t" }, " · lease ", until(e.expires_ms)) : null,
     e.kind === "shared" ? el("span", { class: "badge" }, "reader") : null,
-    e.multi ? el("span", { class: "badge" }, "multi") : null);
+    e.multi ? el("span", { class: "badge multi", title: multiText(e.multi_with) }, "multi-lock") : null);
   if (holder && state.meta && state.meta.allow_writes) {
     const b = el("button", { class: "act", type: "button", "data-action": "release" }, "force release");
     b.addEventListener("click", (ev) => { ev.stopPropagation(); confirmRelease(lock, e); });
     chip.append(" ", b);
   }
   return chip;
+}
+// The other locks a multi-lock took together with this one.
+function multiText(with_) {
+  return with_ && with_.length ? "with " + with_.join(", ") : "";
 }
 function lockRow(l, id) {
   const kind = l.kind === "semaphore" ? `semaphore ${l.permits}` : l.kind;
@@ -200,7 +204,7 @@ function lockRow(l, id) {
   if (l.waiters.length > 5) shown.push(el("span", { class: "muted" }, `+${l.waiters.length - 5} more`));
   const row = el("tr", { class: "lock", "data-lock": id },
     el("td", { class: "name" }, l.name),
-    el("td", {}, kind, l.multi ? el("span", { class: "badge" }, "multi-lock") : null),
+    el("td", {}, kind, l.multi ? el("div", { class: "multi", "data-multi": (l.multi_with || []).join(" ") }, el("span", { class: "badge" }, "multi-lock"), " ", el("span", { class: "t" }, multiText(l.multi_with))) : null),
     el("td", {}, ...holders),
     el("td", {}, ...(shown.length ? shown : [el("span", { class: "muted" }, "nobody")])));
   row.addEventListener("click", () => {
@@ -231,24 +235,28 @@ function applyFilter() {
   for (const id of nodes.locks.keys()) filterRow(id);
 }
 
-// A timeline of bars {from, to (null: still open), label} over the last minutes.
+// A timeline of bars {from, to (null: still open), label} over the last minutes. Positions
+// are percentages of the drawing's width, so labels keep their shape at any width; a bar
+// that just began still shows as a sliver at the right edge.
 function timeline(bars) {
   const now = serverNow();
   const known = bars.map((b) => b.from).filter((x) => x);
   const start = Math.max(Math.min(now - 20000, ...known), now - 15 * 60000);
-  const box = svg("svg", { class: "timeline", viewBox: "0 0 1000 44", preserveAspectRatio: "none", role: "img" });
-  const x = (t) => ((Math.max(t, start) - start) / (now - start)) * 1000;
+  const box = svg("svg", { class: "timeline", role: "img" });
+  const pct = (t) => ((Math.min(Math.max(t, start), now) - start) / (now - start)) * 100;
   for (const b of bars) {
-    const x0 = x(b.from || start), x1 = x(b.to || now);
+    const x0 = pct(b.from || start), x1 = pct(b.to || now);
     if (x1 <= 0) continue;
-    const r = svg("rect", { class: b.to ? "bar" : "bar open", x: x0, y: 8, width: Math.max(2, x1 - x0), height: 22, rx: 2 });
+    const w = Math.max(0.6, x1 - x0), x = Math.min(x0, 100 - w);
+    const r = svg("rect", { class: b.to ? "bar" : "bar open", x: x + "%", y: 8, width: w + "%", height: 22, rx: 2 });
     const t = svg("title"); t.textContent = b.label; r.append(t);
     box.append(r);
-    if (x1 - x0 > 60) { const lbl = svg("text", { x: x0 + 3, y: 23 }); lbl.textContent = b.label; box.append(lbl); }
+    if (w > 12) { const lbl = svg("text", { x: (x + 0.5) + "%", y: 23 }); lbl.textContent = b.label; box.append(lbl); }
   }
-  const wrap = el("div", {}, box, el("div", { class: "axis" }, el("span", {}, "-" + dur(now - start)), el("span", {}, "now")));
-  return wrap;
+  return el("div", {}, box, el("div", { class: "axis" }, el("span", {}, "-" + dur(now - start)), el("span", {}, "now")));
 }
+// "1 member", "2 members".
+function count(n, one) { return `${n} ${one}${n === 1 ? "" : "s"}`; }
 function refreshTimeline(card) {
   const v = card.getAttribute("data-timeline"), id = card.getAttribute("data-id");
   const item = state.items[v].get(id);
@@ -287,14 +295,14 @@ function groupCard(g, id) {
   const events = el("ul", { class: "events" }, ...g.events.slice().reverse().map((ev) =>
     el("li", { class: "ev-" + ev.event }, new Date(ev.at_ms).toLocaleTimeString(), " ", ev.event, " ", el("span", { class: "mono" }, ev.id))));
   return el("div", { class: "card", "data-group": id },
-    el("h2", {}, g.group, el("span", { class: "badge" }, `${g.members.length} members`)),
-    el("table", { class: "small" }, el("thead", {}, el("tr", {}, el("th", {}, "member"), el("th", {}, "joined at"), el("th", {}, "metadata"), el("th", {}, "lease"))), el("tbody", {}, ...rows)),
+    el("h2", {}, g.group, el("span", { class: "badge" }, count(g.members.length, "member"))),
+    el("table", { class: "small" }, el("thead", {}, el("tr", {}, el("th", {}, "member"), el("th", {}, "joined at revision"), el("th", {}, "metadata"), el("th", {}, "lease"))), el("tbody", {}, ...rows)),
     el("h3", {}, "events seen by this console"), g.events.length ? events : el("p", { class: "muted" }, "none yet"));
 }
 
 // ---- Configuration ----
 function docEntry(d, id) {
-  const li = el("li", { "data-doc": id, "aria-selected": state.doc === id }, d.key, " ",
+  const li = el("li", { "data-doc": id, "data-mode": d.mode, "aria-selected": state.doc === id }, d.key, d.mode === "prefix" ? ".*" : "", " ",
     el("span", { class: "t" }, d.revision ? "rev " + d.revision : "deleted"),
     d.schema ? el("span", { class: "badge " + (d.schema.valid ? "ok" : "bad") }, d.schema.valid ? "valid" : "invalid") : null);
   li.addEventListener("click", () => { state.doc = id; for (const n of document.querySelectorAll("#config-docs li")) n.setAttribute("aria-selected", n === li); renderDoc(); });
@@ -319,9 +327,10 @@ function renderDoc() {
     el("td", {}, f.ack.rejected ? "rejected " + f.ack.rejected : ""), el("td", {}, f.ack.stale ? "stale" : ""), el("td", {}, until(f.expires_ms)))));
   const schema = d.schema ? el("div", {}, el("span", { class: "badge " + (d.schema.valid ? "ok" : "bad") }, d.schema.valid ? "valid against the schema" : "invalid against the schema"),
     ...d.schema.errors.map((e) => el("div", { class: "finding-error mono" }, e))) : el("p", { class: "muted" }, "no schema given");
-  box.replaceChildren(el("h2", {}, d.key, el("span", { class: "badge" }, d.revision ? "revision " + d.revision : "deleted")),
-    el("pre", { class: "value", id: "doc-value" }, JSON.stringify(d.value, null, 2)), schema,
-    el("h3", {}, "diff"), el("div", {}, "from ", from, " to ", to, " ", go), out,
+  const fields = d.mode === "prefix" ? el("p", { class: "t", id: "doc-fields" }, `prefix: one key per field (${d.fields.length}): `, d.fields.join(", ")) : null;
+  box.replaceChildren(el("h2", {}, d.key, d.mode === "prefix" ? el("span", { class: "badge" }, "prefix") : null, el("span", { class: "badge" }, d.revision ? "revision " + d.revision : "deleted")),
+    ...(fields ? [fields] : []), el("pre", { class: "value", id: "doc-value" }, JSON.stringify(d.value, null, 2)), schema,
+    el("h3", {}, "diff"), revs.length > 1 ? el("div", {}, "from ", from, " to ", to, " ", go) : el("p", { class: "muted" }, "one revision: nothing to compare yet"), out,
     el("h3", {}, "history"), hist, el("h3", {}, "fleet"), d.fleet.length ? fleet : el("p", { class: "muted" }, "no reader acknowledges"));
 }
 async function showDiff(key, from, to, out) {
@@ -352,7 +361,7 @@ function bucketRow(b, id) {
     el("td", {}, (b.role || []).join(", ")), el("td", {}, String(b.history)), el("td", {}, String(b.keys)), el("td", {}, String(b.values)),
     el("td", {}, String(b.bytes)), el("td", {}, repl, where ? el("div", { class: "t" }, where) : null), el("td", {}, b.storage + (b.compression ? ", s2" : "")),
     el("td", {}, b.marker_ttl !== null ? "on, markers " + dur(b.marker_ttl * 1000) : "off"), el("td", {}, b.max_age ? dur(b.max_age * 1000) : "–"),
-    el("td", {}, b.doctor ? el("span", { class: "badge " + worst }, findings.length + " findings") : "–",
+    el("td", {}, b.doctor ? el("span", { class: "badge " + worst }, count(findings.length, "finding")) : "–",
       ...findings.map((f) => el("div", { class: "finding-" + f.severity }, `${f.severity} ${f.code}: ${f.message}`))));
 }
 

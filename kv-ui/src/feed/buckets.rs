@@ -2,9 +2,10 @@
 //! and the doctor's findings for the buckets the console shows as locks, elections,
 //! configuration or members.
 //!
-//! Stream state is something the server reports only when asked, so this feed asks: every
-//! [`POLL`] for the settings and sizes, every [`DOCTOR_EVERY`] polls for the doctor's
-//! findings.
+//! Stream state is something the server reports only when asked, so this feed asks, on one
+//! `tokio::time::interval` owned by its task: every [`POLL`] for the settings and sizes,
+//! every [`DOCTOR_EVERY`] polls for the doctor's findings. A slow round delays the next
+//! rather than bunching the missed ones; the task stops with the server's token.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use kvtk_core::BucketInfo;
 use kvtk_doctor::Intent;
 use serde_json::{json, Value};
+use tokio::time::MissedTickBehavior;
 
 use super::Ctx;
 use crate::hub::View;
@@ -28,18 +30,20 @@ const DOCTOR_EVERY: u32 = 6;
 /// Cancel safe: it only reads.
 pub(crate) async fn run(ctx: Ctx, intents: BTreeMap<String, Intent>) {
     let mut findings: BTreeMap<String, Value> = BTreeMap::new();
+    let mut every = tokio::time::interval(POLL);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut round: u32 = 0;
     loop {
         let refresh_doctor = round.is_multiple_of(DOCTOR_EVERY);
         tokio::select! {
             () = ctx.cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return,
             () = poll(&ctx, &intents, &mut findings, refresh_doctor) => {}
         }
         round = round.wrapping_add(1);
-        tokio::select! {
-            () = ctx.cancel.cancelled() => return,
-            () = tokio::time::sleep(POLL) => {}
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use kvtk_core::{Bucket, Entry};
 use kvtk_leader::{CandidateInfo, Election, LeaderInfo, DEFAULT_TTL};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Book, Feed, Read};
+use super::{expires_ms, Change, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Terms kept per election for its timeline.
@@ -59,7 +59,6 @@ pub(crate) struct ElectionsFeed {
     hub: std::sync::Arc<Hub>,
     bucket: Option<Bucket>,
     elections: BTreeMap<String, State>,
-    book: Book,
 }
 
 /// `<name>.leader` → (name, None); `<name>.cand.<id>` → (name, Some(id)).
@@ -79,18 +78,10 @@ impl ElectionsFeed {
             hub,
             bucket: None,
             elections: BTreeMap::new(),
-            book: Book::default(),
         }
     }
 
     fn read(&mut self, name: &str) -> Option<Read<ReadOut>> {
-        if !self.book.start(name) {
-            return None;
-        }
-        self.fetch(name)
-    }
-
-    fn fetch(&mut self, name: &str) -> Option<Read<ReadOut>> {
         let bucket = self.bucket.clone()?;
         let st = self.elections.get_mut(name)?;
         if st.election.is_none() {
@@ -161,7 +152,6 @@ impl Feed for ElectionsFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket);
-            self.book.reset();
             for st in self.elections.values_mut() {
                 st.election = None;
                 st.leader_key = None;
@@ -173,7 +163,7 @@ impl Feed for ElectionsFeed {
         .boxed()
     }
 
-    fn entry(&mut self, e: &Entry) -> Vec<Read<ReadOut>> {
+    fn entry(&mut self, e: &Entry) -> Vec<Change> {
         let Some((name, cand)) = parse(e.key().as_str()) else {
             return Vec::new();
         };
@@ -200,55 +190,45 @@ impl Feed for ElectionsFeed {
             }
         };
         if !changed {
-            self.book.renewed.insert(name.to_string());
-            return Vec::new();
+            return vec![Change::Renewed(name.to_string())];
         }
         st.changed_at = st.changed_at.max(rev);
-        if !self.book.ready {
-            return Vec::new();
-        }
-        let name = name.to_string();
-        self.read(&name).into_iter().collect()
+        vec![Change::Changed(name.to_string())]
     }
 
-    fn initial_done(&mut self) -> Vec<Read<ReadOut>> {
-        let names: Vec<String> = self
-            .elections
+    fn initial(&self) -> Vec<String> {
+        self.elections
             .iter()
             .filter(|(_, s)| s.changed_at > 0)
             .map(|(n, _)| n.clone())
-            .collect();
-        self.book.initial(&self.hub, View::Elections, &names);
-        names.iter().filter_map(|n| self.read(n)).collect()
+            .collect()
     }
 
-    fn done(&mut self, (name, _at, res): ReadOut) -> Vec<Read<ReadOut>> {
-        match (res, self.elections.get_mut(&name)) {
+    fn fetch(&mut self, name: &str) -> Option<Read<ReadOut>> {
+        self.read(name)
+    }
+
+    fn done(&mut self, (name, _at, res): ReadOut) -> (String, bool) {
+        let again = match (res, self.elections.get_mut(&name)) {
             // The leader is read from the stream leader: never older than the watch.
             (Ok((leader, cands)), Some(st)) => {
                 ElectionsFeed::leader_read(st, leader, st.read_once);
                 st.values = cands.into_iter().map(|c| (c.id, c.value)).collect();
                 st.read_once = true;
                 self.publish(&name);
+                false
             }
             (Err(msg), _) => {
                 tracing::debug!(election = %name, "read failed: {msg}");
-                self.book.retry.insert(name.clone());
+                true
             }
-            (Ok(_), None) => {}
-        }
-        if self.book.finish(&name) {
-            return self.fetch(&name).into_iter().collect();
-        }
-        Vec::new()
+            (Ok(_), None) => false,
+        };
+        (name, again)
     }
 
-    fn tick(&mut self) -> Vec<Read<ReadOut>> {
-        let (renewed, retry) = self.book.take();
-        for name in renewed {
-            self.publish(&name);
-        }
-        retry.iter().filter_map(|n| self.read(n)).collect()
+    fn renewed(&mut self, name: &str) {
+        self.publish(name);
     }
 }
 

@@ -6,30 +6,31 @@
 //! through [`Locks::inspect`], whose rule decides who holds; a renewal (same origin) only
 //! moves the entry's lease deadline, published at the next tick without any read.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
-use kvtk_core::{Bucket, Entry};
+use kvtk_core::{Batch, Bucket, Entry};
 use kvtk_locks::{EntryKind, LockInfo, Locks, QueueEntry};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Book, Feed, Read};
+use super::{expires_ms, Change, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Holds kept per lock for its timeline.
 const TIMELINE: usize = 50;
 
 /// A queue key as the watch last showed it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct KeyState {
     /// The lease origin (the token) of a live entry; `None` once removed.
     origin: Option<u64>,
     /// When its lease runs out unless renewed (server timestamp + TTL).
     expires_ms: Option<u64>,
-    /// Written by a transaction of several entries: a multi-lock.
-    multi: bool,
+    /// The transaction of several entries that created it: a multi-lock's.
+    batch: Option<Arc<str>>,
 }
 
 /// One hold, as this console saw it.
@@ -62,8 +63,9 @@ pub(crate) struct LocksFeed {
     hub: std::sync::Arc<Hub>,
     locks: Option<Locks>,
     keys: HashMap<String, KeyState>,
+    /// Multi-lock transactions → the locks each one queued in.
+    batches: HashMap<Arc<str>, BTreeSet<String>>,
     shown: BTreeMap<String, Shown>,
-    book: Book,
 }
 
 impl LocksFeed {
@@ -72,18 +74,9 @@ impl LocksFeed {
             hub,
             locks: None,
             keys: HashMap::new(),
+            batches: HashMap::new(),
             shown: BTreeMap::new(),
-            book: Book::default(),
         }
-    }
-
-    /// A read of `name`, unless one is running (then one more follows it).
-    fn read(&mut self, name: &str) -> Option<Read<Inspected>> {
-        self.locks.as_ref()?;
-        if !self.book.start(name) {
-            return None;
-        }
-        self.inspect(name)
     }
 
     /// An inspection of `name` that must include the latest change the watch delivered.
@@ -114,7 +107,7 @@ impl LocksFeed {
             self.hub.remove(View::Locks, name);
             return;
         }
-        let item = lock_json(info, shown, &self.keys);
+        let item = lock_json(info, shown, &self.keys, &self.batches);
         if renewal {
             let leases: serde_json::Map<String, Value> = info
                 .holders
@@ -182,6 +175,57 @@ fn lock_of(key: &str) -> Option<(&str, bool)> {
     rest.strip_suffix("._s").map(|name| (name, false))
 }
 
+impl LocksFeed {
+    /// A queue key's entry: its new state, and whether it changed more than a deadline.
+    fn queue_entry(&mut self, e: &Entry, name: &str) -> (bool, Vec<Change>) {
+        let rev = e.revision().get();
+        let origin = e
+            .is_value()
+            .then(|| e.lease().map_or(rev, |l| l.origin().get()));
+        let prev = self.keys.get(e.key().as_str()).cloned().unwrap_or_default();
+        let batch = match (e.batch(), origin) {
+            (_, None) => None,
+            _ if prev.origin == origin => prev.batch,
+            (Some(b), Some(_)) if !(b.sequence == 1 && b.commit) => Some(Arc::from(b.id.as_str())),
+            _ => None,
+        };
+        let others = batch
+            .as_ref()
+            .map_or_else(Vec::new, |b| self.joined(b, name, e.batch()));
+        let state = KeyState {
+            origin,
+            expires_ms: origin.and(expires_ms(e)),
+            batch,
+        };
+        self.keys.insert(e.key().as_str().to_string(), state);
+        (prev.origin != origin, others)
+    }
+
+    /// Lock `name` queued in multi-lock transaction `id`; at its commit entry, the other
+    /// locks of the transaction are read again, so each names all the others.
+    fn joined(&mut self, id: &Arc<str>, name: &str, b: Option<&Batch>) -> Vec<Change> {
+        let set = self.batches.entry(id.clone()).or_default();
+        set.insert(name.to_string());
+        if !b.is_some_and(|b| b.commit) {
+            return Vec::new();
+        }
+        set.iter()
+            .filter(|n| n.as_str() != name)
+            .map(|n| Change::Changed(n.clone()))
+            .collect()
+    }
+
+    /// Forgets multi-lock transactions none of whose entries is live any more.
+    fn forget_batches(&mut self) {
+        let live: BTreeSet<&Arc<str>> = self
+            .keys
+            .values()
+            .filter_map(|k| k.batch.as_ref())
+            .collect();
+        self.batches.retain(|id, _| live.contains(id));
+    }
+}
+
 impl Feed for LocksFeed {
     type Done = Inspected;
 
@@ -196,8 +240,8 @@ impl Feed for LocksFeed {
                 .await
                 .map_err(|e| format!("bucket {name} is not a locks bucket: {e}"))?;
             self.locks = Some(locks);
-            self.keys.clear();
-            self.book.reset();
+            // The keys stay: an entry that is still there keeps what the console knew of
+            // it (which multi-lock created it), which a renewal no longer says.
             for s in self.shown.values_mut() {
                 s.changed_at = 0;
             }
@@ -206,81 +250,64 @@ impl Feed for LocksFeed {
         .boxed()
     }
 
-    fn entry(&mut self, e: &Entry) -> Vec<Read<Inspected>> {
+    fn entry(&mut self, e: &Entry) -> Vec<Change> {
         let Some((name, queue)) = lock_of(e.key().as_str()) else {
             return Vec::new();
         };
         let name = name.to_string();
-        let rev = e.revision().get();
-        let structural = if queue {
-            let origin = e
-                .is_value()
-                .then(|| e.lease().map_or(rev, |l| l.origin().get()));
-            let prev = self.keys.get(e.key().as_str()).copied().unwrap_or_default();
-            let in_txn = e.batch().is_some_and(|b| !(b.sequence == 1 && b.commit));
-            let state = KeyState {
-                origin,
-                expires_ms: origin.and(expires_ms(e)),
-                multi: origin.is_some() && ((prev.origin == origin && prev.multi) || in_txn),
-            };
-            self.keys.insert(e.key().as_str().to_string(), state);
-            prev.origin != origin
+        let (structural, mut changes) = if queue {
+            self.queue_entry(e, &name)
         } else {
-            true
+            (true, Vec::new())
         };
-        let shown = self.shown.entry(name.clone()).or_default();
         if !structural {
-            self.book.renewed.insert(name);
-            return Vec::new();
+            changes.push(Change::Renewed(name));
+            return changes;
         }
-        shown.changed_at = shown.changed_at.max(rev);
-        if !self.book.ready {
-            return Vec::new();
-        }
-        self.read(&name).into_iter().collect()
+        let shown = self.shown.entry(name.clone()).or_default();
+        shown.changed_at = shown.changed_at.max(e.revision().get());
+        changes.push(Change::Changed(name));
+        changes
     }
 
-    fn initial_done(&mut self) -> Vec<Read<Inspected>> {
-        let names: Vec<String> = self
-            .shown
+    fn initial(&self) -> Vec<String> {
+        self.shown
             .iter()
             .filter(|(_, s)| s.changed_at > 0)
             .map(|(n, _)| n.clone())
-            .collect();
-        self.book.initial(&self.hub, View::Locks, &names);
-        names.iter().filter_map(|n| self.read(n)).collect()
+            .collect()
     }
 
-    fn done(&mut self, (name, at, res): Inspected) -> Vec<Read<Inspected>> {
-        match res {
-            Ok(info) if info.as_of.is_some_and(|a| a.get() < at) => {
-                // A replica that lags the watch: read again soon.
-                self.book.retry.insert(name.clone());
-            }
+    fn fetch(&mut self, name: &str) -> Option<Read<Inspected>> {
+        self.inspect(name)
+    }
+
+    fn done(&mut self, (name, at, res): Inspected) -> (String, bool) {
+        let again = match res {
+            // A replica that lags the watch: read again soon.
+            Ok(info) if info.as_of.is_some_and(|a| a.get() < at) => true,
             Ok(info) => {
                 self.inspected(&name, info);
                 self.publish(&name, false);
+                self.forget_batches();
+                false
             }
             // A lost connection or a lagging replica: again at the next tick. Anything else
             // (a key that is no lock name) will not get better.
             Err(e) if e.is_transient() => {
                 tracing::debug!(lock = %name, "inspect failed: {e}");
-                self.book.retry.insert(name.clone());
+                true
             }
-            Err(e) => tracing::debug!(lock = %name, "not shown: {e}"),
-        }
-        if self.book.finish(&name) {
-            return self.inspect(&name).into_iter().collect();
-        }
-        Vec::new()
+            Err(e) => {
+                tracing::debug!(lock = %name, "not shown: {e}");
+                false
+            }
+        };
+        (name, again)
     }
 
-    fn tick(&mut self) -> Vec<Read<Inspected>> {
-        let (renewed, retry) = self.book.take();
-        for name in renewed {
-            self.publish(&name, true);
-        }
-        retry.iter().filter_map(|n| self.read(n)).collect()
+    fn renewed(&mut self, name: &str) {
+        self.publish(name, true);
     }
 }
 
@@ -302,8 +329,22 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
-fn entry_json(e: &QueueEntry, shown: &Shown, keys: &HashMap<String, KeyState>) -> Value {
-    let key = keys.get(&e.key).copied().unwrap_or_default();
+/// The other locks a multi-lock entry was queued with (empty for a plain entry).
+fn taken_with(
+    key: &KeyState,
+    lock: &str,
+    batches: &HashMap<Arc<str>, BTreeSet<String>>,
+) -> Vec<String> {
+    key.batch
+        .as_ref()
+        .and_then(|b| batches.get(b))
+        .map(|set| set.iter().filter(|n| *n != lock).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn entry_json(e: &QueueEntry, lock: &str, shown: &Shown, keys: &Keys<'_>) -> Value {
+    let key = keys.0.get(&e.key).cloned().unwrap_or_default();
+    let with = taken_with(&key, lock, keys.1);
     let token = e.token.get();
     json!({
         "token": token,
@@ -316,20 +357,39 @@ fn entry_json(e: &QueueEntry, shown: &Shown, keys: &HashMap<String, KeyState>) -
         "queued_ms": queued_ms(e),
         "held_since_ms": shown.holding.get(&token),
         "expires_ms": key.expires_ms,
-        "multi": key.multi,
+        "multi": key.batch.is_some(),
+        "multi_with": with,
     })
 }
 
+/// The queue keys as the watch showed them, and the multi-lock transactions.
+type Keys<'a> = (
+    &'a HashMap<String, KeyState>,
+    &'a HashMap<Arc<str>, BTreeSet<String>>,
+);
+
 /// The JSON item of one lock (`/api/locks`, and the page's Locks view).
-fn lock_json(info: &LockInfo, shown: &Shown, keys: &HashMap<String, KeyState>) -> Value {
-    let entries =
-        |v: &[QueueEntry]| -> Vec<Value> { v.iter().map(|e| entry_json(e, shown, keys)).collect() };
+fn lock_json(
+    info: &LockInfo,
+    shown: &Shown,
+    keys: &HashMap<String, KeyState>,
+    batches: &HashMap<Arc<str>, BTreeSet<String>>,
+) -> Value {
+    let keys: Keys<'_> = (keys, batches);
+    let entries = |v: &[QueueEntry]| -> Vec<Value> {
+        v.iter()
+            .map(|e| entry_json(e, &info.name, shown, &keys))
+            .collect()
+    };
     let holders = entries(&info.holders);
     let waiters = entries(&info.waiters);
     let all = info.holders.iter().chain(&info.waiters);
-    let multi = all
-        .into_iter()
-        .any(|e| keys.get(&e.key).is_some_and(|k| k.multi));
+    let states: Vec<KeyState> = all.filter_map(|e| keys.0.get(&e.key).cloned()).collect();
+    let multi = states.iter().any(|k| k.batch.is_some());
+    let with: BTreeSet<String> = states
+        .iter()
+        .flat_map(|k| taken_with(k, &info.name, batches))
+        .collect();
     let kind = match info.permits {
         Some(_) => "semaphore",
         None if shown.shared_seen => "read-write",
@@ -345,6 +405,7 @@ fn lock_json(info: &LockInfo, shown: &Shown, keys: &HashMap<String, KeyState>) -
         "kind": kind,
         "permits": info.permits,
         "multi": multi,
+        "multi_with": with,
         "holders": holders,
         "waiters": waiters,
         "as_of": info.as_of.map(|r| r.get()),

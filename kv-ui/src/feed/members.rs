@@ -14,7 +14,7 @@ use kvtk_core::{Bucket, Entry, ReadOnlyBucket};
 use kvtk_membership::{Listing, MemberInfo};
 use serde_json::{json, Value};
 
-use super::{expires_ms, Book, Feed, Read};
+use super::{expires_ms, Change, Feed, Read};
 use crate::hub::{now_ms, Hub, View};
 
 /// Events kept per group.
@@ -39,7 +39,6 @@ pub(crate) struct MembersFeed {
     hub: std::sync::Arc<Hub>,
     bucket: Option<ReadOnlyBucket>,
     groups: BTreeMap<String, Group>,
-    book: Book,
 }
 
 /// Metadata as JSON when it is JSON, else as text.
@@ -54,18 +53,10 @@ impl MembersFeed {
             hub,
             bucket: None,
             groups: BTreeMap::new(),
-            book: Book::default(),
         }
     }
 
-    fn read(&mut self, group: &str) -> Option<Read<ReadOut>> {
-        if !self.book.start(group) {
-            return None;
-        }
-        self.fetch(group)
-    }
-
-    fn fetch(&self, group: &str) -> Option<Read<ReadOut>> {
+    fn read(&self, group: &str) -> Option<Read<ReadOut>> {
         let listing = Listing::new(self.bucket.as_ref()?, group).ok()?;
         let group = group.to_string();
         Some(
@@ -78,7 +69,7 @@ impl MembersFeed {
     }
 
     /// Compares a new listing with the last one: the events between them.
-    fn listed(g: &mut Group, members: Vec<MemberInfo>, ready: bool) {
+    fn listed(g: &mut Group, members: Vec<MemberInfo>) {
         let now = now_ms();
         let new: BTreeMap<String, (u64, u64, Value)> = members
             .iter()
@@ -91,7 +82,7 @@ impl MembersFeed {
                 (m.id().to_string(), v)
             })
             .collect();
-        if ready && g.listed {
+        if g.listed {
             let mut events = Vec::new();
             for (id, (joined, _, meta)) in &g.members {
                 match new.get(id) {
@@ -165,7 +156,6 @@ impl Feed for MembersFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket.read_only());
-            self.book.reset();
             for g in self.groups.values_mut() {
                 g.keys.clear();
                 g.changed = false;
@@ -175,7 +165,7 @@ impl Feed for MembersFeed {
         .boxed()
     }
 
-    fn entry(&mut self, e: &Entry) -> Vec<Read<ReadOut>> {
+    fn entry(&mut self, e: &Entry) -> Vec<Change> {
         let Some((group, id)) = e.key().as_str().rsplit_once('.') else {
             return Vec::new();
         };
@@ -192,48 +182,37 @@ impl Feed for MembersFeed {
             None => g.keys.remove(id),
         };
         if !changed {
-            self.book.renewed.insert(group.to_string());
-            return Vec::new();
+            return vec![Change::Renewed(group.to_string())];
         }
         g.changed = true;
-        if !self.book.ready {
-            return Vec::new();
-        }
-        let group = group.to_string();
-        self.read(&group).into_iter().collect()
+        vec![Change::Changed(group.to_string())]
     }
 
-    fn initial_done(&mut self) -> Vec<Read<ReadOut>> {
-        let names: Vec<String> = self
-            .groups
+    fn initial(&self) -> Vec<String> {
+        self.groups
             .iter()
             .filter(|(_, g)| g.changed)
             .map(|(n, _)| n.clone())
-            .collect();
-        self.book.initial(&self.hub, View::Members, &names);
-        names.iter().filter_map(|n| self.read(n)).collect()
+            .collect()
     }
 
-    fn done(&mut self, (name, res): ReadOut) -> Vec<Read<ReadOut>> {
-        let ready = self.book.ready;
+    fn fetch(&mut self, group: &str) -> Option<Read<ReadOut>> {
+        self.read(group)
+    }
+
+    fn done(&mut self, (name, res): ReadOut) -> (String, bool) {
         match (res, self.groups.get_mut(&name)) {
             (Ok(members), Some(g)) => {
-                MembersFeed::listed(g, members, ready);
+                MembersFeed::listed(g, members);
                 self.publish(&name);
             }
             (Err(msg), _) => tracing::debug!(group = %name, "listing failed: {msg}"),
             (Ok(_), None) => {}
         }
-        if self.book.finish(&name) {
-            return self.fetch(&name).into_iter().collect();
-        }
-        Vec::new()
+        (name, false)
     }
 
-    fn tick(&mut self) -> Vec<Read<ReadOut>> {
-        for name in self.book.take().0 {
-            self.publish(&name);
-        }
-        Vec::new()
+    fn renewed(&mut self, name: &str) {
+        self.publish(name);
     }
 }

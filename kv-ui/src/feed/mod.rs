@@ -47,7 +47,18 @@ pub(crate) struct Ctx {
 /// A read started by a feed, and what it brings back.
 pub(crate) type Read<D> = BoxFuture<'static, D>;
 
-/// The per-bucket logic of one view.
+/// What a watched entry means for its item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Something that changes what the item shows: read it.
+    Changed(String),
+    /// Only a lease deadline moved: published at the next tick, without a read.
+    Renewed(String),
+}
+
+/// The per-bucket logic of one view. The runner owns the scheduling ([`Book`]: one read
+/// per item at a time, retries at the next tick, renewals gathered per tick); a feed only
+/// says what an entry changed, how to read an item, and what a read showed.
 pub(crate) trait Feed: Send + 'static {
     /// What a finished read brings back.
     type Done: Send + 'static;
@@ -55,23 +66,26 @@ pub(crate) trait Feed: Send + 'static {
     /// The view this feed fills.
     fn view(&self) -> View;
 
-    /// Gets ready for a new watch on `bucket`: forgets what the last one showed. Fails with
-    /// a message for the view's status line (the bucket is not fit for this view).
+    /// Gets ready for a new watch on `bucket`. Fails with a message for the view's status
+    /// line (the bucket is not fit for this view).
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>>;
 
-    /// One watched entry; returns the reads it makes necessary.
-    fn entry(&mut self, e: &Entry) -> Vec<Read<Self::Done>>;
+    /// One watched entry: the items it changed.
+    fn entry(&mut self, e: &Entry) -> Vec<Change>;
 
-    /// The watch delivered every entry that existed when it started.
-    fn initial_done(&mut self) -> Vec<Read<Self::Done>>;
+    /// The watch delivered every entry that existed when it started: the items it showed
+    /// (each is read; the view keeps only them).
+    fn initial(&self) -> Vec<String>;
 
-    /// A read finished.
-    fn done(&mut self, d: Self::Done) -> Vec<Read<Self::Done>>;
+    /// A read of item `id`, or none when the feed cannot read now.
+    fn fetch(&mut self, id: &str) -> Option<Read<Self::Done>>;
 
-    /// Called every [`TICK`].
-    fn tick(&mut self) -> Vec<Read<Self::Done>> {
-        Vec::new()
-    }
+    /// A read finished: its item, and whether to read it again at the next tick (the
+    /// answer was stale, or the read failed in a way that may pass).
+    fn done(&mut self, d: Self::Done) -> (String, bool);
+
+    /// Only lease deadlines of item `id` moved since it was last published.
+    fn renewed(&mut self, id: &str);
 }
 
 /// Runs `feed` on bucket `name` until `ctx.cancel` fires.
@@ -140,14 +154,14 @@ async fn session<F: Feed>(ctx: &Ctx, name: &str, feed: &mut F) -> Outcome {
         view,
         json!({"bucket": name, "state": "loading", "message": format!("reading bucket {name}")}),
     );
-    let mut reads = Reads::default();
+    let mut sched = Sched::default();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             ev = watch.next() => match ev {
-                Some(Ok(WatchEvent::Entry(e))) => reads.add(feed.entry(&e)),
+                Some(Ok(WatchEvent::Entry(e))) => sched.entry(feed, &e),
                 Some(Ok(WatchEvent::InitialDone)) => {
-                    reads.add(feed.initial_done());
+                    sched.initial(feed, &ctx.hub);
                     ctx.hub.status(view, json!({"bucket": name, "state": "live", "message": format!("live: bucket {name}")}));
                 }
                 // A key that vanished while the watch was away: the watch goes on; the
@@ -158,8 +172,76 @@ async fn session<F: Feed>(ctx: &Ctx, name: &str, feed: &mut F) -> Outcome {
                 Some(Err(e)) => return Outcome::Failed(format!("watch of bucket {name} failed: {e}")),
                 None => return Outcome::Failed(format!("watch of bucket {name} ended")),
             },
-            Some(d) = reads.next(), if !reads.is_empty() => reads.add(feed.done(d)),
-            _ = tick.tick() => reads.add(feed.tick()),
+            Some(d) = sched.reads.next(), if !sched.reads.is_empty() => sched.done(feed, d),
+            _ = tick.tick() => sched.tick(feed),
+        }
+    }
+}
+
+/// One watch's scheduling: the [`Book`] and the reads in flight.
+struct Sched<D> {
+    book: Book,
+    reads: Reads<D>,
+}
+
+impl<D> Default for Sched<D> {
+    fn default() -> Self {
+        Sched {
+            book: Book::default(),
+            reads: Reads::default(),
+        }
+    }
+}
+
+impl<D: Send + 'static> Sched<D> {
+    /// Starts a read of `id` unless one is running (then one more follows it).
+    fn read<F: Feed<Done = D>>(&mut self, feed: &mut F, id: &str) {
+        if !self.book.start(id) {
+            return;
+        }
+        match feed.fetch(id) {
+            Some(r) => self.reads.add(Some(r)),
+            None => self.book.cancel(id),
+        }
+    }
+
+    fn entry<F: Feed<Done = D>>(&mut self, feed: &mut F, e: &Entry) {
+        for change in feed.entry(e) {
+            match change {
+                Change::Renewed(id) => {
+                    self.book.renewed.insert(id);
+                }
+                Change::Changed(id) if self.book.ready => self.read(feed, &id),
+                Change::Changed(_) => {}
+            }
+        }
+    }
+
+    fn initial<F: Feed<Done = D>>(&mut self, feed: &mut F, hub: &Hub) {
+        let ids = feed.initial();
+        self.book.initial(hub, feed.view(), &ids);
+        for id in ids {
+            self.read(feed, &id);
+        }
+    }
+
+    fn done<F: Feed<Done = D>>(&mut self, feed: &mut F, d: D) {
+        let (id, again) = feed.done(d);
+        if again {
+            self.book.retry.insert(id.clone());
+        }
+        if self.book.finish(&id) {
+            self.reads.add(feed.fetch(&id));
+        }
+    }
+
+    fn tick<F: Feed<Done = D>>(&mut self, feed: &mut F) {
+        let (renewed, retry) = self.book.take();
+        for id in renewed {
+            feed.renewed(&id);
+        }
+        for id in retry {
+            self.read(feed, &id);
         }
     }
 }
@@ -180,7 +262,7 @@ impl<D> Default for Reads<D> {
 }
 
 impl<D> Reads<D> {
-    fn add(&mut self, reads: Vec<Read<D>>) {
+    fn add(&mut self, reads: impl IntoIterator<Item = Read<D>>) {
         self.queued.extend(reads);
         self.fill();
     }
@@ -210,21 +292,21 @@ impl<D> Reads<D> {
 /// changed during it), whether the initial entries are in, whose leases moved since the
 /// last tick, and which reads to try again then.
 #[derive(Default)]
-pub(crate) struct Book {
+struct Book {
     running: HashSet<String>,
     again: HashSet<String>,
     /// The watch delivered its initial entries: reads may start.
-    pub(crate) ready: bool,
+    ready: bool,
     /// Items whose lease deadlines moved since the last tick.
-    pub(crate) renewed: HashSet<String>,
+    renewed: HashSet<String>,
     /// Items whose last read was stale or failed.
-    pub(crate) retry: HashSet<String>,
+    retry: HashSet<String>,
 }
 
 impl Book {
     /// Whether a read of `id` should start now (else it is remembered for after the
     /// running one).
-    pub(crate) fn start(&mut self, id: &str) -> bool {
+    fn start(&mut self, id: &str) -> bool {
         if self.running.contains(id) {
             self.again.insert(id.to_string());
             false
@@ -235,7 +317,7 @@ impl Book {
     }
 
     /// The read of `id` finished; whether another should start.
-    pub(crate) fn finish(&mut self, id: &str) -> bool {
+    fn finish(&mut self, id: &str) -> bool {
         if self.again.remove(id) {
             true
         } else {
@@ -244,21 +326,22 @@ impl Book {
         }
     }
 
-    /// Forgets everything (a new watch).
-    pub(crate) fn reset(&mut self) {
-        *self = Book::default();
+    /// No read of `id` could start after all: it is not running.
+    fn cancel(&mut self, id: &str) {
+        self.running.remove(id);
+        self.again.remove(id);
     }
 
     /// The initial entries are in: `ids` are the items the watch showed; `view` keeps only
     /// them.
-    pub(crate) fn initial(&mut self, hub: &Hub, view: View, ids: &[String]) {
+    fn initial(&mut self, hub: &Hub, view: View, ids: &[String]) {
         self.ready = true;
         let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
         hub.retain(view, &|id| live.contains(id));
     }
 
     /// At a tick: the items whose leases moved, and those to read again.
-    pub(crate) fn take(&mut self) -> (HashSet<String>, Vec<String>) {
+    fn take(&mut self) -> (HashSet<String>, Vec<String>) {
         let retry = self.retry.drain().collect();
         (std::mem::take(&mut self.renewed), retry)
     }
@@ -289,7 +372,11 @@ mod tests {
         assert!(p.finish("a"), "changed while read: read again");
         assert!(!p.finish("a"));
         assert!(p.start("a"));
-        p.reset();
-        assert!(p.start("a"));
+        assert!(!p.start("a"));
+        p.cancel("a");
+        assert!(
+            p.start("a"),
+            "a read that could not start leaves nothing behind"
+        );
     }
 }
