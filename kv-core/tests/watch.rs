@@ -564,7 +564,9 @@ async fn a_strict_watch_from_a_compacted_revision_reports_it() {
 #[tokio::test]
 async fn entries_name_the_revision_their_write_expected() {
     let server = NatsServer::start().await;
-    let b = bucket(&server, BucketConfig::new("exp").history(1)).await;
+    // History 5 keeps all four revisions of `k`: with history 1 a watch that lags (CI at
+    // load 13) meets only the ones not yet replaced (see "Pacing"), and waited for the rest.
+    let b = bucket(&server, BucketConfig::new("exp").history(5)).await;
     let mut w = b
         .watch(["k", "other"])
         .include(Include::UpdatesOnly)

@@ -171,7 +171,11 @@ async fn contended_campaigns_with_an_observer_per_node_on_r3() {
     let mut observers = tokio::task::JoinSet::new();
     let stop = CancellationToken::new();
     for i in 0..3 {
-        let mut observer = on_node(i).await.observe().await.unwrap();
+        // Made with the setup timeout: creating its consumer on R3 took longer than the
+        // node client's 5 s in CI at load 13.
+        let kv = Kv::new(cluster.node_client(i).await).with_timeout(Duration::from_secs(15));
+        let election = Election::new(kv.open("oc").await.unwrap(), "svc", TTL).unwrap();
+        let mut observer = election.observe().await.unwrap();
         let stop = stop.clone();
         observers.spawn(async move {
             let mut terms: Vec<Term> = Vec::new();
