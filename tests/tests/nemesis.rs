@@ -47,7 +47,9 @@ async fn a_partition_cuts_two_nodes_apart_and_heals() {
     // NATS does not forward between routes: n1 cannot reach n0 while n2 still can.
     until_routed(&far, false).await;
     // Answered, however slowly: the 300 ms bound is for cuts (it failed once at load 12).
-    let patient = async_nats::Request::new().payload("ping".into()).timeout(Some(T));
+    let patient = async_nats::Request::new()
+        .payload("ping".into())
+        .timeout(Some(T));
     assert!(third.send_request("echo", patient).await.is_ok());
     assert!(cluster.meta_leader().await.is_some());
 
