@@ -3,6 +3,7 @@
 
 pub(crate) mod child;
 pub(crate) mod contended;
+pub(crate) mod cost;
 pub(crate) mod env;
 pub(crate) mod process;
 pub(crate) mod propagation;

@@ -150,6 +150,43 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The system family a row's system belongs to, with its one colour in the chart.
+fn family(system: &str) -> (&'static str, &'static str) {
+    let s = system.to_ascii_lowercase();
+    if s.starts_with("toolkit") || s.starts_with("kvtk") {
+        ("kv-toolkit", "#1f77b4")
+    } else if s.starts_with("raw") || s.starts_with("core nats") {
+        ("raw NATS (async-nats)", "#2ca02c")
+    } else if s.starts_with("etcd") {
+        ("etcd", "#d62728")
+    } else if s.starts_with("redis") {
+        ("Redis", "#9467bd")
+    } else {
+        ("other", "#7f7f7f")
+    }
+}
+
+/// One swatch per system family present, under the title.
+fn legend(s: &mut String, rows: &[&Row]) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for r in rows {
+        let f = family(&r.system);
+        if !seen.contains(&f) {
+            seen.push(f);
+        }
+    }
+    let mut x = 10.0;
+    for (name, color) in seen {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x:.1}" y="26" width="12" height="10" fill="{color}" fill-opacity="0.5" stroke="{color}"/><text x="{:.1}" y="35">{}</text>"#,
+            x + 16.0,
+            esc(name)
+        );
+        x += 16.0 + 7.0 * name.chars().count() as f64 + 24.0;
+    }
+}
+
 /// A log-scale chart: per row a line from min to max, a box from p50 to p99 and a tick at p90.
 pub(crate) fn svg(rows: &[Row]) -> String {
     let rows: Vec<&Row> = rows
@@ -159,7 +196,7 @@ pub(crate) fn svg(rows: &[Row]) -> String {
     let label_w = 430.0;
     let plot_w = 620.0;
     let row_h = 16.0;
-    let top = 40.0;
+    let top = 60.0;
     let mut metrics: Vec<&str> = Vec::new();
     for r in &rows {
         if !metrics.contains(&r.metric.as_str()) {
@@ -194,10 +231,8 @@ pub(crate) fn svg(rows: &[Row]) -> String {
             height - 16.0
         );
     }
+    legend(&mut s, &rows);
     let mut y = top;
-    let palette = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-    ];
     for m in metrics {
         let _ = writeln!(
             s,
@@ -206,12 +241,8 @@ pub(crate) fn svg(rows: &[Row]) -> String {
             esc(m)
         );
         y += row_h;
-        let mut systems: Vec<&str> = Vec::new();
         for r in rows.iter().filter(|r| r.metric == m) {
-            if !systems.contains(&r.system.as_str()) {
-                systems.push(&r.system);
-            }
-            let color = palette[systems.iter().position(|x| *x == r.system).unwrap_or(0) % 6];
+            let color = family(&r.system).1;
             let Some(h) = &r.hist else { continue };
             let label = format!("{} [{}]", r.system, config_label(&r.config));
             let mid = y + row_h / 2.0;

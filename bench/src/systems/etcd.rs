@@ -1,6 +1,5 @@
 //! The etcd side (feature `etcd`): etcd 3.4 through etcd-client.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, LockOptions, ResignOptions};
@@ -9,8 +8,9 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::harness::child::{self, Cleanup};
 use crate::harness::contended::{finish_with, Outcome, Shared};
-use crate::harness::stats::{Handoff, Lat};
+use crate::harness::stats::Lat;
 use crate::harness::{BoxError, Env};
+use crate::metrics::failover::RESIGN_WARM;
 
 fn endpoint(env: &Env) -> Result<String, BoxError> {
     Ok(env.etcd.as_ref().ok_or("etcd not running")?.0.clone())
@@ -173,18 +173,17 @@ pub(crate) async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<La
         let s = Session::grant(&mut c, ttl_s).await?;
         cs.push((c, s));
     }
-    let tracker = Arc::new(Handoff::default());
+    let mut lat = Lat::new();
     let lease0 = cs[0].1.id;
     let mut leader_key = cs[0].0.campaign(name.as_str(), "0", lease0).await?;
     let mut cur = 0usize;
-    for _ in 0..n + 5 {
+    for i in 0..n + RESIGN_WARM {
         let other = 1 - cur;
         let mut c2 = cs[other].0.clone();
-        let (lease, n2, tr) = (cs[other].1.id, name.clone(), tracker.clone());
+        let (lease, n2) = (cs[other].1.id, name.clone());
         let waiting = tokio::spawn(async move {
             let r = c2.campaign(n2.as_str(), "x", lease).await;
-            tr.acquired(Instant::now());
-            r
+            (r, Instant::now())
         });
         // Let the standby's campaign register before the leader resigns.
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -192,20 +191,23 @@ pub(crate) async fn resign_handoff(env: &Env, n: usize, ttl_s: u64) -> Result<La
             .leader()
             .ok_or("campaign without leader key")?
             .clone();
-        tracker.releasing();
+        // From the resign call's start, as for kvtk-leader (see `failover::resign_handoff`).
+        let start = Instant::now();
         cs[cur]
             .0
             .resign(Some(ResignOptions::new().with_leader(lk)))
             .await?;
-        tracker.released(Instant::now());
-        leader_key = tokio::time::timeout(Duration::from_secs(10), waiting).await???;
+        let (won, at) = tokio::time::timeout(Duration::from_secs(10), waiting).await??;
+        leader_key = won?;
+        if i >= RESIGN_WARM {
+            lat.record(at.saturating_duration_since(start));
+        }
         cur = other;
     }
     for (mut c, s) in cs {
         s.close(&mut c).await;
     }
-    // The first few samples are the warm-up; the tracker keeps all, which barely matters.
-    Ok(tracker.lat())
+    Ok(lat)
 }
 
 /// Metric 5: `readers` watchers over 10 clients, one put at a time from another client.
