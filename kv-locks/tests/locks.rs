@@ -48,6 +48,35 @@ async fn uncontended_is_one_write_each_way_and_tokens_increase() {
     );
 }
 
+/// Messages the connection has published: every JetStream request (write or read) is one,
+/// and nothing else the client sends is a message, so this is what went over the wire.
+fn sent(client: &async_nats::Client) -> u64 {
+    client.statistics().out_messages.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_reused_handle_sends_two_requests_per_lock_and_release() {
+    let server = NatsServer::start().await;
+    // A connection of its own, so that its count is the lock's alone.
+    let client = server.connect().await;
+    let locks = locks_on(client.clone(), "requests").await;
+
+    // A first lock + release on a fresh handle: it knows nothing of the lock yet.
+    let before = sent(&client);
+    let m = locks.mutex("jobs.count").unwrap();
+    m.lock().await.unwrap().release().await.unwrap();
+    let first = sent(&client) - before;
+    assert_eq!(first, 3, "enter the queue, read it, release");
+
+    // Now the handle remembers the lock's last revision: the two writes of the floor.
+    let n = 50;
+    let before = sent(&client);
+    for _ in 0..n {
+        m.lock().await.unwrap().release().await.unwrap();
+    }
+    assert_eq!(sent(&client) - before, 2 * n, "lock + release = 2 requests");
+}
+
 #[tokio::test]
 async fn mutual_exclusion_under_contention_with_fencing() {
     let server = NatsServer::start().await;
