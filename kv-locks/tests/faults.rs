@@ -212,6 +212,12 @@ async fn stream_leader_failover_never_yields_two_holders() {
         .await
         .unwrap();
     drop(bucket);
+    // A new R3 stream can take a moment more to answer within the short timeout (its info
+    // request timed out at 1 s once in 40 quiet runs): wait until both clients' opens do.
+    until("the new bucket to answer both clients", || async {
+        kv_a.open("fc").await.is_ok() && kv_b.open("fc").await.is_ok()
+    })
+    .await;
     let a = Locks::new(kv_a.create_or_open(cfg.clone()).await.unwrap())
         .await
         .unwrap();
