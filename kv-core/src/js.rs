@@ -242,14 +242,11 @@ impl Js {
         stream: &str,
         subject: &str,
     ) -> Result<Option<StoredMsg>, Error> {
-        let msg = self
-            .request(
-                format!("{}.DIRECT.GET.{stream}.{subject}", self.api),
-                None,
-                Bytes::new(),
-            )
-            .await?;
-        direct_answer(msg)
+        let subject = format!("{}.DIRECT.GET.{stream}.{subject}", self.api);
+        self.served(|| async {
+            direct_answer(self.request(subject.clone(), None, Bytes::new()).await?)
+        })
+        .await
     }
 
     /// Direct get of the message at `seq`.
@@ -259,10 +256,25 @@ impl Js {
         seq: u64,
     ) -> Result<Option<StoredMsg>, Error> {
         let body = Bytes::from(format!("{{\"seq\":{seq}}}"));
-        let msg = self
-            .request(format!("{}.DIRECT.GET.{stream}", self.api), None, body)
-            .await?;
-        direct_answer(msg)
+        let subject = format!("{}.DIRECT.GET.{stream}", self.api);
+        self.served(|| async {
+            direct_answer(self.request(subject.clone(), None, body.clone()).await?)
+        })
+        .await
+    }
+
+    /// Runs a direct get again while nobody answers it (`Unavailable`: no replica's direct-get
+    /// subscription reached this server yet — right after a replicated bucket is made, its
+    /// replicas' interest travels to the other servers for a moment — or no connection),
+    /// within one request timeout. A direct get only reads, so asking again is safe.
+    async fn served<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        crate::retry::Backoff::DEFAULT
+            .retry_for(self.timeout, op)
+            .await
     }
 
     /// Direct get batch: the last message of every subject matching `filter` (at or below
@@ -278,7 +290,8 @@ impl Js {
         if let (Some(r), Some(b)) = (up_to, body.as_object_mut()) {
             b.insert("up_to_seq".into(), r.get().into());
         }
-        let Some((out, eob)) = self.direct_batch(stream, body).await? else {
+        let batch = self.served(|| self.direct_batch(stream, body.clone()));
+        let Some((out, eob)) = batch.await? else {
             return Ok((Vec::new(), None));
         };
         if header_u64(Some(&eob), NUM_PENDING).unwrap_or(0) > 0 {
@@ -303,7 +316,8 @@ impl Js {
         if let (Some(s), Some(b)) = (subject, body.as_object_mut()) {
             b.insert("next_by_subj".into(), s.into());
         }
-        let Some((msgs, _)) = self.direct_batch(stream, body).await? else {
+        let batch = self.served(|| self.direct_batch(stream, body.clone()));
+        let Some((msgs, _)) = batch.await? else {
             return Ok(None);
         };
         let Some(m) = msgs.first() else {
@@ -433,6 +447,12 @@ fn header_u64(h: Option<&HeaderMap>, name: &str) -> Option<u64> {
 fn direct_answer(msg: Message) -> Result<Option<StoredMsg>, Error> {
     match msg.status {
         Some(StatusCode::NOT_FOUND) => return Ok(None),
+        Some(StatusCode::NO_RESPONDERS) => {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "no replica answers direct gets for the bucket",
+            ))
+        }
         Some(s) if s != StatusCode::OK => {
             return Err(Error::new(
                 ErrorKind::Server,
@@ -496,6 +516,27 @@ mod tests {
             parse_header_block(b"NATS/1.0\r\nKV-Operation: DEL\r\nNats-TTL: 5s\r\n\r\n").unwrap();
         assert_eq!(h.get("KV-Operation").unwrap().as_str(), "DEL");
         assert!(parse_header_block(b"garbage").is_none());
+    }
+
+    #[test]
+    fn a_direct_get_nobody_answered_is_unavailable() {
+        let answer = |status| Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: Bytes::new(),
+            headers: None,
+            status: Some(status),
+            description: None,
+            length: 0,
+        };
+        let err = direct_answer(answer(StatusCode::NO_RESPONDERS)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.is_transient());
+        assert!(direct_answer(answer(StatusCode::NOT_FOUND))
+            .unwrap()
+            .is_none());
+        let other = direct_answer(answer(StatusCode::from_u16(408).unwrap())).unwrap_err();
+        assert_eq!(other.kind(), ErrorKind::Server);
     }
 
     proptest::proptest! {

@@ -119,6 +119,7 @@ pub use health::{Health, HealthStatus};
 pub use kvtk_core::lease::LeaseConfig;
 pub use leadership::{Fencing, Leadership, LostSignal};
 pub use lease_opts::DEFAULT_TTL;
+pub use line::Line;
 pub use lost::LostReason;
 pub use names::MAX_NAME_LEN;
 pub use observe::Observer;

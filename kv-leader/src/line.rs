@@ -4,16 +4,57 @@
 //! order the candidates. When the leader key is free, only the first in line races for it;
 //! each further place waits one more grace period, so a dead or cut-off successor delays the
 //! election by about one grace, not until its registration expires. Pure code: the campaign
-//! loop feeds it watch events and asks it for our place.
+//! loop feeds it watch events and asks it for our place; an operator's view (`kvtk ui`)
+//! feeds it the same events and shows [`Line::order`].
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kvtk_core::Revision;
+use kvtk_core::{Entry, Revision};
 
-/// The live candidate registrations, as a watch of `E.cand.*` shows them, and who led.
+use crate::record::Record;
+
+/// The line of an election's candidates — the order in which they race for a free leader
+/// key — as a watch of the election's keys (`E.cand.*` and `E.leader`) shows it.
+///
+/// Candidates stand in the order of their registrations' origins; a candidate that led
+/// stands from the last leader-key revision it wrote (or its resignation), behind everyone
+/// registered before it stepped down (while it leads its place is moot; a leader renewing
+/// its lease moves back with each renewal). The line only paces the race (safety never depends on
+/// it), so two watchers that began at different times may place a candidate that led
+/// before both of them differently: the bucket keeps one revision of the leader key.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = kvtk_tests::NatsServer::start().await;
+/// use std::future::IntoFuture as _;
+/// use std::time::Duration;
+/// use futures::StreamExt as _;
+/// use kvtk_core::{Kv, WatchEvent};
+/// use kvtk_leader::{Election, Line};
+///
+/// let kv = Kv::connect(&server.client_url()).await?;
+/// let bucket = kv.create_or_open(Election::bucket_config("elections")).await?;
+/// let election = Election::new(bucket.clone(), "scheduler", Duration::from_secs(5))?;
+/// let leading = election.campaign("node-1").await?; // the key was free
+/// let waiting = tokio::spawn(election.campaign("node-2").into_future()); // registers, waits
+///
+/// let mut watch = bucket.watch(["scheduler.>"]).await?;
+/// let mut line = Line::default();
+/// while line.order().len() < 2 {
+///     if let Some(WatchEvent::Entry(e)) = watch.next().await.transpose()? {
+///         line.observe("scheduler", &e);
+///     }
+/// }
+/// // node-1 registered and led first; once it steps down it stands behind node-2.
+/// assert_eq!(line.order(), ["node-1", "node-2"]);
+/// waiting.abort();
+/// # drop(leading);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Line {
+pub struct Line {
     /// Candidate id → (registration origin, `None` once removed; latest revision seen).
     regs: HashMap<String, (Option<Revision>, Revision)>,
     /// Candidate id → the last revision of the leader key we saw it write. A candidate that
@@ -24,31 +65,89 @@ pub(crate) struct Line {
     /// nonce, so a leader-key tombstone names who left even to a watcher that never saw
     /// the leader's value.
     owners: HashMap<u128, String>,
+    /// Who wrote the leader key's latest value, to name who left at its tombstone.
+    last_leader: Option<String>,
 }
 
 impl Line {
+    /// Takes one entry of election `election`'s watch (`<election>.cand.<id>` or
+    /// `<election>.leader`; other keys are ignored), in revision order.
+    pub fn observe(&mut self, election: &str, e: &Entry) {
+        let Some(rest) = e.key().as_str().strip_prefix(election) else {
+            return;
+        };
+        match rest.strip_prefix(".cand.") {
+            Some(id) => self.registration(id, e),
+            None if rest == ".leader" => {
+                self.leader_key(e);
+            }
+            None => {}
+        }
+    }
+
+    /// The live candidates, first in line first.
+    pub fn order(&self) -> Vec<String> {
+        let mut live: Vec<(Revision, &str)> = self
+            .regs
+            .iter()
+            .filter_map(|(id, (o, _))| Some((self.place(id, (*o)?), id.as_str())))
+            .collect();
+        live.sort_unstable();
+        live.into_iter().map(|(_, id)| id.to_string()).collect()
+    }
+
+    /// Takes one revision of candidate `id`'s registration key.
+    pub(crate) fn registration(&mut self, id: &str, e: &Entry) {
+        let origin = e
+            .is_value()
+            .then(|| e.lease().map_or(e.revision(), |t| t.origin()));
+        if let Some(t) = e.lease().filter(|_| e.is_value()) {
+            self.owner(t.nonce(), id);
+        }
+        self.apply(id, e.revision(), origin);
+    }
+
+    /// Takes one revision of the leader key; returns who led until that revision, if known
+    /// (the writer of a value, or the leader that left at a tombstone or marker).
+    pub(crate) fn leader_key(&mut self, e: &Entry) -> Option<(String, Revision)> {
+        let id = match Record::from_entry(e) {
+            Some(r) => {
+                self.last_leader = Some(r.id.clone());
+                r.id
+            }
+            None if !e.is_value() => {
+                let named = e
+                    .lease()
+                    .and_then(|t| self.owner_of(t.nonce()).map(str::to_string));
+                self.last_leader.take().or(named)?
+            }
+            None => return None,
+        };
+        self.led(&id, e.revision());
+        Some((id, e.revision()))
+    }
+
     /// A line that already knows who led when (from earlier campaigns of the same handle).
     pub(crate) fn with_led(led: HashMap<String, Revision>) -> Line {
         Line {
-            regs: HashMap::new(),
             led,
-            owners: HashMap::new(),
+            ..Line::default()
         }
     }
 
     /// Records that the registration lease with `nonce` is `id`'s.
-    pub(crate) fn owner(&mut self, nonce: u128, id: &str) {
+    fn owner(&mut self, nonce: u128, id: &str) {
         self.owners.insert(nonce, id.to_string());
     }
 
     /// The candidate whose registration lease has `nonce`.
-    pub(crate) fn owner_of(&self, nonce: u128) -> Option<&str> {
+    fn owner_of(&self, nonce: u128) -> Option<&str> {
         self.owners.get(&nonce).map(String::as_str)
     }
 
     /// Applies one revision of `id`'s registration: `origin` of a live value, `None` for a
     /// removal. Revisions older than what we have are ignored.
-    pub(crate) fn apply(&mut self, id: &str, revision: Revision, origin: Option<Revision>) {
+    fn apply(&mut self, id: &str, revision: Revision, origin: Option<Revision>) {
         if self.regs.get(id).is_some_and(|(_, seen)| *seen >= revision) {
             return;
         }
@@ -165,6 +264,19 @@ mod tests {
         // Re-registering puts it at the back.
         l.apply("a", rev(12), Some(rev(12)));
         assert_eq!(l.rank("a", Some(rev(12))), 2);
+    }
+
+    #[test]
+    fn the_order_lists_each_live_candidate_at_its_rank() {
+        let mut l = line(&[("a", 3), ("b", 5), ("c", 8)]);
+        l.led("a", rev(20));
+        l.apply("b", rev(21), None);
+        let order = l.order();
+        assert_eq!(order, ["c", "a"]);
+        for (place, (id, origin)) in [("c", 8), ("a", 3)].into_iter().enumerate() {
+            assert_eq!(order[place], id);
+            assert_eq!(l.rank(id, Some(rev(origin))), place);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -271,5 +272,47 @@ async fn the_fleet_shows_which_reader_applied_which_revision() {
     })
     .await;
     reader.shutdown().await;
+    ui.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn candidates_are_listed_in_line_order() {
+    use kvtk_leader::Election;
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let bucket = kv
+        .create_or_open(Election::bucket_config("elections"))
+        .await
+        .unwrap();
+    let election = Election::new(bucket, "sched", Duration::from_secs(5)).unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    let ids = |item: &Value| -> Vec<String> {
+        item["candidates"].as_array().map_or(Vec::new(), |c| {
+            c.iter().map(|c| c["id"].as_str().unwrap().into()).collect()
+        })
+    };
+    let a = election.campaign("a").await.unwrap();
+    let b = tokio::spawn(election.campaign("b").into_future());
+    until("b to register", || async {
+        ids(&item(&ui, "elections", "sched").await) == ["a", "b"]
+    })
+    .await;
+    let c = tokio::spawn(election.campaign("c").into_future());
+    until("c to register", || async {
+        ids(&item(&ui, "elections", "sched").await) == ["a", "b", "c"]
+    })
+    .await;
+    // a steps down (keeping its registration) and b, first in line, takes over: a now stands
+    // behind c, registered before a stepped down, and b, who leads, last.
+    let a_again = tokio::spawn(a.step_down().await.into_future());
+    let b = within("b to win", b).await.unwrap().unwrap();
+    until("the line after the hand-over", || async {
+        let e = item(&ui, "elections", "sched").await;
+        e["leader"]["id"] == "b" && ids(&e) == ["c", "a", "b"]
+    })
+    .await;
+    b.resign().await.unwrap();
+    let _ = within("c to win", c).await.unwrap().unwrap();
+    a_again.abort();
     ui.shutdown().await;
 }

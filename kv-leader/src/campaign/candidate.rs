@@ -39,8 +39,6 @@ pub(crate) struct Candidate {
     known: bool,
     /// The live candidate registrations, from the same watch.
     line: Line,
-    /// Who wrote the leader key's live value we saw last.
-    last_leader: Option<String>,
     /// When we first saw the key free (since it last held a live value).
     free_since: Option<Instant>,
     /// When our turn comes if the key stays free.
@@ -101,7 +99,6 @@ impl Candidate {
             view: None,
             known: false,
             line,
-            last_leader: None,
             free_since: None,
             turn_at: None,
             watch: None,
@@ -219,13 +216,7 @@ impl Candidate {
 
     fn see(&mut self, e: Entry) {
         if let Some(id) = e.key().as_str().strip_prefix(&self.cand_prefix) {
-            let origin = e
-                .is_value()
-                .then(|| e.lease().map_or(e.revision(), |t| t.origin()));
-            if let Some(t) = e.lease().filter(|_| e.is_value()) {
-                self.line.owner(t.nonce(), id);
-            }
-            self.line.apply(id, e.revision(), origin);
+            self.line.registration(id, &e);
         } else if self
             .view
             .as_ref()
@@ -244,6 +235,11 @@ impl Candidate {
     /// Remembers that `id` led until `revision`, here and for later campaigns of the handle.
     fn led(&mut self, id: &str, revision: Revision) {
         self.line.led(id, revision);
+        self.remember_led(id, revision);
+    }
+
+    /// Remembers that `id` led until `revision` for later campaigns of the handle.
+    fn remember_led(&self, id: &str, revision: Revision) {
         let mut all = self.shared.led.lock().unwrap_or_else(|p| p.into_inner());
         let last = all.entry(id.to_string()).or_insert(revision);
         *last = (*last).max(revision);
@@ -251,21 +247,9 @@ impl Candidate {
 
     /// Takes `e` as the leader key's latest entry, remembering who led.
     fn set_view(&mut self, e: Option<Entry>) {
-        match (&e, e.as_ref().and_then(Record::from_entry)) {
-            (Some(e), Some(r)) => {
-                self.led(&r.id, e.revision());
-                self.last_leader = Some(r.id);
-            }
-            // The leader that just left stands in line from the moment it left.
-            (Some(e), None) if !e.is_value() => {
-                let named = e
-                    .lease()
-                    .and_then(|t| self.line.owner_of(t.nonce()).map(str::to_string));
-                if let Some(id) = self.last_leader.take().or(named) {
-                    self.led(&id, e.revision());
-                }
-            }
-            _ => {}
+        // The leader that just left stands in line from the moment it left.
+        if let Some((id, revision)) = e.as_ref().and_then(|e| self.line.leader_key(e)) {
+            self.remember_led(&id, revision);
         }
         self.view = e;
     }

@@ -4,16 +4,17 @@
 //!
 //! The bucket watch says which election changed (`<name>.leader`, `<name>.cand.<id>`); the
 //! feed then reads the leader ([`Election::leader`], from the stream leader) and the
-//! candidates ([`Election::candidates`]). The line order is the candidates' registration
-//! order (their lease origins, as the watch shows them), which is the order in which they
-//! race for a free leader key. A renewal (same lease origin and value) costs no read.
+//! candidates ([`Election::candidates`]). The line order is kvtk-leader's own [`Line`], fed
+//! the same watch: the order in which the candidates race for a free leader key (a candidate
+//! that led stands behind those registered before it stepped down). A renewal (same lease
+//! origin and value) costs no read.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use kvtk_core::{Bucket, Entry};
-use kvtk_leader::{CandidateInfo, Election, LeaderInfo, DEFAULT_TTL};
+use kvtk_leader::{CandidateInfo, Election, LeaderInfo, Line, DEFAULT_TTL};
 use serde_json::{json, Value};
 
 use super::{expires_ms, Change, Feed, Read};
@@ -48,6 +49,8 @@ struct State {
     leader: Option<LeaderInfo>,
     /// Candidate id → (registration origin, lease deadline), live registrations only.
     line: BTreeMap<String, (u64, Option<u64>)>,
+    /// The order of the line, from the same watch.
+    order: Line,
     values: BTreeMap<String, String>,
     terms: VecDeque<TermSeen>,
     changed_at: u64,
@@ -172,6 +175,7 @@ impl Feed for ElectionsFeed {
             .is_value()
             .then(|| e.lease().map_or(rev, |l| l.origin().get()));
         let st = self.elections.entry(name.to_string()).or_default();
+        st.order.observe(name, e);
         let changed = match cand {
             None => {
                 let now = origin.map(|o| (o, e.value().to_vec()));
@@ -234,8 +238,10 @@ impl Feed for ElectionsFeed {
 
 /// The JSON item of one election (`/api/elections`, and the page's Elections view).
 fn election_json(name: &str, st: &State) -> Value {
+    let order = st.order.order();
+    let place = |id: &str| order.iter().position(|o| o == id).unwrap_or(order.len());
     let mut line: Vec<(&String, &(u64, Option<u64>))> = st.line.iter().collect();
-    line.sort_by_key(|(id, (origin, _))| (*origin, (*id).clone()));
+    line.sort_by_key(|(id, (origin, _))| (place(id), *origin));
     let leader_id = st.leader.as_ref().map(|l| l.id.as_str());
     let candidates: Vec<Value> = line
         .iter()

@@ -211,6 +211,10 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         // Kill before the temporary directory goes, so the server never writes into a removed
         // store; runs during unwinding too, which is what makes a panicking test leave nothing.
+        // A failing test shows what its servers saw (elections, lost quorum, slow disks).
+        if std::thread::panicking() && self.has_process() {
+            eprintln!("{}", self.log_section());
+        }
         self.kill();
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_path_buf();
