@@ -1,5 +1,6 @@
 //! A three-node JetStream cluster on loopback, owned by a [`NatsCluster`] handle.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,9 @@ impl NatsCluster {
         };
         if cluster.wait_meta_leader(deadline).await.is_none() {
             cluster.fail("elected no JetStream meta leader");
+        }
+        if !cluster.wait_routes(deadline).await {
+            cluster.fail("did not complete its route pools");
         }
         cluster
     }
@@ -337,6 +341,27 @@ impl NatsCluster {
         }
     }
 
+    /// Waits until every node's route pool to every other node is complete. Until then a
+    /// message whose account (or the system account, which JetStream's API requests cross)
+    /// maps to a missing route is not forwarded: a stream info request sent in the first
+    /// second of a cluster went unanswered for 5 s (its stream leader never saw it) while the
+    /// last pooled route came up.
+    async fn wait_routes(&self, deadline: Instant) -> bool {
+        loop {
+            let mut complete = true;
+            for node in &self.nodes {
+                complete &= routes_complete(node, self.nodes.len() - 1).await;
+            }
+            if complete {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
     fn index_of(&self, server_name: &str) -> Option<usize> {
         self.nodes
             .iter()
@@ -368,6 +393,42 @@ async fn peers_current(node: &NatsServer, others: usize) -> bool {
         && peers
             .iter()
             .all(|p| p.get("current").and_then(|c| c.as_bool()) == Some(true))
+}
+
+/// Whether `node` has, to each of `others` peers, its whole pool of routes (the configured
+/// pool size) and the system account's own route (nats-server pins it whenever routes are
+/// pooled).
+async fn routes_complete(node: &NatsServer, others: usize) -> bool {
+    let (Some(varz), Some(routez)) = (
+        node.monitor_json("/varz").await,
+        node.monitor_json("/routez").await,
+    ) else {
+        return false;
+    };
+    // -1: pooling off, one route per peer and no pinned accounts.
+    let configured = varz
+        .pointer("/cluster/pool_size")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(-1);
+    let pool = configured.max(1);
+    let system = varz.get("system_account").and_then(|a| a.as_str());
+    let mut peers: BTreeMap<&str, (i64, bool)> = BTreeMap::new();
+    let routes = routez.get("routes").and_then(|r| r.as_array());
+    for r in routes.into_iter().flatten() {
+        let Some(peer) = r.get("remote_name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let (pooled, system_pinned) = peers.entry(peer).or_default();
+        match r.get("account").and_then(|a| a.as_str()) {
+            Some(account) => *system_pinned |= Some(account) == system,
+            None => *pooled += 1,
+        }
+    }
+    let needs_system = configured > 0 && system.is_some();
+    peers.len() >= others
+        && peers
+            .values()
+            .all(|(pooled, pinned)| *pooled >= pool && (*pinned || !needs_system))
 }
 
 /// The meta leader's server name as one node sees it.
