@@ -67,7 +67,11 @@ pub struct CounterHandle {
 }
 
 impl CounterHandle {
-    /// Adds `delta` (may be negative) and returns the value right after it.
+    /// Adds `delta` (may be negative) and returns the value right after it. The combined
+    /// write's lost acknowledgement is recognised as for [`Counters::add`]: every increment of
+    /// the batch gets its value, or all of them the same
+    /// [`ErrorKind::OutcomeUnknown`] / [`ErrorKind::ValueUnknown`] (see
+    /// [Lost acknowledgements](Counters#lost-acknowledgements)).
     ///
     /// # Cancel safety
     /// Not cancel safe: once queued, the increment is applied even if the future is dropped.
