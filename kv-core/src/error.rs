@@ -63,6 +63,16 @@ pub enum ErrorKind {
     /// transient: retrying cannot help until an operator grants the permission. A refused
     /// write was not applied.
     PermissionDenied,
+    /// A write whose acknowledgement was lost was re-sent for as long as it may be, and still
+    /// nobody could say whether it took effect: it may or may not have been applied. Unlike
+    /// [`Timeout`](Self::Timeout) this is the end of the recognition, not an invitation to
+    /// retry: repeating the write may apply it twice. Read the data to find out. Returned by
+    /// counter increments ([`Counters`](crate::Counters), [`CounterHandle`](crate::CounterHandle)).
+    OutcomeUnknown,
+    /// A counter increment was applied exactly once (its lost acknowledgement was recovered by
+    /// re-sending it), but another write to the counter replaced the stored value before the
+    /// value right after this increment could be read back. Do not repeat the increment.
+    ValueUnknown,
     /// An invariant of this library broke: a bug. Please report it.
     Internal,
 }
@@ -259,6 +269,9 @@ pub(crate) mod codes {
     pub(crate) const TTL_DISABLED: u64 = 10166;
     pub(crate) const ATOMIC_DISABLED: u64 = 10174;
     pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
+    /// "duplicate message id is in process": a replicated stream still proposes an earlier
+    /// publish with the same `Nats-Msg-Id`; its outcome is not known yet.
+    pub(crate) const DUPLICATE_IN_PROCESS: u64 = 10158;
     /// "JetStream system temporarily unavailable": the cluster is between meta or stream
     /// leaders (seen creating a consumer while the node leading the stream was killed).
     pub(crate) const TEMPORARILY_UNAVAILABLE: u64 = 10008;

@@ -295,7 +295,10 @@ impl Error {
     /// was (or may have been) sent and no answer came back. A retry of such a write must be
     /// conditional, or recognise its own earlier write.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Timeout | ErrorKind::Connection)
+        matches!(
+            self.kind(),
+            ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::OutcomeUnknown
+        )
     }
 }
 

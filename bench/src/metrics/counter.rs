@@ -2,7 +2,8 @@
 //! conditional update, retry at once on conflict), kvtk-core's own `Counter` (the same CAS loop
 //! with jittered backoff) — on 8 handles, and on one handle shared by the 8 incrementers so
 //! it combines concurrent increments — and kvtk-core's server-side `Counters` (ADR-49: one
-//! `Nats-Incr` request per increment, no read, no conflicts).
+//! `Nats-Incr` request per increment, no read, no conflicts; each carries a `Nats-Msg-Id` so
+//! that a lost acknowledgement is re-sent without counting twice).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -17,10 +17,12 @@
 //! # Ok(()) }
 //! ```
 
+mod resend;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -28,16 +30,31 @@ use crate::client::Kv;
 use crate::combine::{Apply, Combiner};
 use crate::config::validate_bucket_name;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::js::{parse_api, Js};
+use crate::js::Js;
 use crate::key::Key;
 use crate::version::ServerVersion;
 
 /// A set of server-side counters. Cheap to clone.
+///
+/// # Lost acknowledgements
+/// An increment whose acknowledgement is lost (the add landed, the reply did not) is
+/// re-sent with the same message id (`Nats-Msg-Id`) until its fate is known; the stream's
+/// duplicate window makes the server store it once, however often it is re-sent. So no
+/// increment is lost or counted twice, and the caller gets the value right after it. When
+/// its fate cannot be learned within the resend timeout ([`Counters::with_resend_timeout`],
+/// 15 s by default) the add fails with [`ErrorKind::OutcomeUnknown`]: it may or may not have
+/// been applied, and repeating it blindly may count it twice. In the rare case that the
+/// increment was applied but another write replaced the stored value before it could be
+/// read back, the add fails with [`ErrorKind::ValueUnknown`]: counted once, value unknown.
 #[derive(Debug, Clone)]
 pub struct Counters {
     js: Js,
     name: String,
     stream: String,
+    ids: Arc<resend::MsgIds>,
+    /// The stream's duplicate window: how long the server remembers a message id.
+    window: Duration,
+    resend_for: Duration,
 }
 
 /// One server-side counter whose clones combine concurrent increments
@@ -50,7 +67,11 @@ pub struct CounterHandle {
 }
 
 impl CounterHandle {
-    /// Adds `delta` (may be negative) and returns the value right after it.
+    /// Adds `delta` (may be negative) and returns the value right after it. The combined
+    /// write's lost acknowledgement is recognised as for [`Counters::add`]: every increment of
+    /// the batch gets its value, or all of them the same
+    /// [`ErrorKind::OutcomeUnknown`] / [`ErrorKind::ValueUnknown`] (see
+    /// [Lost acknowledgements](Counters#lost-acknowledgements)).
     ///
     /// # Cancel safety
     /// Not cancel safe: once queued, the increment is applied even if the future is dropped.
@@ -65,12 +86,6 @@ impl CounterHandle {
     pub async fn get(&self) -> Result<i64, Error> {
         self.counters.get(&self.key).await
     }
-}
-
-#[derive(Deserialize)]
-struct CounterAck {
-    #[serde(default)]
-    val: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +120,7 @@ impl Kv {
             allow_message_counter: true,
             allow_direct: true,
             max_messages_per_subject: 1,
+            duplicate_window: resend::DUPLICATE_WINDOW,
             ..Default::default()
         };
         let body = serde_json::to_vec(&cfg)
@@ -112,8 +128,8 @@ impl Kv {
         let created: Result<stream::Info, Error> = js
             .api(&format!("STREAM.CREATE.{stream}"), Bytes::from(body))
             .await;
-        match created {
-            Ok(_) => {}
+        let window = match created {
+            Ok(info) => info.config.duplicate_window,
             // Created by someone else with another configuration: use it if it counts.
             Err(e) if e.kind() == ErrorKind::BucketExists => {
                 let info = js
@@ -127,13 +143,17 @@ impl Kv {
                     )
                     .with_op(Operation::Bucket));
                 }
+                info.config.duplicate_window
             }
             Err(e) => return Err(e.with_op(Operation::Bucket)),
-        }
+        };
         Ok(Counters {
             js,
             name: name.to_string(),
             stream,
+            ids: Arc::new(resend::MsgIds::new()),
+            window,
+            resend_for: resend::resend_bound(resend::RESEND_FOR, window),
         })
     }
 }
@@ -144,27 +164,25 @@ impl Counters {
         &self.name
     }
 
-    /// Adds `delta` (may be negative) to counter `key` and returns the new value.
+    /// How long an increment whose acknowledgement was lost is re-sent before the add gives
+    /// up with [`ErrorKind::OutcomeUnknown`]: `timeout`, at most half the stream's duplicate
+    /// window (so that every re-send reaches the server while it still remembers the first
+    /// one). Default 15 s; the streams this library creates keep ids for 30 s.
+    pub fn with_resend_timeout(mut self, timeout: Duration) -> Counters {
+        self.resend_for = resend::resend_bound(timeout, self.window);
+        self
+    }
+
+    /// Adds `delta` (may be negative) to counter `key` and returns the value right after it.
+    /// A lost acknowledgement is recognised: see [Lost acknowledgements](Counters#lost-acknowledgements).
     ///
     /// # Cancel safety
     /// Not cancel safe: the increment may be applied even if the future is dropped.
     pub async fn add(&self, key: impl AsRef<str>, delta: i64) -> Result<i64, Error> {
         let key = Key::new(key.as_ref()).map_err(|e| e.with_op(Operation::Put))?;
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Incr", format!("{delta:+}").as_str());
-        let msg = self
-            .js
-            .request(format!("$KVC.{}.{}", self.name, key), Some(h), Bytes::new())
+        self.add_once(format!("$KVC.{}.{}", self.name, key), delta)
             .await
-            .map_err(|e| e.with_op(Operation::Put).with_key(key.as_str()))?;
-        let ack: CounterAck = parse_api(&msg.payload)
-            .map_err(|e| e.with_op(Operation::Put).with_key(key.as_str()))?;
-        let val = ack.val.ok_or_else(|| {
-            Error::new(ErrorKind::Server, "counter ack without a value")
-                .with_op(Operation::Put)
-                .with_key(key.as_str())
-        })?;
-        parse_value(&val)
+            .map_err(|e| e.with_op(Operation::Put).with_key(key.as_str()))
     }
 
     /// A handle on counter `key` whose clones **combine** concurrent increments: one worker
