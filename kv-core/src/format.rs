@@ -17,7 +17,9 @@
 //! the caller must then touch nothing (no write, no removal) that depends on the value.
 //! Readers ignore JSON fields they do not know, so version 1 may grow optional fields.
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::entry::Entry;
 pub use crate::entry::FormatMark;
@@ -83,6 +85,31 @@ pub fn decode_json<T: DeserializeOwned>(e: &Entry, what: &str) -> Result<Option<
         Some(other) => return Err(refuse(e, what, &other.to_string())),
     }
     Ok(serde_json::from_value(serde_json::Value::Object(obj)).ok())
+}
+
+/// Encodes a recipe's JSON value with `"v":` [`RECIPE_FORMAT`] first: `value` must
+/// serialize as a JSON object without a field `v` of its own.
+///
+/// ```
+/// #[derive(serde::Serialize)]
+/// struct Ack { applied: u64 }
+/// let b = kvtk_core::format::encode_json(&Ack { applied: 7 });
+/// assert_eq!(&b[..], br#"{"v":1,"applied":7}"#);
+/// ```
+pub fn encode_json<T: Serialize>(value: &T) -> Bytes {
+    #[derive(Serialize)]
+    struct Versioned<'a, T> {
+        v: u32,
+        #[serde(flatten)]
+        rest: &'a T,
+    }
+    let w = Versioned {
+        v: RECIPE_FORMAT,
+        rest: value,
+    };
+    // The recipes' values are plain structs of strings, numbers and options: they always
+    // serialize.
+    Bytes::from(serde_json::to_vec(&w).unwrap_or_default())
 }
 
 #[cfg(test)]
