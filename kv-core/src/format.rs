@@ -69,6 +69,7 @@ pub fn check_header(e: &Entry, what: &str) -> Result<(), Error> {
 /// #[derive(serde::Deserialize)]
 /// struct Ack { applied: Option<u64> }
 /// let ack: Option<Ack> = kvtk_core::format::decode_json(e, "fleet acknowledgement")?;
+/// println!("applied: {:?}", ack.and_then(|a| a.applied));
 /// # Ok(()) }
 /// ```
 pub fn decode_json<T: DeserializeOwned>(e: &Entry, what: &str) -> Result<Option<T>, Error> {
