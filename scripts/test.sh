@@ -61,6 +61,12 @@ step "scripts/ensure-chromium.sh (the headless browser of the kvtk ui tests)"
 CHROMEDRIVER="$(scripts/ensure-chromium.sh)"
 export CHROMEDRIVER
 
+# kv-cli/tests/protocol.rs runs the Python protocol client (clients/python/kvtk_view.py)
+# against kvtk: the pinned nats-py from PyPI into .tools/.
+step "scripts/ensure-python-client.sh (nats-py for the Python protocol client's test)"
+KVTK_PYTHON_CLIENT_PATH="$(scripts/ensure-python-client.sh)"
+export KVTK_PYTHON_CLIENT_PATH
+
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 

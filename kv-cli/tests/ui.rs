@@ -14,6 +14,7 @@ use common::{signal, terminate, Kvtk};
 use kvtk_tests::{until, NatsServer};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// `kvtk ui` on a free port with `extra` arguments.
 async fn console(kvtk: &Kvtk, extra: &[&str]) -> Console {
@@ -475,9 +476,15 @@ async fn members_and_buckets_views() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_lock_of_a_multi_lock_is_marked_with_the_others() {
     let (server, kvtk) = start().await;
-    let c = console(&kvtk, &[]).await;
     let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
     let locks = kvtk_locks::Locks::open(&kv, "locks").await.unwrap();
+    // Taken and renewed before the console starts: the console never sees the transaction
+    // that created the entries, only their renewals, whose values name the multi-lock.
+    let early = ["acct.dave", "acct.erin"];
+    let before = locks.multi(early).unwrap().lock();
+    let before = before.ttl(Duration::from_secs(1)).await.unwrap();
+    renewed(&locks, "acct.dave").await;
+    let c = console(&kvtk, &[]).await;
     let plain = locks.mutex("plain").unwrap().lock().await.unwrap();
     let names = ["acct.alice", "acct.bob", "acct.carol"];
     let all = locks.multi(names).unwrap().lock().await.unwrap();
@@ -496,6 +503,16 @@ async fn every_lock_of_a_multi_lock_is_marked_with_the_others() {
             &format!(
                 "{m} !== null && {m}.dataset.multi === '{}'",
                 others.join(" "),
+                m = multi(name)
+            ),
+        )
+        .await;
+    }
+    for (name, other) in [(early[0], early[1]), (early[1], early[0])] {
+        b.until(
+            &format!("{name}, renewed before the console started, marked with {other}"),
+            &format!(
+                "{m} !== null && {m}.dataset.multi === '{other}'",
                 m = multi(name)
             ),
         )
@@ -531,7 +548,25 @@ async fn every_lock_of_a_multi_lock_is_marked_with_the_others() {
     )
     .await;
     plain.release().await.unwrap();
+    before.release().await.unwrap();
     b.close().await;
+}
+
+/// Waits until the holder's queue entry of lock `name` was renewed (a revision above its
+/// token), so no revision of the creating transaction is left in the bucket.
+async fn renewed(locks: &kvtk_locks::Locks, name: &str) {
+    let info = locks.inspect(name).await.unwrap();
+    let holder = &info.holders[0];
+    let mut w = locks.bucket().watch([holder.key.as_str()]).await.unwrap();
+    loop {
+        let event = kvtk_tests::next("a renewal", &mut w).await.unwrap();
+        if let kvtk_core::WatchEvent::Entry(e) = event {
+            if e.is_value() && e.revision() > holder.token.revision() {
+                assert!(e.batch().is_none(), "a renewal is no transaction's");
+                return;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -74,7 +74,8 @@ impl Ack {
         if !changed && (held || (self.no_ttl && !force)) {
             return;
         }
-        let bytes = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
+        // `{"v":1,"applied":…}`: see kvtk_core::format.
+        let bytes = kvtk_core::format::encode_json(&rec);
         let res = match (&self.lease, held) {
             (Some(lease), true) => lease.set_value(bytes).await.map(drop),
             _ if self.no_ttl => bucket.put(&self.key, bytes).await.map(drop),
@@ -217,10 +218,10 @@ fn record(
     let Some(name) = e.key().as_str().strip_prefix(prefix) else {
         return Ok(());
     };
-    let applied = e
-        .is_value()
-        .then(|| serde_json::from_slice::<Applied>(e.value()).ok())
-        .flatten()
+    // An acknowledgement of a format version this library does not know is refused: the
+    // wait ends with the error rather than count or ignore it.
+    let applied = kvtk_core::format::decode_json::<Applied>(&e, "config fleet acknowledgement")
+        .map_err(|e| Error::kv("refusing an applied acknowledgement", e))?
         .and_then(|a| a.applied);
     match applied {
         Some(r) => {

@@ -289,3 +289,53 @@ async fn an_acknowledgement_is_a_lease_kept_alive_and_removed_on_stop() {
     .await;
     assert_eq!(removed.lease().map(|t| t.nonce()), Some(tag.nonce()));
 }
+
+#[tokio::test]
+async fn an_acknowledgement_of_an_unknown_format_version_is_refused_and_left_alone() {
+    let server = NatsServer::start().await;
+    let b = bucket(&server, "cfg").await;
+    let w = ConfigWriter::<App>::new(b.clone(), doc()).validate(validate);
+    let rev = w.set(&app("fmt", 1)).await.unwrap().revision.unwrap();
+    let reader = ConfigReader::<App>::builder(doc())
+        .bucket(b.clone())
+        .validate(validate)
+        .instance("r1")
+        .await
+        .unwrap();
+    within("r1's acknowledgement", w.wait_applied(rev, 1))
+        .await
+        .unwrap();
+    // What a reader writes carries version 1.
+    let ack = b.get_from_leader("_applied.app.config.r1").await.unwrap();
+    let ack: serde_json::Value = serde_json::from_slice(ack.unwrap().value()).unwrap();
+    assert_eq!(
+        (ack["v"].as_u64(), ack["applied"].as_u64()),
+        (Some(1), Some(rev.get()))
+    );
+
+    let future = format!(r#"{{"v":99,"applied":{}}}"#, rev.get());
+    let at = b.put("_applied.app.config.r9", future).await.unwrap();
+    let err = within("the refusal", w.wait_applied(rev, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Kv, "{err}");
+    assert_eq!(
+        err.core_kind(),
+        Some(kvtk_core::ErrorKind::Codec),
+        "{err:?}"
+    );
+    let left = b.get_from_leader("_applied.app.config.r9").await.unwrap();
+    assert_eq!(left.map(|e| e.revision()), Some(at), "left alone");
+
+    // An acknowledgement without a version (an older reader's) counts as version 1.
+    let old = format!(
+        r#"{{"applied":{},"rejected":null,"stale":false}}"#,
+        rev.get()
+    );
+    b.put("_applied.app.config.r9", old).await.unwrap();
+    let names = within("2 acknowledgements", w.wait_applied(rev, 2))
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["r1", "r9"]);
+    reader.shutdown().await;
+}

@@ -19,6 +19,36 @@ pub(crate) const NATS_TTL: &str = "Nats-TTL";
 /// Written by a [`Lease`](crate::lease::Lease) on every write of its key:
 /// `<nonce as 32 hex digits>` on the creating write, `<nonce>:<origin revision>` after it.
 pub(crate) const KV_LEASE: &str = "Kv-Lease";
+/// The format version of a recipe's value that is not JSON (see [`crate::format`]).
+pub(crate) const KV_FORMAT: &str = "Kv-Format";
+
+/// A `Kv-Format` header as read ([`Entry::format`]; see [`crate::format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FormatMark {
+    /// A version number.
+    Version(u16),
+    /// A header that is no version number this library can represent.
+    Unreadable,
+}
+
+impl FormatMark {
+    pub(crate) fn parse(header: &str) -> FormatMark {
+        header
+            .trim()
+            .parse()
+            .map_or(FormatMark::Unreadable, FormatMark::Version)
+    }
+}
+
+impl std::fmt::Display for FormatMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatMark::Version(v) => write!(f, "{v}"),
+            FormatMark::Unreadable => f.write_str("(unreadable)"),
+        }
+    }
+}
 
 /// What a revision did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +92,8 @@ pub struct Entry {
     pub(crate) lease: Option<Box<LeaseTag>>,
     /// The state of its own key the write was conditional on (see [`Entry::expected`]).
     pub(crate) expected: Option<Expect>,
+    /// The `Kv-Format` header (see [`Entry::format`]); small, to keep `Entry` small.
+    pub(crate) format: Option<FormatMark>,
 }
 
 /// The mark a [`Lease`](crate::lease::Lease) leaves on each write of its key: which lease
@@ -177,6 +209,9 @@ impl Entry {
             batch: batch_of(headers),
             lease: lease_of(headers, revision),
             expected: expected_of(headers),
+            format: headers
+                .and_then(|h| h.get(KV_FORMAT))
+                .map(|v| FormatMark::parse(v.as_str())),
         }
     }
 
@@ -242,6 +277,11 @@ impl Entry {
     /// on a mirror, which strips expectations.
     pub fn expected(&self) -> Option<Expect> {
         self.expected
+    }
+    /// The format version a recipe wrote into the `Kv-Format` header (for values that are
+    /// not JSON; [`crate::format::check_header`] judges it). `None`: no such header.
+    pub fn format(&self) -> Option<FormatMark> {
+        self.format
     }
     /// Decodes the value with `codec`.
     pub fn decode<T, C: Codec<T>>(&self, codec: &C) -> Result<T, Error> {

@@ -47,6 +47,7 @@ mod connect;
 mod counters;
 mod entry;
 mod error;
+pub mod format;
 mod info;
 mod js;
 mod key;

@@ -38,7 +38,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::bucket::inner::Inner;
+use crate::bucket::inner::{Inner, Marks};
 use crate::entry::Op;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::js::{parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ};
@@ -60,6 +60,8 @@ struct TxnOp {
     expect_on: Option<KeyFilter>,
     /// The `Kv-Lease` mark of a lease's creating write.
     lease: Option<String>,
+    /// The `Kv-Format` header of a lease's creating write (see [`crate::format`]).
+    format: Option<u32>,
 }
 
 /// A compare-only check: a key and what it must be at for the transaction to commit.
@@ -119,6 +121,7 @@ impl Txn {
                 ttl: None,
                 expect_on: None,
                 lease: None,
+                format: None,
             }),
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -166,7 +169,7 @@ impl Txn {
         value: Bytes,
         ttl: Duration,
         expect: Option<(Option<KeyFilter>, Expect)>,
-        tag: String,
+        (tag, format): (String, Option<u32>),
     ) -> Self {
         let (expect_on, expect) = match expect {
             Some((on, e)) => (on, Some(e)),
@@ -180,6 +183,7 @@ impl Txn {
             ttl: Some(ttl),
             expect_on,
             lease: Some(tag),
+            format,
         });
         self
     }
@@ -292,8 +296,11 @@ impl Txn {
             Some((k, e)) => (Some(*e), Some(k.as_str())),
             None => (o.expect, o.expect_on.as_ref().map(KeyFilter::as_str)),
         };
-        let lease = o.lease.as_deref();
-        self.inner.write_headers(o.op, expect, on, ttl, lease)
+        let marks = Marks {
+            lease: o.lease.as_deref(),
+            format: o.format,
+        };
+        self.inner.write_headers(o.op, expect, on, ttl, marks)
     }
 
     /// Sends the transaction as one atomic batch.

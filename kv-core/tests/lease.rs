@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use kvtk_core::format::FormatMark;
 use kvtk_core::lease::{Keeper, LostReason};
 use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
 use kvtk_tests::{within, NatsServer};
 
 mod common;
-use common::{lease_cfg, proxied_bucket, with_acks_lost};
+use common::{lease_cfg, next_entry, proxied_bucket, with_acks_lost};
 
 fn cfg() -> BucketConfig {
     BucketConfig::new("leases")
@@ -22,6 +23,36 @@ fn cfg() -> BucketConfig {
 
 async fn bucket(kv: &Kv) -> Bucket {
     kv.create_or_open(cfg()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_format_version_is_carried_by_writes_creates_and_every_write_of_a_lease() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    b.put("plain", "x").format(7).await.unwrap();
+    b.create("created", "3").format(1).await.unwrap();
+    let e = b.get_from_leader("plain").await.unwrap().unwrap();
+    assert_eq!(e.format(), Some(FormatMark::Version(7)));
+    assert_eq!(
+        kvtk_core::format::check_header(&e, "x").unwrap_err().kind(),
+        ErrorKind::Codec
+    );
+    let e = b.get_from_leader("created").await.unwrap().unwrap();
+    assert_eq!(e.format(), Some(FormatMark::Version(1)));
+    kvtk_core::format::check_header(&e, "x").unwrap();
+    // A lease's renewals keep the header (a member's metadata is versioned by it).
+    let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
+    let mut w = b.watch(["m.a"]).await.unwrap();
+    let lease = keeper.lease("m.a", "meta").format(1).await.unwrap();
+    let created = next_entry(&mut w).await;
+    assert_eq!(
+        (created.revision(), created.format()),
+        (lease.origin(), Some(FormatMark::Version(1)))
+    );
+    let renewed = next_entry(&mut w).await;
+    assert!(renewed.is_value() && renewed.revision() > lease.origin());
+    assert_eq!(renewed.format(), Some(FormatMark::Version(1)));
+    lease.release().await.unwrap();
 }
 
 #[tokio::test]

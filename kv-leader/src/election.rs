@@ -219,7 +219,7 @@ impl Election {
             .bucket
             .get_from_leader(&self.shared.leader_key)
             .await?;
-        Ok(match e.as_ref().map(Observed::from_entry) {
+        Ok(match e.as_ref().map(Observed::from_entry).transpose()? {
             Some(Observed::Leader(l)) => Some(l),
             _ => None,
         })
@@ -236,16 +236,15 @@ impl Election {
             .bucket
             .snapshot(format!("{}.cand.*", self.shared.name))
             .await?;
-        let mut out: Vec<CandidateInfo> = snap
-            .entries
-            .iter()
-            .filter(|e| e.is_value())
-            .filter_map(|e| serde_json::from_slice::<CandidateRecord>(e.value()).ok())
-            .map(|c| CandidateInfo {
-                id: c.id,
-                value: c.value,
-            })
-            .collect();
+        let mut out = Vec::new();
+        for e in &snap.entries {
+            if let Some(c) = CandidateRecord::from_entry(e)? {
+                out.push(CandidateInfo {
+                    id: c.id,
+                    value: c.value,
+                });
+            }
+        }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }

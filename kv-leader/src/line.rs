@@ -110,7 +110,9 @@ impl Line {
     /// Takes one revision of the leader key; returns who led until that revision, if known
     /// (the writer of a value, or the leader that left at a tombstone or marker).
     pub(crate) fn leader_key(&mut self, e: &Entry) -> Option<(String, Revision)> {
-        let id = match Record::from_entry(e) {
+        // A value of a format this library does not know names nobody (the campaign
+        // refuses it on its own).
+        let id = match Record::from_entry(e).ok().flatten() {
             Some(r) => {
                 self.last_leader = Some(r.id.clone());
                 r.id

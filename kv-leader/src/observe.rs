@@ -54,7 +54,12 @@ pub struct Observer {
     inner: BoxStream<'static, Observed>,
     current: Option<Observed>,
     gaps: Arc<AtomicU64>,
+    refused: Refusal,
 }
+
+/// Why an observer's stream ended early: a leader record of a format version this library
+/// does not know.
+type Refusal = Arc<std::sync::Mutex<Option<kvtk_core::Error>>>;
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +77,7 @@ struct State {
     last_rev: Option<Revision>,
     last: Option<Observed>,
     gaps: Arc<AtomicU64>,
+    refused: Refusal,
 }
 
 impl Observer {
@@ -116,6 +122,7 @@ impl Observer {
             .include(Include::LastPerKey)
             .await?;
         let gaps = Arc::new(AtomicU64::new(0));
+        let refused = Refusal::default();
         let state = State {
             bucket,
             leader_key,
@@ -123,6 +130,7 @@ impl Observer {
             last_rev: None,
             last: None,
             gaps: gaps.clone(),
+            refused: refused.clone(),
         };
         let inner = futures::stream::unfold(state, |mut s| async move {
             let item = s.next().await?;
@@ -133,7 +141,17 @@ impl Observer {
             inner,
             current: None,
             gaps,
+            refused,
         })
+    }
+
+    /// Why the stream ended, when it ended because the leader key held a record of a format
+    /// version this library does not know (kvtk-core's
+    /// [`ErrorKind::Codec`](kvtk_core::ErrorKind::Codec)): the observer reports nothing it
+    /// cannot read. `None` otherwise.
+    pub fn take_refusal(&self) -> Option<Error> {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r.take().map(Error::from)
     }
 
     /// How many times this observer found revisions of the leader key it never saw: the
@@ -162,6 +180,20 @@ impl Stream for Observer {
 }
 
 impl State {
+    /// What an entry of the leader key means; `None` (the stream ends) for a record of an
+    /// unknown format version, kept for [`Observer::take_refusal`].
+    fn meaning(&self, e: &kvtk_core::Entry) -> Option<Observed> {
+        match Observed::from_entry(e) {
+            Ok(o) => Some(o),
+            Err(err) => {
+                tracing::error!(key = %self.leader_key, error = %err, "observation ends");
+                let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                *r = Some(err);
+                None
+            }
+        }
+    }
+
     fn emit(&mut self, o: Observed) -> Option<Observed> {
         if self.last.as_ref().is_none_or(|l| l.differs(&o)) {
             self.last = Some(o.clone());
@@ -179,7 +211,8 @@ impl State {
                     }
                     self.check_gap(&e);
                     self.last_rev = Some(e.revision());
-                    if let Some(o) = self.emit(Observed::from_entry(&e)) {
+                    let o = self.meaning(&e)?;
+                    if let Some(o) = self.emit(o) {
                         return Some(o);
                     }
                 }
@@ -222,10 +255,10 @@ impl State {
         while retry.failures() < 10 {
             match self.bucket.get_from_leader(&self.leader_key).await {
                 Ok(e) => {
-                    let o = e
-                        .as_ref()
-                        .map(Observed::from_entry)
-                        .unwrap_or(Observed::NoLeader);
+                    let o = match &e {
+                        Some(e) => self.meaning(e)?,
+                        None => Observed::NoLeader,
+                    };
                     if let Some(e) = &e {
                         self.last_rev = Some(e.revision()).max(self.last_rev);
                     }

@@ -50,17 +50,16 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The value as written: `{"v":1,"id":…}` (see [`kvtk_core::format`]).
     pub(crate) fn to_bytes(&self) -> bytes::Bytes {
-        // A struct of strings always serializes.
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        kvtk_core::format::encode_json(self)
     }
 
-    /// Decodes a live leader entry; `None` for removals and undecodable values.
-    pub(crate) fn from_entry(e: &Entry) -> Option<Record> {
-        if !e.is_value() {
-            return None;
-        }
-        serde_json::from_slice(e.value()).ok()
+    /// Decodes a live leader entry; `None` for removals and undecodable values; an error
+    /// ([`kvtk_core::ErrorKind::Codec`]) for a format version this library does not know,
+    /// from which nothing may be decided.
+    pub(crate) fn from_entry(e: &Entry) -> Result<Option<Record>, kvtk_core::Error> {
+        kvtk_core::format::decode_json(e, "leader record")
     }
 }
 
@@ -79,8 +78,14 @@ pub(crate) struct CandidateRecord {
 }
 
 impl CandidateRecord {
+    /// The value as written: `{"v":1,"id":…}` (see [`kvtk_core::format`]).
     pub(crate) fn to_bytes(&self) -> bytes::Bytes {
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        kvtk_core::format::encode_json(self)
+    }
+
+    /// Decodes a live registration, as [`Record::from_entry`].
+    pub(crate) fn from_entry(e: &Entry) -> Result<Option<CandidateRecord>, kvtk_core::Error> {
+        kvtk_core::format::decode_json(e, "candidate registration")
     }
 }
 
@@ -119,12 +124,13 @@ impl Observed {
         }
     }
 
-    /// Maps a leader-key entry (value, tombstone or marker) to what it means.
-    pub(crate) fn from_entry(e: &Entry) -> Observed {
+    /// Maps a leader-key entry (value, tombstone or marker) to what it means; an error for
+    /// a value of a format version this library does not know.
+    pub(crate) fn from_entry(e: &Entry) -> Result<Observed, kvtk_core::Error> {
         if !e.is_value() {
-            return Observed::NoLeader;
+            return Ok(Observed::NoLeader);
         }
-        match Record::from_entry(e) {
+        Ok(match Record::from_entry(e)? {
             Some(r) => Observed::Leader(LeaderInfo {
                 term: term_of(e),
                 id: r.id,
@@ -141,7 +147,7 @@ impl Observed {
                 revision: e.revision(),
                 transfer_to: None,
             }),
-        }
+        })
     }
 
     /// Whether `self` → `next` is a change worth reporting (renewals are not).
@@ -171,7 +177,7 @@ mod tests {
             transfer_to: None,
         };
         let s = String::from_utf8(r.to_bytes().to_vec()).unwrap();
-        assert_eq!(s, r#"{"id":"a","value":"10.0.0.1:80"}"#);
+        assert_eq!(s, r#"{"v":1,"id":"a","value":"10.0.0.1:80"}"#);
         let back: Record = serde_json::from_str(&s).unwrap();
         assert_eq!(back, r);
         // Records of earlier versions (stored term and nonce) still decode; the stored term

@@ -315,7 +315,9 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
             }
         };
         s.bump(Stat::AcquireWrite);
-        let res = new_entry(s, cfg).expect_on(s.name.all_filter(), e).await;
+        let res = new_entry(s, cfg, &[])
+            .expect_on(s.name.all_filter(), e)
+            .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
             Err(e) if e.is_conflict() && from_cache => from_cache = false,
@@ -325,9 +327,14 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
     }
 }
 
-pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kvtk_core::lease::CreateLease {
+/// Our queue entry's creation; `multi`: the names of every lock of our multi-lock.
+pub(crate) fn new_entry(
+    s: &Shared,
+    cfg: LeaseConfig,
+    multi: &[String],
+) -> kvtk_core::lease::CreateLease {
     s.keeper
-        .lease(&s.own_key, s.entry_value())
+        .lease(&s.own_key, s.entry_value(multi))
         .config(cfg)
         .tombstone_ttl(s.tombstone_ttl)
 }
@@ -337,7 +344,7 @@ pub(crate) fn new_entry(s: &Shared, cfg: LeaseConfig) -> kvtk_core::lease::Creat
 async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
     Backoff::DEFAULT
-        .retry(|| new_entry(s, cfg).previous(previous).into_future())
+        .retry(|| new_entry(s, cfg, &[]).previous(previous).into_future())
         .await
         .map_err(Error::from)
 }

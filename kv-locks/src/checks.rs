@@ -31,28 +31,37 @@ pub(crate) async fn ensure_permits(s: &Shared) -> Result<(), Error> {
     // A stored count never changes (it is only ever created), so any replica's copy of it
     // is the count: no write and no leader read when it is there already.
     if let Some(stored) = v.permits.as_ref().filter(|e| e.is_value()) {
-        return mismatch(s, stored_permits(stored));
+        return mismatch(s, stored_permits(stored)?);
     }
     let key = s.name.permits_key();
     // Transient failures are ridden out like every step of a wait (chaos found semaphore
     // acquisitions failing at once on "no responders" after a node restart). A create whose
     // outcome was unknown and that did land finds its own count next time: no mismatch.
     let retry = kvtk_core::Backoff::DEFAULT;
-    let create = || s.bucket.create(&key, permits.to_string()).into_future();
+    let create = || {
+        let count = s.bucket.create(&key, permits.to_string());
+        count.format(kvtk_core::format::RECIPE_FORMAT).into_future()
+    };
     match retry.retry(create).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == kvtk_core::ErrorKind::AlreadyExists => {
             let stored = retry.retry(|| s.bucket.get_from_leader(&key)).await?;
-            mismatch(s, stored.as_ref().and_then(stored_permits))
+            mismatch(
+                s,
+                stored.as_ref().map(stored_permits).transpose()?.flatten(),
+            )
         }
         Err(e) => Err(e.into()),
     }
 }
 
-fn stored_permits(e: &kvtk_core::Entry) -> Option<u32> {
-    std::str::from_utf8(e.value())
+/// A stored permit count (decimal text, format version in its `Kv-Format` header): `None`
+/// when unreadable, an error when of a format version this library does not know.
+pub(crate) fn stored_permits(e: &kvtk_core::Entry) -> Result<Option<u32>, kvtk_core::Error> {
+    kvtk_core::format::check_header(e, "semaphore permit count")?;
+    Ok(std::str::from_utf8(e.value())
         .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
+        .and_then(|t| t.trim().parse::<u32>().ok()))
 }
 
 /// A semaphore's permit count must agree with the bucket's, and a mutex or read-write lock
@@ -90,7 +99,7 @@ pub(crate) fn check_kind(s: &Shared, v: &View) -> Result<(), Error> {
         ));
     }
     match &v.permits {
-        Some(e) if e.is_value() => mismatch(s, stored_permits(e)),
+        Some(e) if e.is_value() => mismatch(s, stored_permits(e)?),
         _ => Ok(()),
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvtk_core::Revision;
 
+use crate::checks::stored_permits;
 use crate::error::{Error, ErrorKind};
 use crate::locks::Locks;
 use crate::names::LockName;
@@ -42,6 +43,10 @@ pub struct QueueEntry {
     pub kind: EntryKind,
     /// When it was queued, by the writer's wall clock (for people; nothing depends on it).
     pub queued_at: Option<SystemTime>,
+    /// For an entry of a multi-lock: the names of all its locks (this one included), sorted,
+    /// as its value says (kept across renewals). Empty for a plain entry, and for a
+    /// multi-lock's entry written by an older kvtk-locks (which did not record them).
+    pub multi: Vec<String>,
 }
 
 /// A lock's state at one revision.
@@ -124,11 +129,12 @@ impl Locks {
 }
 
 fn info(name: &LockName, v: View) -> LockInfo {
+    // The view has checked the count's format already.
     let permits = v
         .permits
         .as_ref()
         .filter(|e| e.is_value())
-        .and_then(|e| std::str::from_utf8(e.value()).ok()?.trim().parse().ok());
+        .and_then(|e| stored_permits(e).ok().flatten());
     let n = holders(&v.queue, permits.filter(|p| *p > 1));
     let mut entries: Vec<QueueEntry> = v
         .queue
@@ -148,6 +154,7 @@ fn info(name: &LockName, v: View) -> LockInfo {
                 .as_ref()
                 .filter(|v| v.since_ms > 0)
                 .map(|v| UNIX_EPOCH + Duration::from_millis(v.since_ms)),
+            multi: value.as_ref().map(|v| v.multi.clone()).unwrap_or_default(),
             holder: value.map(|v| v.holder),
         })
         .collect();

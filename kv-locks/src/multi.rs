@@ -179,11 +179,17 @@ async fn enqueue_all(
     cfg: LeaseConfig,
 ) -> Result<Vec<Lease>, Error> {
     let mut own: Vec<Expect> = slots.iter().map(|s| expect_of(s.own_last)).collect();
+    // Every entry names all the locks (sorted), kept across its renewals: operators see the
+    // multi-lock from any revision of any of its entries.
+    let names: Vec<String> = handles
+        .iter()
+        .map(|s| s.name.as_str().to_string())
+        .collect();
     for _ in 0..ATTEMPTS {
         let creates = || {
             let leases = handles.iter().zip(&own).map(|(s, e)| {
                 s.bump(Stat::AcquireWrite);
-                new_entry(s, cfg).expect(*e)
+                new_entry(s, cfg, &names).expect(*e)
             });
             create_all(leases.collect())
         };

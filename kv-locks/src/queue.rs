@@ -51,11 +51,14 @@ impl View {
     }
 
     /// The view of a lock's keys, from the latest entry of each (tombstones included).
+    /// A live entry or permit count of a format version this library does not know is
+    /// refused ([`kvtk_core::ErrorKind::Codec`]): no rule can be applied to a queue holding
+    /// it, so the caller writes nothing on its account.
     pub(crate) fn of<'a>(
         name: &LockName,
         entries: impl IntoIterator<Item = &'a Entry>,
         as_of: Option<Revision>,
-    ) -> View {
+    ) -> Result<View, kvtk_core::Error> {
         let prefix = name.queue_prefix();
         let permits_key = name.permits_key();
         let mut permits = None;
@@ -65,13 +68,14 @@ impl View {
             last = last.max(Some(e.revision()));
             let key = e.key().as_str();
             if key == permits_key {
+                kvtk_core::format::check_header(e, "semaphore permit count")?;
                 permits = Some(e.clone());
                 continue;
             }
             if !key.starts_with(&prefix) || !e.is_value() {
                 continue;
             }
-            let value = QueueValue::decode(e.value());
+            let value = QueueValue::read(e)?;
             let queued = Queued {
                 key: key.to_string(),
                 ticket: ticket_of(e),
@@ -81,13 +85,13 @@ impl View {
         }
         live.sort_by_key(|(q, _, _)| q.ticket);
         let (queue, values) = live.into_iter().map(|(q, v, r)| (q, (v, r))).unzip();
-        View {
+        Ok(View {
             queue,
             values,
             last,
             as_of,
             permits,
-        }
+        })
     }
 }
 
@@ -116,7 +120,7 @@ pub(crate) async fn view(s: &Shared, at_least: Option<Revision>) -> Result<View,
             (Some(_), None) => false,
         };
         if fresh || stale == STALE_RETRIES {
-            return Ok(View::of(&s.name, &snap.entries, snap.as_of));
+            return Ok(View::of(&s.name, &snap.entries, snap.as_of)?);
         }
         stale += 1;
         tracing::debug!(lock = %s.name, "snapshot from a lagging replica, retrying");

@@ -9,7 +9,7 @@ use kvtk_core::{Bucket, Expect, Revision};
 use crate::names::LockName;
 use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
-use crate::value::{Holder, QueueValue};
+use crate::value::{encode, Holder};
 
 /// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
 /// queue key.
@@ -63,16 +63,11 @@ impl Shared {
         }
     }
 
-    /// The value of a new queue entry.
-    pub(crate) fn entry_value(&self) -> bytes::Bytes {
+    /// The value of a new queue entry; `multi`: the names of every lock of its multi-lock.
+    pub(crate) fn entry_value(&self, multi: &[String]) -> bytes::Bytes {
         let since_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        QueueValue {
-            holder: (*self.holder).clone(),
-            kind: self.kind.tag().to_string(),
-            since_ms,
-        }
-        .encode()
+        encode(&self.holder, self.kind.tag(), since_ms, multi)
     }
 }

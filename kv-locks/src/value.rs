@@ -1,5 +1,7 @@
 //! What a queue entry holds, and the identity of a lock holder.
 
+use kvtk_core::format::RECIPE_FORMAT;
+use kvtk_core::Entry;
 use serde::{Deserialize, Serialize};
 
 /// Who holds (or waits for) a lock: written into the queue entry for operators to read.
@@ -41,11 +43,11 @@ impl Holder {
     }
 }
 
-/// The JSON value of a queue entry.
 /// What a queue entry holds: who queued, as which kind, and when (the holder's wall clock,
-/// for people reading an inspection; nothing is decided by it). The ticket is the entry's
-/// lease origin, carried on every write of the entry (`Entry::lease`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// for people reading an inspection; nothing is decided by it), and for an entry of a
+/// multi-lock the names of all its locks. The ticket is the entry's lease origin, carried on
+/// every write of the entry (`Entry::lease`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub(crate) struct QueueValue {
     pub(crate) holder: Holder,
     /// `x` exclusive, `s` shared (reader), `p` a semaphore permit.
@@ -54,19 +56,67 @@ pub(crate) struct QueueValue {
     /// Milliseconds since the Unix epoch when the entry was written.
     #[serde(default)]
     pub(crate) since_ms: u64,
+    /// A multi-lock's entry: the names of every lock of the multi-lock (this one included),
+    /// sorted. Empty for a plain entry.
+    #[serde(default)]
+    pub(crate) multi: Vec<String>,
+}
+
+/// A queue entry's value as it is written (format [`RECIPE_FORMAT`]): what
+/// [`QueueValue`] reads, with `"v"` first; `"multi"` only for a multi-lock's entry.
+#[derive(Debug, Serialize)]
+struct Written<'a> {
+    v: u32,
+    holder: &'a Holder,
+    kind: &'a str,
+    since_ms: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    multi: &'a [String],
+}
+
+/// The one encoding of a queue entry's value.
+pub(crate) fn encode(holder: &Holder, kind: &str, since_ms: u64, multi: &[String]) -> bytes::Bytes {
+    let w = Written {
+        v: RECIPE_FORMAT,
+        holder,
+        kind,
+        since_ms,
+        multi,
+    };
+    // Serializing plain strings and integers cannot fail.
+    bytes::Bytes::from(serde_json::to_vec(&w).unwrap_or_default())
 }
 
 impl QueueValue {
-    pub(crate) fn encode(&self) -> bytes::Bytes {
-        // Serializing plain strings and integers cannot fail.
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    pub(crate) fn decode(b: &[u8]) -> Option<QueueValue> {
-        serde_json::from_slice(b).ok()
+    /// Reads a live queue entry's value: `None` when it is not one (written by something
+    /// else than this library), an error ([`kvtk_core::ErrorKind::Codec`]) when it is of a
+    /// format version this library does not know — then nothing may be decided from it.
+    pub(crate) fn read(e: &Entry) -> Result<Option<QueueValue>, kvtk_core::Error> {
+        kvtk_core::format::decode_json(e, "lock queue entry")
     }
 
     pub(crate) fn is_shared(&self) -> bool {
         self.kind == "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_value_has_its_version_first_and_multi_only_for_a_multi_lock() {
+        let holder = Holder::named("h/1");
+        let plain = encode(&holder, "x", 42, &[]);
+        assert_eq!(
+            std::str::from_utf8(&plain).unwrap(),
+            r#"{"v":1,"holder":{"id":"h/1"},"kind":"x","since_ms":42}"#
+        );
+        let multi = ["a".to_string(), "b".to_string()];
+        let both = encode(&holder, "x", 42, &multi);
+        assert_eq!(
+            std::str::from_utf8(&both).unwrap(),
+            r#"{"v":1,"holder":{"id":"h/1"},"kind":"x","since_ms":42,"multi":["a","b"]}"#
+        );
     }
 }

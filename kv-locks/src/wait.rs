@@ -144,7 +144,7 @@ async fn whole_delivery(
                 keys.insert(e.key().as_str().to_string(), e);
             }
             Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(&s.own_key), lease) => {
-                return Ok(Some(View::of(&s.name, keys.values(), None)));
+                return Ok(Some(View::of(&s.name, keys.values(), None)?));
             }
             Some(Ok(WatchEvent::InitialDone)) => return Ok(None),
             Some(Err(e)) if !e.is_transient() => return Err(e.into()),

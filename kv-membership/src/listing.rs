@@ -73,11 +73,12 @@ impl Listing {
             let mut roster = Roster::default();
             let mut entries = snap.entries;
             entries.sort_by_key(kvtk_core::Entry::revision);
-            for obs in entries
-                .iter()
-                .filter_map(|e| Observed::from_entry(&self.group, e))
-            {
-                roster.apply(obs);
+            for e in &entries {
+                let obs = Observed::from_entry(&self.group, e)
+                    .map_err(|e| Error::kv("refusing to list the members", e))?;
+                if let Some(obs) = obs {
+                    roster.apply(obs);
+                }
             }
             Ok(roster.current())
         }

@@ -105,6 +105,7 @@ impl Join {
         for _ in 0..JOIN_ATTEMPTS {
             let mut create = keeper
                 .lease(key.as_str(), metadata.clone())
+                .format(kvtk_core::format::RECIPE_FORMAT)
                 .config(config)
                 .expect(expect);
             if let Some(t) = self.shared.tombstone_ttl {

@@ -110,12 +110,18 @@ pub(crate) enum Observed {
 }
 
 impl Observed {
-    /// The observation an entry of `group`'s key space makes; `None` for other keys.
-    pub(crate) fn from_entry(group: &str, e: &Entry) -> Option<Observed> {
-        let id = names::instance_of(group, e.key().as_str())?.to_string();
+    /// The observation an entry of `group`'s key space makes; `None` for other keys. A
+    /// member whose metadata is of a format version this library does not know (its
+    /// `Kv-Format` header) is refused ([`kvtk_core::ErrorKind::Codec`]).
+    pub(crate) fn from_entry(group: &str, e: &Entry) -> Result<Option<Observed>, kvtk_core::Error> {
+        let Some(id) = names::instance_of(group, e.key().as_str()) else {
+            return Ok(None);
+        };
+        kvtk_core::format::check_header(e, "member")?;
+        let id = id.to_string();
         let tag = e.lease();
         let nonce = tag.map(|t| t.nonce());
-        Some(if e.is_value() {
+        Ok(Some(if e.is_value() {
             Observed::Value(MemberInfo {
                 id,
                 metadata: e.value().clone(),
@@ -130,7 +136,7 @@ impl Observed {
                 removal: e.removal(),
                 nonce,
             }
-        })
+        }))
     }
 }
 

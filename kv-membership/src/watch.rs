@@ -39,6 +39,8 @@ struct State {
     roster: Roster,
     initial_done: bool,
     pending: VecDeque<MembershipEvent>,
+    /// Met a member of an unknown format version: the watch has ended.
+    refused: bool,
 }
 
 impl MembershipWatch {
@@ -56,6 +58,7 @@ impl MembershipWatch {
             roster: Roster::default(),
             initial_done: false,
             pending: VecDeque::new(),
+            refused: false,
         };
         let stream = futures::stream::unfold(state, |mut s| async move {
             let item = s.next_event().await?;
@@ -73,12 +76,20 @@ impl State {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(Ok(ev));
             }
+            if self.refused {
+                return None;
+            }
             match self.watch.next().await? {
-                Ok(WatchEvent::Entry(e)) => {
-                    if let Some(obs) = Observed::from_entry(&self.group, &e) {
-                        self.observe(obs);
+                Ok(WatchEvent::Entry(e)) => match Observed::from_entry(&self.group, &e) {
+                    Ok(Some(obs)) => self.observe(obs),
+                    Ok(None) => {}
+                    // A member this library cannot read: the watch ends rather than report
+                    // a roster without it.
+                    Err(e) => {
+                        self.refused = true;
+                        return Some(Err(Error::kv("refusing a member", e)));
                     }
-                }
+                },
                 Ok(WatchEvent::InitialDone) => self.initial_done(),
                 Err(e) if e.kind() == CoreKind::HistoryGone => {
                     // A key that vanished while we were away: its member is gone.

@@ -6,7 +6,7 @@ use async_nats::jetstream::stream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::entry::{classify, Entry, Op, KV_LEASE, KV_OPERATION, NATS_TTL};
+use crate::entry::{classify, Entry, Op, KV_FORMAT, KV_LEASE, KV_OPERATION, NATS_TTL};
 use crate::error::{Error, ErrorKind};
 use crate::js::{
     Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
@@ -17,6 +17,14 @@ use crate::version::ServerVersion;
 
 /// How often `create` re-reads and retries when the key's tombstone keeps changing under it.
 const CREATE_ATTEMPTS: usize = 5;
+
+/// What a write carries besides its operation, expectation and TTL: a lease's mark
+/// (`Kv-Lease`) and a recipe's format version (`Kv-Format`, see [`crate::format`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Marks<'a> {
+    pub(crate) lease: Option<&'a str>,
+    pub(crate) format: Option<u32>,
+}
 
 /// Shared state of a bucket handle.
 #[derive(Debug, Clone)]
@@ -79,18 +87,6 @@ impl Inner {
             .and_then(|m| Revision::new(m.seq)))
     }
 
-    /// Sends one write and returns the new revision.
-    pub(crate) async fn write(
-        &self,
-        op: Op,
-        key: &Key,
-        value: Bytes,
-        expect: Option<Expect>,
-        ttl: Option<Ttl>,
-    ) -> Result<Revision, Error> {
-        self.write_on(op, key, value, expect, None, ttl, None).await
-    }
-
     /// Sends one write whose expectation may apply to another key or a filter.
     #[allow(
         clippy::too_many_arguments,
@@ -104,10 +100,10 @@ impl Inner {
         expect: Option<Expect>,
         expect_on: Option<&KeyFilter>,
         ttl: Option<Ttl>,
-        lease: Option<&str>,
+        marks: Marks<'_>,
     ) -> Result<Revision, Error> {
         let on = expect_on.map(KeyFilter::as_str);
-        let headers = self.write_headers(op, expect, on, ttl, lease)?;
+        let headers = self.write_headers(op, expect, on, ttl, marks)?;
         let ack = self
             .js
             .publish(format!("{}{}", self.write_prefix, key), headers, value)
@@ -117,14 +113,14 @@ impl Inner {
     }
 
     /// The headers of one write: its operation, its expectation (on the written key, or on
-    /// `expect_on`: another key or a filter), its TTL and a lease's mark. A plain put has none.
+    /// `expect_on`: another key or a filter), its TTL and its marks. A plain put has none.
     pub(crate) fn write_headers(
         &self,
         op: Op,
         expect: Option<Expect>,
         expect_on: Option<&str>,
         ttl: Option<Ttl>,
-        lease: Option<&str>,
+        marks: Marks<'_>,
     ) -> Result<HeaderMap, Error> {
         let mut h = HeaderMap::new();
         match op {
@@ -151,8 +147,11 @@ impl Inner {
                 .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
             h.insert(NATS_TTL, t.header_value().as_str());
         }
-        if let Some(tag) = lease {
+        if let Some(tag) = marks.lease {
             h.insert(KV_LEASE, tag);
+        }
+        if let Some(v) = marks.format {
+            h.insert(KV_FORMAT, v.to_string().as_str());
         }
         Ok(h)
     }
@@ -164,11 +163,17 @@ impl Inner {
         key: &Key,
         value: Bytes,
         ttl: Option<Ttl>,
+        format: Option<u32>,
     ) -> Result<Revision, Error> {
         let mut expect = Expect::NoMessage;
+        let marks = Marks {
+            lease: None,
+            format,
+        };
         for _ in 0..CREATE_ATTEMPTS {
+            let v = value.clone();
             match self
-                .write(Op::Put, key, value.clone(), Some(expect), ttl)
+                .write_on(Op::Put, key, v, Some(expect), None, ttl, marks)
                 .await
             {
                 Ok(rev) => return Ok(rev),

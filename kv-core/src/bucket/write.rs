@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::bucket::inner::Inner;
+use crate::bucket::inner::{Inner, Marks};
 use crate::bucket::read::ReadOnlyBucket;
 use crate::entry::Op;
 use crate::error::{Error, Operation};
@@ -77,6 +77,7 @@ impl Bucket {
             expect_on: None,
             ttl: None,
             lease: None,
+            format: None,
         }
     }
 
@@ -152,6 +153,8 @@ pub struct Write<'a> {
     ttl: Option<Duration>,
     /// The `Kv-Lease` mark of a lease's own write (crate-internal).
     lease: Option<String>,
+    /// The `Kv-Format` header: a recipe's format version (see [`crate::format`]).
+    format: Option<u32>,
 }
 
 impl<'a> Write<'a> {
@@ -199,6 +202,19 @@ impl<'a> Write<'a> {
         self.expect(Expect::Revision(revision))
     }
 
+    /// Writes a recipe's format version into the `Kv-Format` header, for values whose own
+    /// bytes cannot carry one (see [`crate::format`]).
+    pub fn format(mut self, version: u32) -> Self {
+        self.format = Some(version);
+        self
+    }
+
+    /// As [`format`](Self::format), when there is one.
+    pub(crate) fn format_opt(mut self, version: Option<u32>) -> Self {
+        self.format = version;
+        self
+    }
+
     /// Marks the write as a lease's own (see [`crate::lease`]).
     pub(crate) fn lease_tag(mut self, tag: String) -> Self {
         self.lease = Some(tag);
@@ -237,6 +253,7 @@ impl<'a> Write<'a> {
             expect_on,
             ttl,
             lease: self.lease,
+            format: self.format,
         })
     }
 
@@ -278,6 +295,7 @@ struct Checked<'a> {
     expect_on: Option<KeyFilter>,
     ttl: Option<Ttl>,
     lease: Option<String>,
+    format: Option<u32>,
 }
 
 impl Checked<'_> {
@@ -285,14 +303,21 @@ impl Checked<'_> {
     async fn send(&mut self) -> Result<Revision, Error> {
         let value = std::mem::take(&mut self.value);
         let op = match self.kind {
-            WriteKind::Create => return self.inner.create(&self.key, value, self.ttl).await,
+            WriteKind::Create => {
+                let (key, ttl, format) = (&self.key, self.ttl, self.format);
+                return self.inner.create(key, value, ttl, format).await;
+            }
             WriteKind::Put => Op::Put,
             WriteKind::Delete => Op::Delete,
             WriteKind::Purge => Op::Purge,
         };
-        let (on, tag) = (self.expect_on.as_ref(), self.lease.as_deref());
+        let on = self.expect_on.as_ref();
+        let marks = Marks {
+            lease: self.lease.as_deref(),
+            format: self.format,
+        };
         self.inner
-            .write_on(op, &self.key, value, self.expect, on, self.ttl, tag)
+            .write_on(op, &self.key, value, self.expect, on, self.ttl, marks)
             .await
     }
 }

@@ -50,6 +50,7 @@ pub struct CreateLease {
     tombstone_ttl: Option<Duration>,
     previous: Option<Revision>,
     nonce: Option<u128>,
+    format: Option<u32>,
 }
 
 impl CreateLease {
@@ -64,6 +65,7 @@ impl CreateLease {
             tombstone_ttl: None,
             previous: None,
             nonce: None,
+            format: None,
         }
     }
 
@@ -98,6 +100,14 @@ impl CreateLease {
     /// Gives the release's tombstone a TTL, so released keys disappear from the bucket.
     pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
         self.tombstone_ttl = Some(ttl);
+        self
+    }
+
+    /// Writes a recipe's format version into the `Kv-Format` header of every write of the
+    /// lease that leaves a value (creation, renewals, hand-over), for values whose own bytes
+    /// cannot carry one (see [`crate::format`]).
+    pub fn format(mut self, version: u32) -> Self {
+        self.format = Some(version);
         self
     }
 
@@ -174,7 +184,8 @@ impl CreateLease {
     /// The lease, held from `created` and renewed by the keeper from now on.
     fn finish(self, created: Created, cfg: LeaseConfig) -> Lease {
         let labels = self.keeper.inner.labels.clone();
-        let st = State::new(created, self.value, cfg, self.tombstone_ttl, labels);
+        let ends = (self.tombstone_ttl, self.format);
+        let st = State::new(created, self.value, cfg, ends, labels);
         self.keeper.track(st.clone());
         Lease::new(st, self.keeper)
     }
@@ -200,6 +211,7 @@ struct Creating<'a> {
     bucket: Bucket,
     plan: &'a Plan,
     value: Bytes,
+    format: Option<u32>,
     /// No expectation of the caller's: the creation replaces whatever the key holds.
     replace: bool,
     expect: Expect,
@@ -214,6 +226,7 @@ impl<'a> Creating<'a> {
             bucket: c.keeper.bucket().clone(),
             plan,
             value: c.value.clone(),
+            format: c.format,
             replace: c.expect.is_none(),
             expect: c
                 .expect
@@ -268,7 +281,8 @@ impl<'a> Creating<'a> {
             .bucket
             .put(&plan.key, self.value.clone())
             .ttl(plan.cfg.ttl().as_duration())
-            .lease_tag(LeaseTag::header_value(plan.nonce, None));
+            .lease_tag(LeaseTag::header_value(plan.nonce, None))
+            .format_opt(self.format);
         match &plan.expect_on {
             Some(f) => w.expect_on(f.as_str(), self.expect).await,
             None => w.expect(self.expect).await,
@@ -336,7 +350,7 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
             l.value.clone(),
             cfg.ttl().as_duration(),
             expect,
-            tag,
+            (tag, l.format),
         );
     }
     let sent = Instant::now();

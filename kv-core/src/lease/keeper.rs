@@ -185,6 +185,7 @@ pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>)
         .update(&st.key, value, rev)
         .ttl(st.ttl)
         .lease_tag(st.tag())
+        .format_opt(st.format)
         .await;
     match st.written(res, sent) {
         AfterWrite::Done(step) => step,

@@ -131,7 +131,11 @@ impl Release {
             tag.push_str(crate::entry::COMPLETED);
         }
         let w = match &self.hand_over {
-            Some((v, ttl)) => self.bucket.put(&self.st.key, v.clone()).ttl(*ttl),
+            Some((v, ttl)) => self
+                .bucket
+                .put(&self.st.key, v.clone())
+                .ttl(*ttl)
+                .format_opt(self.st.format),
             None => self.bucket.delete(&self.st.key),
         }
         .lease_tag(tag);

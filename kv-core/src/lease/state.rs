@@ -126,6 +126,8 @@ pub(crate) struct State {
     pub(super) origin: Revision,
     pub(super) ttl: Duration,
     pub(super) tombstone_ttl: Option<Duration>,
+    /// The `Kv-Format` header of every write that leaves a value (see `crate::format`).
+    pub(super) format: Option<u32>,
     live: StdMutex<Live>,
     lost: CancellationToken,
     settled: Notify,
@@ -134,12 +136,12 @@ pub(crate) struct State {
 
 impl State {
     /// The state of a lease a creation established, trusted from the creating write's send
-    /// time.
+    /// time; `(tombstone_ttl, format)`: its release tombstone's TTL and its values' format.
     pub(super) fn new(
         created: Created,
         value: Bytes,
         cfg: LeaseConfig,
-        tombstone_ttl: Option<Duration>,
+        (tombstone_ttl, format): (Option<Duration>, Option<u32>),
         labels: Arc<LeaseLabels>,
     ) -> Arc<State> {
         Arc::new(State {
@@ -148,6 +150,7 @@ impl State {
             origin: created.origin,
             ttl: cfg.ttl().as_duration(),
             tombstone_ttl,
+            format,
             live: StdMutex::new(Live {
                 rev: created.rev,
                 value,

@@ -57,6 +57,8 @@ pub(crate) struct Candidate {
     /// Retry the expectation in `tried` at this instant (after a spurious conflict or an
     /// ambiguous failure).
     retry_at: Option<Instant>,
+    /// A registration of a format version this library does not know: the campaign ends.
+    refused: Option<kvtk_core::Error>,
 }
 
 impl Drop for Candidate {
@@ -108,6 +110,7 @@ impl Candidate {
             need_read: false,
             read_retry: Backoff::DEFAULT.start(),
             retry_at: None,
+            refused: None,
         }
     }
 
@@ -132,7 +135,7 @@ impl Candidate {
             }
             self.turn_at = None;
             if self.known {
-                match self.decision() {
+                match self.decision()? {
                     Decision::Take(expect) if self.tried != Some(expect) => {
                         if let Some(l) = self.attempt(expect).await? {
                             return Ok(l);
@@ -151,9 +154,13 @@ impl Candidate {
         self.registration.as_ref().is_some_and(Lease::is_held)
     }
 
-    /// Applies the rule to what we know now.
-    fn decision(&mut self) -> Decision {
-        let view = KeyView::of(self.view.as_ref());
+    /// Applies the rule to what we know now; refuses (touching nothing more) a leader key or
+    /// registration of a format version this library does not know.
+    fn decision(&mut self) -> Result<Decision, Error> {
+        if let Some(e) = self.refused.take() {
+            return Err(e.into());
+        }
+        let view = KeyView::of(self.view.as_ref())?;
         let now = Instant::now();
         let since = match view {
             KeyView::Absent | KeyView::Removed(_) => *self.free_since.get_or_insert(now),
@@ -171,7 +178,7 @@ impl Candidate {
             rank: self.line.rank(&self.id, origin),
             waited: now - since,
         };
-        decide(&view, &self.id, turn, self.shared.pace())
+        Ok(decide(&view, &self.id, turn, self.shared.pace()))
     }
 
     /// Waits for the next watch event, timer, or the loss of our registration.
@@ -216,6 +223,9 @@ impl Candidate {
 
     fn see(&mut self, e: Entry) {
         if let Some(id) = e.key().as_str().strip_prefix(&self.cand_prefix) {
+            if let Err(refused) = CandidateRecord::from_entry(&e) {
+                self.refused.get_or_insert(refused);
+            }
             self.line.registration(id, &e);
         } else if self
             .view

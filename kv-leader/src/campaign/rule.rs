@@ -41,12 +41,14 @@ pub(crate) enum KeyView {
 }
 
 impl KeyView {
-    pub(crate) fn of(e: Option<&Entry>) -> KeyView {
-        match e {
+    /// The view of the leader key's latest entry; an error for a value of a format version
+    /// this library does not know (nothing may be decided from it).
+    pub(crate) fn of(e: Option<&Entry>) -> Result<KeyView, kvtk_core::Error> {
+        Ok(match e {
             None => KeyView::Absent,
             Some(e) if !e.is_value() => KeyView::Removed(e.revision()),
-            Some(e) => KeyView::Live(e.revision(), Record::from_entry(e)),
-        }
+            Some(e) => KeyView::Live(e.revision(), Record::from_entry(e)?),
+        })
     }
 }
 

@@ -324,7 +324,7 @@ function renderDoc() {
     el("td", {}, rollbackButton(d, h)))));
   const fleet = el("table", { class: "small" }, ...d.fleet.map((f) => el("tr", { "data-instance": f.instance },
     el("td", { class: "mono" }, f.instance), el("td", {}, "applied " + (f.ack.applied ?? "–")),
-    el("td", {}, f.ack.rejected ? "rejected " + f.ack.rejected : ""), el("td", {}, f.ack.stale ? "stale" : ""), el("td", {}, until(f.expires_ms)))));
+    el("td", {}, f.ack.refused ? "refused: " + f.ack.refused : f.ack.rejected ? "rejected " + f.ack.rejected : ""), el("td", {}, f.ack.stale ? "stale" : ""), el("td", {}, until(f.expires_ms)))));
   const schema = d.schema ? el("div", {}, el("span", { class: "badge " + (d.schema.valid ? "ok" : "bad") }, d.schema.valid ? "valid against the schema" : "invalid against the schema"),
     ...d.schema.errors.map((e) => el("div", { class: "finding-error mono" }, e))) : el("p", { class: "muted" }, "no schema given");
   const fields = d.mode === "prefix" ? el("p", { class: "t", id: "doc-fields" }, `prefix: one key per field (${d.fields.length}): `, d.fields.join(", ")) : null;

@@ -227,9 +227,15 @@ impl ConfigFeed {
         let (doc, instance) = rest.rsplit_once('.')?;
         let d = self.docs.entry(doc.to_string()).or_default();
         if e.is_value() {
-            let ack = serde_json::from_slice::<Applied>(e.value())
-                .map(|a| json!({"applied": a.applied, "rejected": a.rejected, "stale": a.stale}))
-                .unwrap_or_else(|_| json!({"unreadable": String::from_utf8_lossy(e.value())}));
+            // Versions are checked as kvtk-config checks them: one of an unknown format is
+            // shown as refused, not read.
+            let ack = match kvtk_core::format::decode_json::<Applied>(e, "acknowledgement") {
+                Ok(Some(a)) => {
+                    json!({"applied": a.applied, "rejected": a.rejected, "stale": a.stale})
+                }
+                Ok(None) => json!({"unreadable": String::from_utf8_lossy(e.value())}),
+                Err(refused) => json!({"refused": refused.to_string()}),
+            };
             d.fleet.insert(instance.to_string(), (ack, expires_ms(e)));
         } else {
             d.fleet.remove(instance);

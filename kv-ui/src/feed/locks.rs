@@ -7,12 +7,11 @@
 //! moves the entry's lease deadline, published at the next tick without any read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
-use kvtk_core::{Batch, Bucket, Entry};
+use kvtk_core::{Bucket, Entry};
 use kvtk_locks::{EntryKind, LockInfo, Locks, QueueEntry};
 use serde_json::{json, Value};
 
@@ -29,8 +28,6 @@ struct KeyState {
     origin: Option<u64>,
     /// When its lease runs out unless renewed (server timestamp + TTL).
     expires_ms: Option<u64>,
-    /// The transaction of several entries that created it: a multi-lock's.
-    batch: Option<Arc<str>>,
 }
 
 /// One hold, as this console saw it.
@@ -63,8 +60,6 @@ pub(crate) struct LocksFeed {
     hub: std::sync::Arc<Hub>,
     locks: Option<Locks>,
     keys: HashMap<String, KeyState>,
-    /// Multi-lock transactions → the locks each one queued in.
-    batches: HashMap<Arc<str>, BTreeSet<String>>,
     shown: BTreeMap<String, Shown>,
 }
 
@@ -74,7 +69,6 @@ impl LocksFeed {
             hub,
             locks: None,
             keys: HashMap::new(),
-            batches: HashMap::new(),
             shown: BTreeMap::new(),
         }
     }
@@ -107,7 +101,7 @@ impl LocksFeed {
             self.hub.remove(View::Locks, name);
             return;
         }
-        let item = lock_json(info, shown, &self.keys, &self.batches);
+        let item = lock_json(info, shown, &self.keys);
         if renewal {
             let leases: serde_json::Map<String, Value> = info
                 .holders
@@ -176,53 +170,18 @@ fn lock_of(key: &str) -> Option<(&str, bool)> {
 }
 
 impl LocksFeed {
-    /// A queue key's entry: its new state, and whether it changed more than a deadline.
-    fn queue_entry(&mut self, e: &Entry, name: &str) -> (bool, Vec<Change>) {
+    /// A queue key's entry: its new state; whether it changed more than a deadline.
+    fn queue_entry(&mut self, e: &Entry) -> bool {
         let rev = e.revision().get();
         let origin = e
             .is_value()
             .then(|| e.lease().map_or(rev, |l| l.origin().get()));
-        let prev = self.keys.get(e.key().as_str()).cloned().unwrap_or_default();
-        let batch = match (e.batch(), origin) {
-            (_, None) => None,
-            _ if prev.origin == origin => prev.batch,
-            (Some(b), Some(_)) if !(b.sequence == 1 && b.commit) => Some(Arc::from(b.id.as_str())),
-            _ => None,
-        };
-        let others = batch
-            .as_ref()
-            .map_or_else(Vec::new, |b| self.joined(b, name, e.batch()));
         let state = KeyState {
             origin,
             expires_ms: origin.and(expires_ms(e)),
-            batch,
         };
-        self.keys.insert(e.key().as_str().to_string(), state);
-        (prev.origin != origin, others)
-    }
-
-    /// Lock `name` queued in multi-lock transaction `id`; at its commit entry, the other
-    /// locks of the transaction are read again, so each names all the others.
-    fn joined(&mut self, id: &Arc<str>, name: &str, b: Option<&Batch>) -> Vec<Change> {
-        let set = self.batches.entry(id.clone()).or_default();
-        set.insert(name.to_string());
-        if !b.is_some_and(|b| b.commit) {
-            return Vec::new();
-        }
-        set.iter()
-            .filter(|n| n.as_str() != name)
-            .map(|n| Change::Changed(n.clone()))
-            .collect()
-    }
-
-    /// Forgets multi-lock transactions none of whose entries is live any more.
-    fn forget_batches(&mut self) {
-        let live: BTreeSet<&Arc<str>> = self
-            .keys
-            .values()
-            .filter_map(|k| k.batch.as_ref())
-            .collect();
-        self.batches.retain(|id, _| live.contains(id));
+        let prev = self.keys.insert(e.key().as_str().to_string(), state);
+        prev.unwrap_or_default().origin != origin
     }
 }
 
@@ -240,8 +199,6 @@ impl Feed for LocksFeed {
                 .await
                 .map_err(|e| format!("bucket {name} is not a locks bucket: {e}"))?;
             self.locks = Some(locks);
-            // The keys stay: an entry that is still there keeps what the console knew of
-            // it (which multi-lock created it), which a renewal no longer says.
             for s in self.shown.values_mut() {
                 s.changed_at = 0;
             }
@@ -255,19 +212,12 @@ impl Feed for LocksFeed {
             return Vec::new();
         };
         let name = name.to_string();
-        let (structural, mut changes) = if queue {
-            self.queue_entry(e, &name)
-        } else {
-            (true, Vec::new())
-        };
-        if !structural {
-            changes.push(Change::Renewed(name));
-            return changes;
+        if queue && !self.queue_entry(e) {
+            return vec![Change::Renewed(name)];
         }
         let shown = self.shown.entry(name.clone()).or_default();
         shown.changed_at = shown.changed_at.max(e.revision().get());
-        changes.push(Change::Changed(name));
-        changes
+        vec![Change::Changed(name)]
     }
 
     fn initial(&self) -> Vec<String> {
@@ -289,7 +239,6 @@ impl Feed for LocksFeed {
             Ok(info) => {
                 self.inspected(&name, info);
                 self.publish(&name, false);
-                self.forget_batches();
                 false
             }
             // A lost connection or a lagging replica: again at the next tick. Anything else
@@ -329,22 +278,20 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
-/// The other locks a multi-lock entry was queued with (empty for a plain entry).
-fn taken_with(
-    key: &KeyState,
-    lock: &str,
-    batches: &HashMap<Arc<str>, BTreeSet<String>>,
-) -> Vec<String> {
-    key.batch
-        .as_ref()
-        .and_then(|b| batches.get(b))
-        .map(|set| set.iter().filter(|n| *n != lock).cloned().collect())
-        .unwrap_or_default()
+/// The other locks a multi-lock entry was queued with, as its value says (empty for a
+/// plain entry).
+fn taken_with<'a>(e: &'a QueueEntry, lock: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+    e.multi.iter().filter(move |n| n.as_str() != lock)
 }
 
-fn entry_json(e: &QueueEntry, lock: &str, shown: &Shown, keys: &Keys<'_>) -> Value {
-    let key = keys.0.get(&e.key).cloned().unwrap_or_default();
-    let with = taken_with(&key, lock, keys.1);
+fn entry_json(
+    e: &QueueEntry,
+    lock: &str,
+    shown: &Shown,
+    keys: &HashMap<String, KeyState>,
+) -> Value {
+    let key = keys.get(&e.key).cloned().unwrap_or_default();
+    let with: Vec<&String> = taken_with(e, lock).collect();
     let token = e.token.get();
     json!({
         "token": token,
@@ -357,39 +304,23 @@ fn entry_json(e: &QueueEntry, lock: &str, shown: &Shown, keys: &Keys<'_>) -> Val
         "queued_ms": queued_ms(e),
         "held_since_ms": shown.holding.get(&token),
         "expires_ms": key.expires_ms,
-        "multi": key.batch.is_some(),
+        "multi": !e.multi.is_empty(),
         "multi_with": with,
     })
 }
 
-/// The queue keys as the watch showed them, and the multi-lock transactions.
-type Keys<'a> = (
-    &'a HashMap<String, KeyState>,
-    &'a HashMap<Arc<str>, BTreeSet<String>>,
-);
-
 /// The JSON item of one lock (`/api/locks`, and the page's Locks view).
-fn lock_json(
-    info: &LockInfo,
-    shown: &Shown,
-    keys: &HashMap<String, KeyState>,
-    batches: &HashMap<Arc<str>, BTreeSet<String>>,
-) -> Value {
-    let keys: Keys<'_> = (keys, batches);
+fn lock_json(info: &LockInfo, shown: &Shown, keys: &HashMap<String, KeyState>) -> Value {
     let entries = |v: &[QueueEntry]| -> Vec<Value> {
         v.iter()
-            .map(|e| entry_json(e, &info.name, shown, &keys))
+            .map(|e| entry_json(e, &info.name, shown, keys))
             .collect()
     };
     let holders = entries(&info.holders);
     let waiters = entries(&info.waiters);
-    let all = info.holders.iter().chain(&info.waiters);
-    let states: Vec<KeyState> = all.filter_map(|e| keys.0.get(&e.key).cloned()).collect();
-    let multi = states.iter().any(|k| k.batch.is_some());
-    let with: BTreeSet<String> = states
-        .iter()
-        .flat_map(|k| taken_with(k, &info.name, batches))
-        .collect();
+    let all = || info.holders.iter().chain(&info.waiters);
+    let multi = all().any(|e| !e.multi.is_empty());
+    let with: BTreeSet<&String> = all().flat_map(|e| taken_with(e, &info.name)).collect();
     let kind = match info.permits {
         Some(_) => "semaphore",
         None if shown.shared_seen => "read-write",

@@ -33,7 +33,13 @@ fn lease() -> Arc<State> {
         sent: Instant::now(),
     };
     let labels = LeaseLabels::new("b", crate::metrics::RECIPE_LEASE);
-    State::new(created, Bytes::from_static(b"v"), cfg(), None, labels)
+    State::new(
+        created,
+        Bytes::from_static(b"v"),
+        cfg(),
+        (None, None),
+        labels,
+    )
 }
 
 /// A revision of the lease's key, written by lease `nonce` (or by no lease).
@@ -57,6 +63,7 @@ fn entry(n: u64, nonce: Option<u128>, op: Op, removal: Option<Removal>) -> Entry
             })
         }),
         expected: None,
+        format: None,
     }
 }
 
