@@ -146,7 +146,7 @@ impl Acquire {
         let cfg = self.lease_config()?;
         let s = self.shared;
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let cancel = self.cancel.unwrap_or_default();
+        let cancel = self.cancel;
         let span = tracing::info_span!(
             "lock.acquire",
             lock = %s.name,
@@ -159,10 +159,18 @@ impl Acquire {
         let work = attempt(s.clone(), cfg, try_only).instrument(span);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
+            _ = cancelled_opt(cancel.as_ref()) => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
             _ = sleep_until_opt(deadline) => Err(Error::new(ErrorKind::Timeout, format!("lock {} not acquired within {:?}", s.name, self.timeout.unwrap_or_default()))),
             r = work => r,
         }
+    }
+}
+
+/// Completes when `token` is cancelled; never without one (no token is made for nothing).
+async fn cancelled_opt(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => futures::future::pending().await,
     }
 }
 
@@ -315,7 +323,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
             }
         };
         s.bump(Stat::AcquireWrite);
-        let res = new_entry(s, cfg).expect_on(s.name.all_filter(), e).await;
+        let res = new_entry(s, cfg).expect_on(&s.all_filter, e).await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
             Err(e) if e.is_conflict() && from_cache => from_cache = false,

@@ -9,7 +9,7 @@ use kvtk_core::{Bucket, Expect, Revision};
 use crate::names::LockName;
 use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
-use crate::value::{Holder, QueueValue};
+use crate::value::{Holder, QueueValueRef};
 
 /// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
 /// queue key.
@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     /// Renews the handle's queue entries (one keeper per [`Locks`](crate::Locks)).
     pub(crate) keeper: Keeper,
     pub(crate) name: LockName,
+    /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
+    pub(crate) all_filter: String,
     pub(crate) kind: Kind,
     /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
     pub(crate) own_key: String,
@@ -68,9 +70,9 @@ impl Shared {
         let since_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        QueueValue {
-            holder: (*self.holder).clone(),
-            kind: self.kind.tag().to_string(),
+        QueueValueRef {
+            holder: &self.holder,
+            kind: self.kind.tag(),
             since_ms,
         }
         .encode()
