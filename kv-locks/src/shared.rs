@@ -9,7 +9,7 @@ use kvtk_core::{Bucket, Expect, Revision};
 use crate::names::LockName;
 use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
-use crate::value::{Holder, QueueValueRef};
+use crate::value::{Holder, QueueValue};
 
 /// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
 /// queue key.
@@ -70,9 +70,9 @@ impl Shared {
         let since_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        QueueValueRef {
-            holder: &self.holder,
-            kind: self.kind.tag(),
+        QueueValue {
+            holder: (*self.holder).clone(),
+            kind: self.kind.tag().to_string(),
             since_ms,
         }
         .encode()

@@ -56,58 +56,17 @@ pub(crate) struct QueueValue {
     pub(crate) since_ms: u64,
 }
 
-/// A queue entry's value as it is written: the same JSON as [`QueueValue`], made from the
-/// handle's holder without copying it (a value is encoded at every acquisition).
-#[derive(Debug, Serialize)]
-pub(crate) struct QueueValueRef<'a> {
-    pub(crate) holder: &'a Holder,
-    pub(crate) kind: &'static str,
-    pub(crate) since_ms: u64,
-}
-
-impl QueueValueRef<'_> {
+impl QueueValue {
     pub(crate) fn encode(&self) -> bytes::Bytes {
         // Serializing plain strings and integers cannot fail.
         bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
-}
 
-impl QueueValue {
     pub(crate) fn decode(b: &[u8]) -> Option<QueueValue> {
         serde_json::from_slice(b).ok()
     }
 
     pub(crate) fn is_shared(&self) -> bool {
         self.kind == "s"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_written_value_reads_back_as_a_queue_value() {
-        let holder = Holder {
-            id: "host/1".into(),
-            host: Some("host".into()),
-            pid: Some(1),
-        };
-        let written = QueueValueRef {
-            holder: &holder,
-            kind: "s",
-            since_ms: 42,
-        }
-        .encode();
-        let read = QueueValue::decode(&written).expect("decodes");
-        assert_eq!(
-            read,
-            QueueValue {
-                holder,
-                kind: "s".into(),
-                since_ms: 42
-            }
-        );
-        assert!(read.is_shared());
     }
 }
