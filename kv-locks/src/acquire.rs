@@ -246,8 +246,11 @@ async fn protocol(
     cfg: LeaseConfig,
     try_only: bool,
 ) -> Result<Held, Error> {
+    // The slow paths' futures (permit check, queue read, enqueue, the wait with its watch)
+    // are boxed: an acquisition's future is allocated and moved at every call, and would
+    // otherwise be as large as the largest of them even when the fast path alone runs.
     if s.permits().is_some() && !slot.permits_checked {
-        ensure_permits(s).await?;
+        Box::pin(ensure_permits(s)).await?;
         slot.permits_checked = true;
     }
     // Without a remembered expectation the fast path would read the queue first, and the
@@ -274,11 +277,11 @@ async fn protocol(
     if try_only && busy && s.kind == Kind::Exclusive {
         return Ok(None);
     }
-    let lease = enqueue(s, cfg, slot.own_last).await?;
+    let lease = Box::pin(enqueue(s, cfg, slot.own_last)).await?;
     s.bump(Stat::Enqueued);
     let mut departed = None;
     // Dropping the lease (a try that found the lock busy) releases our entry.
-    let Some(alone) = turn(s, &lease, try_only, &mut departed).await? else {
+    let Some(alone) = Box::pin(turn(s, &lease, try_only, &mut departed)).await? else {
         return Ok(None);
     };
     Ok(Some(Won {
@@ -310,7 +313,8 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
         let e = match expect.take() {
             Some(e) => e,
             None => {
-                let v = view(s, None).await?;
+                // Boxed: a try, or a remembered expectation that conflicted (see `protocol`).
+                let v = Box::pin(view(s, None)).await?;
                 check_kind(s, &v)?;
                 if !v.queue.is_empty() {
                     return Ok(if s.kind == Kind::Exclusive {

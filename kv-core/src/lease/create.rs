@@ -42,7 +42,8 @@ impl Keeper {
 #[derive(Debug)]
 pub struct CreateLease {
     keeper: Keeper,
-    key: Result<Key, Error>,
+    /// `None` once taken (see `take_key`).
+    key: Option<Result<Key, Error>>,
     value: Bytes,
     config: Option<LeaseConfig>,
     expect: Option<Expect>,
@@ -56,7 +57,7 @@ impl CreateLease {
     fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
         CreateLease {
             keeper,
-            key: Key::new(key),
+            key: Some(Key::new(key)),
             value,
             config: None,
             expect: None,
@@ -122,9 +123,12 @@ impl CreateLease {
         self
     }
 
-    /// The key, taken out of the builder (it is consumed once).
+    /// The key, taken out of the builder (it is consumed once; no error is made in its
+    /// place, which would cost allocations at every creation).
     fn take_key(&mut self) -> Result<Key, Error> {
-        std::mem::replace(&mut self.key, Err(Error::new(ErrorKind::Internal, "taken")))
+        self.key
+            .take()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "lease key taken twice")))
             .map_err(|e| e.with_op(Operation::Lease))
     }
 
@@ -248,7 +252,9 @@ impl<'a> Creating<'a> {
             // The caller's expectation failed, and no earlier write of ours is pending.
             return Err(e.with_op(Operation::Lease));
         }
-        self.look(e, sent).await
+        // Boxed: the leader read after a conflict is rare, and its future would otherwise
+        // make every creation's future, allocated and moved at each call, as large as itself.
+        Box::pin(self.look(e, sent)).await
     }
 
     /// The lease our write at `rev` created, with `origin`; `sent` is the send time of the
