@@ -46,6 +46,7 @@ impl Kv {
                 api: "$JS.API".to_string(),
                 timeout,
                 assumed_version: None,
+                version_seen: Default::default(),
                 janitor: Default::default(),
                 violations: None,
             },

@@ -4,7 +4,8 @@
 //! failure (async-nats folds 10164 into `Other`), headers it does not expose (marker reason,
 //! TTL), and exactly one round trip per operation.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
@@ -33,6 +34,8 @@ pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
 pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
 pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 const NUM_PENDING: &str = "Nats-Num-Pending";
+/// How long a server version read from `INFO` is used without reading it again.
+const VERSION_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The JetStream API, reached over one client.
 #[derive(Debug, Clone)]
@@ -42,6 +45,9 @@ pub(crate) struct Js {
     pub(crate) timeout: Duration,
     /// Overrides the version the server announces (tests of old-server behaviour).
     pub(crate) assumed_version: Option<ServerVersion>,
+    /// The server version last read from `INFO`: (connection count, when, version); see
+    /// [`Js::server_version`]. Shared by every clone of this handle.
+    pub(crate) version_seen: Arc<StdMutex<Option<(u64, std::time::Instant, ServerVersion)>>>,
     /// Deletes the consumers of dropped watches (shared by every clone of this handle).
     pub(crate) janitor: Arc<OnceLock<Janitor>>,
     /// The connection's permission violations, when a [`crate::Connect`] made it and listens
@@ -135,11 +141,30 @@ impl Js {
     /// The version of the server the client is connected to now. Read from the latest
     /// `INFO`, so a client that connected late (retry on initial connect) or reconnected to
     /// another server reports the right one.
+    ///
+    /// Asking async-nats copies its whole `ServerInfo` (a dozen strings), which every write
+    /// with a TTL did; the version read is kept while the connection count is unchanged, for
+    /// at most [`VERSION_MAX_AGE`]. async-nats counts a new connection just before it
+    /// publishes the new server's `INFO`, so a read in between sees the previous server's
+    /// version: the age bound is how long that can last. A version that does not parse (no
+    /// `INFO` yet) is not kept.
     pub(crate) fn server_version(&self) -> ServerVersion {
-        self.assumed_version.unwrap_or_else(|| {
-            ServerVersion::parse(&self.client.server_info().version)
-                .unwrap_or(ServerVersion::new(0, 0, 0))
-        })
+        if let Some(v) = self.assumed_version {
+            return v;
+        }
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut seen = self.version_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((c, at, v)) = *seen {
+            if c == connects && now.duration_since(at) < VERSION_MAX_AGE {
+                return v;
+            }
+        }
+        let Some(v) = ServerVersion::parse(&self.client.server_info().version) else {
+            return ServerVersion::new(0, 0, 0);
+        };
+        *seen = Some((connects, now, v));
+        v
     }
 
     pub(crate) async fn request(

@@ -102,18 +102,19 @@ fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
             return Err(KeyRule::BadChar { ch, at });
         }
     }
-    let tokens: Vec<&str> = s.split('.').collect();
-    if tokens.iter().any(|t| t.is_empty()) {
+    // The tokens are walked without collecting them: a key is checked at every write.
+    if s.split('.').any(str::is_empty) {
         return Err(KeyRule::EmptyToken);
     }
     if s.starts_with(RESERVED_PREFIX) {
         return Err(KeyRule::Reserved);
     }
     if wildcards {
-        let last = tokens.len() - 1;
-        for (i, t) in tokens.iter().enumerate() {
+        let mut tokens = s.split('.').peekable();
+        while let Some(t) = tokens.next() {
+            let last = tokens.peek().is_none();
             let has_wild = t.contains('*') || t.contains('>');
-            let ok = !has_wild || *t == "*" || (*t == ">" && i == last);
+            let ok = !has_wild || t == "*" || (t == ">" && last);
             if !ok {
                 return Err(KeyRule::BadWildcard);
             }

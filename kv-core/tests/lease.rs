@@ -9,7 +9,7 @@ use std::time::Duration;
 use kvtk_core::format::FormatMark;
 use kvtk_core::lease::{Keeper, LostReason};
 use kvtk_core::{Bucket, BucketConfig, ErrorKind, Expect, Kv};
-use kvtk_tests::{within, NatsServer};
+use kvtk_tests::{until, within, NatsServer};
 
 mod common;
 use common::{lease_cfg, next_entry, proxied_bucket, with_acks_lost};
@@ -212,4 +212,36 @@ async fn a_hand_over_replaces_the_key_and_an_orphan_expires() {
         }
     }
     drop(lease);
+}
+
+#[tokio::test]
+async fn a_lease_due_sooner_than_the_keepers_next_look_is_renewed_in_time() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    // The keeper's first lease is due in 20 s (TTL 60 s, renewed every 20 s), so its task
+    // plans to look at new leases then; one due in 0.33 s must wake it sooner.
+    let keeper = Keeper::new(&b, lease_cfg(60)).unwrap();
+    let slow = keeper.lease("workers.slow", "alive").await.unwrap();
+    let fast = keeper
+        .lease("workers.fast", "alive")
+        .config(lease_cfg(1))
+        .await
+        .unwrap();
+    let origin = fast.origin();
+    until("the 1 s lease's first renewal", || async {
+        fast.revision() != origin
+    })
+    .await;
+    assert!(fast.is_held(), "renewed before its deadline");
+    // The server's whole-second TTL clock is what is under test: past the first TTL.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fast.is_held());
+    assert!(b
+        .get_from_leader("workers.fast")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_value());
+    slow.release().await.unwrap();
+    fast.release().await.unwrap();
 }

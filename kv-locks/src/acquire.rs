@@ -146,7 +146,7 @@ impl Acquire {
         let cfg = self.lease_config()?;
         let s = self.shared;
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let cancel = self.cancel.unwrap_or_default();
+        let cancel = self.cancel;
         let span = tracing::info_span!(
             "lock.acquire",
             lock = %s.name,
@@ -159,10 +159,18 @@ impl Acquire {
         let work = attempt(s.clone(), cfg, try_only).instrument(span);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
+            _ = cancelled_opt(cancel.as_ref()) => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
             _ = sleep_until_opt(deadline) => Err(Error::new(ErrorKind::Timeout, format!("lock {} not acquired within {:?}", s.name, self.timeout.unwrap_or_default()))),
             r = work => r,
         }
+    }
+}
+
+/// Completes when `token` is cancelled; never without one (no token is made for nothing).
+async fn cancelled_opt(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => futures::future::pending().await,
     }
 }
 
@@ -238,8 +246,11 @@ async fn protocol(
     cfg: LeaseConfig,
     try_only: bool,
 ) -> Result<Held, Error> {
+    // The slow paths' futures (permit check, queue read, enqueue, the wait with its watch)
+    // are boxed: an acquisition's future is allocated and moved at every call, and would
+    // otherwise be as large as the largest of them even when the fast path alone runs.
     if s.permits().is_some() && !slot.permits_checked {
-        ensure_permits(s).await?;
+        Box::pin(ensure_permits(s)).await?;
         slot.permits_checked = true;
     }
     // Without a remembered expectation the fast path would read the queue first, and the
@@ -266,11 +277,11 @@ async fn protocol(
     if try_only && busy && s.kind == Kind::Exclusive {
         return Ok(None);
     }
-    let lease = enqueue(s, cfg, slot.own_last).await?;
+    let lease = Box::pin(enqueue(s, cfg, slot.own_last)).await?;
     s.bump(Stat::Enqueued);
     let mut departed = None;
     // Dropping the lease (a try that found the lock busy) releases our entry.
-    let Some(alone) = turn(s, &lease, try_only, &mut departed).await? else {
+    let Some(alone) = Box::pin(turn(s, &lease, try_only, &mut departed)).await? else {
         return Ok(None);
     };
     Ok(Some(Won {
@@ -302,7 +313,8 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
         let e = match expect.take() {
             Some(e) => e,
             None => {
-                let v = view(s, None).await?;
+                // Boxed: a try, or a remembered expectation that conflicted (see `protocol`).
+                let v = Box::pin(view(s, None)).await?;
                 check_kind(s, &v)?;
                 if !v.queue.is_empty() {
                     return Ok(if s.kind == Kind::Exclusive {
@@ -315,9 +327,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
             }
         };
         s.bump(Stat::AcquireWrite);
-        let res = new_entry(s, cfg, &[])
-            .expect_on(s.name.all_filter(), e)
-            .await;
+        let res = new_entry(s, cfg, &[]).expect_on(&s.all_filter, e).await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
             Err(e) if e.is_conflict() && from_cache => from_cache = false,

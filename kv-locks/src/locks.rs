@@ -223,6 +223,7 @@ impl Locks {
             bucket: self.bucket.clone(),
             keeper: self.keeper.clone(),
             own_key,
+            all_filter: name.all_filter(),
             name: name.clone(),
             kind,
             holder: self.holder.clone(),

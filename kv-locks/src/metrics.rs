@@ -58,10 +58,13 @@ impl Labels {
     }
 
     fn with(&self, extra: Option<(&'static str, &'static str)>) -> Vec<Label> {
-        let mut v = vec![
-            Label::new("bucket", SharedString::from(self.bucket.clone())),
-            Label::new("kind", self.kind),
-        ];
+        // Room for every label at once: no reallocation per recorded value.
+        let mut v = Vec::with_capacity(4);
+        v.push(Label::new(
+            "bucket",
+            SharedString::from(self.bucket.clone()),
+        ));
+        v.push(Label::new("kind", self.kind));
         if let Some((k, val)) = extra {
             v.push(Label::new(k, val));
         }

@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     /// Renews the handle's queue entries (one keeper per [`Locks`](crate::Locks)).
     pub(crate) keeper: Keeper,
     pub(crate) name: LockName,
+    /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
+    pub(crate) all_filter: String,
     pub(crate) kind: Kind,
     /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
     pub(crate) own_key: String,

@@ -55,16 +55,37 @@ impl Meter {
         sent(&self.client) - self.sent0
     }
 
-    /// Everything counted since the start, per operation of `ops`.
-    pub(crate) fn per_op(&self, ops: u64) -> Value {
+    /// Adds what was counted since the start, for `ops` operations, to `t`.
+    pub(crate) fn add_to(&self, t: &mut Tally, ops: u64) {
         let (cpu, a) = (cpu_us() - self.cpu0, self.region.change());
-        let per = |x: f64| x / ops.max(1) as f64;
+        t.ops += ops;
+        t.requests += self.requests();
+        t.cpu_us += cpu;
+        t.allocs += (a.allocations + a.reallocations) as u64;
+        t.alloc_bytes += a.bytes_allocated as u64;
+    }
+}
+
+/// What a run of operations cost, summed over the blocks it was counted in.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    ops: u64,
+    requests: u64,
+    cpu_us: f64,
+    allocs: u64,
+    alloc_bytes: u64,
+}
+
+impl Tally {
+    /// Everything counted, per operation.
+    pub(crate) fn per_op(&self) -> Value {
+        let per = |x: f64| x / self.ops.max(1) as f64;
         json!({
-            "ops": ops,
-            "requests_per_op": per(self.requests() as f64),
-            "cpu_us_per_op": per(cpu),
-            "allocs_per_op": per((a.allocations + a.reallocations) as f64),
-            "alloc_bytes_per_op": per(a.bytes_allocated as f64),
+            "ops": self.ops,
+            "requests_per_op": per(self.requests as f64),
+            "cpu_us_per_op": per(self.cpu_us),
+            "allocs_per_op": per(self.allocs as f64),
+            "alloc_bytes_per_op": per(self.alloc_bytes as f64),
         })
     }
 }

@@ -53,6 +53,27 @@ impl Lat {
     pub(crate) fn min(&self) -> f64 {
         self.0.min() as f64
     }
+
+    /// The recorded values as `[[µs, count], ...]`: how a child process hands its histogram
+    /// to the parent ([`from_json`](Self::from_json)).
+    pub(crate) fn to_json(&self) -> Value {
+        self.0
+            .iter_recorded()
+            .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect()
+    }
+
+    /// The histogram [`to_json`](Self::to_json) wrote (pairs it cannot read are skipped).
+    pub(crate) fn from_json(v: &Value) -> Lat {
+        let mut lat = Lat::new();
+        for pair in v.as_array().into_iter().flatten() {
+            if let (Some(us), Some(n)) = (pair[0].as_u64(), pair[1].as_u64()) {
+                // Within the bounds: it came from a histogram with the same ones.
+                let _ = lat.0.record_n(us.max(1), n);
+            }
+        }
+        lat
+    }
 }
 
 /// One row of `report.json`.

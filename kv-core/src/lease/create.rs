@@ -42,7 +42,8 @@ impl Keeper {
 #[derive(Debug)]
 pub struct CreateLease {
     keeper: Keeper,
-    key: Result<Key, Error>,
+    /// `None` once taken (see `take_key`).
+    key: Option<Result<Key, Error>>,
     value: Bytes,
     config: Option<LeaseConfig>,
     expect: Option<Expect>,
@@ -57,7 +58,7 @@ impl CreateLease {
     fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
         CreateLease {
             keeper,
-            key: Key::new(key),
+            key: Some(Key::new(key)),
             value,
             config: None,
             expect: None,
@@ -132,16 +133,21 @@ impl CreateLease {
         self
     }
 
-    /// The key, taken out of the builder (it is consumed once).
+    /// The key, taken out of the builder (it is consumed once; no error is made in its
+    /// place, which would cost allocations at every creation).
     fn take_key(&mut self) -> Result<Key, Error> {
-        std::mem::replace(&mut self.key, Err(Error::new(ErrorKind::Internal, "taken")))
+        self.key
+            .take()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "lease key taken twice")))
             .map_err(|e| e.with_op(Operation::Lease))
     }
 
     /// The lease's timing and nonce: the caller's, else the keeper's timing and a new nonce.
     fn timing_and_nonce(&self) -> (LeaseConfig, u128) {
         let cfg = self.config.unwrap_or(self.keeper.inner.config);
-        let nonce = self.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
+        // The thread's CSPRNG (seeded from the OS, reseeded by itself): 128 random bits
+        // without a system call per lease, where a v4 UUID asks the kernel each time.
+        let nonce = self.nonce.unwrap_or_else(rand::random::<u128>);
         (cfg, nonce)
     }
 
@@ -259,7 +265,9 @@ impl<'a> Creating<'a> {
             // The caller's expectation failed, and no earlier write of ours is pending.
             return Err(e.with_op(Operation::Lease));
         }
-        self.look(e, sent).await
+        // Boxed: the leader read after a conflict is rare, and its future would otherwise
+        // make every creation's future, allocated and moved at each call, as large as itself.
+        Box::pin(self.look(e, sent)).await
     }
 
     /// The lease our write at `rev` created, with `origin`; `sent` is the send time of the

@@ -2,14 +2,19 @@
 //! and the renewal write itself (also a value change's). It sends the writes; what their
 //! results mean is decided by the pure part (`state.rs`, `clock.rs`), the only lease files
 //! it imports.
+//!
+//! New leases reach the task through an [`Inbox`] that wakes it only when a lease is due
+//! before the task's next planned look at the inbox: most leases of a busy process (an
+//! uncontended lock's queue entry) are released long before their first renewal, and then
+//! cost the task neither a wake-up at their creation nor a timer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt as _;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tokio_util::time::DelayQueue;
@@ -44,7 +49,7 @@ pub(super) struct KeeperInner {
     pub(super) config: LeaseConfig,
     /// The metric labels of its leases.
     pub(super) labels: Arc<LeaseLabels>,
-    tx: mpsc::UnboundedSender<Arc<State>>,
+    inbox: Arc<Inbox>,
     /// Renewal writes sent by the task.
     renewals: Arc<AtomicU64>,
     /// Background releases of dropped leases.
@@ -74,15 +79,15 @@ impl Keeper {
                 "a lease keeper needs a running tokio runtime",
             )
         })?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox::default());
         let renewals = Arc::new(AtomicU64::new(0));
-        let task = rt.spawn(run(bucket.clone(), rx, renewals.clone()));
+        let task = rt.spawn(run(bucket.clone(), inbox.clone(), renewals.clone()));
         Ok(Keeper {
             inner: Arc::new(KeeperInner {
                 bucket: bucket.clone(),
                 config,
                 labels: LeaseLabels::new(bucket.name(), recipe),
-                tx,
+                inbox,
                 renewals,
                 tracker: TaskTracker::new(),
                 _task: AbortOnDropHandle::new(task),
@@ -116,28 +121,87 @@ impl Keeper {
         self.inner.tracker.reopen();
     }
 
+    /// Hands `st` to the task, which renews it from now on (or ends it when it is due
+    /// already).
     pub(super) fn track(&self, st: Arc<State>) {
-        // The task lives as long as any keeper clone: sending cannot fail while we exist.
-        if self.inner.tx.send(st).is_err() {
-            tracing::error!("lease keeper task is gone");
-        }
+        self.inner.inbox.put(st, Instant::now());
     }
 }
 
-/// The keeper task: a timer per lease at its next renewal, renewals in flight concurrently.
-async fn run(
-    bucket: Bucket,
-    mut rx: mpsc::UnboundedReceiver<Arc<State>>,
-    renewals: Arc<AtomicU64>,
-) {
+/// How many leases the inbox holds at most before the task takes them in, whenever they
+/// are due: leases released before their first renewal are dropped then, so a process that
+/// creates and releases many keeps few of them.
+const INBOX_LIMIT: usize = 256;
+
+/// Leases handed to the keeper task and not yet taken in, and when the task looks next.
+#[derive(Debug, Default)]
+struct Inbox {
+    st: StdMutex<InboxState>,
+    /// Wakes the task: a lease is due before its planned look, or the inbox is full.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    leases: Vec<Arc<State>>,
+    /// The earliest instant a lease in the inbox is due (`None`: the inbox is empty).
+    look_at: Option<Instant>,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is plain.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a lease; wakes the task when it must look earlier than it planned.
+    fn put(&self, st: Arc<State>, now: Instant) {
+        // Finished, or on the timer queue already: nothing to do.
+        let Some(due) = st.due(now) else { return };
+        let mut i = self.lock();
+        i.leases.push(st);
+        let due = if i.leases.len() >= INBOX_LIMIT {
+            now
+        } else {
+            due
+        };
+        if i.look_at.is_some_and(|at| at <= due) {
+            return;
+        }
+        i.look_at = Some(due);
+        drop(i);
+        // A permit is kept when the task is not waiting yet: no wake-up is lost.
+        self.wake.notify_one();
+    }
+
+    /// When the task must take the inbox in.
+    fn look_at(&self) -> Option<Instant> {
+        self.lock().look_at
+    }
+
+    /// Everything in the inbox, which is empty afterwards.
+    fn take(&self) -> Vec<Arc<State>> {
+        let mut i = self.lock();
+        i.look_at = None;
+        std::mem::take(&mut i.leases)
+    }
+}
+
+/// The keeper task: a timer per lease at its next renewal, renewals in flight concurrently,
+/// new leases taken in from the inbox when the first of them is due.
+async fn run(bucket: Bucket, inbox: Arc<Inbox>, renewals: Arc<AtomicU64>) {
     let mut timers: DelayQueue<Arc<State>> = DelayQueue::new();
     let mut inflight = FuturesUnordered::new();
     loop {
+        let look_at = inbox.look_at();
         tokio::select! {
-            st = rx.recv() => match st {
-                Some(st) => schedule(&mut timers, st),
-                None => return,
-            },
+            // Something changed the plan: read it again.
+            _ = inbox.wake.notified() => {}
+            _ = sleep_until_opt(look_at) => {
+                for st in inbox.take() {
+                    schedule(&mut timers, st);
+                }
+            }
             Some(due) = timers.next(), if !timers.is_empty() => {
                 let st = due.into_inner();
                 if st.begin_renewal() {
@@ -147,6 +211,13 @@ async fn run(
             }
             Some(st) = inflight.next(), if !inflight.is_empty() => schedule(&mut timers, st),
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -121,7 +121,9 @@ impl Release {
                 Err(e) => return Err(e.with_op(Operation::Lease)),
             }
         }
-        self.fenced(rev).await
+        // Boxed: the fallback's future (retries, leader reads) would otherwise make every
+        // release's future, allocated and moved at each call, as large as itself.
+        Box::pin(self.fenced(rev)).await
     }
 
     /// The removing write (a delete, or the hand-over value), before its condition.

@@ -242,6 +242,20 @@ impl State {
         Some(next)
     }
 
+    /// When the keeper must look at the lease next (`None`: the lease is finished, or
+    /// already has a timer), without claiming a timer as [`next`](Self::next) does: what a
+    /// lease handed to the keeper tells it about how soon it is needed.
+    pub(super) fn due(&self, now: Instant) -> Option<Instant> {
+        let l = self.live();
+        if l.stopped || l.reason.is_some() || l.timer {
+            return None;
+        }
+        Some(match l.clock.next(now) {
+            Next::RenewAt(at) => at,
+            Next::Lost => now,
+        })
+    }
+
     /// The keeper's timer fired: claims the lease's one write slot for a renewal.
     pub(super) fn begin_renewal(&self) -> bool {
         let mut l = self.live();
