@@ -17,14 +17,7 @@ const TTL: Duration = Duration::from_secs(2);
 
 /// Every key of the bucket with its latest revision.
 async fn revisions(b: &Bucket) -> Vec<(String, Revision)> {
-    let snap = b.snapshot(">").await.unwrap();
-    let mut all: Vec<_> = snap
-        .entries
-        .iter()
-        .map(|e| (e.key().as_str().to_string(), e.revision()))
-        .collect();
-    all.sort();
-    all
+    b.snapshot(">").await.unwrap().key_revisions()
 }
 
 fn refused(e: &Error) {

@@ -14,16 +14,9 @@ use kvtk_core::{Bucket, Revision};
 use kvtk_locks::{EntryKind, ErrorKind, Holder};
 use kvtk_tests::{until, NatsServer, T};
 
-/// Every key of the bucket with its latest revision (values, tombstones and markers).
+/// Every key of the bucket with its latest revision.
 async fn revisions(b: &Bucket) -> Vec<(String, Revision)> {
-    let snap = b.snapshot(">").await.unwrap();
-    let mut all: Vec<_> = snap
-        .entries
-        .iter()
-        .map(|e| (e.key().as_str().to_string(), e.revision()))
-        .collect();
-    all.sort();
-    all
+    b.snapshot(">").await.unwrap().key_revisions()
 }
 
 fn refused(e: &kvtk_locks::Error) {

@@ -19,14 +19,7 @@ async fn membership(server: &NatsServer) -> Membership {
 
 /// Every key of the bucket with its latest revision.
 async fn revisions(b: &Bucket) -> Vec<(String, Revision)> {
-    let snap = b.snapshot(">").await.expect("snapshot");
-    let mut all: Vec<_> = snap
-        .entries
-        .iter()
-        .map(|e| (e.key().as_str().to_string(), e.revision()))
-        .collect();
-    all.sort();
-    all
+    b.snapshot(">").await.expect("snapshot").key_revisions()
 }
 
 fn refused(e: &Error) {

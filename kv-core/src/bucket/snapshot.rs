@@ -24,6 +24,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every key with its latest revision (values, tombstones and markers), sorted by key:
+    /// two snapshots compare equal when nothing under the filter was written in between.
+    pub fn key_revisions(&self) -> Vec<(String, Revision)> {
+        let mut all: Vec<_> = self
+            .entries
+            .iter()
+            .map(|e| (e.key().as_str().to_string(), e.revision()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// The highest revision among the entries: the last revision under the filter.
     pub fn last_revision(&self) -> Option<Revision> {
         self.entries.iter().map(Entry::revision).max()
