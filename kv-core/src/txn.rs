@@ -167,7 +167,7 @@ impl Txn {
         mut self,
         key: Key,
         value: Bytes,
-        ttl: Duration,
+        ttl: Option<Duration>,
         expect: Option<(Option<KeyFilter>, Expect)>,
         (tag, format): (String, Option<u32>),
     ) -> Self {
@@ -180,7 +180,7 @@ impl Txn {
             op: Op::Put,
             value,
             expect,
-            ttl: Some(ttl),
+            ttl,
             expect_on,
             lease: Some(tag),
             format,

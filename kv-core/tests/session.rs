@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use kvtk_core::lease::{
-    remove_if_dead, Keeper, LostReason, Reaped, Session, SessionId, SessionState, SESSION_PREFIX,
+    remove_if_dead, Keeper, Lease, LostReason, Reaped, Session, SessionId, SessionState,
+    SESSION_PREFIX,
 };
 use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal};
 use kvtk_tests::{until, within, NatsCluster, NatsServer};
@@ -42,17 +43,21 @@ async fn state(b: &Bucket, id: SessionId) -> SessionState {
         .unwrap()
 }
 
-/// Binds `n` entries `q.<i>` to `session`; returns their keys.
-async fn bind_n(session: &Session, n: usize) -> Vec<String> {
+/// Binds `n` entries `q.<i>` to `session`; returns their keys and leases.
+async fn bind_n(session: &Session, n: usize) -> (Vec<String>, Vec<Lease>) {
     let mut keys = Vec::new();
+    let mut leases = Vec::new();
     for i in 0..n {
         let key = format!("q.{i}");
         let bound = session.bind(&key, format!("v{i}")).await.unwrap();
         assert_eq!(bound.origin(), bound.revision());
-        assert_eq!(bound.session(), session.id());
+        assert!(bound.is_bound());
+        assert_eq!(bound.nonce(), session.id().get());
+        assert_eq!(bound.deadline(), session.lease().deadline());
         keys.push(key);
+        leases.push(bound);
     }
-    keys
+    (keys, leases)
 }
 
 #[tokio::test]
@@ -73,7 +78,7 @@ async fn a_sessions_expiry_ends_every_bound_entry_for_everyone_on_r3() {
     let keeper = Keeper::new(&owner, lease_cfg(2)).unwrap();
     let session = keeper.session().name("owner").await.unwrap();
     let id = session.id();
-    let keys = bind_n(&session, 3).await;
+    let (keys, _held) = bind_n(&session, 3).await;
     let alive = state(&r1, id).await;
     assert!(
         matches!(&alive, SessionState::Alive { revision, name } if *revision >= session.lease().origin() && name.as_deref() == Some("owner")),
@@ -125,7 +130,7 @@ async fn a_closed_sessions_entry_is_removed_once_by_two_concurrent_removers() {
     let keeper = Keeper::new(&owner, lease_cfg(10)).unwrap();
     let session = keeper.session().await.unwrap();
     let id = session.id();
-    let keys = bind_n(&session, 20).await;
+    let (keys, _held) = bind_n(&session, 20).await;
     let closed = session.close().await.unwrap();
     assert!(closed.was_held);
     assert_eq!(
@@ -167,7 +172,8 @@ async fn a_session_of_an_unknown_format_is_refused_and_nothing_is_touched() {
     let b = bucket(&Kv::new(server.connect().await)).await;
     let keeper = Keeper::new(&b, lease_cfg(10)).unwrap();
     let session = keeper.session().await.unwrap();
-    let key = bind_n(&session, 1).await.remove(0);
+    let (mut keys, _held) = bind_n(&session, 1).await;
+    let key = keys.remove(0);
     // While the session lives, writes guarded by its key land.
     session.lease().put_guarded("data.y", "ok").await.unwrap();
     let txn = b
@@ -276,9 +282,10 @@ async fn a_binding_whose_ack_was_lost_is_adopted() {
         (bound.origin(), bound.revision()),
         (e.revision(), e.revision())
     );
-    let tomb = session.unbind(bound).await.unwrap();
+    let released = bound.release().await.unwrap();
+    assert!(released.was_held);
     assert_eq!(
-        tomb,
+        released.tombstone,
         Some(leader_entry(&observer, "q.lost-ack").await.revision())
     );
     session.close().await.unwrap();
@@ -294,7 +301,8 @@ async fn the_owner_demotes_itself_on_its_monotonic_deadline_before_the_server_ex
     let keeper = Keeper::new(&b, lease_cfg(5)).unwrap();
     let session = keeper.session().await.unwrap();
     let id = session.id();
-    let key = bind_n(&session, 1).await.remove(0);
+    let (mut keys, _held) = bind_n(&session, 1).await;
+    let key = keys.remove(0);
     let cut_at = Instant::now();
     proxy.blackhole();
     let why = within("the session's loss", session.lease().lost()).await;
@@ -340,7 +348,8 @@ async fn an_entry_whose_sessions_marker_expired_too_is_removed_once_its_end_is_c
     let keeper = Keeper::new(&b, lease_cfg(1)).unwrap();
     let session = keeper.session().await.unwrap();
     let id = session.id();
-    let key = bind_n(&session, 1).await.remove(0);
+    let (mut keys, _held) = bind_n(&session, 1).await;
+    let key = keys.remove(0);
     session.orphan();
     // The server's TTL clock is under test: the key expires, then its marker does.
     until("the session key has no message", || async {

@@ -168,6 +168,12 @@ impl<'a> Write<'a> {
         self
     }
 
+    /// As [`ttl`](Self::ttl), when there is one.
+    pub(crate) fn ttl_opt(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
     /// Makes the write conditional on the key's latest revision. Not for
     /// [`create`](Bucket::create), which already expects the key to hold no live value: a
     /// create with an expectation fails with

@@ -1,221 +1,42 @@
-//! Entries bound to a session: [`Bind`] (a conditional write carrying the session's mark and
-//! no TTL, with lost-ack recognition), [`Session::unbind`] (a delete conditional on the
-//! entry's revision), and [`remove_if_dead`] (anyone's compare-and-set removal of an entry
-//! whose session ended).
+//! Entries bound to a session: [`Session::bind`] (a lease with the session's mark, no TTL
+//! and no renewal of its own) and [`remove_if_dead`] (anyone's compare-and-set removal of an
+//! entry whose session ended).
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::create::CreateLease;
 use super::session::{Session, SessionId, SessionState};
 use super::state::ATTEMPTS;
 use crate::bucket::Bucket;
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::key::Key;
-use crate::retry::{Backoff, Retrying};
+use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
-/// An entry bound to a session: plain data about the write that bound it. It needs no
-/// renewal; it lives as long as its session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bound {
-    key: Key,
-    session: SessionId,
-    origin: Revision,
-    revision: Revision,
-}
-
-impl Bound {
-    /// The entry's key.
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-    /// The session it is bound to.
-    pub fn session(&self) -> SessionId {
-        self.session
-    }
-    /// The revision of the write that created the entry (a lock ticket, a term): carried in
-    /// the mark of every later write of the entry.
-    pub fn origin(&self) -> Revision {
-        self.origin
-    }
-    /// The entry's latest revision as far as we know.
-    pub fn revision(&self) -> Revision {
-        self.revision
-    }
-}
-
 impl Session {
-    /// Starts binding `value` under `key` to this session; `.await` it. See [`Bind`].
-    pub fn bind(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Bind<'_> {
-        Bind {
-            session: self,
-            key: Key::new(key.as_ref()),
-            value: value.into(),
-            expect: Expect::NoMessage,
-        }
-    }
-
-    /// Removes a bound entry of ours: a delete conditional on its revision, carrying the
-    /// session's mark, so a removal whose acknowledgement was lost finds its own tombstone.
-    /// Returns the revision of the tombstone carrying the session's mark (ours, or a
-    /// remover's once the session ended), or `None` when the key holds something else.
-    /// Works also after the session ended.
+    /// Starts creating a lease on `key` holding `value`, **bound to this session**; `.await`
+    /// it. The creating write carries the session's mark (`Kv-Lease: <session id>`) and no
+    /// TTL, and is conditional like every lease creation (on the caller's expectation, else
+    /// on the key's own state). The lease is never renewed by itself: its deadline is the
+    /// session's, it is lost when the session is (with the session's reason), and its
+    /// guarded writes and [`Txn::if_held`](crate::Txn::if_held) are conditional on its own
+    /// revision, which only its owner's writes move — so they fail once anyone removed the
+    /// entry, and nobody else may act on the entry before removing it
+    /// ([`remove_if_dead`]). Its release is the same fenced delete as any lease's. A
+    /// creation whose acknowledgement was lost is recognised by the session's mark *and* the
+    /// value. Refused with [`ErrorKind::LeaseLost`] once the session is not valid.
     ///
-    /// # Cancel safety
-    /// Not cancel safe: the delete may be applied although the future was dropped.
-    pub async fn unbind(&self, bound: Bound) -> Result<Option<Revision>, Error> {
-        let mark = self.mark(Some(bound.origin));
-        let mut rev = bound.revision;
-        let mut retrying = Backoff::DEFAULT.start();
-        for _ in 0..ATTEMPTS {
-            let del = self.bucket().delete(&bound.key).revision(rev);
-            match del.lease_tag(mark.clone()).await {
-                Ok(t) => return Ok(Some(t)),
-                Err(e) if e.is_conflict() || e.outcome_unknown() => {}
-                Err(e) if e.is_transient() => {
-                    retrying.pause().await;
-                    continue;
-                }
-                Err(e) => return Err(e.with_op(Operation::Lease)),
-            }
-            match self.bucket().get_from_leader(&bound.key).await {
-                Ok(Some(f)) if SessionId::bound_by(&f) == Some(self.id) => rev = f.revision(),
-                Ok(Some(f))
-                    if !f.is_value() && f.lease().map(|t| t.nonce()) == Some(self.id.get()) =>
-                {
-                    return Ok(Some(f.revision()))
-                }
-                Ok(_) => return Ok(None),
-                Err(_) => retrying.pause().await,
-            }
-        }
-        Err(
-            Error::new(ErrorKind::Timeout, "could not remove the bound entry")
-                .with_op(Operation::Lease)
-                .with_key(bound.key.as_str()),
-        )
-    }
-}
-
-/// A pending binding; `.await` it.
-///
-/// The write is `put(key, value)` with the session's mark (`Kv-Lease: <session id>`) and no
-/// TTL, conditional on [`expect`](Bind::expect) (default: the key holds no message at all).
-/// It is refused with [`ErrorKind::LeaseLost`] once the session is past its deadline. When
-/// its outcome is unknown (timeout, connection lost), the stream leader is asked whether the
-/// key holds our value bound to our session before the same conditional write is sent again,
-/// so a lost acknowledgement neither fails the binding nor creates a second entry.
-///
-/// # Cancel safety
-/// Not cancel safe: the write may be applied although the future was dropped; the entry is
-/// then bound to the session and ends with it.
-#[must_use = "an entry is not bound until awaited"]
-#[derive(Debug)]
-pub struct Bind<'a> {
-    session: &'a Session,
-    key: Result<Key, Error>,
-    value: Bytes,
-    expect: Expect,
-}
-
-impl<'a> Bind<'a> {
-    /// Makes the write conditional on the key's latest revision (default
-    /// [`Expect::NoMessage`]); e.g. the revision of a tombstone or expiry marker it replaces.
-    pub fn expect(mut self, expect: impl Into<Expect>) -> Self {
-        self.expect = expect.into();
-        self
-    }
-
-    async fn run(mut self) -> Result<Bound, Error> {
-        let taken = Err(Error::new(ErrorKind::Internal, "taken"));
-        let key =
-            std::mem::replace(&mut self.key, taken).map_err(|e| e.with_op(Operation::Lease))?;
-        let mut retrying = Backoff::DEFAULT.start();
-        let mut ambiguous = false;
-        for _ in 0..ATTEMPTS {
-            if !self.session.is_alive() {
-                return Err(self.session.lost_error(key.as_str()));
-            }
-            let put = self.session.bucket().put(&key, self.value.clone());
-            let res = put
-                .expect(self.expect)
-                .lease_tag(self.session.mark(None))
-                .await;
-            let conflict = match res {
-                Ok(rev) => return Ok(self.bound(key, rev, rev)),
-                Err(e) if e.outcome_unknown() => {
-                    ambiguous = true;
-                    retrying.pause().await;
-                    None
-                }
-                Err(e) if e.is_conflict() && ambiguous => Some(e),
-                Err(e) if e.is_transient() => {
-                    retrying.pause().await;
-                    continue;
-                }
-                Err(e) => return Err(e.with_op(Operation::Lease)),
-            };
-            if let Some(bound) = self.look(&key, conflict, &mut retrying).await? {
-                return Ok(bound);
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            "could not bind the entry: its writes went unanswered",
-        )
-        .with_op(Operation::Lease)
-        .with_key(key.as_str()))
-    }
-
-    /// After a write whose outcome was unknown (or a conflict after one): our binding if the
-    /// stream leader shows it, the conflict if not, or `None` to write again.
-    async fn look(
-        &self,
-        key: &Key,
-        conflict: Option<Error>,
-        retrying: &mut Retrying,
-    ) -> Result<Option<Bound>, Error> {
-        match self.session.bucket().get_from_leader(key).await {
-            Ok(Some(f)) if self.is_ours(&f) => {
-                let origin = f.lease().map_or(f.revision(), |t| t.origin());
-                Ok(Some(self.bound(key.clone(), origin, f.revision())))
-            }
-            Ok(_) => match conflict {
-                Some(e) => Err(e.with_op(Operation::Lease)),
-                None => Ok(None),
-            },
-            Err(_) => {
-                retrying.pause().await;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Whether `f` is this binding's write: our value, bound to our session.
-    fn is_ours(&self, f: &Entry) -> bool {
-        SessionId::bound_by(f) == Some(self.session.id()) && f.value() == &self.value
-    }
-
-    fn bound(&self, key: Key, origin: Revision, revision: Revision) -> Bound {
-        tracing::debug!(key = %key, session = %self.session.id(), origin = origin.get(), "entry bound to session");
-        Bound {
-            key,
-            session: self.session.id(),
-            origin,
-            revision,
-        }
-    }
-}
-
-impl<'a> IntoFuture for Bind<'a> {
-    type Output = Result<Bound, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+    /// A session binds at most one live entry per key: binding a key that holds a live
+    /// entry of this session replaces it (conditionally).
+    pub fn bind(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> CreateLease {
+        let keeper = self.lease.keeper().clone();
+        let parent = self.lease.state().clone();
+        keeper
+            .lease(key, value)
+            .config(self.lease.config())
+            .bound_to(parent, self.id.get())
     }
 }
 

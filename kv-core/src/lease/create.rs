@@ -3,6 +3,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use super::held::Lease;
 use super::keeper::Keeper;
 use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
-use crate::entry::LeaseTag;
+use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyFilter};
 use crate::retry::{Backoff, Retrying};
@@ -52,6 +53,8 @@ pub struct CreateLease {
     previous: Option<Revision>,
     nonce: Option<u128>,
     format: Option<u32>,
+    /// The session's lease state, for a lease bound to it.
+    parent: Option<Arc<State>>,
 }
 
 impl CreateLease {
@@ -67,6 +70,7 @@ impl CreateLease {
             previous: None,
             nonce: None,
             format: None,
+            parent: None,
         }
     }
 
@@ -133,6 +137,18 @@ impl CreateLease {
         self
     }
 
+    /// Binds the lease to the session whose lease state is `parent` and whose id is `nonce`:
+    /// written without a TTL, with the session's mark, never renewed, ended with the session.
+    pub(super) fn bound_to(mut self, parent: Arc<State>, nonce: u128) -> Self {
+        self.parent = Some(parent);
+        self.with_nonce(nonce)
+    }
+
+    /// The TTL of the creating write: the lease's, or none when bound to a session.
+    fn write_ttl(&self, cfg: &LeaseConfig) -> Option<Duration> {
+        self.parent.is_none().then(|| cfg.ttl().as_duration())
+    }
+
     /// The key, taken out of the builder (it is consumed once; no error is made in its
     /// place, which would cost allocations at every creation).
     fn take_key(&mut self) -> Result<Key, Error> {
@@ -175,6 +191,7 @@ impl CreateLease {
         let plan = self.plan()?;
         let mut creating = Creating::new(&self, &plan);
         for _ in 0..ATTEMPTS {
+            self.check_session(&plan.key)?;
             if let Some(created) = creating.attempt().await? {
                 return Ok(self.finish(created, plan.cfg));
             }
@@ -187,13 +204,30 @@ impl CreateLease {
         .with_key(plan.key.as_str()))
     }
 
-    /// The lease, held from `created` and renewed by the keeper from now on.
+    /// The lease, held from `created` and renewed by the keeper from now on (a bound lease:
+    /// held as long as its session).
     fn finish(self, created: Created, cfg: LeaseConfig) -> Lease {
         let labels = self.keeper.inner.labels.clone();
         let ends = (self.tombstone_ttl, self.format);
         let st = State::new(created, self.value, cfg, ends, labels);
         self.keeper.track(st.clone());
         Lease::new(st, self.keeper)
+    }
+
+    /// Refuses to write for a session that is no longer valid.
+    fn check_session(&self, key: &Key) -> Result<(), Error> {
+        match &self.parent {
+            Some(p) if !p.is_valid() => Err(Error::new(
+                ErrorKind::LeaseLost,
+                format!(
+                    "session lost: {}",
+                    p.reason().unwrap_or(super::state::LostReason::Deadline)
+                ),
+            )
+            .with_op(Operation::Lease)
+            .with_key(key.as_str())),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -216,6 +250,8 @@ struct Plan {
 struct Creating<'a> {
     bucket: Bucket,
     plan: &'a Plan,
+    parent: Option<Arc<State>>,
+    ttl: Option<Duration>,
     value: Bytes,
     format: Option<u32>,
     /// No expectation of the caller's: the creation replaces whatever the key holds.
@@ -231,6 +267,8 @@ impl<'a> Creating<'a> {
         Creating {
             bucket: c.keeper.bucket().clone(),
             plan,
+            parent: c.parent.clone(),
+            ttl: c.write_ttl(&plan.cfg),
             value: c.value.clone(),
             format: c.format,
             replace: c.expect.is_none(),
@@ -280,7 +318,15 @@ impl<'a> Creating<'a> {
             origin,
             rev,
             sent: self.ambiguous_since.unwrap_or(sent),
+            parent: self.parent.clone(),
         }
+    }
+
+    /// Whether `f` is this creation's write: a value with our nonce (a bound lease's nonce is
+    /// its session's, shared by the session's other entries: the value must match too).
+    fn is_ours(&self, f: &Entry) -> bool {
+        let nonce = f.lease().is_some_and(|t| t.nonce() == self.plan.nonce);
+        f.is_value() && nonce && (self.parent.is_none() || f.value() == &self.value)
     }
 
     async fn write(&self) -> Result<Revision, Error> {
@@ -288,7 +334,7 @@ impl<'a> Creating<'a> {
         let w = self
             .bucket
             .put(&plan.key, self.value.clone())
-            .ttl(plan.cfg.ttl().as_duration())
+            .ttl_opt(self.ttl)
             .lease_tag(LeaseTag::header_value(plan.nonce, None))
             .format_opt(self.format);
         match &plan.expect_on {
@@ -306,7 +352,7 @@ impl<'a> Creating<'a> {
             Err(read) => return Err(read.with_op(Operation::Lease)),
         };
         match found {
-            Some(f) if f.is_value() && f.lease().is_some_and(|t| t.nonce() == self.plan.nonce) => {
+            Some(f) if self.is_ours(&f) => {
                 let origin = f.lease().map_or(f.revision(), |t| t.origin());
                 Ok(Some(self.created(origin, f.revision(), sent)))
             }
@@ -346,6 +392,7 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
         let key = l.take_key()?;
         let on = l.expect_on.take().transpose()?;
         let (cfg, nonce) = l.timing_and_nonce();
+        l.check_session(&key)?;
         parts.push((l, key, on, cfg, nonce));
     }
     let bucket = keeper.bucket().clone();
@@ -356,7 +403,7 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
         txn = txn.lease_write(
             key.clone(),
             l.value.clone(),
-            cfg.ttl().as_duration(),
+            l.write_ttl(cfg),
             expect,
             (tag, l.format),
         );
@@ -377,6 +424,7 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
                 origin: rev,
                 rev,
                 sent,
+                parent: l.parent.clone(),
             };
             l.finish(created, cfg)
         })

@@ -55,9 +55,26 @@ impl Lease {
         self.st.revision()
     }
 
-    /// The bucket of the lease's key.
-    pub(super) fn bucket(&self) -> &crate::bucket::Bucket {
-        self.keeper.bucket()
+    /// The keeper that made the lease.
+    pub(super) fn keeper(&self) -> &Keeper {
+        &self.keeper
+    }
+
+    /// The lease's shared state.
+    pub(super) fn state(&self) -> &Arc<State> {
+        &self.st
+    }
+
+    /// The lease's timing.
+    pub(super) fn config(&self) -> super::clock::LeaseConfig {
+        self.st.config()
+    }
+
+    /// Whether the lease is bound to a session ([`Session::bind`](super::Session::bind)):
+    /// no TTL, no renewal of its own, ended with its session; its [`nonce`](Self::nonce) is
+    /// the session's id.
+    pub fn is_bound(&self) -> bool {
+        self.st.is_bound()
     }
 
     /// The lease's random identity, carried on each of its writes.

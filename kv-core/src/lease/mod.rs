@@ -45,15 +45,17 @@ mod clock;
 mod create;
 mod held;
 mod keeper;
+mod owner;
 mod release;
 mod session;
 mod state;
 
-pub use bound::{remove_if_dead, Bind, Bound, Reaped, CONFIRM_TTL};
+pub use bound::{remove_if_dead, Reaped, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};
 pub use held::Lease;
 pub use keeper::Keeper;
+pub use owner::Sessions;
 pub use release::{Release, Released};
 pub use session::{
     CreateSession, Session, SessionId, SessionState, SESSION_FORMAT, SESSION_PREFIX,

@@ -26,10 +26,9 @@ use super::clock::LeaseConfig;
 use super::held::Lease;
 use super::keeper::Keeper;
 use super::release::Release;
-use super::state::LostReason;
 use crate::bucket::ReadOnlyBucket;
 use crate::entry::{Entry, Removal};
-use crate::error::{Error, ErrorKind, Operation};
+use crate::error::Error;
 use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
@@ -309,24 +308,6 @@ impl Session {
     /// TTL.
     pub fn orphan(self) {
         self.lease.orphan();
-    }
-
-    /// The mark of a bound entry's writes: `<id>` on its creation, `<id>:<origin>` after.
-    pub(super) fn mark(&self, origin: Option<Revision>) -> String {
-        crate::entry::LeaseTag::header_value(self.id.get(), origin)
-    }
-
-    /// The error of a write refused because the session ended.
-    pub(super) fn lost_error(&self, key: &str) -> Error {
-        let why = self.lease.loss_reason().unwrap_or(LostReason::Deadline);
-        Error::new(ErrorKind::LeaseLost, format!("session lost: {why}"))
-            .with_op(Operation::Lease)
-            .with_key(key)
-    }
-
-    /// The bucket the session lives on.
-    pub(super) fn bucket(&self) -> &crate::bucket::Bucket {
-        self.lease.bucket()
     }
 }
 

@@ -5,7 +5,8 @@
 //! decision is tested on paused time (`state/tests.rs`). The arithmetic of the deadline is the
 //! [`LeaseClock`]'s; this file decides when to consult it and what each outcome does to it.
 
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,6 +89,9 @@ pub(super) struct Created {
     pub(super) rev: Revision,
     /// Send time of the creating write (of the earliest one, when an ack was lost).
     pub(super) sent: Instant,
+    /// The session the lease is bound to (its lease's state): no TTL, no renewal of its
+    /// own, its deadline and its end the session's.
+    pub(super) parent: Option<Arc<State>>,
 }
 
 /// What the holder's side of one lease knows. Only one write of the lease is in flight at a
@@ -106,6 +110,8 @@ struct Live {
     stopped: bool,
     reason: Option<LostReason>,
     on_end: EndHooks,
+    /// A session's bound leases, which end when it ends (keyed by their address).
+    bound: HashMap<usize, Weak<State>>,
 }
 
 /// What runs when the lease ends ([`Lease::on_end`](super::Lease::on_end)).
@@ -124,7 +130,9 @@ pub(crate) struct State {
     pub(super) key: Key,
     pub(super) nonce: u128,
     pub(super) origin: Revision,
-    pub(super) ttl: Duration,
+    /// The per-key TTL of the lease's writes; `None` for a lease bound to a session.
+    pub(super) ttl: Option<Duration>,
+    parent: Option<Arc<State>>,
     pub(super) tombstone_ttl: Option<Duration>,
     /// The `Kv-Format` header of every write that leaves a value (see `crate::format`).
     pub(super) format: Option<u32>,
@@ -144,11 +152,12 @@ impl State {
         (tombstone_ttl, format): (Option<Duration>, Option<u32>),
         labels: Arc<LeaseLabels>,
     ) -> Arc<State> {
-        Arc::new(State {
+        let st = Arc::new(State {
             key: created.key,
             nonce: created.nonce,
             origin: created.origin,
-            ttl: cfg.ttl().as_duration(),
+            ttl: created.parent.is_none().then(|| cfg.ttl().as_duration()),
+            parent: created.parent,
             tombstone_ttl,
             format,
             live: StdMutex::new(Live {
@@ -161,11 +170,40 @@ impl State {
                 stopped: false,
                 reason: None,
                 on_end: EndHooks::default(),
+                bound: HashMap::new(),
             }),
             lost: CancellationToken::new(),
             settled: Notify::new(),
             labels,
-        })
+        });
+        st.join_parent();
+        st
+    }
+
+    /// A bound lease joins its session's list, or ends at once if the session has.
+    fn join_parent(self: &Arc<Self>) {
+        let Some(p) = &self.parent else { return };
+        let ended = {
+            let mut l = p.live();
+            if l.reason.is_none() {
+                l.bound
+                    .insert(Arc::as_ptr(self) as usize, Arc::downgrade(self));
+            }
+            l.reason
+        };
+        if let Some(why) = ended {
+            self.lose(why);
+        }
+    }
+
+    /// The lease's timing.
+    pub(super) fn config(&self) -> LeaseConfig {
+        *self.live().clock.config()
+    }
+
+    /// Whether the lease is bound to a session.
+    pub(super) fn is_bound(&self) -> bool {
+        self.parent.is_some()
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
@@ -193,15 +231,33 @@ impl State {
         self.live().reason
     }
 
-    /// The local deadline: send time of the last acknowledged write + TTL − margin.
+    /// The local deadline: send time of the last acknowledged write + TTL − margin (of the
+    /// session's, for a bound lease).
     pub(super) fn deadline(&self) -> Instant {
-        self.live().clock.deadline()
+        match &self.parent {
+            Some(p) => p.deadline(),
+            None => self.live().clock.deadline(),
+        }
     }
 
     /// Held: no loss recorded and the deadline not passed.
     pub(super) fn is_valid(&self) -> bool {
-        let l = self.live();
-        l.reason.is_none() && l.clock.is_valid(Instant::now())
+        let ended = self.live().reason.is_some();
+        !ended && self.in_time(Instant::now())
+    }
+
+    /// The deadline has not passed (a bound lease: its session is valid).
+    fn in_time(&self, now: Instant) -> bool {
+        match &self.parent {
+            Some(p) => p.is_valid(),
+            None => self.live().clock.is_valid(now),
+        }
+    }
+
+    /// Why a lease that is out of time ended: its session's reason, or the deadline.
+    fn out_of_time_reason(&self) -> LostReason {
+        let parent = self.parent.as_ref().and_then(|p| p.reason());
+        parent.unwrap_or(LostReason::Deadline)
     }
 
     /// Renewals stop for good (a release or an orphan); the keeper drops the lease.
@@ -234,7 +290,7 @@ impl State {
     /// has a timer).
     pub(super) fn next(&self, now: Instant) -> Option<Next> {
         let mut l = self.live();
-        if l.stopped || l.reason.is_some() || l.timer {
+        if self.is_bound() || l.stopped || l.reason.is_some() || l.timer {
             return None;
         }
         let next = l.clock.next(now);
@@ -247,7 +303,7 @@ impl State {
     /// lease handed to the keeper tells it about how soon it is needed.
     pub(super) fn due(&self, now: Instant) -> Option<Instant> {
         let l = self.live();
-        if l.stopped || l.reason.is_some() || l.timer {
+        if self.is_bound() || l.stopped || l.reason.is_some() || l.timer {
             return None;
         }
         Some(match l.clock.next(now) {
@@ -275,15 +331,22 @@ impl State {
 
     /// The one place a lease ends: records why, counts the loss, runs the end hooks, then
     /// wakes `lost()`.
+    /// A session's end ends every lease bound to it, with the session's reason.
     pub(super) fn lose(&self, reason: LostReason) {
-        let hooks = {
+        let (hooks, bound) = {
             let mut l = self.live();
             if l.reason.is_some() {
                 return;
             }
             l.reason = Some(reason);
-            std::mem::take(&mut l.on_end.0)
+            (
+                std::mem::take(&mut l.on_end.0),
+                std::mem::take(&mut l.bound),
+            )
         };
+        if let Some(p) = &self.parent {
+            p.live().bound.remove(&(self as *const State as usize));
+        }
         if reason != LostReason::Released {
             tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
         }
@@ -292,6 +355,9 @@ impl State {
             hook(reason);
         }
         self.lost.cancel();
+        for child in bound.into_values().filter_map(|w| w.upgrade()) {
+            child.lose(reason);
+        }
     }
 
     /// Waits until no write of the lease is in flight, then claims the slot.
@@ -446,8 +512,8 @@ impl State {
             tokio::select! {
                 _ = self.lost.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => {
-                    if !self.live().clock.is_valid(Instant::now()) {
-                        self.lose(LostReason::Deadline);
+                    if !self.in_time(Instant::now()) {
+                        self.lose(self.out_of_time_reason());
                         break;
                     }
                 }

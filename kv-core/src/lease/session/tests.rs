@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::entry::{KV_LEASE, KV_OPERATION, MARKER_REASON, NATS_TTL};
+use crate::error::ErrorKind;
 use crate::key::Key;
 
 const ID: SessionId = SessionId(0xabc);

@@ -25,12 +25,18 @@ fn cfg() -> LeaseConfig {
 
 /// A lease created by a write sent now, at revision `REV`.
 fn lease() -> Arc<State> {
+    lease_in(None)
+}
+
+/// As [`lease`], bound to the session whose lease state is `parent` (if any).
+fn lease_in(parent: Option<Arc<State>>) -> Arc<State> {
     let created = Created {
         key: Key::new("lease.k").unwrap(),
         nonce: NONCE,
         origin: rev(REV),
         rev: rev(REV),
         sent: Instant::now(),
+        parent,
     };
     let labels = LeaseLabels::new("b", crate::metrics::RECIPE_LEASE);
     State::new(
@@ -367,4 +373,45 @@ async fn a_stopped_lease_is_not_renewed() {
         why.is_none(),
         "stopping is not an end, the release ends it: {why:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_lease_lives_on_its_sessions_clock_and_ends_with_it() {
+    let session = lease();
+    let bound = lease_in(Some(session.clone()));
+    // Never renewed by itself: the keeper gets no timer for it.
+    assert_eq!(bound.next(Instant::now()), None);
+    assert_eq!(bound.due(Instant::now()), None);
+    assert_eq!(bound.ttl, None);
+    // The session's renewal moves the bound lease's deadline too.
+    advance_ms(1000).await;
+    assert!(session.begin_renewal());
+    let sent = Instant::now();
+    assert_eq!(session.written(Ok(rev(11)), sent), WRITTEN);
+    session.renewal_done(Some(Step::Written));
+    assert_eq!(bound.deadline(), sent + VALIDITY);
+    assert!(bound.is_valid());
+    // A second bound lease released before the session's end leaves its list.
+    let released = lease_in(Some(session.clone()));
+    released.lose(LostReason::Released);
+    let hook = Arc::new(std::sync::Mutex::new(None));
+    let seen = hook.clone();
+    bound.on_end(move |r| *seen.lock().unwrap() = Some(r));
+    session.lose(LostReason::Expired);
+    assert_eq!(*hook.lock().unwrap(), Some(LostReason::Expired));
+    assert_eq!(bound.clone().ended().await, LostReason::Expired);
+    assert_eq!(released.reason(), Some(LostReason::Released));
+    // Bound to a session that already ended: lost at once.
+    let late = lease_in(Some(session));
+    assert_eq!(late.reason(), Some(LostReason::Expired));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_lease_notices_its_sessions_deadline_without_any_keeper() {
+    let session = lease();
+    let bound = lease_in(Some(session.clone()));
+    let t0 = Instant::now();
+    assert_eq!(bound.clone().ended().await, LostReason::Deadline);
+    assert_eq!(Instant::now(), t0 + VALIDITY);
+    assert!(!session.is_valid());
 }
