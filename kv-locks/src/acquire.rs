@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvtk_core::lease::{Lease, LeaseConfig};
+use kvtk_core::lease::{CreateLease, Lease, LeaseConfig};
 use kvtk_core::{Backoff, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use crate::queue::view;
 use crate::rule::Kind;
 use crate::shared::{Shared, Slot};
 use crate::stats::Stat;
-use crate::wait::turn;
+use crate::wait::{reap_all, turn};
 
 /// A pending acquisition; `.await` it (or call [`try_acquire`](Acquire::try_acquire)).
 ///
@@ -116,7 +116,12 @@ impl Acquire {
         self
     }
 
-    fn lease_config(&self) -> Result<LeaseConfig, Error> {
+    /// The entry's own lease timing when the acquisition set one (`None`: the handle's
+    /// default — its session when it has sessions, else its lease).
+    fn own_timing(&self) -> Result<Option<LeaseConfig>, Error> {
+        if self.ttl.is_none() && self.margin.is_none() && self.renew_every.is_none() {
+            return Ok(None);
+        }
         let mut cfg = match self.ttl {
             Some(t) => LeaseConfig::new(t)?,
             None => self.shared.lease,
@@ -128,7 +133,7 @@ impl Acquire {
             cfg = cfg.with_renew_every(e)?;
         }
         check_marker(cfg.ttl().as_duration(), self.shared.marker_ttl)?;
-        Ok(cfg)
+        Ok(Some(cfg))
     }
 
     /// Tries once: takes the lock if it is free (for a semaphore or a read lock: if a permit
@@ -143,7 +148,7 @@ impl Acquire {
     }
 
     async fn run(self, try_only: bool) -> Result<Option<Guard>, Error> {
-        let cfg = self.lease_config()?;
+        let cfg = self.own_timing()?;
         let s = self.shared;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let cancel = self.cancel;
@@ -151,7 +156,8 @@ impl Acquire {
             "lock.acquire",
             lock = %s.name,
             kind = s.kind.tag(),
-            ttl_s = cfg.ttl().as_secs(),
+            ttl_s = cfg.unwrap_or(s.lease).ttl().as_secs(),
+            session = s.sessions.is_some() && cfg.is_none(),
             path = tracing::field::Empty,
             token = tracing::field::Empty,
             wait_ms = tracing::field::Empty,
@@ -194,7 +200,11 @@ impl IntoFuture for Acquire {
 }
 
 /// One acquisition: takes the handle's slot, runs the protocol, makes the guard.
-async fn attempt(s: Arc<Shared>, cfg: LeaseConfig, try_only: bool) -> Result<Option<Guard>, Error> {
+async fn attempt(
+    s: Arc<Shared>,
+    cfg: Option<LeaseConfig>,
+    try_only: bool,
+) -> Result<Option<Guard>, Error> {
     let started = Instant::now();
     // One acquisition per handle at a time: they share the handle's queue key.
     let mut slot = s.slot.clone().lock_owned().await;
@@ -243,7 +253,7 @@ type Held = Option<Won>;
 async fn protocol(
     s: &Arc<Shared>,
     slot: &mut OwnedMutexGuard<Slot>,
-    cfg: LeaseConfig,
+    cfg: Option<LeaseConfig>,
     try_only: bool,
 ) -> Result<Held, Error> {
     // The slow paths' futures (permit check, queue read, enqueue, the wait with its watch)
@@ -301,7 +311,7 @@ enum Fast {
 }
 
 /// One conditional write when the lock's queue is empty.
-async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast, Error> {
+async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Result<Fast, Error> {
     if s.replicated {
         // A wildcard expectation is not atomic on a replicated stream (see `Shared`): chaos
         // on R3 found a fast-path holder beside the waiter whose entry was still in flight.
@@ -309,6 +319,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
     }
     let mut expect = slot.fast.take();
     let mut from_cache = expect.is_some();
+    let mut reaped = false;
     loop {
         let e = match expect.take() {
             Some(e) => e,
@@ -316,6 +327,12 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
                 // Boxed: a try, or a remembered expectation that conflicted (see `protocol`).
                 let v = Box::pin(view(s, None)).await?;
                 check_kind(s, &v)?;
+                if !v.queue.is_empty() && !std::mem::replace(&mut reaped, true) {
+                    // A holder whose session ended is removed, then the queue read again.
+                    if Box::pin(reap_all(s, &v, &v.queue)).await?.is_some() {
+                        continue;
+                    }
+                }
                 if !v.queue.is_empty() {
                     return Ok(if s.kind == Kind::Exclusive {
                         Fast::Busy
@@ -327,7 +344,10 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
             }
         };
         s.bump(Stat::AcquireWrite);
-        let res = new_entry(s, cfg, &[]).expect_on(&s.all_filter, e).await;
+        let res = new_entry(s, cfg, &[])
+            .await?
+            .expect_on(&s.all_filter, e)
+            .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
             Err(e) if e.is_conflict() && from_cache => from_cache = false,
@@ -337,24 +357,33 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: LeaseConfig) -> Result<Fast
     }
 }
 
-/// Our queue entry's creation; `multi`: the names of every lock of our multi-lock.
-pub(crate) fn new_entry(
+/// Our queue entry's creation; `multi`: the names of every lock of our multi-lock. Bound to
+/// the handle's session when it has sessions and the acquisition set no timing of its own
+/// (`own`), else a lease with its own TTL.
+pub(crate) async fn new_entry(
     s: &Shared,
-    cfg: LeaseConfig,
+    own: Option<LeaseConfig>,
     multi: &[String],
-) -> kvtk_core::lease::CreateLease {
-    s.keeper
-        .lease(&s.own_key, s.entry_value(multi))
-        .config(cfg)
-        .tombstone_ttl(s.tombstone_ttl)
+) -> Result<CreateLease, kvtk_core::Error> {
+    let value = s.entry_value(multi);
+    let create = match (&s.sessions, own) {
+        (Some(sessions), None) => sessions.binding(&s.own_key, value).await?,
+        (_, cfg) => s
+            .keeper
+            .lease(&s.own_key, value)
+            .config(cfg.unwrap_or(s.lease)),
+    };
+    Ok(create.tombstone_ttl(s.tombstone_ttl))
 }
 
 /// Enters the queue: our own key, replacing whatever it held (a tombstone of ours, or
 /// nothing), conditional on that state (`previous`, re-learned on a conflict).
-async fn enqueue(s: &Shared, cfg: LeaseConfig, previous: Option<Revision>) -> Result<Lease, Error> {
+async fn enqueue(
+    s: &Shared,
+    cfg: Option<LeaseConfig>,
+    previous: Option<Revision>,
+) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
-    Backoff::DEFAULT
-        .retry(|| new_entry(s, cfg, &[]).previous(previous).into_future())
-        .await
-        .map_err(Error::from)
+    let create = || async move { new_entry(s, cfg, &[]).await?.previous(previous).await };
+    Backoff::DEFAULT.retry(create).await.map_err(Error::from)
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::lease::{Keeper, LeaseConfig, Sessions};
 use kvtk_core::{Bucket, BucketConfig, Kv};
 
 use crate::acquire::Acquire;
@@ -52,6 +52,7 @@ pub struct Locks {
     lease: LeaseConfig,
     holder: Arc<Holder>,
     keeper: Keeper,
+    sessions: Option<Sessions>,
     stats: Arc<Stats>,
     owner: Option<Arc<Owner>>,
     /// Label metrics by lock name too ([`Locks::metrics_per_lock`]).
@@ -129,6 +130,7 @@ impl Locks {
             tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
             lease,
             holder: Arc::new(Holder::this_process()),
+            sessions: None,
             stats: Arc::new(Stats::default()),
             owner: None,
             per_lock: false,
@@ -180,12 +182,41 @@ impl Locks {
         self
     }
 
+    /// Binds the queue entries of handles made from now on to **one session** of this
+    /// `Locks` (and its clones), made at the first acquisition and renewed by one write per
+    /// renewal interval however many locks are held or waited for; an entry needs no renewal
+    /// of its own. The session's timing is the default lease ([`Locks::lease`]). An
+    /// acquisition that sets a timing of its own ([`Acquire::ttl`](crate::Acquire::ttl),
+    /// `renew_every`, `margin`) still gets a lease of its own: use that for a lock that must
+    /// outlive or be independent of the others.
+    ///
+    /// What changes for a holder: its guard is lost when the session is (at the session's
+    /// local deadline, or when its renewal finds it gone), with the session's reason. A
+    /// forced release ([`Locks::force_release`]) is **not** signalled by
+    /// [`Guard::lost`](crate::Guard::lost): the evicted holder learns it at its next guarded
+    /// write ([`Guard::put_guarded`](crate::Guard::put_guarded), a transaction with
+    /// `if_held`), which the server refuses, or at its release
+    /// ([`Released::AlreadyLost`](crate::Released::AlreadyLost)). Waiters behind an entry
+    /// whose session ended (its key expired on the server's clock, or closed) remove it by
+    /// compare-and-set and go on, whichever mode they use themselves.
+    ///
+    /// Every client of the bucket must be of this version or newer: an older one waits on an
+    /// entry of a dead session until a newer client removes it.
+    pub fn bind_to_session(mut self) -> Locks {
+        let name = self.holder.id.clone();
+        self.sessions = Some(Sessions::new(&self.keeper, self.lease).name(name));
+        self
+    }
+
     /// The default lease of new handles (TTL, renewal interval, margin); each acquisition
     /// may override it.
     pub fn lease(mut self, lease: LeaseConfig) -> Result<Locks, Error> {
         check_marker(lease.ttl().as_duration(), self.marker_ttl)?;
         lease.warn_unless_rides_through(self.replicas, self.bucket.name(), "locks");
         self.lease = lease;
+        if self.sessions.is_some() {
+            return Ok(self.bind_to_session());
+        }
         Ok(self)
     }
 
@@ -222,6 +253,7 @@ impl Locks {
         Arc::new(Shared {
             bucket: self.bucket.clone(),
             keeper: self.keeper.clone(),
+            sessions: self.sessions.clone(),
             own_key,
             all_filter: name.all_filter(),
             name: name.clone(),

@@ -87,8 +87,7 @@ impl MultiLock {
     /// # Cancel safety
     /// As for [`AcquireAll`].
     pub async fn try_lock(&self) -> Result<Option<MultiGuard>, Error> {
-        let cfg = self.handles[0].lease;
-        take(&self.handles, cfg, true).await
+        take(&self.handles, None, true).await
     }
 }
 
@@ -120,11 +119,10 @@ impl AcquireAll {
 
     async fn run(self) -> Result<MultiGuard, Error> {
         let first = &self.multi.handles[0];
-        let cfg = match self.ttl {
-            Some(t) => LeaseConfig::new(t)?,
-            None => first.lease,
-        };
-        check_marker(cfg.ttl().as_duration(), first.marker_ttl)?;
+        let cfg = self.ttl.map(LeaseConfig::new).transpose()?;
+        if let Some(c) = cfg {
+            check_marker(c.ttl().as_duration(), first.marker_ttl)?;
+        }
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let work = take(&self.multi.handles, cfg, false);
         tokio::select! {
@@ -147,7 +145,7 @@ impl IntoFuture for AcquireAll {
 /// when a lock is busy.
 async fn take(
     handles: &[Arc<Shared>],
-    cfg: LeaseConfig,
+    cfg: Option<LeaseConfig>,
     try_only: bool,
 ) -> Result<Option<MultiGuard>, Error> {
     let mut slots = Vec::with_capacity(handles.len());
@@ -176,7 +174,7 @@ const ATTEMPTS: usize = 8;
 async fn enqueue_all(
     handles: &[Arc<Shared>],
     slots: &[OwnedMutexGuard<Slot>],
-    cfg: LeaseConfig,
+    cfg: Option<LeaseConfig>,
 ) -> Result<Vec<Lease>, Error> {
     let mut own: Vec<Expect> = slots.iter().map(|s| expect_of(s.own_last)).collect();
     // Every entry names all the locks (sorted), kept across its renewals: operators see the
@@ -186,12 +184,13 @@ async fn enqueue_all(
         .map(|s| s.name.as_str().to_string())
         .collect();
     for _ in 0..ATTEMPTS {
-        let creates = || {
-            let leases = handles.iter().zip(&own).map(|(s, e)| {
+        let creates = || async {
+            let mut leases = Vec::with_capacity(handles.len());
+            for (s, e) in handles.iter().zip(&own) {
                 s.bump(Stat::AcquireWrite);
-                new_entry(s, cfg, &names).expect(*e)
-            });
-            create_all(leases.collect())
+                leases.push(new_entry(s, cfg, &names).await?.expect(*e));
+            }
+            create_all(leases).await
         };
         match Backoff::DEFAULT.retry(creates).await {
             Ok(leases) => return Ok(leases),

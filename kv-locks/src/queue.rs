@@ -1,5 +1,8 @@
 //! The view of one lock's keys at one revision: its queue, its last revision, its permits.
 
+use std::collections::HashMap;
+
+use kvtk_core::lease::SessionId;
 use kvtk_core::{Backoff, Entry, Expect, Revision};
 
 use crate::error::Error;
@@ -27,6 +30,9 @@ pub(crate) struct View {
     pub(crate) as_of: Option<Revision>,
     /// The permit count stored for the lock, if any.
     pub(crate) permits: Option<Entry>,
+    /// The live entries of `queue` bound to a session, by key (waiters watch their
+    /// sessions).
+    pub(crate) bound: HashMap<String, Entry>,
 }
 
 impl View {
@@ -62,6 +68,7 @@ impl View {
         let prefix = name.queue_prefix();
         let permits_key = name.permits_key();
         let mut permits = None;
+        let mut bound = HashMap::new();
         let mut last = None;
         let mut live: Vec<(Queued, Option<QueueValue>, Revision)> = Vec::new();
         for e in entries {
@@ -76,6 +83,9 @@ impl View {
                 continue;
             }
             let value = QueueValue::read(e)?;
+            if SessionId::bound_by(e).is_some() {
+                bound.insert(key.to_string(), e.clone());
+            }
             let queued = Queued {
                 key: key.to_string(),
                 ticket: ticket_of(e),
@@ -91,6 +101,7 @@ impl View {
             last,
             as_of,
             permits,
+            bound,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::lease::{Keeper, LeaseConfig, Sessions};
 use kvtk_core::{Bucket, Expect, Revision};
 
 use crate::names::LockName;
@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) bucket: Bucket,
     /// Renews the handle's queue entries (one keeper per [`Locks`](crate::Locks)).
     pub(crate) keeper: Keeper,
+    /// The owner's session its queue entries are bound to ([`Locks::bind_to_session`](crate::Locks::bind_to_session)).
+    pub(crate) sessions: Option<Sessions>,
     pub(crate) name: LockName,
     /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
     pub(crate) all_filter: String,

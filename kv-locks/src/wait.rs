@@ -8,7 +8,7 @@ use std::future::{Future, IntoFuture as _};
 use std::pin::Pin;
 
 use futures::StreamExt;
-use kvtk_core::lease::{Lease, LostReason};
+use kvtk_core::lease::{remove_if_dead, Lease, LostReason, Reaped, SessionId, SessionState};
 use kvtk_core::{Backoff, Entry, Include, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
@@ -87,10 +87,14 @@ async fn wait_turn(
                 .flatten();
             Ok(Turn::Held(alone))
         }
-        Decision::Wait(_) if try_only => Ok(Turn::NotNow),
+        Decision::Wait(w) if try_only => Ok(match reap_all(s, &v, &w.blockers).await? {
+            Some(_) => Turn::Again,
+            None => Turn::NotNow,
+        }),
         Decision::Wait(w) => {
             tracing::trace!(lock = %s.name, ticket = lease.origin().get(), blockers = w.blockers.len(), "waiting");
-            let left = blocker_left(s, lease, &w.blockers).await?;
+            let bound = bound_of(&v, &w.blockers);
+            let left = blocker_left(s, lease, &w.blockers, &bound).await?;
             if !matches!(left, Left::Broken) {
                 *departed = Some(Instant::now());
             }
@@ -162,8 +166,60 @@ fn reached(own: Option<&Entry>, lease: &Lease) -> bool {
     own.is_some_and(|e| e.revision() >= lease.origin())
 }
 
+/// The entries of `blockers` bound to a session, as `v` holds them.
+fn bound_of(v: &View, blockers: &[Queued]) -> Vec<Entry> {
+    let bound = blockers.iter().filter_map(|b| v.bound.get(&b.key));
+    bound.cloned().collect()
+}
+
+/// A try that found the lock busy: removes the blockers whose session ended (judged from the
+/// stream leader). `Some` when one was removed (or moved meanwhile): read the queue again.
+pub(crate) async fn reap_all(
+    s: &Shared,
+    v: &View,
+    blockers: &[Queued],
+) -> Result<Option<Left>, Error> {
+    let bound = bound_of(v, blockers);
+    for id in sessions_of(&bound) {
+        if let Some(left) = reap(s, &bound, id).await? {
+            return Ok(Some(left));
+        }
+    }
+    Ok(None)
+}
+
+/// The distinct sessions `bound` entries are bound to.
+fn sessions_of(bound: &[Entry]) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = bound.iter().filter_map(SessionId::bound_by).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Removes the entries of `bound` that belong to session `id` if it ended (the stream
+/// leader judges, see [`remove_if_dead`]). `Some(Otherwise)` when one left (read the queue
+/// again), `Some(Broken)` when the removal could not be done now (read and watch again),
+/// `None` when the session lives.
+async fn reap(s: &Shared, bound: &[Entry], id: SessionId) -> Result<Option<Left>, Error> {
+    for e in bound.iter().filter(|e| SessionId::bound_by(e) == Some(id)) {
+        match remove_if_dead(&s.bucket, e).await {
+            Ok(Reaped::Removed { .. } | Reaped::Moved) => {
+                tracing::debug!(lock = %s.name, key = %e.key(), session = %id, "removed the entry of an ended session");
+                return Ok(Some(Left::Otherwise));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == kvtk_core::ErrorKind::Codec => return Err(err.into()),
+            Err(err) => {
+                tracing::debug!(lock = %s.name, error = %err, "could not remove an ended session's entry yet");
+                return Ok(Some(Left::Broken));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// How the wait for a blocker ended.
-enum Left {
+pub(crate) enum Left {
     /// It left by a completed release.
     Completed(Queued),
     /// It left otherwise (gave up its place, expired, was removed).
@@ -175,34 +231,34 @@ enum Left {
 /// Watches `blockers` until one of them leaves. Unless it left by a completed release, the
 /// caller reads the queue again. The consumer may sit on a lagging replica: a blocker's key
 /// at a revision before the blocker's entry is that replica's past, not a departure.
-async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<Left, Error> {
-    let keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
+///
+/// The session keys of the `bound` blockers are watched too: a session that ended (an
+/// expiry marker or tombstone, or no message at all in the initial delivery) makes us
+/// remove its entries ([`reap`]), which the stream leader decides.
+async fn blocker_left(
+    s: &Shared,
+    lease: &Lease,
+    blockers: &[Queued],
+    bound: &[Entry],
+) -> Result<Left, Error> {
+    let sessions = sessions_of(bound);
+    let mut keys: Vec<String> = blockers.iter().map(|b| b.key.clone()).collect();
+    keys.extend(sessions.iter().map(|id| id.key()));
     let mut watch = open_watch(s, lease, &keys).await?;
     let mut present: HashSet<&str> = HashSet::new();
     let mut lagging: HashSet<&str> = HashSet::new();
+    let mut unseen: HashSet<SessionId> = sessions.iter().copied().collect();
     loop {
         match watch.next().await? {
+            Some(Ok(WatchEvent::Entry(e))) if SessionId::from_key(e.key().as_str()).is_some() => {
+                if let Some(left) = session_event(s, bound, &e, &mut unseen).await? {
+                    return Ok(left);
+                }
+            }
             Some(Ok(WatchEvent::Entry(e))) => {
-                let Some(b) = blockers.iter().find(|b| b.key == e.key().as_str()) else {
-                    continue;
-                };
-                if e.revision() < b.ticket {
-                    // A replica that has not applied the blocker's entry yet: not a departure.
-                    lagging.insert(&b.key);
-                    continue;
+                if let Some(left) = blocker_event(blockers, &e, &mut present, &mut lagging) {
+                    return Ok(left);
                 }
-                if e.is_value() && ticket_of(&e) == b.ticket {
-                    present.insert(&b.key);
-                    continue;
-                }
-                let completed = e
-                    .lease()
-                    .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
-                return Ok(if completed {
-                    Left::Completed(b.clone())
-                } else {
-                    Left::Otherwise
-                });
             }
             // A blocker whose key the replica does not hold at all: removed before we
             // looked (or never replicated here yet); read the queue again.
@@ -211,7 +267,13 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
             {
                 return Ok(Left::Otherwise)
             }
-            Some(Ok(WatchEvent::InitialDone)) => {}
+            Some(Ok(WatchEvent::InitialDone)) => {
+                for id in std::mem::take(&mut unseen) {
+                    if let Some(left) = reap(s, bound, id).await? {
+                        return Ok(left);
+                    }
+                }
+            }
             Some(Err(e)) => {
                 tracing::debug!(lock = %s.name, error = %e, "blocker watch broke, reading the queue again");
                 return Ok(Left::Broken);
@@ -219,6 +281,51 @@ async fn blocker_left(s: &Shared, lease: &Lease, blockers: &[Queued]) -> Result<
             None => return Ok(Left::Broken),
         }
     }
+}
+
+/// A write `e` of a blocker's key: `Some` when the blocker left. A revision before the
+/// blocker's entry is a lagging replica's past (`lagging`), the entry itself is `present`.
+fn blocker_event<'a>(
+    blockers: &'a [Queued],
+    e: &Entry,
+    present: &mut HashSet<&'a str>,
+    lagging: &mut HashSet<&'a str>,
+) -> Option<Left> {
+    let b = blockers.iter().find(|b| b.key == e.key().as_str())?;
+    if e.revision() < b.ticket {
+        lagging.insert(&b.key);
+        return None;
+    }
+    if e.is_value() && ticket_of(e) == b.ticket {
+        present.insert(&b.key);
+        return None;
+    }
+    let completed = e
+        .lease()
+        .is_some_and(|t| !e.is_value() && t.completed() && t.origin() == b.ticket);
+    Some(if completed {
+        Left::Completed(b.clone())
+    } else {
+        Left::Otherwise
+    })
+}
+
+/// A write of a blocker's session key `e`: if it shows the session ended, its entries are
+/// removed ([`reap`]).
+async fn session_event(
+    s: &Shared,
+    bound: &[Entry],
+    e: &Entry,
+    unseen: &mut HashSet<SessionId>,
+) -> Result<Option<Left>, Error> {
+    let Some(id) = SessionId::from_key(e.key().as_str()) else {
+        return Ok(None);
+    };
+    unseen.remove(&id);
+    if SessionState::judge(id, Some(e))?.is_alive() {
+        return Ok(None);
+    }
+    reap(s, bound, id).await
 }
 
 /// A watch of queue keys that ends the wait as soon as our entry's lease is lost.

@@ -37,10 +37,32 @@ async fn r3_cluster(name: &str) -> NatsCluster {
     cluster
 }
 
-/// A `Locks` handle on its own connection to node `i` alone.
-async fn locks_on_node(cluster: &NatsCluster, i: usize, bucket: &str) -> Locks {
+/// How the clients of a workload keep their queue entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A lease of its own per entry.
+    Leases,
+    /// Every other client binds its entries to its session.
+    Mixed,
+    /// Every client binds its entries to its session.
+    Sessions,
+}
+
+/// A `Locks` handle on its own connection to node `i` alone; client `n` of the workload.
+async fn locks_on_node(
+    cluster: &NatsCluster,
+    i: usize,
+    bucket: &str,
+    mode: Mode,
+    n: usize,
+) -> Locks {
     let kv = Kv::new(cluster.node_client(i).await);
-    Locks::open(&kv, bucket).await.unwrap()
+    let locks = Locks::open(&kv, bucket).await.unwrap();
+    match mode {
+        Mode::Sessions => locks.bind_to_session(),
+        Mode::Mixed if n.is_multiple_of(2) => locks.bind_to_session(),
+        _ => locks,
+    }
 }
 
 /// Counts holders of one lock at once: more than `limit` together is a safety violation.
@@ -72,7 +94,12 @@ async fn hold(guard: Guard, occupancy: &Occupancy, limit: u32, what: &str) {
 
 /// Runs `clients` tasks per node, each on its own handle, each calling `work` in a loop for
 /// [`RUN`]; every error fails the test. Returns how many loops completed.
-async fn contend<F, Fut>(cluster: &NatsCluster, bucket: &str, clients: usize, work: F) -> usize
+async fn contend<F, Fut>(
+    cluster: &NatsCluster,
+    bucket: &str,
+    (clients, mode): (usize, Mode),
+    work: F,
+) -> usize
 where
     F: Fn(Locks, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -81,7 +108,7 @@ where
     let loops = Arc::new(AtomicUsize::new(0));
     for node in 0..3 {
         for c in 0..clients {
-            let locks = locks_on_node(cluster, node, bucket).await;
+            let locks = locks_on_node(cluster, node, bucket, mode, node * clients + c).await;
             let (work, loops) = (work.clone(), loops.clone());
             tasks.spawn(async move {
                 let end = Instant::now() + RUN;
@@ -104,12 +131,12 @@ where
     loops.load(Ordering::SeqCst)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contended_mutex_never_fails_on_r3() {
-    let cluster = r3_cluster("cm").await;
+/// The workload of `a_contended_mutex_never_fails_on_r3`, its clients in `mode`.
+async fn a_contended_mutex_workload(bucket: String, mode: Mode) {
+    let cluster = r3_cluster(&bucket).await;
     let occupancy = Arc::new(Occupancy::default());
     let occ = occupancy.clone();
-    let loops = contend(&cluster, "cm", 2, move |locks, _| {
+    let loops = contend(&cluster, &bucket, (2, mode), move |locks, _| {
         let occ = occ.clone();
         async move {
             let g = locks.mutex("m").unwrap().lock().await.unwrap();
@@ -122,11 +149,21 @@ async fn a_contended_mutex_never_fails_on_r3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_multi_locks_never_fail_on_r3() {
-    let cluster = r3_cluster("cmulti").await;
+async fn a_contended_mutex_never_fails_on_r3() {
+    a_contended_mutex_workload("cm".to_string(), Mode::Leases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_mutex_with_leases_and_sessions_mixed_never_fails_on_r3() {
+    a_contended_mutex_workload("cms".to_string(), Mode::Mixed).await;
+}
+
+/// The workload of `overlapping_multi_locks_never_fail_on_r3`, its clients in `mode`.
+async fn overlapping_multi_locks_workload(bucket: String, mode: Mode) {
+    let cluster = r3_cluster(&bucket).await;
     let occupancy: Arc<[Occupancy; 3]> = Arc::new(Default::default());
     let occ = occupancy.clone();
-    let loops = contend(&cluster, "cmulti", 1, move |locks, i| {
+    let loops = contend(&cluster, &bucket, (1, mode), move |locks, i| {
         let occ = occ.clone();
         async move {
             let g = locks.mutex("r.0").unwrap().lock().await.unwrap();
@@ -152,11 +189,21 @@ async fn overlapping_multi_locks_never_fail_on_r3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contended_semaphore_never_fails_on_r3() {
-    let cluster = r3_cluster("csem").await;
+async fn overlapping_multi_locks_never_fail_on_r3() {
+    overlapping_multi_locks_workload("cmulti".to_string(), Mode::Leases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_session_bound_multi_locks_never_fail_on_r3() {
+    overlapping_multi_locks_workload("cmultis".to_string(), Mode::Sessions).await;
+}
+
+/// The workload of `a_contended_semaphore_never_fails_on_r3`, its clients in `mode`.
+async fn a_contended_semaphore_workload(bucket: String, mode: Mode) {
+    let cluster = r3_cluster(&bucket).await;
     let occupancy = Arc::new(Occupancy::default());
     let occ = occupancy.clone();
-    let loops = contend(&cluster, "csem", 2, move |locks, _| {
+    let loops = contend(&cluster, &bucket, (2, mode), move |locks, _| {
         let occ = occ.clone();
         async move {
             let g = locks.semaphore("pool", 2).unwrap().acquire().await.unwrap();
@@ -169,12 +216,22 @@ async fn a_contended_semaphore_never_fails_on_r3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contended_read_write_lock_never_fails_on_r3() {
-    let cluster = r3_cluster("crw").await;
+async fn a_contended_semaphore_never_fails_on_r3() {
+    a_contended_semaphore_workload("csem".to_string(), Mode::Leases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_session_bound_semaphore_never_fails_on_r3() {
+    a_contended_semaphore_workload("csems".to_string(), Mode::Sessions).await;
+}
+
+/// The workload of `a_contended_read_write_lock_never_fails_on_r3`, its clients in `mode`.
+async fn a_contended_read_write_lock_workload(bucket: String, mode: Mode) {
+    let cluster = r3_cluster(&bucket).await;
     let writers = Arc::new(Occupancy::default());
     let readers = Arc::new(Occupancy::default());
     let (w, r) = (writers.clone(), readers.clone());
-    let loops = contend(&cluster, "crw", 2, move |locks, i| {
+    let loops = contend(&cluster, &bucket, (2, mode), move |locks, i| {
         let (w, r) = (w.clone(), r.clone());
         async move {
             let rw = locks.rwlock("doc").unwrap();
@@ -193,4 +250,14 @@ async fn a_contended_read_write_lock_never_fails_on_r3() {
     println!("{loops} read-write acquisitions on R3");
     assert!(writers.acquisitions.load(Ordering::SeqCst) > 0);
     assert!(readers.acquisitions.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_read_write_lock_never_fails_on_r3() {
+    a_contended_read_write_lock_workload("crw".to_string(), Mode::Leases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_read_write_lock_with_sessions_mixed_never_fails_on_r3() {
+    a_contended_read_write_lock_workload("crws".to_string(), Mode::Mixed).await;
 }

@@ -1,0 +1,158 @@
+//! Locks bound to one session per `Locks` ([`Locks::bind_to_session`]) against a real
+//! nats-server: one renewal write per interval however many locks are held, a dead
+//! session's entry removed by the waiter behind it (also one that uses leases of its own)
+//! and by a `try_lock`, and a forced release learned at the next guarded write and release.
+
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kvtk_core::lease::{LeaseConfig, SessionId, SessionState};
+use kvtk_core::{Include, Kv, WatchEvent};
+use kvtk_locks::{ErrorKind, Locks, Released};
+use kvtk_tests::{client, until, within, FaultProxy, NatsServer, T};
+use tokio::time::Instant;
+
+/// Locks over `url` with short request timeouts; bound to a session with `ttl` if given.
+async fn locks_via(url: &str, bucket: &str, session_ttl: Option<u64>) -> Locks {
+    let client = client::options(client::REQUEST_TIMEOUT)
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .expect("connect");
+    let locks = Locks::open(&Kv::new(client), bucket).await.unwrap();
+    match session_ttl {
+        Some(s) => {
+            let cfg = LeaseConfig::new(Duration::from_secs(s)).unwrap();
+            locks.lease(cfg).unwrap().bind_to_session()
+        }
+        None => locks,
+    }
+}
+
+#[tokio::test]
+async fn one_renewal_write_per_interval_however_many_locks_are_held() {
+    let server = NatsServer::start().await;
+    let locks = locks_via(&server.client_url(), "s1", Some(3)).await;
+    let mut guards = Vec::new();
+    for i in 0..100 {
+        let g = locks
+            .mutex(&format!("job.{i}"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        assert!(g.lease().is_bound());
+        guards.push(g);
+    }
+    let session = guards[0].lease().nonce();
+    assert!(guards.iter().all(|g| g.lease().nonce() == session));
+    // Every write to the bucket for 3.5 s (renewals every second at TTL 3 s).
+    let kv = Kv::new(server.connect().await);
+    let mut watch = kv
+        .open("s1")
+        .await
+        .unwrap()
+        .watch([">"])
+        .include(Include::UpdatesOnly)
+        .await
+        .unwrap();
+    let mut writes = Vec::new();
+    let end = Instant::now() + Duration::from_millis(3500);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end, watch.next()).await {
+        if let WatchEvent::Entry(e) = ev.unwrap() {
+            writes.push(e.key().as_str().to_string());
+        }
+    }
+    let key = SessionId::from_key(&format!("_session.{session:032x}"))
+        .unwrap()
+        .key();
+    println!("writes in 3.5 s with 100 locks held: {writes:?}");
+    assert!((2..=4).contains(&writes.len()), "{writes:?}");
+    assert!(writes.iter().all(|k| *k == key), "{writes:?}");
+    assert!(guards.iter().all(|g| g.is_held()));
+    for g in guards {
+        assert_eq!(g.release().await.unwrap(), Released::Released);
+    }
+}
+
+#[tokio::test]
+async fn a_dead_sessions_entry_is_removed_by_the_waiter_behind_it() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let dying = locks_via(&proxy.url(), "s2", Some(2)).await;
+    // The waiter keeps a lease of its own: modes mix on one bucket.
+    let healthy = locks_via(&server.client_url(), "s2", None).await;
+    let g = dying.mutex("job").unwrap().lock().await.unwrap();
+    let waiter = healthy.mutex("job").unwrap();
+    let w = tokio::spawn(async move { waiter.lock().timeout(T).await });
+    within(
+        "the waiter to watch",
+        healthy.stats_handle().wait_for(|s| s.watches >= 1),
+    )
+    .await;
+    let died = Instant::now();
+    proxy.cut();
+    let g2 = within("the waiter's turn", w).await.unwrap().unwrap();
+    let took = died.elapsed();
+    println!("dead session's holder replaced after {took:?} (session ttl 2 s)");
+    assert!(took <= Duration::from_millis(3500), "{took:?}");
+    assert!(g2.token() > g.token());
+    assert!(!g2.lease().is_bound());
+    // The dead holder learned it on its own clock, with the session.
+    within("the dead holder's loss", g.lost()).await;
+    assert!(!g.is_held());
+    g2.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_try_lock_removes_the_entry_of_a_session_that_ended() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let dying = locks_via(&proxy.url(), "s3", Some(1)).await;
+    let healthy = locks_via(&server.client_url(), "s3", Some(10)).await;
+    let g = dying.mutex("job").unwrap().lock().await.unwrap();
+    let id = SessionId::from_key(&format!("_session.{:032x}", g.lease().nonce())).unwrap();
+    let reader = Kv::new(server.connect().await).open("s3").await.unwrap();
+    assert!(healthy
+        .mutex("job")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
+    proxy.cut();
+    // The server's TTL clock is under test: the session key expires on it.
+    until("the session expired", || async {
+        !SessionState::read(&reader, id).await.unwrap().is_alive()
+    })
+    .await;
+    let g2 = healthy.mutex("job").unwrap().try_lock().await.unwrap();
+    let g2 = g2.expect("the dead session's entry was removed and the lock taken");
+    assert!(g2.token() > g.token() && g2.lease().is_bound());
+    g2.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_force_released_holder_learns_it_at_its_next_guarded_write_and_release() {
+    let server = NatsServer::start().await;
+    let locks = locks_via(&server.client_url(), "s4", Some(10)).await;
+    let admin = locks_via(&server.client_url(), "s4", None).await;
+    let g = locks.mutex("job").unwrap().lock().await.unwrap();
+    g.put_guarded("data", "mine").await.unwrap();
+    assert!(admin.force_release("job", g.token()).await.unwrap());
+    let late = g.put_guarded("data", "late").await.unwrap_err();
+    assert_eq!(late.kind(), ErrorKind::Lost);
+    assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
+    // The lock is free for the next one at once.
+    let next = locks
+        .mutex("job")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .unwrap();
+    next.release().await.unwrap();
+}
