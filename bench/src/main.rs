@@ -91,7 +91,10 @@ async fn run_child(argv: &[String]) -> Result<(), BoxError> {
         #[cfg(feature = "etcd")]
         systems::etcd::CHILD => systems::etcd::lead(arg(1)?, arg(2)?, arg(3)?.parse()?).await,
         lock::COST_CHILD => lock::cost(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
-        held_locks::CHILD => held_locks::hold(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        held_locks::CHILD => {
+            let mode = held_locks::Mode::parse(arg(4)?)?;
+            held_locks::hold(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, mode).await
+        }
         election_herd::CHILD => election_herd::herd(arg(1)?, arg(2)?.parse()?).await,
         fanout::CHILD => fanout::serve(arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?.parse()?).await,
         other => Err(format!("unknown child role {other:?}").into()),

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvtk_core::lease::LeaseConfig;
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_leader::Election;
 use kvtk_locks::Locks;
@@ -194,8 +195,16 @@ async fn run() -> Res<usize> {
             .replicas(3);
         create(&admin, &cluster, cfg).await?;
         let mut handles = Vec::new();
-        for kv in connections(&urls, 3).await? {
-            handles.push(Locks::new(kv.open("chaos-locks").await?).await?);
+        for (i, kv) in connections(&urls, 3).await?.into_iter().enumerate() {
+            let locks = Locks::new(kv.open("chaos-locks").await?).await?;
+            let locks = locks.lease(LeaseConfig::new(workload::TTL)?)?;
+            // Clients 0 and 2 bind their entries to a session, client 1 keeps a lease per
+            // entry: both kinds meet in every queue.
+            handles.push(if i == 1 {
+                locks
+            } else {
+                locks.bind_to_session()
+            });
         }
         shutdown_locks.extend(handles.iter().cloned());
         workload::multi::start(&mut tasks, &handles, 4, &history, &stop);

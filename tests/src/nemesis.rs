@@ -32,11 +32,15 @@ pub enum FaultKind {
     KillStreamLeader,
     /// Stop a node gracefully and start it again.
     Restart,
+    /// Drop all bytes of one node's client proxy for longer than a lease ([`STALL_MS`]): its
+    /// clients' sessions and leases expire on the server's clock, as a client process paused
+    /// (SIGSTOP) or cut off for that long would see.
+    ClientStall,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::ClientCut,
         FaultKind::ClientBlackhole,
         FaultKind::ClientLatency,
@@ -45,6 +49,7 @@ impl FaultKind {
         FaultKind::Partition,
         FaultKind::KillStreamLeader,
         FaultKind::Restart,
+        FaultKind::ClientStall,
     ];
 }
 
@@ -67,6 +72,8 @@ pub enum Fault {
     KillStreamLeader(usize),
     /// Restart node `0` gracefully.
     Restart(usize),
+    /// Blackhole node `0`'s client proxy for longer than a lease.
+    ClientStall(usize),
 }
 
 impl fmt::Display for Fault {
@@ -80,6 +87,7 @@ impl fmt::Display for Fault {
             Fault::Partition(a, b) => write!(f, "partition n{a} | n{b}"),
             Fault::KillStreamLeader(s) => write!(f, "SIGKILL leader of stream #{s}"),
             Fault::Restart(n) => write!(f, "restart n{n}"),
+            Fault::ClientStall(n) => write!(f, "stall clients of n{n} past their leases"),
         }
     }
 }
@@ -100,6 +108,10 @@ pub struct Step {
 /// run has fault-free windows in which every operation must succeed, not only a fault-free
 /// start and end.
 pub const CALM_EVERY: usize = 8;
+/// How long a [`FaultKind::ClientStall`] lasts, in milliseconds: past leases and sessions of
+/// TTL ≤ 12 s (the chaos workloads' lease), so that they expire on the server.
+pub const STALL_MS: std::ops::Range<u64> = 13_000..18_000;
+
 /// The gap before every [`CALM_EVERY`]-th fault, in milliseconds.
 pub const CALM_GAP_MS: std::ops::Range<u64> = 40_000..60_000;
 
@@ -140,10 +152,15 @@ impl Schedule {
             } else {
                 rng.random_range(1_000..4_000)
             };
+            let fault = draw(&mut rng, kind, streams.max(1));
+            let hold_ms = match fault {
+                Fault::ClientStall(_) => rng.random_range(STALL_MS),
+                _ => rng.random_range(500..6_000),
+            };
             let step = Step {
                 gap: Duration::from_millis(gap_ms),
-                fault: draw(&mut rng, kind, streams.max(1)),
-                hold: Duration::from_millis(rng.random_range(500..6_000)),
+                fault,
+                hold: Duration::from_millis(hold_ms),
             };
             planned += step.gap + step.hold;
             steps.push(step);
@@ -168,6 +185,7 @@ fn draw(rng: &mut StdRng, kind: FaultKind, streams: usize) -> Fault {
         ),
         FaultKind::KillStreamLeader => Fault::KillStreamLeader(rng.random_range(0..streams)),
         FaultKind::Restart => Fault::Restart(node),
+        FaultKind::ClientStall => Fault::ClientStall(node),
     }
 }
 
@@ -262,7 +280,9 @@ impl<'a> Nemesis<'a> {
     async fn apply(&mut self, fault: Fault, hold: Duration) -> Result<(), String> {
         match fault {
             Fault::ClientCut(n) => self.with_proxy(n, hold, FaultProxy::cut).await,
-            Fault::ClientBlackhole(n) => self.with_proxy(n, hold, FaultProxy::blackhole).await,
+            Fault::ClientBlackhole(n) | Fault::ClientStall(n) => {
+                self.with_proxy(n, hold, FaultProxy::blackhole).await
+            }
             Fault::ClientLatency(n, d) => self.with_proxy(n, hold, |p| p.set_latency(d)).await,
             Fault::Kill(n) => self.kill_restart(n, hold).await,
             Fault::Pause(n) => {

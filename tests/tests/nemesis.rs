@@ -106,6 +106,7 @@ fn a_schedule_replays_from_its_seed_and_prints_it() {
                     | (FaultKind::Partition, Fault::Partition(..))
                     | (FaultKind::KillStreamLeader, Fault::KillStreamLeader(_))
                     | (FaultKind::Restart, Fault::Restart(_))
+                    | (FaultKind::ClientStall, Fault::ClientStall(_))
             )
         })
     };
@@ -113,7 +114,9 @@ fn a_schedule_replays_from_its_seed_and_prints_it() {
     assert!(a.steps.iter().all(|s| match s.fault {
         Fault::Partition(x, y) => x != y && x < 3 && y < 3,
         Fault::KillStreamLeader(s) => s < 2,
-        _ => true,
+        // A stall outlasts a lease of the chaos workloads (12 s); other faults do not.
+        Fault::ClientStall(_) => s.hold >= Duration::from_secs(13),
+        _ => s.hold < Duration::from_secs(6),
     }));
     let text = a.to_string();
     assert!(text.starts_with("nemesis schedule, seed 42:"), "{text}");

@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{bounded, settle, TTL};
+use super::{bounded, settle};
 
 /// Release outcomes, for the report.
 #[derive(Debug, Default)]
@@ -93,7 +93,7 @@ impl Worker {
                     mode,
                 },
             );
-            let out = bounded(&self.stop, acquire.ttl(TTL)).await;
+            let out = bounded(&self.stop, acquire).await;
             match settle(op, out, |g: &Guard| Some(g.token().get())) {
                 Some(guard) => self.hold(&lock, mode, guard).await,
                 // A failing cluster answers at once: do not spin.

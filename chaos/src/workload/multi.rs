@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{bounded, TTL};
+use super::bounded;
 
 /// The locks the sets are drawn from; only multi-lock workers take them.
 const NAMES: [&str; 4] = ["multi.a", "multi.b", "multi.c", "multi.d"];
@@ -68,7 +68,7 @@ impl Worker {
                 lock: n.clone(),
                 mode: Mode::Mutex,
             }));
-            match bounded(&self.stop, multi.lock().ttl(TTL)).await {
+            match bounded(&self.stop, multi.lock()).await {
                 Some(Ok(guard)) => {
                     let tokens: BTreeMap<String, u64> = guard
                         .tokens()
