@@ -312,6 +312,7 @@ async fn run() -> Res<usize> {
         faults,
         already_lost: lock_counts.already_lost.load(Ordering::Relaxed),
         released: lock_counts.released.load(Ordering::Relaxed),
+        reaped: shutdown_locks.iter().map(|l| l.stats().reaped).sum(),
         watch_restarts: watch_progress.restarts.load(Ordering::Relaxed),
         history_gone: watch_progress.history_gone.load(Ordering::Relaxed),
         watchers_caught_up,

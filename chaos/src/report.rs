@@ -23,6 +23,8 @@ pub(crate) struct Extra {
     pub already_lost: u64,
     /// Releases answered `Released`.
     pub released: u64,
+    /// Queue entries of ended sessions the lock clients removed.
+    pub reaped: u64,
     /// Watch re-creations by the workload.
     pub watch_restarts: u64,
     /// `HistoryGone` reports.
@@ -105,6 +107,11 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
         "locks",
         "releases `Released` / `AlreadyLost` without a prior loss signal",
         format!("{} / {}", extra.released, extra.already_lost),
+    );
+    row(
+        "locks",
+        "queue entries of ended sessions removed by other clients",
+        extra.reaped.to_string(),
     );
     row(
         "leader",

@@ -13,6 +13,7 @@ pub struct Stats {
     watches: AtomicU64,
     enqueued: AtomicU64,
     acquired: AtomicU64,
+    reaped: AtomicU64,
     changed: tokio::sync::Notify,
 }
 
@@ -33,6 +34,8 @@ pub struct StatsSnapshot {
     pub enqueued: u64,
     /// Acquisitions that succeeded.
     pub acquired: u64,
+    /// Entries of ended sessions this client removed from a queue.
+    pub reaped: u64,
 }
 
 impl StatsSnapshot {
@@ -50,6 +53,7 @@ pub(crate) enum Stat {
     Watch,
     Enqueued,
     Acquired,
+    Reaped,
 }
 
 impl Stats {
@@ -61,6 +65,7 @@ impl Stats {
             Stat::Watch => &self.watches,
             Stat::Enqueued => &self.enqueued,
             Stat::Acquired => &self.acquired,
+            Stat::Reaped => &self.reaped,
         };
         c.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
@@ -77,6 +82,7 @@ impl Stats {
             watches: g(&self.watches),
             enqueued: g(&self.enqueued),
             acquired: g(&self.acquired),
+            reaped: g(&self.reaped),
         }
     }
 

@@ -203,7 +203,10 @@ fn sessions_of(bound: &[Entry]) -> Vec<SessionId> {
 async fn reap(s: &Shared, bound: &[Entry], id: SessionId) -> Result<Option<Left>, Error> {
     for e in bound.iter().filter(|e| SessionId::bound_by(e) == Some(id)) {
         match remove_if_dead(&s.bucket, e).await {
-            Ok(Reaped::Removed { .. } | Reaped::Moved) => {
+            Ok(r @ (Reaped::Removed { .. } | Reaped::Moved)) => {
+                if matches!(r, Reaped::Removed { .. }) {
+                    s.bump(Stat::Reaped);
+                }
                 tracing::debug!(lock = %s.name, key = %e.key(), session = %id, "removed the entry of an ended session");
                 return Ok(Some(Left::Otherwise));
             }

@@ -1,7 +1,8 @@
 //! Locks bound to one session per `Locks` ([`Locks::bind_to_session`]) against a real
 //! nats-server: one renewal write per interval however many locks are held, a dead
-//! session's entry removed by the waiter behind it (also one that uses leases of its own)
-//! and by a `try_lock`, and a forced release learned at the next guarded write and release.
+//! session's entry removed by the waiter behind it (also one that uses leases of its own, and
+//! on a 3-node cluster with an R3 bucket from stream followers) and by a `try_lock`, and a
+//! forced release learned at the next guarded write and release.
 
 // Tests may unwrap: a panic is a test failure with a message.
 #![allow(clippy::unwrap_used)]
@@ -10,15 +11,20 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kvtk_core::lease::{LeaseConfig, SessionId, SessionState};
-use kvtk_core::{Include, Kv, WatchEvent};
-use kvtk_locks::{ErrorKind, Locks, Released};
-use kvtk_tests::{client, until, within, FaultProxy, NatsServer, T};
+use kvtk_core::{BucketConfig, Include, Kv, WatchEvent};
+use kvtk_locks::{ErrorKind, Locks, Released, DEFAULT_MARKER_TTL};
+use kvtk_tests::{client, until, within, FaultProxy, NatsCluster, NatsServer, T};
+
+mod common;
+use common::{spawn_acquire, waiting};
 use tokio::time::Instant;
 
-/// Locks over `url` with short request timeouts; bound to a session with `ttl` if given.
+/// Locks over `url` alone (never a server it learns of) with short request timeouts; bound to
+/// a session with `ttl` if given.
 async fn locks_via(url: &str, bucket: &str, session_ttl: Option<u64>) -> Locks {
     let client = client::options(client::REQUEST_TIMEOUT)
         .retry_on_initial_connect()
+        .ignore_discovered_servers()
         .connect(url)
         .await
         .expect("connect");
@@ -155,4 +161,45 @@ async fn a_force_released_holder_learns_it_at_its_next_guarded_write_and_release
         .unwrap()
         .unwrap();
     next.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_r3_waiters_on_followers_remove_a_dead_sessions_entry_in_queue_order() {
+    let cluster = NatsCluster::start().await;
+    let admin =
+        Kv::new(client::with_request_timeout(cluster.client_urls(), client::QUORUM_TIMEOUT).await);
+    let cfg = BucketConfig::new("s5")
+        .history(1)
+        .per_key_ttl(DEFAULT_MARKER_TTL)
+        .atomic_batches(true)
+        .replicas(3);
+    admin.create_or_open(cfg).await.unwrap();
+    let proxy = FaultProxy::start(&cluster.node(0).client_url()).await;
+    let dying = locks_via(&proxy.url(), "s5", Some(3)).await;
+    let bound = locks_via(&cluster.node(1).client_url(), "s5", Some(3)).await;
+    let own = locks_via(&cluster.node(2).client_url(), "s5", None).await;
+    let g = dying.mutex("job").unwrap().lock().await.unwrap();
+    let first = spawn_acquire(bound.mutex("job").unwrap().lock().timeout(T));
+    waiting(&bound, 0, 1).await;
+    let second = spawn_acquire(own.mutex("job").unwrap().lock().timeout(T));
+    waiting(&own, 0, 1).await;
+    proxy.cut();
+    let g1 = within("the first waiter's turn", first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(g1.token() > g.token() && g1.lease().is_bound());
+    assert_eq!(
+        bound.stats().reaped,
+        1,
+        "the first waiter removed the dead entry"
+    );
+    let t1 = g1.token();
+    g1.release().await.unwrap();
+    let g2 = within("the second waiter's turn", second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(g2.token() > t1 && !g2.lease().is_bound());
+    g2.release().await.unwrap();
 }
