@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::names::LockName;
 use crate::rule::Kind;
-use crate::shared::{Shared, Slot};
+use crate::shared::{Common, Shared, Slot};
 use crate::stats::Stats;
 use crate::value::Holder;
 
@@ -44,16 +44,10 @@ pub const DEFAULT_MARKER_TTL: Duration = Duration::from_secs(900);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Locks {
-    bucket: Bucket,
-    marker_ttl: Duration,
+    /// What its handles share; copied on write by the builder methods.
+    common: Arc<Common>,
     /// The bucket's replicas, for the lease check.
     replicas: usize,
-    tombstone_ttl: Duration,
-    lease: LeaseConfig,
-    holder: Arc<Holder>,
-    keeper: Keeper,
-    sessions: Option<Sessions>,
-    stats: Arc<Stats>,
     owner: Option<Arc<Owner>>,
     /// Label metrics by lock name too ([`Locks::metrics_per_lock`]).
     per_lock: bool,
@@ -123,15 +117,18 @@ impl Locks {
             lease
         };
         Ok(Locks {
-            keeper: Keeper::with_recipe(&bucket, lease, "locks")?,
-            bucket,
-            marker_ttl,
+            common: Arc::new(Common {
+                keeper: Keeper::with_recipe(&bucket, lease, "locks")?,
+                bucket,
+                marker_ttl,
+                tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
+                lease,
+                holder: Arc::new(Holder::this_process()),
+                sessions: None,
+                replicated: status.replicas > 1,
+                stats: Arc::new(Stats::default()),
+            }),
             replicas: status.replicas,
-            tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
-            lease,
-            holder: Arc::new(Holder::this_process()),
-            sessions: None,
-            stats: Arc::new(Stats::default()),
             owner: None,
             per_lock: false,
         })
@@ -178,7 +175,7 @@ impl Locks {
 
     /// The identity written into queue entries (default: [`Holder::this_process`]).
     pub fn holder(mut self, holder: Holder) -> Locks {
-        self.holder = Arc::new(holder);
+        Arc::make_mut(&mut self.common).holder = Arc::new(holder);
         self
     }
 
@@ -203,18 +200,18 @@ impl Locks {
     /// Every client of the bucket must be of this version or newer: an older one waits on an
     /// entry of a dead session until a newer client removes it.
     pub fn bind_to_session(mut self) -> Locks {
-        let name = self.holder.id.clone();
-        self.sessions = Some(Sessions::new(&self.keeper, self.lease).name(name));
+        let c = Arc::make_mut(&mut self.common);
+        c.sessions = Some(Sessions::new(&c.keeper, c.lease).name(c.holder.id.clone()));
         self
     }
 
     /// The default lease of new handles (TTL, renewal interval, margin); each acquisition
     /// may override it.
     pub fn lease(mut self, lease: LeaseConfig) -> Result<Locks, Error> {
-        check_marker(lease.ttl().as_duration(), self.marker_ttl)?;
-        lease.warn_unless_rides_through(self.replicas, self.bucket.name(), "locks");
-        self.lease = lease;
-        if self.sessions.is_some() {
+        check_marker(lease.ttl().as_duration(), self.common.marker_ttl)?;
+        lease.warn_unless_rides_through(self.replicas, self.common.bucket.name(), "locks");
+        Arc::make_mut(&mut self.common).lease = lease;
+        if self.common.sessions.is_some() {
             return Ok(self.bind_to_session());
         }
         Ok(self)
@@ -226,7 +223,7 @@ impl Locks {
     /// snapshot on its next acquisition instead of the one-write fast path.
     pub fn tombstone_ttl(mut self, ttl: Duration) -> Result<Locks, Error> {
         kvtk_core::Ttl::new(ttl).map_err(Error::from)?;
-        self.tombstone_ttl = ttl;
+        Arc::make_mut(&mut self.common).tombstone_ttl = ttl;
         Ok(self)
     }
 
@@ -234,12 +231,12 @@ impl Locks {
     /// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) on a replicated one, unless set
     /// with [`lease`](Locks::lease).
     pub fn default_lease(&self) -> LeaseConfig {
-        self.lease
+        self.common.lease
     }
 
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
-        &self.bucket
+        &self.common.bucket
     }
 
     fn handle(&self, name: &LockName, kind: Kind) -> Arc<Shared> {
@@ -251,21 +248,13 @@ impl Locks {
             }
         };
         Arc::new(Shared {
-            bucket: self.bucket.clone(),
-            keeper: self.keeper.clone(),
-            sessions: self.sessions.clone(),
+            common: self.common.clone(),
             own_key,
             all_filter: name.all_filter(),
             name: name.clone(),
             kind,
-            holder: self.holder.clone(),
-            lease: self.lease,
-            tombstone_ttl: self.tombstone_ttl,
-            marker_ttl: self.marker_ttl,
-            replicated: self.replicas > 1,
-            stats: self.stats.clone(),
             metrics: crate::metrics::Labels::new(
-                self.bucket.name(),
+                self.common.bucket.name(),
                 kind,
                 self.per_lock.then_some(name.as_str()),
             ),
@@ -342,22 +331,22 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn shutdown(&self) {
-        self.keeper.shutdown().await;
+        self.common.keeper.shutdown().await;
     }
 
     /// Request counters (tests and benchmarks). Only with the `testing` feature.
     #[cfg(feature = "testing")]
     pub fn stats(&self) -> crate::stats::StatsSnapshot {
         crate::stats::StatsSnapshot {
-            renewals: self.keeper.renewals(),
-            ..self.stats.snapshot()
+            renewals: self.common.keeper.renewals(),
+            ..self.common.stats.snapshot()
         }
     }
 
     /// The counters themselves, to wait on. Only with the `testing` feature.
     #[cfg(feature = "testing")]
     pub fn stats_handle(&self) -> Arc<Stats> {
-        self.stats.clone()
+        self.common.stats.clone()
     }
 }
 

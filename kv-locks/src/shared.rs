@@ -11,21 +11,15 @@ use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
 use crate::value::{encode, Holder};
 
-/// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
-/// queue key.
-#[derive(Debug)]
-pub(crate) struct Shared {
+/// What every handle of one [`Locks`](crate::Locks) shares (as configured when the handle
+/// was made): one allocation per `Locks`, not per handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
     pub(crate) bucket: Bucket,
-    /// Renews the handle's queue entries (one keeper per [`Locks`](crate::Locks)).
+    /// Renews the handles' queue entries (one keeper per [`Locks`](crate::Locks)).
     pub(crate) keeper: Keeper,
-    /// The owner's session its queue entries are bound to ([`Locks::bind_to_session`](crate::Locks::bind_to_session)).
+    /// The owner's session the queue entries are bound to ([`Locks::bind_to_session`](crate::Locks::bind_to_session)).
     pub(crate) sessions: Option<Sessions>,
-    pub(crate) name: LockName,
-    /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
-    pub(crate) all_filter: String,
-    pub(crate) kind: Kind,
-    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
-    pub(crate) own_key: String,
     pub(crate) holder: Arc<Holder>,
     pub(crate) lease: LeaseConfig,
     pub(crate) tombstone_ttl: Duration,
@@ -35,10 +29,30 @@ pub(crate) struct Shared {
     /// the one-write fast path (and the release's empty-queue proof) cannot prove "alone".
     pub(crate) replicated: bool,
     pub(crate) stats: Arc<Stats>,
+}
+
+/// One lock handle: a mutex, a semaphore, or one side of a read-write lock, with its own
+/// queue key; what its `Locks` configured is in [`Common`] (reached through `Deref`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) common: Arc<Common>,
+    pub(crate) name: LockName,
+    /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
+    pub(crate) all_filter: String,
+    pub(crate) kind: Kind,
+    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
+    pub(crate) own_key: String,
     /// The handle's metric labels.
     pub(crate) metrics: crate::metrics::Labels,
     /// One acquisition or guard at a time per handle: they all share `own_key`.
     pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
 }
 
 /// What a handle remembers between acquisitions. Only the owner of the slot lock touches it.

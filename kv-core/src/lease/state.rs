@@ -6,7 +6,7 @@
 //! [`LeaseClock`]'s; this file decides when to consult it and what each outcome does to it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,8 +110,9 @@ struct Live {
     stopped: bool,
     reason: Option<LostReason>,
     on_end: EndHooks,
-    /// A session's bound leases, which end when it ends (keyed by their address).
-    bound: HashMap<usize, Weak<State>>,
+    /// A session's bound leases, which end when it ends (keyed by their address); made by
+    /// the first one.
+    bound: Option<Box<HashMap<usize, Weak<State>>>>,
 }
 
 /// What runs when the lease ends ([`Lease::on_end`](super::Lease::on_end)).
@@ -137,7 +138,8 @@ pub(crate) struct State {
     /// The `Kv-Format` header of every write that leaves a value (see `crate::format`).
     pub(super) format: Option<u32>,
     live: StdMutex<Live>,
-    lost: CancellationToken,
+    /// Cancelled when the lease ends; made on first use (most leases are never waited on).
+    lost: OnceLock<CancellationToken>,
     settled: Notify,
     labels: Arc<LeaseLabels>,
 }
@@ -152,6 +154,7 @@ impl State {
         (tombstone_ttl, format): (Option<Duration>, Option<u32>),
         labels: Arc<LeaseLabels>,
     ) -> Arc<State> {
+        let bound = created.parent.is_some();
         let st = Arc::new(State {
             key: created.key,
             nonce: created.nonce,
@@ -162,7 +165,8 @@ impl State {
             format,
             live: StdMutex::new(Live {
                 rev: created.rev,
-                value,
+                // A bound lease is never renewed: only a value change writes a value again.
+                value: if bound { Bytes::new() } else { value },
                 clock: LeaseClock::new(cfg, created.sent),
                 ambiguous_since: None,
                 busy: false,
@@ -170,9 +174,9 @@ impl State {
                 stopped: false,
                 reason: None,
                 on_end: EndHooks::default(),
-                bound: HashMap::new(),
+                bound: None,
             }),
-            lost: CancellationToken::new(),
+            lost: OnceLock::new(),
             settled: Notify::new(),
             labels,
         });
@@ -186,8 +190,8 @@ impl State {
         let ended = {
             let mut l = p.live();
             if l.reason.is_none() {
-                l.bound
-                    .insert(Arc::as_ptr(self) as usize, Arc::downgrade(self));
+                let bound = l.bound.get_or_insert_with(Box::default);
+                bound.insert(Arc::as_ptr(self) as usize, Arc::downgrade(self));
             }
             l.reason
         };
@@ -272,7 +276,17 @@ impl State {
 
     /// A token cancelled when the lease ends.
     pub(super) fn token(&self) -> CancellationToken {
-        self.lost.child_token()
+        self.lost_token().child_token()
+    }
+
+    /// The token cancelled when the lease ends, made now if nobody asked before (and then
+    /// cancelled at once if the lease has ended: `lose` cancels only a token it finds).
+    fn lost_token(&self) -> &CancellationToken {
+        let t = self.lost.get_or_init(CancellationToken::new);
+        if self.reason().is_some() {
+            t.cancel();
+        }
+        t
     }
 
     /// Runs `hook` when the lease ends, or at once if it has.
@@ -345,7 +359,9 @@ impl State {
             )
         };
         if let Some(p) = &self.parent {
-            p.live().bound.remove(&(self as *const State as usize));
+            if let Some(b) = p.live().bound.as_mut() {
+                b.remove(&(self as *const State as usize));
+            }
         }
         if reason != LostReason::Released {
             tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
@@ -354,8 +370,11 @@ impl State {
         for hook in hooks {
             hook(reason);
         }
-        self.lost.cancel();
-        for child in bound.into_values().filter_map(|w| w.upgrade()) {
+        if let Some(t) = self.lost.get() {
+            t.cancel();
+        }
+        let bound = bound.map(|b| b.into_values()).into_iter().flatten();
+        for child in bound.filter_map(|w| w.upgrade()) {
             child.lose(reason);
         }
     }
@@ -510,7 +529,7 @@ impl State {
         loop {
             let deadline = self.deadline();
             tokio::select! {
-                _ = self.lost.cancelled() => break,
+                _ = self.lost_token().cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => {
                     if !self.in_time(Instant::now()) {
                         self.lose(self.out_of_time_reason());
