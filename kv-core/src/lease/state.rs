@@ -111,7 +111,8 @@ struct Live {
     reason: Option<LostReason>,
     on_end: EndHooks,
     /// A session's bound leases, which end when it ends (keyed by their address); made by
-    /// the first one.
+    /// the first one. Boxed on purpose: 8 bytes in every lease instead of an empty map's 48.
+    #[allow(clippy::box_collection)]
     bound: Option<Box<HashMap<usize, Weak<State>>>>,
 }
 
