@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{locks_on, waiting};
+use common::{locks_on, locks_on_in, waiting};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
 use kvtk_tests::{within, within_for, NatsServer, T};
 use tokio::time::Instant;
 
-#[tokio::test]
-async fn uncontended_is_one_write_each_way_and_tokens_increase() {
+/// `uncontended_is_one_write_each_way_and_tokens_increase`, the queue entries bound to a session if `bound`.
+async fn uncontended_is_one_write_each_way_and_tokens_increase_in(bound: bool) {
     let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "l1").await;
+    let locks = locks_on_in(server.connect().await, bound, "l1").await;
     let m = locks.mutex("jobs.reindex").unwrap();
 
     let g = m.lock().await.unwrap();
@@ -48,25 +48,40 @@ async fn uncontended_is_one_write_each_way_and_tokens_increase() {
     );
 }
 
+#[tokio::test]
+async fn uncontended_is_one_write_each_way_and_tokens_increase() {
+    uncontended_is_one_write_each_way_and_tokens_increase_in(false).await;
+}
+
+#[tokio::test]
+async fn uncontended_is_one_write_each_way_and_tokens_increase_bound_to_a_session() {
+    uncontended_is_one_write_each_way_and_tokens_increase_in(true).await;
+}
+
 /// Messages the connection has published: every JetStream request (write or read) is one,
 /// and nothing else the client sends is a message, so this is what went over the wire.
 fn sent(client: &async_nats::Client) -> u64 {
     client.statistics().out_messages.load(Ordering::Relaxed)
 }
 
-#[tokio::test]
-async fn a_reused_handle_sends_two_requests_per_lock_and_release() {
+/// `a_reused_handle_sends_two_requests_per_lock_and_release`, the queue entries bound to a session if `bound`.
+async fn a_reused_handle_sends_two_requests_per_lock_and_release_in(bound: bool) {
     let server = NatsServer::start().await;
     // A connection of its own, so that its count is the lock's alone.
     let client = server.connect().await;
-    let locks = locks_on(client.clone(), "requests").await;
+    let locks = locks_on_in(client.clone(), bound, "requests").await;
 
     // A first lock + release on a fresh handle: it knows nothing of the lock yet.
     let before = sent(&client);
     let m = locks.mutex("jobs.count").unwrap();
     m.lock().await.unwrap().release().await.unwrap();
     let first = sent(&client) - before;
-    assert_eq!(first, 3, "enter the queue, read it, release");
+    // With sessions the first acquisition also creates the session key.
+    assert_eq!(
+        first,
+        3 + u64::from(bound),
+        "enter the queue, read it, release"
+    );
 
     // Now the handle remembers the lock's last revision: the two writes of the floor.
     let n = 50;
@@ -78,9 +93,19 @@ async fn a_reused_handle_sends_two_requests_per_lock_and_release() {
 }
 
 #[tokio::test]
-async fn mutual_exclusion_under_contention_with_fencing() {
+async fn a_reused_handle_sends_two_requests_per_lock_and_release() {
+    a_reused_handle_sends_two_requests_per_lock_and_release_in(false).await;
+}
+
+#[tokio::test]
+async fn a_reused_handle_sends_two_requests_per_lock_and_release_bound_to_a_session() {
+    a_reused_handle_sends_two_requests_per_lock_and_release_in(true).await;
+}
+
+/// `mutual_exclusion_under_contention_with_fencing`, the queue entries bound to a session if `bound`.
+async fn mutual_exclusion_under_contention_with_fencing_in(bound: bool) {
     let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "l2").await;
+    let locks = locks_on_in(server.connect().await, bound, "l2").await;
     let fence = Arc::new(Fence::new());
     let inside = Arc::new(AtomicU64::new(0));
     let overlaps = Arc::new(AtomicU64::new(0));
@@ -132,9 +157,19 @@ async fn mutual_exclusion_under_contention_with_fencing() {
 }
 
 #[tokio::test]
-async fn fifo_herd_free_handoff() {
+async fn mutual_exclusion_under_contention_with_fencing() {
+    mutual_exclusion_under_contention_with_fencing_in(false).await;
+}
+
+#[tokio::test]
+async fn mutual_exclusion_under_contention_with_fencing_bound_to_a_session() {
+    mutual_exclusion_under_contention_with_fencing_in(true).await;
+}
+
+/// `fifo_herd_free_handoff`, the queue entries bound to a session if `bound`.
+async fn fifo_herd_free_handoff_in(bound: bool) {
     let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "l3").await;
+    let locks = locks_on_in(server.connect().await, bound, "l3").await;
     let holder = locks.mutex("q").unwrap();
     let first = holder.lock().await.unwrap();
     let enqueued_before = locks.stats().enqueued;
@@ -198,6 +233,16 @@ async fn fifo_herd_free_handoff() {
         handoffs.last().unwrap(),
         per_handoff[0]
     );
+}
+
+#[tokio::test]
+async fn fifo_herd_free_handoff() {
+    fifo_herd_free_handoff_in(false).await;
+}
+
+#[tokio::test]
+async fn fifo_herd_free_handoff_bound_to_a_session() {
+    fifo_herd_free_handoff_in(true).await;
 }
 
 /// A waiter that leaves from the middle of the queue wakes only the one behind it, which

@@ -151,6 +151,9 @@ async fn a_force_released_holder_learns_it_at_its_next_guarded_write_and_release
     assert!(admin.force_release("job", g.token()).await.unwrap());
     let late = g.put_guarded("data", "late").await.unwrap_err();
     assert_eq!(late.kind(), ErrorKind::Lost);
+    let txn = locks.bucket().txn().put("data", "late").if_held(g.lease());
+    let refused = txn.commit().await.unwrap_err();
+    assert!(refused.is_conflict(), "{refused}");
     assert_eq!(g.release().await.unwrap(), Released::AlreadyLost);
     // The lock is free for the next one at once.
     let next = locks

@@ -17,6 +17,16 @@ pub(crate) async fn locks_on(client: async_nats::Client, bucket: &str) -> Locks 
     Locks::open(&kv, bucket).await.expect("open locks")
 }
 
+/// As [`locks_on`], the queue entries bound to a session if `bound`.
+pub(crate) async fn locks_on_in(client: async_nats::Client, bound: bool, bucket: &str) -> Locks {
+    let locks = locks_on(client, bucket).await;
+    if bound {
+        locks.bind_to_session()
+    } else {
+        locks
+    }
+}
+
 /// Waits until `locks` has started `n` more watches than `base` (one per waiter that
 /// settled in the queue), so that waiters enter the queue in a known order.
 pub(crate) async fn waiting(locks: &Locks, base: u64, n: u64) {
