@@ -1,5 +1,8 @@
 //! kvtk-locks against a real nats-server: the protocol, contention, hand-off, semaphores.
 
+// Tests and their shared bodies may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
