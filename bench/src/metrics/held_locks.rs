@@ -66,7 +66,8 @@ pub(crate) async fn hold(url: &str, n: usize, secs: u64, mode: Mode) -> Result<(
             .collect()
             .await;
     let acquire_s = t_acq.elapsed().as_secs_f64();
-    let mut held = Vec::new();
+    // Sized once: the growth slack of a doubling vector is the harness's, not a lock's.
+    let mut held = Vec::with_capacity(n);
     let mut failed = 0;
     for g in guards {
         match g {
