@@ -92,13 +92,8 @@ async fn a_dead_sessions_entry_is_removed_by_the_waiter_behind_it() {
     // The waiter keeps a lease of its own: modes mix on one bucket.
     let healthy = locks_via(&server.client_url(), "s2", None).await;
     let g = dying.mutex("job").unwrap().lock().await.unwrap();
-    let waiter = healthy.mutex("job").unwrap();
-    let w = tokio::spawn(async move { waiter.lock().timeout(T).await });
-    within(
-        "the waiter to watch",
-        healthy.stats_handle().wait_for(|s| s.watches >= 1),
-    )
-    .await;
+    let w = spawn_acquire(healthy.mutex("job").unwrap().lock().timeout(T));
+    waiting(&healthy, 0, 1).await;
     let died = Instant::now();
     proxy.cut();
     let g2 = within("the waiter's turn", w).await.unwrap().unwrap();
