@@ -30,6 +30,11 @@ pub(crate) fn validate_name(what: &str, s: &str) -> Result<(), Error> {
             "{what} {s:?} starts with the reserved prefix '_kv'"
         )));
     }
+    if kvtk_core::lease::in_session_space(s) {
+        return Err(Error::invalid(format!(
+            "{what} {s:?} is reserved for session keys"
+        )));
+    }
     Ok(())
 }
 
@@ -41,7 +46,7 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_name("id", "node-1_a=").is_ok());
-        for bad in ["", "a.b", "a b", "a*", "a>", "_kvx", "ü"] {
+        for bad in ["", "a.b", "a b", "a*", "a>", "_kvx", "ü", "_session"] {
             let e = validate_name("id", bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
         }

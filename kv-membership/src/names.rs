@@ -8,7 +8,14 @@ use crate::error::{Error, ErrorKind};
 pub(crate) fn group(name: &str) -> Result<(), Error> {
     Key::new(name)
         .map(drop)
-        .map_err(|e| Error::kv(format!("invalid group name {name:?}"), e))
+        .map_err(|e| Error::kv(format!("invalid group name {name:?}"), e))?;
+    if kvtk_core::lease::in_session_space(name) {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!("invalid group name {name:?}: `_session` is reserved for session keys"),
+        ));
+    }
+    Ok(())
 }
 
 /// The key of instance `id` in `group` (already checked). The id is one key token: a dot
@@ -45,6 +52,9 @@ mod tests {
         assert!(group("svc.api").is_ok());
         assert_eq!(group("a b").unwrap_err().kind(), ErrorKind::InvalidName);
         assert_eq!(group("a.*").unwrap_err().kind(), ErrorKind::InvalidName);
+        for reserved in ["_session", "_session.x"] {
+            assert_eq!(group(reserved).unwrap_err().kind(), ErrorKind::InvalidName);
+        }
         assert_eq!(member_key("svc", "i-1").unwrap().as_str(), "svc.i-1");
         assert_eq!(
             member_key("svc", "a.b").unwrap_err().kind(),

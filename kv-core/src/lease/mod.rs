@@ -58,6 +58,7 @@ pub use keeper::Keeper;
 pub use owner::Sessions;
 pub use release::{Release, Released};
 pub use session::{
-    CreateSession, Session, SessionId, SessionState, SESSION_FORMAT, SESSION_PREFIX,
+    in_session_space, CreateSession, Session, SessionId, SessionState, SESSION_FORMAT,
+    SESSION_PREFIX,
 };
 pub use state::LostReason;

@@ -35,6 +35,20 @@ use crate::revision::{Expect, Revision};
 /// The prefix of session keys: `_session.<id>`. Keys under `_session.` are reserved for sessions (`_kv…` is NATS's own).
 pub const SESSION_PREFIX: &str = "_session.";
 
+/// Whether `name` (a key, or a recipe's name or group that prefixes its keys) lies in the
+/// session key space: its first token is `_session`. Recipes refuse such names.
+///
+/// ```
+/// use kvtk_core::lease::in_session_space;
+/// assert!(in_session_space("_session"));
+/// assert!(in_session_space("_session.x"));
+/// assert!(!in_session_space("_sessions"));
+/// assert!(!in_session_space("svc._session"));
+/// ```
+pub fn in_session_space(name: &str) -> bool {
+    name.split('.').next() == Some(SESSION_PREFIX.trim_end_matches('.'))
+}
+
 /// The session format this library writes and understands (`"v"` in the session key's
 /// value). A session of another version is refused ([`ErrorKind::Codec`]), never judged.
 pub const SESSION_FORMAT: u32 = 1;
