@@ -92,10 +92,12 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
     let url = server.client_url();
     let kv = Kv::new(server.connect().await);
 
-    // A mutex held by one holder with two waiters, and a semaphore of 2 with a waiter.
+    // A mutex held by one holder with two waiters, and a semaphore of 2 with a waiter. The
+    // holder and the second waiter bind their entries to a session.
     let locks = Locks::open(&kv, "locks").await.expect("locks");
     let named = |id: &str| locks.clone().holder(Holder::named(id));
     let held = named("holder")
+        .bind_to_session()
         .mutex("jobs.x")
         .unwrap()
         .lock()
@@ -103,7 +105,12 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
         .unwrap();
     let mut waiting = Vec::new();
     for (i, id) in ["waiter-1", "waiter-2"].into_iter().enumerate() {
-        let acq = named(id).mutex("jobs.x").unwrap().lock();
+        let waiter = if i == 1 {
+            named(id).bind_to_session()
+        } else {
+            named(id)
+        };
+        let acq = waiter.mutex("jobs.x").unwrap().lock();
         waiting.push(tokio::spawn(acq.into_future()));
         until("the waiter queued", || async {
             locks.inspect("jobs.x").await.unwrap().waiters.len() == i + 1
