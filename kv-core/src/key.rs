@@ -123,6 +123,12 @@ fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
     Ok(())
 }
 
+/// Checks `s` as a key (or, with `wildcards`, as a key filter) without copying it: the
+/// error is the one [`Key::new`] (or [`KeyFilter::new`]) gives.
+pub(crate) fn check_str(s: &str, wildcards: bool) -> Result<(), Error> {
+    check(s, wildcards).map_err(|rule| invalid_key(s, rule))
+}
+
 /// A validated KV key: `A-Z a-z 0-9 - _ = / .`, dot-separated non-empty tokens, not starting
 /// with `_kv`, at most [`MAX_KEY_LEN`] bytes.
 ///

@@ -10,11 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::bucket::inner::{Inner, Marks};
+use crate::bucket::inner::{Inner, Marks, WriteSubject};
 use crate::bucket::read::ReadOnlyBucket;
 use crate::entry::Op;
 use crate::error::{Error, Operation};
-use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::txn::Txn;
 
@@ -68,10 +67,11 @@ impl Bucket {
     }
 
     fn write(&self, kind: WriteKind, key: impl AsRef<str>, value: Bytes) -> Write<'_> {
+        let inner = &self.ro.inner;
         Write {
-            inner: &self.ro.inner,
+            inner,
             kind,
-            key: Key::new(key.as_ref()),
+            subject: inner.write_subject(key.as_ref(), false),
             value,
             expect: None,
             expect_on: None,
@@ -146,10 +146,12 @@ enum WriteKind {
 pub struct Write<'a> {
     inner: &'a Inner,
     kind: WriteKind,
-    key: Result<Key, Error>,
+    /// The key, checked, as the subject it is written on.
+    subject: Result<WriteSubject, Error>,
     value: Bytes,
     expect: Option<Expect>,
-    expect_on: Option<Result<KeyFilter, Error>>,
+    /// The key or filter of the expectation, checked, as its subject.
+    expect_on: Option<Result<WriteSubject, Error>>,
     ttl: Option<Duration>,
     /// The `Kv-Lease` mark of a lease's own write (crate-internal).
     lease: Option<String>,
@@ -192,7 +194,7 @@ impl<'a> Write<'a> {
     /// a wildcard expectation only as an optimisation that something else confirms; an exact
     /// key's expectation is atomic.
     pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
-        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
+        self.expect_on = Some(self.inner.write_subject(key_or_filter.as_ref(), true));
         self.expect = Some(expect.into());
         self
     }
@@ -234,8 +236,8 @@ impl<'a> Write<'a> {
 
     /// The write with its arguments validated; nothing is sent when one is invalid.
     fn check(self, op: Operation) -> Result<Checked<'a>, Error> {
-        let key = self.key.map_err(|e| e.with_op(op))?;
-        let at_key = |e: Error| e.with_op(op).with_key(key.as_str());
+        let subject = self.subject.map_err(|e| e.with_op(op))?;
+        let at_key = |e: Error| e.with_op(op).with_key(subject.key());
         let expect_on = self.expect_on.transpose().map_err(at_key)?;
         if self.expect.is_some() && self.kind == WriteKind::Create {
             return Err(at_key(Error::invalid_argument(
@@ -247,7 +249,7 @@ impl<'a> Write<'a> {
         Ok(Checked {
             inner: self.inner,
             kind: self.kind,
-            key,
+            subject,
             value: self.value,
             expect: self.expect,
             expect_on,
@@ -257,20 +259,43 @@ impl<'a> Write<'a> {
         })
     }
 
-    async fn run(self) -> Result<Revision, Error> {
+    /// The write, sent; its arguments are checked before (nothing is sent when one is
+    /// invalid), so the future holds the checked write alone.
+    fn start(self) -> Pin<Box<dyn Future<Output = Result<Revision, Error>> + Send + 'a>> {
         let op = self.operation();
-        let mut write = self.check(op)?;
+        match self.check(op) {
+            Ok(write) => Box::pin(write.run(op)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+/// A [`Write`] whose arguments are valid: ready to send.
+struct Checked<'a> {
+    inner: &'a Inner,
+    kind: WriteKind,
+    subject: WriteSubject,
+    value: Bytes,
+    expect: Option<Expect>,
+    expect_on: Option<WriteSubject>,
+    ttl: Option<Ttl>,
+    lease: Option<String>,
+    format: Option<u32>,
+}
+
+impl Checked<'_> {
+    async fn run(mut self, op: Operation) -> Result<Revision, Error> {
         let span = tracing::debug_span!(
             "kv.write",
             op = %op,
-            bucket = %write.inner.name,
-            key = %write.key,
-            expect = write.expect.map(|e| e.header_value()),
-            ttl_s = write.ttl.map(Ttl::as_secs),
+            bucket = %self.inner.name,
+            key = %self.subject.key(),
+            expect = self.expect.map(|e| e.header_value()),
+            ttl_s = self.ttl.map(Ttl::as_secs),
             revision = tracing::field::Empty,
         );
         let res = async {
-            let res = write.send().await;
+            let res = self.send().await;
             match &res {
                 Ok(r) => {
                     tracing::Span::current().record("revision", r.get());
@@ -281,43 +306,28 @@ impl<'a> Write<'a> {
         }
         .instrument(span)
         .await;
-        res.map_err(|e| e.with_op(op).with_key(write.key.as_str()))
+        res.map_err(|e| e.with_op(op).with_key(self.subject.key()))
     }
-}
 
-/// A [`Write`] whose arguments are valid: ready to send.
-struct Checked<'a> {
-    inner: &'a Inner,
-    kind: WriteKind,
-    key: Key,
-    value: Bytes,
-    expect: Option<Expect>,
-    expect_on: Option<KeyFilter>,
-    ttl: Option<Ttl>,
-    lease: Option<String>,
-    format: Option<u32>,
-}
-
-impl Checked<'_> {
     /// Sends the write; returns the new revision.
     async fn send(&mut self) -> Result<Revision, Error> {
         let value = std::mem::take(&mut self.value);
         let op = match self.kind {
             WriteKind::Create => {
-                let (key, ttl, format) = (&self.key, self.ttl, self.format);
-                return self.inner.create(key, value, ttl, format).await;
+                let (subject, ttl, format) = (&self.subject, self.ttl, self.format);
+                return self.inner.create(subject, value, ttl, format).await;
             }
             WriteKind::Put => Op::Put,
             WriteKind::Delete => Op::Delete,
             WriteKind::Purge => Op::Purge,
         };
-        let on = self.expect_on.as_ref();
+        let on = self.expect_on.take().map(WriteSubject::into_string);
         let marks = Marks {
-            lease: self.lease.as_deref(),
+            lease: self.lease.take(),
             format: self.format,
         };
         self.inner
-            .write_on(op, &self.key, value, self.expect, on, self.ttl, marks)
+            .write_on(op, &self.subject, value, self.expect, on, self.ttl, marks)
             .await
     }
 }
@@ -326,6 +336,6 @@ impl<'a> IntoFuture for Write<'a> {
     type Output = Result<Revision, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+        self.start()
     }
 }
