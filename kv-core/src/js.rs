@@ -4,14 +4,13 @@
 //! failure (async-nats folds 10164 into `Other`), headers it does not expose (marker reason,
 //! TTL), and exactly one round trip per operation.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::header::HeaderName;
 use async_nats::jetstream::stream;
-use async_nats::{Client, HeaderMap, Message, StatusCode};
+use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -215,21 +214,21 @@ impl Js {
         v
     }
 
-    /// Sends a request and waits for its reply. A borrowed `subject` (a write's, which the
-    /// caller keeps to name its key in errors) is copied once, for async-nats; an owned one is
-    /// handed over, copied only to watch for a refusal.
-    pub(crate) fn request<'a>(
-        &'a self,
-        subject: impl Into<Cow<'a, str>>,
+    /// Sends a request and waits for its reply. A [`Subject`] made from a `String` shares
+    /// its bytes: the subject is not copied again on its way to the connection (async-nats
+    /// copies a `String` subject; a write keeps its subject to name its key in errors).
+    pub(crate) fn request(
+        &self,
+        subject: impl Into<Subject>,
         headers: Option<HeaderMap>,
         payload: Bytes,
-    ) -> impl std::future::Future<Output = Result<Message, Error>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Message, Error>> + Send + '_ {
         self.send(subject.into(), headers, payload)
     }
 
     async fn send(
         &self,
-        subject: Cow<'_, str>,
+        subject: Subject,
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<Message, Error> {
@@ -242,7 +241,7 @@ impl Js {
         let Some(violations) = &self.violations else {
             return self
                 .client
-                .send_request(subject.into_owned(), req)
+                .send_request(subject, req)
                 .await
                 .map_err(error::from_request);
         };
@@ -251,7 +250,7 @@ impl Js {
         // connection, ends the request as soon as it arrives.
         tokio::select! {
             biased;
-            res = self.client.send_request(subject.to_string(), req) => res.map_err(|e| {
+            res = self.client.send_request(subject.clone(), req) => res.map_err(|e| {
                 match violations.find(Denied::Publish, &subject, since) {
                     Some(v) => v.error(),
                     None => error::from_request(e),
@@ -293,7 +292,7 @@ impl Js {
     /// Publishes into a stream and waits for the ack.
     pub(crate) async fn publish(
         &self,
-        subject: &str,
+        subject: Subject,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PubAck, Error> {

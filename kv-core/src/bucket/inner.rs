@@ -3,7 +3,7 @@
 //! watches and leases are built on.
 
 use async_nats::jetstream::stream;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
 use crate::entry::{classify, name, Entry, Op};
@@ -25,27 +25,18 @@ pub(crate) struct Marks {
     pub(crate) format: Option<u32>,
 }
 
-/// The subject a key or filter is written on, `<write prefix><key>`, made once from the
-/// checked key: a write's key costs no allocation of its own.
+/// The subject a key is written on, `<write prefix><key>`, made once from the checked key:
+/// a write's key costs no allocation of its own, and its request shares these bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct WriteSubject {
-    subject: String,
+    subject: Subject,
     key_at: usize,
 }
 
 impl WriteSubject {
-    /// The whole subject.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.subject
-    }
-
-    /// The key (or filter) alone.
+    /// The key alone.
     pub(crate) fn key(&self) -> &str {
         self.subject.get(self.key_at..).unwrap_or_default()
-    }
-
-    pub(crate) fn into_string(self) -> String {
-        self.subject
     }
 }
 
@@ -110,17 +101,24 @@ impl Inner {
             .and_then(|m| Revision::new(m.seq)))
     }
 
-    /// The subject `key` is written on, once it is checked as a key (or, with `filter`, as
-    /// a key filter).
-    pub(crate) fn write_subject(&self, key: &str, filter: bool) -> Result<WriteSubject, Error> {
-        check_str(key, filter)?;
+    /// The subject `key` is written on, once it is checked as a key.
+    pub(crate) fn write_subject(&self, key: &str) -> Result<WriteSubject, Error> {
+        check_str(key, false)?;
         Ok(WriteSubject {
-            subject: self.subject_of(key),
+            subject: Subject::from(self.subject_of(key)),
             key_at: self.write_prefix.len(),
         })
     }
 
-    /// `<write prefix><key>`, allocated once at its length.
+    /// The subject of `filter` (a key or a key filter) for an expectation on it, once it is
+    /// checked as a filter.
+    pub(crate) fn expect_subject(&self, filter: &str) -> Result<String, Error> {
+        check_str(filter, true)?;
+        Ok(self.subject_of(filter))
+    }
+
+    /// `<write prefix><key>`, allocated once at its length (so that a [`Subject`] made of
+    /// it takes the bytes over without copying them).
     pub(crate) fn subject_of(&self, key: &str) -> String {
         let mut subject = String::with_capacity(self.write_prefix.len() + key.len());
         subject.push_str(&self.write_prefix);
@@ -145,7 +143,10 @@ impl Inner {
         marks: Marks,
     ) -> Result<Revision, Error> {
         let headers = self.write_headers(op, expect, expect_on, ttl, marks)?;
-        let ack = self.js.publish(subject.as_str(), headers, value).await?;
+        let ack = self
+            .js
+            .publish(subject.subject.clone(), headers, value)
+            .await?;
         Revision::new(ack.seq)
             .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
     }

@@ -71,7 +71,7 @@ impl Bucket {
         Write {
             inner,
             kind,
-            subject: inner.write_subject(key.as_ref(), false),
+            subject: inner.write_subject(key.as_ref()),
             value,
             expect: None,
             expect_on: None,
@@ -151,7 +151,7 @@ pub struct Write<'a> {
     value: Bytes,
     expect: Option<Expect>,
     /// The key or filter of the expectation, checked, as its subject.
-    expect_on: Option<Result<WriteSubject, Error>>,
+    expect_on: Option<Result<String, Error>>,
     ttl: Option<Duration>,
     /// The `Kv-Lease` mark of a lease's own write (crate-internal).
     lease: Option<String>,
@@ -194,7 +194,7 @@ impl<'a> Write<'a> {
     /// a wildcard expectation only as an optimisation that something else confirms; an exact
     /// key's expectation is atomic.
     pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
-        self.expect_on = Some(self.inner.write_subject(key_or_filter.as_ref(), true));
+        self.expect_on = Some(self.inner.expect_subject(key_or_filter.as_ref()));
         self.expect = Some(expect.into());
         self
     }
@@ -277,7 +277,7 @@ struct Checked<'a> {
     subject: WriteSubject,
     value: Bytes,
     expect: Option<Expect>,
-    expect_on: Option<WriteSubject>,
+    expect_on: Option<String>,
     ttl: Option<Ttl>,
     lease: Option<String>,
     format: Option<u32>,
@@ -321,7 +321,7 @@ impl Checked<'_> {
             WriteKind::Delete => Op::Delete,
             WriteKind::Purge => Op::Purge,
         };
-        let on = self.expect_on.take().map(WriteSubject::into_string);
+        let on = self.expect_on.take();
         let marks = Marks {
             lease: self.lease.take(),
             format: self.format,
