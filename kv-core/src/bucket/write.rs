@@ -294,18 +294,13 @@ impl Checked<'_> {
             ttl_s = self.ttl.map(Ttl::as_secs),
             revision = tracing::field::Empty,
         );
-        let res = async {
-            let res = self.send().await;
-            match &res {
-                Ok(r) => {
-                    tracing::Span::current().record("revision", r.get());
-                }
-                Err(e) => tracing::debug!(error = %e, "write failed"),
+        let res = self.send().instrument(span.clone()).await;
+        match &res {
+            Ok(r) => {
+                span.record("revision", r.get());
             }
-            res
+            Err(e) => tracing::debug!(parent: &span, error = %e, "write failed"),
         }
-        .instrument(span)
-        .await;
         res.map_err(|e| e.with_op(op).with_key(self.subject.key()))
     }
 
