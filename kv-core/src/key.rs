@@ -106,20 +106,33 @@ fn plainly_valid(b: &[u8], wildcards: bool) -> bool {
     // token: nothing may follow it before the next `.`, and nothing at all after `>`).
     let (mut len, mut wild, mut last_only) = (0usize, false, false);
     for &c in b {
+        if KEY_BYTES[usize::from(c)] && !wild {
+            len += 1;
+            continue;
+        }
         match c {
             b'.' if len == 0 || last_only => return false,
             b'.' => (len, wild) = (0, false),
             b'*' | b'>' if wildcards && len == 0 => {
                 (len, wild, last_only) = (1, true, c == b'>');
             }
-            _ if wild || !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'/')) => {
-                return false
-            }
-            _ => len += 1,
+            _ => return false,
         }
     }
     len > 0
 }
+
+/// The bytes a key token may hold ([`is_key_char`] without `.`), as a table.
+const KEY_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'/');
+        c += 1;
+    }
+    t
+};
 
 /// The first rule `s` breaks, if any, in the order the rules are listed in [`KeyRule`].
 fn broken_rule(s: &str, wildcards: bool) -> Result<(), KeyRule> {

@@ -259,14 +259,13 @@ impl<'a> Write<'a> {
         })
     }
 
-    /// The write, sent; its arguments are checked before (nothing is sent when one is
-    /// invalid), so the future holds the checked write alone.
-    fn start(self) -> Pin<Box<dyn Future<Output = Result<Revision, Error>> + Send + 'a>> {
+    /// The write, sent, as a future of its own (unboxed: for a caller whose future is boxed
+    /// already, or lives on a stack). Its arguments are checked first: nothing is sent when
+    /// one is invalid.
+    pub(crate) fn send(self) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
         let op = self.operation();
-        match self.check(op) {
-            Ok(write) => Box::pin(write.run(op)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        let checked = self.check(op);
+        async move { checked?.run(op).await }
     }
 }
 
@@ -331,6 +330,6 @@ impl<'a> IntoFuture for Write<'a> {
     type Output = Result<Revision, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
     fn into_future(self) -> Self::IntoFuture {
-        self.start()
+        Box::pin(self.send())
     }
 }
