@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use tracing::Instrument as _;
 
 use crate::bucket::inner::{Inner, Marks, WriteSubject};
@@ -264,8 +265,11 @@ impl<'a> Write<'a> {
     /// one is invalid.
     pub(crate) fn send(self) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
         let op = self.operation();
-        let checked = self.check(op);
-        async move { checked?.run(op).await }
+        // Either, not an async block holding the checked write: it would hold it twice.
+        match self.check(op) {
+            Ok(write) => Either::Left(write.run(op)),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
 }
 
