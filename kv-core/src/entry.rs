@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 
 use crate::codec::Codec;
 use crate::error::Error;
-use crate::js::{EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT};
+use crate::js::name::{
+    BATCH_COMMIT, BATCH_ID, BATCH_SEQ, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+};
 use crate::key::Key;
 use crate::revision::{Expect, Revision};
 
@@ -21,6 +23,19 @@ pub(crate) const NATS_TTL: &str = "Nats-TTL";
 pub(crate) const KV_LEASE: &str = "Kv-Lease";
 /// The format version of a recipe's value that is not JSON (see [`crate::format`]).
 pub(crate) const KV_FORMAT: &str = "Kv-Format";
+
+/// The header names above as async-nats names. A `&str` name that is not one of async-nats'
+/// standard names is copied into a new allocation at every insert and every lookup; these
+/// are made once, at compile time.
+pub(crate) mod name {
+    use async_nats::header::HeaderName;
+
+    pub(crate) const KV_OPERATION: HeaderName = HeaderName::from_static(super::KV_OPERATION);
+    pub(crate) const MARKER_REASON: HeaderName = HeaderName::from_static(super::MARKER_REASON);
+    pub(crate) const NATS_TTL: HeaderName = HeaderName::from_static(super::NATS_TTL);
+    pub(crate) const KV_LEASE: HeaderName = HeaderName::from_static(super::KV_LEASE);
+    pub(crate) const KV_FORMAT: HeaderName = HeaderName::from_static(super::KV_FORMAT);
+}
 
 /// A `Kv-Format` header as read ([`Entry::format`]; see [`crate::format`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,12 +141,28 @@ impl LeaseTag {
     }
 
     pub(crate) fn header_value(nonce: u128, origin: Option<Revision>) -> String {
-        match origin {
-            Some(o) => format!("{nonce:032x}:{o}"),
-            None => format!("{nonce:032x}"),
+        use std::fmt::Write as _;
+        // Room for a completed release's suffix too: appending it does not grow the string.
+        let mut s = String::with_capacity(TAG_CAPACITY);
+        // `{nonce:032x}`, without the formatting machinery: two tags per lock and release.
+        s.extend(
+            (0..32)
+                .rev()
+                .map(|i| HEX[(nonce >> (4 * i)) as usize & 0xf] as char),
+        );
+        if let Some(o) = origin {
+            // Writing into a `String` cannot fail.
+            let _ = write!(s, ":{}", o.get());
         }
+        s
     }
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The longest `Kv-Lease` value: 32 hex digits, `:`, a revision (at most 20 digits) and
+/// [`COMPLETED`].
+const TAG_CAPACITY: usize = 32 + 1 + 20 + COMPLETED.len();
 
 /// The `Kv-Lease` value of a completed release's tombstone: `<nonce>:<origin>:done`.
 pub(crate) const COMPLETED: &str = ":done";
@@ -154,7 +185,7 @@ fn expected_of(headers: Option<&HeaderMap>) -> Option<Expect> {
 
 /// Reads the lease mark of a message at `revision`.
 fn lease_of(headers: Option<&HeaderMap>, revision: Revision) -> Option<Box<LeaseTag>> {
-    let v = headers?.get(KV_LEASE)?.as_str();
+    let v = headers?.get(name::KV_LEASE)?.as_str();
     let (v, completed) = match v.strip_suffix(COMPLETED) {
         Some(v) => (v, true),
         None => (v, false),
@@ -210,7 +241,7 @@ impl Entry {
             lease: lease_of(headers, revision),
             expected: expected_of(headers),
             format: headers
-                .and_then(|h| h.get(KV_FORMAT))
+                .and_then(|h| h.get(name::KV_FORMAT))
                 .map(|v| FormatMark::parse(v.as_str())),
         }
     }
@@ -296,8 +327,8 @@ pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Opt
     let Some(h) = headers else {
         return (Op::Put, None, None);
     };
-    let ttl = h.get(NATS_TTL).and_then(|v| parse_ttl(v.as_str()));
-    if let Some(reason) = h.get(MARKER_REASON) {
+    let ttl = h.get(name::NATS_TTL).and_then(|v| parse_ttl(v.as_str()));
+    if let Some(reason) = h.get(name::MARKER_REASON) {
         let removal = match reason.as_str() {
             "MaxAge" => Removal::Expired,
             "Purge" => Removal::Purged,
@@ -305,7 +336,7 @@ pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Opt
         };
         return (Op::Purge, Some(removal), ttl);
     }
-    match h.get(KV_OPERATION).map(|v| v.as_str()) {
+    match h.get(name::KV_OPERATION).map(|v| v.as_str()) {
         Some("DEL") => (Op::Delete, Some(Removal::Deleted), ttl),
         Some("PURGE") => (Op::Purge, Some(Removal::Purged), ttl),
         _ => (Op::Put, None, ttl),
@@ -315,9 +346,9 @@ pub(crate) fn classify(headers: Option<&HeaderMap>) -> (Op, Option<Removal>, Opt
 /// Reads the atomic-batch headers the server keeps on each message of a batch.
 fn batch_of(headers: Option<&HeaderMap>) -> Option<Batch> {
     let h = headers?;
-    let id = h.get("Nats-Batch-Id")?.as_str().to_string();
-    let sequence = h.get("Nats-Batch-Sequence")?.as_str().parse().ok()?;
-    let commit = h.get("Nats-Batch-Commit").is_some();
+    let id = h.get(BATCH_ID)?.as_str().to_string();
+    let sequence = h.get(BATCH_SEQ)?.as_str().parse().ok()?;
+    let commit = h.get(BATCH_COMMIT).is_some();
     Some(Batch {
         id,
         sequence,
@@ -373,6 +404,16 @@ mod tests {
             proptest::prop_assert_eq!(parse_ttl(&format!("{n}s")), Some(Duration::from_secs(n)));
             proptest::prop_assert_eq!(parse_ttl(&format!("{n}m")), Some(Duration::from_secs(n * 60)));
             proptest::prop_assert_eq!(parse_ttl(&n.to_string()), Some(Duration::from_secs(n)));
+        }
+
+        #[test]
+        fn lease_tags_are_the_formatted_ones(nonce: u128, origin in proptest::option::of(1u64..)) {
+            let origin = origin.and_then(Revision::new);
+            let formatted = match origin {
+                Some(o) => format!("{nonce:032x}:{o}"),
+                None => format!("{nonce:032x}"),
+            };
+            proptest::prop_assert_eq!(LeaseTag::header_value(nonce, origin), formatted);
         }
 
         #[test]

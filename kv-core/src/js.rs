@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
+use async_nats::header::HeaderName;
 use async_nats::jetstream::stream;
-use async_nats::{Client, HeaderMap, Message, StatusCode};
+use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -34,6 +35,27 @@ pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
 pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
 pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 const NUM_PENDING: &str = "Nats-Num-Pending";
+
+/// The header names above as async-nats names, made at compile time: a `&str` name that is
+/// not one of async-nats' standard names is copied into a new allocation at every insert and
+/// every lookup.
+pub(crate) mod name {
+    use async_nats::header::HeaderName;
+
+    pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: HeaderName =
+        HeaderName::from_static(super::EXPECTED_LAST_SUBJECT_SEQ);
+    pub(crate) const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: HeaderName =
+        HeaderName::from_static(super::EXPECTED_LAST_SUBJECT_SEQ_SUBJECT);
+    pub(crate) const ROLLUP: HeaderName = HeaderName::from_static(super::ROLLUP);
+    pub(crate) const BATCH_ID: HeaderName = HeaderName::from_static(super::BATCH_ID);
+    pub(crate) const BATCH_SEQ: HeaderName = HeaderName::from_static(super::BATCH_SEQ);
+    pub(crate) const BATCH_COMMIT: HeaderName = HeaderName::from_static(super::BATCH_COMMIT);
+    pub(crate) const NUM_PENDING: HeaderName = HeaderName::from_static(super::NUM_PENDING);
+    pub(crate) const UP_TO_SEQUENCE: HeaderName = HeaderName::from_static("Nats-UpTo-Sequence");
+    pub(crate) const SEQUENCE: HeaderName = HeaderName::from_static("Nats-Sequence");
+    pub(crate) const TIME_STAMP: HeaderName = HeaderName::from_static("Nats-Time-Stamp");
+    pub(crate) const SUBJECT: HeaderName = HeaderName::from_static("Nats-Subject");
+}
 /// How long a server version read from `INFO` is used without reading it again.
 const VERSION_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -127,6 +149,31 @@ pub(crate) struct StoredMsg {
     pub(crate) payload: Bytes,
 }
 
+/// A publish acknowledgement or its error, read in one pass.
+#[derive(Debug, Deserialize)]
+struct AckAnswer {
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+/// Parses a publish's answer as [`parse_api`] does, reading a well-formed answer once
+/// instead of twice; anything else goes through [`parse_api`], which says what is wrong.
+pub(crate) fn parse_ack(payload: &[u8]) -> Result<PubAck, Error> {
+    match serde_json::from_slice::<AckAnswer>(payload) {
+        Ok(AckAnswer { error: Some(e), .. }) => Err(error::from_api(e.err_code, &e.description)),
+        Ok(AckAnswer {
+            seq: Some(seq),
+            count,
+            ..
+        }) => Ok(PubAck { seq, count }),
+        _ => parse_api(payload),
+    }
+}
+
 /// Parses a JetStream API answer: either `{"error": {...}}` or the expected body.
 pub(crate) fn parse_api<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
     if let Ok(ErrorEnvelope { error: Some(e) }) = serde_json::from_slice(payload) {
@@ -167,9 +214,21 @@ impl Js {
         v
     }
 
-    pub(crate) async fn request(
+    /// Sends a request and waits for its reply. A [`Subject`] made from a `String` shares
+    /// its bytes: the subject is not copied again on its way to the connection (async-nats
+    /// copies a `String` subject; a write keeps its subject to name its key in errors).
+    pub(crate) fn request(
         &self,
-        subject: String,
+        subject: impl Into<Subject>,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> impl std::future::Future<Output = Result<Message, Error>> + Send + '_ {
+        self.send(subject.into(), headers, payload)
+    }
+
+    async fn send(
+        &self,
+        subject: Subject,
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<Message, Error> {
@@ -233,14 +292,14 @@ impl Js {
     /// Publishes into a stream and waits for the ack.
     pub(crate) async fn publish(
         &self,
-        subject: String,
+        subject: Subject,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PubAck, Error> {
         // A plain put carries no headers at all: the same bytes on the wire as a raw publish.
         let headers = (!headers.is_empty()).then_some(headers);
         let msg = self.request(subject, headers, payload).await?;
-        parse_api(&msg.payload)
+        parse_ack(&msg.payload)
     }
 
     /// Calls `$JS.API.<what>` with a JSON body.
@@ -269,7 +328,7 @@ impl Js {
     ) -> Result<Option<StoredMsg>, Error> {
         let subject = format!("{}.DIRECT.GET.{stream}.{subject}", self.api);
         self.served(|| async {
-            direct_answer(self.request(subject.clone(), None, Bytes::new()).await?)
+            direct_answer(self.request(subject.as_str(), None, Bytes::new()).await?)
         })
         .await
     }
@@ -283,7 +342,7 @@ impl Js {
         let body = Bytes::from(format!("{{\"seq\":{seq}}}"));
         let subject = format!("{}.DIRECT.GET.{stream}", self.api);
         self.served(|| async {
-            direct_answer(self.request(subject.clone(), None, body.clone()).await?)
+            direct_answer(self.request(subject.as_str(), None, body.clone()).await?)
         })
         .await
     }
@@ -319,13 +378,13 @@ impl Js {
         let Some((out, eob)) = batch.await? else {
             return Ok((Vec::new(), None));
         };
-        if header_u64(Some(&eob), NUM_PENDING).unwrap_or(0) > 0 {
+        if header_u64(Some(&eob), name::NUM_PENDING).unwrap_or(0) > 0 {
             return Err(Error::new(
                 ErrorKind::Server,
                 "too many keys for one snapshot request",
             ));
         }
-        let as_of = header_u64(Some(&eob), "Nats-UpTo-Sequence").and_then(Revision::new);
+        let as_of = header_u64(Some(&eob), name::UP_TO_SEQUENCE).and_then(Revision::new);
         Ok((out, as_of))
     }
 
@@ -348,7 +407,7 @@ impl Js {
         let Some(m) = msgs.first() else {
             return Ok(None);
         };
-        let pending = header_u64(m.headers.as_ref(), NUM_PENDING).ok_or_else(|| {
+        let pending = header_u64(m.headers.as_ref(), name::NUM_PENDING).ok_or_else(|| {
             Error::new(
                 ErrorKind::Server,
                 "direct get batch answer without Nats-Num-Pending",
@@ -465,7 +524,7 @@ impl Js {
 }
 
 /// A numeric header, if present and well formed.
-fn header_u64(h: Option<&HeaderMap>, name: &str) -> Option<u64> {
+fn header_u64(h: Option<&HeaderMap>, name: HeaderName) -> Option<u64> {
     h?.get(name)?.as_str().parse().ok()
 }
 
@@ -493,16 +552,16 @@ fn direct_answer(msg: Message) -> Result<Option<StoredMsg>, Error> {
     let h = msg
         .headers
         .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without headers"))?;
-    let seq = header_u64(Some(&h), "Nats-Sequence")
+    let seq = header_u64(Some(&h), name::SEQUENCE)
         .ok_or_else(|| Error::new(ErrorKind::Server, "direct get answer without sequence"))?;
     let time = h
-        .get("Nats-Time-Stamp")
+        .get(name::TIME_STAMP)
         .and_then(|v| {
             OffsetDateTime::parse(v.as_str(), &time::format_description::well_known::Rfc3339).ok()
         })
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let subject = h
-        .get("Nats-Subject")
+        .get(name::SUBJECT)
         .map(|v| v.as_str().to_string())
         .unwrap_or_default();
     Ok(Some(StoredMsg {

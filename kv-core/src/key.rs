@@ -90,6 +90,52 @@ fn is_key_char(c: char) -> bool {
 }
 
 fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
+    if s.len() <= MAX_KEY_LEN && plainly_valid(s.as_bytes(), wildcards) {
+        return Ok(());
+    }
+    broken_rule(s, wildcards)
+}
+
+/// Whether `b` is a valid key (or filter), in one pass over its bytes: a key is checked at
+/// every write. Agrees with [`broken_rule`] (a test checks), which names the rule broken.
+fn plainly_valid(b: &[u8], wildcards: bool) -> bool {
+    if b.starts_with(RESERVED_PREFIX.as_bytes()) {
+        return false;
+    }
+    // The current token's length, and whether it is a wildcard (which must be the whole
+    // token: nothing may follow it before the next `.`, and nothing at all after `>`).
+    let (mut len, mut wild, mut last_only) = (0usize, false, false);
+    for &c in b {
+        if KEY_BYTES[usize::from(c)] && !wild {
+            len += 1;
+            continue;
+        }
+        match c {
+            b'.' if len == 0 || last_only => return false,
+            b'.' => (len, wild) = (0, false),
+            b'*' | b'>' if wildcards && len == 0 => {
+                (len, wild, last_only) = (1, true, c == b'>');
+            }
+            _ => return false,
+        }
+    }
+    len > 0
+}
+
+/// The bytes a key token may hold ([`is_key_char`] without `.`), as a table.
+const KEY_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'/');
+        c += 1;
+    }
+    t
+};
+
+/// The first rule `s` breaks, if any, in the order the rules are listed in [`KeyRule`].
+fn broken_rule(s: &str, wildcards: bool) -> Result<(), KeyRule> {
     if s.is_empty() {
         return Err(KeyRule::Empty);
     }
@@ -121,6 +167,12 @@ fn check(s: &str, wildcards: bool) -> Result<(), KeyRule> {
         }
     }
     Ok(())
+}
+
+/// Checks `s` as a key (or, with `wildcards`, as a key filter) without copying it: the
+/// error is the one [`Key::new`] (or [`KeyFilter::new`]) gives.
+pub(crate) fn check_str(s: &str, wildcards: bool) -> Result<(), Error> {
+    check(s, wildcards).map_err(|rule| invalid_key(s, rule))
 }
 
 /// A validated KV key: `A-Z a-z 0-9 - _ = / .`, dot-separated non-empty tokens, not starting
@@ -390,6 +442,14 @@ mod tests {
         let err = codec.encode_key(&"x".repeat(768)).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidKey);
         assert!(err.to_string().contains("768 bytes"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_check_agrees_with_the_rules(s in "[a-c_k v.*>é-]{0,12}", wildcards: bool) {
+            let plain = plainly_valid(s.as_bytes(), wildcards);
+            proptest::prop_assert_eq!(plain, broken_rule(&s, wildcards).is_ok(), "{:?}", s);
+        }
     }
 
     #[test]

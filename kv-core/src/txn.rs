@@ -41,7 +41,8 @@ use tracing::Instrument as _;
 use crate::bucket::inner::{Inner, Marks};
 use crate::entry::Op;
 use crate::error::{Error, ErrorKind, Operation};
-use crate::js::{parse_api, PubAck, BATCH_COMMIT, BATCH_ID, BATCH_SEQ};
+use crate::js::name::{BATCH_COMMIT, BATCH_ID, BATCH_SEQ};
+use crate::js::{parse_api, PubAck};
 use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::version::ServerVersion;
@@ -297,9 +298,10 @@ impl Txn {
             None => (o.expect, o.expect_on.as_ref().map(KeyFilter::as_str)),
         };
         let marks = Marks {
-            lease: o.lease.as_deref(),
+            lease: o.lease.clone(),
             format: o.format,
         };
+        let on = on.map(|k| self.inner.subject_of(k));
         self.inner.write_headers(o.op, expect, on, ttl, marks)
     }
 
@@ -346,8 +348,8 @@ impl Txn {
         let mut last = None;
         for (i, (key, mut h, value)) in plan.into_iter().enumerate() {
             h.insert(BATCH_ID, batch_id.as_str());
-            h.insert(BATCH_SEQ, (i + 1).to_string().as_str());
-            let subject = format!("{}{}", self.inner.write_prefix, key);
+            h.insert(BATCH_SEQ, (i + 1).to_string());
+            let subject = self.inner.subject_of(key.as_str());
             if i + 1 == n {
                 h.insert(BATCH_COMMIT, "1");
                 last = Some((subject, h, value));

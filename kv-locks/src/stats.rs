@@ -2,7 +2,7 @@
 //! with the `testing` feature; without it the counters are kept but nothing reads them.
 #![cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Request counters of one [`Locks`](crate::Locks) and every handle made from it.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct Stats {
     acquired: AtomicU64,
     reaped: AtomicU64,
     changed: tokio::sync::Notify,
+    /// Calls of [`Stats::wait_for`] under way: without one, a bump notifies nobody.
+    waiting: AtomicUsize,
 }
 
 /// A copy of the counters.
@@ -68,7 +70,11 @@ impl Stats {
             Stat::Reaped => &self.reaped,
         };
         c.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        // A waiter counts itself before it reads the counters: one that this load misses
+        // reads the new value.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// The counters now.
@@ -88,6 +94,8 @@ impl Stats {
 
     /// Waits until `cond` holds for the counters (no timeout: wrap it in one).
     pub async fn wait_for(&self, mut cond: impl FnMut(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -98,5 +106,14 @@ impl Stats {
             }
             notified.await;
         }
+    }
+}
+
+/// Uncounts a waiter when its [`Stats::wait_for`] ends or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -3,15 +3,14 @@
 //! watches and leases are built on.
 
 use async_nats::jetstream::stream;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
-use crate::entry::{classify, Entry, Op, KV_FORMAT, KV_LEASE, KV_OPERATION, NATS_TTL};
+use crate::entry::{classify, name, Entry, Op};
 use crate::error::{Error, ErrorKind};
-use crate::js::{
-    Js, StoredMsg, EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP,
-};
-use crate::key::{Key, KeyFilter};
+use crate::js::name::{EXPECTED_LAST_SUBJECT_SEQ, EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, ROLLUP};
+use crate::js::{Js, StoredMsg};
+use crate::key::{check_str, Key};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::version::ServerVersion;
 
@@ -20,10 +19,25 @@ const CREATE_ATTEMPTS: usize = 5;
 
 /// What a write carries besides its operation, expectation and TTL: a lease's mark
 /// (`Kv-Lease`) and a recipe's format version (`Kv-Format`, see [`crate::format`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Marks<'a> {
-    pub(crate) lease: Option<&'a str>,
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Marks {
+    pub(crate) lease: Option<String>,
     pub(crate) format: Option<u32>,
+}
+
+/// The subject a key is written on, `<write prefix><key>`, made once from the checked key:
+/// a write's key costs no allocation of its own, and its request shares these bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteSubject {
+    subject: Subject,
+    key_at: usize,
+}
+
+impl WriteSubject {
+    /// The key alone.
+    pub(crate) fn key(&self) -> &str {
+        self.subject.get(self.key_at..).unwrap_or_default()
+    }
 }
 
 /// Shared state of a bucket handle.
@@ -87,7 +101,33 @@ impl Inner {
             .and_then(|m| Revision::new(m.seq)))
     }
 
-    /// Sends one write whose expectation may apply to another key or a filter.
+    /// The subject `key` is written on, once it is checked as a key.
+    pub(crate) fn write_subject(&self, key: &str) -> Result<WriteSubject, Error> {
+        check_str(key, false)?;
+        Ok(WriteSubject {
+            subject: Subject::from(self.subject_of(key)),
+            key_at: self.write_prefix.len(),
+        })
+    }
+
+    /// The subject of `filter` (a key or a key filter) for an expectation on it, once it is
+    /// checked as a filter.
+    pub(crate) fn expect_subject(&self, filter: &str) -> Result<String, Error> {
+        check_str(filter, true)?;
+        Ok(self.subject_of(filter))
+    }
+
+    /// `<write prefix><key>`, allocated once at its length (so that a [`Subject`] made of
+    /// it takes the bytes over without copying them).
+    pub(crate) fn subject_of(&self, key: &str) -> String {
+        let mut subject = String::with_capacity(self.write_prefix.len() + key.len());
+        subject.push_str(&self.write_prefix);
+        subject.push_str(key);
+        subject
+    }
+
+    /// Sends one write on `subject`; an expectation may apply to another key or a filter
+    /// (`expect_on`: its subject).
     #[allow(
         clippy::too_many_arguments,
         reason = "one private call site per write kind"
@@ -95,63 +135,59 @@ impl Inner {
     pub(crate) async fn write_on(
         &self,
         op: Op,
-        key: &Key,
+        subject: &WriteSubject,
         value: Bytes,
         expect: Option<Expect>,
-        expect_on: Option<&KeyFilter>,
+        expect_on: Option<String>,
         ttl: Option<Ttl>,
-        marks: Marks<'_>,
+        marks: Marks,
     ) -> Result<Revision, Error> {
-        let on = expect_on.map(KeyFilter::as_str);
-        let headers = self.write_headers(op, expect, on, ttl, marks)?;
+        let headers = self.write_headers(op, expect, expect_on, ttl, marks)?;
         let ack = self
             .js
-            .publish(format!("{}{}", self.write_prefix, key), headers, value)
+            .publish(subject.subject.clone(), headers, value)
             .await?;
         Revision::new(ack.seq)
             .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
     }
 
     /// The headers of one write: its operation, its expectation (on the written key, or on
-    /// `expect_on`: another key or a filter), its TTL and its marks. A plain put has none.
+    /// `expect_on`: the subject of another key or a filter), its TTL and its marks. A plain
+    /// put has none. Names are async-nats constants and values are moved in, not copied.
     pub(crate) fn write_headers(
         &self,
         op: Op,
         expect: Option<Expect>,
-        expect_on: Option<&str>,
+        expect_on: Option<String>,
         ttl: Option<Ttl>,
-        marks: Marks<'_>,
+        marks: Marks,
     ) -> Result<HeaderMap, Error> {
         let mut h = HeaderMap::new();
         match op {
             Op::Put => {}
-            Op::Delete => h.insert(KV_OPERATION, "DEL"),
+            Op::Delete => h.insert(name::KV_OPERATION, "DEL"),
             Op::Purge => {
-                h.insert(KV_OPERATION, "PURGE");
+                h.insert(name::KV_OPERATION, "PURGE");
                 h.insert(ROLLUP, "sub");
             }
         }
         if let Some(e) = expect {
-            h.insert(
-                EXPECTED_LAST_SUBJECT_SEQ,
-                e.header_value().to_string().as_str(),
-            );
+            h.insert(EXPECTED_LAST_SUBJECT_SEQ, e.header_value().to_string());
         }
-        if let Some(on) = expect_on {
-            let subject = format!("{}{}", self.write_prefix, on);
-            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject.as_str());
+        if let Some(subject) = expect_on {
+            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject);
         }
         if let Some(t) = ttl {
             self.js
                 .server_version()
                 .require(ServerVersion::PER_KEY_TTL, "per-key TTL")?;
-            h.insert(NATS_TTL, t.header_value().as_str());
+            h.insert(name::NATS_TTL, t.header_value());
         }
         if let Some(tag) = marks.lease {
-            h.insert(KV_LEASE, tag);
+            h.insert(name::KV_LEASE, tag);
         }
         if let Some(v) = marks.format {
-            h.insert(KV_FORMAT, v.to_string().as_str());
+            h.insert(name::KV_FORMAT, v.to_string());
         }
         Ok(h)
     }
@@ -160,7 +196,7 @@ impl Inner {
     /// writes with the tombstone's revision as the expectation, keeping the TTL.
     pub(crate) async fn create(
         &self,
-        key: &Key,
+        subject: &WriteSubject,
         value: Bytes,
         ttl: Option<Ttl>,
         format: Option<u32>,
@@ -171,9 +207,9 @@ impl Inner {
             format,
         };
         for _ in 0..CREATE_ATTEMPTS {
-            let v = value.clone();
+            let (v, m) = (value.clone(), marks.clone());
             match self
-                .write_on(Op::Put, key, v, Some(expect), None, ttl, marks)
+                .write_on(Op::Put, subject, v, Some(expect), None, ttl, m)
                 .await
             {
                 Ok(rev) => return Ok(rev),
@@ -182,7 +218,7 @@ impl Inner {
             }
             // Something is there. A live value means "exists"; a tombstone may be replaced.
             // The leader answers, so a lagging replica cannot show us a stale tombstone.
-            match self.leader_last(key).await? {
+            match self.leader_last(&Key::new(subject.key())?).await? {
                 None => expect = Expect::NoMessage,
                 Some(m) => {
                     let (op, _, _) = classify(m.headers.as_ref());

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use tracing::Instrument as _;
 
-use crate::bucket::inner::{Inner, Marks};
+use crate::bucket::inner::{Inner, Marks, WriteSubject};
 use crate::bucket::read::ReadOnlyBucket;
 use crate::entry::Op;
 use crate::error::{Error, Operation};
-use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::txn::Txn;
 
@@ -68,10 +68,11 @@ impl Bucket {
     }
 
     fn write(&self, kind: WriteKind, key: impl AsRef<str>, value: Bytes) -> Write<'_> {
+        let inner = &self.ro.inner;
         Write {
-            inner: &self.ro.inner,
+            inner,
             kind,
-            key: Key::new(key.as_ref()),
+            subject: inner.write_subject(key.as_ref()),
             value,
             expect: None,
             expect_on: None,
@@ -146,10 +147,12 @@ enum WriteKind {
 pub struct Write<'a> {
     inner: &'a Inner,
     kind: WriteKind,
-    key: Result<Key, Error>,
+    /// The key, checked, as the subject it is written on.
+    subject: Result<WriteSubject, Error>,
     value: Bytes,
     expect: Option<Expect>,
-    expect_on: Option<Result<KeyFilter, Error>>,
+    /// The key or filter of the expectation, checked, as its subject.
+    expect_on: Option<Result<String, Error>>,
     ttl: Option<Duration>,
     /// The `Kv-Lease` mark of a lease's own write (crate-internal).
     lease: Option<String>,
@@ -198,7 +201,7 @@ impl<'a> Write<'a> {
     /// a wildcard expectation only as an optimisation that something else confirms; an exact
     /// key's expectation is atomic.
     pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
-        self.expect_on = Some(KeyFilter::new(key_or_filter.as_ref()));
+        self.expect_on = Some(self.inner.expect_subject(key_or_filter.as_ref()));
         self.expect = Some(expect.into());
         self
     }
@@ -240,8 +243,8 @@ impl<'a> Write<'a> {
 
     /// The write with its arguments validated; nothing is sent when one is invalid.
     fn check(self, op: Operation) -> Result<Checked<'a>, Error> {
-        let key = self.key.map_err(|e| e.with_op(op))?;
-        let at_key = |e: Error| e.with_op(op).with_key(key.as_str());
+        let subject = self.subject.map_err(|e| e.with_op(op))?;
+        let at_key = |e: Error| e.with_op(op).with_key(subject.key());
         let expect_on = self.expect_on.transpose().map_err(at_key)?;
         if self.expect.is_some() && self.kind == WriteKind::Create {
             return Err(at_key(Error::invalid_argument(
@@ -253,7 +256,7 @@ impl<'a> Write<'a> {
         Ok(Checked {
             inner: self.inner,
             kind: self.kind,
-            key,
+            subject,
             value: self.value,
             expect: self.expect,
             expect_on,
@@ -263,31 +266,16 @@ impl<'a> Write<'a> {
         })
     }
 
-    async fn run(self) -> Result<Revision, Error> {
+    /// The write, sent, as a future of its own (unboxed: for a caller whose future is boxed
+    /// already, or lives on a stack). Its arguments are checked first: nothing is sent when
+    /// one is invalid.
+    pub(crate) fn send(self) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
         let op = self.operation();
-        let mut write = self.check(op)?;
-        let span = tracing::debug_span!(
-            "kv.write",
-            op = %op,
-            bucket = %write.inner.name,
-            key = %write.key,
-            expect = write.expect.map(|e| e.header_value()),
-            ttl_s = write.ttl.map(Ttl::as_secs),
-            revision = tracing::field::Empty,
-        );
-        let res = async {
-            let res = write.send().await;
-            match &res {
-                Ok(r) => {
-                    tracing::Span::current().record("revision", r.get());
-                }
-                Err(e) => tracing::debug!(error = %e, "write failed"),
-            }
-            res
+        // Either, not an async block holding the checked write: it would hold it twice.
+        match self.check(op) {
+            Ok(write) => Either::Left(write.run(op)),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
         }
-        .instrument(span)
-        .await;
-        res.map_err(|e| e.with_op(op).with_key(write.key.as_str()))
     }
 }
 
@@ -295,35 +283,55 @@ impl<'a> Write<'a> {
 struct Checked<'a> {
     inner: &'a Inner,
     kind: WriteKind,
-    key: Key,
+    subject: WriteSubject,
     value: Bytes,
     expect: Option<Expect>,
-    expect_on: Option<KeyFilter>,
+    expect_on: Option<String>,
     ttl: Option<Ttl>,
     lease: Option<String>,
     format: Option<u32>,
 }
 
 impl Checked<'_> {
+    async fn run(mut self, op: Operation) -> Result<Revision, Error> {
+        let span = tracing::debug_span!(
+            "kv.write",
+            op = %op,
+            bucket = %self.inner.name,
+            key = %self.subject.key(),
+            expect = self.expect.map(|e| e.header_value()),
+            ttl_s = self.ttl.map(Ttl::as_secs),
+            revision = tracing::field::Empty,
+        );
+        let res = self.send().instrument(span.clone()).await;
+        match &res {
+            Ok(r) => {
+                span.record("revision", r.get());
+            }
+            Err(e) => tracing::debug!(parent: &span, error = %e, "write failed"),
+        }
+        res.map_err(|e| e.with_op(op).with_key(self.subject.key()))
+    }
+
     /// Sends the write; returns the new revision.
     async fn send(&mut self) -> Result<Revision, Error> {
         let value = std::mem::take(&mut self.value);
         let op = match self.kind {
             WriteKind::Create => {
-                let (key, ttl, format) = (&self.key, self.ttl, self.format);
-                return self.inner.create(key, value, ttl, format).await;
+                let (subject, ttl, format) = (&self.subject, self.ttl, self.format);
+                return self.inner.create(subject, value, ttl, format).await;
             }
             WriteKind::Put => Op::Put,
             WriteKind::Delete => Op::Delete,
             WriteKind::Purge => Op::Purge,
         };
-        let on = self.expect_on.as_ref();
+        let on = self.expect_on.take();
         let marks = Marks {
-            lease: self.lease.as_deref(),
+            lease: self.lease.take(),
             format: self.format,
         };
         self.inner
-            .write_on(op, &self.key, value, self.expect, on, self.ttl, marks)
+            .write_on(op, &self.subject, value, self.expect, on, self.ttl, marks)
             .await
     }
 }
@@ -332,6 +340,6 @@ impl<'a> IntoFuture for Write<'a> {
     type Output = Result<Revision, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+        Box::pin(self.send())
     }
 }

@@ -32,9 +32,12 @@ proptest::proptest! {
     #[test]
     fn server_replies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
         let _ = parse_header_block(&bytes);
-        if let Err(e) = parse_api::<PubAck>(&bytes) {
+        let full = parse_api::<PubAck>(&bytes);
+        if let Err(e) = &full {
             proptest::prop_assert!(!e.to_string().is_empty());
         }
+        let once = parse_ack(&bytes);
+        proptest::prop_assert_eq!(format!("{once:?}"), format!("{full:?}"));
     }
 
     #[test]
@@ -69,4 +72,26 @@ fn api_error_parsing() {
     let ack: PubAck = parse_api(br#"{"stream":"KV_x","seq":9}"#).unwrap();
     assert_eq!(ack.seq, 9);
     assert!(parse_api::<PubAck>(b"nonsense").is_err());
+}
+
+#[test]
+fn acks_read_once_as_parse_api_reads_them() {
+    let answers: [&[u8]; 7] = [
+        br#"{"stream":"KV_x","seq":9}"#,
+        br#"{"stream":"KV_x","seq":9,"count":3}"#,
+        br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}"#,
+        br#"{"error":null,"seq":4}"#,
+        br#"{"error":"odd","seq":4}"#,
+        br#"{"stream":"KV_x"}"#,
+        b"nonsense",
+    ];
+    for a in answers {
+        let (once, full) = (parse_ack(a), parse_api::<PubAck>(a));
+        assert_eq!(
+            format!("{once:?}"),
+            format!("{full:?}"),
+            "{}",
+            String::from_utf8_lossy(a)
+        );
+    }
 }
