@@ -346,7 +346,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Res
         s.bump(Stat::AcquireWrite);
         let res = new_entry(s, cfg, &[])
             .await?
-            .expect_on(&s.all_filter, e)
+            .expect_on(&*s.all_filter, e)
             .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
@@ -367,7 +367,11 @@ pub(crate) async fn new_entry(
 ) -> Result<CreateLease, kvtk_core::Error> {
     let value = s.entry_value(multi);
     let create = match (&s.sessions, own) {
-        (Some(sessions), None) => sessions.binding(&s.own_key, value).await?,
+        (Some(sessions), None) => match sessions.try_current() {
+            Some(session) => session.bind(&s.own_key, value),
+            // Boxed: making a session is rare, and its future would grow every acquisition's.
+            None => Box::pin(sessions.binding(&s.own_key, value)).await?,
+        },
         (_, cfg) => s
             .keeper
             .lease(&s.own_key, value)

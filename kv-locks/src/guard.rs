@@ -183,7 +183,7 @@ impl Guard {
         let alone = alone.filter(|_| lease.revision() == lease.origin());
         let mut release = lease.release().completed();
         if let Some(a) = alone {
-            release = release.first_expect_on(shared.all_filter.as_str(), Expect::Revision(a));
+            release = release.first_expect_on(shared.all_filter.clone(), Expect::Revision(a));
         }
         let held_ms = hold.elapsed().as_millis() as u64;
         shared.bump(crate::stats::Stat::ReleaseWrite);

@@ -250,7 +250,7 @@ impl Locks {
         Arc::new(Shared {
             common: self.common.clone(),
             own_key,
-            all_filter: name.all_filter(),
+            all_filter: name.all_filter().into(),
             name: name.clone(),
             kind,
             metrics: crate::metrics::Labels::new(

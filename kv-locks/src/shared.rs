@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     pub(crate) common: Arc<Common>,
     pub(crate) name: LockName,
     /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
-    pub(crate) all_filter: String,
+    pub(crate) all_filter: Arc<str>,
     pub(crate) kind: Kind,
     /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
     pub(crate) own_key: String,

@@ -338,8 +338,8 @@ impl<'a> Creating<'a> {
             .lease_tag(LeaseTag::header_value(plan.nonce, None))
             .format_opt(self.format);
         match &plan.expect_on {
-            Some(f) => w.expect_on(f.as_str(), self.expect).await,
-            None => w.expect(self.expect).await,
+            Some(f) => w.expect_on(f.as_str(), self.expect).send().await,
+            None => w.expect(self.expect).send().await,
         }
     }
 

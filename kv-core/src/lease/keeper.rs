@@ -257,6 +257,7 @@ pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>)
         .ttl_opt(st.ttl)
         .lease_tag(st.tag())
         .format_opt(st.format)
+        .send()
         .await;
     match st.written(res, sent) {
         AfterWrite::Done(step) => step,

@@ -91,6 +91,13 @@ impl Sessions {
         Ok(session)
     }
 
+    /// The current session if it is alive and nobody is making one right now: the fast path
+    /// of [`current`](Self::current), without waiting (`None`: call `current`).
+    pub fn try_current(&self) -> Option<Arc<Session>> {
+        let current = self.inner.current.try_lock().ok()?;
+        current.as_ref().filter(|s| s.is_alive()).cloned()
+    }
+
     /// Binds `value` under `key` to the current session: [`Session::bind`] on
     /// [`current`](Self::current).
     ///

@@ -44,7 +44,7 @@ pub struct Released {
 pub struct Release {
     st: Arc<State>,
     bucket: Bucket,
-    first: Option<(String, Expect)>,
+    first: Option<(Arc<str>, Expect)>,
     hand_over: Option<(Bytes, Duration)>,
     completed: bool,
 }
@@ -73,7 +73,7 @@ impl Release {
     /// Tries first a delete conditional on `filter`'s last revision instead of our key's
     /// (e.g. proving a lock's queue empty); falls back to the plain fenced delete when that
     /// conflicts.
-    pub fn first_expect_on(mut self, filter: impl Into<String>, expect: Expect) -> Self {
+    pub fn first_expect_on(mut self, filter: impl Into<Arc<str>>, expect: Expect) -> Self {
         self.first = Some((filter.into(), expect));
         self
     }
@@ -114,7 +114,7 @@ impl Release {
     async fn remove(&self) -> Result<Released, Error> {
         let mut rev = Some(self.st.revision());
         if let Some((filter, expect)) = &self.first {
-            match self.write().expect_on(filter, *expect).await {
+            match self.write().expect_on(&**filter, *expect).send().await {
                 Ok(t) => return Ok(done(Some(t), true)),
                 Err(e) if e.is_conflict() => {}
                 Err(e) if e.outcome_unknown() => rev = None,
@@ -169,7 +169,7 @@ impl Release {
                     }
                 },
             };
-            match self.write().revision(r).await {
+            match self.write().revision(r).send().await {
                 Ok(t) => return Ok(done(Some(t), false)),
                 Err(e) if e.is_conflict() => rev = None,
                 Err(e) if e.is_transient() => {

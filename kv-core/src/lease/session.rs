@@ -50,7 +50,7 @@ pub fn in_session_space(name: &str) -> bool {
 }
 
 /// The session format this library writes and understands (`"v"` in the session key's
-/// value). A session of another version is refused ([`ErrorKind::Codec`]), never judged.
+/// value). A session of another version is refused ([`ErrorKind::Codec`](crate::ErrorKind::Codec)), never judged.
 pub const SESSION_FORMAT: u32 = 1;
 
 /// A session's identity: the nonce of its lease, carried in the mark of every entry bound
@@ -149,7 +149,7 @@ impl SessionState {
     }
 
     /// Judges the stream leader's answer `found` for the key of session `id` (pure).
-    /// A live value of another format version is refused ([`ErrorKind::Codec`]): the caller
+    /// A live value of another format version is refused ([`ErrorKind::Codec`](crate::ErrorKind::Codec)): the caller
     /// must touch nothing.
     pub fn judge(id: SessionId, found: Option<&Entry>) -> Result<SessionState, Error> {
         let Some(e) = found else {
