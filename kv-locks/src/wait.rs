@@ -253,13 +253,12 @@ async fn blocker_left(
     let mut unseen: HashSet<SessionId> = sessions.iter().copied().collect();
     loop {
         match watch.next().await? {
-            Some(Ok(WatchEvent::Entry(e))) if SessionId::from_key(e.key().as_str()).is_some() => {
-                if let Some(left) = session_event(s, bound, &e, &mut unseen).await? {
-                    return Ok(left);
-                }
-            }
             Some(Ok(WatchEvent::Entry(e))) => {
-                if let Some(left) = blocker_event(blockers, &e, &mut present, &mut lagging) {
+                let left = match SessionId::from_key(e.key().as_str()) {
+                    Some(id) => session_event(s, bound, &e, id, &mut unseen).await?,
+                    None => blocker_event(blockers, &e, &mut present, &mut lagging),
+                };
+                if let Some(left) = left {
                     return Ok(left);
                 }
             }
@@ -313,17 +312,15 @@ fn blocker_event<'a>(
     })
 }
 
-/// A write of a blocker's session key `e`: if it shows the session ended, its entries are
-/// removed ([`reap`]).
+/// A write `e` of session `id`'s key (a blocker's session): if it shows the session ended,
+/// its entries are removed ([`reap`]).
 async fn session_event(
     s: &Shared,
     bound: &[Entry],
     e: &Entry,
+    id: SessionId,
     unseen: &mut HashSet<SessionId>,
 ) -> Result<Option<Left>, Error> {
-    let Some(id) = SessionId::from_key(e.key().as_str()) else {
-        return Ok(None);
-    };
     unseen.remove(&id);
     if SessionState::judge(id, Some(e))?.is_alive() {
         return Ok(None);

@@ -210,7 +210,9 @@ impl CreateLease {
         let labels = self.keeper.inner.labels.clone();
         let ends = (self.tombstone_ttl, self.format);
         let st = State::new(created, self.value, cfg, ends, labels);
-        self.keeper.track(st.clone());
+        if !st.is_bound() {
+            self.keeper.track(st.clone());
+        }
         Lease::new(st, self.keeper)
     }
 
