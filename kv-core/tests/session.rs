@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use kvtk_core::lease::{
@@ -367,4 +368,54 @@ async fn an_entry_whose_sessions_marker_expired_too_is_removed_once_its_end_is_c
     assert_eq!(confirmed.removal(), Some(Removal::Deleted));
     assert_eq!(confirmed.lease().map(|t| t.nonce()), Some(id.get()));
     assert_eq!(confirmed.expected(), Some(Expect::NoMessage));
+}
+
+#[tokio::test]
+async fn a_hand_over_bound_to_another_session_is_adopted_without_a_write_and_ends_with_it() {
+    let server = NatsServer::start().await;
+    let (proxy, from) = proxied_bucket(&server, cfg(1)).await;
+    let to = bucket(&Kv::new(server.connect().await)).await;
+    let giver = Keeper::new(&from, lease_cfg(30)).unwrap();
+    let taker = Keeper::new(&to, lease_cfg(10)).unwrap();
+    let (gs, ts) = (
+        giver.session().await.unwrap(),
+        taker.session().await.unwrap(),
+    );
+    let held = gs.bind("leader", "giver").await.unwrap();
+    // The hand-over's acknowledgement is lost: the release recognises its own write.
+    let hand_over = held
+        .release()
+        .hand_over_bound("taker", ts.id())
+        .into_future();
+    let released = with_acks_lost(&proxy, hand_over, || async {
+        let e = to.get_from_leader("leader").await.unwrap();
+        e.is_some_and(|e| e.value().as_ref() == b"taker")
+    })
+    .await
+    .unwrap();
+    let e = leader_entry(&to, "leader").await;
+    assert_eq!(released.tombstone, Some(e.revision()));
+    assert_eq!(SessionId::bound_by(&e), Some(ts.id()));
+    // Someone else's session cannot adopt it; ours can, and nothing is written.
+    assert_eq!(gs.adopt(&e).unwrap_err().kind(), ErrorKind::Conflict);
+    let adopted = ts.adopt(&e).unwrap();
+    assert_eq!(
+        (adopted.origin(), adopted.revision()),
+        (e.revision(), e.revision())
+    );
+    assert!(adopted.is_bound() && adopted.is_held());
+    assert_eq!(adopted.deadline(), ts.lease().deadline());
+    assert_eq!(leader_entry(&to, "leader").await.revision(), e.revision());
+    // Its guarded write is conditional on its revision; the session's end ends it.
+    let rev = adopted.put_guarded("fenced", "x").await.unwrap();
+    assert!(rev > e.revision());
+    ts.close().await.unwrap();
+    within("the adopted lease to be lost", adopted.lost()).await;
+    assert_eq!(
+        remove_if_dead(&to, &e).await.unwrap(),
+        Reaped::Removed {
+            tombstone: leader_entry(&to, "leader").await.revision()
+        }
+    );
+    gs.close().await.unwrap();
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::create::CreateLease;
 use super::session::{Session, SessionId, SessionState};
-use super::state::ATTEMPTS;
+use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind, Operation};
@@ -37,6 +37,47 @@ impl Session {
             .lease(key, value)
             .config(self.lease.config())
             .bound_to(parent, self.id.get())
+    }
+
+    /// Takes over `entry`, which someone else wrote **bound to this session** (a hand-over:
+    /// [`Release::hand_over_bound`](super::Release::hand_over_bound)), as a lease of ours —
+    /// without a write. Its origin is the entry's lease origin (the hand-over's revision),
+    /// its revision the entry's; from here on it is like [`bind`](Self::bind)'s lease: lost
+    /// with the session, guarded writes conditional on its revision, released by a fenced
+    /// delete. Refused with [`ErrorKind::Conflict`] when `entry` is not bound to this
+    /// session, and with [`ErrorKind::LeaseLost`] once the session is not valid.
+    pub fn adopt(&self, entry: &Entry) -> Result<super::Lease, Error> {
+        if SessionId::bound_by(entry) != Some(self.id) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("the entry is not bound to session {}", self.id),
+            )
+            .with_op(Operation::Lease)
+            .with_key(entry.key().as_str()));
+        }
+        if !self.lease.is_held() {
+            return Err(Error::new(ErrorKind::LeaseLost, "the session was lost")
+                .with_op(Operation::Lease)
+                .with_key(entry.key().as_str()));
+        }
+        let created = Created {
+            key: entry.key().clone(),
+            nonce: self.id.get(),
+            origin: entry.lease().map_or(entry.revision(), |t| t.origin()),
+            rev: entry.revision(),
+            sent: tokio::time::Instant::now(),
+            parent: Some(self.lease.state().clone()),
+        };
+        let keeper = self.lease.keeper().clone();
+        let labels = keeper.inner.labels.clone();
+        let st = State::new(
+            created,
+            Bytes::new(),
+            self.lease.config(),
+            (None, None),
+            labels,
+        );
+        Ok(super::Lease::new(st, keeper))
     }
 }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::session::SessionId;
 use super::state::{LostReason, State, ATTEMPTS};
 use crate::bucket::{Bucket, Write};
-use crate::entry::Entry;
+use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
@@ -45,8 +46,26 @@ pub struct Release {
     st: Arc<State>,
     bucket: Bucket,
     first: Option<(Arc<str>, Expect)>,
-    hand_over: Option<(Bytes, Duration)>,
+    hand_over: Option<HandOver>,
     completed: bool,
+}
+
+/// What a release leaves in place of its tombstone.
+#[derive(Debug)]
+struct HandOver {
+    value: Bytes,
+    /// The value's TTL; `None`: bound to the session `to`.
+    ttl: Option<Duration>,
+    /// The session the value is bound to (its mark's nonce); `None`: our own mark.
+    to: Option<SessionId>,
+}
+
+impl HandOver {
+    /// Whether `e` is this hand-over, as written.
+    fn is(&self, st: &State, e: &Entry) -> bool {
+        let nonce = self.to.map_or(st.nonce, SessionId::get);
+        e.is_value() && e.value() == &self.value && e.lease().is_some_and(|t| t.nonce() == nonce)
+    }
 }
 
 impl Release {
@@ -83,7 +102,26 @@ impl Release {
     /// otherwise. `value` must differ from the lease's value (it is how a hand-over whose
     /// acknowledgement was lost is recognised).
     pub fn hand_over(mut self, value: impl Into<Bytes>, ttl: Duration) -> Self {
-        self.hand_over = Some((value.into(), ttl));
+        self.hand_over = Some(HandOver {
+            value: value.into(),
+            ttl: Some(ttl),
+            to: None,
+        });
+        self
+    }
+
+    /// Leaves `value` **bound to session `to`** in place of the tombstone: written without a
+    /// TTL, with `to`'s mark and no origin (so its origin is the hand-over's own revision),
+    /// conditional on our revision. The session's owner takes it over without a write
+    /// ([`Session::adopt`](super::Session::adopt)); it ends with that session like any
+    /// entry bound to it ([`remove_if_dead`](super::remove_if_dead)). A hand-over whose
+    /// acknowledgement was lost is recognised by its value and `to`'s mark.
+    pub fn hand_over_bound(mut self, value: impl Into<Bytes>, to: SessionId) -> Self {
+        self.hand_over = Some(HandOver {
+            value: value.into(),
+            ttl: None,
+            to: Some(to),
+        });
         self
     }
 
@@ -128,15 +166,18 @@ impl Release {
 
     /// The removing write (a delete, or the hand-over value), before its condition.
     fn write(&self) -> Write<'_> {
-        let mut tag = self.st.tag();
+        let mut tag = match self.hand_over.as_ref().and_then(|h| h.to) {
+            Some(to) => LeaseTag::header_value(to.get(), None),
+            None => self.st.tag(),
+        };
         if self.completed && self.hand_over.is_none() {
             tag.push_str(crate::entry::COMPLETED);
         }
         let w = match &self.hand_over {
-            Some((v, ttl)) => self
+            Some(h) => self
                 .bucket
-                .put(&self.st.key, v.clone())
-                .ttl(*ttl)
+                .put(&self.st.key, h.value.clone())
+                .ttl_opt(h.ttl)
                 .format_opt(self.st.format),
             None => self.bucket.delete(&self.st.key),
         }
@@ -189,8 +230,7 @@ impl Release {
     /// release's outcome (break).
     async fn look(&self) -> Result<ControlFlow<Released, Revision>, Error> {
         let found = self.bucket.get_from_leader(&self.st.key).await?;
-        let hand_over = self.hand_over.as_ref().map(|(v, _)| v);
-        Ok(judge(&self.st, hand_over, found))
+        Ok(judge(&self.st, self.hand_over.as_ref(), found))
     }
 }
 
@@ -206,18 +246,16 @@ impl IntoFuture for Release {
 /// (or a tombstone).
 fn judge(
     st: &State,
-    hand_over: Option<&Bytes>,
+    hand_over: Option<&HandOver>,
     found: Option<Entry>,
 ) -> ControlFlow<Released, Revision> {
     let is_final = |e: &Entry| match hand_over {
-        None => !e.is_value(),
-        Some(v) => e.is_value() && e.value() == v,
+        None => st.is_ours(e) && !e.is_value(),
+        Some(h) => h.is(st, e),
     };
     match found {
         // Our own tombstone (or hand-over): applied, its ack lost.
-        Some(e) if st.is_ours(&e) && is_final(&e) => {
-            ControlFlow::Break(done(Some(e.revision()), false))
-        }
+        Some(e) if is_final(&e) => ControlFlow::Break(done(Some(e.revision()), false)),
         Some(e) if st.is_ours(&e) && e.is_value() => ControlFlow::Continue(e.revision()),
         // Expired, taken, or gone: nothing of ours to remove.
         _ => ControlFlow::Break(done(None, false)),
