@@ -49,9 +49,31 @@ pub struct ElectionBuilder {
     renew_every: Option<Duration>,
     transfer_ttl: Option<Duration>,
     succession_grace: Option<Duration>,
+    bind: bool,
 }
 
 impl ElectionBuilder {
+    /// Binds candidate registrations to one session per election handle (shared by its
+    /// clones) instead of a lease each — a process's candidacies then cost one renewal per
+    /// renewal interval in all — and makes [`Leadership::step_down`](crate::Leadership::step_down)
+    /// a **one-write hand-over**: the outgoing leader writes the leader key for the first
+    /// live candidate in line, bound to that candidate's session, and the successor takes it
+    /// over without a write of its own. A leadership won by a race keeps a lease of its own.
+    ///
+    /// Candidates watch the sessions of the election's bucket: the first in line removes
+    /// (by compare-and-set, judged from the stream leader) registrations of ended sessions,
+    /// and a handed-over leader key whose session ended or whose registration is gone; a
+    /// handed-over leader that crashed is replaced within about the session TTL + 1 s.
+    /// A leader that was handed the key learns of a forced removal at its next guarded
+    /// write (the server refuses it), as a lock holder bound to a session does.
+    ///
+    /// Every client of the bucket must run a version that knows sessions: an older one waits
+    /// behind a handed-over leader it cannot judge, and cannot remove a dead session's entries.
+    pub fn bind_to_session(mut self) -> Self {
+        self.bind = true;
+        self
+    }
+
     /// The leader lease TTL (whole seconds, ≥ 1 s; default
     /// [`DEFAULT_TTL`](crate::DEFAULT_TTL) (5 s) on a single-server bucket,
     /// [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL) (30 s) on a replicated one,
@@ -123,6 +145,7 @@ impl ElectionBuilder {
                 lease,
                 transfer_ttl,
                 self.succession_grace,
+                self.bind,
             )),
         })
     }
@@ -156,6 +179,7 @@ impl Election {
             renew_every: None,
             transfer_ttl: None,
             succession_grace: None,
+            bind: false,
         }
     }
 

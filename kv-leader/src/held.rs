@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kvtk_core::lease::Lease;
+use kvtk_core::lease::{Lease, Release, SessionId};
 use kvtk_core::{Backoff, Revision};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,22 @@ impl Held {
     /// delete, bounded by the lease deadline) and the candidate registration.
     /// Returns the revision of the tombstone the resignation left, when it left one.
     pub(crate) async fn resign(&self, reason: LostReason) -> Option<Revision> {
+        self.release(reason, self.lease.release_shared()).await
+    }
+
+    /// Steps down by handing the leader key to `to`, bound to its `session`: one write (the
+    /// successor takes it over without one). Returns the hand-over's revision, when it was
+    /// written.
+    pub(crate) async fn hand_over_bound(&self, to: Record, session: SessionId) -> Option<Revision> {
         let release = self.lease.release_shared();
+        let release = release.hand_over_bound(to.to_bytes(), session);
+        self.release(LostReason::Resigned, release).await
+    }
+
+    /// Ends the leadership with `reason`, then runs `release` (bounded by the lease
+    /// deadline) and removes the candidate registration. Returns the revision the release
+    /// left, when it left one.
+    async fn release(&self, reason: LostReason, release: Release) -> Option<Revision> {
         let mut tombstone = None;
         if self.end(reason) {
             match tokio::time::timeout_at(self.deadline(), release).await {
@@ -213,6 +228,7 @@ impl Held {
             id: self.id.clone(),
             value: locked(&self.value).clone(),
             transfer_to,
+            registration: None,
         }
     }
 }

@@ -114,7 +114,12 @@ impl Line {
         // refuses it on its own).
         let id = match Record::from_entry(e).ok().flatten() {
             Some(r) => {
-                self.last_leader = Some(r.id.clone());
+                // A hand-over: the leader it replaces led until here.
+                if let Some(prev) = self.last_leader.replace(r.id.clone()) {
+                    if prev != r.id {
+                        self.led(&prev, e.revision());
+                    }
+                }
                 r.id
             }
             None if !e.is_value() => {
@@ -154,6 +159,19 @@ impl Line {
             return;
         }
         self.regs.insert(id.to_string(), (origin, revision));
+    }
+
+    /// Takes candidate `id` out of line as of `revision` (its session ended), unless a
+    /// later revision of its registration was seen.
+    pub(crate) fn gone(&mut self, id: &str, revision: Revision) {
+        if let Some(reg) = self.regs.get_mut(id).filter(|(_, seen)| *seen <= revision) {
+            *reg = (None, revision);
+        }
+    }
+
+    /// Who wrote the leader key's latest value, as far as this line saw.
+    pub(crate) fn last_leader(&self) -> Option<&str> {
+        self.last_leader.as_deref()
     }
 
     /// Records that `id` wrote the leader key at `revision`.

@@ -47,6 +47,11 @@ pub(crate) struct Record {
     pub(crate) value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) transfer_to: Option<String>,
+    /// On a step-down's hand-over (written by the outgoing leader, bound to the successor's
+    /// session): the origin of the successor's registration that it was handed to. The
+    /// leadership lives while that registration and the session do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registration: Option<u64>,
 }
 
 impl Record {
@@ -172,6 +177,7 @@ mod tests {
     #[test]
     fn record_json_round_trip_and_optional_fields() {
         let r = Record {
+            registration: None,
             id: "a".into(),
             value: "10.0.0.1:80".into(),
             transfer_to: None,

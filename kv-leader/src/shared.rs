@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::lease::{Keeper, Lease, LeaseConfig, Sessions};
 use kvtk_core::{Bucket, Revision};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     /// Renews every leadership and candidate registration of this election handle and its
     /// clones; created by the first campaign, its task ends with the last of them.
     keeper: OnceCell<Keeper>,
+    /// Registrations are bound to one session per handle ([`ElectionBuilder::bind_to_session`](crate::ElectionBuilder::bind_to_session)).
+    pub(crate) bind: bool,
+    /// The handle's sessions, made with the keeper when `bind`.
+    sessions: OnceCell<Sessions>,
     /// The leaderships won through this handle, for [`Election::shutdown`](crate::Election::shutdown).
     leaderships: Mutex<Vec<Weak<Held>>>,
     /// Who led until which revision, as this handle's campaigns saw it: a new campaign's
@@ -60,8 +64,11 @@ impl Shared {
         provisional: LeaseConfig,
         transfer_ttl: Duration,
         succession_grace: Option<Duration>,
+        bind: bool,
     ) -> Shared {
         Shared {
+            bind,
+            sessions: OnceCell::new(),
             succession_grace,
             leader_key: format!("{name}.leader"),
             bucket,
@@ -87,6 +94,33 @@ impl Shared {
             .get_or_try_init(|| async { Keeper::with_recipe(&self.bucket, lease, "leader") })
             .await
             .map_err(Error::from)
+    }
+
+    /// The handle's sessions, when registrations are bound to one (`None` otherwise).
+    pub(crate) async fn sessions(&self) -> Result<Option<&Sessions>, Error> {
+        if !self.bind {
+            return Ok(None);
+        }
+        let keeper = self.keeper().await?;
+        let lease = self.lease();
+        let sessions = self
+            .sessions
+            .get_or_init(|| async { Sessions::new(keeper, lease) })
+            .await;
+        Ok(Some(sessions))
+    }
+
+    /// Lets go of a registration nobody campaigns with any more: one bound to a session is
+    /// released in the background (it would live as long as the session), one with a lease
+    /// of its own is left to expire.
+    pub(crate) fn drop_registration(&self, reg: Lease) {
+        if !reg.is_bound() || tokio::runtime::Handle::try_current().is_err() {
+            reg.orphan();
+            return;
+        }
+        self.tracker.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reg.release()).await;
+        });
     }
 
     /// The lease: the one for the bucket once it was checked, the single-server one before.

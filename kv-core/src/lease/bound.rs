@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::create::CreateLease;
+use super::release::Release;
 use super::session::{Session, SessionId, SessionState};
 use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
@@ -78,6 +79,18 @@ impl Session {
             labels,
         );
         Ok(super::Lease::new(st, keeper))
+    }
+}
+
+impl Release {
+    /// Leaves `value` **bound to session `to`** in place of the tombstone: written without a
+    /// TTL, with `to`'s mark and no origin (so its origin is the hand-over's own revision),
+    /// conditional on our revision. The session's owner takes it over without a write
+    /// ([`Session::adopt`]); it ends with that session like any entry bound to it
+    /// ([`remove_if_dead`]). A hand-over whose acknowledgement was lost is recognised by its
+    /// value and `to`'s mark.
+    pub fn hand_over_bound(self, value: impl Into<Bytes>, to: SessionId) -> Self {
+        self.hand_over_to(value.into(), to.get())
     }
 }
 

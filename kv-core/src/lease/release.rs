@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::session::SessionId;
 use super::state::{LostReason, State, ATTEMPTS};
 use crate::bucket::{Bucket, Write};
 use crate::entry::{Entry, LeaseTag};
@@ -56,14 +55,14 @@ struct HandOver {
     value: Bytes,
     /// The value's TTL; `None`: bound to the session `to`.
     ttl: Option<Duration>,
-    /// The session the value is bound to (its mark's nonce); `None`: our own mark.
-    to: Option<SessionId>,
+    /// The nonce (session id) of the value's mark; `None`: our own.
+    to: Option<u128>,
 }
 
 impl HandOver {
     /// Whether `e` is this hand-over, as written.
     fn is(&self, st: &State, e: &Entry) -> bool {
-        let nonce = self.to.map_or(st.nonce, SessionId::get);
+        let nonce = self.to.unwrap_or(st.nonce);
         e.is_value() && e.value() == &self.value && e.lease().is_some_and(|t| t.nonce() == nonce)
     }
 }
@@ -110,17 +109,13 @@ impl Release {
         self
     }
 
-    /// Leaves `value` **bound to session `to`** in place of the tombstone: written without a
-    /// TTL, with `to`'s mark and no origin (so its origin is the hand-over's own revision),
-    /// conditional on our revision. The session's owner takes it over without a write
-    /// ([`Session::adopt`](super::Session::adopt)); it ends with that session like any
-    /// entry bound to it ([`remove_if_dead`](super::remove_if_dead)). A hand-over whose
-    /// acknowledgement was lost is recognised by its value and `to`'s mark.
-    pub fn hand_over_bound(mut self, value: impl Into<Bytes>, to: SessionId) -> Self {
+    /// Leaves `value` without a TTL, marked with `nonce` (a session's id) and no origin, in
+    /// place of the tombstone: [`Release::hand_over_bound`].
+    pub(super) fn hand_over_to(mut self, value: Bytes, nonce: u128) -> Self {
         self.hand_over = Some(HandOver {
-            value: value.into(),
+            value,
             ttl: None,
-            to: Some(to),
+            to: Some(nonce),
         });
         self
     }
@@ -167,7 +162,7 @@ impl Release {
     /// The removing write (a delete, or the hand-over value), before its condition.
     fn write(&self) -> Write<'_> {
         let mut tag = match self.hand_over.as_ref().and_then(|h| h.to) {
-            Some(to) => LeaseTag::header_value(to.get(), None),
+            Some(to) => LeaseTag::header_value(to, None),
             None => self.st.tag(),
         };
         if self.completed && self.hand_over.is_none() {

@@ -1,11 +1,14 @@
 //! One candidate's campaign: register, follow the leader key and the registrations on one
 //! watch, and race one conditional write for the key when the rule says it is our turn.
 
+mod bound;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kvtk_core::lease::Lease;
+use kvtk_core::lease::{Lease, SessionId, SESSION_PREFIX};
 use kvtk_core::{Backoff, Entry, Expect, Include, Retrying, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
@@ -59,6 +62,15 @@ pub(crate) struct Candidate {
     retry_at: Option<Instant>,
     /// A registration of a format version this library does not know: the campaign ends.
     refused: Option<kvtk_core::Error>,
+    /// With registrations bound to sessions: the sessions of the bucket as the watch shows
+    /// them (alive or ended).
+    sessions: HashMap<SessionId, bool>,
+    /// The live registrations' latest entries, by candidate id.
+    regs: HashMap<String, Entry>,
+    /// Revisions of bound entries already judged (removed, or found alive).
+    checked: HashSet<Revision>,
+    /// The revision our step-down left (a campaign prepared by a leader stepping down).
+    stepped_down: Option<Revision>,
 }
 
 impl Drop for Candidate {
@@ -66,7 +78,7 @@ impl Drop for Candidate {
         // A campaign that ends without winning leaves its registration to expire, as
         // documented; a winning one handed it to the leadership.
         if let Some(reg) = self.registration.take() {
-            reg.orphan();
+            self.shared.drop_registration(reg);
         }
     }
 }
@@ -111,6 +123,10 @@ impl Candidate {
             read_retry: Backoff::DEFAULT.start(),
             retry_at: None,
             refused: None,
+            sessions: HashMap::new(),
+            regs: HashMap::new(),
+            checked: HashSet::new(),
+            stepped_down: None,
         }
     }
 
@@ -128,6 +144,12 @@ impl Candidate {
             }
             if self.need_read {
                 self.read_from_leader().await?;
+            }
+            if self.known && self.shared.bind {
+                if let Some(l) = self.adopt().await? {
+                    return Ok(l);
+                }
+                self.reap_dead().await;
             }
             if self.retry_at.is_some_and(|t| Instant::now() >= t) {
                 self.retry_at = None;
@@ -209,6 +231,11 @@ impl Candidate {
             _ = closing.cancelled() => return,
             _ = reg_lost => return,
         };
+        self.on_event(ev);
+    }
+
+    /// Takes one event of the watch (`None`: it ended).
+    fn on_event(&mut self, ev: Option<Result<WatchEvent, kvtk_core::Error>>) {
         match ev {
             Some(Ok(WatchEvent::Entry(e))) => self.see(e),
             Some(Ok(WatchEvent::InitialDone)) => self.known = true,
@@ -222,11 +249,15 @@ impl Candidate {
     }
 
     fn see(&mut self, e: Entry) {
-        if let Some(id) = e.key().as_str().strip_prefix(&self.cand_prefix) {
+        if let Some(id) = SessionId::from_key(e.key().as_str()) {
+            self.session_seen(id, &e);
+        } else if let Some(id) = e.key().as_str().strip_prefix(&self.cand_prefix) {
             if let Err(refused) = CandidateRecord::from_entry(&e) {
                 self.refused.get_or_insert(refused);
             }
-            self.line.registration(id, &e);
+            let id = id.to_string();
+            self.line.registration(&id, &e);
+            self.registration_seen(&id, e);
         } else if self
             .view
             .as_ref()
@@ -238,6 +269,7 @@ impl Candidate {
 
     /// Records that we led until `revision` (our resignation's tombstone).
     pub(crate) fn stepped_down(&mut self, revision: Revision) {
+        self.stepped_down = Some(revision);
         let id = self.id.clone();
         self.led(&id, revision);
     }
@@ -257,9 +289,13 @@ impl Candidate {
 
     /// Takes `e` as the leader key's latest entry, remembering who led.
     fn set_view(&mut self, e: Option<Entry>) {
-        // The leader that just left stands in line from the moment it left.
+        // The leader that just left (or handed over) stands in line from the moment it left.
+        let before = self.line.last_leader().map(str::to_string);
         if let Some((id, revision)) = e.as_ref().and_then(|e| self.line.leader_key(e)) {
             self.remember_led(&id, revision);
+            if let Some(before) = before.filter(|b| *b != id) {
+                self.remember_led(&before, revision);
+            }
         }
         self.view = e;
     }
@@ -273,13 +309,18 @@ impl Candidate {
             id: self.id.clone(),
             value: self.value.clone(),
         };
-        let created = self
-            .shared
-            .keeper()
-            .await?
-            .lease(&self.cand_key, rec.to_bytes())
-            .tombstone_ttl(Duration::from_secs(1))
-            .await;
+        let create = match self.shared.sessions().await? {
+            Some(s) => s.binding(&self.cand_key, rec.to_bytes()).await,
+            None => Ok(self
+                .shared
+                .keeper()
+                .await?
+                .lease(&self.cand_key, rec.to_bytes())),
+        };
+        let created = match create {
+            Ok(c) => c.tombstone_ttl(Duration::from_secs(1)).await,
+            Err(e) => Err(e),
+        };
         match created {
             Ok(l) => {
                 self.registration = Some(l);
@@ -295,13 +336,17 @@ impl Candidate {
     }
 
     pub(crate) async fn start_watch(&mut self) -> Result<(), Error> {
+        let mut keys = vec![
+            self.shared.leader_key.clone(),
+            format!("{}*", self.cand_prefix),
+        ];
+        if self.shared.bind {
+            keys.push(format!("{SESSION_PREFIX}*"));
+        }
         let started = self
             .shared
             .bucket
-            .watch([
-                self.shared.leader_key.clone(),
-                format!("{}*", self.cand_prefix),
-            ])
+            .watch(keys)
             .include(Include::LastPerKey)
             .await;
         Counters::bump(&self.shared.counters.watches);
@@ -364,12 +409,18 @@ impl Candidate {
             id: self.id.clone(),
             value: self.value.clone(),
             transfer_to: None,
+            registration: None,
         }
         .to_bytes();
         let keeper = shared.keeper().await?;
         Counters::bump(&shared.counters.cas_attempts);
         let mut create = keeper.lease(&shared.leader_key, body).expect(expect);
-        if let Some(reg) = self.registration.as_ref().filter(|r| r.is_held()) {
+        // A bound registration's nonce is its session's, shared by the session's entries.
+        if let Some(reg) = self
+            .registration
+            .as_ref()
+            .filter(|r| r.is_held() && !r.is_bound())
+        {
             create = create.same_owner_as(reg);
         }
         match create.await {

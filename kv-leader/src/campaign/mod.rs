@@ -12,7 +12,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use kvtk_core::lease::Lease;
+use kvtk_core::lease::{Lease, SessionId};
 use kvtk_core::Revision;
 
 use self::candidate::Candidate;
@@ -20,7 +20,11 @@ use crate::error::{Error, ErrorKind};
 use crate::leadership::Leadership;
 use crate::lost::LostReason;
 use crate::names::validate_name;
+use crate::record::Record;
 use crate::shared::Shared;
+
+/// How long a leader stepping down waits for its campaign's watch to show the line.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A campaign being configured; await it to wait until elected.
 ///
@@ -79,6 +83,15 @@ impl Campaign {
         }
     }
 
+    /// With registrations bound to sessions, whom a leader stepping down hands over to (see
+    /// [`Candidate::successor`]), once the campaign's watch delivered the election's state
+    /// (waiting at most [`CATCH_UP`] for it; without it, the step-down resigns).
+    async fn successor(&mut self) -> Option<(Record, SessionId)> {
+        let c = self.prepared.as_mut().filter(|_| self.shared.bind)?;
+        c.catch_up(CATCH_UP).await;
+        c.successor()
+    }
+
     /// Records that we led until `revision` (our resignation's tombstone).
     pub(crate) fn stepped_down(mut self, revision: Revision) -> Campaign {
         if let Some(c) = self.prepared.as_mut() {
@@ -120,9 +133,17 @@ impl IntoFuture for Campaign {
 /// nothing of campaigns (and the campaign's win is a leadership).
 impl Leadership {
     /// Steps down and returns the campaign to lead again, keeping our candidate
-    /// registration: the cheapest graceful failover (one write, the resignation; none to
-    /// register again). We stand in line behind every candidate that registered before we
-    /// stepped down, so leadership rotates through the waiting candidates in order.
+    /// registration: the cheapest graceful failover. We stand in line behind every
+    /// candidate that registered before we stepped down, so leadership rotates through the
+    /// waiting candidates in order.
+    ///
+    /// It costs one write either way: the resignation, after which the next in line takes
+    /// the key with a write of its own; or, with registrations bound to sessions
+    /// ([`ElectionBuilder::bind_to_session`](crate::ElectionBuilder::bind_to_session)), a
+    /// **hand-over**: the leader key written for the first live candidate in line, bound
+    /// to its session, which that candidate takes over without writing (its term is the
+    /// hand-over's revision). If the successor left meanwhile, the next in line removes the
+    /// hand-over and takes the key.
     ///
     /// ```no_run
     /// # async fn demo(leadership: kvtk_leader::Leadership) -> Result<(), kvtk_leader::Error> {
@@ -137,7 +158,7 @@ impl Leadership {
     /// the registration is dropped with it and expires within one TTL.
     pub async fn step_down(self) -> Campaign {
         let held = self.held();
-        let campaign = Campaign::before_step_down(
+        let mut campaign = Campaign::before_step_down(
             self.shared(),
             held.id().to_string(),
             held.value(),
@@ -145,7 +166,10 @@ impl Leadership {
         )
         .await;
         let led_until = held.lease().revision();
-        let tombstone = held.resign(LostReason::Resigned).await;
-        campaign.stepped_down(tombstone.unwrap_or(led_until))
+        let left = match campaign.successor().await {
+            Some((to, session)) => held.hand_over_bound(to, session).await,
+            None => held.resign(LostReason::Resigned).await,
+        };
+        campaign.stepped_down(left.unwrap_or(led_until))
     }
 }

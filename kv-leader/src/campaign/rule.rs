@@ -82,6 +82,7 @@ mod tests {
 
     fn rec(id: &str, transfer_to: Option<&str>) -> Option<Record> {
         Some(Record {
+            registration: None,
             id: id.into(),
             value: String::new(),
             transfer_to: transfer_to.map(Into::into),
