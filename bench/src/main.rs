@@ -95,7 +95,10 @@ async fn run_child(argv: &[String]) -> Result<(), BoxError> {
             let mode = held_locks::Mode::parse(arg(4)?)?;
             held_locks::hold(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, mode).await
         }
-        election_herd::CHILD => election_herd::herd(arg(1)?, arg(2)?.parse()?).await,
+        election_herd::CHILD => {
+            let mode = election_herd::Mode::parse(arg(3)?)?;
+            election_herd::herd(arg(1)?, arg(2)?.parse()?, mode).await
+        }
         fanout::CHILD => fanout::serve(arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?.parse()?).await,
         other => Err(format!("unknown child role {other:?}").into()),
     }
