@@ -38,6 +38,14 @@
 //! [`Election`] handle (shared by its clones, created by the first campaign): kvtk-leader has
 //! no renewal loop of its own.
 //!
+//! **Sessions** ([`ElectionBuilder::bind_to_session`]): registrations are bound to one
+//! session per handle instead (the session's one renewal keeps them all), and
+//! [`Leadership::step_down`] hands the leader key to the first live candidate in line in one
+//! write, bound to that candidate's session, which takes it over without writing. The first
+//! in line removes what ended sessions left. The workspace's docs/protocol.md ("Elections")
+//! has the rules. Candidates then also need publish rights on `$KV.b._session.>` and to read
+//! `_session.*`.
+//!
 //! **Election.** Candidates watch `E.leader` (last value, then every change). When it holds no
 //! live value — never written, a resignation's tombstone, an expiry marker — each candidate
 //! creates the leader lease with one write expecting exactly that revision (or no message).
