@@ -219,9 +219,16 @@ async fn run() -> Res<usize> {
         )
         .await?;
         let mut elections = Vec::new();
-        for kv in connections(&urls, 4).await? {
+        for (i, kv) in connections(&urls, 4).await?.into_iter().enumerate() {
             let bucket = kv.open("chaos-leader").await?;
-            elections.push(Election::builder(bucket, "e0").ttl(workload::TTL).build()?);
+            let election = Election::builder(bucket, "e0").ttl(workload::TTL);
+            // Candidates 0 and 2 bind their registrations to a session (their step-downs
+            // hand over in one write), candidate 1 keeps a lease: both meet in one line.
+            elections.push(if i == 1 {
+                election.build()?
+            } else {
+                election.bind_to_session().build()?
+            });
         }
         shutdown_elections.extend(elections.iter().cloned());
         let observer = elections.split_off(3);

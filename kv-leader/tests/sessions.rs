@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionId};
 use kvtk_core::Kv;
 use kvtk_leader::{Campaign, Election, Leadership, Observed, Term};
-use kvtk_tests::{within, NatsCluster, NatsServer};
+use kvtk_tests::{within, FaultProxy, NatsCluster, NatsServer};
 use tokio::sync::mpsc;
 
 mod common;
@@ -94,6 +94,53 @@ async fn a_step_down_hands_over_in_one_write_that_the_successor_takes_without_wr
         .unwrap();
     assert_eq!(next.id(), "b");
     next.resign().await.unwrap();
+}
+
+/// A bound election with a 2 s lease reached through `url`.
+async fn bound_short(url: &str) -> Election {
+    let b = bucket(client(url).await, "el").await;
+    Election::builder(b, "cr")
+        .ttl(Duration::from_secs(2))
+        .bind_to_session()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_handed_over_leader_that_is_cut_off_loses_it_and_the_next_in_line_leads() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let pb = FaultProxy::start(&url).await;
+    let (a, b, c) = (
+        bound_short(&url).await,
+        bound_short(&pb.url()).await,
+        bound_short(&url).await,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let leader = within("a elected", a.campaign("a")).await.unwrap();
+    for (id, e) in [("b", &b), ("c", &c)] {
+        spawn(&tx, e.campaign(id));
+        candidates_until(&a, |ids| ids.iter().any(|x| x == id)).await;
+    }
+    let again = leader.step_down().await;
+    let lb = within("b to take over", rx.recv()).await.unwrap();
+    assert_eq!(lb.id(), "b");
+    // b's process is cut off: its session expires on the server, b demotes itself first on
+    // its own clock, and c (first in line now) removes the hand-over and leads.
+    pb.blackhole();
+    let t0 = tokio::time::Instant::now();
+    within("b to lose its leadership", lb.lost()).await;
+    let lost_after = t0.elapsed();
+    let lc = within("c to lead", rx.recv()).await.unwrap();
+    assert_eq!(lc.id(), "c");
+    assert!(lc.term() > lb.term());
+    assert!(lost_after <= t0.elapsed(), "b stopped before c began");
+    println!(
+        "b lost it after {lost_after:?}, c led after {:?}",
+        t0.elapsed()
+    );
+    drop(again);
+    lc.resign().await.unwrap();
 }
 
 /// A leader hands over to `ghost`, whose registration a bare session made (nobody

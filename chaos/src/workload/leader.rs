@@ -1,9 +1,10 @@
-//! Leader election: candidates campaign, lead briefly, resign; an observer follows the terms.
+//! Leader election: candidates campaign, lead briefly, then resign or step down (a step-down
+//! of a session-bound election hands over in one write); an observer follows the terms.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kvtk_leader::{Election, Leadership, Observed};
+use kvtk_leader::{Campaign, Election, Leadership, Observed};
 use kvtk_tests::history::{History, Mode, Op};
 use rand::Rng;
 use tokio::task::JoinSet;
@@ -49,6 +50,7 @@ struct Candidate {
 impl Candidate {
     async fn run(self) {
         let name = self.election.name().to_string();
+        let mut next = None;
         while !self.stop.is_cancelled() {
             let op = self.history.invoke(
                 &self.id,
@@ -57,14 +59,19 @@ impl Candidate {
                     mode: Mode::Leader,
                 },
             );
-            let out = bounded(&self.stop, self.election.campaign(&self.id)).await;
+            let campaign = next
+                .take()
+                .unwrap_or_else(|| self.election.campaign(&self.id));
+            let out = bounded(&self.stop, campaign).await;
             if let Some(leadership) = settle(op, out, |l: &Leadership| Some(l.term().get())) {
-                self.lead(&name, leadership).await;
+                next = self.lead(&name, leadership).await;
             }
         }
     }
 
-    async fn lead(&self, name: &str, leadership: Leadership) {
+    /// Leads for a while, then resigns or (one time in two) steps down, which returns the
+    /// campaign to lead again.
+    async fn lead(&self, name: &str, leadership: Leadership) -> Option<Campaign> {
         let term = leadership.term().get();
         let work = Duration::from_millis(rand::rng().random_range(20..200));
         let lost = tokio::select! {
@@ -83,7 +90,15 @@ impl Candidate {
             token: term,
         };
         let op = self.history.invoke(&self.id, what);
+        if rand::rng().random_bool(0.5) {
+            // A step-down has no error: the leadership ended once it returns.
+            let campaign = bounded(&self.stop, leadership.step_down()).await;
+            let out = campaign.as_ref().map(|_| Ok::<(), kvtk_leader::Error>(()));
+            settle(op, out, |_| None);
+            return campaign;
+        }
         settle(op, bounded(&self.stop, leadership.resign()).await, |_| None);
+        None
     }
 }
 
