@@ -136,7 +136,7 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
 
     // An election with three candidates, one leading.
     let el_bucket = bucket(&kv, Election::bucket_config("elections")).await;
-    let el = Election::new(el_bucket, "sched", Duration::from_secs(10)).unwrap();
+    let el = Election::new(el_bucket.clone(), "sched", Duration::from_secs(10)).unwrap();
     let leader = el.campaign("c-1").value("10.0.0.1:80").await.unwrap();
     let campaigns: Vec<_> = ["c-2", "c-3"]
         .map(|id| tokio::spawn(el.campaign(id).into_future()))
@@ -145,6 +145,23 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
         el.candidates().await.unwrap().len() == 3
     })
     .await;
+
+    // An election bound to sessions whose leader stepped down: the leader key is the
+    // hand-over, bound to the successor's session, its term the hand-over's revision.
+    let handed = Election::builder(el_bucket, "handed")
+        .ttl(Duration::from_secs(10))
+        .bind_to_session()
+        .build()
+        .unwrap();
+    let first = handed.campaign("h-1").await.unwrap();
+    let second = tokio::spawn(handed.campaign("h-2").into_future());
+    until("two bound candidates", || async {
+        handed.candidates().await.unwrap().len() == 2
+    })
+    .await;
+    let again = first.step_down().await;
+    let successor = second.await.unwrap().unwrap();
+    assert_eq!(successor.id(), "h-2");
 
     // A group with members.
     let mem_bucket = bucket(&kv, Membership::bucket_config("members")).await;
@@ -166,6 +183,8 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
             "acct.a",
             "--election",
             "sched",
+            "--election",
+            "handed",
             "--group",
             "api",
         ],
@@ -195,6 +214,16 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
     let want = json!({"id": l.id, "value": l.value, "term": l.term.get()});
     assert_eq!(seen["elections"]["sched"]["leader"], want);
     assert_eq!(l.term, leader.term());
+    let h = handed.leader().await.unwrap().expect("the successor");
+    let want = json!({"id": "h-2", "value": "", "term": successor.term().get()});
+    assert_eq!(seen["elections"]["handed"]["leader"], want);
+    assert_eq!(h.term, successor.term());
+    assert_eq!(
+        seen["elections"]["handed"]["candidates"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     let mut ids: Vec<String> = seen["elections"]["sched"]["candidates"]
         .as_array()
         .unwrap()
@@ -248,5 +277,7 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
         p.release().await.unwrap();
     }
     leader.resign().await.unwrap();
+    successor.resign().await.unwrap();
+    drop(again);
     held.release().await.unwrap();
 }
