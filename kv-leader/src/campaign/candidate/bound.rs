@@ -17,6 +17,10 @@ use crate::record::{CandidateRecord, Record};
 use crate::shared::Shared;
 use crate::stats::Counters;
 
+/// How many ended sessions a candidate remembers before forgetting those nothing it knows
+/// is bound to.
+const KNOWN_ENDED: usize = 1024;
+
 /// Where a registration stands in line: its lease's origin.
 fn reg_origin(e: &Entry) -> Revision {
     e.lease().map_or(e.revision(), |t| t.origin())
@@ -31,6 +35,7 @@ impl Candidate {
         if alive {
             return;
         }
+        self.forget_ended();
         self.checked.clear();
         let gone: Vec<String> = self
             .regs
@@ -41,6 +46,20 @@ impl Candidate {
         for cand in gone {
             self.line.gone(&cand, e.revision());
         }
+    }
+
+    /// Keeps the sessions known ended from growing without bound: past [`KNOWN_ENDED`]
+    /// ended sessions, forgets those no registration we know is bound to (an entry bound to
+    /// a session we did not see alive is judged from the stream leader anyway).
+    fn forget_ended(&mut self) {
+        let ended = self.sessions.values().filter(|alive| !**alive).count();
+        if ended <= KNOWN_ENDED {
+            return;
+        }
+        let bound: std::collections::HashSet<SessionId> =
+            self.regs.values().filter_map(SessionId::bound_by).collect();
+        self.sessions
+            .retain(|id, alive| *alive || bound.contains(id));
     }
 
     /// A write of candidate `id`'s registration; one bound to a session that ended is not
@@ -87,16 +106,18 @@ impl Candidate {
         if !self.first_in_line() {
             return;
         }
-        let mut suspects: Vec<Entry> = self.regs.values().cloned().collect();
-        suspects.extend(self.view.clone().filter(Entry::is_value));
-        suspects.retain(|e| !self.checked.contains(&e.revision()));
-        for e in suspects {
-            let orphan = (e.key().as_str() == self.shared.leader_key)
-                .then(|| self.orphaned(&e))
-                .flatten();
-            if orphan.is_none() && self.maybe_dead(&e).is_none() {
-                continue;
-            }
+        let leader = self.view.as_ref().filter(|v| v.is_value());
+        let suspects: Vec<(Entry, Option<Record>)> = (self.regs.values().chain(leader))
+            .filter(|e| !self.checked.contains(&e.revision()))
+            .filter_map(|e| {
+                let orphan = (e.key().as_str() == self.shared.leader_key)
+                    .then(|| self.orphaned(e))
+                    .flatten();
+                let suspect = orphan.is_some() || self.maybe_dead(e).is_some();
+                suspect.then(|| (e.clone(), orphan))
+            })
+            .collect();
+        for (e, orphan) in suspects {
             match reap(&self.shared, &e, orphan).await {
                 Ok(()) => {
                     self.checked.insert(e.revision());
