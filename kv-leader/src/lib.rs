@@ -43,8 +43,8 @@
 //! [`Leadership::step_down`] hands the leader key to the first live candidate in line in one
 //! write, bound to that candidate's session, which takes it over without writing. The first
 //! in line removes what ended sessions left. The workspace's docs/protocol.md ("Elections")
-//! has the rules. Candidates then also need publish rights on `$KV.b._session.>` and to read
-//! `_session.*`.
+//! has the rules. Candidates then also need the session owner's permissions
+//! (`kvtk_tests::recipes::bound`; docs/deployment.md).
 //!
 //! **Election.** Candidates watch `E.leader` (last value, then every change). When it holds no
 //! live value — never written, a resignation's tombstone, an expiry marker — each candidate

@@ -198,7 +198,9 @@ impl Locks {
     /// compare-and-set and go on, whichever mode they use themselves.
     ///
     /// Every client of the bucket must be of this version or newer: an older one waits on an
-    /// entry of a dead session until a newer client removes it.
+    /// entry of a dead session until a newer client removes it. With least-privilege
+    /// permissions, add the session owner's set (`kvtk_tests::recipes::bound`, the workspace's
+    /// docs/deployment.md).
     pub fn bind_to_session(mut self) -> Locks {
         let c = Arc::make_mut(&mut self.common);
         c.sessions = Some(Sessions::new(&c.keeper, c.lease).name(c.holder.id.clone()));

@@ -129,6 +129,25 @@ pub fn member(bucket: &str, group: &str) -> Permissions {
     ])
 }
 
+/// What a recipe bound to sessions (`Locks::bind_to_session`,
+/// `ElectionBuilder::bind_to_session`) needs besides its own set: the session keys
+/// `_session.*` of the bucket, read, watched and written (its own session's creation,
+/// renewals and close; confirming another session's end before removing its entries).
+pub fn session_owner(bucket: &str) -> Permissions {
+    let keys = "_session.*";
+    union([
+        open(bucket),
+        read(bucket, keys),
+        write(bucket, keys),
+        leader_get(bucket),
+    ])
+}
+
+/// `recipe`'s set with [`session_owner`]'s added: the recipe bound to sessions.
+pub fn bound(recipe: Permissions, bucket: &str) -> Permissions {
+    union([recipe, session_owner(bucket)])
+}
+
 /// Every recipe with the name docs/deployment.md's table gives it, for bucket `b` and the names
 /// `L` (lock), `E` (election), `doc` (config document), `G` (group).
 pub fn table() -> Vec<(&'static str, Permissions)> {
@@ -143,6 +162,10 @@ pub fn table() -> Vec<(&'static str, Permissions)> {
             config_reader("b", "doc"),
         ),
         ("membership member of group `G`", member("b", "G")),
+        (
+            "session owner (added to a recipe bound to sessions)",
+            session_owner("b"),
+        ),
     ]
 }
 

@@ -167,3 +167,73 @@ async fn membership_member() {
     );
     me.leave().await.unwrap();
 }
+
+/// A bound election in bucket `el` as the server's user, and the same election as the
+/// admin (to list its candidates).
+async fn bound_election(server: &NatsServer) -> (Election, Election) {
+    let admin = kv_as(server, "admin").await;
+    let b = admin
+        .create_or_open(Election::bucket_config("el"))
+        .await
+        .unwrap();
+    let bucket = kv_as(server, "user").await.open("el").await.unwrap();
+    let user = Election::builder(bucket, "sched")
+        .ttl(Duration::from_secs(3))
+        .bind_to_session()
+        .build()
+        .unwrap();
+    (
+        user,
+        Election::new(b, "sched", Duration::from_secs(3)).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn recipes_bound_to_sessions_run_with_the_session_owner_set_added() {
+    let user = recipes::bound(recipes::election_candidate("el", "sched"), "el");
+    let server = server_with(user).await;
+    let (election, admin) = bound_election(&server).await;
+    let first = within("n1 to lead", election.campaign("n1")).await.unwrap();
+    let second = tokio::spawn(std::future::IntoFuture::into_future(
+        election.campaign("n2"),
+    ));
+    kvtk_tests::until("two candidates", || async {
+        admin.candidates().await.unwrap().len() == 2
+    })
+    .await;
+    let again = first.step_down().await;
+    let next = within("n2 handed the leadership", second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id(), "n2");
+    next.resign().await.unwrap();
+    drop(again);
+    drop(server);
+
+    // Without the session set, the bound candidate's session is refused at once.
+    let server = server_with(recipes::election_candidate("el", "sched")).await;
+    let (election, _) = bound_election(&server).await;
+    let err = within("the refused campaign", election.campaign("n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    drop(server);
+
+    let server = server_with(recipes::bound(recipes::lock_user("lk", "a"), "lk")).await;
+    let admin = kv_as(&server, "admin").await;
+    kvtk_locks::Locks::open(&admin, "lk").await.unwrap();
+    let kv = kv_as(&server, "user").await;
+    let locks = kvtk_locks::Locks::open(&kv, "lk")
+        .await
+        .unwrap()
+        .bind_to_session();
+    let guard = within("the bound lock", locks.mutex("a").unwrap().lock())
+        .await
+        .unwrap();
+    guard.release().await.unwrap();
+}
