@@ -27,6 +27,16 @@ async fn kv_as(server: &NatsServer, user: &str) -> Kv {
         .unwrap()
 }
 
+/// Runs `campaign`, which the server must refuse for lack of permission.
+async fn refused(campaign: kvtk_leader::Campaign) {
+    let err = within("the refused campaign", campaign).await.unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_deployment_doc_table_is_the_data() {
     let doc = std::fs::read_to_string(concat!(
@@ -57,14 +67,7 @@ async fn election_candidate_and_observer() {
         .unwrap();
     assert!(election.leader().await.unwrap().is_some());
     let other = Election::new(bucket, "other", Duration::from_secs(3)).unwrap();
-    let err = within("the refused campaign", other.campaign("n1"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    refused(other.campaign("n1")).await;
     drop(server);
 
     let server = server_with(recipes::election_observer("el", "sched")).await;
@@ -214,14 +217,7 @@ async fn recipes_bound_to_sessions_run_with_the_session_owner_set_added() {
     // Without the session set, the bound candidate's session is refused at once.
     let server = server_with(recipes::election_candidate("el", "sched")).await;
     let (election, _) = bound_election(&server).await;
-    let err = within("the refused campaign", election.campaign("n1"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    refused(election.campaign("n1")).await;
     drop(server);
 
     let server = server_with(recipes::bound(recipes::lock_user("lk", "a"), "lk")).await;
