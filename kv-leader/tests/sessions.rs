@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionId};
-use kvtk_core::Kv;
+use kvtk_core::{Include, Kv, WatchEvent};
 use kvtk_leader::{Campaign, Election, Leadership, Observed, Term};
 use kvtk_tests::{within, FaultProxy, NatsCluster, NatsServer};
 use tokio::sync::mpsc;
@@ -179,12 +179,33 @@ async fn hand_over_to_a_ghost(
         Some(session.id()),
         "handed to the ghost"
     );
+    let ghost = session.id().get();
+    let mut writes = a
+        .bucket()
+        .watch(["gh.leader"])
+        .include(Include::UpdatesOnly)
+        .await
+        .unwrap();
     end(session, reg).await;
     let next = within("b to lead after the ghost left", rx.recv())
         .await
         .unwrap();
     assert_eq!(next.id(), "b");
     assert!(next.term().revision() > e.revision());
+    let removal = loop {
+        match within("the removal", writes.next()).await {
+            Some(Ok(WatchEvent::Entry(e))) => break e,
+            Some(Ok(_)) => continue,
+            other => panic!("the watch ended: {other:?}"),
+        }
+    };
+    let mark = removal
+        .lease()
+        .expect("the removal carries the hand-over's mark");
+    assert_eq!(
+        (removal.is_value(), mark.nonce(), mark.completed()),
+        (false, ghost, false)
+    );
     drop(again);
     next.resign().await.unwrap();
 }

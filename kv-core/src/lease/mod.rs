@@ -50,7 +50,7 @@ mod release;
 mod session;
 mod state;
 
-pub use bound::{remove_if_dead, Reaped, CONFIRM_TTL};
+pub use bound::{remove_if_dead, remove_marked, Reaped, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};
 pub use held::Lease;

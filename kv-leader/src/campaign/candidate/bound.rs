@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use kvtk_core::lease::{remove_if_dead, Lease, SessionId};
+use kvtk_core::lease::{remove_if_dead, remove_marked, Lease, Reaped, SessionId};
 use kvtk_core::{Entry, Revision};
 use tokio::time::Instant;
 
@@ -150,7 +150,10 @@ impl Candidate {
         let Some(sessions) = self.shared.sessions().await? else {
             return Ok(None);
         };
-        let session = sessions.current().await?;
+        // Only the session the hand-over is bound to can adopt it: never make a new one.
+        let Some(session) = sessions.try_current() else {
+            return Ok(None);
+        };
         let lease = match session.adopt(v) {
             Ok(lease) => lease,
             Err(e) => {
@@ -221,12 +224,8 @@ async fn reap(shared: &Shared, e: &Entry, orphan: Option<Record>) -> Result<(), 
     if live.is_some() && live == rec.registration {
         return Ok(());
     }
-    match shared.bucket.delete(e.key()).revision(e.revision()).await {
-        Ok(_) => {
-            tracing::debug!(key = %e.key(), to = %rec.id, "removed a hand-over whose registration is gone");
-            Ok(())
-        }
-        Err(err) if err.is_conflict() => Ok(()),
-        Err(err) => Err(err),
+    if let Reaped::Removed { .. } = remove_marked(&shared.bucket, e).await? {
+        tracing::debug!(key = %e.key(), to = %rec.id, "removed a hand-over whose registration is gone");
     }
+    Ok(())
 }
