@@ -41,6 +41,7 @@
 // the keeper renews) and `bound.rs` (entries bound to a session, and their removal once it
 // ended). No circle: bound → session → create → held → release/keeper → state → clock.
 mod bound;
+mod bound_set;
 mod clock;
 mod create;
 mod held;
