@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvtk_core::lease::{Keeper, LeaseConfig, Sessions};
-use kvtk_core::{Bucket, Expect, Revision};
+use kvtk_core::{Bucket, Expect, Key, Revision};
 
 use crate::names::LockName;
 use crate::rule::Kind;
@@ -40,8 +40,9 @@ pub(crate) struct Shared {
     /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
     pub(crate) all_filter: Arc<str>,
     pub(crate) kind: Kind,
-    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
-    pub(crate) own_key: String,
+    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition
+    /// (and shared with the lease of each, not copied).
+    pub(crate) own_key: Key,
     /// The handle's metric labels.
     pub(crate) metrics: crate::metrics::Labels,
     /// One acquisition or guard at a time per handle: they all share `own_key`.

@@ -16,14 +16,15 @@ use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
 use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
-use crate::key::{Key, KeyFilter};
+use crate::key::{Key, KeyArg, KeyFilter};
 use crate::retry::{Backoff, Retrying};
 use crate::revision::{Expect, Revision, Ttl};
 
 impl Keeper {
     /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
-    pub fn lease(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> CreateLease {
-        CreateLease::new(self.clone(), key.as_ref(), value.into())
+    /// A [`Key`] given is shared by the lease, not copied.
+    pub fn lease(&self, key: impl Into<KeyArg>, value: impl Into<Bytes>) -> CreateLease {
+        CreateLease::new(self.clone(), key.into(), value.into())
     }
 }
 
@@ -58,10 +59,10 @@ pub struct CreateLease {
 }
 
 impl CreateLease {
-    fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
+    fn new(keeper: Keeper, key: KeyArg, value: Bytes) -> CreateLease {
         CreateLease {
             keeper,
-            key: Some(Key::new(key)),
+            key: Some(key.0),
             value,
             config: None,
             expect: None,
