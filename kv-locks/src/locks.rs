@@ -242,26 +242,26 @@ impl Locks {
     }
 
     fn handle(&self, name: &LockName, kind: Kind) -> Result<Arc<Shared>, Error> {
-        let (own_key, slot) = match &self.owner {
-            Some(o) => (name.queue_key(&o.id), o.slot(name)),
+        let (handle_name, slot) = match &self.owner {
+            Some(o) => (name.with_queue_key(&o.id)?, o.slot(name)),
             None => {
                 let nonce = uuid::Uuid::new_v4().simple().to_string();
-                (name.queue_key(&nonce), Arc::default())
+                (name.with_queue_key(&nonce)?, Arc::default())
             }
         };
-        Ok(Arc::new(Shared {
-            common: self.common.clone(),
-            own_key: kvtk_core::Key::new(own_key)?,
-            all_filter: name.all_filter().into(),
-            name: name.clone(),
+        let metrics = crate::metrics::Labels::new(
+            self.common.bucket.name(),
             kind,
-            metrics: crate::metrics::Labels::new(
-                self.common.bucket.name(),
-                kind,
-                self.per_lock.then_some(name.as_str()),
-            ),
+            self.per_lock.then_some(name.as_str()),
+        );
+        let common = self.common.clone();
+        Ok(Arc::new(Shared::new(
+            common,
+            handle_name,
+            kind,
+            metrics,
             slot,
-        }))
+        )))
     }
 
     /// A handle on the mutex `name` (see [`LockName`] for the rules).
