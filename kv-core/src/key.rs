@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 
@@ -185,16 +186,19 @@ pub(crate) fn check_str(s: &str, wildcards: bool) -> Result<(), Error> {
 /// let err = Key::new("bad key").unwrap_err();
 /// assert_eq!(err.kind(), kvtk_core::ErrorKind::InvalidKey);
 /// ```
+///
+/// Cheap to clone: clones share one allocation (a lock handle's queue key and the leases it
+/// creates on it, say).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(String);
+pub struct Key(Arc<str>);
 
 impl Key {
     /// Validates `key`.
-    pub fn new(key: impl Into<String>) -> Result<Key, Error> {
-        let key = key.into();
-        match check(&key, false) {
-            Ok(()) => Ok(Key(key)),
-            Err(rule) => Err(invalid_key(&key, rule)),
+    pub fn new(key: impl AsRef<str>) -> Result<Key, Error> {
+        let key = key.as_ref();
+        match check(key, false) {
+            Ok(()) => Ok(Key(key.into())),
+            Err(rule) => Err(invalid_key(key, rule)),
         }
     }
 
@@ -204,7 +208,7 @@ impl Key {
     pub(crate) fn from_subject(subject: &str) -> Option<Key> {
         let rest = subject.strip_prefix("$KV.")?;
         let (_, key) = rest.split_once('.')?;
-        Some(Key(key.to_string()))
+        Some(Key(key.into()))
     }
 
     /// The key as a string.
@@ -214,7 +218,7 @@ impl Key {
 
     /// Consumes the key, giving back the string.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.to_string()
     }
 }
 
@@ -301,7 +305,7 @@ impl KeyFilter {
 
 impl From<Key> for KeyFilter {
     fn from(k: Key) -> Self {
-        KeyFilter(k.0)
+        KeyFilter(k.0.to_string())
     }
 }
 
@@ -315,6 +319,37 @@ impl FromStr for KeyFilter {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         KeyFilter::new(s)
+    }
+}
+
+/// A key argument: `&str`, `String` (validated), or a [`Key`] (validated already, and
+/// shared, not copied). Validation errors surface when the call that took it runs.
+#[derive(Debug)]
+pub struct KeyArg(pub(crate) Result<Key, Error>);
+
+impl From<&str> for KeyArg {
+    fn from(s: &str) -> Self {
+        KeyArg(Key::new(s))
+    }
+}
+impl From<String> for KeyArg {
+    fn from(s: String) -> Self {
+        KeyArg(Key::new(s))
+    }
+}
+impl From<&String> for KeyArg {
+    fn from(s: &String) -> Self {
+        KeyArg(Key::new(s))
+    }
+}
+impl From<Key> for KeyArg {
+    fn from(k: Key) -> Self {
+        KeyArg(Ok(k))
+    }
+}
+impl From<&Key> for KeyArg {
+    fn from(k: &Key) -> Self {
+        KeyArg(Ok(k.clone()))
     }
 }
 

@@ -71,7 +71,9 @@ pub use connect::Connect;
 pub use counters::{CounterHandle, Counters};
 pub use entry::{Batch, Entry, LeaseTag, Op, Removal};
 pub use error::{Error, ErrorKind, Operation};
-pub use key::{Base64KeyCodec, Key, KeyCodec, KeyFilter, KeyFilterArg, KeyRule, MAX_KEY_LEN};
+pub use key::{
+    Base64KeyCodec, Key, KeyArg, KeyCodec, KeyFilter, KeyFilterArg, KeyRule, MAX_KEY_LEN,
+};
 pub use retry::{Backoff, Retrying, Transient};
 pub use revision::{Expect, Revision, Ttl};
 pub use rmw::{Counter, Outcome, Rmw, DEFAULT_ATTEMPTS};

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvtk_core::lease::{CreateLease, Lease, LeaseConfig};
-use kvtk_core::{Backoff, Revision};
+use kvtk_core::{Backoff, Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -317,7 +317,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Res
         // on R3 found a fast-path holder beside the waiter whose entry was still in flight.
         return Ok(Fast::Queue);
     }
-    let mut expect = slot.fast.take();
+    let mut expect = slot.fast.take().map(Expect::Revision);
     let mut from_cache = expect.is_some();
     let mut reaped = false;
     loop {
@@ -346,7 +346,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Res
         s.bump(Stat::AcquireWrite);
         let res = new_entry(s, cfg, &[])
             .await?
-            .expect_on(&*s.all_filter, e)
+            .expect_on(&**s.all_filter(), e)
             .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
@@ -368,13 +368,13 @@ pub(crate) async fn new_entry(
     let value = s.entry_value(multi);
     let create = match (&s.sessions, own) {
         (Some(sessions), None) => match sessions.try_current() {
-            Some(session) => session.bind(&s.own_key, value),
+            Some(session) => session.bind(s.own_key(), value),
             // Boxed: making a session is rare, and its future would grow every acquisition's.
-            None => Box::pin(sessions.binding(&s.own_key, value)).await?,
+            None => Box::pin(sessions.binding(s.own_key(), value)).await?,
         },
         (_, cfg) => s
             .keeper
-            .lease(&s.own_key, value)
+            .lease(s.own_key(), value)
             .config(cfg.unwrap_or(s.lease)),
     };
     Ok(create.tombstone_ttl(s.tombstone_ttl))

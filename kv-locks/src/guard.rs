@@ -183,7 +183,7 @@ impl Guard {
         let alone = alone.filter(|_| lease.revision() == lease.origin());
         let mut release = lease.release().completed();
         if let Some(a) = alone {
-            release = release.first_expect_on(shared.all_filter.clone(), Expect::Revision(a));
+            release = release.first_expect_on(shared.all_filter().clone(), Expect::Revision(a));
         }
         let held_ms = hold.elapsed().as_millis() as u64;
         shared.bump(crate::stats::Stat::ReleaseWrite);
@@ -192,11 +192,7 @@ impl Guard {
             Error::from(e)
         })?;
         slot.own_last = r.tombstone;
-        slot.fast = r
-            .first_expectation_met
-            .then_some(r.tombstone)
-            .flatten()
-            .map(Expect::Revision);
+        slot.fast = r.first_expectation_met.then_some(r.tombstone).flatten();
         hold.finish(if r.was_held { "released" } else { "lost" });
         if r.was_held {
             tracing::info!(lock = %shared.name, token, held_ms, clean = slot.fast.is_some(), "released");

@@ -241,27 +241,27 @@ impl Locks {
         &self.common.bucket
     }
 
-    fn handle(&self, name: &LockName, kind: Kind) -> Arc<Shared> {
-        let (own_key, slot) = match &self.owner {
-            Some(o) => (name.queue_key(&o.id), o.slot(name)),
+    fn handle(&self, name: &LockName, kind: Kind) -> Result<Arc<Shared>, Error> {
+        let (handle_name, slot) = match &self.owner {
+            Some(o) => (name.with_queue_key(&o.id)?, o.slot(name)),
             None => {
                 let nonce = uuid::Uuid::new_v4().simple().to_string();
-                (name.queue_key(&nonce), Arc::default())
+                (name.with_queue_key(&nonce)?, Arc::default())
             }
         };
-        Arc::new(Shared {
-            common: self.common.clone(),
-            own_key,
-            all_filter: name.all_filter().into(),
-            name: name.clone(),
+        let metrics = crate::metrics::Labels::new(
+            self.common.bucket.name(),
             kind,
-            metrics: crate::metrics::Labels::new(
-                self.common.bucket.name(),
-                kind,
-                self.per_lock.then_some(name.as_str()),
-            ),
+            self.per_lock.then_some(name.as_str()),
+        );
+        let common = self.common.clone();
+        Ok(Arc::new(Shared::new(
+            common,
+            handle_name,
+            kind,
+            metrics,
             slot,
-        })
+        )))
     }
 
     /// A handle on the mutex `name` (see [`LockName`] for the rules).
@@ -272,7 +272,7 @@ impl Locks {
     pub fn mutex(&self, name: &str) -> Result<Mutex, Error> {
         let name = LockName::new(name)?;
         Ok(Mutex {
-            shared: self.handle(&name, Kind::Exclusive),
+            shared: self.handle(&name, Kind::Exclusive)?,
         })
     }
 
@@ -293,7 +293,7 @@ impl Locks {
             n => Kind::Permit(n),
         };
         Ok(Semaphore {
-            shared: self.handle(&name, kind),
+            shared: self.handle(&name, kind)?,
             permits,
         })
     }
@@ -308,8 +308,8 @@ impl Locks {
     pub fn rwlock(&self, name: &str) -> Result<RwLock, Error> {
         let name = LockName::new(name)?;
         Ok(RwLock {
-            read: self.handle(&name, Kind::Shared),
-            write: self.handle(&name, Kind::Exclusive),
+            read: self.handle(&name, Kind::Shared)?,
+            write: self.handle(&name, Kind::Exclusive)?,
         })
     }
 
@@ -322,7 +322,7 @@ impl Locks {
     {
         let handles = names
             .into_iter()
-            .map(|n| Ok(self.handle(&LockName::new(n.as_ref())?, Kind::Exclusive)))
+            .map(|n| self.handle(&LockName::new(n.as_ref())?, Kind::Exclusive))
             .collect::<Result<Vec<_>, Error>>()?;
         crate::MultiLock::new(handles)
     }

@@ -213,7 +213,7 @@ async fn own_states(handles: &[Arc<Shared>]) -> Result<Vec<Expect>, Error> {
     let mut out = Vec::with_capacity(handles.len());
     for s in handles {
         let e = Backoff::DEFAULT
-            .retry(|| s.bucket.get_from_leader(&s.own_key))
+            .retry(|| s.bucket.get_from_leader(s.own_key()))
             .await?;
         out.push(expect_of(e.map(|e| e.revision())));
     }

@@ -1,10 +1,10 @@
 //! State shared by a lock handle, its acquisitions and guards.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvtk_core::lease::{Keeper, LeaseConfig, Sessions};
-use kvtk_core::{Bucket, Expect, Revision};
+use kvtk_core::{Bucket, Key, Revision};
 
 use crate::names::LockName;
 use crate::rule::Kind;
@@ -36,12 +36,13 @@ pub(crate) struct Common {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) common: Arc<Common>,
+    /// The lock's name, carrying this handle's queue key `<name>._q.<handle nonce>`
+    /// ([`own_key`](Self::own_key)).
     pub(crate) name: LockName,
-    /// [`LockName::all_filter`], made once: every fast-path write and clean release names it.
-    pub(crate) all_filter: Arc<str>,
+    /// [`LockName::all_filter`], made once, by the first fast-path write or clean release
+    /// (every later one names it too); a handle that never had one keeps no filter.
+    all_filter: OnceLock<Arc<str>>,
     pub(crate) kind: Kind,
-    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition.
-    pub(crate) own_key: String,
     /// The handle's metric labels.
     pub(crate) metrics: crate::metrics::Labels,
     /// One acquisition or guard at a time per handle: they all share `own_key`.
@@ -63,12 +64,42 @@ pub(crate) struct Slot {
     pub(crate) own_last: Option<Revision>,
     /// The fast path's expectation: the lock's last revision at a moment its queue was known
     /// to be empty (taken from our own clean release). Stale values only cause a conflict.
-    pub(crate) fast: Option<Expect>,
+    pub(crate) fast: Option<Revision>,
     /// The semaphore's permit count has been checked against the bucket.
     pub(crate) permits_checked: bool,
 }
 
 impl Shared {
+    /// One handle of a lock named `name` (carrying the handle's queue key), of `kind`.
+    pub(crate) fn new(
+        common: Arc<Common>,
+        name: LockName,
+        kind: Kind,
+        metrics: crate::metrics::Labels,
+        slot: Arc<tokio::sync::Mutex<Slot>>,
+    ) -> Shared {
+        Shared {
+            common,
+            name,
+            all_filter: OnceLock::new(),
+            kind,
+            metrics,
+            slot,
+        }
+    }
+
+    /// The filter of every key of the lock ([`LockName::all_filter`]), made on first use.
+    pub(crate) fn all_filter(&self) -> &Arc<str> {
+        self.all_filter
+            .get_or_init(|| self.name.all_filter().into())
+    }
+
+    /// `<name>._q.<handle nonce>`: this handle's queue entry, reused by every acquisition
+    /// (and shared with the lease of each, not copied).
+    pub(crate) fn own_key(&self) -> &Key {
+        self.name.carried_key()
+    }
+
     pub(crate) fn bump(&self, s: Stat) {
         self.stats.bump(s);
     }

@@ -72,7 +72,7 @@ async fn wait_turn(
 ) -> Result<Turn, Error> {
     let v = queue_now(s, lease).await?;
     check_kind(s, &v)?;
-    let Some(me) = v.position(&s.own_key, lease.origin()) else {
+    let Some(me) = v.position(s.own_key().as_str(), lease.origin()) else {
         return Err(entry_lost(
             "it is no longer in the queue (expired or removed)",
         ));
@@ -147,7 +147,7 @@ async fn whole_delivery(
             Some(Ok(WatchEvent::Entry(e))) => {
                 keys.insert(e.key().as_str().to_string(), e);
             }
-            Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(&s.own_key), lease) => {
+            Some(Ok(WatchEvent::InitialDone)) if reached(keys.get(s.own_key().as_str()), lease) => {
                 return Ok(Some(View::of(&s.name, keys.values(), None)?));
             }
             Some(Ok(WatchEvent::InitialDone)) => return Ok(None),

@@ -13,6 +13,7 @@ use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind, Operation};
+use crate::key::KeyArg;
 use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
@@ -31,7 +32,7 @@ impl Session {
     ///
     /// A session binds at most one live entry per key: binding a key that holds a live
     /// entry of this session replaces it (conditionally).
-    pub fn bind(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> CreateLease {
+    pub fn bind(&self, key: impl Into<KeyArg>, value: impl Into<Bytes>) -> CreateLease {
         let keeper = self.lease.keeper().clone();
         let parent = self.lease.state().clone();
         keeper

@@ -16,14 +16,15 @@ use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
 use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
-use crate::key::{Key, KeyFilter};
+use crate::key::{Key, KeyArg, KeyFilter};
 use crate::retry::{Backoff, Retrying};
-use crate::revision::{Expect, Revision};
+use crate::revision::{Expect, Revision, Ttl};
 
 impl Keeper {
     /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
-    pub fn lease(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> CreateLease {
-        CreateLease::new(self.clone(), key.as_ref(), value.into())
+    /// A [`Key`] given is shared by the lease, not copied.
+    pub fn lease(&self, key: impl Into<KeyArg>, value: impl Into<Bytes>) -> CreateLease {
+        CreateLease::new(self.clone(), key.into(), value.into())
     }
 }
 
@@ -58,10 +59,10 @@ pub struct CreateLease {
 }
 
 impl CreateLease {
-    fn new(keeper: Keeper, key: &str, value: Bytes) -> CreateLease {
+    fn new(keeper: Keeper, key: KeyArg, value: Bytes) -> CreateLease {
         CreateLease {
             keeper,
-            key: Some(Key::new(key)),
+            key: Some(key.0),
             value,
             config: None,
             expect: None,
@@ -175,9 +176,7 @@ impl CreateLease {
             .take()
             .transpose()
             .map_err(|e| e.with_op(Operation::Lease).with_key(key.as_str()))?;
-        if let Some(t) = self.tombstone_ttl {
-            crate::revision::Ttl::new(t).map_err(|e| e.with_key(key.as_str()))?;
-        }
+        self.check_tombstone(&key)?;
         let (cfg, nonce) = self.timing_and_nonce();
         Ok(Plan {
             key,
@@ -208,12 +207,25 @@ impl CreateLease {
     /// held as long as its session).
     fn finish(self, created: Created, cfg: LeaseConfig) -> Lease {
         let labels = self.keeper.inner.labels.clone();
-        let ends = (self.tombstone_ttl, self.format);
+        // Checked before the creating write (`tombstone`).
+        let ends = (
+            self.tombstone_ttl.and_then(|t| Ttl::new(t).ok()),
+            self.format,
+        );
         let st = State::new(created, self.value, cfg, ends, labels);
         if !st.is_bound() {
             self.keeper.track(st.clone());
         }
         Lease::new(st, self.keeper)
+    }
+
+    /// Refuses a tombstone TTL that is not one (whole seconds, ≥ 1 s) before anything is
+    /// written.
+    fn check_tombstone(&self, key: &Key) -> Result<(), Error> {
+        match self.tombstone_ttl {
+            Some(t) => Ttl::new(t).map(drop).map_err(|e| e.with_key(key.as_str())),
+            None => Ok(()),
+        }
     }
 
     /// Refuses to write for a session that is no longer valid.
@@ -395,6 +407,7 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
         let on = l.expect_on.take().transpose()?;
         let (cfg, nonce) = l.timing_and_nonce();
         l.check_session(&key)?;
+        l.check_tombstone(&key)?;
         parts.push((l, key, on, cfg, nonce));
     }
     let bucket = keeper.bucket().clone();

@@ -26,17 +26,12 @@ const GUARDED_ATTEMPTS: usize = 3;
 pub struct Lease {
     st: Arc<State>,
     keeper: Keeper,
-    released: bool,
 }
 
 impl Lease {
     /// A lease whose creation `st` the keeper already renews.
     pub(super) fn new(st: Arc<State>, keeper: Keeper) -> Lease {
-        Lease {
-            st,
-            keeper,
-            released: false,
-        }
+        Lease { st, keeper }
     }
 
     /// The lease's key.
@@ -79,7 +74,7 @@ impl Lease {
 
     /// The lease's random identity, carried on each of its writes.
     pub fn nonce(&self) -> u128 {
-        self.st.nonce
+        self.st.nonce()
     }
 
     /// The local deadline (monotonic clock): after it the lease must be considered lost.
@@ -198,8 +193,7 @@ impl Lease {
     }
 
     /// Starts releasing the lease; `.await` it. See [`Release`].
-    pub fn release(mut self) -> Release {
-        self.released = true;
+    pub fn release(self) -> Release {
         self.release_shared()
     }
 
@@ -213,8 +207,7 @@ impl Lease {
 
     /// Stops renewing the lease without removing its key, which the server then expires
     /// after its TTL (etcd's `Orphan`).
-    pub fn orphan(mut self) {
-        self.released = true;
+    pub fn orphan(self) {
         self.st.stop();
         self.st.lose(LostReason::Released);
     }
@@ -222,7 +215,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.released || self.st.is_stopped() {
+        // Released or orphaned already: both stop the renewals first.
+        if self.st.is_stopped() {
             return;
         }
         let release = self.release_shared();

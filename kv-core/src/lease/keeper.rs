@@ -254,7 +254,7 @@ pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>)
     let sent = Instant::now();
     let res = bucket
         .update(&st.key, value, rev)
-        .ttl_opt(st.ttl)
+        .ttl_opt(st.ttl())
         .lease_tag(st.tag())
         .format_opt(st.format)
         .send()

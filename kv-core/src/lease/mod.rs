@@ -33,14 +33,17 @@
 //! [`remove_if_dead`] removes such an entry by compare-and-set. The workspace's
 //! `docs/protocol.md` describes the formats for implementers in other languages.
 
-// The files, by role: `clock.rs` and `state.rs` are the pure part (the deadline arithmetic;
-// what the holder knows and the renewal decisions), which is all `keeper.rs` (the renewing
+// The files, by role: `clock.rs`, `state.rs` (with `state/writes.rs`) and `bound_set.rs`
+// are the pure part (the deadline arithmetic; what the holder knows and the renewal
+// decisions; the slab of a session's bound leases), which is all `keeper.rs` (the renewing
 // task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
 // `Lease`, `release.rs` ends one. Sessions sit on top: `session.rs` (ids, the session key's
 // value and format version, the judgement of a leader read, the held `Session`, a lease
 // the keeper renews) and `bound.rs` (entries bound to a session, and their removal once it
-// ended). No circle: bound → session → create → held → release/keeper → state → clock.
+// ended). No circle: bound → session → create → held → release/keeper → state → clock,
+// bound_set.
 mod bound;
+mod bound_set;
 mod clock;
 mod create;
 mod held;

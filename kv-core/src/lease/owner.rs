@@ -11,6 +11,7 @@ use super::create::CreateLease;
 use super::keeper::Keeper;
 use super::session::Session;
 use crate::error::Error;
+use crate::key::KeyArg;
 
 /// One owner's session (per [`Keeper`]): [`current`](Sessions::current) makes it on first
 /// use and a new one after it ended (its entries ended with it). Cheap to clone; the clones
@@ -106,7 +107,7 @@ impl Sessions {
     /// future was dropped; a bound entry then ends with its session.
     pub async fn bind(
         &self,
-        key: impl AsRef<str>,
+        key: impl Into<KeyArg>,
         value: impl Into<Bytes>,
     ) -> Result<super::Lease, Error> {
         self.current().await?.bind(key, value).await
@@ -120,7 +121,7 @@ impl Sessions {
     /// dropped.
     pub async fn binding(
         &self,
-        key: impl AsRef<str>,
+        key: impl Into<KeyArg>,
         value: impl Into<Bytes>,
     ) -> Result<CreateLease, Error> {
         Ok(self.current().await?.bind(key, value))

@@ -62,7 +62,7 @@ struct HandOver {
 impl HandOver {
     /// Whether `e` is this hand-over, as written.
     fn is(&self, st: &State, e: &Entry) -> bool {
-        let nonce = self.to.unwrap_or(st.nonce);
+        let nonce = self.to.unwrap_or(st.nonce());
         e.is_value() && e.value() == &self.value && e.lease().is_some_and(|t| t.nonce() == nonce)
     }
 }
@@ -177,7 +177,7 @@ impl Release {
             None => self.bucket.delete(&self.st.key),
         }
         .lease_tag(tag);
-        match (self.st.tombstone_ttl, &self.hand_over) {
+        match (self.st.tombstone_ttl(), &self.hand_over) {
             (Some(t), None) => w.ttl(t),
             _ => w,
         }

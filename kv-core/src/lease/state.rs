@@ -3,10 +3,10 @@
 //!
 //! No I/O: the keeper and the held lease send the writes and hand the results here, so every
 //! decision is tested on paused time (`state/tests.rs`). The arithmetic of the deadline is the
-//! [`LeaseClock`]'s; this file decides when to consult it and what each outcome does to it.
+//! [`LeaseClock`]'s; this file decides when to consult it, `state/writes.rs` what each
+//! write's outcome does to it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,12 +14,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::bound_set::BoundSet;
 use super::clock::{LeaseClock, LeaseConfig, Next};
-use crate::entry::{Entry, LeaseTag, Removal};
-use crate::error::{Error, ErrorKind};
+use crate::entry::{Entry, LeaseTag};
 use crate::key::Key;
 use crate::metrics::LeaseLabels;
-use crate::revision::Revision;
+use crate::revision::{Revision, Ttl};
 
 /// How often a creation or release whose writes' outcomes stay unknown tries before giving
 /// up (a release keeps trying until the deadline, too).
@@ -94,29 +94,69 @@ pub(super) struct Created {
     pub(super) parent: Option<Arc<State>>,
 }
 
-/// What the holder's side of one lease knows. Only one write of the lease is in flight at a
-/// time (`busy`): the keeper's renewal, a value change or the release.
+/// What the holder's side of one lease knows and changes, whether bound or not. Only one
+/// write of the lease is in flight at a time (`busy`): the keeper's renewal, a value change
+/// or the release.
 #[derive(Debug)]
 struct Live {
     rev: Revision,
+    busy: bool,
+    /// Renewals stopped for good (a release, an orphan).
+    stopped: bool,
+    reason: Option<LostReason>,
+    /// Made by the first who waits on the lease or hooks onto its end; most never do.
+    waits: Option<Arc<Waits>>,
+}
+
+/// What keeps a lease alive.
+#[derive(Debug)]
+enum Tie {
+    /// A TTL of its own, renewed by the keeper.
+    Own(Box<Own>),
+    /// Bound to a session (its lease state), in slot `slot` of the session's bound set: no
+    /// TTL, no renewal, no value kept (nothing rewrites it but a value change, which brings
+    /// its own); the session's nonce, deadline and end.
+    Bound { session: Arc<State>, slot: u32 },
+}
+
+/// A lease with a TTL of its own: its identity, its metric labels (a bound lease uses its
+/// session's, which are its keeper's too) and what its renewals need.
+#[derive(Debug)]
+struct Own {
+    nonce: u128,
+    labels: Arc<LeaseLabels>,
+    renewal: StdMutex<Renewal>,
+}
+
+/// The renewal state of a lease with a TTL of its own; locked after [`Live`], never before.
+#[derive(Debug)]
+struct Renewal {
+    /// What renewals write.
     value: Bytes,
     clock: LeaseClock,
     /// Send time of the first write whose outcome is unknown (it may have been applied).
     ambiguous_since: Option<Instant>,
-    busy: bool,
     /// The keeper holds a timer for the lease's next renewal.
     timer: bool,
-    /// Renewals stopped for good (a release, an orphan).
-    stopped: bool,
-    reason: Option<LostReason>,
-    on_end: EndHooks,
-    /// A session's bound leases, which end when it ends (keyed by their address); made by
-    /// the first one. Boxed on purpose: 8 bytes in every lease instead of an empty map's 48.
-    #[allow(clippy::box_collection)]
-    bound: Option<Box<HashMap<usize, Weak<State>>>>,
+    /// A session's bound leases, which end when it ends; made by the first one. Boxed: 8
+    /// bytes in every lease instead of an empty set's 48.
+    bound: Option<Box<BoundSet<State>>>,
 }
 
-/// What runs when the lease ends ([`Lease::on_end`](super::Lease::on_end)).
+/// What waits on a lease or its end.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Cancelled when the lease ends.
+    lost: CancellationToken,
+    /// Wakes whoever waits for the write slot.
+    settled: Notify,
+    /// What runs when the lease ends ([`Lease::on_end`](super::Lease::on_end)): added under
+    /// the [`Live`] lock only while the lease has not ended (a later one runs at once), so
+    /// the end, which records its reason under that lock first, runs each one once.
+    on_end: StdMutex<EndHooks>,
+}
+
+/// The end hooks of a lease.
 #[derive(Default)]
 struct EndHooks(Vec<Box<dyn FnOnce(LostReason) + Send>>);
 
@@ -130,85 +170,149 @@ impl std::fmt::Debug for EndHooks {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(super) key: Key,
-    pub(super) nonce: u128,
     pub(super) origin: Revision,
-    /// The per-key TTL of the lease's writes; `None` for a lease bound to a session.
-    pub(super) ttl: Option<Duration>,
-    parent: Option<Arc<State>>,
-    pub(super) tombstone_ttl: Option<Duration>,
+    tie: Tie,
+    /// The TTL of the release's tombstone.
+    tombstone_ttl: Option<Ttl>,
     /// The `Kv-Format` header of every write that leaves a value (see `crate::format`).
     pub(super) format: Option<u32>,
     live: StdMutex<Live>,
-    /// Cancelled when the lease ends; made on first use (most leases are never waited on).
-    lost: OnceLock<CancellationToken>,
-    settled: Notify,
-    labels: Arc<LeaseLabels>,
 }
 
 impl State {
     /// The state of a lease a creation established, trusted from the creating write's send
     /// time; `(tombstone_ttl, format)`: its release tombstone's TTL and its values' format.
+    /// A bound lease keeps no value, no clock and no labels of its own (its session's).
     pub(super) fn new(
         created: Created,
         value: Bytes,
         cfg: LeaseConfig,
-        (tombstone_ttl, format): (Option<Duration>, Option<u32>),
+        (tombstone_ttl, format): (Option<Ttl>, Option<u32>),
         labels: Arc<LeaseLabels>,
     ) -> Arc<State> {
-        let bound = created.parent.is_some();
-        let st = Arc::new(State {
-            key: created.key,
-            nonce: created.nonce,
-            origin: created.origin,
-            ttl: created.parent.is_none().then(|| cfg.ttl().as_duration()),
-            parent: created.parent,
+        let (key, origin, rev) = (created.key, created.origin, created.rev);
+        let make = |tie| State {
+            key,
+            origin,
+            tie,
             tombstone_ttl,
             format,
             live: StdMutex::new(Live {
-                rev: created.rev,
-                // A bound lease is never renewed: only a value change writes a value again.
-                value: if bound { Bytes::new() } else { value },
-                clock: LeaseClock::new(cfg, created.sent),
-                ambiguous_since: None,
+                rev,
                 busy: false,
-                timer: false,
                 stopped: false,
                 reason: None,
-                on_end: EndHooks::default(),
-                bound: None,
+                waits: None,
             }),
-            lost: OnceLock::new(),
-            settled: Notify::new(),
-            labels,
+        };
+        let Some(session) = created.parent else {
+            let renewal = Renewal {
+                value,
+                clock: LeaseClock::new(cfg, created.sent),
+                ambiguous_since: None,
+                timer: false,
+                bound: None,
+            };
+            let own = Own {
+                nonce: created.nonce,
+                labels,
+                renewal: StdMutex::new(renewal),
+            };
+            return Arc::new(make(Tie::Own(Box::new(own))));
+        };
+        let mut ended = None;
+        let st = Arc::new_cyclic(|me: &Weak<State>| {
+            let (slot, why) = session.join(me.clone());
+            ended = why;
+            make(Tie::Bound { session, slot })
         });
-        st.join_parent();
+        if let Some(why) = ended {
+            st.lose(why);
+        }
         st
     }
 
-    /// A bound lease joins its session's list, or ends at once if the session has.
-    fn join_parent(self: &Arc<Self>) {
-        let Some(p) = &self.parent else { return };
-        let ended = {
-            let mut l = p.live();
-            if l.reason.is_none() {
-                let bound = l.bound.get_or_insert_with(Box::default);
-                bound.insert(Arc::as_ptr(self) as usize, Arc::downgrade(self));
-            }
-            l.reason
+    /// Takes a bound lease into this session's bound set: its slot there, or the reason
+    /// the session ended (then it is not taken in).
+    fn join(&self, lease: Weak<State>) -> (u32, Option<LostReason>) {
+        let l = self.live();
+        if l.reason.is_some() {
+            return (u32::MAX, l.reason);
+        }
+        let Some(own) = self.own() else {
+            return (u32::MAX, None);
         };
-        if let Some(why) = ended {
-            self.lose(why);
+        let mut r = own.renewal();
+        let bound = r.bound.get_or_insert_with(Box::default);
+        // No slot left (over four billion bound leases) keeps it out of the set.
+        (bound.insert(lease).unwrap_or(u32::MAX), None)
+    }
+
+    /// A bound lease leaves its session's bound set (a lease that left already, or was
+    /// never in it, changes nothing).
+    fn leave(&self) {
+        let Tie::Bound { session, slot } = &self.tie else {
+            return;
+        };
+        let Some(own) = session.own() else { return };
+        if let Some(b) = own.renewal().bound.as_mut() {
+            b.remove(*slot, self);
         }
     }
 
-    /// The lease's timing.
+    /// How many leases are bound to this one (a session's). Only for tests.
+    #[cfg(test)]
+    pub(super) fn bound_count(&self) -> usize {
+        let Some(own) = self.own() else { return 0 };
+        let r = own.renewal();
+        r.bound.as_ref().map_or(0, |b| b.len())
+    }
+
+    fn own(&self) -> Option<&Own> {
+        match &self.tie {
+            Tie::Own(own) => Some(own),
+            Tie::Bound { .. } => None,
+        }
+    }
+
+    /// The lease's timing (a bound lease's: its session's).
     pub(super) fn config(&self) -> LeaseConfig {
-        *self.live().clock.config()
+        match &self.tie {
+            Tie::Own(own) => *own.renewal().clock.config(),
+            Tie::Bound { session, .. } => session.config(),
+        }
     }
 
     /// Whether the lease is bound to a session.
     pub(super) fn is_bound(&self) -> bool {
-        self.parent.is_some()
+        matches!(self.tie, Tie::Bound { .. })
+    }
+
+    /// The lease's random identity, carried on each of its writes (a bound lease's: its
+    /// session's id).
+    pub(super) fn nonce(&self) -> u128 {
+        match &self.tie {
+            Tie::Own(own) => own.nonce,
+            Tie::Bound { session, .. } => session.nonce(),
+        }
+    }
+
+    /// The per-key TTL of the lease's writes; `None` for a lease bound to a session.
+    pub(super) fn ttl(&self) -> Option<Duration> {
+        let own = self.own()?;
+        Some(own.renewal().clock.config().ttl().as_duration())
+    }
+
+    /// The TTL of the release's tombstone.
+    pub(super) fn tombstone_ttl(&self) -> Option<Duration> {
+        self.tombstone_ttl.map(Ttl::as_duration)
+    }
+
+    fn labels(&self) -> &LeaseLabels {
+        match &self.tie {
+            Tie::Own(own) => &own.labels,
+            Tie::Bound { session, .. } => session.labels(),
+        }
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
@@ -216,14 +320,20 @@ impl State {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The waiters' part, made now if nobody waited before.
+    fn waits(&self) -> Arc<Waits> {
+        self.live().waits.get_or_insert_with(Arc::default).clone()
+    }
+
     /// The `Kv-Lease` header of our writes after the creation.
     pub(super) fn tag(&self) -> String {
-        LeaseTag::header_value(self.nonce, Some(self.origin))
+        LeaseTag::header_value(self.nonce(), Some(self.origin))
     }
 
     /// Whether `e` was written by this lease.
     pub(super) fn is_ours(&self, e: &Entry) -> bool {
-        e.lease().is_some_and(|t| t.nonce() == self.nonce)
+        let nonce = self.nonce();
+        e.lease().is_some_and(|t| t.nonce() == nonce)
     }
 
     /// The key's latest revision as far as we know.
@@ -239,9 +349,9 @@ impl State {
     /// The local deadline: send time of the last acknowledged write + TTL − margin (of the
     /// session's, for a bound lease).
     pub(super) fn deadline(&self) -> Instant {
-        match &self.parent {
-            Some(p) => p.deadline(),
-            None => self.live().clock.deadline(),
+        match &self.tie {
+            Tie::Own(own) => own.renewal().clock.deadline(),
+            Tie::Bound { session, .. } => session.deadline(),
         }
     }
 
@@ -253,16 +363,18 @@ impl State {
 
     /// The deadline has not passed (a bound lease: its session is valid).
     fn in_time(&self, now: Instant) -> bool {
-        match &self.parent {
-            Some(p) => p.is_valid(),
-            None => self.live().clock.is_valid(now),
+        match &self.tie {
+            Tie::Own(own) => own.renewal().clock.is_valid(now),
+            Tie::Bound { session, .. } => session.is_valid(),
         }
     }
 
     /// Why a lease that is out of time ended: its session's reason, or the deadline.
     fn out_of_time_reason(&self) -> LostReason {
-        let parent = self.parent.as_ref().and_then(|p| p.reason());
-        parent.unwrap_or(LostReason::Deadline)
+        match &self.tie {
+            Tie::Bound { session, .. } => session.reason().unwrap_or(LostReason::Deadline),
+            Tie::Own(_) => LostReason::Deadline,
+        }
     }
 
     /// Renewals stop for good (a release or an orphan); the keeper drops the lease.
@@ -282,8 +394,8 @@ impl State {
 
     /// The token cancelled when the lease ends, made now if nobody asked before (and then
     /// cancelled at once if the lease has ended: `lose` cancels only a token it finds).
-    fn lost_token(&self) -> &CancellationToken {
-        let t = self.lost.get_or_init(CancellationToken::new);
+    fn lost_token(&self) -> CancellationToken {
+        let t = self.waits().lost.clone();
         if self.reason().is_some() {
             t.cancel();
         }
@@ -294,34 +406,40 @@ impl State {
     pub(super) fn on_end(&self, hook: impl FnOnce(LostReason) + Send + 'static) {
         let mut l = self.live();
         let Some(reason) = l.reason else {
-            l.on_end.0.push(Box::new(hook));
+            let w = l.waits.get_or_insert_with(Arc::default);
+            hooks(w).0.push(Box::new(hook));
             return;
         };
         drop(l);
         hook(reason);
     }
 
-    /// The keeper's question: when to renew next (`None`: the lease is finished, or already
-    /// has a timer).
+    /// The keeper's question: when to renew next (`None`: the lease is finished, already
+    /// has a timer, or is bound to a session).
     pub(super) fn next(&self, now: Instant) -> Option<Next> {
-        let mut l = self.live();
-        if self.is_bound() || l.stopped || l.reason.is_some() || l.timer {
+        let own = self.own()?;
+        let l = self.live();
+        let mut r = own.renewal();
+        if l.stopped || l.reason.is_some() || r.timer {
             return None;
         }
-        let next = l.clock.next(now);
-        l.timer = matches!(next, Next::RenewAt(_));
+        let next = r.clock.next(now);
+        r.timer = matches!(next, Next::RenewAt(_));
         Some(next)
     }
 
-    /// When the keeper must look at the lease next (`None`: the lease is finished, or
-    /// already has a timer), without claiming a timer as [`next`](Self::next) does: what a
-    /// lease handed to the keeper tells it about how soon it is needed.
+    /// When the keeper must look at the lease next (`None`: the lease is finished, already
+    /// has a timer, or is bound to a session), without claiming a timer as
+    /// [`next`](Self::next) does: what a lease handed to the keeper tells it about how soon
+    /// it is needed.
     pub(super) fn due(&self, now: Instant) -> Option<Instant> {
+        let own = self.own()?;
         let l = self.live();
-        if self.is_bound() || l.stopped || l.reason.is_some() || l.timer {
+        let r = own.renewal();
+        if l.stopped || l.reason.is_some() || r.timer {
             return None;
         }
-        Some(match l.clock.next(now) {
+        Some(match r.clock.next(now) {
             Next::RenewAt(at) => at,
             Next::Lost => now,
         })
@@ -329,13 +447,16 @@ impl State {
 
     /// The keeper's timer fired: claims the lease's one write slot for a renewal.
     pub(super) fn begin_renewal(&self) -> bool {
+        let Some(own) = self.own() else { return false };
         let mut l = self.live();
-        l.timer = false;
+        let mut r = own.renewal();
+        r.timer = false;
         if l.stopped || l.reason.is_some() || l.busy {
             // A value change or release is writing; it hands the lease back when done.
             return false;
         }
-        if !l.clock.is_valid(Instant::now()) {
+        if !r.clock.is_valid(Instant::now()) {
+            drop(r);
             drop(l);
             self.lose(LostReason::Deadline);
             return false;
@@ -348,36 +469,36 @@ impl State {
     /// wakes `lost()`.
     /// A session's end ends every lease bound to it, with the session's reason.
     pub(super) fn lose(&self, reason: LostReason) {
-        let (hooks, bound) = {
+        let (waits, bound) = {
             let mut l = self.live();
             if l.reason.is_some() {
                 return;
             }
             l.reason = Some(reason);
-            (
-                std::mem::take(&mut l.on_end.0),
-                std::mem::take(&mut l.bound),
-            )
+            let bound = self.own().and_then(|own| own.renewal().bound.take());
+            (l.waits.clone(), bound)
         };
-        if let Some(p) = &self.parent {
-            if let Some(b) = p.live().bound.as_mut() {
-                b.remove(&(self as *const State as usize));
-            }
-        }
+        self.leave();
         if reason != LostReason::Released {
             tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
         }
-        self.labels.lost(reason);
-        for hook in hooks {
-            hook(reason);
+        self.labels().lost(reason);
+        if let Some(w) = waits {
+            // No hook comes in after the reason was set: `on_end` runs late ones at once.
+            for hook in std::mem::take(&mut hooks(&w).0) {
+                hook(reason);
+            }
+            w.lost.cancel();
         }
-        if let Some(t) = self.lost.get() {
-            t.cancel();
-        }
-        let bound = bound.map(|b| b.into_values()).into_iter().flatten();
+        let bound = bound.into_iter().flat_map(|b| b.drain());
         for child in bound.filter_map(|w| w.upgrade()) {
             child.lose(reason);
         }
+    }
+
+    /// Claims the write slot if it is free; whether it did.
+    fn try_claim(&self) -> bool {
+        !std::mem::replace(&mut self.live().busy, true)
     }
 
     /// Waits until no write of the lease is in flight, then claims the slot.
@@ -385,139 +506,28 @@ impl State {
     /// # Cancel safety
     /// Cancel safe: the slot is claimed only when the future completes.
     pub(super) async fn claim(&self) {
+        if self.try_claim() {
+            return;
+        }
+        let waits = self.waits();
         loop {
-            let settled = self.settled.notified();
-            {
-                let mut l = self.live();
-                if !l.busy {
-                    l.busy = true;
-                    return;
-                }
+            let notified = waits.settled.notified();
+            if self.try_claim() {
+                return;
             }
-            settled.await;
+            notified.await;
         }
     }
 
     /// Gives the write slot back.
     pub(super) fn finish_write(&self) {
-        self.live().busy = false;
-        self.settled.notify_waiters();
-    }
-
-    /// A renewal the keeper drove ended: with its step, or `None` when the deadline passed
-    /// first (the write may still land; a release recognises it by our nonce).
-    pub(super) fn renewal_done(&self, step: Option<Step>) {
-        self.finish_write();
-        match step {
-            Some(Step::Written | Step::Retry) => {}
-            Some(Step::Gone(why)) => self.lose(why),
-            None => self.lose(LostReason::Deadline),
-        }
-    }
-
-    /// Before a write of our key (the caller holds the slot): takes the new value, if any,
-    /// and returns the revision to expect and the value to write.
-    pub(super) fn to_write(&self, value: Option<Bytes>) -> (Revision, Bytes) {
-        let mut l = self.live();
-        if let Some(v) = value {
-            l.value = v;
-        }
-        (l.rev, l.value.clone())
-    }
-
-    /// A write of our key sent at `sent`, conditional on our revision, came back with `res`.
-    pub(super) fn written(&self, res: Result<Revision, Error>, sent: Instant) -> AfterWrite {
-        let mut l = self.live();
-        match res {
-            Ok(r) => {
-                self.labels.renewal_slack(l.clock.slack(Instant::now()));
-                l.rev = r;
-                // A CAS on our last known revision succeeded, so none of the earlier
-                // unacknowledged writes was applied: this send time is the one that counts.
-                l.ambiguous_since = None;
-                l.clock.renewed(sent);
-                tracing::trace!(key = %self.key, revision = r.get(), "lease renewed");
-                AfterWrite::Done(Step::Written)
-            }
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                tracing::warn!(key = %self.key, error = %e, "lease renewal refused");
-                AfterWrite::Done(Step::Gone(LostReason::Permission))
-            }
-            // Also without a pending write of ours: on a replicated stream the server may
-            // refuse a renewal with a conflict although the key is still at our revision
-            // (nats-server #7281), so the stream leader says whether it really moved.
-            Err(e) if e.is_conflict() => AfterWrite::AskLeader {
-                since: l.ambiguous_since.unwrap_or(sent),
-            },
-            Err(e) => {
-                if e.outcome_unknown() {
-                    l.ambiguous_since.get_or_insert(sent);
-                }
-                l.clock.renewal_failed();
-                tracing::debug!(key = %self.key, error = %e, "lease renewal failed, will retry");
-                AfterWrite::Done(Step::Retry)
-            }
-        }
-    }
-
-    /// The stream leader's answer after a write that expected `expected` conflicted; `since`
-    /// is what [`AfterWrite::AskLeader`] said.
-    ///
-    /// Only a write of ours *newer than the revision we expected* is one of our
-    /// unacknowledged writes: an older one means the read was stale (an outdated leader may
-    /// answer during an election), and taking it for a renewal would extend the deadline past
-    /// the server's expiry; the key still at the revision we expected means the conflict was
-    /// spurious. Both retry, without extending the deadline.
-    pub(super) fn read_back(
-        &self,
-        found: Result<Option<Entry>, Error>,
-        since: Instant,
-        expected: Revision,
-    ) -> Step {
-        match found {
-            Ok(Some(e)) if self.is_ours(&e) && e.revision() <= expected => {
-                tracing::debug!(key = %self.key, revision = e.revision().get(), "stale read of the lease key, retrying");
-                self.live().clock.renewal_failed();
-                Step::Retry
-            }
-            Ok(Some(e)) if e.is_value() && self.is_ours(&e) => {
-                let mut l = self.live();
-                l.rev = e.revision();
-                l.ambiguous_since = None;
-                l.clock.renewed(since);
-                tracing::debug!(key = %self.key, revision = e.revision().get(), "an unacknowledged lease write had been applied");
-                Step::Written
-            }
-            Ok(e) => Step::Gone(reason_of(e.as_ref())),
-            Err(e) => {
-                tracing::debug!(key = %self.key, error = %e, "could not read the lease key back");
-                self.live().clock.renewal_failed();
-                Step::Retry
-            }
-        }
-    }
-
-    /// After a guarded write conflicted at `rev`: whether our own renewal moved the key,
-    /// waiting for one in flight up to the deadline or [`RENEWAL_WAIT`].
-    ///
-    /// # Cancel safety
-    /// Cancel safe: it only waits.
-    pub(super) async fn renewed_past(&self, rev: Revision) -> bool {
-        let give_up = self.deadline().min(Instant::now() + RENEWAL_WAIT);
-        loop {
-            let settled = self.settled.notified();
-            {
-                let l = self.live();
-                if l.rev != rev {
-                    return true;
-                }
-                if !l.busy {
-                    return false;
-                }
-            }
-            if tokio::time::timeout_at(give_up, settled).await.is_err() {
-                return false;
-            }
+        let waits = {
+            let mut l = self.live();
+            l.busy = false;
+            l.waits.clone()
+        };
+        if let Some(w) = waits {
+            w.settled.notify_waiters();
         }
     }
 
@@ -527,10 +537,11 @@ impl State {
     /// # Cancel safety
     /// Cancel safe.
     pub(super) async fn ended(self: Arc<Self>) -> LostReason {
+        let lost = self.lost_token();
         loop {
             let deadline = self.deadline();
             tokio::select! {
-                _ = self.lost_token().cancelled() => break,
+                _ = lost.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => {
                     if !self.in_time(Instant::now()) {
                         self.lose(self.out_of_time_reason());
@@ -543,13 +554,28 @@ impl State {
     }
 }
 
-/// Why a lease whose key is no longer ours ended, from what the key holds now.
-fn reason_of(e: Option<&Entry>) -> LostReason {
-    match e.and_then(Entry::removal) {
-        Some(Removal::Expired) => LostReason::Expired,
-        _ => LostReason::Taken,
+/// The end hooks of `w`.
+fn hooks(w: &Waits) -> MutexGuard<'_, EndHooks> {
+    // As `State::live`: a poisoned lock's data is plain.
+    w.on_end.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Own {
+    fn renewal(&self) -> MutexGuard<'_, Renewal> {
+        // As `State::live`: a poisoned lock's data is plain.
+        self.renewal.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+impl Drop for State {
+    /// A bound lease dropped without having ended (its release never ran) leaves its
+    /// session's bound set all the same, so that nothing piles up there.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+mod writes;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //! at revision `REV`, fed write and read-back results as the keeper would.
 
 use super::*;
-use crate::entry::Op;
+use crate::entry::{Op, Removal};
+use crate::error::{Error, ErrorKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const NONCE: u128 = 7;
@@ -382,7 +383,7 @@ async fn a_bound_lease_lives_on_its_sessions_clock_and_ends_with_it() {
     // Never renewed by itself: the keeper gets no timer for it.
     assert_eq!(bound.next(Instant::now()), None);
     assert_eq!(bound.due(Instant::now()), None);
-    assert_eq!(bound.ttl, None);
+    assert_eq!(bound.ttl(), None);
     // The session's renewal moves the bound lease's deadline too.
     advance_ms(1000).await;
     assert!(session.begin_renewal());
@@ -414,4 +415,46 @@ async fn a_bound_lease_notices_its_sessions_deadline_without_any_keeper() {
     assert_eq!(bound.clone().ended().await, LostReason::Deadline);
     assert_eq!(Instant::now(), t0 + VALIDITY);
     assert!(!session.is_valid());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_bound_and_released_ten_thousand_leases_keeps_none() {
+    let session = lease();
+    let held: Vec<_> = (0..10_000)
+        .map(|_| lease_in(Some(session.clone())))
+        .collect();
+    assert_eq!(session.bound_count(), 10_000);
+    // Released (ended), or dropped without ever ending: either way out of the set.
+    for (i, st) in held.into_iter().enumerate() {
+        if i % 2 == 0 {
+            st.lose(LostReason::Released);
+        }
+    }
+    assert_eq!(session.bound_count(), 0);
+    // Freed slots are taken again, and the session's end still reaches a lease bound now.
+    let again = lease_in(Some(session.clone()));
+    assert_eq!(session.bound_count(), 1);
+    session.lose(LostReason::Taken);
+    assert_eq!(again.reason(), Some(LostReason::Taken));
+    assert_eq!(session.bound_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_lease_takes_its_identity_and_timing_from_its_session_and_keeps_no_value() {
+    let session = lease();
+    let bound = lease_in(Some(session.clone()));
+    assert_eq!(bound.nonce(), session.nonce());
+    assert_eq!(bound.config(), session.config());
+    assert!(bound.is_ours(&ours(REV)));
+    // The creation's value is not kept: only a value change writes one, and brings it.
+    assert_eq!(bound.to_write(None), (rev(REV), Bytes::new()));
+    let v = Bytes::from_static(b"new");
+    assert_eq!(bound.to_write(Some(v.clone())), (rev(REV), v));
+    assert_eq!(bound.to_write(None).1, Bytes::new());
+    // A value change's outcome moves its revision, never a clock of its own.
+    let sent = Instant::now();
+    assert_eq!(bound.written(Ok(rev(12)), sent), WRITTEN);
+    assert_eq!(bound.revision(), rev(12));
+    assert_eq!(bound.deadline(), session.deadline());
+    assert!(!bound.begin_renewal());
 }
