@@ -2,9 +2,13 @@
 //! subject prefixes — and the one-message reads and writes that bucket handles, transactions,
 //! watches and leases are built on.
 
+use std::future::Future;
+
 use async_nats::jetstream::stream;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use futures::future::Either;
+use futures::FutureExt as _;
 
 use crate::entry::{classify, name, Entry, Op};
 use crate::error::{Error, ErrorKind};
@@ -127,12 +131,13 @@ impl Inner {
     }
 
     /// Sends one write on `subject`; an expectation may apply to another key or a filter
-    /// (`expect_on`: its subject).
+    /// (`expect_on`: its subject). The headers are made here, before the future, which
+    /// then holds no more than the request's.
     #[allow(
         clippy::too_many_arguments,
         reason = "one private call site per write kind"
     )]
-    pub(crate) async fn write_on(
+    pub(crate) fn write_on(
         &self,
         op: Op,
         subject: &WriteSubject,
@@ -141,14 +146,15 @@ impl Inner {
         expect_on: Option<String>,
         ttl: Option<Ttl>,
         marks: Marks,
-    ) -> Result<Revision, Error> {
-        let headers = self.write_headers(op, expect, expect_on, ttl, marks)?;
-        let ack = self
-            .js
-            .publish(subject.subject.clone(), headers, value)
-            .await?;
-        Revision::new(ack.seq)
-            .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
+    ) -> impl Future<Output = Result<Revision, Error>> + Send + '_ {
+        match self.write_headers(op, expect, expect_on, ttl, marks) {
+            Ok(headers) => Either::Left(
+                self.js
+                    .publish(subject.subject.clone(), headers, value)
+                    .map(|ack| ack.and_then(|a| acked_revision(a.seq))),
+            ),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
 
     /// The headers of one write: its operation, its expectation (on the written key, or on
@@ -196,7 +202,7 @@ impl Inner {
     /// writes with the tombstone's revision as the expectation, keeping the TTL.
     pub(crate) async fn create(
         &self,
-        subject: &WriteSubject,
+        subject: WriteSubject,
         value: Bytes,
         ttl: Option<Ttl>,
         format: Option<u32>,
@@ -209,7 +215,7 @@ impl Inner {
         for _ in 0..CREATE_ATTEMPTS {
             let (v, m) = (value.clone(), marks.clone());
             match self
-                .write_on(Op::Put, subject, v, Some(expect), None, ttl, m)
+                .write_on(Op::Put, &subject, v, Some(expect), None, ttl, m)
                 .await
             {
                 Ok(rev) => return Ok(rev),
@@ -236,4 +242,10 @@ impl Inner {
             "key kept changing while creating it",
         ))
     }
+}
+
+/// The revision a publish acknowledgement gives (sequence 0 is no revision).
+fn acked_revision(seq: u64) -> Result<Revision, Error> {
+    Revision::new(seq)
+        .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
 }

@@ -331,7 +331,8 @@ impl<'a> Creating<'a> {
         f.is_value() && nonce && (self.parent.is_none() || f.value() == &self.value)
     }
 
-    async fn write(&self) -> Result<Revision, Error> {
+    /// The creating write.
+    fn write(&self) -> impl Future<Output = Result<Revision, Error>> + Send + '_ {
         let plan = self.plan;
         let w = self
             .bucket
@@ -340,9 +341,10 @@ impl<'a> Creating<'a> {
             .lease_tag(LeaseTag::header_value(plan.nonce, None))
             .format_opt(self.format);
         match &plan.expect_on {
-            Some(f) => w.expect_on(f.as_str(), self.expect).send().await,
-            None => w.expect(self.expect).send().await,
+            Some(f) => w.expect_on(f.as_str(), self.expect),
+            None => w.expect(self.expect),
         }
+        .send()
     }
 
     /// After the write `e` failed: asks the stream leader whether a write of ours was
