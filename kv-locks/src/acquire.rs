@@ -347,6 +347,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Res
         let res = new_entry(s, cfg, &[])
             .await?
             .expect_on(&*s.all_filter, e)
+            .send()
             .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
@@ -388,6 +389,12 @@ async fn enqueue(
     previous: Option<Revision>,
 ) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
-    let create = || async move { new_entry(s, cfg, &[]).await?.previous(previous).await };
+    let create = || async move {
+        new_entry(s, cfg, &[])
+            .await?
+            .previous(previous)
+            .send()
+            .await
+    };
     Backoff::DEFAULT.retry(create).await.map_err(Error::from)
 }

@@ -187,6 +187,12 @@ impl CreateLease {
         })
     }
 
+    /// The creation as a future of its own, unboxed (`.await` boxes it): for a caller whose
+    /// own future is boxed already or lives on a stack, such as a lock's acquisition.
+    pub fn send(self) -> impl Future<Output = Result<Lease, Error>> + Send {
+        self.run()
+    }
+
     async fn run(mut self) -> Result<Lease, Error> {
         let plan = self.plan()?;
         let mut creating = Creating::new(&self, &plan);

@@ -120,6 +120,12 @@ impl Release {
         self
     }
 
+    /// The release as a future of its own, unboxed (`.await` boxes it): for a caller whose
+    /// own future is boxed already or lives on a stack, such as a lock guard's release.
+    pub fn send(self) -> impl Future<Output = Result<Released, Error>> + Send {
+        self.run()
+    }
+
     async fn run(self) -> Result<Released, Error> {
         let st = &self.st;
         st.claim().await;
