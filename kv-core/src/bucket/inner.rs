@@ -108,10 +108,15 @@ impl Inner {
     /// The subject `key` is written on, once it is checked as a key.
     pub(crate) fn write_subject(&self, key: &str) -> Result<WriteSubject, Error> {
         check_str(key, false)?;
-        Ok(WriteSubject {
+        Ok(self.key_subject(key))
+    }
+
+    /// The subject a key that was checked already is written on (a [`Key`] is valid).
+    pub(crate) fn key_subject(&self, key: &str) -> WriteSubject {
+        WriteSubject {
             subject: Subject::from(self.subject_of(key)),
             key_at: self.write_prefix.len(),
-        })
+        }
     }
 
     /// The subject of `filter` (a key or a key filter) for an expectation on it, once it is

@@ -16,6 +16,7 @@ use crate::bucket::inner::{Inner, Marks, WriteSubject};
 use crate::bucket::read::ReadOnlyBucket;
 use crate::entry::Op;
 use crate::error::{Error, Operation};
+use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::txn::Txn;
 
@@ -69,11 +70,19 @@ impl Bucket {
     }
 
     fn write(&self, kind: WriteKind, key: impl AsRef<str>, value: Bytes) -> Write<'_> {
-        let inner = &self.ro.inner;
+        self.write_on(kind, self.ro.inner.write_subject(key.as_ref()), value)
+    }
+
+    fn write_on(
+        &self,
+        kind: WriteKind,
+        subject: Result<WriteSubject, Error>,
+        value: Bytes,
+    ) -> Write<'_> {
         Write {
-            inner,
+            inner: &self.ro.inner,
             kind,
-            subject: inner.write_subject(key.as_ref()),
+            subject,
             value,
             expect: None,
             expect_on: None,
@@ -87,6 +96,19 @@ impl Bucket {
     /// `.expect(..)` to make it conditional.
     pub fn put(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Write<'_> {
         self.write(WriteKind::Put, key, value.into())
+    }
+
+    /// As [`put`](Self::put), on a key that was checked already (the lease layer's, which
+    /// writes its key at every creation, renewal and release).
+    pub(crate) fn put_key(&self, key: &Key, value: Bytes) -> Write<'_> {
+        let subject = self.ro.inner.key_subject(key.as_str());
+        self.write_on(WriteKind::Put, Ok(subject), value)
+    }
+
+    /// As [`delete`](Self::delete), on a key that was checked already.
+    pub(crate) fn delete_key(&self, key: &Key) -> Write<'_> {
+        let subject = self.ro.inner.key_subject(key.as_str());
+        self.write_on(WriteKind::Delete, Ok(subject), Bytes::new())
     }
 
     /// Writes `value` only if `key` holds no live value — never written, or deleted, purged or
@@ -204,6 +226,13 @@ impl<'a> Write<'a> {
     pub fn expect_on(mut self, key_or_filter: impl AsRef<str>, expect: impl Into<Expect>) -> Self {
         self.expect_on = Some(self.inner.expect_subject(key_or_filter.as_ref()));
         self.expect = Some(expect.into());
+        self
+    }
+
+    /// As [`expect_on`](Self::expect_on), with a filter that was checked already.
+    pub(crate) fn expect_on_filter(mut self, filter: &KeyFilter, expect: Expect) -> Self {
+        self.expect_on = Some(Ok(self.inner.subject_of(filter.as_str())));
+        self.expect = Some(expect);
         self
     }
 

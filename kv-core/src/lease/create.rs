@@ -337,17 +337,17 @@ impl<'a> Creating<'a> {
         f.is_value() && nonce && (self.parent.is_none() || f.value() == &self.value)
     }
 
-    /// The creating write.
+    /// The creating write; its key and filter were checked by the builder.
     fn write(&self) -> impl Future<Output = Result<Revision, Error>> + Send + '_ {
         let plan = self.plan;
         let w = self
             .bucket
-            .put(&plan.key, self.value.clone())
+            .put_key(&plan.key, self.value.clone())
             .ttl_opt(self.ttl)
             .lease_tag(LeaseTag::header_value(plan.nonce, None))
             .format_opt(self.format);
         match &plan.expect_on {
-            Some(f) => w.expect_on(f.as_str(), self.expect),
+            Some(f) => w.expect_on_filter(f, self.expect),
             None => w.expect(self.expect),
         }
         .send()

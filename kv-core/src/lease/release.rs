@@ -177,10 +177,10 @@ impl Release {
         let w = match &self.hand_over {
             Some(h) => self
                 .bucket
-                .put(&self.st.key, h.value.clone())
+                .put_key(&self.st.key, h.value.clone())
                 .ttl_opt(h.ttl)
                 .format_opt(self.st.format),
-            None => self.bucket.delete(&self.st.key),
+            None => self.bucket.delete_key(&self.st.key),
         }
         .lease_tag(tag);
         match (self.st.tombstone_ttl, &self.hand_over) {
