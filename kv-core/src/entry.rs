@@ -141,18 +141,16 @@ impl LeaseTag {
     }
 
     pub(crate) fn header_value(nonce: u128, origin: Option<Revision>) -> String {
-        use std::fmt::Write as _;
         // Room for a completed release's suffix too: appending it does not grow the string.
         let mut s = String::with_capacity(TAG_CAPACITY);
-        // `{nonce:032x}`, without the formatting machinery: two tags per lock and release.
-        s.extend(
-            (0..32)
-                .rev()
-                .map(|i| HEX[(nonce >> (4 * i)) as usize & 0xf] as char),
-        );
+        // `{nonce:032x}:{origin}`, without the formatting machinery: two tags per lock and
+        // release.
+        for i in (0..32).rev() {
+            s.push(char::from(HEX[(nonce >> (4 * i)) as usize & 0xf]));
+        }
         if let Some(o) = origin {
-            // Writing into a `String` cannot fail.
-            let _ = write!(s, ":{}", o.get());
+            s.push(':');
+            crate::revision::push_decimal(&mut s, o.get());
         }
         s
     }
