@@ -145,9 +145,17 @@ impl LeaseTag {
         let mut s = String::with_capacity(TAG_CAPACITY);
         // `{nonce:032x}:{origin}`, without the formatting machinery: two tags per lock and
         // release.
-        for i in (0..32).rev() {
-            s.push(char::from(HEX[(nonce >> (4 * i)) as usize & 0xf]));
+        let mut hex = [0u8; 32];
+        for (half, digits) in [(nonce >> 64) as u64, nonce as u64]
+            .into_iter()
+            .zip(hex.chunks_mut(16))
+        {
+            for (i, d) in digits.iter_mut().enumerate() {
+                *d = HEX[(half >> (60 - 4 * i)) as usize & 0xf];
+            }
         }
+        // ASCII digits: always UTF-8.
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         if let Some(o) = origin {
             s.push(':');
             crate::revision::push_decimal(&mut s, o.get());

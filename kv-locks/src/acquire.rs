@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use kvtk_core::lease::{CreateLease, Lease, LeaseConfig};
 use kvtk_core::{Backoff, Revision};
 use tokio::sync::OwnedMutexGuard;
@@ -191,11 +192,13 @@ impl IntoFuture for Acquire {
     type Output = Result<Guard, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            self.run(false).await?.ok_or_else(|| {
+        // A map, not an async block: the block would hold the acquisition's future once
+        // more in its own state.
+        Box::pin(self.run(false).map(|held| {
+            held?.ok_or_else(|| {
                 Error::new(ErrorKind::Internal, "acquisition ended without the lock")
             })
-        })
+        }))
     }
 }
 

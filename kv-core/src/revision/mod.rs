@@ -12,7 +12,7 @@ pub use ttl::Ttl;
 /// Appends `n` in decimal to `out` without the formatting machinery: expectations, TTLs and
 /// lease marks go into the headers of every write.
 pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
-    // u64::MAX has 20 digits; they are written from the last, then pushed from the first.
+    // u64::MAX has 20 digits, written from the last.
     let mut digits = [0u8; 20];
     let mut len = 0;
     for slot in digits.iter_mut().rev() {
@@ -23,9 +23,9 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in digits.iter().skip(digits.len() - len) {
-        out.push(char::from(d));
-    }
+    let digits = digits.get(digits.len() - len..).unwrap_or_default();
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
 #[cfg(test)]
