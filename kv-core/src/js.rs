@@ -121,28 +121,6 @@ impl Js {
     }
 }
 
-/// Sends `req` on `client` and waits for its reply, unless the server refuses the publish to
-/// `subject` first: a refused publish gets no reply, and the server's permission error,
-/// reported on the connection, ends the request as soon as it arrives.
-async fn refusable(
-    client: &Client,
-    violations: &Violations,
-    subject: Subject,
-    req: async_nats::Request,
-) -> Result<Message, Error> {
-    let since = std::time::Instant::now();
-    tokio::select! {
-        biased;
-        res = client.send_request(subject.clone(), req) => res.map_err(|e| {
-            match violations.find(Denied::Publish, &subject, since) {
-                Some(v) => v.error(),
-                None => error::from_request(e),
-            }
-        }),
-        v = violations.refusing(&subject, since) => Err(v.error()),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct ApiError {
     #[serde(default)]
@@ -264,7 +242,7 @@ impl Js {
                     .send_request(subject, req)
                     .map_err(error::from_request),
             ),
-            Some(violations) => Either::Right(refusable(&self.client, violations, subject, req)),
+            Some(violations) => Either::Right(violations.refusable(&self.client, subject, req)),
         }
     }
 
