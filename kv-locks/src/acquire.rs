@@ -164,6 +164,10 @@ impl Acquire {
             wait_ms = tracing::field::Empty,
         );
         let work = attempt(s.clone(), cfg, try_only).instrument(span);
+        if deadline.is_none() && cancel.is_none() {
+            // Nothing to race it against: no select polled at every wake-up.
+            return work.await;
+        }
         tokio::select! {
             biased;
             _ = cancelled_opt(cancel.as_ref()) => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
