@@ -174,19 +174,11 @@ impl Inner {
         marks: Marks,
     ) -> Result<HeaderMap, Error> {
         let mut h = HeaderMap::new();
-        match op {
-            Op::Put => {}
-            Op::Delete => h.insert(name::KV_OPERATION, "DEL"),
-            Op::Purge => {
-                h.insert(name::KV_OPERATION, "PURGE");
-                h.insert(ROLLUP, "sub");
-            }
-        }
+        // The order of insertion decides nothing on the wire (a hash map), but the map grows
+        // at its fourth entry and hashes the first three again: async-nats' standard names
+        // (quick to hash) and the short ones go first, the 43-byte expectation name last.
         if let Some(e) = expect {
             h.insert(EXPECTED_LAST_SUBJECT_SEQ, e.header_value().to_string());
-        }
-        if let Some(subject) = expect_on {
-            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject);
         }
         if let Some(t) = ttl {
             self.js
@@ -197,8 +189,19 @@ impl Inner {
         if let Some(tag) = marks.lease {
             h.insert(name::KV_LEASE, tag);
         }
+        match op {
+            Op::Put => {}
+            Op::Delete => h.insert(name::KV_OPERATION, "DEL"),
+            Op::Purge => {
+                h.insert(name::KV_OPERATION, "PURGE");
+                h.insert(ROLLUP, "sub");
+            }
+        }
         if let Some(v) = marks.format {
             h.insert(name::KV_FORMAT, v.to_string());
+        }
+        if let Some(subject) = expect_on {
+            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject);
         }
         Ok(h)
     }
