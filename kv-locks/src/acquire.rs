@@ -214,7 +214,11 @@ async fn attempt(
 ) -> Result<Option<Guard>, Error> {
     let started = Instant::now();
     // One acquisition per handle at a time: they share the handle's queue key.
-    let mut slot = s.slot.clone().lock_owned().await;
+    // Free, as it mostly is: taken without making and polling a waiter.
+    let mut slot = match s.slot.clone().try_lock_owned() {
+        Ok(slot) => slot,
+        Err(_) => s.slot.clone().lock_owned().await,
+    };
     let held = protocol(&s, &mut slot, cfg, try_only).await;
     let span = tracing::Span::current();
     match held {
