@@ -101,15 +101,17 @@ impl Identity {
 /// order (a test compares it with serde's); `kind` is a tag (`Kind::tag`), which needs no
 /// escaping.
 pub(crate) fn encode(id: &Identity, kind: &str, since_ms: u64, multi: &[String]) -> bytes::Bytes {
-    use std::fmt::Write as _;
     if !multi.is_empty() {
         return serialized(&id.holder, kind, since_ms, multi);
     }
-    let mut out = String::with_capacity(id.head.len() + kind.len() + 36);
-    out.push_str(&id.head);
-    out.push_str(kind);
-    // Writing into a `String` cannot fail.
-    let _ = write!(out, r#"","since_ms":{since_ms}}}"#);
+    let mut out = Vec::with_capacity(id.head.len() + kind.len() + 36);
+    out.extend_from_slice(id.head.as_bytes());
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(br#"","since_ms":"#);
+    // serde_json writes an integer without the formatting machinery; into a `Vec` it
+    // cannot fail.
+    let _ = serde_json::to_writer(&mut out, &since_ms);
+    out.push(b'}');
     bytes::Bytes::from(out)
 }
 
