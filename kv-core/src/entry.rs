@@ -141,18 +141,24 @@ impl LeaseTag {
     }
 
     pub(crate) fn header_value(nonce: u128, origin: Option<Revision>) -> String {
-        use std::fmt::Write as _;
         // Room for a completed release's suffix too: appending it does not grow the string.
         let mut s = String::with_capacity(TAG_CAPACITY);
-        // `{nonce:032x}`, without the formatting machinery: two tags per lock and release.
-        s.extend(
-            (0..32)
-                .rev()
-                .map(|i| HEX[(nonce >> (4 * i)) as usize & 0xf] as char),
-        );
+        // `{nonce:032x}:{origin}`, without the formatting machinery: two tags per lock and
+        // release.
+        let mut hex = [0u8; 32];
+        for (half, digits) in [(nonce >> 64) as u64, nonce as u64]
+            .into_iter()
+            .zip(hex.chunks_mut(16))
+        {
+            for (i, d) in digits.iter_mut().enumerate() {
+                *d = HEX[(half >> (60 - 4 * i)) as usize & 0xf];
+            }
+        }
+        // ASCII digits: always UTF-8.
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         if let Some(o) = origin {
-            // Writing into a `String` cannot fail.
-            let _ = write!(s, ":{}", o.get());
+            s.push(':');
+            crate::revision::push_decimal(&mut s, o.get());
         }
         s
     }

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use async_nats::{Client, Message, Request, Subject};
 use tokio::sync::Notify;
 
 use crate::error::{Error, ErrorKind};
@@ -131,6 +132,28 @@ impl Violations {
                     || (denied == Denied::Publish && v.denied == Denied::Reply)
             })
             .cloned()
+    }
+
+    /// Sends `req` to `subject` on `client` and waits for its reply, unless the server
+    /// refuses the publish first: a refused publish gets no reply, and the server's error,
+    /// reported on the connection, ends the request as soon as it arrives.
+    pub(crate) async fn refusable(
+        &self,
+        client: &Client,
+        subject: Subject,
+        req: Request,
+    ) -> Result<Message, Error> {
+        let since = Instant::now();
+        tokio::select! {
+            biased;
+            res = client.send_request(subject.clone(), req) => res.map_err(|e| {
+                match self.find(Denied::Publish, &subject, since) {
+                    Some(v) => v.error(),
+                    None => crate::error::from_request(e),
+                }
+            }),
+            v = self.refusing(&subject, since) => Err(v.error()),
+        }
     }
 
     /// Waits until a violation refusing a publish to `subject` sent at `since` is reported.

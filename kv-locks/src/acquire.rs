@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use kvtk_core::lease::{CreateLease, Lease, LeaseConfig};
 use kvtk_core::{Backoff, Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
@@ -163,6 +164,10 @@ impl Acquire {
             wait_ms = tracing::field::Empty,
         );
         let work = attempt(s.clone(), cfg, try_only).instrument(span);
+        if deadline.is_none() && cancel.is_none() {
+            // Nothing to race it against: no select polled at every wake-up.
+            return work.await;
+        }
         tokio::select! {
             biased;
             _ = cancelled_opt(cancel.as_ref()) => Err(Error::new(ErrorKind::Cancelled, format!("acquisition of lock {} cancelled", s.name))),
@@ -191,11 +196,13 @@ impl IntoFuture for Acquire {
     type Output = Result<Guard, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            self.run(false).await?.ok_or_else(|| {
+        // A map, not an async block: the block would hold the acquisition's future once
+        // more in its own state.
+        Box::pin(self.run(false).map(|held| {
+            held?.ok_or_else(|| {
                 Error::new(ErrorKind::Internal, "acquisition ended without the lock")
             })
-        })
+        }))
     }
 }
 
@@ -207,7 +214,11 @@ async fn attempt(
 ) -> Result<Option<Guard>, Error> {
     let started = Instant::now();
     // One acquisition per handle at a time: they share the handle's queue key.
-    let mut slot = s.slot.clone().lock_owned().await;
+    // Free, as it mostly is: taken without making and polling a waiter.
+    let mut slot = match s.slot.clone().try_lock_owned() {
+        Ok(slot) => slot,
+        Err(_) => s.slot.clone().lock_owned().await,
+    };
     let held = protocol(&s, &mut slot, cfg, try_only).await;
     let span = tracing::Span::current();
     match held {
@@ -347,6 +358,7 @@ async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Res
         let res = new_entry(s, cfg, &[])
             .await?
             .expect_on(&**s.all_filter(), e)
+            .send()
             .await;
         match res {
             Ok(lease) => return Ok(Fast::Held(lease)),
@@ -388,6 +400,12 @@ async fn enqueue(
     previous: Option<Revision>,
 ) -> Result<Lease, Error> {
     s.bump(Stat::AcquireWrite);
-    let create = || async move { new_entry(s, cfg, &[]).await?.previous(previous).await };
+    let create = || async move {
+        new_entry(s, cfg, &[])
+            .await?
+            .previous(previous)
+            .send()
+            .await
+    };
     Backoff::DEFAULT.retry(create).await.map_err(Error::from)
 }

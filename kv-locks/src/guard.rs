@@ -187,7 +187,9 @@ impl Guard {
         }
         let held_ms = hold.elapsed().as_millis() as u64;
         shared.bump(crate::stats::Stat::ReleaseWrite);
-        let r = release.await.map_err(|e| {
+        // Unboxed: the guard's release is an `async fn`, and awaiting the `Release` would
+        // allocate its future once more.
+        let r = release.send().await.map_err(|e| {
             tracing::warn!(lock = %shared.name, token, error = %e, "release failed; the entry expires with its ttl");
             Error::from(e)
         })?;

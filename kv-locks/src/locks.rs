@@ -15,7 +15,7 @@ use crate::names::LockName;
 use crate::rule::Kind;
 use crate::shared::{Common, Shared, Slot};
 use crate::stats::Stats;
-use crate::value::Holder;
+use crate::value::{Holder, Identity};
 
 /// The default lease TTL on a single-server bucket: a holder that dies is replaced within
 /// about this long. On a replicated bucket the default is
@@ -123,7 +123,7 @@ impl Locks {
                 marker_ttl,
                 tombstone_ttl: marker_ttl.max(Duration::from_secs(1)),
                 lease,
-                holder: Arc::new(Holder::this_process()),
+                holder: Arc::new(Identity::new(Holder::this_process())),
                 sessions: None,
                 replicated: status.replicas > 1,
                 stats: Arc::new(Stats::default()),
@@ -175,7 +175,7 @@ impl Locks {
 
     /// The identity written into queue entries (default: [`Holder::this_process`]).
     pub fn holder(mut self, holder: Holder) -> Locks {
-        Arc::make_mut(&mut self.common).holder = Arc::new(holder);
+        Arc::make_mut(&mut self.common).holder = Arc::new(Identity::new(holder));
         self
     }
 
@@ -203,7 +203,7 @@ impl Locks {
     /// docs/deployment.md).
     pub fn bind_to_session(mut self) -> Locks {
         let c = Arc::make_mut(&mut self.common);
-        c.sessions = Some(Sessions::new(&c.keeper, c.lease).name(c.holder.id.clone()));
+        c.sessions = Some(Sessions::new(&c.keeper, c.lease).name(c.holder.holder().id.clone()));
         self
     }
 

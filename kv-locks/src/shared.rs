@@ -9,7 +9,7 @@ use kvtk_core::{Bucket, Key, Revision};
 use crate::names::LockName;
 use crate::rule::Kind;
 use crate::stats::{Stat, Stats};
-use crate::value::{encode, Holder};
+use crate::value::{encode, Identity};
 
 /// What every handle of one [`Locks`](crate::Locks) shares (as configured when the handle
 /// was made): one allocation per `Locks`, not per handle.
@@ -20,7 +20,7 @@ pub(crate) struct Common {
     pub(crate) keeper: Keeper,
     /// The owner's session the queue entries are bound to ([`Locks::bind_to_session`](crate::Locks::bind_to_session)).
     pub(crate) sessions: Option<Sessions>,
-    pub(crate) holder: Arc<Holder>,
+    pub(crate) holder: Arc<Identity>,
     pub(crate) lease: LeaseConfig,
     pub(crate) tombstone_ttl: Duration,
     pub(crate) marker_ttl: Duration,

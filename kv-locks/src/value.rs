@@ -74,8 +74,49 @@ struct Written<'a> {
     multi: &'a [String],
 }
 
-/// The one encoding of a queue entry's value.
-pub(crate) fn encode(holder: &Holder, kind: &str, since_ms: u64, multi: &[String]) -> bytes::Bytes {
+/// A holder with the start of its entries' JSON, encoded once per [`Locks`](crate::Locks):
+/// every queue entry's value begins with it.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    holder: Holder,
+    /// `{"v":1,"holder":{…},"kind":"`: [`Written`] up to its kind's value.
+    head: String,
+}
+
+impl Identity {
+    pub(crate) fn new(holder: Holder) -> Identity {
+        // Serializing plain strings and integers cannot fail.
+        let json = serde_json::to_string(&holder).unwrap_or_default();
+        let head = format!(r#"{{"v":{RECIPE_FORMAT},"holder":{json},"kind":""#);
+        Identity { holder, head }
+    }
+
+    pub(crate) fn holder(&self) -> &Holder {
+        &self.holder
+    }
+}
+
+/// The one encoding of a queue entry's value: [`Written`]'s JSON. A plain entry (no
+/// `multi`) is its holder's [`Identity`] and the rest appended by hand in `Written`'s field
+/// order (a test compares it with serde's); `kind` is a tag (`Kind::tag`), which needs no
+/// escaping.
+pub(crate) fn encode(id: &Identity, kind: &str, since_ms: u64, multi: &[String]) -> bytes::Bytes {
+    if !multi.is_empty() {
+        return serialized(&id.holder, kind, since_ms, multi);
+    }
+    let mut out = Vec::with_capacity(id.head.len() + kind.len() + 36);
+    out.extend_from_slice(id.head.as_bytes());
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(br#"","since_ms":"#);
+    // serde_json writes an integer without the formatting machinery; into a `Vec` it
+    // cannot fail.
+    let _ = serde_json::to_writer(&mut out, &since_ms);
+    out.push(b'}');
+    bytes::Bytes::from(out)
+}
+
+/// [`Written`] through serde.
+fn serialized(holder: &Holder, kind: &str, since_ms: u64, multi: &[String]) -> bytes::Bytes {
     let w = Written {
         v: RECIPE_FORMAT,
         holder,
@@ -106,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_written_value_has_its_version_first_and_multi_only_for_a_multi_lock() {
-        let holder = Holder::named("h/1");
+        let holder = Identity::new(Holder::named("h/1"));
         let plain = encode(&holder, "x", 42, &[]);
         assert_eq!(
             std::str::from_utf8(&plain).unwrap(),
@@ -118,5 +159,34 @@ mod tests {
             std::str::from_utf8(&both).unwrap(),
             r#"{"v":1,"holder":{"id":"h/1"},"kind":"x","since_ms":42,"multi":["a","b"]}"#
         );
+    }
+
+    #[test]
+    fn a_plain_entry_is_written_as_serde_writes_it() {
+        let holders = [
+            Holder::named("h/1"),
+            Holder::named("quote \" back \\ tab \t é ✓ \u{1}"),
+            Holder {
+                id: "host/7".into(),
+                host: Some("host".into()),
+                pid: Some(7),
+            },
+            Holder {
+                id: String::new(),
+                host: None,
+                pid: Some(u32::MAX),
+            },
+        ];
+        for holder in holders {
+            let id = Identity::new(holder.clone());
+            for kind in ["x", "s", "p"] {
+                for since in [0, 42, u64::MAX] {
+                    assert_eq!(
+                        encode(&id, kind, since, &[]),
+                        serialized(&holder, kind, since, &[])
+                    );
+                }
+            }
+        }
     }
 }

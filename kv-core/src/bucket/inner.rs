@@ -2,9 +2,13 @@
 //! subject prefixes — and the one-message reads and writes that bucket handles, transactions,
 //! watches and leases are built on.
 
+use std::future::Future;
+
 use async_nats::jetstream::stream;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use futures::future::Either;
+use futures::FutureExt as _;
 
 use crate::entry::{classify, name, Entry, Op};
 use crate::error::{Error, ErrorKind};
@@ -104,10 +108,15 @@ impl Inner {
     /// The subject `key` is written on, once it is checked as a key.
     pub(crate) fn write_subject(&self, key: &str) -> Result<WriteSubject, Error> {
         check_str(key, false)?;
-        Ok(WriteSubject {
+        Ok(self.key_subject(key))
+    }
+
+    /// The subject a key that was checked already is written on (a [`Key`] is valid).
+    pub(crate) fn key_subject(&self, key: &str) -> WriteSubject {
+        WriteSubject {
             subject: Subject::from(self.subject_of(key)),
             key_at: self.write_prefix.len(),
-        })
+        }
     }
 
     /// The subject of `filter` (a key or a key filter) for an expectation on it, once it is
@@ -127,12 +136,13 @@ impl Inner {
     }
 
     /// Sends one write on `subject`; an expectation may apply to another key or a filter
-    /// (`expect_on`: its subject).
+    /// (`expect_on`: its subject). The headers are made here, before the future, which
+    /// then holds no more than the request's.
     #[allow(
         clippy::too_many_arguments,
         reason = "one private call site per write kind"
     )]
-    pub(crate) async fn write_on(
+    pub(crate) fn write_on(
         &self,
         op: Op,
         subject: &WriteSubject,
@@ -141,14 +151,15 @@ impl Inner {
         expect_on: Option<String>,
         ttl: Option<Ttl>,
         marks: Marks,
-    ) -> Result<Revision, Error> {
-        let headers = self.write_headers(op, expect, expect_on, ttl, marks)?;
-        let ack = self
-            .js
-            .publish(subject.subject.clone(), headers, value)
-            .await?;
-        Revision::new(ack.seq)
-            .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
+    ) -> impl Future<Output = Result<Revision, Error>> + Send + '_ {
+        match self.write_headers(op, expect, expect_on, ttl, marks) {
+            Ok(headers) => Either::Left(
+                self.js
+                    .publish(subject.subject.clone(), headers, value)
+                    .map(|ack| ack.and_then(|a| acked_revision(a.seq))),
+            ),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
 
     /// The headers of one write: its operation, its expectation (on the written key, or on
@@ -163,19 +174,11 @@ impl Inner {
         marks: Marks,
     ) -> Result<HeaderMap, Error> {
         let mut h = HeaderMap::new();
-        match op {
-            Op::Put => {}
-            Op::Delete => h.insert(name::KV_OPERATION, "DEL"),
-            Op::Purge => {
-                h.insert(name::KV_OPERATION, "PURGE");
-                h.insert(ROLLUP, "sub");
-            }
-        }
+        // The order of insertion decides nothing on the wire (a hash map), but the map grows
+        // at its fourth entry and hashes the first three again: async-nats' standard names
+        // (quick to hash) and the short ones go first, the 43-byte expectation name last.
         if let Some(e) = expect {
             h.insert(EXPECTED_LAST_SUBJECT_SEQ, e.header_value().to_string());
-        }
-        if let Some(subject) = expect_on {
-            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject);
         }
         if let Some(t) = ttl {
             self.js
@@ -186,8 +189,19 @@ impl Inner {
         if let Some(tag) = marks.lease {
             h.insert(name::KV_LEASE, tag);
         }
+        match op {
+            Op::Put => {}
+            Op::Delete => h.insert(name::KV_OPERATION, "DEL"),
+            Op::Purge => {
+                h.insert(name::KV_OPERATION, "PURGE");
+                h.insert(ROLLUP, "sub");
+            }
+        }
         if let Some(v) = marks.format {
             h.insert(name::KV_FORMAT, v.to_string());
+        }
+        if let Some(subject) = expect_on {
+            h.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, subject);
         }
         Ok(h)
     }
@@ -196,7 +210,7 @@ impl Inner {
     /// writes with the tombstone's revision as the expectation, keeping the TTL.
     pub(crate) async fn create(
         &self,
-        subject: &WriteSubject,
+        subject: WriteSubject,
         value: Bytes,
         ttl: Option<Ttl>,
         format: Option<u32>,
@@ -209,7 +223,7 @@ impl Inner {
         for _ in 0..CREATE_ATTEMPTS {
             let (v, m) = (value.clone(), marks.clone());
             match self
-                .write_on(Op::Put, subject, v, Some(expect), None, ttl, m)
+                .write_on(Op::Put, &subject, v, Some(expect), None, ttl, m)
                 .await
             {
                 Ok(rev) => return Ok(rev),
@@ -236,4 +250,10 @@ impl Inner {
             "key kept changing while creating it",
         ))
     }
+}
+
+/// The revision a publish acknowledgement gives (sequence 0 is no revision).
+fn acked_revision(seq: u64) -> Result<Revision, Error> {
+    Revision::new(seq)
+        .ok_or_else(|| Error::new(ErrorKind::Server, "server acknowledged sequence 0"))
 }

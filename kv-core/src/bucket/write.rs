@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::Either;
+use futures::FutureExt as _;
 use tracing::Instrument as _;
 
 use crate::bucket::inner::{Inner, Marks, WriteSubject};
 use crate::bucket::read::ReadOnlyBucket;
 use crate::entry::Op;
 use crate::error::{Error, Operation};
+use crate::key::{Key, KeyFilter};
 use crate::revision::{Expect, Revision, Ttl};
 use crate::txn::Txn;
 
@@ -68,11 +70,19 @@ impl Bucket {
     }
 
     fn write(&self, kind: WriteKind, key: impl AsRef<str>, value: Bytes) -> Write<'_> {
-        let inner = &self.ro.inner;
+        self.write_on(kind, self.ro.inner.write_subject(key.as_ref()), value)
+    }
+
+    fn write_on(
+        &self,
+        kind: WriteKind,
+        subject: Result<WriteSubject, Error>,
+        value: Bytes,
+    ) -> Write<'_> {
         Write {
-            inner,
+            inner: &self.ro.inner,
             kind,
-            subject: inner.write_subject(key.as_ref()),
+            subject,
             value,
             expect: None,
             expect_on: None,
@@ -86,6 +96,19 @@ impl Bucket {
     /// `.expect(..)` to make it conditional.
     pub fn put(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Write<'_> {
         self.write(WriteKind::Put, key, value.into())
+    }
+
+    /// As [`put`](Self::put), on a key that was checked already (the lease layer's, which
+    /// writes its key at every creation, renewal and release).
+    pub(crate) fn put_key(&self, key: &Key, value: Bytes) -> Write<'_> {
+        let subject = self.ro.inner.key_subject(key.as_str());
+        self.write_on(WriteKind::Put, Ok(subject), value)
+    }
+
+    /// As [`delete`](Self::delete), on a key that was checked already.
+    pub(crate) fn delete_key(&self, key: &Key) -> Write<'_> {
+        let subject = self.ro.inner.key_subject(key.as_str());
+        self.write_on(WriteKind::Delete, Ok(subject), Bytes::new())
     }
 
     /// Writes `value` only if `key` holds no live value — never written, or deleted, purged or
@@ -206,6 +229,13 @@ impl<'a> Write<'a> {
         self
     }
 
+    /// As [`expect_on`](Self::expect_on), with a filter that was checked already.
+    pub(crate) fn expect_on_filter(mut self, filter: &KeyFilter, expect: Expect) -> Self {
+        self.expect_on = Some(Ok(self.inner.subject_of(filter.as_str())));
+        self.expect = Some(expect);
+        self
+    }
+
     /// Shorthand for `.expect(Expect::Revision(revision))`, for deletes and purges.
     pub fn revision(self, revision: Revision) -> Self {
         self.expect(Expect::Revision(revision))
@@ -267,11 +297,11 @@ impl<'a> Write<'a> {
     }
 
     /// The write, sent, as a future of its own (unboxed: for a caller whose future is boxed
-    /// already, or lives on a stack). Its arguments are checked first: nothing is sent when
-    /// one is invalid.
+    /// already, or lives on a stack). Its arguments are checked and its headers made first:
+    /// nothing is sent when one is invalid, and the future holds little more than the
+    /// request (combinators, not an async block that would hold the write twice).
     pub(crate) fn send(self) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
         let op = self.operation();
-        // Either, not an async block holding the checked write: it would hold it twice.
         match self.check(op) {
             Ok(write) => Either::Left(write.run(op)),
             Err(e) => Either::Right(std::future::ready(Err(e))),
@@ -292,8 +322,9 @@ struct Checked<'a> {
     format: Option<u32>,
 }
 
-impl Checked<'_> {
-    async fn run(mut self, op: Operation) -> Result<Revision, Error> {
+impl<'a> Checked<'a> {
+    /// Sends the write in its span; returns the new revision.
+    fn run(self, op: Operation) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
         let span = tracing::debug_span!(
             "kv.write",
             op = %op,
@@ -303,37 +334,50 @@ impl Checked<'_> {
             ttl_s = self.ttl.map(Ttl::as_secs),
             revision = tracing::field::Empty,
         );
-        let res = self.send().instrument(span.clone()).await;
+        let Checked {
+            inner,
+            kind,
+            subject,
+            value,
+            expect,
+            expect_on,
+            ttl,
+            lease,
+            format,
+        } = self;
+        let op_kind = match kind {
+            // Boxed: a create may read and write again, and its future would make every
+            // write's as large as itself.
+            WriteKind::Create => {
+                let create = inner.create(subject.clone(), value, ttl, format);
+                return Either::Left(finish(Box::pin(create), span, subject, op));
+            }
+            WriteKind::Put => Op::Put,
+            WriteKind::Delete => Op::Delete,
+            WriteKind::Purge => Op::Purge,
+        };
+        let marks = Marks { lease, format };
+        let write = inner.write_on(op_kind, &subject, value, expect, expect_on, ttl, marks);
+        Either::Right(finish(write, span, subject, op))
+    }
+}
+
+/// `sending` in `span`, whose revision it records; an error names the operation and key.
+fn finish<'a>(
+    sending: impl Future<Output = Result<Revision, Error>> + Send + 'a,
+    span: tracing::Span,
+    subject: WriteSubject,
+    op: Operation,
+) -> impl Future<Output = Result<Revision, Error>> + Send + 'a {
+    sending.instrument(span.clone()).map(move |res| {
         match &res {
             Ok(r) => {
                 span.record("revision", r.get());
             }
             Err(e) => tracing::debug!(parent: &span, error = %e, "write failed"),
         }
-        res.map_err(|e| e.with_op(op).with_key(self.subject.key()))
-    }
-
-    /// Sends the write; returns the new revision.
-    async fn send(&mut self) -> Result<Revision, Error> {
-        let value = std::mem::take(&mut self.value);
-        let op = match self.kind {
-            WriteKind::Create => {
-                let (subject, ttl, format) = (&self.subject, self.ttl, self.format);
-                return self.inner.create(subject, value, ttl, format).await;
-            }
-            WriteKind::Put => Op::Put,
-            WriteKind::Delete => Op::Delete,
-            WriteKind::Purge => Op::Purge,
-        };
-        let on = self.expect_on.take();
-        let marks = Marks {
-            lease: self.lease.take(),
-            format: self.format,
-        };
-        self.inner
-            .write_on(op, &self.subject, value, self.expect, on, self.ttl, marks)
-            .await
-    }
+        res.map_err(|e| e.with_op(op).with_key(subject.key()))
+    })
 }
 
 impl<'a> IntoFuture for Write<'a> {

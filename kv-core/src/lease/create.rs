@@ -186,6 +186,12 @@ impl CreateLease {
         })
     }
 
+    /// The creation as a future of its own, unboxed (`.await` boxes it): for a caller whose
+    /// own future is boxed already or lives on a stack, such as a lock's acquisition.
+    pub fn send(self) -> impl Future<Output = Result<Lease, Error>> + Send {
+        self.run()
+    }
+
     async fn run(mut self) -> Result<Lease, Error> {
         let plan = self.plan()?;
         let mut creating = Creating::new(&self, &plan);
@@ -343,18 +349,20 @@ impl<'a> Creating<'a> {
         f.is_value() && nonce && (self.parent.is_none() || f.value() == &self.value)
     }
 
-    async fn write(&self) -> Result<Revision, Error> {
+    /// The creating write; its key and filter were checked by the builder.
+    fn write(&self) -> impl Future<Output = Result<Revision, Error>> + Send + '_ {
         let plan = self.plan;
         let w = self
             .bucket
-            .put(&plan.key, self.value.clone())
+            .put_key(&plan.key, self.value.clone())
             .ttl_opt(self.ttl)
             .lease_tag(LeaseTag::header_value(plan.nonce, None))
             .format_opt(self.format);
         match &plan.expect_on {
-            Some(f) => w.expect_on(f.as_str(), self.expect).send().await,
-            None => w.expect(self.expect).send().await,
+            Some(f) => w.expect_on_filter(f, self.expect),
+            None => w.expect(self.expect),
         }
+        .send()
     }
 
     /// After the write `e` failed: asks the stream leader whether a write of ours was

@@ -120,6 +120,12 @@ impl Release {
         self
     }
 
+    /// The release as a future of its own, unboxed (`.await` boxes it): for a caller whose
+    /// own future is boxed already or lives on a stack, such as a lock guard's release.
+    pub fn send(self) -> impl Future<Output = Result<Released, Error>> + Send {
+        self.run()
+    }
+
     async fn run(self) -> Result<Released, Error> {
         let st = &self.st;
         st.claim().await;
@@ -171,10 +177,10 @@ impl Release {
         let w = match &self.hand_over {
             Some(h) => self
                 .bucket
-                .put(&self.st.key, h.value.clone())
+                .put_key(&self.st.key, h.value.clone())
                 .ttl_opt(h.ttl)
                 .format_opt(self.st.format),
-            None => self.bucket.delete(&self.st.key),
+            None => self.bucket.delete_key(&self.st.key),
         }
         .lease_tag(tag);
         match (self.st.tombstone_ttl(), &self.hand_over) {

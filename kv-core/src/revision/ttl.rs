@@ -50,7 +50,10 @@ impl Ttl {
 
     /// The `Nats-TTL` header value.
     pub(crate) fn header_value(self) -> String {
-        format!("{}s", self.0.get())
+        let mut s = String::with_capacity(21);
+        super::push_decimal(&mut s, self.0.get());
+        s.push('s');
+        s
     }
 }
 
