@@ -14,7 +14,7 @@ use common::*;
 use futures::StreamExt;
 use kvtk_core::{Include, WatchEvent};
 use kvtk_leader::{Observed, Term};
-use kvtk_tests::{within, within_for, FaultProxy, NatsServer};
+use kvtk_tests::{within, FaultProxy, NatsServer};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -52,6 +52,28 @@ async fn fifty_campaigners_never_two_leaders() {
     invariant(50, 40).await;
 }
 
+/// What each candidate task is doing, and since when: said if the run does not finish.
+#[derive(Clone)]
+struct Phases(Arc<Mutex<Vec<(&'static str, Instant)>>>);
+
+impl Phases {
+    fn new(n: usize) -> Phases {
+        Phases(Arc::new(Mutex::new(vec![("starting", Instant::now()); n])))
+    }
+
+    fn set(&self, i: usize, phase: &'static str) {
+        self.0.lock().unwrap()[i] = (phase, Instant::now());
+    }
+
+    fn report(&self) -> String {
+        let all = self.0.lock().unwrap();
+        let each = all.iter().enumerate();
+        each.map(|(i, (p, t))| format!("c{i} {p} for {:?}", t.elapsed()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 async fn invariant(candidates: usize, terms: usize) {
     let server = NatsServer::start().await;
     let url = server.client_url();
@@ -67,6 +89,7 @@ async fn invariant(candidates: usize, terms: usize) {
     let tenures = Arc::new(Mutex::new(Vec::<Tenure>::new()));
     let exits = Arc::new(Mutex::new(Vec::<Exit>::new()));
     let won = Arc::new(AtomicUsize::new(0));
+    let phases = Phases::new(candidates);
     let mut tasks = tokio::task::JoinSet::new();
     let mut elections = Vec::new();
     let mut proxies = Vec::new();
@@ -76,12 +99,15 @@ async fn invariant(candidates: usize, terms: usize) {
         elections.push(el.clone());
         proxies.push(proxy.clone());
         let (tenures, exits, won) = (tenures.clone(), exits.clone(), won.clone());
+        let phases = phases.clone();
         tasks.spawn(async move {
             let id = format!("c{i}");
             loop {
                 if won.load(Ordering::SeqCst) >= terms {
+                    phases.set(i, "done");
                     return;
                 }
+                phases.set(i, "campaigning");
                 let l = match el.campaign(&id).await {
                     Ok(l) => l,
                     Err(e) => panic!("campaign {id}: {e}"),
@@ -91,6 +117,7 @@ async fn invariant(candidates: usize, terms: usize) {
                     l.resign().await.unwrap();
                     return;
                 }
+                phases.set(i, "leading");
                 let fencing = l.fencing();
                 let (writes, exit) = {
                     let mut rng = rand::rng();
@@ -108,6 +135,7 @@ async fn invariant(candidates: usize, terms: usize) {
                         break;
                     }
                 }
+                phases.set(i, "ending its term");
                 let end = match exit {
                     Exit::Resign => {
                         let end = Instant::now();
@@ -147,14 +175,21 @@ async fn invariant(candidates: usize, terms: usize) {
     }
     let t0 = Instant::now();
     // The whole run, longer than one wait on an event.
-    while let Some(r) = within_for(
-        "the run to finish",
-        Duration::from_secs(600),
-        tasks.join_next(),
-    )
-    .await
+    let run = async {
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .is_err()
     {
-        r.unwrap();
+        let stats: Vec<_> = elections.iter().map(|e| e.stats()).collect();
+        panic!(
+            "the run did not finish in 600 s, {} terms won; candidates: {}; stats {stats:?}",
+            won.load(Ordering::SeqCst),
+            phases.report()
+        );
     }
     let elapsed = t0.elapsed();
 
