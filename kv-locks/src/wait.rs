@@ -8,7 +8,9 @@ use std::future::{Future, IntoFuture as _};
 use std::pin::Pin;
 
 use futures::StreamExt;
-use kvtk_core::lease::{remove_if_dead, Lease, LostReason, Reaped, SessionId, SessionState};
+use kvtk_core::lease::{
+    remove_if_dead, sessions_of, Lease, LostReason, Reaped, SessionId, SessionState,
+};
 use kvtk_core::{Backoff, Entry, Include, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
@@ -186,14 +188,6 @@ pub(crate) async fn reap_all(
         }
     }
     Ok(None)
-}
-
-/// The distinct sessions `bound` entries are bound to.
-fn sessions_of(bound: &[Entry]) -> Vec<SessionId> {
-    let mut ids: Vec<SessionId> = bound.iter().filter_map(SessionId::bound_by).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Removes the entries of `bound` that belong to session `id` if it ended (the stream

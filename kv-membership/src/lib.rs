@@ -61,6 +61,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod error;
+mod follow;
 mod listing;
 mod member;
 mod membership;

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use kvtk_core::ReadOnlyBucket;
+use kvtk_core::{Bucket, ReadOnlyBucket};
 use tracing::Instrument as _;
 
 use crate::error::Error;
+use crate::follow;
 use crate::names;
 use crate::roster::{MemberInfo, Observed, Roster};
 use crate::watch::MembershipWatch;
@@ -31,9 +32,16 @@ use crate::watch::MembershipWatch;
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// Members bound to sessions ([`Membership::bind_to_session`](crate::Membership::bind_to_session))
+/// are listed while their session lives, judged from the stream leader; reading them needs
+/// the session keys (`_session.*`) besides the group's. A listing on a writable handle (a
+/// [`Group`](crate::Group)'s) removes the keys of members whose session ended.
 #[derive(Debug, Clone)]
 pub struct Listing {
     bucket: ReadOnlyBucket,
+    /// A writable handle on the same bucket, for removing ended sessions' members.
+    reaper: Option<Bucket>,
     group: Arc<str>,
 }
 
@@ -43,11 +51,20 @@ impl Listing {
     pub fn new(bucket: &ReadOnlyBucket, group: impl Into<String>) -> Result<Listing, Error> {
         let group = group.into();
         names::group(&group)?;
-        Ok(Listing::of(bucket.clone(), group.into()))
+        Ok(Listing {
+            bucket: bucket.clone(),
+            reaper: None,
+            group: group.into(),
+        })
     }
 
-    pub(crate) fn of(bucket: ReadOnlyBucket, group: Arc<str>) -> Listing {
-        Listing { bucket, group }
+    /// The listing of `group` on a writable handle, which removes ended sessions' members.
+    pub(crate) fn of(bucket: &Bucket, group: Arc<str>) -> Listing {
+        Listing {
+            bucket: bucket.read_only(),
+            reaper: Some(bucket.clone()),
+            group,
+        }
     }
 
     /// The group's name.
@@ -57,11 +74,14 @@ impl Listing {
 
     /// The members registered now, by [`joined_at`](MemberInfo::joined_at). A member whose
     /// process died is listed until the server expires its key (at most its TTL after its
-    /// last renewal). On replicated buckets any replica may answer, and a mirror answers
+    /// last renewal), or, bound to a session, until its session key expires: the sessions
+    /// of bound members are read from the stream leader, one read per session. On
+    /// replicated buckets any replica may answer for the member keys, and a mirror answers
     /// with what it has copied, so the list may lag.
     ///
     /// # Cancel safety
-    /// Cancel safe: it only reads.
+    /// Cancel safe: it reads, and at most removes the key of a member whose session ended
+    /// (harmless if the future is dropped after it).
     pub async fn members(&self) -> Result<Vec<MemberInfo>, Error> {
         let span = tracing::debug_span!("membership.members", group = %self.group);
         async {
@@ -80,6 +100,8 @@ impl Listing {
                     roster.apply(obs);
                 }
             }
+            follow::judge_unknown(&self.bucket, &mut roster).await?;
+            follow::reap(self.reaper.as_ref(), &mut roster).await;
             Ok(roster.current())
         }
         .instrument(span)
@@ -94,6 +116,6 @@ impl Listing {
     /// Cancel safe: dropping the future leaves at most an idle consumer that the server
     /// removes.
     pub async fn watch(&self) -> Result<MembershipWatch, Error> {
-        MembershipWatch::start(&self.bucket, self.group.clone()).await
+        MembershipWatch::start(&self.bucket, self.reaper.clone(), self.group.clone()).await
     }
 }

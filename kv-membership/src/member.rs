@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvtk_core::lease::{Lease, LeaseConfig, LostReason, Released};
+use kvtk_core::lease::{
+    remove_if_dead, CreateLease, Lease, LeaseConfig, LostReason, Reaped, Released,
+};
 use kvtk_core::{Bucket, Expect, Key, Revision};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -95,25 +97,48 @@ impl Join {
         .map_err(|e| Error::kv("invalid member ttl", e))
     }
 
-    async fn run(self) -> Result<Member, Error> {
+    /// The creation of the member's lease: bound to the handle's session when it binds
+    /// members and the join sets no TTL of its own, else a lease of its own.
+    async fn create(
+        &self,
+        key: &Key,
+        metadata: &Bytes,
+        expect: Expect,
+    ) -> Result<CreateLease, Error> {
+        let create = match (&self.shared.sessions, self.ttl) {
+            (Some(sessions), None) => sessions
+                .binding(key.as_str(), metadata.clone())
+                .await
+                .map_err(|e| Error::kv("could not join: no session", e))?,
+            _ => self
+                .shared
+                .keeper
+                .lease(key.as_str(), metadata.clone())
+                .config(self.lease_config()?),
+        };
+        let create = create
+            .format(kvtk_core::format::RECIPE_FORMAT)
+            .expect(expect);
+        Ok(match self.shared.tombstone_ttl {
+            Some(t) => create.tombstone_ttl(t),
+            None => create,
+        })
+    }
+
+    async fn run(mut self) -> Result<Member, Error> {
         let key = names::member_key(&self.group, &self.id)?;
-        let config = self.lease_config()?;
-        let metadata = self.metadata?;
-        let keeper = &self.shared.keeper;
+        let metadata = std::mem::replace(&mut self.metadata, Ok(Bytes::new()))?;
+        let bucket = self.shared.keeper.bucket();
         let mut expect = Expect::NoMessage;
         let mut last = None;
         for _ in 0..JOIN_ATTEMPTS {
-            let mut create = keeper
-                .lease(key.as_str(), metadata.clone())
-                .format(kvtk_core::format::RECIPE_FORMAT)
-                .config(config)
-                .expect(expect);
-            if let Some(t) = self.shared.tombstone_ttl {
-                create = create.tombstone_ttl(t);
-            }
-            match create.await {
+            match self.create(&key, &metadata, expect).await?.await {
                 Ok(lease) => {
-                    tracing::info!(joined_at = lease.origin().get(), "joined");
+                    tracing::info!(
+                        joined_at = lease.origin().get(),
+                        bound = lease.is_bound(),
+                        "joined"
+                    );
                     return Ok(Member {
                         lease,
                         group: self.group,
@@ -121,7 +146,7 @@ impl Join {
                     });
                 }
                 Err(e) if e.is_conflict() => {
-                    expect = free_slot(keeper.bucket(), &key).await?;
+                    expect = free_slot(bucket, &key).await?;
                     last = Some(e);
                 }
                 Err(e) => return Err(Error::kv("could not join", e)),
@@ -136,19 +161,30 @@ impl Join {
 
 /// After a conflicting join: the expectation under which the key is free to take, or
 /// `AlreadyJoined` when a live member holds it. Asks the stream leader (a replica may lag).
+/// A member bound to a session that ended is not live: it is removed first (by
+/// compare-and-set, [`remove_if_dead`]) and its tombstone taken over.
 async fn free_slot(bucket: &Bucket, key: &Key) -> Result<Expect, Error> {
     let found = bucket
         .get_from_leader(key)
         .await
         .map_err(|e| Error::kv("could not join: reading the member key failed", e))?;
-    match found {
-        Some(e) if e.is_value() => Err(Error::already_joined(
+    let e = match found {
+        Some(e) if e.is_value() => e,
+        // A tombstone or expiry marker: take its place.
+        Some(e) => return Ok(Expect::Revision(e.revision())),
+        None => return Ok(Expect::NoMessage),
+    };
+    let reaped = remove_if_dead(bucket, &e)
+        .await
+        .map_err(|err| Error::kv("could not join: judging the member's session failed", err))?;
+    match reaped {
+        Reaped::Removed { tombstone } => Ok(Expect::Revision(tombstone)),
+        // Someone else removed or rewrote it meanwhile: the next attempt looks again.
+        Reaped::Moved => Ok(Expect::Revision(e.revision())),
+        _ => Err(Error::already_joined(
             key.as_str(),
             e.lease().map_or(e.revision(), |t| t.origin()),
         )),
-        // A tombstone or expiry marker: take its place.
-        Some(e) => Ok(Expect::Revision(e.revision())),
-        None => Ok(Expect::NoMessage),
     }
 }
 
@@ -244,8 +280,12 @@ impl Member {
     /// the key expires with its TTL.
     pub async fn leave(self) -> Result<Released, Error> {
         let span = tracing::debug_span!("membership.leave", group = %self.group, id = %self.id);
-        self.lease
-            .release()
+        let bound = self.lease.is_bound();
+        let release = self.lease.release();
+        // A bound member's tombstone carries its session's mark, as an observer's removal
+        // of it after the session ended does: `completed` tells its own leave apart.
+        let release = if bound { release.completed() } else { release };
+        release
             .into_future()
             .instrument(span)
             .await

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvtk_core::lease::{Keeper, LeaseConfig};
+use kvtk_core::lease::{Keeper, LeaseConfig, Sessions};
 use kvtk_core::{Bucket, BucketConfig, Kv, Ttl};
 
 use crate::error::{Error, ErrorKind};
@@ -67,8 +67,54 @@ impl Membership {
                 tombstone_ttl,
                 checked_ttls: Default::default(),
                 replicas: st.replicas,
+                sessions: None,
             }),
         })
+    }
+
+    /// Binds the members joined from now on through this handle (and its clones made after)
+    /// to **one session**, made at the first join and renewed by one write per renewal
+    /// interval however many members it holds; a member's key is written without a TTL and
+    /// needs no renewal of its own. The session's timing is [`Membership::default_lease`];
+    /// [`bind_to_session_with`](Self::bind_to_session_with) chooses another. A join that
+    /// sets its own TTL ([`Join::ttl`](crate::Join::ttl)) still gets a lease of its own.
+    ///
+    /// What changes for a member: it is lost when the session is (at the session's local
+    /// deadline, or when its renewal finds it gone), with the session's reason; watchers see
+    /// it leave with [`LeaveReason::Expired`](crate::LeaveReason::Expired) once its session
+    /// ended, judged from the stream leader, and an observer removes its key by
+    /// compare-and-set. Joining again after that makes a new session. Observers must be of
+    /// this version or newer (an older one lists a dead session's member until someone
+    /// removes it). With least-privilege permissions, add the session owner's set
+    /// (`kvtk_tests::recipes::bound`, the workspace's docs/deployment.md); observers of a
+    /// group with bound members need to read `_session.*` too.
+    pub fn bind_to_session(self) -> Membership {
+        let config = self.default_lease();
+        self.bind_to_session_with(config)
+    }
+
+    /// [`bind_to_session`](Self::bind_to_session) with the session's own timing. On a
+    /// replicated bucket a TTL that does not ride through a stream-leader election is warned
+    /// about ([`LeaseConfig::warn_unless_rides_through`]).
+    pub fn bind_to_session_with(self, session: LeaseConfig) -> Membership {
+        let s = &self.shared;
+        session.warn_unless_rides_through(s.replicas, s.keeper.bucket().name(), "membership");
+        let sessions =
+            Sessions::new(&s.keeper, session).name(format!("membership/{}", std::process::id()));
+        Membership {
+            shared: Arc::new(Shared {
+                keeper: s.keeper.clone(),
+                tombstone_ttl: s.tombstone_ttl,
+                replicas: s.replicas,
+                checked_ttls: Default::default(),
+                sessions: Some(sessions),
+            }),
+        }
+    }
+
+    /// Whether members joined through this handle are bound to a session.
+    pub fn is_bound(&self) -> bool {
+        self.shared.sessions.is_some()
     }
 
     /// A bucket configuration fit for membership: one revision per key and per-key TTLs
@@ -146,7 +192,8 @@ impl Group {
     /// [`Listing::members`].
     ///
     /// # Cancel safety
-    /// Cancel safe: it only reads.
+    /// Cancel safe: it reads, and at most removes the key of a member whose session ended
+    /// (harmless if the future is dropped after it).
     pub async fn members(&self) -> Result<Vec<MemberInfo>, Error> {
         self.listing().members().await
     }
@@ -162,6 +209,6 @@ impl Group {
 
     /// The read side of the group on its own bucket.
     pub fn listing(&self) -> Listing {
-        Listing::of(self.membership.bucket().read_only(), self.name.clone())
+        Listing::of(self.membership.bucket(), self.name.clone())
     }
 }

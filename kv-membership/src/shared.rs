@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kvtk_core::lease::Keeper;
+use kvtk_core::lease::{Keeper, Sessions};
 
 /// The TTL of a member that does not choose one on a single-server bucket. On a
 /// replicated bucket the default is [`REPLICATED_TTL`](kvtk_core::lease::REPLICATED_TTL)
@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     /// handle, not on every join (a fleet that joins and leaves often would log a warning
     /// per join).
     pub(crate) checked_ttls: CheckedTtls,
+    /// The one session members joined through this handle are bound to, when it binds
+    /// them ([`Membership::bind_to_session`](crate::Membership::bind_to_session)).
+    pub(crate) sessions: Option<Sessions>,
 }
 
 /// The members' own TTLs a handle has checked.

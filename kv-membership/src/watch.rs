@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use kvtk_core::{ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
+use kvtk_core::{Bucket, Entry, ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
 
 use crate::error::Error;
+use crate::follow;
 use crate::names;
 use crate::roster::{MembershipEvent, Observed, Roster};
 
@@ -23,6 +24,17 @@ use crate::roster::{MembershipEvent, Observed, Roster};
 /// a trace (its tombstone or expiry marker expired too) as `Left { reason: Unobserved }`.
 /// Other errors (e.g. while the server is down) are yielded as `Err` items and the stream
 /// goes on.
+///
+/// # Members bound to sessions
+///
+/// Once the group holds a member bound to a session
+/// ([`Membership::bind_to_session`](crate::Membership::bind_to_session)), the watch also
+/// follows the bucket's session keys (`_session.*`, a second consumer). A bound member is
+/// present while its session lives; when the session ends (its key expired on the server's
+/// clock, or closed) its members leave with [`LeaveReason::Expired`](crate::LeaveReason::Expired)
+/// unless they left first. A session the watch has not seen is judged from the stream leader
+/// (never a replica, which may lag). A watch on a writable handle (a [`Group`](crate::Group)'s)
+/// removes an ended session's member keys by compare-and-set.
 pub struct MembershipWatch {
     inner: BoxStream<'static, Result<MembershipEvent, Error>>,
 }
@@ -35,7 +47,12 @@ impl std::fmt::Debug for MembershipWatch {
 
 struct State {
     group: Arc<str>,
+    bucket: ReadOnlyBucket,
+    /// A writable handle: ended sessions' member keys are removed through it.
+    reaper: Option<Bucket>,
     watch: Watch,
+    /// The watch of the session keys, once a member bound to a session was seen.
+    sessions: Option<Watch>,
     roster: Roster,
     initial_done: bool,
     pending: VecDeque<MembershipEvent>,
@@ -43,9 +60,16 @@ struct State {
     refused: bool,
 }
 
+/// Where a watch event came from.
+enum Source {
+    Group(Option<Result<WatchEvent, kvtk_core::Error>>),
+    Sessions(Option<Result<WatchEvent, kvtk_core::Error>>),
+}
+
 impl MembershipWatch {
     pub(crate) async fn start(
         bucket: &ReadOnlyBucket,
+        reaper: Option<Bucket>,
         group: Arc<str>,
     ) -> Result<MembershipWatch, Error> {
         let watch = bucket
@@ -54,7 +78,10 @@ impl MembershipWatch {
             .map_err(|e| Error::kv("could not start the membership watch", e))?;
         let state = State {
             group,
+            bucket: bucket.clone(),
+            reaper,
             watch,
+            sessions: None,
             roster: Roster::default(),
             initial_done: false,
             pending: VecDeque::new(),
@@ -79,35 +106,114 @@ impl State {
             if self.refused {
                 return None;
             }
-            match self.watch.next().await? {
-                Ok(WatchEvent::Entry(e)) => match Observed::from_entry(&self.group, &e) {
-                    Ok(Some(obs)) => self.observe(obs),
-                    Ok(None) => {}
-                    // A member this library cannot read: the watch ends rather than report
-                    // a roster without it.
-                    Err(e) => {
-                        self.refused = true;
-                        return Some(Err(Error::kv("refusing a member", e)));
-                    }
+            let from = match self.sessions.as_mut() {
+                Some(sessions) => tokio::select! {
+                    ev = self.watch.next() => Source::Group(ev),
+                    ev = sessions.next() => Source::Sessions(ev),
                 },
-                Ok(WatchEvent::InitialDone) => self.initial_done(),
-                Err(e) if e.kind() == CoreKind::HistoryGone => {
-                    // A key that vanished while we were away: its member is gone.
-                    match e.key().and_then(|k| names::instance_of(&self.group, k)) {
-                        Some(id) => self.observe(Observed::Vanished { id: id.to_string() }),
-                        None => {
-                            return Some(Err(Error::kv("the membership watch lost history", e)))
-                        }
+                None => Source::Group(self.watch.next().await),
+            };
+            let step = match from {
+                Source::Group(ev) => self.group_event(ev?).await,
+                Source::Sessions(ev) => self.session_event(ev).await,
+            };
+            if let Err(e) = step {
+                return Some(Err(e));
+            }
+            follow::reap(self.reaper.as_ref(), &mut self.roster).await;
+        }
+    }
+
+    async fn group_event(&mut self, ev: Result<WatchEvent, kvtk_core::Error>) -> Result<(), Error> {
+        match ev {
+            Ok(WatchEvent::Entry(e)) => self.member_entry(&e).await,
+            // The snapshot is complete: the sessions of its bound members not known from the
+            // session watch are judged by the stream leader. It is delivered even when that
+            // failed (an error item follows it; such members count as present until their
+            // session is seen ended).
+            Ok(WatchEvent::InitialDone) => {
+                let opened = self.follow_sessions().await;
+                let judged = follow::judge_unknown(&self.bucket, &mut self.roster).await;
+                self.initial_done();
+                opened.and(judged.map(drop))
+            }
+            Err(e) if e.kind() == CoreKind::HistoryGone => {
+                // A key that vanished while we were away: its member is gone.
+                match e.key().and_then(|k| names::instance_of(&self.group, k)) {
+                    Some(id) => {
+                        self.observe(Observed::Vanished { id: id.to_string() });
+                        Ok(())
                     }
+                    None => Err(Error::kv("the membership watch lost history", e)),
                 }
-                Err(e) => return Some(Err(Error::kv("the membership watch failed", e))),
+            }
+            Err(e) => Err(Error::kv("the membership watch failed", e)),
+        }
+    }
+
+    async fn member_entry(&mut self, e: &Entry) -> Result<(), Error> {
+        let obs = match Observed::from_entry(&self.group, e) {
+            Ok(Some(obs)) => obs,
+            Ok(None) => return Ok(()),
+            // A member this library cannot read: the watch ends rather than report a
+            // roster without it.
+            Err(e) => {
+                self.refused = true;
+                return Err(Error::kv("refusing a member", e));
+            }
+        };
+        let events = follow::judge_removal(&self.bucket, &mut self.roster, &obs).await;
+        self.emit(events);
+        self.observe(obs);
+        if self.initial_done {
+            self.follow_sessions().await?;
+        }
+        Ok(())
+    }
+
+    async fn session_event(
+        &mut self,
+        ev: Option<Result<WatchEvent, kvtk_core::Error>>,
+    ) -> Result<(), Error> {
+        match ev {
+            Some(Ok(WatchEvent::Entry(e))) => match Observed::from_session_entry(&e) {
+                Ok(Some(obs)) => {
+                    self.observe(obs);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(err) => Err(Error::kv("refusing a member's session", err)),
+            },
+            // Sessions the watch did not deliver (no message on its replica): the leader
+            // judges them.
+            Some(Ok(WatchEvent::InitialDone)) => {
+                let events = follow::judge_unknown(&self.bucket, &mut self.roster).await?;
+                self.emit(events);
+                Ok(())
+            }
+            Some(Err(e)) => Err(Error::kv("the watch of the members' sessions failed", e)),
+            None => {
+                self.sessions = None;
+                Ok(())
             }
         }
     }
 
+    /// Opens the watch of the session keys once the group holds a bound member.
+    async fn follow_sessions(&mut self) -> Result<(), Error> {
+        if self.sessions.is_none() && self.roster.has_bound() {
+            self.sessions = Some(follow::watch_sessions(&self.bucket).await?);
+        }
+        Ok(())
+    }
+
     fn observe(&mut self, obs: Observed) {
         let events = self.roster.apply(obs);
-        // Before the initial values are complete, only the roster is built.
+        self.emit(events);
+    }
+
+    /// Queues `events`; before the initial values are complete, only the roster is built.
+    fn emit(&mut self, events: Vec<MembershipEvent>) {
         if self.initial_done {
             for ev in &events {
                 tracing::debug!(group = %self.group, event = ?ev, "membership event");

@@ -40,8 +40,9 @@
 // `Lease`, `release.rs` ends one. Sessions sit on top: `session.rs` (ids, the session key's
 // value and format version, the judgement of a leader read, the held `Session`, a lease
 // the keeper renews) and `bound.rs` (entries bound to a session, and their removal once it
-// ended). No circle: bound → session → create → held → release/keeper → state → clock,
-// bound_set.
+// ended); `book.rs` what an observer following the session keys knows of them (pure).
+// No circle: bound → session → create → held → release/keeper → state → clock, bound_set.
+mod book;
 mod bound;
 mod bound_set;
 mod clock;
@@ -53,6 +54,7 @@ mod release;
 mod session;
 mod state;
 
+pub use book::{sessions_of, SessionBook, KNOWN_ENDED};
 pub use bound::{remove_if_dead, remove_marked, Reaped, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};

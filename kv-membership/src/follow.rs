@@ -1,0 +1,119 @@
+//! Following the sessions members are bound to: judging from the stream leader the sessions
+//! an observer has not seen, and removing what ended sessions left (any observer with a
+//! writable handle may; a compare-and-set delete makes it safe).
+
+use kvtk_core::lease::{remove_if_dead, Reaped, SessionState, SESSION_PREFIX};
+use kvtk_core::{Bucket, Include, ReadOnlyBucket, Watch};
+
+use crate::error::Error;
+use crate::roster::{MembershipEvent, Observed, Roster};
+
+/// The filter of every session key of a bucket.
+pub(crate) fn session_filter() -> String {
+    format!("{SESSION_PREFIX}*")
+}
+
+/// Judges from the stream leader (never a replica, which may lag) the sessions that current
+/// members are bound to and the roster knows nothing of; members of those that ended leave.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads (what was judged before the cancellation is kept).
+pub(crate) async fn judge_unknown(
+    bucket: &ReadOnlyBucket,
+    roster: &mut Roster,
+) -> Result<Vec<MembershipEvent>, Error> {
+    let mut events = Vec::new();
+    for id in roster.unknown_sessions() {
+        let state = SessionState::read(bucket, id)
+            .await
+            .map_err(|e| Error::kv("could not read a member's session", e))?;
+        events.extend(roster.apply(Observed::Session {
+            id,
+            state,
+            revision: None,
+        }));
+    }
+    Ok(events)
+}
+
+/// Before applying `obs`: a tombstone with a bound member's session mark that is not a
+/// completed `leave()` is a dropped member's release or the removal of an ended session's
+/// entry; the stream leader says which (recorded in the roster, with the events of an
+/// ended session). A failed read is only logged: the tombstone then counts as the member's
+/// own leave.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads.
+pub(crate) async fn judge_removal(
+    bucket: &ReadOnlyBucket,
+    roster: &mut Roster,
+    obs: &Observed,
+) -> Vec<MembershipEvent> {
+    let Observed::Removed {
+        id,
+        nonce,
+        completed: false,
+        ..
+    } = obs
+    else {
+        return vec![];
+    };
+    let Some(member) = roster.member(id) else {
+        return vec![];
+    };
+    let Some(session) = member.session().filter(|s| *nonce == Some(s.get())) else {
+        return vec![];
+    };
+    if roster.session_known(session) == Some(false) {
+        return vec![];
+    }
+    match SessionState::read(bucket, session).await {
+        Ok(state) => roster.apply(Observed::Session {
+            id: session,
+            state,
+            revision: None,
+        }),
+        Err(e) => {
+            tracing::debug!(session = %session, error = %e, "could not read a leaving member's session");
+            vec![]
+        }
+    }
+}
+
+/// Removes the entries of ended sessions the roster met, if `reaper` may write: each by
+/// [`remove_if_dead`] (the stream leader judges again; of concurrent removers one succeeds).
+/// Failures are only logged: the next observer, or the member's rejoin, removes the entry.
+///
+/// # Cancel safety
+/// Not cancel safe: a removal may be applied although the future was dropped (harmless:
+/// the entry was dead).
+pub(crate) async fn reap(reaper: Option<&Bucket>, roster: &mut Roster) {
+    let entries = roster.take_reapable();
+    let Some(bucket) = reaper else {
+        return;
+    };
+    for e in entries {
+        match remove_if_dead(bucket, &e).await {
+            Ok(Reaped::Removed { tombstone }) => {
+                tracing::debug!(key = %e.key(), tombstone = tombstone.get(), "removed the member of an ended session");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(key = %e.key(), error = %err, "could not remove the member of an ended session");
+            }
+        }
+    }
+}
+
+/// Opens the watch of the bucket's session keys (each key's last write, then every write).
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future leaves at most an idle consumer that the server
+/// removes.
+pub(crate) async fn watch_sessions(bucket: &ReadOnlyBucket) -> Result<Watch, Error> {
+    bucket
+        .watch([session_filter()])
+        .include(Include::LastPerKey)
+        .await
+        .map_err(|e| Error::kv("could not watch the members' sessions", e))
+}
