@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kvtk_core::lease::{
-    remove_if_dead, CreateLease, Lease, LeaseConfig, LostReason, Reaped, Released,
+    remove_if_dead, CreateLease, Lease, LeaseConfig, LostReason, Reaped, Released, Session,
 };
 use kvtk_core::{Bucket, Expect, Key, Revision};
 use tokio_util::sync::CancellationToken;
@@ -98,30 +98,34 @@ impl Join {
     }
 
     /// The creation of the member's lease: bound to the handle's session when it binds
-    /// members and the join sets no TTL of its own, else a lease of its own.
+    /// members and the join sets no TTL of its own (with that session, which the member
+    /// keeps alive), else a lease of its own.
     async fn create(
         &self,
         key: &Key,
         metadata: &Bytes,
         expect: Expect,
-    ) -> Result<CreateLease, Error> {
-        let create = match (&self.shared.sessions, self.ttl) {
-            (Some(sessions), None) => sessions
-                .binding(key.as_str(), metadata.clone())
-                .await
-                .map_err(|e| Error::kv("could not join: no session", e))?,
-            _ => self
-                .shared
-                .keeper
-                .lease(key.as_str(), metadata.clone())
-                .config(self.lease_config()?),
+    ) -> Result<(CreateLease, Option<Arc<Session>>), Error> {
+        let (create, session) = match (&self.shared.sessions, self.ttl) {
+            (Some(sessions), None) => {
+                let session = sessions
+                    .current()
+                    .await
+                    .map_err(|e| Error::kv("could not join: no session", e))?;
+                (session.bind(key.as_str(), metadata.clone()), Some(session))
+            }
+            _ => {
+                let config = self.lease_config()?;
+                let create = self.shared.keeper.lease(key.as_str(), metadata.clone());
+                (create.config(config), None)
+            }
         };
         let create = create
             .format(kvtk_core::format::RECIPE_FORMAT)
             .expect(expect);
         Ok(match self.shared.tombstone_ttl {
-            Some(t) => create.tombstone_ttl(t),
-            None => create,
+            Some(t) => (create.tombstone_ttl(t), session),
+            None => (create, session),
         })
     }
 
@@ -132,7 +136,8 @@ impl Join {
         let mut expect = Expect::NoMessage;
         let mut last = None;
         for _ in 0..JOIN_ATTEMPTS {
-            match self.create(&key, &metadata, expect).await?.await {
+            let (create, session) = self.create(&key, &metadata, expect).await?;
+            match create.await {
                 Ok(lease) => {
                     tracing::info!(
                         joined_at = lease.origin().get(),
@@ -141,6 +146,7 @@ impl Join {
                     );
                     return Ok(Member {
                         lease,
+                        session,
                         group: self.group,
                         id: self.id,
                     });
@@ -204,7 +210,10 @@ impl IntoFuture for Join {
 #[must_use = "dropping a member leaves the group"]
 #[derive(Debug)]
 pub struct Member {
+    /// Dropped first: its release is sent before the session may close.
     lease: Lease,
+    /// The session the member is bound to: it lives at least as long as the member.
+    session: Option<Arc<Session>>,
     /// The group's name.
     group: Arc<str>,
     id: String,
@@ -247,6 +256,13 @@ impl Member {
         self.lease.cancellation_token()
     }
 
+    /// The session the member is bound to
+    /// ([`Membership::bind_to_session`](crate::Membership::bind_to_session)), if it is: its
+    /// id is the one [`MemberInfo::session`](crate::MemberInfo::session) shows.
+    pub fn session(&self) -> Option<kvtk_core::lease::SessionId> {
+        self.session.as_ref().map(|s| s.id())
+    }
+
     /// The underlying lease, for writes conditional on still being a member
     /// ([`Lease::put_guarded`], [`kvtk_core::Txn::if_held`]).
     pub fn lease(&self) -> &Lease {
@@ -282,6 +298,7 @@ impl Member {
         let span = tracing::debug_span!("membership.leave", group = %self.group, id = %self.id);
         let bound = self.lease.is_bound();
         let release = self.lease.release();
+        drop(self.session);
         // A bound member's tombstone carries its session's mark, as an observer's removal
         // of it after the session ended does: `completed` tells its own leave apart.
         let release = if bound { release.completed() } else { release };

@@ -7,15 +7,16 @@ use std::future::IntoFuture;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kvtk_core::{Backoff, Kv};
 use kvtk_membership::{
     ErrorKind, Group, Json, LeaveReason, LostReason, MemberInfo, Membership, MembershipEvent,
-    MembershipWatch,
 };
 use kvtk_tests::{within, FaultProxy, NatsServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
+
+mod common;
+use common::{connect, joined, left, next, snapshot};
 
 const BUCKET: &str = "members";
 
@@ -32,11 +33,6 @@ fn endpoint(addr: &str, weight: u32) -> Json<Endpoint> {
     })
 }
 
-/// A `Kv` over `url` with short request timeouts (fault tests must not wait 5 s a request).
-async fn connect(url: impl async_nats::ToServerAddrs) -> Kv {
-    Kv::new(kvtk_tests::client::short_timeouts(url).await)
-}
-
 async fn membership(kv: &Kv) -> Membership {
     kv.create_or_open(Membership::bucket_config(BUCKET))
         .await
@@ -46,39 +42,6 @@ async fn membership(kv: &Kv) -> Membership {
 
 async fn group(kv: &Kv, name: &str) -> Group {
     membership(kv).await.group(name).expect("group")
-}
-
-async fn next(w: &mut MembershipWatch) -> MembershipEvent {
-    within("a membership event", w.next())
-        .await
-        .expect("watch ended")
-        .expect("watch error")
-}
-
-/// The watch's initial snapshot: its `Present` members up to `InitialDone`.
-async fn snapshot(w: &mut MembershipWatch) -> Vec<MemberInfo> {
-    let mut out = Vec::new();
-    loop {
-        match next(w).await {
-            MembershipEvent::Present(m) => out.push(m),
-            MembershipEvent::InitialDone => return out,
-            other => panic!("unexpected event before InitialDone: {other:?}"),
-        }
-    }
-}
-
-async fn left(w: &mut MembershipWatch) -> (MemberInfo, LeaveReason) {
-    match next(w).await {
-        MembershipEvent::Left { member, reason, .. } => (member, reason),
-        other => panic!("expected Left, got {other:?}"),
-    }
-}
-
-async fn joined(w: &mut MembershipWatch) -> MemberInfo {
-    match next(w).await {
-        MembershipEvent::Joined(m) => m,
-        other => panic!("expected Joined, got {other:?}"),
-    }
 }
 
 #[tokio::test]
