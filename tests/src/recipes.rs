@@ -130,7 +130,7 @@ pub fn member(bucket: &str, group: &str) -> Permissions {
 }
 
 /// What a recipe bound to sessions (`Locks::bind_to_session`,
-/// `ElectionBuilder::bind_to_session`) needs besides its own set: the session keys
+/// `ElectionBuilder::bind_to_session`, `Membership::bind_to_session`) needs besides its own set: the session keys
 /// `_session.*` of the bucket, read, watched and written (its own session's creation,
 /// renewals and close; confirming another session's end before removing its entries).
 pub fn session_owner(bucket: &str) -> Permissions {

@@ -233,3 +233,58 @@ async fn recipes_bound_to_sessions_run_with_the_session_owner_set_added() {
         .unwrap();
     guard.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
+    let server = server_with(recipes::bound(recipes::member("mem", "api"), "mem")).await;
+    let admin = kv_as(&server, "admin").await;
+    admin
+        .create_or_open(Membership::bucket_config("mem"))
+        .await
+        .unwrap();
+    let kv = kv_as(&server, "user").await;
+    let membership = Membership::open(&kv, "mem")
+        .await
+        .unwrap()
+        .bind_to_session();
+    let api = membership.group("api").unwrap();
+    let me = within("the bound join", api.join("i-1", "10.0.0.1"))
+        .await
+        .unwrap();
+    assert!(me.session().is_some());
+    me.update("10.0.0.2").await.unwrap();
+    let members = api.members().await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].session(), me.session());
+    let mut events = api.watch().await.unwrap();
+    for _ in 0..2 {
+        // Present(i-1), then InitialDone: the watch follows the session keys too.
+        kvtk_tests::next("the membership watch's snapshot", &mut events)
+            .await
+            .expect("a bound member may watch its group and the sessions");
+    }
+    me.leave().await.unwrap();
+    drop(server);
+
+    // Without the session set, the member's session is refused.
+    let server = server_with(recipes::member("mem", "api")).await;
+    let admin = kv_as(&server, "admin").await;
+    admin
+        .create_or_open(Membership::bucket_config("mem"))
+        .await
+        .unwrap();
+    let kv = kv_as(&server, "user").await;
+    let membership = Membership::open(&kv, "mem")
+        .await
+        .unwrap()
+        .bind_to_session();
+    let api = membership.group("api").unwrap();
+    let err = within("the refused join", api.join("i-1", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+}
