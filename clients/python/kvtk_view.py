@@ -65,6 +65,16 @@ class Entry:
         m = self.mark()
         return self.revision if m is None else min(m[1], self.revision)
 
+    def bound_session(self):
+        """The session id a live value is bound to ("Binding an entry"): a `Kv-Lease` mark,
+        no `Nats-TTL`, not a session key. None for anything else."""
+        m = self.mark()
+        if m is None or not self.is_value() or "Nats-TTL" in self.headers:
+            return None
+        if self.key.startswith("_session."):
+            return None
+        return m[0]
+
     def check_header_format(self, what):
         # Values that are not JSON carry their version in the Kv-Format header.
         v = self.headers.get("Kv-Format")
@@ -130,6 +140,24 @@ class Bucket:
             if not subjects or offset >= r.get("total", 0):
                 return sorted(set(keys))
 
+    async def session_alive(self, sid):
+        """"Is the session alive?": a leader read of `_session.<sid>` judged by the table. A
+        session key with no message is ended too (this client writes nothing, so it never
+        confirms it: it only leaves the entry out, which a later writer removes)."""
+        e = await self.leader_read(f"_session.{sid}")
+        if e is None or not e.is_value():
+            return False
+        try:
+            obj = json.loads(e.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or type(obj.get("v")) is not int:
+            raise Refused(f"session {sid}: the session key's value is not a session")
+        if obj["v"] != 1:
+            raise Refused(f"session {sid} has format version {obj['v']}, this client speaks 1")
+        m = e.mark()
+        return m is not None and m[0] == sid
+
     async def live(self, filter_):
         """The live values of the keys matching `filter_`, read from the stream leader."""
         out = []
@@ -189,9 +217,17 @@ async def election_view(b, name):
 
 
 async def group_view(b, group):
-    members = []
+    members, sessions = [], {}
     for e in await b.live(f"{group}.*"):
         e.check_header_format("member")
+        sid = e.bound_session()
+        if sid is not None:
+            # "A group": a bound member is present only while its session is alive (one
+            # leader read per session).
+            if sid not in sessions:
+                sessions[sid] = await b.session_alive(sid)
+            if not sessions[sid]:
+                continue
         members.append({
             "id": e.key[len(group) + 1:],
             "joined_at": e.token(),

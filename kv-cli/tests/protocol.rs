@@ -1,7 +1,8 @@
 //! docs/protocol.md is enough to take part: the Python client written from it alone
 //! (clients/python/kvtk_view.py, nats-py installed by scripts/ensure-python-client.sh) reads
 //! a held lock with two waiters, a semaphore, an election with three candidates and a group
-//! with members from a real server, and what it prints is what kvtk's libraries report. It
+//! with members (one bound to a live session, one to a closed one) from a real server, and
+//! what it prints is what kvtk's libraries report. It
 //! refuses a value of a format version it does not know.
 
 use std::future::IntoFuture;
@@ -167,10 +168,29 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
     let mem_bucket = bucket(&kv, Membership::bucket_config("members")).await;
     let membership = Membership::new(&mem_bucket).await.unwrap();
     let api = membership.group("api").unwrap();
+    let bound = Membership::new(&mem_bucket)
+        .await
+        .unwrap()
+        .bind_to_session();
     let members = [
         api.join("i-1", "10.0.0.1:8080").await.unwrap(),
         api.join("i-2", "10.0.0.2:8080").await.unwrap(),
+        bound
+            .group("api")
+            .unwrap()
+            .join("b-1", "10.0.0.3:8080")
+            .await
+            .unwrap(),
     ];
+    assert!(members[2].session().is_some());
+    // A member bound to a session that ended (closed while it was registered): present for
+    // neither until someone removes it.
+    let cfg = kvtk_core::lease::LeaseConfig::new(Duration::from_secs(10)).unwrap();
+    let keeper = kvtk_core::lease::Keeper::new(&mem_bucket, cfg).unwrap();
+    let session = keeper.session().await.unwrap();
+    let dead = session.bind("api.dead", "10.0.0.4:8080");
+    let dead = dead.format(kvtk_core::format::RECIPE_FORMAT).await.unwrap();
+    session.close().await.unwrap();
 
     let out = view(
         &url,
@@ -250,7 +270,12 @@ async fn the_python_client_written_from_the_protocol_sees_what_kvtk_sees() {
         })
         .collect();
     assert_eq!(seen["groups"]["api"], json!(listed));
-    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        listed.len(),
+        3,
+        "i-1, i-2 and b-1; not the dead session's member"
+    );
+    drop(dead);
 
     // A value of a format version it does not know: refused, exit status 2.
     let b = locks.bucket();
