@@ -2,7 +2,7 @@
 //! an observer has not seen, and removing what ended sessions left (any observer with a
 //! writable handle may; a compare-and-set delete makes it safe).
 
-use kvtk_core::lease::{remove_if_dead, Reaped, SessionState, SESSION_PREFIX};
+use kvtk_core::lease::{remove_if_dead, Reaped, SessionId, SessionState, SESSION_PREFIX};
 use kvtk_core::{Bucket, Include, ReadOnlyBucket, Watch};
 
 use crate::error::Error;
@@ -24,16 +24,29 @@ pub(crate) async fn judge_unknown(
 ) -> Result<Vec<MembershipEvent>, Error> {
     let mut events = Vec::new();
     for id in roster.unknown_sessions() {
-        let state = SessionState::read(bucket, id)
-            .await
-            .map_err(|e| Error::kv("could not read a member's session", e))?;
-        events.extend(roster.apply(Observed::Session {
-            id,
-            state,
-            revision: None,
-        }));
+        events.extend(judge(bucket, roster, id).await?);
     }
     Ok(events)
+}
+
+/// Judges session `id` from the stream leader (a session key with no message there counts
+/// as ended: its marker expired) and applies the verdict; members of an ended session leave.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads.
+pub(crate) async fn judge(
+    bucket: &ReadOnlyBucket,
+    roster: &mut Roster,
+    id: SessionId,
+) -> Result<Vec<MembershipEvent>, Error> {
+    let state = SessionState::read(bucket, id)
+        .await
+        .map_err(|e| Error::kv("could not read a member's session", e))?;
+    Ok(roster.apply(Observed::Session {
+        id,
+        state,
+        revision: None,
+    }))
 }
 
 /// Before applying `obs`: a tombstone with a bound member's session mark that is not a
@@ -67,12 +80,8 @@ pub(crate) async fn judge_removal(
     if roster.session_known(session) == Some(false) {
         return vec![];
     }
-    match SessionState::read(bucket, session).await {
-        Ok(state) => roster.apply(Observed::Session {
-            id: session,
-            state,
-            revision: None,
-        }),
+    match judge(bucket, roster, session).await {
+        Ok(events) => events,
         Err(e) => {
             tracing::debug!(session = %session, error = %e, "could not read a leaving member's session");
             vec![]

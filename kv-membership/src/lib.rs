@@ -50,13 +50,29 @@
 //! is the contract of ZooKeeper's ephemeral nodes after a session expiry and of etcd's
 //! session `Done()`, and the same as a lost lock or leadership in this toolkit.
 //!
+//! ## Members bound to sessions
+//!
+//! [`Membership::bind_to_session`] binds the members joined through a handle to one
+//! [session](kvtk_core::lease::Session): each member key is written without a TTL, carrying
+//! the session's id, and the handle's keeper renews only the session key — one write per
+//! renewal interval for any number of members. A bound member is a member while its session
+//! lives: watchers follow the session keys of the members they see (judging any session they
+//! have not seen from the stream leader), and when a session ends — its key expired on the
+//! server's clock, or closed — its members leave with [`LeaveReason::Expired`]; a watcher or
+//! [`Group::members`] on a writable handle removes their keys by compare-and-set
+//! ([`kvtk_core::lease::remove_if_dead`]). A bound member that lost its session stays out like
+//! any lost member; joining again makes a new session, and removes its own dead entry if
+//! nobody did. The formats are in the workspace's docs/protocol.md ("Membership").
+//!
 //! The bucket needs per-key TTLs ([`Membership::bucket_config`]); it may be shared with
 //! other recipes as long as the group names do not overlap their keys.
 //!
 //! ## Permissions
 //! A member of group `G` in bucket `b` needs publish rights on `$KV.b.G.*` and the JetStream
 //! API subjects in the table of the workspace's docs/deployment.md (as data:
-//! `kvtk_tests::recipes::member`); members of one group can remove each other's keys.
+//! `kvtk_tests::recipes::member`); members of one group can remove each other's keys. A
+//! member bound to a session needs the session owner's set too (`kvtk_tests::recipes::bound`),
+//! and so does an observer of a group that holds bound members (it watches `_session.*`).
 // Doc examples define `async fn demo(..)` bodies that are compiled, not called.
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
+use kvtk_core::lease::SessionId;
 use kvtk_core::{Bucket, Entry, ErrorKind as CoreKind, ReadOnlyBucket, Watch, WatchEvent};
 
 use crate::error::Error;
@@ -190,6 +191,21 @@ impl State {
                 let events = follow::judge_unknown(&self.bucket, &mut self.roster).await?;
                 self.emit(events);
                 Ok(())
+            }
+            // A session key that vanished while the watch was away (its marker expired):
+            // the leader judges it.
+            Some(Err(e)) if e.kind() == CoreKind::HistoryGone => {
+                match e.key().and_then(SessionId::from_key) {
+                    Some(id) => {
+                        let events = follow::judge(&self.bucket, &mut self.roster, id).await?;
+                        self.emit(events);
+                        Ok(())
+                    }
+                    None => Err(Error::kv(
+                        "the watch of the members' sessions lost history",
+                        e,
+                    )),
+                }
             }
             Some(Err(e)) => Err(Error::kv("the watch of the members' sessions failed", e)),
             None => {
