@@ -3,11 +3,14 @@
 //! reader lives), and a writer can wait until enough instances have applied a revision.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kvtk_core::lease::{Keeper, Lease, LeaseConfig};
+use kvtk_core::lease::{
+    Keeper, Lease, LeaseConfig, Session, SessionBook, SessionId, SessionState, Sessions,
+};
 use kvtk_core::{Bucket, Include, ReadOnlyBucket, Revision, WatchEvent};
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +37,8 @@ pub struct Applied {
 pub const DEFAULT_ACK_TTL: Duration = Duration::from_secs(30);
 
 /// This instance's acknowledgement key: a lease renewed by its own keeper (whose task dies
-/// with the reader's loop, which owns this), or on buckets without per-key TTLs a plain key.
+/// with the reader's loop, which owns this), or bound to the current session of the
+/// application's `Sessions`, or on buckets without per-key TTLs a plain key.
 pub(crate) struct Ack {
     key: String,
     ttl: Duration,
@@ -42,6 +46,11 @@ pub(crate) struct Ack {
     explicit: bool,
     keeper: Option<Keeper>,
     lease: Option<Lease>,
+    /// The sessions the acknowledgement is bound to
+    /// ([`ConfigBuilder::bind_ack_to_session`](crate::ConfigBuilder::bind_ack_to_session)).
+    sessions: Option<Sessions>,
+    /// The session the held lease is bound to: kept alive while the lease is held.
+    session: Option<Arc<Session>>,
     /// The bucket has no per-key TTLs: plain writes.
     no_ttl: bool,
     last: Option<Applied>,
@@ -56,9 +65,17 @@ impl Ack {
             explicit: ttl.is_some(),
             keeper: None,
             lease: None,
+            sessions: None,
+            session: None,
             no_ttl: false,
             last: None,
         }
+    }
+
+    /// The acknowledgement bound to `sessions`' current session, if given.
+    pub(crate) fn bound_to(mut self, sessions: Option<Sessions>) -> Ack {
+        self.sessions = sessions;
+        self
     }
 
     pub(crate) fn ttl(&self) -> Duration {
@@ -96,6 +113,17 @@ impl Ack {
         if let Some(lost) = self.lease.take() {
             lost.orphan();
         }
+        self.session = None;
+        if let Some(sessions) = &self.sessions {
+            // A bucket without per-key TTLs refuses the session: plain keys then.
+            let session = match sessions.current().await {
+                Ok(s) => s,
+                Err(e) => return self.created(Err(e), None, bucket, bytes).await,
+            };
+            let bound = session.bind(&self.key, bytes.clone());
+            let created = bound.tombstone_ttl(self.ttl).await;
+            return self.created(created, Some(session), bucket, bytes).await;
+        }
         let keeper = match &self.keeper {
             Some(k) => k,
             None => {
@@ -109,9 +137,22 @@ impl Ack {
             .lease(&self.key, bytes.clone())
             .tombstone_ttl(self.ttl)
             .await;
+        self.created(created, None, bucket, bytes).await
+    }
+
+    /// Keeps the created lease (and its session); on buckets without per-key TTLs, falls back
+    /// to plain keys.
+    async fn created(
+        &mut self,
+        created: Result<Lease, kvtk_core::Error>,
+        session: Option<Arc<Session>>,
+        bucket: &Bucket,
+        bytes: Bytes,
+    ) -> Result<(), kvtk_core::Error> {
         match created {
             Ok(lease) => {
                 self.lease = Some(lease);
+                self.session = session;
                 Ok(())
             }
             Err(e)
@@ -166,7 +207,8 @@ pub(crate) fn check_instance(source: &Source, instance: &str) -> Result<String, 
 
 /// Waits until at least `count` instances report `applied >= revision`; returns their names.
 /// Watches the acknowledgement keys (no polling). An instance whose key expires or is deleted
-/// stops counting.
+/// stops counting, and so does one whose acknowledgement is bound to a session that ended
+/// (judged from the stream leader once the count is reached).
 pub(crate) async fn wait_applied(
     bucket: &ReadOnlyBucket,
     source: &Source,
@@ -182,9 +224,14 @@ pub(crate) async fn wait_applied(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let mut instances: BTreeMap<String, u64> = BTreeMap::new();
+    let mut instances = Instances::new();
+    let mut sessions = SessionBook::new();
     while let Some(ev) = watch.next().await {
         record(&mut instances, &prefix, ev)?;
+        if enough(&instances, revision, count).is_none() {
+            continue;
+        }
+        drop_ended(bucket, &mut instances, &mut sessions).await?;
         if let Some(ok) = enough(&instances, revision, count) {
             return Ok(ok);
         }
@@ -195,11 +242,35 @@ pub(crate) async fn wait_applied(
     ))
 }
 
-/// Applies one event of the acknowledgement watch to `instances` (instance name → the
-/// revision it applied): an acknowledgement counts, a removed or unreadable one stops
-/// counting.
+/// Instance name → the revision it applied and the session its acknowledgement is bound to.
+type Instances = BTreeMap<String, (u64, Option<SessionId>)>;
+
+/// Removes the instances whose acknowledgement is bound to a session that ended: each
+/// session not known ended is read from the stream leader (never a replica, which may lag).
+async fn drop_ended(
+    bucket: &ReadOnlyBucket,
+    instances: &mut Instances,
+    sessions: &mut SessionBook,
+) -> Result<(), Error> {
+    let mut ids: Vec<SessionId> = instances.values().filter_map(|(_, s)| *s).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.retain(|id| sessions.get(*id) != Some(false));
+    for id in ids {
+        let state = SessionState::read(bucket, id)
+            .await
+            .map_err(|e| Error::kv("cannot read an acknowledgement's session", e))?;
+        sessions.record(id, &state);
+    }
+    instances.retain(|_, (_, s)| s.is_none_or(|id| sessions.get(id) != Some(false)));
+    sessions.forget_ended(|id| instances.values().any(|(_, s)| *s == Some(id)));
+    Ok(())
+}
+
+/// Applies one event of the acknowledgement watch to `instances`: an acknowledgement counts,
+/// a removed or unreadable one stops counting.
 fn record(
-    instances: &mut BTreeMap<String, u64>,
+    instances: &mut Instances,
     prefix: &str,
     ev: Result<WatchEvent, kvtk_core::Error>,
 ) -> Result<(), Error> {
@@ -225,7 +296,7 @@ fn record(
         .and_then(|a| a.applied);
     match applied {
         Some(r) => {
-            instances.insert(name.to_string(), r);
+            instances.insert(name.to_string(), (r, SessionId::bound_by(&e)));
         }
         None => {
             instances.remove(name);
@@ -235,14 +306,10 @@ fn record(
 }
 
 /// The instances that applied `revision` or a later one, once they are at least `count`.
-fn enough(
-    instances: &BTreeMap<String, u64>,
-    revision: Revision,
-    count: usize,
-) -> Option<Vec<String>> {
+fn enough(instances: &Instances, revision: Revision, count: usize) -> Option<Vec<String>> {
     let ok: Vec<String> = instances
         .iter()
-        .filter(|(_, r)| **r >= revision.get())
+        .filter(|(_, (r, _))| *r >= revision.get())
         .map(|(k, _)| k.clone())
         .collect();
     (ok.len() >= count).then_some(ok)

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvtk_core::lease::Sessions;
 use kvtk_core::{Bucket, ReadOnlyBucket};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -53,6 +54,7 @@ pub struct ConfigBuilder<T> {
     start_timeout: Duration,
     instance: Option<String>,
     ack_ttl: Option<Duration>,
+    ack_sessions: Option<Sessions>,
 }
 
 impl<T> fmt::Debug for ConfigBuilder<T> {
@@ -83,6 +85,7 @@ where
             start_timeout: Duration::from_secs(5),
             instance: None,
             ack_ttl: None,
+            ack_sessions: None,
         }
     }
 
@@ -209,6 +212,22 @@ where
         self
     }
 
+    /// Binds the acknowledgement key ([`instance`](Self::instance)) to the current session
+    /// of `sessions` instead of a lease of its own: written without a TTL, never renewed by
+    /// itself. Every reader given a clone of the same `Sessions` shares its one session, so
+    /// the acknowledgements of any number of readers in a process cost one renewal write per
+    /// interval. `sessions` must be made on the reader's bucket (its `Keeper`'s). When the
+    /// session ends, [`ConfigWriter::wait_applied`](crate::ConfigWriter::wait_applied) stops
+    /// counting the instance (judged from the stream leader), and the reader writes its
+    /// acknowledgement again under a new session at its next heartbeat. With
+    /// least-privilege permissions, add the session owner's set (`kvtk_tests::recipes::bound`);
+    /// a writer that waits for bound acknowledgements reads `_session.*` from the stream
+    /// leader.
+    pub fn bind_ack_to_session(mut self, sessions: Sessions) -> Self {
+        self.ack_sessions = Some(sessions);
+        self
+    }
+
     fn load_local_file(&mut self) -> Result<(), Error> {
         let Some(path) = &self.local_file else {
             return Ok(());
@@ -281,11 +300,14 @@ where
         })?;
         check_connector(&connector, &self.source, self.instance.is_some())?;
         let ack = match &self.instance {
-            Some(i) => Some(Ack::new(
-                check_instance(&self.source, i)?,
-                self.ack_ttl
-                    .map(|t| Duration::from_secs(t.as_secs().max(1))),
-            )),
+            Some(i) => Some(
+                Ack::new(
+                    check_instance(&self.source, i)?,
+                    self.ack_ttl
+                        .map(|t| Duration::from_secs(t.as_secs().max(1))),
+                )
+                .bound_to(self.ack_sessions.take()),
+            ),
             None => None,
         };
         Ok((connector, ack))
