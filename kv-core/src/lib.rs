@@ -64,7 +64,7 @@ pub mod watch;
 
 pub use admin::{BucketInfo, BucketUpdate, Compacted, Follower};
 pub use bucket::{Bucket, ReadOnlyBucket, Snapshot, Status, Write};
-pub use client::Kv;
+pub use client::{Kv, OPEN_WAIT};
 pub use codec::{Codec, Json, Raw, Utf8};
 pub use config::{BucketConfig, Storage, MAX_HISTORY};
 pub use connect::Connect;

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use kvtk_core::{BucketConfig, BucketUpdate, ErrorKind, Kv, WatchEvent};
-use kvtk_tests::{next, NatsServer};
+use kvtk_tests::{client, next, within, FaultProxy, NatsServer};
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn buckets_list_with_settings_and_edits_round_trip() {
@@ -203,4 +204,34 @@ async fn a_lagging_strict_watch_across_a_compaction() {
         }
     }
     assert!(old_deleted, "the delete of old was skipped silently");
+}
+
+/// Opening rides through answers later than the request timeout (a slow link, healed after
+/// three timeouts' worth), and refuses a bucket that does not exist without retrying.
+#[tokio::test]
+async fn open_rides_through_late_answers_and_refuses_a_missing_bucket_at_once() {
+    let server = NatsServer::start().await;
+    let direct = Kv::connect(&server.client_url()).await.unwrap();
+    direct.create_bucket(BucketConfig::new("o")).await.unwrap();
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let client = client::options(client::REQUEST_TIMEOUT)
+        .connect(proxy.url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client);
+    // Every answer arrives after the request timed out, until the link heals.
+    proxy.set_latency(client::REQUEST_TIMEOUT);
+    let start = Instant::now();
+    let opening = tokio::spawn({
+        let kv = kv.clone();
+        async move { kv.open("o").await.map(|b| b.name().to_string()) }
+    });
+    // The fault's length is what this test sets, not a wait for an event.
+    tokio::time::sleep(client::REQUEST_TIMEOUT * 3).await;
+    proxy.heal();
+    let opened = within("the open to complete", opening).await.unwrap();
+    assert_eq!(opened.unwrap(), "o");
+    assert!(start.elapsed() > client::REQUEST_TIMEOUT * 3);
+    let missing = kv.open("nope").await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::BucketNotFound);
 }
