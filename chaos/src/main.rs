@@ -134,8 +134,9 @@ async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
     Ok(out)
 }
 
-/// Starts the membership workload: two members and two watchers, each on its own connection;
-/// returns the handles to shut down.
+/// Starts the membership workload: two members (the first bound to a session, the second
+/// with a lease of its own) and two watchers, each on its own connection; returns the
+/// handles to shut down.
 async fn members(
     admin: &Kv,
     cluster: &NatsCluster,
@@ -153,8 +154,11 @@ async fn members(
     .await?;
     let mut handles = Vec::new();
     let mut groups = Vec::new();
-    for kv in connections(urls, 4).await? {
-        let membership = Membership::open(&kv, bucket).await?;
+    for (i, kv) in connections(urls, 4).await?.into_iter().enumerate() {
+        let membership = match Membership::open(&kv, bucket).await? {
+            m if i == 0 => m.bind_to_session(),
+            m => m,
+        };
         groups.push(membership.group(workload::members::GROUP)?);
         handles.push(membership);
     }
