@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kvtk_core::lease::{Lease, SessionId, SESSION_PREFIX};
+use kvtk_core::lease::{Lease, SessionBook, SessionId, SESSION_PREFIX};
 use kvtk_core::{Backoff, Entry, Expect, Include, Retrying, Revision, Watch, WatchEvent};
 use tokio::time::Instant;
 
@@ -64,7 +64,7 @@ pub(crate) struct Candidate {
     refused: Option<kvtk_core::Error>,
     /// With registrations bound to sessions: the sessions of the bucket as the watch shows
     /// them (alive or ended).
-    sessions: HashMap<SessionId, bool>,
+    sessions: SessionBook,
     /// The live registrations' latest entries, by candidate id.
     regs: HashMap<String, Entry>,
     /// Revisions of bound entries already judged (removed, or found alive).
@@ -123,7 +123,7 @@ impl Candidate {
             read_retry: Backoff::DEFAULT.start(),
             retry_at: None,
             refused: None,
-            sessions: HashMap::new(),
+            sessions: SessionBook::new(),
             regs: HashMap::new(),
             checked: HashSet::new(),
             stepped_down: None,

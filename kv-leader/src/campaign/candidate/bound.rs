@@ -4,6 +4,7 @@
 //! handed-over leader key whose registration is gone), a leader key handed to us is taken
 //! over without a write, and a leader stepping down chooses whom to hand it to.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use kvtk_core::lease::{remove_if_dead, remove_marked, Lease, Reaped, SessionId};
@@ -17,25 +18,29 @@ use crate::record::{CandidateRecord, Record};
 use crate::shared::Shared;
 use crate::stats::Counters;
 
-/// How many ended sessions a candidate remembers before forgetting those nothing it knows
-/// is bound to.
-const KNOWN_ENDED: usize = 1024;
-
 /// Where a registration stands in line: its lease's origin.
 fn reg_origin(e: &Entry) -> Revision {
     e.lease().map_or(e.revision(), |t| t.origin())
 }
 
 impl Candidate {
-    /// A write of session `id`'s key: alive while it holds a value. An ended session's
-    /// registrations leave the line at once (their removal follows).
+    /// A write `e` of session `id`'s key: alive while it holds a value (of a format we know:
+    /// else the campaign ends, refused). An ended session's registrations leave the line at
+    /// once (their removal follows).
     pub(super) fn session_seen(&mut self, id: SessionId, e: &Entry) {
-        let alive = e.is_value();
-        self.sessions.insert(id, alive);
-        if alive {
-            return;
+        match self.sessions.see(e) {
+            Ok(Some((_, state))) if state.is_alive() => return,
+            Ok(_) => {}
+            Err(refused) => {
+                self.refused.get_or_insert(refused);
+                return;
+            }
         }
-        self.forget_ended();
+        // Past KNOWN_ENDED ended sessions, those no registration we know is bound to are
+        // forgotten (an entry of a session we did not see alive is judged from the leader).
+        let bound: HashSet<SessionId> =
+            self.regs.values().filter_map(SessionId::bound_by).collect();
+        self.sessions.forget_ended(|s| bound.contains(&s));
         self.checked.clear();
         let gone: Vec<String> = self
             .regs
@@ -48,20 +53,6 @@ impl Candidate {
         }
     }
 
-    /// Keeps the sessions known ended from growing without bound: past [`KNOWN_ENDED`]
-    /// ended sessions, forgets those no registration we know is bound to (an entry bound to
-    /// a session we did not see alive is judged from the stream leader anyway).
-    fn forget_ended(&mut self) {
-        let ended = self.sessions.values().filter(|alive| !**alive).count();
-        if ended <= KNOWN_ENDED {
-            return;
-        }
-        let bound: std::collections::HashSet<SessionId> =
-            self.regs.values().filter_map(SessionId::bound_by).collect();
-        self.sessions
-            .retain(|id, alive| *alive || bound.contains(id));
-    }
-
     /// A write of candidate `id`'s registration; one bound to a session that ended is not
     /// in line.
     pub(super) fn registration_seen(&mut self, id: &str, e: Entry) {
@@ -70,7 +61,7 @@ impl Candidate {
             self.checked.clear();
             return;
         }
-        let ended = SessionId::bound_by(&e).is_some_and(|s| self.sessions.get(&s) == Some(&false));
+        let ended = SessionId::bound_by(&e).is_some_and(|s| self.sessions.get(s) == Some(false));
         if ended {
             self.line.gone(id, e.revision());
         }
@@ -80,7 +71,7 @@ impl Candidate {
     /// The session of bound entry `e` if we did not see it alive.
     fn maybe_dead(&self, e: &Entry) -> Option<SessionId> {
         let id = SessionId::bound_by(e)?;
-        (self.sessions.get(&id) != Some(&true)).then_some(id)
+        (self.sessions.get(id) != Some(true)).then_some(id)
     }
 
     /// Whether leader-key entry `v` is a hand-over whose registration our watch shows gone.
@@ -193,7 +184,7 @@ impl Candidate {
         order.iter().filter(|id| **id != self.id).find_map(|id| {
             let e = self.regs.get(id)?;
             let session = SessionId::bound_by(e)?;
-            if self.sessions.get(&session) != Some(&true) {
+            if self.sessions.get(session) != Some(true) {
                 return None;
             }
             let cand = CandidateRecord::from_entry(e).ok().flatten()?;
