@@ -12,12 +12,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::StreamExt as _;
 use kvtk_config::{ConfigReader, ConfigWriter};
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionId, SessionState, Sessions};
 use kvtk_core::{Bucket, Include, Kv, WatchEvent};
 use kvtk_tests::{client, until, within, FaultProxy, NatsServer};
-use tokio::time::Instant;
 
 /// The tests' bucket with one revision per key (session keys expire; see NATS-NOTES on
 /// history > 1).
@@ -76,13 +74,14 @@ async fn acknowledgements_of_readers_in_one_process_cost_one_renewal_per_interva
     // Every write to the bucket for 3.5 s (session renewals every second at TTL 3 s).
     let watch = b.watch([">"]).include(Include::UpdatesOnly);
     let mut watch = watch.await.unwrap();
-    let mut writes = Vec::new();
-    let end = Instant::now() + Duration::from_millis(3500);
-    while let Ok(Some(ev)) = tokio::time::timeout_at(end, watch.next()).await {
-        if let WatchEvent::Entry(e) = ev.unwrap() {
-            writes.push(e.key().as_str().to_string());
-        }
-    }
+    let events = kvtk_tests::collect_for(Duration::from_millis(3500), &mut watch).await;
+    let writes: Vec<String> = events
+        .into_iter()
+        .filter_map(|ev| match ev.unwrap() {
+            WatchEvent::Entry(e) => Some(e.key().as_str().to_string()),
+            _ => None,
+        })
+        .collect();
     println!("writes in 3.5 s with 3 bound acknowledgements: {writes:?}");
     assert!((2..=4).contains(&writes.len()), "{writes:?}");
     assert!(writes.iter().all(|k| *k == session.key()), "{writes:?}");

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use kvtk_core::lease::{LeaseConfig, SessionId, SessionState};
 use kvtk_core::{BucketConfig, Include, Kv, WatchEvent};
 use kvtk_locks::{ErrorKind, Locks, Released, DEFAULT_MARKER_TTL};
@@ -65,13 +64,14 @@ async fn one_renewal_write_per_interval_however_many_locks_are_held() {
         .include(Include::UpdatesOnly)
         .await
         .unwrap();
-    let mut writes = Vec::new();
-    let end = Instant::now() + Duration::from_millis(3500);
-    while let Ok(Some(ev)) = tokio::time::timeout_at(end, watch.next()).await {
-        if let WatchEvent::Entry(e) = ev.unwrap() {
-            writes.push(e.key().as_str().to_string());
-        }
-    }
+    let events = kvtk_tests::collect_for(Duration::from_millis(3500), &mut watch).await;
+    let writes: Vec<String> = events
+        .into_iter()
+        .filter_map(|ev| match ev.unwrap() {
+            WatchEvent::Entry(e) => Some(e.key().as_str().to_string()),
+            _ => None,
+        })
+        .collect();
     let key = SessionId::from_key(&format!("_session.{session:032x}"))
         .unwrap()
         .key();

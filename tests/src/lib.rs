@@ -32,4 +32,4 @@ pub use operator::{TestOperator, OPERATOR_ACCOUNT};
 pub use proxy::FaultProxy;
 pub use server::{LeafRemote, NatsServer, NatsServerBuilder, READY_TIMEOUT};
 pub use tls::TestPki;
-pub use wait::{next, until, within, within_for, POLL, T};
+pub use wait::{collect_for, next, until, within, within_for, POLL, T};

@@ -86,6 +86,31 @@ pub async fn next<S: Stream + Unpin>(what: &str, stream: &mut S) -> S::Item {
     }
 }
 
+/// Every item `stream` yields during `span` from now (fewer if it ends): what happened in a
+/// window of time, for counting what must not happen more than so often (a renewal per
+/// interval, say) — the one place a test watches a stream for a fixed time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut numbers = futures::stream::iter([1, 2]);
+/// let seen = kvtk_tests::collect_for(std::time::Duration::from_millis(10), &mut numbers).await;
+/// assert_eq!(seen, [1, 2]);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Not cancel safe: the items taken so far are lost with the future.
+pub async fn collect_for<S: Stream + Unpin>(span: Duration, stream: &mut S) -> Vec<S::Item> {
+    let end = tokio::time::Instant::now() + span;
+    let mut items = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout_at(end, stream.next()).await {
+        items.push(item);
+    }
+    items
+}
+
 /// Checks `check` every [`POLL`] until it returns true, for at most [`T`]: for state the
 /// server reports only when asked (stream info, a reconnected link answering again).
 ///
