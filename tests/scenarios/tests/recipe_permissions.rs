@@ -234,20 +234,23 @@ async fn recipes_bound_to_sessions_run_with_the_session_owner_set_added() {
     guard.release().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
-    let server = server_with(recipes::bound(recipes::member("mem", "api"), "mem")).await;
-    let admin = kv_as(&server, "admin").await;
+/// Group `api` of a membership bound to sessions in bucket `mem` (made by "admin"), as
+/// "user" of `server`.
+async fn bound_group(server: &NatsServer) -> kvtk_membership::Group {
+    let admin = kv_as(server, "admin").await;
     admin
         .create_or_open(Membership::bucket_config("mem"))
         .await
         .unwrap();
-    let kv = kv_as(&server, "user").await;
-    let membership = Membership::open(&kv, "mem")
-        .await
-        .unwrap()
-        .bind_to_session();
-    let api = membership.group("api").unwrap();
+    let kv = kv_as(server, "user").await;
+    let membership = Membership::open(&kv, "mem").await.unwrap();
+    membership.bind_to_session().group("api").unwrap()
+}
+
+#[tokio::test]
+async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
+    let server = server_with(recipes::bound(recipes::member("mem", "api"), "mem")).await;
+    let api = bound_group(&server).await;
     let me = within("the bound join", api.join("i-1", "10.0.0.1"))
         .await
         .unwrap();
@@ -268,17 +271,7 @@ async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
 
     // Without the session set, the member's session is refused.
     let server = server_with(recipes::member("mem", "api")).await;
-    let admin = kv_as(&server, "admin").await;
-    admin
-        .create_or_open(Membership::bucket_config("mem"))
-        .await
-        .unwrap();
-    let kv = kv_as(&server, "user").await;
-    let membership = Membership::open(&kv, "mem")
-        .await
-        .unwrap()
-        .bind_to_session();
-    let api = membership.group("api").unwrap();
+    let api = bound_group(&server).await;
     let err = within("the refused join", api.join("i-1", "x"))
         .await
         .unwrap_err();
