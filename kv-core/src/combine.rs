@@ -60,16 +60,31 @@ impl Combiner {
     }
 }
 
+/// The batch that `first` opens: every increment queued until a yield to the scheduler
+/// brings no more. The callers that the previous write's results woke queue their next
+/// increments while the worker yields; without it, tokio runs the worker (woken by the first
+/// of them) before the others and its batch carries one.
+async fn gather(first: Waiter, rx: &mut mpsc::UnboundedReceiver<Waiter>) -> Vec<Waiter> {
+    let mut batch = vec![first];
+    loop {
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        if batch.len() == before {
+            return batch;
+        }
+    }
+}
+
 fn stopped() -> Error {
     Error::new(ErrorKind::Connection, "counter worker stopped")
 }
 
 async fn run(apply: Apply, mut rx: mpsc::UnboundedReceiver<Waiter>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
+        let batch = gather(first, &mut rx).await;
         let sum = batch
             .iter()
             .try_fold(0i64, |acc, (d, _)| acc.checked_add(*d))
@@ -94,5 +109,50 @@ async fn run(apply: Apply, mut rx: mpsc::UnboundedReceiver<Waiter>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Eight callers, each adding again as soon as its previous add returned: once they are
+    /// in step, every write carries all eight, because the callers a write's results woke
+    /// queue again before the worker takes its next batch (on tokio's multi-thread runtime
+    /// the worker, woken by the first of them, would otherwise run first and take one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn callers_woken_by_one_write_share_the_next() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let apply: Apply = {
+            let writes = writes.clone();
+            Arc::new(move |sum| {
+                let writes = writes.clone();
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let mut writes = writes.lock().unwrap();
+                    writes.push(sum);
+                    Ok(writes.iter().sum())
+                })
+            })
+        };
+        let combiner = Arc::new(Combiner::new(apply));
+        let callers = (0..8).map(|_| {
+            let combiner = combiner.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    combiner.add(1).await.unwrap();
+                }
+            })
+        });
+        for caller in futures::future::join_all(callers).await {
+            caller.unwrap();
+        }
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.iter().sum::<i64>(), 80);
+        // The first write may leave before every caller was spawned.
+        assert_eq!(writes[writes.len() - 8..], [8; 8], "writes: {writes:?}");
     }
 }
