@@ -17,6 +17,7 @@ use crate::systems::jetstream::{raw_headers, raw_write};
 pub(crate) const METRIC: &str = "lock_acquire_release";
 pub(crate) const TTL_S: u64 = 10;
 pub(crate) const FLOOR: &str = "raw JetStream floor (2 writes)";
+pub(crate) const WIRE: &str = "raw JetStream, kvtk-locks' 2 writes";
 pub(crate) const TOOLKIT: &str = "toolkit (kvtk-locks)";
 pub(crate) const ETCD: &str = "etcd Lock/Unlock";
 pub(crate) const REDIS: &str = "redis Redlock (rslock)";
@@ -29,12 +30,12 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
     let (n, warm) = sizes(env);
     for sync in [Sync::Default, Sync::Always] {
         env.progress(&format!(
-            "metric 2: kvtk-locks and the raw floor in alternating blocks of {BLOCK} ({})",
+            "metric 2: kvtk-locks, its writes sent raw and the raw floor in alternating blocks of {BLOCK} ({})",
             sync.short()
         ));
         let lats = timed(&env.url(sync), n, warm).await?;
         let cost = if sync == Sync::Default {
-            env.progress("metric 2: cost of both sides, alternating in a process of their own");
+            env.progress("metric 2: cost of the sides, alternating in a process of their own");
             Some(counted(env, n, warm).await?)
         } else {
             None
@@ -81,17 +82,41 @@ enum Side {
         subject: String,
         tomb: u64,
     },
+    /// The two writes kvtk-locks sends for a lock + release, sent raw through async-nats to
+    /// a lock of the toolkit's own bucket (same stream configuration): the same headers
+    /// (expectation on the lock's keys, TTL, lease tag; the delete's 900 s tombstone TTL),
+    /// a value of the same length, encoded once. Against the floor: what kvtk-locks' writes
+    /// cost the server and the wire; against the toolkit: what its client costs.
+    Wire {
+        client: async_nats::Client,
+        subject: String,
+        filter: String,
+        value: Bytes,
+        tomb: u64,
+    },
+}
+
+/// The three sides of metric 2.
+#[derive(Clone, Copy)]
+enum Kind {
+    Floor,
+    Wire,
+    Toolkit,
 }
 
 const FLOOR_BUCKET: &str = "bench_lock_floor";
 
 impl Side {
-    async fn open(url: &str, toolkit: bool) -> Result<Side, BoxError> {
+    async fn open(url: &str, kind: Kind) -> Result<Side, BoxError> {
         let kv = Kv::connect(url).await?;
-        if toolkit {
-            let locks = Locks::open(&kv, "bench_locks").await?;
-            let m = locks.mutex("uncontended")?;
-            return Ok(Side::Toolkit { kv, locks, m });
+        match kind {
+            Kind::Toolkit => {
+                let locks = Locks::open(&kv, "bench_locks").await?;
+                let m = locks.mutex("uncontended")?;
+                return Ok(Side::Toolkit { kv, locks, m });
+            }
+            Kind::Wire => return Side::open_wire(url, &kv).await,
+            Kind::Floor => {}
         }
         kv.create_or_open(
             BucketConfig::new(FLOOR_BUCKET)
@@ -117,11 +142,46 @@ impl Side {
         })
     }
 
+    /// Side `Wire` on a new lock of the toolkit's bucket, its value as long as a toolkit
+    /// queue entry's (read from the bucket: one of lock `probe`).
+    async fn open_wire(url: &str, kv: &Kv) -> Result<Side, BoxError> {
+        let locks = Locks::open(kv, "bench_locks").await?;
+        let guard = locks.mutex("probe")?.lock().await?;
+        let bucket = kv.open("bench_locks").await?;
+        let key = bucket
+            .keys("probe._q.*")
+            .await?
+            .into_iter()
+            .next()
+            .ok_or("the toolkit's queue entry is missing")?;
+        let entry = bucket.get(&key).await?;
+        let len = entry
+            .ok_or("the toolkit's queue entry is missing")?
+            .value()
+            .len();
+        guard.release().await?;
+        locks.shutdown().await;
+        // Names as long as the toolkit's ("uncontended"), of a lock no earlier opening wrote to.
+        let id = key.as_str().rsplit('.').next().unwrap_or_default();
+        let lock = format!("w{}", id.get(..10).unwrap_or(id));
+        let client = async_nats::connect(url).await?;
+        let (subject, tomb) = (format!("$KV.bench_locks.{lock}._q.{id}"), 0);
+        let filter = format!("$KV.bench_locks.{lock}.*.*");
+        let value = Bytes::from(vec![b'x'; len]);
+        Ok(Side::Wire {
+            client,
+            subject,
+            filter,
+            value,
+            tomb,
+        })
+    }
+
     /// The connection the side's requests go out on.
     fn client(&self) -> &async_nats::Client {
         match self {
             Side::Toolkit { kv, .. } => kv.client(),
-            Side::Floor { client, .. } => client,
+            Side::Floor { client, .. } | Side::Wire { client, .. } => client,
         }
     }
 
@@ -153,6 +213,29 @@ impl Side {
                 )
                 .await?;
             }
+            Side::Wire {
+                client,
+                subject,
+                filter,
+                value,
+                tomb,
+            } => {
+                let lease = "0123456789abcdef0123456789abcdef";
+                let mut h = raw_headers(*tomb, Some(TTL_S), false);
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    filter.as_str(),
+                );
+                h.insert("Kv-Lease", lease);
+                let rev = raw_write(client, subject.clone(), h, value.clone()).await?;
+                let mut h = raw_headers(rev, Some(TOMBSTONE_TTL_S), true);
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    filter.as_str(),
+                );
+                h.insert("Kv-Lease", format!("{lease}:{rev}:done").as_str());
+                *tomb = raw_write(client, subject.clone(), h, Bytes::new()).await?;
+            }
         }
         Ok(())
     }
@@ -163,14 +246,18 @@ impl Side {
             Side::Floor { kv, .. } => {
                 kv.delete_bucket(FLOOR_BUCKET).await?;
             }
+            Side::Wire { .. } => {}
         }
         Ok(())
     }
 }
 
-/// The two sides of metric 2 as (name in the cost child's output, system), in the order
-/// [`open_both`] opens them.
-const SIDES: [(&str, &str); 2] = [("floor", FLOOR), ("toolkit", TOOLKIT)];
+/// The TTL kvtk-locks gives a released entry's tombstone.
+const TOMBSTONE_TTL_S: u64 = 900;
+
+/// The sides of metric 2 as (name in the cost child's output, system), in the order
+/// [`open_all`] opens them.
+const SIDES: [(&str, &str); 3] = [("floor", FLOOR), ("wire", WIRE), ("toolkit", TOOLKIT)];
 
 /// Operations in one block of one side before the other side's block. Short (a block takes
 /// about 15 ms), so that load on the machine drifting from one moment to the next falls on
@@ -178,9 +265,13 @@ const SIDES: [(&str, &str); 2] = [("floor", FLOOR), ("toolkit", TOOLKIT)];
 /// ±25 % against each other between runs.
 const BLOCK: usize = 50;
 
-/// The floor and the toolkit side, opened and warmed up with `warm` operations each.
-async fn open_both(url: &str, warm: usize) -> Result<[Side; 2], BoxError> {
-    let mut sides = [Side::open(url, false).await?, Side::open(url, true).await?];
+/// The sides, opened and warmed up with `warm` operations each.
+async fn open_all(url: &str, warm: usize) -> Result<[Side; 3], BoxError> {
+    let mut sides = [
+        Side::open(url, Kind::Floor).await?,
+        Side::open(url, Kind::Wire).await?,
+        Side::open(url, Kind::Toolkit).await?,
+    ];
     for side in &mut sides {
         for _ in 0..warm {
             side.op().await?;
@@ -189,7 +280,7 @@ async fn open_both(url: &str, warm: usize) -> Result<[Side; 2], BoxError> {
     Ok(sides)
 }
 
-async fn close_both(sides: [Side; 2]) -> Result<(), BoxError> {
+async fn close_all(sides: [Side; 3]) -> Result<(), BoxError> {
     for side in sides {
         side.close().await?;
     }
@@ -197,21 +288,21 @@ async fn close_both(sides: [Side; 2]) -> Result<(), BoxError> {
 }
 
 /// The blocks of an alternating run, as (side index, operations): `n` operations per side
-/// in blocks of [`BLOCK`], the side that opens each pair alternating (floor, toolkit,
-/// toolkit, floor, ...) so that neither always runs right after the other.
+/// in blocks of [`BLOCK`], the order of the sides rotating from round to round (0 1 2,
+/// 1 2 0, 2 0 1, ...) so that no side always runs right after the same other.
 fn blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let sides = SIDES.len();
     (0..n.div_ceil(BLOCK)).flat_map(move |b| {
         let ops = BLOCK.min(n - b * BLOCK);
-        let first = b % 2;
-        [(first, ops), (1 - first, ops)]
+        (0..sides).map(move |i| ((b + i) % sides, ops))
     })
 }
 
-/// Metric 2's latency, `[floor, toolkit]`: both sides open in this process, `warm`
+/// Metric 2's latency, in the order of [`SIDES`]: every side open in this process, `warm`
 /// operations each, then `n` timed ones each in alternating blocks.
-async fn timed(url: &str, n: usize, warm: usize) -> Result<[Lat; 2], BoxError> {
-    let mut sides = open_both(url, warm).await?;
-    let mut lats = [Lat::new(), Lat::new()];
+async fn timed(url: &str, n: usize, warm: usize) -> Result<[Lat; 3], BoxError> {
+    let mut sides = open_all(url, warm).await?;
+    let mut lats = [Lat::new(), Lat::new(), Lat::new()];
     for (k, ops) in blocks(n) {
         for _ in 0..ops {
             let t0 = Instant::now();
@@ -219,21 +310,21 @@ async fn timed(url: &str, n: usize, warm: usize) -> Result<[Lat; 2], BoxError> {
             lats[k].record(t0.elapsed());
         }
     }
-    close_both(sides).await?;
+    close_all(sides).await?;
     Ok(lats)
 }
 
 /// The child role that counts what both sides' operations cost.
 pub(crate) const COST_CHILD: &str = "lock-cost";
 
-/// In a child process of its own (nothing else runs in it): both sides, `warm` operations
+/// In a child process of its own (nothing else runs in it): every side, `warm` operations
 /// each, then the requests, CPU time and allocations of `n` more each, counted per block of
-/// the same alternation as [`timed`] (the side not running is idle and costs nothing); for
+/// the same alternation as [`timed`] (the sides not running are idle and cost nothing); for
 /// the toolkit also the requests of a first lock + release on a fresh handle. Prints one
-/// JSON line, `{"floor": .., "toolkit": ..}`.
+/// JSON line, `{"floor": .., "wire": .., "toolkit": ..}`.
 pub(crate) async fn cost(url: &str, n: usize, warm: usize) -> Result<(), BoxError> {
-    let mut sides = open_both(url, warm).await?;
-    let mut tallies = [Tally::default(), Tally::default()];
+    let mut sides = open_all(url, warm).await?;
+    let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
     for (k, ops) in blocks(n) {
         let meter = Meter::start(sides[k].client());
         for _ in 0..ops {
@@ -241,9 +332,9 @@ pub(crate) async fn cost(url: &str, n: usize, warm: usize) -> Result<(), BoxErro
         }
         meter.add_to(&mut tallies[k], ops as u64);
     }
-    let mut toolkit = tallies[1].per_op();
-    if let Side::Toolkit { locks, .. } = &sides[1] {
-        let fresh = Meter::start(sides[1].client());
+    let mut toolkit = tallies[2].per_op();
+    if let Side::Toolkit { locks, .. } = &sides[2] {
+        let fresh = Meter::start(sides[2].client());
         let m = locks.mutex("uncontended")?;
         m.lock()
             .ttl(Duration::from_secs(TTL_S))
@@ -252,8 +343,12 @@ pub(crate) async fn cost(url: &str, n: usize, warm: usize) -> Result<(), BoxErro
             .await?;
         toolkit["first_op_requests"] = fresh.requests().into();
     }
-    let out = json!({ "floor": tallies[0].per_op(), "toolkit": toolkit });
-    close_both(sides).await?;
+    let out = json!({
+        "floor": tallies[0].per_op(),
+        "wire": tallies[1].per_op(),
+        "toolkit": toolkit,
+    });
+    close_all(sides).await?;
     println!("{out}");
     Ok(())
 }
@@ -277,6 +372,7 @@ pub(crate) fn ratios(report: &mut Report) {
     let ours_a = p50(TOOLKIT, "sync-always");
     let floor_d = p50(FLOOR, "default");
     let etcd = p50(ETCD, "fsync-every-write");
+    let wire_d = p50(WIRE, "default");
     let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     report.ratio(
         "lock_vs_floor_p50",
@@ -298,6 +394,20 @@ pub(crate) fn ratios(report: &mut Report) {
         "<=",
         1.5,
         "p99(kvtk-locks lock+release) / p99(raw floor: 2 conditional writes), both on nats default sync, TTL 10 s, timed in alternating blocks of 50 operations in one process",
+    );
+    report.ratio(
+        "lock_wire_vs_floor_p50",
+        div(wire_d, floor_d),
+        ">=",
+        0.0,
+        "reference (no goal): p50(kvtk-locks' two writes sent raw through async-nats) / p50(raw floor): what the toolkit's headers and value cost the server and the wire, nats default sync, timed in the same alternation",
+    );
+    report.ratio(
+        "lock_vs_wire_p50",
+        div(ours_d, wire_d),
+        ">=",
+        0.0,
+        "reference (no goal): p50(kvtk-locks lock+release) / p50(its two writes sent raw through async-nats): what the toolkit's client costs, nats default sync, timed in the same alternation",
     );
     cost_ratios(report);
     report.ratio(
