@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use kvtk_config::{ConfigReader, ConfigWriter};
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionId, SessionState, Sessions};
-use kvtk_core::{Bucket, Include, Kv, WatchEvent};
+use kvtk_core::{Bucket, Include, Kv};
 use kvtk_tests::{client, until, within, FaultProxy, NatsServer};
 
 /// The tests' bucket with one revision per key (session keys expire; see NATS-NOTES on
@@ -77,10 +77,8 @@ async fn acknowledgements_of_readers_in_one_process_cost_one_renewal_per_interva
     let events = kvtk_tests::collect_for(Duration::from_millis(3500), &mut watch).await;
     let writes: Vec<String> = events
         .into_iter()
-        .filter_map(|ev| match ev.unwrap() {
-            WatchEvent::Entry(e) => Some(e.key().as_str().to_string()),
-            _ => None,
-        })
+        .filter_map(|ev| ev.unwrap().into_entry())
+        .map(|e| e.key().to_string())
         .collect();
     println!("writes in 3.5 s with 3 bound acknowledgements: {writes:?}");
     assert!((2..=4).contains(&writes.len()), "{writes:?}");

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use kvtk_core::lease::{LeaseConfig, SessionId, SessionState};
-use kvtk_core::{BucketConfig, Include, Kv, WatchEvent};
+use kvtk_core::{BucketConfig, Include, Kv};
 use kvtk_locks::{ErrorKind, Locks, Released, DEFAULT_MARKER_TTL};
 use kvtk_tests::{client, until, within, FaultProxy, NatsCluster, NatsServer, T};
 
@@ -67,10 +67,8 @@ async fn one_renewal_write_per_interval_however_many_locks_are_held() {
     let events = kvtk_tests::collect_for(Duration::from_millis(3500), &mut watch).await;
     let writes: Vec<String> = events
         .into_iter()
-        .filter_map(|ev| match ev.unwrap() {
-            WatchEvent::Entry(e) => Some(e.key().as_str().to_string()),
-            _ => None,
-        })
+        .filter_map(|ev| ev.unwrap().into_entry())
+        .map(|e| e.key().to_string())
         .collect();
     let key = SessionId::from_key(&format!("_session.{session:032x}"))
         .unwrap()

@@ -12,7 +12,7 @@ use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionState};
-use kvtk_core::{Backoff, Include, Kv, WatchEvent};
+use kvtk_core::{Backoff, Include, Kv};
 use kvtk_membership::{ErrorKind, LeaveReason, Listing, Membership};
 use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::time::Instant;
@@ -51,10 +51,8 @@ async fn one_renewal_write_per_interval_however_many_members_a_process_holds() {
     let events = kvtk_tests::collect_for(Duration::from_millis(3500), &mut watch).await;
     let writes: Vec<String> = events
         .into_iter()
-        .filter_map(|ev| match ev.unwrap() {
-            WatchEvent::Entry(e) => Some(e.key().as_str().to_string()),
-            _ => None,
-        })
+        .filter_map(|ev| ev.unwrap().into_entry())
+        .map(|e| e.key().to_string())
         .collect();
     println!("writes in 3.5 s with 50 members: {writes:?}");
     assert!((2..=4).contains(&writes.len()), "{writes:?}");

@@ -23,3 +23,23 @@ pub enum WatchEvent {
     /// when nothing matched, and at once for [`Include::UpdatesOnly`]).
     InitialDone,
 }
+
+impl WatchEvent {
+    /// The entry this event carries (`None` for [`InitialDone`](WatchEvent::InitialDone)).
+    ///
+    /// ```
+    /// # use kvtk_core::WatchEvent;
+    /// let keys: Vec<String> = [WatchEvent::InitialDone]
+    ///     .into_iter()
+    ///     .filter_map(WatchEvent::into_entry)
+    ///     .map(|e| e.key().to_string())
+    ///     .collect();
+    /// assert!(keys.is_empty());
+    /// ```
+    pub fn into_entry(self) -> Option<Entry> {
+        match self {
+            WatchEvent::Entry(e) => Some(e),
+            WatchEvent::InitialDone => None,
+        }
+    }
+}
