@@ -78,8 +78,9 @@ impl Ack {
         self
     }
 
-    pub(crate) fn ttl(&self) -> Duration {
-        self.ttl
+    /// How often the reader's loop makes sure the acknowledgement is there: twice per TTL.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        (self.ttl / 2).max(Duration::from_millis(500))
     }
 
     /// Publishes `rec` if it changed, or if the key is gone (its lease lost); with `force`,
@@ -94,7 +95,17 @@ impl Ack {
         // `{"v":1,"applied":…}`: see kvtk_core::format.
         let bytes = kvtk_core::format::encode_json(&rec);
         let res = match (&self.lease, held) {
-            (Some(lease), true) => lease.set_value(bytes).await.map(drop),
+            // A value change tries until it is acknowledged; the reader's loop waits one
+            // heartbeat at most, and the next one tries again.
+            (Some(lease), true) => {
+                match tokio::time::timeout(self.heartbeat(), lease.set_value(bytes)).await {
+                    Ok(written) => written.map(drop),
+                    Err(_) => {
+                        tracing::debug!("the applied revision was not acknowledged in time");
+                        return;
+                    }
+                }
+            }
             _ if self.no_ttl => bucket.put(&self.key, bytes).await.map(drop),
             _ => self.create(bucket, bytes).await,
         };

@@ -132,6 +132,46 @@ async fn create_respects_its_expectation() {
 }
 
 #[tokio::test]
+async fn a_value_change_whose_ack_was_lost_is_recognised_and_a_refused_one_changes_nothing() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server, cfg().max_value_size(1024)).await;
+    let keeper = Keeper::new(&b, lease_cfg(3)).unwrap();
+    let lease = keeper.lease("member.a", "v1").await.unwrap();
+    let direct = bucket(&Kv::new(server.connect().await)).await;
+    let value = || async {
+        let e = direct.get_from_leader("member.a").await.unwrap().unwrap();
+        (e.value().clone(), e.revision())
+    };
+
+    // Refused for good: the server's error at once, and the renewals keep the old value.
+    let refused = lease.set_value(vec![b'x'; 2048]).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ValueTooLarge, "{refused}");
+    let before = lease.revision();
+    until("a renewal after the refused change", || async {
+        value().await.1 > before
+    })
+    .await;
+    assert_eq!(value().await.0.as_ref(), b"v1");
+    assert!(lease.is_held());
+
+    // Applied after its request timed out: the change tries again, recognises its own write,
+    // and answers with its revision.
+    let changed = with_acks_lost(&proxy, lease.set_value("v2"), || async {
+        value().await.0.as_ref() == b"v2"
+    })
+    .await
+    .unwrap();
+    let (now, rev) = value().await;
+    assert_eq!(now.as_ref(), b"v2");
+    assert!(
+        rev >= changed && changed > before,
+        "{changed:?} in ({before:?}, {rev:?}]"
+    );
+    assert!(lease.is_held());
+    assert!(lease.release().await.unwrap().was_held);
+}
+
+#[tokio::test]
 async fn a_release_whose_ack_was_lost_recognises_its_own_tombstone() {
     let server = NatsServer::start().await;
     let (proxy, b) = proxied_bucket(&server, cfg()).await;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvtk_core::lease::{Lease, Release, SessionId};
-use kvtk_core::{Backoff, Revision};
+use kvtk_core::Revision;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -183,9 +183,8 @@ impl Held {
         if !self.is_valid() {
             return Err(Error::lost("leadership already ended"));
         }
-        // An unacknowledged write is carried by the next renewal; retry until the deadline.
-        let write = Backoff::DEFAULT.retry(|| self.lease.set_value(body.clone()));
-        match tokio::time::timeout_at(self.deadline(), write).await {
+        // `set_value` tries until the write is acknowledged or the lease ends.
+        match tokio::time::timeout_at(self.deadline(), self.lease.set_value(body)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if e.kind() == kvtk_core::ErrorKind::LeaseLost => Err(Error::lost(
                 "leadership lost before the value was published",

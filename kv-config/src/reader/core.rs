@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kvtk_core::Revision;
 use serde::de::DeserializeOwned;
@@ -246,7 +246,7 @@ where
     /// acknowledgement.
     pub(crate) async fn run(mut self, shared: Arc<Shared<T>>, cancel: CancellationToken) {
         let mut heartbeat = self.ack.as_ref().map(|a| {
-            let period = (a.ttl() / 2).max(Duration::from_millis(500));
+            let period = a.heartbeat();
             let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i

@@ -13,6 +13,7 @@ use super::release::Release;
 use super::state::{LostReason, State, Step};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::Key;
+use crate::retry::Backoff;
 use crate::revision::{Expect, Revision};
 
 /// How often a guarded write tries when renewals of ours keep moving the lease key.
@@ -118,34 +119,45 @@ impl Lease {
     }
 
     /// Rewrites the lease's value now (conditional on our revision, like a renewal, which it
-    /// also is); later renewals carry the new value.
+    /// also is); later renewals carry the new value. A write whose answer was lost, or that
+    /// met a spurious conflict on a replicated bucket, is tried again (the [default
+    /// backoff](crate::Backoff::DEFAULT)) until it is acknowledged or the lease ends, which
+    /// fails with [`ErrorKind::LeaseLost`]. A value the server refuses for good (too large,
+    /// say) fails at once with the server's error, and the lease keeps its value.
     ///
     /// # Cancel safety
     /// Not cancel safe: the write may be applied although the future was dropped; the next
-    /// renewal then recognises it.
+    /// renewal then recognises it. The lease itself is unharmed: its write slot is given
+    /// back and its renewals go on.
     pub async fn set_value(&self, value: impl Into<Bytes>) -> Result<Revision, Error> {
-        self.st.claim().await;
-        let step = if self.st.is_valid() {
-            write_own(self.keeper.bucket(), &self.st, Some(value.into())).await
-        } else {
-            Step::Gone(self.st.reason().unwrap_or(LostReason::Deadline))
-        };
-        self.st.finish_write();
-        // The keeper skipped a timer that fired while we wrote: hand the lease back.
-        self.keeper.track(self.st.clone());
-        match step {
-            Step::Written => Ok(self.revision()),
-            Step::Gone(why) => {
-                self.st.lose(why);
-                Err(self.lost_error())
+        let value = value.into();
+        let mut retrying = Backoff::DEFAULT.start();
+        loop {
+            match self.write_value(value.clone()).await {
+                Ok(Step::Written) => return Ok(self.revision()),
+                Ok(Step::Gone(why)) => {
+                    self.st.lose(why);
+                    return Err(self.lost_error());
+                }
+                Ok(Step::Retry) => {
+                    let next = retrying.next_attempt().min(self.deadline());
+                    tokio::time::sleep_until(next).await;
+                }
+                Err(e) => return Err(e.with_op(Operation::Lease)),
             }
-            Step::Retry => Err(Error::new(
-                ErrorKind::Timeout,
-                "the lease value change was not acknowledged; a renewal will carry it",
-            )
-            .with_op(Operation::Lease)
-            .with_key(self.st.key.as_str())),
         }
+    }
+
+    /// One attempt of [`set_value`](Self::set_value), holding the write slot.
+    async fn write_value(&self, value: Bytes) -> Result<Step, Error> {
+        // Dropped after the slot, also on cancellation: the keeper skipped a timer that fired
+        // while we wrote, so the lease goes back to it once the slot is free.
+        let _hand_back = HandBack(self);
+        let _slot = self.st.claim().await;
+        if !self.st.is_valid() {
+            return Ok(Step::Gone(self.st.reason().unwrap_or(LostReason::Deadline)));
+        }
+        write_own(self.keeper.bucket(), &self.st, Some(value)).await
     }
 
     fn lost_error(&self) -> Error {
@@ -210,6 +222,15 @@ impl Lease {
     pub fn orphan(self) {
         self.st.stop();
         self.st.lose(LostReason::Released);
+    }
+}
+
+/// Hands a lease back to its keeper when dropped (see [`Lease::set_value`]).
+struct HandBack<'a>(&'a Lease);
+
+impl Drop for HandBack<'_> {
+    fn drop(&mut self) {
+        self.0.keeper.track(self.0.st.clone());
     }
 }
 

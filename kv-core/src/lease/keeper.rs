@@ -20,7 +20,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tokio_util::time::DelayQueue;
 
 use super::clock::{LeaseConfig, Next};
-use super::state::{AfterWrite, LostReason, State, Step};
+use super::state::{refused_for_good, AfterWrite, LostReason, State, Step};
 use crate::bucket::Bucket;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::LeaseLabels;
@@ -238,18 +238,24 @@ fn schedule(timers: &mut DelayQueue<Arc<State>>, st: Arc<State>) {
 async fn renew(bucket: Bucket, st: Arc<State>) -> Arc<State> {
     let deadline = st.deadline();
     let step = tokio::time::timeout_at(deadline, write_own(&bucket, &st, None)).await;
-    st.renewal_done(step.ok());
+    st.renewal_done(step.ok().map(|written| written.unwrap_or(Step::Retry)));
     st
 }
 
 /// Rewrites our key (with `value`, or the current value) conditional on our revision,
 /// recognising an earlier write of ours whose acknowledgement was lost. The caller holds
-/// the write slot.
+/// the write slot. Fails only when the server refused the write for good
+/// ([`refused_for_good`]); the lease then keeps the value it had.
 ///
 /// # Cancel safety
 /// Not cancel safe: the write may be applied although the future was dropped; the next
 /// write recognises it by our nonce.
-pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>) -> Step {
+pub(super) async fn write_own(
+    bucket: &Bucket,
+    st: &State,
+    value: Option<Bytes>,
+) -> Result<Step, Error> {
+    let kept = value.as_ref().and_then(|_| st.kept_value());
     let (rev, value) = st.to_write(value);
     let sent = Instant::now();
     let res = bucket
@@ -259,11 +265,18 @@ pub(super) async fn write_own(bucket: &Bucket, st: &State, value: Option<Bytes>)
         .format_opt(st.format)
         .send()
         .await;
-    match st.written(res, sent) {
+    let res = match res {
+        Err(e) if refused_for_good(&e) => {
+            st.refused(kept, &e);
+            return Err(e);
+        }
+        res => res,
+    };
+    Ok(match st.written(res, sent) {
         AfterWrite::Done(step) => step,
         AfterWrite::AskLeader { since } => {
             let found = bucket.get_from_leader(&st.key).await;
             st.read_back(found, since, rev)
         }
-    }
+    })
 }

@@ -128,12 +128,12 @@ impl Release {
 
     async fn run(self) -> Result<Released, Error> {
         let st = &self.st;
-        st.claim().await;
+        let slot = st.claim().await;
         let was_held = st.is_valid();
         st.stop();
         st.lose(LostReason::Released);
         let res = self.remove().await;
-        st.finish_write();
+        drop(slot);
         match &res {
             Ok(r) => {
                 tracing::debug!(key = %st.key, origin = st.origin.get(), was_held, tombstone = r.tombstone.map(Revision::get), "lease released")

@@ -69,6 +69,18 @@ pub(super) enum Step {
     Gone(LostReason),
 }
 
+/// The lease's one write slot, claimed by a value change or a release
+/// ([`State::claim`]): given back when dropped, also when the future that holds it is
+/// cancelled mid-write, so no later writer waits for it forever.
+#[derive(Debug)]
+pub(super) struct Slot<'a>(&'a State);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.finish_write();
+    }
+}
+
 /// What the result of a write of our key leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AfterWrite {
@@ -501,26 +513,27 @@ impl State {
         !std::mem::replace(&mut self.live().busy, true)
     }
 
-    /// Waits until no write of the lease is in flight, then claims the slot.
+    /// Waits until no write of the lease is in flight, then claims the slot, which the
+    /// returned [`Slot`] gives back when dropped.
     ///
     /// # Cancel safety
     /// Cancel safe: the slot is claimed only when the future completes.
-    pub(super) async fn claim(&self) {
+    pub(super) async fn claim(&self) -> Slot<'_> {
         if self.try_claim() {
-            return;
+            return Slot(self);
         }
         let waits = self.waits();
         loop {
             let notified = waits.settled.notified();
             if self.try_claim() {
-                return;
+                return Slot(self);
             }
             notified.await;
         }
     }
 
     /// Gives the write slot back.
-    pub(super) fn finish_write(&self) {
+    fn finish_write(&self) {
         let waits = {
             let mut l = self.live();
             l.busy = false;
@@ -576,6 +589,7 @@ impl Drop for State {
 }
 
 mod writes;
+pub(super) use writes::refused_for_good;
 
 #[cfg(test)]
 mod tests;

@@ -293,21 +293,33 @@ async fn a_key_that_moved_away_ends_the_lease_with_the_right_reason() {
 #[tokio::test(start_paused = true)]
 async fn one_write_at_a_time_and_the_keeper_skips_a_busy_lease() {
     let st = lease();
-    st.claim().await; // a value change writes
+    let slot = st.claim().await; // a value change writes
     advance_ms(1000).await;
     assert!(
         !st.begin_renewal(),
         "the renewal waits for the value change"
     );
+    let (held, hold) = tokio::sync::oneshot::channel::<()>();
     let waiter = tokio::spawn({
         let st = st.clone();
-        async move { st.claim().await }
+        async move {
+            let _slot = st.claim().await;
+            hold.await.ok();
+        }
     });
     advance_ms(100).await;
     assert!(!waiter.is_finished());
-    st.finish_write();
-    waiter.await.unwrap();
+    drop(slot);
+    tokio::task::yield_now().await;
     assert!(!st.begin_renewal(), "the slot went to the waiter");
+    // A writer cancelled mid-write gives the slot back: the renewals go on.
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    drop(held);
+    assert!(
+        st.begin_renewal(),
+        "the slot came back from the cancelled writer"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -457,4 +469,31 @@ async fn a_bound_lease_takes_its_identity_and_timing_from_its_session_and_keeps_
     assert_eq!(bound.revision(), rev(12));
     assert_eq!(bound.deadline(), session.deadline());
     assert!(!bound.begin_renewal());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_value_the_server_refuses_for_good_is_not_what_renewals_carry() {
+    let st = lease();
+    let kept = st.kept_value();
+    assert_eq!(kept.as_deref(), Some(&b"v"[..]));
+    let huge = Bytes::from(vec![b'x'; 64]);
+    assert_eq!(st.to_write(Some(huge.clone())), (rev(REV), huge));
+    let too_large = Error::new(ErrorKind::ValueTooLarge, "message size exceeds maximum");
+    assert!(refused_for_good(&too_large));
+    st.refused(kept, &too_large);
+    assert_eq!(st.to_write(None), (rev(REV), Bytes::from_static(b"v")));
+    // A renewal refused for good is retried like a failed one: the lease is still held.
+    st.refused(None, &too_large);
+    assert!(st.is_valid());
+    // Whatever may pass is retried, never taken for a refusal.
+    for kind in [
+        ErrorKind::Timeout,
+        ErrorKind::Connection,
+        ErrorKind::Unavailable,
+        ErrorKind::Conflict,
+        ErrorKind::OutcomeUnknown,
+        ErrorKind::Server,
+    ] {
+        assert!(!refused_for_good(&Error::new(kind, "")), "{kind:?}");
+    }
 }

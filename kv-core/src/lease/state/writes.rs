@@ -37,6 +37,24 @@ impl State {
         (rev, r.value.clone())
     }
 
+    /// The value the lease keeps and its renewals carry (`None` for a bound lease).
+    pub(in crate::lease) fn kept_value(&self) -> Option<Bytes> {
+        self.own().map(|own| own.renewal().value.clone())
+    }
+
+    /// The server refused a write of our key for good (see [`refused_for_good`]): the
+    /// lease keeps `kept`, the value it had before a refused value change, so that its
+    /// renewals do not carry the refused one; a refused renewal is retried like a failed one.
+    pub(in crate::lease) fn refused(&self, kept: Option<Bytes>, e: &Error) {
+        tracing::warn!(key = %self.key, error = %e, "a write of the lease key was refused");
+        self.renewal(|r| {
+            if let Some(v) = kept {
+                r.value = v;
+            }
+            r.clock.renewal_failed();
+        });
+    }
+
     /// A write of our key sent at `sent`, conditional on our revision, came back with `res`.
     pub(in crate::lease) fn written(
         &self,
@@ -162,6 +180,24 @@ impl State {
             }
         }
     }
+}
+
+/// Whether the server refused a write of our key for what it carries (a value too large, a
+/// bucket that is gone, a feature it lacks): another attempt would be refused again. Any
+/// other failure may pass — a lost answer, a conflict the stream leader must judge, an
+/// election — and is retried.
+pub(in crate::lease) fn refused_for_good(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ValueTooLarge
+            | ErrorKind::InvalidArgument
+            | ErrorKind::InvalidKey
+            | ErrorKind::InvalidTtl
+            | ErrorKind::Codec
+            | ErrorKind::BucketNotFound
+            | ErrorKind::FeatureDisabled
+            | ErrorKind::ServerTooOld
+    )
 }
 
 /// Why a lease whose key is no longer ours ended, from what the key holds now.
