@@ -359,6 +359,32 @@ async fn an_entry_whose_sessions_marker_expired_too_is_removed_once_its_end_is_c
     .await;
     assert_eq!(state(&b, id).await, SessionState::Ended { removal: None });
     let e = leader_entry(&b, &key).await;
+    // A read-only observer takes "no message" from a state as recent as the entry it saw.
+    let seen = within(
+        "a confirmed read",
+        SessionState::read_after(&b, id, e.revision()),
+    );
+    assert_eq!(seen.await.unwrap(), SessionState::Ended { removal: None });
+    // From an older state it would not (a deposed leader may answer from before the
+    // session existed): it reads again until the bucket has reached the revision it saw.
+    let last = b.snapshot(id.key()).await.unwrap().as_of.unwrap();
+    let ahead = kvtk_core::Revision::new(last.get() + 1).unwrap();
+    let pending = tokio::spawn({
+        let b = b.clone();
+        async move { SessionState::read_after(&b, id, ahead).await }
+    });
+    // Nothing to wait for: what is asserted is that nothing happens in this time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "concluded from a state before the one it saw"
+    );
+    b.put("other", "x").await.unwrap();
+    let later = within("the read once the bucket moved on", pending).await;
+    assert_eq!(
+        later.unwrap().unwrap(),
+        SessionState::Ended { removal: None }
+    );
     assert!(matches!(
         remove_if_dead(&b, &e).await.unwrap(),
         Reaped::Removed { .. }

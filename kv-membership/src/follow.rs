@@ -30,7 +30,9 @@ pub(crate) async fn judge_unknown(
 }
 
 /// Judges session `id` from the stream leader (a session key with no message there counts
-/// as ended: its marker expired) and applies the verdict; members of an ended session leave.
+/// as ended — its marker expired — once a snapshot as recent as the member entries bound to
+/// it confirms it: [`SessionState::read_after`]) and applies the verdict; members of an
+/// ended session leave.
 ///
 /// # Cancel safety
 /// Cancel safe: it only reads.
@@ -39,9 +41,11 @@ pub(crate) async fn judge(
     roster: &mut Roster,
     id: SessionId,
 ) -> Result<Vec<MembershipEvent>, Error> {
-    let state = SessionState::read(bucket, id)
-        .await
-        .map_err(|e| Error::kv("could not read a member's session", e))?;
+    let state = match roster.seen_of(id) {
+        Some(seen) => SessionState::read_after(bucket, id, seen).await,
+        None => SessionState::read(bucket, id).await,
+    }
+    .map_err(|e| Error::kv("could not read a member's session", e))?;
     Ok(roster.apply(Observed::Session {
         id,
         state,

@@ -270,6 +270,15 @@ impl Roster {
         ids
     }
 
+    /// The newest revision of a member entry bound to session `id` the roster holds: a write
+    /// later than the session's creation.
+    pub(crate) fn seen_of(&self, id: SessionId) -> Option<Revision> {
+        (self.members.values())
+            .filter(|m| m.session == Some(id))
+            .filter_map(|m| self.bound.get(&m.id).map(Entry::revision))
+            .max()
+    }
+
     /// Whether a current member is bound to a session.
     pub(crate) fn has_bound(&self) -> bool {
         !self.bound.is_empty()

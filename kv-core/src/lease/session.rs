@@ -199,6 +199,39 @@ impl SessionState {
         Ok(SessionState::fetch(bucket, id).await?.0)
     }
 
+    /// As [`read`](Self::read), for a reader that has seen `seen`, the revision of an entry
+    /// bound to the session (so later than the session's creation), and cannot confirm a
+    /// no-message verdict with a conditional write as [`remove_if_dead`](super::remove_if_dead)
+    /// does — an observer with a read-only handle. A stream leader deposed without knowing it
+    /// may answer "no message" from before the session existed; the verdict is taken only
+    /// from a snapshot of the key as of `seen` or later, which any replica may give (the
+    /// bucket's state there is a prefix of its history that holds the session's creation).
+    /// Until one is that recent, it reads again with [`Backoff::DEFAULT`] (bound it with a
+    /// timeout).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn read_after(
+        bucket: &ReadOnlyBucket,
+        id: SessionId,
+        seen: Revision,
+    ) -> Result<SessionState, Error> {
+        let mut retrying = Backoff::DEFAULT.start();
+        loop {
+            let (state, no_message) = SessionState::fetch(bucket, id).await?;
+            if !no_message {
+                return Ok(state);
+            }
+            let key = id.key();
+            let snap = Backoff::DEFAULT.retry(|| bucket.snapshot(&key)).await?;
+            if snap.as_of.is_some_and(|r| r >= seen) {
+                return SessionState::judge(id, snap.entries.first());
+            }
+            tracing::debug!(session = %id, seen = seen.get(), as_of = ?snap.as_of.map(Revision::get), "no message for a session, from a state that may predate it; reading again");
+            retrying.pause().await;
+        }
+    }
+
     /// As [`read`](Self::read), and whether the session key had no message at all.
     pub(super) async fn fetch(
         bucket: &ReadOnlyBucket,
