@@ -3,9 +3,10 @@
 //! writable handle may; a compare-and-set delete makes it safe).
 
 use kvtk_core::lease::{remove_if_dead, Reaped, SessionId, SessionState, SESSION_PREFIX};
-use kvtk_core::{Bucket, Include, ReadOnlyBucket, Watch};
+use kvtk_core::{Bucket, Include, ReadOnlyBucket, Revision, Watch};
 
 use crate::error::Error;
+use crate::names;
 use crate::roster::{MembershipEvent, Observed, Roster};
 
 /// The filter of every session key of a bucket.
@@ -91,6 +92,49 @@ pub(crate) async fn judge_removal(
             vec![]
         }
     }
+}
+
+/// Before session `id`'s end at revision `end` is applied (it comes from the session watch,
+/// which runs beside the members' watch, ahead of it or behind): the members bound to it
+/// whose own removal precedes `end` — not yet through the members' watch — leave now, from
+/// a snapshot of `group`'s keys as of `end` or later, so that they leave (`Left`) instead of
+/// ending with the session (`Expired`).
+///
+/// # Cancel safety
+/// Cancel safe: it only reads (what was applied before the cancellation is kept).
+pub(crate) async fn left_before_end(
+    bucket: &ReadOnlyBucket,
+    roster: &mut Roster,
+    group: &str,
+    id: SessionId,
+    end: Revision,
+) -> Result<Vec<MembershipEvent>, Error> {
+    if roster.seen_of(id).is_none() {
+        return Ok(vec![]);
+    }
+    let snap = bucket
+        .snapshot_since(names::group_filter(group), end)
+        .await
+        .map_err(|e| Error::kv("could not read the members of an ended session", e))?;
+    let mut events = Vec::new();
+    for e in snap
+        .entries
+        .iter()
+        .filter(|e| !e.is_value() && e.revision() < end)
+    {
+        let Ok(Some(obs)) = Observed::from_entry(group, e) else {
+            continue;
+        };
+        if let Observed::Removed { id: member, .. } = &obs {
+            if roster
+                .member(member)
+                .is_some_and(|m| m.session() == Some(id))
+            {
+                events.extend(roster.apply(obs));
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// Removes the entries of ended sessions the roster met, if `reaper` may write: each by

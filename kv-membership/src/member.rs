@@ -144,6 +144,11 @@ impl Join {
                         bound = lease.is_bound(),
                         "joined"
                     );
+                    if lease.is_bound() {
+                        // Dropping the member leaves as `leave()` does: watchers tell its
+                        // tombstone from an observer's removal after its session ended.
+                        lease.complete_on_drop();
+                    }
                     return Ok(Member {
                         lease,
                         session,
@@ -210,7 +215,8 @@ impl IntoFuture for Join {
 #[must_use = "dropping a member leaves the group"]
 #[derive(Debug)]
 pub struct Member {
-    /// Dropped first: its release is sent before the session may close.
+    /// Dropped first: its release is under way before the session may close (which waits
+    /// for it).
     lease: Lease,
     /// The session the member is bound to: it lives at least as long as the member.
     session: Option<Arc<Session>>,

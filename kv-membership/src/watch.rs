@@ -179,6 +179,20 @@ impl State {
         match ev {
             Some(Ok(WatchEvent::Entry(e))) => match Observed::from_session_entry(&e) {
                 Ok(Some(obs)) => {
+                    if !e.is_value() {
+                        let (group, id) = (&self.group, SessionId::from_key(e.key().as_str()));
+                        if let Some(id) = id {
+                            let left = follow::left_before_end(
+                                &self.bucket,
+                                &mut self.roster,
+                                group,
+                                id,
+                                e.revision(),
+                            );
+                            let events = left.await?;
+                            self.emit(events);
+                        }
+                    }
                     self.observe(obs);
                     Ok(())
                 }

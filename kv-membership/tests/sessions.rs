@@ -97,6 +97,28 @@ async fn a_bound_member_updates_leaves_and_is_dropped_as_before() {
 }
 
 #[tokio::test]
+async fn a_process_dropping_its_members_and_session_together_is_seen_leaving_not_expiring() {
+    let server = NatsServer::start().await;
+    let observer = membership(&connect(server.client_url()).await, "s6", None).await;
+    let mut w = observer.group("svc").unwrap().watch().await.unwrap();
+    assert!(snapshot(&mut w).await.is_empty());
+    let process = membership(&connect(server.client_url()).await, "s6", Some(10)).await;
+    let svc = process.group("svc").unwrap();
+    let mut members = Vec::new();
+    for id in ["p", "q", "r"] {
+        members.push(svc.join(id, "up").await.unwrap());
+        joined(&mut w).await;
+    }
+    // Everything at once, as a process that returns from main: the members' releases and
+    // the session's close run in the background, the close last.
+    drop((members, svc, process));
+    for _ in 0..3 {
+        let (gone, reason) = left(&mut w).await;
+        assert_eq!(reason, LeaveReason::Left, "{} expired", gone.id());
+    }
+}
+
+#[tokio::test]
 async fn a_closed_sessions_members_leave_and_an_observer_removes_their_keys() {
     let server = NatsServer::start().await;
     let kv = connect(server.client_url()).await;

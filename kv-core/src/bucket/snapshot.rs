@@ -8,6 +8,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Operation};
 use crate::js::{StoredMsg, TOO_MANY_RESULTS};
 use crate::key::KeyFilter;
+use crate::retry::Backoff;
 use crate::revision::Revision;
 use crate::watch::{Include, WatchBuilder};
 
@@ -71,6 +72,31 @@ impl ReadOnlyBucket {
         }
         .instrument(span)
         .await
+    }
+
+    /// As [`snapshot`](Self::snapshot), consistent as of `at_least` or later: while the
+    /// replica that answers has not reached it, it asks again, with [`Backoff::DEFAULT`]
+    /// between attempts (transient failures too; bound it with a timeout). For a reader that
+    /// saw `at_least` (a watch event, say) and must judge the keys from a state that
+    /// includes it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn snapshot_since(
+        &self,
+        filter: impl AsRef<str>,
+        at_least: Revision,
+    ) -> Result<Snapshot, Error> {
+        let filter = filter.as_ref();
+        let mut retrying = Backoff::DEFAULT.start();
+        loop {
+            let snap = Backoff::DEFAULT.retry(|| self.snapshot(filter)).await?;
+            if snap.as_of.is_some_and(|r| r >= at_least) {
+                return Ok(snap);
+            }
+            tracing::debug!(filter, at_least = at_least.get(), as_of = ?snap.as_of.map(Revision::get), "a snapshot older than asked; reading again");
+            retrying.pause().await;
+        }
     }
 
     /// A snapshot too large for one direct-get answer (more than 1,024 keys match): the last

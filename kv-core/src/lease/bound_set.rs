@@ -65,6 +65,11 @@ impl<T> BoundSet<T> {
         self.slots.len() - self.free.len()
     }
 
+    /// Every lease in the set.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Weak<T>> {
+        self.slots.iter().flatten()
+    }
+
     /// Every lease in the set, emptying it.
     pub(super) fn drain(self) -> impl Iterator<Item = Weak<T>> {
         self.slots.into_iter().flatten()

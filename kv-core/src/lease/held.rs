@@ -204,6 +204,13 @@ impl Lease {
         Err(self.lost_error())
     }
 
+    /// Marks the release that dropping the lease starts as completed
+    /// ([`Release::completed`]): for a recipe whose handle's drop is a deliberate departure
+    /// (a member), so that observers tell it from a removal by someone else.
+    pub fn complete_on_drop(&self) {
+        self.st.set_complete_on_drop();
+    }
+
     /// Starts releasing the lease; `.await` it. See [`Release`].
     pub fn release(self) -> Release {
         self.release_shared()
@@ -240,7 +247,14 @@ impl Drop for Lease {
         if self.st.is_stopped() {
             return;
         }
-        let release = self.release_shared();
+        let mut release = self.release_shared();
+        if self.st.completes_on_drop() {
+            release = release.completed();
+        }
+        if self.st.has_bound() {
+            // A session's: its bound leases dropped with it are released first.
+            release = release.after_bound_releases();
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 self.keeper.inner.tracker.spawn_on(

@@ -47,6 +47,8 @@ pub struct Release {
     first: Option<(Arc<str>, Expect)>,
     hand_over: Option<HandOver>,
     completed: bool,
+    /// A session's close: waits first for its bound leases' releases under way.
+    after_bound: bool,
 }
 
 /// What a release leaves in place of its tombstone.
@@ -76,7 +78,15 @@ impl Release {
             first: None,
             hand_over: None,
             completed: false,
+            after_bound: false,
         }
+    }
+
+    /// Waits first, up to a bound, for the releases under way of the leases bound to this
+    /// one (a session's close; see `State::bound_released`).
+    pub(super) fn after_bound_releases(mut self) -> Self {
+        self.after_bound = true;
+        self
     }
 
     /// Marks the tombstone as the end of a lease that did its work (e.g. a lock holder's
@@ -128,6 +138,10 @@ impl Release {
 
     async fn run(self) -> Result<Released, Error> {
         let st = &self.st;
+        if self.after_bound {
+            // Boxed: only a session's close waits so, and every release's future would grow.
+            Box::pin(st.bound_released()).await;
+        }
         let slot = st.claim().await;
         let was_held = st.is_valid();
         st.stop();

@@ -203,11 +203,11 @@ impl SessionState {
     /// bound to the session (so later than the session's creation), and cannot confirm a
     /// no-message verdict with a conditional write as [`remove_if_dead`](super::remove_if_dead)
     /// does — an observer with a read-only handle. A stream leader deposed without knowing it
-    /// may answer "no message" from before the session existed; the verdict is taken only
-    /// from a snapshot of the key as of `seen` or later, which any replica may give (the
-    /// bucket's state there is a prefix of its history that holds the session's creation).
-    /// Until one is that recent, it reads again with [`Backoff::DEFAULT`] (bound it with a
-    /// timeout).
+    /// may answer "no message" from before the session existed; that verdict is taken only
+    /// from a snapshot of the key as of `seen` or later
+    /// ([`snapshot_since`](ReadOnlyBucket::snapshot_since)), which any replica may give
+    /// (the bucket's state there is a prefix of its history that holds the session's
+    /// creation). Bound it with a timeout.
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
@@ -216,20 +216,12 @@ impl SessionState {
         id: SessionId,
         seen: Revision,
     ) -> Result<SessionState, Error> {
-        let mut retrying = Backoff::DEFAULT.start();
-        loop {
-            let (state, no_message) = SessionState::fetch(bucket, id).await?;
-            if !no_message {
-                return Ok(state);
-            }
-            let key = id.key();
-            let snap = Backoff::DEFAULT.retry(|| bucket.snapshot(&key)).await?;
-            if snap.as_of.is_some_and(|r| r >= seen) {
-                return SessionState::judge(id, snap.entries.first());
-            }
-            tracing::debug!(session = %id, seen = seen.get(), as_of = ?snap.as_of.map(Revision::get), "no message for a session, from a state that may predate it; reading again");
-            retrying.pause().await;
+        let (state, no_message) = SessionState::fetch(bucket, id).await?;
+        if !no_message {
+            return Ok(state);
         }
+        let snap = bucket.snapshot_since(id.key(), seen).await?;
+        SessionState::judge(id, snap.entries.first())
     }
 
     /// As [`read`](Self::read), and whether the session key had no message at all.
@@ -346,9 +338,12 @@ impl Session {
 
     /// Closes the session: a delete of the session key conditional on its revision, which
     /// recognises its own tombstone when the acknowledgement was lost. Every entry bound to
-    /// it is then ended for everyone (removable by anyone).
+    /// it is then ended for everyone (removable by anyone). Bound entries whose release is
+    /// under way (dropped just before) are released first — waited for up to 2 s — so that
+    /// observers see them leave rather than end with the session; dropping the session
+    /// does the same.
     pub fn close(self) -> Release {
-        self.lease.release()
+        self.lease.release().after_bound_releases()
     }
 
     /// Stops renewing the session without closing it; the server expires its key after its

@@ -115,6 +115,9 @@ struct Live {
     busy: bool,
     /// Renewals stopped for good (a release, an orphan).
     stopped: bool,
+    /// A release when the lease is dropped is marked completed (see
+    /// [`Lease::complete_on_drop`](super::Lease::complete_on_drop)).
+    complete_on_drop: bool,
     reason: Option<LostReason>,
     /// Made by the first who waits on the lease or hooks onto its end; most never do.
     waits: Option<Arc<Waits>>,
@@ -213,6 +216,7 @@ impl State {
                 rev,
                 busy: false,
                 stopped: false,
+                complete_on_drop: false,
                 reason: None,
                 waits: None,
             }),
@@ -242,42 +246,6 @@ impl State {
             st.lose(why);
         }
         st
-    }
-
-    /// Takes a bound lease into this session's bound set: its slot there, or the reason
-    /// the session ended (then it is not taken in).
-    fn join(&self, lease: Weak<State>) -> (u32, Option<LostReason>) {
-        let l = self.live();
-        if l.reason.is_some() {
-            return (u32::MAX, l.reason);
-        }
-        let Some(own) = self.own() else {
-            return (u32::MAX, None);
-        };
-        let mut r = own.renewal();
-        let bound = r.bound.get_or_insert_with(Box::default);
-        // No slot left (over four billion bound leases) keeps it out of the set.
-        (bound.insert(lease).unwrap_or(u32::MAX), None)
-    }
-
-    /// A bound lease leaves its session's bound set (a lease that left already, or was
-    /// never in it, changes nothing).
-    fn leave(&self) {
-        let Tie::Bound { session, slot } = &self.tie else {
-            return;
-        };
-        let Some(own) = session.own() else { return };
-        if let Some(b) = own.renewal().bound.as_mut() {
-            b.remove(*slot, self);
-        }
-    }
-
-    /// How many leases are bound to this one (a session's). Only for tests.
-    #[cfg(test)]
-    pub(super) fn bound_count(&self) -> usize {
-        let Some(own) = self.own() else { return 0 };
-        let r = own.renewal();
-        r.bound.as_ref().map_or(0, |b| b.len())
     }
 
     fn own(&self) -> Option<&Own> {
@@ -588,6 +556,7 @@ impl Drop for State {
     }
 }
 
+mod bound;
 mod writes;
 pub(super) use writes::refused_for_good;
 

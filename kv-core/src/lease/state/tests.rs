@@ -497,3 +497,32 @@ async fn a_value_the_server_refuses_for_good_is_not_what_renewals_carry() {
         assert!(!refused_for_good(&Error::new(kind, "")), "{kind:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sessions_close_waits_for_the_releases_of_its_bound_leases_under_way() {
+    let session = lease();
+    let _held = lease_in(Some(session.clone()));
+    let dropped = lease_in(Some(session.clone()));
+    dropped.stop(); // dropped: its release is under way, the other one is still held
+    let start = Instant::now();
+    let close = tokio::spawn({
+        let session = session.clone();
+        async move { session.bound_released().await }
+    });
+    advance_ms(100).await;
+    assert!(!close.is_finished(), "the close waits for the release");
+    let slot = dropped.claim().await;
+    dropped.lose(LostReason::Released);
+    drop(slot);
+    close.await.unwrap();
+    assert!(
+        start.elapsed() < RENEWAL_WAIT,
+        "woken by the release, not the bound"
+    );
+    // A release that never runs is waited for up to the bound only.
+    let stuck = lease_in(Some(session.clone()));
+    stuck.stop();
+    let start = Instant::now();
+    session.bound_released().await;
+    assert_eq!(start.elapsed(), RENEWAL_WAIT);
+}

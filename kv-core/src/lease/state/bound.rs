@@ -1,0 +1,100 @@
+//! A session's side of the leases bound to it: taking them into its bound set and letting
+//! them leave, and its close's wait for the releases of those dropped just before (which a
+//! recipe may mark completed). Pure, like the rest of `state.rs`.
+
+use std::sync::{Arc, Weak};
+
+use super::{LostReason, State, Tie, RENEWAL_WAIT};
+
+impl State {
+    /// Takes a bound lease into this session's bound set: its slot there, or the reason
+    /// the session ended (then it is not taken in).
+    pub(super) fn join(&self, lease: Weak<State>) -> (u32, Option<LostReason>) {
+        let l = self.live();
+        if l.reason.is_some() {
+            return (u32::MAX, l.reason);
+        }
+        let Some(own) = self.own() else {
+            return (u32::MAX, None);
+        };
+        let mut r = own.renewal();
+        let bound = r.bound.get_or_insert_with(Box::default);
+        // No slot left (over four billion bound leases) keeps it out of the set.
+        (bound.insert(lease).unwrap_or(u32::MAX), None)
+    }
+
+    /// A bound lease leaves its session's bound set (a lease that left already, or was
+    /// never in it, changes nothing).
+    pub(super) fn leave(&self) {
+        let Tie::Bound { session, slot } = &self.tie else {
+            return;
+        };
+        let Some(own) = session.own() else { return };
+        if let Some(b) = own.renewal().bound.as_mut() {
+            b.remove(*slot, self);
+        }
+    }
+
+    /// Whether leases are bound to this one (a session's).
+    pub(in crate::lease) fn has_bound(&self) -> bool {
+        self.own().is_some_and(|own| own.renewal().bound.is_some())
+    }
+
+    /// Whether the lease's release is under way: renewals stopped, the release not yet
+    /// written (or writing).
+    fn is_releasing(&self) -> bool {
+        let l = self.live();
+        l.stopped && (l.busy || l.reason.is_none())
+    }
+
+    /// A lease bound to this one (a session's) whose release is under way.
+    fn releasing_bound(&self) -> Option<Arc<State>> {
+        // Upgraded under the session's lock, checked after it (each child's own lock).
+        let children: Vec<Arc<State>> = {
+            let own = self.own()?;
+            let r = own.renewal();
+            r.bound.as_ref()?.iter().filter_map(Weak::upgrade).collect()
+        };
+        children.into_iter().find(|c| c.is_releasing())
+    }
+
+    /// Completes once no lease bound to this session is being released, or after
+    /// [`RENEWAL_WAIT`]: a session's close waits for them, so that its end never lands
+    /// before a bound entry's own release (observers then see the entry leave, not expire).
+    /// Bound leases still held are not waited for: they end with the session.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub(in crate::lease) async fn bound_released(&self) {
+        let settled = async {
+            while let Some(child) = self.releasing_bound() {
+                let waits = child.waits();
+                let notified = waits.settled.notified();
+                if child.is_releasing() {
+                    notified.await;
+                }
+            }
+        };
+        if tokio::time::timeout(RENEWAL_WAIT, settled).await.is_err() {
+            tracing::debug!(key = %self.key, "closing the session with a bound lease's release still pending");
+        }
+    }
+
+    /// Marks the lease's release when dropped as completed.
+    pub(in crate::lease) fn set_complete_on_drop(&self) {
+        self.live().complete_on_drop = true;
+    }
+
+    /// Whether the lease's release when dropped is marked completed.
+    pub(in crate::lease) fn completes_on_drop(&self) -> bool {
+        self.live().complete_on_drop
+    }
+
+    /// How many leases are bound to this one (a session's). Only for tests.
+    #[cfg(test)]
+    pub(in crate::lease) fn bound_count(&self) -> usize {
+        let Some(own) = self.own() else { return 0 };
+        let r = own.renewal();
+        r.bound.as_ref().map_or(0, |b| b.len())
+    }
+}
