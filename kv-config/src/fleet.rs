@@ -253,28 +253,34 @@ pub(crate) async fn wait_applied(
     ))
 }
 
-/// Instance name → the revision it applied and the session its acknowledgement is bound to.
-type Instances = BTreeMap<String, (u64, Option<SessionId>)>;
+/// Instance name → the revision it applied and, when its acknowledgement is bound to a
+/// session, the session and the acknowledgement's revision.
+type Instances = BTreeMap<String, (u64, Option<(SessionId, Revision)>)>;
 
 /// Removes the instances whose acknowledgement is bound to a session that ended: each
-/// session not known ended is read from the stream leader (never a replica, which may lag).
+/// session not known ended is read from the stream leader (never a replica, which may lag),
+/// a no-message verdict confirmed from a state as recent as its acknowledgements
+/// ([`SessionState::read_after`]).
 async fn drop_ended(
     bucket: &ReadOnlyBucket,
     instances: &mut Instances,
     sessions: &mut SessionBook,
 ) -> Result<(), Error> {
-    let mut ids: Vec<SessionId> = instances.values().filter_map(|(_, s)| *s).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.retain(|id| sessions.get(*id) != Some(false));
-    for id in ids {
-        let state = SessionState::read(bucket, id)
+    let mut seen: BTreeMap<SessionId, Revision> = BTreeMap::new();
+    for (id, rev) in instances.values().filter_map(|(_, s)| *s) {
+        let newest = seen.entry(id).or_insert(rev);
+        *newest = (*newest).max(rev);
+    }
+    seen.retain(|id, _| sessions.get(*id) != Some(false));
+    for (id, rev) in seen {
+        let state = SessionState::read_after(bucket, id, rev)
             .await
             .map_err(|e| Error::kv("cannot read an acknowledgement's session", e))?;
         sessions.record(id, &state);
     }
-    instances.retain(|_, (_, s)| s.is_none_or(|id| sessions.get(id) != Some(false)));
-    sessions.forget_ended(|id| instances.values().any(|(_, s)| *s == Some(id)));
+    let bound_to = |s: &Option<(SessionId, Revision)>| s.map(|(id, _)| id);
+    instances.retain(|_, (_, s)| bound_to(s).is_none_or(|id| sessions.get(id) != Some(false)));
+    sessions.forget_ended(|id| instances.values().any(|(_, s)| bound_to(s) == Some(id)));
     Ok(())
 }
 
@@ -307,7 +313,8 @@ fn record(
         .and_then(|a| a.applied);
     match applied {
         Some(r) => {
-            instances.insert(name.to_string(), (r, SessionId::bound_by(&e)));
+            let bound = SessionId::bound_by(&e).map(|id| (id, e.revision()));
+            instances.insert(name.to_string(), (r, bound));
         }
         None => {
             instances.remove(name);
