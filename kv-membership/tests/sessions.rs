@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kvtk_core::lease::{Keeper, LeaseConfig, SessionState};
 use kvtk_core::{Backoff, Include, Kv};
-use kvtk_membership::{ErrorKind, LeaveReason, Listing, Membership};
+use kvtk_membership::{ErrorKind, LeaveReason, Listing, Membership, MembershipWatch};
 use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::time::Instant;
 
@@ -31,6 +31,15 @@ async fn membership(kv: &Kv, bucket: &str, session_ttl: Option<u64>) -> Membersh
         Some(s) => m.bind_to_session_with(LeaseConfig::new(Duration::from_secs(s)).unwrap()),
         None => m,
     }
+}
+
+/// A watch of group `svc` in `bucket` by an observer of its own (not bound), past its empty
+/// snapshot.
+async fn observed(server: &NatsServer, bucket: &str) -> MembershipWatch {
+    let observer = membership(&connect(server.client_url()).await, bucket, None).await;
+    let mut w = observer.group("svc").unwrap().watch().await.unwrap();
+    assert!(snapshot(&mut w).await.is_empty());
+    w
 }
 
 #[tokio::test]
@@ -68,9 +77,7 @@ async fn one_renewal_write_per_interval_however_many_members_a_process_holds() {
 #[tokio::test]
 async fn a_bound_member_updates_leaves_and_is_dropped_as_before() {
     let server = NatsServer::start().await;
-    let observer = membership(&connect(server.client_url()).await, "s2", None).await;
-    let mut w = observer.group("svc").unwrap().watch().await.unwrap();
-    assert!(snapshot(&mut w).await.is_empty());
+    let mut w = observed(&server, "s2").await;
     let svc = membership(&connect(server.client_url()).await, "s2", Some(10))
         .await
         .group("svc")
@@ -99,9 +106,7 @@ async fn a_bound_member_updates_leaves_and_is_dropped_as_before() {
 #[tokio::test]
 async fn a_process_dropping_its_members_and_session_together_is_seen_leaving_not_expiring() {
     let server = NatsServer::start().await;
-    let observer = membership(&connect(server.client_url()).await, "s6", None).await;
-    let mut w = observer.group("svc").unwrap().watch().await.unwrap();
-    assert!(snapshot(&mut w).await.is_empty());
+    let mut w = observed(&server, "s6").await;
     let process = membership(&connect(server.client_url()).await, "s6", Some(10)).await;
     let svc = process.group("svc").unwrap();
     let mut members = Vec::new();
