@@ -570,6 +570,47 @@ async fn renewed(locks: &kvtk_locks::Locks, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_shows_a_bound_acknowledgement_while_its_session_lives() {
+    use kvtk_core::lease::{Keeper, LeaseConfig};
+    let (server, kvtk) = start().await;
+    let kv = kvtk_core::Kv::connect(&server.client_url()).await.unwrap();
+    let config = kvtk_core::BucketConfig::new("config")
+        .history(10)
+        .per_key_ttl(Duration::from_secs(60))
+        .atomic_batches(true);
+    let bucket = kv.create_bucket(config).await.unwrap();
+    ok(&kvtk, &["config", "--key", "app", "set", "a", "1"]);
+    let applied = bucket.get("app").await.unwrap().unwrap().revision().get();
+    // A reader process's acknowledgement bound to its session, as kvtk-config writes it.
+    let cfg = LeaseConfig::new(Duration::from_secs(10)).unwrap();
+    let session = Keeper::new(&bucket, cfg).unwrap().session().await.unwrap();
+    let ack = json!({"v": 1, "applied": applied, "rejected": null, "stale": false});
+    let bound = session
+        .bind("_applied.app.web-2", ack.to_string())
+        .await
+        .unwrap();
+    let c = console(&kvtk, &[]).await;
+    let b = browse(&c, "config").await;
+    open_doc(&b, 1).await;
+    let row = r#"document.querySelector('tr[data-instance="web-2"]')"#;
+    b.until("web-2 in the fleet", &format!("{row} !== null"))
+        .await;
+    let docs = "document.querySelectorAll('#config-docs li').length";
+    assert_eq!(
+        b.eval(docs).await,
+        json!(1),
+        "the session key is no document"
+    );
+    b.shot("config-fleet-bound").await;
+    // The session ends; its acknowledgement stays in the bucket but no longer counts.
+    session.close().await.unwrap();
+    b.until("web-2 out of the fleet", &format!("{row} === null"))
+        .await;
+    b.shot("config-fleet-session-ended").await;
+    bound.orphan();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_prefix_shows_as_one_document_with_history_and_diffs() {
     let (_server, kvtk) = start().await;
     let svc = |args: &[&str]| {

@@ -276,6 +276,55 @@ async fn the_fleet_shows_which_reader_applied_which_revision() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_bound_acknowledgement_counts_while_its_session_lives_and_sessions_are_no_documents() {
+    use kvtk_core::lease::{Keeper, LeaseConfig};
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let b = kv
+        .create_bucket(
+            kvtk_core::BucketConfig::new("config")
+                .history(10)
+                .per_key_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let rev = b.put("app", r#"{"a":1}"#).await.unwrap();
+    // A reader process's acknowledgement bound to its session, as kvtk-config writes it.
+    let cfg = LeaseConfig::new(Duration::from_secs(10)).unwrap();
+    let session = Keeper::new(&b, cfg).unwrap().session().await.unwrap();
+    let ack = json!({"v": 1, "applied": rev.get(), "rejected": null, "stale": false});
+    let bound = session
+        .bind("_applied.app.web-2", ack.to_string())
+        .await
+        .unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    until("web-2's acknowledgement", || async {
+        let doc = item(&ui, "config", "app").await;
+        doc["fleet"][0]["instance"] == "web-2"
+            && doc["fleet"][0]["ack"]["applied"] == json!(rev.get())
+    })
+    .await;
+    let keys: Vec<Value> = (get(&ui, "/api/config").await.as_array().unwrap().iter())
+        .map(|d| d["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!("app")], "the session key is no document");
+    // The session ends; its acknowledgement stays in the bucket but no longer counts.
+    session.close().await.unwrap();
+    until("web-2 out of the fleet", || async {
+        item(&ui, "config", "app").await["fleet"] == json!([])
+    })
+    .await;
+    assert!(b
+        .get("_applied.app.web-2")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_value());
+    bound.orphan();
+    ui.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn candidates_are_listed_in_line_order() {
     use kvtk_leader::Election;
     let server = NatsServer::start().await;

@@ -9,7 +9,12 @@
 //! whose value is not a JSON object (a field: prefix mode stores leaves, never objects; its
 //! prefix is then the key's first token); any other key is a document. An item's history
 //! is read through [`ConfigWriter::history`] when the watch shows one of its keys changed;
-//! acknowledgements come from the watch itself.
+//! acknowledgements come from the watch itself. An acknowledgement bound to a session
+//! (kvtk-config's `bind_ack_to_session`) counts while its session lives, as
+//! `wait_applied` counts it: the same watch delivers the session keys (`_session.<id>`),
+//! in order with the acknowledgements, and a session it did not deliver once its initial
+//! values were complete — a state that holds the acknowledgement, so the session's creation
+//! too — has ended.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use kvtk_config::{Applied, ConfigWriter, Source};
+use kvtk_core::lease::{SessionId, SessionState};
 use kvtk_core::{Bucket, Entry};
 use serde_json::{json, Value};
 
@@ -38,8 +44,8 @@ struct Doc {
     /// `Some` for a prefix: its live field keys.
     fields: Option<BTreeSet<String>>,
     history: Vec<Version>,
-    /// Instance → (ack, lease deadline).
-    fleet: BTreeMap<String, (Value, Option<u64>)>,
+    /// Instance → (ack, lease deadline, the session it is bound to).
+    fleet: BTreeMap<String, (Value, Option<u64>, Option<SessionId>)>,
     exists: bool,
     read_once: bool,
 }
@@ -52,6 +58,10 @@ pub(crate) struct ConfigFeed {
     docs: BTreeMap<String, Doc>,
     /// Key → the item it belongs to, for every key seen.
     items: HashMap<String, String>,
+    /// The sessions the watch delivered: alive or ended.
+    sessions: HashMap<SessionId, bool>,
+    /// The watch's initial values are complete: a session it did not deliver has ended.
+    settled: bool,
 }
 
 /// The source of an item of the view: a prefix when the item says so.
@@ -105,7 +115,25 @@ impl ConfigFeed {
             bucket: None,
             docs: BTreeMap::new(),
             items: HashMap::new(),
+            sessions: HashMap::new(),
+            settled: false,
         }
+    }
+
+    /// Whether an acknowledgement bound to `session` (if any) counts: its session lives.
+    fn counts(&self, session: Option<SessionId>) -> bool {
+        session.is_none_or(|id| self.sessions.get(&id).copied().unwrap_or(!self.settled))
+    }
+
+    /// A session key's entry: the documents with an acknowledgement bound to it.
+    fn session(&mut self, id: SessionId, e: &Entry) -> Vec<Change> {
+        let alive = SessionState::judge(id, Some(e)).is_ok_and(|s| s.is_alive());
+        self.sessions.insert(id, alive);
+        self.docs
+            .iter()
+            .filter(|(_, d)| d.fleet.values().any(|(_, _, s)| *s == Some(id)))
+            .map(|(k, _)| Change::Renewed(k.clone()))
+            .collect()
     }
 
     fn read(&self, key: &str) -> Option<Read<ReadOut>> {
@@ -218,8 +246,12 @@ impl ConfigFeed {
             self.hub.remove(View::Config, key);
             return;
         }
-        self.hub
-            .put(View::Config, key, doc_json(key, doc, &self.schemas));
+        let counts = |s: Option<SessionId>| self.counts(s);
+        self.hub.put(
+            View::Config,
+            key,
+            doc_json(key, doc, &self.schemas, &counts),
+        );
     }
 
     /// An acknowledgement key's entry; returns the item it is about.
@@ -236,7 +268,9 @@ impl ConfigFeed {
                 Ok(None) => json!({"unreadable": String::from_utf8_lossy(e.value())}),
                 Err(refused) => json!({"refused": refused.to_string()}),
             };
-            d.fleet.insert(instance.to_string(), (ack, expires_ms(e)));
+            let session = SessionId::bound_by(e);
+            d.fleet
+                .insert(instance.to_string(), (ack, expires_ms(e), session));
         } else {
             d.fleet.remove(instance);
         }
@@ -254,6 +288,8 @@ impl Feed for ConfigFeed {
     fn open(&mut self, bucket: Bucket) -> BoxFuture<'_, Result<(), String>> {
         async move {
             self.bucket = Some(bucket);
+            self.sessions.clear();
+            self.settled = false;
             for d in self.docs.values_mut() {
                 d.fleet.clear();
                 d.exists = false;
@@ -266,6 +302,9 @@ impl Feed for ConfigFeed {
 
     fn entry(&mut self, e: &Entry) -> Vec<Change> {
         let key = e.key().as_str();
+        if let Some(id) = SessionId::from_key(key) {
+            return self.session(id, e);
+        }
         if let Some(rest) = key.strip_prefix(APPLIED) {
             let Some(doc) = self.ack(rest, e) else {
                 return Vec::new();
@@ -277,7 +316,8 @@ impl Feed for ConfigFeed {
         vec![Change::Changed(self.key_entry(key, e))]
     }
 
-    fn initial(&self) -> Vec<String> {
+    fn initial(&mut self) -> Vec<String> {
+        self.settled = true;
         self.docs.keys().cloned().collect()
     }
 
@@ -303,8 +343,14 @@ impl Feed for ConfigFeed {
     }
 }
 
-/// The JSON item of one document (`/api/config`, and the page's Configuration view).
-fn doc_json(key: &str, doc: &Doc, schemas: &Schemas) -> Value {
+/// The JSON item of one document (`/api/config`, and the page's Configuration view); the
+/// fleet's acknowledgements that `counts`.
+fn doc_json(
+    key: &str,
+    doc: &Doc,
+    schemas: &Schemas,
+    counts: &dyn Fn(Option<SessionId>) -> bool,
+) -> Value {
     let history: Vec<Value> = doc
         .history
         .iter()
@@ -322,7 +368,8 @@ fn doc_json(key: &str, doc: &Doc, schemas: &Schemas) -> Value {
     let fleet: Vec<Value> = doc
         .fleet
         .iter()
-        .map(|(instance, (ack, exp))| json!({"instance": instance, "ack": ack, "expires_ms": exp}))
+        .filter(|(_, (_, _, session))| counts(*session))
+        .map(|(instance, (ack, exp, _))| json!({"instance": instance, "ack": ack, "expires_ms": exp}))
         .collect();
     json!({
         "key": key,

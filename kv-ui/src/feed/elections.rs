@@ -200,7 +200,7 @@ impl Feed for ElectionsFeed {
         vec![Change::Changed(name.to_string())]
     }
 
-    fn initial(&self) -> Vec<String> {
+    fn initial(&mut self) -> Vec<String> {
         self.elections
             .iter()
             .filter(|(_, s)| s.changed_at > 0)

@@ -220,7 +220,7 @@ impl Feed for LocksFeed {
         vec![Change::Changed(name)]
     }
 
-    fn initial(&self) -> Vec<String> {
+    fn initial(&mut self) -> Vec<String> {
         self.shown
             .iter()
             .filter(|(_, s)| s.changed_at > 0)

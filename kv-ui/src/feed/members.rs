@@ -188,7 +188,7 @@ impl Feed for MembersFeed {
         vec![Change::Changed(group.to_string())]
     }
 
-    fn initial(&self) -> Vec<String> {
+    fn initial(&mut self) -> Vec<String> {
         self.groups
             .iter()
             .filter(|(_, g)| g.changed)

@@ -75,7 +75,7 @@ pub(crate) trait Feed: Send + 'static {
 
     /// The watch delivered every entry that existed when it started: the items it showed
     /// (each is read; the view keeps only them).
-    fn initial(&self) -> Vec<String>;
+    fn initial(&mut self) -> Vec<String>;
 
     /// A read of item `id`, or none when the feed cannot read now.
     fn fetch(&mut self, id: &str) -> Option<Read<Self::Done>>;
