@@ -325,6 +325,60 @@ async fn a_bound_acknowledgement_counts_while_its_session_lives_and_sessions_are
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bound_members_are_listed_while_their_session_lives_and_sessions_are_no_group() {
+    use kvtk_core::lease::LeaseConfig;
+    use kvtk_membership::Membership;
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    kv.create_or_open(Membership::bucket_config("members"))
+        .await
+        .unwrap();
+    let cfg = LeaseConfig::new(Duration::from_secs(10)).unwrap();
+    let membership = Membership::open(&kv, "members").await.unwrap();
+    let api = membership.bind_to_session_with(cfg).group("api").unwrap();
+    let member = api.join("a-1", r#"{"addr":"10.0.0.1:80"}"#).await.unwrap();
+    let ui = Ui::new(kv).listen(ANY_PORT.into()).start().await.unwrap();
+    until("a-1 in group api", || async {
+        item(&ui, "members", "api").await["members"][0]["id"] == "a-1"
+    })
+    .await;
+    let groups: Vec<Value> = (get(&ui, "/api/members").await.as_array().unwrap().iter())
+        .map(|g| g["group"].clone())
+        .collect();
+    assert_eq!(groups, [json!("api")], "the session key is no group");
+    // Its session ends while the member key is still there: the member is gone.
+    let bucket = Kv::connect(&server.client_url())
+        .await
+        .unwrap()
+        .open("members")
+        .await
+        .unwrap();
+    let session =
+        kvtk_core::lease::SessionId::from_key(bucket.keys("_session.*").await.unwrap()[0].as_str())
+            .unwrap();
+    let closed = bucket
+        .delete(session.key())
+        .expect(kvtk_core::Expect::Revision(
+            bucket.get(session.key()).await.unwrap().unwrap().revision(),
+        ))
+        .await;
+    closed.unwrap();
+    until("a-1 gone from group api", || async {
+        let g = item(&ui, "members", "api").await;
+        g["members"] == json!([])
+            && g["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["event"] == "left")
+    })
+    .await;
+    assert!(bucket.get("api.a-1").await.unwrap().is_some());
+    drop(member);
+    ui.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn candidates_are_listed_in_line_order() {
     use kvtk_leader::Election;
     let server = NatsServer::start().await;

@@ -4,12 +4,16 @@
 //! The bucket watch says which group changed (a member key `<group>.<instance>` created,
 //! rewritten with new metadata, or removed); the feed then lists the group through
 //! [`Listing::members`] and compares the list with the one before. A renewal (same lease
-//! origin and metadata) only moves the member's lease deadline.
+//! origin and metadata) only moves the member's lease deadline. Session keys
+//! (`_session.<id>`, there once members bind to sessions) are no group: when one shows its
+//! session ended, the groups with members bound to it are listed again (the listing judges
+//! sessions from the stream leader).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
+use kvtk_core::lease::{SessionId, SessionState};
 use kvtk_core::{Bucket, Entry, ReadOnlyBucket};
 use kvtk_membership::{Listing, MemberInfo};
 use serde_json::{json, Value};
@@ -25,8 +29,9 @@ pub(crate) type ReadOut = (String, Result<Vec<MemberInfo>, String>);
 
 #[derive(Default)]
 struct Group {
-    /// Instance → (lease origin, metadata bytes, lease deadline) of live keys.
-    keys: HashMap<String, (u64, Vec<u8>, Option<u64>)>,
+    /// Instance → (lease origin, metadata bytes, lease deadline, session bound to) of live
+    /// keys.
+    keys: HashMap<String, (u64, Vec<u8>, Option<u64>, Option<SessionId>)>,
     /// The last listing: instance → (joined at, revision, metadata).
     members: BTreeMap<String, (u64, u64, Value)>,
     events: VecDeque<Value>,
@@ -113,6 +118,21 @@ impl MembersFeed {
         g.listed = true;
     }
 
+    /// A session key's entry: once it shows the session ended, the groups with members
+    /// bound to it, to list again.
+    fn session(&mut self, id: SessionId, e: &Entry) -> Vec<Change> {
+        if SessionState::judge(id, Some(e)).is_ok_and(|s| s.is_alive()) {
+            return Vec::new();
+        }
+        let bound = |g: &Group| g.keys.values().any(|k| k.3 == Some(id));
+        let mut changes = Vec::new();
+        for (name, g) in self.groups.iter_mut().filter(|(_, g)| bound(g)) {
+            g.changed = true;
+            changes.push(Change::Changed(name.clone()));
+        }
+        changes
+    }
+
     fn publish(&self, name: &str) {
         let Some(g) = self.groups.get(name) else {
             return;
@@ -166,6 +186,9 @@ impl Feed for MembersFeed {
     }
 
     fn entry(&mut self, e: &Entry) -> Vec<Change> {
+        if let Some(session) = SessionId::from_key(e.key().as_str()) {
+            return self.session(session, e);
+        }
         let Some((group, id)) = e.key().as_str().rsplit_once('.') else {
             return Vec::new();
         };
@@ -173,10 +196,15 @@ impl Feed for MembersFeed {
         let rev = e.revision().get();
         let now = e.is_value().then(|| {
             let origin = e.lease().map_or(rev, |l| l.origin().get());
-            (origin, e.value().to_vec(), expires_ms(e))
+            (
+                origin,
+                e.value().to_vec(),
+                expires_ms(e),
+                SessionId::bound_by(e),
+            )
         });
-        let before = g.keys.get(id).map(|(o, v, _)| (*o, v.clone()));
-        let changed = before != now.as_ref().map(|(o, v, _)| (*o, v.clone()));
+        let before = g.keys.get(id).map(|(o, v, _, _)| (*o, v.clone()));
+        let changed = before != now.as_ref().map(|(o, v, _, _)| (*o, v.clone()));
         match now {
             Some(k) => g.keys.insert(id.to_string(), k),
             None => g.keys.remove(id),
