@@ -29,14 +29,23 @@ pub(crate) type ReadOut = (String, Result<Vec<MemberInfo>, String>);
 
 #[derive(Default)]
 struct Group {
-    /// Instance → (lease origin, metadata bytes, lease deadline, session bound to) of live
-    /// keys.
-    keys: HashMap<String, (u64, Vec<u8>, Option<u64>, Option<SessionId>)>,
+    /// Instance → its live key.
+    keys: HashMap<String, LiveKey>,
     /// The last listing: instance → (joined at, revision, metadata).
     members: BTreeMap<String, (u64, u64, Value)>,
     events: VecDeque<Value>,
     listed: bool,
     changed: bool,
+}
+
+/// What the watch showed of a live member key.
+struct LiveKey {
+    /// The lease origin: joined at.
+    origin: u64,
+    metadata: Vec<u8>,
+    /// The lease deadline (none for a member bound to a session).
+    expires_ms: Option<u64>,
+    session: Option<SessionId>,
 }
 
 /// The members feed.
@@ -124,7 +133,7 @@ impl MembersFeed {
         if SessionState::judge(id, Some(e)).is_ok_and(|s| s.is_alive()) {
             return Vec::new();
         }
-        let bound = |g: &Group| g.keys.values().any(|k| k.3 == Some(id));
+        let bound = |g: &Group| g.keys.values().any(|k| k.session == Some(id));
         let mut changes = Vec::new();
         for (name, g) in self.groups.iter_mut().filter(|(_, g)| bound(g)) {
             g.changed = true;
@@ -153,7 +162,7 @@ impl MembersFeed {
                     "joined_at": joined,
                     "revision": rev,
                     "metadata": meta,
-                    "expires_ms": g.keys.get(id).and_then(|k| k.2),
+                    "expires_ms": g.keys.get(id).and_then(|k| k.expires_ms),
                 })
             })
             .collect();
@@ -196,15 +205,15 @@ impl Feed for MembersFeed {
         let rev = e.revision().get();
         let now = e.is_value().then(|| {
             let origin = e.lease().map_or(rev, |l| l.origin().get());
-            (
+            LiveKey {
                 origin,
-                e.value().to_vec(),
-                expires_ms(e),
-                SessionId::bound_by(e),
-            )
+                metadata: e.value().to_vec(),
+                expires_ms: expires_ms(e),
+                session: SessionId::bound_by(e),
+            }
         });
-        let before = g.keys.get(id).map(|(o, v, _, _)| (*o, v.clone()));
-        let changed = before != now.as_ref().map(|(o, v, _, _)| (*o, v.clone()));
+        let shown = |k: &LiveKey| (k.origin, k.metadata.clone());
+        let changed = g.keys.get(id).map(shown) != now.as_ref().map(shown);
         match now {
             Some(k) => g.keys.insert(id.to_string(), k),
             None => g.keys.remove(id),
