@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use kvtk_core::lease::{CreateLease, Lease, LeaseConfig};
+use kvtk_core::lease::{CreateLease, Lease, LeaseConfig, LostReason};
 use kvtk_core::{Backoff, Expect, Revision};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
@@ -219,7 +219,9 @@ async fn attempt(
         Ok(slot) => slot,
         Err(_) => s.slot.clone().lock_owned().await,
     };
-    let held = protocol(&s, &mut slot, cfg, try_only).await;
+    let held = protocol(&s, &mut slot, cfg, try_only)
+        .await
+        .and_then(still_held);
     let span = tracing::Span::current();
     match held {
         Ok(Some(Won {
@@ -245,6 +247,21 @@ async fn attempt(
             tracing::info!(error = %e, "acquisition failed");
             Err(e)
         }
+    }
+}
+
+/// The lock is handed over only with a lease that is still held: the decision to hold may
+/// come with the lease's end (its deadline passed while the waiter's runtime stalled, the
+/// last blocker's release seen in the same wake-up); the entry is then released (dropped)
+/// and the acquisition fails (chaos on R3: a waiter returned the lock 50 ms after its
+/// session's deadline).
+fn still_held(held: Held) -> Result<Held, Error> {
+    match held {
+        Some(won) if !won.lease.is_held() => {
+            let why = won.lease.loss_reason().unwrap_or(LostReason::Deadline);
+            Err(crate::wait::entry_lost(why))
+        }
+        other => Ok(other),
     }
 }
 

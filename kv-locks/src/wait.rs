@@ -39,7 +39,7 @@ pub(crate) async fn turn(
     }
 }
 
-fn entry_lost(why: impl std::fmt::Display) -> Error {
+pub(crate) fn entry_lost(why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::QueueEntryLost,
         format!("our queue entry was lost while waiting: {why}"),

@@ -190,6 +190,59 @@ fn a_stalled_runtime_reports_loss_and_never_renews_late() {
     drop(server);
 }
 
+#[test]
+fn a_waiter_whose_lease_ran_out_while_its_runtime_stalled_is_not_handed_the_lock() {
+    let server = std::thread::spawn(|| {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { NatsServer::start().await })
+    })
+    .join()
+    .unwrap();
+    let url = server.client_url();
+    // The holder, on a runtime of its own, releases when told.
+    let (held_tx, held) = std::sync::mpsc::channel::<()>();
+    let (go, release_now) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let locks = locks_via(&url, "f5").await;
+                let m = locks.mutex("handed").unwrap();
+                let g = m.lock().ttl(Duration::from_secs(10)).await.unwrap();
+                held_tx.send(()).unwrap();
+                let told = tokio::task::spawn_blocking(move || release_now.recv());
+                told.await.unwrap().unwrap();
+                assert_eq!(g.release().await.unwrap(), Released::Released);
+            });
+        }
+    });
+    held.recv().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let locks = locks_via(&url, "f5").await;
+        let m = locks.mutex("handed").unwrap();
+        let waiting = tokio::spawn(async move { m.lock().ttl(Duration::from_secs(2)).await });
+        until("the waiter queued behind the holder", || async {
+            locks.inspect("handed").await.unwrap().waiters.len() == 1
+        })
+        .await;
+        go.send(()).unwrap();
+        // Block the only runtime thread past the waiter's deadline while the holder
+        // releases: on waking, the blocker's release and the lease's end are both there.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(2500));
+        let out = within("the waiter's end", waiting).await.unwrap();
+        let e = out.expect_err("handed the lock with a lease that ran out");
+        assert_eq!(e.kind(), ErrorKind::QueueEntryLost, "{e}");
+    });
+    holder.join().unwrap();
+    drop(server);
+}
+
 #[tokio::test]
 async fn stream_leader_failover_never_yields_two_holders() {
     let mut cluster = NatsCluster::start().await;

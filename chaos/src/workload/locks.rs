@@ -123,20 +123,32 @@ impl Worker {
 
     async fn hold(&self, lock: &str, mode: Mode, guard: Guard) {
         let token = guard.token().get();
+        // A holder stops believing when the guard says the lock is lost, also in the middle
+        // of its fenced write (which may wait out a request timeout): the loss is recorded
+        // then, not when the write returns.
+        let mut lost = false;
         if matches!(mode, Mode::Mutex | Mode::Write) {
-            self.fenced_write(lock, &guard).await;
+            let write = self.fenced_write(lock, &guard);
+            tokio::pin!(write);
+            tokio::select! {
+                biased;
+                () = &mut write => {}
+                _ = guard.lost() => {
+                    self.lost(lock, token);
+                    lost = true;
+                    write.await;
+                }
+            }
         }
-        let work = Duration::from_millis(rand::rng().random_range(0..30));
-        let lost = tokio::select! {
-            _ = guard.lost() => true,
-            () = tokio::time::sleep(work) => !guard.is_held(),
-        };
-        if lost {
-            let what = Op::Lost {
-                lock: lock.to_string(),
-                token,
+        if !lost {
+            let work = Duration::from_millis(rand::rng().random_range(0..30));
+            lost = tokio::select! {
+                _ = guard.lost() => true,
+                () = tokio::time::sleep(work) => !guard.is_held(),
             };
-            self.history.instant(&self.client, what, None);
+            if lost {
+                self.lost(lock, token);
+            }
         }
         let what = Op::Release {
             lock: lock.to_string(),
@@ -155,6 +167,15 @@ impl Worker {
             Some(Err(e)) => op.unknown(super::causes(&e)),
             None => op.unknown("timed out or stopped"),
         }
+    }
+
+    /// Records that the holder of `lock` with `token` learned it lost the lock, now.
+    fn lost(&self, lock: &str, token: u64) {
+        let what = Op::Lost {
+            lock: lock.to_string(),
+            token,
+        };
+        self.history.instant(&self.client, what, None);
     }
 
     async fn fenced_write(&self, lock: &str, guard: &Guard) {
