@@ -124,6 +124,41 @@ async fn a_process_dropping_its_members_and_session_together_is_seen_leaving_not
 }
 
 #[tokio::test]
+async fn a_killed_sidecar_bound_to_a_session_leaves_when_its_session_expires() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let server = NatsServer::start().await;
+    let mut w = observed(&server, "s7").await;
+    let url = server.client_url();
+    let args = ["--session", url.as_str(), "s7", "svc", "p1", "2", "pid"];
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-member"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("the child's join", lines.next_line()).await.unwrap();
+    let line = line.expect("the child exited before joining");
+    let p1 = joined(&mut w).await;
+    let session = p1.session().expect("bound to a session");
+    let said = format!("joined svc.p1 {} session {session}", p1.joined_at());
+    assert_eq!(line, said);
+    child.start_kill().unwrap(); // SIGKILL: no leave, no close
+    let killed = Instant::now();
+    within("the child's exit", child.wait()).await.unwrap();
+    let (gone, why) = left(&mut w).await;
+    let after = killed.elapsed();
+    assert_eq!((gone.id(), why), ("p1", LeaveReason::Expired));
+    // The session's TTL after its last renewal (≤ TTL/3 before the kill), checked by the
+    // server about once a second.
+    assert!(
+        after <= Duration::from_millis(3500),
+        "left {after:?} after the kill"
+    );
+}
+
+#[tokio::test]
 async fn a_closed_sessions_members_leave_and_an_observer_removes_their_keys() {
     let server = NatsServer::start().await;
     let kv = connect(server.client_url()).await;
