@@ -154,15 +154,20 @@ async fn renewal_outlives_the_ttl_and_short_outages_but_not_long_ones() {
     g2.release().await.unwrap();
 }
 
-#[test]
-fn a_stalled_runtime_reports_loss_and_never_renews_late() {
-    let server = std::thread::spawn(|| {
+/// A server started on a runtime of its own, which a test's stalled runtime does not stop.
+fn server_on_its_own_runtime() -> NatsServer {
+    std::thread::spawn(|| {
         tokio::runtime::Runtime::new()
-            .unwrap()
+            .expect("a runtime")
             .block_on(async { NatsServer::start().await })
     })
     .join()
-    .unwrap();
+    .expect("the server's thread")
+}
+
+#[test]
+fn a_stalled_runtime_reports_loss_and_never_renews_late() {
+    let server = server_on_its_own_runtime();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -192,13 +197,7 @@ fn a_stalled_runtime_reports_loss_and_never_renews_late() {
 
 #[test]
 fn a_waiter_whose_lease_ran_out_while_its_runtime_stalled_is_not_handed_the_lock() {
-    let server = std::thread::spawn(|| {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async { NatsServer::start().await })
-    })
-    .join()
-    .unwrap();
+    let server = server_on_its_own_runtime();
     let url = server.client_url();
     // The holder, on a runtime of its own, releases when told.
     let (held_tx, held) = std::sync::mpsc::channel::<()>();

@@ -4,7 +4,6 @@
 //! rejoining when the application joins again.
 
 use std::future::IntoFuture;
-use std::process::Stdio;
 use std::time::Duration;
 
 use kvtk_core::{Backoff, Kv};
@@ -12,11 +11,10 @@ use kvtk_membership::{
     ErrorKind, Group, Json, LeaveReason, LostReason, MemberInfo, Membership, MembershipEvent,
 };
 use kvtk_tests::{within, FaultProxy, NatsServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 mod common;
-use common::{connect, joined, left, next, snapshot};
+use common::{connect, joined, left, next, sidecar, snapshot};
 
 const BUCKET: &str = "members";
 
@@ -184,15 +182,8 @@ async fn a_killed_member_process_leaves_after_its_ttl() {
     let mut w = g.watch().await.unwrap();
     assert!(snapshot(&mut w).await.is_empty());
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-member"))
-        .args([&server.client_url(), BUCKET, "procs", "p1", "2", "pid"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("the child's join", lines.next_line()).await.unwrap();
-    let line = line.expect("the child exited before joining");
+    let url = server.client_url();
+    let (mut child, line) = sidecar(&[&url, BUCKET, "procs", "p1", "2", "pid"]).await;
     assert!(line.starts_with("joined procs.p1 "), "{line}");
     let p1 = joined(&mut w).await;
     assert_eq!(p1.id(), "p1");

@@ -18,7 +18,7 @@ use kvtk_tests::{until, within, FaultProxy, NatsServer};
 use tokio::time::Instant;
 
 mod common;
-use common::{connect, joined, left, next, snapshot};
+use common::{connect, joined, left, next, sidecar, snapshot};
 
 /// Membership in `bucket` over `kv` (the bucket made if missing), bound to a session with a
 /// `ttl`-second TTL if given.
@@ -125,21 +125,10 @@ async fn a_process_dropping_its_members_and_session_together_is_seen_leaving_not
 
 #[tokio::test]
 async fn a_killed_sidecar_bound_to_a_session_leaves_when_its_session_expires() {
-    use std::process::Stdio;
-    use tokio::io::{AsyncBufReadExt as _, BufReader};
     let server = NatsServer::start().await;
     let mut w = observed(&server, "s7").await;
     let url = server.client_url();
-    let args = ["--session", url.as_str(), "s7", "svc", "p1", "2", "pid"];
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-member"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("the child's join", lines.next_line()).await.unwrap();
-    let line = line.expect("the child exited before joining");
+    let (mut child, line) = sidecar(&["--session", &url, "s7", "svc", "p1", "2", "pid"]).await;
     let p1 = joined(&mut w).await;
     let session = p1.session().expect("bound to a session");
     let said = format!("joined svc.p1 {} session {session}", p1.joined_at());

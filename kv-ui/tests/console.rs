@@ -45,6 +45,14 @@ async fn get(server: &Server, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// The bucket `config`, with the history and per-key TTLs readers' acknowledgements use.
+async fn config_bucket(kv: &Kv) -> kvtk_core::Bucket {
+    let cfg = kvtk_core::BucketConfig::new("config")
+        .history(10)
+        .per_key_ttl(Duration::from_secs(60));
+    kv.create_bucket(cfg).await.unwrap()
+}
+
 /// One item of a view, once it is there.
 async fn item(server: &Server, view: &str, id: &str) -> Value {
     let path = format!("GET /api/item?view={view}&id={id} HTTP/1.1");
@@ -243,14 +251,7 @@ async fn a_closed_tab_leaves_nothing_and_shutdown_ends_open_ones() {
 async fn the_fleet_shows_which_reader_applied_which_revision() {
     let server = NatsServer::start().await;
     let kv = Kv::connect(&server.client_url()).await.unwrap();
-    let b = kv
-        .create_bucket(
-            kvtk_core::BucketConfig::new("config")
-                .history(10)
-                .per_key_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let b = config_bucket(&kv).await;
     let rev = b.put("app", r#"{"a":1}"#).await.unwrap();
     let reader = kvtk_config::ConfigReader::<Value>::builder(kvtk_config::Source::document("app"))
         .bucket(b.clone())
@@ -280,14 +281,7 @@ async fn a_bound_acknowledgement_counts_while_its_session_lives_and_sessions_are
     use kvtk_core::lease::{Keeper, LeaseConfig};
     let server = NatsServer::start().await;
     let kv = Kv::connect(&server.client_url()).await.unwrap();
-    let b = kv
-        .create_bucket(
-            kvtk_core::BucketConfig::new("config")
-                .history(10)
-                .per_key_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let b = config_bucket(&kv).await;
     let rev = b.put("app", r#"{"a":1}"#).await.unwrap();
     // A reader process's acknowledgement bound to its session, as kvtk-config writes it.
     let cfg = LeaseConfig::new(Duration::from_secs(10)).unwrap();

@@ -21,6 +21,23 @@ pub(crate) async fn connect(url: impl async_nats::ToServerAddrs) -> Kv {
     Kv::new(client::short_timeouts(url).await)
 }
 
+/// Starts the `kv-member` sidecar with `args`; returns it with the line it printed once
+/// joined.
+pub(crate) async fn sidecar(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-member"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("the sidecar's join", lines.next_line())
+        .await
+        .unwrap();
+    (child, line.expect("the sidecar exited before joining"))
+}
+
 pub(crate) async fn next(w: &mut MembershipWatch) -> MembershipEvent {
     within("a membership event", w.next())
         .await
