@@ -445,3 +445,56 @@ async fn a_hand_over_bound_to_another_session_is_adopted_without_a_write_and_end
     );
     gs.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_bound_entry_whose_release_was_dropped_midway_is_removed_in_the_background() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
+    let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    let session = keeper.session().await.unwrap();
+    let bound = session.bind("q.dropped", "v").await.unwrap();
+    let origin = bound.origin();
+    // The holder lets go while the link is down and gives up waiting: the entry has no TTL,
+    // so left there it would stay for as long as the session lives.
+    proxy.cut();
+    let waited = tokio::time::timeout(Duration::from_millis(300), bound.release().into_future());
+    assert!(waited.await.is_err(), "the release cannot finish while cut");
+    proxy.heal();
+    until("the dropped release to be finished", || async {
+        let e = observer.get_from_leader("q.dropped").await.unwrap();
+        e.is_some_and(|e| !e.is_value())
+    })
+    .await;
+    let tombstone = leader_entry(&observer, "q.dropped").await;
+    let mark = tombstone.lease().unwrap();
+    assert_eq!((mark.nonce(), mark.origin()), (session.id().get(), origin));
+    assert!(session.is_alive());
+    within("the keeper's background work", keeper.shutdown()).await;
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn binding_a_key_again_makes_a_new_entry_never_the_sessions_earlier_one() {
+    let server = NatsServer::start().await;
+    let b = bucket(&Kv::new(server.connect().await)).await;
+    let keeper = Keeper::new(&b, lease_cfg(30)).unwrap();
+    let session = keeper.session().await.unwrap();
+    // The first binding is still on the key (as a release that failed leaves it) when the
+    // same key is bound again with the same value: a new entry, a new token.
+    let first = session.bind("q.again", "v").await.unwrap();
+    let again = session.bind("q.again", "v").await.unwrap();
+    assert!(
+        again.origin() > first.origin(),
+        "{again:?} reused {first:?}"
+    );
+    let held_by_again = |e: Entry| (e.revision(), e.lease().unwrap().origin());
+    let want = (again.origin(), again.origin());
+    assert_eq!(held_by_again(leader_entry(&b, "q.again").await), want);
+    // The earlier lease's release, late, must not remove the newer entry of its session.
+    let released = first.release().await.unwrap();
+    assert_eq!(released.tombstone, None);
+    assert_eq!(held_by_again(leader_entry(&b, "q.again").await), want);
+    again.release().await.unwrap();
+    session.close().await.unwrap();
+}

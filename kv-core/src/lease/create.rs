@@ -13,6 +13,9 @@ use super::clock::LeaseConfig;
 use super::held::Lease;
 use super::keeper::Keeper;
 use super::state::{Created, State, ATTEMPTS};
+use mine::Mine;
+
+mod mine;
 use crate::bucket::Bucket;
 use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
@@ -279,6 +282,9 @@ struct Creating<'a> {
     expect: Expect,
     /// Send time of the first write whose outcome is unknown (it may have been applied).
     ambiguous_since: Option<Instant>,
+    /// The lowest revision those writes expected (0: no message): one of ours that was
+    /// applied came after it.
+    ambiguous_after: u64,
     retrying: Retrying,
 }
 
@@ -296,6 +302,7 @@ impl<'a> Creating<'a> {
                 .expect
                 .unwrap_or(c.previous.map_or(Expect::NoMessage, Expect::Revision)),
             ambiguous_since: None,
+            ambiguous_after: u64::MAX,
             retrying: Backoff::DEFAULT.start(),
         }
     }
@@ -318,6 +325,11 @@ impl<'a> Creating<'a> {
         };
         if e.outcome_unknown() {
             self.ambiguous_since.get_or_insert(sent);
+            let expected = match self.expect {
+                Expect::Revision(r) => r.get(),
+                _ => 0,
+            };
+            self.ambiguous_after = self.ambiguous_after.min(expected);
             self.retrying.pause().await;
         } else if !self.replace && self.ambiguous_since.is_none() {
             // The caller's expectation failed, and no earlier write of ours is pending.
@@ -342,11 +354,20 @@ impl<'a> Creating<'a> {
         }
     }
 
-    /// Whether `f` is this creation's write: a value with our nonce (a bound lease's nonce is
-    /// its session's, shared by the session's other entries: the value must match too).
+    /// Whether `f` is this creation's write: only after a write of ours whose outcome is
+    /// unknown, a value with our nonce created after what that write expected. A nonce may
+    /// be shared — a bound lease's is its session's, a leader key's its registration's — so
+    /// an earlier lease of the same owner on the key (one whose release failed) could
+    /// carry it too: a bound creation's value must match, and the entry must not be one the
+    /// session knows as its own binding ([`State::binds`]).
     fn is_ours(&self, f: &Entry) -> bool {
-        let nonce = f.lease().is_some_and(|t| t.nonce() == self.plan.nonce);
-        f.is_value() && nonce && (self.parent.is_none() || f.value() == &self.value)
+        let mine = Mine {
+            nonce: self.plan.nonce,
+            value: &self.value,
+            parent: self.parent.as_deref(),
+            after: self.ambiguous_after,
+        };
+        self.ambiguous_since.is_some() && mine.wrote(f)
     }
 
     /// The creating write; its key and filter were checked by the builder.
@@ -460,11 +481,18 @@ type Part = (CreateLease, Key, Option<KeyFilter>, LeaseConfig, u128);
 /// applied (every key carries our nonce), else an error.
 async fn adopt_all(bucket: &Bucket, parts: &[Part]) -> Result<Vec<Revision>, Error> {
     let mut out = Vec::with_capacity(parts.len());
-    for (_, key, _, _, nonce) in parts {
+    for (l, key, _, _, nonce) in parts {
+        let mine = Mine {
+            nonce: *nonce,
+            value: &l.value,
+            parent: l.parent.as_deref(),
+            after: match l.expect {
+                Some(Expect::Revision(r)) => r.get(),
+                _ => 0,
+            },
+        };
         match bucket.get_from_leader(key).await? {
-            Some(e) if e.is_value() && e.lease().is_some_and(|t| t.nonce() == *nonce) => {
-                out.push(e.revision())
-            }
+            Some(e) if mine.wrote(&e) => out.push(e.revision()),
             _ => {
                 return Err(Error::new(
                     ErrorKind::Conflict,

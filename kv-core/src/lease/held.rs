@@ -221,7 +221,7 @@ impl Lease {
     /// guarded writes fail, and dropping it does nothing more.
     pub fn release_shared(&self) -> Release {
         self.st.stop();
-        Release::new(self.st.clone(), self.keeper.bucket().clone())
+        Release::new(self.st.clone(), self.keeper.clone())
     }
 
     /// Stops renewing the lease without removing its key, which the server then expires
@@ -229,6 +229,7 @@ impl Lease {
     pub fn orphan(self) {
         self.st.stop();
         self.st.lose(LostReason::Released);
+        self.st.settle();
     }
 }
 
@@ -265,7 +266,10 @@ impl Drop for Lease {
                 );
             }
             // No runtime: nothing renews it any more; the key expires by its TTL.
-            Err(_) => self.st.lose(LostReason::Released),
+            Err(_) => {
+                self.st.lose(LostReason::Released);
+                self.st.settle();
+            }
         }
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::keeper::Keeper;
 use super::state::{LostReason, State, ATTEMPTS};
-use crate::bucket::{Bucket, Write};
+use crate::bucket::Write;
 use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::retry::Backoff;
@@ -36,14 +37,20 @@ pub struct Released {
 /// acknowledgement of that delete is lost, the stream leader shows our own tombstone
 /// (marked with our nonce) and the release reports success.
 ///
+/// A lease bound to a session has no TTL: its release keeps trying while the session lives
+/// (a stream-leader election takes seconds), and one whose future is dropped before its
+/// outcome is known is finished in the background, so that no entry stays bound to a live
+/// session after its holder let it go.
+///
 /// # Cancel safety
 /// Not cancel safe: the delete may be applied although the future was dropped; if not, the
-/// key expires with its TTL.
+/// key expires with its TTL — or, bound to a session, is removed in the background while
+/// the session lives (a task of the lease's keeper, which [`Keeper::shutdown`] waits for).
 #[must_use = "a release does nothing until awaited"]
 #[derive(Debug)]
 pub struct Release {
     st: Arc<State>,
-    bucket: Bucket,
+    keeper: Keeper,
     first: Option<(Arc<str>, Expect)>,
     hand_over: Option<HandOver>,
     completed: bool,
@@ -70,11 +77,11 @@ impl HandOver {
 }
 
 impl Release {
-    /// A release of `st`'s key on `bucket`, with no options yet.
-    pub(super) fn new(st: Arc<State>, bucket: Bucket) -> Release {
+    /// A release of `st`'s key on its `keeper`'s bucket, with no options yet.
+    pub(super) fn new(st: Arc<State>, keeper: Keeper) -> Release {
         Release {
             st,
-            bucket,
+            keeper,
             first: None,
             hand_over: None,
             completed: false,
@@ -146,11 +153,16 @@ impl Release {
         let was_held = st.is_valid();
         st.stop();
         st.lose(LostReason::Released);
+        let unsettled = Unsettled(Some(&self));
         let res = self.remove().await;
+        unsettled.settled();
         drop(slot);
         match &res {
             Ok(r) => {
                 tracing::debug!(key = %st.key, origin = st.origin.get(), was_held, tombstone = r.tombstone.map(Revision::get), "lease released")
+            }
+            Err(e) if st.is_bound() => {
+                tracing::warn!(key = %st.key, error = %e, "bound lease release failed; the entry ends with its session")
             }
             Err(e) => {
                 tracing::warn!(key = %st.key, error = %e, "lease release failed; the key expires with its ttl")
@@ -190,11 +202,12 @@ impl Release {
         }
         let w = match &self.hand_over {
             Some(h) => self
-                .bucket
+                .keeper
+                .bucket()
                 .put_key(&self.st.key, h.value.clone())
                 .ttl_opt(h.ttl)
                 .format_opt(self.st.format),
-            None => self.bucket.delete_key(&self.st.key),
+            None => self.keeper.bucket().delete_key(&self.st.key),
         }
         .lease_tag(tag);
         match (self.st.tombstone_ttl(), &self.hand_over) {
@@ -205,13 +218,14 @@ impl Release {
 
     /// The fenced write at our revision (`None`: ask the stream leader for it first),
     /// retried after a conflict or a transient failure while the key may still be ours — a
-    /// stream-leader election takes seconds — and at least [`ATTEMPTS`] times.
+    /// stream-leader election takes seconds — and at least [`ATTEMPTS`] times: until the
+    /// lease's deadline, which for a bound lease is its session's, moving on with each of
+    /// the session's renewals.
     async fn fenced(&self, mut rev: Option<Revision>) -> Result<Released, Error> {
         let mut retrying = Backoff::DEFAULT.start();
         let mut last_err = None;
-        let until = self.st.deadline();
         let mut attempts = 0;
-        while attempts < ATTEMPTS || Instant::now() < until {
+        while attempts < ATTEMPTS || Instant::now() < self.st.deadline() {
             attempts += 1;
             let r = match rev {
                 Some(r) => r,
@@ -244,8 +258,58 @@ impl Release {
     /// Asks the stream leader what our key holds: our revision to remove (continue), or the
     /// release's outcome (break).
     async fn look(&self) -> Result<ControlFlow<Released, Revision>, Error> {
-        let found = self.bucket.get_from_leader(&self.st.key).await?;
+        let found = self.keeper.bucket().get_from_leader(&self.st.key).await?;
         Ok(judge(&self.st, self.hand_over.as_ref(), found))
+    }
+}
+
+/// A release whose removal is not settled yet. Dropped armed — the release's future was
+/// dropped before its outcome was known — it finishes a bound lease's removal in the
+/// background ([`Release::finish_later`]).
+struct Unsettled<'a>(Option<&'a Release>);
+
+impl Unsettled<'_> {
+    /// The removal's outcome is known: the lease leaves its session's bound set.
+    fn settled(mut self) {
+        if let Some(r) = self.0.take() {
+            r.st.settle();
+        }
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.finish_later();
+        }
+    }
+}
+
+impl Release {
+    /// Finishes, in a task of the keeper, the removal of a bound lease whose release was
+    /// dropped mid-way: a plain fenced delete (keeping the completed mark), tried while the
+    /// session lives. A lease of its own just expires with its TTL.
+    fn finish_later(&self) {
+        let rt = tokio::runtime::Handle::try_current();
+        let Some(rt) = rt.ok().filter(|_| self.st.is_bound()) else {
+            self.st.settle();
+            return;
+        };
+        tracing::debug!(key = %self.st.key, origin = self.st.origin.get(), "finishing a dropped release of a bound lease in the background");
+        let rest = Release {
+            completed: self.completed,
+            ..Release::new(self.st.clone(), self.keeper.clone())
+        };
+        self.keeper.inner.tracker.spawn_on(rest.finish(), &rt);
+    }
+
+    async fn finish(self) {
+        let slot = self.st.claim().await;
+        if let Err(e) = Box::pin(self.fenced(None)).await {
+            tracing::warn!(key = %self.st.key, error = %e, "bound lease release failed; the entry ends with its session");
+        }
+        drop(slot);
+        self.st.settle();
     }
 }
 

@@ -310,10 +310,13 @@ impl State {
         LeaseTag::header_value(self.nonce(), Some(self.origin))
     }
 
-    /// Whether `e` was written by this lease.
+    /// Whether `e` was written by this lease: our nonce and our origin. A bound lease's
+    /// nonce is its session's, shared by the session's other entries — among them a later
+    /// binding of the same key, which a stale release of ours must never remove.
     pub(super) fn is_ours(&self, e: &Entry) -> bool {
         let nonce = self.nonce();
-        e.lease().is_some_and(|t| t.nonce() == nonce)
+        e.lease()
+            .is_some_and(|t| t.nonce() == nonce && t.origin() == self.origin)
     }
 
     /// The key's latest revision as far as we know.
@@ -447,7 +450,9 @@ impl State {
 
     /// The one place a lease ends: records why, counts the loss, runs the end hooks, then
     /// wakes `lost()`.
-    /// A session's end ends every lease bound to it, with the session's reason.
+    /// A session's end ends every lease bound to it, with the session's reason. A bound
+    /// lease released by its holder stays in its session's bound set until its removal is
+    /// settled ([`settle`](Self::settle)): until then the session knows the entry as its own.
     pub(super) fn lose(&self, reason: LostReason) {
         let (waits, bound) = {
             let mut l = self.live();
@@ -458,8 +463,8 @@ impl State {
             let bound = self.own().and_then(|own| own.renewal().bound.take());
             (l.waits.clone(), bound)
         };
-        self.leave();
         if reason != LostReason::Released {
+            self.leave();
             tracing::warn!(key = %self.key, origin = self.origin.get(), %reason, "lease lost");
         }
         self.labels().lost(reason);

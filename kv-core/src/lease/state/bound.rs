@@ -5,6 +5,8 @@
 use std::sync::{Arc, Weak};
 
 use super::{LostReason, State, Tie, RENEWAL_WAIT};
+use crate::key::Key;
+use crate::revision::Revision;
 
 impl State {
     /// Takes a bound lease into this session's bound set: its slot there, or the reason
@@ -33,6 +35,29 @@ impl State {
         if let Some(b) = own.renewal().bound.as_mut() {
             b.remove(*slot, self);
         }
+    }
+
+    /// A released bound lease's removal is settled (written, found done, or given up): it
+    /// leaves its session's bound set. Nothing for a lease of its own.
+    pub(in crate::lease) fn settle(&self) {
+        self.leave();
+    }
+
+    /// Whether a lease bound to this one (a session's) — held, or released and its removal
+    /// not yet settled — is the entry on `key` created at `origin`: an entry the session
+    /// knows, which a creation must never take for its own lost write.
+    pub(in crate::lease) fn binds(&self, key: &Key, origin: Revision) -> bool {
+        // Upgraded under the session's lock, dropped after it (a last reference's drop
+        // leaves the set, which takes that lock).
+        let children: Vec<Arc<State>> = {
+            let Some(own) = self.own() else { return false };
+            let r = own.renewal();
+            let Some(bound) = r.bound.as_ref() else {
+                return false;
+            };
+            bound.iter().filter_map(Weak::upgrade).collect()
+        };
+        children.iter().any(|c| c.origin == origin && c.key == *key)
     }
 
     /// Whether leases are bound to this one (a session's).
