@@ -13,15 +13,15 @@ use super::clock::LeaseConfig;
 use super::held::Lease;
 use super::keeper::Keeper;
 use super::state::{Created, State, ATTEMPTS};
-use mine::Mine;
-
-mod mine;
 use crate::bucket::Bucket;
 use crate::entry::{Entry, LeaseTag};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::{Key, KeyArg, KeyFilter};
 use crate::retry::{Backoff, Retrying};
 use crate::revision::{Expect, Revision, Ttl};
+use mine::Mine;
+
+mod mine;
 
 impl Keeper {
     /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
