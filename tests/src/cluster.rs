@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::{self, stream};
+
 use crate::client;
 use crate::proxy::FaultProxy;
-use crate::server::{free_ports, ClusterSpec, NatsServer, POLL_CLUSTER};
+use crate::server::{free_ports, ClusterSpec, NatsServer, Reserved, POLL_CLUSTER};
 
 /// Three JetStream nodes named `n0`, `n1`, `n2`, routed to each other on 127.0.0.1.
 ///
@@ -44,14 +46,19 @@ pub struct NatsCluster {
     /// The advertised route address of a partitionable cluster: a proxy that refuses every
     /// connection, so gossip never leads a node around the link proxies.
     _sink: Option<FaultProxy>,
+    /// The route ports' reservations, kept while nodes restart on them.
+    _route_ports: Vec<Reserved>,
 }
 
 /// Number of nodes in a [`NatsCluster`].
 pub const CLUSTER_SIZE: usize = 3;
 
+/// The stream a starting cluster places (and deletes) to know it can place R3 streams.
+const PLACEMENT_PROBE: &str = "KVTK_TESTS_PLACEMENT";
+
 impl NatsCluster {
-    /// Starts three nodes and waits until they elected a JetStream meta leader and each node
-    /// answers `$JS.API.INFO`.
+    /// Starts three nodes and waits until they elected a JetStream meta leader, each node
+    /// answers `$JS.API.INFO`, and an R3 stream can be placed.
     ///
     /// # Panics
     ///
@@ -86,10 +93,10 @@ impl NatsCluster {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        // Route ports must be known before any node starts, since every node lists all routes.
-        // All three listeners are held at once so the ports differ; the kernel does not hand a
-        // just-released ephemeral port out again right away.
-        let route_ports = free_ports(CLUSTER_SIZE);
+        // Route ports must be known before any node starts, since every node lists all routes;
+        // their reservations keep them ours for the cluster's life.
+        let reserved = free_ports(CLUSTER_SIZE);
+        let route_ports: Vec<u16> = reserved.iter().map(Reserved::port).collect();
         let (links, sink) = if partitionable {
             route_links(&route_ports).await
         } else {
@@ -122,12 +129,16 @@ impl NatsCluster {
             name,
             links,
             _sink: sink,
+            _route_ports: reserved,
         };
         if cluster.wait_meta_leader(deadline).await.is_none() {
             cluster.fail("elected no JetStream meta leader");
         }
         if !cluster.wait_routes(deadline).await {
             cluster.fail("did not complete its route pools");
+        }
+        if let Err(err) = cluster.wait_placement(deadline).await {
+            cluster.fail(&format!("could not place an R3 stream: {err}"));
         }
         cluster
     }
@@ -338,6 +349,39 @@ impl NatsCluster {
                 return None;
             }
             tokio::time::sleep(POLL_CLUSTER).await;
+        }
+    }
+
+    /// Waits until the meta leader places an R3 stream, by placing one in memory and deleting
+    /// it. Current meta peers and complete routes do not say so: the meta leader places streams
+    /// only on peers whose statistics (statsz) it has received, which can follow the routes by
+    /// a statsz interval — a bucket created a second after start failed with "no suitable peers
+    /// for placement, peer offline" (1 CI run).
+    async fn wait_placement(&self, deadline: Instant) -> Result<(), String> {
+        let js = jetstream::new(
+            client::with_request_timeout(self.client_urls(), client::QUORUM_TIMEOUT).await,
+        );
+        let config = stream::Config {
+            name: PLACEMENT_PROBE.into(),
+            subjects: vec![PLACEMENT_PROBE.to_lowercase()],
+            num_replicas: CLUSTER_SIZE,
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        };
+        loop {
+            let placed = match js.create_stream(config.clone()).await {
+                Ok(_) => js
+                    .delete_stream(PLACEMENT_PROBE)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            match placed {
+                Ok(()) => return Ok(()),
+                Err(err) if Instant::now() > deadline => return Err(err),
+                Err(_) => tokio::time::sleep(POLL_CLUSTER).await,
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::builder::NatsServerBuilder;
+use super::ports::Reserved;
 
 /// A `nats-server` child process with JetStream on 127.0.0.1 and its own temporary store.
 ///
@@ -55,6 +56,9 @@ pub struct NatsServer {
     pub(super) http_port: Option<u16>,
     /// The leaf node listener's port, chosen before the first start and kept.
     pub(super) leaf_port: Option<u16>,
+    /// The reservations of the ports the kit chose for it, kept for its whole life (restarts
+    /// reuse them).
+    pub(super) _reserved: Vec<Reserved>,
     pub(super) ready_timeout: Duration,
 }
 

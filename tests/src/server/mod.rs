@@ -17,6 +17,6 @@ pub(crate) use builder::ClusterSpec;
 pub use builder::NatsServerBuilder;
 pub use handle::NatsServer;
 pub use leaf_remote::LeafRemote;
-pub(crate) use ports::free_ports;
+pub(crate) use ports::{free_ports, Reserved};
 pub(crate) use ready::POLL_CLUSTER;
 pub use ready::READY_TIMEOUT;

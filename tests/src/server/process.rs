@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::builder::NatsServerBuilder;
 use super::handle::NatsServer;
-use super::ports::free_port;
+use super::ports::{free_port, Reserved};
 use super::ready::{POLL, READY_TIMEOUT};
 use crate::binary::nats_server_bin;
 
@@ -43,6 +43,8 @@ impl NatsServerBuilder {
         }
         .expect("kvtk-tests: cannot create a temporary directory for nats-server");
         let root = dir.path().to_path_buf();
+        let client = self.port.is_none().then(free_port);
+        let leaf = self.leafnode_listener.then(free_port);
         let mut server = NatsServer {
             binary,
             store_dir: root.join("store"),
@@ -53,9 +55,13 @@ impl NatsServerBuilder {
             dir: Some(dir),
             child: None,
             last_exit: None,
-            port: self.port.unwrap_or_else(free_port),
+            port: self
+                .port
+                .or(client.as_ref().map(Reserved::port))
+                .unwrap_or(0),
             http_port: None,
-            leaf_port: self.leafnode_listener.then(free_port),
+            leaf_port: leaf.as_ref().map(Reserved::port),
+            _reserved: client.into_iter().chain(leaf).collect(),
             ready_timeout: self.ready_timeout.unwrap_or(READY_TIMEOUT),
             spec: self,
         };
