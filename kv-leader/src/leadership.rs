@@ -242,7 +242,10 @@ impl Leadership {
     ///
     /// # Cancel safety
     /// Cancel safe: the leadership has ended once the future was first polled; if the
-    /// future is dropped before the key was removed, the key expires by its TTL.
+    /// future is dropped before the key was removed, the key expires by its TTL — or, bound
+    /// to a session (which gives it no TTL), the session's keeper goes on removing it in
+    /// the background while the session lives. Either way a later campaign leads in a new
+    /// term.
     pub async fn resign(self) -> Result<(), Error> {
         self.held.resign(LostReason::Resigned).await;
         Ok(())

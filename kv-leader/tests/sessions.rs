@@ -2,7 +2,7 @@
 //! against real nats-servers: a step-down is one write — a hand-over the successor takes
 //! over without writing — rotating in line order; a hand-over to a candidate that left
 //! (its registration or its whole session gone) is removed by the next in line, who leads;
-//! and on a 3-node cluster with R3 buckets, contended step-downs never fail, terms only
+//! a resignation cut short never grants its term again; and on a 3-node cluster with R3 buckets, contended step-downs never fail, terms only
 //! grow, and observers on every node see them in order.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
@@ -141,6 +141,44 @@ async fn a_handed_over_leader_that_is_cut_off_loses_it_and_the_next_in_line_lead
     );
     drop(again);
     lc.resign().await.unwrap();
+}
+
+/// The chain the chaos checker caught (seed 47): a leader by hand-over resigns while its
+/// link is dark, and its caller's timeout cuts the resignation short; its session lives on,
+/// and so — bound, without a TTL — would the leader key and its registration. Once the link
+/// is back, its next campaign must lead in a **new** term, never adopt the old hand-over.
+/// The code before dcb2cba granted the same term again here (term 6, then term 6).
+#[tokio::test]
+async fn a_resignation_cut_short_never_grants_its_term_again() {
+    let server = NatsServer::start().await;
+    let url = server.client_url();
+    let pb = FaultProxy::start(&url).await;
+    let (a, b) = (bound(&url, "rc").await, bound(&pb.url(), "rc").await);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let la = within("a elected", a.campaign("a")).await.unwrap();
+    spawn(&tx, b.campaign("b"));
+    candidates_until(&a, |ids| ids.iter().any(|x| x == "b")).await;
+    // a hands over to b and leaves the line.
+    drop(la.step_down().await);
+    let lb = within("b to take over", rx.recv()).await.unwrap();
+    candidates_until(&a, |ids| ids == ["b"]).await;
+    let old = lb.term();
+    pb.blackhole();
+    let cut = tokio::time::timeout(Duration::from_millis(300), lb.resign()).await;
+    assert!(cut.is_err(), "the resignation was cut short: {cut:?}");
+    // Dark for longer than the deregistration's own bound (1 s on the client's clock), far
+    // shorter than the session's TTL: on the old code both entries outlived the attempt
+    // (with 300 ms dark, a late deregistration landed and hid the fault).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pb.heal();
+    spawn(&tx, b.campaign("b"));
+    let again = within("b to lead again", rx.recv()).await.unwrap();
+    assert!(
+        again.term() > old,
+        "a new term: {:?} after {old:?}",
+        again.term()
+    );
+    again.resign().await.unwrap();
 }
 
 /// A leader hands over to `ghost`, whose registration a bare session made (nobody
