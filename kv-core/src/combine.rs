@@ -122,9 +122,11 @@ mod tests {
     /// Eight callers, each adding again as soon as its previous add returned: once they are
     /// in step, every write carries all eight, because the callers a write's results woke
     /// queue again before the worker takes its next batch (on tokio's multi-thread runtime
-    /// the worker, woken by the first of them, would otherwise run first and take one).
+    /// the worker, woken by the first of them, would otherwise run first and take one, and
+    /// the 80 increments would take about 20 writes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn callers_woken_by_one_write_share_the_next() {
+        const ROUNDS: i64 = 50;
         let writes = Arc::new(Mutex::new(Vec::new()));
         let apply: Apply = {
             let writes = writes.clone();
@@ -139,10 +141,12 @@ mod tests {
             })
         };
         let combiner = Arc::new(Combiner::new(apply));
+        let start = Arc::new(tokio::sync::Barrier::new(8));
         let callers = (0..8).map(|_| {
-            let combiner = combiner.clone();
+            let (combiner, start) = (combiner.clone(), start.clone());
             tokio::spawn(async move {
-                for _ in 0..10 {
+                start.wait().await;
+                for _ in 0..ROUNDS {
                     combiner.add(1).await.unwrap();
                 }
             })
@@ -151,8 +155,17 @@ mod tests {
             caller.unwrap();
         }
         let writes = writes.lock().unwrap();
-        assert_eq!(writes.iter().sum::<i64>(), 80);
-        // The first write may leave before every caller was spawned.
-        assert_eq!(writes[writes.len() - 8..], [8; 8], "writes: {writes:?}");
+        assert_eq!(writes.iter().sum::<i64>(), 8 * ROUNDS);
+        // Not every write carries all eight: now and then tokio's scheduler runs the worker
+        // before the last callers re-queued (its periodic maintenance wakes yielded tasks
+        // early), and a batch leaves split, 1 + 7 ([8, 8, 8, 8, 1, 8, …, 7] in a CI run);
+        // the callers are out of step until one group ends. Most are full: 50–51 writes in
+        // 140 runs, quiet and at load 4; without the yield in `gather`, 100.
+        assert!(
+            writes.len() as i64 <= ROUNDS * 3 / 2,
+            "{} writes for {} increments: {writes:?}",
+            writes.len(),
+            8 * ROUNDS
+        );
     }
 }
