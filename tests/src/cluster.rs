@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, stream};
 use crate::client;
 use crate::proxy::FaultProxy;
 use crate::server::{free_ports, ClusterSpec, NatsServer, Reserved, POLL_CLUSTER};
+use crate::wait::poll_until;
 
 /// Three JetStream nodes named `n0`, `n1`, `n2`, routed to each other on 127.0.0.1.
 ///
@@ -254,14 +255,12 @@ impl NatsCluster {
     pub async fn restart_node(&mut self, i: usize) {
         self.nodes[i].restart().await;
         let deadline = Instant::now() + self.nodes[i].ready_timeout();
-        loop {
-            if node_meta_leader(&self.nodes[i]).await.is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("node n{i} did not rejoin"));
-            }
-            tokio::time::sleep(POLL_CLUSTER).await;
+        let node = &self.nodes[i];
+        let rejoined = poll_until(deadline, POLL_CLUSTER, || async {
+            node_meta_leader(node).await.map(drop).ok_or(())
+        });
+        if rejoined.await.is_err() {
+            self.fail(&format!("node n{i} did not rejoin"));
         }
     }
 
@@ -304,18 +303,11 @@ impl NatsCluster {
     ///
     /// Cancel safe.
     pub async fn wait_stream_leader(&self, stream: &str, timeout: Duration) -> Option<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = self.stream_leader(stream).await {
-                if self.nodes[i].has_process() {
-                    return Some(i);
-                }
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL_CLUSTER).await;
-        }
+        let leader = poll_until(Instant::now() + timeout, POLL_CLUSTER, || async {
+            let running = |i: &usize| self.nodes[*i].has_process();
+            self.stream_leader(stream).await.filter(running).ok_or(())
+        });
+        leader.await.ok()
     }
 
     /// The index of the JetStream meta leader, as a running node's `/jsz` reports it.
@@ -339,17 +331,12 @@ impl NatsCluster {
     /// Waits for a meta leader that sees every other node as a current peer: before that,
     /// placing an R3 stream can fail with "no suitable peers for placement".
     async fn wait_meta_leader(&self, deadline: Instant) -> Option<usize> {
-        loop {
-            if let Some(i) = self.meta_leader().await {
-                if peers_current(&self.nodes[i], self.nodes.len() - 1).await {
-                    return Some(i);
-                }
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL_CLUSTER).await;
-        }
+        let leader = poll_until(deadline, POLL_CLUSTER, || async {
+            let i = self.meta_leader().await.ok_or(())?;
+            let current = peers_current(&self.nodes[i], self.nodes.len() - 1).await;
+            current.then_some(i).ok_or(())
+        });
+        leader.await.ok()
     }
 
     /// Waits until the meta leader places an R3 stream, by placing one in memory and deleting
@@ -368,21 +355,17 @@ impl NatsCluster {
             storage: stream::StorageType::Memory,
             ..Default::default()
         };
-        loop {
-            let placed = match js.create_stream(config.clone()).await {
+        poll_until(deadline, POLL_CLUSTER, || async {
+            match js.create_stream(config.clone()).await {
                 Ok(_) => js
                     .delete_stream(PLACEMENT_PROBE)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
                 Err(err) => Err(err.to_string()),
-            };
-            match placed {
-                Ok(()) => return Ok(()),
-                Err(err) if Instant::now() > deadline => return Err(err),
-                Err(_) => tokio::time::sleep(POLL_CLUSTER).await,
             }
-        }
+        })
+        .await
     }
 
     /// Waits until every node's route pool to every other node is complete. Until then a
@@ -391,19 +374,15 @@ impl NatsCluster {
     /// second of a cluster went unanswered for 5 s (its stream leader never saw it) while the
     /// last pooled route came up.
     async fn wait_routes(&self, deadline: Instant) -> bool {
-        loop {
-            let mut complete = true;
+        let complete = poll_until(deadline, POLL_CLUSTER, || async {
             for node in &self.nodes {
-                complete &= routes_complete(node, self.nodes.len() - 1).await;
+                if !routes_complete(node, self.nodes.len() - 1).await {
+                    return Err(());
+                }
             }
-            if complete {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL_CLUSTER).await;
-        }
+            Ok(())
+        });
+        complete.await.is_ok()
     }
 
     fn index_of(&self, server_name: &str) -> Option<usize> {

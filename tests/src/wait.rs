@@ -2,7 +2,7 @@
 //! and fail with the name of what never came.
 
 use std::future::{Future, IntoFuture};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 
@@ -139,10 +139,42 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(POLL).await;
+    let checked = poll_until(Instant::now() + T, POLL, || {
+        let done = check();
+        async move {
+            if done.await {
+                Ok(())
+            } else {
+                Err(())
+            }
         }
-    })
-    .await;
+    });
+    if checked.await.is_err() {
+        panic!("timed out after {T:?} waiting for {what}");
+    }
+}
+
+/// The kit's one polling loop: runs `probe` every `every` until it answers `Ok`, and gives
+/// up once `deadline` passed with `probe`'s last error. `probe` runs at least once, and once
+/// more after the last pause; for state a server reports only when asked.
+///
+/// # Cancel safety
+///
+/// As cancel safe as the futures `probe` returns.
+pub(crate) async fn poll_until<V, E, F, Fut>(
+    deadline: Instant,
+    every: Duration,
+    mut probe: F,
+) -> Result<V, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    loop {
+        match probe().await {
+            Ok(found) => return Ok(found),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
 }

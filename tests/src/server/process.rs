@@ -14,6 +14,7 @@ use super::handle::NatsServer;
 use super::ports::{free_port, Reserved};
 use super::ready::{POLL, READY_TIMEOUT};
 use crate::binary::nats_server_bin;
+use crate::wait::poll_until;
 
 impl NatsServerBuilder {
     /// Starts the server and waits until JetStream answers `$JS.API.INFO`.
@@ -99,17 +100,23 @@ impl NatsServer {
         fs::write(&self.conf_path, self.config())
             .expect("kvtk-tests: cannot write nats-server.conf");
         self.signal(Signal::SIGHUP);
-        let deadline = Instant::now() + self.ready_timeout;
         const FAILED: &str = "Failed to reload server configuration";
         let failed_before = self.log().matches(FAILED).count();
-        while self.log().matches(RELOADED).count() == before {
-            if self.log().matches(FAILED).count() > failed_before {
-                self.fail("refused the new configuration");
-            }
-            if Instant::now() > deadline {
-                self.fail("did not confirm the configuration reload");
-            }
-            tokio::time::sleep(POLL).await;
+        let deadline = Instant::now() + self.ready_timeout;
+        let reloaded = poll_until(deadline, POLL, || {
+            let log = self.log();
+            std::future::ready(if log.matches(RELOADED).count() > before {
+                Ok(true)
+            } else if log.matches(FAILED).count() > failed_before {
+                Ok(false)
+            } else {
+                Err(())
+            })
+        });
+        match reloaded.await {
+            Ok(true) => {}
+            Ok(false) => self.fail("refused the new configuration"),
+            Err(()) => self.fail("did not confirm the configuration reload"),
         }
     }
 
@@ -201,16 +208,13 @@ impl NatsServer {
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("kvtk-tests: pid fits in i32"));
         let _ = signal::kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + self.ready_timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.last_exit = Some(status);
-                self.child = None;
-                return;
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
+        let exited = poll_until(deadline, POLL, || {
+            std::future::ready(child.try_wait().ok().flatten().ok_or(()))
+        });
+        if let Ok(status) = exited.await {
+            self.last_exit = Some(status);
+            self.child = None;
+            return;
         }
         tracing::warn!(
             server = self.server_name(),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::handle::NatsServer;
 use crate::monitor;
+use crate::wait::poll_until;
 
 /// How long [`NatsServer::start`], [`NatsServer::restart`] and friends wait for readiness.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -19,22 +20,24 @@ pub(crate) const POLL_CLUSTER: Duration = Duration::from_millis(20);
 impl NatsServer {
     /// Waits until the process wrote its ports file, then learns the client and HTTP ports.
     pub(crate) async fn wait_listening(&mut self, deadline: Instant) {
-        loop {
-            if !self.is_running() {
-                self.fail(&format!("exited during start-up ({:?})", self.last_exit));
-            }
-            if let Some((client, http)) = self.read_ports_file() {
+        let found = poll_until(deadline, POLL, || {
+            let ports = match self.read_ports_file() {
+                Some(ports) => Ok(Some(ports)),
+                None if !self.is_running() => Ok(None),
+                None => Err(()),
+            };
+            std::future::ready(ports)
+        });
+        match found.await {
+            Ok(Some((client, http))) => {
                 self.port = client;
                 self.http_port = http;
-                return;
             }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "wrote no ports file within {:?}",
-                    self.ready_timeout
-                ));
-            }
-            tokio::time::sleep(POLL).await;
+            Ok(None) => self.fail(&format!("exited during start-up ({:?})", self.last_exit)),
+            Err(()) => self.fail(&format!(
+                "wrote no ports file within {:?}",
+                self.ready_timeout
+            )),
         }
     }
 
@@ -59,38 +62,30 @@ impl NatsServer {
     pub(crate) async fn wait_ready(&mut self) {
         let deadline = Instant::now() + self.ready_timeout;
         self.wait_listening(deadline).await;
-        loop {
-            let probe = if self.spec.is_secured() {
-                self.healthz().await
-            } else {
-                jetstream_info(&self.client_url()).await
-            };
-            let last_err = match probe {
-                Ok(()) => return,
-                Err(e) => e,
-            };
-            if !self.is_running() {
-                self.fail(&format!("exited during start-up ({:?})", self.last_exit));
+        let (secured, url, http) = (self.spec.is_secured(), self.client_url(), self.http_port);
+        let ready = poll_until(deadline, POLL, || {
+            let running = self.is_running();
+            let url = url.clone();
+            async move {
+                let probe = if secured {
+                    healthz(http).await
+                } else {
+                    jetstream_info(&url).await
+                };
+                match probe {
+                    Ok(()) => Ok(true),
+                    Err(_) if !running => Ok(false),
+                    Err(e) => Err(e),
+                }
             }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "not ready within {:?}: {last_err}",
-                    self.ready_timeout
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// One readiness probe of a secured server: its monitoring endpoint's `/healthz`.
-    async fn healthz(&self) -> Result<(), String> {
-        let json = self
-            .monitor_json("/healthz")
-            .await
-            .ok_or_else(|| "no answer from /healthz".to_string())?;
-        match json.get("status").and_then(|s| s.as_str()) {
-            Some("ok") => Ok(()),
-            _ => Err(format!("/healthz: {json}")),
+        });
+        match ready.await {
+            Ok(true) => {}
+            Ok(false) => self.fail(&format!("exited during start-up ({:?})", self.last_exit)),
+            Err(last_err) => self.fail(&format!(
+                "not ready within {:?}: {last_err}",
+                self.ready_timeout
+            )),
         }
     }
 
@@ -115,18 +110,33 @@ impl NatsServer {
     ///
     /// Cancel safe: it only reads the monitoring endpoint.
     pub async fn wait_leaf_connected(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.leaf_connections().await == 0 {
-            if Instant::now() > deadline {
-                self.fail(&format!("has no leaf node connection after {timeout:?}"));
+        let connected = poll_until(Instant::now() + timeout, POLL_CLUSTER, || async {
+            if self.leaf_connections().await > 0 {
+                Ok(())
+            } else {
+                Err(())
             }
-            tokio::time::sleep(POLL_CLUSTER).await;
+        });
+        if connected.await.is_err() {
+            self.fail(&format!("has no leaf node connection after {timeout:?}"));
         }
     }
 
     /// Fetches a monitoring endpoint such as `/jsz` as JSON.
     pub(crate) async fn monitor_json(&self, path: &str) -> Option<serde_json::Value> {
         monitor::get_json(self.http_port?, path).await
+    }
+}
+
+/// One readiness probe of a secured server: its monitoring endpoint's `/healthz`.
+async fn healthz(http_port: Option<u16>) -> Result<(), String> {
+    let port = http_port.ok_or_else(|| "no monitoring port".to_string())?;
+    let json = monitor::get_json(port, "/healthz")
+        .await
+        .ok_or_else(|| "no answer from /healthz".to_string())?;
+    match json.get("status").and_then(|s| s.as_str()) {
+        Some("ok") => Ok(()),
+        _ => Err(format!("/healthz: {json}")),
     }
 }
 
