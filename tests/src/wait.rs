@@ -149,7 +149,8 @@ where
             }
         }
     });
-    if checked.await.is_err() {
+    // Bounded as a whole as well: a check that never returns fails the wait at `T` too.
+    if within(what, checked).await.is_err() {
         panic!("timed out after {T:?} waiting for {what}");
     }
 }
