@@ -35,7 +35,10 @@ use crate::roster::{MembershipEvent, Observed, Roster};
 /// clock, or closed) its members leave with [`LeaveReason::Expired`](crate::LeaveReason::Expired)
 /// unless they left first. A session the watch has not seen is judged from the stream leader
 /// (never a replica, which may lag). A watch on a writable handle (a [`Group`](crate::Group)'s)
-/// removes an ended session's member keys by compare-and-set.
+/// removes an ended session's member keys by compare-and-set. A watch that may not follow
+/// the session keys (a user without the session set of docs/deployment.md) yields that
+/// error ([`core_kind`](crate::Error::core_kind) `PermissionDenied`) and ends after the
+/// events it had queued: without them it would list a dead session's members forever.
 pub struct MembershipWatch {
     inner: BoxStream<'static, Result<MembershipEvent, Error>>,
 }
@@ -57,7 +60,8 @@ struct State {
     roster: Roster,
     initial_done: bool,
     pending: VecDeque<MembershipEvent>,
-    /// Met a member of an unknown format version: the watch has ended.
+    /// Met a member of an unknown format version, or was refused the session keys: the
+    /// watch has ended.
     refused: bool,
 }
 
@@ -229,10 +233,16 @@ impl State {
         }
     }
 
-    /// Opens the watch of the session keys once the group holds a bound member.
+    /// Opens the watch of the session keys once the group holds a bound member. Refused it
+    /// (no permission to watch `_session.*`), the watch ends: it would never see a bound
+    /// member leave when its session ends.
     async fn follow_sessions(&mut self) -> Result<(), Error> {
         if self.sessions.is_none() && self.roster.has_bound() {
-            self.sessions = Some(follow::watch_sessions(&self.bucket).await?);
+            let opened = follow::watch_sessions(&self.bucket).await;
+            self.refused |= opened
+                .as_ref()
+                .is_err_and(|e| e.core_kind() == Some(CoreKind::PermissionDenied));
+            self.sessions = Some(opened?);
         }
         Ok(())
     }

@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use kvtk_config::{ConfigReader, ConfigWriter, Source};
 use kvtk_core::{BucketConfig, Connect, ErrorKind, Kv};
 use kvtk_leader::{Election, Observed};
-use kvtk_membership::Membership;
+use kvtk_membership::{LeaveReason, Membership, MembershipEvent};
 use kvtk_tests::{recipes, within, Account, NatsServer, Permissions};
 
 async fn server_with(user: Permissions) -> NatsServer {
@@ -280,4 +281,70 @@ async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
         Some(ErrorKind::PermissionDenied),
         "{err:?}"
     );
+}
+
+/// A member `i-9` of group `api` in bucket `mem`, bound to a session of the admin's that
+/// the caller closes (its member then leaves as `Expired`).
+async fn admins_bound_member(server: &NatsServer) -> kvtk_core::lease::Session {
+    let admin = kv_as(server, "admin").await;
+    let bucket = admin
+        .create_or_open(Membership::bucket_config("mem"))
+        .await
+        .unwrap();
+    let cfg = kvtk_core::lease::LeaseConfig::new(Duration::from_secs(10)).unwrap();
+    let keeper = kvtk_core::lease::Keeper::new(&bucket, cfg).unwrap();
+    let session = keeper.session().await.unwrap();
+    let bound = session
+        .bind("api.i-9", "10.0.0.9")
+        .format(kvtk_core::format::RECIPE_FORMAT);
+    std::mem::forget(bound.await.unwrap());
+    session
+}
+
+/// An observer of a group with members bound to sessions sees them leave (`Expired`) when
+/// their session ends — with the member set and the session set (docs/deployment.md). With
+/// the member set alone it may not watch `_session.*`: its watch says so
+/// (`PermissionDenied`) and ends, rather than go on listing a dead session's member.
+#[tokio::test]
+async fn an_observer_of_bound_members_needs_the_session_set_and_is_told_so_without_it() {
+    let server = server_with(recipes::bound(recipes::member("mem", "api"), "mem")).await;
+    let session = admins_bound_member(&server).await;
+    let api = Membership::open(&kv_as(&server, "user").await, "mem")
+        .await
+        .unwrap()
+        .group("api")
+        .unwrap();
+    let mut events = api.watch().await.unwrap();
+    let present = kvtk_tests::next("the bound member", &mut events).await;
+    assert!(matches!(present, Ok(MembershipEvent::Present(m)) if m.id() == "i-9"));
+    let done = kvtk_tests::next("the snapshot's end", &mut events).await;
+    assert!(matches!(done, Ok(MembershipEvent::InitialDone)));
+    session.close().await.unwrap();
+    match kvtk_tests::next("the member's leave", &mut events).await {
+        Ok(MembershipEvent::Left { member, reason, .. }) => {
+            assert_eq!((member.id(), reason), ("i-9", LeaveReason::Expired));
+        }
+        other => panic!("expected i-9 to leave, got {other:?}"),
+    }
+    assert!(api.members().await.unwrap().is_empty());
+    drop(server);
+
+    let server = server_with(recipes::member("mem", "api")).await;
+    let _session = admins_bound_member(&server).await;
+    let api = Membership::open(&kv_as(&server, "user").await, "mem")
+        .await
+        .unwrap()
+        .group("api")
+        .unwrap();
+    let mut events = api.watch().await.unwrap();
+    let err = kvtk_tests::next("the refused session watch", &mut events)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.core_kind(),
+        Some(ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    let rest: Vec<_> = within("the watch's end", events.collect()).await;
+    assert!(rest.iter().all(Result::is_ok), "{rest:?}");
 }
