@@ -28,14 +28,15 @@ async fn kv_as(server: &NatsServer, user: &str) -> Kv {
         .unwrap()
 }
 
+/// Asserts that an error whose kvtk-core kind is `core_kind` is a permission refusal.
+fn assert_denied(core_kind: Option<ErrorKind>, err: &dyn std::fmt::Debug) {
+    assert_eq!(core_kind, Some(ErrorKind::PermissionDenied), "{err:?}");
+}
+
 /// Runs `campaign`, which the server must refuse for lack of permission.
 async fn refused(campaign: kvtk_leader::Campaign) {
     let err = within("the refused campaign", campaign).await.unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    assert_denied(err.core_kind(), &err);
 }
 
 #[tokio::test]
@@ -164,11 +165,7 @@ async fn membership_member() {
         .join("i-1", "x")
         .await
         .unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    assert_denied(err.core_kind(), &err);
     me.leave().await.unwrap();
 }
 
@@ -276,16 +273,14 @@ async fn a_member_bound_to_a_session_runs_with_the_session_owner_set_added() {
     let err = within("the refused join", api.join("i-1", "x"))
         .await
         .unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    assert_denied(err.core_kind(), &err);
 }
 
 /// A member `i-9` of group `api` in bucket `mem`, bound to a session of the admin's that
-/// the caller closes (its member then leaves as `Expired`).
-async fn admins_bound_member(server: &NatsServer) -> kvtk_core::lease::Session {
+/// the caller closes (its member then leaves as `Expired`), and the member's entry.
+async fn admins_bound_member(
+    server: &NatsServer,
+) -> (kvtk_core::lease::Session, kvtk_core::lease::Lease) {
     let admin = kv_as(server, "admin").await;
     let bucket = admin
         .create_or_open(Membership::bucket_config("mem"))
@@ -297,8 +292,15 @@ async fn admins_bound_member(server: &NatsServer) -> kvtk_core::lease::Session {
     let bound = session
         .bind("api.i-9", "10.0.0.9")
         .format(kvtk_core::format::RECIPE_FORMAT);
-    std::mem::forget(bound.await.unwrap());
-    session
+    let member = bound.await.unwrap();
+    (session, member)
+}
+
+/// Group `api` of bucket `mem` as "user" of `server`, not bound to a session.
+async fn users_group(server: &NatsServer) -> kvtk_membership::Group {
+    let kv = kv_as(server, "user").await;
+    let membership = Membership::open(&kv, "mem").await.unwrap();
+    membership.group("api").unwrap()
 }
 
 /// An observer of a group with members bound to sessions sees them leave (`Expired`) when
@@ -308,12 +310,8 @@ async fn admins_bound_member(server: &NatsServer) -> kvtk_core::lease::Session {
 #[tokio::test]
 async fn an_observer_of_bound_members_needs_the_session_set_and_is_told_so_without_it() {
     let server = server_with(recipes::bound(recipes::member("mem", "api"), "mem")).await;
-    let session = admins_bound_member(&server).await;
-    let api = Membership::open(&kv_as(&server, "user").await, "mem")
-        .await
-        .unwrap()
-        .group("api")
-        .unwrap();
+    let (session, _member) = admins_bound_member(&server).await;
+    let api = users_group(&server).await;
     let mut events = api.watch().await.unwrap();
     let present = kvtk_tests::next("the bound member", &mut events).await;
     assert!(matches!(present, Ok(MembershipEvent::Present(m)) if m.id() == "i-9"));
@@ -330,21 +328,13 @@ async fn an_observer_of_bound_members_needs_the_session_set_and_is_told_so_witho
     drop(server);
 
     let server = server_with(recipes::member("mem", "api")).await;
-    let _session = admins_bound_member(&server).await;
-    let api = Membership::open(&kv_as(&server, "user").await, "mem")
-        .await
-        .unwrap()
-        .group("api")
-        .unwrap();
+    let _bound = admins_bound_member(&server).await;
+    let api = users_group(&server).await;
     let mut events = api.watch().await.unwrap();
     let err = kvtk_tests::next("the refused session watch", &mut events)
         .await
         .unwrap_err();
-    assert_eq!(
-        err.core_kind(),
-        Some(ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    assert_denied(err.core_kind(), &err);
     let rest: Vec<_> = within("the watch's end", events.collect()).await;
     assert!(rest.iter().all(Result::is_ok), "{rest:?}");
 }
