@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use kvtk_core::lease::{Keeper, LeaseConfig};
 use kvtk_core::{BucketConfig, Kv, ReadOnlyBucket};
-use kvtk_membership::{LeaveReason, Listing, Membership, MembershipEvent, MembershipWatch};
+use kvtk_membership::{LeaveReason, Listing, Membership, MembershipEvent};
 use kvtk_tests::{within, HubAndLeaf};
 use tokio::time::Instant;
 
 mod common;
-use common::sidecar;
+use common::{left, next, sidecar};
 
 /// A read-only mirror of the hub's bucket `bucket` on the leaf.
 async fn leaf_mirror(net: &HubAndLeaf, bucket: &str) -> ReadOnlyBucket {
@@ -22,12 +22,6 @@ async fn leaf_mirror(net: &HubAndLeaf, bucket: &str) -> ReadOnlyBucket {
         .await
         .unwrap()
         .read_only()
-}
-
-async fn next(w: &mut MembershipWatch) -> MembershipEvent {
-    kvtk_tests::next("a membership event", w)
-        .await
-        .expect("no watch error")
 }
 
 #[tokio::test]
@@ -119,17 +113,13 @@ async fn bound_members_leave_a_leaf_mirrors_listing_when_their_session_ends() {
     }
 
     session.close().await.unwrap();
-    assert_eq!(
-        left(&mut watch).await,
-        ("x".to_string(), LeaveReason::Expired)
-    );
+    let (gone, reason) = left(&mut watch).await;
+    assert_eq!((gone.id(), reason), ("x", LeaveReason::Expired));
     child.start_kill().unwrap(); // SIGKILL: its session expires on the hub's clock
     let killed = Instant::now();
     within("the sidecar's exit", child.wait()).await.unwrap();
-    assert_eq!(
-        left(&mut watch).await,
-        ("p1".to_string(), LeaveReason::Expired)
-    );
+    let (gone, reason) = left(&mut watch).await;
+    assert_eq!((gone.id(), reason), ("p1", LeaveReason::Expired));
     // Not before the session could expire on the hub: its TTL (2 s) after its last renewal,
     // at most a renewal interval (TTL/3) before the kill. An earlier `Expired` would be a
     // verdict on a session the mirror had not yet heard end.
@@ -145,11 +135,4 @@ async fn bound_members_leave_a_leaf_mirrors_listing_when_their_session_ends() {
         "x's entry is still there"
     );
     assert!(!x.is_held());
-}
-
-async fn left(w: &mut MembershipWatch) -> (String, LeaveReason) {
-    match next(w).await {
-        MembershipEvent::Left { member, reason, .. } => (member.id().to_string(), reason),
-        other => panic!("expected a member to leave, got {other:?}"),
-    }
 }
