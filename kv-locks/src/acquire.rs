@@ -4,8 +4,13 @@
 //!    `expect_on(<name>.*.*, L)`, where `L` is the lock's last revision at a moment its queue
 //!    was known to be empty (from our own previous clean release; a try reads it first).
 //!    Success proves nothing under the lock changed since `L`: we are alone, and hold it.
-//!    Not on replicated buckets, whose servers do not check a wildcard expectation against
-//!    writes in flight.
+//!    On a **quiet** bucket (our last clean release's tombstone `L` came right after the
+//!    revision we were alone at: nothing was written anywhere in between) the entry expects
+//!    our own key at `L` instead, which costs the server less than a wildcard: landing at
+//!    revision `L + 1` proves that nothing at all was written since `L`, so we hold; any
+//!    other revision means something was written meanwhile, and the entry, already in the
+//!    queue, takes the queue path. Not on replicated buckets, whose servers do not check a
+//!    wildcard expectation against writes in flight.
 //! 2. **Queue path**. Enter the queue (a lease on our own key), then read the lock's keys
 //!    at a revision ≥ our entry's (on a replicated bucket, a consumer's initial values,
 //!    read again while they lack our own entry: its replica may lag the leader). The
@@ -36,7 +41,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::queue::view;
 use crate::rule::Kind;
-use crate::shared::{Shared, Slot};
+use crate::shared::{follows, Shared, Slot};
 use crate::stats::Stat;
 use crate::wait::{reap_all, turn};
 
@@ -295,11 +300,11 @@ async fn protocol(
     // queue path costs the same (a write and a read) without the read going to waste when
     // the lock is busy; a try still looks first, so a busy lock costs it no write.
     let fast = if slot.fast.is_some() || try_only {
-        fast_path(s, slot, cfg).await?
+        fast_path(s, slot, cfg, try_only).await?
     } else {
         Fast::Queue
     };
-    let busy = match fast {
+    let (entered, busy) = match fast {
         Fast::Held(lease) => {
             let alone = Some(lease.origin());
             return Ok(Some(Won {
@@ -309,13 +314,17 @@ async fn protocol(
                 handoff: None,
             }));
         }
-        Fast::Busy => true,
-        Fast::Queue => false,
+        Fast::Entered(lease) => (Some(lease), false),
+        Fast::Busy => (None, true),
+        Fast::Queue => (None, false),
     };
     if try_only && busy && s.kind == Kind::Exclusive {
         return Ok(None);
     }
-    let lease = Box::pin(enqueue(s, cfg, slot.own_last)).await?;
+    let lease = match entered {
+        Some(lease) => lease,
+        None => Box::pin(enqueue(s, cfg, slot.own_last)).await?,
+    };
     s.bump(Stat::Enqueued);
     let mut departed = None;
     // Dropping the lease (a try that found the lock busy) releases our entry.
@@ -332,57 +341,95 @@ async fn protocol(
 
 enum Fast {
     Held(Lease),
+    /// A quiet bucket's fast-path entry landed after another write: we are in the queue.
+    Entered(Lease),
     /// Someone holds or waits: queue.
     Busy,
     /// Free permits or shares may be left: queue and look.
     Queue,
 }
 
-/// One conditional write when the lock's queue is empty.
-async fn fast_path(s: &Shared, slot: &mut Slot, cfg: Option<LeaseConfig>) -> Result<Fast, Error> {
+/// One conditional write when the lock's queue is empty: proven by the expectation we
+/// remember from our last clean release, else by a read of the queue first.
+async fn fast_path(
+    s: &Shared,
+    slot: &mut Slot,
+    cfg: Option<LeaseConfig>,
+    try_only: bool,
+) -> Result<Fast, Error> {
     if s.replicated {
         // A wildcard expectation is not atomic on a replicated stream (see `Shared`): chaos
         // on R3 found a fast-path holder beside the waiter whose entry was still in flight.
         return Ok(Fast::Queue);
     }
-    let mut expect = slot.fast.take().map(Expect::Revision);
-    let mut from_cache = expect.is_some();
+    if let Some(last) = slot.fast.take() {
+        if let Some(fast) = remembered(s, slot, cfg, last, try_only).await? {
+            return Ok(fast);
+        }
+    }
+    // Boxed: a try, or a remembered expectation that conflicted (see `protocol`).
+    Box::pin(looked(s, cfg)).await
+}
+
+/// The fast path from our clean release's tombstone `last`: on a quiet bucket (see
+/// [`Slot::quiet_acquire`]) our entry expects our own key at `last`, else every key of the
+/// lock. `None`: the expectation conflicted (something changed under the lock).
+async fn remembered(
+    s: &Shared,
+    slot: &mut Slot,
+    cfg: Option<LeaseConfig>,
+    last: Revision,
+    try_only: bool,
+) -> Result<Option<Fast>, Error> {
+    s.bump(Stat::AcquireWrite);
+    let create = new_entry(s, cfg, &[]).await?;
+    // Not for a try: a busy lock costs a try no queue entry.
+    let quiet = slot.quiet_acquire && !try_only;
+    let create = match quiet {
+        true => create.expect(Expect::Revision(last)),
+        false => create.expect_on(&**s.all_filter(), Expect::Revision(last)),
+    };
+    let res = create.send().await;
+    slot.quiet_acquire = res.as_ref().is_ok_and(|l| follows(l.origin(), last));
+    match res {
+        Ok(lease) if quiet && !slot.quiet_acquire => Ok(Some(Fast::Entered(lease))),
+        Ok(lease) => Ok(Some(Fast::Held(lease))),
+        Err(e) if e.is_conflict() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The fast path after reading the queue: a write expecting the lock's keys as read, if
+/// they were an empty queue.
+async fn looked(s: &Shared, cfg: Option<LeaseConfig>) -> Result<Fast, Error> {
     let mut reaped = false;
     loop {
-        let e = match expect.take() {
-            Some(e) => e,
-            None => {
-                // Boxed: a try, or a remembered expectation that conflicted (see `protocol`).
-                let v = Box::pin(view(s, None)).await?;
-                check_kind(s, &v)?;
-                if !v.queue.is_empty() && !std::mem::replace(&mut reaped, true) {
-                    // A holder whose session ended is removed, then the queue read again.
-                    if Box::pin(reap_all(s, &v, &v.queue)).await?.is_some() {
-                        continue;
-                    }
-                }
-                if !v.queue.is_empty() {
-                    return Ok(if s.kind == Kind::Exclusive {
-                        Fast::Busy
-                    } else {
-                        Fast::Queue
-                    });
-                }
-                v.expect_empty()
+        let v = view(s, None).await?;
+        check_kind(s, &v)?;
+        if !v.queue.is_empty() && !std::mem::replace(&mut reaped, true) {
+            // A holder whose session ended is removed, then the queue read again.
+            if Box::pin(reap_all(s, &v, &v.queue)).await?.is_some() {
+                continue;
             }
-        };
+        }
+        if !v.queue.is_empty() {
+            return Ok(if s.kind == Kind::Exclusive {
+                Fast::Busy
+            } else {
+                Fast::Queue
+            });
+        }
         s.bump(Stat::AcquireWrite);
         let res = new_entry(s, cfg, &[])
             .await?
-            .expect_on(&**s.all_filter(), e)
+            .expect_on(&**s.all_filter(), v.expect_empty())
             .send()
             .await;
-        match res {
-            Ok(lease) => return Ok(Fast::Held(lease)),
-            Err(e) if e.is_conflict() && from_cache => from_cache = false,
-            Err(e) if e.is_conflict() => return Ok(Fast::Busy),
-            Err(e) => return Err(e.into()),
-        }
+        return match res {
+            Ok(lease) => Ok(Fast::Held(lease)),
+            Err(e) if e.is_conflict() => Ok(Fast::Busy),
+            Err(e) => Err(e.into()),
+        };
     }
 }
 

@@ -182,7 +182,8 @@ impl Guard {
         // release can prove the queue empty for the next fast path.
         let alone = alone.filter(|_| lease.revision() == lease.origin());
         let mut release = lease.release().completed();
-        if let Some(a) = alone {
+        // On a quiet bucket the tombstone's revision is the proof (see `Slot::quiet_release`).
+        if let Some(a) = alone.filter(|_| !slot.quiet_release) {
             release = release.first_expect_on(shared.all_filter().clone(), Expect::Revision(a));
         }
         let held_ms = hold.elapsed().as_millis() as u64;
@@ -194,7 +195,12 @@ impl Guard {
             Error::from(e)
         })?;
         slot.own_last = r.tombstone;
-        slot.fast = r.first_expectation_met.then_some(r.tombstone).flatten();
+        slot.quiet_release = alone
+            .zip(r.tombstone)
+            .is_some_and(|(a, t)| crate::shared::follows(t, a));
+        slot.fast = (r.first_expectation_met || slot.quiet_release)
+            .then_some(r.tombstone)
+            .flatten();
         hold.finish(if r.was_held { "released" } else { "lost" });
         if r.was_held {
             tracing::info!(lock = %shared.name, token, held_ms, clean = slot.fast.is_some(), "released");

@@ -14,9 +14,15 @@
 //!   a write of our entry conditional on the lock's last revision being one at which the
 //!   queue was empty (`expect_on(<name>.*.*, L)`); release is a delete conditional on the same
 //!   filter, whose success proves the queue is empty again and yields the next `L`. A handle
-//!   without a known `L` reads one snapshot first. Replicated buckets have no fast path: their
-//!   server checks a wildcard expectation against stored messages only, not against a
-//!   matching write still in flight.
+//!   without a known `L` reads one snapshot first. On a **quiet** bucket — nothing else was
+//!   written to it during the handle's last lock + release — both writes expect our own key
+//!   only, which costs the server less than a wildcard (measured: 0.5–3.5 % of a lock + release),
+//!   and the revision a write lands at is the proof: `L + 1` means nothing at all was
+//!   written since `L`. A write that lands later lost that bet: the entry is already in the
+//!   queue and reads it (one read more), a release keeps no `L`, and the handle uses the
+//!   wildcard until a lock + release sees the bucket quiet again. Replicated buckets have no
+//!   fast path: their server checks a wildcard expectation against stored messages only, not
+//!   against a matching write still in flight.
 //! - **Contended: a queue.** A waiter writes its entry and follows the lock's keys on one
 //!   watch (the last value of each key, then every write), taken again until its initial
 //!   values hold its own entry — the watch's consumer may sit on a replica that lags the

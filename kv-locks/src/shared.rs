@@ -65,8 +65,23 @@ pub(crate) struct Slot {
     /// The fast path's expectation: the lock's last revision at a moment its queue was known
     /// to be empty (taken from our own clean release). Stale values only cause a conflict.
     pub(crate) fast: Option<Revision>,
+    /// Nothing was written to the bucket between our last clean release and the fast-path
+    /// write after it: the next fast-path write bets on that again, expecting our own key
+    /// where a wildcard over the lock's keys costs the server more, and lands at the
+    /// revision right after our tombstone if nothing was written meanwhile — the proof that
+    /// the queue is still empty (see [`crate::acquire`]).
+    pub(crate) quiet_acquire: bool,
+    /// Nothing was written to the bucket while we last held alone: our tombstone came right
+    /// after the revision we were alone at. The next release bets on that again and
+    /// expects our own key only; its tombstone's revision is then the proof.
+    pub(crate) quiet_release: bool,
     /// The semaphore's permit count has been checked against the bucket.
     pub(crate) permits_checked: bool,
+}
+
+/// `next` is the revision right after `prev`: nothing was written to the bucket between.
+pub(crate) fn follows(next: Revision, prev: Revision) -> bool {
+    prev.get().checked_add(1) == Some(next.get())
 }
 
 impl Shared {

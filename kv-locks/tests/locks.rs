@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{locks_on, locks_on_in, waiting};
+use common::{locks_on, locks_on_in, sent, waiting};
 use kvtk_core::{BucketConfig, Kv};
 use kvtk_locks::{ErrorKind, Fence, LeaseConfig, Locks, Released, Token};
 use kvtk_tests::{within, within_for, NatsServer, T};
@@ -61,12 +61,6 @@ async fn uncontended_is_one_write_each_way_and_tokens_increase_bound_to_a_sessio
     uncontended_is_one_write_each_way_and_tokens_increase_in(true).await;
 }
 
-/// Messages the connection has published: every JetStream request (write or read) is one,
-/// and nothing else the client sends is a message, so this is what went over the wire.
-fn sent(client: &async_nats::Client) -> u64 {
-    client.statistics().out_messages.load(Ordering::Relaxed)
-}
-
 /// `a_reused_handle_sends_two_requests_per_lock_and_release`, the queue entries bound to a session if `bound`.
 async fn a_reused_handle_sends_two_requests_per_lock_and_release_in(bound: bool) {
     let server = NatsServer::start().await;
@@ -105,17 +99,36 @@ async fn a_reused_handle_sends_two_requests_per_lock_and_release_bound_to_a_sess
     a_reused_handle_sends_two_requests_per_lock_and_release_in(true).await;
 }
 
+/// How the tasks of a mutual-exclusion test take turns.
+#[derive(Clone, Copy)]
+struct Contention {
+    tasks: usize,
+    rounds: usize,
+    /// Task `t` pauses `(t + round) % pause_ms` ms after each release (0: never), so that
+    /// many acquisitions find the lock free and bet on a quiet bucket, and some lose.
+    pause_ms: u64,
+}
+
 /// `mutual_exclusion_under_contention_with_fencing`, the queue entries bound to a session if `bound`.
 async fn mutual_exclusion_under_contention_with_fencing_in(bound: bool) {
+    let tight = Contention {
+        tasks: 16,
+        rounds: 25,
+        pause_ms: 0,
+    };
+    mutual_exclusion_with_fencing(bound, tight).await;
+}
+
+async fn mutual_exclusion_with_fencing(bound: bool, c: Contention) {
     let server = NatsServer::start().await;
     let locks = locks_on_in(server.connect().await, bound, "l2").await;
     let fence = Arc::new(Fence::new());
     let inside = Arc::new(AtomicU64::new(0));
     let overlaps = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
-    let (tasks, rounds) = (16, 25);
+    let (tasks, rounds) = (c.tasks, c.rounds);
     let mut joins = Vec::new();
-    for _ in 0..tasks {
+    for t in 0..tasks {
         let m = locks.mutex("shared").unwrap();
         let (fence, inside, overlaps, accepted) = (
             fence.clone(),
@@ -125,7 +138,7 @@ async fn mutual_exclusion_under_contention_with_fencing_in(bound: bool) {
         );
         joins.push(tokio::spawn(async move {
             let mut tokens = Vec::new();
-            for _ in 0..rounds {
+            for r in 0..rounds {
                 let g = m.lock().timeout(T).await.unwrap();
                 if inside.fetch_add(1, Ordering::SeqCst) != 0 {
                     overlaps.fetch_add(1, Ordering::SeqCst);
@@ -137,6 +150,9 @@ async fn mutual_exclusion_under_contention_with_fencing_in(bound: bool) {
                 inside.fetch_sub(1, Ordering::SeqCst);
                 tokens.push(g.token());
                 assert_eq!(g.release().await.unwrap(), Released::Released);
+                if let Some(ms) = ((t + r) as u64).checked_rem(c.pause_ms) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
             }
             tokens
         }));
@@ -167,6 +183,19 @@ async fn mutual_exclusion_under_contention_with_fencing() {
 #[tokio::test]
 async fn mutual_exclusion_under_contention_with_fencing_bound_to_a_session() {
     mutual_exclusion_under_contention_with_fencing_in(true).await;
+}
+
+/// Few tasks pausing between their rounds: most acquisitions find the lock free, their
+/// handles bet on a quiet bucket, and the bets are lost to each other's entries — never
+/// with two holders.
+#[tokio::test]
+async fn mutual_exclusion_with_pauses_between_rounds() {
+    let loose = Contention {
+        tasks: 4,
+        rounds: 60,
+        pause_ms: 10,
+    };
+    mutual_exclusion_with_fencing(false, loose).await;
 }
 
 /// `fifo_herd_free_handoff`, the queue entries bound to a session if `bound`.

@@ -82,15 +82,15 @@ enum Side {
         subject: String,
         tomb: u64,
     },
-    /// The two writes kvtk-locks sends for a lock + release, sent raw through async-nats to
-    /// a lock of the toolkit's own bucket (same stream configuration): the same headers
-    /// (expectation on the lock's keys, TTL, lease tag; the delete's 900 s tombstone TTL),
-    /// a value of the same length, encoded once. Against the floor: what kvtk-locks' writes
-    /// cost the server and the wire; against the toolkit: what its client costs.
+    /// The two writes kvtk-locks sends for a lock + release on a quiet bucket, sent raw
+    /// through async-nats to a lock of the toolkit's own bucket (same stream configuration):
+    /// the same headers (expectation on the queue key, TTL, lease tag; the delete's 900 s
+    /// tombstone TTL), a value of the same length, encoded once. Against the floor: what
+    /// kvtk-locks' writes cost the server and the wire; against the toolkit: what its client
+    /// costs.
     Wire {
         client: async_nats::Client,
         subject: String,
-        filter: String,
         value: Bytes,
         tomb: u64,
     },
@@ -105,6 +105,7 @@ enum Kind {
 }
 
 const FLOOR_BUCKET: &str = "bench_lock_floor";
+const WIRE_BUCKET: &str = "bench_lock_wire";
 
 impl Side {
     async fn open(url: &str, kind: Kind) -> Result<Side, BoxError> {
@@ -142,12 +143,14 @@ impl Side {
         })
     }
 
-    /// Side `Wire` on a new lock of the toolkit's bucket, its value as long as a toolkit
-    /// queue entry's (read from the bucket: one of lock `probe`).
+    /// Side `Wire` on a new lock of a bucket of its own made as the toolkit makes its own
+    /// (its writes would otherwise land between the toolkit's and end its bets on a quiet
+    /// bucket, see kvtk-locks' `acquire`), its value as long as a toolkit queue entry's
+    /// (read from the bucket: one of lock `probe`).
     async fn open_wire(url: &str, kv: &Kv) -> Result<Side, BoxError> {
-        let locks = Locks::open(kv, "bench_locks").await?;
+        let locks = Locks::open(kv, WIRE_BUCKET).await?;
         let guard = locks.mutex("probe")?.lock().await?;
-        let bucket = kv.open("bench_locks").await?;
+        let bucket = kv.open(WIRE_BUCKET).await?;
         let key = bucket
             .keys("probe._q.*")
             .await?
@@ -165,13 +168,11 @@ impl Side {
         let id = key.as_str().rsplit('.').next().unwrap_or_default();
         let lock = format!("w{}", id.get(..10).unwrap_or(id));
         let client = async_nats::connect(url).await?;
-        let (subject, tomb) = (format!("$KV.bench_locks.{lock}._q.{id}"), 0);
-        let filter = format!("$KV.bench_locks.{lock}.*.*");
+        let (subject, tomb) = (format!("$KV.{WIRE_BUCKET}.{lock}._q.{id}"), 0);
         let value = Bytes::from(vec![b'x'; len]);
         Ok(Side::Wire {
             client,
             subject,
-            filter,
             value,
             tomb,
         })
@@ -216,23 +217,14 @@ impl Side {
             Side::Wire {
                 client,
                 subject,
-                filter,
                 value,
                 tomb,
             } => {
                 let lease = "0123456789abcdef0123456789abcdef";
                 let mut h = raw_headers(*tomb, Some(TTL_S), false);
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    filter.as_str(),
-                );
                 h.insert("Kv-Lease", lease);
                 let rev = raw_write(client, subject.clone(), h, value.clone()).await?;
                 let mut h = raw_headers(rev, Some(TOMBSTONE_TTL_S), true);
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    filter.as_str(),
-                );
                 h.insert("Kv-Lease", format!("{lease}:{rev}:done").as_str());
                 *tomb = raw_write(client, subject.clone(), h, Bytes::new()).await?;
             }

@@ -27,6 +27,15 @@ pub(crate) async fn locks_on_in(client: async_nats::Client, bound: bool, bucket:
     }
 }
 
+/// Messages the connection has published: every JetStream request (write or read) is one,
+/// and nothing else the client sends is a message, so this is what went over the wire.
+pub(crate) fn sent(client: &async_nats::Client) -> u64 {
+    client
+        .statistics()
+        .out_messages
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Waits until `locks` has started `n` more watches than `base` (one per waiter that
 /// settled in the queue), so that waiters enter the queue in a known order.
 pub(crate) async fn waiting(locks: &Locks, base: u64, n: u64) {
