@@ -175,20 +175,24 @@ impl Release {
     }
 
     /// Deletes our key (or leaves the hand-over value): first with the caller's
-    /// expectation, then conditional on our revision. The caller holds the write slot.
+    /// expectation, else conditional on our revision; after a conflict or a failure, the
+    /// fenced write's retries. The caller holds the write slot.
     async fn remove(&self) -> Result<Released, Error> {
-        let mut rev = Some(self.st.revision());
-        if let Some((filter, expect)) = &self.first {
-            match self.write().expect_on(&**filter, *expect).send().await {
-                Ok(t) => return Ok(done(Some(t), true)),
-                Err(e) if e.is_conflict() => {}
-                Err(e) if e.outcome_unknown() => rev = None,
-                Err(e) => return Err(e.with_op(Operation::Lease)),
-            }
-        }
+        let rev = self.st.revision();
+        let (write, first) = match &self.first {
+            Some((filter, expect)) => (self.write().expect_on(&**filter, *expect), true),
+            None => (self.write().revision(rev), false),
+        };
+        let (rev, failed) = match write.send().await {
+            Ok(t) => return Ok(done(Some(t), first)),
+            Err(e) if e.is_conflict() && first => (Some(rev), None),
+            Err(e) if e.is_conflict() || (first && e.outcome_unknown()) => (None, None),
+            Err(e) if e.is_transient() && !first => (None, Some(e)),
+            Err(e) => return Err(e.with_op(Operation::Lease)),
+        };
         // Boxed: the fallback's future (retries, leader reads) would otherwise make every
         // release's future, allocated and moved at each call, as large as itself.
-        Box::pin(self.fenced(rev)).await
+        Box::pin(self.fenced(rev, failed)).await
     }
 
     /// The removing write (a delete, or the hand-over value), before its condition.
@@ -220,11 +224,19 @@ impl Release {
     /// retried after a conflict or a transient failure while the key may still be ours — a
     /// stream-leader election takes seconds — and at least [`ATTEMPTS`] times: until the
     /// lease's deadline, which for a bound lease is its session's, moving on with each of
-    /// the session's renewals.
-    async fn fenced(&self, mut rev: Option<Revision>) -> Result<Released, Error> {
+    /// the session's renewals. `failed`: the transient failure of a first attempt made
+    /// already, which counts as one and is followed by the retries' pause.
+    async fn fenced(
+        &self,
+        mut rev: Option<Revision>,
+        failed: Option<Error>,
+    ) -> Result<Released, Error> {
         let mut retrying = Backoff::DEFAULT.start();
-        let mut last_err = None;
-        let mut attempts = 0;
+        let mut attempts = usize::from(failed.is_some());
+        let mut last_err = failed;
+        if last_err.is_some() {
+            retrying.pause().await;
+        }
         while attempts < ATTEMPTS || Instant::now() < self.st.deadline() {
             attempts += 1;
             let r = match rev {
@@ -305,7 +317,7 @@ impl Release {
 
     async fn finish(self) {
         let slot = self.st.claim().await;
-        if let Err(e) = Box::pin(self.fenced(None)).await {
+        if let Err(e) = Box::pin(self.fenced(None, None)).await {
             tracing::warn!(key = %self.st.key, error = %e, "bound lease release failed; the entry ends with its session");
         }
         drop(slot);
