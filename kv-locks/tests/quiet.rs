@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{locks_on, sent, spawn_acquire, waiting};
+use common::{hands_over_to, locks_on, sent, spawn_acquire, waiting, Acquiring};
 use kvtk_core::Kv;
 use kvtk_locks::{Mutex, Released};
 use kvtk_tests::{within, NatsServer};
@@ -32,8 +32,6 @@ async fn queued(locks: &kvtk_locks::Locks, base: u64, n: u64, acq: &mut Acquirin
     }
 }
 
-type Acquiring = tokio_util::task::AbortOnDropHandle<Result<kvtk_locks::Guard, kvtk_locks::Error>>;
-
 #[tokio::test]
 async fn a_bet_lost_to_a_holder_that_came_between_waits_behind_it() {
     let server = NatsServer::start().await;
@@ -51,11 +49,7 @@ async fn a_bet_lost_to_a_holder_that_came_between_waits_behind_it() {
         (before.acquire_writes + 1, before.snapshots + 1),
         "the bet's write is a's queue entry, then a reads the queue"
     );
-    let b_token = held.token();
-    held.release().await.unwrap();
-    let g = within("a after b", waiter).await.unwrap().unwrap();
-    assert!(g.token() > b_token);
-    g.release().await.unwrap();
+    hands_over_to(held, waiter).await;
 }
 
 #[tokio::test]
@@ -74,11 +68,7 @@ async fn a_bet_lost_to_a_waiter_that_came_while_we_held_gives_it_the_lock_first(
     let b_holds = within("b after a", b_waits).await.unwrap().unwrap();
     let mut a_waits = spawn_acquire(a.lock());
     queued(&locks, base, 2, &mut a_waits).await;
-    let b_token = b_holds.token();
-    b_holds.release().await.unwrap();
-    let g = within("a after b", a_waits).await.unwrap().unwrap();
-    assert!(g.token() > b_token);
-    g.release().await.unwrap();
+    hands_over_to(b_holds, a_waits).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use common::{locks_on, spawn_acquire, waiting};
+use common::{hands_over_to, locks_on, spawn_acquire, waiting};
 use kvtk_locks::{EntryKind, ErrorKind, Fence, Guard, KvFence, Locks, Released, Token};
 use kvtk_tests::NatsServer;
 use kvtk_tests::{until, within, T};
@@ -279,11 +279,7 @@ async fn a_mutex_and_a_writer_of_one_name_exclude_each_other() {
     let base = locks.stats().watches;
     let mutex_waiter = spawn_acquire(m.lock().timeout(T));
     waiting(&locks, base, 1).await;
-    let wt = w.token();
-    w.release().await.unwrap();
-    let g = within("the mutex", mutex_waiter).await.unwrap().unwrap();
-    assert!(g.token() > wt);
-    g.release().await.unwrap();
+    hands_over_to(w, mutex_waiter).await;
 }
 
 #[tokio::test]

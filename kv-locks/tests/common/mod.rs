@@ -47,8 +47,23 @@ pub(crate) async fn waiting(locks: &Locks, base: u64, n: u64) {
 }
 
 /// Spawns the acquisition `acq` as a task owned by the returned handle (aborted on drop).
-pub(crate) fn spawn_acquire(
-    acq: kvtk_locks::Acquire,
-) -> tokio_util::task::AbortOnDropHandle<Result<kvtk_locks::Guard, kvtk_locks::Error>> {
+pub(crate) fn spawn_acquire(acq: kvtk_locks::Acquire) -> Acquiring {
     tokio_util::task::AbortOnDropHandle::new(tokio::spawn(acq.into_future()))
 }
+
+/// Releases `holder` and checks that `waiter` then takes the lock, with a later token;
+/// releases that too.
+pub(crate) async fn hands_over_to(holder: kvtk_locks::Guard, waiter: Acquiring) {
+    let token = holder.token();
+    holder.release().await.expect("the holder's release");
+    let g = within("the waiter after the holder", waiter)
+        .await
+        .expect("the waiter's task")
+        .expect("the waiter's acquisition");
+    assert!(g.token() > token, "the next holder's token is later");
+    g.release().await.expect("the next holder's release");
+}
+
+/// An acquisition spawned by [`spawn_acquire`].
+pub(crate) type Acquiring =
+    tokio_util::task::AbortOnDropHandle<Result<kvtk_locks::Guard, kvtk_locks::Error>>;
