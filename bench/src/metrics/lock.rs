@@ -83,8 +83,8 @@ enum Side {
         tomb: u64,
     },
     /// The two writes kvtk-locks sends for a lock + release on a quiet bucket, sent raw
-    /// through async-nats to a lock of the toolkit's own bucket (same stream configuration):
-    /// the same headers (expectation on the queue key, TTL, lease tag; the delete's 900 s
+    /// through async-nats to a lock of a bucket made as the toolkit makes its own (same
+    /// stream configuration; see [`Side::open_wire`]): the same headers (expectation on the queue key, TTL, lease tag; the delete's 900 s
     /// tombstone TTL), a value of the same length, encoded once. Against the floor: what
     /// kvtk-locks' writes cost the server and the wire; against the toolkit: what its client
     /// costs.
