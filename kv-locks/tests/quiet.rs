@@ -23,6 +23,16 @@ async fn settle_quiet(m: &Mutex) {
     }
 }
 
+/// A server, locks on `bucket`, and two handles of one mutex: `a`, which now bets on a quiet
+/// bucket ([`settle_quiet`]), and `b`, fresh.
+async fn a_bettor_and_a_rival(bucket: &str) -> (NatsServer, kvtk_locks::Locks, Mutex, Mutex) {
+    let server = NatsServer::start().await;
+    let locks = locks_on(server.connect().await, bucket).await;
+    let (a, b) = (locks.mutex("job").unwrap(), locks.mutex("job").unwrap());
+    settle_quiet(&a).await;
+    (server, locks, a, b)
+}
+
 /// Waits until `acq` is the `n`th waiter to watch since `base` (see [`waiting`]); fails at
 /// once if it takes the lock instead.
 async fn queued(locks: &kvtk_locks::Locks, base: u64, n: u64, acq: &mut Acquiring) {
@@ -34,10 +44,7 @@ async fn queued(locks: &kvtk_locks::Locks, base: u64, n: u64, acq: &mut Acquirin
 
 #[tokio::test]
 async fn a_bet_lost_to_a_holder_that_came_between_waits_behind_it() {
-    let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "q1").await;
-    let (a, b) = (locks.mutex("job").unwrap(), locks.mutex("job").unwrap());
-    settle_quiet(&a).await;
+    let (_server, locks, a, b) = a_bettor_and_a_rival("q1").await;
     let held = within("b's lock", b.lock()).await.unwrap();
     let before = locks.stats();
 
@@ -54,10 +61,7 @@ async fn a_bet_lost_to_a_holder_that_came_between_waits_behind_it() {
 
 #[tokio::test]
 async fn a_bet_lost_to_a_waiter_that_came_while_we_held_gives_it_the_lock_first() {
-    let server = NatsServer::start().await;
-    let locks = locks_on(server.connect().await, "q2").await;
-    let (a, b) = (locks.mutex("job").unwrap(), locks.mutex("job").unwrap());
-    settle_quiet(&a).await;
+    let (_server, locks, a, b) = a_bettor_and_a_rival("q2").await;
     let first = within("a's lock", a.lock()).await.unwrap();
     let base = locks.stats().watches;
     let b_waits = spawn_acquire(b.lock());
