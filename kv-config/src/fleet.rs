@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kvtk_core::lease::{
-    Keeper, Lease, LeaseConfig, Session, SessionBook, SessionId, SessionState, Sessions,
+    remove_marked, Keeper, Lease, LeaseConfig, Session, SessionBook, SessionId, SessionState,
+    Sessions,
 };
-use kvtk_core::{Bucket, Include, ReadOnlyBucket, Revision, WatchEvent};
+use kvtk_core::{Bucket, Entry, Include, ReadOnlyBucket, Revision, WatchEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
@@ -217,11 +218,13 @@ pub(crate) fn check_instance(source: &Source, instance: &str) -> Result<String, 
 }
 
 /// Waits until at least `count` instances report `applied >= revision`; returns their names.
-/// Watches the acknowledgement keys (no polling). An instance whose key expires or is deleted
-/// stops counting, and so does one whose acknowledgement is bound to a session that ended
-/// (judged from the stream leader once the count is reached).
+/// Watches the acknowledgement keys (no polling) and answers once it has seen every one
+/// there was when it began. An instance whose key expires or is deleted stops counting, and
+/// so does one whose acknowledgement is bound to a session that ended (judged from the
+/// stream leader once the count is reached): that acknowledgement is also removed from
+/// `bucket`, so instances that never return leave nothing behind.
 pub(crate) async fn wait_applied(
-    bucket: &ReadOnlyBucket,
+    bucket: &Bucket,
     source: &Source,
     revision: Revision,
     count: usize,
@@ -237,12 +240,16 @@ pub(crate) async fn wait_applied(
     }
     let mut instances = Instances::new();
     let mut sessions = SessionBook::new();
+    let mut replayed = false;
     while let Some(ev) = watch.next().await {
+        replayed |= matches!(ev, Ok(WatchEvent::InitialDone));
         record(&mut instances, &prefix, ev)?;
-        if enough(&instances, revision, count).is_none() {
+        if !replayed || enough(&instances, revision, count).is_none() {
             continue;
         }
-        drop_ended(bucket, &mut instances, &mut sessions).await?;
+        for ended in drop_ended(bucket, &mut instances, &mut sessions).await? {
+            remove_ended(bucket, &ended).await;
+        }
         if let Some(ok) = enough(&instances, revision, count) {
             return Ok(ok);
         }
@@ -254,22 +261,22 @@ pub(crate) async fn wait_applied(
 }
 
 /// Instance name → the revision it applied and, when its acknowledgement is bound to a
-/// session, the session and the acknowledgement's revision.
-type Instances = BTreeMap<String, (u64, Option<(SessionId, Revision)>)>;
+/// session, the session and the acknowledgement as read.
+type Instances = BTreeMap<String, (u64, Option<(SessionId, Entry)>)>;
 
-/// Removes the instances whose acknowledgement is bound to a session that ended: each
-/// session not known ended is read from the stream leader (never a replica, which may lag),
-/// a no-message verdict confirmed from a state as recent as its acknowledgements
-/// ([`SessionState::read_after`]).
+/// Takes out the instances whose acknowledgement is bound to a session that ended and
+/// returns their acknowledgements: each session not known ended is read from the stream
+/// leader (never a replica, which may lag), a no-message verdict confirmed from a state as
+/// recent as its acknowledgements ([`SessionState::read_after`]).
 async fn drop_ended(
     bucket: &ReadOnlyBucket,
     instances: &mut Instances,
     sessions: &mut SessionBook,
-) -> Result<(), Error> {
+) -> Result<Vec<Entry>, Error> {
     let mut seen: BTreeMap<SessionId, Revision> = BTreeMap::new();
-    for (id, rev) in instances.values().filter_map(|(_, s)| *s) {
-        let newest = seen.entry(id).or_insert(rev);
-        *newest = (*newest).max(rev);
+    for (id, e) in instances.values().filter_map(|(_, s)| s.as_ref()) {
+        let newest = seen.entry(*id).or_insert(e.revision());
+        *newest = (*newest).max(e.revision());
     }
     seen.retain(|id, _| sessions.get(*id) != Some(false));
     for (id, rev) in seen {
@@ -278,10 +285,31 @@ async fn drop_ended(
             .map_err(|e| Error::kv("cannot read an acknowledgement's session", e))?;
         sessions.record(id, &state);
     }
-    let bound_to = |s: &Option<(SessionId, Revision)>| s.map(|(id, _)| id);
-    instances.retain(|_, (_, s)| bound_to(s).is_none_or(|id| sessions.get(id) != Some(false)));
+    let ended = |s: &Option<(SessionId, Entry)>| {
+        s.as_ref()
+            .is_some_and(|(id, _)| sessions.get(*id) == Some(false))
+    };
+    let (gone, kept): (Instances, Instances) = std::mem::take(instances)
+        .into_iter()
+        .partition(|(_, (_, s))| ended(s));
+    *instances = kept;
+    let bound_to = |s: &Option<(SessionId, Entry)>| s.as_ref().map(|(id, _)| *id);
     sessions.forget_ended(|id| instances.values().any(|(_, s)| bound_to(s) == Some(id)));
-    Ok(())
+    Ok(gone.into_values().filter_map(|(_, s)| Some(s?.1)).collect())
+}
+
+/// Removes an acknowledgement whose session ended, conditional on its revision (an instance
+/// that acknowledged again since keeps its new one). A failure is logged: the next wait that
+/// finds it tries again.
+async fn remove_ended(bucket: &Bucket, ack: &Entry) {
+    match remove_marked(bucket, ack).await {
+        Ok(reaped) => {
+            tracing::debug!(key = %ack.key(), ?reaped, "removed an acknowledgement whose session ended")
+        }
+        Err(e) => {
+            tracing::debug!(key = %ack.key(), error = %e, "cannot remove an acknowledgement whose session ended")
+        }
+    }
 }
 
 /// Applies one event of the acknowledgement watch to `instances`: an acknowledgement counts,
@@ -313,7 +341,7 @@ fn record(
         .and_then(|a| a.applied);
     match applied {
         Some(r) => {
-            let bound = SessionId::bound_by(&e).map(|id| (id, e.revision()));
+            let bound = SessionId::bound_by(&e).map(|id| (id, e.clone()));
             instances.insert(name.to_string(), (r, bound));
         }
         None => {

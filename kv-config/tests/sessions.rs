@@ -112,12 +112,22 @@ async fn an_instance_whose_session_ended_stops_counting_until_it_acknowledges_ag
         !SessionState::read(&b, old).await.unwrap().is_alive()
     })
     .await;
-    // Its acknowledgement is still there (bound: no TTL), but it no longer counts.
+    // Its acknowledgement is still there (bound: no TTL), but it no longer counts, and the
+    // wait that judged its session removes it.
     assert_eq!(ack_session(&b, "dying").await, Some(old));
     let names = within("1 acknowledgement", w.wait_applied(rev, 1))
         .await
         .unwrap();
     assert_eq!(names, vec!["live"]);
+    let removed = b
+        .get_from_leader("_applied.app.config.dying")
+        .await
+        .unwrap();
+    assert!(
+        removed.as_ref().is_none_or(|e| !e.is_value()),
+        "the ended session's acknowledgement is gone: {removed:?}"
+    );
+    assert!(ack_session(&b, "live").await.is_some(), "a live one stays");
 
     proxy.heal();
     until(

@@ -499,10 +499,15 @@ where
     /// Waits until at least `count` reader instances (see
     /// [`ConfigBuilder::instance`](crate::ConfigBuilder::instance)) report having applied
     /// `revision` or a later one; returns their names. Watches the acknowledgement keys, no
-    /// polling; bound it with `tokio::time::timeout`.
+    /// polling; bound it with `tokio::time::timeout`. An acknowledgement bound to a session
+    /// that ended ([`ConfigBuilder::bind_ack_to_session`](crate::ConfigBuilder::bind_ack_to_session))
+    /// does not count, and the wait removes it (a delete conditional on its revision, so an
+    /// instance that acknowledged again keeps its new one): instances that never return leave
+    /// no keys behind.
     ///
     /// # Cancel safety
-    /// Cancel safe: it only reads.
+    /// Cancel safe: besides reading it only removes acknowledgements of ended sessions,
+    /// which count for nothing whether or not a removal dropped midway was applied.
     pub async fn wait_applied(
         &self,
         revision: Revision,
