@@ -15,7 +15,7 @@ use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::future::Either;
-use futures::{FutureExt as _, TryFutureExt as _};
+use futures::{FutureExt as _, StreamExt as _, TryFutureExt as _};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -80,6 +80,13 @@ pub(crate) struct Js {
     pub(crate) violations: Option<Arc<Violations>>,
 }
 
+/// How many consumer deletes the janitor keeps in flight. One at a time, the deletes of a
+/// busy lock bucket's waiters fell behind on a replicated bucket (each is a proposal of the
+/// meta group): chaos counted up to 950 deleted-but-not-yet watches' consumers on one stream,
+/// past nats-server 2.15's default limit of 1,000 consumers per stream, and waiters failed
+/// with "maximum consumers limit reached".
+const JANITOR_IN_FLIGHT: usize = 32;
+
 /// A task that deletes server-side consumers of watches that were dropped: `Drop` cannot
 /// await, so it hands the consumer's name over. Owned by the `Js` clones that share it: the
 /// task stops when the last one is dropped (a consumer it did not get to is removed by the
@@ -97,14 +104,15 @@ impl Js {
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
             let client = self.client.clone();
             let timeout = self.timeout;
-            let task = tokio::spawn(async move {
-                while let Some(subject) = rx.recv().await {
-                    let req = async_nats::Request::new().timeout(Some(timeout));
+            let deletes = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let task = tokio::spawn(deletes.for_each_concurrent(JANITOR_IN_FLIGHT, move |subject| {
+                let (client, req) = (client.clone(), async_nats::Request::new().timeout(Some(timeout)));
+                async move {
                     if let Err(e) = client.send_request(subject, req).await {
                         tracing::debug!(error = %e, "could not delete a dropped watch's consumer");
                     }
                 }
-            });
+            }));
             Janitor {
                 tx,
                 _task: AbortOnDropHandle::new(task),

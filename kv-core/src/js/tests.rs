@@ -95,3 +95,37 @@ fn acks_read_once_as_parse_api_reads_them() {
         );
     }
 }
+
+/// A consumer delete that hangs does not hold up the others: the janitor keeps several in
+/// flight. (One at a time, each hanging delete held every later one for a request timeout,
+/// and on a busy replicated bucket the dropped watches' consumers piled up past the server's
+/// limit of consumers per stream.) The "API" here is a plain subscriber that never answers
+/// deletes of consumer `hangs` and counts the others.
+#[tokio::test]
+async fn a_hanging_consumer_delete_does_not_hold_up_the_others() {
+    let server = kvtk_tests::NatsServer::start().await;
+    let client = server.connect().await;
+    let mut api = client.subscribe("test.api.CONSUMER.DELETE.s.*").await.unwrap();
+    client.flush().await.unwrap();
+    let mut js = crate::Kv::new(client).js().clone();
+    js.api = "test.api".into();
+    js.timeout = Duration::from_secs(60);
+    js.ensure_janitor();
+    for name in ["hangs", "hangs", "hangs", "a", "b", "c"] {
+        js.delete_consumer_later("s", name);
+    }
+    let answered = async {
+        let mut answered = Vec::new();
+        while answered.len() < 3 {
+            let m = api.next().await.unwrap();
+            let name = m.subject.rsplit('.').next().unwrap_or_default().to_string();
+            if name != "hangs" {
+                js.client.publish(m.reply.unwrap(), "{}".into()).await.unwrap();
+                answered.push(name);
+            }
+        }
+        answered
+    };
+    let answered = kvtk_tests::within("the deletes behind the hanging ones", answered).await;
+    assert_eq!(answered, ["a", "b", "c"]);
+}
