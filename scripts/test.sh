@@ -4,7 +4,7 @@
 # benchmark build and cargo-machete itself, then runs formatting, the markdown link check,
 # the MSRV and unused-dependency checks, lints, every test (the console's in headless chromium), rustdoc, the benchmark build, every
 # example and the tour against a throwaway server (every step with all features), the packaging
-# of every publishable crate and a 2-minute fixed-seed chaos run, and finally checks that no
+# of every publishable crate and two 2-minute fixed-seed chaos runs (R3 buckets, then R1), and finally checks that no
 # nats-server it started survives.
 set -euo pipefail
 
@@ -90,14 +90,16 @@ scripts/run-examples.sh
 step "scripts/package.sh (every publishable crate packaged as cargo publish would, in dependency order)"
 scripts/package.sh
 
-step "scripts/chaos.sh --minutes 2 --seed 1 (history-checked chaos, fixed seed)"
-# The log goes under target/ even when CARGO_TARGET_DIR points elsewhere.
+# The logs go under target/ even when CARGO_TARGET_DIR points elsewhere.
 mkdir -p target
-scripts/chaos.sh --minutes 2 --seed 1 >target/chaos.log 2>&1 || {
-    tail -80 target/chaos.log >&2
-    exit 1
-}
-sed -n '/^| workload/,/^$/p' target/chaos/report.md
+for replicas in 3 1; do
+    step "scripts/chaos.sh --minutes 2 --seed 1 --replicas $replicas (history-checked chaos, fixed seed, R$replicas buckets)"
+    scripts/chaos.sh --minutes 2 --seed 1 --replicas "$replicas" >"target/chaos-r$replicas.log" 2>&1 || {
+        tail -80 "target/chaos-r$replicas.log" >&2
+        exit 1
+    }
+    sed -n '/^| workload/,/^$/p' target/chaos/report.md
+done
 
 step "checking for stray nats-server processes"
 # Servers die with their handles; give any SIGKILLed child a moment to be reaped.

@@ -1,10 +1,13 @@
-//! `kv-chaos`: runs the recipes' workloads on a 3-node cluster (R3 buckets) under a seeded
-//! nemesis, checks the recorded history for safety and, while no fault is in place, liveness,
-//! and writes a report. The nemesis runs for the given minutes between a fault-free start and
-//! a fault-free end. Exits 1 on any violation.
+//! `kv-chaos`: runs the recipes' workloads on a 3-node cluster (R3 buckets, or with
+//! `--replicas 1` R1 buckets, each on one node: the single-server paths such as kvtk-locks'
+//! quiet-bucket bets, under the same faults) under a seeded nemesis, checks the recorded
+//! history for safety and, while no fault is in place, liveness, and writes a report. The
+//! nemesis runs for the given minutes between a fault-free start and a fault-free end. Exits 1
+//! on any violation.
 //!
 //! ```text
-//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all] [--out DIR]
+//! kv-chaos [--minutes N] [--seed S] [--workload locks|leader|watch|config|members|all]
+//!          [--replicas 1|3] [--out DIR]
 //! ```
 
 mod report;
@@ -45,6 +48,7 @@ struct Args {
     minutes: f64,
     seed: u64,
     workload: String,
+    replicas: usize,
     out: String,
 }
 
@@ -53,6 +57,7 @@ fn args() -> Res<Args> {
         minutes: 2.0,
         seed: 1,
         workload: "all".into(),
+        replicas: 3,
         out: "target/chaos".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -62,12 +67,16 @@ fn args() -> Res<Args> {
             "--minutes" => a.minutes = value.parse()?,
             "--seed" => a.seed = value.parse()?,
             "--workload" => a.workload = value,
+            "--replicas" => a.replicas = value.parse()?,
             "--out" => a.out = value,
             _ => return Err(format!("unknown option {flag}").into()),
         }
     }
     if !["locks", "leader", "watch", "config", "members", "all"].contains(&a.workload.as_str()) {
         return Err(format!("unknown workload {}", a.workload).into());
+    }
+    if ![1, 3].contains(&a.replicas) {
+        return Err(format!("--replicas must be 1 or 3, not {}", a.replicas).into());
     }
     Ok(a)
 }
@@ -126,6 +135,35 @@ async fn create(admin: &Kv, cluster: &NatsCluster, cfg: BucketConfig) -> Res<()>
     }
 }
 
+/// Creates the locks bucket `bucket` and `n` lock clients on it, each on its own connection:
+/// every other one (0, 2, …) binds its entries to a session, the rest keep a lease per entry,
+/// so both kinds meet in every queue.
+async fn lock_clients(
+    admin: &Kv,
+    cluster: &NatsCluster,
+    urls: &[String],
+    bucket: &str,
+    n: usize,
+    replicas: usize,
+) -> Res<Vec<Locks>> {
+    let cfg = BucketConfig::new(bucket)
+        .history(1)
+        .per_key_ttl(kvtk_locks::DEFAULT_MARKER_TTL)
+        .atomic_batches(true)
+        .replicas(replicas);
+    create(admin, cluster, cfg).await?;
+    let mut handles = Vec::new();
+    for (i, kv) in connections(urls, n).await?.into_iter().enumerate() {
+        let locks = Locks::new(kv.open(bucket).await?).await?;
+        let locks = locks.lease(LeaseConfig::new(workload::TTL)?)?;
+        handles.push(match i % 2 {
+            0 => locks.bind_to_session(),
+            _ => locks,
+        });
+    }
+    Ok(handles)
+}
+
 async fn connections(urls: &[String], n: usize) -> Res<Vec<Kv>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -142,14 +180,14 @@ async fn members(
     cluster: &NatsCluster,
     urls: &[String],
     tasks: &mut JoinSet<()>,
-    history: &History,
-    stop: &CancellationToken,
+    (history, stop): (&History, &CancellationToken),
+    replicas: usize,
 ) -> Res<Vec<Membership>> {
     let bucket = "chaos-members";
     create(
         admin,
         cluster,
-        Membership::bucket_config(bucket).replicas(3),
+        Membership::bucket_config(bucket).replicas(replicas),
     )
     .await?;
     let mut handles = Vec::new();
@@ -192,34 +230,24 @@ async fn run() -> Res<usize> {
     let mut shutdown_members = Vec::new();
 
     if wants("locks") {
-        let cfg = BucketConfig::new("chaos-locks")
-            .history(1)
-            .per_key_ttl(kvtk_locks::DEFAULT_MARKER_TTL)
-            .atomic_batches(true)
-            .replicas(3);
-        create(&admin, &cluster, cfg).await?;
-        let mut handles = Vec::new();
-        for (i, kv) in connections(&urls, 3).await?.into_iter().enumerate() {
-            let locks = Locks::new(kv.open("chaos-locks").await?).await?;
-            let locks = locks.lease(LeaseConfig::new(workload::TTL)?)?;
-            // Clients 0 and 2 bind their entries to a session, client 1 keeps a lease per
-            // entry: both kinds meet in every queue.
-            handles.push(if i == 1 {
-                locks
-            } else {
-                locks.bind_to_session()
-            });
-        }
-        shutdown_locks.extend(handles.iter().cloned());
+        let handles =
+            lock_clients(&admin, &cluster, &urls, "chaos-locks", 3, args.replicas).await?;
+        // Two more clients on a mutex alone in its own bucket, pausing between holds.
+        let quiet = lock_clients(&admin, &cluster, &urls, "chaos-quiet", 2, args.replicas).await?;
+        shutdown_locks.extend(handles.iter().chain(&quiet).cloned());
+        let until = (&history, &stop);
         workload::multi::start(&mut tasks, &handles, 4, &history, &stop);
-        workload::locks::start(&mut tasks, handles, 3, &history, &stop, &lock_counts);
+        let fence = handles[0].bucket().clone();
+        workload::locks::start_quiet(&mut tasks, &quiet, &fence, until, &lock_counts);
+        workload::locks::start(&mut tasks, handles, 3, until, &lock_counts);
         streams.push("KV_chaos-locks".to_string());
+        streams.push("KV_chaos-quiet".to_string());
     }
     if wants("leader") {
         create(
             &admin,
             &cluster,
-            Election::bucket_config("chaos-leader").replicas(3),
+            Election::bucket_config("chaos-leader").replicas(args.replicas),
         )
         .await?;
         let mut elections = Vec::new();
@@ -243,7 +271,9 @@ async fn run() -> Res<usize> {
         create(
             &admin,
             &cluster,
-            BucketConfig::new("chaos-watch").history(64).replicas(3),
+            BucketConfig::new("chaos-watch")
+                .history(64)
+                .replicas(args.replicas),
         )
         .await?;
         let mut buckets = Vec::new();
@@ -269,7 +299,7 @@ async fn run() -> Res<usize> {
             BucketConfig::new("chaos-config")
                 .history(1)
                 .atomic_batches(true)
-                .replicas(3),
+                .replicas(args.replicas),
         )
         .await?;
         let mut buckets = Vec::new();
@@ -282,7 +312,8 @@ async fn run() -> Res<usize> {
     }
 
     if wants("members") {
-        shutdown_members = members(&admin, &cluster, &urls, &mut tasks, &history, &stop).await?;
+        let (until, replicas) = ((&history, &stop), args.replicas);
+        shutdown_members = members(&admin, &cluster, &urls, &mut tasks, until, replicas).await?;
         streams.push("KV_chaos-members".to_string());
     }
 
@@ -316,14 +347,19 @@ async fn run() -> Res<usize> {
 
     let extra = report::Extra {
         replay: format!(
-            "scripts/chaos.sh --minutes {} --seed {} --workload {}",
-            args.minutes, args.seed, args.workload
+            "scripts/chaos.sh --minutes {} --seed {} --workload {} --replicas {}",
+            args.minutes, args.seed, args.workload, args.replicas
         ),
         schedule: schedule.to_string(),
         faults,
         already_lost: lock_counts.already_lost.load(Ordering::Relaxed),
         released: lock_counts.released.load(Ordering::Relaxed),
         reaped: shutdown_locks.iter().map(|l| l.stats().reaped).sum(),
+        quiet_bets: shutdown_locks.iter().map(|l| l.stats().quiet_bets).sum(),
+        quiet_bets_won: shutdown_locks
+            .iter()
+            .map(|l| l.stats().quiet_bets_won)
+            .sum(),
         watch_restarts: watch_progress.restarts.load(Ordering::Relaxed),
         history_gone: watch_progress.history_gone.load(Ordering::Relaxed),
         watchers_caught_up,

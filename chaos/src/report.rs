@@ -25,6 +25,10 @@ pub(crate) struct Extra {
     pub released: u64,
     /// Queue entries of ended sessions the lock clients removed.
     pub reaped: u64,
+    /// Fast-path entries that bet on a quiet bucket (R1 buckets only).
+    pub quiet_bets: u64,
+    /// Of those, the ones that won (landed right after the bettor's last tombstone).
+    pub quiet_bets_won: u64,
     /// Watch re-creations by the workload.
     pub watch_restarts: u64,
     /// `HistoryGone` reports.
@@ -112,6 +116,11 @@ pub(crate) fn markdown(records: &[Record], violations: &[Violation], extra: &Ext
         "locks",
         "queue entries of ended sessions removed by other clients",
         extra.reaped.to_string(),
+    );
+    row(
+        "locks",
+        "quiet-bucket bets placed / won (R1 buckets only)",
+        format!("{} / {}", extra.quiet_bets, extra.quiet_bets_won),
     );
     row(
         "leader",

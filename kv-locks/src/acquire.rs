@@ -389,8 +389,14 @@ async fn remembered(
         true => create.expect(Expect::Revision(last)),
         false => create.expect_on(&**s.all_filter(), Expect::Revision(last)),
     };
+    if quiet {
+        s.bump(Stat::QuietBet);
+    }
     let res = create.send().await;
     slot.quiet_acquire = res.as_ref().is_ok_and(|l| follows(l.origin(), last));
+    if quiet && slot.quiet_acquire {
+        s.bump(Stat::QuietBetWon);
+    }
     match res {
         Ok(lease) if quiet && !slot.quiet_acquire => Ok(Some(Fast::Entered(lease))),
         Ok(lease) => Ok(Some(Fast::Held(lease))),

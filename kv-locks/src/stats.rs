@@ -14,6 +14,8 @@ pub struct Stats {
     enqueued: AtomicU64,
     acquired: AtomicU64,
     reaped: AtomicU64,
+    quiet_bets: AtomicU64,
+    quiet_bets_won: AtomicU64,
     changed: tokio::sync::Notify,
     /// Calls of [`Stats::wait_for`] under way: without one, a bump notifies nobody.
     waiting: AtomicUsize,
@@ -38,6 +40,11 @@ pub struct StatsSnapshot {
     pub acquired: u64,
     /// Entries of ended sessions this client removed from a queue.
     pub reaped: u64,
+    /// Fast-path entries that bet on a quiet bucket (expecting only their own key; see the
+    /// crate docs' uncontended path).
+    pub quiet_bets: u64,
+    /// Of those, the ones that landed right after our last tombstone and so took the lock.
+    pub quiet_bets_won: u64,
 }
 
 impl StatsSnapshot {
@@ -56,6 +63,8 @@ pub(crate) enum Stat {
     Enqueued,
     Acquired,
     Reaped,
+    QuietBet,
+    QuietBetWon,
 }
 
 impl Stats {
@@ -68,6 +77,8 @@ impl Stats {
             Stat::Enqueued => &self.enqueued,
             Stat::Acquired => &self.acquired,
             Stat::Reaped => &self.reaped,
+            Stat::QuietBet => &self.quiet_bets,
+            Stat::QuietBetWon => &self.quiet_bets_won,
         };
         c.fetch_add(1, Ordering::SeqCst);
         // A waiter counts itself before it reads the counters: one that this load misses
@@ -89,6 +100,8 @@ impl Stats {
             enqueued: g(&self.enqueued),
             acquired: g(&self.acquired),
             reaped: g(&self.reaped),
+            quiet_bets: g(&self.quiet_bets),
+            quiet_bets_won: g(&self.quiet_bets_won),
         }
     }
 

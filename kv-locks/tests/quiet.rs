@@ -56,6 +56,11 @@ async fn a_bet_lost_to_a_holder_that_came_between_waits_behind_it() {
         (before.acquire_writes + 1, before.snapshots + 1),
         "the bet's write is a's queue entry, then a reads the queue"
     );
+    assert_eq!(
+        (after.quiet_bets, after.quiet_bets_won),
+        (before.quiet_bets + 1, before.quiet_bets_won),
+        "one bet placed, lost"
+    );
     hands_over_to(held, waiter).await;
 }
 
@@ -97,7 +102,7 @@ async fn a_write_elsewhere_in_the_bucket_costs_the_next_lock_one_read_and_no_mor
     m.lock().await.unwrap().release().await.unwrap();
     assert_eq!(sent(&client) - before, 3);
 
-    let (n, before) = (20, sent(&client));
+    let (n, before, bets) = (20, sent(&client), locks.stats());
     for _ in 0..n {
         m.lock().await.unwrap().release().await.unwrap();
     }
@@ -105,5 +110,14 @@ async fn a_write_elsewhere_in_the_bucket_costs_the_next_lock_one_read_and_no_mor
         sent(&client) - before,
         2 * n,
         "back to lock + release = 2 requests"
+    );
+    let after = locks.stats();
+    assert_eq!(
+        (
+            after.quiet_bets - bets.quiet_bets,
+            after.quiet_bets_won - bets.quiet_bets_won
+        ),
+        (n, n),
+        "every lock bet on the quiet bucket and won"
     );
 }

@@ -1,11 +1,12 @@
-//! Locks: workers on two mutexes, a semaphore and a read-write lock; fenced writes under the
-//! mutexes and the write lock.
+//! Locks: workers on two mutexes, a semaphore and a read-write lock, and on a mutex alone in a
+//! quiet bucket; fenced writes under the mutexes and the write lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvtk_locks::{Acquire, Guard, KvFence, Locks, Released};
+use kvtk_core::Bucket;
+use kvtk_locks::{Acquire, Guard, KvFence, Locks, Mutex, Released, RwLock, Semaphore};
 use kvtk_tests::history::{History, Mode, Op};
 use rand::Rng;
 use tokio::task::JoinSet;
@@ -31,13 +32,42 @@ enum Target {
     RwLock(String),
 }
 
+/// A worker's handle on its lock, kept for the whole run: what a handle remembers between
+/// acquisitions (its fast path's expectations, its quiet-bucket bets) is under test too.
+enum Handle {
+    Mutex(Mutex),
+    Semaphore(Semaphore, u32),
+    RwLock(RwLock),
+}
+
+impl Handle {
+    fn open(locks: &Locks, target: &Target) -> Result<(String, Handle), kvtk_locks::Error> {
+        Ok(match target {
+            Target::Mutex(name) => (name.clone(), Handle::Mutex(locks.mutex(name)?)),
+            Target::Semaphore(name, n) => (
+                name.clone(),
+                Handle::Semaphore(locks.semaphore(name, *n)?, *n),
+            ),
+            Target::RwLock(name) => (name.clone(), Handle::RwLock(locks.rwlock(name)?)),
+        })
+    }
+
+    fn acquire(&self) -> (Mode, Acquire) {
+        match self {
+            Handle::Mutex(m) => (Mode::Mutex, m.lock()),
+            Handle::Semaphore(s, n) => (Mode::Semaphore(*n), s.acquire()),
+            Handle::RwLock(rw) if rand::rng().random_range(0..4) == 0 => (Mode::Write, rw.write()),
+            Handle::RwLock(rw) => (Mode::Read, rw.read()),
+        }
+    }
+}
+
 /// Starts `per_lock` workers on each lock, one `Locks` handle (connection) per worker.
 pub(crate) fn start(
     tasks: &mut JoinSet<()>,
     handles: Vec<Locks>,
     per_lock: usize,
-    history: &History,
-    stop: &CancellationToken,
+    (history, stop): (&History, &CancellationToken),
     counts: &Arc<Counts>,
 ) {
     let targets = [
@@ -49,76 +79,108 @@ pub(crate) fn start(
     let mut n = 0;
     for target in targets {
         for _ in 0..per_lock {
-            let Some(locks) = handles.get(n % handles.len().max(1)).cloned() else {
+            let Some(locks) = handles.get(n % handles.len().max(1)) else {
                 return;
             };
-            let client = format!("lock-{n}");
+            let fence = locks.bucket().clone();
+            let w = Worker::new(locks, &target, format!("lock-{n}"), fence, history, stop);
             n += 1;
-            let w = Worker {
-                locks,
-                target: target.clone(),
-                client,
-                history: history.clone(),
-                stop: stop.clone(),
-                counts: Arc::clone(counts),
+            match w {
+                Ok(w) => tasks.spawn(w.counting(counts).run()),
+                Err(e) => return tracing::error!("lock handle: {e}"),
             };
-            tasks.spawn(w.run());
         }
     }
 }
 
+/// Starts one worker per `Locks` handle on mutex `q0` of a bucket nothing else writes to,
+/// pausing up to [`THINK_MS`] between holds: a worker whose last lock + release saw the
+/// bucket quiet bets that it still is, and loses the bet to the others, to session renewals
+/// and to faults. Fenced writes go to `fence` (another bucket: in this one they would lose
+/// every bet).
+pub(crate) fn start_quiet(
+    tasks: &mut JoinSet<()>,
+    handles: &[Locks],
+    fence: &Bucket,
+    (history, stop): (&History, &CancellationToken),
+    counts: &Arc<Counts>,
+) {
+    let target = Target::Mutex("q0".into());
+    for (i, locks) in handles.iter().enumerate() {
+        let client = format!("quiet-{i}");
+        match Worker::new(locks, &target, client, fence.clone(), history, stop) {
+            Ok(w) => tasks.spawn(w.counting(counts).thinking(THINK_MS).run()),
+            Err(e) => return tracing::error!("lock handle: {e}"),
+        };
+    }
+}
+
+/// The longest pause of a quiet-bucket worker between holds, in milliseconds.
+const THINK_MS: u64 = 300;
+
 struct Worker {
-    locks: Locks,
-    target: Target,
+    lock: String,
+    handle: Handle,
+    fence: Bucket,
     client: String,
     history: History,
     stop: CancellationToken,
     counts: Arc<Counts>,
+    think_ms: u64,
 }
 
 impl Worker {
+    fn new(
+        locks: &Locks,
+        target: &Target,
+        client: String,
+        fence: Bucket,
+        history: &History,
+        stop: &CancellationToken,
+    ) -> Result<Worker, kvtk_locks::Error> {
+        let (lock, handle) = Handle::open(locks, target)?;
+        Ok(Worker {
+            lock,
+            handle,
+            fence,
+            client,
+            history: history.clone(),
+            stop: stop.clone(),
+            counts: Arc::default(),
+            think_ms: 0,
+        })
+    }
+
+    fn counting(self, counts: &Arc<Counts>) -> Worker {
+        let counts = Arc::clone(counts);
+        Worker { counts, ..self }
+    }
+
+    fn thinking(self, think_ms: u64) -> Worker {
+        Worker { think_ms, ..self }
+    }
+
     async fn run(self) {
         while !self.stop.is_cancelled() {
-            let (lock, mode, acquire) = match self.acquire() {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!("lock handle: {e}");
-                    return;
-                }
-            };
+            let (mode, acquire) = self.handle.acquire();
             let op = self.history.invoke(
                 &self.client,
                 Op::Acquire {
-                    lock: lock.clone(),
+                    lock: self.lock.clone(),
                     mode,
                 },
             );
             let out = bounded(&self.stop, acquire).await;
             match settle(op, out, |g: &Guard| Some(g.token().get())) {
-                Some(guard) => self.hold(&lock, mode, guard).await,
+                Some(guard) => self.hold(&self.lock, mode, guard).await,
                 // A failing cluster answers at once: do not spin.
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-        }
-    }
-
-    fn acquire(&self) -> Result<(String, Mode, Acquire), kvtk_locks::Error> {
-        Ok(match &self.target {
-            Target::Mutex(name) => (name.clone(), Mode::Mutex, self.locks.mutex(name)?.lock()),
-            Target::Semaphore(name, n) => (
-                name.clone(),
-                Mode::Semaphore(*n),
-                self.locks.semaphore(name, *n)?.acquire(),
-            ),
-            Target::RwLock(name) => {
-                let rw = self.locks.rwlock(name)?;
-                if rand::rng().random_range(0..4) == 0 {
-                    (name.clone(), Mode::Write, rw.write())
-                } else {
-                    (name.clone(), Mode::Read, rw.read())
-                }
+            if self.think_ms > 0 {
+                let ms = rand::rng().random_range(0..self.think_ms);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-        })
+        }
     }
 
     async fn hold(&self, lock: &str, mode: Mode, guard: Guard) {
@@ -179,7 +241,7 @@ impl Worker {
     }
 
     async fn fenced_write(&self, lock: &str, guard: &Guard) {
-        let fence = KvFence::new(self.locks.bucket().clone(), format!("fence.{lock}"));
+        let fence = KvFence::new(self.fence.clone(), format!("fence.{lock}"));
         let token = guard.token();
         let what = Op::FencedWrite {
             resource: lock.to_string(),
