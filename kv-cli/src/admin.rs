@@ -52,6 +52,10 @@ pub(crate) struct EditArgs {
     /// Largest value in bytes (`none`: no limit)
     #[arg(long, value_name = "BYTES|none", value_parser = limit::<i32>)]
     max_value_size: Option<Limit<i32>>,
+    /// Most consumers (watches) the bucket accepts (`none`: the server's default, 1,000 on
+    /// nats-server 2.15)
+    #[arg(long, value_name = "N|none", value_parser = limit::<u32>)]
+    max_consumers: Option<Limit<u32>>,
     /// Replicas (1, 3 or 5 in a cluster)
     #[arg(long)]
     replicas: Option<usize>,
@@ -113,7 +117,7 @@ fn line(b: &BucketInfo) -> String {
     };
     let n = |n: Option<i64>| n.map_or("-".to_string(), |n| n.to_string());
     let mut s = format!(
-        "{}  history {}  keys {}  messages {}  bytes {}  replicas {}  {}{}  per-key-ttl {}  max-age {}  max-bytes {}  max-value {}  atomic {}",
+        "{}  history {}  keys {}  messages {}  bytes {}  replicas {}  {}{}  per-key-ttl {}  max-age {}  max-bytes {}  max-value {}  consumers {}/{}  atomic {}",
         b.name,
         b.history,
         b.keys,
@@ -126,6 +130,8 @@ fn line(b: &BucketInfo) -> String {
         d(b.max_age),
         n(b.max_bytes),
         n(b.max_value_size),
+        b.consumers,
+        b.max_consumers.map_or("default".to_string(), |n| n.to_string()),
         if b.atomic_batches { "on" } else { "off" },
     );
     if let Some(m) = &b.mirror_of {
@@ -151,6 +157,9 @@ pub(crate) async fn edit(kv: &Kv, a: EditArgs) -> Result<u8> {
     }
     if let Some(Limit(n)) = a.max_value_size {
         u = u.max_value_size(n);
+    }
+    if let Some(Limit(n)) = a.max_consumers {
+        u = u.max_consumers(n);
     }
     if let Some(r) = a.replicas {
         u = u.replicas(r);

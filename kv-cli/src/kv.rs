@@ -164,6 +164,10 @@ pub(crate) struct AddArgs {
     /// Largest bucket in bytes
     #[arg(long, value_name = "BYTES")]
     max_bucket_size: Option<i64>,
+    /// Most consumers (watches) the bucket accepts (default: the server's, 1,000 on
+    /// nats-server 2.15)
+    #[arg(long, value_name = "N")]
+    max_consumers: Option<u32>,
     /// Replicas (1, 3 or 5 in a cluster)
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -336,6 +340,9 @@ async fn add(kv: &Kv, a: AddArgs) -> Result<u8> {
     }
     if let Some(n) = a.max_bucket_size {
         cfg = cfg.max_bucket_size(n);
+    }
+    if let Some(n) = a.max_consumers {
+        cfg = cfg.max_consumers(n);
     }
     if let Some(d) = a.description {
         cfg = cfg.description(d);

@@ -43,11 +43,14 @@ async fn ls_edit_and_compact_round_trip() {
         "on",
         "--per-key-ttl",
         "30s",
+        "--max-consumers",
+        "5000",
     ]));
     assert!(
         edited.contains("history 4") && edited.contains("max-age 1h") && edited.contains("+s2"),
         "{edited}"
     );
+    assert!(edited.contains("consumers 0/5000"), "{edited}");
     let long: Value =
         serde_json::from_str(&stdout(&kvtk.output(&["kv", "ls", "--json", "--long"]))).unwrap();
     assert_eq!(long[0]["history"], 4);
@@ -59,8 +62,18 @@ async fn ls_edit_and_compact_round_trip() {
         4,
         "the library sees the edit"
     );
-    stdout(&kvtk.output(&["kv", "edit", "app", "--ttl", "none"]));
-    assert_eq!(kv.buckets().await.unwrap()[0].max_age, None);
+    assert_eq!(long[0]["max_consumers"], 5000);
+    stdout(&kvtk.output(&[
+        "kv",
+        "edit",
+        "app",
+        "--ttl",
+        "none",
+        "--max-consumers",
+        "none",
+    ]));
+    let now = &kv.buckets().await.unwrap()[0];
+    assert_eq!((now.max_age, now.max_consumers), (None, None));
 
     // Refused: by the server (one line, exit 1), or nothing asked (usage).
     let out = kvtk.output(&["kv", "edit", "app", "--replicas", "3"]);

@@ -48,6 +48,13 @@ pub struct BucketInfo {
     pub max_bytes: Option<i64>,
     /// The largest value in bytes; `None` for no limit.
     pub max_value_size: Option<i64>,
+    /// The most consumers (watches) the stream accepts; `None` when it sets no limit of its
+    /// own and the server's default applies (1,000 on nats-server 2.15; see
+    /// [`BucketConfig::max_consumers`](crate::BucketConfig::max_consumers)).
+    pub max_consumers: Option<i64>,
+    /// Consumers on the stream now: live watches, and those of dropped watches not yet
+    /// deleted.
+    pub consumers: u64,
     /// Replicas.
     pub replicas: usize,
     /// Storage backend.
@@ -118,6 +125,8 @@ impl BucketInfo {
             max_age: (!c.max_age.is_zero()).then_some(c.max_age),
             max_bytes: positive(c.max_bytes),
             max_value_size: positive(i64::from(c.max_message_size)),
+            max_consumers: positive(i64::from(c.max_consumers)),
+            consumers: info.state.consumer_count as u64,
             replicas: c.num_replicas,
             storage: match c.storage {
                 stream::StorageType::Memory => Storage::Memory,
@@ -180,6 +189,8 @@ pub struct BucketUpdate {
     pub max_bytes: Option<Option<i64>>,
     /// New value size limit in bytes (`Some(None)`: no limit).
     pub max_value_size: Option<Option<i32>>,
+    /// New consumer limit (`Some(None)`: the server's default).
+    pub max_consumers: Option<Option<u32>>,
     /// New replica count.
     pub replicas: Option<usize>,
     /// Turns per-key TTLs on, or changes their marker TTL (≥ 1 s).
@@ -210,6 +221,13 @@ impl BucketUpdate {
     /// The largest total size in bytes (`None`: no limit).
     pub fn max_bytes(mut self, bytes: Option<i64>) -> Self {
         self.max_bytes = Some(bytes);
+        self
+    }
+    /// The most consumers (watches) the stream accepts (`None`: the server's default, 1,000
+    /// on nats-server 2.15); see [`BucketConfig::max_consumers`](crate::BucketConfig::max_consumers).
+    /// The server keeps the consumers already there when the limit is lowered below them.
+    pub fn max_consumers(mut self, n: Option<u32>) -> Self {
+        self.max_consumers = Some(n);
         self
     }
     /// The largest value in bytes (`None`: no limit).
@@ -263,6 +281,12 @@ impl BucketUpdate {
         {
             return Err(Error::invalid_argument("size limits must be positive"));
         }
+        if matches!(self.max_consumers, Some(Some(n)) if n < 1 || i32::try_from(n).is_err()) {
+            return Err(Error::invalid_argument(format!(
+                "max_consumers must be between 1 and {}",
+                i32::MAX
+            )));
+        }
         Ok(())
     }
 
@@ -284,6 +308,9 @@ impl BucketUpdate {
         }
         if let Some(b) = self.max_value_size {
             set("max_msg_size", json!(b.unwrap_or(-1)));
+        }
+        if let Some(n) = self.max_consumers {
+            set("max_consumers", json!(n.map_or(-1, i64::from)));
         }
         if let Some(r) = self.replicas {
             set("num_replicas", json!(r));

@@ -55,6 +55,7 @@ pub struct BucketConfig {
     pub(crate) sources: Vec<Source>,
     pub(crate) marker_ttl: Option<Duration>,
     pub(crate) atomic: bool,
+    pub(crate) max_consumers: Option<u32>,
 }
 
 impl BucketConfig {
@@ -76,6 +77,7 @@ impl BucketConfig {
             sources: Vec::new(),
             marker_ttl: None,
             atomic: false,
+            max_consumers: None,
         }
     }
 
@@ -103,6 +105,22 @@ impl BucketConfig {
     /// The largest total size of the bucket, in bytes.
     pub fn max_bucket_size(mut self, bytes: i64) -> Self {
         self.max_bucket_size = Some(bytes);
+        self
+    }
+    /// The most consumers the bucket's stream accepts. Every kvtk watch is one consumer: a
+    /// lock waiter's while it waits, each process's config readers on one bucket handle, an
+    /// election observer's, a membership watcher's, a console's. nats-server 2.15 limits a
+    /// stream that sets no limit of its own to 1,000 (a limit of 0 or −1 means that default
+    /// too); past it a new watch fails with "maximum consumers limit reached". Set more
+    /// for more concurrent lock waiters or config reader processes on one bucket.
+    ///
+    /// ```
+    /// use kvtk_core::BucketConfig;
+    /// assert!(BucketConfig::new("config").max_consumers(5_000).validate().is_ok());
+    /// assert!(BucketConfig::new("config").max_consumers(0).validate().is_err());
+    /// ```
+    pub fn max_consumers(mut self, n: u32) -> Self {
+        self.max_consumers = Some(n);
         self
     }
     /// Replicas (1, 3 or 5 in a cluster).
@@ -208,6 +226,12 @@ impl BucketConfig {
         if matches!(self.max_bucket_size, Some(n) if n < 1) {
             return Err(Error::invalid_argument("max_bucket_size must be positive"));
         }
+        if matches!(self.max_consumers, Some(n) if n < 1 || i32::try_from(n).is_err()) {
+            return Err(Error::invalid_argument(format!(
+                "max_consumers must be between 1 and {}",
+                i32::MAX
+            )));
+        }
         if self.mirror.is_some() && !self.sources.is_empty() {
             return Err(Error::invalid_argument(
                 "a bucket cannot both mirror and source other buckets",
@@ -266,6 +290,10 @@ impl BucketConfig {
             allow_message_ttl: self.marker_ttl.is_some(),
             subject_delete_marker_ttl: self.marker_ttl,
             allow_atomic_publish: self.atomic,
+            max_consumers: self
+                .max_consumers
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or(-1),
             ..Default::default()
         }
     }

@@ -39,6 +39,7 @@ async fn buckets_list_with_settings_and_edits_round_trip() {
                 .max_bytes(Some(1 << 20))
                 .compression(true)
                 .per_key_ttl(Duration::from_secs(30))
+                .max_consumers(Some(5_000))
                 .description("edited"),
         )
         .await
@@ -49,13 +50,23 @@ async fn buckets_list_with_settings_and_edits_round_trip() {
     assert!(after.compression);
     assert_eq!(after.marker_ttl, Some(Duration::from_secs(30)));
     assert_eq!(after.description.as_deref(), Some("edited"));
+    assert_eq!(after.max_consumers, Some(5_000));
     let listed = kv.buckets().await.unwrap();
     assert_eq!(listed[0], after, "the list shows the edit");
     let back = kv
-        .update_bucket("a", BucketUpdate::new().max_age(None).compression(false))
+        .update_bucket(
+            "a",
+            BucketUpdate::new()
+                .max_age(None)
+                .compression(false)
+                .max_consumers(None),
+        )
         .await
         .unwrap();
-    assert_eq!((back.max_age, back.compression), (None, false));
+    assert_eq!(
+        (back.max_age, back.compression, back.max_consumers),
+        (None, false, None)
+    );
 
     // Refused before any request, and by the server, with its reason.
     let e = kv
@@ -234,4 +245,32 @@ async fn open_rides_through_late_answers_and_refuses_a_missing_bucket_at_once() 
     assert!(start.elapsed() > client::REQUEST_TIMEOUT * 3);
     let missing = kv.open("nope").await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::BucketNotFound);
+}
+
+/// A bucket's consumer limit holds every watch to it, and the consumer of a dropped watch is
+/// deleted (not left for the server's inactivity threshold), so its place is free again at
+/// once. nats-server 2.15 puts a stream without a limit of its own at 1,000.
+#[tokio::test]
+async fn the_consumer_limit_counts_watches_and_a_dropped_watch_frees_its_place() {
+    let server = NatsServer::start().await;
+    let kv = Kv::connect(&server.client_url()).await.unwrap();
+    let b = kv
+        .create_bucket(BucketConfig::new("few").max_consumers(2))
+        .await
+        .unwrap();
+    let first = within("a watch", b.watch(["a"])).await.unwrap();
+    let _second = within("a watch", b.watch(["b"])).await.unwrap();
+    let e = within("a watch", b.watch(["c"])).await.unwrap_err();
+    assert!(e.to_string().contains("maximum consumers"), "{e}");
+    let info = &kv.buckets().await.unwrap()[0];
+    assert_eq!((info.max_consumers, info.consumers), (Some(2), 2));
+
+    drop(first);
+    kvtk_tests::until("the dropped watch's consumer is deleted", || async {
+        kv.buckets().await.unwrap()[0].consumers == 1
+    })
+    .await;
+    within("a watch in the freed place", b.watch(["c"]))
+        .await
+        .unwrap();
 }

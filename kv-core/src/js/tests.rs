@@ -105,7 +105,10 @@ fn acks_read_once_as_parse_api_reads_them() {
 async fn a_hanging_consumer_delete_does_not_hold_up_the_others() {
     let server = kvtk_tests::NatsServer::start().await;
     let client = server.connect().await;
-    let mut api = client.subscribe("test.api.CONSUMER.DELETE.s.*").await.unwrap();
+    let mut api = client
+        .subscribe("test.api.CONSUMER.DELETE.s.*")
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let mut js = crate::Kv::new(client).js().clone();
     js.api = "test.api".into();
@@ -120,7 +123,10 @@ async fn a_hanging_consumer_delete_does_not_hold_up_the_others() {
             let m = api.next().await.unwrap();
             let name = m.subject.rsplit('.').next().unwrap_or_default().to_string();
             if name != "hangs" {
-                js.client.publish(m.reply.unwrap(), "{}".into()).await.unwrap();
+                js.client
+                    .publish(m.reply.unwrap(), "{}".into())
+                    .await
+                    .unwrap();
                 answered.push(name);
             }
         }
