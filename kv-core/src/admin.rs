@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use crate::bucket::Bucket;
 use crate::client::Kv;
-use crate::config::{validate_bucket_name, Storage, MAX_HISTORY};
+use crate::config::{consumer_limit, validate_bucket_name, Storage, MAX_HISTORY};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::version::ServerVersion;
 
@@ -281,11 +281,8 @@ impl BucketUpdate {
         {
             return Err(Error::invalid_argument("size limits must be positive"));
         }
-        if matches!(self.max_consumers, Some(Some(n)) if n < 1 || i32::try_from(n).is_err()) {
-            return Err(Error::invalid_argument(format!(
-                "max_consumers must be between 1 and {}",
-                i32::MAX
-            )));
+        if let Some(Some(n)) = self.max_consumers {
+            consumer_limit(n)?;
         }
         Ok(())
     }

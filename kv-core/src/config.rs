@@ -226,11 +226,8 @@ impl BucketConfig {
         if matches!(self.max_bucket_size, Some(n) if n < 1) {
             return Err(Error::invalid_argument("max_bucket_size must be positive"));
         }
-        if matches!(self.max_consumers, Some(n) if n < 1 || i32::try_from(n).is_err()) {
-            return Err(Error::invalid_argument(format!(
-                "max_consumers must be between 1 and {}",
-                i32::MAX
-            )));
+        if let Some(n) = self.max_consumers {
+            consumer_limit(n)?;
         }
         if self.mirror.is_some() && !self.sources.is_empty() {
             return Err(Error::invalid_argument(
@@ -292,7 +289,7 @@ impl BucketConfig {
             allow_atomic_publish: self.atomic,
             max_consumers: self
                 .max_consumers
-                .and_then(|n| i32::try_from(n).ok())
+                .and_then(|n| consumer_limit(n).ok())
                 .unwrap_or(-1),
             ..Default::default()
         }
@@ -317,6 +314,13 @@ impl BucketConfig {
             })
             .collect()
     }
+}
+
+/// A stream's consumer limit as the server takes it: 1 to `i32::MAX`.
+pub(crate) fn consumer_limit(n: u32) -> Result<i32, Error> {
+    i32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+        Error::invalid_argument(format!("max_consumers must be between 1 and {}", i32::MAX))
+    })
 }
 
 /// A bucket mirrored or sourced, as its stream (`KV_<bucket>`) reached in its own domain.

@@ -69,11 +69,13 @@ async fn buckets_list_with_settings_and_edits_round_trip() {
     );
 
     // Refused before any request, and by the server, with its reason.
-    let e = kv
-        .update_bucket("a", BucketUpdate::new().history(0))
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    for refused in [
+        BucketUpdate::new().history(0),
+        BucketUpdate::new().max_consumers(Some(0)),
+    ] {
+        let e = kv.update_bucket("a", refused).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
     let e = kv
         .update_bucket("a", BucketUpdate::new().replicas(3))
         .await
