@@ -76,4 +76,4 @@ mod varz;
 pub use doctor::{check, Doctor};
 pub use intent::{Intent, Recipe};
 pub use report::{Code, Finding, Report, ServerFacts, Severity, SyncSetting};
-pub use rules::FIXED_SERVER;
+pub use rules::{CONSUMER_LIMIT_SERVER, DEFAULT_MAX_CONSUMERS, FIXED_SERVER};

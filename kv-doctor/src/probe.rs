@@ -34,6 +34,8 @@ pub(crate) async fn facts(kv: &Kv, system: Option<&Kv>, bucket: &str) -> Result<
         expires: c.allow_message_ttl || !c.max_age.is_zero(),
         servers,
         sync_unknown,
+        consumers: info.state.consumer_count as u64,
+        max_consumers: i64::from(c.max_consumers),
     })
 }
 

@@ -58,6 +58,8 @@ pub enum Code {
     LeaseTtlBelowElection,
     /// No lease TTL was given, so it could not be compared with an election.
     LeaseTtlUnchecked,
+    /// The stream's consumers reach 80 % of the most it accepts.
+    ConsumersNearLimit,
     /// The bucket is a mirror: it takes no writes.
     Mirror,
     /// A mirror that removes keys on its own clock (per-key TTLs or a max age).
@@ -79,6 +81,7 @@ impl Code {
             Code::HistoryNotOne => "history-not-one",
             Code::LeaseTtlBelowElection => "lease-ttl-below-election",
             Code::LeaseTtlUnchecked => "lease-ttl-unchecked",
+            Code::ConsumersNearLimit => "consumers-near-limit",
             Code::Mirror => "mirror",
             Code::MirrorExpires => "mirror-expires",
         }

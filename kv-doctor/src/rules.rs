@@ -28,11 +28,23 @@ pub(crate) struct Facts {
     pub(crate) servers: Vec<ServerFacts>,
     /// Why `sync_interval` could not be read on the servers whose `sync` is `None`.
     pub(crate) sync_unknown: Option<String>,
+    /// Consumers on the stream now.
+    pub(crate) consumers: u64,
+    /// The stream's own consumer limit (≤ 0: none, the server's default applies).
+    pub(crate) max_consumers: i64,
 }
+
+/// The first release that limits a stream without a consumer limit of its own to
+/// [`DEFAULT_MAX_CONSUMERS`].
+pub const CONSUMER_LIMIT_SERVER: ServerVersion = ServerVersion::new(2, 15, 0);
+
+/// nats-server's consumer limit of a stream that sets none (measured on 2.15.1).
+pub const DEFAULT_MAX_CONSUMERS: u64 = 1_000;
 
 /// Every finding, worst first, then by code.
 pub(crate) fn findings(facts: &Facts, intent: &Intent) -> Vec<Finding> {
     let mut out: Vec<Finding> = server_too_old(facts).into_iter().collect();
+    out.extend(consumers_near_limit(facts));
     if facts.mirror_of.is_some() {
         out.extend(mirror(facts, intent));
         out.extend(mirror_expires(facts));
@@ -69,6 +81,38 @@ fn server_too_old(facts: &Facts) -> Option<Finding> {
                 old.join(", ")
             ),
             format!("upgrade every server to nats-server {FIXED_SERVER} or newer"),
+        )
+    })
+}
+
+/// The consumer limit that holds the stream: its own, or the server's default for a stream
+/// without one on a server that has that default.
+fn consumer_limit(facts: &Facts) -> Option<u64> {
+    let defaulted = facts
+        .servers
+        .iter()
+        .any(|s| s.version.is_some_and(|v| v >= CONSUMER_LIMIT_SERVER));
+    u64::try_from(facts.max_consumers)
+        .ok()
+        .filter(|n| *n > 0)
+        .or(defaulted.then_some(DEFAULT_MAX_CONSUMERS))
+}
+
+/// `consumers-near-limit` at 80 % of the limit: at the limit every new watch fails.
+fn consumers_near_limit(facts: &Facts) -> Option<Finding> {
+    let limit = consumer_limit(facts)?;
+    (facts.consumers * 5 >= limit * 4).then(|| {
+        Finding::new(
+            Severity::Warning,
+            Code::ConsumersNearLimit,
+            format!(
+                "the stream carries {} consumers of the {limit} it accepts: every watch is one                  (each waiting lock acquirer, each process's config readers, each observer and                  watcher), and at the limit new ones fail with \"maximum consumers limit                  reached\"",
+                facts.consumers
+            ),
+            format!(
+                "raise the bucket's limit: `kvtk kv edit {} --max-consumers N`                  (kvtk-core: BucketUpdate::max_consumers); without one of its own a stream                  gets nats-server's default, {DEFAULT_MAX_CONSUMERS} since                  {CONSUMER_LIMIT_SERVER}",
+                facts.bucket
+            ),
         )
     })
 }

@@ -81,6 +81,37 @@ async fn flags_an_r1_bucket_in_memory_and_without_ttl_or_batches() {
     assert!(config.is_safe());
 }
 
+/// Watches count against the bucket's consumer limit: four of five is a warning, and the
+/// finding goes once the bucket's limit is raised.
+#[tokio::test]
+async fn flags_consumers_near_the_limit() {
+    let server = NatsServer::start().await;
+    let kv = Kv::new(server.connect().await);
+    let b = kv
+        .create_bucket(recipe_bucket("busy").max_consumers(5))
+        .await
+        .unwrap();
+    let mut watches = Vec::new();
+    for key in ["a", "b", "c", "d"] {
+        watches.push(b.watch([key]).await.unwrap());
+    }
+    let config = Intent::config();
+    let report = doctor::check(&kv, "busy", &config).await.unwrap();
+    let near = report.find(Code::ConsumersNearLimit).expect("flagged");
+    assert_eq!(near.severity, Severity::Warning, "{report}");
+    assert!(near.message.contains("4 consumers of the 5"), "{report}");
+    assert!(
+        near.fix.contains("kvtk kv edit busy --max-consumers"),
+        "{report}"
+    );
+
+    let raised = kvtk_core::BucketUpdate::new().max_consumers(Some(50));
+    kv.update_bucket("busy", raised).await.unwrap();
+    let report = doctor::check(&kv, "busy", &config).await.unwrap();
+    assert!(report.find(Code::ConsumersNearLimit).is_none(), "{report}");
+    drop(watches);
+}
+
 #[tokio::test]
 async fn flags_persist_mode_async() {
     use async_nats::jetstream::stream::{Config, PersistenceMode};

@@ -27,6 +27,8 @@ fn safe() -> Facts {
             .map(|n| server(n, v, Some(SyncSetting::Always)))
             .into(),
         sync_unknown: None,
+        consumers: 12,
+        max_consumers: -1,
     }
 }
 
@@ -272,4 +274,53 @@ fn messages_name_what_they_found() {
     assert!(text[1].contains("n7 (every 2 min)"), "{text:?}");
     assert!(text[1].contains("locks and elections"), "{text:?}");
     assert!(found.iter().all(|f| !f.fix.is_empty()));
+}
+
+#[test]
+fn consumers_against_their_limit() {
+    use Code::*;
+    use Severity::*;
+    check_rows(vec![
+        (
+            "800 of the 2.15 default",
+            |f| f.consumers = 800,
+            all(),
+            vec![(Warning, ConsumersNearLimit)],
+        ),
+        (
+            "799 of the 2.15 default",
+            |f| f.consumers = 799,
+            all(),
+            vec![],
+        ),
+        (
+            "900 of a limit of 5,000",
+            |f| {
+                f.consumers = 900;
+                f.max_consumers = 5_000;
+            },
+            all(),
+            vec![],
+        ),
+        (
+            "45 of a limit of 50",
+            |f| {
+                f.consumers = 45;
+                f.max_consumers = 50;
+            },
+            all(),
+            vec![(Warning, ConsumersNearLimit)],
+        ),
+        (
+            "5,000 on servers without the default limit",
+            |f| {
+                f.consumers = 5_000;
+                for s in &mut f.servers {
+                    s.version = Some(FIXED_SERVER);
+                }
+            },
+            all(),
+            vec![],
+        ),
+    ]);
 }
