@@ -83,10 +83,11 @@ pub(crate) fn start(
                 return;
             };
             let fence = locks.bucket().clone();
-            let w = Worker::new(locks, &target, format!("lock-{n}"), fence, history, stop);
+            let client = format!("lock-{n}");
+            let w = Worker::new(locks, &target, client, fence, (history, stop), counts);
             n += 1;
             match w {
-                Ok(w) => tasks.spawn(w.counting(counts).run()),
+                Ok(w) => tasks.spawn(w.run()),
                 Err(e) => return tracing::error!("lock handle: {e}"),
             };
         }
@@ -108,8 +109,15 @@ pub(crate) fn start_quiet(
     let target = Target::Mutex("q0".into());
     for (i, locks) in handles.iter().enumerate() {
         let client = format!("quiet-{i}");
-        match Worker::new(locks, &target, client, fence.clone(), history, stop) {
-            Ok(w) => tasks.spawn(w.counting(counts).thinking(THINK_MS).run()),
+        match Worker::new(
+            locks,
+            &target,
+            client,
+            fence.clone(),
+            (history, stop),
+            counts,
+        ) {
+            Ok(w) => tasks.spawn(w.thinking(THINK_MS).run()),
             Err(e) => return tracing::error!("lock handle: {e}"),
         };
     }
@@ -135,8 +143,8 @@ impl Worker {
         target: &Target,
         client: String,
         fence: Bucket,
-        history: &History,
-        stop: &CancellationToken,
+        (history, stop): (&History, &CancellationToken),
+        counts: &Arc<Counts>,
     ) -> Result<Worker, kvtk_locks::Error> {
         let (lock, handle) = Handle::open(locks, target)?;
         Ok(Worker {
@@ -146,14 +154,9 @@ impl Worker {
             client,
             history: history.clone(),
             stop: stop.clone(),
-            counts: Arc::default(),
+            counts: Arc::clone(counts),
             think_ms: 0,
         })
-    }
-
-    fn counting(self, counts: &Arc<Counts>) -> Worker {
-        let counts = Arc::clone(counts);
-        Worker { counts, ..self }
     }
 
     fn thinking(self, think_ms: u64) -> Worker {
