@@ -281,6 +281,13 @@ pub(crate) mod codes {
     /// from a peer yet (right after servers start or a meta leader changes) or saw it shut
     /// down (a rolling restart). Other reasons (tags, storage) are the configuration's.
     pub(crate) const PEER_OFFLINE: &str = "no suitable peers for placement, peer offline";
+    /// "maximum consumers limit reached": the stream holds as many consumers as it may
+    /// (nats-server 2.15 puts a stream without a limit of its own at 1,000).
+    pub(crate) const MAXIMUM_CONSUMERS: u64 = 10026;
+    /// What [`MAXIMUM_CONSUMERS`] adds to the server's words: the way out.
+    pub(crate) const MAXIMUM_CONSUMERS_HINT: &str = "; every watch is one consumer of the \
+        bucket: raise its limit (BucketUpdate::max_consumers, or `kvtk kv edit BUCKET \
+        --max-consumers N`), see docs/deployment.md";
 }
 
 /// Classifies a JetStream API error answer.
@@ -298,7 +305,11 @@ pub(crate) fn from_api(code: u64, description: &str) -> Error {
         NO_SUITABLE_PEERS if description == PEER_OFFLINE => ErrorKind::Unavailable,
         _ => ErrorKind::Server,
     };
-    let mut e = Error::new(kind, description.to_string()).with_code(code);
+    let mut message = description.to_string();
+    if code == MAXIMUM_CONSUMERS {
+        message.push_str(MAXIMUM_CONSUMERS_HINT);
+    }
+    let mut e = Error::new(kind, message).with_code(code);
     if kind == ErrorKind::Conflict {
         // "wrong last sequence: 42" names the key's revision; 10164 does not.
         e.0.current = description
@@ -518,6 +529,9 @@ mod tests {
         let e = from_api(10008, "JetStream system temporarily unavailable");
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_transient() && !e.outcome_unknown());
+        let full = from_api(10026, "maximum consumers limit reached");
+        assert_eq!(full.kind(), ErrorKind::Server);
+        assert!(full.to_string().contains("--max-consumers"), "{full}");
     }
 
     #[test]

@@ -264,6 +264,10 @@ async fn the_consumer_limit_counts_watches_and_a_dropped_watch_frees_its_place()
     let _second = within("a watch", b.watch(["b"])).await.unwrap();
     let e = within("a watch", b.watch(["c"])).await.unwrap_err();
     assert!(e.to_string().contains("maximum consumers"), "{e}");
+    assert!(
+        e.to_string().contains("max_consumers"),
+        "names the way out: {e}"
+    );
     let info = &kv.buckets().await.unwrap()[0];
     assert_eq!((info.max_consumers, info.consumers), (Some(2), 2));
 
