@@ -1,6 +1,7 @@
 //! Believed holds of locks and leaderships: mutual exclusion, token order and fencing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::Duration;
 
 use super::{Property, Violation};
@@ -27,10 +28,6 @@ pub struct Hold {
 }
 
 impl Hold {
-    fn active_at(&self, t: Duration) -> bool {
-        self.from <= t && self.until.is_none_or(|u| u > t)
-    }
-
     fn exclusive(&self) -> bool {
         matches!(self.mode, Mode::Mutex | Mode::Write | Mode::Leader)
     }
@@ -91,33 +88,64 @@ fn by_lock(records: &[Record]) -> BTreeMap<String, Vec<Hold>> {
 
 /// At the moment each hold starts, the believers of its lock must fit the lock: one for a
 /// mutex, a writer or a leader; `n` for a semaphore; any number of readers without a writer.
+/// Each overfull start is reported once, at the start of the newest hold involved.
 pub fn mutual_exclusion(records: &[Record]) -> Vec<Violation> {
-    let mut out = Vec::new();
-    for (lock, holds) in by_lock(records) {
-        for h in &holds {
-            let active: Vec<&Hold> = holds.iter().filter(|o| o.active_at(h.from)).collect();
-            if let Some(why) = overfull(&active) {
-                // Report each overlap once: at the start of the newest hold involved.
-                if active.iter().all(|o| o.from <= h.from) {
-                    let ops = active.iter().flat_map(|o| o.records()).collect();
-                    let who: Vec<String> = active
-                        .iter()
-                        .map(|o| format!("{} (token {})", o.acquire.client, o.token))
-                        .collect();
-                    out.push(Violation::new(
-                        Property::MutualExclusion,
-                        format!(
-                            "{lock}: {why} at {:.3}s: {}",
-                            h.from.as_secs_f64(),
-                            who.join(", ")
-                        ),
-                        ops,
-                    ));
-                }
+    by_lock(records)
+        .into_iter()
+        .flat_map(|(lock, holds)| overlaps(&lock, &holds))
+        .collect()
+}
+
+/// One lock's overfull starts, in the holds' order: a sweep over the starts that keeps the
+/// holds begun and not yet ended, so a long history costs `n log n`, not `n²`.
+fn overlaps(lock: &str, holds: &[Hold]) -> Vec<Violation> {
+    let mut starts: Vec<usize> = (0..holds.len()).collect();
+    starts.sort_by_key(|&i| holds[i].from);
+    // Believers in the holds' order; the ends still to come, soonest first.
+    let mut active = BTreeSet::new();
+    let mut ends = BinaryHeap::new();
+    let mut found = Vec::new();
+    for group in starts.chunk_by(|&a, &b| holds[a].from == holds[b].from) {
+        let t = holds[group[0]].from;
+        for &i in group {
+            active.insert(i);
+            if let Some(until) = holds[i].until {
+                ends.push(Reverse((until, i)));
             }
         }
+        while ends.peek().is_some_and(|Reverse((until, _))| *until <= t) {
+            if let Some(Reverse((_, i))) = ends.pop() {
+                active.remove(&i);
+            }
+        }
+        let believers: Vec<&Hold> = active.iter().map(|&i| &holds[i]).collect();
+        if let Some(why) = overfull(&believers) {
+            found.extend(
+                group
+                    .iter()
+                    .map(|&i| (i, overlap(lock, &holds[i], &believers, &why))),
+            );
+        }
     }
-    out
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, v)| v).collect()
+}
+
+fn overlap(lock: &str, newest: &Hold, believers: &[&Hold], why: &str) -> Violation {
+    let ops = believers.iter().flat_map(|o| o.records()).collect();
+    let who: Vec<String> = believers
+        .iter()
+        .map(|o| format!("{} (token {})", o.acquire.client, o.token))
+        .collect();
+    Violation::new(
+        Property::MutualExclusion,
+        format!(
+            "{lock}: {why} at {:.3}s: {}",
+            newest.from.as_secs_f64(),
+            who.join(", ")
+        ),
+        ops,
+    )
 }
 
 fn overfull(active: &[&Hold]) -> Option<String> {
@@ -141,23 +169,81 @@ fn overfull(active: &[&Hold]) -> Option<String> {
 /// Tokens of believed holds are unique per lock, and a hold acquired after another completed
 /// has a greater token.
 pub fn token_order(records: &[Record]) -> Vec<Violation> {
+    by_lock(records)
+        .into_iter()
+        .flat_map(|(lock, holds)| {
+            let mut found = tokens_twice(&lock, &holds);
+            found.extend(tokens_backwards(&lock, &holds));
+            // Pairs in the holds' order, as a comparison of every pair would list them.
+            found.sort_by_key(|(pair, _)| *pair);
+            found.into_iter().map(|(_, v)| v)
+        })
+        .collect()
+}
+
+/// A pair of holds (indices, the smaller first) and what is wrong with it.
+type PairViolation = ((usize, usize), Violation);
+
+/// The earlier-starting hold of a pair, then the other (the first of them on a tie).
+fn in_start_order<'h>(a: &'h Hold, b: &'h Hold) -> (&'h Hold, &'h Hold) {
+    if a.from <= b.from {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Every pair of holds of one lock with the same token.
+fn tokens_twice(lock: &str, holds: &[Hold]) -> Vec<PairViolation> {
+    let mut by_token: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, h) in holds.iter().enumerate() {
+        by_token.entry(h.token).or_default().push(i);
+    }
     let mut out = Vec::new();
-    for (lock, holds) in by_lock(records) {
-        for (i, a) in holds.iter().enumerate() {
-            for b in &holds[i + 1..] {
-                let (first, later) = if a.from <= b.from { (a, b) } else { (b, a) };
-                let summary = if a.token == b.token {
-                    format!("{lock}: token {} granted twice", a.token)
-                } else if first.from < later.acquire.invoked && later.token < first.token {
-                    format!(
-                        "{lock}: token {} granted after token {} had been granted",
-                        later.token, first.token
-                    )
-                } else {
-                    continue;
-                };
+    for same in by_token.values() {
+        for (k, &i) in same.iter().enumerate() {
+            for &j in &same[k + 1..] {
+                let (first, later) = in_start_order(&holds[i], &holds[j]);
+                let summary = format!("{lock}: token {} granted twice", first.token);
                 let ops = vec![first.acquire.clone(), later.acquire.clone()];
-                out.push(Violation::new(Property::TokenOrder, summary, ops));
+                out.push(((i, j), Violation::new(Property::TokenOrder, summary, ops)));
+            }
+        }
+    }
+    out
+}
+
+/// Every pair of holds of one lock where the later one was asked for after the first had
+/// been granted and got a smaller token. Only an acquisition preceded by a greater token
+/// (the running maximum over the starts before it says so) is compared hold by hold.
+fn tokens_backwards(lock: &str, holds: &[Hold]) -> Vec<PairViolation> {
+    let mut starts: Vec<usize> = (0..holds.len()).collect();
+    starts.sort_by_key(|&i| holds[i].from);
+    let greatest: Vec<u64> = starts
+        .iter()
+        .scan(0, |max, &i| {
+            *max = holds[i].token.max(*max);
+            Some(*max)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (j, y) in holds.iter().enumerate() {
+        let before = starts.partition_point(|&i| holds[i].from < y.acquire.invoked);
+        if before == 0 || greatest[before - 1] <= y.token {
+            continue;
+        }
+        for &i in &starts[..before] {
+            let (first, later) = in_start_order(&holds[i.min(j)], &holds[i.max(j)]);
+            if std::ptr::eq(later, y) && first.token > y.token {
+                let summary = format!(
+                    "{lock}: token {} granted after token {} had been granted",
+                    later.token, first.token
+                );
+                let ops = vec![first.acquire.clone(), later.acquire.clone()];
+                out.push((
+                    (i.min(j), i.max(j)),
+                    Violation::new(Property::TokenOrder, summary, ops),
+                ));
             }
         }
     }
@@ -199,3 +285,6 @@ pub fn fencing(records: &[Record]) -> Vec<Violation> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
