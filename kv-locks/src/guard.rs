@@ -191,7 +191,7 @@ impl Guard {
         // Unboxed: the guard's release is an `async fn`, and awaiting the `Release` would
         // allocate its future once more.
         let r = release.send().await.map_err(|e| {
-            tracing::warn!(lock = %shared.name, token, error = %e, "release failed; the entry expires with its ttl");
+            tracing::warn!(lock = %shared.name, token, error = %e, "release failed; kvtk-core's warning for the entry says how it ends (its ttl, or its session)");
             Error::from(e)
         })?;
         slot.own_last = r.tombstone;
