@@ -185,10 +185,7 @@ impl Release {
         };
         let (rev, failed) = match write.send().await {
             Ok(t) => return Ok(done(Some(t), first)),
-            Err(e) if e.is_conflict() && first => (Some(rev), None),
-            Err(e) if e.is_conflict() || (first && e.outcome_unknown()) => (None, None),
-            Err(e) if e.is_transient() && !first => (None, Some(e)),
-            Err(e) => return Err(e.with_op(Operation::Lease)),
+            Err(e) => after_first(e, first, rev)?,
         };
         // Boxed: the fallback's future (retries, leader reads) would otherwise make every
         // release's future, allocated and moved at each call, as large as itself.
@@ -333,6 +330,26 @@ impl IntoFuture for Release {
     }
 }
 
+/// What follows a first removing write that failed with `e` (`first`: the write with the
+/// caller's expectation, tried before ours at `rev`): the fenced retries, starting at `rev`
+/// or (`None`) at a leader read, with the transient failure to count as their first
+/// attempt; or the error, when no retry can help. A transient failure of the caller's write
+/// is retried like ours: a release that gave up on a server restarting ("nobody answered")
+/// left a session-bound entry behind for as long as its session lived.
+fn after_first(
+    e: Error,
+    first: bool,
+    rev: Revision,
+) -> Result<(Option<Revision>, Option<Error>), Error> {
+    match e {
+        // Something under the lock changed: our own key may still be at our revision.
+        e if e.is_conflict() && first => Ok((Some(rev), None)),
+        e if e.is_conflict() || (first && e.outcome_unknown()) => Ok((None, None)),
+        e if e.is_transient() => Ok((None, Some(e))),
+        e => Err(e.with_op(Operation::Lease)),
+    }
+}
+
 /// What the stream leader's answer `found` means for a release that leaves `hand_over`
 /// (or a tombstone).
 fn judge(
@@ -358,5 +375,38 @@ fn done(tombstone: Option<Revision>, first: bool) -> Released {
         was_held: true,
         tombstone,
         first_expectation_met: first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(n: u64) -> Revision {
+        Revision::new(n).unwrap()
+    }
+
+    fn failed(kind: ErrorKind, first: bool) -> Result<(Option<Revision>, bool), ErrorKind> {
+        after_first(Error::new(kind, "test"), first, rev(5))
+            .map(|(r, e)| (r, e.is_some()))
+            .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn a_failed_first_write_falls_back_to_the_fenced_retries_unless_nothing_can_help() {
+        use ErrorKind::*;
+        // The caller's expectation failed: our key is tried at our revision next.
+        assert_eq!(failed(Conflict, true), Ok((Some(rev(5)), false)));
+        // Our own write conflicted, or an outcome is unknown: the leader says what is there.
+        assert_eq!(failed(Conflict, false), Ok((None, false)));
+        assert_eq!(failed(Timeout, true), Ok((None, false)));
+        // Nobody answered (a server restarting): retried, the failure counted — also for
+        // the caller's first write.
+        assert_eq!(failed(Unavailable, true), Ok((None, true)));
+        assert_eq!(failed(Unavailable, false), Ok((None, true)));
+        assert_eq!(failed(Timeout, false), Ok((None, true)));
+        // Refused for good: no retry helps.
+        assert_eq!(failed(PermissionDenied, true), Err(PermissionDenied));
+        assert_eq!(failed(PermissionDenied, false), Err(PermissionDenied));
     }
 }
