@@ -159,6 +159,36 @@ async fn a_renewal_past_the_deadline_demotes_instead_of_writing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_acknowledgement_seen_after_the_deadline_never_revives_the_lease() {
+    // The renewal was sent in time, but the runtime stalled past the deadline before its
+    // acknowledgement was processed: meanwhile the lease was invalid for everyone.
+    let st = lease();
+    let t0 = Instant::now();
+    advance_ms(1000).await;
+    assert!(st.begin_renewal());
+    let sent = Instant::now();
+    advance_ms(1700).await;
+    assert!(!st.is_valid());
+    let gone = AfterWrite::Done(Step::Gone(LostReason::Deadline));
+    assert_eq!(st.written(Ok(rev(11)), sent), gone);
+    st.renewal_done(Some(Step::Gone(LostReason::Deadline)));
+    assert_eq!(st.reason(), Some(LostReason::Deadline));
+    assert_eq!(st.deadline(), t0 + VALIDITY);
+    // The key's revision is known all the same: a release can still remove it.
+    assert_eq!(st.revision(), rev(11));
+    // Nor does a lost acknowledgement found on the leader after the deadline.
+    let st = lease();
+    let t1 = Instant::now();
+    assert_eq!(failed(&st, ErrorKind::Timeout, t1), RETRY);
+    advance_ms(2700).await;
+    let conflict = failed(&st, ErrorKind::Conflict, Instant::now());
+    assert_eq!(conflict, AfterWrite::AskLeader { since: t1 });
+    let step = leader_shows(&st, Some(ours(12)), t1);
+    assert_eq!(step, Step::Gone(LostReason::Deadline));
+    assert_eq!(st.deadline(), t1 + VALIDITY);
+}
+
+#[tokio::test(start_paused = true)]
 async fn transient_failures_retry_with_backoff_and_success_resets_it() {
     let st = lease();
     advance_ms(1000).await;

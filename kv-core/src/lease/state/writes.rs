@@ -63,19 +63,20 @@ impl State {
     ) -> AfterWrite {
         match res {
             Ok(r) => {
+                self.live().rev = r;
                 // A CAS on our last known revision succeeded, so none of the earlier
                 // unacknowledged writes was applied: this send time is the one that counts.
                 let slack = self.renewal(|r| {
                     let slack = r.clock.slack(Instant::now());
-                    r.ambiguous_since = None;
-                    r.clock.renewed(sent);
-                    slack
+                    confirmed(r, sent).then_some(slack)
                 });
-                // A bound lease's value change: the slack of its session's deadline.
-                let slack = slack
-                    .unwrap_or_else(|| self.deadline().saturating_duration_since(Instant::now()));
+                let slack = match slack {
+                    Some(None) => return AfterWrite::Done(Step::Gone(LostReason::Deadline)),
+                    Some(Some(slack)) => slack,
+                    // A bound lease's value change: the slack of its session's deadline.
+                    None => self.deadline().saturating_duration_since(Instant::now()),
+                };
                 self.labels().renewal_slack(slack);
-                self.live().rev = r;
                 tracing::trace!(key = %self.key, revision = r.get(), "lease renewed");
                 AfterWrite::Done(Step::Written)
             }
@@ -133,12 +134,11 @@ impl State {
             }
             Ok(Some(e)) if e.is_value() && self.is_ours(&e) => {
                 self.live().rev = e.revision();
-                self.renewal(|r| {
-                    r.ambiguous_since = None;
-                    r.clock.renewed(since);
-                });
                 tracing::debug!(key = %self.key, revision = e.revision().get(), "an unacknowledged lease write had been applied");
-                Step::Written
+                match self.renewal(|r| confirmed(r, since)) {
+                    Some(false) => Step::Gone(LostReason::Deadline),
+                    _ => Step::Written,
+                }
             }
             Ok(e) => Step::Gone(reason_of(e.as_ref())),
             Err(e) => {
@@ -206,4 +206,18 @@ fn reason_of(e: Option<&Entry>) -> LostReason {
         Some(Removal::Expired) => LostReason::Expired,
         _ => LostReason::Taken,
     }
+}
+
+/// Counts a write of ours sent at `sent` as acknowledged — unless the lease's deadline has
+/// passed by now (`false`): a lease ends at its deadline for good, however late an
+/// acknowledgement still comes. Others may have acted on that end already (a release given
+/// up, a new session made in its place): a session revived by a late acknowledgement would
+/// keep an entry alive that its owner let go, for as long as the session lives.
+fn confirmed(r: &mut Renewal, sent: Instant) -> bool {
+    if !r.clock.is_valid(Instant::now()) {
+        return false;
+    }
+    r.ambiguous_since = None;
+    r.clock.renewed(sent);
+    true
 }
