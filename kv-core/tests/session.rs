@@ -1,8 +1,9 @@
 //! Sessions against real nats-servers: a session's end ends every entry bound to it for
 //! everyone (judged from the stream leader, also by clients on R3 followers), a dead
 //! session's entry removed by compare-and-set exactly once, lost acknowledgements of a
-//! session's creation, renewal and binding recognised, the owner's deadline on its
-//! monotonic clock, and an unknown session format refused.
+//! session's creation, renewal and binding recognised, a binding given up before its
+//! outcome removed while the session lives, the owner's deadline on its monotonic clock,
+//! and an unknown session format refused.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
@@ -13,11 +14,11 @@ use kvtk_core::lease::{
     remove_if_dead, Keeper, Lease, LostReason, Reaped, Session, SessionId, SessionState,
     SESSION_PREFIX,
 };
-use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal};
+use kvtk_core::{Bucket, BucketConfig, Entry, ErrorKind, Expect, Kv, Removal, WatchEvent};
 use kvtk_tests::{until, within, NatsCluster, NatsServer};
 
 mod common;
-use common::{lease_cfg, proxied_bucket, with_acks_lost};
+use common::{lease_cfg, next_entry, next_event, proxied_bucket, with_acks_lost, LOST_ACK_LATENCY};
 use tokio::time::Instant;
 
 fn cfg(replicas: usize) -> BucketConfig {
@@ -496,5 +497,53 @@ async fn binding_a_key_again_makes_a_new_entry_never_the_sessions_earlier_one() 
     assert_eq!(released.tombstone, None);
     assert_eq!(held_by_again(leader_entry(&b, "q.again").await), want);
     again.release().await.unwrap();
+    session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bound_creation_given_up_before_its_outcome_is_removed_once_the_session_renews() {
+    let server = NatsServer::start().await;
+    let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
+    // TTL 6 s: a renewal every 2 s.
+    let keeper = Keeper::new(&b, lease_cfg(6)).unwrap();
+    let observer = bucket(&Kv::new(server.connect().await)).await;
+    let mut w = observer.watch(["q.abandoned"]).await.unwrap();
+    assert!(matches!(next_event(&mut w).await, WatchEvent::InitialDone));
+    let session = keeper.session().await.unwrap();
+    // The binding lands, but its caller gives up before any acknowledgement comes back:
+    // nobody holds the entry, and it has no TTL.
+    proxy.set_latency(LOST_ACK_LATENCY);
+    let binding = session.bind("q.abandoned", "v").into_future();
+    let landed = until("the binding to land", || async {
+        let e = observer.get_from_leader("q.abandoned").await.unwrap();
+        e.is_some()
+    });
+    tokio::select! {
+        held = binding => panic!("the binding finished before it landed: {held:?}"),
+        () = landed => {}
+    }
+    proxy.heal();
+    // Binding the key again waits for the abandoned entry's removal, then makes a new one.
+    let again = within(
+        "the new binding",
+        session.bind("q.abandoned", "v").into_future(),
+    )
+    .await
+    .unwrap();
+    let abandoned = next_entry(&mut w).await;
+    assert_eq!(SessionId::bound_by(&abandoned), Some(session.id()));
+    let removal = next_entry(&mut w).await;
+    let mark = removal.lease().unwrap();
+    assert!(!removal.is_value() && !mark.completed(), "{removal:?}");
+    assert_eq!(
+        (mark.nonce(), mark.origin()),
+        (session.id().get(), abandoned.revision())
+    );
+    let new = next_entry(&mut w).await;
+    assert!(new.is_value());
+    assert_eq!(new.revision(), again.origin());
+    assert!(session.is_alive() && again.is_held());
+    again.release().await.unwrap();
+    within("the keeper's background work", keeper.shutdown()).await;
     session.close().await.unwrap();
 }

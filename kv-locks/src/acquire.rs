@@ -63,7 +63,9 @@ use crate::wait::{reap_all, turn};
 /// # Cancel safety
 /// Dropping the future (or hitting its timeout or cancellation token) releases our queue
 /// entry in the background, on a task owned by the lease keeper of the
-/// [`Locks`](crate::Locks). If the lock had just been acquired, the guard is dropped and
+/// [`Locks`](crate::Locks) — also an entry whose creating write was still unanswered: a
+/// lease of its own expires with its TTL, and the keeper removes one bound to a session once
+/// it can no longer land. If the lock had just been acquired, the guard is dropped and
 /// releases it.
 #[must_use = "an acquisition does nothing until awaited"]
 #[derive(Debug)]

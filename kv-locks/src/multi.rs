@@ -95,7 +95,9 @@ impl MultiLock {
 ///
 /// # Cancel safety
 /// Dropping it before it completes leaves nothing held: either the transaction did not
-/// commit, or its leases are dropped with the future and released in the background.
+/// commit, or its leases are dropped with the future and released in the background — also
+/// when the commit's outcome was not known yet: entries bound to a session are then removed
+/// by the lease keeper once they can no longer land.
 #[must_use = "an acquisition does nothing until awaited"]
 #[derive(Debug)]
 pub struct AcquireAll {

@@ -1,8 +1,9 @@
 //! Locks bound to one session per `Locks` ([`Locks::bind_to_session`]) against a real
 //! nats-server: one renewal write per interval however many locks are held, a dead
 //! session's entry removed by the waiter behind it (also one that uses leases of its own, and
-//! on a 3-node cluster with an R3 bucket from stream followers) and by a `try_lock`, and a
-//! forced release learned at the next guarded write and release.
+//! on a 3-node cluster with an R3 bucket from stream followers) and by a `try_lock`, a
+//! forced release learned at the next guarded write and release, and acquisitions given up
+//! before their entries were acknowledged leaving none behind.
 
 // Tests may unwrap: a panic is a test failure with a message.
 #![allow(clippy::unwrap_used)]
@@ -198,4 +199,39 @@ async fn on_r3_waiters_on_followers_remove_a_dead_sessions_entry_in_queue_order(
         .unwrap();
     assert!(g2.token() > t1 && !g2.lease().is_bound());
     g2.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn acquisitions_given_up_before_their_entries_were_acknowledged_leave_none_behind() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(&server.client_url()).await;
+    let holder = locks_via(&proxy.url(), "abandon", Some(10)).await;
+    let other = locks_via(&server.client_url(), "abandon", Some(10)).await;
+    // The holder's session is made before the link slows down.
+    let warm = holder.mutex("warm").unwrap().lock().await.unwrap();
+    warm.release().await.unwrap();
+    // Requests time out at 500 ms: at 1.5 s each way the entries land, but no
+    // acknowledgement comes back before the acquisitions give up. Their handles are new,
+    // so nobody would ever write these queue keys again.
+    proxy.set_latency(Duration::from_millis(1500));
+    let give_up = Duration::from_millis(2500);
+    let multi = holder.multi(["a", "b"]).unwrap().lock().timeout(give_up);
+    let single = holder.mutex("c").unwrap().lock().timeout(give_up);
+    let (m, c) = tokio::join!(multi, single);
+    let kinds = (m.unwrap_err().kind(), c.unwrap_err().kind());
+    assert_eq!(kinds, (ErrorKind::Timeout, ErrorKind::Timeout));
+    for name in ["a", "b", "c"] {
+        let info = other.inspect(name).await.unwrap();
+        assert_eq!(info.holders.len(), 1, "{name}: the abandoned entry landed");
+    }
+    proxy.heal();
+    // The holder lives on and renews its session: its abandoned entries are removed all the
+    // same (by the holder: nobody reaps a live session's entries), and the locks are free.
+    let both = within("the multi-lock", other.multi(["a", "b"]).unwrap().lock()).await;
+    let c = within("the mutex", other.mutex("c").unwrap().lock()).await;
+    assert_eq!(other.stats().reaped, 0);
+    let warm = holder.mutex("warm").unwrap().try_lock().await.unwrap();
+    assert!(warm.is_some(), "the holder's session lives");
+    both.unwrap().release().await.unwrap();
+    c.unwrap().release().await.unwrap();
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::create::CreateLease;
 use super::release::Release;
+use super::remove::{remove_marked, Reaped};
 use super::session::{Session, SessionId, SessionState};
 use super::state::{Created, State, ATTEMPTS};
 use crate::bucket::Bucket;
@@ -15,7 +16,7 @@ use crate::entry::Entry;
 use crate::error::{Error, ErrorKind, Operation};
 use crate::key::KeyArg;
 use crate::retry::Backoff;
-use crate::revision::{Expect, Revision};
+use crate::revision::Expect;
 
 impl Session {
     /// Starts creating a lease on `key` holding `value`, **bound to this session**; `.await`
@@ -99,26 +100,6 @@ impl Release {
 /// at all, to make "the session ended" a fact before acting on it.
 pub const CONFIRM_TTL: Duration = Duration::from_secs(60);
 
-/// What [`remove_if_dead`] or [`remove_marked`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reaped {
-    /// The entry's owner was gone (for [`remove_if_dead`]: its session had ended), and our
-    /// conditional delete removed the entry.
-    Removed {
-        /// The tombstone's revision.
-        tombstone: Revision,
-    },
-    /// The entry's session is alive (the stream leader says so): nothing was written.
-    Alive,
-    /// The entry is not bound to a session (a plain value, a lease with its own TTL, a
-    /// removal; for [`remove_marked`]: carries no mark): nothing was written.
-    NotBound,
-    /// The entry was no longer at the revision given: someone else removed it (another
-    /// remover, or an earlier attempt of ours whose acknowledgement was lost) or rewrote it.
-    Moved,
-}
-
 /// Removes `entry` (as read, at its revision) if it is bound to a session that ended: the
 /// session is judged from the stream leader ([`SessionState::read`]), then the entry is
 /// deleted conditional on its revision (a key with no message at all is first confirmed
@@ -138,42 +119,6 @@ pub async fn remove_if_dead(bucket: &Bucket, entry: &Entry) -> Result<Reaped, Er
         return Ok(Reaped::Alive);
     }
     remove_marked(bucket, entry).await
-}
-
-/// Removes `entry` (as read, at its revision) by a delete conditional on its revision whose
-/// tombstone carries the entry's own mark (`<nonce>:<origin>`, never `:done`): the way an
-/// entry whose owner can no longer remove it is taken away by someone else (a dead
-/// session's entry, a hand-over whose registration is gone), so watchers can tell whose
-/// entry left and that it was not a completed release. [`Reaped::Moved`] when the entry was
-/// no longer at that revision; [`Reaped::NotBound`] (nothing written) for an entry that
-/// carries no mark. A caller decides first that the owner is gone: this does not look.
-///
-/// # Cancel safety
-/// Not cancel safe: the delete may be applied although the future was dropped.
-pub async fn remove_marked(bucket: &Bucket, entry: &Entry) -> Result<Reaped, Error> {
-    let Some(tag) = entry.lease() else {
-        return Ok(Reaped::NotBound);
-    };
-    let mark = crate::entry::LeaseTag::header_value(tag.nonce(), Some(tag.origin()));
-    let mut retrying = Backoff::DEFAULT.start();
-    for _ in 0..ATTEMPTS {
-        let del = bucket.delete(entry.key()).revision(entry.revision());
-        match del.lease_tag(mark.clone()).await {
-            Ok(tombstone) => {
-                tracing::debug!(key = %entry.key(), nonce = %format_args!("{:032x}", tag.nonce()), tombstone = tombstone.get(), "removed an entry its owner left");
-                return Ok(Reaped::Removed { tombstone });
-            }
-            Err(e) if e.is_conflict() => return Ok(Reaped::Moved),
-            Err(e) if e.is_transient() => retrying.pause().await,
-            Err(e) => return Err(e.with_op(Operation::Lease)),
-        }
-    }
-    Err(Error::new(
-        ErrorKind::Timeout,
-        "could not remove the entry its owner left",
-    )
-    .with_op(Operation::Lease)
-    .with_key(entry.key().as_str()))
 }
 
 /// Whether session `id` ended, from the stream leader. A key with no message at all could

@@ -20,8 +20,10 @@ use crate::key::{Key, KeyArg, KeyFilter};
 use crate::retry::{Backoff, Retrying};
 use crate::revision::{Expect, Revision, Ttl};
 use mine::Mine;
+use unsure::Unsure;
 
 mod mine;
+mod unsure;
 
 impl Keeper {
     /// Starts creating a lease on `key` holding `value`; `.await` it. See [`CreateLease`].
@@ -42,7 +44,11 @@ impl Keeper {
 ///
 /// # Cancel safety
 /// Not cancel safe: the creating write may be applied although the future was dropped. The
-/// key then expires after its TTL, as nobody renews it.
+/// key then expires after its TTL, as nobody renews it; a lease bound to a session has no
+/// TTL, and its entry is removed in the background instead, once a renewal of the session
+/// shows that no write of ours can land any more (a task of the keeper, which
+/// [`Keeper::shutdown`] waits for). The same holds when the creation fails after a write
+/// whose outcome it could not learn.
 #[must_use = "a lease is not created until awaited"]
 #[derive(Debug)]
 pub struct CreateLease {
@@ -197,10 +203,14 @@ impl CreateLease {
 
     async fn run(mut self) -> Result<Lease, Error> {
         let plan = self.plan()?;
+        if self.parent.is_some() {
+            self.keeper.inner.sweeps.clear(&plan.key).await;
+        }
         let mut creating = Creating::new(&self, &plan);
         for _ in 0..ATTEMPTS {
             self.check_session(&plan.key)?;
             if let Some(created) = creating.attempt().await? {
+                creating.unsure.settled();
                 return Ok(self.finish(created, plan.cfg));
             }
         }
@@ -286,10 +296,15 @@ struct Creating<'a> {
     /// applied came after it.
     ambiguous_after: u64,
     retrying: Retrying,
+    /// A bound creation's entry, removed in the background if we end without its outcome.
+    unsure: Unsure,
 }
 
 impl<'a> Creating<'a> {
     fn new(c: &CreateLease, plan: &'a Plan) -> Creating<'a> {
+        let mut unsure = Unsure::new(&c.keeper);
+        let session = c.parent.as_ref();
+        unsure.add(&plan.key, (plan.nonce, &c.value), session, u64::MAX);
         Creating {
             bucket: c.keeper.bucket().clone(),
             plan,
@@ -304,6 +319,7 @@ impl<'a> Creating<'a> {
             ambiguous_since: None,
             ambiguous_after: u64::MAX,
             retrying: Backoff::DEFAULT.start(),
+            unsure,
         }
     }
 
@@ -311,7 +327,12 @@ impl<'a> Creating<'a> {
     /// `None`: try again.
     async fn attempt(&mut self) -> Result<Option<Created>, Error> {
         let sent = Instant::now();
-        let e = match self.write().await {
+        self.unsure.sent(after_of(Some(self.expect)));
+        let res = self.write().await;
+        if res.as_ref().is_err_and(|e| !e.outcome_unknown()) && self.ambiguous_since.is_none() {
+            self.unsure.settled();
+        }
+        let e = match res {
             Ok(rev) => return Ok(Some(self.created(rev, rev, sent))),
             Err(e) if e.is_conflict() || e.outcome_unknown() => e,
             // Nobody answered for the bucket (a replicated stream between leaders, or one
@@ -325,11 +346,7 @@ impl<'a> Creating<'a> {
         };
         if e.outcome_unknown() {
             self.ambiguous_since.get_or_insert(sent);
-            let expected = match self.expect {
-                Expect::Revision(r) => r.get(),
-                _ => 0,
-            };
-            self.ambiguous_after = self.ambiguous_after.min(expected);
+            self.ambiguous_after = self.ambiguous_after.min(after_of(Some(self.expect)));
             self.retrying.pause().await;
         } else if !self.replace && self.ambiguous_since.is_none() {
             // The caller's expectation failed, and no earlier write of ours is pending.
@@ -425,39 +442,16 @@ impl IntoFuture for CreateLease {
 ///
 /// # Cancel safety
 /// Not cancel safe: the transaction may commit although the future was dropped; the keys
-/// then expire after their TTL, as nobody renews them.
+/// then expire after their TTL, as nobody renews them — or, bound to a session, are removed
+/// in the background as for [`CreateLease`] (also when the outcome stays unknown).
 pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
     let Some(keeper) = leases.first().map(|l| l.keeper.clone()) else {
         return Ok(Vec::new());
     };
-    let mut parts = Vec::with_capacity(leases.len());
-    for mut l in leases {
-        let key = l.take_key()?;
-        let on = l.expect_on.take().transpose()?;
-        let (cfg, nonce) = l.timing_and_nonce();
-        l.check_session(&key)?;
-        l.check_tombstone(&key)?;
-        parts.push((l, key, on, cfg, nonce));
-    }
-    let bucket = keeper.bucket().clone();
-    let mut txn = bucket.txn();
-    for (l, key, on, cfg, nonce) in &parts {
-        let expect = l.expect.map(|e| (on.clone(), e));
-        let tag = LeaseTag::header_value(*nonce, None);
-        txn = txn.lease_write(
-            key.clone(),
-            l.value.clone(),
-            l.write_ttl(cfg),
-            expect,
-            (tag, l.format),
-        );
-    }
+    let parts = plan_all(leases)?;
+    let mut unsure = unsure_of(&keeper, &parts).await;
     let sent = Instant::now();
-    let revisions: Vec<Revision> = match txn.commit().await {
-        Ok(c) => c.revisions().iter().map(|(_, r)| *r).collect(),
-        Err(e) if e.outcome_unknown() => adopt_all(&bucket, &parts).await.map_err(|_| e)?,
-        Err(e) => return Err(e.with_op(Operation::Lease)),
-    };
+    let revisions = commit_all(keeper.bucket(), &parts, &mut unsure).await?;
     Ok(parts
         .into_iter()
         .zip(revisions)
@@ -475,6 +469,62 @@ pub async fn create_all(leases: Vec<CreateLease>) -> Result<Vec<Lease>, Error> {
         .collect())
 }
 
+/// Checks each creation's parts and fixes its key, filter, timing and nonce.
+fn plan_all(leases: Vec<CreateLease>) -> Result<Vec<Part>, Error> {
+    let mut parts = Vec::with_capacity(leases.len());
+    for mut l in leases {
+        let key = l.take_key()?;
+        let on = l.expect_on.take().transpose()?;
+        let (cfg, nonce) = l.timing_and_nonce();
+        l.check_session(&key)?;
+        l.check_tombstone(&key)?;
+        parts.push((l, key, on, cfg, nonce));
+    }
+    Ok(parts)
+}
+
+/// What follows the bound creations of `parts`, once no removal of an abandoned creation
+/// runs on their keys any more.
+async fn unsure_of(keeper: &Keeper, parts: &[Part]) -> Unsure {
+    let mut unsure = Unsure::new(keeper);
+    for (l, key, _, _, nonce) in parts {
+        if l.parent.is_some() {
+            keeper.inner.sweeps.clear(key).await;
+        }
+        let session = l.parent.as_ref();
+        unsure.add(key, (*nonce, &l.value), session, after_of(l.expect));
+    }
+    unsure
+}
+
+/// Commits the writes of `parts` in one transaction: their revisions, learned from the
+/// stream leader when the commit's outcome is unknown.
+async fn commit_all(
+    bucket: &Bucket,
+    parts: &[Part],
+    unsure: &mut Unsure,
+) -> Result<Vec<Revision>, Error> {
+    let mut txn = bucket.txn();
+    for (l, key, on, cfg, nonce) in parts {
+        let expect = l.expect.map(|e| (on.clone(), e));
+        let tag = LeaseTag::header_value(*nonce, None);
+        let ends = (tag, l.format);
+        txn = txn.lease_write(key.clone(), l.value.clone(), l.write_ttl(cfg), expect, ends);
+    }
+    unsure.sent(u64::MAX);
+    let revisions = match txn.commit().await {
+        Ok(c) => c.revisions().iter().map(|(_, r)| *r).collect(),
+        // Not adopted, our writes may still land: `unsure` removes them once they cannot.
+        Err(e) if e.outcome_unknown() => adopt_all(bucket, parts).await.map_err(|_| e)?,
+        Err(e) => {
+            unsure.settled();
+            return Err(e.with_op(Operation::Lease));
+        }
+    };
+    unsure.settled();
+    Ok(revisions)
+}
+
 type Part = (CreateLease, Key, Option<KeyFilter>, LeaseConfig, u128);
 
 /// After a transaction with an unknown outcome: the revisions of our writes if it was
@@ -486,10 +536,7 @@ async fn adopt_all(bucket: &Bucket, parts: &[Part]) -> Result<Vec<Revision>, Err
             nonce: *nonce,
             value: &l.value,
             parent: l.parent.as_deref(),
-            after: match l.expect {
-                Some(Expect::Revision(r)) => r.get(),
-                _ => 0,
-            },
+            after: after_of(l.expect),
         };
         match bucket.get_from_leader(key).await? {
             Some(e) if mine.wrote(&e) => out.push(e.revision()),
@@ -502,4 +549,12 @@ async fn adopt_all(bucket: &Bucket, parts: &[Part]) -> Result<Vec<Revision>, Err
         }
     }
     Ok(out)
+}
+
+/// The revision a write expecting `expect` follows (0: no message, or another key's).
+fn after_of(expect: Option<Expect>) -> u64 {
+    match expect {
+        Some(Expect::Revision(r)) => r.get(),
+        _ => 0,
+    }
 }

@@ -21,6 +21,7 @@ use tokio_util::time::DelayQueue;
 
 use super::clock::{LeaseConfig, Next};
 use super::state::{refused_for_good, AfterWrite, LostReason, State, Step};
+use super::sweeps::Sweeps;
 use crate::bucket::Bucket;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::LeaseLabels;
@@ -52,8 +53,10 @@ pub(super) struct KeeperInner {
     inbox: Arc<Inbox>,
     /// Renewal writes sent by the task.
     renewals: Arc<AtomicU64>,
-    /// Background releases of dropped leases.
+    /// Background releases of dropped leases, and removals of abandoned bound creations.
     pub(super) tracker: TaskTracker,
+    /// The keys of those removals under way.
+    pub(super) sweeps: Sweeps,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -90,6 +93,7 @@ impl Keeper {
                 inbox,
                 renewals,
                 tracker: TaskTracker::new(),
+                sweeps: Sweeps::default(),
                 _task: AbortOnDropHandle::new(task),
             }),
         })
@@ -110,8 +114,8 @@ impl Keeper {
         self.inner.config
     }
 
-    /// Waits for the background releases of dropped leases to finish. Leases still held
-    /// keep being renewed.
+    /// Waits for the background releases of dropped leases, and the removals of abandoned
+    /// bound creations, to finish. Leases still held keep being renewed.
     ///
     /// # Cancel safety
     /// Cancel safe.

@@ -36,12 +36,16 @@
 // The files, by role: `clock.rs`, `state.rs` (with `state/writes.rs`) and `bound_set.rs`
 // are the pure part (the deadline arithmetic; what the holder knows and the renewal
 // decisions; the slab of a session's bound leases), which is all `keeper.rs` (the renewing
-// task and the renewal write) imports; `create.rs` makes leases, `held.rs` is the held
-// `Lease`, `release.rs` ends one. Sessions sit on top: `session.rs` (ids, the session key's
-// value and format version, the judgement of a leader read, the held `Session`, a lease
-// the keeper renews) and `bound.rs` (entries bound to a session, and their removal once it
-// ended); `book.rs` what an observer following the session keys knows of them (pure).
-// No circle: bound → session → create → held → release/keeper → state → clock, bound_set.
+// task and the renewal write) imports, with `sweeps.rs` (the keys on which an abandoned bound
+// creation is being removed); `create.rs` makes leases (`create/unsure.rs`: the removal of
+// what a bound creation given up before its outcome may have left), `held.rs` is the held
+// `Lease`, `release.rs` ends one, `remove.rs` removes an entry its owner left. Sessions sit
+// on top: `session.rs` (ids, the session key's value and format version, the judgement of a
+// leader read, the held `Session`, a lease the keeper renews) and `bound.rs` (entries bound
+// to a session, and their removal once it ended); `book.rs` what an observer following the
+// session keys knows of them (pure).
+// No circle: bound → session → create → held → release/keeper → state → clock, bound_set;
+// bound, create → remove; keeper → sweeps.
 mod book;
 mod bound;
 mod bound_set;
@@ -51,17 +55,20 @@ mod held;
 mod keeper;
 mod owner;
 mod release;
+mod remove;
 mod session;
 mod state;
+mod sweeps;
 
 pub use book::{sessions_of, SessionBook, KNOWN_ENDED};
-pub use bound::{remove_if_dead, remove_marked, Reaped, CONFIRM_TTL};
+pub use bound::{remove_if_dead, CONFIRM_TTL};
 pub use clock::{LeaseClock, LeaseConfig, Next, REPLICATED_TTL, STREAM_LEADER_ELECTION};
 pub use create::{create_all, CreateLease};
 pub use held::Lease;
 pub use keeper::Keeper;
 pub use owner::Sessions;
 pub use release::{Release, Released};
+pub use remove::{remove_marked, Reaped};
 pub use session::{
     in_session_space, CreateSession, Session, SessionId, SessionState, SESSION_FORMAT,
     SESSION_PREFIX,

@@ -104,7 +104,8 @@ impl Sessions {
     ///
     /// # Cancel safety
     /// Not cancel safe: the session's creation or the binding may be applied although the
-    /// future was dropped; a bound entry then ends with its session.
+    /// future was dropped; the keeper then removes the bound entry in the background (see
+    /// [`CreateLease`]'s cancel safety).
     pub async fn bind(
         &self,
         key: impl Into<KeyArg>,

@@ -4,6 +4,8 @@
 
 use std::sync::{Arc, Weak};
 
+use tokio::time::Instant;
+
 use super::{LostReason, State, Tie, RENEWAL_WAIT};
 use crate::key::Key;
 use crate::revision::Revision;
@@ -102,6 +104,33 @@ impl State {
         };
         if tokio::time::timeout(RENEWAL_WAIT, settled).await.is_err() {
             tracing::debug!(key = %self.key, "closing the session with a bound lease's release still pending");
+        }
+    }
+
+    /// Completes with `true` once a write of this lease (a session's renewal) sent at or
+    /// after `since` was acknowledged — its deadline moved past `since` + TTL − margin —
+    /// and with `false` if the lease ends first. Every write sent before `since` on the
+    /// same connection has then been applied or dropped by the stream: it cannot land later.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub(in crate::lease) async fn confirmed_after(&self, since: Instant) -> bool {
+        let target = since + self.config().validity();
+        let waits = self.waits();
+        let lost = self.lost_token();
+        loop {
+            let written = waits.settled.notified();
+            if !self.is_valid() {
+                return false;
+            }
+            if self.deadline() >= target {
+                return true;
+            }
+            tokio::select! {
+                _ = written => {}
+                _ = lost.cancelled() => return false,
+                _ = tokio::time::sleep_until(self.deadline()) => {}
+            }
         }
     }
 
