@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kvtk_core::lease::SessionId;
 use kvtk_locks::{Locks, MultiGuard};
 use kvtk_tests::history::{History, Mode, Op, Pending};
 use rand::seq::IndexedRandom;
@@ -80,7 +81,34 @@ impl Worker {
                     self.hold(&tokens, guard).await;
                 }
                 Some(Err(e)) => unknown_all(ops, e).await,
-                None => unknown_all(ops, "timed out or stopped").await,
+                None => {
+                    if !self.stop.is_cancelled() {
+                        self.explain(&names).await;
+                    }
+                    unknown_all(ops, "timed out or stopped").await
+                }
+            }
+        }
+    }
+
+    /// After a timed-out acquisition: what stands first in each lock's queue, and what the
+    /// stream leader says of its session (the run's log shows why a waiter waited).
+    async fn explain(&self, names: &[String]) {
+        let bucket = self.locks.bucket();
+        for name in names {
+            let Ok(info) = self.locks.inspect(name).await else {
+                continue;
+            };
+            for q in info.holders.iter().take(1) {
+                let entry = bucket.get_from_leader(q.key.as_str()).await.ok().flatten();
+                let session = entry.as_ref().and_then(SessionId::bound_by);
+                let state = match session {
+                    Some(id) => bucket.get_from_leader(id.key()).await.map(|e| {
+                        e.map(|e| (e.revision().get(), e.is_value(), e.ttl(), e.created()))
+                    }),
+                    None => Ok(None),
+                };
+                tracing::warn!(client = %self.client, lock = %name, key = %q.key, token = q.token.get(), session = ?session.map(|s| s.to_string()), session_key = ?state, waiters = info.waiters.len(), "multi-lock timed out behind this holder");
             }
         }
     }
