@@ -2,8 +2,9 @@
 //! nats-server: one renewal write per interval however many locks are held, a dead
 //! session's entry removed by the waiter behind it (also one that uses leases of its own, and
 //! on a 3-node cluster with an R3 bucket from stream followers) and by a `try_lock`, a
-//! forced release learned at the next guarded write and release, and acquisitions given up
-//! before their entries were acknowledged leaving none behind.
+//! forced release learned at the next guarded write and release, acquisitions given up
+//! before their entries were acknowledged leaving none behind, and a lone holder's release
+//! riding out a moment when nobody answers for the bucket.
 
 // Tests may unwrap: a panic is a test failure with a message.
 #![allow(clippy::unwrap_used)]
@@ -234,4 +235,44 @@ async fn acquisitions_given_up_before_their_entries_were_acknowledged_leave_none
     assert!(warm.is_some(), "the holder's session lives");
     both.unwrap().release().await.unwrap();
     c.unwrap().release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lone_holders_release_rides_out_a_moment_when_nobody_answers_for_the_bucket() {
+    let server = NatsServer::start().await;
+    let client = client::options(client::REQUEST_TIMEOUT)
+        .connect(server.client_url())
+        .await
+        .unwrap();
+    let kv = Kv::new(client.clone());
+    let cfg = LeaseConfig::new(Duration::from_secs(20)).unwrap();
+    let holder = Locks::open(&kv, "nobody")
+        .await
+        .unwrap()
+        .lease(cfg)
+        .unwrap();
+    let holder = holder.bind_to_session();
+    let other = locks_via(&server.client_url(), "nobody", Some(20)).await;
+    // Alone on a one-server bucket: the release first tries to prove the queue empty.
+    let g = holder.mutex("x").unwrap().lock().await.unwrap();
+    // Nobody answers for the bucket for a moment, as while its server restarts: its stream
+    // stops listening on the bucket's subjects.
+    let js = async_nats::jetstream::new(server.connect().await);
+    let mut stream = js.get_stream("KV_nobody").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let elsewhere = vec!["elsewhere.nobody.>".to_string()];
+    let subjects = std::mem::replace(&mut config.subjects, elsewhere);
+    js.update_stream(&config).await.unwrap();
+    let before = common::sent(&client);
+    let release = tokio::spawn(g.release());
+    until("the release to find nobody twice", || async {
+        common::sent(&client) >= before + 2
+    })
+    .await;
+    config.subjects = subjects;
+    js.update_stream(&config).await.unwrap();
+    let released = within("the release", release).await.unwrap();
+    assert_eq!(released.unwrap(), Released::Released);
+    let next = within("the next holder", other.mutex("x").unwrap().lock()).await;
+    next.unwrap().release().await.unwrap();
 }
