@@ -511,6 +511,7 @@ async fn commit_all(
         let ends = (tag, l.format);
         txn = txn.lease_write(key.clone(), l.value.clone(), l.write_ttl(cfg), expect, ends);
     }
+    // Each part's expectation was given to `unsure` with the part.
     unsure.sent(u64::MAX);
     let revisions = match txn.commit().await {
         Ok(c) => c.revisions().iter().map(|(_, r)| *r).collect(),

@@ -342,7 +342,7 @@ fn after_first(
     rev: Revision,
 ) -> Result<(Option<Revision>, Option<Error>), Error> {
     match e {
-        // Something under the lock changed: our own key may still be at our revision.
+        // What the caller's expectation covers changed: our key may still be at our revision.
         e if e.is_conflict() && first => Ok((Some(rev), None)),
         e if e.is_conflict() || (first && e.outcome_unknown()) => Ok((None, None)),
         e if e.is_transient() => Ok((None, Some(e))),

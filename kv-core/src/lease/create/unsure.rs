@@ -124,19 +124,15 @@ impl Sweep {
         }
     }
 
-    /// Waits until a renewal of the session sent after `since` was acknowledged — our writes
-    /// went out before it on the same connection, so none of them can land any more — then
-    /// removes each entry the stream leader shows as one of ours. Nothing once the session
-    /// ended: its entries ended with it.
+    /// For each entry: waits until a renewal of its session sent after `since` was
+    /// acknowledged — our writes went out before it on the same connection, so none of them
+    /// can land any more — then removes it if the stream leader shows it as one of ours.
+    /// Nothing once the session ended: its entries ended with it.
     async fn run(self, since: Instant) {
-        let Some(session) = self.orphans.first().map(|o| o.session.clone()) else {
-            return;
-        };
-        if !session.confirmed_after(since).await {
-            return;
-        }
         for o in &self.orphans {
-            remove(self.keeper.bucket(), o).await;
+            if o.session.confirmed_after(since).await {
+                remove(self.keeper.bucket(), o).await;
+            }
         }
     }
 }
