@@ -302,9 +302,10 @@ struct Creating<'a> {
 
 impl<'a> Creating<'a> {
     fn new(c: &CreateLease, plan: &'a Plan) -> Creating<'a> {
-        let mut unsure = Unsure::new(&c.keeper);
+        let mut unsure = Unsure::default();
         let session = c.parent.as_ref();
-        unsure.add(&plan.key, (plan.nonce, &c.value), session, u64::MAX);
+        let (key, nonce) = (&plan.key, plan.nonce);
+        unsure.add(&c.keeper, key, (nonce, &c.value), session, u64::MAX);
         Creating {
             bucket: c.keeper.bucket().clone(),
             plan,
@@ -486,13 +487,13 @@ fn plan_all(leases: Vec<CreateLease>) -> Result<Vec<Part>, Error> {
 /// What follows the bound creations of `parts`, once no removal of an abandoned creation
 /// runs on their keys any more.
 async fn unsure_of(keeper: &Keeper, parts: &[Part]) -> Unsure {
-    let mut unsure = Unsure::new(keeper);
+    let mut unsure = Unsure::default();
     for (l, key, _, _, nonce) in parts {
         if l.parent.is_some() {
             keeper.inner.sweeps.clear(key).await;
         }
-        let session = l.parent.as_ref();
-        unsure.add(key, (*nonce, &l.value), session, after_of(l.expect));
+        let (session, after) = (l.parent.as_ref(), after_of(l.expect));
+        unsure.add(keeper, key, (*nonce, &l.value), session, after);
     }
     unsure
 }

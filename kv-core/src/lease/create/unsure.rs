@@ -20,9 +20,12 @@ use crate::retry::Backoff;
 
 /// The entries a creation under way may leave; armed from the moment a write may have been
 /// applied until the caller holds the lease or the write is known not to have been. Dropped
-/// armed, it starts their removal on the keeper ([`sweep`]).
+/// armed, it starts their removal on the keeper ([`Sweep`]). Empty (nothing cloned, nothing
+/// to do) for leases of their own, the uncontended path.
+#[derive(Default)]
 pub(super) struct Unsure {
-    keeper: Keeper,
+    /// The keeper, once a bound creation is followed.
+    keeper: Option<Keeper>,
     orphans: Vec<Orphan>,
     armed: bool,
 }
@@ -49,24 +52,18 @@ impl Orphan {
 }
 
 impl Unsure {
-    pub(super) fn new(keeper: &Keeper) -> Unsure {
-        Unsure {
-            keeper: keeper.clone(),
-            orphans: Vec::new(),
-            armed: false,
-        }
-    }
-
-    /// Follows the creation of `key` with `nonce` and `value` if it is bound to `session`
-    /// (nothing for a lease of its own); `after`: the revision its write expects.
+    /// Follows `keeper`'s creation of `key` with `nonce` and `value` if it is bound to
+    /// `session` (nothing for a lease of its own); `after`: the revision its write expects.
     pub(super) fn add(
         &mut self,
+        keeper: &Keeper,
         key: &Key,
         (nonce, value): (u128, &Bytes),
         session: Option<&Arc<State>>,
         after: u64,
     ) {
         if let Some(session) = session {
+            self.keeper.get_or_insert_with(|| keeper.clone());
             self.orphans.push(Orphan {
                 key: key.clone(),
                 nonce,
@@ -94,15 +91,17 @@ impl Unsure {
 
 impl Drop for Unsure {
     fn drop(&mut self) {
-        if !self.armed || self.orphans.is_empty() {
+        let Some(keeper) = self.keeper.as_ref().filter(|_| self.armed) else {
             return;
-        }
+        };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let sweep = Sweep::new(&self.keeper, std::mem::take(&mut self.orphans));
-        let inner = &self.keeper.inner;
-        inner.tracker.spawn_on(sweep.run(Instant::now()), &rt);
+        let sweep = Sweep::new(keeper, std::mem::take(&mut self.orphans));
+        keeper
+            .inner
+            .tracker
+            .spawn_on(sweep.run(Instant::now()), &rt);
     }
 }
 
