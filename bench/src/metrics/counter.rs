@@ -145,6 +145,18 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         stored,
     );
 
+    env.progress(
+        "metric 6: counter, one Counters::add at a time (the round trip that bounds combining)",
+    );
+    let lone = alone(dur.min(Duration::from_secs(5)), &counters).await?;
+    push(
+        report,
+        "toolkit Counters::add, one at a time (the round trip)",
+        &lone,
+        &cfg,
+        counters.get("lone").await?,
+    );
+
     env.progress("metric 6: counter, kvtk-core CounterHandle shared by the 8 incrementers (server-side, combining)");
     let hot = counters.counter("h")?;
     let server_combining = workers(dur, &url, |_kv: Kv, stop, lat| {
@@ -189,7 +201,41 @@ pub(crate) async fn run(env: &Env, report: &mut Report) -> Result<(), BoxError> 
         10.0,
         format!("increments/s of the faster toolkit counter ({which}) / increments/s of a naive CAS loop through kvtk-core (8 incrementers on 8 connections), same server, nats default sync"),
     );
+    // 8 callers that each wait for their own acknowledged value allow at most 8 increments
+    // per round trip (Little's law), whatever combines them.
+    let bound = WORKERS as f64 * 1e6 / lone.lat.q(0.5).max(1.0);
+    report.ratio(
+        "counter_bound_8",
+        (rate(&naive) > 0.0).then(|| bound / rate(&naive)),
+        ">=",
+        0.0,
+        "the reference of counter_speedup_8 (no goal of its own): the most increments/s 8 incrementers that each wait for their own acknowledged value can reach — 8 / p50 of one Counters::add at a time, measured in the same run — / increments/s of the naive CAS loop",
+    );
+    report.ratio(
+        "counter_vs_bound_8",
+        (bound > 0.0).then(|| rate(&server_combining) / bound),
+        ">=",
+        0.0,
+        "the reference of counter_speedup_8 (no goal of its own): increments/s of the shared CounterHandle / 8 / p50 of one Counters::add at a time, same run (1.0: one round trip per batch of all 8)",
+    );
     Ok(())
+}
+
+/// One caller adding to a server-side counter, one add at a time, for `dur`.
+async fn alone(dur: Duration, counters: &kvtk_core::Counters) -> Result<Outcome, BoxError> {
+    let mut lat = Lat::new();
+    let started = Instant::now();
+    while started.elapsed() < dur {
+        let t0 = Instant::now();
+        counters.add("lone", 1).await?;
+        lat.record(t0.elapsed());
+    }
+    Ok(Outcome {
+        increments: lat.n(),
+        lat,
+        conflicts: 0,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn push(report: &mut Report, system: &str, o: &Outcome, cfg: &serde_json::Value, stored: i64) {
