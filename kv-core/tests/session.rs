@@ -501,11 +501,12 @@ async fn binding_a_key_again_makes_a_new_entry_never_the_sessions_earlier_one() 
 }
 
 #[tokio::test]
-async fn a_bound_creation_given_up_before_its_outcome_is_removed_once_the_session_renews() {
+async fn a_bound_creation_given_up_before_its_outcome_is_removed_after_one_renewal_of_the_session()
+{
     let server = NatsServer::start().await;
     let (proxy, b) = proxied_bucket(&server, cfg(1)).await;
-    // TTL 6 s: a renewal every 2 s.
-    let keeper = Keeper::new(&b, lease_cfg(6)).unwrap();
+    // TTL 120 s: the keeper's first scheduled renewal is 40 s away, beyond every wait here.
+    let keeper = Keeper::new(&b, lease_cfg(120)).unwrap();
     let observer = bucket(&Kv::new(server.connect().await)).await;
     let mut w = observer.watch(["q.abandoned"]).await.unwrap();
     assert!(matches!(next_event(&mut w).await, WatchEvent::InitialDone));
@@ -523,7 +524,8 @@ async fn a_bound_creation_given_up_before_its_outcome_is_removed_once_the_sessio
         () = landed => {}
     }
     proxy.heal();
-    // Binding the key again waits for the abandoned entry's removal, then makes a new one.
+    // Binding the key again waits for the abandoned entry's removal — which renews the
+    // session at once to learn that nothing more of ours can land — then makes a new one.
     let again = within(
         "the new binding",
         session.bind("q.abandoned", "v").into_future(),
@@ -543,6 +545,10 @@ async fn a_bound_creation_given_up_before_its_outcome_is_removed_once_the_sessio
     assert!(new.is_value());
     assert_eq!(new.revision(), again.origin());
     assert!(session.is_alive() && again.is_held());
+    assert!(
+        session.lease().revision() > session.lease().origin(),
+        "the session was renewed by the sweep"
+    );
     again.release().await.unwrap();
     within("the keeper's background work", keeper.shutdown()).await;
     session.close().await.unwrap();

@@ -46,7 +46,7 @@ impl Keeper {
 /// Not cancel safe: the creating write may be applied although the future was dropped. The
 /// key then expires after its TTL, as nobody renews it; a lease bound to a session has no
 /// TTL, and its entry is removed in the background instead, once a renewal of the session
-/// shows that no write of ours can land any more (a task of the keeper, which
+/// (sent at once) shows that no write of ours can land any more (a task of the keeper, which
 /// [`Keeper::shutdown`] waits for). The same holds when the creation fails after a write
 /// whose outcome it could not learn.
 #[must_use = "a lease is not created until awaited"]

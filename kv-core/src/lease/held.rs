@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::keeper::{write_own, Keeper};
+use super::keeper::Keeper;
 use super::release::Release;
 use super::state::{LostReason, State, Step};
 use crate::error::{Error, ErrorKind, Operation};
@@ -133,12 +133,9 @@ impl Lease {
         let value = value.into();
         let mut retrying = Backoff::DEFAULT.start();
         loop {
-            match self.write_value(value.clone()).await {
+            match self.keeper.write_now(&self.st, Some(value.clone())).await {
                 Ok(Step::Written) => return Ok(self.revision()),
-                Ok(Step::Gone(why)) => {
-                    self.st.lose(why);
-                    return Err(self.lost_error());
-                }
+                Ok(Step::Gone(_)) => return Err(self.lost_error()),
                 Ok(Step::Retry) => {
                     let next = retrying.next_attempt().min(self.deadline());
                     tokio::time::sleep_until(next).await;
@@ -146,18 +143,6 @@ impl Lease {
                 Err(e) => return Err(e.with_op(Operation::Lease)),
             }
         }
-    }
-
-    /// One attempt of [`set_value`](Self::set_value), holding the write slot.
-    async fn write_value(&self, value: Bytes) -> Result<Step, Error> {
-        // Dropped after the slot, also on cancellation: the keeper skipped a timer that fired
-        // while we wrote, so the lease goes back to it once the slot is free.
-        let _hand_back = HandBack(self);
-        let _slot = self.st.claim().await;
-        if !self.st.is_valid() {
-            return Ok(Step::Gone(self.st.reason().unwrap_or(LostReason::Deadline)));
-        }
-        write_own(self.keeper.bucket(), &self.st, Some(value)).await
     }
 
     fn lost_error(&self) -> Error {
@@ -230,15 +215,6 @@ impl Lease {
         self.st.stop();
         self.st.lose(LostReason::Released);
         self.st.settle();
-    }
-}
-
-/// Hands a lease back to its keeper when dropped (see [`Lease::set_value`]).
-struct HandBack<'a>(&'a Lease);
-
-impl Drop for HandBack<'_> {
-    fn drop(&mut self) {
-        self.0.keeper.track(self.0.st.clone());
     }
 }
 

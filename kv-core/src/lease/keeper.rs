@@ -130,6 +130,42 @@ impl Keeper {
     pub(super) fn track(&self, st: Arc<State>) {
         self.inner.inbox.put(st, Instant::now());
     }
+
+    /// Rewrites `st`'s key now, off its schedule — with `value` (a value change), or with
+    /// the value it has (a renewal someone waits for) — once no other write of it is in
+    /// flight, as [`write_own`] does. A lease found gone is lost.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may be applied although the future was dropped; the next
+    /// write recognises it by our nonce. The lease goes back to the task either way.
+    pub(super) async fn write_now(
+        &self,
+        st: &Arc<State>,
+        value: Option<Bytes>,
+    ) -> Result<Step, Error> {
+        // Dropped after the slot: the task skipped a timer that fired while we wrote, so the
+        // lease goes back to it once the slot is free.
+        let _hand_back = HandBack(self, st);
+        let _slot = st.claim().await;
+        let step = if st.is_valid() {
+            write_own(self.bucket(), st, value).await?
+        } else {
+            Step::Gone(st.reason().unwrap_or(LostReason::Deadline))
+        };
+        if let Step::Gone(why) = step {
+            st.lose(why);
+        }
+        Ok(step)
+    }
+}
+
+/// Hands a lease back to its keeper's task when dropped (see [`Keeper::write_now`]).
+struct HandBack<'a>(&'a Keeper, &'a Arc<State>);
+
+impl Drop for HandBack<'_> {
+    fn drop(&mut self) {
+        self.0.track(self.1.clone());
+    }
 }
 
 /// How many leases the inbox holds at most before the task takes them in, whenever they

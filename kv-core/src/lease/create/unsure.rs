@@ -123,12 +123,13 @@ impl Sweep {
         }
     }
 
-    /// For each entry: waits until a renewal of its session sent after `since` was
-    /// acknowledged — our writes went out before it on the same connection, so none of them
-    /// can land any more — then removes it if the stream leader shows it as one of ours.
-    /// Nothing once the session ended: its entries ended with it.
+    /// For each entry: renews its session now and waits until a renewal sent after `since`
+    /// was acknowledged — our writes went out before it on the same connection, so none of
+    /// them can land any more — then removes it if the stream leader shows it as one of
+    /// ours. Nothing once the session ended: its entries ended with it.
     async fn run(self, since: Instant) {
         for o in &self.orphans {
+            renew_now(&self.keeper, &o.session, since).await;
             if o.session.confirmed_after(since).await {
                 remove(self.keeper.bucket(), o).await;
             }
@@ -141,6 +142,20 @@ impl Drop for Sweep {
         for o in &self.orphans {
             self.keeper.inner.sweeps.end(&o.key);
         }
+    }
+}
+
+/// Renews `session` at once, unless a renewal sent after `since` was acknowledged already:
+/// the sweep (and a new binding of the same key, which waits for it) then waits a round
+/// trip, not up to the session's renewal interval. A renewal that fails leaves the wait to
+/// the scheduled ones.
+async fn renew_now(keeper: &Keeper, session: &Arc<State>, since: Instant) {
+    if session.renewed_after(since) || !session.is_valid() {
+        return;
+    }
+    let renewal = keeper.write_now(session, None);
+    if let Ok(Err(e)) = tokio::time::timeout_at(session.deadline(), renewal).await {
+        tracing::debug!(key = %session.key, error = %e, "renewing the session for a sweep failed; the scheduled renewal confirms it");
     }
 }
 

@@ -115,7 +115,6 @@ impl State {
     /// # Cancel safety
     /// Cancel safe: it only waits.
     pub(in crate::lease) async fn confirmed_after(&self, since: Instant) -> bool {
-        let target = since + self.config().validity();
         let waits = self.waits();
         let lost = self.lost_token();
         loop {
@@ -123,7 +122,7 @@ impl State {
             if !self.is_valid() {
                 return false;
             }
-            if self.deadline() >= target {
+            if self.renewed_after(since) {
                 return true;
             }
             tokio::select! {
@@ -132,6 +131,12 @@ impl State {
                 _ = tokio::time::sleep_until(self.deadline()) => {}
             }
         }
+    }
+
+    /// Whether a write of the lease sent at or after `since` was acknowledged: its deadline
+    /// counts from that write's send time.
+    pub(in crate::lease) fn renewed_after(&self, since: Instant) -> bool {
+        self.deadline() >= since + self.config().validity()
     }
 
     /// Marks the lease's release when dropped as completed.
