@@ -220,8 +220,19 @@ impl Worker {
             token,
         };
         let op = self.history.invoke(&self.client, what);
+        // How much of its lease the holder believed it had left: at (or near) zero, the
+        // release raced the deadline; well above it, someone else ended the entry or session.
+        let left = guard
+            .deadline()
+            .saturating_duration_since(tokio::time::Instant::now());
         match bounded(&self.stop, guard.release()).await {
             Some(Ok(Released::AlreadyLost)) if !lost => {
+                tracing::warn!(
+                    lock,
+                    token,
+                    lease_left_ms = left.as_millis() as u64,
+                    "a release found the lock lost although its holder had seen no loss"
+                );
                 self.counts.already_lost.fetch_add(1, Ordering::Relaxed);
                 op.ok(None);
             }
